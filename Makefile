@@ -1,0 +1,42 @@
+# The README's commands. `make test` and `make demo` are all a newcomer needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck pytest sysdeps venv clean
+
+test: venv sysdeps lint typecheck pytest
+
+# A virtualenv with dbopt and its test tools; reinstalled when pyproject.toml changes.
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# PostgreSQL server binaries and the extensions the tests use, from Debian's packages, when
+# missing and when this machine can install them (root with apt-get). Elsewhere the tests say
+# what they need (DBOPT_TEST_DSN, Docker, or local server binaries).
+sysdeps:
+	@sh .ci/sysdeps.sh
+
+lint: venv
+	$(BIN)/ruff check dbopt tests
+	$(BIN)/ruff format --check dbopt tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
+pytest: venv
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$rc
+
+demo: venv sysdeps
+	$(BIN)/python -m dbopt.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

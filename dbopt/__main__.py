@@ -1,0 +1,7 @@
+"""Allow ``python -m dbopt``."""
+
+from __future__ import annotations
+
+from dbopt.cli import main
+
+main()

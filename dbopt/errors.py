@@ -1,0 +1,90 @@
+"""Typed errors raised by the dbopt library; the CLI maps each to an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_CONNECT = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding in an input file, located by file, line and column (1-based)."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class DboptError(Exception):
+    """Base of every error dbopt expects; carries the process exit code."""
+
+    exit_code: int = EXIT_BAD_INPUT
+
+
+class InputError(DboptError):
+    """Bad input (spec, config, flags): nothing has run against a database."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[Problem] = list(problems or [])
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.problems:
+            return head
+        return "\n".join([*(str(p) for p in self.problems), head])
+
+
+class SpecError(InputError):
+    """One or more spec files are invalid."""
+
+
+class ConfigError(InputError):
+    """The dbopt.yaml configuration or a command-line flag is invalid."""
+
+
+class UnsafeActionError(DboptError):
+    """dbopt refused an action that could lose data or block the application."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotImplementedYetError(DboptError):
+    """The command exists but its capability is not built yet."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConnectError(DboptError):
+    """Could not connect to the database (the message never holds a password)."""
+
+    exit_code = EXIT_CONNECT
+
+
+class LockBusyError(DboptError):
+    """Another dbopt run holds the lock this one needs."""
+
+    exit_code = EXIT_CONNECT
+
+
+class CheckFailedError(DboptError):
+    """A check failed: budget missed, drift found, a build failed."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class SandboxError(DboptError):
+    """No throwaway Postgres server could be started."""
+
+    exit_code = EXIT_CONNECT
