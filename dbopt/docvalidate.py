@@ -1,0 +1,165 @@
+"""Check a loaded YAML document against a JSON Schema and say what is wrong in plain words.
+
+jsonschema does the checking (every error at once); this module only turns its errors into
+Problems located at file:line:column with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from dbopt.errors import Problem
+from dbopt.yamlload import Document, Path_
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "nothing",
+}
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    """Render a document path like ``indexes[0].columns[1]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) < 40 else "a string"
+    return f"{type(value).__name__} {value!r}"
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """A "; did you mean 'x'?" suffix, or an empty string when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _expected_types(schema: Any) -> str:
+    types = schema if isinstance(schema, list) else [schema]
+    return " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+
+
+def _problem(doc: Document, err: ValidationError) -> list[Problem]:
+    path: Path_ = tuple(err.absolute_path)
+    where = dotted(path)
+    v = err.validator
+    if v == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(err.schema.get("properties", {}))
+        extras = [k for k in err.instance if k not in allowed]
+        out = []
+        for key in extras:
+            hint = suggest(key, allowed) or f"; allowed keys: {', '.join(allowed)}"
+            out.append(
+                doc.problem((*path, key), f"{where}: unknown key '{key}'{hint}", key=True)
+            )
+        return out
+    if v == "required":
+        missing = str(err.message).split("'")[1] if "'" in err.message else err.message
+        return [doc.problem(path, f"{where}: missing required key '{missing}'")]
+    if v == "type":
+        return [
+            doc.problem(
+                path,
+                f"{where}: expected {_expected_types(err.validator_value)}, "
+                f"got {_describe(err.instance)}",
+            )
+        ]
+    if v == "enum":
+        choices = [str(c) for c in err.validator_value]
+        hint = suggest(str(err.instance), choices)
+        return [
+            doc.problem(
+                path,
+                f"{where}: {_describe(err.instance)} is not one of {', '.join(choices)}{hint}",
+            )
+        ]
+    if v in ("minLength", "minItems"):
+        return [doc.problem(path, f"{where}: must not be empty")]
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {
+            "minimum": "at least",
+            "exclusiveMinimum": "greater than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }[str(v)]
+        return [
+            doc.problem(path, f"{where}: must be {words} {err.validator_value}, got {err.instance}")
+        ]
+    if v in ("anyOf", "oneOf") and err.context:
+        described = err.schema.get("description")
+        if described and not isinstance(err.instance, dict):
+            return [doc.problem(path, f"{where}: {_describe(err.instance)} is invalid: {described}")]
+        branch = _matching_branch(err)
+        if branch is not None:
+            return [p for sub in branch for p in _problem(doc, sub)]
+        kinds = [b.get("type") for b in err.validator_value if isinstance(b, dict)]
+        if kinds and all(kinds):
+            return [
+                doc.problem(
+                    path,
+                    f"{where}: expected {_expected_types(kinds)}, got {_describe(err.instance)}",
+                )
+            ]
+        return _problem(doc, best_match(err.context))
+    if v == "pattern":
+        described = err.schema.get("description", f"it must match {err.validator_value}")
+        return [doc.problem(path, f"{where}: {_describe(err.instance)} is invalid: {described}")]
+    return [doc.problem(path, f"{where}: {err.message}")]
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int):
+        return "integer"
+    return "number"
+
+
+def _matching_branch(err: ValidationError) -> list[ValidationError] | None:
+    """The errors of the anyOf/oneOf branch whose type fits the value, if exactly one does."""
+    kind = _json_type(err.instance)
+    fitting = [
+        i for i, branch in enumerate(err.validator_value) if branch.get("type") == kind
+    ]
+    if len(fitting) != 1:
+        return None
+    return [e for e in err.context or [] if e.relative_schema_path[0] == fitting[0]]
+
+
+def schema_problems(doc: Document, schema: dict[str, Any]) -> list[Problem]:
+    """Every way ``doc`` breaks ``schema``, sorted by position."""
+    validator = Draft202012Validator(schema)
+    problems: list[Problem] = []
+    for err in validator.iter_errors(doc.data):
+        problems.extend(_problem(doc, err))
+    return sorted(set(problems), key=lambda p: (p.line, p.column, p.message))

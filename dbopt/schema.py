@@ -1,0 +1,254 @@
+"""The JSON Schema of dbopt's spec and config files: one source for editors and the validator.
+
+`dbopt schema` prints it; `dbopt.validate` checks every document against it with the
+jsonschema library, then adds the checks a schema cannot express (SQL parsing, cron, names
+across files).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_ID = "https://dbopt.dev/schema/v1"
+
+#: PostgreSQL truncates identifiers to NAMEDATALEN-1 = 63 bytes; dbopt rejects longer ones.
+MAX_IDENTIFIER_BYTES = 63
+
+INDEX_METHODS = ("btree", "hash", "gist", "spgist", "gin", "brin")
+REFRESH_MODES = ("concurrent", "blocking", "auto")
+
+_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "description": "A PostgreSQL identifier (at most 63 bytes); case is kept as written.",
+}
+_QUALIFIED = {
+    "type": "string",
+    "minLength": 1,
+    "description": "A relation name, optionally schema-qualified (schema.name); default schema "
+    "is public.",
+}
+_DURATION = {
+    "description": "A PostgreSQL duration: an integer (milliseconds) or a string with a unit "
+    "(ms, s, min, h, d), e.g. '5s'; 0 disables the timeout.",
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+\s*(ms|s|min|h|d)?\s*$"},
+    ],
+}
+_MEMORY = {
+    "description": "A PostgreSQL memory size, e.g. '1GB' or '512MB'.",
+    "type": "string",
+    "pattern": r"^\s*\d+\s*(B|kB|MB|GB|TB)\s*$",
+}
+
+_COLUMN_OBJECT = {
+    "type": "object",
+    "description": "One key column: a column name or an expression, with its options.",
+    "additionalProperties": False,
+    "properties": {
+        "name": {**_NAME, "description": "A column of the table."},
+        "expr": {
+            "type": "string",
+            "minLength": 1,
+            "description": "An SQL expression, e.g. date(appointment_date) or lower(email).",
+        },
+        "order": {"enum": ["asc", "desc"]},
+        "nulls": {"enum": ["first", "last"]},
+        "opclass": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Operator class, e.g. text_pattern_ops or gin_trgm_ops.",
+        },
+        "collation": {"type": "string", "minLength": 1},
+    },
+}
+
+_INDEX = {
+    "type": "object",
+    "description": "One index dbopt keeps in place.",
+    "additionalProperties": False,
+    "required": ["name", "columns"],
+    "properties": {
+        "name": _NAME,
+        "columns": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"anyOf": [{"type": "string", "minLength": 1}, _COLUMN_OBJECT]},
+            "description": "Key columns, in order: plain names or {name|expr, order, nulls, "
+            "opclass, collation}.",
+        },
+        "method": {"enum": list(INDEX_METHODS), "default": "btree"},
+        "unique": {"type": "boolean", "default": False},
+        "nulls_not_distinct": {
+            "type": "boolean",
+            "description": "UNIQUE NULLS NOT DISTINCT (PostgreSQL 15+).",
+        },
+        "include": {"type": "array", "items": _NAME, "description": "INCLUDE columns."},
+        "where": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The predicate of a partial index: one SQL expression.",
+        },
+        "with": {
+            "type": "object",
+            "description": "Storage parameters, e.g. {fillfactor: 90}.",
+            "additionalProperties": {"type": ["string", "integer", "number", "boolean"]},
+        },
+        "reason": {"type": "string", "description": "Why this index exists."},
+        "comment": {"type": "string", "description": "Same as reason."},
+    },
+}
+
+_QUERY = {
+    "type": "object",
+    "description": "A query that matters, with its latency budget.",
+    "additionalProperties": False,
+    "required": ["name", "sql", "budget_ms"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$"},
+        "sql": {
+            "type": "string",
+            "minLength": 1,
+            "description": "One read-only statement; parameters as %(name)s.",
+        },
+        "params": {
+            "type": "object",
+            "description": "Values bound to %(name)s placeholders (never pasted into SQL).",
+        },
+        "budget_ms": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "p95 execution time target, in milliseconds.",
+        },
+        "warn_ms": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "p95 above this warns; must be below budget_ms.",
+        },
+        "runs": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 20},
+        "warmup": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3},
+        "timeout_ms": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "statement_timeout for each run; default derived from budget_ms.",
+        },
+        "description": {"type": "string"},
+        "expect": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "uses_index": {"type": "array", "items": _NAME, "minItems": 1},
+                "no_seq_scan_on": {"type": "array", "items": _QUALIFIED, "minItems": 1},
+            },
+        },
+    },
+}
+
+_VIEW_INDEX = {
+    **_INDEX,
+    "description": "An index on the materialized view.",
+}
+
+INDEX_FILE: dict[str, Any] = {
+    "type": "object",
+    "title": "dbopt index file (indexes/<table>.yaml)",
+    "additionalProperties": False,
+    "required": ["table"],
+    "properties": {
+        "table": _QUALIFIED,
+        "indexes": {"type": "array", "items": _INDEX},
+        "queries": {"type": "array", "items": _QUERY},
+    },
+}
+
+VIEW_FILE: dict[str, Any] = {
+    "type": "object",
+    "title": "dbopt materialized view file (views/<name>.yaml)",
+    "additionalProperties": False,
+    "required": ["name", "query"],
+    "properties": {
+        "name": _NAME,
+        "schema": {**_NAME, "default": "public"},
+        "query": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The view's defining query: one read-only statement.",
+        },
+        "indexes": {"type": "array", "items": _VIEW_INDEX},
+        "refresh": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "schedule": {
+                    "type": "string",
+                    "description": "A cron expression (5 fields), e.g. '0 * * * *'.",
+                },
+                "mode": {"enum": list(REFRESH_MODES), "default": "auto"},
+            },
+        },
+        "depends_on": {
+            "type": "array",
+            "items": _QUALIFIED,
+            "description": "Other materialized views (from the specs) refreshed before this one.",
+        },
+        "queries": {"type": "array", "items": _QUERY},
+        "reason": {"type": "string"},
+        "comment": {"type": "string"},
+    },
+}
+
+_ENVIRONMENT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "dsn": {
+            "type": "string",
+            "description": "libpq URI or key=value string (service=name works); ${VAR} is "
+            "expanded from the environment.",
+        },
+        "confirm": {
+            "type": "boolean",
+            "default": False,
+            "description": "apply/rollback ask for the environment's name to be typed.",
+        },
+        "lock_timeout": _DURATION,
+        "statement_timeout": _DURATION,
+        "maintenance_work_mem": _MEMORY,
+        "jobs": {"type": "integer", "minimum": 1, "maximum": 64},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 100},
+        "retry_backoff": _DURATION,
+        "verify_timeout_factor": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
+
+CONFIG_FILE: dict[str, Any] = {
+    "type": "object",
+    "title": "dbopt configuration (dbopt.yaml)",
+    "additionalProperties": False,
+    "properties": {
+        "history_schema": {**_NAME, "default": "dbopt"},
+        "specs": {"type": "array", "items": {"type": "string"}},
+        "defaults": _ENVIRONMENT,
+        "environments": {"type": "object", "additionalProperties": _ENVIRONMENT},
+    },
+}
+
+
+def spec_schema() -> dict[str, Any]:
+    """The published schema: an index file or a view file (told apart by `table` / `query`)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "dbopt spec file",
+        "oneOf": [INDEX_FILE, VIEW_FILE],
+    }
+
+
+def config_schema() -> dict[str, Any]:
+    """The schema of dbopt.yaml."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID + "/config",
+        **CONFIG_FILE,
+    }

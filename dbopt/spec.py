@@ -1,0 +1,626 @@
+"""Spec files (indexes/*.yaml, views/*.yaml) -> validated, frozen dataclasses.
+
+Loading never stops at the first mistake: every problem in every file is collected, each with
+file:line:column, and raised together as one SpecError before any SQL runs.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from dbopt.docvalidate import dotted, schema_problems, suggest
+from dbopt.errors import Problem, SpecError
+from dbopt.schema import INDEX_FILE, MAX_IDENTIFIER_BYTES, VIEW_FILE
+from dbopt.sqltext import SqlTextError, check_query, normalize_expression, normalize_query
+from dbopt.yamlload import Document, Path_, load_file
+
+DEFAULT_SCHEMA = "public"
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+#: Storage parameters each index method accepts (PostgreSQL's reloptions for indexes).
+STORAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "btree": ("fillfactor", "deduplicate_items"),
+    "hash": ("fillfactor",),
+    "gist": ("fillfactor", "buffering"),
+    "spgist": ("fillfactor",),
+    "gin": ("fastupdate", "gin_pending_list_limit"),
+    "brin": ("pages_per_range", "autosummarize"),
+}
+#: Methods that support INCLUDE columns and ASC/DESC/NULLS ordering.
+INCLUDE_METHODS = ("btree", "gist", "spgist")
+ORDERED_METHODS = ("btree",)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a spec item was written."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class QualifiedName:
+    """A schema-qualified relation name, exactly as PostgreSQL stores it."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def ident(self) -> sql.Identifier:
+        """The name as a composable SQL identifier."""
+        return sql.Identifier(self.schema, self.name)
+
+
+def parse_qualified(text: str, default_schema: str = DEFAULT_SCHEMA) -> QualifiedName:
+    """``schema.name`` or ``name`` (in ``default_schema``); raises ValueError otherwise."""
+    parts = text.strip().split(".")
+    if len(parts) == 1 and parts[0]:
+        return QualifiedName(default_schema, parts[0])
+    if len(parts) == 2 and all(parts):
+        return QualifiedName(parts[0], parts[1])
+    raise ValueError(f"'{text}' is not a relation name: write name or schema.name")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexColumn:
+    """One key column of an index: a column name or a (normalized) expression."""
+
+    name: str | None = None
+    expr: str | None = None
+    order: str | None = None
+    nulls: str | None = None
+    opclass: str | None = None
+    collation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """An index dbopt keeps in place, on a table or on a materialized view."""
+
+    name: str
+    table: QualifiedName
+    columns: tuple[IndexColumn, ...]
+    location: Location
+    method: str = "btree"
+    unique: bool = False
+    nulls_not_distinct: bool = False
+    include: tuple[str, ...] = ()
+    where: str | None = None
+    storage: tuple[tuple[str, str], ...] = ()
+    reason: str | None = None
+
+    @property
+    def qualified_name(self) -> QualifiedName:
+        """Indexes live in their table's schema."""
+        return QualifiedName(self.table.schema, self.name)
+
+    @property
+    def plain_columns(self) -> bool:
+        """True when every key column is a plain column (no expression)."""
+        return all(c.expr is None for c in self.columns)
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the plan of a budgeted query must show."""
+
+    uses_index: tuple[str, ...] = ()
+    no_seq_scan_on: tuple[QualifiedName, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBudget:
+    """A query that matters, with its p95 latency budget."""
+
+    name: str
+    sql: str
+    budget_ms: float
+    location: Location
+    owner: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    uses_placeholders: bool = False
+    warn_ms: float | None = None
+    runs: int = 20
+    warmup: int = 3
+    timeout_ms: float | None = None
+    description: str | None = None
+    expect: Expectation = Expectation()
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshSpec:
+    """When and how a materialized view is refreshed."""
+
+    schedule: str | None = None
+    mode: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSpec:
+    """A materialized view dbopt keeps in place."""
+
+    name: QualifiedName
+    query: str
+    location: Location
+    indexes: tuple[IndexSpec, ...] = ()
+    refresh: RefreshSpec = RefreshSpec()
+    depends_on: tuple[QualifiedName, ...] = ()
+    queries: tuple[QueryBudget, ...] = ()
+    reason: str | None = None
+
+    def concurrent_refresh_index(self) -> IndexSpec | None:
+        """A unique index PostgreSQL accepts for REFRESH ... CONCURRENTLY, if there is one."""
+        for index in self.indexes:
+            if index.unique and index.plain_columns and index.where is None:
+                return index
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SpecSet:
+    """Everything the spec files say, validated."""
+
+    indexes: tuple[IndexSpec, ...] = ()
+    views: tuple[ViewSpec, ...] = ()
+    index_queries: tuple[QueryBudget, ...] = ()
+    files: tuple[str, ...] = ()
+
+    @property
+    def queries(self) -> tuple[QueryBudget, ...]:
+        """Every budgeted query, from index files and view files."""
+        return self.index_queries + tuple(q for v in self.views for q in v.queries)
+
+    @property
+    def all_indexes(self) -> tuple[IndexSpec, ...]:
+        """Table indexes and the indexes of materialized views."""
+        return self.indexes + tuple(i for v in self.views for i in v.indexes)
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+class _FileReader:
+    """Builds the dataclasses of one schema-valid document, collecting semantic problems."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+
+    def loc(self, path: Path_) -> Location:
+        line, column = self.doc.where(path)
+        return Location(self.doc.file, line, column)
+
+    def err(self, path: Path_, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.doc.problem(path, f"{dotted(path)}: {message}", key=key))
+
+    def identifier(self, path: Path_, value: str) -> str:
+        size = len(value.encode("utf-8"))
+        if size > MAX_IDENTIFIER_BYTES:
+            self.err(
+                path,
+                f"'{value}' is {size} bytes long; PostgreSQL would silently truncate it to "
+                f"{MAX_IDENTIFIER_BYTES} bytes: choose a shorter name",
+            )
+        return value
+
+    def qualified(self, path: Path_, value: str, default_schema: str) -> QualifiedName:
+        try:
+            name = parse_qualified(value, default_schema)
+        except ValueError as exc:
+            self.err(path, str(exc))
+            return QualifiedName(default_schema, value)
+        self.identifier(path, name.schema)
+        self.identifier(path, name.name)
+        return name
+
+    def expression(self, path: Path_, text: str, what: str) -> str:
+        try:
+            return normalize_expression(text)
+        except SqlTextError as exc:
+            self.err(path, f"{what} is not valid: {exc}")
+            return text
+
+    def index(self, path: Path_, raw: Mapping[str, Any], table: QualifiedName) -> IndexSpec:
+        name = self.identifier((*path, "name"), raw["name"])
+        method = raw.get("method", "btree")
+        columns = tuple(
+            self.column((*path, "columns", i), c, method) for i, c in enumerate(raw["columns"])
+        )
+        unique = bool(raw.get("unique", False))
+        if unique and method != "btree":
+            self.err((*path, "unique"), f"only btree indexes can be unique, not {method}")
+        nnd = bool(raw.get("nulls_not_distinct", False))
+        if nnd and not unique:
+            self.err((*path, "nulls_not_distinct"), "only applies to a unique index")
+        include = tuple(
+            self.identifier((*path, "include", i), c) for i, c in enumerate(raw.get("include", []))
+        )
+        if include and method not in INCLUDE_METHODS:
+            self.err(
+                (*path, "include"),
+                f"{method} indexes cannot INCLUDE columns (only {', '.join(INCLUDE_METHODS)})",
+            )
+        keys = {c.name for c in columns if c.name}
+        for i, col in enumerate(include):
+            if col in keys:
+                self.err((*path, "include", i), f"'{col}' is already a key column")
+        where = raw.get("where")
+        if where is not None:
+            where = self.expression((*path, "where"), where, "the predicate")
+        storage = self.storage((*path, "with"), raw.get("with", {}), method)
+        if "reason" in raw and "comment" in raw:
+            self.err((*path, "comment"), "give either reason or comment, not both")
+        return IndexSpec(
+            name=name,
+            table=table,
+            columns=columns,
+            location=self.loc(path),
+            method=method,
+            unique=unique,
+            nulls_not_distinct=nnd,
+            include=include,
+            where=where,
+            storage=storage,
+            reason=raw.get("reason", raw.get("comment")),
+        )
+
+    def column(self, path: Path_, raw: str | Mapping[str, Any], method: str) -> IndexColumn:
+        if isinstance(raw, str):
+            return IndexColumn(name=self.identifier(path, raw))
+        if ("name" in raw) == ("expr" in raw):
+            self.err(path, "give exactly one of name (a column) or expr (an expression)")
+            return IndexColumn(name=str(raw.get("name", "?")))
+        if ("order" in raw or "nulls" in raw) and method not in ORDERED_METHODS:
+            self.err(path, f"{method} indexes do not support order or nulls (only btree)")
+        expr = raw.get("expr")
+        if expr is not None:
+            expr = self.expression((*path, "expr"), expr, "the expression")
+        name = raw.get("name")
+        if name is not None:
+            self.identifier((*path, "name"), name)
+        for key in ("opclass", "collation"):
+            if key in raw:
+                try:
+                    parse_qualified(raw[key], "pg_catalog")
+                except ValueError:
+                    self.err((*path, key), f"'{raw[key]}' is not a name: write name or schema.name")
+        return IndexColumn(
+            name=name,
+            expr=expr,
+            order=raw.get("order"),
+            nulls=raw.get("nulls"),
+            opclass=raw.get("opclass"),
+            collation=raw.get("collation"),
+        )
+
+    def storage(
+        self, path: Path_, raw: Mapping[str, Any], method: str
+    ) -> tuple[tuple[str, str], ...]:
+        allowed = STORAGE_PARAMETERS[method]
+        out = []
+        for key, value in raw.items():
+            if key not in allowed:
+                hint = suggest(key, allowed) or f"; {method} accepts: {', '.join(allowed)}"
+                self.err((*path, key), f"unknown storage parameter '{key}'{hint}", key=True)
+                continue
+            text = ("on" if value else "off") if isinstance(value, bool) else str(value)
+            out.append((key, text))
+        return tuple(sorted(out))
+
+    def query(self, path: Path_, raw: Mapping[str, Any], owner: str) -> QueryBudget:
+        params = dict(raw.get("params") or {})
+        text = raw["sql"]
+        placeholders = bool(params) or "%(" in text
+        try:
+            checked = check_query(text, with_placeholders=placeholders)
+        except SqlTextError as exc:
+            self.err((*path, "sql"), f"the query is not valid: {exc}")
+        else:
+            for name in checked.placeholders:
+                if name not in params:
+                    self.err(
+                        (*path, "sql"),
+                        f"placeholder %({name})s has no value: add it under params",
+                    )
+            for name in params:
+                if name not in checked.placeholders:
+                    self.err((*path, "params", name), f"parameter '{name}' is not used in sql")
+            text = checked.text
+        budget = float(raw["budget_ms"])
+        warn = raw.get("warn_ms")
+        if warn is not None and float(warn) >= budget:
+            self.err((*path, "warn_ms"), f"must be below budget_ms ({budget:g}), got {warn:g}")
+        timeout = raw.get("timeout_ms")
+        if timeout is not None and float(timeout) < budget:
+            self.err((*path, "timeout_ms"), f"must be at least budget_ms ({budget:g})")
+        expect_raw = raw.get("expect", {})
+        expect = Expectation(
+            uses_index=tuple(
+                self.identifier((*path, "expect", "uses_index", i), n)
+                for i, n in enumerate(expect_raw.get("uses_index", []))
+            ),
+            no_seq_scan_on=tuple(
+                self.qualified((*path, "expect", "no_seq_scan_on", i), n, DEFAULT_SCHEMA)
+                for i, n in enumerate(expect_raw.get("no_seq_scan_on", []))
+            ),
+        )
+        return QueryBudget(
+            name=raw["name"],
+            sql=text,
+            budget_ms=budget,
+            location=self.loc(path),
+            owner=owner,
+            params=params,
+            uses_placeholders=placeholders,
+            warn_ms=None if warn is None else float(warn),
+            runs=int(raw.get("runs", 20)),
+            warmup=int(raw.get("warmup", 3)),
+            timeout_ms=None if timeout is None else float(timeout),
+            description=raw.get("description"),
+            expect=expect,
+        )
+
+    def index_file(self) -> tuple[list[IndexSpec], list[QueryBudget]]:
+        data = self.doc.data
+        table = self.qualified(("table",), data["table"], DEFAULT_SCHEMA)
+        indexes = [
+            self.index(("indexes", i), raw, table) for i, raw in enumerate(data.get("indexes", []))
+        ]
+        queries = [
+            self.query(("queries", i), raw, str(table))
+            for i, raw in enumerate(data.get("queries", []))
+        ]
+        return indexes, queries
+
+    def view_file(self) -> ViewSpec:
+        from croniter import croniter
+
+        data = self.doc.data
+        schema = self.identifier(("schema",), data.get("schema", DEFAULT_SCHEMA))
+        name = QualifiedName(schema, self.identifier(("name",), data["name"]))
+        try:
+            query = normalize_query(data["query"])
+        except SqlTextError as exc:
+            self.err(("query",), f"the view query is not valid: {exc}")
+            query = data["query"]
+        indexes = tuple(
+            self.index(("indexes", i), raw, name) for i, raw in enumerate(data.get("indexes", []))
+        )
+        refresh_raw = data.get("refresh", {})
+        schedule = refresh_raw.get("schedule")
+        if schedule is not None:
+            fields = schedule.split()
+            if len(fields) != 5 or not croniter.is_valid(schedule):
+                self.err(
+                    ("refresh", "schedule"),
+                    f"'{schedule}' is not a 5-field cron expression "
+                    "(minute hour day-of-month month day-of-week), e.g. '0 * * * *'",
+                )
+        refresh = RefreshSpec(schedule=schedule, mode=refresh_raw.get("mode", "auto"))
+        view = ViewSpec(
+            name=name,
+            query=query,
+            location=self.loc(()),
+            indexes=indexes,
+            refresh=refresh,
+            depends_on=tuple(
+                self.qualified(("depends_on", i), d, schema)
+                for i, d in enumerate(data.get("depends_on", []))
+            ),
+            queries=tuple(
+                self.query(("queries", i), raw, str(name))
+                for i, raw in enumerate(data.get("queries", []))
+            ),
+            reason=data.get("reason", data.get("comment")),
+        )
+        if refresh.mode == "concurrent" and view.concurrent_refresh_index() is None:
+            self.err(
+                ("refresh", "mode"),
+                "REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain columns "
+                "(no expression, no WHERE): add one under indexes, or use mode: auto",
+            )
+        return view
+
+
+def _spec_files(dirs: Sequence[tuple[Path, bool]]) -> tuple[list[Path], list[Problem]]:
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for directory, required in dirs:
+        if not directory.is_dir():
+            if required:
+                problems.append(
+                    Problem(str(directory), 1, 1, "no such directory: check --specs")
+                )
+            continue
+        files.extend(
+            sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file())
+        )
+    return files, problems
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path)
+
+
+def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
+    """Load and validate every spec file in ``dirs`` (each with: must it exist?).
+
+    Raises SpecError listing every problem found, in file order.
+    """
+    files, problems = _spec_files(dirs)
+    if not files and not problems:
+        where = ", ".join(str(d) for d, _ in dirs) or "(none)"
+        raise SpecError(f"no spec files (*.yaml) found in {where}")
+    indexes: list[IndexSpec] = []
+    queries: list[QueryBudget] = []
+    views: list[ViewSpec] = []
+    names: list[str] = []
+    for path in files:
+        display = _display(path)
+        names.append(display)
+        doc, found = load_file(path, display=display)
+        problems.extend(found)
+        if doc is None:
+            continue
+        data = doc.data
+        if not isinstance(data, dict):
+            problems.append(doc.problem((), "a spec file must be a mapping of keys to values"))
+            continue
+        if "table" in data or not ("query" in data or "name" in data):
+            schema, kind = INDEX_FILE, "index"
+        else:
+            schema, kind = VIEW_FILE, "view"
+        if kind == "index" and "table" not in data:
+            problems.append(
+                doc.problem(
+                    (),
+                    "cannot tell what this file is: an index file needs 'table', a view file "
+                    "needs 'name' and 'query'",
+                )
+            )
+            continue
+        found = schema_problems(doc, schema)
+        if found:
+            problems.extend(found)
+            continue
+        reader = _FileReader(doc)
+        if kind == "index":
+            file_indexes, file_queries = reader.index_file()
+            indexes.extend(file_indexes)
+            queries.extend(file_queries)
+        else:
+            views.append(reader.view_file())
+        problems.extend(reader.problems)
+    specs = SpecSet(tuple(indexes), tuple(views), tuple(queries), tuple(names))
+    problems.extend(_cross_file_problems(specs))
+    if problems:
+        count = len(problems)
+        raise SpecError(
+            f"{count} problem{'s' if count != 1 else ''} in the specs; nothing was run",
+            problems,
+        )
+    return specs
+
+
+def _located(loc: Location, message: str) -> Problem:
+    return Problem(loc.file, loc.line, loc.column, message)
+
+
+def _cross_file_problems(specs: SpecSet) -> list[Problem]:
+    """Checks that need every file: duplicate names, twin indexes, view dependencies."""
+    problems: list[Problem] = []
+    seen: dict[QualifiedName, Location] = {}
+    relations: Iterable[tuple[QualifiedName, Location, str]] = [
+        *((i.qualified_name, i.location, "index") for i in specs.all_indexes),
+        *((v.name, v.location, "materialized view") for v in specs.views),
+    ]
+    for name, loc, what in relations:
+        if name in seen:
+            problems.append(
+                _located(
+                    loc,
+                    f"{what} name '{name}' is already used at {seen[name]}: "
+                    "indexes and views share one namespace per schema",
+                )
+            )
+        else:
+            seen[name] = loc
+    twins: dict[tuple[Any, ...], IndexSpec] = {}
+    for index in specs.all_indexes:
+        shape = (
+            index.table,
+            index.columns,
+            index.method,
+            index.unique,
+            index.include,
+            index.where,
+        )
+        if shape in twins:
+            problems.append(
+                _located(
+                    index.location,
+                    f"index '{index.name}' has the same definition as "
+                    f"'{twins[shape].name}' ({twins[shape].location}): keep one",
+                )
+            )
+        else:
+            twins[shape] = index
+    query_names: dict[str, Location] = {}
+    for query in specs.queries:
+        if query.name in query_names:
+            problems.append(
+                _located(
+                    query.location,
+                    f"query name '{query.name}' is already used at {query_names[query.name]}",
+                )
+            )
+        else:
+            query_names[query.name] = query.location
+    problems.extend(_view_graph_problems(specs.views))
+    return problems
+
+
+def _view_graph_problems(views: Sequence[ViewSpec]) -> list[Problem]:
+    by_name = {v.name: v for v in views}
+    problems: list[Problem] = []
+    graph: dict[QualifiedName, set[QualifiedName]] = {}
+    for view in views:
+        deps = graph.setdefault(view.name, set())
+        for dep in view.depends_on:
+            if dep == view.name:
+                problems.append(_located(view.location, f"view '{view.name}' depends on itself"))
+            elif dep not in by_name:
+                known = [str(n) for n in by_name]
+                problems.append(
+                    _located(
+                        view.location,
+                        f"depends_on names '{dep}', which is not a view in the specs"
+                        + suggest(str(dep), known),
+                    )
+                )
+            else:
+                deps.add(dep)
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        cycle = [str(n) for n in exc.args[1]]
+        first = by_name[exc.args[1][0]]
+        problems.append(
+            _located(
+                first.location,
+                "materialized views depend on each other in a cycle: " + " -> ".join(cycle),
+            )
+        )
+    return problems
+
+
+def view_order(views: Sequence[ViewSpec]) -> list[ViewSpec]:
+    """Views sorted so that every view comes after the views it depends on (stable by name)."""
+    by_name = {v.name: v for v in views}
+    sorter = graphlib.TopologicalSorter(
+        {v.name: {d for d in v.depends_on if d in by_name} for v in views}
+    )
+    sorter.prepare()
+    ordered: list[ViewSpec] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        ordered.extend(by_name[n] for n in ready)
+        sorter.done(*ready)
+    return ordered

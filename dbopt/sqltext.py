@@ -1,0 +1,210 @@
+"""The one audited door for free-form SQL from specs: predicates, expressions and queries.
+
+Everything a spec says in SQL is parsed by the real PostgreSQL parser (pglast, i.e.
+libpg_query) before dbopt uses it. An expression must be exactly one expression and a query
+exactly one read-only statement; what dbopt later sends to the server is the parser's own
+rendering of what it checked (for expressions and view queries), so nothing can ride along.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+#: Statement and clause nodes that make a query write or lock (pglast JSON node names).
+_WRITING_NODES = {
+    "InsertStmt": "INSERT",
+    "UpdateStmt": "UPDATE",
+    "DeleteStmt": "DELETE",
+    "MergeStmt": "MERGE",
+    "intoClause": "SELECT INTO",
+    "lockingClause": "FOR UPDATE/SHARE (row locks)",
+}
+
+_SELECT_CLAUSES = (
+    "distinctClause",
+    "intoClause",
+    "fromClause",
+    "whereClause",
+    "groupClause",
+    "havingClause",
+    "windowClause",
+    "valuesLists",
+    "sortClause",
+    "limitOffset",
+    "limitCount",
+    "lockingClause",
+    "withClause",
+    "op",
+)
+
+# psycopg's placeholder grammar: %(name)s, %(name)b, %(name)t, and %% for a literal percent.
+_PLACEHOLDER = re.compile(r"%(?:\((?P<name>[^)]*)\)(?P<fmt>[sbt])|(?P<pct>%)|(?P<bad>.?))", re.S)
+
+
+class SqlTextError(ValueError):
+    """Free-form SQL from a spec was rejected; ``position`` is a 0-based offset or None."""
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedQuery:
+    """A read-only query that passed the parser, with its named placeholders in order."""
+
+    text: str
+    placeholders: tuple[str, ...]
+
+
+def _parse(text: str, offset: int) -> list[Any]:
+    # Imported here: pglast loads libpg_query, which no command needs at start-up.
+    from pglast import parser
+
+    try:
+        tree = json.loads(parser.parse_sql_json(text))
+    except parser.ParseError as exc:
+        # ParseError.args is (message, 0-based offset in the parsed text).
+        pos = exc.args[1] if len(exc.args) > 1 else None
+        position = max(0, int(pos) - offset) if isinstance(pos, int) else None
+        raise SqlTextError(str(exc.args[0]), position) from None
+    stmts: list[Any] = tree.get("stmts", [])
+    return stmts
+
+
+def _walk(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _near(text: str, position: int | None) -> str:
+    if position is None or position >= len(text):
+        return ""
+    return f" (near {text[position : position + 20]!r})"
+
+
+def normalize_expression(text: str) -> str:
+    """Parse one SQL value expression and return the parser's rendering of it.
+
+    Raises SqlTextError unless ``text`` is exactly one expression: no second statement, no
+    FROM/ORDER BY/... smuggled after it, no alias.
+    """
+    from pglast import parser
+    from pglast.stream import RawStream
+
+    prefix = "SELECT "
+    try:
+        stmts = _parse(prefix + text, len(prefix))
+    except SqlTextError as exc:
+        raise SqlTextError(f"{exc}{_near(text, exc.position)}", exc.position) from None
+    if len(stmts) != 1:
+        raise SqlTextError("must be a single expression, not several statements")
+    select = stmts[0]["stmt"].get("SelectStmt")
+    if select is None:
+        raise SqlTextError("must be a single expression")
+    extra = [c for c in _SELECT_CLAUSES if select.get(c) not in (None, [], "SETOP_NONE")]
+    targets = select.get("targetList", [])
+    if extra or len(targets) != 1:
+        raise SqlTextError("must be a single expression (found more after it)")
+    target = targets[0]["ResTarget"]
+    if target.get("name"):
+        raise SqlTextError("must be a single expression, without an alias")
+    if "SubLink" in set(_walk(target)):
+        raise SqlTextError("must not contain a subquery (PostgreSQL refuses them in indexes)")
+    node = parser.parse_sql(prefix + text)[0].stmt.targetList[0].val
+    return str(RawStream()(node))
+
+
+def _psycopg_to_dollar(text: str) -> tuple[str, tuple[str, ...]]:
+    """Replace psycopg's %(name)s placeholders by $n so the PostgreSQL parser accepts them."""
+    names: list[str] = []
+    out: list[str] = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(text):
+        out.append(text[last : match.start()])
+        last = match.end()
+        if match.group("pct") is not None:
+            out.append("%")
+        elif match.group("name") is not None:
+            name = match.group("name")
+            if not name.isidentifier():
+                raise SqlTextError(f"bad placeholder name %({name})", match.start())
+            if name not in names:
+                names.append(name)
+            out.append(f"${names.index(name) + 1}")
+        else:
+            raise SqlTextError(
+                "a bare '%' in a query: use %(name)s for parameters and %% for a literal '%'",
+                match.start(),
+            )
+    out.append(text[last:])
+    return "".join(out), tuple(names)
+
+
+def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
+    """Parse one read-only statement (SELECT, VALUES, TABLE, WITH ... SELECT).
+
+    With ``with_placeholders`` the text uses psycopg's ``%(name)s`` parameters (and ``%%`` for
+    a literal percent), exactly as it will be sent with bound values.
+    """
+    body = text.strip()
+    names: tuple[str, ...] = ()
+    parsed_text = body
+    if with_placeholders:
+        parsed_text, names = _psycopg_to_dollar(body)
+    try:
+        stmts = _parse(parsed_text, 0)
+    except SqlTextError as exc:
+        raise SqlTextError(f"{exc}{_near(parsed_text, exc.position)}", exc.position) from None
+    if len(stmts) != 1:
+        raise SqlTextError(
+            f"must be exactly one statement, found {len(stmts)}"
+            if stmts
+            else "must be a statement, found none"
+        )
+    stmt = stmts[0]["stmt"]
+    kind = next(iter(stmt))
+    if kind != "SelectStmt":
+        verb = kind.removesuffix("Stmt").upper()
+        raise SqlTextError(f"must be a read-only SELECT, not {verb}")
+    found = set(_walk(stmt))
+    for node, what in _WRITING_NODES.items():
+        if node in found:
+            raise SqlTextError(f"must be read-only: it contains {what}")
+    # Drop a trailing semicolon so the text can be embedded (EXPLAIN ..., CREATE ... AS ...).
+    return CheckedQuery(text=body.rstrip().rstrip(";").rstrip(), placeholders=names)
+
+
+def normalize_query(text: str) -> str:
+    """The parser's rendering of a read-only query without placeholders (for view bodies)."""
+    from pglast import parser
+    from pglast.stream import RawStream
+
+    check_query(text, with_placeholders=False)
+    return str(RawStream()(parser.parse_sql(text)[0].stmt))
+
+
+def expression_sql(text: str) -> sql.Composable:
+    """The only way a spec's expression or predicate enters composed SQL: re-parsed, rendered."""
+    return sql.SQL(normalize_expression(text))  # noqa: S608 - checked by the parser above
+
+
+def query_sql(text: str) -> sql.Composable:
+    """The only way a spec's view query enters composed SQL: re-parsed, rendered."""
+    return sql.SQL(normalize_query(text))
+
+
+def budget_query_sql(text: str) -> sql.Composable:
+    """A budget query (with psycopg placeholders) after the parser accepted it as read-only."""
+    return sql.SQL(check_query(text, with_placeholders=True).text)
