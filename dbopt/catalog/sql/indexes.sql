@@ -1,0 +1,29 @@
+-- Every index outside the system schemas: definition, validity, size, use, and whether it
+-- backs a constraint (dbopt never touches those).
+SELECT n.nspname                                   AS schema,
+       t.relname                                   AS table_name,
+       c.relname                                   AS name,
+       am.amname                                   AS method,
+       pg_get_indexdef(c.oid)                      AS definition,
+       pg_get_expr(i.indpred, i.indrelid)          AS predicate,
+       i.indisunique                               AS is_unique,
+       i.indisprimary                              AS is_primary,
+       i.indisvalid                                AS is_valid,
+       i.indisready                                AS is_ready,
+       c.relkind::text                             AS relkind,
+       con.conname                                 AS constraint_name,
+       con.contype::text                           AS constraint_type,
+       pg_relation_size(c.oid)                     AS size_bytes,
+       s.idx_scan                                  AS scans,
+       obj_description(c.oid, 'pg_class')          AS comment
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_class t ON t.oid = i.indrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_am am ON am.oid = c.relam
+  LEFT JOIN pg_constraint con ON con.conindid = c.oid AND con.contype IN ('p', 'u', 'x')
+  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = c.oid
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\_toast%'
+   AND n.nspname NOT LIKE 'pg\_temp%'
+ ORDER BY n.nspname, t.relname, c.relname

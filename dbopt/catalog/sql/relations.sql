@@ -1,0 +1,29 @@
+-- Tables, partitioned tables and materialized views outside the system schemas, with their
+-- columns, size and whether the current role may create indexes on them (owns them).
+SELECT n.nspname                                   AS schema,
+       c.relname                                   AS name,
+       c.relkind::text                             AS relkind,
+       c.relispartition                            AS is_partition,
+       pg_get_userbyid(c.relowner)                 AS owner,
+       pg_has_role(c.relowner, 'USAGE')            AS owned,
+       pg_total_relation_size(c.oid)               AS total_bytes,
+       c.reltuples::bigint                         AS estimated_rows,
+       CASE WHEN c.relkind = 'm' THEN c.relispopulated END AS populated,
+       CASE WHEN c.relkind = 'm' THEN pg_get_viewdef(c.oid) END AS view_definition,
+       COALESCE((SELECT array_agg(a.attname::text ORDER BY a.attnum)
+                   FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                '{}')                              AS columns,
+       COALESCE((SELECT array_agg(pn.nspname || '.' || pc.relname ORDER BY pn.nspname, pc.relname)
+                   FROM pg_inherits i
+                   JOIN pg_class pc ON pc.oid = i.inhrelid
+                   JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+                  WHERE i.inhparent = c.oid),
+                '{}')                              AS partitions
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'm')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\_toast%'
+   AND n.nspname NOT LIKE 'pg\_temp%'
+ ORDER BY n.nspname, c.relname

@@ -1,0 +1,91 @@
+"""Commands about the spec files themselves: validate and schema."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@common_options
+def validate(opts: Options) -> None:
+    """Check every spec file; with --env/--dsn also check them against a database.
+
+    Without a database this parses every predicate, expression and query with the real
+    PostgreSQL parser, checks names, cron schedules and view dependencies, and reports every
+    problem at once as file:line:column. With --env or --dsn it also checks that every table,
+    column and referenced index exists.
+
+    \b
+    Examples:
+      dbopt validate
+      dbopt validate --specs indexes --format json
+      dbopt validate --dsn postgresql://app@localhost/app
+    """
+    from dbopt.errors import SpecError
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    try:
+        specs = load_specs(opts.spec_dirs(config))
+        if opts.env or opts.dsn:
+            from dbopt.db import connect
+            from dbopt.livecheck import check_against_database
+
+            target = opts.target(config)
+            with connect(target.dsn) as conn:
+                check_against_database(specs, conn)
+    except SpecError as err:
+        if opts.fmt == "json":
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "problems": [
+                            {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+                            for p in err.problems
+                        ],
+                    }
+                )
+            )
+        raise
+    summary = {
+        "ok": True,
+        "files": len(specs.files),
+        "indexes": len(specs.all_indexes),
+        "views": len(specs.views),
+        "queries": len(specs.queries),
+    }
+    if opts.fmt == "json":
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"ok: {summary['files']} files, {summary['indexes']} indexes, "
+            f"{summary['views']} materialized views, {summary['queries']} budgeted queries"
+        )
+
+
+@click.command()
+@click.option(
+    "--kind",
+    type=click.Choice(["spec", "config"]),
+    default="spec",
+    show_default=True,
+    help="Schema of spec files (indexes/, views/) or of dbopt.yaml.",
+)
+def schema(kind: str) -> None:
+    """Print the JSON Schema of spec files (or dbopt.yaml) for editors.
+
+    \b
+    Examples:
+      dbopt schema > .dbopt-schema.json
+      # VS Code (YAML extension), settings.json:
+      #   "yaml.schemas": {".dbopt-schema.json": ["indexes/*.yaml", "views/*.yaml"]}
+      dbopt schema --kind config
+    """
+    from dbopt.schema import config_schema, spec_schema
+
+    click.echo(json.dumps(spec_schema() if kind == "spec" else config_schema(), indent=2))

@@ -1,0 +1,158 @@
+"""`dbopt validate --dsn`: check specs against a live database without changing anything.
+
+Every check runs in a READ ONLY transaction that is rolled back, under a short
+statement_timeout, so pointing validate at production is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from dbopt.catalog import Catalog, inspect
+from dbopt.docvalidate import suggest
+from dbopt.errors import Problem, SpecError
+from dbopt.spec import IndexSpec, Location, QualifiedName, SpecSet, ViewSpec
+from dbopt.sqltext import budget_query_sql, expression_sql, query_sql
+
+CHECK_TIMEOUT_MS = 5_000
+
+
+def _at(loc: Location, message: str) -> Problem:
+    return Problem(loc.file, loc.line, loc.column, message)
+
+
+def _server_message(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    text = diag.message_primary or str(exc).strip()
+    if diag.message_hint:
+        text += f" (hint: {diag.message_hint})"
+    return text
+
+
+def _try(conn: psycopg.Connection[Any], query: sql.Composable, params: Any = None) -> Any:
+    """Run one statement read-only and rolled back; the cursor description, or the error."""
+    try:
+        with conn.transaction(force_rollback=True), conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(CHECK_TIMEOUT_MS))
+            )
+            cur.execute(query, params)
+            return [d.name for d in cur.description or []]
+    except psycopg.Error as exc:
+        return exc
+
+
+def _view_columns(
+    conn: psycopg.Connection[Any], view: ViewSpec, catalog: Catalog, problems: list[Problem]
+) -> tuple[str, ...] | None:
+    existing = catalog.relations.get(view.name)
+    result = _try(
+        conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check LIMIT 0").format(query_sql(view.query))
+    )
+    if isinstance(result, psycopg.Error):
+        problems.append(
+            _at(view.location, f"the query of {view.name} fails: {_server_message(result)}")
+        )
+        return existing.columns if existing else None
+    return tuple(result)
+
+
+def _check_index(
+    conn: psycopg.Connection[Any],
+    index: IndexSpec,
+    columns: tuple[str, ...],
+    problems: list[Problem],
+) -> None:
+    for col in [c.name for c in index.columns if c.name] + list(index.include):
+        if col not in columns:
+            problems.append(
+                _at(
+                    index.location,
+                    f"index {index.name}: column '{col}' does not exist on {index.table}"
+                    + suggest(col, columns),
+                )
+            )
+    exprs = [c.expr for c in index.columns if c.expr]
+    for text, what in [*((e, "expression") for e in exprs), (index.where, "predicate")]:
+        if text is None:
+            continue
+        result = _try(
+            conn,
+            sql.SQL("SELECT {} FROM {} WHERE false").format(
+                expression_sql(text), index.table.ident()
+            ),
+        )
+        if isinstance(result, psycopg.Error):
+            problems.append(
+                _at(
+                    index.location,
+                    f"index {index.name}: the {what} fails on {index.table}: "
+                    f"{_server_message(result)}",
+                )
+            )
+
+
+def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Catalog:
+    """Raise SpecError when a table, column, index or query in the specs does not fit the DB."""
+    catalog = inspect(conn)
+    problems: list[Problem] = []
+    reported: set[QualifiedName] = set()
+    for index in specs.indexes:
+        relation = catalog.relations.get(index.table)
+        if relation is None or relation.relkind == "m":
+            if index.table not in reported:
+                known = [str(n) for n in catalog.relations if n.schema == index.table.schema]
+                problems.append(
+                    _at(
+                        index.location,
+                        f"table {index.table} does not exist in the database"
+                        + suggest(str(index.table), known),
+                    )
+                )
+                reported.add(index.table)
+            continue
+        _check_index(conn, index, relation.columns, problems)
+    for view in specs.views:
+        columns = _view_columns(conn, view, catalog, problems)
+        if columns is not None:
+            for index in view.indexes:
+                _check_index(conn, index, columns, problems)
+    index_names = {i.name for i in specs.all_indexes} | {n.name for n in catalog.indexes}
+    relation_names = set(catalog.relations) | {v.name for v in specs.views}
+    for query in specs.queries:
+        for name in query.expect.uses_index:
+            if name not in index_names:
+                problems.append(
+                    _at(
+                        query.location,
+                        f"query {query.name}: expects index '{name}', which is neither in the "
+                        "specs nor in the database" + suggest(name, sorted(index_names)),
+                    )
+                )
+        for table in query.expect.no_seq_scan_on:
+            if table not in relation_names:
+                problems.append(
+                    _at(
+                        query.location,
+                        f"query {query.name}: no_seq_scan_on names {table}, which does not exist",
+                    )
+                )
+        params = dict(query.params) if query.uses_placeholders else None
+        result = _try(
+            conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params
+        )
+        if isinstance(result, psycopg.Error):
+            problems.append(
+                _at(query.location, f"query {query.name} fails: {_server_message(result)}")
+            )
+    if problems:
+        count = len(problems)
+        raise SpecError(
+            f"{count} problem{'s' if count != 1 else ''} against the database; nothing was changed",
+            problems,
+        )
+    return catalog
