@@ -57,3 +57,57 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def plan_rows(plan: Any) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a plan: one row per action."""
+    rows = []
+    for action in plan.actions:
+        note = action.reason if action.enabled else f"{action.reason} (needs {action.needs})"
+        rows.append([action.kind.value, str(action.name), str(action.table), note])
+    return ["action", "index", "table", "why"], rows
+
+
+def plan_sql(plan: Any, *, rollback: bool = False) -> str:
+    """The exact SQL apply (or rollback) would run, formatted with sqlparse, in order."""
+    import sqlparse
+
+    actions = plan.runnable
+    if rollback:
+        actions = tuple(reversed(actions))
+    out: list[str] = []
+    for action in actions:
+        out.append(f"-- {action.kind.value} {action.name}: {action.reason}")
+        for step in action.rollback if rollback else action.forward:
+            out.append(sqlparse.format(step.text(), reindent=False, keyword_case="upper"))
+        out.append("")
+    if not out:
+        return "-- nothing to do\n"
+    return "\n".join(out)
+
+
+def plan_json(plan: Any) -> str:
+    """The plan as JSON, for CI and scripts."""
+    return json.dumps(
+        {
+            "changes": len(plan.changes),
+            "runnable": len(plan.runnable),
+            "catalog_queries": plan.catalog_queries,
+            "actions": [
+                {
+                    "action": a.kind.value,
+                    "index": str(a.name),
+                    "table": str(a.table),
+                    "reason": a.reason,
+                    "enabled": a.enabled,
+                    "needs": a.needs,
+                    "current": a.current,
+                    "desired": a.desired,
+                    "sql": [s.text() for s in a.forward],
+                    "rollback_sql": [s.text() for s in a.rollback],
+                }
+                for a in plan.actions
+            ],
+        },
+        indent=2,
+    )

@@ -16,15 +16,61 @@ def _not_yet(command: str) -> NotImplementedYetError:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
-def plan(opts: Options) -> None:
+@click.option("--sql", "show_sql", is_flag=True, help="Print the exact SQL apply would run.")
+@click.option(
+    "--exit-code", is_flag=True, help="Exit 1 when the plan has changes (for CI gates)."
+)
+@click.option("--replace-drifted", is_flag=True, help="Plan replacing drifted indexes.")
+@click.option("--prune", is_flag=True, help="Plan dropping indexes dbopt created that left the specs.")
+def plan(
+    opts: Options, show_sql: bool, exit_code: bool, replace_drifted: bool, prune: bool
+) -> None:
     """Show what apply would change: the specs diffed against the live catalog.
+
+    Each action is create, skip, repair (an INVALID index), replace (drift; runs only with
+    --replace-drifted) or drop (an index dbopt created that left the specs; only with --prune).
+    Indexes dbopt did not create are never dropped.
 
     \b
     Examples:
       dbopt plan --env staging
       dbopt plan --dsn postgresql://app@localhost/app --sql
+      dbopt plan --env production --format json --exit-code
     """
-    raise _not_yet("plan")
+    from dbopt import render
+    from dbopt.db import connect
+    from dbopt.history import History
+    from dbopt.lifecycle import build_plan
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = opts.target(config)
+    with connect(target.dsn) as conn:
+        result = build_plan(
+            conn,
+            specs,
+            target.settings,
+            History(config.history_schema),
+            replace_drifted=replace_drifted,
+            prune=prune,
+        )
+    if show_sql:
+        click.echo(render.plan_sql(result), nl=False)
+    elif opts.fmt == "json":
+        click.echo(render.plan_json(result))
+    else:
+        headers, rows = render.plan_rows(result)
+        render.print_rows(headers, rows, opts.fmt, click.get_text_stream("stdout"), title="Plan")
+        for action in result.changes:
+            if action.kind.value == "replace":
+                click.echo(f"drift in {action.name}:\n{action.diff()}")
+        click.echo(
+            f"{len(result.runnable)} to change, {len(result.blocked)} need a flag, "
+            f"{len(result.actions) - len(result.changes)} unchanged"
+        )
+    if exit_code and result.changes:
+        raise SystemExit(1)
 
 
 @click.command(epilog=EXIT_CODES_HELP)

@@ -1,0 +1,133 @@
+"""DDL for indexes, composed with psycopg.sql only.
+
+Every identifier is a ``sql.Identifier``; methods come from the spec's allow-list; expressions
+and predicates enter through :mod:`dbopt.sqltext`, which re-parses them first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from psycopg import sql
+
+from dbopt.schema import INDEX_METHODS, MAX_IDENTIFIER_BYTES
+from dbopt.spec import IndexColumn, IndexSpec, QualifiedName, parse_qualified
+from dbopt.sqltext import expression_sql
+
+
+def _name_ident(text: str) -> sql.Identifier:
+    qn = parse_qualified(text, "")
+    return sql.Identifier(qn.name) if not qn.schema else sql.Identifier(qn.schema, qn.name)
+
+
+def _column(col: IndexColumn) -> sql.Composable:
+    if col.expr is not None:
+        parts: list[sql.Composable] = [sql.SQL("({})").format(expression_sql(col.expr))]
+    else:
+        parts = [sql.Identifier(col.name or "")]
+    if col.collation:
+        parts.append(sql.SQL("COLLATE {}").format(_name_ident(col.collation)))
+    if col.opclass:
+        parts.append(_name_ident(col.opclass))
+    if col.order:
+        parts.append(sql.SQL("DESC" if col.order == "desc" else "ASC"))
+    if col.nulls:
+        parts.append(sql.SQL("NULLS FIRST" if col.nulls == "first" else "NULLS LAST"))
+    return sql.SQL(" ").join(parts)
+
+
+def create_index(
+    spec: IndexSpec,
+    *,
+    name: str | None = None,
+    table: QualifiedName | None = None,
+    concurrently: bool = True,
+    only: bool = False,
+) -> sql.Composed:
+    """CREATE INDEX for ``spec``, optionally under another name or on another table."""
+    if spec.method not in INDEX_METHODS:  # the schema already refuses; never trust one layer
+        raise ValueError(f"index method {spec.method!r} is not allowed")
+    parts: list[sql.Composable] = [
+        sql.SQL("CREATE UNIQUE INDEX" if spec.unique else "CREATE INDEX")
+    ]
+    if concurrently:
+        parts.append(sql.SQL("CONCURRENTLY"))
+    parts.append(sql.Identifier(name or spec.name))
+    parts.append(sql.SQL("ON ONLY" if only else "ON"))
+    parts.append((table or spec.table).ident())
+    parts.append(sql.SQL("USING {}").format(sql.SQL(spec.method)))
+    parts.append(sql.SQL("({})").format(sql.SQL(", ").join(_column(c) for c in spec.columns)))
+    if spec.include:
+        parts.append(
+            sql.SQL("INCLUDE ({})").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in spec.include)
+            )
+        )
+    if spec.nulls_not_distinct:
+        parts.append(sql.SQL("NULLS NOT DISTINCT"))
+    if spec.storage:
+        parts.append(
+            sql.SQL("WITH ({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v))
+                    for k, v in spec.storage
+                )
+            )
+        )
+    if spec.where is not None:
+        parts.append(sql.SQL("WHERE {}").format(expression_sql(spec.where)))
+    return sql.SQL(" ").join(parts)
+
+
+def drop_index(name: QualifiedName, *, concurrently: bool = True) -> sql.Composed:
+    """DROP INDEX [CONCURRENTLY] IF EXISTS."""
+    return sql.SQL("DROP INDEX {}IF EXISTS {}").format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""), name.ident()
+    )
+
+
+def rename_index(name: QualifiedName, new_name: str) -> sql.Composed:
+    """ALTER INDEX ... RENAME TO (within the same schema)."""
+    return sql.SQL("ALTER INDEX {} RENAME TO {}").format(name.ident(), sql.Identifier(new_name))
+
+
+def attach_partition_index(parent: QualifiedName, child: QualifiedName) -> sql.Composed:
+    """ALTER INDEX parent ATTACH PARTITION child."""
+    return sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(parent.ident(), child.ident())
+
+
+def recreate_from_definition(
+    definition: str, current_name: str, new_name: str, *, concurrently: bool = True
+) -> sql.Composed:
+    """Rebuild an index from PostgreSQL's own ``pg_get_indexdef`` text under ``new_name``.
+
+    The text comes from the server's deparser (never from a user); only its head
+    ``CREATE [UNIQUE] INDEX <name> ON`` is replaced, so the body is exactly what PostgreSQL had.
+    """
+    unique = definition.startswith("CREATE UNIQUE INDEX ")
+    head = "CREATE UNIQUE INDEX " if unique else "CREATE INDEX "
+    quoted = sql.Identifier(current_name).as_string()
+    for candidate in (quoted, current_name):
+        prefix = f"{head}{candidate} ON "
+        if definition.startswith(prefix):
+            body = definition[len(prefix) :]
+            break
+    else:
+        raise ValueError(f"unexpected index definition: {definition!r}")
+    return sql.SQL("{} {}{} ON {}").format(
+        sql.SQL(head.strip()),
+        sql.SQL("CONCURRENTLY " if concurrently else ""),
+        sql.Identifier(new_name),
+        sql.SQL(body),  # noqa: S608 - PostgreSQL's own deparsed index body
+    )
+
+
+def derived_name(base: str, suffix: str) -> str:
+    """``base`` + ``suffix`` kept within 63 bytes (a short hash keeps long names distinct)."""
+    candidate = f"{base}{suffix}"
+    if len(candidate.encode()) <= MAX_IDENTIFIER_BYTES:
+        return candidate
+    digest = hashlib.sha1(candidate.encode()).hexdigest()[:8]
+    room = MAX_IDENTIFIER_BYTES - len(suffix.encode()) - len(digest) - 1
+    trimmed = base.encode()[:room].decode("utf-8", "ignore")
+    return f"{trimmed}_{digest}{suffix}"

@@ -1,0 +1,125 @@
+"""Let PostgreSQL itself normalise spec indexes, so the plan compares like with like.
+
+``status IN ('a','b')`` and ``status = ANY (ARRAY['a','b'])`` are the same index; only the
+server's deparser can say so reliably. For every spec index whose name already exists, we build
+it on an empty temporary copy of its table (``CREATE TEMP TABLE ... (LIKE t)``) inside a
+transaction that is always rolled back, and read back ``pg_get_indexdef``. All of it is sent
+in one batch, so the number of round trips does not grow with the number of specs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from dbopt.ddl import create_index
+from dbopt.errors import Problem, SpecError
+from dbopt.spec import IndexSpec, QualifiedName
+
+_HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX .+? ON (ONLY )?.+? USING ", re.S)
+
+_READ_BACK = sql.SQL(
+    "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_class c "
+    "WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'i' "
+    "AND c.relname LIKE 'dbopt\\_norm\\_%' ORDER BY c.relname"
+)
+
+
+def canonical(definition: str) -> str:
+    """The part of a ``pg_get_indexdef`` text that defines the index, without name and table."""
+    match = _HEAD.match(definition)
+    if not match:
+        raise ValueError(f"unexpected index definition: {definition!r}")
+    return ("UNIQUE " if match.group(1) else "") + "USING " + definition[match.end() :]
+
+
+def normalize_specs(
+    conn: psycopg.Connection[Any],
+    specs: Iterable[IndexSpec],
+    lock_timeout_ms: int,
+) -> tuple[Mapping[QualifiedName, str], int]:
+    """Canonical definitions of ``specs`` as the server renders them; and round trips used."""
+    specs = list(specs)
+    if not specs:
+        return {}, 0
+    tables: dict[QualifiedName, str] = {}
+    statements: list[sql.Composable] = []
+    names: dict[str, IndexSpec] = {}
+    for i, spec in enumerate(specs):
+        if spec.table not in tables:
+            temp = f"dbopt_tmp_{len(tables)}"
+            tables[spec.table] = temp
+            statements.append(
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
+                    sql.Identifier(temp), spec.table.ident()
+                )
+            )
+        temp_index = f"dbopt_norm_{i:06d}"
+        names[temp_index] = spec
+        statements.append(
+            create_index(
+                spec,
+                name=temp_index,
+                table=QualifiedName("pg_temp", tables[spec.table]),
+                concurrently=False,
+            )
+        )
+    round_trips = 0
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
+        round_trips += 1
+        try:
+            with conn.transaction():
+                cur.execute(sql.SQL("; ").join(statements))
+                round_trips += 1
+        except psycopg.errors.LockNotAvailable:
+            raise
+        except psycopg.Error:
+            # One spec broke the batch: find which, one by one, to say where.
+            _raise_located(conn, statements, list(tables), names)
+        cur.execute(_READ_BACK)
+        round_trips += 1
+        rows = cur.fetchall()
+    result = {names[name].qualified_name: canonical(definition) for name, definition in rows}
+    return result, round_trips
+
+
+def _raise_located(
+    conn: psycopg.Connection[Any],
+    statements: list[sql.Composable],
+    tables: list[QualifiedName],
+    names: Mapping[str, IndexSpec],
+) -> None:
+    problems: list[Problem] = []
+    by_position = list(names.values())
+    spec_index = 0
+    with conn.cursor() as cur:
+        for statement in statements:
+            text = statement.as_string(conn)
+            is_table = text.startswith("CREATE TEMP TABLE")
+            try:
+                with conn.transaction():
+                    cur.execute(statement)
+            except psycopg.Error as exc:
+                if is_table:
+                    raise
+                spec = by_position[spec_index]
+                loc = spec.location
+                message = exc.diag.message_primary or str(exc)
+                problems.append(
+                    Problem(
+                        loc.file,
+                        loc.line,
+                        loc.column,
+                        f"index {spec.name}: PostgreSQL refuses it on {spec.table}: {message}",
+                    )
+                )
+            if not is_table:
+                spec_index += 1
+    raise SpecError(
+        f"{len(problems)} index spec(s) PostgreSQL would refuse; nothing was changed", problems
+    )
