@@ -118,7 +118,7 @@ def recreate_from_definition(
         sql.SQL(head.strip()),
         sql.SQL("CONCURRENTLY " if concurrently else ""),
         sql.Identifier(new_name),
-        sql.SQL(body),  # noqa: S608 - PostgreSQL's own deparsed index body
+        sql.SQL(body),
     )
 
 

@@ -6,8 +6,9 @@ Problems located at file:line:column with a message that says what to do.
 
 from __future__ import annotations
 
+import datetime
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -49,18 +50,48 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, str):
         return f"the string {value!r}" if len(value) < 40 else "a string"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, datetime.date):
+        # YAML reads an unquoted 2024-01-31 as a date.
+        return f"the date {value.isoformat()} (quote it to make it a string)"
+    return f"{type(value).__name__} {value!r}"  # pragma: no cover - YAML gives nothing else
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """A "; did you mean 'x'?" suffix, or an empty string when nothing is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """A "; did you mean 'x'?" suffix, or an empty string when nothing is close.
+
+    Close means similar spelling, or an abbreviation of exactly one choice ('prod' for
+    'production'), which difflib alone rates too low.
+    """
+    options = list(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close and len(word) >= 2:
+        close = [c for c in options if c.startswith(word)]
+    return f"; did you mean '{close[0]}'?" if len(close) == 1 else ""
+
+
+def _expected(description: str) -> str:
+    """A schema description as the end of "expected ...": lower-case start, no full stop."""
+    return description[:1].lower() + description[1:].rstrip(".")
 
 
 def _expected_types(schema: Any) -> str:
-    types = schema if isinstance(schema, list) else [schema]
-    return " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+    types = list(schema) if isinstance(schema, list) else [schema]
+    if "number" in types and "integer" in types:
+        types.remove("integer")  # every integer is a number
+    names = [_TYPE_NAMES.get(t, t) for t in types]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _schema(err: ValidationError) -> Mapping[str, Any]:
+    """The (sub)schema an error is about; jsonschema types it loosely (bool, unset)."""
+    return err.schema if isinstance(err.schema, Mapping) else {}
+
+
+def _listed(value: Any) -> list[Any]:
+    """A validator value that is a list (enum, anyOf, ...) as a list; else empty."""
+    return list(value) if isinstance(value, list) else []
 
 
 def _problem(doc: Document, err: ValidationError) -> list[Problem]:
@@ -68,17 +99,21 @@ def _problem(doc: Document, err: ValidationError) -> list[Problem]:
     where = dotted(path)
     v = err.validator
     if v == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = sorted(err.schema.get("properties", {}))
+        allowed = sorted(_schema(err).get("properties", {}))
         extras = [k for k in err.instance if k not in allowed]
         out = []
         for key in extras:
             hint = suggest(key, allowed) or f"; allowed keys: {', '.join(allowed)}"
-            out.append(
-                doc.problem((*path, key), f"{where}: unknown key '{key}'{hint}", key=True)
-            )
+            out.append(doc.problem((*path, key), f"{where}: unknown key '{key}'{hint}", key=True))
         return out
     if v == "required":
         missing = str(err.message).split("'")[1] if "'" in err.message else err.message
+        allowed = sorted(_schema(err).get("properties", {}))
+        meant = f"; did you mean '{missing}'?"
+        if isinstance(err.instance, dict) and any(
+            k not in allowed and suggest(k, allowed) == meant for k in err.instance
+        ):
+            return []  # a misspelt key is reported as unknown, with this key as the suggestion
         return [doc.problem(path, f"{where}: missing required key '{missing}'")]
     if v == "type":
         return [
@@ -89,7 +124,7 @@ def _problem(doc: Document, err: ValidationError) -> list[Problem]:
             )
         ]
     if v == "enum":
-        choices = [str(c) for c in err.validator_value]
+        choices = [str(c) for c in _listed(err.validator_value)]
         hint = suggest(str(err.instance), choices)
         return [
             doc.problem(
@@ -110,13 +145,13 @@ def _problem(doc: Document, err: ValidationError) -> list[Problem]:
             doc.problem(path, f"{where}: must be {words} {err.validator_value}, got {err.instance}")
         ]
     if v in ("anyOf", "oneOf") and err.context:
-        described = err.schema.get("description")
+        described = _schema(err).get("description")
         if described and not isinstance(err.instance, dict):
-            return [doc.problem(path, f"{where}: {_describe(err.instance)} is invalid: {described}")]
+            return [_invalid(doc, path, err.instance, described)]
         branch = _matching_branch(err)
         if branch is not None:
             return [p for sub in branch for p in _problem(doc, sub)]
-        kinds = [b.get("type") for b in err.validator_value if isinstance(b, dict)]
+        kinds = [b.get("type") for b in _listed(err.validator_value) if isinstance(b, dict)]
         if kinds and all(kinds):
             return [
                 doc.problem(
@@ -126,9 +161,15 @@ def _problem(doc: Document, err: ValidationError) -> list[Problem]:
             ]
         return _problem(doc, best_match(err.context))
     if v == "pattern":
-        described = err.schema.get("description", f"it must match {err.validator_value}")
-        return [doc.problem(path, f"{where}: {_describe(err.instance)} is invalid: {described}")]
+        described = _schema(err).get("description", f"text matching {err.validator_value}")
+        return [_invalid(doc, path, err.instance, described)]
     return [doc.problem(path, f"{where}: {err.message}")]
+
+
+def _invalid(doc: Document, path: Path_, value: Any, description: str) -> Problem:
+    return doc.problem(
+        path, f"{dotted(path)}: {_describe(value)} is not valid; expected {_expected(description)}"
+    )
 
 
 def _json_type(value: Any) -> str:
@@ -149,17 +190,26 @@ def _matching_branch(err: ValidationError) -> list[ValidationError] | None:
     """The errors of the anyOf/oneOf branch whose type fits the value, if exactly one does."""
     kind = _json_type(err.instance)
     fitting = [
-        i for i, branch in enumerate(err.validator_value) if branch.get("type") == kind
+        i
+        for i, branch in enumerate(_listed(err.validator_value))
+        if isinstance(branch, dict) and branch.get("type") == kind
     ]
     if len(fitting) != 1:
         return None
     return [e for e in err.context or [] if e.relative_schema_path[0] == fitting[0]]
 
 
-def schema_problems(doc: Document, schema: dict[str, Any]) -> list[Problem]:
-    """Every way ``doc`` breaks ``schema``, sorted by position."""
+def check_document(doc: Document, schema: dict[str, Any]) -> tuple[list[Problem], set[Path_]]:
+    """Every way ``doc`` breaks ``schema`` (sorted by position), and the paths that break it."""
     validator = Draft202012Validator(schema)
     problems: list[Problem] = []
+    paths: set[Path_] = set()
     for err in validator.iter_errors(doc.data):
         problems.extend(_problem(doc, err))
-    return sorted(set(problems), key=lambda p: (p.line, p.column, p.message))
+        paths.add(tuple(err.absolute_path))
+    return sorted(set(problems), key=lambda p: (p.line, p.column, p.message)), paths
+
+
+def schema_problems(doc: Document, schema: dict[str, Any]) -> list[Problem]:
+    """Every way ``doc`` breaks ``schema``, sorted by position."""
+    return check_document(doc, schema)[0]

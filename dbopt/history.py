@@ -92,17 +92,20 @@ class History:
         ident = sql.Identifier(self.schema)
         with conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-            conn.execute(sql.SQL(_TABLES).format(schema=ident))  # type: ignore[arg-type]
+            conn.execute(sql.SQL(_TABLES).format(schema=ident))
 
     def managed(self, conn: psycopg.Connection[Any]) -> set[QualifiedName]:
         """Indexes dbopt created and has not dropped since; empty before the first apply."""
         if not self.exists(conn):
             return set()
-        query = sql.SQL(_MANAGED).format(schema=sql.Identifier(self.schema))  # type: ignore[arg-type]
+        query = sql.SQL(_MANAGED).format(schema=sql.Identifier(self.schema))
         return {QualifiedName(s, n) for s, n in conn.execute(query).fetchall()}
 
     def start_run(
-        self, conn: psycopg.Connection[Any], command: str, environment: str | None,
+        self,
+        conn: psycopg.Connection[Any],
+        command: str,
+        environment: str | None,
         undoes_run: int | None = None,
     ) -> int:
         """Record a run as running; returns its id."""
@@ -111,8 +114,14 @@ class History:
                 "INSERT INTO {}.runs (command, environment, client_host, client_user, "
                 "dbopt_version, undoes_run) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
             ).format(sql.Identifier(self.schema)),
-            (command, environment, socket.gethostname(), getpass.getuser(), __version__,
-             undoes_run),
+            (
+                command,
+                environment,
+                socket.gethostname(),
+                getpass.getuser(),
+                __version__,
+                undoes_run,
+            ),
         ).fetchone()
         assert row is not None
         return int(row[0])

@@ -32,7 +32,7 @@ def _server_message(exc: psycopg.Error) -> str:
     return text
 
 
-def _try(conn: psycopg.Connection[Any], query: sql.Composable, params: Any = None) -> Any:
+def _try(conn: psycopg.Connection[Any], query: sql.Composed, params: Any = None) -> Any:
     """Run one statement read-only and rolled back; the cursor description, or the error."""
     try:
         with conn.transaction(force_rollback=True), conn.cursor() as cur:
@@ -51,7 +51,8 @@ def _view_columns(
 ) -> tuple[str, ...] | None:
     existing = catalog.relations.get(view.name)
     result = _try(
-        conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check LIMIT 0").format(query_sql(view.query))
+        conn,
+        sql.SQL("SELECT * FROM ({}) AS dbopt_view_check LIMIT 0").format(query_sql(view.query)),
     )
     if isinstance(result, psycopg.Error):
         problems.append(
@@ -142,9 +143,7 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
                     )
                 )
         params = dict(query.params) if query.uses_placeholders else None
-        result = _try(
-            conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params
-        )
+        result = _try(conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params)
         if isinstance(result, psycopg.Error):
             problems.append(
                 _at(query.location, f"query {query.name} fails: {_server_message(result)}")

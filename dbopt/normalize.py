@@ -47,7 +47,7 @@ def normalize_specs(
     if not specs:
         return {}, 0
     tables: dict[QualifiedName, str] = {}
-    statements: list[sql.Composable] = []
+    statements: list[sql.Composed] = []
     names: dict[str, IndexSpec] = {}
     for i, spec in enumerate(specs):
         if spec.table not in tables:
@@ -90,7 +90,7 @@ def normalize_specs(
 
 def _raise_located(
     conn: psycopg.Connection[Any],
-    statements: list[sql.Composable],
+    statements: list[sql.Composed],
     tables: list[QualifiedName],
     names: Mapping[str, IndexSpec],
 ) -> None:

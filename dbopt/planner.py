@@ -47,7 +47,7 @@ class Step:
     """One statement (or, for a swap, one transaction) of an action."""
 
     kind: StepKind
-    statements: tuple[sql.Composable, ...]
+    statements: tuple[sql.Composed, ...]
     table: QualifiedName
     index: QualifiedName  # the index this step builds or drops
 
@@ -112,9 +112,7 @@ class Plan:
 _ORDER = {Kind.REPAIR: 0, Kind.CREATE: 1, Kind.REPLACE: 2, Kind.DROP: 3, Kind.SKIP: 4}
 
 
-def _build_steps(
-    spec: IndexSpec, name: str, catalog: Catalog, table: Relation
-) -> tuple[Step, ...]:
+def _build_steps(spec: IndexSpec, name: str, catalog: Catalog, table: Relation) -> tuple[Step, ...]:
     """Steps that build ``spec`` under ``name``: concurrently, or per partition if partitioned."""
     target = QualifiedName(spec.table.schema, name)
     if not table.is_partitioned:
@@ -319,12 +317,16 @@ def _action_for(
         name=name,
         table=spec.table,
         reason="the definition drifted from the spec",
-        forward=_build_steps(spec, new_name, catalog, table)
-        + (_swap(spec.table, name, new_name),)
-        + _drop_steps(old_name, spec.table, table),
-        rollback=_restore_steps(existing, restore_name)
-        + (_swap(spec.table, name, restore_name),)
-        + _drop_steps(old_name, spec.table, table),
+        forward=(
+            *_build_steps(spec, new_name, catalog, table),
+            _swap(spec.table, name, new_name),
+            *_drop_steps(old_name, spec.table, table),
+        ),
+        rollback=(
+            *_restore_steps(existing, restore_name),
+            _swap(spec.table, name, restore_name),
+            *_drop_steps(old_name, spec.table, table),
+        ),
         spec=spec,
         current=current,
         desired=desired,

@@ -106,7 +106,13 @@ _QUERY = {
     "additionalProperties": False,
     "required": ["name", "sql", "budget_ms"],
     "properties": {
-        "name": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$"},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$",
+            "description": "A name of letters, digits, '_', '.' and '-', starting with a letter "
+            "or '_' (it names the query in reports and JUnit).",
+        },
         "sql": {
             "type": "string",
             "minLength": 1,

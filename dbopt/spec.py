@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
-from dbopt.docvalidate import dotted, schema_problems, suggest
+from dbopt.docvalidate import check_document, dotted, suggest
 from dbopt.errors import Problem, SpecError
 from dbopt.schema import INDEX_FILE, MAX_IDENTIFIER_BYTES, VIEW_FILE
 from dbopt.sqltext import SqlTextError, check_query, normalize_expression, normalize_query
@@ -161,6 +161,8 @@ class ViewSpec:
     depends_on: tuple[QualifiedName, ...] = ()
     queries: tuple[QueryBudget, ...] = ()
     reason: str | None = None
+    #: Where each depends_on entry was written (same order), so errors can point at it.
+    depends_on_at: tuple[Location, ...] = field(default=(), compare=False)
 
     def concurrent_refresh_index(self) -> IndexSpec | None:
         """A unique index PostgreSQL accepts for REFRESH ... CONCURRENTLY, if there is one."""
@@ -196,9 +198,13 @@ class SpecSet:
 class _FileReader:
     """Builds the dataclasses of one schema-valid document, collecting semantic problems."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, skip: frozenset[Path_] = frozenset()) -> None:
         self.doc = doc
+        #: Items (("indexes", 2), ("queries", 0), ...) the schema already rejected.
+        self.skip = skip
         self.problems: list[Problem] = []
+        #: Indexes with a problem of their own: kept out of the checks that compare indexes.
+        self.broken: set[Location] = set()
 
     def loc(self, path: Path_) -> Location:
         line, column = self.doc.where(path)
@@ -234,7 +240,22 @@ class _FileReader:
             self.err(path, f"{what} is not valid: {exc}")
             return text
 
+    def items(self, key: str) -> list[tuple[Path_, Any]]:
+        """The schema-valid items of the list under ``key``, with their paths."""
+        return [
+            ((key, i), raw)
+            for i, raw in enumerate(self.doc.data.get(key, []))
+            if (key, i) not in self.skip
+        ]
+
     def index(self, path: Path_, raw: Mapping[str, Any], table: QualifiedName) -> IndexSpec:
+        before = len(self.problems)
+        spec = self._index(path, raw, table)
+        if len(self.problems) > before:
+            self.broken.add(spec.location)
+        return spec
+
+    def _index(self, path: Path_, raw: Mapping[str, Any], table: QualifiedName) -> IndexSpec:
         name = self.identifier((*path, "name"), raw["name"])
         method = raw.get("method", "btree")
         columns = tuple(
@@ -377,13 +398,8 @@ class _FileReader:
     def index_file(self) -> tuple[list[IndexSpec], list[QueryBudget]]:
         data = self.doc.data
         table = self.qualified(("table",), data["table"], DEFAULT_SCHEMA)
-        indexes = [
-            self.index(("indexes", i), raw, table) for i, raw in enumerate(data.get("indexes", []))
-        ]
-        queries = [
-            self.query(("queries", i), raw, str(table))
-            for i, raw in enumerate(data.get("queries", []))
-        ]
+        indexes = [self.index(path, raw, table) for path, raw in self.items("indexes")]
+        queries = [self.query(path, raw, str(table)) for path, raw in self.items("queries")]
         return indexes, queries
 
     def view_file(self) -> ViewSpec:
@@ -397,9 +413,7 @@ class _FileReader:
         except SqlTextError as exc:
             self.err(("query",), f"the view query is not valid: {exc}")
             query = data["query"]
-        indexes = tuple(
-            self.index(("indexes", i), raw, name) for i, raw in enumerate(data.get("indexes", []))
-        )
+        indexes = tuple(self.index(path, raw, name) for path, raw in self.items("indexes"))
         refresh_raw = data.get("refresh", {})
         schedule = refresh_raw.get("schedule")
         if schedule is not None:
@@ -421,13 +435,17 @@ class _FileReader:
                 self.qualified(("depends_on", i), d, schema)
                 for i, d in enumerate(data.get("depends_on", []))
             ),
-            queries=tuple(
-                self.query(("queries", i), raw, str(name))
-                for i, raw in enumerate(data.get("queries", []))
-            ),
+            queries=tuple(self.query(path, raw, str(name)) for path, raw in self.items("queries")),
             reason=data.get("reason", data.get("comment")),
+            depends_on_at=tuple(
+                self.loc(("depends_on", i)) for i in range(len(data.get("depends_on", [])))
+            ),
         )
-        if refresh.mode == "concurrent" and view.concurrent_refresh_index() is None:
+        if "reason" in data and "comment" in data:
+            self.err(("comment",), "give either reason or comment, not both")
+        # An index the schema rejected may be the unique one: judge only a complete list.
+        complete = not any(key == "indexes" for key, _ in self.skip)
+        if refresh.mode == "concurrent" and complete and view.concurrent_refresh_index() is None:
             self.err(
                 ("refresh", "mode"),
                 "REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain columns "
@@ -442,9 +460,7 @@ def _spec_files(dirs: Sequence[tuple[Path, bool]]) -> tuple[list[Path], list[Pro
     for directory, required in dirs:
         if not directory.is_dir():
             if required:
-                problems.append(
-                    Problem(str(directory), 1, 1, "no such directory: check --specs")
-                )
+                problems.append(Problem(str(directory), 1, 1, "no such directory: check --specs"))
             continue
         files.extend(
             sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file())
@@ -467,11 +483,17 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
     files, problems = _spec_files(dirs)
     if not files and not problems:
         where = ", ".join(str(d) for d, _ in dirs) or "(none)"
-        raise SpecError(f"no spec files (*.yaml) found in {where}")
+        raise SpecError(
+            f"no spec files (*.yaml) found in {where}: write indexes/<table>.yaml or "
+            "views/<name>.yaml, or point --specs at the directory that holds them"
+        )
     indexes: list[IndexSpec] = []
     queries: list[QueryBudget] = []
     views: list[ViewSpec] = []
     names: list[str] = []
+    broken: set[Location] = set()
+    #: Views whose file is too broken to read: other views may still depend on them.
+    unread_views: set[QualifiedName] = set()
     for path in files:
         display = _display(path)
         names.append(display)
@@ -496,11 +518,15 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
                 )
             )
             continue
-        found = schema_problems(doc, schema)
-        if found:
-            problems.extend(found)
+        found, invalid = check_document(doc, schema)
+        problems.extend(found)
+        # Items of the indexes/queries lists are checked one by one, so a typo in one index
+        # does not hide the problems of the others; any other schema error stops the file.
+        if any(len(p) < 2 or p[0] not in ("indexes", "queries") for p in invalid):
+            if kind == "view":
+                unread_views.add(_view_name(data))
             continue
-        reader = _FileReader(doc)
+        reader = _FileReader(doc, frozenset(p[:2] for p in invalid))
         if kind == "index":
             file_indexes, file_queries = reader.index_file()
             indexes.extend(file_indexes)
@@ -508,9 +534,13 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
         else:
             views.append(reader.view_file())
         problems.extend(reader.problems)
+        broken |= reader.broken
     specs = SpecSet(tuple(indexes), tuple(views), tuple(queries), tuple(names))
-    problems.extend(_cross_file_problems(specs))
+    problems.extend(_cross_file_problems(specs, broken, unread_views))
     if problems:
+        # In file order, then by position; a stable sort keeps same-place problems in order.
+        order = {name: i for i, name in enumerate(names)}
+        problems.sort(key=lambda p: (order.get(p.file, -1), p.line, p.column))
         count = len(problems)
         raise SpecError(
             f"{count} problem{'s' if count != 1 else ''} in the specs; nothing was run",
@@ -519,12 +549,29 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
     return specs
 
 
+def _view_name(data: Mapping[str, Any]) -> QualifiedName:
+    """The name a view file gives, as far as it can be read."""
+    schema = data.get("schema", DEFAULT_SCHEMA)
+    return QualifiedName(
+        schema if isinstance(schema, str) else DEFAULT_SCHEMA, str(data.get("name", ""))
+    )
+
+
 def _located(loc: Location, message: str) -> Problem:
     return Problem(loc.file, loc.line, loc.column, message)
 
 
-def _cross_file_problems(specs: SpecSet) -> list[Problem]:
-    """Checks that need every file: duplicate names, twin indexes, view dependencies."""
+def _cross_file_problems(
+    specs: SpecSet,
+    broken: Iterable[Location] = (),
+    unread_views: Iterable[QualifiedName] = (),
+) -> list[Problem]:
+    """Checks that need every file: duplicate names, twin indexes, view dependencies.
+
+    ``broken`` indexes (with a problem already reported) are not compared with others: their
+    definition is a guess. Depending on an ``unread_views`` view is not an error.
+    """
+    broken = set(broken)
     problems: list[Problem] = []
     seen: dict[QualifiedName, Location] = {}
     relations: Iterable[tuple[QualifiedName, Location, str]] = [
@@ -536,14 +583,16 @@ def _cross_file_problems(specs: SpecSet) -> list[Problem]:
             problems.append(
                 _located(
                     loc,
-                    f"{what} name '{name}' is already used at {seen[name]}: "
-                    "indexes and views share one namespace per schema",
+                    f"{what} name '{name}' is already used at {seen[name]}; rename one of "
+                    "them (indexes and materialized views share one namespace per schema)",
                 )
             )
         else:
             seen[name] = loc
     twins: dict[tuple[Any, ...], IndexSpec] = {}
     for index in specs.all_indexes:
+        if index.location in broken:
+            continue
         shape = (
             index.table,
             index.columns,
@@ -573,11 +622,21 @@ def _cross_file_problems(specs: SpecSet) -> list[Problem]:
             )
         else:
             query_names[query.name] = query.location
-    problems.extend(_view_graph_problems(specs.views))
+    problems.extend(_view_graph_problems(specs.views, set(unread_views)))
     return problems
 
 
-def _view_graph_problems(views: Sequence[ViewSpec]) -> list[Problem]:
+def _dependency_at(view: ViewSpec, dep: QualifiedName) -> Location:
+    """Where ``view`` names ``dep`` under depends_on (else the view itself)."""
+    for name, loc in zip(view.depends_on, view.depends_on_at, strict=False):
+        if name == dep:
+            return loc
+    return view.location
+
+
+def _view_graph_problems(
+    views: Sequence[ViewSpec], unread: set[QualifiedName] | None = None
+) -> list[Problem]:
     by_name = {v.name: v for v in views}
     problems: list[Problem] = []
     graph: dict[QualifiedName, set[QualifiedName]] = {}
@@ -585,27 +644,37 @@ def _view_graph_problems(views: Sequence[ViewSpec]) -> list[Problem]:
         deps = graph.setdefault(view.name, set())
         for dep in view.depends_on:
             if dep == view.name:
-                problems.append(_located(view.location, f"view '{view.name}' depends on itself"))
-            elif dep not in by_name:
-                known = [str(n) for n in by_name]
                 problems.append(
                     _located(
-                        view.location,
+                        _dependency_at(view, dep),
+                        f"view '{view.name}' depends on itself; remove it from depends_on",
+                    )
+                )
+            elif dep in by_name:
+                deps.add(dep)
+            elif dep not in (unread or set()):
+                known = [str(n) for n in sorted(by_name)]
+                problems.append(
+                    _located(
+                        _dependency_at(view, dep),
                         f"depends_on names '{dep}', which is not a view in the specs"
                         + suggest(str(dep), known),
                     )
                 )
-            else:
-                deps.add(dep)
     try:
-        tuple(graphlib.TopologicalSorter(graph).static_order())
+        graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
-        cycle = [str(n) for n in exc.args[1]]
-        first = by_name[exc.args[1][0]]
+        # graphlib lists each node before the node that depends on it; reverse the list so
+        # that every view is followed by the view it depends on, and start at the first name.
+        ring: list[QualifiedName] = list(reversed(exc.args[1]))[:-1]
+        start = ring.index(min(ring))
+        ring = ring[start:] + ring[:start]
+        shown = " -> ".join(str(n) for n in [*ring, ring[0]])
         problems.append(
             _located(
-                first.location,
-                "materialized views depend on each other in a cycle: " + " -> ".join(cycle),
+                _dependency_at(by_name[ring[0]], ring[1]),
+                f"materialized views depend on each other in a cycle: {shown} "
+                "(each depends on the next); remove one of these depends_on entries",
             )
         )
     return problems

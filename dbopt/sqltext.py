@@ -115,15 +115,19 @@ def normalize_expression(text: str) -> str:
         raise SqlTextError("must be a single expression")
     extra = [c for c in _SELECT_CLAUSES if select.get(c) not in (None, [], "SETOP_NONE")]
     targets = select.get("targetList", [])
+    if not targets and not extra:
+        raise SqlTextError("is empty: write one SQL expression")
     if extra or len(targets) != 1:
         raise SqlTextError("must be a single expression (found more after it)")
     target = targets[0]["ResTarget"]
     if target.get("name"):
         raise SqlTextError("must be a single expression, without an alias")
+    if "A_Star" in set(_walk(target.get("val", {}).get("ColumnRef", {}))):
+        raise SqlTextError("must be an expression, not '*' (all columns)")
     if "SubLink" in set(_walk(target)):
         raise SqlTextError("must not contain a subquery (PostgreSQL refuses them in indexes)")
-    node = parser.parse_sql(prefix + text)[0].stmt.targetList[0].val
-    return str(RawStream()(node))
+    stmt: Any = parser.parse_sql(prefix + text)[0].stmt  # a SelectStmt, checked above
+    return str(RawStream()(stmt.targetList[0].val))
 
 
 def _psycopg_to_dollar(text: str) -> tuple[str, tuple[str, ...]]:
@@ -143,6 +147,12 @@ def _psycopg_to_dollar(text: str) -> tuple[str, tuple[str, ...]]:
             if name not in names:
                 names.append(name)
             out.append(f"${names.index(name) + 1}")
+        elif match.group("bad") in ("s", "b", "t"):
+            raise SqlTextError(
+                f"a positional placeholder %{match.group('bad')}: name it, e.g. %(day)s, and "
+                "give its value under params",
+                match.start(),
+            )
         else:
             raise SqlTextError(
                 "a bare '%' in a query: use %(name)s for parameters and %% for a literal '%'",
@@ -176,7 +186,8 @@ def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
     stmt = stmts[0]["stmt"]
     kind = next(iter(stmt))
     if kind != "SelectStmt":
-        verb = kind.removesuffix("Stmt").upper()
+        # Name the statement by its verb; WITH ... UPDATE is named by the node, not 'WITH'.
+        verb = _WRITING_NODES.get(kind) or body.split(None, 1)[0].upper()
         raise SqlTextError(f"must be a read-only SELECT, not {verb}")
     found = set(_walk(stmt))
     for node, what in _WRITING_NODES.items():
@@ -192,12 +203,13 @@ def normalize_query(text: str) -> str:
     from pglast.stream import RawStream
 
     check_query(text, with_placeholders=False)
-    return str(RawStream()(parser.parse_sql(text)[0].stmt))
+    stmt: Any = parser.parse_sql(text)[0].stmt  # exactly one statement, checked above
+    return str(RawStream()(stmt))
 
 
 def expression_sql(text: str) -> sql.Composable:
     """The only way a spec's expression or predicate enters composed SQL: re-parsed, rendered."""
-    return sql.SQL(normalize_expression(text))  # noqa: S608 - checked by the parser above
+    return sql.SQL(normalize_expression(text))
 
 
 def query_sql(text: str) -> sql.Composable:

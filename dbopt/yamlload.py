@@ -24,6 +24,14 @@ MAX_NODES = 100_000
 
 Path_ = tuple[str | int, ...]
 
+_CORE = "tag:yaml.org,2002:"
+#: The only tags a spec may carry: what plain YAML resolves to by itself. Everything else
+#: (!!python/..., !!binary, !!set, custom !tags) is refused, even where PyYAML's safe
+#: constructor would accept it, so a document means the same to every YAML reader.
+_SCALAR_TAGS = frozenset(_CORE + t for t in ("null", "bool", "int", "float", "str", "timestamp"))
+_SEQUENCE_TAG = _CORE + "seq"
+_MAPPING_TAG = _CORE + "map"
+
 
 @dataclass(slots=True)
 class Document:
@@ -56,6 +64,24 @@ class _LimitExceeded(Exception):
     pass
 
 
+class _TagRefused(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__(node.tag)
+        self.node = node
+
+    def problem(self, file: str) -> Problem:
+        tag = str(self.node.tag)
+        shown = "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+        mark = self.node.start_mark
+        return Problem(
+            file,
+            mark.line + 1,
+            mark.column + 1,
+            f"the tag '{shown}' is not allowed: dbopt reads plain YAML only (strings, numbers, "
+            "true/false, lists and mappings); remove the tag",
+        )
+
+
 class _Builder:
     """Turns a composed node graph into plain values, recording positions."""
 
@@ -76,7 +102,9 @@ class _Builder:
         if id(node) in self._active:
             raise _LimitExceeded  # a recursive alias: infinite by construction
         if isinstance(node, yaml.ScalarNode):
-            return self._constructor.construct_object(node, deep=True)
+            return self._scalar(node)
+        if node.tag != (_SEQUENCE_TAG if isinstance(node, yaml.SequenceNode) else _MAPPING_TAG):
+            raise _TagRefused(node)
         self._active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -86,6 +114,13 @@ class _Builder:
         finally:
             self._active.discard(id(node))
         raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.tag == _CORE + "value":
+            return node.value  # a plain '=' resolves to the obscure !!value tag: it is text
+        if node.tag not in _SCALAR_TAGS:
+            raise _TagRefused(node)
+        return self._constructor.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         # Resolve YAML merge keys (<<) the way PyYAML's SafeLoader does.
@@ -103,7 +138,9 @@ class _Builder:
                     )
                 )
                 continue
-            key = str(self._constructor.construct_object(key_node))
+            value = self._scalar(key_node)
+            # `null:`, `yes:` or `1:` are keys as written, not 'None', 'True' or '1'.
+            key = value if isinstance(value, str) else str(key_node.value)
             if key in result:
                 first = self.doc.key_positions[(*path, key)]
                 self.problems.append(
@@ -133,7 +170,18 @@ def load_text(
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
         return None, [Problem(file, line, column, f"invalid YAML: {reason}")]
-    except yaml.YAMLError as exc:
+    except yaml.reader.ReaderError as exc:
+        line, column = _line_column(text, exc.position)
+        return None, [
+            Problem(
+                file,
+                line,
+                column,
+                f"invalid YAML: the control character #x{exc.character:04x} is not allowed; "
+                "remove it",
+            )
+        ]
+    except yaml.YAMLError as exc:  # pragma: no cover - every YAMLError above is marked
         return None, [Problem(file, 1, 1, f"invalid YAML: {exc}")]
     if not nodes:
         return None, [Problem(file, 1, 1, "the file is empty; remove it or add a spec")]
@@ -160,11 +208,19 @@ def load_text(
                 "recursive alias?); write the values out or split the file",
             )
         ]
+    except _TagRefused as exc:
+        return None, [exc.problem(file)]
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return None, [Problem(file, line, column, f"invalid YAML value: {exc.problem}")]
     return doc, builder.problems
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a 0-based character offset."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 def _compose_all(text: str) -> Iterator[yaml.Node]:
@@ -188,7 +244,11 @@ def load_file(
         if size > max_bytes:
             return None, [
                 Problem(
-                    name, 1, 1, f"the file is {size} bytes, more than the {max_bytes} allowed"
+                    name,
+                    1,
+                    1,
+                    f"the file is {size} bytes, more than the {max_bytes} allowed; "
+                    "split it into several files",
                 )
             ]
         raw = path.read_bytes()
@@ -197,5 +257,15 @@ def load_file(
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(name, 1, 1, f"the file is not UTF-8 ({exc.reason})")]
+        valid = raw[: exc.start].decode("utf-8")  # everything before the bad byte decodes
+        line, column = _line_column(valid, len(valid))
+        return None, [
+            Problem(
+                name,
+                line,
+                column,
+                f"the file is not UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
+                "save it as UTF-8",
+            )
+        ]
     return load_text(text, name)

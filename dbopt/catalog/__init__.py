@@ -23,7 +23,7 @@ from dbopt.spec import QualifiedName
 def catalog_sql(name: str) -> sql.SQL:
     """The text of ``catalog/sql/<name>.sql`` (shipped with the package, never user input)."""
     text = resources.files("dbopt.catalog").joinpath("sql", f"{name}.sql").read_text("utf-8")
-    return sql.SQL(text)  # type: ignore[arg-type]  # a packaged file, not a dynamic string
+    return sql.SQL(text)  # a packaged file, not a dynamic string
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +85,7 @@ class Catalog:
 
     def indexes_on(self, table: QualifiedName) -> list[CatalogIndex]:
         """Indexes of one table, ordered by name."""
-        return sorted(
-            (i for i in self.indexes.values() if i.table == table), key=lambda i: i.name
-        )
+        return sorted((i for i in self.indexes.values() if i.table == table), key=lambda i: i.name)
 
 
 def _qn(text: str) -> QualifiedName:

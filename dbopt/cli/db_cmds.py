@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 from dbopt.errors import NotImplementedYetError
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return str(size)  # pragma: no cover
+
+
+def _confirm(ask: bool, env: str | None) -> None:
+    """confirm: true environments: the environment's name must be typed."""
+    if not ask:
+        return
+    from dbopt.errors import UnsafeActionError
+
+    typed = click.prompt(f"Type the environment name ({env}) to go ahead", default="")
+    if typed != env:
+        raise UnsafeActionError("not confirmed; nothing was run")
+
+
+def _blocked_exit(plan: Any) -> None:
+    """Drift left in place (no --replace-drifted/--prune) is a failed check: exit 1."""
+    if plan.blocked:
+        from dbopt.errors import CheckFailedError
+
+        raise CheckFailedError(
+            "; ".join(f"{a.kind.value} {a.name} needs {a.needs}" for a in plan.blocked)
+        )
 
 
 def _not_yet(command: str) -> NotImplementedYetError:
@@ -17,11 +52,11 @@ def _not_yet(command: str) -> NotImplementedYetError:
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
 @click.option("--sql", "show_sql", is_flag=True, help="Print the exact SQL apply would run.")
-@click.option(
-    "--exit-code", is_flag=True, help="Exit 1 when the plan has changes (for CI gates)."
-)
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the plan has changes (for CI gates).")
 @click.option("--replace-drifted", is_flag=True, help="Plan replacing drifted indexes.")
-@click.option("--prune", is_flag=True, help="Plan dropping indexes dbopt created that left the specs.")
+@click.option(
+    "--prune", is_flag=True, help="Plan dropping indexes dbopt created that left the specs."
+)
 def plan(
     opts: Options, show_sql: bool, exit_code: bool, replace_drifted: bool, prune: bool
 ) -> None:
@@ -61,7 +96,7 @@ def plan(
         click.echo(render.plan_json(result))
     else:
         headers, rows = render.plan_rows(result)
-        render.print_rows(headers, rows, opts.fmt, click.get_text_stream("stdout"), title="Plan")
+        render.print_rows(headers, rows, opts.fmt, sys.stdout, title="Plan")
         for action in result.changes:
             if action.kind.value == "replace":
                 click.echo(f"drift in {action.name}:\n{action.diff()}")
@@ -75,15 +110,126 @@ def plan(
 
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
-def apply(opts: Options) -> None:
-    """Build the planned indexes and views without blocking the application.
+@click.option("--dry-run", is_flag=True, help="Run nothing; print the SQL apply would run.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")
+@click.option("--replace-drifted", is_flag=True, help="Replace drifted indexes (no downtime).")
+@click.option("--prune", is_flag=True, help="Drop indexes dbopt created that left the specs.")
+@click.option("--wait", is_flag=True, help="Wait for another dbopt run instead of exiting 3.")
+@click.option(
+    "--wait-for-blockers",
+    is_flag=True,
+    help="Start even when long transactions will make concurrent builds wait.",
+)
+@click.option("--jobs", type=click.IntRange(1, 64), help="Tables built in parallel.")
+@click.option(
+    "--plans-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write each run's rollback SQL to DIR/run-<id>-rollback.sql.",
+)
+def apply(
+    opts: Options,
+    dry_run: bool,
+    yes: bool,
+    replace_drifted: bool,
+    prune: bool,
+    wait: bool,
+    wait_for_blockers: bool,
+    jobs: int | None,
+    plans_dir: Path | None,
+) -> None:
+    """Build the planned indexes without blocking the application.
+
+    Runs exactly the plan `dbopt plan` shows, with CREATE INDEX CONCURRENTLY on an autocommit
+    connection, the environment's lock_timeout and statement_timeout, retries on lock waits
+    (naming the blocking sessions), a validity check after every build and no INVALID index
+    left behind on failure. Every run is recorded in the history schema, its rollback SQL
+    written before the first build.
 
     \b
     Examples:
       dbopt apply --env staging
       dbopt apply --env production --dry-run
+      dbopt apply --env production --replace-drifted --jobs 2 --plans-dir plans/
     """
-    raise _not_yet("apply")
+    from dbopt import executor as ex
+    from dbopt import render
+    from dbopt.catalog import inspect
+    from dbopt.cli.report import make_reporter
+    from dbopt.history import History
+    from dbopt.lifecycle import build_plan
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = opts.target(config)
+    settings = target.settings
+    history = History(config.history_schema)
+    reporter = make_reporter(opts.verbose)
+    runner = ex.Executor(target.dsn, settings, history, reporter)
+    try:
+        control = runner.control
+        ex.take_run_lock(control, wait=wait)
+        result = build_plan(
+            control, specs, settings, history, replace_drifted=replace_drifted, prune=prune
+        )
+        headers, rows = render.plan_rows(result)
+        out = sys.stdout
+        if dry_run:
+            click.echo(ex.session_sql(settings) + render.plan_sql(result), nl=False)
+            return
+        if not result.runnable:
+            click.echo("nothing to apply: the database matches the specs")
+            _blocked_exit(result)
+            return
+        render.print_rows(headers, rows, opts.fmt, out, title="Plan")
+        catalog = inspect(control)
+        ex.check_privileges(
+            result, lambda t: bool(catalog.relations[t].owned) if t in catalog.relations else False
+        )
+        busy = ex.long_running(control, settings.lock_timeout_ms)
+        if busy and not wait_for_blockers:
+            from dbopt.errors import UnsafeActionError
+
+            raise UnsafeActionError(
+                "these transactions are older than lock_timeout and would make concurrent "
+                "builds wait:\n  "
+                + "\n  ".join(str(b) for b in busy)
+                + "\nend them, or run with --wait-for-blockers to retry until they finish"
+            )
+        _confirm(settings.confirm and not yes, target.env)
+        outcome = runner.run_plan(
+            result,
+            command="apply",
+            environment=target.env,
+            jobs=jobs or settings.jobs,
+            plans_dir=plans_dir,
+            rollback_text=ex.session_sql(settings) + render.plan_sql(result, rollback=True),
+        )
+    finally:
+        close = getattr(reporter, "close", None)
+        if callable(close):
+            close()
+        runner.close()
+    render.print_rows(
+        ["index", "action", "result", "seconds", "size"],
+        [
+            [
+                str(c.action.name),
+                c.action.kind.value,
+                c.result,
+                round(c.seconds, 2),
+                _size(c.size_bytes),
+            ]
+            for c in outcome.changes
+        ],
+        opts.fmt,
+        out,
+        title=f"Run {outcome.run_id}: {outcome.outcome}",
+    )
+    if outcome.outcome == "aborted":
+        raise KeyboardInterrupt
+    ex.ensure_applied(outcome)
+    _blocked_exit(result)
 
 
 @click.command(epilog=EXIT_CODES_HELP)

@@ -45,7 +45,12 @@ def validate(opts: Options) -> None:
                     {
                         "ok": False,
                         "problems": [
-                            {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+                            {
+                                "file": p.file,
+                                "line": p.line,
+                                "column": p.column,
+                                "message": p.message,
+                            }
                             for p in err.problems
                         ],
                     }
