@@ -1,0 +1,304 @@
+"""plan and apply against a real PostgreSQL: golden paths and failure paths."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from dbopt.cli import main
+from dbopt.config import Settings
+from dbopt.executor import Executor, SilentReporter, take_run_lock
+from dbopt.history import History
+from dbopt.lifecycle import build_plan
+from dbopt.planner import Kind
+from dbopt.spec import load_specs
+
+FAST = Settings(lock_timeout_ms=300, retries=1, retry_backoff_ms=10)
+
+
+def write_specs(root: Path, files: dict[str, str]) -> Path:
+    specs = root / "indexes"
+    specs.mkdir(exist_ok=True)
+    for name, body in files.items():
+        (specs / name).write_text(textwrap.dedent(body))
+    return specs
+
+
+def plan_for(conn: psycopg.Connection[Any], specs_dir: Path, **flags: bool) -> Any:
+    specs = load_specs([(specs_dir, True)])
+    return build_plan(conn, specs, FAST, History(), **flags)
+
+
+def apply_plan(dsn: str, plan: Any, settings: Settings = FAST) -> Any:
+    runner = Executor(dsn, settings, History(), SilentReporter(), sleep=lambda _s: None)
+    try:
+        return runner.run_plan(plan, command="apply", environment="test")
+    finally:
+        runner.close()
+
+
+def index_defs(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, bool]]:
+    rows = conn.execute(
+        "SELECT c.relname, pg_get_indexdef(c.oid), i.indisvalid FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' ORDER BY 1"
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+APPOINTMENTS = """
+    table: public.appointments
+    indexes:
+      - name: idx_appt_barber_status
+        columns: [barber_id, status]
+        where: "status IN ('confirmed', 'pending')"
+      - name: idx_appt_day
+        columns:
+          - {expr: "date(created_at)", order: desc}
+    """
+
+
+@pytest.fixture
+def appointments(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute(
+        "CREATE TABLE appointments (id int PRIMARY KEY, barber_id int, status text, "
+        "created_at timestamp)"
+    )
+    conn.execute(
+        "INSERT INTO appointments SELECT g, g % 50, (ARRAY['confirmed','pending','done'])[1 + g % 3],"
+        " now() - g * interval '1 hour' FROM generate_series(1, 5000) g"
+    )
+    return conn
+
+
+def test_plan_apply_replan_is_empty(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    before = index_defs(appointments)
+    plan = plan_for(appointments, specs)
+    assert [(a.kind, a.name.name) for a in plan.actions] == [
+        (Kind.CREATE, "idx_appt_barber_status"),
+        (Kind.CREATE, "idx_appt_day"),
+    ]
+    result = apply_plan(db_dsn, plan)
+    assert result.outcome == "succeeded"
+    after = index_defs(appointments)
+    assert set(after) - set(before) == {"idx_appt_barber_status", "idx_appt_day"}
+    assert all(valid for _, valid in after.values())
+    replan = plan_for(appointments, specs)
+    assert replan.changes == ()
+    assert {a.kind for a in replan.actions} == {Kind.SKIP}
+
+
+def test_equivalent_predicate_written_differently_is_skipped(
+    appointments: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    appointments.execute(
+        "CREATE INDEX idx_appt_barber_status ON appointments (barber_id, status) "
+        "WHERE status = ANY (ARRAY['confirmed'::text, 'pending'::text])"
+    )
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    plan = plan_for(appointments, specs)
+    kinds = {a.name.name: a.kind for a in plan.actions}
+    assert kinds == {"idx_appt_barber_status": Kind.SKIP, "idx_appt_day": Kind.CREATE}
+
+
+def test_drift_needs_replace_drifted_and_then_replaces_without_leftovers(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    appointments.execute(
+        "CREATE INDEX idx_appt_barber_status ON appointments (barber_id, status) "
+        "WHERE status = 'confirmed'"
+    )
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["apply", "--dsn", db_dsn, "--format", "plain"])
+    assert result.exit_code == 1, result.output
+    assert "replace public.idx_appt_barber_status needs --replace-drifted" in result.output
+    assert "WHERE (status = 'confirmed'::text)" in index_defs(appointments)[
+        "idx_appt_barber_status"
+    ][0]
+    result = runner.invoke(
+        main, ["apply", "--dsn", db_dsn, "--format", "plain", "--replace-drifted"]
+    )
+    assert result.exit_code == 0, result.output
+    defs = index_defs(appointments)
+    assert "ANY (ARRAY['confirmed'::text, 'pending'::text])" in defs["idx_appt_barber_status"][0]
+    assert not [n for n in defs if "dbopt" in n], defs
+
+
+def test_unique_index_over_duplicates_fails_cleanly(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(
+        tmp_path,
+        {
+            "appointments.yaml": """
+            table: appointments
+            indexes:
+              - {name: uq_appt_barber, columns: [barber_id], unique: true}
+            """
+        },
+    )
+    plan = plan_for(appointments, specs)
+    result = apply_plan(db_dsn, plan)
+    assert result.outcome == "failed"
+    (change,) = result.changes
+    assert change.error is not None
+    assert "could not create unique index" in change.error
+    assert "INVALID index public.uq_appt_barber it left was dropped" in change.error
+    assert "uq_appt_barber" not in index_defs(appointments)
+
+
+def test_invalid_index_is_repaired(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    # A failed concurrent build leaves an INVALID index of the spec's name behind.
+    appointments.execute("INSERT INTO appointments VALUES (999999, 1, 'x', now())")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        appointments.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_appt_day ON appointments (barber_id)")
+    assert index_defs(appointments)["idx_appt_day"][1] is False
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    plan = plan_for(appointments, specs)
+    kinds = {a.name.name: a.kind for a in plan.actions}
+    assert kinds["idx_appt_day"] == Kind.REPAIR
+    assert apply_plan(db_dsn, plan).outcome == "succeeded"
+    definition, valid = index_defs(appointments)["idx_appt_day"]
+    assert valid
+    assert "date(created_at) DESC" in definition
+
+
+def test_lock_timeout_retries_names_the_blocker_and_leaves_nothing(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    plan = plan_for(appointments, specs)
+    with psycopg.connect(db_dsn) as blocker:
+        blocker.execute("LOCK TABLE appointments IN ACCESS EXCLUSIVE MODE")
+        pid = blocker.info.backend_pid
+        result = apply_plan(db_dsn, plan)
+        blocker.rollback()
+    assert result.outcome == "failed"
+    error = result.changes[0].error or ""
+    assert "after 2 lock waits of 300 ms" in error
+    assert f"pid {pid}" in error
+    assert not [n for n, (_d, valid) in index_defs(appointments).items() if not valid]
+    assert "idx_appt_barber_status" not in index_defs(appointments)
+
+
+def test_second_apply_is_refused_with_exit_3(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    monkeypatch.chdir(tmp_path)
+    with psycopg.connect(db_dsn, autocommit=True) as other:
+        take_run_lock(other, wait=False)
+        result = CliRunner().invoke(main, ["apply", "--dsn", db_dsn])
+    assert result.exit_code == 3, result.output
+    assert "another dbopt run holds this database's lock: pid" in result.output
+
+
+def test_prune_drops_only_what_dbopt_created(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    appointments.execute("CREATE INDEX handmade ON appointments (status)")
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    assert apply_plan(db_dsn, plan_for(appointments, specs)).outcome == "succeeded"
+    # idx_appt_day leaves the specs; handmade was never in them.
+    write_specs(
+        tmp_path,
+        {
+            "appointments.yaml": """
+            table: public.appointments
+            indexes:
+              - name: idx_appt_barber_status
+                columns: [barber_id, status]
+                where: "status IN ('confirmed', 'pending')"
+            """
+        },
+    )
+    without_flag = plan_for(appointments, specs)
+    (drop,) = without_flag.changes
+    assert (drop.kind, drop.name.name, drop.enabled, drop.needs) == (
+        Kind.DROP,
+        "idx_appt_day",
+        False,
+        "--prune",
+    )
+    pruned = plan_for(appointments, specs, prune=True)
+    assert apply_plan(db_dsn, pruned).outcome == "succeeded"
+    names = set(index_defs(appointments))
+    assert "idx_appt_day" not in names
+    assert {"handmade", "appointments_pkey", "idx_appt_barber_status"} <= names
+
+
+def test_partitioned_table(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path) -> None:
+    conn.execute(
+        "CREATE TABLE events (id int, day date, kind text) PARTITION BY RANGE (day);"
+        "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO "
+        "('2026-01-01');"
+        "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO "
+        "('2027-01-01');"
+        "INSERT INTO events SELECT g, date '2025-01-01' + g % 700, 'k' FROM generate_series(1, 2000) g"
+    )
+    specs = write_specs(
+        tmp_path,
+        {"events.yaml": "table: events\nindexes:\n  - {name: idx_events_day, columns: [day]}\n"},
+    )
+    plan = plan_for(conn, specs)
+    assert apply_plan(db_dsn, plan).outcome == "succeeded"
+    defs = index_defs(conn)
+    assert defs["idx_events_day"][1] is True
+    assert {n for n in defs if n.endswith("idx_events_day")} == {
+        "idx_events_day",
+        "events_2025_idx_events_day",
+        "events_2026_idx_events_day",
+    }
+    assert plan_for(conn, specs).changes == ()
+
+
+def test_writer_sees_no_error_during_apply(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    plan = plan_for(appointments, specs)
+    errors: list[BaseException] = []
+    inserted = 0
+    stop = threading.Event()
+
+    def writer() -> None:
+        nonlocal inserted
+        with psycopg.connect(db_dsn, autocommit=True) as w:
+            w.execute("SET lock_timeout = '2s'")
+            i = 100_000
+            while not stop.is_set():
+                try:
+                    w.execute(
+                        "INSERT INTO appointments VALUES (%s, 1, 'pending', now())", (i,)
+                    )
+                    inserted += 1
+                except BaseException as exc:  # any error fails the test
+                    errors.append(exc)
+                    return
+                i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        result = apply_plan(db_dsn, plan, Settings(lock_timeout_ms=5000))
+    finally:
+        stop.set()
+        thread.join()
+    assert result.outcome == "succeeded"
+    assert errors == []
+    assert inserted > 0
