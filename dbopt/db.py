@@ -23,7 +23,12 @@ def _env_secrets() -> list[str]:
 
 
 def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
+    """The first line of ``text`` once stripped ("" for blank text)."""
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+_QUOTED = re.compile(r'"([^"]*)"')
 
 
 def _syntax_problem(exc: psycopg.Error) -> str:
@@ -32,9 +37,8 @@ def _syntax_problem(exc: psycopg.Error) -> str:
     libpq quotes the text around the fault (``missing "=" after "cret"``), which may be a
     piece of a password the malformed string failed to delimit; keep only the wording.
     """
-    return re.sub(
-        r'"[^"]*"', lambda m: m.group() if m.group() == '"="' else '"..."', _first_line(str(exc))
-    )
+    line = _first_line(str(exc))
+    return _QUOTED.sub(lambda m: m.group() if m.group(1) == "=" else '"..."', line)
 
 
 def connect(

@@ -48,9 +48,9 @@ def main() -> None:
         _banner(f"Loading the BookedBarber schema and data (scale {scale})")
         started = time.monotonic()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute((FIXTURES / "schema.sql").read_text())  # type: ignore[call-overload]
+            conn.execute((FIXTURES / "schema.sql").read_text())
             conn.execute("SELECT set_config('dbopt.scale', %s, false)", (scale,))
-            conn.execute((FIXTURES / "data.sql").read_text())  # type: ignore[call-overload]
+            conn.execute((FIXTURES / "data.sql").read_text())
             rows = conn.execute("SELECT count(*) FROM appointments").fetchone()
         print(f"{rows[0] if rows else 0} appointments loaded in {time.monotonic() - started:.1f}s")
         _banner("1. validate the specs (no database needed)")
@@ -65,6 +65,8 @@ def main() -> None:
         _run(["apply", "--dsn", dsn, "--format", "plain"])
         _banner("6. plan again: nothing left to do")
         _run(["plan", "--dsn", dsn, "--format", "plain", "--exit-code"])
+        _banner("7. status: managed indexes, their size and use; unmanaged ones apart")
+        _run(["status", "--dsn", dsn, "--format", "plain"])
         _banner("Done")
     finally:
         server.stop()

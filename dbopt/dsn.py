@@ -5,9 +5,9 @@ and key=value strings (``host=h password='se cret'``). libpq decides what a DSN 
 parsing goes through ``psycopg.conninfo``; the text-level work here only finds *where* a
 secret sits, so that the rest of the DSN can be shown as the user wrote it.
 
-When in doubt, hide more: a malformed DSN is rendered as ``<unparseable DSN>`` rather than
-echoed, and URI user-info is cut at the last ``@`` (a password holding an unencoded ``@`` or
-``/`` is still hidden whole, even though libpq would misread it).
+When in doubt, hide more: a DSN libpq rejects is rendered as ``<unparseable DSN>`` rather
+than echoed, and a URI password holding an unencoded ``@`` or ``/`` (which libpq misreads
+into the host or dbname) is still hidden whole.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def _uri_prefix(dsn: str, *, loose: bool = False) -> str | None:
 
 
 def _looks_like_conninfo(value: str) -> bool:
+    """Whether a dbname value is itself a whole connection string."""
     # libpq expands a dbname holding a whole connection string in some entry points
     # (PQconnectdbParams with expand_dbname); treat such a value as a nested DSN.
     return value.startswith(_URI_PREFIXES) or "=" in value
@@ -161,6 +162,7 @@ def _quote_value(value: str) -> str:
 
 
 def _mask_pairs(dsn: str) -> _Masked:
+    """Mask a key=value DSN, keeping every other pair as written."""
     pieces: list[str] = []
     secrets: list[str] = []
     last = 0
@@ -278,6 +280,7 @@ def _mask_query(query: str) -> tuple[str, list[str]]:
 
 
 def _mask_uri(dsn: str, prefix: str) -> _Masked:
+    """Mask a URI DSN: the user-info password, odd ports and secret query parameters."""
     body = dsn[len(prefix) :]
     secrets: list[str] = []
     at = _userinfo_end(body)
@@ -366,6 +369,7 @@ def _lenient_secrets(dsn: str) -> list[str]:
 
 
 def _unique(items: Iterable[str]) -> list[str]:
+    """The non-empty items, first occurrence first."""
     seen: dict[str, None] = {}
     for item in items:
         if item:
@@ -395,9 +399,7 @@ def secrets_of(dsn: str) -> list[str]:
     """Return the secrets of a DSN (raw and decoded forms) for scrubbing other text."""
     try:
         return _unique(_mask(dsn).secrets)
-    except _Unparseable:
-        return _unique(_lenient_secrets(dsn))
-    except Exception:
+    except Exception:  # _Unparseable, or a bug: either way, find what can be found
         return _unique(_lenient_secrets(dsn))
 
 
@@ -443,6 +445,7 @@ def _libpq_defaults() -> dict[str, str]:
 
 
 def _render_hosts(host: str, port: str) -> str:
+    """Render libpq's comma-separated hosts and ports as ``host:port,host:port``."""
     hosts = host.split(",")
     ports = port.split(",")
     if len(ports) == 1:
@@ -542,10 +545,8 @@ def _expand(
                 f"invalid reference to {name} at character {pos + 1}: "
                 f"expected '}}' or ':-default}}'"
             )
-        if pos >= n or value[pos] != "}":
-            raise ConfigError(f"unterminated ${{{name}...}}: missing '}}'")
         out.append(expanded)
-        pos += 1
+        pos += 1  # past the closing brace, where both branches above stop
     if nested:
         raise ConfigError("unterminated ${...:-default}: missing '}'")
     return "".join(out), pos

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -10,7 +11,7 @@ from dbopt.catalog import inspect
 from dbopt.config import Settings
 from dbopt.history import History
 from dbopt.normalize import normalize_specs
-from dbopt.planner import Plan, plan
+from dbopt.planner import Kind, Plan, plan
 from dbopt.spec import SpecSet
 
 
@@ -42,3 +43,77 @@ def build_plan(
         prune=prune,
         catalog_queries=catalog.queries + round_trips + 2,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class IndexState:
+    """One row of `dbopt status`."""
+
+    name: str
+    table: str
+    state: str  # ok, missing, invalid, drifted, unmanaged
+    valid: bool | None
+    size_bytes: int | None
+    scans: int | None
+    origin: str  # dbopt, pre-existing, constraint, -
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Managed and unmanaged indexes, and the last run."""
+
+    managed: tuple[IndexState, ...]
+    unmanaged: tuple[IndexState, ...]
+    last_run: dict[str, Any] | None
+
+
+def index_status(
+    conn: psycopg.Connection[Any], specs: SpecSet, settings: Settings, history: History
+) -> StatusReport:
+    """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
+    result = build_plan(conn, specs, settings, history)
+    catalog = inspect(conn)
+    created = history.managed(conn)
+    states = {
+        Kind.SKIP: "ok",
+        Kind.CREATE: "missing",
+        Kind.REPAIR: "invalid",
+        Kind.REPLACE: "drifted",
+        Kind.DROP: "left the specs",
+    }
+    managed = []
+    for action in result.actions:
+        index = catalog.indexes.get(action.name)
+        managed.append(
+            IndexState(
+                name=str(action.name),
+                table=str(action.table),
+                state=states[action.kind],
+                valid=None if index is None else index.is_valid,
+                size_bytes=None if index is None else index.size_bytes,
+                scans=None if index is None else index.scans,
+                origin="-"
+                if index is None
+                else "dbopt"
+                if action.name in created
+                else "pre-existing",
+            )
+        )
+    wanted = {a.name for a in result.actions}
+    tables = {s.table for s in specs.indexes}
+    unmanaged = [
+        IndexState(
+            name=str(i.name),
+            table=str(i.table),
+            state="unmanaged",
+            valid=i.is_valid,
+            size_bytes=i.size_bytes,
+            scans=i.scans,
+            origin=f"constraint {i.constraint_name}" if i.backs_constraint else "-",
+        )
+        for t in sorted(tables)
+        for i in catalog.indexes_on(t)
+        if i.name not in wanted
+    ]
+    runs = history.runs(conn, limit=1)
+    return StatusReport(tuple(managed), tuple(unmanaged), runs[0] if runs else None)

@@ -124,9 +124,10 @@ def test_drift_needs_replace_drifted_and_then_replaces_without_leftovers(
     result = runner.invoke(main, ["apply", "--dsn", db_dsn, "--format", "plain"])
     assert result.exit_code == 1, result.output
     assert "replace public.idx_appt_barber_status needs --replace-drifted" in result.output
-    assert "WHERE (status = 'confirmed'::text)" in index_defs(appointments)[
-        "idx_appt_barber_status"
-    ][0]
+    assert (
+        "WHERE (status = 'confirmed'::text)"
+        in index_defs(appointments)["idx_appt_barber_status"][0]
+    )
     result = runner.invoke(
         main, ["apply", "--dsn", db_dsn, "--format", "plain", "--replace-drifted"]
     )
@@ -165,7 +166,9 @@ def test_invalid_index_is_repaired(
     # A failed concurrent build leaves an INVALID index of the spec's name behind.
     appointments.execute("INSERT INTO appointments VALUES (999999, 1, 'x', now())")
     with pytest.raises(psycopg.errors.UniqueViolation):
-        appointments.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_appt_day ON appointments (barber_id)")
+        appointments.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY idx_appt_day ON appointments (barber_id)"
+        )
     assert index_defs(appointments)["idx_appt_day"][1] is False
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     plan = plan_for(appointments, specs)
@@ -282,9 +285,7 @@ def test_writer_sees_no_error_during_apply(
             i = 100_000
             while not stop.is_set():
                 try:
-                    w.execute(
-                        "INSERT INTO appointments VALUES (%s, 1, 'pending', now())", (i,)
-                    )
+                    w.execute("INSERT INTO appointments VALUES (%s, 1, 'pending', now())", (i,))
                     inserted += 1
                 except BaseException as exc:  # any error fails the test
                     errors.append(exc)
@@ -302,3 +303,30 @@ def test_writer_sees_no_error_during_apply(
     assert result.outcome == "succeeded"
     assert errors == []
     assert inserted > 0
+
+
+def test_status_lists_managed_and_unmanaged(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    appointments.execute("CREATE INDEX handmade ON appointments (status)")
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    before = runner.invoke(main, ["status", "--dsn", db_dsn, "--format", "json"])
+    assert before.exit_code == 0, before.output
+    import json
+
+    report = json.loads(before.output)
+    assert {r["index"]: r["state"] for r in report["managed"]} == {
+        "public.idx_appt_barber_status": "missing",
+        "public.idx_appt_day": "missing",
+    }
+    assert {r["index"] for r in report["unmanaged"]} == {
+        "public.appointments_pkey",
+        "public.handmade",
+    }
+    assert report["last_run"] is None
+    assert runner.invoke(main, ["apply", "--dsn", db_dsn]).exit_code == 0
+    after = json.loads(runner.invoke(main, ["status", "--dsn", db_dsn, "--format", "json"]).output)
+    assert {(r["state"], r["created by"]) for r in after["managed"]} == {("ok", "dbopt")}
+    assert after["last_run"]["outcome"] == "succeeded"

@@ -91,7 +91,9 @@ def plan(
             prune=prune,
         )
     if show_sql:
-        click.echo(render.plan_sql(result), nl=False)
+        from dbopt.executor import session_sql
+
+        click.echo(session_sql(target.settings) + render.plan_sql(result), nl=False)
     elif opts.fmt == "json":
         click.echo(render.plan_json(result))
     else:
@@ -274,10 +276,57 @@ def refresh_views(opts: Options) -> None:
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
 def status(opts: Options) -> None:
-    """Show managed indexes and views: validity, size, usage, last run, drift.
+    """Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.
+
+    Managed indexes are the ones in the specs. Scans count since the last statistics reset.
+    Indexes on the same tables that are in no spec are listed apart: dbopt never touches them.
 
     \b
     Examples:
       dbopt status --env production
+      dbopt status --dsn postgresql://app@localhost/app --format json
     """
-    raise _not_yet("status")
+    from dbopt import render
+    from dbopt.db import connect
+    from dbopt.history import History
+    from dbopt.lifecycle import index_status
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = opts.target(config)
+    with connect(target.dsn) as conn:
+        report = index_status(conn, specs, target.settings, History(config.history_schema))
+    headers = ["index", "table", "state", "valid", "size", "scans", "created by"]
+    managed = [
+        [r.name, r.table, r.state, r.valid, _size(r.size_bytes), r.scans, r.origin]
+        for r in report.managed
+    ]
+    unmanaged = [
+        [r.name, r.table, r.state, r.valid, _size(r.size_bytes), r.scans, r.origin]
+        for r in report.unmanaged
+    ]
+    if opts.fmt == "json":
+        import json
+
+        click.echo(
+            json.dumps(
+                {
+                    "managed": [dict(zip(headers, row, strict=True)) for row in managed],
+                    "unmanaged": [dict(zip(headers, row, strict=True)) for row in unmanaged],
+                    "last_run": report.last_run,
+                },
+                default=str,
+            )
+        )
+        return
+    render.print_rows(headers, managed, opts.fmt, sys.stdout, title="Managed indexes")
+    render.print_rows(
+        headers, unmanaged, opts.fmt, sys.stdout, title="Unmanaged indexes on the same tables"
+    )
+    last = report.last_run
+    click.echo(
+        f"last run: #{last['id']} {last['command']} {last['outcome']} at {last['started_at']}"
+        if last
+        else "last run: none (dbopt has not applied anything here)"
+    )

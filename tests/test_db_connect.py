@@ -1,0 +1,245 @@
+"""dbopt.db.connect: one way to connect, and failures that never show a password."""
+
+from __future__ import annotations
+
+import socket
+
+import psycopg
+import pytest
+
+from dbopt.db import connect, format_db_error, server_version
+from dbopt.errors import ConfigError, ConnectError
+
+PASSWORD = "Tr0ub4dor-and-3"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback TCP port nothing listens on: bound to find it free, then released."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture(autouse=True)
+def _clean_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect() reads DATABASE_URL and libpq reads PG*: start every test from neither."""
+    for name in (
+        "DATABASE_URL",
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGPASSFILE",
+        "PGCONNECT_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _connect_error(dsn: str | None) -> ConnectError:
+    with pytest.raises(ConnectError) as info:
+        connect(dsn, connect_timeout=3)
+    assert info.value.exit_code == 3
+    # Nothing unscrubbed rides along for a traceback to print.
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
+    return info.value
+
+
+def test_uri_failure_hides_password(closed_port: int) -> None:
+    error = _connect_error(f"postgresql://alice:{PASSWORD}@127.0.0.1:{closed_port}/shop")
+    message = str(error)
+    assert message.startswith(f"could not connect to alice@127.0.0.1:{closed_port}/shop: ")
+    assert "Connection refused" in message
+    assert PASSWORD not in message
+
+
+def test_url_encoded_password_failure_hides_both_forms(closed_port: int) -> None:
+    error = _connect_error(f"postgresql://alice:p%40ss%2Fw0rd9@127.0.0.1:{closed_port}/shop")
+    assert "p%40ss%2Fw0rd9" not in str(error)
+    assert "p@ss/w0rd9" not in str(error)
+
+
+def test_key_value_failure_hides_password(closed_port: int) -> None:
+    dsn = f"host=127.0.0.1 port={closed_port} user=bob password='{PASSWORD} x' dbname=shop"
+    message = str(_connect_error(dsn))
+    assert message.startswith(f"could not connect to bob@127.0.0.1:{closed_port}/shop: ")
+    assert PASSWORD not in message
+
+
+def test_pgpassword_is_scrubbed(monkeypatch: pytest.MonkeyPatch, closed_port: int) -> None:
+    # The password lands where libpq quotes it back (a bad sslmode), so the reason really
+    # holds it before scrubbing.
+    monkeypatch.setenv("PGPASSWORD", "EnvPassw0rd")
+    dsn = f"host=127.0.0.1 port={closed_port} user=carol dbname=shop sslmode=EnvPassw0rd"
+    message = str(_connect_error(dsn))
+    assert message.startswith(f"could not connect to carol@127.0.0.1:{closed_port}/shop: ")
+    assert message.endswith('invalid sslmode value: "***"')
+
+
+def test_pgpassword_from_environment(monkeypatch: pytest.MonkeyPatch, closed_port: int) -> None:
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    message = str(_connect_error(f"host=127.0.0.1 port={closed_port} user=carol"))
+    assert message.startswith(f"could not connect to carol@127.0.0.1:{closed_port}/carol: ")
+    assert PASSWORD not in message
+
+
+def test_password_libpq_misreads_is_scrubbed_from_its_reason() -> None:
+    # An unencoded '/' makes libpq read "pa" as the port and quote it back in its error.
+    message = str(_connect_error("postgresql://alice:pa55/w0rd@127.0.0.1/shop"))
+    assert "pa55" not in message
+    assert "w0rd" not in message
+
+
+def test_database_url_used_when_dsn_missing(
+    monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://dave:{PASSWORD}@127.0.0.1:{closed_port}/app")
+    for dsn in (None, ""):
+        message = str(_connect_error(dsn))
+        assert message.startswith(f"could not connect to dave@127.0.0.1:{closed_port}/app: ")
+        assert f"port {closed_port}" in message
+        assert PASSWORD not in message
+
+
+def test_explicit_dsn_wins_over_database_url(
+    monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://dave:x@192.0.2.1:1/never")
+    message = str(_connect_error(f"postgresql://erin@127.0.0.1:{closed_port}/shop"))
+    assert message.startswith(f"could not connect to erin@127.0.0.1:{closed_port}/shop: ")
+
+
+def test_libpq_environment_used_without_dsn_or_database_url(
+    monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(closed_port))
+    monkeypatch.setenv("PGUSER", "frank")
+    monkeypatch.setenv("PGDATABASE", "ops")
+    message = str(_connect_error(None))
+    assert message.startswith(f"could not connect to frank@127.0.0.1:{closed_port}/ops: ")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=127.0.0.1 password=Hunter2 Hunter3 user=x",
+        "host=127.0.0.1 password='Hunter2",
+        "postgresql://u@127.0.0.1/db?password=Hunter2&Hunter3",
+    ],
+)
+def test_malformed_dsn_is_a_config_error_without_password(dsn: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        connect(dsn)
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert message.startswith("invalid connection string: ")
+    assert "Hunter" not in message
+
+
+def test_malformed_database_url_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "host=x password=se cret")
+    with pytest.raises(ConfigError) as info:
+        connect(None)
+    assert str(info.value) == (
+        'invalid DATABASE_URL: missing "=" after "..." in connection info string'
+    )
+
+
+def test_format_db_error_without_diagnostics() -> None:
+    exc = psycopg.OperationalError("server closed the connection: Hunter2\nsecond line")
+    assert format_db_error(exc, secrets=["Hunter2"]) == "server closed the connection: ***"
+    assert format_db_error(psycopg.Error()) == "Error"
+
+
+def test_format_db_error_scrubs_the_attempts_password(closed_port: int) -> None:
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(f"host=127.0.0.1 port={closed_port} password=AttemptPw1")
+    # psycopg keeps the failed attempt's PGconn, password included: use it to scrub.
+    exc = psycopg.OperationalError("echoed AttemptPw1", pgconn=info.value.pgconn)
+    assert format_db_error(exc) == "echoed ***"
+
+
+def test_format_db_error_scrubs_pgpassword(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "EnvSecret9")
+    exc = psycopg.OperationalError("rejected EnvSecret9")
+    assert format_db_error(exc, verbose=True) == "rejected ***"
+
+
+# ---------------------------------------------------------------------------------------------
+# against a real server: the `db_dsn` fixture of tests/conftest.py (a fresh database per test)
+
+
+@pytest.mark.db
+def test_connect_success(db_dsn: str) -> None:
+    with connect(db_dsn) as conn:
+        assert conn.autocommit
+        row = conn.execute("SELECT current_setting('application_name')").fetchone()
+        assert row == ("dbopt",)
+        num = conn.execute("SHOW server_version_num").fetchone()
+        assert num is not None
+        assert server_version(conn) == int(num[0])
+        assert server_version(conn) >= 120000
+
+
+@pytest.mark.db
+def test_connect_options(db_dsn: str) -> None:
+    with connect(db_dsn, autocommit=False, application_name="dbopt-test") as conn:
+        assert not conn.autocommit
+        row = conn.execute("SELECT current_setting('application_name')").fetchone()
+        assert row == ("dbopt-test",)
+
+
+@pytest.mark.db
+def test_connect_via_database_url(monkeypatch: pytest.MonkeyPatch, db_dsn: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_dsn)
+    with connect(None) as conn:
+        row = conn.execute("SELECT 1").fetchone()
+        assert row == (1,)
+
+
+@pytest.mark.db
+def test_format_db_error_from_server(db_dsn: str) -> None:
+    with connect(db_dsn) as conn, pytest.raises(psycopg.Error) as info:
+        conn.execute(
+            """
+            DO $$ BEGIN
+              RAISE EXCEPTION 'cannot build index on Hunter2'
+                USING DETAIL = 'the table is locked', HINT = 'retry later',
+                      ERRCODE = 'lock_not_available';
+            END $$
+            """
+        )
+    exc = info.value
+    assert format_db_error(exc, secrets=["Hunter2"]) == "cannot build index on ***"
+    verbose = format_db_error(exc, verbose=True, secrets=["Hunter2"])
+    lines = verbose.splitlines()
+    assert lines[:5] == [
+        "cannot build index on ***",
+        "DETAIL: the table is locked",
+        "HINT: retry later",
+        "CONTEXT: PL/pgSQL function inline_code_block line 2 at RAISE",
+        "SQLSTATE: 55P03",
+    ]
+    assert "Hunter2" not in verbose
+
+
+@pytest.mark.db
+def test_format_db_error_names_objects(db_dsn: str) -> None:
+    with connect(db_dsn) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation) as info:
+            conn.execute("INSERT INTO t VALUES (1)")
+    assert format_db_error(info.value) == 'duplicate key value violates unique constraint "t_pkey"'
+    verbose = format_db_error(info.value, verbose=True).splitlines()
+    assert "DETAIL: Key (id)=(1) already exists." in verbose
+    assert "SQLSTATE: 23505" in verbose
+    assert "TABLE: t" in verbose
+    assert "CONSTRAINT: t_pkey" in verbose
