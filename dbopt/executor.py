@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from dbopt.config import Settings
 from dbopt.db import connect
@@ -400,9 +401,9 @@ class Executor:
 
     # --- whole plans -------------------------------------------------------------------
 
-    def run_action(self, run_id: int | None, action: Action, rollback: bool) -> ChangeResult:
-        """Run one action's forward (or rollback) steps and record it."""
-        steps = action.rollback if rollback else action.forward
+    def run_action(self, run_id: int | None, action: Action) -> ChangeResult:
+        """Run one action's steps and record it in the history."""
+        steps = action.forward
         change_id = None
         if run_id is not None:
             change_id = self._control(
@@ -413,19 +414,18 @@ class Executor:
                         "object_schema": action.name.schema,
                         "object_name": action.name.name,
                         "table_name": str(action.table),
-                        "action": _recorded_action(action, rollback),
-                        "definition": action.current if rollback else action.desired,
-                        "previous_definition": action.desired if rollback else action.current,
-                        "existed_before": _existed_before(action, rollback),
+                        "action": action.kind.value,
+                        "definition": action.desired,
+                        "previous_definition": action.current,
+                        "existed_before": action.existed_before,
                         "forward_sql": "\n".join(s.text() for s in steps),
-                        "rollback_sql": "\n".join(
-                            s.text() for s in (action.forward if rollback else action.rollback)
-                        ),
+                        "rollback_sql": "\n".join(s.text() for s in action.rollback),
+                        "rollback_steps": Jsonb([s.to_json() for s in action.rollback]),
                     },
                 )
             )
         started = time.monotonic()
-        self.reporter.event(f"{_recorded_action(action, rollback)} {action.name} ...")
+        self.reporter.event(f"{action.kind.value} {action.name} ...")
         try:
             for step in steps:
                 self.run_step(step)
@@ -434,7 +434,7 @@ class Executor:
         except KeyboardInterrupt:
             result = ChangeResult(action, "aborted", time.monotonic() - started, error="Ctrl-C")
         else:
-            size = None if action.kind == Kind.DROP or rollback else self._index_size(action.name)
+            size = None if action.kind == Kind.DROP else self._index_size(action.name)
             result = ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size)
         finally:
             self.reporter.finished(action.name)
@@ -455,7 +455,6 @@ class Executor:
         command: str,
         environment: str | None,
         jobs: int = 1,
-        rollback: bool = False,
         undoes_run: int | None = None,
         plans_dir: Path | None = None,
         rollback_text: str = "",
@@ -471,8 +470,7 @@ class Executor:
             plans_dir.mkdir(parents=True, exist_ok=True)
             (plans_dir / f"run-{run_id}-rollback.sql").write_text(rollback_text, "utf-8")
         groups: dict[QualifiedName, list[Action]] = {}
-        actions = plan.runnable
-        for action in reversed(actions) if rollback else actions:
+        for action in plan.runnable:
             groups.setdefault(action.table, []).append(action)
         results: list[ChangeResult] = []
         failed = threading.Event()
@@ -482,7 +480,7 @@ class Executor:
             for action in group:
                 if failed.is_set() or self._cancelled.is_set():
                     break
-                res = self.run_action(run_id, action, rollback)
+                res = self.run_action(run_id, action)
                 out.append(res)
                 if res.result != "ok":
                     failed.set()
@@ -569,20 +567,6 @@ def _primary(exc: psycopg.Error) -> str:
     if diag.message_detail:
         text += f" ({diag.message_detail})"
     return text
-
-
-def _recorded_action(action: Action, rollback: bool) -> str:
-    if not rollback:
-        return action.kind.value
-    return {Kind.CREATE: "drop", Kind.DROP: "create", Kind.REPAIR: "drop"}.get(
-        action.kind, "restore"
-    )
-
-
-def _existed_before(action: Action, rollback: bool) -> bool:
-    if rollback:
-        return action.kind != Kind.DROP
-    return action.existed_before
 
 
 def ensure_applied(result: RunResult) -> None:

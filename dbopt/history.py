@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS {schema}.changes (
                         CHECK (result IN ('running', 'ok', 'failed', 'aborted')),
     error               text,
     forward_sql         text,
-    rollback_sql        text
+    rollback_sql        text,
+    rollback_steps      jsonb
 );
 CREATE INDEX IF NOT EXISTS changes_object ON {schema}.changes (object_schema, object_name, id)
 """

@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from psycopg import sql
 
@@ -30,6 +31,7 @@ class Kind(StrEnum):
     REPAIR = "repair"
     REPLACE = "replace"
     DROP = "drop"
+    RESTORE = "restore"  # rollback of a replace: the previous definition back
     SKIP = "skip"
 
 
@@ -50,6 +52,25 @@ class Step:
     statements: tuple[sql.Composed, ...]
     table: QualifiedName
     index: QualifiedName  # the index this step builds or drops
+
+    def to_json(self) -> dict[str, Any]:
+        """The step as JSON (kept in the history so a run can be rolled back later)."""
+        return {
+            "kind": self.kind.value,
+            "statements": [s.as_string() for s in self.statements],
+            "table": [self.table.schema, self.table.name],
+            "index": [self.index.schema, self.index.name],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Step:
+        """A step stored by :meth:`to_json` (its SQL was composed by dbopt when stored)."""
+        return cls(
+            kind=StepKind(data["kind"]),
+            statements=tuple(sql.Composed([sql.SQL(text)]) for text in data["statements"]),
+            table=QualifiedName(*data["table"]),
+            index=QualifiedName(*data["index"]),
+        )
 
     def text(self) -> str:
         """The step's SQL, one statement per line, each ending with ';'."""
@@ -109,7 +130,14 @@ class Plan:
         return tuple(a for a in self.changes if not a.enabled)
 
 
-_ORDER = {Kind.REPAIR: 0, Kind.CREATE: 1, Kind.REPLACE: 2, Kind.DROP: 3, Kind.SKIP: 4}
+_ORDER = {
+    Kind.REPAIR: 0,
+    Kind.CREATE: 1,
+    Kind.REPLACE: 2,
+    Kind.RESTORE: 2,
+    Kind.DROP: 3,
+    Kind.SKIP: 4,
+}
 
 
 def _build_steps(spec: IndexSpec, name: str, catalog: Catalog, table: Relation) -> tuple[Step, ...]:
@@ -278,7 +306,8 @@ def _action_for(
             reason="the index is INVALID (a failed concurrent build): drop it and build again",
             forward=_drop_steps(name, spec.table, table)
             + _build_steps(spec, spec.name, catalog, table),
-            rollback=_drop_steps(name, spec.table, table),
+            # No way back to an INVALID index, and never a drop of what existed before.
+            rollback=(),
             spec=spec,
             current=current,
             desired=desired,

@@ -359,7 +359,11 @@ class _FileReader:
                     )
             for name in params:
                 if name not in checked.placeholders:
-                    self.err((*path, "params", name), f"parameter '{name}' is not used in sql")
+                    self.err(
+                        (*path, "params", name),
+                        f"parameter '{name}' is not used in sql",
+                        key=True,
+                    )
             text = checked.text
         budget = float(raw["budget_ms"])
         warn = raw.get("warn_ms")

@@ -330,3 +330,37 @@ def test_status_lists_managed_and_unmanaged(
     after = json.loads(runner.invoke(main, ["status", "--dsn", db_dsn, "--format", "json"]).output)
     assert {(r["state"], r["created by"]) for r in after["managed"]} == {("ok", "dbopt")}
     assert after["last_run"]["outcome"] == "succeeded"
+
+
+def test_rollback_plan_file_index_selector_and_double_rollback(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    none_yet = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--plan", "--last"])
+    assert none_yet.exit_code == 2
+    assert "no dbopt history in schema dbopt: nothing was applied here yet" in none_yet.output
+    assert runner.invoke(main, ["apply", "--dsn", db_dsn]).exit_code == 0
+    no_selector = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--plan"])
+    assert no_selector.exit_code == 2
+    assert "choose exactly one of --last, --run ID or --index NAME" in no_selector.output
+    written = runner.invoke(
+        main, ["rollback", "--dsn", db_dsn, "--plan", "--run", "1", "-o", "rb.sql"]
+    )
+    assert written.exit_code == 0, written.output
+    text = (tmp_path / "rb.sql").read_text()
+    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_day";' in text
+    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_barber_status";' in text
+    assert text.startswith("SET lock_timeout = 5000;")
+    one = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--index", "idx_appt_day", "--yes"])
+    assert one.exit_code == 0, one.output
+    names = set(index_defs(appointments))
+    assert "idx_appt_day" not in names
+    assert "idx_appt_barber_status" in names
+    whole = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--run", "1", "--yes"])
+    assert whole.exit_code == 0, whole.output
+    assert set(index_defs(appointments)) == {"appointments_pkey"}
+    again = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--run", "1", "--plan"])
+    assert again.exit_code == 2
+    assert "run 1 was already rolled back by run 3" in again.output

@@ -22,6 +22,32 @@ def _size(size: int | None) -> str:
     return str(size)  # pragma: no cover
 
 
+def _print_outcome(outcome: Any, fmt: str) -> None:
+    """The summary table of a run; exit 130 when it was interrupted, 1 when it failed."""
+    from dbopt import render
+    from dbopt.executor import ensure_applied
+
+    render.print_rows(
+        ["index", "action", "result", "seconds", "size"],
+        [
+            [
+                str(c.action.name),
+                c.action.kind.value,
+                c.result,
+                round(c.seconds, 2),
+                _size(c.size_bytes),
+            ]
+            for c in outcome.changes
+        ],
+        fmt,
+        sys.stdout,
+        title=f"Run {outcome.run_id}: {outcome.outcome}",
+    )
+    if outcome.outcome == "aborted":
+        raise KeyboardInterrupt
+    ensure_applied(outcome)
+
+
 def _confirm(ask: bool, env: str | None) -> None:
     """confirm: true environments: the environment's name must be typed."""
     if not ask:
@@ -212,25 +238,7 @@ def apply(
         if callable(close):
             close()
         runner.close()
-    render.print_rows(
-        ["index", "action", "result", "seconds", "size"],
-        [
-            [
-                str(c.action.name),
-                c.action.kind.value,
-                c.result,
-                round(c.seconds, 2),
-                _size(c.size_bytes),
-            ]
-            for c in outcome.changes
-        ],
-        opts.fmt,
-        out,
-        title=f"Run {outcome.run_id}: {outcome.outcome}",
-    )
-    if outcome.outcome == "aborted":
-        raise KeyboardInterrupt
-    ex.ensure_applied(outcome)
+    _print_outcome(outcome, opts.fmt)
     _blocked_exit(result)
 
 
@@ -249,15 +257,97 @@ def verify(opts: Options) -> None:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
-def rollback(opts: Options) -> None:
+@click.option("--last", is_flag=True, help="Undo the last apply run not yet rolled back.")
+@click.option("--run", "run_id", type=int, metavar="ID", help="Undo the run with this id.")
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    metavar="NAME",
+    help="Undo the last change of this index (schema.name or name); repeatable.",
+)
+@click.option("--plan", "show_plan", is_flag=True, help="Print the rollback SQL; run nothing.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --plan: write the SQL to this file.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")
+@click.option("--wait", is_flag=True, help="Wait for another dbopt run instead of exiting 3.")
+def rollback(
+    opts: Options,
+    last: bool,
+    run_id: int | None,
+    indexes: tuple[str, ...],
+    show_plan: bool,
+    output: Path | None,
+    yes: bool,
+    wait: bool,
+) -> None:
     """Undo a dbopt run: drop what it created, restore what it replaced.
+
+    Only what dbopt created is dropped; a replaced index gets its previous definition back
+    (built concurrently, swapped in one short transaction); an index that existed before dbopt
+    is never dropped. Runs with the same safety as apply: concurrent drops, timeouts, retries,
+    the advisory lock, confirmation, and a history entry of its own.
 
     \b
     Examples:
       dbopt rollback --env production --plan --last
+      dbopt rollback --env production --plan --run 42 -o rollback-42.sql
       dbopt rollback --env production --run 42
+      dbopt rollback --env production --index idx_appointments_day_desc
     """
-    raise _not_yet("rollback")
+    from dbopt import executor as ex
+    from dbopt import render
+    from dbopt.cli.report import make_reporter
+    from dbopt.history import History
+    from dbopt.rollback import rollback_plan
+    from dbopt.spec import parse_qualified
+
+    if output is not None and not show_plan:
+        from dbopt.errors import ConfigError
+
+        raise ConfigError("-o/--output goes with --plan")
+    config = opts.load_config()
+    target = opts.target(config)
+    history = History(config.history_schema)
+    names = [parse_qualified(n) for n in indexes]
+    if show_plan:
+        from dbopt.db import connect
+
+        with connect(target.dsn) as conn:
+            result, _undoes = rollback_plan(conn, history, run_id=run_id, last=last, indexes=names)
+        text = ex.session_sql(target.settings) + render.plan_sql(result)
+        if output is not None:
+            output.write_text(text, "utf-8")
+            click.echo(f"rollback SQL written to {output}")
+        else:
+            click.echo(text, nl=False)
+        return
+    reporter = make_reporter(opts.verbose)
+    runner = ex.Executor(target.dsn, target.settings, history, reporter)
+    try:
+        ex.take_run_lock(runner.control, wait=wait)
+        result, undoes = rollback_plan(
+            runner.control, history, run_id=run_id, last=last, indexes=names
+        )
+        if not result.runnable:
+            click.echo("nothing to roll back")
+            return
+        headers, rows = render.plan_rows(result)
+        render.print_rows(headers, rows, opts.fmt, sys.stdout, title="Rollback plan")
+        _confirm(target.settings.confirm and not yes, target.env)
+        outcome = runner.run_plan(
+            result, command="rollback", environment=target.env, undoes_run=undoes
+        )
+    finally:
+        close = getattr(reporter, "close", None)
+        if callable(close):
+            close()
+        runner.close()
+    _print_outcome(outcome, opts.fmt)
 
 
 @click.command("refresh-views", epilog=EXIT_CODES_HELP)

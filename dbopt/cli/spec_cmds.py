@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+
+if TYPE_CHECKING:
+    from dbopt.errors import InputError
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -25,11 +29,11 @@ def validate(opts: Options) -> None:
       dbopt validate --specs indexes --format json
       dbopt validate --dsn postgresql://app@localhost/app
     """
-    from dbopt.errors import SpecError
+    from dbopt.errors import InputError
     from dbopt.spec import load_specs
 
-    config = opts.load_config()
     try:
+        config = opts.load_config()
         specs = load_specs(opts.spec_dirs(config))
         if opts.env or opts.dsn:
             from dbopt.db import connect
@@ -38,24 +42,10 @@ def validate(opts: Options) -> None:
             target = opts.target(config)
             with connect(target.dsn) as conn:
                 check_against_database(specs, conn)
-    except SpecError as err:
+    except InputError as err:
+        # Bad specs or config: machines get the problems on stdout, people on stderr.
         if opts.fmt == "json":
-            click.echo(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "problems": [
-                            {
-                                "file": p.file,
-                                "line": p.line,
-                                "column": p.column,
-                                "message": p.message,
-                            }
-                            for p in err.problems
-                        ],
-                    }
-                )
-            )
+            click.echo(json.dumps(_failure(err)))
         raise
     summary = {
         "ok": True,
@@ -71,6 +61,18 @@ def validate(opts: Options) -> None:
             f"ok: {summary['files']} files, {summary['indexes']} indexes, "
             f"{summary['views']} materialized views, {summary['queries']} budgeted queries"
         )
+
+
+def _failure(err: InputError) -> dict[str, Any]:
+    """The JSON document of a failed validation."""
+    return {
+        "ok": False,
+        "error": err.args[0] if err.args else str(err),
+        "problems": [
+            {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+            for p in err.problems
+        ],
+    }
 
 
 @click.command()
