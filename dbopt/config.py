@@ -43,6 +43,8 @@ class Settings:
     jobs: int = 1
     retries: int = 5
     retry_backoff_ms: int = 2_000
+    #: How long a failed build's INVALID index may wait to be dropped (its blockers finish).
+    cleanup_wait_ms: int = 300_000
     confirm: bool = False
     #: verify's statement_timeout for a query is budget_ms times this factor (at least 1 s).
     verify_timeout_factor: float = 20.0
@@ -50,7 +52,7 @@ class Settings:
     def merged(self, raw: Mapping[str, Any]) -> Settings:
         """These settings overridden by the keys given in a config mapping."""
         changes: dict[str, Any] = {}
-        for key in ("lock_timeout", "statement_timeout", "retry_backoff"):
+        for key in ("lock_timeout", "statement_timeout", "retry_backoff", "cleanup_wait"):
             if key in raw:
                 changes[f"{key}_ms"] = duration_ms(raw[key])
         for key in ("maintenance_work_mem", "jobs", "retries", "confirm", "verify_timeout_factor"):

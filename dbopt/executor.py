@@ -307,21 +307,40 @@ class Executor:
         return result
 
     def _cleanup_invalid(self, name: QualifiedName) -> str:
-        """Drop the INVALID index a failed build left behind; returns what was done."""
+        """Drop the INVALID index a failed build left behind; returns what was done.
+
+        DROP INDEX CONCURRENTLY waits for the same old transactions that stopped the build,
+        so it keeps trying (each wait bounded by lock_timeout) for up to cleanup_wait_ms.
+        """
         if self._index_valid(name) is not False:
             return ""
-        conn = self._worker()
         statement = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name.ident())
-        for attempt in range(self.settings.retries + 1):
+        deadline = time.monotonic() + self.settings.cleanup_wait_ms / 1000.0
+        attempt = 0
+        while True:
+            started = time.time()
             try:
-                conn.execute(statement)
+                self._worker().execute(statement)
                 self.reporter.event(f"dropped the INVALID index {name} the failed build left")
                 return f"; the INVALID index {name} it left was dropped"
             except pgerrors.LockNotAvailable:
-                self.sleep(self._backoff(attempt))
+                if time.monotonic() >= deadline:
+                    break
+                if attempt == 0:
+                    named = "; ".join(str(b) for b in self.blockers(name, started))
+                    self.reporter.event(
+                        f"waiting to drop the INVALID index {name}; blocked by: "
+                        f"{named or 'no blocker still visible'}"
+                    )
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
             except psycopg.OperationalError:
-                conn = self._worker()
-        return f"; the INVALID index {name} could NOT be dropped: the next apply repairs it"
+                if time.monotonic() >= deadline:
+                    break
+        return (
+            f"; the INVALID index {name} could NOT be dropped within "
+            f"{self.settings.cleanup_wait_ms} ms: the next apply repairs it"
+        )
 
     def _backoff(self, attempt: int) -> float:
         return min(60.0, self.settings.retry_backoff_ms / 1000.0 * float(2**attempt))

@@ -224,6 +224,7 @@ _ENVIRONMENT = {
         "jobs": {"type": "integer", "minimum": 1, "maximum": 64},
         "retries": {"type": "integer", "minimum": 0, "maximum": 100},
         "retry_backoff": _DURATION,
+        "cleanup_wait": _DURATION,
         "verify_timeout_factor": {"type": "number", "exclusiveMinimum": 0},
     },
 }
