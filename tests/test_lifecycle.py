@@ -72,8 +72,9 @@ def appointments(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
         "created_at timestamp)"
     )
     conn.execute(
-        "INSERT INTO appointments SELECT g, g % 50, (ARRAY['confirmed','pending','done'])[1 + g % 3],"
-        " now() - g * interval '1 hour' FROM generate_series(1, 5000) g"
+        "INSERT INTO appointments SELECT g, g % 50, "
+        "(ARRAY['confirmed','pending','done'])[1 + g % 3], now() - g * interval '1 hour' "
+        "FROM generate_series(1, 5000) g"
     )
     return conn
 
@@ -251,7 +252,8 @@ def test_partitioned_table(conn: psycopg.Connection[Any], db_dsn: str, tmp_path:
         "('2026-01-01');"
         "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO "
         "('2027-01-01');"
-        "INSERT INTO events SELECT g, date '2025-01-01' + g % 700, 'k' FROM generate_series(1, 2000) g"
+        "INSERT INTO events SELECT g, date '2025-01-01' + g % 700, 'k' "
+        "FROM generate_series(1, 2000) g"
     )
     specs = write_specs(
         tmp_path,
