@@ -37,15 +37,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from dbopt.dsn import describe_target, mask_dsn
 from dbopt.errors import InputError, SandboxError
 
-__all__ = [
-    "Server",
-    "describe_provider",
-    "mask_dsn",
-    "running_server",
-    "start_server",
-]
+__all__ = ["Server", "describe_provider", "running_server", "start_server"]
 
 DSN_ENV = "DBOPT_TEST_DSN"
 PG_BIN_ENV = "DBOPT_PG_BIN"
@@ -69,18 +64,6 @@ _CONNECT_TIMEOUT = 3  # seconds; a probe of DBOPT_TEST_DSN must not hang the tes
 
 
 # --- DSNs ------------------------------------------------------------------------------------
-
-
-def mask_dsn(dsn: str) -> str:
-    """Return the DSN as key=value conninfo with any password replaced by ``***``."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # An unparseable string may still hold a password somewhere: show none of it.
-        return "<unparseable DSN>"
-    if params.get("password"):
-        params["password"] = "***"
-    return make_conninfo("", **params)
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:
@@ -129,7 +112,7 @@ class _Backend:
         """Release the server; called at most once per Server with signals deferred."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Server:
     """A PostgreSQL server for tests or the sandbox, reached as a superuser (or CREATEDB role).
 
@@ -146,6 +129,13 @@ class Server:
     # Databases this Server created: the name callers use -> the name on the server.
     _owned: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     _state: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        """Show the server without its password (reprs end up in logs and test reports)."""
+        return (
+            f"Server(dsn={mask_dsn(self.dsn)!r}, provider={self.provider!r}, "
+            f"bin_dir={self.bin_dir!r}, data_dir={self.data_dir!r})"
+        )
 
     def dsn_for(self, dbname: str) -> str:
         """Return the DSN of another database on the same server."""
@@ -327,7 +317,8 @@ def _probe_dsn() -> _Found | str:
     dsn = os.environ.get(DSN_ENV, "").strip()
     if not dsn:
         return f"{DSN_ENV} not set"
-    shown = mask_dsn(dsn)
+    # Only user, host, port and database: the label goes to logs and test headers.
+    shown = describe_target(dsn)
     try:
         with _connect(dsn) as conn:
             row = conn.execute(

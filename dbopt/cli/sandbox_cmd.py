@@ -15,8 +15,10 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from dbopt.cli.common import report_error
+from dbopt.dsn import mask_dsn
 from dbopt.errors import EXIT_CONNECT, DboptError
-from dbopt.sandbox import DSN_ENV, Server, mask_dsn, start_server
+from dbopt.sandbox import DSN_ENV, Server, start_server
 
 SANDBOX_DB = "dbopt_sandbox"
 
@@ -110,12 +112,12 @@ def sandbox(schema: Path | None, keep_running: bool) -> None:
                 if server is not None:
                     server.stop()
     except DboptError as err:
-        click.echo(f"Error: {err}", err=True)
+        report_error(err)
         click.get_current_context().exit(err.exit_code)
     except psycopg.Error as err:
         # The server went away or refused the sandbox database: no traceback for that.
         message = err.diag.message_primary or str(err).strip()
-        click.echo(f"Error: {message}", err=True)
+        click.echo(f"error: {message}", err=True)
         click.get_current_context().exit(EXIT_CONNECT)
     if server is not None and server.data_dir is not None:
         click.echo(f"Stopped; deleted {server.data_dir.parent}.", err=True)

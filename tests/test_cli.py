@@ -1,0 +1,470 @@
+"""The command line: exit codes, exact messages, JSON output, help, schema (no database)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from jsonschema import Draft202012Validator
+
+from dbopt.cli import main
+from dbopt.yamlload import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+Write = Callable[..., None]
+
+
+@pytest.fixture
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
+    """Write files (relative path -> dedented text) under a fresh working directory."""
+    monkeypatch.chdir(tmp_path)
+    # A DSN in the caller's environment would turn `validate` into `validate --dsn`.
+    monkeypatch.delenv("DBOPT_DSN", raising=False)
+
+    def _write(**files: str) -> None:
+        for name, text in files.items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+    return _write
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+GOOD = {
+    "indexes/users.yaml": """\
+        table: users
+        indexes:
+          - name: users_email_lower
+            columns: [{expr: "lower(email)"}]
+            unique: true
+          - name: users_active_created
+            columns: [created_at]
+            where: deleted_at IS NULL
+        queries:
+          - name: user_by_email
+            sql: SELECT id FROM users WHERE lower(email) = lower(%(email)s)
+            params: {email: a@example.com}
+            budget_ms: 5
+    """,
+    "indexes/orders.yaml": """\
+        table: orders
+        indexes:
+          - name: orders_customer_created
+            columns: [customer_id, {name: created_at, order: desc}]
+    """,
+    "views/mv_daily_orders.yaml": """\
+        name: mv_daily_orders
+        query: SELECT date(created_at) AS day, count(*) AS n FROM orders GROUP BY 1
+        indexes:
+          - name: mv_daily_orders_day
+            columns: [day]
+            unique: true
+        refresh: {schedule: "*/10 * * * *", mode: concurrent}
+        queries:
+          - name: orders_today
+            sql: SELECT n FROM mv_daily_orders WHERE day = current_date
+            budget_ms: 2
+    """,
+}
+
+BAD = {
+    "indexes/users.yaml": """\
+        table: users
+        indexes:
+          - name: users_email
+            colums: [email]
+          - name: users_active
+            columns: [id]
+            where: "x = 1); DROP TABLE users; --"
+    """,
+    "views/mv.yaml": """\
+        name: mv
+        query: SELECT 1 AS x
+        refresh: {mode: concurrent}
+    """,
+}
+
+BAD_LINES = [
+    "indexes/users.yaml:4:5: indexes[0]: unknown key 'colums'; did you mean 'columns'?",
+    "indexes/users.yaml:7:12: indexes[1].where: the predicate is not valid: syntax error at or "
+    "near \")\" (near '); DROP TABLE users;')",
+    "views/mv.yaml:3:17: refresh.mode: REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique "
+    "index on plain columns (no expression, no WHERE): add one under indexes, or use mode: auto",
+]
+
+
+# --- validate --------------------------------------------------------------------------
+
+
+def test_validate_ok(write: Write) -> None:
+    write(**GOOD)
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("ok: 3 files, 4 indexes, 1 materialized views, 2 budgeted queries\n")
+    assert result.stderr == ""
+
+
+def test_validate_ok_json(write: Write) -> None:
+    write(**GOOD)
+    result = run("validate", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "ok": True,
+        "files": 3,
+        "indexes": 4,
+        "views": 1,
+        "queries": 2,
+    }
+
+
+def test_validate_bad_spec_exits_2_with_every_problem(write: Write) -> None:
+    write(**BAD)
+    result = run("validate")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        *BAD_LINES,
+        "error: 3 problems in the specs; nothing was run",
+    ]
+
+
+def test_validate_bad_spec_json(write: Write) -> None:
+    write(**BAD)
+    result = run("validate", "--format", "json")
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    assert document["error"] == "3 problems in the specs; nothing was run"
+    assert [
+        f"{p['file']}:{p['line']}:{p['column']}: {p['message']}" for p in document["problems"]
+    ] == BAD_LINES
+    # People still get the problems on stderr.
+    assert result.stderr.splitlines()[:3] == BAD_LINES
+
+
+def test_validate_specs_option(write: Write) -> None:
+    write(**GOOD, **{"more/extra.yaml": "table: extra\n"})
+    result = run("validate", "--specs", "indexes", "--specs", "more")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "ok: 3 files, 3 indexes, 0 materialized views, 1 budgeted queries\n"
+
+
+def test_validate_missing_specs_directory(write: Write) -> None:
+    write(**GOOD)
+    result = run("validate", "--specs", "nope")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "nope:1:1: no such directory: check --specs",
+        "error: 1 problem in the specs; nothing was run",
+    ]
+
+
+def test_validate_without_specs(write: Write) -> None:
+    write(**{"README.md": "empty project"})
+    result = run("validate")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: no spec files (*.yaml) found in indexes, views: write indexes/<table>.yaml or "
+        "views/<name>.yaml, or point --specs at the directory that holds them\n"
+    )
+
+
+def test_validate_uses_the_spec_dirs_of_the_config(write: Write) -> None:
+    write(
+        **{
+            "dbopt.yaml": "specs: [db/specs]\n",
+            "db/specs/users.yaml": "table: users\nindexes:\n  - {name: u, columns: [a]}\n",
+        }
+    )
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "ok: 1 files, 1 indexes, 0 materialized views, 0 budgeted queries\n"
+
+
+def test_validate_bad_config(write: Write) -> None:
+    write(**GOOD, **{"dbopt.yaml": "environments:\n  staging:\n    dns: x\n"})
+    result = run("validate")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "dbopt.yaml:3:5: environments.staging: unknown key 'dns'; did you mean 'dsn'?",
+        "error: dbopt.yaml: invalid configuration; nothing was run",
+    ]
+
+
+def test_validate_bad_config_json(write: Write) -> None:
+    write(**GOOD, **{"dbopt.yaml": "environments:\n  staging:\n    dns: x\n"})
+    result = run("validate", "--format", "json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "error": "dbopt.yaml: invalid configuration; nothing was run",
+        "problems": [
+            {
+                "file": "dbopt.yaml",
+                "line": 3,
+                "column": 5,
+                "message": "environments.staging: unknown key 'dns'; did you mean 'dsn'?",
+            }
+        ],
+    }
+
+
+def test_validate_missing_config_file(write: Write) -> None:
+    write(**GOOD)
+    result = run("validate", "--config", "ci.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == "error: ci.yaml: no such config file\n"
+
+
+def test_validate_unknown_environment(write: Write) -> None:
+    write(**GOOD, **{"dbopt.yaml": "environments:\n  production: {dsn: x}\n  staging: {}\n"})
+    result = run("validate", "--env", "prod")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: unknown environment 'prod' (dbopt.yaml); did you mean 'production'?\n"
+    )
+
+
+def test_validate_environment_with_an_unset_variable(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DBOPT_CLI_TEST_URL", raising=False)
+    write(**GOOD, **{"dbopt.yaml": "environments:\n  ci: {dsn: '${DBOPT_CLI_TEST_URL}'}\n"})
+    result = run("validate", "--env", "ci")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: environment 'ci' in dbopt.yaml: environment variable DBOPT_CLI_TEST_URL is not "
+        "set (write ${DBOPT_CLI_TEST_URL:-default} to give a default)\n"
+    )
+
+
+def test_validate_malformed_dsn_is_bad_input(write: Write) -> None:
+    write(**GOOD)
+    result = run("validate", "--dsn", "host")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        'error: invalid connection string: missing "=" after "..." in connection info string\n'
+    )
+
+
+def test_validate_unreachable_database_exits_3(write: Write) -> None:
+    write(**GOOD)
+    # Port 1 on the loopback interface: refused at once, no server needed.
+    result = run("validate", "--dsn", "postgresql://nobody:secret@127.0.0.1:1/app")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: could not connect to nobody@127.0.0.1:1/app: ")
+    assert "secret" not in result.output
+
+
+# --- flags and commands ----------------------------------------------------------------
+
+
+def test_unknown_flag_exits_2(write: Write) -> None:
+    result = run("validate", "--bogus")
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr
+    assert "--bogus" in result.stderr
+
+
+def test_bad_choice_exits_2(write: Write) -> None:
+    result = run("validate", "--format", "yaml")
+    assert result.exit_code == 2
+    assert "Error: Invalid value for '--format'" in result.stderr
+
+
+def test_unknown_command_exits_2(write: Write) -> None:
+    result = run("valdate")
+    assert result.exit_code == 2
+    assert "Error: No such command 'valdate'" in result.stderr
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout == "dbopt, version 0.1.0\n"
+
+
+# Commands that are still stubs in dbopt/cli/db_cmds.py (each `raise _not_yet(...)`). Remove a
+# command from this list in the change that implements it.
+STUBS = ["verify", "refresh-views"]
+
+
+@pytest.mark.parametrize("command", STUBS)
+def test_stub_commands_say_so_and_exit_2(write: Write, command: str) -> None:
+    write(**GOOD)
+    result = run(command)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: 'dbopt {command}' is not implemented yet in this version; nothing was run\n"
+    )
+
+
+def all_commands() -> list[tuple[str, click.Command]]:
+    assert isinstance(main, click.Group)
+    return sorted(main.commands.items())
+
+
+def test_the_expected_commands_exist() -> None:
+    names = [name for name, _ in all_commands()]
+    for name in [
+        "validate",
+        "schema",
+        "plan",
+        "apply",
+        "verify",
+        "rollback",
+        "refresh-views",
+        "status",
+    ]:
+        assert name in names
+
+
+@pytest.mark.parametrize(("name", "command"), all_commands(), ids=lambda v: getattr(v, "name", v))
+def test_every_command_has_help_with_examples(name: str, command: click.Command) -> None:
+    # \b keeps click from re-wrapping the examples into one paragraph.
+    assert command.help is not None, f"dbopt {name} has no docstring"
+    text = inspect.cleandoc(command.help)
+    assert "\b\nExamples:\n" in text, f"dbopt {name}: no \\b Examples block"
+    summary = text.splitlines()[0]
+    assert summary.endswith("."), f"dbopt {name}: the first line should be a one-line summary"
+    result = run(name, "--help")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    start = lines.index("  Examples:")
+    examples = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        examples.append(line.strip())
+    assert any(e.startswith(f"dbopt {name}") for e in examples), (
+        f"dbopt {name}: the examples do not show the command: {examples}"
+    )
+
+
+def test_main_help_lists_commands_examples_and_exit_codes() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    assert "  Examples:\n    dbopt validate\n" in result.stdout
+    assert "  Exit codes:\n    0  success\n" in result.stdout
+    for name, _ in all_commands():
+        assert f"  {name} " in result.stdout
+
+
+def test_python_dash_m_dbopt_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbopt", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: python -m dbopt [OPTIONS] COMMAND [ARGS]...")
+
+
+def test_python_dash_m_dbopt_exit_code_for_a_bad_spec(write: Write, tmp_path: Path) -> None:
+    write(**BAD)
+    env = {k: v for k, v in os.environ.items() if k != "DBOPT_DSN"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbopt", "validate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == BAD_LINES[0]
+
+
+# --- schema ----------------------------------------------------------------------------
+
+
+def schema_output(*args: str) -> dict[str, Any]:
+    result = run("schema", *args)
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def spec_documents(root: Path) -> list[Path]:
+    return sorted([*root.glob("indexes/*.yaml"), *root.glob("views/*.yaml")])
+
+
+def test_schema_is_a_valid_json_schema() -> None:
+    schema = schema_output()
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_schema_accepts_the_example_specs(write: Write, tmp_path: Path) -> None:
+    write(**GOOD)
+    validator = Draft202012Validator(schema_output())
+    paths = spec_documents(tmp_path)
+    assert len(paths) == 3
+    for path in paths:
+        doc, problems = load_file(path)
+        assert doc is not None and problems == []
+        errors = [e.message for e in validator.iter_errors(doc.data)]
+        assert errors == [], f"{path.name}: {errors}"
+
+
+def test_schema_rejects_what_validate_rejects(write: Write, tmp_path: Path) -> None:
+    write(**BAD)
+    validator = Draft202012Validator(schema_output())
+    doc, _ = load_file(tmp_path / "indexes/users.yaml")
+    assert doc is not None
+    assert not validator.is_valid(doc.data)
+
+
+@pytest.mark.parametrize("path", spec_documents(REPO), ids=lambda p: str(p.relative_to(REPO)))
+def test_schema_accepts_the_repository_specs(path: Path) -> None:
+    doc, problems = load_file(path)
+    assert doc is not None and problems == []
+    errors = [e.message for e in Draft202012Validator(schema_output()).iter_errors(doc.data)]
+    assert errors == []
+
+
+def test_the_repository_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not spec_documents(REPO):
+        pytest.skip("the repository holds no example specs")
+    monkeypatch.delenv("DBOPT_DSN", raising=False)
+    monkeypatch.chdir(REPO)
+    result = run("validate", "--specs", "indexes", "--specs", "views")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"ok: {len(spec_documents(REPO))} files, ")
+
+
+def test_config_schema(write: Write, tmp_path: Path) -> None:
+    schema = schema_output("--kind", "config")
+    Draft202012Validator.check_schema(schema)
+    write(
+        **{
+            "dbopt.yaml": """\
+                defaults: {lock_timeout: 2s}
+                environments:
+                  staging: {dsn: "${STAGING_URL}", confirm: false, jobs: 2}
+            """
+        }
+    )
+    doc, _ = load_file(tmp_path / "dbopt.yaml")
+    assert doc is not None
+    assert Draft202012Validator(schema).is_valid(doc.data)
+    assert not Draft202012Validator(schema).is_valid({"environments": {"x": {"dns": "y"}}})

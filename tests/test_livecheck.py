@@ -1,0 +1,310 @@
+"""`dbopt validate --dsn` against a real throwaway database: names must exist, SQL must run.
+
+``db_dsn`` (a fresh database per test) and ``conn`` (autocommit, on that database) come from
+conftest.py, which also marks these tests ``db``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from dbopt.cli import main
+
+Write = Callable[..., None]
+
+SCHEMA = """
+CREATE TABLE users (
+    id         bigint PRIMARY KEY,
+    email      text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz
+);
+CREATE TABLE orders (
+    id          bigint PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES users (id),
+    total       numeric(10, 2) NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX orders_total_idx ON orders (total);
+"""
+
+GOOD = {
+    "indexes/users.yaml": """\
+        table: users
+        indexes:
+          - name: users_email_lower
+            columns: [{expr: "lower(email)"}]
+            unique: true
+          - name: users_live_created
+            columns: [created_at]
+            include: [email]
+            where: deleted_at IS NULL
+        queries:
+          - name: user_by_email
+            sql: SELECT id FROM users WHERE lower(email) = lower(%(email)s) AND deleted_at IS NULL
+            params: {email: a@example.com}
+            budget_ms: 5
+            expect: {uses_index: [users_email_lower], no_seq_scan_on: [users]}
+    """,
+    "indexes/orders.yaml": """\
+        table: orders
+        indexes:
+          - name: orders_customer_created
+            columns: [customer_id, {name: created_at, order: desc}]
+        queries:
+          - name: big_orders
+            sql: SELECT id FROM orders WHERE total > 100 ORDER BY total DESC LIMIT 10
+            budget_ms: 10
+            # An index that exists in the database, not in the specs, counts too.
+            expect: {uses_index: [orders_total_idx]}
+    """,
+    "views/mv_customer_totals.yaml": """\
+        name: mv_customer_totals
+        query: SELECT customer_id, sum(total) AS total FROM orders GROUP BY customer_id
+        indexes:
+          - name: mv_customer_totals_key
+            columns: [customer_id]
+            unique: true
+        refresh: {mode: concurrent}
+        queries:
+          - name: top_customers
+            sql: SELECT customer_id FROM mv_customer_totals ORDER BY total DESC LIMIT 10
+            budget_ms: 5
+    """,
+}
+
+
+@pytest.fixture
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conn: psycopg.Connection[Any]) -> Write:
+    """The test schema in the database, and spec files under a fresh working directory."""
+    conn.execute(SCHEMA)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DBOPT_DSN", raising=False)
+
+    def _write(**files: str) -> None:
+        for name, text in files.items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+    return _write
+
+
+def validate(dsn: str, *args: str) -> Result:
+    return CliRunner().invoke(main, ["validate", "--dsn", dsn, *args])
+
+
+def managed_objects(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "ORDER BY c.relname"
+    ).fetchall()
+
+
+def test_matching_specs_pass_and_change_nothing(
+    write: Write, db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    write(**GOOD)
+    before = managed_objects(conn)
+    result = validate(db_dsn)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "ok: 3 files, 4 indexes, 1 materialized views, 3 budgeted queries\n"
+    assert result.stderr == ""
+    # validate only reads: no index, view or history table appeared.
+    assert managed_objects(conn) == before
+
+
+def test_missing_table(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "indexes/ordrs.yaml": """\
+                table: ordrs
+                indexes:
+                  - {name: ordrs_a, columns: [a]}
+                  - {name: ordrs_b, columns: [b]}
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    # One problem per table, not one per index.
+    assert result.stderr.splitlines() == [
+        "indexes/ordrs.yaml:3:5: table public.ordrs does not exist in the database; "
+        "did you mean 'public.orders'?",
+        "error: 1 problem against the database; nothing was changed",
+    ]
+
+
+def test_missing_column_says_did_you_mean(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_email
+                    columns: [emial]
+                  - name: users_created
+                    columns: [created_at]
+                    include: [nothing_like_it]
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "indexes/users.yaml:3:5: index users_email: column 'emial' does not exist on "
+        "public.users; did you mean 'email'?",
+        "indexes/users.yaml:5:5: index users_created: column 'nothing_like_it' does not exist "
+        "on public.users",
+        "error: 2 problems against the database; nothing was changed",
+    ]
+
+
+def test_predicate_and_expression_with_a_missing_column(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_live
+                    columns: [created_at]
+                    where: deleted_ad IS NULL
+                  - name: users_email_lower
+                    columns: [{expr: "lower(emai)"}]
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "indexes/users.yaml:3:5: index users_live: the predicate fails on public.users: column "
+        '"deleted_ad" does not exist (hint: Perhaps you meant to reference the column '
+        '"users.deleted_at".)',
+        "indexes/users.yaml:6:5: index users_email_lower: the expression fails on public.users: "
+        'column "emai" does not exist (hint: Perhaps you meant to reference the column '
+        '"users.email".)',
+        "error: 2 problems against the database; nothing was changed",
+    ]
+
+
+def test_uses_index_must_name_an_existing_index(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - {name: users_email, columns: [email]}
+                queries:
+                  - name: by_email
+                    sql: SELECT id FROM users WHERE email = 'a'
+                    budget_ms: 5
+                    expect: {uses_index: [users_emial, orders_total_idx], no_seq_scan_on: [userz]}
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "indexes/users.yaml:5:5: query by_email: expects index 'users_emial', which is neither "
+        "in the specs nor in the database; did you mean 'users_email'?",
+        "indexes/users.yaml:5:5: query by_email: no_seq_scan_on names public.userz, which does "
+        "not exist",
+        "error: 2 problems against the database; nothing was changed",
+    ]
+
+
+def test_budget_query_with_a_missing_column(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "indexes/orders.yaml": """\
+                table: orders
+                queries:
+                  - name: by_customer
+                    sql: SELECT id FROM orders WHERE custmer_id = %(customer)s
+                    params: {customer: 1}
+                    budget_ms: 5
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        'indexes/orders.yaml:3:5: query by_customer fails: column "custmer_id" does not exist '
+        '(hint: Perhaps you meant to reference the column "orders.customer_id".)',
+        "error: 1 problem against the database; nothing was changed",
+    ]
+
+
+def test_view_query_and_view_index_columns(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "views/mv_a.yaml": """\
+                name: mv_a
+                query: SELECT customer_id, sum(totl) AS total FROM orders GROUP BY 1
+            """,
+            "views/mv_b.yaml": """\
+                name: mv_b
+                query: SELECT customer_id, sum(total) AS total FROM orders GROUP BY 1
+                indexes:
+                  - {name: mv_b_key, columns: [custome_id], unique: true}
+            """,
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        'views/mv_a.yaml:1:1: the query of public.mv_a fails: column "totl" does not exist '
+        '(hint: Perhaps you meant to reference the column "orders.total".)',
+        "views/mv_b.yaml:4:5: index mv_b_key: column 'custome_id' does not exist on "
+        "public.mv_b; did you mean 'customer_id'?",
+        "error: 2 problems against the database; nothing was changed",
+    ]
+
+
+def test_problems_as_json(write: Write, db_dsn: str) -> None:
+    write(**{"indexes/users.yaml": "table: users\nindexes:\n  - {name: u, columns: [emial]}\n"})
+    result = validate(db_dsn, "--format", "json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "error": "1 problem against the database; nothing was changed",
+        "problems": [
+            {
+                "file": "indexes/users.yaml",
+                "line": 3,
+                "column": 5,
+                "message": "index u: column 'emial' does not exist on public.users; "
+                "did you mean 'email'?",
+            }
+        ],
+    }
+
+
+def test_spec_errors_are_reported_before_connecting(write: Write) -> None:
+    write(**{"indexes/users.yaml": "table: users\nindexes:\n  - {name: u, colums: [email]}\n"})
+    # The DSN points nowhere: the spec problem must be what the user sees.
+    result = validate("postgresql://nobody@127.0.0.1:1/none")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "indexes/users.yaml:3:15: indexes[0]: unknown key 'colums'; did you mean 'columns'?",
+        "error: 1 problem in the specs; nothing was run",
+    ]
+
+
+def test_env_from_the_config_with_variable_expansion(
+    write: Write, db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(**GOOD, **{"dbopt.yaml": "environments:\n  ci: {dsn: '${DBOPT_LIVECHECK_URL}'}\n"})
+    monkeypatch.setenv("DBOPT_LIVECHECK_URL", db_dsn)
+    result = CliRunner().invoke(main, ["validate", "--env", "ci"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: 3 files")
