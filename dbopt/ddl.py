@@ -131,3 +131,51 @@ def derived_name(base: str, suffix: str) -> str:
     room = MAX_IDENTIFIER_BYTES - len(suffix.encode()) - len(digest) - 1
     trimmed = base.encode()[:room].decode("utf-8", "ignore")
     return f"{trimmed}_{digest}{suffix}"
+
+
+def create_matview(
+    name: QualifiedName, query: sql.Composable, *, with_data: bool = True
+) -> sql.Composed:
+    """CREATE MATERIALIZED VIEW ... AS <query> WITH [NO] DATA."""
+    return sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH {}").format(
+        name.ident(), query, sql.SQL("DATA" if with_data else "NO DATA")
+    )
+
+
+def create_matview_from_definition(name: QualifiedName, definition: str) -> sql.Composed:
+    """Rebuild a materialized view from PostgreSQL's own ``pg_get_viewdef`` text."""
+    body = definition.strip().rstrip(";").strip()
+    # The server's own deparse of a view it had, never user input.
+    return create_matview(name, sql.SQL(body))
+
+
+def drop_matview(name: QualifiedName) -> sql.Composed:
+    """DROP MATERIALIZED VIEW IF EXISTS (its indexes go with it)."""
+    return sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(name.ident())
+
+
+def rename_matview(name: QualifiedName, new_name: str) -> sql.Composed:
+    """ALTER MATERIALIZED VIEW ... RENAME TO (within the same schema)."""
+    return sql.SQL("ALTER MATERIALIZED VIEW {} RENAME TO {}").format(
+        name.ident(), sql.Identifier(new_name)
+    )
+
+
+def refresh_matview(name: QualifiedName, *, concurrently: bool) -> sql.Composed:
+    """REFRESH MATERIALIZED VIEW [CONCURRENTLY]."""
+    return sql.SQL("REFRESH MATERIALIZED VIEW {}{}").format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""), name.ident()
+    )
+
+
+def retarget_definition(
+    definition: str, current_name: str, new_name: str, table: QualifiedName
+) -> sql.Composed:
+    """An index definition from ``pg_get_indexdef`` rebuilt under ``new_name`` on ``table``."""
+    rebuilt = recreate_from_definition(definition, current_name, new_name).as_string()
+    head, _, rest = rebuilt.partition(" ON ")
+    _old_table, sep, tail = rest.partition(" USING ")
+    if not sep:
+        raise ValueError(f"unexpected index definition: {definition!r}")
+    # Both halves come from the server's deparse of an index it had.
+    return sql.SQL("{} ON {} USING {}").format(sql.SQL(head), table.ident(), sql.SQL(tail))

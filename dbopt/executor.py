@@ -420,6 +420,28 @@ class Executor:
 
     # --- whole plans -------------------------------------------------------------------
 
+    def _record_built_with(
+        self,
+        conn: psycopg.Connection[Any],
+        run_id: int,
+        index: QualifiedName,
+        view: QualifiedName,
+    ) -> None:
+        """An index built with its view (and dropped with it): dbopt made it."""
+        change = self.history.start_change(
+            conn,
+            run_id,
+            {
+                "object_schema": index.schema,
+                "object_name": index.name,
+                "table_name": str(view),
+                "object_kind": "index",
+                "action": "create",
+                "existed_before": False,
+            },
+        )
+        self.history.finish_change(conn, change, "ok")
+
     def run_action(self, run_id: int | None, action: Action) -> ChangeResult:
         """Run one action's steps and record it in the history."""
         steps = action.forward
@@ -433,6 +455,7 @@ class Executor:
                         "object_schema": action.name.schema,
                         "object_name": action.name.name,
                         "table_name": str(action.table),
+                        "object_kind": action.object_kind,
                         "action": action.kind.value,
                         "definition": action.desired,
                         "previous_definition": action.current,
@@ -461,6 +484,10 @@ class Executor:
             self._control(
                 lambda c: self.history.finish_change(c, change_id, result.result, result.error)
             )
+            if result.result == "ok" and run_id is not None:
+                with self._control_lock:
+                    for index in action.also_creates:
+                        self._record_built_with(self.control, run_id, index, action.name)
         self.reporter.event(
             f"{action.name}: {result.result} in {result.seconds:.1f}s"
             + (f" — {result.error}" if result.error else "")
@@ -489,8 +516,12 @@ class Executor:
             plans_dir.mkdir(parents=True, exist_ok=True)
             (plans_dir / f"run-{run_id}-rollback.sql").write_text(rollback_text, "utf-8")
         groups: dict[QualifiedName, list[Action]] = {}
+        views: list[Action] = []
         for action in plan.runnable:
-            groups.setdefault(action.table, []).append(action)
+            if action.object_kind == "view":
+                views.append(action)  # in dependency order, one at a time
+            else:
+                groups.setdefault(action.table, []).append(action)
         results: list[ChangeResult] = []
         failed = threading.Event()
 
@@ -507,14 +538,20 @@ class Executor:
 
         interrupted = False
         try:
+            first = [g for g in groups.values() if g[0].phase == 0]
+            last = [g for g in groups.values() if g[0].phase != 0]
             if jobs <= 1:
-                for group in groups.values():
+                for group in first:
                     results.extend(run_group(group))
             else:
                 with ThreadPoolExecutor(max_workers=jobs) as pool:
-                    futures = [pool.submit(run_group, g) for g in groups.values()]
+                    futures = [pool.submit(run_group, g) for g in first]
                     for future in futures:
                         results.extend(future.result())
+            # Views after table indexes (their queries may use them), then views' own indexes.
+            results.extend(run_group(views))
+            for group in last:
+                results.extend(run_group(group))
         except KeyboardInterrupt:
             interrupted = True
             self.cancel()

@@ -65,7 +65,7 @@ SELECT object_schema, object_name
                last_value(action) OVER w AS last_action,
                row_number() OVER (PARTITION BY object_schema, object_name ORDER BY id DESC) AS rn
           FROM {schema}.changes
-         WHERE result = 'ok' AND object_kind = 'index'
+         WHERE result = 'ok' AND object_kind = {kind}
         WINDOW w AS (PARTITION BY object_schema, object_name ORDER BY id
                      ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) s
  WHERE rn = 1 AND created_by_dbopt AND last_action <> 'drop'
@@ -95,11 +95,11 @@ class History:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             conn.execute(sql.SQL(_TABLES).format(schema=ident))
 
-    def managed(self, conn: psycopg.Connection[Any]) -> set[QualifiedName]:
-        """Indexes dbopt created and has not dropped since; empty before the first apply."""
+    def managed(self, conn: psycopg.Connection[Any], kind: str = "index") -> set[QualifiedName]:
+        """Objects (indexes or views) dbopt created and has not dropped since."""
         if not self.exists(conn):
             return set()
-        query = sql.SQL(_MANAGED).format(schema=sql.Identifier(self.schema))
+        query = sql.SQL(_MANAGED).format(schema=sql.Identifier(self.schema), kind=sql.Literal(kind))
         return {QualifiedName(s, n) for s, n in conn.execute(query).fetchall()}
 
     def start_run(

@@ -10,7 +10,7 @@ import psycopg
 from dbopt.catalog import inspect
 from dbopt.config import Settings
 from dbopt.history import History
-from dbopt.normalize import normalize_specs
+from dbopt.normalize import normalize_specs, normalize_views
 from dbopt.planner import Kind, Plan, plan
 from dbopt.spec import SpecSet
 
@@ -32,16 +32,29 @@ def build_plan(
         for s in specs.indexes
         if s.qualified_name in catalog.indexes and s.table in catalog.relations
     ]
-    normalized, round_trips = normalize_specs(conn, existing, settings.lock_timeout_ms)
-    managed = history.managed(conn)
+    view_indexes = [
+        i
+        for v in specs.views
+        for i in v.indexes
+        if v.name in catalog.relations and i.qualified_name in catalog.indexes
+    ]
+    normalized, round_trips = normalize_specs(
+        conn, existing + view_indexes, settings.lock_timeout_ms
+    )
+    normalized_views, view_trips = normalize_views(
+        conn, [v for v in specs.views if v.name in catalog.relations], settings.lock_timeout_ms
+    )
     return plan(
         specs.indexes,
         catalog,
         normalized,
-        managed,
+        history.managed(conn, "index"),
+        views=specs.views,
+        normalized_views=normalized_views,
+        managed_views=history.managed(conn, "view"),
         replace_drifted=replace_drifted,
         prune=prune,
-        catalog_queries=catalog.queries + round_trips + 2,
+        catalog_queries=catalog.queries + round_trips + view_trips + 2,
     )
 
 

@@ -18,7 +18,8 @@ from psycopg import sql
 
 from dbopt.ddl import create_index
 from dbopt.errors import Problem, SpecError
-from dbopt.spec import IndexSpec, QualifiedName
+from dbopt.spec import IndexSpec, QualifiedName, ViewSpec
+from dbopt.sqltext import query_sql
 
 _HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX .+? ON (ONLY )?.+? USING ", re.S)
 
@@ -123,3 +124,55 @@ def _raise_located(
     raise SpecError(
         f"{len(problems)} index spec(s) PostgreSQL would refuse; nothing was changed", problems
     )
+
+
+_READ_BACK_VIEWS = sql.SQL(
+    "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
+    "WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'v' "
+    "AND c.relname LIKE 'dbopt\\_vnorm\\_%' ORDER BY c.relname"
+)
+
+
+def normalize_views(
+    conn: psycopg.Connection[Any], views: Iterable[ViewSpec], lock_timeout_ms: int
+) -> tuple[Mapping[QualifiedName, str], int]:
+    """``pg_get_viewdef`` of each view's query, as a temporary view in a rolled-back batch."""
+    views = list(views)
+    if not views:
+        return {}, 0
+    names = {f"dbopt_vnorm_{i:06d}": v for i, v in enumerate(views)}
+    statements = [
+        sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(name), query_sql(v.query))
+        for name, v in names.items()
+    ]
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
+        try:
+            with conn.transaction():
+                cur.execute(sql.SQL("; ").join(statements))
+        except psycopg.errors.LockNotAvailable:
+            raise
+        except psycopg.Error:
+            problems = []
+            for statement, view in zip(statements, names.values(), strict=True):
+                try:
+                    with conn.transaction():
+                        cur.execute(statement)
+                except psycopg.Error as exc:
+                    loc = view.location
+                    problems.append(
+                        Problem(
+                            loc.file,
+                            loc.line,
+                            loc.column,
+                            f"view {view.name}: PostgreSQL refuses its query: "
+                            f"{exc.diag.message_primary or exc}",
+                        )
+                    )
+            raise SpecError(
+                f"{len(problems)} view spec(s) PostgreSQL would refuse; nothing was changed",
+                problems,
+            ) from None
+        cur.execute(_READ_BACK_VIEWS)
+        rows = cur.fetchall()
+    return {names[name].name: definition for name, definition in rows}, 3

@@ -7,8 +7,8 @@ exactly what plan showed and rollback falls out of the same value.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -16,9 +16,10 @@ from psycopg import sql
 
 from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
-from dbopt.errors import Problem, SpecError
+from dbopt.errors import Problem, SpecError, UnsafeActionError
 from dbopt.normalize import canonical
-from dbopt.spec import IndexSpec, QualifiedName
+from dbopt.spec import IndexSpec, QualifiedName, ViewSpec, view_order
+from dbopt.sqltext import query_sql
 
 NEW_SUFFIX = "_dbopt_new"
 OLD_SUFFIX = "_dbopt_old"
@@ -42,6 +43,7 @@ class StepKind(StrEnum):
     DROP = "drop"  # DROP INDEX CONCURRENTLY: outside a transaction
     SWAP = "swap"  # renames: one short transaction under lock_timeout
     DDL = "ddl"  # short catalog-only DDL (ON ONLY, ATTACH PARTITION) under lock_timeout
+    VIEW = "view"  # CREATE/DROP MATERIALIZED VIEW: one statement, autocommit
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,12 @@ class Action:
     desired: str | None = None  # canonical definition of the spec
     existed_before: bool = False
     spec: IndexSpec | None = None
+    object_kind: str = "index"  # index or view
+    #: 0 indexes on tables, 1 materialized views (in dependency order), 2 indexes on views.
+    phase: int = 0
+    phase_order: int = 0
+    #: Indexes built as part of this action (a view's indexes), recorded with it.
+    also_creates: tuple[QualifiedName, ...] = ()
 
     def diff(self) -> str:
         """A one-line-per-side diff of the definitions (for drift)."""
@@ -101,7 +109,12 @@ class Action:
             return ""
         return "\n".join(
             difflib.unified_diff(
-                [self.current], [self.desired], "database", "spec", lineterm="", n=0
+                self.current.strip().splitlines(),
+                self.desired.strip().splitlines(),
+                "database",
+                "spec",
+                lineterm="",
+                n=0 if self.object_kind == "index" else 3,
             )
         )
 
@@ -173,8 +186,6 @@ def _build_steps(spec: IndexSpec, name: str, catalog: Catalog, table: Relation) 
 
 
 def _on_table(spec: IndexSpec, table: QualifiedName) -> IndexSpec:
-    from dataclasses import replace
-
     return replace(spec, table=table)
 
 
@@ -214,15 +225,29 @@ def plan(
     normalized: Mapping[QualifiedName, str],
     managed: Iterable[QualifiedName] = (),
     *,
+    views: Sequence[ViewSpec] = (),
+    normalized_views: Mapping[QualifiedName, str] | None = None,
+    managed_views: Iterable[QualifiedName] = (),
     replace_drifted: bool = False,
     prune: bool = False,
     catalog_queries: int = 0,
 ) -> Plan:
-    """Diff index specs against the catalog. ``managed``: indexes dbopt created earlier."""
+    """Diff specs against the catalog.
+
+    ``specs`` are table indexes; ``views`` materialized views with their indexes. ``managed``
+    and ``managed_views`` are what dbopt created earlier (only those may be dropped).
+    """
     actions: list[Action] = []
     problems: list[Problem] = []
-    wanted = {s.qualified_name for s in specs}
-    for spec in specs:
+    view_actions, view_index_specs = _plan_views(
+        views, catalog, normalized_views or {}, managed_views, prune
+    )
+    actions.extend(view_actions)
+    all_specs = [*specs, *view_index_specs]
+    wanted = {s.qualified_name for s in specs} | {
+        i.qualified_name for v in views for i in v.indexes
+    }
+    for spec in all_specs:
         table = catalog.relations.get(spec.table)
         if table is None:
             loc = spec.location
@@ -230,12 +255,16 @@ def plan(
                 Problem(loc.file, loc.line, loc.column, f"table {spec.table} does not exist")
             )
             continue
-        actions.append(_action_for(spec, table, catalog, normalized))
+        action = _action_for(spec, table, catalog, normalized)
+        if spec in view_index_specs:
+            action = replace(action, phase=2)
+        actions.append(action)
     if problems:
         raise SpecError("the specs name tables the database does not have", problems)
+    dropped_views = {a.name for a in view_actions if a.kind == Kind.DROP}
     for name in sorted(set(managed) - wanted):
         index = catalog.indexes.get(name)
-        if index is None:
+        if index is None or index.table in dropped_views:
             continue
         relation = catalog.relations[index.table]
         actions.append(
@@ -250,18 +279,248 @@ def plan(
                 needs=None if prune else "--prune",
                 current=canonical(index.definition),
                 existed_before=False,
+                phase=2 if relation.relkind == "m" else 0,
             )
         )
-    for action in actions:
+    for i, action in enumerate(actions):
         if action.kind == Kind.REPLACE and not replace_drifted:
-            actions[actions.index(action)] = _disabled(action, "--replace-drifted")
-    actions.sort(key=lambda a: (str(a.table), _ORDER[a.kind], a.name.name))
+            actions[i] = _disabled(action, "--replace-drifted")
+        elif action.kind == Kind.REPLACE and catalog.dependents.get(action.name):
+            raise UnsafeActionError(
+                f"materialized view {action.name} must be replaced but "
+                + ", ".join(str(d) for d in catalog.dependents[action.name])
+                + " depend on it and would be lost: drop them, apply, then re-create them"
+            )
+    actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
     return Plan(tuple(actions), catalog_queries=catalog_queries)
 
 
-def _disabled(action: Action, flag: str) -> Action:
-    from dataclasses import replace
+def _plan_views(
+    views: Sequence[ViewSpec],
+    catalog: Catalog,
+    normalized: Mapping[QualifiedName, str],
+    managed: Iterable[QualifiedName],
+    prune: bool,
+) -> tuple[list[Action], list[IndexSpec]]:
+    """Actions for materialized views, and the index specs of views that stay as they are."""
+    actions: list[Action] = []
+    index_specs: list[IndexSpec] = []
+    ordered = view_order(views)
+    for position, view in enumerate(ordered):
+        existing = catalog.relations.get(view.name)
+        if existing is None:
+            actions.append(_create_view(view, position))
+            continue
+        if existing.relkind != "m":
+            loc = view.location
+            raise SpecError(
+                f"{view.name} exists and is not a materialized view",
+                [
+                    Problem(
+                        loc.file,
+                        loc.line,
+                        loc.column,
+                        f"{view.name} already exists as a "
+                        f"{_RELKINDS.get(existing.relkind, existing.relkind)}: choose another name",
+                    )
+                ],
+            )
+        desired = normalized.get(view.name)
+        current = existing.view_definition
+        if desired is None or desired == current:
+            actions.append(
+                Action(
+                    kind=Kind.SKIP,
+                    name=view.name,
+                    table=view.name,
+                    reason="the materialized view has exactly the specified query",
+                    current=current,
+                    desired=desired,
+                    existed_before=True,
+                    object_kind="view",
+                    phase=1,
+                    phase_order=position,
+                )
+            )
+            index_specs.extend(view.indexes)
+            continue
+        actions.append(_replace_view(view, existing, catalog, position, current, desired))
+    wanted = {v.name for v in views}
+    for offset, name in enumerate(sorted(set(managed) - wanted, reverse=True)):
+        existing = catalog.relations.get(name)
+        if existing is None or existing.relkind != "m":
+            continue
+        dependents = catalog.dependents.get(name, ())
+        reason = "created by dbopt and no longer in the specs"
+        if dependents and prune:
+            raise UnsafeActionError(
+                f"materialized view {name} left the specs but "
+                + ", ".join(str(d) for d in dependents)
+                + " depend on it: drop them first (dbopt never drops objects it did not create)"
+            )
+        actions.append(
+            Action(
+                kind=Kind.DROP,
+                name=name,
+                table=name,
+                reason=reason,
+                forward=(Step(StepKind.VIEW, (ddl.drop_matview(name),), name, name),),
+                rollback=(
+                    Step(
+                        StepKind.VIEW,
+                        (ddl.create_matview_from_definition(name, existing.view_definition or ""),),
+                        name,
+                        name,
+                    ),
+                    *(
+                        Step(
+                            StepKind.BUILD,
+                            (ddl.recreate_from_definition(i.definition, i.name.name, i.name.name),),
+                            name,
+                            i.name,
+                        )
+                        for i in catalog.indexes_on(name)
+                    ),
+                ),
+                enabled=prune,
+                needs=None if prune else "--prune",
+                current=existing.view_definition,
+                object_kind="view",
+                phase=1,
+                phase_order=10_000 + offset,
+            )
+        )
+    return actions, index_specs
 
+
+_RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view"}
+
+
+def _view_index_steps(
+    view: ViewSpec, on: QualifiedName, rename: Callable[[str], str]
+) -> tuple[Step, ...]:
+    return tuple(
+        Step(
+            StepKind.BUILD,
+            (ddl.create_index(i, name=rename(i.name), table=on),),
+            on,
+            QualifiedName(on.schema, rename(i.name)),
+        )
+        for i in view.indexes
+    )
+
+
+def _create_view(view: ViewSpec, position: int) -> Action:
+    return Action(
+        kind=Kind.CREATE,
+        name=view.name,
+        table=view.name,
+        reason=view.reason or "in the specs, not in the database",
+        forward=(
+            Step(
+                StepKind.VIEW,
+                (ddl.create_matview(view.name, query_sql(view.query)),),
+                view.name,
+                view.name,
+            ),
+            *_view_index_steps(view, view.name, lambda n: n),
+        ),
+        rollback=(Step(StepKind.VIEW, (ddl.drop_matview(view.name),), view.name, view.name),),
+        object_kind="view",
+        phase=1,
+        phase_order=position,
+        also_creates=tuple(i.qualified_name for i in view.indexes),
+    )
+
+
+def _replace_view(
+    view: ViewSpec,
+    existing: Relation,
+    catalog: Catalog,
+    position: int,
+    current: str | None,
+    desired: str,
+) -> Action:
+    """Build the new view aside, swap names in one short transaction, drop the old one."""
+    schema = view.name.schema
+    name = view.name
+    new = QualifiedName(schema, ddl.derived_name(name.name, NEW_SUFFIX))
+    old = QualifiedName(schema, ddl.derived_name(name.name, OLD_SUFFIX))
+    old_indexes = catalog.indexes_on(name)
+
+    def renamed(suffix: str) -> Callable[[str], str]:
+        return lambda n: ddl.derived_name(n, suffix)
+
+    def swap(current_indexes: Sequence[str], incoming_indexes: Sequence[str]) -> Step:
+        statements = [
+            ddl.rename_matview(name, old.name),
+            ddl.rename_matview(new, name.name),
+            *(
+                ddl.rename_index(QualifiedName(schema, n), ddl.derived_name(n, OLD_SUFFIX))
+                for n in current_indexes
+            ),
+            *(
+                ddl.rename_index(QualifiedName(schema, ddl.derived_name(n, NEW_SUFFIX)), n)
+                for n in incoming_indexes
+            ),
+        ]
+        return Step(StepKind.SWAP, tuple(statements), name, name)
+
+    old_names = [i.name.name for i in old_indexes]
+    spec_names = [i.name for i in view.indexes]
+    dependents = catalog.dependents.get(name, ())
+    reason = "the query drifted from the spec"
+    if dependents:
+        reason += "; " + ", ".join(str(d) for d in dependents) + " depend on it"
+    return Action(
+        kind=Kind.REPLACE,
+        name=name,
+        table=name,
+        reason=reason,
+        forward=(
+            Step(StepKind.VIEW, (ddl.create_matview(new, query_sql(view.query)),), new, new),
+            *_view_index_steps(view, new, renamed(NEW_SUFFIX)),
+            swap(old_names, spec_names),
+            Step(StepKind.VIEW, (ddl.drop_matview(old),), old, old),
+        ),
+        rollback=(
+            Step(
+                StepKind.VIEW,
+                (ddl.create_matview_from_definition(new, existing.view_definition or ""),),
+                new,
+                new,
+            ),
+            *(
+                Step(
+                    StepKind.BUILD,
+                    (
+                        ddl.retarget_definition(
+                            i.definition,
+                            i.name.name,
+                            ddl.derived_name(i.name.name, NEW_SUFFIX),
+                            new,
+                        ),
+                    ),
+                    new,
+                    QualifiedName(schema, ddl.derived_name(i.name.name, NEW_SUFFIX)),
+                )
+                for i in old_indexes
+            ),
+            swap(spec_names, old_names),
+            Step(StepKind.VIEW, (ddl.drop_matview(old),), old, old),
+        ),
+        current=current,
+        desired=desired,
+        existed_before=True,
+        object_kind="view",
+        phase=1,
+        phase_order=position,
+    )
+
+
+def _disabled(action: Action, flag: str) -> Action:
+    if not action.enabled:
+        return action
     return replace(action, enabled=False, needs=flag)
 
 

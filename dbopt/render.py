@@ -65,7 +65,7 @@ def plan_rows(plan: Any) -> tuple[list[str], list[list[str]]]:
     for action in plan.actions:
         note = action.reason if action.enabled else f"{action.reason} (needs {action.needs})"
         rows.append([action.kind.value, str(action.name), str(action.table), note])
-    return ["action", "index", "table", "why"], rows
+    return ["action", "object", "on", "why"], rows
 
 
 def plan_sql(plan: Any, *, rollback: bool = False) -> str:
@@ -79,7 +79,9 @@ def plan_sql(plan: Any, *, rollback: bool = False) -> str:
     for action in actions:
         out.append(f"-- {action.kind.value} {action.name}: {action.reason}")
         for step in action.rollback if rollback else action.forward:
-            out.append(sqlparse.format(step.text(), reindent=False, keyword_case="upper"))
+            # Layout only: sqlparse changes whitespace, never a token (no case folding): the
+            # statements are exactly those apply sends.
+            out.append(sqlparse.format(step.text(), reindent=True, indent_width=2))
         out.append("")
     if not out:
         return "-- nothing to do\n"
@@ -96,7 +98,8 @@ def plan_json(plan: Any) -> str:
             "actions": [
                 {
                     "action": a.kind.value,
-                    "index": str(a.name),
+                    "kind": a.object_kind,
+                    "object": str(a.name),
                     "table": str(a.table),
                     "reason": a.reason,
                     "enabled": a.enabled,

@@ -31,14 +31,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, quote, urlsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dbopt.dsn import describe_target, mask_dsn
+from dbopt.dsn import describe_target, mask_dsn, scrub, secrets_of
 from dbopt.errors import InputError, SandboxError
+
+if TYPE_CHECKING:  # testcontainers is imported only when Docker is used
+    from testcontainers.core.container import DockerContainer
 
 __all__ = ["Server", "describe_provider", "running_server", "start_server"]
 
@@ -269,28 +273,24 @@ def _load_with_psql(psql: str, dsn: str, path: Path) -> None:
 
 
 def _load_with_psycopg(dsn: str, path: Path) -> None:
-    """Run the file through psycopg; psql meta-commands other than \\restrict are refused."""
+    """Run the file through psycopg, reporting the file line of the first error."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    kept: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if line.startswith("\\"):
-            # pg_dump's \restrict guards only protect psql itself; anything else needs psql.
-            if line.startswith(("\\restrict", "\\unrestrict")):
-                kept.append("")
-                continue
-            raise InputError(
-                f"{path}:{number}: psql meta-command {line.split()[0]} needs psql, "
-                "which was not found (install the PostgreSQL client)"
-            )
-        kept.append(line)
-    script = "\n".join(kept).encode()
+    # pg_dump's \restrict guards protect only psql itself; blank them, keeping line numbers.
+    kept = ["" if line.startswith(("\\restrict", "\\unrestrict")) else line for line in lines]
+    script = "\n".join(kept)
     try:
         with _connect(dsn) as conn:
             # Without parameters psycopg sends the whole file as one simple query.
-            conn.execute(script)
+            conn.execute(script.encode())
     except psycopg.Error as err:
         message = err.diag.message_primary or _short(err)
-        raise InputError(f"could not load {path}: {message}") from err
+        position = err.diag.statement_position
+        if not position or not position.isdigit():
+            raise InputError(f"could not load {path}: {message}") from err
+        number = script[: int(position) - 1].count("\n") + 1
+        if kept[number - 1].startswith("\\"):
+            message += " (a psql meta-command: install psql to load this file)"
+        raise InputError(f"could not load {path}:{number}: {message}") from err
 
 
 # --- choosing a provider ---------------------------------------------------------------------
@@ -326,7 +326,8 @@ def _probe_dsn() -> _Found | str:
             ).fetchone()
             version = _version_label(conn)
     except psycopg.Error as err:
-        return f"{DSN_ENV} ({shown}): cannot connect: {_short(err)}"
+        # libpq may quote connection parameters back in its messages.
+        return f"{DSN_ENV} ({shown}): cannot connect: {scrub(_short(err), secrets_of(dsn))}"
     if not row or not row[0]:
         return f"{DSN_ENV} ({shown}): its role may not CREATE DATABASE"
     label = f"{DSN_ENV} ({shown}, {version})"
@@ -361,14 +362,13 @@ def _probe_docker() -> _Found | str:
 class _ContainerBackend(_Backend):
     """A testcontainers PostgresContainer, removed on stop."""
 
-    def __init__(self, container: object) -> None:
+    def __init__(self, container: DockerContainer) -> None:
         self._container = container
 
     def stop(self) -> None:
         """Stop and remove the container."""
-        stop: Callable[[], None] = getattr(self._container, "stop")  # noqa: B009
         try:
-            stop()
+            self._container.stop()
         except Exception as err:  # the Docker SDK's errors have no common base worth naming
             raise SandboxError(f"could not remove the sandbox container: {_short(err)}") from err
 
@@ -377,21 +377,23 @@ def _start_container(image: str, options: _Options) -> Server:
     """Run a postgres container with fast, test-only settings."""
     try:
         from testcontainers.community.postgres import PostgresContainer
-    except ImportError:  # testcontainers < 4.13 kept it at the top level
+    except ImportError:  # older testcontainers releases kept it at the top level
         from testcontainers.postgres import PostgresContainer
 
     command = ["postgres"]
     for name, value in _server_settings(options, preload_available=True).items():
         command += ["-c", f"{name}={value}"]
-    container = PostgresContainer(
-        image, username="postgres", password=secrets.token_hex(12), dbname="postgres", driver=None
-    )
-    # Trust lets the printed DSN carry no password; the container holds no data and lives
-    # only as long as this process.
-    container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust")
-    container.with_command(command)
-    backend = _ContainerBackend(container)
+    backend: _ContainerBackend | None = None
     try:
+        # The constructor already talks to the engine, so it is inside the try as well.
+        container = PostgresContainer(
+            image, username="postgres", password=secrets.token_hex(12), dbname="postgres"
+        )
+        # Trust lets the printed DSN carry no password; the container holds no data and lives
+        # only as long as this process.
+        container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust")
+        container.with_command(command)
+        backend = _ContainerBackend(container)
         container.start()
         host = str(container.get_container_host_ip())
         port = int(container.get_exposed_port(5432))
@@ -399,8 +401,9 @@ def _start_container(image: str, options: _Options) -> Server:
         with _connect(dsn) as conn:
             version = _version_label(conn)
     except BaseException as err:
-        with contextlib.suppress(Exception):
-            backend.stop()
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.stop()
         if isinstance(err, Exception):
             raise SandboxError(f"Docker: could not start {image}: {_short(err)}") from err
         raise
@@ -427,13 +430,21 @@ def _probe_local() -> _Found | str:
             pwd.getpwnam("postgres")
         except KeyError:
             return "local binaries: running as root and there is no 'postgres' account"
-        if shutil.which("runuser") is None:
-            return "local binaries: running as root and runuser is not installed"
+        if _runuser() is None:
+            return "local binaries: running as root and runuser (util-linux) is not installed"
     label = f"local binaries {bin_dir}"
     version = _binary_version(bin_dir)
     if version:
         label += f" ({version})"
     return _Found(label, lambda options: _start_local(bin_dir, options))
+
+
+def _runuser() -> str | None:
+    """Return runuser's path; PATH under sudo or cron may lack the sbin directories."""
+    for candidate in (shutil.which("runuser"), "/usr/sbin/runuser", "/sbin/runuser"):
+        if candidate is not None and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def _find_bin_dir() -> Path | str:
@@ -558,7 +569,8 @@ class _LocalBackend(_Backend):
 
     def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a server program, as the postgres account when we are root."""
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        runuser = _runuser() if os.geteuid() == 0 else None
+        prefix = [runuser, "-u", "postgres", "--"] if runuser is not None else []
         return subprocess.run(
             [*prefix, str(self.bin_dir / argv[0]), *argv[1:]],
             # The caller's working directory may be unreadable by the postgres account.
@@ -623,10 +635,12 @@ def _reap_stale(base: Path) -> None:
     """Delete clusters left by sandbox processes that were killed without cleaning up."""
     for root in base.glob(f"{TEMP_PREFIX}*"):
         try:
-            owner = int((root / "owner.pid").read_text())
+            host, pid = (root / "owner").read_text().split()
+            owner = int(pid)
         except (OSError, ValueError):
             continue
-        if _pid_alive(owner):
+        # Another host (a container sharing /tmp) has pids we cannot see: leave its dirs be.
+        if host != socket.gethostname() or _pid_alive(owner):
             continue
         with contextlib.suppress(OSError):
             _kill_postmaster(root / "data")
@@ -656,7 +670,8 @@ def _start_local(bin_dir: Path, options: _Options) -> Server:
     base = _temp_base()
     _reap_stale(base)
     root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base))
-    (root / "owner.pid").write_text(str(os.getpid()))
+    # Lets a later start delete this directory if this process dies without cleaning up.
+    (root / "owner").write_text(f"{socket.gethostname()} {os.getpid()}")
     if os.geteuid() == 0:
         account = pwd.getpwnam("postgres")
         os.chown(root, account.pw_uid, account.pw_gid)
@@ -790,7 +805,11 @@ def start_server(
 
 
 def describe_provider() -> str:
-    """Say which provider start_server would use, without starting anything."""
+    """Say which provider start_server would use, without starting anything.
+
+    It connects to ``DBOPT_TEST_DSN`` (when set) and pings Docker, each with a timeout of a
+    few seconds, so that the answer is true; nothing is created or started.
+    """
     reasons: list[str] = []
     for probe in _PROBES:
         found = probe()

@@ -29,7 +29,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +64,7 @@ MIN_TIMEOUT_MS = 1_000
 REPORT_VERSION = 1
 
 TIMING_NOTE = (
-    "times are server execution time from EXPLAIN ANALYZE (no network or client time; "
+    "times are the server's execution time from EXPLAIN ANALYZE (no network or client time; "
     "EXPLAIN's own timing overhead included); p50/p95 interpolated between ranks "
     "(statistics.quantiles, inclusive)"
 )
@@ -522,9 +522,27 @@ def _culprit(
 ) -> tuple[PlanNode, str] | None:
     """The node that hurt most, and why: a forbidden seq scan, a wasteful one, the slowest."""
     nodes = list(plan.walk())
+
+    def waste(node: PlanNode) -> str:
+        kept = node.actual_rows or 0.0
+        read = kept + (node.rows_removed or 0.0)
+        if not node.rows_removed or not read:
+            return ""
+        # Rounded down: 49,983 of 50,000 is "99.9%", never a misleading "100%".
+        share = math.floor(node.rows_removed / read * 1000) / 10
+        return (
+            f"read {_fmt_count(read)} rows to keep {_fmt_count(kept)} "
+            f"({share:g}% removed by its filter)"
+        )
+
     for node in nodes:
-        if node.node_type == "Seq Scan" and node.relation in forbidden:
-            return node, f"Seq Scan on {node.relation}, which expect.no_seq_scan_on forbids"
+        if (
+            node.node_type == "Seq Scan"
+            and node.relation is not None
+            and node.relation in forbidden
+        ):
+            why = f"a Seq Scan, which expect.no_seq_scan_on forbids on {forbidden[node.relation]}"
+            return node, why + (f": {waste(node)}" if waste(node) else "")
     wasteful = [
         n
         for n in nodes
@@ -534,12 +552,7 @@ def _culprit(
     ]
     if wasteful:
         node = max(wasteful, key=lambda n: n.rows_removed or 0.0)
-        kept = node.actual_rows or 0.0
-        read = kept + (node.rows_removed or 0.0)
-        return node, (
-            f"read {_fmt_count(read)} rows to keep {_fmt_count(kept)} "
-            f"({(node.rows_removed or 0.0) / read:.0%} removed by its filter)"
-        )
+        return node, waste(node)
     if plan.total_ms is not None:
         node = max(nodes, key=lambda n: n.exclusive_ms or 0.0)
         share = (node.exclusive_ms or 0.0) / plan.total_ms if plan.total_ms else 0.0
@@ -593,7 +606,7 @@ def _expectation_findings(
         rename.get(n.index, n.index) for n in plan.walk() if n.index and n.node_type in _INDEX_SCANS
     }
     shown = ", ".join(sorted(used)) or "no index"
-    prefix = "the estimated plan: " if estimated else ""
+    by = " by the estimated plan" if estimated else ""
     for name in budget.expect.uses_index:
         if name in used:
             continue
@@ -606,7 +619,7 @@ def _expectation_findings(
             Finding(
                 Status.FAIL,
                 "uses_index",
-                f"{prefix}expected index {name} is not used (the plan uses {shown}){why}",
+                f"expected index {name} is not used{by} (it uses {shown}){why}",
             )
         )
     for table in budget.expect.no_seq_scan_on:
@@ -617,7 +630,8 @@ def _expectation_findings(
                     Finding(
                         Status.FAIL,
                         "no_seq_scan_on",
-                        f"{prefix}Seq Scan on {node.relation} (expect.no_seq_scan_on: {table})",
+                        f"Seq Scan on {node.relation}{' in the estimated plan' if estimated else ''} "
+                        f"(expect.no_seq_scan_on: {table})",
                     )
                 )
                 break
@@ -1174,6 +1188,8 @@ def _what_if(
         }
     )
     status = Status.FAIL if findings else Status.PASS
+    shown = {hypo: f"{name} (hypothetical)" for hypo, name in rename.items()}
+    after = _renamed(after, shown)
     return WhatIf(
         budget,
         status,
@@ -1183,6 +1199,15 @@ def _what_if(
         would_use=tuple(used),
         plan_before=before,
         plan_after=after,
+    )
+
+
+def _renamed(plan: PlanNode, names: Mapping[str, str]) -> PlanNode:
+    """The plan with HypoPG's index names (``<13556>btree_t_v``) replaced by spec names."""
+    return replace(
+        plan,
+        index=names.get(plan.index, plan.index) if plan.index else None,
+        children=tuple(_renamed(child, names) for child in plan.children),
     )
 
 
@@ -1221,3 +1246,16 @@ def hypothetical_dict(report: HypotheticalReport) -> dict[str, Any]:
             for q in report.queries
         ],
     }
+
+
+def explanation(result: QueryResult) -> str:
+    """Why a query did not pass, as text: its reasons, the plan with the node that hurt marked,
+    and the spec indexes meant to serve it (for terminals, Markdown and JUnit alike)."""
+    m, v = result.measurement, result.verdict
+    lines = [f"- {f.status.value}: {f.message}" for f in v.findings]
+    if m.plan is not None:
+        which = "plan of the last run" if m.analyzed else "estimated plan (EXPLAIN without ANALYZE)"
+        lines += ["", f"{which}:", plan_text(m.plan, v.culprit, v.culprit_why)]
+    if v.meant:
+        lines += ["", "meant to be served by:"] + [f"  {mi.describe()}" for mi in v.meant]
+    return "\n".join(lines)

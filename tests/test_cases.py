@@ -46,7 +46,7 @@ def test_case(case: str, conn: psycopg.Connection[Any], db_dsn: str) -> None:
     planned = run(["plan", "--format", "json", *flags], db_dsn, specs)
     assert planned.exit_code == 0, planned.output
     actions = json.loads(planned.output)["actions"]
-    got = [f"{a['action']} {a['index']}" for a in actions]
+    got = [f"{a['action']} {a['object']}" for a in actions]
     assert got == (folder / "expected_plan.txt").read_text().split("\n")[:-1]
 
     applied = run(["apply", "--format", "plain", *flags], db_dsn, specs)

@@ -58,6 +58,7 @@ class CatalogIndex:
     definition: str
     predicate: str | None
     is_unique: bool
+    has_expressions: bool
     is_primary: bool
     is_valid: bool
     is_ready: bool
@@ -67,6 +68,11 @@ class CatalogIndex:
     size_bytes: int
     scans: int | None
     comment: str | None
+
+    @property
+    def allows_concurrent_refresh(self) -> bool:
+        """A valid unique index on plain columns without WHERE (REFRESH ... CONCURRENTLY)."""
+        return self.is_unique and self.is_valid and not self.has_expressions and not self.predicate
 
     @property
     def backs_constraint(self) -> bool:
@@ -81,6 +87,8 @@ class Catalog:
     server_version: int
     relations: Mapping[QualifiedName, Relation] = field(default_factory=dict)
     indexes: Mapping[QualifiedName, CatalogIndex] = field(default_factory=dict)
+    #: For each materialized view, the views and materialized views built on it.
+    dependents: Mapping[QualifiedName, tuple[QualifiedName, ...]] = field(default_factory=dict)
     queries: int = 0  # how many catalog queries built it (constant by design)
 
     def indexes_on(self, table: QualifiedName) -> list[CatalogIndex]:
@@ -127,6 +135,7 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
                 definition=row["definition"],
                 predicate=row["predicate"],
                 is_unique=row["is_unique"],
+                has_expressions=row["has_expressions"],
                 is_primary=row["is_primary"],
                 is_valid=row["is_valid"],
                 is_ready=row["is_ready"],
@@ -137,9 +146,17 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
                 scans=row["scans"],
                 comment=row["comment"],
             )
+        dependents: dict[QualifiedName, list[QualifiedName]] = {}
+        cur.execute(catalog_sql("view_dependents"))
+        queries += 1
+        for row in cur.fetchall():
+            dependents.setdefault(QualifiedName(row["schema"], row["name"]), []).append(
+                QualifiedName(row["dependent_schema"], row["dependent_name"])
+            )
     return Catalog(
         server_version=conn.info.server_version,
         relations=relations,
         indexes=indexes,
+        dependents={k: tuple(v) for k, v in dependents.items()},
         queries=queries,
     )

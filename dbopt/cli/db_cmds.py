@@ -212,7 +212,9 @@ def apply(
         render.print_rows(headers, rows, opts.fmt, out, title="Plan")
         catalog = inspect(control)
         ex.check_privileges(
-            result, lambda t: bool(catalog.relations[t].owned) if t in catalog.relations else False
+            # A relation this run creates (a new view) will be owned by this role.
+            result,
+            lambda t: catalog.relations[t].owned if t in catalog.relations else True,
         )
         busy = ex.long_running(control, settings.lock_timeout_ms)
         if busy and not wait_for_blockers:

@@ -42,7 +42,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(signum, handler)
 
 
 def _printable(dsn: str) -> str:

@@ -1,0 +1,18 @@
+-- Views and materialized views built on each materialized view (through their rewrite rules):
+-- replacing or dropping a materialized view must not break them.
+SELECT DISTINCT src_ns.nspname AS schema,
+       src.relname             AS name,
+       dep_ns.nspname          AS dependent_schema,
+       dep.relname             AS dependent_name,
+       dep.relkind::text       AS dependent_kind
+  FROM pg_depend d
+  JOIN pg_rewrite r       ON r.oid = d.objid
+  JOIN pg_class dep       ON dep.oid = r.ev_class
+  JOIN pg_namespace dep_ns ON dep_ns.oid = dep.relnamespace
+  JOIN pg_class src       ON src.oid = d.refobjid
+  JOIN pg_namespace src_ns ON src_ns.oid = src.relnamespace
+ WHERE d.classid = 'pg_rewrite'::regclass
+   AND d.refclassid = 'pg_class'::regclass
+   AND src.relkind = 'm'
+   AND dep.oid <> src.oid
+ ORDER BY 1, 2, 3, 4

@@ -1,0 +1,383 @@
+"""`dbopt verify`: parse the flags, call dbopt.verify, render the report, pick the exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.errors import CheckFailedError, ConfigError
+from dbopt.spec import QueryBudget
+from dbopt.verify import (
+    DEFAULT_REGRESSION,
+    DEFAULT_REGRESSION_FLOOR_MS,
+    TIMING_NOTE,
+    HypotheticalReport,
+    QueryResult,
+    Status,
+    VerifyReport,
+    explanation,
+    plan_lines,
+    plan_text,
+)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@common_options
+@click.option(
+    "--query",
+    "queries",
+    multiple=True,
+    metavar="NAME",
+    help="Only this budgeted query; repeatable.",
+)
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    metavar="NAME",
+    help="Only the queries written in this table's (or view's) spec file; repeatable.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Compare with a report saved earlier with --save: flag p95 regressions and plan changes.",
+)
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write this run's report (JSON) to FILE, to serve as a later --baseline.",
+)
+@click.option(
+    "--threshold",
+    "threshold_pct",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_REGRESSION * 100,
+    show_default=True,
+    metavar="PCT",
+    help="p95 growth against --baseline that fails a query, in percent.",
+)
+@click.option(
+    "--regression-floor",
+    "floor_ms",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_REGRESSION_FLOOR_MS,
+    show_default=True,
+    metavar="MS",
+    help="...and the least growth, in ms, that does (sub-millisecond queries jitter).",
+)
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write JUnit XML to FILE: one test case per query, for CI test reports.",
+)
+@click.option(
+    "--hypothetical",
+    is_flag=True,
+    help="Do not measure: with HypoPG, estimate what the spec indexes that do not exist yet "
+    "would change (which queries would use them, estimated cost before/after).",
+)
+@click.option(
+    "--create-extension",
+    is_flag=True,
+    help="With --hypothetical: run CREATE EXTENSION hypopg if the database lacks it.",
+)
+def verify(
+    opts: Options,
+    queries: tuple[str, ...],
+    tables: tuple[str, ...],
+    baseline: Path | None,
+    save: Path | None,
+    threshold_pct: float,
+    floor_ms: float,
+    junit: Path | None,
+    hypothetical: bool,
+    create_extension: bool,
+) -> None:
+    """Measure each budgeted query with EXPLAIN ANALYZE and judge it against its budget.
+
+    Each query runs `warmup` unrecorded and `runs` recorded times, every run in a READ ONLY
+    transaction that is rolled back, under a statement_timeout derived from its budget
+    (timeout_ms, else budget_ms x verify_timeout_factor, at least 1 s). Its p95 is judged
+    against budget_ms (warn_ms warns), and expect: uses_index / no_seq_scan_on against the
+    plan. For every failure the plan is printed with the node that hurt marked, next to the
+    spec index that was meant to serve the query.
+
+    Times are the server's execution time from EXPLAIN ANALYZE: no network, no client.
+
+    \b
+    Examples:
+      dbopt verify --env ci --junit verify.xml
+      dbopt verify --query barber_schedule_today -v
+      dbopt verify --env staging --save verify-main.json
+      dbopt verify --env staging --baseline verify-main.json --threshold 30
+      dbopt verify --env staging --hypothetical
+    """
+    from dbopt.db import connect
+    from dbopt.spec import load_specs
+    from dbopt.verify import load_baseline, run_hypothetical, run_verify
+
+    if create_extension and not hypothetical:
+        raise ConfigError("--create-extension only applies with --hypothetical")
+    if hypothetical and (baseline or save):
+        raise ConfigError(
+            "--baseline and --save compare measured runs; --hypothetical measures nothing"
+        )
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = opts.target(config)
+    base = load_baseline(baseline) if baseline else None
+    out = sys.stdout
+    with connect(target.dsn) as conn:
+        if hypothetical:
+            hypo = run_hypothetical(
+                conn,
+                specs,
+                target.settings,
+                queries=queries,
+                tables=tables,
+                create_extension=create_extension,
+            )
+        else:
+            report = run_verify(
+                conn,
+                specs,
+                target.settings,
+                queries=queries,
+                tables=tables,
+                baseline=base,
+                threshold=threshold_pct / 100,
+                regression_floor_ms=floor_ms,
+                progress=_progress if opts.verbose else None,
+            )
+    if hypothetical:
+        _finish_hypothetical(hypo, opts, junit, out)
+    else:
+        _finish(report, opts, save, junit, out)
+
+
+def _progress(budget: QueryBudget) -> None:
+    click.echo(f"measuring {budget.name} ({budget.warmup} warmup + {budget.runs} runs)", err=True)
+
+
+# --- measured runs -------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _verdict_cell(result: QueryResult) -> str:
+    v = result.verdict
+    kinds = sorted({f.kind for f in v.findings if f.status == v.status and f.kind != "note"})
+    return f"{v.status.value} ({', '.join(kinds)})" if kinds else v.status.value
+
+
+def _uses_cell(result: QueryResult) -> str:
+    m = result.measurement
+    text = ", ".join(m.indexes_used) or ", ".join(dict.fromkeys(m.scans))
+    return text if m.analyzed or not text else f"{text} (estimated)"
+
+
+HEADERS = [
+    "query",
+    "verdict",
+    "p50",
+    "p95",
+    "max",
+    "budget",
+    "planning",
+    "buffers hit/read",
+    "rows",
+    "index used / scans",
+]
+TITLE = "Query budgets (times in ms)"
+
+
+def _rows(report: VerifyReport) -> list[list[Any]]:
+    rows = []
+    for r in report.results:
+        m = r.measurement
+        buffers = "" if m.shared_hit is None else f"{m.shared_hit}/{m.shared_read}"
+        rows.append(
+            [
+                r.budget.name,
+                _verdict_cell(r),
+                _ms(m.p50_ms),
+                _ms(m.p95_ms),
+                _ms(m.max_ms),
+                f"{r.budget.budget_ms:g}",
+                _ms(m.planning_p50_ms),
+                buffers,
+                "" if m.rows is None else m.rows,
+                _uses_cell(r),
+            ]
+        )
+    return rows
+
+
+def _summary(report: VerifyReport) -> str:
+    counts = {s: report.count(s) for s in Status}
+    total = len(report.results)
+    return (
+        f"{total} quer{'y' if total == 1 else 'ies'}: {counts[Status.PASS]} pass, "
+        f"{counts[Status.WARN]} warn, {counts[Status.FAIL]} fail"
+    )
+
+
+def _to_explain(report: VerifyReport, verbose: int) -> list[QueryResult]:
+    return [r for r in report.results if verbose or r.verdict.status != Status.PASS]
+
+
+def _print_rich(report: VerifyReport, out: TextIO, verbose: int) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from dbopt import render
+
+    console = Console(file=out)
+    console.print(Text(TIMING_NOTE[0].upper() + TIMING_NOTE[1:], style="dim"))
+    render.print_rows(HEADERS, _rows(report), "table", out, title=TITLE)
+    style = {Status.FAIL: "bold red", Status.WARN: "bold yellow", Status.PASS: "bold green"}
+    for r in _to_explain(report, verbose):
+        m, v = r.measurement, r.verdict
+        console.print()
+        console.print(Text(f"{v.status.value.upper()} {r.budget.name}", style=style[v.status]))
+        console.print(Text(f"  {r.budget.location}", style="dim"))
+        for f in v.findings:
+            console.print(
+                Text(f"  - {f.message}", style=style[f.status] if f.kind != "note" else "")
+            )
+        if m.plan is not None:
+            which = "plan of the last run" if m.analyzed else "estimated plan (no ANALYZE)"
+            console.print(Text(f"  {which}:", style="dim"))
+            for line, marked in plan_lines(m.plan, v.culprit, v.culprit_why):
+                console.print(Text(f"    {line}", style="bold red" if marked else ""))
+        if v.meant:
+            console.print(Text("  meant to be served by:", style="dim"))
+            for mi in v.meant:
+                console.print(Text(f"    {mi.describe()}"))
+    console.print()
+    console.print(Text(_summary(report), style=style[_worst(report)]))
+
+
+def _worst(report: VerifyReport) -> Status:
+    if report.count(Status.FAIL):
+        return Status.FAIL
+    return Status.WARN if report.count(Status.WARN) else Status.PASS
+
+
+def _print_text(report: VerifyReport, fmt: str, out: TextIO, verbose: int) -> None:
+    from dbopt import render
+
+    markdown = fmt == "markdown"
+    out.write(f"{'_' if markdown else ''}{TIMING_NOTE}{'_' if markdown else ''}\n\n")
+    render.print_rows(HEADERS, _rows(report), fmt, out, title=TITLE)
+    for r in _to_explain(report, verbose):
+        head = f"{r.verdict.status.value.upper()} {r.budget.name} ({r.budget.location})"
+        if markdown:
+            out.write(f"\n#### {head}\n\n```text\n{explanation(r)}\n```\n")
+        else:
+            body = "\n".join(f"  {line}" if line else "" for line in explanation(r).splitlines())
+            out.write(f"\n{head}\n{body}\n")
+    out.write(f"\n{_summary(report)}\n")
+
+
+def _finish(
+    report: VerifyReport, opts: Options, save: Path | None, junit: Path | None, out: TextIO
+) -> None:
+    from dbopt.verify import report_dict
+
+    data = report_dict(report)
+    if save is not None:
+        save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if junit is not None:
+        from dbopt.junit import verify_cases, write_junit
+
+        write_junit(junit, "dbopt verify", verify_cases(report))
+    if opts.fmt == "json":
+        out.write(json.dumps(data, indent=2) + "\n")
+    elif opts.fmt == "table":
+        _print_rich(report, out, opts.verbose)
+    else:
+        _print_text(report, opts.fmt, out, opts.verbose)
+    failed = report.failed
+    if failed:
+        names = ", ".join(r.budget.name for r in failed)
+        raise CheckFailedError(
+            f"{len(failed)} of {len(report.results)} budgeted queries failed: {names}"
+        )
+
+
+# --- hypothetical indexes ------------------------------------------------------------------
+
+
+def _finish_hypothetical(
+    report: HypotheticalReport, opts: Options, junit: Path | None, out: TextIO
+) -> None:
+    from dbopt import render
+    from dbopt.verify import hypothetical_dict
+
+    if junit is not None:
+        from dbopt.junit import hypothetical_cases, write_junit
+
+        write_junit(junit, "dbopt verify --hypothetical", hypothetical_cases(report))
+    if opts.fmt == "json":
+        out.write(json.dumps(hypothetical_dict(report), indent=2) + "\n")
+    else:
+        note = (
+            f"Estimated by the planner with HypoPG {report.hypopg_version} (EXPLAIN without "
+            "ANALYZE): nothing was built or run."
+        )
+        out.write(note + "\n")
+        if not report.indexes:
+            out.write("Every index in the specs exists already: nothing to simulate.\n")
+        else:
+            render.print_rows(
+                ["index", "table", "simulated"],
+                [
+                    [h.spec.name, str(h.spec.table), h.hypo_name or f"no: {h.error}"]
+                    for h in report.indexes
+                ],
+                opts.fmt,
+                out,
+                title="Hypothetical indexes (in the specs, not in the database)",
+            )
+        rows = [
+            [
+                q.budget.name,
+                q.status.value,
+                "" if q.cost_before is None else f"{q.cost_before:,.2f}",
+                "" if q.cost_after is None else f"{q.cost_after:,.2f}",
+                "" if q.change is None else f"{q.change:+.0%}",
+                ", ".join(q.would_use) or "none of them",
+            ]
+            for q in report.queries
+        ]
+        render.print_rows(
+            ["query", "verdict", "cost before", "cost after", "change", "would use"],
+            rows,
+            opts.fmt,
+            out,
+            title="Queries",
+        )
+        for q in report.queries:
+            if q.status == Status.PASS and not opts.verbose:
+                continue
+            out.write(f"\n{q.status.value.upper()} {q.budget.name} ({q.budget.location})\n")
+            for f in q.findings:
+                out.write(f"  - {f.message}\n")
+            if q.plan_after is not None:
+                out.write("  estimated plan with the hypothetical indexes:\n")
+                out.write("\n".join(f"    {line}" for line in plan_text(q.plan_after).splitlines()))
+                out.write("\n")
+    if report.failed:
+        names = ", ".join(q.budget.name for q in report.failed)
+        raise CheckFailedError(
+            f"{len(report.failed)} of {len(report.queries)} queries would still miss their "
+            f"expectations with every spec index built: {names}"
+        )

@@ -1,0 +1,121 @@
+"""JUnit XML, the report format CI systems render: one test case per budgeted query.
+
+GitLab, Jenkins, Azure Pipelines and the GitHub test-report actions all read the same small
+subset: ``<testsuites><testsuite><testcase><failure message type>body</failure>``, which is
+what this writes, with xml.etree so that escaping is never done by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbopt.verify import HypotheticalReport, Status, VerifyReport, explanation, plan_text
+
+# XML 1.0 cannot hold these characters at all, escaped or not; query text may.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One test case: passed when ``failure`` is None."""
+
+    name: str
+    classname: str
+    seconds: float = 0.0
+    failure: str | None = None
+    failure_type: str = "failure"
+    details: str = ""
+    output: str = ""
+
+
+def _clean(text: str) -> str:
+    return _NOT_XML.sub("?", text)
+
+
+def junit_xml(suite: str, cases: Sequence[Case]) -> bytes:
+    """The JUnit XML document (UTF-8, with its declaration) for one suite of cases."""
+    failures = sum(1 for c in cases if c.failure is not None)
+    seconds = f"{sum(c.seconds for c in cases):.3f}"
+    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
+    root = ET.Element("testsuites", {"name": suite, **counts, "time": seconds})
+    suite_el = ET.SubElement(root, "testsuite", {"name": suite, **counts, "time": seconds})
+    for case in cases:
+        el = ET.SubElement(
+            suite_el,
+            "testcase",
+            {
+                "name": _clean(case.name),
+                "classname": _clean(case.classname),
+                "time": f"{case.seconds:.3f}",
+            },
+        )
+        if case.failure is not None:
+            failure = ET.SubElement(
+                el, "failure", {"message": _clean(case.failure), "type": case.failure_type}
+            )
+            failure.text = _clean(case.details)
+        if case.output:
+            ET.SubElement(el, "system-out").text = _clean(case.output)
+    ET.indent(root)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
+
+
+def write_junit(path: Path, suite: str, cases: Sequence[Case]) -> None:
+    """Write :func:`junit_xml` to ``path``."""
+    path.write_bytes(junit_xml(suite, cases))
+
+
+def verify_cases(report: VerifyReport) -> list[Case]:
+    """One case per measured query; fail verdicts are failures, warnings go to system-out."""
+    cases = []
+    for result in report.results:
+        b, m, v = result.budget, result.measurement, result.verdict
+        stats = (
+            f"p50 {m.p50_ms:.3f} ms, p95 {m.p95_ms:.3f} ms, max {m.max_ms:.3f} ms, "
+            f"budget {b.budget_ms:g} ms, {len(m.execution_ms)} runs"
+            if m.p95_ms is not None and m.p50_ms is not None and m.max_ms is not None
+            else f"budget {b.budget_ms:g} ms, no complete run"
+        )
+        failed = v.status == Status.FAIL
+        cases.append(
+            Case(
+                name=b.name,
+                classname=f"dbopt.verify.{b.owner}",
+                seconds=sum(m.execution_ms) / 1000,
+                failure=v.summary if failed else None,
+                failure_type=v.findings[0].kind if failed and v.findings else "failure",
+                details=explanation(result) if failed else "",
+                output="\n".join(
+                    [stats, *(explanation(result).splitlines() if v.status == Status.WARN else [])]
+                ),
+            )
+        )
+    return cases
+
+
+def hypothetical_cases(report: HypotheticalReport) -> list[Case]:
+    """One case per query of a --hypothetical run (estimates; nothing was measured)."""
+    cases = []
+    for q in report.queries:
+        failed = q.status == Status.FAIL
+        body = "\n".join(f"- {f.message}" for f in q.findings)
+        if q.plan_after is not None:
+            body += "\n\nestimated plan with the hypothetical indexes:\n" + plan_text(q.plan_after)
+        change = f"{q.change:+.0%}" if q.change is not None else "n/a"
+        cases.append(
+            Case(
+                name=q.budget.name,
+                classname=f"dbopt.verify.hypothetical.{q.budget.owner}",
+                failure=q.findings[0].message if failed and q.findings else None,
+                failure_type=q.findings[0].kind if failed and q.findings else "failure",
+                details=body if failed else "",
+                output=f"estimated cost {q.cost_before} -> {q.cost_after} ({change}); "
+                f"would use: {', '.join(q.would_use) or 'none of the new indexes'}",
+            )
+        )
+    return cases
