@@ -136,7 +136,7 @@ def _set(conn: psycopg.Connection[Any], name: str, value: str | int) -> None:
     )
 
 
-def _apply_settings(conn: psycopg.Connection[Any], settings: Settings) -> None:
+def apply_settings(conn: psycopg.Connection[Any], settings: Settings) -> None:
     _set(conn, "lock_timeout", settings.lock_timeout_ms)
     _set(conn, "statement_timeout", settings.statement_timeout_ms)
     if settings.maintenance_work_mem:
@@ -280,7 +280,7 @@ class Executor:
         conn = self._workers.get(ident)
         if conn is None or conn.closed or conn.broken:
             conn = connect(self.dsn, application_name="dbopt-apply")
-            _apply_settings(conn, self.settings)
+            apply_settings(conn, self.settings)
             self._workers[ident] = conn
         return conn
 

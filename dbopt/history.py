@@ -55,7 +55,21 @@ CREATE TABLE IF NOT EXISTS {schema}.changes (
     rollback_sql        text,
     rollback_steps      jsonb
 );
-CREATE INDEX IF NOT EXISTS changes_object ON {schema}.changes (object_schema, object_name, id)
+CREATE INDEX IF NOT EXISTS changes_object ON {schema}.changes (object_schema, object_name, id);
+CREATE TABLE IF NOT EXISTS {schema}.refreshes (
+    id           bigserial PRIMARY KEY,
+    view_schema  text        NOT NULL,
+    view_name    text        NOT NULL,
+    environment  text,
+    mode         text        NOT NULL,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    duration_ms  numeric,
+    rows         bigint,
+    outcome      text        NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
+    message      text
+);
+CREATE INDEX IF NOT EXISTS refreshes_view ON {schema}.refreshes (view_schema, view_name, id)
 """
 
 _MANAGED = """
@@ -199,3 +213,41 @@ class History:
                 (run_id,),
             )
             return cur.fetchall()
+
+    def record_refresh(
+        self, conn: psycopg.Connection[Any], environment: str | None, result: Any
+    ) -> None:
+        """Record one refresh (view, mode, duration, rows, outcome)."""
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.refreshes (view_schema, view_name, environment, mode, "
+                "started_at, duration_ms, rows, outcome, message) VALUES "
+                "(%s, %s, %s, %s, clock_timestamp() - make_interval(secs => %s), "
+                "round(%s::numeric * 1000, 1), %s, %s, %s)"
+            ).format(sql.Identifier(self.schema)),
+            (
+                result.view.schema,
+                result.view.name,
+                environment,
+                result.mode,
+                result.seconds,
+                result.seconds,
+                result.rows,
+                result.outcome,
+                result.message,
+            ),
+        )
+
+    def last_refreshes(self, conn: psycopg.Connection[Any]) -> dict[QualifiedName, Any]:
+        """The last successful refresh of each view: its start time, duration and rows."""
+        if not self.exists(conn):
+            return {}
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT DISTINCT ON (view_schema, view_name) view_schema, view_name, "
+                    "started_at, duration_ms, rows, mode FROM {}.refreshes "
+                    "WHERE outcome = 'ok' ORDER BY view_schema, view_name, id DESC"
+                ).format(sql.Identifier(self.schema))
+            )
+            return {QualifiedName(r["view_schema"], r["view_name"]): r for r in cur.fetchall()}

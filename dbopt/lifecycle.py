@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from dbopt.catalog import inspect
+from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings
 from dbopt.history import History
 from dbopt.normalize import normalize_specs, normalize_views
 from dbopt.planner import Kind, Plan, plan
-from dbopt.spec import SpecSet
+from dbopt.spec import QualifiedName, SpecSet
 
 
 def build_plan(
@@ -72,12 +73,27 @@ class IndexState:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewState:
+    """One materialized view in `dbopt status`."""
+
+    name: str
+    state: str  # ok, missing, drifted, left the specs
+    populated: bool | None
+    size_bytes: int | None
+    schedule: str | None
+    last_refresh: datetime | None
+    age_s: float | None
+    overdue: bool  # not refreshed since its schedule's last tick
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
-    """Managed and unmanaged indexes, and the last run."""
+    """Managed and unmanaged indexes, views, and the last run."""
 
     managed: tuple[IndexState, ...]
     unmanaged: tuple[IndexState, ...]
     last_run: dict[str, Any] | None
+    views: tuple[ViewState, ...] = ()
 
 
 def index_status(
@@ -95,7 +111,10 @@ def index_status(
         Kind.DROP: "left the specs",
     }
     managed = []
+    view_actions = [a for a in result.actions if a.object_kind == "view"]
     for action in result.actions:
+        if action.object_kind == "view":
+            continue
         index = catalog.indexes.get(action.name)
         managed.append(
             IndexState(
@@ -129,4 +148,46 @@ def index_status(
         if i.name not in wanted
     ]
     runs = history.runs(conn, limit=1)
-    return StatusReport(tuple(managed), tuple(unmanaged), runs[0] if runs else None)
+    return StatusReport(
+        tuple(managed),
+        tuple(unmanaged),
+        runs[0] if runs else None,
+        _view_states(specs, catalog, view_actions, history.last_refreshes(conn), states),
+    )
+
+
+def _view_states(
+    specs: SpecSet,
+    catalog: Catalog,
+    actions: list[Any],
+    refreshes: dict[QualifiedName, Any],
+    states: dict[Kind, str],
+) -> tuple[ViewState, ...]:
+    from croniter import croniter
+
+    now = datetime.now().astimezone()
+    schedules = {v.name: v.refresh.schedule for v in specs.views}
+    out = []
+    for action in actions:
+        relation = catalog.relations.get(action.name)
+        last = refreshes.get(action.name)
+        started = last["started_at"] if last else None
+        schedule = schedules.get(action.name)
+        overdue = bool(
+            relation is not None
+            and schedule
+            and (started is None or started < croniter(schedule, now).get_prev(datetime))
+        )
+        out.append(
+            ViewState(
+                name=str(action.name),
+                state=states[action.kind],
+                populated=None if relation is None else relation.populated,
+                size_bytes=None if relation is None else relation.total_bytes,
+                schedule=schedule,
+                last_refresh=started,
+                age_s=None if started is None else (now - started).total_seconds(),
+                overdue=overdue,
+            )
+        )
+    return tuple(out)

@@ -60,6 +60,11 @@ FAST_SETTINGS: dict[str, str] = {
     "full_page_writes": "off",
 }
 
+# Preloaded whenever the server has it: query statistics for verify and the tests.
+DEFAULT_OPTIONAL_PRELOAD: tuple[str, ...] = ("pg_stat_statements",)
+# Optional libraries the official postgres images ship (contrib), so Docker preloads them.
+IMAGE_LIBRARIES = frozenset({"pg_stat_statements", "auto_explain"})
+
 _MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: longer names are silently truncated by the server
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _LIBRARY_NAME = re.compile(r"[A-Za-z0-9_./$-]+")
@@ -302,6 +307,7 @@ class _Options:
 
     settings: dict[str, str]
     preload: tuple[str, ...]
+    optional_preload: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +387,9 @@ def _start_container(image: str, options: _Options) -> Server:
         from testcontainers.postgres import PostgresContainer
 
     command = ["postgres"]
-    for name, value in _server_settings(options, preload_available=True).items():
+    # Of the optional libraries, the image surely has only those of contrib.
+    present = set(options.optional_preload) & IMAGE_LIBRARIES
+    for name, value in _server_settings(options, present).items():
         command += ["-c", f"{name}={value}"]
     backend: _ContainerBackend | None = None
     try:
@@ -538,14 +546,16 @@ def _pkglib_dir(bin_dir: Path) -> Path:
     return bin_dir.parent / "lib"
 
 
-def _server_settings(options: _Options, *, preload_available: bool) -> dict[str, str]:
-    """Merge the fast settings, the caller's settings and the preload list."""
+def _server_settings(options: _Options, present: set[str]) -> dict[str, str]:
+    """Merge the fast settings, the caller's settings and the preload lists.
+
+    ``present`` names the optional libraries the server has; the others are left out.
+    """
     settings = {**FAST_SETTINGS, **options.settings}
-    libraries = [
+    libraries = [lib for lib in options.optional_preload if lib in present]
+    libraries += [
         lib.strip() for lib in settings.pop("shared_preload_libraries", "").split(",") if lib
     ]
-    if preload_available:
-        libraries.insert(0, "pg_stat_statements")
     libraries += options.preload
     unique = list(dict.fromkeys(lib for lib in libraries if lib))
     if unique:
@@ -692,8 +702,13 @@ def _init_and_start(backend: _LocalBackend, options: _Options) -> Server:
     done = backend.run(*initdb, "--locale=C", "--no-sync", timeout=120)
     if done.returncode != 0:
         raise SandboxError(f"local binaries: initdb failed: {done.stderr.strip()[-1500:]}")
-    preload_ok = (_pkglib_dir(backend.bin_dir) / "pg_stat_statements.so").exists()
-    settings = _server_settings(options, preload_available=preload_ok)
+    pkglib = _pkglib_dir(backend.bin_dir)
+    present = {
+        lib
+        for lib in options.optional_preload
+        if any((pkglib / f"{lib}{suffix}").exists() for suffix in (".so", ".dylib"))
+    }
+    settings = _server_settings(options, present)
     socket_dir = str(backend.root)
     if len(socket_dir) + len("/.s.PGSQL.65535") > _UNIX_SOCKET_MAX:
         socket_dir = ""  # too long for a socket path: TCP only, which is all we use
@@ -739,17 +754,20 @@ def _init_and_start(backend: _LocalBackend, options: _Options) -> Server:
 _PROBES: tuple[Callable[[], _Found | str], ...] = (_probe_dsn, _probe_docker, _probe_local)
 
 
-def _check_options(settings: dict[str, str] | None, preload: list[str] | None) -> _Options:
+def _check_options(
+    settings: dict[str, str] | None, preload: list[str] | None, optional: list[str] | None
+) -> _Options:
     """Validate the caller's settings before they reach a configuration file."""
     settings = dict(settings or {})
     for name in settings:
         if not _SETTING_NAME.fullmatch(name):
             raise SandboxError(f"invalid server setting name {name!r}")
     libraries = tuple(preload or ())
-    for lib in libraries:
+    optional_libraries = tuple(dict.fromkeys((*DEFAULT_OPTIONAL_PRELOAD, *(optional or ()))))
+    for lib in (*libraries, *optional_libraries):
         if not _LIBRARY_NAME.fullmatch(lib):
             raise SandboxError(f"invalid preload library name {lib!r}")
-    return _Options(settings, libraries)
+    return _Options(settings, libraries, optional_libraries)
 
 
 def _no_server_message(reasons: list[str]) -> str:
@@ -776,15 +794,19 @@ def _fallback_note(reasons: list[str]) -> str:
 
 
 def start_server(
-    settings: dict[str, str] | None = None, preload: list[str] | None = None
+    settings: dict[str, str] | None = None,
+    preload: list[str] | None = None,
+    optional_preload: list[str] | None = None,
 ) -> Server:
     """Start (or borrow) a server from the first provider that works.
 
-    ``settings`` and ``preload`` (extra shared_preload_libraries) apply to servers this
-    module starts; a ``DBOPT_TEST_DSN`` server keeps its own configuration. The server is
-    stopped at interpreter exit if the caller has not stopped it.
+    ``settings``, ``preload`` (extra shared_preload_libraries: the server fails to start
+    without them) and ``optional_preload`` (preloaded when the server has them, as
+    pg_stat_statements always is) apply to servers this module starts; a ``DBOPT_TEST_DSN``
+    server keeps its own configuration. The server is stopped at interpreter exit if the
+    caller has not stopped it.
     """
-    options = _check_options(settings, preload)
+    options = _check_options(settings, preload, optional_preload)
     reasons: list[str] = []
     for probe in _PROBES:
         found = probe()
@@ -822,10 +844,12 @@ def describe_provider() -> str:
 
 @contextlib.contextmanager
 def running_server(
-    settings: dict[str, str] | None = None, preload: list[str] | None = None
+    settings: dict[str, str] | None = None,
+    preload: list[str] | None = None,
+    optional_preload: list[str] | None = None,
 ) -> Iterator[Server]:
     """Start a server for the duration of a with-block, and stop it however the block ends."""
-    server = start_server(settings, preload)
+    server = start_server(settings, preload, optional_preload)
     try:
         yield server
     finally:

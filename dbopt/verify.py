@@ -607,6 +607,7 @@ def _expectation_findings(
     }
     shown = ", ".join(sorted(used)) or "no index"
     by = " by the estimated plan" if estimated else ""
+    within = " in the estimated plan" if estimated else ""
     for name in budget.expect.uses_index:
         if name in used:
             continue
@@ -630,8 +631,7 @@ def _expectation_findings(
                     Finding(
                         Status.FAIL,
                         "no_seq_scan_on",
-                        f"Seq Scan on {node.relation}{' in the estimated plan' if estimated else ''} "
-                        f"(expect.no_seq_scan_on: {table})",
+                        f"Seq Scan on {node.relation}{within} (expect.no_seq_scan_on: {table})",
                     )
                 )
                 break

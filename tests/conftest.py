@@ -28,10 +28,12 @@ TEMPLATE_DB = "dbopt_template"
 # Fixtures that need the server: a test using any of them is a `db` test.
 DB_FIXTURES = frozenset({"pg_server", "template_db", "db_dsn", "conn"})
 
-# Extra settings and shared_preload_libraries for the session's server (pg_stat_statements is
-# preloaded already whenever the server has it). Apply only to servers the harness starts.
+# Extra settings and shared_preload_libraries for the session's server; they apply only to
+# servers the harness starts. Optional libraries are preloaded when the server has them
+# (pg_stat_statements always is); tests needing one check for it and skip without.
 SERVER_SETTINGS: dict[str, str] = {}
 SERVER_PRELOAD: list[str] = []
+SERVER_OPTIONAL_PRELOAD: list[str] = ["pg_cron"]  # refresh-views --emit pg_cron
 
 
 def prepare_template(conn: psycopg.Connection[Any]) -> None:
@@ -65,7 +67,7 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def pg_server() -> Iterator[Server]:
     """The session's PostgreSQL server; the run stops with one message if none can start."""
     try:
-        server = start_server(SERVER_SETTINGS, SERVER_PRELOAD)
+        server = start_server(SERVER_SETTINGS, SERVER_PRELOAD, SERVER_OPTIONAL_PRELOAD)
     except SandboxError as err:
         pytest.exit(str(err), returncode=err.exit_code)
     previous = None

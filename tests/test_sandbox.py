@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from pathlib import Path
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbopt.cli.sandbox_cmd import sandbox
-from dbopt.errors import EXIT_BAD_INPUT, EXIT_CONNECT, SandboxError
+from dbopt.errors import EXIT_BAD_INPUT, EXIT_CONNECT, InputError, SandboxError
 from dbopt.sandbox import (
     SHARED_DB_PREFIX,
     Server,
@@ -69,10 +70,10 @@ def test_server_answers(conn: psycopg.Connection[Any], pg_server: Server) -> Non
 
 
 def test_each_test_database_is_fresh(
-    conn: psycopg.Connection[Any], pg_server: Server, request: pytest.FixtureRequest
+    conn: psycopg.Connection[Any], db_dsn: str, pg_server: Server, request: pytest.FixtureRequest
 ) -> None:
     conn.execute("CREATE TABLE only_here (id int PRIMARY KEY)")
-    assert _has_table(conn.info.dsn, "only_here")
+    assert _has_table(db_dsn, "only_here")
     # What the next test gets: another clone of the same template.
     name = f"second_{request.node.name[-20:]}"
     second = pg_server.create_database(name, template=TEMPLATE_DB)
@@ -106,6 +107,39 @@ def test_create_and_drop_database(pg_server: Server) -> None:
         assert not idle.closed
         pg_server.drop_database("harness_scratch")
     assert physical not in _databases(pg_server)
+
+
+def test_sql_file_error_names_file_and_line(
+    conn: psycopg.Connection[Any], pg_server: Server, tmp_path: Path
+) -> None:
+    # With psql (from the server's bin dir or PATH) when there is one; without, see below.
+    bad = tmp_path / "broken.sql"
+    bad.write_text("CREATE TABLE ok (id int);\nCREATE TABLE broken (id nosuchtype);\n")
+    with pytest.raises(InputError) as caught:
+        pg_server.load_sql(conn.info.dbname, bad)
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert "broken.sql:2" in str(caught.value)
+    assert 'type "nosuchtype" does not exist' in str(caught.value)
+
+
+def test_sql_file_loads_without_psql(
+    conn: psycopg.Connection[Any],
+    db_dsn: str,
+    pg_server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No psql anywhere: the file goes through psycopg, pg_dump's \\restrict lines skipped.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    no_psql = dataclasses.replace(pg_server, bin_dir=None)
+    good = tmp_path / "dump.sql"
+    good.write_text("\\restrict k1\nCREATE TABLE loaded (id int);\n\\unrestrict k1\n")
+    no_psql.load_sql(conn.info.dbname, good)
+    assert _has_table(db_dsn, "loaded")
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SELECT 1;\n\nCREATE TABLE nope (id nosuchtype);\n")
+    with pytest.raises(InputError, match=r"bad\.sql:3: type \"nosuchtype\" does not exist"):
+        no_psql.load_sql(conn.info.dbname, bad)
 
 
 def test_describe_provider_names_a_provider() -> None:
@@ -171,11 +205,16 @@ def test_borrowed_server_masks_password_and_drops_only_its_databases(
 
 def test_running_server_applies_settings_and_cleans_up(pg_server: Server) -> None:
     _local_only(pg_server)
-    with running_server(settings={"work_mem": "7MB", "application_name": "it's"}) as server:
+    settings = {"work_mem": "7MB", "application_name": "it's"}
+    # An optional library the server does not have is left out instead of failing the start.
+    with running_server(settings, optional_preload=["dbopt_no_such_library"]) as server:
         assert server.data_dir is not None and server.data_dir.is_dir()
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute("SHOW work_mem").fetchone() == ("7MB",)
+            assert conn.execute("SHOW application_name").fetchone() == ("it's",)
             assert conn.execute("SHOW fsync").fetchone() == ("off",)
+            preloaded = conn.execute("SHOW shared_preload_libraries").fetchone()
+            assert preloaded is not None and "dbopt_no_such_library" not in preloaded[0]
         data_dir = server.data_dir
     assert not data_dir.exists()
     assert not data_dir.parent.exists()
@@ -198,7 +237,7 @@ def test_cli_prints_dsn_and_cleans_up(tmp_path: Path, pg_server: Server) -> None
     result = CliRunner().invoke(sandbox, ["--exit-after-ready", "--schema", str(schema)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert re.fullmatch(r"postgresql://\S+/dbopt_sandbox|.*dbname=\S*dbopt_sandbox.*", lines[0])
+    assert re.fullmatch(r"postgresql://\S+/\S*dbopt_sandbox", lines[0])
     assert lines[1].startswith("export DATABASE_URL=")
     assert f"Loaded {schema}." in result.stderr
     data_dir = _data_dir(result.stderr)
@@ -206,17 +245,6 @@ def test_cli_prints_dsn_and_cleans_up(tmp_path: Path, pg_server: Server) -> None
         assert data_dir is not None
         assert not data_dir.exists()
         assert not data_dir.parent.exists()
-
-
-def test_cli_reports_schema_error_with_file_and_line(tmp_path: Path, pg_server: Server) -> None:
-    schema = tmp_path / "broken.sql"
-    schema.write_text("CREATE TABLE ok (id int);\nCREATE TABLE broken (id nosuchtype);\n")
-    result = CliRunner().invoke(sandbox, ["--exit-after-ready", "--schema", str(schema)])
-    assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert "broken.sql:2" in result.stderr
-    assert 'type "nosuchtype" does not exist' in result.stderr
-    data_dir = _data_dir(result.stderr)
-    assert data_dir is None or not data_dir.exists()
 
 
 def test_cli_without_server_exits_3_with_the_options(no_server_anywhere: str) -> None:

@@ -802,7 +802,24 @@ def test_a_literal_percent_with_params(write: Write) -> None:
     ]
 
 
-def test_a_percent_without_params_is_plain_sql(write: Write) -> None:
+def test_a_percent_is_always_psycopg_grammar(write: Write) -> None:
+    """With or without params, budget SQL follows psycopg: %% is a literal percent.
+
+    What validate checks is then exactly what verify sends (always with a params mapping).
+    """
+    write(
+        **{
+            "indexes/users.yaml": budget(
+                "sql: SELECT * FROM users WHERE name LIKE 'a%%'", "budget_ms: 5"
+            )
+        }
+    )
+    (query,) = load().index_queries
+    assert query.uses_placeholders is True
+    assert query.sql == "SELECT * FROM users WHERE name LIKE 'a%%'"
+
+
+def test_a_bare_percent_is_an_error(write: Write) -> None:
     write(
         **{
             "indexes/users.yaml": budget(
@@ -810,9 +827,12 @@ def test_a_percent_without_params_is_plain_sql(write: Write) -> None:
             )
         }
     )
-    (query,) = load().index_queries
-    assert query.uses_placeholders is False
-    assert query.sql == "SELECT * FROM users WHERE name LIKE 'a%'"
+    with pytest.raises(SpecError) as caught:
+        load()
+    assert [p.message for p in caught.value.problems] == [
+        "queries[0].sql: the query is not valid: a bare '%' in a query: use %(name)s for "
+        "parameters and %% for a literal '%'"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ import click
 
 from dbopt import __version__
 from dbopt.cli.common import EXIT_CODES_HELP, DboptGroup
-from dbopt.cli.db_cmds import apply, plan, refresh_views, rollback, status, verify
+from dbopt.cli.db_cmds import apply, plan, refresh_views, rollback, status
 from dbopt.cli.sandbox_cmd import sandbox
 from dbopt.cli.spec_cmds import schema, validate
+from dbopt.cli.verify_cmd import verify
 
 
 @click.group(cls=DboptGroup, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})

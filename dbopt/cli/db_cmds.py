@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
-from dbopt.errors import NotImplementedYetError
 
 
 def _size(size: int | None) -> str:
@@ -20,6 +19,15 @@ def _size(size: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024  # type: ignore[assignment]
     return str(size)  # pragma: no cover
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _print_outcome(outcome: Any, fmt: str) -> None:
@@ -67,12 +75,6 @@ def _blocked_exit(plan: Any) -> None:
         raise CheckFailedError(
             "; ".join(f"{a.kind.value} {a.name} needs {a.needs}" for a in plan.blocked)
         )
-
-
-def _not_yet(command: str) -> NotImplementedYetError:
-    return NotImplementedYetError(
-        f"'dbopt {command}' is not implemented yet in this version; nothing was run"
-    )
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -246,19 +248,6 @@ def apply(
 
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
-def verify(opts: Options) -> None:
-    """Run EXPLAIN (ANALYZE, BUFFERS) on each budgeted query and judge it against its budget.
-
-    \b
-    Examples:
-      dbopt verify --env ci --junit verify.xml
-      dbopt verify --query barber_schedule_today -v
-    """
-    raise _not_yet("verify")
-
-
-@click.command(epilog=EXIT_CODES_HELP)
-@common_options
 @click.option("--last", is_flag=True, help="Undo the last apply run not yet rolled back.")
 @click.option("--run", "run_id", type=int, metavar="ID", help="Undo the run with this id.")
 @click.option(
@@ -354,15 +343,118 @@ def rollback(
 
 @click.command("refresh-views", epilog=EXIT_CODES_HELP)
 @common_options
-def refresh_views(opts: Options) -> None:
+@click.option("--view", "names", multiple=True, metavar="NAME", help="Only this view; repeatable.")
+@click.option(
+    "--stale-only", is_flag=True, help="Only views not refreshed since their schedule's last tick."
+)
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Only views whose last refresh is older than this (e.g. 30min, 2h).",
+)
+@click.option(
+    "--concurrently-only",
+    is_flag=True,
+    help="Refuse (fail) a view that cannot be refreshed concurrently, instead of blocking it.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 when a view was skipped (already running).")
+@click.option("--plan", "show_plan", is_flag=True, help="Print the ordered SQL; run nothing.")
+@click.option(
+    "--emit",
+    type=click.Choice(["crontab", "pg_cron"]),
+    help="Print crontab lines or pg_cron calls built from each view's schedule.",
+)
+def refresh_views(
+    opts: Options,
+    names: tuple[str, ...],
+    stale_only: bool,
+    older_than: str | None,
+    concurrently_only: bool,
+    strict: bool,
+    show_plan: bool,
+    emit: str | None,
+) -> None:
     """Refresh materialized views in dependency order (what cron runs).
+
+    Each view is refreshed CONCURRENTLY when it is populated and has a valid unique index on
+    plain columns (readers never wait); otherwise a blocking refresh with a warning, or a
+    failure with --concurrently-only. A refresh already running elsewhere is skipped, never
+    queued. Quiet on success unless -v; one line per failure on stderr; exit 1 if any failed.
 
     \b
     Examples:
       dbopt refresh-views --env production
-      dbopt refresh-views --env production --view mv_daily_revenue_summary
+      dbopt refresh-views --env production --view mv_daily_revenue_summary --stale-only
+      dbopt refresh-views --env production --plan
+      dbopt refresh-views --env production --emit crontab | crontab -
+      dbopt refresh-views --emit pg_cron | psql
     """
-    raise _not_yet("refresh-views")
+    import json
+    import os
+    from datetime import datetime, timedelta
+
+    from dbopt import views as vw
+    from dbopt.catalog import inspect
+    from dbopt.config import duration_ms
+    from dbopt.db import connect
+    from dbopt.history import History
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    chosen = vw.select_views(specs, names)
+    if stale_only and older_than:
+        from dbopt.errors import ConfigError
+
+        raise ConfigError("give --stale-only or --older-than, not both")
+    older = timedelta(milliseconds=duration_ms(older_than)) if older_than else None
+    if emit == "crontab":
+        click.echo(vw.crontab_lines(chosen, env=opts.env, workdir=os.getcwd()), nl=False)
+        return
+    target = opts.target(config)
+    history = History(config.history_schema)
+    with connect(target.dsn, application_name="dbopt-refresh") as conn:
+        catalog = inspect(conn)
+        items = vw.plan_refresh(chosen, catalog, concurrently_only=concurrently_only)
+        if emit == "pg_cron":
+            click.echo(vw.pg_cron_sql(items), nl=False)
+            return
+        if stale_only or older is not None:
+            last = {k: v["started_at"] for k, v in history.last_refreshes(conn).items()}
+            items = vw.filter_stale(items, last, now=datetime.now().astimezone(), older_than=older)
+        if show_plan:
+            click.echo(vw.refresh_sql(items, target.settings), nl=False)
+            return
+        results = vw.run_refresh(conn, items, target.settings, history, target.env)
+    if opts.fmt == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "view": str(r.view),
+                        "outcome": r.outcome,
+                        "mode": r.mode,
+                        "seconds": round(r.seconds, 3),
+                        "rows": r.rows,
+                        "message": r.message,
+                    }
+                    for r in results
+                ]
+            )
+        )
+    for r in results:
+        if r.outcome == "failed":
+            click.echo(f"error: refresh of {r.view} failed: {r.message}", err=True)
+        elif r.outcome == "skipped":
+            click.echo(f"skipped: {r.view}: {r.message}", err=True)
+        elif r.message:
+            click.echo(f"warning: {r.view}: {r.message}", err=True)
+        elif opts.verbose and opts.fmt != "json":
+            click.echo(f"refreshed {r.view} ({r.mode}) in {r.seconds:.2f}s, {r.rows} rows")
+    if any(r.outcome == "failed" for r in results) or (
+        strict and any(r.outcome == "skipped" for r in results)
+    ):
+        raise SystemExit(1)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -407,6 +499,19 @@ def status(opts: Options) -> None:
                     "managed": [dict(zip(headers, row, strict=True)) for row in managed],
                     "unmanaged": [dict(zip(headers, row, strict=True)) for row in unmanaged],
                     "last_run": report.last_run,
+                    "views": [
+                        {
+                            "view": v.name,
+                            "state": v.state,
+                            "populated": v.populated,
+                            "size_bytes": v.size_bytes,
+                            "schedule": v.schedule,
+                            "last_refresh": v.last_refresh,
+                            "age_s": v.age_s,
+                            "overdue": v.overdue,
+                        }
+                        for v in report.views
+                    ],
                 },
                 default=str,
             )
@@ -416,6 +521,26 @@ def status(opts: Options) -> None:
     render.print_rows(
         headers, unmanaged, opts.fmt, sys.stdout, title="Unmanaged indexes on the same tables"
     )
+    if report.views:
+        render.print_rows(
+            ["view", "state", "populated", "size", "schedule", "last refresh", "age", "overdue"],
+            [
+                [
+                    v.name,
+                    v.state,
+                    v.populated,
+                    _size(v.size_bytes),
+                    v.schedule,
+                    v.last_refresh.strftime("%Y-%m-%d %H:%M") if v.last_refresh else "never",
+                    _age(v.age_s),
+                    "OVERDUE" if v.overdue else "",
+                ]
+                for v in report.views
+            ],
+            opts.fmt,
+            sys.stdout,
+            title="Materialized views",
+        )
     last = report.last_run
     click.echo(
         f"last run: #{last['id']} {last['command']} {last['outcome']} at {last['started_at']}"

@@ -107,7 +107,10 @@ def verify(
     plan. For every failure the plan is printed with the node that hurt marked, next to the
     spec index that was meant to serve the query.
 
-    Times are the server's execution time from EXPLAIN ANALYZE: no network, no client.
+    Times are the server's execution time from EXPLAIN ANALYZE: no network, no client;
+    p50/p95 interpolate between ranks (Python's statistics.quantiles, inclusive method).
+    Against --baseline, a p95 more than --threshold percent (and --regression-floor ms)
+    slower fails; a plan whose shape changed warns. Warnings exit 0.
 
     \b
     Examples:

@@ -1,0 +1,692 @@
+"""`dbopt verify`: budgets, plan expectations, safety, baselines, JUnit and HypoPG.
+
+Unit tests build plans and measurements by hand; the rest run against the real throwaway
+PostgreSQL of conftest.py (``db_dsn``: a fresh database per test, ``conn``: autocommit).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+from psycopg import sql
+
+import dbopt.verify as verify_mod
+from dbopt.cli.common import DboptGroup
+from dbopt.cli.verify_cmd import verify
+from dbopt.config import Settings
+from dbopt.errors import ConfigError, InputError, SpecError
+from dbopt.junit import Case, junit_xml
+from dbopt.spec import Expectation, Location, QualifiedName, QueryBudget, SpecSet, load_specs
+from dbopt.verify import (
+    Baseline,
+    BaselineEntry,
+    Measurement,
+    Status,
+    judge,
+    load_baseline,
+    measure,
+    parse_plan,
+    plan_shape,
+    query_fingerprint,
+    run_hypothetical,
+    run_verify,
+    select_budgets,
+    statement_timeout_ms,
+)
+
+HERE = Location("indexes/appointments.yaml", 7, 5)
+APPTS = QualifiedName("public", "appointments")
+
+
+def budget(**kw: Any) -> QueryBudget:
+    base: dict[str, Any] = {
+        "name": "q",
+        "sql": "SELECT 1",
+        "budget_ms": 10.0,
+        "location": HERE,
+        "owner": "public.appointments",
+        "runs": 3,
+        "warmup": 1,
+    }
+    base.update(kw)
+    return QueryBudget(**base)
+
+
+def cli() -> DboptGroup:
+    """verify under the same error handling as `dbopt` (DboptGroup maps errors to exit codes)."""
+    group = DboptGroup("dbopt")
+    group.add_command(verify)
+    return group
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli(), ["verify", *args])
+
+
+# --- plans, percentiles, judging (no database) ---------------------------------------------
+
+SEQ_PLAN = {
+    "Node Type": "Aggregate",
+    "Total Cost": 1050.0,
+    "Plan Rows": 1,
+    "Actual Total Time": 7.5,
+    "Actual Rows": 1,
+    "Actual Loops": 1,
+    "Plans": [
+        {
+            "Node Type": "Seq Scan",
+            "Relation Name": "appointments",
+            "Schema": "public",
+            "Total Cost": 1000.0,
+            "Plan Rows": 25,
+            "Actual Total Time": 7.0,
+            "Actual Rows": 25,
+            "Actual Loops": 1,
+            "Filter": "(barber_id = 7)",
+            "Rows Removed by Filter": 49975,
+        }
+    ],
+}
+
+
+def seq_measurement(times: tuple[float, ...] = (7.0, 7.2, 7.4)) -> Measurement:
+    return Measurement(
+        query="q",
+        outcome="ok",
+        timeout_ms=1000,
+        execution_ms=times,
+        planning_ms=(0.1,) * len(times),
+        plan=parse_plan(SEQ_PLAN),
+        shared_hit=400,
+        shared_read=0,
+        rows=1,
+    )
+
+
+def test_parse_plan_and_shape() -> None:
+    plan = parse_plan(SEQ_PLAN)
+    scan = plan.children[0]
+    assert scan.relation == APPTS
+    assert scan.rows_removed == 49975
+    assert scan.conditions == ("Filter: (barber_id = 7)",)
+    assert plan.exclusive_ms == pytest.approx(0.5)
+    assert plan_shape(plan) == ("Aggregate", "Seq Scan on public.appointments")
+    index = parse_plan(
+        {"Node Type": "Index Scan", "Index Name": "idx", "Relation Name": "t", "Schema": "s"}
+    )
+    assert index.label == "Index Scan using idx on s.t"
+    assert index.total_ms is None  # no ANALYZE: estimates only
+
+
+def test_percentiles_are_inclusive_quantiles() -> None:
+    m = seq_measurement(tuple(float(i) for i in range(1, 21)))
+    assert m.p50_ms == pytest.approx(10.5)
+    assert m.p95_ms == pytest.approx(19.05)  # 1 + 0.95 * 19, linear between ranks
+    assert m.max_ms == 20.0
+    single = seq_measurement((3.0,))
+    assert single.p50_ms == single.p95_ms == single.max_ms == 3.0
+
+
+def test_statement_timeout_from_budget() -> None:
+    settings = Settings(verify_timeout_factor=20)
+    assert statement_timeout_ms(budget(budget_ms=100.0), settings) == 2000
+    assert statement_timeout_ms(budget(budget_ms=5.0), settings) == 1000  # at least 1 s
+    assert statement_timeout_ms(budget(budget_ms=5.0, timeout_ms=250.0), settings) == 250
+
+
+def test_judge_budget_expectations_and_the_node_that_hurt() -> None:
+    b = budget(
+        budget_ms=2.0,
+        expect=Expectation(uses_index=("idx_appt_barber",), no_seq_scan_on=(APPTS,)),
+    )
+    v = judge(seq_measurement(), b)
+    assert v.status == Status.FAIL
+    assert [f.kind for f in v.findings] == ["budget", "uses_index", "no_seq_scan_on"]
+    assert "p95 7.380 ms is over the budget of 2 ms" in v.findings[0].message
+    assert v.culprit is not None and v.culprit.node_type == "Seq Scan"
+    assert v.culprit_why is not None
+    assert "read 50,000 rows to keep 25 (99.9% removed by its filter)" in v.culprit_why
+
+
+def test_judge_warn_and_pass() -> None:
+    assert judge(seq_measurement(), budget(budget_ms=10.0)).status == Status.PASS
+    warned = judge(seq_measurement(), budget(budget_ms=10.0, warn_ms=5.0))
+    assert warned.status == Status.WARN
+    assert warned.summary.startswith("p95 7.380 ms is over warn_ms 5 ms")
+
+
+def test_judge_against_a_baseline() -> None:
+    b = budget(budget_ms=100.0)
+    same_shape = ("Aggregate", "Seq Scan on public.appointments")
+    fp = query_fingerprint(b)
+
+    def verdict(p95: float, shape: tuple[str, ...] = same_shape, fp: str | None = fp) -> Any:
+        base = Baseline("base.json", {"q": BaselineEntry(p95, shape, fp)})
+        return judge(seq_measurement(), b, baseline=base, threshold=0.2)
+
+    assert verdict(7.0).status == Status.PASS  # +5 %: within the threshold
+    slower = verdict(2.0)
+    assert slower.status == Status.FAIL
+    assert "p95 regressed +269% against the baseline (2.000 -> 7.380 ms" in slower.summary
+    assert verdict(7.2, fp="other").findings[0].kind == "note"  # not like with like
+    changed = verdict(7.2, shape=("Index Scan using idx on public.appointments",))
+    assert changed.status == Status.WARN
+    assert "+ Seq Scan on public.appointments" in changed.summary
+    assert "- Index Scan using idx on public.appointments" in changed.summary
+    # Below the absolute floor a large relative jump is noise, not a regression.
+    tiny = seq_measurement((0.05, 0.05, 0.06))
+    base = Baseline("base.json", {"q": BaselineEntry(0.02, same_shape, fp)})
+    assert judge(tiny, b, baseline=base).status == Status.PASS
+
+
+def test_select_budgets() -> None:
+    a = budget(name="schedule", owner="public.appointments")
+    r = budget(name="reviews_top", owner="public.reviews")
+    specs = SpecSet(index_queries=(a, r))
+    assert select_budgets(specs) == (a, r)
+    assert select_budgets(specs, queries=["reviews_top"]) == (r,)
+    assert select_budgets(specs, tables=["appointments"]) == (a,)
+    with pytest.raises(ConfigError, match=r"--query schedul: .*did you mean 'schedule'"):
+        select_budgets(specs, queries=["schedul"])
+    with pytest.raises(ConfigError, match="--table barbers: no budgeted query"):
+        select_budgets(specs, tables=["barbers"])
+    with pytest.raises(ConfigError, match="nothing to verify"):
+        select_budgets(SpecSet())
+
+
+def test_junit_xml_escapes_and_strips_what_xml_cannot_hold() -> None:
+    data = junit_xml(
+        "s",
+        [
+            Case("ok", "c", 0.1),
+            Case("bad", "c", 0.2, failure='p95 <&> "x"', details="plan\x00\x1b text"),
+        ],
+    )
+    root = ET.fromstring(data)
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
+    failure = root.find(".//testcase[@name='bad']/failure")
+    assert failure is not None
+    assert failure.get("message") == 'p95 <&> "x"'
+    assert failure.text == "plan?? text"
+
+
+def test_load_baseline_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_baseline(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a dbopt verify report"):
+        load_baseline(bad)
+
+
+# --- against a real PostgreSQL -------------------------------------------------------------
+
+ROWS = 50_000
+
+
+@pytest.fixture
+def appointments(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """50k appointments over 2,000 barbers: without an index the planner must seq scan."""
+    conn.execute(
+        "CREATE TABLE appointments (id int PRIMARY KEY, barber_id int NOT NULL, "
+        "status text NOT NULL, notes text)"
+    )
+    conn.execute(
+        "INSERT INTO appointments SELECT g, g % 2000, "
+        "(ARRAY['confirmed','pending','done'])[1 + g % 3], repeat('x', 40) "
+        f"FROM generate_series(1, {ROWS}) g"
+    )
+    conn.execute("CREATE TABLE barbers (id int PRIMARY KEY, name text)")
+    conn.execute("INSERT INTO barbers SELECT g, 'b' || g FROM generate_series(1, 50) g")
+    conn.execute("ANALYZE")
+    return conn
+
+
+SCHEDULE = """\
+    table: appointments
+    indexes:
+      - name: idx_appt_barber
+        columns: [barber_id]
+        reason: each barber's schedule
+    queries:
+      - name: barber_schedule
+        sql: |
+          SELECT id, status FROM appointments
+          WHERE barber_id = %(barber_id)s AND status IN ('confirmed', 'pending')
+        params: {barber_id: 7}
+        budget_ms: 2
+        runs: 5
+        warmup: 1
+        expect:
+          uses_index: [idx_appt_barber]
+          no_seq_scan_on: [appointments]
+    """
+
+BARBERS = """\
+    table: barbers
+    queries:
+      - name: barber_by_id
+        sql: SELECT name FROM barbers WHERE id = 3
+        budget_ms: 200
+        runs: 3
+        warmup: 0
+    """
+
+
+def write_specs(root: Path, files: dict[str, str]) -> Path:
+    specs = root / "indexes"
+    specs.mkdir(exist_ok=True)
+    for name, body in files.items():
+        (specs / name).write_text(textwrap.dedent(body))
+    return specs
+
+
+def test_missing_index_fails_and_says_why_then_passes_once_built(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(tmp_path, {"appointments.yaml": SCHEDULE, "barbers.yaml": BARBERS})
+    junit = tmp_path / "verify.xml"
+    args = ["--dsn", db_dsn, "--specs", str(specs), "--format", "plain"]
+    result = run(*args, "--junit", str(junit))
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "the server's execution time from EXPLAIN ANALYZE" in out
+    assert "fail (budget, no_seq_scan_on, uses_index)" in out
+    assert "FAIL barber_schedule (" in out
+    assert "expected index idx_appt_barber is not used (it uses no index)" in out
+    assert "it is not in the database yet: run dbopt apply" in out
+    # The plan tree, with the seq scan marked and the filter that threw most rows away.
+    assert "Seq Scan on public.appointments  (rows " in out
+    assert "<== a Seq Scan, which expect.no_seq_scan_on forbids on public.appointments" in out
+    assert "removed by its filter" in out
+    assert "Filter: (" in out and "appointments.barber_id = '7'" in out
+    # The index of the specs that was meant to serve it.
+    assert "meant to be served by:" in out
+    assert "idx_appt_barber on public.appointments (barber_id)" in out
+    assert "in the specs but not built yet: run dbopt apply — each barber's schedule" in out
+    assert "1 of 2 budgeted queries failed: barber_schedule" in out
+
+    root = ET.parse(junit).getroot()
+    cases = root.findall(".//testcase")
+    assert sorted(c.get("name", "") for c in cases) == ["barber_by_id", "barber_schedule"]
+    failed = {c.get("name"): c.find("failure") for c in cases}
+    assert failed["barber_by_id"] is None
+    failure = failed["barber_schedule"]
+    assert failure is not None and failure.get("type") == "budget"
+    assert "over the budget of 2 ms" in (failure.get("message") or "")
+    assert "Seq Scan on public.appointments" in (failure.text or "")
+
+    appointments.execute("CREATE INDEX idx_appt_barber ON appointments (barber_id)")
+    appointments.execute("ANALYZE appointments")
+    result = run(*args, "--junit", str(junit))
+    assert result.exit_code == 0, result.output
+    assert "2 queries: 2 pass, 0 warn, 0 fail" in result.output
+    assert "idx_appt_barber" in result.output
+    assert not ET.parse(junit).getroot().findall(".//failure")
+
+
+def test_json_and_markdown_and_table_formats(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(tmp_path, {"appointments.yaml": SCHEDULE, "barbers.yaml": BARBERS})
+    args = ["--dsn", db_dsn, "--specs", str(specs)]
+    result = run(*args, "--format", "json")
+    assert result.exit_code == 1
+    # stdout holds the JSON; the CLI's "error: ..." line goes to stderr.
+    data = json.loads(result.stdout)
+    assert data["summary"] == {"pass": 1, "warn": 0, "fail": 1}
+    q = {item["name"]: item for item in data["queries"]}["barber_schedule"]
+    assert q["status"] == "fail" and q["runs"] == 5 and q["warmup"] == 1
+    assert q["scans"] == ["Seq Scan on public.appointments"]
+    assert q["rows"] == 17 and q["shared_hit"] + q["shared_read"] > 0
+    assert q["p50_ms"] <= q["p95_ms"] <= q["max_ms"]
+    assert q["culprit"] == "Seq Scan on public.appointments"
+
+    markdown = run(*args, "--format", "markdown").output
+    assert "| query " in markdown and "#### FAIL barber_schedule" in markdown
+    assert "```text" in markdown
+
+    # Rich: filter text with [brackets] must print as text, not as console markup.
+    table = run(*args, "--format", "table").output
+    assert "Query budgets (times in ms)" in table and "<==" in table
+
+
+def test_query_and_table_select_a_subset(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(tmp_path, {"appointments.yaml": SCHEDULE, "barbers.yaml": BARBERS})
+    args = ["--dsn", db_dsn, "--specs", str(specs), "--format", "json"]
+    for flag in (["--query", "barber_by_id"], ["--table", "public.barbers"]):
+        result = run(*args, *flag)
+        assert result.exit_code == 0, result.output
+        assert [q["name"] for q in json.loads(result.stdout)["queries"]] == ["barber_by_id"]
+    result = run(*args, "--query", "barber_by_di")
+    assert result.exit_code == 2
+    assert "--query barber_by_di: no budgeted query has that name; did you mean" in result.output
+
+
+def test_expectation_naming_an_unknown_index_or_table_is_a_spec_error(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    specs = write_specs(
+        tmp_path,
+        {
+            "barbers.yaml": """\
+                table: barbers
+                queries:
+                  - name: by_id
+                    sql: SELECT name FROM barbers WHERE id = 3
+                    budget_ms: 200
+                    expect:
+                      uses_index: [barbers_pkey_typo]
+                      no_seq_scan_on: [barberz]
+                """
+        },
+    )
+    result = run("--dsn", db_dsn, "--specs", str(specs), "--format", "plain")
+    assert result.exit_code == 2, result.output
+    out = result.output
+    where = f"{specs / 'barbers.yaml'}:3:5"
+    assert f"{where}: query by_id: expect.uses_index names 'barbers_pkey_typo'" in out
+    assert "neither in the specs nor in the database; did you mean 'barbers_pkey'?" in out
+    assert f"{where}: query by_id: expect.no_seq_scan_on names public.barberz" in out
+    assert "2 problems in the query budgets; nothing was run" in out
+    assert "Query budgets" not in out  # nothing measured
+
+
+def test_dml_in_a_budget_is_refused_by_validation(db_dsn: str, tmp_path: Path) -> None:
+    specs = write_specs(
+        tmp_path,
+        {
+            "barbers.yaml": """\
+                table: barbers
+                queries:
+                  - name: purge
+                    sql: DELETE FROM barbers
+                    budget_ms: 10
+                """
+        },
+    )
+    result = run("--dsn", db_dsn, "--specs", str(specs))
+    assert result.exit_code == 2
+    assert "the query is not valid: must be a read-only SELECT, not DELETE" in result.output
+
+
+def test_read_only_transaction_refuses_writes_validation_cannot_see(
+    appointments: psycopg.Connection[Any],
+) -> None:
+    # A SELECT the parser accepts, calling a function that deletes: only the server knows.
+    appointments.execute(
+        "CREATE FUNCTION purge() RETURNS int LANGUAGE plpgsql AS "
+        "'BEGIN DELETE FROM barbers; RETURN 1; END'"
+    )
+    b = budget(sql="SELECT purge()", owner="public.barbers")
+    m = measure(appointments, b, Settings())
+    assert m.outcome == "error"
+    assert m.error == "cannot execute DELETE in a read-only transaction"
+    v = judge(m, b)
+    assert v.status == Status.FAIL
+    assert v.summary == "the query failed: cannot execute DELETE in a read-only transaction"
+    assert appointments.execute("SELECT count(*) FROM barbers").fetchone() == (50,)
+
+
+def test_read_only_transaction_refuses_dml_when_validation_is_bypassed(
+    appointments: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Take the parser out of the door entirely: the database must still refuse.
+    monkeypatch.setattr(verify_mod, "budget_query_sql", lambda text: sql.SQL(text))
+    for statement in ("DELETE FROM barbers", "UPDATE barbers SET name = 'x'"):
+        m = measure(appointments, budget(sql=statement), Settings())
+        assert m.outcome == "error"
+        assert m.error is not None and "in a read-only transaction" in m.error
+    assert appointments.execute("SELECT count(*) FROM barbers WHERE name <> 'x'").fetchone() == (
+        50,
+    )
+
+
+def test_statement_timeout_stops_a_slow_query(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    b = budget(sql="SELECT pg_sleep(30)", budget_ms=50.0, timeout_ms=300.0, runs=3, warmup=2)
+    started = time.monotonic()
+    m = measure(conn, b, Settings())
+    assert time.monotonic() - started < 5  # stopped at the first run, not 5 x 30 s
+    assert m.outcome == "timeout" and m.execution_ms == ()
+    assert m.plan is not None and m.plan.node_type == "Result"  # the planner's estimate
+    v = judge(m, b)
+    assert v.status == Status.FAIL
+    assert v.summary.startswith(
+        "stopped by statement_timeout after 300 ms (budget 50 ms); the plan shown is the "
+        "planner's estimate"
+    )
+    # The connection is usable afterwards, outside any transaction.
+    assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+
+    specs = write_specs(
+        tmp_path,
+        {
+            "slow.yaml": """\
+                table: slow
+                queries:
+                  - name: sleepy
+                    sql: SELECT pg_sleep(30)
+                    budget_ms: 50
+                    timeout_ms: 300
+                """
+        },
+    )
+    result = run("--dsn", db_dsn, "--specs", str(specs), "--format", "plain")
+    assert result.exit_code == 1
+    assert "fail (timeout)" in result.output
+    assert "stopped by statement_timeout after 300 ms" in result.output
+
+
+def test_baseline_detects_an_injected_regression(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    appointments.execute("CREATE INDEX idx_appt_barber ON appointments (barber_id)")
+    appointments.execute("ANALYZE appointments")
+    # A generous budget and no expectations: only the baseline can catch the regression.
+    specs = write_specs(
+        tmp_path,
+        {
+            "appointments.yaml": """\
+                table: appointments
+                queries:
+                  - name: barber_schedule
+                    sql: SELECT id FROM appointments WHERE barber_id = %(b)s
+                    params: {b: 7}
+                    budget_ms: 1000
+                    runs: 5
+                    warmup: 1
+                """,
+            "barbers.yaml": BARBERS,
+        },
+    )
+    saved = tmp_path / "base.json"
+    args = ["--dsn", db_dsn, "--specs", str(specs), "--format", "plain"]
+    result = run(*args, "--save", str(saved))
+    assert result.exit_code == 0, result.output
+    assert load_baseline(saved).entries["barber_schedule"].shape[-1] == (
+        "Bitmap Index Scan using idx_appt_barber"
+    )
+
+    result = run(*args, "--baseline", str(saved))
+    assert result.exit_code == 0, result.output  # unchanged: no regression
+
+    appointments.execute("DROP INDEX idx_appt_barber")  # the injected regression
+    result = run(*args, "--baseline", str(saved), "--regression-floor", "0.5")
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "fail (plan_changed, regression)" not in out  # plan change alone only warns
+    assert "fail (regression)" in out
+    assert "p95 regressed +" in out and "against the baseline" in out
+    assert "warn: the plan changed shape since the baseline:" in out
+    assert "+ Seq Scan on public.appointments" in out
+    assert "- Bitmap Index Scan using idx_appt_barber" in out
+    assert "1 of 2 budgeted queries failed: barber_schedule" in out
+
+
+def test_no_connection_exits_3(tmp_path: Path) -> None:
+    specs = write_specs(tmp_path, {"barbers.yaml": BARBERS})
+    result = run("--dsn", "postgresql://nobody:s3cret@127.0.0.1:1/x", "--specs", str(specs))
+    assert result.exit_code == 3
+    assert "could not connect" in result.output
+    assert "s3cret" not in result.output
+
+
+def test_bad_flags_exit_2(tmp_path: Path) -> None:
+    specs = write_specs(tmp_path, {"barbers.yaml": BARBERS})
+    result = run("--specs", str(specs), "--create-extension")
+    assert result.exit_code == 2
+    assert "--create-extension only applies with --hypothetical" in result.output
+    result = run("--specs", str(specs), "--hypothetical", "--save", "x.json")
+    assert result.exit_code == 2
+    result = run("--specs", str(specs), "--baseline", str(tmp_path / "nope.json"))
+    assert result.exit_code == 2
+    assert "nope.json: no such file (write one with --save)" in result.output
+
+
+# --- hypothetical indexes ------------------------------------------------------------------
+
+
+def _hypopg_available(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg'").fetchone()
+    return row is not None
+
+
+HYPO_SPECS = {
+    "appointments.yaml": """\
+        table: appointments
+        indexes:
+          - name: idx_appt_barber
+            columns: [barber_id]
+          - name: idx_appt_status
+            columns: [status]
+        queries:
+          - name: barber_schedule
+            sql: SELECT id FROM appointments WHERE barber_id = %(b)s
+            params: {b: 7}
+            budget_ms: 2
+            expect: {uses_index: [idx_appt_barber]}
+          - name: by_status_expected_wrongly
+            sql: SELECT id FROM appointments WHERE barber_id = 9
+            budget_ms: 2
+            expect: {uses_index: [idx_appt_status]}
+        """
+}
+
+
+def test_hypothetical_indexes_with_hypopg(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    if not _hypopg_available(appointments):
+        pytest.skip("HypoPG is not available on the test server (Debian: postgresql-NN-hypopg)")
+    specs_dir = write_specs(tmp_path, HYPO_SPECS)
+    args = ["--dsn", db_dsn, "--specs", str(specs_dir), "--format", "plain", "--hypothetical"]
+
+    # Not installed in the database: say how, change nothing, exit 2.
+    result = run(*args)
+    assert result.exit_code == 2
+    assert "run CREATE EXTENSION hypopg there, or pass --create-extension" in result.output
+    assert (
+        appointments.execute("SELECT 1 FROM pg_extension WHERE extname = 'hypopg'").fetchone()
+        is None
+    )
+
+    junit = tmp_path / "hypo.xml"
+    result = run(*args, "--create-extension", "--junit", str(junit), "--query", "barber_schedule")
+    assert result.exit_code == 0, result.output
+    assert "nothing was built or run" in result.output
+    assert "would use" in result.output and "idx_appt_barber" in result.output
+    assert len(ET.parse(junit).getroot().findall(".//testcase")) == 1
+
+    specs = load_specs([(specs_dir, True)])
+    report = run_hypothetical(appointments, specs, Settings())
+    assert {h.spec.name for h in report.indexes} == {"idx_appt_barber", "idx_appt_status"}
+    assert all(h.hypo_name and h.hypo_name.startswith("<") for h in report.indexes)
+    by_name = {q.budget.name: q for q in report.queries}
+    good = by_name["barber_schedule"]
+    assert good.status == Status.PASS and good.would_use == ("idx_appt_barber",)
+    assert good.cost_before is not None and good.cost_after is not None
+    assert good.change is not None and good.change < -0.5  # far cheaper with the index
+    wrong = by_name["by_status_expected_wrongly"]
+    assert wrong.status == Status.FAIL
+    assert "expected index idx_appt_status is not used" in wrong.findings[0].message
+    # Hypothetical indexes are gone afterwards, and nothing was built.
+    assert appointments.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone() == (0,)
+    assert appointments.execute(
+        "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_appt%'"
+    ).fetchone() == (0,)
+
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "by_status_expected_wrongly" in result.output
+
+
+def test_hypothetical_without_hypopg_says_how_to_get_it(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(verify_mod, "hypopg_versions", lambda _conn: (None, None))
+    specs = SpecSet(index_queries=(budget(),))
+    major = conn.info.server_version // 10000
+    with pytest.raises(InputError, match=f"apt-get install postgresql-{major}-hypopg"):
+        run_hypothetical(conn, specs, Settings())
+
+
+def test_run_verify_library_api(appointments: psycopg.Connection[Any]) -> None:
+    b = budget(
+        sql="SELECT id FROM appointments WHERE barber_id = %(b)s",
+        params={"b": 7},
+        uses_placeholders=True,
+        budget_ms=1000.0,
+        expect=Expectation(no_seq_scan_on=(QualifiedName("public", "nope"),)),
+    )
+    with pytest.raises(SpecError) as err:
+        run_verify(appointments, SpecSet(index_queries=(b,)), Settings())
+    assert err.value.problems[0].line == HERE.line
+    ok = budget(
+        sql="SELECT id FROM appointments WHERE barber_id = %(b)s",
+        params={"b": 7},
+        uses_placeholders=True,
+        budget_ms=1000.0,
+    )
+    report = run_verify(appointments, SpecSet(index_queries=(ok,)), Settings())
+    (result,) = report.results
+    assert result.verdict.status == Status.PASS
+    assert result.measurement.rows == ROWS // 2000
+    assert len(result.measurement.execution_ms) == ok.runs
+
+
+def test_no_seq_scan_on_a_partitioned_table_covers_its_partitions(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("CREATE TABLE events (id int, at date NOT NULL) PARTITION BY RANGE (at)")
+    conn.execute(
+        "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO "
+        "('2026-01-01')"
+    )
+    conn.execute(
+        "INSERT INTO events SELECT g, DATE '2025-01-01' + g % 300 FROM generate_series(1, 5000) g"
+    )
+    conn.execute("ANALYZE events")
+    b = budget(
+        sql="SELECT count(*) FROM events WHERE id = 5",
+        budget_ms=1000.0,
+        owner="public.events",
+        expect=Expectation(no_seq_scan_on=(QualifiedName("public", "events"),)),
+    )
+    (result,) = run_verify(conn, SpecSet(index_queries=(b,)), Settings()).results
+    assert result.verdict.status == Status.FAIL
+    assert result.verdict.summary == (
+        "Seq Scan on public.events_2025 (expect.no_seq_scan_on: public.events)"
+    )

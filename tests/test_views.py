@@ -1,0 +1,391 @@
+"""Materialized views on a real PostgreSQL: plan/apply/rollback, refresh-views, plans for cron."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from dbopt.cli import main
+
+REVENUE = """
+name: mv_revenue
+query: |
+  SELECT day, sum(amount) AS revenue FROM sales GROUP BY day
+indexes:
+  - {name: mv_revenue_day, columns: [day], unique: true}
+refresh:
+  schedule: "0 * * * *"
+  mode: concurrent
+"""
+
+TOP_DAYS = """
+name: mv_top_days
+query: SELECT day, revenue FROM mv_revenue WHERE revenue > 100
+depends_on: [mv_revenue]
+indexes:
+  - {name: mv_top_days_day, columns: [day], unique: true}
+refresh:
+  schedule: "30 2 * * *"
+"""
+
+
+@pytest.fixture
+def project(conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: Any) -> Path:
+    conn.execute("CREATE TABLE sales (id int PRIMARY KEY, day date, amount int)")
+    conn.execute(
+        "INSERT INTO sales SELECT g, date '2026-01-01' + g % 60, g % 97 FROM "
+        "generate_series(1, 3000) g"
+    )
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "mv_revenue.yaml").write_text(REVENUE)
+    (tmp_path / "views" / "mv_top_days.yaml").write_text(TOP_DAYS)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(*args: str, input: str | None = None) -> Any:
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def relations(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('m', 'i') "
+        "AND c.relname <> 'sales_pkey'"
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def view_def(conn: psycopg.Connection[Any], name: str) -> str:
+    row = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (name,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_create_in_dependency_order_skip_and_rollback(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    planned = cli("plan", "--dsn", db_dsn, "--format", "json")
+    assert planned.exit_code == 0, planned.output
+    actions = [(a["action"], a["object"]) for a in json.loads(planned.output)["actions"]]
+    assert actions == [("create", "public.mv_revenue"), ("create", "public.mv_top_days")]
+    applied = cli("apply", "--dsn", db_dsn)
+    assert applied.exit_code == 0, applied.output
+    assert relations(conn) == {
+        "mv_revenue": "m",
+        "mv_revenue_day": "i",
+        "mv_top_days": "m",
+        "mv_top_days_day": "i",
+    }
+    replanned = json.loads(cli("plan", "--dsn", db_dsn, "--format", "json").output)
+    assert {a["action"] for a in replanned["actions"]} == {"skip"}
+    rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert rolled.exit_code == 0, rolled.output
+    assert relations(conn) == {}
+
+
+def test_replace_keeps_readers_reading_and_rollback_restores(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    (project / "views" / "mv_top_days.yaml").unlink()
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    before = view_def(conn, "mv_revenue")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount) AS revenue", "sum(amount) AS revenue, count(*) AS sales")
+    )
+    drift = cli("apply", "--dsn", db_dsn)
+    assert drift.exit_code == 1
+    assert "replace public.mv_revenue needs --replace-drifted" in drift.output
+    plan = cli("plan", "--dsn", db_dsn, "--format", "plain")
+    assert "+    count(*) AS sales" in plan.output
+
+    errors: list[BaseException] = []
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        with psycopg.connect(db_dsn, autocommit=True) as r:
+            r.execute("SET lock_timeout = '5s'")
+            while not stop.is_set():
+                try:
+                    started = time.monotonic()
+                    r.execute("SELECT count(*) FROM mv_revenue").fetchone()
+                    assert time.monotonic() - started < 5
+                    reads += 1
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        replaced = cli("apply", "--dsn", db_dsn, "--replace-drifted")
+    finally:
+        stop.set()
+        thread.join()
+    assert replaced.exit_code == 0, replaced.output
+    assert errors == []
+    assert reads > 0
+    assert "count(*) AS sales" in view_def(conn, "mv_revenue")
+    assert relations(conn) == {"mv_revenue": "m", "mv_revenue_day": "i"}
+    rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert rolled.exit_code == 0, rolled.output
+    assert view_def(conn, "mv_revenue") == before
+    assert relations(conn) == {"mv_revenue": "m", "mv_revenue_day": "i"}
+
+
+def test_replace_refused_when_something_depends_on_the_view(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    (project / "views" / "mv_top_days.yaml").unlink()
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE VIEW report AS SELECT * FROM mv_revenue")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "max(amount)")
+    )
+    refused = cli("apply", "--dsn", db_dsn, "--replace-drifted")
+    assert refused.exit_code == 2, refused.output
+    assert "public.report depend on it and would be lost" in refused.output
+    assert "sum(sales.amount)" in view_def(conn, "mv_revenue")
+
+
+def test_prune_drops_only_views_dbopt_created(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    conn.execute("CREATE MATERIALIZED VIEW handmade AS SELECT 1 AS x")
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_top_days.yaml").unlink()
+    needs = cli("apply", "--dsn", db_dsn)
+    assert needs.exit_code == 1
+    assert "drop public.mv_top_days needs --prune" in needs.output
+    pruned = cli("apply", "--dsn", db_dsn, "--prune")
+    assert pruned.exit_code == 0, pruned.output
+    assert set(relations(conn)) == {"mv_revenue", "mv_revenue_day", "handmade"}
+    rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert rolled.exit_code == 0, rolled.output
+    assert set(relations(conn)) == {
+        "mv_revenue",
+        "mv_revenue_day",
+        "handmade",
+        "mv_top_days",
+        "mv_top_days_day",
+    }
+
+
+def test_refresh_views_in_order_quietly_and_recorded(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    plan = cli("refresh-views", "--dsn", db_dsn, "--plan")
+    assert plan.exit_code == 0
+    lines = [line for line in plan.output.splitlines() if line.startswith("REFRESH")]
+    assert lines == [
+        'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue";',
+        'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_top_days";',
+    ]
+    conn.execute("INSERT INTO sales VALUES (100000, '2026-01-01', 5000)")
+    quiet = cli("refresh-views", "--dsn", db_dsn)
+    assert quiet.exit_code == 0
+    assert quiet.output == ""
+    row = conn.execute("SELECT revenue FROM mv_top_days WHERE day = '2026-01-01'").fetchone()
+    assert row is not None and row[0] > 5000  # mv_top_days saw mv_revenue's new data
+    recorded = conn.execute(
+        "SELECT view_name, mode, outcome, rows > 0 FROM dbopt.refreshes ORDER BY id"
+    ).fetchall()
+    assert recorded == [
+        ("mv_revenue", "concurrent", "ok", True),
+        ("mv_top_days", "concurrent", "ok", True),
+    ]
+    stale = cli("refresh-views", "--dsn", db_dsn, "--stale-only", "--plan")
+    assert "REFRESH" not in stale.output  # both were just refreshed
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
+    assert {v["view"]: v["overdue"] for v in status["views"]} == {
+        "public.mv_revenue": False,
+        "public.mv_top_days": False,
+    }
+
+
+def test_concurrent_refresh_while_a_reader_keeps_reading(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    errors: list[BaseException] = []
+    slowest = 0.0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal slowest
+        with psycopg.connect(db_dsn, autocommit=True) as r:
+            r.execute("SET lock_timeout = '1s'")
+            while not stop.is_set():
+                try:
+                    started = time.monotonic()
+                    r.execute("SELECT sum(revenue) FROM mv_revenue").fetchone()
+                    slowest = max(slowest, time.monotonic() - started)
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(5):
+            assert cli("refresh-views", "--dsn", db_dsn, "--view", "mv_revenue").exit_code == 0
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert slowest < 1.0
+
+
+def test_second_refresh_of_the_same_view_is_skipped(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    with psycopg.connect(db_dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, hashtext('public.mv_revenue'))", (0x64627266,))
+        pid = other.info.backend_pid
+        skipped = cli("refresh-views", "--dsn", db_dsn, "--view", "mv_revenue")
+        strict = cli("refresh-views", "--dsn", db_dsn, "--view", "mv_revenue", "--strict")
+    assert skipped.exit_code == 0
+    assert "skipped: public.mv_revenue: a refresh of public.mv_revenue is already running" in (
+        skipped.output
+    )
+    assert f"(pid {pid}" in skipped.output
+    assert strict.exit_code == 1
+
+
+def test_view_without_unique_index_refreshes_blocking_or_is_refused(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    (project / "views" / "mv_top_days.yaml").write_text(
+        TOP_DAYS.replace("unique: true", "unique: false")
+    )
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    warned = cli("refresh-views", "--dsn", db_dsn)
+    assert warned.exit_code == 0
+    assert (
+        "warning: public.mv_top_days: no valid unique index on plain columns: refreshed "
+        "blocking (readers wait)"
+    ) in warned.output
+    refused = cli("refresh-views", "--dsn", db_dsn, "--concurrently-only")
+    assert refused.exit_code == 1
+    assert "error: refresh of public.mv_top_days failed: refused:" in refused.output
+
+
+def test_failed_refresh_reports_one_line_and_skips_dependents(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    # Duplicate days break the unique index: the concurrent refresh fails.
+    conn.execute("ALTER TABLE sales ADD COLUMN region int DEFAULT 1")
+    conn.execute("DROP MATERIALIZED VIEW mv_top_days")
+    conn.execute("DROP MATERIALIZED VIEW mv_revenue")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_revenue AS SELECT day, region, sum(amount) AS revenue "
+        "FROM sales GROUP BY day, region"
+    )
+    conn.execute("CREATE UNIQUE INDEX mv_revenue_day ON mv_revenue (day, region)")
+    conn.execute("CREATE MATERIALIZED VIEW mv_top_days AS SELECT day, revenue FROM mv_revenue")
+    conn.execute("CREATE UNIQUE INDEX mv_top_days_day ON mv_top_days (day)")
+    conn.execute("UPDATE sales SET region = 2 WHERE id % 7 = 0")
+    result = cli("refresh-views", "--dsn", db_dsn, "--format", "json")
+    assert result.exit_code == 1, result.output
+    outcomes = {r["view"]: r["outcome"] for r in json.loads(result.output.splitlines()[0])}
+    assert outcomes == {"public.mv_revenue": "ok", "public.mv_top_days": "failed"}
+    assert "error: refresh of public.mv_top_days failed:" in result.output
+
+
+def test_emit_crontab_lines_parse(project: Path) -> None:
+    from croniter import croniter
+
+    out = cli("refresh-views", "--env", "production", "--emit", "crontab", "--config", "none.yaml")
+    # --env needs no database for --emit crontab, but the config must exist for --env.
+    assert out.exit_code == 2
+    (project / "dbopt.yaml").write_text("environments:\n  production: {dsn: 'service=prod'}\n")
+    out = cli("refresh-views", "--env", "production", "--emit", "crontab")
+    assert out.exit_code == 0, out.output
+    entries = [line for line in out.output.splitlines() if not line.startswith("#")]
+    assert len(entries) == 2
+    for line in entries:
+        fields = line.split(None, 5)
+        assert croniter.is_valid(" ".join(fields[:5]))
+        command = shlex.split(fields[5])
+        assert command[:2] == ["cd", str(project)]
+        assert command[3:][:4] == ["dbopt", "refresh-views", "--env", "production"]
+    assert entries[0].startswith("0 * * * * ")
+    assert entries[1].startswith("30 2 * * * ")
+
+
+def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    out = cli("refresh-views", "--dsn", db_dsn, "--emit", "pg_cron")
+    assert out.exit_code == 0, out.output
+    assert "GMT" in out.output
+    calls = [line for line in out.output.splitlines() if line.startswith("SELECT cron.schedule")]
+    assert len(calls) == 2
+    available = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron'"
+    ).fetchone()
+    preloaded = conn.execute("SHOW shared_preload_libraries").fetchone()
+    cron_db = conn.execute(
+        "SELECT setting FROM pg_settings WHERE name = 'cron.database_name'"
+    ).fetchone()
+    if not available or "pg_cron" not in str(preloaded) or cron_db is None:
+        pytest.skip("pg_cron is not installed and preloaded on this server")
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(db_dsn, dbname=cron_db[0]), autocommit=True
+    ) as cron:
+        cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        for call in calls:
+            cron.execute(call)  # type: ignore[call-overload]
+        jobs = cron.execute("SELECT jobname, schedule, command FROM cron.job ORDER BY 1").fetchall()
+        cron.execute("SELECT cron.unschedule(jobid) FROM cron.job")
+    assert jobs == [
+        (
+            "dbopt refresh public.mv_revenue",
+            "0 * * * *",
+            'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue"',
+        ),
+        (
+            "dbopt refresh public.mv_top_days",
+            "30 2 * * *",
+            'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_top_days"',
+        ),
+    ]
+
+
+def test_validate_rejects_cycles_and_concurrent_without_unique_index(tmp_path: Path) -> None:
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / "a.yaml").write_text("name: a\nquery: SELECT 1 AS x\ndepends_on: [b]\n")
+    (views / "b.yaml").write_text("name: b\nquery: SELECT 1 AS x\ndepends_on: [a]\n")
+    (views / "c.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: c
+            query: SELECT 1 AS x
+            indexes:
+              - {name: c_x, columns: [{expr: "x + 1"}], unique: true}
+            refresh: {mode: concurrent}
+            """
+        )
+    )
+    result = cli("validate", "--specs", str(views))
+    assert result.exit_code == 2
+    assert "depend on each other in a cycle" in result.output
+    assert "REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain columns" in (
+        result.output
+    )
