@@ -328,7 +328,7 @@ def test_emit_crontab_lines_parse(project: Path) -> None:
 
 
 def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
-    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str, pg_server: Any
 ) -> None:
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     out = cli("refresh-views", "--dsn", db_dsn, "--emit", "pg_cron")
@@ -344,10 +344,13 @@ def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
         "SELECT setting FROM pg_settings WHERE name = 'cron.database_name'"
     ).fetchone()
     if not available or "pg_cron" not in str(preloaded) or cron_db is None:
-        pytest.skip("pg_cron is not installed and preloaded on this server")
-    with psycopg.connect(
-        psycopg.conninfo.make_conninfo(db_dsn, dbname=cron_db[0]), autocommit=True
-    ) as cron:
+        pytest.skip(
+            "pg_cron is not installed and preloaded on this server "
+            "(Debian: postgresql-15-cron, installed by make test)"
+        )
+    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", cron_db).fetchone()
+    cron_dsn = pg_server.dsn_for(cron_db[0]) if exists else pg_server.create_database(cron_db[0])
+    with psycopg.connect(cron_dsn, autocommit=True) as cron:
         cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         for call in calls:
             cron.execute(call)  # type: ignore[call-overload]
