@@ -9,13 +9,11 @@ autocommit connection to it. Tests using these fixtures are marked ``db`` automa
 
 from __future__ import annotations
 
-import glob
 import re
 import secrets
 import signal
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,12 +33,9 @@ DB_FIXTURES = frozenset({"pg_server", "template_db", "db_dsn", "conn"})
 # (pg_stat_statements always is); tests needing one check for it and skip without.
 SERVER_SETTINGS: dict[str, str] = {}
 SERVER_PRELOAD: list[str] = []
-#: pg_cron, when the server has it, so `refresh-views --emit pg_cron` output is run for real;
-#: it only works in one database, created by the test that uses it.
+#: pg_cron works in one database only: the test that runs `--emit pg_cron` output creates it.
 CRON_DATABASE = "dbopt_cron"
-if any(Path(d).joinpath("pg_cron.so").exists() for d in glob.glob("/usr/lib/postgresql/*/lib")):
-    SERVER_PRELOAD.append("pg_cron")
-    SERVER_SETTINGS["cron.database_name"] = CRON_DATABASE
+SERVER_SETTINGS["cron.database_name"] = CRON_DATABASE
 SERVER_OPTIONAL_PRELOAD: list[str] = ["pg_cron"]  # refresh-views --emit pg_cron
 
 
