@@ -7,7 +7,6 @@ file:line:column, and raised together as one SpecError before any SQL runs.
 from __future__ import annotations
 
 import graphlib
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -475,9 +474,10 @@ def _spec_files(dirs: Sequence[tuple[Path, bool]]) -> tuple[list[Path], list[Pro
 
 
 def _display(path: Path) -> str:
+    """Relative to the working directory when the file is under it, else as given."""
     try:
-        return os.path.relpath(path)
-    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
         return str(path)
 
 
@@ -617,6 +617,9 @@ def _cross_file_problems(
             )
         else:
             twins[shape] = index
+    problems.extend(
+        _left_prefix_problems([i for i in specs.all_indexes if i.location not in broken])
+    )
     query_names: dict[str, Location] = {}
     for query in specs.queries:
         if query.name in query_names:
@@ -638,6 +641,35 @@ def _dependency_at(view: ViewSpec, dep: QualifiedName) -> Location:
         if name == dep:
             return loc
     return view.location
+
+
+def _left_prefix_problems(indexes: Sequence[IndexSpec]) -> list[Problem]:
+    """A non-unique index whose key is a left prefix of another's is redundant without a reason.
+
+    The longer index serves every lookup of the shorter one (same method, same predicate);
+    keeping both costs writes and space, so the spec must say why (e.g. a much smaller index
+    for a hot query).
+    """
+    longer: dict[tuple[Any, ...], IndexSpec] = {}
+    for index in indexes:
+        for k in range(1, len(index.columns)):
+            key = (index.table, index.method, index.where, index.columns[:k])
+            longer.setdefault(key, index)
+    problems = []
+    for index in indexes:
+        key = (index.table, index.method, index.where, index.columns)
+        other = longer.get(key)
+        if other is None or index.unique or index.reason:
+            continue
+        problems.append(
+            _located(
+                index.location,
+                f"index '{index.name}' is a left prefix of '{other.name}' ({other.location}), "
+                "which serves the same lookups: remove it, or say why it is worth keeping "
+                "under reason",
+            )
+        )
+    return problems
 
 
 def _view_graph_problems(

@@ -949,3 +949,25 @@ def test_schema_qualified_table(write: Write) -> None:
     (index,) = load().indexes
     assert index.table == QualifiedName("billing", "invoices")
     assert index.qualified_name == QualifiedName("billing", "i")
+
+
+def test_a_left_prefix_index_needs_a_reason(write: Write) -> None:
+    write(
+        **{
+            "indexes/t.yaml": """
+                table: t
+                indexes:
+                  - {name: t_a, columns: [a]}
+                  - {name: t_a_b, columns: [a, b]}
+                  - {name: t_a_partial, columns: [a], where: "b > 1"}
+                  - {name: t_c, columns: [c], reason: smaller and hot}
+                  - {name: t_c_d, columns: [c, d]}
+                """
+        }
+    )
+    with pytest.raises(SpecError) as caught:
+        load()
+    assert [str(p) for p in caught.value.problems] == [
+        "indexes/t.yaml:4:5: index 't_a' is a left prefix of 't_a_b' (indexes/t.yaml:5:5), which "
+        "serves the same lookups: remove it, or say why it is worth keeping under reason"
+    ]
