@@ -309,7 +309,31 @@ def test_no_command_is_a_stub() -> None:
 
 def all_commands() -> list[tuple[str, click.Command]]:
     assert isinstance(main, click.Group)
-    return sorted(main.commands.items())
+    ctx = click.Context(main)
+    found = [(name, main.get_command(ctx, name)) for name in main.list_commands(ctx)]
+    return sorted((name, command) for name, command in found if command is not None)
+
+
+def test_lazy_summaries_match_each_commands_own_help() -> None:
+    """`dbopt --help` lists commands without importing them; the summaries must not drift."""
+    from dbopt.cli import COMMANDS
+
+    for name, command in all_commands():
+        assert COMMANDS[name][2] == command.get_short_help_str(limit=300), name
+
+
+def test_help_imports_no_database_or_parser_library() -> None:
+    """Start-up stays light: `dbopt --help` imports neither psycopg, jsonschema nor pglast."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from dbopt.cli import main\n"
+        "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        "heavy = [m for m in ('psycopg', 'jsonschema', 'pglast', 'rich') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_expected_commands_exist() -> None:

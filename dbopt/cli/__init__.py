@@ -2,17 +2,86 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from dbopt import __version__
 from dbopt.cli.common import EXIT_CODES_HELP, DboptGroup
-from dbopt.cli.db_cmds import apply, plan, refresh_views, rollback, status
-from dbopt.cli.sandbox_cmd import sandbox
-from dbopt.cli.spec_cmds import schema, validate
-from dbopt.cli.verify_cmd import verify
+
+#: name -> (module, attribute, one-line summary). Commands are imported only when run (or
+#: asked for help), so `dbopt --help` and every command start without importing psycopg,
+#: jsonschema or pglast. tests/test_cli.py checks each summary against the command's own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": (
+        "dbopt.cli.spec_cmds",
+        "validate",
+        "Check every spec file; with --env/--dsn also check them against a database.",
+    ),
+    "schema": (
+        "dbopt.cli.spec_cmds",
+        "schema",
+        "Print the JSON Schema of spec files (or dbopt.yaml) for editors.",
+    ),
+    "plan": (
+        "dbopt.cli.db_cmds",
+        "plan",
+        "Show what apply would change: the specs diffed against the live catalog.",
+    ),
+    "apply": (
+        "dbopt.cli.db_cmds",
+        "apply",
+        "Build the planned indexes without blocking the application.",
+    ),
+    "verify": (
+        "dbopt.cli.verify_cmd",
+        "verify",
+        "Measure each budgeted query with EXPLAIN ANALYZE and judge it against its budget.",
+    ),
+    "rollback": (
+        "dbopt.cli.db_cmds",
+        "rollback",
+        "Undo a dbopt run: drop what it created, restore what it replaced.",
+    ),
+    "refresh-views": (
+        "dbopt.cli.db_cmds",
+        "refresh_views",
+        "Refresh materialized views in dependency order (what cron runs).",
+    ),
+    "status": (
+        "dbopt.cli.db_cmds",
+        "status",
+        "Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.",
+    ),
+    "sandbox": (
+        "dbopt.cli.sandbox_cmd",
+        "sandbox",
+        "Start a throwaway PostgreSQL server and print the URL of a fresh database.",
+    ),
+}
 
 
-@click.group(cls=DboptGroup, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
+class LazyGroup(DboptGroup):
+    """Import a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command = getattr(importlib.import_module(entry[0]), entry[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary) for name, (_m, _a, summary) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
 @click.version_option(__version__, prog_name="dbopt")
 def main() -> None:
     """PostgreSQL indexes and materialized views as declarative code.
@@ -29,8 +98,5 @@ def main() -> None:
       dbopt verify --dsn postgresql://ci@localhost/app --junit verify.xml
     """
 
-
-for command in (validate, schema, plan, apply, verify, rollback, refresh_views, status, sandbox):
-    main.add_command(command)
 
 __all__ = ["main"]
