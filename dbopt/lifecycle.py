@@ -11,7 +11,7 @@ import psycopg
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings
 from dbopt.history import History
-from dbopt.normalize import normalize_specs, normalize_views
+from dbopt.normalize import canonical, normalize_specs, normalize_views, simple_canonical
 from dbopt.planner import Kind, Plan, plan
 from dbopt.spec import QualifiedName, SpecSet
 
@@ -39,9 +39,18 @@ def build_plan(
         for i in v.indexes
         if v.name in catalog.relations and i.qualified_name in catalog.indexes
     ]
-    normalized, round_trips = normalize_specs(
-        conn, existing + view_indexes, settings.lock_timeout_ms
+    # Plain-column indexes whose text already matches need no server round trip.
+    fast: dict[QualifiedName, str] = {}
+    for spec in existing + view_indexes:
+        text = simple_canonical(spec)
+        if text is not None and text == canonical(catalog.indexes[spec.qualified_name].definition):
+            fast[spec.qualified_name] = text
+    normalized_slow, round_trips = normalize_specs(
+        conn,
+        [s for s in existing + view_indexes if s.qualified_name not in fast],
+        settings.lock_timeout_ms,
     )
+    normalized = {**fast, **normalized_slow}
     normalized_views, view_trips = normalize_views(
         conn, [v for v in specs.views if v.name in catalog.relations], settings.lock_timeout_ms
     )

@@ -38,6 +38,44 @@ def canonical(definition: str) -> str:
     return ("UNIQUE " if match.group(1) else "") + "USING " + definition[match.end() :]
 
 
+#: Specs normalised per transaction: each temporary index holds a lock until the rollback,
+#: and max_locks_per_transaction must not run out on big spec sets.
+BATCH = 500
+
+_PLAIN_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _ident(name: str) -> str:
+    return name if _PLAIN_IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+
+
+def simple_canonical(spec: IndexSpec) -> str | None:
+    """What ``pg_get_indexdef`` prints for a spec with nothing for the server to normalise.
+
+    Only plain columns (no expression, predicate, operator class or collation). A fast path
+    for the plan: when this text equals the catalog's, the index is the same; when it does
+    not, the caller asks the server (so a quoting difference never shows as drift).
+    """
+    if spec.where is not None or any(c.expr or c.opclass or c.collation for c in spec.columns):
+        return None
+    columns = []
+    for col in spec.columns:
+        text = _ident(col.name or "")
+        if col.order == "desc":
+            text += " DESC" + (" NULLS LAST" if col.nulls == "last" else "")
+        elif col.nulls == "first":
+            text += " NULLS FIRST"
+        columns.append(text)
+    out = ("UNIQUE " if spec.unique else "") + f"USING {spec.method} ({', '.join(columns)})"
+    if spec.include:
+        out += f" INCLUDE ({', '.join(_ident(c) for c in spec.include)})"
+    if spec.nulls_not_distinct:
+        out += " NULLS NOT DISTINCT"
+    if spec.storage:
+        out += " WITH (" + ", ".join(f"{k}='{v}'" for k, v in spec.storage) + ")"
+    return out
+
+
 def normalize_specs(
     conn: psycopg.Connection[Any],
     specs: Iterable[IndexSpec],
@@ -45,6 +83,18 @@ def normalize_specs(
 ) -> tuple[Mapping[QualifiedName, str], int]:
     """Canonical definitions of ``specs`` as the server renders them; and round trips used."""
     specs = list(specs)
+    result: dict[QualifiedName, str] = {}
+    round_trips = 0
+    for start in range(0, len(specs), BATCH):
+        batch, trips = _normalize_batch(conn, specs[start : start + BATCH], lock_timeout_ms)
+        result.update(batch)
+        round_trips += trips
+    return result, round_trips
+
+
+def _normalize_batch(
+    conn: psycopg.Connection[Any], specs: list[IndexSpec], lock_timeout_ms: int
+) -> tuple[dict[QualifiedName, str], int]:
     if not specs:
         return {}, 0
     tables: dict[QualifiedName, str] = {}

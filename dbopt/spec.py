@@ -604,6 +604,7 @@ def _cross_file_problems(
             index.columns,
             index.method,
             index.unique,
+            index.nulls_not_distinct,
             index.include,
             index.where,
         )

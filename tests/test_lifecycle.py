@@ -366,3 +366,32 @@ def test_rollback_plan_file_index_selector_and_double_rollback(
     again = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--run", "1", "--plan"])
     assert again.exit_code == 2
     assert "run 1 was already rolled back by run 3" in again.output
+
+
+def test_fast_path_text_matches_the_servers_normalisation(
+    conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Plain-column specs are compared without a server round trip; the text must be exact."""
+    from dbopt.normalize import normalize_specs, simple_canonical
+
+    conn.execute('CREATE TABLE t (a int, b text, c date, "Mixed Case" int, amount numeric)')
+    specs_dir = write_specs(
+        tmp_path,
+        {
+            "t.yaml": """
+            table: t
+            indexes:
+              - {name: i1, columns: [a, b]}
+              - {name: i2, columns: [{name: a, order: desc}, {name: c, nulls: first}]}
+              - {name: i3, columns: [{name: b, order: desc, nulls: last}], include: [amount]}
+              - {name: i4, columns: [a], unique: true, with: {fillfactor: 70}}
+              - {name: i5, columns: ["Mixed Case"], method: hash}
+              - {name: i6, columns: [c], method: brin, with: {pages_per_range: 16}}
+              - {name: i7, columns: [a], unique: true, nulls_not_distinct: true}
+            """
+        },
+    )
+    specs = load_specs([(specs_dir, True)]).indexes
+    server, _trips = normalize_specs(conn, specs, 1000)
+    for spec in specs:
+        assert simple_canonical(spec) == server[spec.qualified_name], spec.name
