@@ -112,5 +112,5 @@ def plan_json(plan: Any) -> str:
                 for a in plan.actions
             ],
         },
-        indent=2,
+        separators=(",", ":"),  # compact: plans of 10,000 specs are for machines,
     )

@@ -24,6 +24,8 @@ MAX_NODES = 100_000
 
 Path_ = tuple[str | int, ...]
 
+_PARSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 _CORE = "tag:yaml.org,2002:"
 #: The only tags a spec may carry: what plain YAML resolves to by itself. Everything else
 #: (!!python/..., !!binary, !!set, custom !tags) is refused, even where PyYAML's safe
@@ -164,7 +166,11 @@ def load_text(
     """Load one YAML document from ``text``; returns the document (or None) and any problems."""
     doc = Document(file=file, data=None)
     try:
-        nodes = list(_compose_all(text))
+        try:
+            nodes = list(_compose_all(text, _PARSER))
+        except yaml.YAMLError:
+            # Parse again with the pure-Python parser: same verdict, clearer messages.
+            nodes = list(_compose_all(text, yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -223,8 +229,10 @@ def _line_column(text: str, offset: int) -> tuple[int, int]:
     return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
-def _compose_all(text: str) -> Iterator[yaml.Node]:
-    loader = yaml.SafeLoader(text)
+def _compose_all(text: str, parser: Any) -> Iterator[yaml.Node]:
+    # libyaml's parser (same YAML, same marks) when PyYAML was built with it: ~10x faster on
+    # big spec sets; values are still constructed by the safe constructor above.
+    loader = parser(text)
     try:
         while loader.check_node():
             node = loader.get_node()

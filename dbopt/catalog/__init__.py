@@ -67,7 +67,6 @@ class CatalogIndex:
     constraint_type: str | None
     size_bytes: int
     scans: int | None
-    comment: str | None
 
     @property
     def allows_concurrent_refresh(self) -> bool:
@@ -144,7 +143,6 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
                 constraint_type=row["constraint_type"],
                 size_bytes=row["size_bytes"],
                 scans=row["scans"],
-                comment=row["comment"],
             )
         dependents: dict[QualifiedName, list[QualifiedName]] = {}
         cur.execute(catalog_sql("view_dependents"))

@@ -15,15 +15,13 @@ SELECT n.nspname                                   AS schema,
        con.conname                                 AS constraint_name,
        con.contype::text                           AS constraint_type,
        pg_relation_size(c.oid)                     AS size_bytes,
-       s.idx_scan                                  AS scans,
-       obj_description(c.oid, 'pg_class')          AS comment
+       pg_stat_get_numscans(c.oid)                 AS scans
   FROM pg_index i
   JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_class t ON t.oid = i.indrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_am am ON am.oid = c.relam
   LEFT JOIN pg_constraint con ON con.conindid = c.oid AND con.contype IN ('p', 'u', 'x')
-  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = c.oid
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname NOT LIKE 'pg\_toast%'
    AND n.nspname NOT LIKE 'pg\_temp%'
