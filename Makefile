@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest sysdeps venv clean
+.PHONY: test demo bench lint typecheck pytest sysdeps venv clean
 
 test: venv sysdeps lint typecheck pytest
 
@@ -37,6 +37,11 @@ pytest: venv
 
 demo: venv sysdeps
 	$(BIN)/python -m dbopt.demo
+
+# Numbers, not adjectives: the BookedBarber workload at scale 1 (about 15 minutes), written to
+# BENCHMARKS.md. Not part of `make test`: timings are measured here, never asserted in tests.
+bench: venv sysdeps
+	$(BIN)/python -m dbopt.bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
