@@ -364,6 +364,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--only",
+        choices=["apply"],
+        help="Run one part and print its figures (to check a change); writes no report.",
+    )
     args = parser.parse_args()
     results = Results(scale=args.scale, repeat=args.repeat)
     server = start_server()
@@ -376,6 +381,16 @@ def main() -> None:
         with psycopg.connect(dsn) as conn:
             row = conn.execute("SELECT count(*) FROM appointments").fetchone()
             results.appointments = int(row[0]) if row else 0
+        if args.only == "apply":
+            measure_apply(server, dsn, results, work)
+            j1, j2, psql = (
+                statistics.median(x) for x in (results.apply_j1, results.apply_j2, results.psql)
+            )
+            print(
+                f"psql {psql:.2f} s, --jobs 1 {j1:.2f} s ({j1 / psql:.2f}), "
+                f"--jobs 2 {j2:.2f} s ({j2 / psql:.2f})"
+            )
+            return
         measure_startup(results)
         measure_queries(dsn, results, work, "before")
         measure_apply(server, dsn, results, work)

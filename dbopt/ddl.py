@@ -179,3 +179,13 @@ def retarget_definition(
         raise ValueError(f"unexpected index definition: {definition!r}")
     # Both halves come from the server's deparse of an index it had.
     return sql.SQL("{} ON {} USING {}").format(sql.SQL(head), table.ident(), sql.SQL(tail))
+
+
+def create_or_replace_view(name: QualifiedName, definition: str) -> sql.Composed:
+    """CREATE OR REPLACE VIEW from PostgreSQL's own ``pg_get_viewdef`` text.
+
+    Re-binds a view's references by name (after a materialized view it reads was swapped),
+    keeping the view's identity: its grants, comments and own dependents.
+    """
+    body = definition.strip().rstrip(";").strip()
+    return sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(name.ident(), sql.SQL(body))

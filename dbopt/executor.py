@@ -230,6 +230,7 @@ class Executor:
         self._control_lock = threading.Lock()
         self._workers: dict[int, psycopg.Connection[Any]] = {}
         self._cancelled = threading.Event()
+        self._progress = _ProgressPoller(self)
 
     # --- the control connection (history, lookups) is shared: serialise its use --------
 
@@ -269,6 +270,7 @@ class Executor:
 
     def close(self) -> None:
         """Close every connection."""
+        self._progress.stop()
         for conn in list(self._workers.values()):
             conn.close()
         self.control.close()
@@ -409,12 +411,12 @@ class Executor:
             return
         for statement in step.statements:
             if step.kind == StepKind.BUILD:
-                watcher = _ProgressWatcher(self, step.index, conn.info.backend_pid)
-                watcher.start()
+                pid = conn.info.backend_pid
+                self._progress.watch(pid, step.index)
                 try:
                     conn.execute(statement)
                 finally:
-                    watcher.stop()
+                    self._progress.unwatch(pid)
             else:
                 conn.execute(statement)
 
@@ -568,43 +570,65 @@ class Executor:
         return RunResult(run_id, outcome, results)
 
 
-class _ProgressWatcher:
-    """Polls pg_stat_progress_create_index for one build, on its own connection."""
+class _ProgressPoller:
+    """One thread and one connection polling pg_stat_progress_create_index for every build.
 
-    def __init__(self, executor: Executor, index: QualifiedName, pid: int) -> None:
+    Workers register the backend pid of the build they start; the poller reports progress
+    for each registered pid every half second. Progress is a nicety: a build never fails for
+    it, and a poller that cannot connect simply stays quiet.
+    """
+
+    def __init__(self, executor: Executor) -> None:
         self.executor = executor
-        self.index = index
-        self.pid = pid
+        self._builds: dict[int, QualifiedName] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread.start()
+    def watch(self, pid: int, index: QualifiedName) -> None:
+        """Report progress of the build running on backend ``pid``."""
+        with self._lock:
+            self._builds[pid] = index
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+
+    def unwatch(self, pid: int) -> None:
+        """That build is over."""
+        with self._lock:
+            self._builds.pop(pid, None)
 
     def stop(self) -> None:
+        """Stop polling (at the end of the run)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         try:
             conn = connect(self.executor.dsn, application_name="dbopt-progress")
-        except Exception:  # progress is a nicety; a build never fails for it
+        except Exception:
             return
         try:
             while not self._stop.wait(0.5):
-                row = conn.execute(
-                    "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total "
-                    "FROM pg_stat_progress_create_index WHERE pid = %s",
-                    (self.pid,),
-                ).fetchone()
-                if row is None:
+                with self._lock:
+                    builds = dict(self._builds)
+                if not builds:
                     continue
-                phase, blocks_done, blocks_total, tuples_done, tuples_total = row
-                if blocks_total:
-                    done, total = blocks_done, blocks_total
-                else:
-                    done, total = tuples_done, tuples_total
-                self.executor.reporter.progress(self.index, phase, int(done), int(total))
+                rows = conn.execute(
+                    "SELECT pid, phase, blocks_done, blocks_total, tuples_done, tuples_total "
+                    "FROM pg_stat_progress_create_index WHERE pid = ANY(%s)",
+                    (list(builds),),
+                ).fetchall()
+                for pid, phase, blocks_done, blocks_total, tuples_done, tuples_total in rows:
+                    index = builds.get(pid)
+                    if index is None:
+                        continue
+                    if blocks_total:
+                        done, total = blocks_done, blocks_total
+                    else:
+                        done, total = tuples_done, tuples_total
+                    self.executor.reporter.progress(index, phase, int(done), int(total))
         except psycopg.Error:
             return
         finally:

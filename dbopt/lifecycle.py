@@ -24,6 +24,7 @@ def build_plan(
     *,
     replace_drifted: bool = False,
     prune: bool = False,
+    cascade: bool = False,
 ) -> Plan:
     """Inspect the catalog, let the server normalise the specs, and diff them."""
     catalog = inspect(conn)
@@ -64,6 +65,7 @@ def build_plan(
         managed_views=history.managed(conn, "view"),
         replace_drifted=replace_drifted,
         prune=prune,
+        cascade=cascade,
         catalog_queries=catalog.queries + round_trips + view_trips + 2,
     )
 

@@ -14,7 +14,7 @@ from psycopg import sql
 from dbopt.catalog import Catalog, inspect
 from dbopt.docvalidate import suggest
 from dbopt.errors import Problem, SpecError
-from dbopt.spec import IndexSpec, Location, QualifiedName, SpecSet, ViewSpec
+from dbopt.spec import IndexSpec, Location, QualifiedName, SpecSet, ViewSpec, parse_qualified
 from dbopt.sqltext import budget_query_sql, expression_sql, query_sql
 
 CHECK_TIMEOUT_MS = 5_000
@@ -62,6 +62,11 @@ def _view_columns(
     return tuple(result)
 
 
+def _missing_table(table: QualifiedName, loc: Location, catalog: Catalog) -> Problem:
+    known = [n.name for n in catalog.relations if n.schema == table.schema]
+    return _at(loc, f"table {table} does not exist in the database" + suggest(table.name, known))
+
+
 def _check_index(
     conn: psycopg.Connection[Any],
     index: IndexSpec,
@@ -104,19 +109,20 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
     reported: set[QualifiedName] = set()
     for index in specs.indexes:
         relation = catalog.relations.get(index.table)
-        if relation is None or relation.relkind == "m":
+        if relation is None or relation.relkind in ("m", "v"):
             if index.table not in reported:
-                known = [str(n) for n in catalog.relations if n.schema == index.table.schema]
-                problems.append(
-                    _at(
-                        index.location,
-                        f"table {index.table} does not exist in the database"
-                        + suggest(str(index.table), known),
-                    )
-                )
+                problems.append(_missing_table(index.table, index.location, catalog))
                 reported.add(index.table)
             continue
         _check_index(conn, index, relation.columns, problems)
+    # An index file may hold only budgets: its table must exist all the same.
+    view_names = {str(v.name) for v in specs.views}
+    for query in specs.index_queries:
+        table = parse_qualified(query.owner)
+        if query.owner in view_names or table in reported or table in catalog.relations:
+            continue
+        problems.append(_missing_table(table, query.location, catalog))
+        reported.add(table)
     for view in specs.views:
         columns = _view_columns(conn, view, catalog, problems)
         if columns is not None:
@@ -152,6 +158,7 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
                 _at(query.location, f"query {query.name} fails: {_server_message(result)}")
             )
     if problems:
+        problems.sort(key=lambda p: (p.file, p.line, p.column))
         count = len(problems)
         raise SpecError(
             f"{count} problem{'s' if count != 1 else ''} against the database; nothing was changed",

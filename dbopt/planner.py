@@ -230,6 +230,7 @@ def plan(
     managed_views: Iterable[QualifiedName] = (),
     replace_drifted: bool = False,
     prune: bool = False,
+    cascade: bool = False,
     catalog_queries: int = 0,
 ) -> Plan:
     """Diff specs against the catalog.
@@ -286,13 +287,29 @@ def plan(
         if action.kind == Kind.REPLACE and not replace_drifted:
             actions[i] = _disabled(action, "--replace-drifted")
         elif action.kind == Kind.REPLACE and catalog.dependents.get(action.name):
-            raise UnsafeActionError(
-                f"materialized view {action.name} must be replaced but "
-                + ", ".join(str(d) for d in catalog.dependents[action.name])
-                + " depend on it and would be lost: drop them, apply, then re-create them"
-            )
+            _check_cascade(action.name, catalog, cascade)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
     return Plan(tuple(actions), catalog_queries=catalog_queries)
+
+
+def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:
+    """Replacing a view others read needs --cascade, and a rebuild dbopt can do safely."""
+    readers = ", ".join(str(d) for d in catalog.dependents[name])
+    if not cascade:
+        raise UnsafeActionError(
+            f"materialized view {name} must be replaced but {readers} depend on it: run with "
+            "--cascade to rebuild them too (the plan lists them), or drop them first"
+        )
+    _plain, materialized = _dependents(name, catalog)
+    for reader in materialized:
+        _sub_plain, deeper = _dependents(reader.name, catalog)
+        if deeper:
+            raise UnsafeActionError(
+                f"--cascade rebuilds {reader.name} (it reads {name}), but materialized views "
+                + ", ".join(str(d.name) for d in deeper)
+                + " read it in turn: dbopt rebuilds one level of materialized views; "
+                "replace them in separate steps"
+            )
 
 
 def _plan_views(
@@ -441,18 +458,108 @@ def _replace_view(
     current: str | None,
     desired: str,
 ) -> Action:
-    """Build the new view aside, swap names in one short transaction, drop the old one."""
-    schema = view.name.schema
+    """Build the new view aside, swap names in one short transaction, drop the old one.
+
+    Views that read it are re-bound inside the swap (CREATE OR REPLACE VIEW keeps their grants
+    and dependents); materialized views that read it are rebuilt the same way after the swap.
+    This only runs with --cascade (plan() refuses otherwise).
+    """
     name = view.name
+    schema = name.schema
+    new = QualifiedName(schema, ddl.derived_name(name.name, NEW_SUFFIX))
+    old_indexes = catalog.indexes_on(name)
+    plain, materialized = _dependents(name, catalog)
+    rebuilt = [str(r.name) for r in plain + materialized]
+    reason = "the query drifted from the spec"
+    if rebuilt:
+        reason += "; rebuilds what reads it: " + ", ".join(rebuilt)
+    forward = _rebuild_steps(
+        name,
+        query_sql(view.query),
+        _view_index_steps(view, new, lambda n: ddl.derived_name(n, NEW_SUFFIX)),
+        [i.name.name for i in old_indexes],
+        [i.name for i in view.indexes],
+        plain,
+        materialized,
+        catalog,
+    )
+    backward = _rebuild_steps(
+        name,
+        sql.SQL(_view_body(existing)),
+        _retargeted(old_indexes, new),
+        [i.name for i in view.indexes],
+        [i.name.name for i in old_indexes],
+        plain,
+        materialized,
+        catalog,
+    )
+    return Action(
+        kind=Kind.REPLACE,
+        name=name,
+        table=name,
+        reason=reason,
+        forward=forward,
+        rollback=backward,
+        current=current,
+        desired=desired,
+        existed_before=True,
+        object_kind="view",
+        phase=1,
+        phase_order=position,
+    )
+
+
+def _view_body(relation: Relation) -> str:
+    """The server's own deparsed query of a view (trusted: it comes from pg_get_viewdef)."""
+    return (relation.view_definition or "").strip().rstrip(";").strip()
+
+
+def _dependents(name: QualifiedName, catalog: Catalog) -> tuple[list[Relation], list[Relation]]:
+    """Plain views and materialized views that read ``name`` directly."""
+    plain: list[Relation] = []
+    materialized: list[Relation] = []
+    for dep in catalog.dependents.get(name, ()):
+        relation = catalog.relations.get(dep)
+        if relation is None:
+            continue
+        (materialized if relation.relkind == "m" else plain).append(relation)
+    return plain, materialized
+
+
+def _retargeted(indexes: Sequence[CatalogIndex], on: QualifiedName) -> tuple[Step, ...]:
+    """Rebuild catalog indexes on another relation, under NEW-suffixed names."""
+    return tuple(
+        Step(
+            StepKind.BUILD,
+            (
+                ddl.retarget_definition(
+                    i.definition, i.name.name, ddl.derived_name(i.name.name, NEW_SUFFIX), on
+                ),
+            ),
+            on,
+            QualifiedName(on.schema, ddl.derived_name(i.name.name, NEW_SUFFIX)),
+        )
+        for i in indexes
+    )
+
+
+def _rebuild_steps(
+    name: QualifiedName,
+    body: sql.Composable,
+    build_indexes: tuple[Step, ...],
+    current_indexes: Sequence[str],
+    incoming_indexes: Sequence[str],
+    plain: Sequence[Relation],
+    materialized: Sequence[Relation],
+    catalog: Catalog,
+) -> tuple[Step, ...]:
+    """Build ``name`` aside from ``body``, swap it in, re-bind or rebuild its readers, drop."""
+    schema = name.schema
     new = QualifiedName(schema, ddl.derived_name(name.name, NEW_SUFFIX))
     old = QualifiedName(schema, ddl.derived_name(name.name, OLD_SUFFIX))
-    old_indexes = catalog.indexes_on(name)
-
-    def renamed(suffix: str) -> Callable[[str], str]:
-        return lambda n: ddl.derived_name(n, suffix)
-
-    def swap(current_indexes: Sequence[str], incoming_indexes: Sequence[str]) -> Step:
-        statements = [
+    swap = Step(
+        StepKind.SWAP,
+        (
             ddl.rename_matview(name, old.name),
             ddl.rename_matview(new, name.name),
             *(
@@ -463,59 +570,40 @@ def _replace_view(
                 ddl.rename_index(QualifiedName(schema, ddl.derived_name(n, NEW_SUFFIX)), n)
                 for n in incoming_indexes
             ),
-        ]
-        return Step(StepKind.SWAP, tuple(statements), name, name)
-
-    old_names = [i.name.name for i in old_indexes]
-    spec_names = [i.name for i in view.indexes]
-    dependents = catalog.dependents.get(name, ())
-    reason = "the query drifted from the spec"
-    if dependents:
-        reason += "; " + ", ".join(str(d) for d in dependents) + " depend on it"
-    return Action(
-        kind=Kind.REPLACE,
-        name=name,
-        table=name,
-        reason=reason,
-        forward=(
-            Step(StepKind.VIEW, (ddl.create_matview(new, query_sql(view.query)),), new, new),
-            *_view_index_steps(view, new, renamed(NEW_SUFFIX)),
-            swap(old_names, spec_names),
-            Step(StepKind.VIEW, (ddl.drop_matview(old),), old, old),
+            # Readers re-bound in the same transaction: none ever sees the old data twice.
+            *(ddl.create_or_replace_view(v.name, _view_body(v)) for v in plain),
         ),
-        rollback=(
-            Step(
-                StepKind.VIEW,
-                (ddl.create_matview_from_definition(new, existing.view_definition or ""),),
-                new,
-                new,
-            ),
-            *(
-                Step(
-                    StepKind.BUILD,
-                    (
-                        ddl.retarget_definition(
-                            i.definition,
-                            i.name.name,
-                            ddl.derived_name(i.name.name, NEW_SUFFIX),
-                            new,
-                        ),
-                    ),
-                    new,
-                    QualifiedName(schema, ddl.derived_name(i.name.name, NEW_SUFFIX)),
-                )
-                for i in old_indexes
-            ),
-            swap(spec_names, old_names),
-            Step(StepKind.VIEW, (ddl.drop_matview(old),), old, old),
-        ),
-        current=current,
-        desired=desired,
-        existed_before=True,
-        object_kind="view",
-        phase=1,
-        phase_order=position,
+        name,
+        name,
     )
+    steps: list[Step] = [
+        # A build aside that a failed run left behind is dbopt's own: start clean.
+        Step(StepKind.VIEW, (ddl.drop_matview(new),), new, new),
+        Step(StepKind.VIEW, (ddl.create_matview(new, body),), new, new),
+        *build_indexes,
+        swap,
+    ]
+    for reader in materialized:
+        indexes = catalog.indexes_on(reader.name)
+        reader_new = QualifiedName(
+            reader.name.schema, ddl.derived_name(reader.name.name, NEW_SUFFIX)
+        )
+        names = [i.name.name for i in indexes]
+        sub_plain, _sub_materialized = _dependents(reader.name, catalog)
+        steps.extend(
+            _rebuild_steps(
+                reader.name,
+                sql.SQL(_view_body(reader)),
+                _retargeted(indexes, reader_new),
+                names,
+                names,
+                sub_plain,
+                [],
+                catalog,
+            )
+        )
+    steps.append(Step(StepKind.VIEW, (ddl.drop_matview(old),), old, old))
+    return tuple(steps)
 
 
 def _disabled(action: Action, flag: str) -> Action:

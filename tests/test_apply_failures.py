@@ -200,3 +200,33 @@ def test_jobs_build_tables_in_parallel_and_plans_dir_keeps_the_rollback(
     status = CliRunner().invoke(main, ["status", "--env", "test", "--format", "json"])
     states = {r["index"]: r["state"] for r in json.loads(status.output)["managed"]}
     assert set(states.values()) == {"ok"}
+
+
+def test_statement_timeout_stops_a_build_and_says_so(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    conn.execute(
+        "INSERT INTO appointments SELECT g, g % 30, 'n' FROM generate_series(3000, 300000) g"
+    )
+    (project / "dbopt.yaml").write_text(
+        f'environments:\n  test:\n    dsn: "{db_dsn}"\n    statement_timeout: 5ms\n'
+    )
+    result = CliRunner().invoke(main, ["apply", "--env", "test"])
+    assert result.exit_code == 1, result.output
+    assert "statement_timeout (5 ms) stopped the statement" in result.output
+    assert _invalid_indexes(conn) == []
+    assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
+
+
+def test_wait_queues_behind_another_run_instead_of_exiting_3(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    from dbopt.executor import take_run_lock
+
+    with psycopg.connect(db_dsn, autocommit=True) as other:
+        take_run_lock(other, wait=False)
+        threading.Timer(1.0, other.close).start()  # the other run ends after a second
+        started = time.monotonic()
+        result = CliRunner().invoke(main, ["apply", "--env", "test", "--wait"])
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 0.9

@@ -139,7 +139,25 @@ def test_missing_table(write: Write, db_dsn: str) -> None:
     # One problem per table, not one per index.
     assert result.stderr.splitlines() == [
         "indexes/ordrs.yaml:3:5: table public.ordrs does not exist in the database; "
-        "did you mean 'public.orders'?",
+        "did you mean 'orders'?",
+        "error: 1 problem against the database; nothing was changed",
+    ]
+
+
+def test_missing_table_of_a_file_with_only_budgets(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "indexes/acounts.yaml": """                table: acounts
+                queries:
+                  - {name: q, sql: SELECT 1, budget_ms: 5}
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    # Compared by bare name: the shared "public." does not make every table look close.
+    assert result.stderr.splitlines() == [
+        "indexes/acounts.yaml:3:5: table public.acounts does not exist in the database",
         "error: 1 problem against the database; nothing was changed",
     ]
 

@@ -144,19 +144,53 @@ def test_replace_keeps_readers_reading_and_rollback_restores(
     assert relations(conn) == {"mv_revenue": "m", "mv_revenue_day": "i"}
 
 
-def test_replace_refused_when_something_depends_on_the_view(
+def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
-    (project / "views" / "mv_top_days.yaml").unlink()
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    conn.execute("CREATE VIEW report AS SELECT * FROM mv_revenue")
+    # A plain view (with a grant that must survive) and a spec view (mv_top_days) read it.
+    conn.execute("CREATE VIEW report AS SELECT day, revenue FROM mv_revenue")
+    conn.execute("DROP ROLE IF EXISTS dbopt_analyst")
+    conn.execute("CREATE ROLE dbopt_analyst")
+    conn.execute("GRANT SELECT ON report TO dbopt_analyst")
     (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "max(amount)")
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
     )
     refused = cli("apply", "--dsn", db_dsn, "--replace-drifted")
     assert refused.exit_code == 2, refused.output
-    assert "public.report depend on it and would be lost" in refused.output
-    assert "sum(sales.amount)" in view_def(conn, "mv_revenue")
+    assert "public.report" in refused.output and "--cascade" in refused.output
+    assert "(sales.amount) + 0" not in view_def(conn, "mv_revenue")
+
+    planned = cli("plan", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--format", "plain")
+    assert "rebuilds what reads it: public.report, public.mv_top_days" in planned.output
+
+    applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert applied.exit_code == 0, applied.output
+    assert "+ 0" in view_def(conn, "mv_revenue")
+    # The readers read the new view: the old one is gone, nothing of dbopt's is left over.
+    assert conn.execute("SELECT count(*) FROM report").fetchone() == (60,)
+    assert {r for r in relations(conn)} == {
+        "mv_revenue",
+        "mv_revenue_day",
+        "mv_top_days",
+        "mv_top_days_day",
+    }
+    grants = conn.execute(
+        "SELECT has_table_privilege('dbopt_analyst', 'report', 'SELECT')"
+    ).fetchone()
+    assert grants == (True,)
+    deps = conn.execute(
+        "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+        "WHERE d.refobjid = 'mv_revenue'::regclass AND r.ev_class <> 'mv_revenue'::regclass"
+    ).fetchone()
+    assert deps is not None and deps[0] >= 2  # report and mv_top_days read the new one
+
+    rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert rolled.exit_code == 0, rolled.output
+    assert "+ 0" not in view_def(conn, "mv_revenue")
+    assert conn.execute("SELECT count(*) FROM report").fetchone() == (60,)
+    conn.execute("DROP VIEW report")
+    conn.execute("DROP ROLE dbopt_analyst")
 
 
 def test_prune_drops_only_views_dbopt_created(

@@ -31,7 +31,7 @@ class Relation:
     """A table, partitioned table or materialized view."""
 
     name: QualifiedName
-    relkind: str  # r table, p partitioned table, m materialized view
+    relkind: str  # r table, p partitioned table, m materialized view, v view
     is_partition: bool
     owner: str
     owned: bool

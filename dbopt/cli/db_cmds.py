@@ -85,8 +85,18 @@ def _blocked_exit(plan: Any) -> None:
 @click.option(
     "--prune", is_flag=True, help="Plan dropping indexes dbopt created that left the specs."
 )
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Replacing a materialized view also rebuilds the views that read it (listed).",
+)
 def plan(
-    opts: Options, show_sql: bool, exit_code: bool, replace_drifted: bool, prune: bool
+    opts: Options,
+    show_sql: bool,
+    exit_code: bool,
+    replace_drifted: bool,
+    prune: bool,
+    cascade: bool,
 ) -> None:
     """Show what apply would change: the specs diffed against the live catalog.
 
@@ -117,6 +127,7 @@ def plan(
             History(config.history_schema),
             replace_drifted=replace_drifted,
             prune=prune,
+            cascade=cascade,
         )
     if show_sql:
         from dbopt.executor import session_sql
@@ -144,6 +155,11 @@ def plan(
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")
 @click.option("--replace-drifted", is_flag=True, help="Replace drifted indexes (no downtime).")
 @click.option("--prune", is_flag=True, help="Drop indexes dbopt created that left the specs.")
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Replacing a materialized view also rebuilds the views that read it.",
+)
 @click.option("--wait", is_flag=True, help="Wait for another dbopt run instead of exiting 3.")
 @click.option(
     "--wait-for-blockers",
@@ -162,6 +178,7 @@ def apply(
     yes: bool,
     replace_drifted: bool,
     prune: bool,
+    cascade: bool,
     wait: bool,
     wait_for_blockers: bool,
     jobs: int | None,
@@ -200,7 +217,13 @@ def apply(
         control = runner.control
         ex.take_run_lock(control, wait=wait)
         result = build_plan(
-            control, specs, settings, history, replace_drifted=replace_drifted, prune=prune
+            control,
+            specs,
+            settings,
+            history,
+            replace_drifted=replace_drifted,
+            prune=prune,
+            cascade=cascade,
         )
         headers, rows = render.plan_rows(result)
         out = sys.stdout

@@ -1,4 +1,4 @@
--- Tables, partitioned tables and materialized views outside the system schemas, with their
+-- Tables, partitioned tables, materialized views and views outside the system schemas, with their
 -- columns, size and whether the current role may create indexes on them (owns them).
 SELECT n.nspname                                   AS schema,
        c.relname                                   AS name,
@@ -9,7 +9,7 @@ SELECT n.nspname                                   AS schema,
        pg_total_relation_size(c.oid)               AS total_bytes,
        c.reltuples::bigint                         AS estimated_rows,
        CASE WHEN c.relkind = 'm' THEN c.relispopulated END AS populated,
-       CASE WHEN c.relkind = 'm' THEN pg_get_viewdef(c.oid) END AS view_definition,
+       CASE WHEN c.relkind IN ('m', 'v') THEN pg_get_viewdef(c.oid) END AS view_definition,
        COALESCE((SELECT array_agg(a.attname::text ORDER BY a.attnum)
                    FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
@@ -22,7 +22,7 @@ SELECT n.nspname                                   AS schema,
                 '{}')                              AS partitions
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p', 'm')
+ WHERE c.relkind IN ('r', 'p', 'm', 'v')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname NOT LIKE 'pg\_toast%'
    AND n.nspname NOT LIKE 'pg\_temp%'
