@@ -103,6 +103,17 @@ def _pgconn_secrets(exc: psycopg.Error) -> list[str]:
     ]
 
 
+def server_message(exc: psycopg.Error) -> str:
+    """One line for a database error: the primary message, its detail and hint, scrubbed."""
+    diag = exc.diag
+    text = diag.message_primary or _first_line(str(exc)) or type(exc).__name__
+    if diag.message_detail:
+        text += f" ({diag.message_detail})"
+    if diag.message_hint:
+        text += f" (hint: {diag.message_hint})"
+    return scrub(text, [*_env_secrets(), *_pgconn_secrets(exc)])
+
+
 def format_db_error(exc: psycopg.Error, verbose: bool = False, secrets: Iterable[str] = ()) -> str:
     """Word a database error from its diagnostics: the primary message, and more if verbose.
 

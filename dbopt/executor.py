@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from dbopt.config import Settings
-from dbopt.db import connect
+from dbopt.db import connect, server_message
 from dbopt.errors import CheckFailedError, LockBusyError, UnsafeActionError
 from dbopt.history import History
 from dbopt.planner import Action, Kind, Plan, Step, StepKind
@@ -386,11 +386,11 @@ class Executor:
                 cleaned = self._after_failure(step)
                 raise StepFailed(
                     f"{step.index}: statement_timeout ({self.settings.statement_timeout_ms} ms) "
-                    f"stopped the statement: {_primary(exc)}{cleaned}"
+                    f"stopped the statement: {server_message(exc)}{cleaned}"
                 ) from None
             except psycopg.Error as exc:
                 cleaned = self._after_failure(step)
-                raise StepFailed(f"{step.index}: {_primary(exc)}{cleaned}") from None
+                raise StepFailed(f"{step.index}: {server_message(exc)}{cleaned}") from None
             if step.kind == StepKind.BUILD and self._index_valid(step.index) is not True:
                 cleaned = self._after_failure(step)
                 raise StepFailed(
@@ -639,14 +639,6 @@ def _timestamp(epoch: float) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, tz=UTC)
-
-
-def _primary(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = diag.message_primary or str(exc).strip()
-    if diag.message_detail:
-        text += f" ({diag.message_detail})"
-    return text
 
 
 def ensure_applied(result: RunResult) -> None:

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from dbopt.catalog import Catalog, inspect
+from dbopt.db import server_message
 from dbopt.docvalidate import suggest
 from dbopt.errors import Problem, SpecError
 from dbopt.spec import IndexSpec, Location, QualifiedName, SpecSet, ViewSpec, parse_qualified
@@ -22,14 +23,6 @@ CHECK_TIMEOUT_MS = 5_000
 
 def _at(loc: Location, message: str) -> Problem:
     return Problem(loc.file, loc.line, loc.column, message)
-
-
-def _server_message(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = diag.message_primary or str(exc).strip()
-    if diag.message_hint:
-        text += f" (hint: {diag.message_hint})"
-    return text
 
 
 def _try(conn: psycopg.Connection[Any], query: sql.Composed, params: Any = None) -> Any:
@@ -56,7 +49,7 @@ def _view_columns(
     )
     if isinstance(result, psycopg.Error):
         problems.append(
-            _at(view.location, f"the query of {view.name} fails: {_server_message(result)}")
+            _at(view.location, f"the query of {view.name} fails: {server_message(result)}")
         )
         return existing.columns if existing else None
     return tuple(result)
@@ -97,7 +90,7 @@ def _check_index(
                 _at(
                     index.location,
                     f"index {index.name}: the {what} fails on {index.table}: "
-                    f"{_server_message(result)}",
+                    f"{server_message(result)}",
                 )
             )
 
@@ -128,34 +121,18 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
         if columns is not None:
             for index in view.indexes:
                 _check_index(conn, index, columns, problems)
-    index_names = {i.name for i in specs.all_indexes} | {n.name for n in catalog.indexes}
-    relation_names = set(catalog.relations) | {v.name for v in specs.views}
+    from dbopt.verify import budget_problems
+
+    problems.extend(budget_problems(specs.queries, specs, catalog))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}
     for query in specs.queries:
-        for name in query.expect.uses_index:
-            if name not in index_names:
-                problems.append(
-                    _at(
-                        query.location,
-                        f"query {query.name}: expects index '{name}', which is neither in the "
-                        "specs nor in the database" + suggest(name, sorted(index_names)),
-                    )
-                )
-        for table in query.expect.no_seq_scan_on:
-            if table not in relation_names:
-                problems.append(
-                    _at(
-                        query.location,
-                        f"query {query.name}: no_seq_scan_on names {table}, which does not exist",
-                    )
-                )
         if query.owner in missing_views:
             continue  # its view is created by apply; the query is checked once it exists
         params = dict(query.params) if query.uses_placeholders else None
         result = _try(conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params)
         if isinstance(result, psycopg.Error):
             problems.append(
-                _at(query.location, f"query {query.name} fails: {_server_message(result)}")
+                _at(query.location, f"query {query.name} fails: {server_message(result)}")
             )
     if problems:
         problems.sort(key=lambda p: (p.file, p.line, p.column))

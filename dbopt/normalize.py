@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbopt.db import server_message
 from dbopt.ddl import create_index
 from dbopt.errors import Problem, SpecError
 from dbopt.spec import IndexSpec, QualifiedName, ViewSpec
@@ -160,7 +161,7 @@ def _raise_located(
                     raise
                 spec = by_position[spec_index]
                 loc = spec.location
-                message = exc.diag.message_primary or str(exc)
+                message = server_message(exc)
                 problems.append(
                     Problem(
                         loc.file,
@@ -216,7 +217,7 @@ def normalize_views(
                             loc.line,
                             loc.column,
                             f"view {view.name}: PostgreSQL refuses its query: "
-                            f"{exc.diag.message_primary or exc}",
+                            f"{server_message(exc)}",
                         )
                     )
             raise SpecError(

@@ -722,13 +722,17 @@ def _view_graph_problems(
 def view_order(views: Sequence[ViewSpec]) -> list[ViewSpec]:
     """Views sorted so that every view comes after the views it depends on (stable by name)."""
     by_name = {v.name: v for v in views}
-    sorter = graphlib.TopologicalSorter(
-        {v.name: {d for d in v.depends_on if d in by_name} for v in views}
-    )
+    graph = {v.name: {d for d in v.depends_on if d in by_name} for v in views}
+    return [by_name[n] for n in dependency_order(graph)]
+
+
+def dependency_order(graph: Mapping[QualifiedName, set[QualifiedName]]) -> list[QualifiedName]:
+    """Every name after the names it depends on; ties broken by name, so the order is stable."""
+    sorter = graphlib.TopologicalSorter(graph)
     sorter.prepare()
-    ordered: list[ViewSpec] = []
+    ordered: list[QualifiedName] = []
     while sorter.is_active():
         ready = sorted(sorter.get_ready())
-        ordered.extend(by_name[n] for n in ready)
+        ordered.extend(ready)
         sorter.done(*ready)
     return ordered

@@ -40,6 +40,7 @@ from psycopg import sql
 
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings
+from dbopt.db import server_message
 from dbopt.docvalidate import suggest
 from dbopt.errors import ConfigError, ConnectError, InputError, Problem, SpecError
 from dbopt.spec import (
@@ -299,14 +300,6 @@ def statement_timeout_ms(budget: QueryBudget, settings: Settings) -> int:
     return max(MIN_TIMEOUT_MS, math.ceil(budget.budget_ms * settings.verify_timeout_factor))
 
 
-def _server_message(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = diag.message_primary or str(exc).strip() or type(exc).__name__
-    if diag.message_hint:
-        text += f" (hint: {diag.message_hint})"
-    return text
-
-
 def _explain_query(budget: QueryBudget, *, analyze: bool) -> sql.Composed:
     options = "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON" if analyze else "VERBOSE, FORMAT JSON"
     return sql.SQL("EXPLAIN ({}) {}").format(sql.SQL(options), budget_query_sql(budget.sql))
@@ -342,7 +335,7 @@ def explain(
 def _lost(conn: psycopg.Connection[Any], budget: QueryBudget, exc: psycopg.Error) -> None:
     if conn.closed or conn.broken:
         raise ConnectError(
-            f"lost the connection while measuring {budget.name}: {_server_message(exc)}"
+            f"lost the connection while measuring {budget.name}: {server_message(exc)}"
         ) from None
 
 
@@ -364,12 +357,12 @@ def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settin
             top = explain(conn, budget, timeout, analyze=True)
         except pg_errors.QueryCanceled as exc:
             _lost(conn, budget, exc)
-            message = _server_message(exc)
+            message = server_message(exc)
             kind: Outcome = "timeout" if "statement timeout" in message else "error"
             stop = (kind, message)
         except psycopg.Error as exc:
             _lost(conn, budget, exc)
-            stop = ("error", _server_message(exc))
+            stop = ("error", server_message(exc))
         if stop is not None:
             return Measurement(
                 query=budget.name,
@@ -802,7 +795,20 @@ def _at(loc: Location, message: str) -> Problem:
 
 
 def check_budgets(budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catalog) -> None:
-    """Raise SpecError, before anything runs, for what makes a budget impossible to judge.
+    """Raise SpecError, before anything runs, for what makes a budget impossible to judge."""
+    problems = budget_problems(budgets, specs, catalog)
+    if problems:
+        count = len(problems)
+        raise SpecError(
+            f"{count} problem{'s' if count != 1 else ''} in the query budgets; nothing was run",
+            problems,
+        )
+
+
+def budget_problems(
+    budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catalog
+) -> list[Problem]:
+    """What makes budgets impossible to judge (also checked by `validate --dsn`).
 
     An expectation naming an index that is neither in the specs nor in the database, or a
     table that does not exist, is a mistake in the spec, not a failed check. So is a query
@@ -835,12 +841,7 @@ def check_budgets(budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catal
                         "does not exist" + suggest(str(table), sorted(str(r) for r in relations)),
                     )
                 )
-    if problems:
-        count = len(problems)
-        raise SpecError(
-            f"{count} problem{'s' if count != 1 else ''} in the query budgets; nothing was run",
-            problems,
-        )
+    return problems
 
 
 # --- the whole run -------------------------------------------------------------------------
@@ -1085,7 +1086,7 @@ def require_hypopg(conn: psycopg.Connection[Any], *, create: bool = False) -> st
         conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
     except psycopg.Error as exc:
         raise InputError(
-            f"could not create the HypoPG extension: {_server_message(exc)}; nothing was run"
+            f"could not create the HypoPG extension: {server_message(exc)}; nothing was run"
         ) from None
     return hypopg_versions(conn)[0] or available
 
@@ -1106,7 +1107,7 @@ def _plain_plan(
         return parse_plan(explain(conn, budget, timeout_ms, analyze=False)["Plan"])
     except psycopg.Error as exc:
         _lost(conn, budget, exc)
-        return _server_message(exc)
+        return server_message(exc)
 
 
 def _create_hypothetical(
@@ -1123,8 +1124,8 @@ def _create_hypothetical(
             row = cur.fetchone()
     except psycopg.Error as exc:
         if conn.closed or conn.broken:
-            raise ConnectError(f"lost the connection: {_server_message(exc)}") from None
-        return HypoIndex(spec, error=_server_message(exc))
+            raise ConnectError(f"lost the connection: {server_message(exc)}") from None
+        return HypoIndex(spec, error=server_message(exc))
     return HypoIndex(spec, hypo_name=str(row[0]) if row else None)
 
 

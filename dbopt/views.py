@@ -8,7 +8,6 @@ so that overlapping cron runs skip instead of queueing.
 
 from __future__ import annotations
 
-import graphlib
 import shlex
 import time
 from collections.abc import Sequence
@@ -23,9 +22,10 @@ from psycopg import sql
 from dbopt import ddl
 from dbopt.catalog import Catalog
 from dbopt.config import Settings
+from dbopt.db import server_message
 from dbopt.errors import InputError
 from dbopt.history import History
-from dbopt.spec import QualifiedName, SpecSet, ViewSpec, parse_qualified
+from dbopt.spec import QualifiedName, SpecSet, ViewSpec, dependency_order, parse_qualified
 
 #: Advisory lock key space of refreshes: ('dbrf' as int32, hash of the view's name).
 _REFRESH_LOCK_CLASS = 0x64627266
@@ -83,14 +83,7 @@ def refresh_order(views: Sequence[ViewSpec], catalog: Catalog) -> list[ViewSpec]
         for dependent in dependents:
             if dependent in chosen and source in chosen:
                 graph[dependent].add(source)
-    sorter = graphlib.TopologicalSorter(graph)
-    sorter.prepare()
-    ordered: list[ViewSpec] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready())
-        ordered.extend(chosen[n] for n in ready)
-        sorter.done(*ready)
-    return ordered
+    return [chosen[n] for n in dependency_order(graph)]
 
 
 def plan_refresh(
@@ -288,7 +281,7 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
             "failed",
             mode,
             time.monotonic() - started,
-            message=f"lock_timeout: {exc.diag.message_primary}",
+            message=f"lock_timeout: {server_message(exc)}",
         )
     except pgerrors.QueryCanceled as exc:
         return RefreshResult(
@@ -296,7 +289,7 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
             "failed",
             mode,
             time.monotonic() - started,
-            message=f"statement_timeout: {exc.diag.message_primary}",
+            message=f"statement_timeout: {server_message(exc)}",
         )
     except psycopg.Error as exc:
         return RefreshResult(
@@ -304,7 +297,7 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
             "failed",
             mode,
             time.monotonic() - started,
-            message=exc.diag.message_primary or str(exc),
+            message=server_message(exc),
         )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)

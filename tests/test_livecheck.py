@@ -232,10 +232,10 @@ def test_uses_index_must_name_an_existing_index(write: Write, db_dsn: str) -> No
     result = validate(db_dsn)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "indexes/users.yaml:5:5: query by_email: expects index 'users_emial', which is neither "
-        "in the specs nor in the database; did you mean 'users_email'?",
-        "indexes/users.yaml:5:5: query by_email: no_seq_scan_on names public.userz, which does "
-        "not exist",
+        "indexes/users.yaml:5:5: query by_email: expect.uses_index names 'users_emial', which "
+        "is neither in the specs nor in the database; did you mean 'users_email'?",
+        "indexes/users.yaml:5:5: query by_email: expect.no_seq_scan_on names public.userz, "
+        "which does not exist; did you mean 'public.users'?",
         "error: 2 problems against the database; nothing was changed",
     ]
 
