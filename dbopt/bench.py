@@ -215,6 +215,10 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(real) if real else None
 
 
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -284,18 +288,26 @@ def report(results: Results) -> str:
         "",
         tabulate(
             [
-                ["`psql -f plan.sql`", _fmt(psql), "1.00"],
-                ["`dbopt apply --jobs 1`", _fmt(j1), f"{j1 / psql:.2f}"],
-                ["`dbopt apply --jobs 2`", _fmt(j2), f"{j2 / psql:.2f}"],
+                ["`psql -f plan.sql`", _fmt(psql), "1.00", _runs(results.psql)],
+                ["`dbopt apply --jobs 1`", _fmt(j1), f"{j1 / psql:.2f}", _runs(results.apply_j1)],
+                ["`dbopt apply --jobs 2`", _fmt(j2), f"{j2 / psql:.2f}", _runs(results.apply_j2)],
             ],
-            headers=["how", "wall s", "ratio to psql"],
+            headers=["how", "median s", "ratio to psql", "every run, s"],
             tablefmt="github",
         ),
         "",
-        f"Target: dbopt apply ≤ 1.05 × psql. Measured: {j1 / psql:.2f} with --jobs 1. dbopt "
-        "does more than psql for each statement: it inspects the catalog and normalises the "
-        "specs first, records each change in its history, checks each index's validity after "
-        "its build, polls progress on a second connection and takes its advisory lock.",
+        f"Target: dbopt apply ≤ 1.05 × psql. Measured: {j1 / psql:.2f} with --jobs 1 "
+        f"({j1 - psql:+.1f} s). "
+        + (
+            "Target met."
+            if j1 <= 1.05 * psql
+            else "Target missed. What dbopt does that psql does not: about a second once per "
+            "run (Python start-up and imports, catalog inspection and the plan, the advisory "
+            "lock, the history schema and run row), then, around every statement, a history "
+            "row before and after, a validity check and a size query after each build, and "
+            "progress polling on a second connection. Those are the safety the tool exists "
+            "for; `--jobs 2` more than pays them back."
+        ),
         "",
         "## 3. Planning scale",
         "",
@@ -317,10 +329,20 @@ def report(results: Results) -> str:
     )
     big = results.planning.get(10_000)
     if big:
+        seconds = statistics.median(big[0])
         out += [
             "",
             f"Target: catalog queries constant, 10,000 specs under 2 s. Measured: "
-            f"{_fmt(statistics.median(big[0]))} s, {big[1]} catalog queries.",
+            f"{_fmt(seconds)} s, {big[1]} catalog queries (the same for 1,000: constant)."
+            + (
+                ""
+                if seconds < 2
+                else f" The time target is missed by {seconds / 2:.1f}x. A profile of the "
+                "same run puts the largest share in reading 10,000 specs' YAML (PyYAML builds "
+                "every node in Python even with libyaml parsing), then the catalog query "
+                "(PostgreSQL's own pg_get_indexdef for every index, needed to compare them), "
+                "spec validation and the JSON output."
+            ),
         ]
     dbopt_s = statistics.median(results.startup_dbopt) * 1000
     python_s = statistics.median(results.startup_python) * 1000
@@ -390,6 +412,7 @@ def main() -> None:
                 f"psql {psql:.2f} s, --jobs 1 {j1:.2f} s ({j1 / psql:.2f}), "
                 f"--jobs 2 {j2:.2f} s ({j2 / psql:.2f})"
             )
+            print(f"runs: psql {results.psql}, j1 {results.apply_j1}, j2 {results.apply_j2}")
             return
         measure_startup(results)
         measure_queries(dsn, results, work, "before")

@@ -188,7 +188,7 @@ def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
     if kind != "SelectStmt":
         # Name the statement by its verb; WITH ... UPDATE is named by the node, not 'WITH'.
         verb = _WRITING_NODES.get(kind) or body.split(None, 1)[0].upper()
-        raise SqlTextError(f"must be a read-only SELECT, not {verb}")
+        raise SqlTextError("must be a read-only SELECT, not " + verb)
     found = set(_walk(stmt))
     for node, what in _WRITING_NODES.items():
         if node in found:
