@@ -426,3 +426,28 @@ def test_validate_rejects_cycles_and_concurrent_without_unique_index(tmp_path: P
     assert "REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain columns" in (
         result.output
     )
+
+
+def test_stale_only_and_older_than_pick_the_views_due(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    assert cli("refresh-views", "--dsn", db_dsn).exit_code == 0
+    # mv_revenue (hourly) was last refreshed three hours ago; mv_top_days (02:30) just now.
+    conn.execute(
+        "UPDATE dbopt.refreshes SET started_at = started_at - interval '3 hours' "
+        "WHERE view_name = 'mv_revenue'"
+    )
+
+    def planned(*flags: str) -> list[str]:
+        out = cli("refresh-views", "--dsn", db_dsn, "--plan", *flags)
+        assert out.exit_code == 0, out.output
+        return [line for line in out.output.splitlines() if line.startswith("REFRESH")]
+
+    due = ['REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue";']
+    assert planned("--stale-only") == due
+    assert planned("--older-than", "2h") == due
+    assert planned("--older-than", "4h") == []
+    both = cli("refresh-views", "--dsn", db_dsn, "--stale-only", "--older-than", "1h")
+    assert both.exit_code == 2
+    assert "give --stale-only or --older-than, not both" in both.output
