@@ -509,6 +509,11 @@ class Executor:
     ) -> RunResult:
         """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice."""
         self._control(lambda c: self.history.ensure(c))
+        orphans = self._control(lambda c: self.history.close_orphans(c))
+        if orphans:
+            self.reporter.event(
+                f"{orphans} earlier run(s) had stopped without finishing: recorded as aborted"
+            )
         run_id: int = self._control(
             lambda c: self.history.start_run(c, command, environment, undoes_run)
         )

@@ -116,6 +116,39 @@ class History:
         query = sql.SQL(_MANAGED).format(schema=sql.Identifier(self.schema), kind=sql.Literal(kind))
         return {QualifiedName(s, n) for s, n in conn.execute(query).fetchall()}
 
+    def attempted(self, conn: psycopg.Connection[Any]) -> set[QualifiedName]:
+        """Indexes dbopt tried to create, whatever came of it (a crash leaves them INVALID)."""
+        if not self.exists(conn):
+            return set()
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT DISTINCT object_schema, object_name FROM {}.changes "
+                "WHERE object_kind = 'index' AND action IN ('create', 'repair') "
+                "AND NOT existed_before"
+            ).format(sql.Identifier(self.schema))
+        ).fetchall()
+        return {QualifiedName(s, n) for s, n in rows}
+
+    def close_orphans(self, conn: psycopg.Connection[Any]) -> int:
+        """Mark runs and changes a crashed dbopt left 'running' as aborted; returns how many.
+
+        Only called while holding the run lock, so no live run can be among them.
+        """
+        schema = sql.Identifier(self.schema)
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.changes SET result = 'aborted', error = 'dbopt stopped mid-change' "
+                "WHERE result = 'running'"
+            ).format(schema)
+        )
+        cur = conn.execute(
+            sql.SQL(
+                "UPDATE {}.runs SET outcome = 'aborted', finished_at = clock_timestamp() "
+                "WHERE outcome = 'running'"
+            ).format(schema)
+        )
+        return cur.rowcount
+
     def start_run(
         self,
         conn: psycopg.Connection[Any],

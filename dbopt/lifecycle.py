@@ -60,6 +60,7 @@ def build_plan(
         catalog,
         normalized,
         history.managed(conn, "index"),
+        attempted=history.attempted(conn),
         views=specs.views,
         normalized_views=normalized_views,
         managed_views=history.managed(conn, "view"),

@@ -225,6 +225,7 @@ def plan(
     normalized: Mapping[QualifiedName, str],
     managed: Iterable[QualifiedName] = (),
     *,
+    attempted: Iterable[QualifiedName] = (),
     views: Sequence[ViewSpec] = (),
     normalized_views: Mapping[QualifiedName, str] | None = None,
     managed_views: Iterable[QualifiedName] = (),
@@ -236,10 +237,12 @@ def plan(
     """Diff specs against the catalog.
 
     ``specs`` are table indexes; ``views`` materialized views with their indexes. ``managed``
-    and ``managed_views`` are what dbopt created earlier (only those may be dropped).
+    and ``managed_views`` are what dbopt created earlier (only those may be dropped);
+    ``attempted`` the indexes dbopt ever tried to create, even in a run that failed.
     """
     actions: list[Action] = []
     problems: list[Problem] = []
+    tried = set(attempted)
     view_actions, view_index_specs = _plan_views(
         views, catalog, normalized_views or {}, managed_views, prune
     )
@@ -257,6 +260,9 @@ def plan(
             )
             continue
         action = _action_for(spec, table, catalog, normalized)
+        if action.kind == Kind.REPAIR and action.name in tried:
+            # The INVALID index is what a failed dbopt build left: dbopt's own once rebuilt.
+            action = replace(action, existed_before=False)
         if spec in view_index_specs:
             action = replace(action, phase=2)
         actions.append(action)

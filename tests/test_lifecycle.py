@@ -395,3 +395,49 @@ def test_fast_path_text_matches_the_servers_normalisation(
     server, _trips = normalize_specs(conn, specs, 1000)
     for spec in specs:
         assert simple_canonical(spec) == server[spec.qualified_name], spec.name
+
+
+def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    """A dbopt killed mid-build leaves an INVALID index and a run marked running."""
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    History().ensure(appointments)
+    run = History().start_run(appointments, "apply", "test")
+    History().start_change(
+        appointments,
+        run,
+        {
+            "object_schema": "public",
+            "object_name": "idx_appt_day",
+            "table_name": "public.appointments",
+            "action": "create",
+            "existed_before": False,
+        },
+    )
+    appointments.execute("INSERT INTO appointments VALUES (999999, 1, 'x', now())")
+    with pytest.raises(psycopg.errors.UniqueViolation):  # the build that "crashed"
+        appointments.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY idx_appt_day ON appointments (barber_id)"
+        )
+    plan = plan_for(appointments, specs)
+    (repair,) = [a for a in plan.actions if a.kind == Kind.REPAIR]
+    assert (repair.name.name, repair.existed_before) == ("idx_appt_day", False)
+    assert apply_plan(db_dsn, plan).outcome == "succeeded"
+    outcomes = appointments.execute("SELECT id, outcome FROM dbopt.runs ORDER BY id").fetchall()
+    assert outcomes == [(run, "aborted"), (run + 1, "succeeded")]
+    # Rebuilt by dbopt, so dbopt's own: --prune may drop it once it leaves the specs.
+    write_specs(
+        tmp_path,
+        {
+            "appointments.yaml": """
+            table: public.appointments
+            indexes:
+              - name: idx_appt_barber_status
+                columns: [barber_id, status]
+                where: "status IN ('confirmed', 'pending')"
+            """
+        },
+    )
+    (drop,) = plan_for(appointments, specs).changes
+    assert (drop.kind, drop.name.name, drop.needs) == (Kind.DROP, "idx_appt_day", "--prune")
