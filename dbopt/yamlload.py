@@ -25,6 +25,7 @@ MAX_NODES = 100_000
 Path_ = tuple[str | int, ...]
 
 _PARSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
 
 _CORE = "tag:yaml.org,2002:"
 #: The only tags a spec may carry: what plain YAML resolves to by itself. Everything else
@@ -122,6 +123,8 @@ class _Builder:
             return node.value  # a plain '=' resolves to the obscure !!value tag: it is text
         if node.tag not in _SCALAR_TAGS:
             raise _TagRefused(node)
+        if node.tag == _STR_TAG:
+            return node.value  # most scalars: skip the constructor's bookkeeping
         return self._constructor.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
