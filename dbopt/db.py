@@ -47,8 +47,12 @@ def connect(
     autocommit: bool = True,
     application_name: str = "dbopt",
     connect_timeout: int = 10,
+    lock_timeout_ms: int | None = None,
 ) -> psycopg.Connection[tuple[Any, ...]]:
     """Open a connection: to ``dsn``, else to ``$DATABASE_URL``, else per the libpq environment.
+
+    With ``lock_timeout_ms`` the session never waits longer than that for a lock (even the
+    catalog queries of plan and status take share locks, and must not queue DDL behind them).
 
     An empty or missing ``dsn`` falls back to DATABASE_URL (which libpq itself ignores) and
     then to libpq's own defaults (PGHOST, PGDATABASE, PGSERVICE, ~/.pgpass...). Raise
@@ -70,12 +74,17 @@ def connect(
         raise ConfigError(problem)
     secrets = [*secrets_of(conninfo), *_env_secrets()]
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             conninfo,
             autocommit=autocommit,
             application_name=application_name,
             connect_timeout=connect_timeout,
         )
+        if lock_timeout_ms is not None:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (str(lock_timeout_ms),))
+            if not autocommit:
+                conn.commit()
+        return conn
     except psycopg.Error as exc:
         reason = str(exc).strip().removeprefix("connection failed: ")
         problem = scrub(reason, secrets) or type(exc).__name__

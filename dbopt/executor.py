@@ -23,6 +23,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from dbopt import ddl
 from dbopt.config import Settings
 from dbopt.db import connect, server_message
 from dbopt.errors import CheckFailedError, LockBusyError, UnsafeActionError
@@ -226,7 +227,9 @@ class Executor:
         self.history = history
         self.reporter = reporter
         self.sleep = sleep
-        self.control = connect(dsn, application_name="dbopt-control")
+        self.control = connect(
+            dsn, application_name="dbopt-control", lock_timeout_ms=settings.lock_timeout_ms
+        )
         self._control_lock = threading.Lock()
         self._workers: dict[int, psycopg.Connection[Any]] = {}
         self._cancelled = threading.Event()
@@ -298,6 +301,17 @@ class Executor:
         result: bool | None = self._control(query)
         return result
 
+    def _is_partitioned_index(self, name: QualifiedName) -> bool:
+        def query(conn: psycopg.Connection[Any]) -> bool:
+            row = conn.execute(
+                "SELECT relkind = 'I' FROM pg_class WHERE oid = to_regclass(%s)",
+                (name.ident().as_string(),),
+            ).fetchone()
+            return bool(row and row[0])
+
+        result: bool = self._control(query)
+        return result
+
     def _index_size(self, name: QualifiedName) -> int | None:
         def query(conn: psycopg.Connection[Any]) -> int | None:
             row = conn.execute(
@@ -316,7 +330,8 @@ class Executor:
         """
         if self._index_valid(name) is not False:
             return ""
-        statement = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name.ident())
+        # Partitioned indexes cannot be dropped concurrently (a catalog-only drop anyway).
+        statement = ddl.drop_index(name, concurrently=not self._is_partitioned_index(name))
         deadline = time.monotonic() + self.settings.cleanup_wait_ms / 1000.0
         attempt = 0
         while True:
@@ -337,8 +352,12 @@ class Executor:
                 self.sleep(min(5.0, self._backoff(attempt)))
                 attempt += 1
             except psycopg.OperationalError:
+                # A lost connection (or a statement_timeout): back off, then try again
+                # on a fresh connection, until cleanup_wait runs out.
                 if time.monotonic() >= deadline:
                     break
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
         return (
             f"; the INVALID index {name} could NOT be dropped within "
             f"{self.settings.cleanup_wait_ms} ms: the next apply repairs it"
@@ -388,6 +407,9 @@ class Executor:
                     f"{step.index}: statement_timeout ({self.settings.statement_timeout_ms} ms) "
                     f"stopped the statement: {server_message(exc)}{cleaned}"
                 ) from None
+            except pgerrors.DuplicateTable as exc:
+                # The name is taken by an index this step did not make: leave it alone.
+                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
             except psycopg.Error as exc:
                 cleaned = self._after_failure(step)
                 raise StepFailed(f"{step.index}: {server_message(exc)}{cleaned}") from None
@@ -421,6 +443,23 @@ class Executor:
                 conn.execute(statement)
 
     # --- whole plans -------------------------------------------------------------------
+
+    def _refuse_repair_during_build(self, action: Action) -> None:
+        """An INVALID index may be another session's build still running: never drop that."""
+
+        def query(conn: psycopg.Connection[Any]) -> Any:
+            return conn.execute(
+                "SELECT pid FROM pg_stat_progress_create_index "
+                "WHERE relid = to_regclass(%s) AND pid <> ALL (%s::int[])",
+                (action.table.ident().as_string(), self.own_pids()),
+            ).fetchone()
+
+        row = self._control(query)
+        if row is not None:
+            raise StepFailed(
+                f"{action.name}: a CREATE INDEX is running on {action.table} (pid {row[0]}); "
+                "its INVALID index may be that build: not repairing now, run apply again later"
+            )
 
     def _record_built_with(
         self,
@@ -471,11 +510,23 @@ class Executor:
         started = time.monotonic()
         self.reporter.event(f"{action.kind.value} {action.name} ...")
         try:
+            if action.kind == Kind.REPAIR:
+                self._refuse_repair_during_build(action)
             for step in steps:
                 self.run_step(step)
         except StepFailed as exc:
-            result = ChangeResult(action, "failed", time.monotonic() - started, error=str(exc))
+            # A failed partition build leaves the ON ONLY parent INVALID too: clean every
+            # index this action builds, not only the step that failed.
+            cleaned = "".join(
+                self._cleanup_invalid(i)
+                for i in dict.fromkeys(st.index for st in steps if st.kind != StepKind.DROP)
+            )
+            result = ChangeResult(
+                action, "failed", time.monotonic() - started, error=str(exc) + cleaned
+            )
         except KeyboardInterrupt:
+            for index in dict.fromkeys(st.index for st in steps if st.kind != StepKind.DROP):
+                self._cleanup_invalid(index)
             result = ChangeResult(action, "aborted", time.monotonic() - started, error="Ctrl-C")
         else:
             size = None if action.kind == Kind.DROP else self._index_size(action.name)
@@ -553,8 +604,17 @@ class Executor:
             else:
                 with ThreadPoolExecutor(max_workers=jobs) as pool:
                     futures = [pool.submit(run_group, g) for g in first]
-                    for future in futures:
-                        results.extend(future.result())
+                    try:
+                        for future in futures:
+                            results.extend(future.result())
+                    except KeyboardInterrupt:
+                        # Cancel the running builds on the server now: leaving the pool
+                        # waits for the workers, which then stop at once and clean up.
+                        self.cancel()
+                        for future in futures:
+                            if not future.cancelled() and future.exception() is None:
+                                results.extend(future.result())
+                        raise
             # Views after table indexes (their queries may use them), then views' own indexes.
             results.extend(run_group(views))
             for group in last:

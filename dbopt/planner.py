@@ -289,6 +289,7 @@ def plan(
                 phase=2 if relation.relkind == "m" else 0,
             )
         )
+    actions.extend(_leftovers(catalog, wanted | {a.name for a in actions}, prune))
     for i, action in enumerate(actions):
         if action.kind == Kind.REPLACE and not replace_drifted:
             actions[i] = _disabled(action, "--replace-drifted")
@@ -296,6 +297,32 @@ def plan(
             _check_cascade(action.name, catalog, cascade)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
     return Plan(tuple(actions), catalog_queries=catalog_queries)
+
+
+def _leftovers(catalog: Catalog, known: set[QualifiedName], prune: bool) -> list[Action]:
+    """Indexes under dbopt's temporary names that an interrupted replace left behind."""
+    actions = []
+    for index in catalog.indexes.values():
+        temporary = index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+        on_temporary = index.table.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+        if not temporary or on_temporary or index.name in known:
+            continue
+        relation = catalog.relations[index.table]
+        actions.append(
+            Action(
+                kind=Kind.DROP,
+                name=index.name,
+                table=index.table,
+                reason="left under dbopt's temporary name by an interrupted replace",
+                forward=_drop_steps(index.name, index.table, relation),
+                rollback=(),
+                enabled=prune,
+                needs=None if prune else "--prune",
+                current=canonical(index.definition),
+                phase=2 if relation.relkind == "m" else 0,
+            )
+        )
+    return actions
 
 
 def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:
@@ -691,20 +718,33 @@ def _action_for(
                 )
             ],
         )
+    if table.is_partitioned:
+        raise UnsafeActionError(
+            f"index {name} on partitioned table {spec.table} drifted from its spec; replacing "
+            "an index of a partitioned table is not supported yet: DROP INDEX it (a short "
+            "lock on the parent and its partitions) and apply again"
+        )
     new_name = ddl.derived_name(spec.name, NEW_SUFFIX)
     restore_name = ddl.derived_name(spec.name, NEW_SUFFIX)
     old_name = QualifiedName(name.schema, ddl.derived_name(spec.name, OLD_SUFFIX))
+    # What an interrupted replace left under dbopt's own temporary names goes first.
+    leftovers = (
+        *_drop_steps(QualifiedName(name.schema, new_name), spec.table, table),
+        *_drop_steps(old_name, spec.table, table),
+    )
     return Action(
         kind=Kind.REPLACE,
         name=name,
         table=spec.table,
         reason="the definition drifted from the spec",
         forward=(
+            *leftovers,
             *_build_steps(spec, new_name, catalog, table),
             _swap(spec.table, name, new_name),
             *_drop_steps(old_name, spec.table, table),
         ),
         rollback=(
+            *leftovers,
             *_restore_steps(existing, restore_name),
             _swap(spec.table, name, restore_name),
             *_drop_steps(old_name, spec.table, table),

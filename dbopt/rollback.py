@@ -125,6 +125,8 @@ def rollback_plan(
                 desired=row["previous_definition"],
                 # Undoing a drop recreates what dbopt had created; the rest exists already.
                 existed_before=row["action"] != "drop",
+                object_kind=row["object_kind"],
+                phase=1 if row["object_kind"] == "view" else 0,
             )
         )
     return Plan(tuple(actions)), undoes

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 
 import click
 
-from dbopt.errors import EXIT_INTERRUPTED, DboptError, InputError
+from dbopt.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_CONNECT,
+    EXIT_INTERRUPTED,
+    DboptError,
+    InputError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,3 +133,20 @@ class DboptGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except click.Abort:
+            # A confirmation prompt with no answer (no terminal, EOF, Ctrl-C): not confirmed.
+            click.echo("error: not confirmed (no answer to the prompt); nothing was run", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except Exception as exc:
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            from dbopt.db import format_db_error
+
+            # A lock dbopt would not wait for is like a busy run lock: exit 3; any other
+            # database error is a failed step: exit 1. Never a traceback.
+            locked = isinstance(exc, psycopg.errors.LockNotAvailable)
+            what = "gave up waiting for a lock (lock_timeout)" if locked else "database error"
+            click.echo(f"error: {what}: {format_db_error(exc)}", err=True)
+            ctx.exit(EXIT_CONNECT if locked else EXIT_CHECK_FAILED)

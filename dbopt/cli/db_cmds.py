@@ -119,7 +119,7 @@ def plan(
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    with connect(target.dsn) as conn:
+    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
         result = build_plan(
             conn,
             specs,
@@ -331,7 +331,7 @@ def rollback(
     if show_plan:
         from dbopt.db import connect
 
-        with connect(target.dsn) as conn:
+        with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
             result, _undoes = rollback_plan(conn, history, run_id=run_id, last=last, indexes=names)
         text = ex.session_sql(target.settings) + render.plan_sql(result)
         if output is not None:
@@ -436,7 +436,11 @@ def refresh_views(
         return
     target = opts.target(config)
     history = History(config.history_schema)
-    with connect(target.dsn, application_name="dbopt-refresh") as conn:
+    with connect(
+        target.dsn,
+        application_name="dbopt-refresh",
+        lock_timeout_ms=target.settings.lock_timeout_ms,
+    ) as conn:
         catalog = inspect(conn)
         items = vw.plan_refresh(chosen, catalog, concurrently_only=concurrently_only)
         if emit == "pg_cron":
@@ -502,7 +506,7 @@ def status(opts: Options) -> None:
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    with connect(target.dsn) as conn:
+    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
         report = index_status(conn, specs, target.settings, History(config.history_schema))
     headers = ["index", "table", "state", "valid", "size", "scans", "created by"]
     managed = [

@@ -57,7 +57,10 @@ class RichReporter(LineReporter):
 
     def event(self, message: str) -> None:
         """Printed above the bars."""
-        self.bars.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+        from rich.markup import escape
+
+        # Messages hold server text and blocking queries: never read them as markup.
+        self.bars.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}")
 
     def progress(self, index: QualifiedName, phase: str, done: int, total: int) -> None:
         """Update (or open) the bar of this index."""

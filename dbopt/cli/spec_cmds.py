@@ -40,7 +40,7 @@ def validate(opts: Options) -> None:
             from dbopt.livecheck import check_against_database
 
             target = opts.target(config)
-            with connect(target.dsn) as conn:
+            with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
                 check_against_database(specs, conn)
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.

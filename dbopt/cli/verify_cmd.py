@@ -135,7 +135,7 @@ def verify(
     target = opts.target(config)
     base = load_baseline(baseline) if baseline else None
     out = sys.stdout
-    with connect(target.dsn) as conn:
+    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
         if hypothetical:
             hypo = run_hypothetical(
                 conn,
