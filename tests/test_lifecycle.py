@@ -441,3 +441,27 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     )
     (drop,) = plan_for(appointments, specs).changes
     assert (drop.kind, drop.name.name, drop.needs) == (Kind.DROP, "idx_appt_day", "--prune")
+
+
+def test_failed_partition_build_leaves_no_invalid_parent(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    conn.execute(
+        "CREATE TABLE events (id int, day date, kind text) PARTITION BY RANGE (day);"
+        "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO "
+        "('2026-01-01');"
+        "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO "
+        "('2027-01-01');"
+        "INSERT INTO events VALUES (1, '2026-03-01', 'a'), (2, '2026-03-01', 'a')"
+    )
+    specs = write_specs(
+        tmp_path,
+        {
+            "events.yaml": "table: events\nindexes:\n"
+            "  - {name: uq_events_day_kind, columns: [day, kind], unique: true}\n"
+        },
+    )
+    result = apply_plan(db_dsn, plan_for(conn, specs))
+    assert result.outcome == "failed"
+    assert "could not create unique index" in (result.changes[0].error or "")
+    assert {n for n in index_defs(conn) if "uq_events" in n} == set()
