@@ -457,7 +457,7 @@ class Executor:
         row = self._control(query)
         if row is not None:
             raise StepFailed(
-                f"{action.name}: a CREATE INDEX is running on {action.table} (pid {row[0]}); "
+                f"{action.name}: an index build is running on {action.table} (pid {row[0]}); "
                 "its INVALID index may be that build: not repairing now, run apply again later"
             )
 
