@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dbopt.docvalidate import schema_problems, suggest
-from dbopt.errors import ConfigError, Problem
+from dbopt.errors import ConfigError
 from dbopt.schema import config_schema
 from dbopt.yamlload import load_file
 
@@ -155,8 +155,3 @@ def resolve_target(
     except ConfigError as exc:
         raise ConfigError(f"environment '{env}' in {config.path}: {exc}") from None
     return Target(env=env, dsn=expanded, settings=chosen.settings)
-
-
-def config_problem(config: Config, message: str) -> Problem:
-    """A problem located at the top of the config file."""
-    return Problem(config.path or DEFAULT_CONFIG, 1, 1, message)

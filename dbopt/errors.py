@@ -60,12 +60,6 @@ class UnsafeActionError(DboptError):
     exit_code = EXIT_BAD_INPUT
 
 
-class NotImplementedYetError(DboptError):
-    """The command exists but its capability is not built yet."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
 class ConnectError(DboptError):
     """Could not connect to the database (the message never holds a password)."""
 

@@ -236,17 +236,6 @@ class History:
             )
             return cur.fetchall()
 
-    def changes_of(self, conn: psycopg.Connection[Any], run_id: int) -> list[dict[str, Any]]:
-        """Every change of one run, in the order made."""
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                sql.SQL("SELECT * FROM {}.changes WHERE run_id = %s ORDER BY id").format(
-                    sql.Identifier(self.schema)
-                ),
-                (run_id,),
-            )
-            return cur.fetchall()
-
     def record_refresh(
         self, conn: psycopg.Connection[Any], environment: str | None, result: Any
     ) -> None:

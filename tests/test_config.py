@@ -12,7 +12,6 @@ from dbopt.config import (
     Config,
     Settings,
     Target,
-    config_problem,
     duration_ms,
     load_config,
     resolve_target,
@@ -176,11 +175,6 @@ def test_unreadable_yaml(write_config: WriteConfig) -> None:
         "dbopt.yaml:2:1: invalid YAML: expected the node content, but found '<stream end>'\n"
         "dbopt.yaml: cannot read the configuration"
     )
-
-
-def test_config_problem_points_at_the_file() -> None:
-    assert str(config_problem(Config(), "x")) == "dbopt.yaml:1:1: x"
-    assert str(config_problem(Config(path="ci.yaml"), "x")) == "ci.yaml:1:1: x"
 
 
 @pytest.mark.parametrize(
