@@ -25,9 +25,11 @@ def build_plan(
     replace_drifted: bool = False,
     prune: bool = False,
     cascade: bool = False,
+    catalog: Catalog | None = None,
 ) -> Plan:
-    """Inspect the catalog, let the server normalise the specs, and diff them."""
-    catalog = inspect(conn)
+    """Inspect the catalog (unless given), let the server normalise the specs, and diff them."""
+    if catalog is None:
+        catalog = inspect(conn)
     # Only specs whose index exists need comparing; the rest are creates.
     existing = [
         s
@@ -112,8 +114,8 @@ def index_status(
     conn: psycopg.Connection[Any], specs: SpecSet, settings: Settings, history: History
 ) -> StatusReport:
     """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
-    result = build_plan(conn, specs, settings, history)
     catalog = inspect(conn)
+    result = build_plan(conn, specs, settings, history, catalog=catalog)
     created = history.managed(conn)
     states = {
         Kind.SKIP: "ok",

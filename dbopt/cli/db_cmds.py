@@ -216,6 +216,7 @@ def apply(
     try:
         control = runner.control
         ex.take_run_lock(control, wait=wait)
+        catalog = inspect(control)  # once: for the plan and for the privilege check
         result = build_plan(
             control,
             specs,
@@ -224,6 +225,7 @@ def apply(
             replace_drifted=replace_drifted,
             prune=prune,
             cascade=cascade,
+            catalog=catalog,
         )
         headers, rows = render.plan_rows(result)
         out = sys.stdout
@@ -235,7 +237,6 @@ def apply(
             _blocked_exit(result)
             return
         render.print_rows(headers, rows, opts.fmt, out, title="Plan")
-        catalog = inspect(control)
         ex.check_privileges(
             # A relation this run creates (a new view) will be owned by this role.
             result,
