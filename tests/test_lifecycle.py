@@ -65,6 +65,16 @@ APPOINTMENTS = """
     """
 
 
+# APPOINTMENTS after idx_appt_day left the specs.
+WITHOUT_DAY = """
+    table: public.appointments
+    indexes:
+      - name: idx_appt_barber_status
+        columns: [barber_id, status]
+        where: "status IN ('confirmed', 'pending')"
+    """
+
+
 @pytest.fixture
 def appointments(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     conn.execute(
@@ -218,18 +228,7 @@ def test_prune_drops_only_what_dbopt_created(
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     assert apply_plan(db_dsn, plan_for(appointments, specs)).outcome == "succeeded"
     # idx_appt_day leaves the specs; handmade was never in them.
-    write_specs(
-        tmp_path,
-        {
-            "appointments.yaml": """
-            table: public.appointments
-            indexes:
-              - name: idx_appt_barber_status
-                columns: [barber_id, status]
-                where: "status IN ('confirmed', 'pending')"
-            """
-        },
-    )
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
     without_flag = plan_for(appointments, specs)
     (drop,) = without_flag.changes
     assert (drop.kind, drop.name.name, drop.enabled, drop.needs) == (
@@ -427,18 +426,7 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     outcomes = appointments.execute("SELECT id, outcome FROM dbopt.runs ORDER BY id").fetchall()
     assert outcomes == [(run, "aborted"), (run + 1, "succeeded")]
     # Rebuilt by dbopt, so dbopt's own: --prune may drop it once it leaves the specs.
-    write_specs(
-        tmp_path,
-        {
-            "appointments.yaml": """
-            table: public.appointments
-            indexes:
-              - name: idx_appt_barber_status
-                columns: [barber_id, status]
-                where: "status IN ('confirmed', 'pending')"
-            """
-        },
-    )
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
     (drop,) = plan_for(appointments, specs).changes
     assert (drop.kind, drop.name.name, drop.needs) == (Kind.DROP, "idx_appt_day", "--prune")
 

@@ -52,6 +52,39 @@ def project(conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: Any) -> 
     return tmp_path
 
 
+class Reader:
+    """A thread that keeps running one query while the block runs; collects what went wrong."""
+
+    def __init__(self, dsn: str, query: str, *, lock_timeout: str) -> None:
+        self.dsn, self.query, self.lock_timeout = dsn, query, lock_timeout
+        self.errors: list[BaseException] = []
+        self.reads = 0
+        self.slowest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> Reader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as r:
+            r.execute("SELECT set_config('lock_timeout', %s, false)", (self.lock_timeout,))
+            while not self._stop.is_set():
+                try:
+                    started = time.monotonic()
+                    r.execute(self.query).fetchone()
+                    self.slowest = max(self.slowest, time.monotonic() - started)
+                    self.reads += 1
+                except BaseException as exc:  # any error fails the test
+                    self.errors.append(exc)
+                    return
+
+
 def cli(*args: str, input: str | None = None) -> Any:
     return CliRunner().invoke(main, list(args), input=input)
 
@@ -108,34 +141,13 @@ def test_replace_keeps_readers_reading_and_rollback_restores(
     plan = cli("plan", "--dsn", db_dsn, "--format", "plain")
     assert "+    count(*) AS sales" in plan.output
 
-    errors: list[BaseException] = []
-    reads = 0
-    stop = threading.Event()
-
-    def reader() -> None:
-        nonlocal reads
-        with psycopg.connect(db_dsn, autocommit=True) as r:
-            r.execute("SET lock_timeout = '5s'")
-            while not stop.is_set():
-                try:
-                    started = time.monotonic()
-                    r.execute("SELECT count(*) FROM mv_revenue").fetchone()
-                    assert time.monotonic() - started < 5
-                    reads += 1
-                except BaseException as exc:
-                    errors.append(exc)
-                    return
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
+    with Reader(db_dsn, "SELECT count(*) FROM mv_revenue", lock_timeout="5s") as reader:
         replaced = cli("apply", "--dsn", db_dsn, "--replace-drifted")
-    finally:
-        stop.set()
-        thread.join()
     assert replaced.exit_code == 0, replaced.output
-    assert errors == []
-    assert reads > 0
+    assert reader.errors == []
+    assert reader.reads > 0
+    # Never blocked longer than its lock_timeout (it would have failed with an error).
+    assert reader.slowest < 5
     assert "count(*) AS sales" in view_def(conn, "mv_revenue")
     assert relations(conn) == {"mv_revenue": "m", "mv_revenue_day": "i"}
     rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
@@ -253,33 +265,12 @@ def test_concurrent_refresh_while_a_reader_keeps_reading(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    errors: list[BaseException] = []
-    slowest = 0.0
-    stop = threading.Event()
-
-    def reader() -> None:
-        nonlocal slowest
-        with psycopg.connect(db_dsn, autocommit=True) as r:
-            r.execute("SET lock_timeout = '1s'")
-            while not stop.is_set():
-                try:
-                    started = time.monotonic()
-                    r.execute("SELECT sum(revenue) FROM mv_revenue").fetchone()
-                    slowest = max(slowest, time.monotonic() - started)
-                except BaseException as exc:
-                    errors.append(exc)
-                    return
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
+    with Reader(db_dsn, "SELECT sum(revenue) FROM mv_revenue", lock_timeout="1s") as reader:
         for _ in range(5):
             assert cli("refresh-views", "--dsn", db_dsn, "--view", "mv_revenue").exit_code == 0
-    finally:
-        stop.set()
-        thread.join()
     # A reader blocked longer than its lock_timeout (1 s) would have failed with an error.
-    assert errors == []
+    assert reader.errors == []
+    assert reader.reads > 0
 
 
 def test_second_refresh_of_the_same_view_is_skipped(
