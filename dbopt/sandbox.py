@@ -44,7 +44,7 @@ from dbopt.errors import InputError, SandboxError
 if TYPE_CHECKING:  # testcontainers is imported only when Docker is used
     from testcontainers.core.container import DockerContainer
 
-__all__ = ["Server", "describe_provider", "running_server", "start_server"]
+__all__ = ["Server", "describe_provider", "running_server", "start_server", "with_user"]
 
 DSN_ENV = "DBOPT_TEST_DSN"
 PG_BIN_ENV = "DBOPT_PG_BIN"
@@ -88,6 +88,21 @@ def _with_dbname(dsn: str, dbname: str) -> str:
             parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), query, parts.fragment
         ).geturl()
     return make_conninfo(dsn, dbname=dbname)
+
+
+def with_user(dsn: str, user: str, password: str | None = None) -> str:
+    """Return the same DSN with another user (and password), keeping URIs as URIs."""
+    if dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+        auth = quote(user, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        return SplitResult(
+            parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment
+        ).geturl()
+    extra = {"user": user} if password is None else {"user": user, "password": password}
+    return make_conninfo(dsn, **extra)
 
 
 def _connect(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
@@ -150,8 +165,14 @@ class Server:
         """Return the DSN of another database on the same server."""
         return _with_dbname(self.dsn, self._owned.get(dbname, dbname))
 
-    def create_database(self, name: str, template: str | None = None) -> str:
-        """Create a database (on a shared server, under a unique name) and return its DSN."""
+    def create_database(
+        self, name: str, template: str | None = None, owner: str | None = None
+    ) -> str:
+        """Create a database (on a shared server, under a unique name) and return its DSN.
+
+        With ``owner`` the database belongs to that role (who may then create tables in its
+        ``public`` schema on PostgreSQL 15+, as an application's owner role does).
+        """
         if name in self._owned:
             raise SandboxError(f"database {name!r} was already created by this sandbox")
         physical = _shared_name(name) if self._backend.shared else name
@@ -161,6 +182,8 @@ class Server:
         if template is not None:
             source = self._owned.get(template, template)
             query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(source))
+        if owner is not None:
+            query = sql.SQL("{} OWNER {}").format(query, sql.Identifier(owner))
         with _connect(self.dsn) as conn:
             conn.execute(query)
         self._owned[name] = physical

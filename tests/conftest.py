@@ -5,6 +5,13 @@ tests run without one. Every database test gets ``db_dsn``: a database cloned fr
 session's ``dbopt_template`` (see `prepare_template`), dropped after the test; ``conn`` is an
 autocommit connection to it. Tests using these fixtures are marked ``db`` automatically, so
 ``pytest -m "not db"`` runs the unit tests alone.
+
+Production is not a superuser: ``db_dsn`` and ``conn`` connect as ``dbopt_owner``, a plain
+role (no SUPERUSER, CREATEDB or CREATEROLE) that owns the test's database and so every table
+a test creates, as an application's owner role does on a managed service. ``admin_dsn`` and
+``admin_conn`` reach the same database as the server's superuser, for the few steps that need
+one (roles, extensions, a superuser's run). On a ``DBOPT_TEST_DSN`` server whose role cannot
+create roles, both are that role and the header says so.
 """
 
 from __future__ import annotations
@@ -14,19 +21,25 @@ import secrets
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from dbopt.errors import SandboxError
-from dbopt.sandbox import Server, describe_provider, start_server
+from dbopt.sandbox import Server, describe_provider, start_server, with_user
 
 TEMPLATE_DB = "dbopt_template"
+#: The non-superuser role that owns every test database (and so the tables tests create).
+OWNER_ROLE = "dbopt_owner"
 
 # Fixtures that need the server: a test using any of them is a `db` test.
-DB_FIXTURES = frozenset({"pg_server", "template_db", "db_dsn", "conn"})
+DB_FIXTURES = frozenset(
+    {"pg_server", "template_db", "db_dsn", "conn", "admin_dsn", "admin_conn", "owner_role"}
+)
 
 # Extra settings and shared_preload_libraries for the session's server; they apply only to
 # servers the harness starts. Optional libraries are preloaded when the server has them
@@ -50,7 +63,10 @@ def prepare_template(conn: psycopg.Connection[Any]) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Say which server the database tests will use, without starting it."""
-    return f"dbopt test server: {describe_provider()}"
+    return (
+        f"dbopt test server: {describe_provider()}; tests run as {OWNER_ROLE} (no superuser), "
+        "admin_conn as the server's superuser"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -85,13 +101,51 @@ def pg_server() -> Iterator[Server]:
             signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The role tests run as, and the password its DSNs carry (None: the server trusts us)."""
+
+    name: str | None  # None: the provider's own role (it may not create roles)
+    password: str | None
+
+
 @pytest.fixture(scope="session")
-def template_db(pg_server: Server) -> str:
+def owner_role(pg_server: Server) -> Iterator[Owner]:
+    """Create ``dbopt_owner`` (no SUPERUSER, CREATEDB or CREATEROLE) for the session."""
+    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not (row and row[0]):
+            yield Owner(None, None)
+            return
+        password = secrets.token_hex(12)
+        admin.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                "NOBYPASSRLS PASSWORD {}"
+            ).format(sql.Identifier(OWNER_ROLE), sql.Literal(password))
+        )
+    # Password auth (Docker, DBOPT_TEST_DSN) needs it in the DSN; a trusting local server not.
+    needs_password = psycopg.conninfo.conninfo_to_dict(pg_server.dsn).get("password")
+    try:
+        yield Owner(OWNER_ROLE, password if needs_password else None)
+    finally:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(OWNER_ROLE)))
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server, owner_role: Owner) -> Iterator[str]:
     """Create ``dbopt_template`` once and fill it through `prepare_template`; return its name."""
-    dsn = pg_server.create_database(TEMPLATE_DB)
+    dsn = pg_server.create_database(TEMPLATE_DB, owner=owner_role.name)
     with psycopg.connect(dsn, autocommit=True) as conn:
         prepare_template(conn)
-    return TEMPLATE_DB
+    try:
+        yield TEMPLATE_DB
+    finally:
+        # Before the owner role goes: a role that owns a database cannot be dropped.
+        pg_server.drop_database(TEMPLATE_DB)
 
 
 def _database_name(request: pytest.FixtureRequest) -> str:
@@ -101,10 +155,12 @@ def _database_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def db_dsn(pg_server: Server, template_db: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh database for this test, cloned from the template; dropped afterwards."""
+def admin_dsn(
+    pg_server: Server, template_db: str, owner_role: Owner, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh database for this test (owned by ``dbopt_owner``), as the superuser."""
     name = _database_name(request)
-    dsn = pg_server.create_database(name, template=template_db)
+    dsn = pg_server.create_database(name, template=template_db, owner=owner_role.name)
     try:
         yield dsn
     finally:
@@ -112,7 +168,22 @@ def db_dsn(pg_server: Server, template_db: str, request: pytest.FixtureRequest) 
 
 
 @pytest.fixture
+def db_dsn(admin_dsn: str, owner_role: Owner) -> str:
+    """The test's database as ``dbopt_owner``: what dbopt and the tests normally use."""
+    if owner_role.name is None:
+        return admin_dsn
+    return with_user(admin_dsn, owner_role.name, owner_role.password)
+
+
+@pytest.fixture
 def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection to this test's database, closed after the test."""
+    """An autocommit connection to this test's database as ``dbopt_owner``."""
     with psycopg.connect(db_dsn, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit superuser connection to this test's database (roles, extensions)."""
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
         yield connection

@@ -170,16 +170,16 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
 
 
 def test_role_that_does_not_own_the_table_is_refused(
-    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+    project: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
-    conn.execute("CREATE ROLE dbopt_reader LOGIN")
+    admin_conn.execute("CREATE ROLE dbopt_reader LOGIN")
     conn.execute("GRANT SELECT ON appointments TO dbopt_reader")
     dsn = psycopg.conninfo.make_conninfo(db_dsn, user="dbopt_reader")
     try:
         result = CliRunner().invoke(main, ["apply", "--dsn", dsn])
     finally:
-        conn.execute("DROP OWNED BY dbopt_reader")
-        conn.execute("DROP ROLE dbopt_reader")
+        admin_conn.execute("DROP OWNED BY dbopt_reader")
+        admin_conn.execute("DROP ROLE dbopt_reader")
     assert result.exit_code == 2, result.output
     assert "the current role does not own public.appointments" in result.output
 

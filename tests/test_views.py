@@ -157,13 +157,13 @@ def test_replace_keeps_readers_reading_and_rollback_restores(
 
 
 def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
-    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+    project: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     # A plain view (with a grant that must survive) and a spec view (mv_top_days) read it.
     conn.execute("CREATE VIEW report AS SELECT day, revenue FROM mv_revenue")
-    conn.execute("DROP ROLE IF EXISTS dbopt_analyst")
-    conn.execute("CREATE ROLE dbopt_analyst")
+    admin_conn.execute("DROP ROLE IF EXISTS dbopt_analyst")
+    admin_conn.execute("CREATE ROLE dbopt_analyst")
     conn.execute("GRANT SELECT ON report TO dbopt_analyst")
     (project / "views" / "mv_revenue.yaml").write_text(
         REVENUE.replace("sum(amount)", "sum(amount) + 0")
@@ -202,7 +202,7 @@ def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     assert "+ 0" not in view_def(conn, "mv_revenue")
     assert conn.execute("SELECT count(*) FROM report").fetchone() == (60,)
     conn.execute("DROP VIEW report")
-    conn.execute("DROP ROLE dbopt_analyst")
+    admin_conn.execute("DROP ROLE dbopt_analyst")
 
 
 def test_prune_drops_only_views_dbopt_created(
@@ -353,8 +353,9 @@ def test_emit_crontab_lines_parse(project: Path) -> None:
 
 
 def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
-    project: Path, conn: psycopg.Connection[Any], db_dsn: str, pg_server: Any
+    project: Path, admin_conn: psycopg.Connection[Any], db_dsn: str, pg_server: Any
 ) -> None:
+    conn = admin_conn  # shared_preload_libraries is for superusers (pg_read_all_settings)
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     out = cli("refresh-views", "--dsn", db_dsn, "--emit", "pg_cron")
     assert out.exit_code == 0, out.output
