@@ -43,8 +43,10 @@ def create_index(
     table: QualifiedName | None = None,
     concurrently: bool = True,
     only: bool = False,
+    tablespace: str | None = None,
 ) -> sql.Composed:
-    """CREATE INDEX for ``spec``, optionally under another name or on another table."""
+    """CREATE INDEX for ``spec``, optionally under another name, on another table, or in a
+    tablespace (carried over from the index a replace swaps out)."""
     if spec.method not in INDEX_METHODS:  # the schema already refuses; never trust one layer
         raise ValueError(f"index method {spec.method!r} is not allowed")
     parts: list[sql.Composable] = [
@@ -74,6 +76,8 @@ def create_index(
                 )
             )
         )
+    if tablespace:
+        parts.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(tablespace)))
     if spec.where is not None:
         parts.append(sql.SQL("WHERE {}").format(expression_sql(spec.where)))
     return sql.SQL(" ").join(parts)
@@ -134,12 +138,33 @@ def derived_name(base: str, suffix: str) -> str:
 
 
 def create_matview(
-    name: QualifiedName, query: sql.Composable, *, with_data: bool = True
+    name: QualifiedName,
+    query: sql.Composable,
+    *,
+    with_data: bool = True,
+    options: tuple[tuple[str, str], ...] = (),
+    tablespace: str | None = None,
 ) -> sql.Composed:
-    """CREATE MATERIALIZED VIEW ... AS <query> WITH [NO] DATA."""
-    return sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH {}").format(
-        name.ident(), query, sql.SQL("DATA" if with_data else "NO DATA")
+    """CREATE MATERIALIZED VIEW ... [WITH (options)] [TABLESPACE] AS <query> WITH [NO] DATA."""
+    head: list[sql.Composable] = [sql.SQL("CREATE MATERIALIZED VIEW"), name.ident()]
+    if options:
+        head.append(
+            sql.SQL("WITH ({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in options
+                )
+            )
+        )
+    if tablespace:
+        head.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(tablespace)))
+    return sql.SQL("{} AS {} WITH {}").format(
+        sql.SQL(" ").join(head), query, sql.SQL("DATA" if with_data else "NO DATA")
     )
+
+
+def analyze(table: QualifiedName) -> sql.Composed:
+    """ANALYZE one table (statistics of a new expression index before it takes the name)."""
+    return sql.SQL("ANALYZE {}").format(table.ident())
 
 
 def create_matview_from_definition(name: QualifiedName, definition: str) -> sql.Composed:

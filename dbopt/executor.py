@@ -10,6 +10,7 @@ is recorded in the history schema.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,10 +24,11 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from dbopt import ddl
+from dbopt import ddl, guard
 from dbopt.config import Settings
 from dbopt.db import connect, server_message
 from dbopt.errors import CheckFailedError, LockBusyError, UnsafeActionError
+from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
 from dbopt.planner import Action, Kind, Plan, Step, StepKind
 from dbopt.spec import QualifiedName
@@ -110,7 +112,7 @@ class ChangeResult:
     """How one action went."""
 
     action: Action
-    result: str  # ok, failed, aborted
+    result: str  # ok, failed, aborted, skipped (not dbopt's object: left alone, says why)
     seconds: float
     size_bytes: int | None = None
     error: str | None = None
@@ -123,6 +125,16 @@ class RunResult:
     run_id: int | None
     outcome: str
     changes: list[ChangeResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """A relation as it is now: OID, relkind, definition (index or view), validity."""
+
+    oid: int
+    relkind: str
+    definition: str | None
+    valid: bool | None
 
 
 class StepFailed(Exception):
@@ -165,15 +177,30 @@ def _lock_key(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return _LOCK_CLASS, int(row[0])
 
 
-def take_run_lock(conn: psycopg.Connection[Any], *, wait: bool) -> None:
-    """One dbopt run per database: a session advisory lock; LockBusyError names the holder."""
+def take_run_lock(
+    conn: psycopg.Connection[Any], *, wait: bool, wait_timeout_ms: int | None = None
+) -> None:
+    """One dbopt run per database: a session advisory lock; LockBusyError names the holder.
+
+    With ``wait`` it waits for the other run to finish — for ``wait_timeout_ms`` at most
+    (None: as long as it takes), whatever the session's lock_timeout.
+    """
     key = _lock_key(conn)
     if wait:
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-        return
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-    if row and row[0]:
-        return
+        previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (str(wait_timeout_ms or 0),))
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            return
+        except pgerrors.LockNotAvailable:
+            pass
+        finally:
+            if previous is not None:
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous[0],))
+    else:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+        if row and row[0]:
+            return
     holder = conn.execute(
         "SELECT a.pid, a.usename, a.client_addr::text, a.application_name, "
         "round(extract(epoch FROM now() - a.backend_start))::int "
@@ -187,9 +214,8 @@ def take_run_lock(conn: psycopg.Connection[Any], *, wait: bool) -> None:
         if holder
         else "another session"
     )
-    raise LockBusyError(
-        f"another dbopt run holds this database's lock: {who}; wait for it, or use --wait"
-    )
+    waited = f" (waited {wait_timeout_ms} ms)" if wait else ""
+    raise LockBusyError(f"another dbopt run holds this database's lock{waited}: {who}")
 
 
 def long_running(conn: psycopg.Connection[Any], older_than_ms: int) -> list[Blocker]:
@@ -211,7 +237,11 @@ def check_privileges(plan: Plan, owned: Callable[[QualifiedName], bool]) -> None
 
 
 class Executor:
-    """Runs the steps of a plan; one connection per worker, one for history and watching."""
+    """Runs the steps of a plan; one connection per worker, one for history and watching.
+
+    A context manager: ``with Executor(...) as runner:`` closes every connection it opened.
+    Every destructive step is checked by :mod:`dbopt.guard` right before it runs.
+    """
 
     def __init__(
         self,
@@ -234,6 +264,12 @@ class Executor:
         self._workers: dict[int, psycopg.Connection[Any]] = {}
         self._cancelled = threading.Event()
         self._progress = _ProgressPoller(self)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- the control connection (history, lookups) is shared: serialise its use --------
 
@@ -264,6 +300,11 @@ class Executor:
         result: list[Blocker] = self._control(query)
         return result
 
+    def check(self, identity: Identity, built: dict[QualifiedName, int]) -> None:
+        """The guard, on the control connection: NotOursError when it is not dbopt's object."""
+        resolved = identity.resolved(built)
+        self._control(lambda c: guard.check(c, resolved, self.own_pids()))
+
     def cancel(self) -> None:
         """Ctrl-C: cancel every running statement on the server."""
         self._cancelled.set()
@@ -289,28 +330,22 @@ class Executor:
             self._workers[ident] = conn
         return conn
 
-    def _index_valid(self, name: QualifiedName) -> bool | None:
-        def query(conn: psycopg.Connection[Any]) -> bool | None:
-            row = conn.execute(
-                "SELECT i.indisvalid AND i.indisready FROM pg_index i "
-                "WHERE i.indexrelid = to_regclass(%s)",
-                (name.ident().as_string(),),
+    def _oid_of(self, name: QualifiedName) -> _Made | None:
+        """What the relation named ``name`` is now (None: there is none)."""
+
+        def query(conn: psycopg.Connection[Any]) -> Any:
+            return conn.execute(
+                "SELECT c.oid::bigint, c.relkind::text, CASE WHEN c.relkind IN ('i', 'I') THEN "
+                "pg_get_indexdef(c.oid) WHEN c.relkind = 'm' THEN pg_get_viewdef(c.oid) END, "
+                "i.indisvalid AND i.indisready FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                (name.schema, name.name),
             ).fetchone()
-            return None if row is None else bool(row[0])
 
-        result: bool | None = self._control(query)
-        return result
-
-    def _is_partitioned_index(self, name: QualifiedName) -> bool:
-        def query(conn: psycopg.Connection[Any]) -> bool:
-            row = conn.execute(
-                "SELECT relkind = 'I' FROM pg_class WHERE oid = to_regclass(%s)",
-                (name.ident().as_string(),),
-            ).fetchone()
-            return bool(row and row[0])
-
-        result: bool = self._control(query)
-        return result
+        row = self._control(query)
+        return None if row is None else _Made(int(row[0]), row[1], row[2], row[3])
 
     def _index_size(self, name: QualifiedName) -> int | None:
         def query(conn: psycopg.Connection[Any]) -> int | None:
@@ -322,31 +357,44 @@ class Executor:
         result: int | None = self._control(query)
         return result
 
-    def _cleanup_invalid(self, name: QualifiedName) -> str:
-        """Drop the INVALID index a failed build left behind; returns what was done.
+    def _drop_own(self, identity: Identity, what: str) -> str:
+        """Drop an object this run made (a failed build's INVALID index, a build aside that
+        could not be swapped in); returns what was done, for the report.
 
         DROP INDEX CONCURRENTLY waits for the same old transactions that stopped the build,
-        so it keeps trying (each wait bounded by lock_timeout) for up to cleanup_wait_ms.
+        so it keeps trying (each wait bounded by lock_timeout) for up to cleanup_wait_ms; the
+        guard checks before every attempt that the object is still the one this run made.
         """
-        if self._index_valid(name) is not False:
-            return ""
-        # Partitioned indexes cannot be dropped concurrently (a catalog-only drop anyway).
-        statement = ddl.drop_index(name, concurrently=not self._is_partitioned_index(name))
         deadline = time.monotonic() + self.settings.cleanup_wait_ms / 1000.0
         attempt = 0
         while True:
             started = time.time()
             try:
+                live = self._control(lambda c: guard.check(c, identity, self.own_pids()))
+            except NotOursError as exc:
+                if exc.gone:
+                    return ""
+                if time.monotonic() >= deadline or "is building" not in str(exc):
+                    return f"; {what} {identity.name} was left alone: {exc}"
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
+                continue
+            if identity.kind == "view":
+                statement = ddl.drop_matview(identity.name)
+            else:
+                statement = ddl.drop_index(identity.name, concurrently=live.relkind != "I")
+            try:
                 self._worker().execute(statement)
-                self.reporter.event(f"dropped the INVALID index {name} the failed build left")
-                return f"; the INVALID index {name} it left was dropped"
+                left = " the failed build left" if identity.invalid else ""
+                self.reporter.event(f"dropped {what} {identity.name}{left}")
+                return f"; {what} {identity.name} was dropped"
             except pgerrors.LockNotAvailable:
                 if time.monotonic() >= deadline:
                     break
                 if attempt == 0:
-                    named = "; ".join(str(b) for b in self.blockers(name, started))
+                    named = "; ".join(str(b) for b in self.blockers(identity.name, started))
                     self.reporter.event(
-                        f"waiting to drop the INVALID index {name}; blocked by: "
+                        f"waiting to drop {what} {identity.name}; blocked by: "
                         f"{named or 'no blocker still visible'}"
                     )
                 self.sleep(min(5.0, self._backoff(attempt)))
@@ -358,33 +406,54 @@ class Executor:
                     break
                 self.sleep(min(5.0, self._backoff(attempt)))
                 attempt += 1
+            except psycopg.Error as exc:
+                return f"; {what} {identity.name} could NOT be dropped: {server_message(exc)}"
         return (
-            f"; the INVALID index {name} could NOT be dropped within "
-            f"{self.settings.cleanup_wait_ms} ms: the next apply repairs it"
+            f"; {what} {identity.name} could NOT be dropped within "
+            f"{self.settings.cleanup_wait_ms} ms: the next apply repairs or prunes it"
         )
 
     def _backoff(self, attempt: int) -> float:
         return min(60.0, self.settings.retry_backoff_ms / 1000.0 * float(2**attempt))
 
-    def run_step(self, step: Step) -> None:
-        """Run one step with retries on lock timeouts; raise StepFailed when it cannot."""
+    def run_step(self, step: Step, built: dict[QualifiedName, int] | None = None) -> None:
+        """Run one step with retries on lock timeouts; raise StepFailed when it cannot.
+
+        ``built`` maps what the running action built to its OID; the step's identities are
+        checked against the live catalog right before each attempt (NotOursError).
+        """
+        built = {} if built is None else built
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
+            if step.kind != StepKind.SWAP:
+                for identity in step.expect:
+                    self.check(identity, built)
             started = time.time()
             conn = self._worker()
             try:
-                self._execute(conn, step)
+                self._execute(conn, step, built)
             except KeyboardInterrupt:
-                # psycopg cancelled the statement on the server; leave nothing INVALID behind.
+                # psycopg cancelled the statement on the server; the action cleans up.
                 self._cancelled.set()
-                self._after_failure(step)
+                self._after_failed_build(step, built)
+                raise
+            except (NotOursError, pgerrors.DuplicateTable):
+                raise_as = sys.exc_info()[1]
+                if isinstance(raise_as, pgerrors.DuplicateTable):
+                    # The name is taken by something this step did not make: leave it alone.
+                    raise StepFailed(f"{step.index}: {server_message(raise_as)}") from None
                 raise
             except pgerrors.LockNotAvailable:
                 blockers = self.blockers(step.table, started)
-                if step.kind == StepKind.BUILD:
-                    self._cleanup_invalid(step.index)
+                self._after_failed_build(step, built)
+                if step.kind == StepKind.BUILD and step.index in built:
+                    # The INVALID index of this attempt goes before the next attempt.
+                    oid = built.pop(step.index)
+                    self._drop_own(
+                        Identity("index", step.index, oid=oid, invalid=True), "the INVALID index"
+                    )
                 named = "; ".join(str(b) for b in blockers) or "no blocker still visible"
                 if attempt + 1 >= attempts:
                     raise StepFailed(
@@ -399,36 +468,50 @@ class Executor:
                 self.sleep(delay)
                 continue
             except pgerrors.QueryCanceled as exc:
+                self._after_failed_build(step, built)
                 if self._cancelled.is_set():
-                    self._after_failure(step)
                     raise KeyboardInterrupt from None
-                cleaned = self._after_failure(step)
                 raise StepFailed(
                     f"{step.index}: statement_timeout ({self.settings.statement_timeout_ms} ms) "
-                    f"stopped the statement: {server_message(exc)}{cleaned}"
+                    f"stopped the statement: {server_message(exc)}"
                 ) from None
-            except pgerrors.DuplicateTable as exc:
-                # The name is taken by an index this step did not make: leave it alone.
-                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
             except psycopg.Error as exc:
-                cleaned = self._after_failure(step)
-                raise StepFailed(f"{step.index}: {server_message(exc)}{cleaned}") from None
-            if step.kind == StepKind.BUILD and self._index_valid(step.index) is not True:
-                cleaned = self._after_failure(step)
-                raise StepFailed(
-                    f"{step.index}: the build finished but the index is not valid{cleaned}"
-                )
+                self._after_failed_build(step, built)
+                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
+            if step.makes:
+                made = self._oid_of(step.index)
+                if made is not None:
+                    built[step.index] = made.oid
+            if step.kind == StepKind.BUILD:
+                made = self._oid_of(step.index)
+                if made is None or made.valid is not True:
+                    raise StepFailed(f"{step.index}: the build finished but the index is not valid")
             return
 
-    def _after_failure(self, step: Step) -> str:
-        if step.kind == StepKind.BUILD:
-            return self._cleanup_invalid(step.index)
-        return ""
+    def _after_failed_build(self, step: Step, built: dict[QualifiedName, int]) -> None:
+        """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index: note it as this run's.
 
-    def _execute(self, conn: psycopg.Connection[Any], step: Step) -> None:
+        The step's name was free when it started (or the build would have failed with
+        "already exists", which never comes here), so the INVALID index under it is this
+        build's; the guard still checks it before any drop.
+        """
+        if step.kind != StepKind.BUILD or step.index in built:
+            return
+        made = self._oid_of(step.index)
+        if made is not None and made.valid is False:
+            built[step.index] = made.oid
+
+    def _execute(
+        self, conn: psycopg.Connection[Any], step: Step, built: dict[QualifiedName, int]
+    ) -> None:
         if step.kind in (StepKind.SWAP, StepKind.DDL):
             with conn.transaction():
                 for statement in step.statements:
+                    conn.execute(statement)
+                # The renames hold their locks now: what commits is exactly what is checked.
+                for identity in step.expect:
+                    guard.check(conn, identity.resolved(built), self.own_pids())
+                for statement in step.then:
                     conn.execute(statement)
             return
         for statement in step.statements:
@@ -442,110 +525,154 @@ class Executor:
             else:
                 conn.execute(statement)
 
-    # --- whole plans -------------------------------------------------------------------
+    # --- whole actions -----------------------------------------------------------------
 
-    def _refuse_repair_during_build(self, action: Action) -> None:
-        """An INVALID index may be another session's build still running: never drop that."""
+    def _undo_built(self, built: dict[QualifiedName, int]) -> str:
+        """Drop what a failed action built (a change is made whole or not at all).
 
-        def query(conn: psycopg.Connection[Any]) -> Any:
-            return conn.execute(
-                "SELECT pid FROM pg_stat_progress_create_index "
-                "WHERE relid = to_regclass(%s) AND pid <> ALL (%s::int[])",
-                (action.table.ident().as_string(), self.own_pids()),
-            ).fetchone()
+        Only objects this run made (their OIDs), views first (their indexes go with them),
+        then indexes, newest first.
+        """
+        out = ""
+        made = [(name, oid, self._oid_of(name)) for name, oid in reversed(list(built.items()))]
+        # Views first (their indexes go with them), then partitioned indexes (their attached
+        # partitions' indexes go with them), then the rest.
+        rank = {"m": 0, "I": 1}
+        for name, oid, now in sorted(
+            made, key=lambda m: 2 if m[2] is None else rank.get(m[2].relkind, 2)
+        ):
+            if now is None or now.oid != oid:
+                continue
+            if now.relkind == "m":
+                identity = Identity("view", name, oid=oid)
+                what = "the view it built"
+            else:
+                invalid = now.valid is False
+                identity = Identity("index", name, oid=oid, invalid=True if invalid else None)
+                what = "the INVALID index" if invalid else "the index it built"
+            out += self._drop_own(identity, what)
+        return out
 
-        row = self._control(query)
-        if row is not None:
-            raise StepFailed(
-                f"{action.name}: an index build is running on {action.table} (pid {row[0]}); "
-                "its INVALID index may be that build: not repairing now, run apply again later"
+    def _record_start(self, run_id: int, action: Action) -> int:
+        values = {
+            "object_schema": action.name.schema,
+            "object_name": action.name.name,
+            "table_name": str(action.table),
+            "object_kind": action.object_kind,
+            "action": action.kind.value,
+            "definition": action.desired,
+            "previous_definition": action.previous_definition,
+            "replaced_oid": action.replaced_oid,
+            "previous_state": Jsonb(dict(action.previous_state)) if action.previous_state else None,
+            "undoes_change": action.undoes_change,
+            "existed_before": action.existed_before,
+            "forward_sql": "\n".join(s.text() for s in action.forward),
+            # For people reading the history; rollback never executes it.
+            "rollback_sql": "\n".join(s.text() for s in action.rollback),
+        }
+        change_id: int = self._control(lambda c: self.history.start_change(c, run_id, values))
+        return change_id
+
+    def _record_made(self, change_id: int | None, name: QualifiedName) -> None:
+        """Record the OID and definition of the object a change leaves under ``name``."""
+        if change_id is None:
+            return
+        made = self._oid_of(name)
+        if made is not None:
+            self._control(
+                lambda c: self.history.record_object(c, change_id, made.oid, made.definition)
             )
 
-    def _record_built_with(
-        self,
-        conn: psycopg.Connection[Any],
-        run_id: int,
-        index: QualifiedName,
-        view: QualifiedName,
-    ) -> None:
+    def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
+        """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it."""
+        if change_id is not None and len(built) == 1:
+            self._record_made(change_id, next(iter(built)))
+
+    def _record_built_with(self, run_id: int, index: QualifiedName, view: QualifiedName) -> None:
         """An index built with its view (and dropped with it): dbopt made it."""
-        change = self.history.start_change(
-            conn,
-            run_id,
-            {
-                "object_schema": index.schema,
-                "object_name": index.name,
-                "table_name": str(view),
-                "object_kind": "index",
-                "action": "create",
-                "existed_before": False,
-            },
+        change = self._control(
+            lambda c: self.history.start_change(
+                c,
+                run_id,
+                {
+                    "object_schema": index.schema,
+                    "object_name": index.name,
+                    "table_name": str(view),
+                    "object_kind": "index",
+                    "action": "create",
+                    "existed_before": False,
+                },
+            )
         )
-        self.history.finish_change(conn, change, "ok")
+        self._record_made(change, index)
+        self._control(lambda c: self.history.finish_change(c, change, "ok"))
+
+    def preflight(self, action: Action) -> None:
+        """Check, before its first statement, every identity the action can check now."""
+        for step in action.forward:
+            for identity in step.expect:
+                if identity.upfront and identity.built_as is None and step.kind != StepKind.SWAP:
+                    self.check(identity, {})
 
     def run_action(self, run_id: int | None, action: Action) -> ChangeResult:
         """Run one action's steps and record it in the history."""
-        steps = action.forward
-        change_id = None
-        if run_id is not None:
-            change_id = self._control(
-                lambda c: self.history.start_change(
-                    c,
-                    run_id,
-                    {
-                        "object_schema": action.name.schema,
-                        "object_name": action.name.name,
-                        "table_name": str(action.table),
-                        "object_kind": action.object_kind,
-                        "action": action.kind.value,
-                        "definition": action.desired,
-                        "previous_definition": action.current,
-                        "existed_before": action.existed_before,
-                        "forward_sql": "\n".join(s.text() for s in steps),
-                        "rollback_sql": "\n".join(s.text() for s in action.rollback),
-                        "rollback_steps": Jsonb([s.to_json() for s in action.rollback]),
-                    },
-                )
-            )
+        change_id = None if run_id is None else self._record_start(run_id, action)
         started = time.monotonic()
+        built: dict[QualifiedName, int] = {}
         self.reporter.event(f"{action.kind.value} {action.name} ...")
         try:
-            if action.kind == Kind.REPAIR:
-                self._refuse_repair_during_build(action)
-            for step in steps:
-                self.run_step(step)
-        except StepFailed as exc:
-            # A failed partition build leaves the ON ONLY parent INVALID too: clean every
-            # index this action builds, not only the step that failed.
-            cleaned = "".join(
-                self._cleanup_invalid(i)
-                for i in dict.fromkeys(st.index for st in steps if st.kind != StepKind.DROP)
-            )
-            result = ChangeResult(
-                action, "failed", time.monotonic() - started, error=str(exc) + cleaned
-            )
-        except KeyboardInterrupt:
-            for index in dict.fromkeys(st.index for st in steps if st.kind != StepKind.DROP):
-                self._cleanup_invalid(index)
-            result = ChangeResult(action, "aborted", time.monotonic() - started, error="Ctrl-C")
-        else:
-            size = None if action.kind == Kind.DROP else self._index_size(action.name)
-            result = ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size)
-        finally:
+            self.preflight(action)
+        except NotOursError as exc:
+            result = ChangeResult(action, "skipped", 0.0, error=str(exc))
             self.reporter.finished(action.name)
+        else:
+            result = self._run_steps(action, change_id, built, started)
         if change_id is not None:
+            if result.result == "ok" and action.kind != Kind.DROP:
+                self._record_made(change_id, action.name)
             self._control(
                 lambda c: self.history.finish_change(c, change_id, result.result, result.error)
             )
             if result.result == "ok" and run_id is not None:
-                with self._control_lock:
-                    for index in action.also_creates:
-                        self._record_built_with(self.control, run_id, index, action.name)
+                for index in action.also_creates:
+                    self._record_built_with(run_id, index, action.name)
         self.reporter.event(
             f"{action.name}: {result.result} in {result.seconds:.1f}s"
             + (f" — {result.error}" if result.error else "")
         )
         return result
+
+    def _run_steps(
+        self,
+        action: Action,
+        change_id: int | None,
+        built: dict[QualifiedName, int],
+        started: float,
+    ) -> ChangeResult:
+        try:
+            for step in action.forward:
+                self.run_step(step, built)
+                if change_id is not None and step.makes and len(built) == 1:
+                    # What the action makes first is its object (a replace's build aside):
+                    # known as dbopt's from now on, even if dbopt stops before the end.
+                    self._record_made(change_id, step.index)
+        except (StepFailed, NotOursError) as exc:
+            self._record_first(change_id, built)
+            cleaned = self._undo_built(built)
+            return ChangeResult(
+                action, "failed", time.monotonic() - started, error=str(exc) + cleaned
+            )
+        except KeyboardInterrupt:
+            self._cancelled.set()
+            self._record_first(change_id, built)
+            cleaned = self._undo_built(built)
+            return ChangeResult(
+                action, "aborted", time.monotonic() - started, error="Ctrl-C" + cleaned
+            )
+        finally:
+            self.reporter.finished(action.name)
+        size = None if action.kind == Kind.DROP else self._index_size(action.name)
+        return ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size)
 
     def run_plan(
         self,
@@ -568,7 +695,7 @@ class Executor:
         run_id: int = self._control(
             lambda c: self.history.start_run(c, command, environment, undoes_run)
         )
-        # The way back is written down before the first build.
+        # The way back is written down before the first build (for people; never executed).
         self._control(lambda c: self.history.set_rollback_sql(c, run_id, rollback_text))
         if plans_dir is not None:
             plans_dir.mkdir(parents=True, exist_ok=True)
@@ -590,7 +717,7 @@ class Executor:
                     break
                 res = self.run_action(run_id, action)
                 out.append(res)
-                if res.result != "ok":
+                if res.result in ("failed", "aborted"):
                     failed.set()
             return out
 

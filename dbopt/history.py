@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import getpass
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -55,7 +57,18 @@ CREATE TABLE IF NOT EXISTS {schema}.changes (
     rollback_sql        text,
     rollback_steps      jsonb
 );
+-- Facts about the objects themselves (dbopt 0.2): what rollback and prune check before any
+-- destructive statement. Never SQL: rollback derives its statements from these.
+ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS object_oid       bigint;
+ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS built_definition text;
+ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS replaced_oid     bigint;
+ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS previous_state   jsonb;
+ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS undoes_change    bigint;
+ALTER TABLE {schema}.changes DROP CONSTRAINT IF EXISTS changes_result_check;
+ALTER TABLE {schema}.changes ADD CONSTRAINT changes_result_check
+    CHECK (result IN ('running', 'ok', 'failed', 'aborted', 'skipped'));
 CREATE INDEX IF NOT EXISTS changes_object ON {schema}.changes (object_schema, object_name, id);
+CREATE INDEX IF NOT EXISTS changes_oid ON {schema}.changes (object_oid);
 CREATE TABLE IF NOT EXISTS {schema}.refreshes (
     id           bigserial PRIMARY KEY,
     view_schema  text        NOT NULL,
@@ -72,19 +85,117 @@ CREATE TABLE IF NOT EXISTS {schema}.refreshes (
 CREATE INDEX IF NOT EXISTS refreshes_view ON {schema}.refreshes (view_schema, view_name, id)
 """
 
-_MANAGED = """
-SELECT object_schema, object_name
-  FROM (SELECT object_schema, object_name,
+_MANAGED_BY_NAME = """
+SELECT id, run_id, object_kind, object_schema, object_name, table_name
+  FROM (SELECT id, run_id, object_kind, object_schema, object_name, table_name,
                bool_or(NOT existed_before) OVER w AS created_by_dbopt,
                last_value(action) OVER w AS last_action,
-               row_number() OVER (PARTITION BY object_schema, object_name ORDER BY id DESC) AS rn
+               row_number() OVER (PARTITION BY object_kind, object_schema, object_name
+                                  ORDER BY id DESC) AS rn
           FROM {schema}.changes
-         WHERE result = 'ok' AND object_kind = {kind}
-        WINDOW w AS (PARTITION BY object_schema, object_name ORDER BY id
+         WHERE result = 'ok' {where}
+        WINDOW w AS (PARTITION BY object_kind, object_schema, object_name ORDER BY id
                      ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) s
  WHERE rn = 1 AND created_by_dbopt AND last_action <> 'drop'
- ORDER BY 1, 2
+ ORDER BY object_schema, object_name
 """
+
+#: Objects dbopt made, by OID: a build that succeeded, or failed and left an INVALID index
+#: (dbopt's own, to repair or clean up), and that no later change of dbopt dropped or replaced.
+_OWNED = """
+SELECT DISTINCT ON (m.object_oid)
+       m.id, m.run_id, m.object_kind, m.object_schema, m.object_name, m.table_name,
+       m.object_oid, m.built_definition
+  FROM {schema}.changes m
+ WHERE m.object_oid IS NOT NULL
+   AND (m.result = 'ok' OR m.action IN ('create', 'repair', 'replace', 'restore'))
+   AND NOT EXISTS (SELECT 1 FROM {schema}.changes d
+                    WHERE d.replaced_oid = m.object_oid AND d.id > m.id AND d.result = 'ok'
+                      AND d.action IN ('drop', 'replace', 'restore', 'repair'))
+ ORDER BY m.object_oid, m.id DESC
+"""
+
+
+#: Builds dbopt started and that stopped before their OID was recorded (a crash).
+_ATTEMPTS = """
+SELECT DISTINCT ON (object_schema, object_name) id, run_id, object_schema, object_name,
+       table_name
+  FROM {schema}.changes
+ WHERE object_oid IS NULL AND object_kind = 'index' AND action IN ('create', 'repair')
+   AND NOT existed_before AND result <> 'ok'
+ ORDER BY object_schema, object_name, id DESC
+"""
+
+#: Changes with what undid them (the change of a later, successful rollback).
+_CHANGES = """
+SELECT c.*, r.command,
+       (SELECT u.id FROM {schema}.changes u
+         WHERE u.undoes_change = c.id AND u.result = 'ok' ORDER BY u.id DESC LIMIT 1) AS undone_by,
+       (SELECT u.run_id FROM {schema}.changes u
+         WHERE u.undoes_change = c.id AND u.result = 'ok' ORDER BY u.id DESC LIMIT 1)
+                                                                              AS undone_by_run
+  FROM {schema}.changes c
+  JOIN {schema}.runs r ON r.id = c.run_id
+ WHERE {where}
+ ORDER BY c.id DESC
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedObject:
+    """An object dbopt made and has not dropped since, as its history records it."""
+
+    kind: str  # index or view
+    name: QualifiedName
+    table: QualifiedName
+    oid: int | None  # None: recorded by a dbopt that kept only names
+    definition: str | None  # as the server printed it when dbopt made it
+    change_id: int
+    run_id: int
+    #: Only an attempt: a build dbopt started but stopped before it could record the OID.
+    #: The index under that name is dbopt's only while it is INVALID (what the build left).
+    attempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One recorded change: structured facts only (rollback derives its SQL from them)."""
+
+    id: int
+    run_id: int
+    run_command: str
+    object_kind: str
+    name: QualifiedName
+    table: QualifiedName
+    action: str
+    existed_before: bool
+    result: str
+    definition: str | None  # the spec's definition (canonical) when planned
+    previous_definition: str | None  # the replaced or dropped object, as the server printed it
+    object_oid: int | None  # what the change made
+    built_definition: str | None  # what it made, as the server printed it
+    replaced_oid: int | None  # what the change replaced, repaired or dropped
+    previous_state: Mapping[str, Any]
+    undone_by: int | None  # the change of a later rollback that undid this one
+    undone_by_run: int | None  # and its run
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One recorded run."""
+
+    id: int
+    command: str
+    environment: str | None
+    outcome: str
+    started_at: datetime
+    finished_at: datetime | None
+    undoes_run: int | None
+
+
+def _qualified(text: str) -> QualifiedName:
+    schema, _, name = text.partition(".")
+    return QualifiedName(schema, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,32 +213,84 @@ class History:
         ).fetchone()
         return bool(row and row[0])
 
+    def current(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when the history tables exist with every column this dbopt records."""
+        row = conn.execute(
+            "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND c.relname = 'changes' AND a.attname = 'undoes_change' AND NOT a.attisdropped",
+            (self.schema,),
+        ).fetchone()
+        return bool(row and row[0])
+
     def ensure(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the schema and tables if missing (first apply)."""
+        """Create (or upgrade) the schema and tables when needed; no DDL when they are current."""
+        if self.current(conn):
+            return
         ident = sql.Identifier(self.schema)
         with conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             conn.execute(sql.SQL(_TABLES).format(schema=ident))
 
-    def managed(self, conn: psycopg.Connection[Any], kind: str = "index") -> set[QualifiedName]:
-        """Objects (indexes or views) dbopt created and has not dropped since."""
-        if not self.exists(conn):
-            return set()
-        query = sql.SQL(_MANAGED).format(schema=sql.Identifier(self.schema), kind=sql.Literal(kind))
-        return {QualifiedName(s, n) for s, n in conn.execute(query).fetchall()}
+    def owned(self, conn: psycopg.Connection[Any]) -> list[OwnedObject]:
+        """Objects dbopt made (by OID, or by name for history written before OIDs were kept)
+        and has not dropped since: the only objects prune and rollback may ever drop."""
+        if not self.exists(conn) or not self.current(conn):
+            return self._owned_by_name(conn) if self.exists(conn) else []
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql.SQL(_OWNED).format(schema=sql.Identifier(self.schema)))
+            rows = cur.fetchall()
+        owned = [
+            OwnedObject(
+                kind=r["object_kind"],
+                name=QualifiedName(r["object_schema"], r["object_name"]),
+                table=_qualified(r["table_name"]),
+                oid=None if r["object_oid"] is None else int(r["object_oid"]),
+                definition=r["built_definition"],
+                change_id=int(r["id"]),
+                run_id=int(r["run_id"]),
+            )
+            for r in rows
+        ]
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql.SQL(_ATTEMPTS).format(schema=sql.Identifier(self.schema)))
+            attempts = [
+                OwnedObject(
+                    kind="index",
+                    name=QualifiedName(r["object_schema"], r["object_name"]),
+                    table=_qualified(r["table_name"]),
+                    oid=None,
+                    definition=None,
+                    change_id=int(r["id"]),
+                    run_id=int(r["run_id"]),
+                    attempt=True,
+                )
+                for r in cur.fetchall()
+            ]
+        return owned + self._owned_by_name(conn, legacy_only=True) + attempts
 
-    def attempted(self, conn: psycopg.Connection[Any]) -> set[QualifiedName]:
-        """Indexes dbopt tried to create, whatever came of it (a crash leaves them INVALID)."""
-        if not self.exists(conn):
-            return set()
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT DISTINCT object_schema, object_name FROM {}.changes "
-                "WHERE object_kind = 'index' AND action IN ('create', 'repair') "
-                "AND NOT existed_before"
-            ).format(sql.Identifier(self.schema))
-        ).fetchall()
-        return {QualifiedName(s, n) for s, n in rows}
+    def _owned_by_name(
+        self, conn: psycopg.Connection[Any], *, legacy_only: bool = False
+    ) -> list[OwnedObject]:
+        """What history rows without an OID say dbopt created (dbopt 0.1 kept only names)."""
+        where = sql.SQL("AND object_oid IS NULL" if legacy_only else "")
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(_MANAGED_BY_NAME).format(schema=sql.Identifier(self.schema), where=where)
+            )
+            rows = cur.fetchall()
+        return [
+            OwnedObject(
+                kind=r["object_kind"],
+                name=QualifiedName(r["object_schema"], r["object_name"]),
+                table=_qualified(r["table_name"]),
+                oid=None,
+                definition=None,
+                change_id=int(r["id"]),
+                run_id=int(r["run_id"]),
+            )
+            for r in rows
+        ]
 
     def close_orphans(self, conn: psycopg.Connection[Any]) -> int:
         """Mark runs and changes a crashed dbopt left 'running' as aborted; returns how many.
@@ -220,6 +383,89 @@ class History:
             ).format(sql.Identifier(self.schema)),
             (result, error, change_id),
         )
+
+    def record_object(
+        self, conn: psycopg.Connection[Any], change_id: int, oid: int, definition: str | None
+    ) -> None:
+        """The OID (and the server's definition) of what a change made, as soon as it exists."""
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.changes SET object_oid = %s, built_definition = %s WHERE id = %s"
+            ).format(sql.Identifier(self.schema)),
+            (oid, definition, change_id),
+        )
+
+    def changes(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        run_id: int | None = None,
+        names: Sequence[QualifiedName] = (),
+    ) -> list[ChangeRecord]:
+        """Changes of one run, or every change of some objects; newest first."""
+        where: list[sql.Composable] = []
+        params: list[Any] = []
+        if run_id is not None:
+            where.append(sql.SQL("c.run_id = %s"))
+            params.append(run_id)
+        if names:
+            where.append(
+                sql.SQL("(c.object_schema, c.object_name) IN ({})").format(
+                    sql.SQL(", ").join(sql.SQL("(%s, %s)") for _ in names)
+                )
+            )
+            params.extend(part for n in names for part in (n.schema, n.name))
+        schema = sql.Identifier(self.schema)
+        query = sql.SQL(_CHANGES).format(
+            schema=schema, where=sql.SQL(" AND ").join(where) if where else sql.SQL("true")
+        )
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [
+            ChangeRecord(
+                id=int(r["id"]),
+                run_id=int(r["run_id"]),
+                run_command=r["command"],
+                object_kind=r["object_kind"],
+                name=QualifiedName(r["object_schema"], r["object_name"]),
+                table=_qualified(r["table_name"]),
+                action=r["action"],
+                existed_before=bool(r["existed_before"]),
+                result=r["result"],
+                definition=r["definition"],
+                previous_definition=r["previous_definition"],
+                object_oid=None if r["object_oid"] is None else int(r["object_oid"]),
+                built_definition=r["built_definition"],
+                replaced_oid=None if r["replaced_oid"] is None else int(r["replaced_oid"]),
+                previous_state=r["previous_state"] or {},
+                undone_by=None if r["undone_by"] is None else int(r["undone_by"]),
+                undone_by_run=None if r["undone_by_run"] is None else int(r["undone_by_run"]),
+            )
+            for r in rows
+        ]
+
+    def run(self, conn: psycopg.Connection[Any], run_id: int) -> RunRecord | None:
+        """One run, or None when there is no such run."""
+        found = self._runs(conn, sql.SQL("id = %s"), (run_id,), 1)
+        return found[0] if found else None
+
+    def apply_runs(self, conn: psycopg.Connection[Any]) -> list[RunRecord]:
+        """Finished apply runs, newest first (what `rollback --last` chooses from)."""
+        return self._runs(conn, sql.SQL("command = 'apply' AND outcome <> 'running'"), (), 1000)
+
+    def _runs(
+        self, conn: psycopg.Connection[Any], where: sql.Composable, params: Any, limit: int
+    ) -> list[RunRecord]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT id, command, environment, outcome, started_at, finished_at, "
+                    "undoes_run FROM {}.runs WHERE {} ORDER BY id DESC LIMIT %s"
+                ).format(sql.Identifier(self.schema), where),
+                (*params, limit),
+            )
+            return [RunRecord(**r) for r in cur.fetchall()]
 
     def runs(self, conn: psycopg.Connection[Any], limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first."""

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from dbopt.catalog import Catalog, inspect
+from dbopt.catalog.properties import Properties, read_properties
 from dbopt.config import Settings
 from dbopt.history import History
 from dbopt.normalize import canonical, normalize_specs, normalize_views, simple_canonical
-from dbopt.planner import Kind, Plan, plan
+from dbopt.planner import Kind, Plan, ownership, plan
 from dbopt.spec import QualifiedName, SpecSet
 
 
@@ -27,7 +28,9 @@ def build_plan(
     cascade: bool = False,
     catalog: Catalog | None = None,
 ) -> Plan:
-    """Inspect the catalog (unless given), let the server normalise the specs, and diff them."""
+    """Inspect the catalog (unless given), let the server check and normalise the specs, read
+    what dbopt owns, and diff; the properties of what a replace or drop touches are read
+    (one query per kind) and the plan made again with them."""
     if catalog is None:
         catalog = inspect(conn)
     # Only specs whose index exists need comparing; the rest are creates.
@@ -54,23 +57,37 @@ def build_plan(
         settings.lock_timeout_ms,
     )
     normalized = {**fast, **normalized_slow}
-    normalized_views, view_trips = normalize_views(
-        conn, [v for v in specs.views if v.name in catalog.relations], settings.lock_timeout_ms
+    checked = normalize_views(
+        conn,
+        specs.views,
+        {n for n, r in catalog.relations.items() if r.relkind == "m"},
+        settings.lock_timeout_ms,
     )
-    return plan(
-        specs.indexes,
-        catalog,
-        normalized,
-        history.managed(conn, "index"),
-        attempted=history.attempted(conn),
-        views=specs.views,
-        normalized_views=normalized_views,
-        managed_views=history.managed(conn, "view"),
-        replace_drifted=replace_drifted,
-        prune=prune,
-        cascade=cascade,
-        catalog_queries=catalog.queries + round_trips + view_trips + 2,
-    )
+    owned = history.owned(conn)
+    queries = catalog.queries + round_trips + checked.round_trips + 2
+
+    def diff(properties: Properties | None) -> Plan:
+        return plan(
+            specs.indexes,
+            catalog,
+            normalized,
+            owned,
+            views=specs.views,
+            normalized_views=checked.definitions,
+            view_columns=checked.columns,
+            properties=properties,
+            replace_drifted=replace_drifted,
+            prune=prune,
+            cascade=cascade,
+            catalog_queries=queries,
+        )
+
+    first = diff(None)
+    indexes, views = first.wants_properties
+    if not indexes and not views:
+        return first
+    result = diff(read_properties(conn, indexes, views))
+    return replace(result, catalog_queries=queries + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +133,7 @@ def index_status(
     """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
     catalog = inspect(conn)
     result = build_plan(conn, specs, settings, history, catalog=catalog)
-    created = history.managed(conn)
+    owners = ownership(history.owned(conn), catalog)
     states = {
         Kind.SKIP: "ok",
         Kind.CREATE: "missing",
@@ -141,7 +158,7 @@ def index_status(
                 origin="-"
                 if index is None
                 else "dbopt"
-                if action.name in created
+                if owners.owns(index.oid)
                 else "pre-existing",
             )
         )

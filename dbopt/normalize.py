@@ -10,16 +10,17 @@ in one batch, so the number of round trips does not grow with the number of spec
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from dbopt.db import server_message
-from dbopt.ddl import create_index
+from dbopt.ddl import create_index, create_matview
 from dbopt.errors import Problem, SpecError
-from dbopt.spec import IndexSpec, QualifiedName, ViewSpec
+from dbopt.spec import IndexSpec, QualifiedName, ViewSpec, view_order
 from dbopt.sqltext import query_sql
 
 _HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX .+? ON (ONLY )?.+? USING ", re.S)
@@ -178,52 +179,117 @@ def _raise_located(
 
 
 _READ_BACK_VIEWS = sql.SQL(
-    "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
+    "SELECT c.relname, pg_get_viewdef(c.oid), "
+    "array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) "
+    "FROM pg_class c "
     "WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'v' "
     "AND c.relname LIKE 'dbopt\\_vnorm\\_%' ORDER BY c.relname"
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ViewCheck:
+    """What the server says of the spec views: definitions of existing ones, and columns."""
+
+    definitions: Mapping[QualifiedName, str]
+    columns: Mapping[QualifiedName, tuple[str, ...]]
+    round_trips: int
+
+
 def normalize_views(
-    conn: psycopg.Connection[Any], views: Iterable[ViewSpec], lock_timeout_ms: int
-) -> tuple[Mapping[QualifiedName, str], int]:
-    """``pg_get_viewdef`` of each view's query, as a temporary view in a rolled-back batch."""
-    views = list(views)
-    if not views:
-        return {}, 0
-    names = {f"dbopt_vnorm_{i:06d}": v for i, v in enumerate(views)}
-    statements = [
-        sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(name), query_sql(v.query))
-        for name, v in names.items()
-    ]
+    conn: psycopg.Connection[Any],
+    views: Iterable[ViewSpec],
+    existing: Collection[QualifiedName],
+    lock_timeout_ms: int,
+) -> ViewCheck:
+    """Check every spec view against the server, in dependency order, in a rolled-back batch.
+
+    A view that exists is created as a temporary view of its query: ``pg_get_viewdef`` of it is
+    what the plan compares. A view that does not exist yet is created for real WITH NO DATA
+    (rolled back with the rest), so that a view reading another new view is checked against
+    it, and a query over a missing table is refused now — never in the middle of an apply.
+    A role that may not create in the schema falls back to temporary views.
+    """
+    ordered = view_order(list(views))
+    if not ordered:
+        return ViewCheck({}, {}, 0)
+    names: dict[str, ViewSpec] = {}
+    statements: list[tuple[ViewSpec, sql.Composed]] = []
+    for i, view in enumerate(ordered):
+        if view.name in existing:
+            temp = f"dbopt_vnorm_{i:06d}"
+            names[temp] = view
+            statement = sql.SQL("CREATE TEMP VIEW {} AS {}").format(
+                sql.Identifier(temp), query_sql(view.query)
+            )
+        else:
+            statement = create_matview(view.name, query_sql(view.query), with_data=False)
+        statements.append((view, statement))
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
         try:
             with conn.transaction():
-                cur.execute(sql.SQL("; ").join(statements))
+                cur.execute(sql.SQL("; ").join(s for _v, s in statements))
         except psycopg.errors.LockNotAvailable:
             raise
         except psycopg.Error:
-            problems = []
-            for statement, view in zip(statements, names.values(), strict=True):
-                try:
-                    with conn.transaction():
-                        cur.execute(statement)
-                except psycopg.Error as exc:
-                    loc = view.location
-                    problems.append(
-                        Problem(
-                            loc.file,
-                            loc.line,
-                            loc.column,
-                            f"view {view.name}: PostgreSQL refuses its query: "
-                            f"{server_message(exc)}",
-                        )
-                    )
-            raise SpecError(
-                f"{len(problems)} view spec(s) PostgreSQL would refuse; nothing was changed",
-                problems,
-            ) from None
+            _locate_view_problems(conn, statements, existing)
         cur.execute(_READ_BACK_VIEWS)
         rows = cur.fetchall()
-    return {names[name].name: definition for name, definition in rows}, 3
+    return ViewCheck(
+        {names[name].name: definition for name, definition, _cols in rows},
+        {names[name].name: tuple(cols) for name, _definition, cols in rows},
+        3,
+    )
+
+
+def _locate_view_problems(
+    conn: psycopg.Connection[Any],
+    statements: Sequence[tuple[ViewSpec, sql.Composed]],
+    existing: Collection[QualifiedName],
+) -> None:
+    """Run the statements one by one to say which views the server refuses, and why."""
+    problems = []
+    new = {v.name for v, _s in statements if v.name not in existing}
+    unchecked: set[QualifiedName] = set()
+    with conn.cursor() as cur:
+        for view, statement in statements:
+            try:
+                with conn.transaction():
+                    cur.execute(statement)
+                continue
+            except psycopg.errors.InsufficientPrivilege:
+                if view.name in existing:
+                    raise
+            except psycopg.Error as exc:
+                problems.append(_view_problem(view, exc))
+                continue
+            # No right to create in the schema (a read-only role planning): a temporary view
+            # checks the query, unless it reads another new view this role cannot create.
+            if any(d in new for d in view.depends_on) or unchecked & set(view.depends_on):
+                unchecked.add(view.name)
+                continue
+            try:
+                with conn.transaction():
+                    cur.execute(
+                        sql.SQL("CREATE TEMP VIEW dbopt_vcheck AS {}").format(query_sql(view.query))
+                    )
+                    cur.execute("DROP VIEW dbopt_vcheck")
+            except psycopg.Error as exc:
+                problems.append(_view_problem(view, exc))
+    if problems:
+        raise SpecError(
+            f"{len(problems)} view spec(s) PostgreSQL would refuse; nothing was changed",
+            problems,
+        )
+
+
+def _view_problem(view: ViewSpec, exc: psycopg.Error) -> Problem:
+    loc = view.location
+    return Problem(
+        loc.file,
+        loc.line,
+        loc.column,
+        f"view {view.name}: PostgreSQL refuses its query: {server_message(exc)}",
+    )

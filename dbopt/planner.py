@@ -1,13 +1,19 @@
 """plan(specs, catalog) -> Plan: a pure diff with no I/O.
 
-Every action carries the SQL that applies it and the SQL that undoes it, so apply executes
-exactly what plan showed and rollback falls out of the same value.
+Every action carries the SQL that applies it and, for display, the SQL that would undo it; apply
+executes exactly what plan showed. Every destructive step names the :class:`Identity` of the
+object it acts on (OID, table, definition), which the executor's guard checks immediately before
+the statement runs. Only objects dbopt made (their OIDs are in its history) are ever dropped.
+
+The builders (``create_index_action``, ``replace_index_action``, ``drop_index_action`` and their
+view counterparts) are also what :mod:`dbopt.rollback` uses to derive undo actions from the
+facts the history recorded.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -16,7 +22,11 @@ from psycopg import sql
 
 from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
+from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
 from dbopt.errors import Problem, SpecError, UnsafeActionError
+from dbopt.guard import Identity
+from dbopt.history import OwnedObject
+from dbopt.indexdef import DefinitionError, index_spec_from_definition
 from dbopt.normalize import canonical
 from dbopt.spec import IndexSpec, QualifiedName, ViewSpec, view_order
 from dbopt.sqltext import query_sql
@@ -26,7 +36,7 @@ OLD_SUFFIX = "_dbopt_old"
 
 
 class Kind(StrEnum):
-    """What an action does to one index."""
+    """What an action does to one index or view."""
 
     CREATE = "create"
     REPAIR = "repair"
@@ -53,45 +63,40 @@ class Step:
     kind: StepKind
     statements: tuple[sql.Composed, ...]
     table: QualifiedName
-    index: QualifiedName  # the index this step builds or drops
-
-    def to_json(self) -> dict[str, Any]:
-        """The step as JSON (kept in the history so a run can be rolled back later)."""
-        return {
-            "kind": self.kind.value,
-            "statements": [s.as_string() for s in self.statements],
-            "table": [self.table.schema, self.table.name],
-            "index": [self.index.schema, self.index.name],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Step:
-        """A step stored by :meth:`to_json` (its SQL was composed by dbopt when stored)."""
-        return cls(
-            kind=StepKind(data["kind"]),
-            statements=tuple(sql.Composed([sql.SQL(text)]) for text in data["statements"]),
-            table=QualifiedName(*data["table"]),
-            index=QualifiedName(*data["index"]),
-        )
+    index: QualifiedName  # the object this step builds, drops or swaps into place
+    #: What the objects must be: checked right before the statements run — for a swap, inside
+    #: its transaction after the renames (which hold the locks), so the commit is what was
+    #: checked. A destructive step always has one.
+    expect: tuple[Identity, ...] = ()
+    #: A swap's statements after the check, in the same transaction (what the new object
+    #: carries over from the old one).
+    then: tuple[sql.Composed, ...] = ()
+    #: The step creates ``index`` (an index or view): dbopt records its OID as its own.
+    makes: bool = False
 
     def text(self) -> str:
         """The step's SQL, one statement per line, each ending with ';'."""
-        body = ";\n".join(s.as_string() for s in self.statements) + ";"
+        statements = (*self.statements, *self.then)
+        body = ";\n".join(s.as_string() for s in statements) + ";"
         return f"BEGIN;\n{body}\nCOMMIT;" if self.kind == StepKind.SWAP else body
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One change to one index, with how to apply it and how to undo it."""
+    """One change to one index or view, with how to apply it and how it would be undone."""
 
     kind: Kind
     name: QualifiedName
     table: QualifiedName
     reason: str
     forward: tuple[Step, ...] = ()
+    #: The SQL that would undo the action, for people (plan --sql, the run's rollback file);
+    #: rollback itself derives its statements from the facts the history records.
     rollback: tuple[Step, ...] = ()
     enabled: bool = True
     needs: str | None = None  # the flag that enables a disabled action
+    #: Why this change cannot be made as planned (apply refuses before anything runs).
+    refusal: str | None = None
     current: str | None = None  # canonical definition in the database
     desired: str | None = None  # canonical definition of the spec
     existed_before: bool = False
@@ -102,6 +107,13 @@ class Action:
     phase_order: int = 0
     #: Indexes built as part of this action (a view's indexes), recorded with it.
     also_creates: tuple[QualifiedName, ...] = ()
+    #: The object this action replaces, repairs or drops, and its definition as the server
+    #: printed it (recorded, so a rollback can rebuild it).
+    replaced_oid: int | None = None
+    previous_definition: str | None = None
+    previous_state: Mapping[str, Any] = field(default_factory=dict)
+    #: For a rollback: the change this action undoes.
+    undoes_change: int | None = None
 
     def diff(self) -> str:
         """A one-line-per-side diff of the definitions (for drift)."""
@@ -126,6 +138,9 @@ class Plan:
     actions: tuple[Action, ...] = ()
     catalog_queries: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: OIDs of indexes and views whose properties a replace or drop must check; the planner
+    #: is called again with them read (one query each) before anything runs.
+    wants_properties: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -142,6 +157,11 @@ class Plan:
         """Changes that need a flag (--replace-drifted, --prune) and will not run without it."""
         return tuple(a for a in self.changes if not a.enabled)
 
+    @property
+    def refused(self) -> tuple[Action, ...]:
+        """Runnable changes that cannot be made as planned: nothing may start then."""
+        return tuple(a for a in self.runnable if a.refusal)
+
 
 _ORDER = {
     Kind.REPAIR: 0,
@@ -152,18 +172,133 @@ _ORDER = {
     Kind.SKIP: 4,
 }
 
+_RELKINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "m": "materialized view",
+    "v": "view",
+    "i": "index",
+    "I": "partitioned index",
+    "S": "sequence",
+    "f": "foreign table",
+    "c": "composite type",
+}
 
-def _build_steps(spec: IndexSpec, name: str, catalog: Catalog, table: Relation) -> tuple[Step, ...]:
+
+# --- ownership -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Which objects of the catalog dbopt made (by OID), and what its history says of them."""
+
+    oids: frozenset[int] = frozenset()
+    origins: Mapping[int, str] = field(default_factory=dict)
+
+    def owns(self, oid: int) -> bool:
+        """True when dbopt made the object with this OID."""
+        return oid in self.oids
+
+    def origin(self, oid: int) -> str:
+        """How dbopt came to own it ("created by run 12")."""
+        return self.origins.get(oid, "")
+
+
+def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
+    """Match the history's facts with the live catalog: same OID, name and table (or, for
+    history that kept only names, same name and table)."""
+    indexes = {i.oid: i for i in catalog.indexes.values()}
+    views = {r.oid: r for r in catalog.relations.values() if r.relkind == "m"}
+    oids: set[int] = set()
+    origins: dict[int, str] = {}
+    for fact in owned:
+        if fact.kind == "view":
+            rel = views.get(fact.oid) if fact.oid is not None else catalog.relations.get(fact.name)
+            if rel is not None and rel.relkind == "m" and rel.name == fact.name:
+                oids.add(rel.oid)
+                origins[rel.oid] = f"made by dbopt run {fact.run_id}"
+            continue
+        index = indexes.get(fact.oid) if fact.oid is not None else catalog.indexes.get(fact.name)
+        if fact.attempt and (index is None or index.is_valid):
+            continue  # an attempt owns only the INVALID index its build left
+        if index is not None and index.table == fact.table:
+            oids.add(index.oid)
+            origins[index.oid] = f"made by dbopt run {fact.run_id}"
+    return Ownership(frozenset(oids), origins)
+
+
+# --- identities ------------------------------------------------------------------------------
+
+
+def index_identity(
+    index: CatalogIndex, *, invalid: bool | None = None, origin: str = ""
+) -> Identity:
+    """What the catalog says this index is: OID, table, definition."""
+    return Identity(
+        "index",
+        index.name,
+        oid=index.oid,
+        table=index.table,
+        definition=canonical(index.definition),
+        invalid=invalid,
+        origin=origin,
+    )
+
+
+def view_identity(relation: Relation, origin: str = "") -> Identity:
+    """What the catalog says this materialized view is: OID and query."""
+    return Identity(
+        "view",
+        relation.name,
+        oid=relation.oid,
+        definition=relation.view_definition,
+        origin=origin,
+    )
+
+
+def name_taken(catalog: Catalog, name: QualifiedName) -> str | None:
+    """What kind of relation already has ``name`` ("table", "sequence"...), or None."""
+    names: Mapping[QualifiedName, str] | None = getattr(catalog, "names", None)
+    if names is not None and name in names:
+        kind = names[name]
+        return _RELKINDS.get(kind, kind)
+    if name in catalog.indexes:
+        return "index"
+    relation = catalog.relations.get(name)
+    if relation is not None:
+        return _RELKINDS.get(relation.relkind, relation.relkind)
+    return None
+
+
+# --- index actions ---------------------------------------------------------------------------
+
+
+def _build_steps(
+    spec: IndexSpec,
+    name: str,
+    catalog: Catalog,
+    table: Relation,
+    tablespace: str | None = None,
+) -> tuple[Step, ...]:
     """Steps that build ``spec`` under ``name``: concurrently, or per partition if partitioned."""
     target = QualifiedName(spec.table.schema, name)
     if not table.is_partitioned:
-        return (Step(StepKind.BUILD, (ddl.create_index(spec, name=name),), spec.table, target),)
+        return (
+            Step(
+                StepKind.BUILD,
+                (ddl.create_index(spec, name=name, tablespace=tablespace),),
+                spec.table,
+                target,
+                makes=True,
+            ),
+        )
     steps = [
         Step(
             StepKind.DDL,
             (ddl.create_index(spec, name=name, concurrently=False, only=True),),
             spec.table,
             target,
+            makes=True,
         )
     ]
     for part_name in table.partitions:
@@ -171,8 +306,8 @@ def _build_steps(spec: IndexSpec, name: str, catalog: Catalog, table: Relation) 
         if part is None:  # pragma: no cover - the catalog lists partitions it has
             continue
         child = ddl.derived_name(part_name.name, f"_{name}")
-        part_spec = _on_table(spec, part_name)
-        child_steps = _build_steps(part_spec, child, catalog, part)
+        part_spec = replace(spec, table=part_name)
+        child_steps = _build_steps(part_spec, child, catalog, part, tablespace)
         steps.extend(child_steps)
         steps.append(
             Step(
@@ -185,269 +320,422 @@ def _build_steps(spec: IndexSpec, name: str, catalog: Catalog, table: Relation) 
     return tuple(steps)
 
 
-def _on_table(spec: IndexSpec, table: QualifiedName) -> IndexSpec:
-    return replace(spec, table=table)
-
-
-def _drop_steps(name: QualifiedName, table: QualifiedName, relation: Relation) -> tuple[Step, ...]:
+def _drop_steps(identity: Identity, table: QualifiedName, relation: Relation) -> tuple[Step, ...]:
     # DROP INDEX CONCURRENTLY is refused on partitioned indexes; a plain DROP under
     # lock_timeout is the documented way and removes the partitions' indexes with it.
     concurrently = not relation.is_partitioned
-    return (Step(StepKind.DROP, (ddl.drop_index(name, concurrently=concurrently),), table, name),)
+    statement = ddl.drop_index(identity.name, concurrently=concurrently)
+    return (Step(StepKind.DROP, (statement,), table, identity.name, expect=(identity,)),)
 
 
-def _restore_steps(index: CatalogIndex, name: str) -> tuple[Step, ...]:
-    """Steps that rebuild an index from the server's own definition, under ``name``."""
+def _display_drop(
+    name: QualifiedName, table: QualifiedName, relation: Relation
+) -> tuple[Step, ...]:
+    """How a rollback would drop an index this action makes (for display only)."""
+    statement = ddl.drop_index(name, concurrently=not relation.is_partitioned)
+    return (Step(StepKind.DROP, (statement,), table, name),)
+
+
+def _display_rebuild(index: CatalogIndex, name: str) -> tuple[Step, ...]:
+    """How a rollback would rebuild a catalog index under ``name`` (for display only)."""
+    try:
+        statement = ddl.recreate_from_definition(index.definition, index.name.name, name)
+    except ValueError:
+        return ()
     return (
-        Step(
-            StepKind.BUILD,
-            (ddl.recreate_from_definition(index.definition, index.name.name, name),),
-            index.table,
-            QualifiedName(index.name.schema, name),
-        ),
+        Step(StepKind.BUILD, (statement,), index.table, QualifiedName(index.name.schema, name)),
     )
 
 
-def _swap(table: QualifiedName, current: QualifiedName, new_name: str) -> Step:
-    old = ddl.derived_name(current.name, OLD_SUFFIX)
-    new = QualifiedName(current.schema, new_name)
-    return Step(
-        StepKind.SWAP,
-        (ddl.rename_index(current, old), ddl.rename_index(new, current.name)),
-        table,
-        current,
-    )
-
-
-def plan(
-    specs: Sequence[IndexSpec],
+def create_index_action(
+    spec: IndexSpec,
+    relation: Relation,
     catalog: Catalog,
-    normalized: Mapping[QualifiedName, str],
-    managed: Iterable[QualifiedName] = (),
     *,
-    attempted: Iterable[QualifiedName] = (),
-    views: Sequence[ViewSpec] = (),
-    normalized_views: Mapping[QualifiedName, str] | None = None,
-    managed_views: Iterable[QualifiedName] = (),
-    replace_drifted: bool = False,
-    prune: bool = False,
-    cascade: bool = False,
-    catalog_queries: int = 0,
-) -> Plan:
-    """Diff specs against the catalog.
-
-    ``specs`` are table indexes; ``views`` materialized views with their indexes. ``managed``
-    and ``managed_views`` are what dbopt created earlier (only those may be dropped);
-    ``attempted`` the indexes dbopt ever tried to create, even in a run that failed.
-    """
-    actions: list[Action] = []
-    problems: list[Problem] = []
-    tried = set(attempted)
-    view_actions, view_index_specs = _plan_views(
-        views, catalog, normalized_views or {}, managed_views, prune
+    kind: Kind = Kind.CREATE,
+    reason: str | None = None,
+    desired: str | None = None,
+    undoes_change: int | None = None,
+) -> Action:
+    """Build ``spec`` (which does not exist yet) concurrently."""
+    name = spec.qualified_name
+    return Action(
+        kind=kind,
+        name=name,
+        table=spec.table,
+        reason=reason or spec.reason or "in the specs, not in the database",
+        forward=_build_steps(spec, spec.name, catalog, relation),
+        rollback=_display_drop(name, spec.table, relation),
+        spec=spec,
+        desired=desired,
+        undoes_change=undoes_change,
     )
-    actions.extend(view_actions)
-    all_specs = [*specs, *view_index_specs]
-    wanted = {s.qualified_name for s in specs} | {
-        i.qualified_name for v in views for i in v.indexes
-    }
-    for spec in all_specs:
-        table = catalog.relations.get(spec.table)
-        if table is None:
-            loc = spec.location
-            problems.append(
-                Problem(loc.file, loc.line, loc.column, f"table {spec.table} does not exist")
-            )
-            continue
-        action = _action_for(spec, table, catalog, normalized)
-        if action.kind == Kind.REPAIR and action.name in tried:
-            # The INVALID index is what a failed dbopt build left: dbopt's own once rebuilt.
-            action = replace(action, existed_before=False)
-        if spec in view_index_specs:
-            action = replace(action, phase=2)
-        actions.append(action)
-    if problems:
-        raise SpecError("the specs name tables the database does not have", problems)
-    dropped_views = {a.name for a in view_actions if a.kind == Kind.DROP}
-    for name in sorted(set(managed) - wanted):
+
+
+def drop_index_action(
+    index: CatalogIndex,
+    relation: Relation,
+    *,
+    reason: str,
+    origin: str = "",
+    properties: Properties | None = None,
+    enabled: bool = True,
+    needs: str | None = None,
+    undoes_change: int | None = None,
+    phase: int = 0,
+) -> Action:
+    """Drop an index dbopt made, guarded by its identity; refused when something depends on it."""
+    props = properties.indexes.get(index.oid) if properties is not None else None
+    refusal = None
+    if props is not None and props.blockers():
+        refusal = f"index {index.name} cannot be dropped: " + "; ".join(props.blockers())
+    return Action(
+        kind=Kind.DROP,
+        name=index.name,
+        table=index.table,
+        reason=reason,
+        forward=_drop_steps(index_identity(index, origin=origin), index.table, relation),
+        rollback=_display_rebuild(index, index.name.name),
+        enabled=enabled,
+        needs=needs,
+        refusal=refusal,
+        current=canonical(index.definition),
+        existed_before=False,
+        replaced_oid=index.oid,
+        previous_definition=index.definition,
+        undoes_change=undoes_change,
+        phase=phase,
+    )
+
+
+def _leftover_steps(
+    names: Sequence[QualifiedName],
+    table: QualifiedName,
+    relation: Relation,
+    catalog: Catalog,
+    owners: Ownership,
+) -> tuple[tuple[Step, ...], list[str]]:
+    """Drops of what an interrupted replace left under dbopt's temporary names (dbopt's own
+    only); why the replace cannot start when a temporary name is taken by something else."""
+    steps: list[Step] = []
+    refusals: list[str] = []
+    for name in names:
         index = catalog.indexes.get(name)
-        if index is None or index.table in dropped_views:
+        if index is None:
+            taken = name_taken(catalog, name)
+            if taken:
+                refusals.append(f"the name {name} it needs is taken by a {taken}")
             continue
-        relation = catalog.relations[index.table]
-        actions.append(
-            Action(
-                kind=Kind.DROP,
-                name=name,
-                table=index.table,
-                reason="created by dbopt and no longer in the specs",
-                forward=_drop_steps(name, index.table, relation),
-                rollback=_restore_steps(index, name.name),
-                enabled=prune,
-                needs=None if prune else "--prune",
-                current=canonical(index.definition),
-                existed_before=False,
-                phase=2 if relation.relkind == "m" else 0,
+        if index.table == table and owners.owns(index.oid):
+            identity = index_identity(index, origin=owners.origin(index.oid))
+            steps.extend(_drop_steps(identity, table, relation))
+        else:
+            refusals.append(
+                f"an index named {name} exists on {index.table} and dbopt did not make it: "
+                "rename or drop it by hand"
             )
+    return tuple(steps), refusals
+
+
+def replace_index_action(
+    spec: IndexSpec,
+    existing: CatalogIndex,
+    relation: Relation,
+    catalog: Catalog,
+    owners: Ownership,
+    properties: Properties | None,
+    *,
+    kind: Kind = Kind.REPLACE,
+    reason: str = "the definition drifted from the spec",
+    desired: str | None = None,
+    expect_oid: int | None = None,
+    undoes_change: int | None = None,
+) -> Action:
+    """Build ``spec`` aside, swap it in (carrying over what the old index carries), drop the old.
+
+    The old index is ``existing``; with ``expect_oid`` it must also have that OID (a rollback
+    replaces only the index dbopt made).
+    """
+    name = existing.name
+    table = existing.table
+    aside = QualifiedName(name.schema, ddl.derived_name(spec.name, NEW_SUFFIX))
+    old = QualifiedName(name.schema, ddl.derived_name(spec.name, OLD_SUFFIX))
+    refusals: list[str] = []
+    if relation.is_partitioned:
+        refusals.append(
+            f"index {name} is on partitioned table {table}: replacing an index of a partitioned "
+            "table is not supported yet; DROP INDEX it (a short lock on the parent and its "
+            "partitions) and apply again"
         )
-    actions.extend(_leftovers(catalog, wanted | {a.name for a in actions}, prune))
-    for i, action in enumerate(actions):
-        if action.kind == Kind.REPLACE and not replace_drifted:
-            actions[i] = _disabled(action, "--replace-drifted")
-        elif action.kind == Kind.REPLACE and catalog.dependents.get(action.name):
-            _check_cascade(action.name, catalog, cascade)
-    actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
-    return Plan(tuple(actions), catalog_queries=catalog_queries)
-
-
-def _leftovers(catalog: Catalog, known: set[QualifiedName], prune: bool) -> list[Action]:
-    """Indexes under dbopt's temporary names that an interrupted replace left behind."""
-    actions = []
-    for index in catalog.indexes.values():
-        temporary = index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
-        on_temporary = index.table.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
-        if not temporary or on_temporary or index.name in known:
-            continue
-        relation = catalog.relations[index.table]
-        actions.append(
-            Action(
-                kind=Kind.DROP,
-                name=index.name,
-                table=index.table,
-                reason="left under dbopt's temporary name by an interrupted replace",
-                forward=_drop_steps(index.name, index.table, relation),
-                rollback=(),
-                enabled=prune,
-                needs=None if prune else "--prune",
-                current=canonical(index.definition),
-                phase=2 if relation.relkind == "m" else 0,
-            )
+    if existing.backs_constraint:
+        refusals.append(f"index {name} backs constraint {existing.constraint_name}")
+    leftovers, leftover_refusals = _leftover_steps([aside, old], table, relation, catalog, owners)
+    refusals += leftover_refusals
+    props = properties.indexes.get(existing.oid) if properties is not None else None
+    if props is not None:
+        refusals += [f"index {name}: {r}" for r in props.refusals(spec)]
+    identity = index_identity(existing, origin=owners.origin(existing.oid))
+    if expect_oid is not None and existing.oid != expect_oid:
+        refusals.append(
+            f"index {name} is not the one dbopt made (OID {existing.oid}, dbopt's was {expect_oid})"
         )
-    return actions
+    build = _build_steps(
+        spec, aside.name, catalog, relation, props.tablespace if props is not None else None
+    )
+    analyze: tuple[Step, ...] = ()
+    if not spec.plain_columns:
+        # The planner needs statistics on the expressions before the new index takes the name
+        # (the old one had them); PostgreSQL gathers them only by ANALYZE.
+        analyze = (Step(StepKind.DDL, (ddl.analyze(table),), table, aside),)
+    swap = Step(
+        StepKind.SWAP,
+        (ddl.rename_index(name, old.name), ddl.rename_index(aside, name.name)),
+        table,
+        name,
+        expect=(
+            replace(identity, name=old, definition=None),
+            Identity("index", name, table=table, built_as=aside),
+        ),
+        then=tuple(props.carry(table, name)) if props is not None else (),
+    )
+    drop_old = _drop_steps(replace(identity, name=old, upfront=False), table, relation)
+    carried = props.carried() if props is not None else []
+    if carried:
+        reason += "; carries over " + ", ".join(carried)
+    return Action(
+        kind=kind,
+        name=name,
+        table=table,
+        reason=reason,
+        forward=(*leftovers, *build, *analyze, swap, *drop_old),
+        rollback=_display_rebuild(existing, aside.name),
+        refusal="; ".join(refusals) or None,
+        spec=spec,
+        current=canonical(existing.definition),
+        desired=desired,
+        existed_before=True,
+        replaced_oid=existing.oid,
+        previous_definition=existing.definition,
+        undoes_change=undoes_change,
+    )
 
 
-def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:
-    """Replacing a view others read needs --cascade, and a rebuild dbopt can do safely."""
-    readers = ", ".join(str(d) for d in catalog.dependents[name])
-    if not cascade:
-        raise UnsafeActionError(
-            f"materialized view {name} must be replaced but {readers} depend on it: run with "
-            "--cascade to rebuild them too (the plan lists them), or drop them first"
-        )
-    _plain, materialized = _dependents(name, catalog)
-    for reader in materialized:
-        _sub_plain, deeper = _dependents(reader.name, catalog)
-        if deeper:
-            raise UnsafeActionError(
-                f"--cascade rebuilds {reader.name} (it reads {name}), but materialized views "
-                + ", ".join(str(d.name) for d in deeper)
-                + " read it in turn: dbopt rebuilds one level of materialized views; "
-                "replace them in separate steps"
-            )
-
-
-def _plan_views(
-    views: Sequence[ViewSpec],
+def _index_action(
+    spec: IndexSpec,
+    relation: Relation,
     catalog: Catalog,
     normalized: Mapping[QualifiedName, str],
-    managed: Iterable[QualifiedName],
-    prune: bool,
-) -> tuple[list[Action], list[IndexSpec]]:
-    """Actions for materialized views, and the index specs of views that stay as they are."""
-    actions: list[Action] = []
-    index_specs: list[IndexSpec] = []
-    ordered = view_order(views)
-    for position, view in enumerate(ordered):
-        existing = catalog.relations.get(view.name)
-        if existing is None:
-            actions.append(_create_view(view, position))
-            continue
-        if existing.relkind != "m":
-            loc = view.location
-            raise SpecError(
-                f"{view.name} exists and is not a materialized view",
-                [
-                    Problem(
-                        loc.file,
-                        loc.line,
-                        loc.column,
-                        f"{view.name} already exists as a "
-                        f"{_RELKINDS.get(existing.relkind, existing.relkind)}: choose another name",
-                    )
-                ],
-            )
-        desired = normalized.get(view.name)
-        current = existing.view_definition
-        if desired is None or desired == current:
-            actions.append(
-                Action(
-                    kind=Kind.SKIP,
-                    name=view.name,
-                    table=view.name,
-                    reason="the materialized view has exactly the specified query",
-                    current=current,
-                    desired=desired,
-                    existed_before=True,
-                    object_kind="view",
-                    phase=1,
-                    phase_order=position,
+    owners: Ownership,
+    properties: Properties | None,
+    problems: list[Problem],
+) -> Action | None:
+    name = spec.qualified_name
+    existing = catalog.indexes.get(name)
+    desired = normalized.get(name)
+    loc = spec.location
+    if existing is None:
+        taken = name_taken(catalog, name)
+        if taken:
+            problems.append(
+                Problem(
+                    loc.file,
+                    loc.line,
+                    loc.column,
+                    f"index {spec.name}: the name {name} is taken by a {taken}: rename one of them",
                 )
             )
-            index_specs.extend(view.indexes)
-            continue
-        actions.append(_replace_view(view, existing, catalog, position, current, desired))
-    wanted = {v.name for v in views}
-    for offset, name in enumerate(sorted(set(managed) - wanted, reverse=True)):
-        existing = catalog.relations.get(name)
-        if existing is None or existing.relkind != "m":
-            continue
-        dependents = catalog.dependents.get(name, ())
-        reason = "created by dbopt and no longer in the specs"
-        if dependents and prune:
-            raise UnsafeActionError(
-                f"materialized view {name} left the specs but "
-                + ", ".join(str(d) for d in dependents)
-                + " depend on it: drop them first (dbopt never drops objects it did not create)"
-            )
-        actions.append(
-            Action(
-                kind=Kind.DROP,
-                name=name,
-                table=name,
-                reason=reason,
-                forward=(Step(StepKind.VIEW, (ddl.drop_matview(name),), name, name),),
-                rollback=(
-                    Step(
-                        StepKind.VIEW,
-                        (ddl.create_matview_from_definition(name, existing.view_definition or ""),),
-                        name,
-                        name,
-                    ),
-                    *(
-                        Step(
-                            StepKind.BUILD,
-                            (ddl.recreate_from_definition(i.definition, i.name.name, i.name.name),),
-                            name,
-                            i.name,
-                        )
-                        for i in catalog.indexes_on(name)
-                    ),
-                ),
-                enabled=prune,
-                needs=None if prune else "--prune",
-                current=existing.view_definition,
-                object_kind="view",
-                phase=1,
-                phase_order=10_000 + offset,
+            return None
+        return create_index_action(spec, relation, catalog, desired=desired)
+    current = canonical(existing.definition)
+    if existing.table != spec.table:
+        problems.append(
+            Problem(
+                loc.file,
+                loc.line,
+                loc.column,
+                f"index {spec.name} is meant for {spec.table} but {existing.table} has an "
+                "index of that name: rename one of them",
             )
         )
-    return actions, index_specs
+        return None
+    if not (existing.is_valid and existing.is_ready):
+        return _repair_action(spec, existing, relation, catalog, owners, current, desired)
+    if desired is None or desired == current:
+        return Action(
+            kind=Kind.SKIP,
+            name=name,
+            table=spec.table,
+            reason="exists with exactly the specified definition",
+            spec=spec,
+            current=current,
+            desired=desired,
+            existed_before=True,
+        )
+    if existing.backs_constraint:
+        problems.append(
+            Problem(
+                loc.file,
+                loc.line,
+                loc.column,
+                f"index {spec.name} differs from the database, but there it backs "
+                f"constraint {existing.constraint_name}; dbopt does not change constraint "
+                "indexes: choose another name",
+            )
+        )
+        return None
+    return replace_index_action(
+        spec, existing, relation, catalog, owners, properties, desired=desired
+    )
 
 
-_RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view"}
+def _repair_action(
+    spec: IndexSpec,
+    existing: CatalogIndex,
+    relation: Relation,
+    catalog: Catalog,
+    owners: Ownership,
+    current: str,
+    desired: str | None,
+) -> Action:
+    """Drop an INVALID index (a failed concurrent build) and build it again.
+
+    Only when it is dbopt's own, or exactly the spec's definition (then it is the spec's index,
+    whoever's build failed); never while another session is building it (the guard checks).
+    """
+    name = spec.qualified_name
+    mine = owners.owns(existing.oid)
+    refusal = None
+    if not mine and desired is not None and desired != current:
+        refusal = (
+            f"index {name} is INVALID, dbopt did not make it, and its definition "
+            f"({current}) is not the spec's: drop it by hand or rename the spec"
+        )
+    identity = index_identity(existing, invalid=True, origin=owners.origin(existing.oid))
+    return Action(
+        kind=Kind.REPAIR,
+        name=name,
+        table=spec.table,
+        reason="the index is INVALID (a failed concurrent build): drop it and build again",
+        forward=_drop_steps(identity, spec.table, relation)
+        + _build_steps(spec, spec.name, catalog, relation),
+        rollback=(),
+        refusal=refusal,
+        spec=spec,
+        current=current,
+        desired=desired,
+        # The INVALID index a dbopt build left is dbopt's own once rebuilt.
+        existed_before=not mine,
+        replaced_oid=existing.oid,
+        previous_definition=existing.definition,
+    )
+
+
+# --- view actions ----------------------------------------------------------------------------
+
+
+def create_view_action(
+    view: ViewSpec,
+    position: int,
+    *,
+    kind: Kind = Kind.CREATE,
+    reason: str | None = None,
+    undoes_change: int | None = None,
+) -> Action:
+    """Create a materialized view with its indexes."""
+    return Action(
+        kind=kind,
+        name=view.name,
+        table=view.name,
+        reason=reason or view.reason or "in the specs, not in the database",
+        forward=(
+            Step(
+                StepKind.VIEW,
+                (ddl.create_matview(view.name, query_sql(view.query)),),
+                view.name,
+                view.name,
+                makes=True,
+            ),
+            *_view_index_steps(view.indexes, view.name, lambda n: n),
+        ),
+        rollback=(Step(StepKind.VIEW, (ddl.drop_matview(view.name),), view.name, view.name),),
+        object_kind="view",
+        phase=1,
+        phase_order=position,
+        also_creates=tuple(i.qualified_name for i in view.indexes),
+        undoes_change=undoes_change,
+    )
+
+
+def drop_view_action(
+    relation: Relation,
+    catalog: Catalog,
+    *,
+    reason: str,
+    origin: str = "",
+    properties: Properties | None = None,
+    enabled: bool = True,
+    needs: str | None = None,
+    undoes_change: int | None = None,
+    phase_order: int = 0,
+    also_dropped: Collection[QualifiedName] = (),
+) -> Action:
+    """Drop a materialized view dbopt made; refused when anything depends on it (other than
+    views ``also_dropped`` before it)."""
+    name = relation.name
+    refusals = []
+    readers = [d for d in catalog.dependents.get(name, ()) if d not in also_dropped]
+    if readers:
+        refusals.append(
+            ", ".join(str(d) for d in readers)
+            + " depend on it: drop them first (dbopt never drops objects it did not create)"
+        )
+    props = properties.views.get(relation.oid) if properties is not None else None
+    if props is not None:
+        refusals += props.blockers()
+    indexes = catalog.indexes_on(name)
+    return Action(
+        kind=Kind.DROP,
+        name=name,
+        table=name,
+        reason=reason,
+        forward=(
+            Step(
+                StepKind.VIEW,
+                (ddl.drop_matview(name),),
+                name,
+                name,
+                expect=(view_identity(relation, origin),),
+            ),
+        ),
+        rollback=(
+            Step(
+                StepKind.VIEW,
+                (ddl.create_matview_from_definition(name, relation.view_definition or ""),),
+                name,
+                name,
+            ),
+            *(step for i in indexes for step in _display_rebuild(i, i.name.name)),
+        ),
+        enabled=enabled,
+        needs=needs,
+        refusal=(f"materialized view {name} cannot be dropped: " + "; ".join(refusals))
+        if refusals
+        else None,
+        current=relation.view_definition,
+        object_kind="view",
+        phase=1,
+        phase_order=phase_order,
+        replaced_oid=relation.oid,
+        previous_definition=relation.view_definition,
+        previous_state={
+            "indexes": [{"name": i.name.name, "definition": i.definition} for i in indexes]
+        },
+        undoes_change=undoes_change,
+    )
 
 
 def _view_index_steps(
-    view: ViewSpec, on: QualifiedName, rename: Callable[[str], str]
+    indexes: Sequence[IndexSpec], on: QualifiedName, rename: Callable[[str], str]
 ) -> tuple[Step, ...]:
     return tuple(
         Step(
@@ -455,90 +743,9 @@ def _view_index_steps(
             (ddl.create_index(i, name=rename(i.name), table=on),),
             on,
             QualifiedName(on.schema, rename(i.name)),
+            makes=True,
         )
-        for i in view.indexes
-    )
-
-
-def _create_view(view: ViewSpec, position: int) -> Action:
-    return Action(
-        kind=Kind.CREATE,
-        name=view.name,
-        table=view.name,
-        reason=view.reason or "in the specs, not in the database",
-        forward=(
-            Step(
-                StepKind.VIEW,
-                (ddl.create_matview(view.name, query_sql(view.query)),),
-                view.name,
-                view.name,
-            ),
-            *_view_index_steps(view, view.name, lambda n: n),
-        ),
-        rollback=(Step(StepKind.VIEW, (ddl.drop_matview(view.name),), view.name, view.name),),
-        object_kind="view",
-        phase=1,
-        phase_order=position,
-        also_creates=tuple(i.qualified_name for i in view.indexes),
-    )
-
-
-def _replace_view(
-    view: ViewSpec,
-    existing: Relation,
-    catalog: Catalog,
-    position: int,
-    current: str | None,
-    desired: str,
-) -> Action:
-    """Build the new view aside, swap names in one short transaction, drop the old one.
-
-    Views that read it are re-bound inside the swap (CREATE OR REPLACE VIEW keeps their grants
-    and dependents); materialized views that read it are rebuilt the same way after the swap.
-    This only runs with --cascade (plan() refuses otherwise).
-    """
-    name = view.name
-    schema = name.schema
-    new = QualifiedName(schema, ddl.derived_name(name.name, NEW_SUFFIX))
-    old_indexes = catalog.indexes_on(name)
-    plain, materialized = _dependents(name, catalog)
-    rebuilt = [str(r.name) for r in plain + materialized]
-    reason = "the query drifted from the spec"
-    if rebuilt:
-        reason += "; rebuilds what reads it: " + ", ".join(rebuilt)
-    forward = _rebuild_steps(
-        name,
-        query_sql(view.query),
-        _view_index_steps(view, new, lambda n: ddl.derived_name(n, NEW_SUFFIX)),
-        [i.name.name for i in old_indexes],
-        [i.name for i in view.indexes],
-        plain,
-        materialized,
-        catalog,
-    )
-    backward = _rebuild_steps(
-        name,
-        sql.SQL(_view_body(existing)),
-        _retargeted(old_indexes, new),
-        [i.name for i in view.indexes],
-        [i.name.name for i in old_indexes],
-        plain,
-        materialized,
-        catalog,
-    )
-    return Action(
-        kind=Kind.REPLACE,
-        name=name,
-        table=name,
-        reason=reason,
-        forward=forward,
-        rollback=backward,
-        current=current,
-        desired=desired,
-        existed_before=True,
-        object_kind="view",
-        phase=1,
-        phase_order=position,
+        for i in indexes
     )
 
 
@@ -559,198 +766,494 @@ def _dependents(name: QualifiedName, catalog: Catalog) -> tuple[list[Relation], 
     return plain, materialized
 
 
-def _retargeted(indexes: Sequence[CatalogIndex], on: QualifiedName) -> tuple[Step, ...]:
-    """Rebuild catalog indexes on another relation, under NEW-suffixed names."""
-    return tuple(
-        Step(
-            StepKind.BUILD,
-            (
-                ddl.retarget_definition(
-                    i.definition, i.name.name, ddl.derived_name(i.name.name, NEW_SUFFIX), on
-                ),
-            ),
-            on,
-            QualifiedName(on.schema, ddl.derived_name(i.name.name, NEW_SUFFIX)),
+def _kept_indexes(
+    relation: Relation, wanted: Sequence[IndexSpec], catalog: Catalog, refusals: list[str]
+) -> list[IndexSpec]:
+    """``wanted`` plus every other index the view has now (hand-made ones are kept too)."""
+    names = {i.name for i in wanted}
+    kept = list(wanted)
+    for index in catalog.indexes_on(relation.name):
+        if index.name.name in names:
+            continue
+        try:
+            kept.append(
+                index_spec_from_definition(
+                    index.definition, table=relation.name, name=index.name.name
+                )
+            )
+        except DefinitionError as exc:
+            refusals.append(f"its index {index.name} cannot be rebuilt: {exc}")
+    return kept
+
+
+def replace_view_action(
+    view: ViewSpec,
+    existing: Relation,
+    catalog: Catalog,
+    owners: Ownership,
+    properties: Properties | None,
+    position: int,
+    *,
+    body: sql.Composable | None = None,
+    kind: Kind = Kind.REPLACE,
+    reason: str = "the query drifted from the spec",
+    desired: str | None = None,
+    new_columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
+    expect_oid: int | None = None,
+    undoes_change: int | None = None,
+) -> Action:
+    """Build the new view aside, swap names in one short transaction, drop the old one.
+
+    Its indexes (the spec's and any others it has) are built on the new view; views that
+    read it are re-bound inside the swap (CREATE OR REPLACE VIEW keeps their grants and
+    dependents); materialized views that read it are rebuilt the same way after the swap.
+    What the old view carries (owner, grants, comments, storage...) is carried over.
+    """
+    refusals: list[str] = []
+    name = view.name
+    if expect_oid is not None and existing.oid != expect_oid:
+        refusals.append(
+            f"materialized view {name} is not the one dbopt made (OID {existing.oid}, dbopt's "
+            f"was {expect_oid})"
         )
-        for i in indexes
+    plain, materialized = _dependents(name, catalog)
+    for reader in materialized:
+        _sub_plain, deeper = _dependents(reader.name, catalog)
+        if deeper:
+            refusals.append(
+                f"rebuilding {reader.name} (it reads {name}) would need rebuilding "
+                + ", ".join(str(d.name) for d in deeper)
+                + " in turn: dbopt rebuilds one level of materialized views; replace them in "
+                "separate steps"
+            )
+    forward = _rebuild_view(
+        existing,
+        body if body is not None else query_sql(view.query),
+        _kept_indexes(existing, view.indexes, catalog, refusals),
+        plain,
+        materialized,
+        catalog,
+        properties,
+        (new_columns or {}).get(name),
+        refusals,
+        owners,
+    )
+    rebuilt = [str(r.name) for r in plain + materialized]
+    if rebuilt:
+        reason += "; rebuilds what reads it: " + ", ".join(rebuilt)
+    props = properties.views.get(existing.oid) if properties is not None else None
+    if props is not None and props.carried():
+        reason += "; carries over " + ", ".join(props.carried())
+    return Action(
+        kind=kind,
+        name=name,
+        table=name,
+        reason=reason,
+        forward=forward,
+        rollback=(),
+        refusal="; ".join(f"materialized view {name}: {r}" for r in refusals) or None,
+        current=existing.view_definition,
+        desired=desired,
+        existed_before=True,
+        object_kind="view",
+        phase=1,
+        phase_order=position,
+        replaced_oid=existing.oid,
+        previous_definition=existing.view_definition,
+        previous_state={
+            "indexes": [
+                {"name": i.name.name, "definition": i.definition} for i in catalog.indexes_on(name)
+            ]
+        },
+        undoes_change=undoes_change,
     )
 
 
-def _rebuild_steps(
-    name: QualifiedName,
+def _rebuild_view(
+    existing: Relation,
     body: sql.Composable,
-    build_indexes: tuple[Step, ...],
-    current_indexes: Sequence[str],
-    incoming_indexes: Sequence[str],
+    indexes: Sequence[IndexSpec],
     plain: Sequence[Relation],
     materialized: Sequence[Relation],
     catalog: Catalog,
+    properties: Properties | None,
+    new_columns: Collection[str] | None,
+    refusals: list[str],
+    owners: Ownership,
 ) -> tuple[Step, ...]:
-    """Build ``name`` aside from ``body``, swap it in, re-bind or rebuild its readers, drop."""
+    """Build ``existing`` aside from ``body`` with ``indexes``, swap it in, re-bind or
+    rebuild its readers, drop the old one."""
+    name = existing.name
     schema = name.schema
     new = QualifiedName(schema, ddl.derived_name(name.name, NEW_SUFFIX))
     old = QualifiedName(schema, ddl.derived_name(name.name, OLD_SUFFIX))
+    props: ViewProperties | None = None
+    if properties is not None:
+        props = properties.views.get(existing.oid)
+    if props is not None:
+        refusals += props.refusals(new_columns)
+    leftovers: list[Step] = []
+    for temp in (new, old):
+        taken = name_taken(catalog, temp)
+        leftover = catalog.relations.get(temp)
+        if leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid):
+            # What an interrupted replace of dbopt's left behind: dbopt's own, start clean.
+            identity = view_identity(leftover, owners.origin(leftover.oid))
+            leftovers.append(
+                Step(StepKind.VIEW, (ddl.drop_matview(temp),), temp, temp, expect=(identity,))
+            )
+        elif taken:
+            refusals.append(
+                f"the name {temp} it needs is taken by a {taken} that dbopt has no record of "
+                "making: drop it by hand once you have checked it"
+            )
+    old_indexes = catalog.indexes_on(name)
+    index_carry: list[sql.Composed] = []
+    by_name = {i.name.name: i for i in old_indexes}
+    for spec in indexes:
+        before = by_name.get(spec.name)
+        index_props: IndexProperties | None = None
+        if before is not None and properties is not None:
+            index_props = properties.indexes.get(before.oid)
+        if index_props is not None:
+            refusals += [
+                f"its index {before.name if before else spec.name}: {r}"
+                for r in index_props.blockers()
+            ]
+            index_carry += index_props.carry(name, QualifiedName(schema, spec.name), on_view=True)
+    for temp_index in [
+        ddl.derived_name(i.name, s) for i in indexes for s in (NEW_SUFFIX, OLD_SUFFIX)
+    ]:
+        taken = name_taken(catalog, QualifiedName(schema, temp_index))
+        if taken:
+            refusals.append(f"the name {schema}.{temp_index} it needs is taken by a {taken}")
+    options, tablespace = props.build_options() if props is not None else ((), None)
     swap = Step(
         StepKind.SWAP,
         (
             ddl.rename_matview(name, old.name),
             ddl.rename_matview(new, name.name),
             *(
-                ddl.rename_index(QualifiedName(schema, n), ddl.derived_name(n, OLD_SUFFIX))
-                for n in current_indexes
+                ddl.rename_index(i.name, ddl.derived_name(i.name.name, OLD_SUFFIX))
+                for i in old_indexes
             ),
             *(
-                ddl.rename_index(QualifiedName(schema, ddl.derived_name(n, NEW_SUFFIX)), n)
-                for n in incoming_indexes
+                ddl.rename_index(
+                    QualifiedName(schema, ddl.derived_name(i.name, NEW_SUFFIX)), i.name
+                )
+                for i in indexes
             ),
             # Readers re-bound in the same transaction: none ever sees the old data twice.
             *(ddl.create_or_replace_view(v.name, _view_body(v)) for v in plain),
         ),
         name,
         name,
+        expect=(
+            Identity("view", old, oid=existing.oid),
+            Identity("view", name, built_as=new),
+        ),
+        then=(*(props.carry(name) if props is not None else ()), *index_carry),
     )
     steps: list[Step] = [
-        # A build aside that a failed run left behind is dbopt's own: start clean.
-        Step(StepKind.VIEW, (ddl.drop_matview(new),), new, new),
-        Step(StepKind.VIEW, (ddl.create_matview(new, body),), new, new),
-        *build_indexes,
+        *leftovers,
+        Step(
+            StepKind.VIEW,
+            (
+                ddl.create_matview(
+                    new,
+                    body,
+                    with_data=props.populated if props is not None else True,
+                    options=options,
+                    tablespace=tablespace,
+                ),
+            ),
+            new,
+            new,
+            makes=True,
+        ),
+        *_view_index_steps(indexes, new, lambda n: ddl.derived_name(n, NEW_SUFFIX)),
+        *(
+            Step(StepKind.DDL, (statement,), new, new)
+            for statement in (props.carry_before_swap(new) if props is not None else ())
+        ),
         swap,
     ]
     for reader in materialized:
-        indexes = catalog.indexes_on(reader.name)
-        reader_new = QualifiedName(
-            reader.name.schema, ddl.derived_name(reader.name.name, NEW_SUFFIX)
-        )
-        names = [i.name.name for i in indexes]
-        sub_plain, _sub_materialized = _dependents(reader.name, catalog)
+        sub_plain, _deeper = _dependents(reader.name, catalog)
         steps.extend(
-            _rebuild_steps(
-                reader.name,
+            _rebuild_view(
+                reader,
                 sql.SQL(_view_body(reader)),
-                _retargeted(indexes, reader_new),
-                names,
-                names,
+                _kept_indexes(reader, (), catalog, refusals),
                 sub_plain,
                 [],
                 catalog,
+                properties,
+                None,
+                refusals,
+                owners,
             )
         )
-    steps.append(Step(StepKind.VIEW, (ddl.drop_matview(old),), old, old))
+    steps.append(
+        Step(
+            StepKind.VIEW,
+            (ddl.drop_matview(old),),
+            old,
+            old,
+            expect=(Identity("view", old, oid=existing.oid, upfront=False),),
+        )
+    )
     return tuple(steps)
+
+
+def _plan_views(
+    views: Sequence[ViewSpec],
+    catalog: Catalog,
+    normalized: Mapping[QualifiedName, str],
+    new_columns: Mapping[QualifiedName, tuple[str, ...]] | None,
+    owners: Ownership,
+    properties: Properties | None,
+    prune: bool,
+    problems: list[Problem],
+) -> tuple[list[Action], list[IndexSpec]]:
+    """Actions for materialized views, and the index specs of views that stay as they are."""
+    actions: list[Action] = []
+    index_specs: list[IndexSpec] = []
+    for position, view in enumerate(view_order(views)):
+        existing = catalog.relations.get(view.name)
+        loc = view.location
+        if existing is None:
+            taken = name_taken(catalog, view.name)
+            if taken:
+                problems.append(
+                    Problem(
+                        loc.file,
+                        loc.line,
+                        loc.column,
+                        f"{view.name} is taken by a {taken}: choose another name",
+                    )
+                )
+                continue
+            actions.append(create_view_action(view, position))
+            continue
+        if existing.relkind != "m":
+            problems.append(
+                Problem(
+                    loc.file,
+                    loc.line,
+                    loc.column,
+                    f"{view.name} already exists as a "
+                    f"{_RELKINDS.get(existing.relkind, existing.relkind)}: choose another name",
+                )
+            )
+            continue
+        desired = normalized.get(view.name)
+        current = existing.view_definition
+        if desired is None or desired == current:
+            actions.append(
+                Action(
+                    kind=Kind.SKIP,
+                    name=view.name,
+                    table=view.name,
+                    reason="the materialized view has exactly the specified query",
+                    current=current,
+                    desired=desired,
+                    existed_before=True,
+                    object_kind="view",
+                    phase=1,
+                    phase_order=position,
+                )
+            )
+            index_specs.extend(view.indexes)
+            continue
+        actions.append(
+            replace_view_action(
+                view,
+                existing,
+                catalog,
+                owners,
+                properties,
+                position,
+                desired=desired,
+                new_columns=new_columns,
+            )
+        )
+    wanted = {v.name for v in views}
+    for offset, relation in enumerate(
+        sorted(
+            (r for r in catalog.relations.values() if r.relkind == "m" and owners.owns(r.oid)),
+            key=lambda r: r.name,
+            reverse=True,
+        )
+    ):
+        if relation.name in wanted:
+            continue
+        actions.append(
+            drop_view_action(
+                relation,
+                catalog,
+                reason="created by dbopt and no longer in the specs",
+                origin=owners.origin(relation.oid),
+                properties=properties,
+                enabled=prune,
+                needs=None if prune else "--prune",
+                phase_order=10_000 + offset,
+            )
+        )
+    return actions, index_specs
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def plan(
+    specs: Sequence[IndexSpec],
+    catalog: Catalog,
+    normalized: Mapping[QualifiedName, str],
+    owned: Iterable[OwnedObject] = (),
+    *,
+    views: Sequence[ViewSpec] = (),
+    normalized_views: Mapping[QualifiedName, str] | None = None,
+    view_columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
+    properties: Properties | None = None,
+    replace_drifted: bool = False,
+    prune: bool = False,
+    cascade: bool = False,
+    catalog_queries: int = 0,
+) -> Plan:
+    """Diff specs against the catalog.
+
+    ``specs`` are table indexes; ``views`` materialized views with their indexes. ``owned``
+    is what dbopt's history says it made (only those objects may be dropped). ``properties``
+    are those of the objects a replace or drop touches; without them the plan lists in
+    ``wants_properties`` which to read, and the caller plans again with them.
+    """
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    owners = ownership(owned, catalog)
+    view_actions, view_index_specs = _plan_views(
+        views,
+        catalog,
+        normalized_views or {},
+        view_columns,
+        owners,
+        properties,
+        prune,
+        problems,
+    )
+    actions.extend(view_actions)
+    wanted = {s.qualified_name for s in specs} | {
+        i.qualified_name for v in views for i in v.indexes
+    }
+    for spec in [*specs, *view_index_specs]:
+        relation = catalog.relations.get(spec.table)
+        if relation is None:
+            loc = spec.location
+            problems.append(
+                Problem(loc.file, loc.line, loc.column, f"table {spec.table} does not exist")
+            )
+            continue
+        action = _index_action(spec, relation, catalog, normalized, owners, properties, problems)
+        if action is None:
+            continue
+        if spec in view_index_specs:
+            action = replace(action, phase=2)
+        actions.append(action)
+    if problems:
+        raise SpecError("the specs cannot be applied to this database", problems)
+    dropped_views = {a.name for a in view_actions if a.kind == Kind.DROP}
+    for index in sorted(catalog.indexes.values(), key=lambda i: i.name):
+        if not owners.owns(index.oid) or index.name in wanted or index.table in dropped_views:
+            continue
+        reason = (
+            "left under dbopt's temporary name by an interrupted replace"
+            if index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+            else "created by dbopt and no longer in the specs"
+        )
+        relation = catalog.relations[index.table]
+        actions.append(
+            drop_index_action(
+                index,
+                relation,
+                reason=reason,
+                origin=owners.origin(index.oid),
+                properties=properties,
+                enabled=prune,
+                needs=None if prune else "--prune",
+                phase=2 if relation.relkind == "m" else 0,
+            )
+        )
+    notes = _unowned_leftovers(catalog, owners, wanted)
+    for i, action in enumerate(actions):
+        if action.kind == Kind.REPLACE and not replace_drifted:
+            actions[i] = _disabled(action, "--replace-drifted")
+        elif action.kind == Kind.REPLACE and action.object_kind == "view":
+            _check_cascade(action.name, catalog, cascade)
+    actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
+    return Plan(
+        tuple(actions),
+        catalog_queries=catalog_queries,
+        notes=tuple(notes),
+        wants_properties=wanted_properties(actions, catalog)
+        if properties is None
+        else (
+            frozenset(),
+            frozenset(),
+        ),
+    )
+
+
+def _unowned_leftovers(
+    catalog: Catalog, owners: Ownership, wanted: set[QualifiedName]
+) -> list[str]:
+    """Indexes under dbopt's temporary names that its history does not say it made."""
+    return [
+        f"{index.name} has one of dbopt's temporary names but dbopt has no record of making it "
+        "(a build interrupted before dbopt could record it?): not touched; drop it by hand "
+        "once you have checked it"
+        for index in sorted(catalog.indexes.values(), key=lambda i: i.name)
+        if index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+        and not owners.owns(index.oid)
+        and index.name not in wanted
+        and not index.table.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+    ]
+
+
+def wanted_properties(
+    actions: Sequence[Action], catalog: Catalog
+) -> tuple[frozenset[int], frozenset[int]]:
+    """OIDs of the indexes and views whose properties the runnable replaces and drops need
+    (a replaced view's readers and indexes too)."""
+    indexes: set[int] = set()
+    views: set[int] = set()
+    for action in actions:
+        if not action.enabled or action.kind not in (Kind.REPLACE, Kind.DROP, Kind.RESTORE):
+            continue
+        if action.replaced_oid is None:
+            continue
+        if action.object_kind == "index":
+            indexes.add(action.replaced_oid)
+            continue
+        views.add(action.replaced_oid)
+        readers = _dependents(action.name, catalog)[1] if action.kind != Kind.DROP else []
+        for relation in [catalog.relations[action.name], *readers]:
+            views.add(relation.oid)
+            indexes.update(i.oid for i in catalog.indexes_on(relation.name))
+    return frozenset(indexes), frozenset(views)
+
+
+def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:
+    """Replacing a view others read needs --cascade (the plan lists what it rebuilds)."""
+    if not catalog.dependents.get(name) or cascade:
+        return
+    readers = ", ".join(str(d) for d in catalog.dependents[name])
+    raise UnsafeActionError(
+        f"materialized view {name} must be replaced but {readers} depend on it: run with "
+        "--cascade to rebuild them too (the plan lists them), or drop them first"
+    )
 
 
 def _disabled(action: Action, flag: str) -> Action:
     if not action.enabled:
         return action
     return replace(action, enabled=False, needs=flag)
-
-
-def _action_for(
-    spec: IndexSpec, table: Relation, catalog: Catalog, normalized: Mapping[QualifiedName, str]
-) -> Action:
-    name = spec.qualified_name
-    existing = catalog.indexes.get(name)
-    desired = normalized.get(name)
-    if existing is None:
-        return Action(
-            kind=Kind.CREATE,
-            name=name,
-            table=spec.table,
-            reason=spec.reason or "in the specs, not in the database",
-            forward=_build_steps(spec, spec.name, catalog, table),
-            rollback=_drop_steps(name, spec.table, table),
-            spec=spec,
-            desired=desired,
-        )
-    current = canonical(existing.definition)
-    if existing.table != spec.table:
-        raise SpecError(
-            f"index name {name} is taken by an index on {existing.table}",
-            [
-                Problem(
-                    spec.location.file,
-                    spec.location.line,
-                    spec.location.column,
-                    f"index {spec.name} is meant for {spec.table} but {existing.table} has an "
-                    "index of that name: rename one of them",
-                )
-            ],
-        )
-    if not (existing.is_valid and existing.is_ready):
-        # A failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; IF NOT EXISTS
-        # would silently keep it, so it is dropped and built again.
-        return Action(
-            kind=Kind.REPAIR,
-            name=name,
-            table=spec.table,
-            reason="the index is INVALID (a failed concurrent build): drop it and build again",
-            forward=_drop_steps(name, spec.table, table)
-            + _build_steps(spec, spec.name, catalog, table),
-            # No way back to an INVALID index, and never a drop of what existed before.
-            rollback=(),
-            spec=spec,
-            current=current,
-            desired=desired,
-            existed_before=True,
-        )
-    if desired is None or desired == current:
-        return Action(
-            kind=Kind.SKIP,
-            name=name,
-            table=spec.table,
-            reason="exists with exactly the specified definition",
-            spec=spec,
-            current=current,
-            desired=desired,
-            existed_before=True,
-        )
-    if existing.backs_constraint:
-        raise SpecError(
-            f"index {name} backs constraint {existing.constraint_name}",
-            [
-                Problem(
-                    spec.location.file,
-                    spec.location.line,
-                    spec.location.column,
-                    f"index {spec.name} differs from the database, but there it backs "
-                    f"constraint {existing.constraint_name}; dbopt does not change constraint "
-                    "indexes: choose another name",
-                )
-            ],
-        )
-    if table.is_partitioned:
-        raise UnsafeActionError(
-            f"index {name} on partitioned table {spec.table} drifted from its spec; replacing "
-            "an index of a partitioned table is not supported yet: DROP INDEX it (a short "
-            "lock on the parent and its partitions) and apply again"
-        )
-    new_name = ddl.derived_name(spec.name, NEW_SUFFIX)
-    restore_name = ddl.derived_name(spec.name, NEW_SUFFIX)
-    old_name = QualifiedName(name.schema, ddl.derived_name(spec.name, OLD_SUFFIX))
-    # What an interrupted replace left under dbopt's own temporary names goes first.
-    leftovers = (
-        *_drop_steps(QualifiedName(name.schema, new_name), spec.table, table),
-        *_drop_steps(old_name, spec.table, table),
-    )
-    return Action(
-        kind=Kind.REPLACE,
-        name=name,
-        table=spec.table,
-        reason="the definition drifted from the spec",
-        forward=(
-            *leftovers,
-            *_build_steps(spec, new_name, catalog, table),
-            _swap(spec.table, name, new_name),
-            *_drop_steps(old_name, spec.table, table),
-        ),
-        rollback=(
-            *leftovers,
-            *_restore_steps(existing, restore_name),
-            _swap(spec.table, name, restore_name),
-            *_drop_steps(old_name, spec.table, table),
-        ),
-        spec=spec,
-        current=current,
-        desired=desired,
-        existed_before=True,
-    )

@@ -1,137 +1,380 @@
-"""Rollback plans: undo a run (or the last change of some indexes) from the history.
+"""Rollback plans: undo a run (or the last change of some objects) from recorded facts.
 
-Each change apply made is stored with the steps that undo it, composed when it was planned.
-Rollback replays those steps, newest change first, as a Plan that the same executor runs with
-the same safety (concurrent drops, timeouts, advisory lock, history). It drops only what dbopt
-created; a replaced index gets its previous definition back; what existed before is kept.
+The history is data, never code: each change records structured facts — the object's kind and
+name, its table, the OID of what dbopt made and of what it replaced, and definitions as the
+server printed them. A rollback reads those facts, checks them against the live catalog (the
+object must still be the one dbopt made: same OID, table and definition), and derives its
+actions with the same builders as a plan: a create is undone by a guarded drop, a replace by
+a replace back to the previous definition (parsed by the PostgreSQL parser into a spec, never
+executed as text), a drop by a create. Whatever cannot be undone is listed with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
 
+from dbopt.catalog import Catalog
+from dbopt.catalog.properties import Properties, read_properties
 from dbopt.errors import InputError
-from dbopt.history import History
-from dbopt.planner import Action, Kind, Plan, Step
-from dbopt.spec import QualifiedName
+from dbopt.history import ChangeRecord, History, OwnedObject
+from dbopt.indexdef import DefinitionError, index_spec_from_definition
+from dbopt.planner import (
+    Action,
+    Kind,
+    Ownership,
+    Plan,
+    create_index_action,
+    create_view_action,
+    drop_index_action,
+    drop_view_action,
+    name_taken,
+    ownership,
+    replace_index_action,
+    replace_view_action,
+    wanted_properties,
+)
+from dbopt.spec import IndexSpec, Location, QualifiedName, ViewSpec
+from dbopt.sqltext import SqlTextError, check_query, query_sql
 
-#: What undoing each recorded action does.
-_INVERSE = {
-    "create": Kind.DROP,
-    "drop": Kind.CREATE,
-    "replace": Kind.RESTORE,
-    "restore": Kind.REPLACE,
-}
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What to undo: one run, the last apply run, or the last change of some objects."""
+
+    run_id: int | None = None
+    last: bool = False
+    names: tuple[QualifiedName, ...] = ()
+
+    def check(self) -> None:
+        """Exactly one way of choosing (InputError otherwise)."""
+        if sum((self.run_id is not None, self.last, bool(self.names))) != 1:
+            raise InputError("choose exactly one: the last run, a run id, or object names")
 
 
-def _changes(
-    conn: psycopg.Connection[Any], history: History, where: sql.Composable, params: Sequence[Any]
-) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            sql.SQL(
-                "SELECT c.*, r.outcome AS run_outcome FROM {schema}.changes c "
-                "JOIN {schema}.runs r ON r.id = c.run_id WHERE c.result = 'ok' AND {where} "
-                "ORDER BY c.id DESC"
-            ).format(schema=sql.Identifier(history.schema), where=where),
-            params,
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A recorded change that rollback leaves as it is, and why."""
+
+    name: QualifiedName
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackPlan:
+    """The undo actions (as a Plan), the run they undo, and what cannot be undone."""
+
+    plan: Plan
+    undoes_run: int | None
+    skipped: tuple[Skipped, ...] = ()
+
+
+def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
+    """Not undone by a rollback, and what it made not replaced or dropped by a later change."""
+    if change.undone_by is not None or change.result != "ok":
+        return False
+    if change.object_oid is None:
+        return True
+    return not any(
+        c.replaced_oid == change.object_oid and c.result == "ok" and c.id > change.id for c in later
+    )
+
+
+def _select(
+    conn: psycopg.Connection[Any], history: History, selection: Selection
+) -> tuple[list[ChangeRecord], int | None]:
+    """The changes to undo, newest first, and the run they belong to (None for names)."""
+    if selection.names:
+        records = history.changes(conn, names=selection.names)
+        chosen = []
+        for name in selection.names:
+            mine = [c for c in records if c.name == name and c.run_command == "apply"]
+            if not mine:
+                raise InputError(f"dbopt never changed {name}: nothing to roll back")
+            later = history.changes(conn, names=[name])
+            live = [c for c in mine if _live(c, later)]
+            chosen.append(live[0] if live else mine[0])
+        return sorted(chosen, key=lambda c: -c.id), None
+    if selection.run_id is not None:
+        run = history.run(conn, selection.run_id)
+        if run is None:
+            raise InputError(
+                f"there is no run {selection.run_id}: see `dbopt status` for the last runs"
+            )
+        if run.command != "apply":
+            raise InputError(
+                f"run {run.id} is a {run.command}, not an apply: only applies are undone"
+            )
+        records = history.changes(conn, run_id=run.id)
+        later = _later(conn, history, records)
+        undone = [c.undone_by_run for c in records if c.undone_by_run is not None]
+        if records and undone and not any(_live(c, later) for c in records):
+            raise InputError(f"run {run.id} was already rolled back by run {max(undone)}")
+        return records, run.id
+    for run in history.apply_runs(conn):
+        records = history.changes(conn, run_id=run.id)
+        if any(_live(c, _later(conn, history, records)) for c in records):
+            return records, run.id
+    raise InputError("no apply run left to roll back: every change was undone or superseded")
+
+
+def _later(
+    conn: psycopg.Connection[Any], history: History, records: Sequence[ChangeRecord]
+) -> list[ChangeRecord]:
+    names = sorted({c.name for c in records})
+    return history.changes(conn, names=names) if names else []
+
+
+def derive(
+    records: Sequence[ChangeRecord],
+    later: Sequence[ChangeRecord],
+    catalog: Catalog,
+    owned: Sequence[OwnedObject],
+    properties: Properties | None = None,
+) -> tuple[list[Action], list[Skipped]]:
+    """The undo action of each change (newest first), or why there is none. Pure."""
+    owners = ownership(owned, catalog)
+    actions: list[Action] = []
+    skipped: list[Skipped] = []
+    dropped_views = {
+        c.name
+        for c in records
+        if c.object_kind == "view" and c.action == "create" and _live(c, later)
+    }
+    for change in sorted(records, key=lambda c: -c.id):
+        if change.undone_by is not None:
+            skipped.append(Skipped(change.name, f"already undone (change {change.undone_by})"))
+            continue
+        if change.result != "ok":
+            skipped.append(Skipped(change.name, f"its change {change.result}: nothing was made"))
+            continue
+        if not _live(change, later):
+            skipped.append(
+                Skipped(change.name, "a later change of dbopt replaced what this one made")
+            )
+            continue
+        if change.object_kind == "index" and change.table in dropped_views:
+            continue  # dropped with its view
+        try:
+            action = _undo(change, catalog, owners, properties, dropped_views)
+        except _Skip as skip:
+            skipped.append(Skipped(change.name, str(skip)))
+            continue
+        actions.append(action)
+    return actions, skipped
+
+
+class _Skip(Exception):
+    """This change has no undo; the message says why."""
+
+
+def _undo(
+    change: ChangeRecord,
+    catalog: Catalog,
+    owners: Ownership,
+    properties: Properties | None,
+    dropped_views: Collection[QualifiedName],
+) -> Action:
+    reason = f"undo {change.action} of run {change.run_id}"
+    order = -change.id  # newest first: what reads an object is undone before it
+    if change.action in ("create", "repair") or (change.action == "restore"):
+        if change.action == "repair" and change.existed_before:
+            raise _Skip("it existed before dbopt (dbopt only rebuilt it): a repair has no way back")
+        return _undo_create(change, catalog, owners, properties, reason, dropped_views, order)
+    if change.action == "replace":
+        return _undo_replace(change, catalog, owners, properties, reason, order)
+    if change.action == "drop":
+        return _undo_drop(change, catalog, reason, order)
+    raise _Skip(f"dbopt has no undo for a {change.action}")
+
+
+def _made(change: ChangeRecord, catalog: Catalog, owners: Ownership) -> Any:
+    """The live object this change made, when it is still the one dbopt made."""
+    name = change.name
+    if change.object_kind == "view":
+        found: Any = catalog.relations.get(name)
+        if found is None or found.relkind != "m":
+            raise _Skip(f"there is no materialized view {name} any more")
+    else:
+        found = catalog.indexes.get(name)
+        if found is None:
+            raise _Skip(f"there is no index {name} any more")
+        if found.table != change.table:
+            raise _Skip(f"index {name} is on {found.table} now, not on {change.table}: not dbopt's")
+    if change.object_oid is not None and found.oid != change.object_oid:
+        raise _Skip(
+            f"{name} is not the {change.object_kind} dbopt made: its OID is {found.oid}, "
+            f"dbopt's was {change.object_oid} (dropped and made again by someone else)"
         )
-        return cur.fetchall()
+    if change.object_oid is None and not owners.owns(found.oid):
+        raise _Skip(f"dbopt's history has no record that it made {name}")
+    return found
 
 
-def _select_run(conn: psycopg.Connection[Any], history: History, run_id: int | None) -> int:
-    schema = sql.Identifier(history.schema)
-    if run_id is None:
-        row = conn.execute(
-            sql.SQL(
-                "SELECT id FROM {s}.runs r WHERE command = 'apply' AND outcome <> 'running' "
-                "AND NOT EXISTS (SELECT 1 FROM {s}.runs u WHERE u.undoes_run = r.id "
-                "AND u.outcome = 'succeeded') ORDER BY id DESC LIMIT 1"
-            ).format(s=schema)
-        ).fetchone()
-        if row is None:
-            raise InputError("no apply run left to roll back")
-        return int(row[0])
-    row = conn.execute(
-        sql.SQL("SELECT command FROM {}.runs WHERE id = %s").format(schema), (run_id,)
-    ).fetchone()
-    if row is None:
-        raise InputError(f"there is no run {run_id}: see `dbopt status` for the last runs")
-    undone = conn.execute(
-        sql.SQL(
-            "SELECT id FROM {}.runs WHERE undoes_run = %s AND outcome = 'succeeded' LIMIT 1"
-        ).format(schema),
-        (run_id,),
-    ).fetchone()
-    if undone is not None:
-        raise InputError(f"run {run_id} was already rolled back by run {undone[0]}")
-    return run_id
+def _undo_create(
+    change: ChangeRecord,
+    catalog: Catalog,
+    owners: Ownership,
+    properties: Properties | None,
+    reason: str,
+    dropped_views: Collection[QualifiedName],
+    order: int,
+) -> Action:
+    found = _made(change, catalog, owners)
+    origin = f"made by dbopt run {change.run_id}"
+    if change.object_kind == "view":
+        action = drop_view_action(
+            found,
+            catalog,
+            reason=reason,
+            origin=origin,
+            properties=properties,
+            also_dropped=dropped_views,
+            undoes_change=change.id,
+            phase_order=order,
+        )
+    else:
+        relation = catalog.relations[found.table]
+        action = drop_index_action(
+            found,
+            relation,
+            reason=reason,
+            origin=origin,
+            properties=properties,
+            undoes_change=change.id,
+            phase=2 if relation.relkind == "m" else 0,
+        )
+    if change.built_definition is not None:
+        current = found.definition if change.object_kind == "index" else None
+        if current is not None and current != change.built_definition:
+            raise _Skip(
+                f"{change.name} changed since dbopt made it (it is now {current!r}): not dbopt's"
+            )
+    return action
+
+
+def _index_spec(change: ChangeRecord, definition: str | None, name: str) -> IndexSpec:
+    if not definition:
+        raise _Skip("its previous definition was not recorded (dbopt 0.1): rebuild it by hand")
+    try:
+        return index_spec_from_definition(
+            definition,
+            table=change.table,
+            name=name,
+            reason=f"restored by rollback of run {change.run_id}",
+        )
+    except DefinitionError as exc:
+        raise _Skip(f"the recorded previous definition cannot be rebuilt: it {exc}") from None
+
+
+def _view_spec(change: ChangeRecord) -> ViewSpec:
+    """The previous view: its query (one read-only SELECT, re-parsed) and its indexes."""
+    text = (change.previous_definition or "").strip().rstrip(";").strip()
+    if not text:
+        raise _Skip("its previous query was not recorded: rebuild it by hand")
+    try:
+        check_query(text, with_placeholders=False)
+    except SqlTextError as exc:
+        raise _Skip(f"the recorded previous query is refused: it {exc}") from None
+    indexes = []
+    for item in change.previous_state.get("indexes", []):
+        try:
+            indexes.append(
+                index_spec_from_definition(
+                    str(item["definition"]), table=change.name, name=str(item["name"])
+                )
+            )
+        except (DefinitionError, KeyError, TypeError) as exc:
+            raise _Skip(f"a recorded index of the previous view cannot be rebuilt: {exc}") from None
+    return ViewSpec(
+        name=change.name,
+        query=text,
+        location=Location("<history>", 0, 0),
+        indexes=tuple(indexes),
+    )
+
+
+def _undo_replace(
+    change: ChangeRecord,
+    catalog: Catalog,
+    owners: Ownership,
+    properties: Properties | None,
+    reason: str,
+    order: int,
+) -> Action:
+    found = _made(change, catalog, owners)
+    if change.object_kind == "view":
+        view = _view_spec(change)
+        action = replace_view_action(
+            view,
+            found,
+            catalog,
+            owners,
+            properties,
+            order,
+            body=query_sql(view.query),
+            kind=Kind.RESTORE,
+            reason=reason,
+            expect_oid=change.object_oid,
+            undoes_change=change.id,
+        )
+        return replace(action, enabled=True)
+    spec = _index_spec(change, change.previous_definition, change.name.name)
+    relation = catalog.relations.get(change.table)
+    if relation is None:
+        raise _Skip(f"its table {change.table} does not exist any more")
+    return replace_index_action(
+        spec,
+        found,
+        relation,
+        catalog,
+        owners,
+        properties,
+        kind=Kind.RESTORE,
+        reason=reason,
+        expect_oid=change.object_oid,
+        undoes_change=change.id,
+    )
+
+
+def _undo_drop(change: ChangeRecord, catalog: Catalog, reason: str, order: int) -> Action:
+    taken = name_taken(catalog, change.name)
+    if taken:
+        raise _Skip(f"the name {change.name} is taken by a {taken} now")
+    if change.object_kind == "view":
+        return create_view_action(_view_spec(change), order, reason=reason, undoes_change=change.id)
+    relation = catalog.relations.get(change.table)
+    if relation is None:
+        raise _Skip(f"its table {change.table} does not exist any more")
+    spec = _index_spec(change, change.previous_definition, change.name.name)
+    return create_index_action(spec, relation, catalog, reason=reason, undoes_change=change.id)
 
 
 def rollback_plan(
     conn: psycopg.Connection[Any],
     history: History,
-    *,
-    run_id: int | None = None,
-    last: bool = False,
-    indexes: Sequence[QualifiedName] = (),
-) -> tuple[Plan, int | None]:
-    """The plan that undoes a run (``run_id`` or ``last``) or the last change of ``indexes``."""
-    if sum((run_id is not None, last, bool(indexes))) != 1:
-        raise InputError("choose exactly one of --last, --run ID or --index NAME")
+    catalog: Catalog,
+    selection: Selection,
+) -> RollbackPlan:
+    """The plan that undoes ``selection``: facts from the history, checked against ``catalog``.
+
+    Raises InputError when there is no history or no such run.
+    """
+    selection.check()
     if not history.exists(conn):
         raise InputError(
             f"no dbopt history in schema {history.schema}: nothing was applied here yet"
         )
-    undoes: int | None = None
-    if indexes:
-        rows = []
-        for name in indexes:
-            found = _changes(
-                conn,
-                history,
-                sql.SQL("c.object_schema = %s AND c.object_name = %s"),
-                (name.schema, name.name),
-            )
-            if not found:
-                raise InputError(f"dbopt never changed index {name}: nothing to roll back")
-            rows.append(found[0])
-        rows.sort(key=lambda r: -int(r["id"]))
-    else:
-        undoes = _select_run(conn, history, run_id)
-        rows = _changes(conn, history, sql.SQL("c.run_id = %s"), (undoes,))
-    actions = []
-    for row in rows:
-        kind = _INVERSE.get(row["action"])
-        steps = tuple(Step.from_json(s) for s in row["rollback_steps"] or [])
-        if kind is None or not steps:
-            continue  # e.g. a repair: there is no way back to an INVALID index
-        if row["action"] == "create" and row["existed_before"]:
-            continue  # never drop what existed before dbopt touched it
-        actions.append(
-            Action(
-                kind=kind,
-                name=QualifiedName(row["object_schema"], row["object_name"]),
-                table=_qualified(row["table_name"]),
-                reason=f"undo {row['action']} of run {row['run_id']}",
-                forward=steps,
-                rollback=(),
-                current=row["definition"],
-                desired=row["previous_definition"],
-                # Undoing a drop recreates what dbopt had created; the rest exists already.
-                existed_before=row["action"] != "drop",
-                object_kind=row["object_kind"],
-                phase=1 if row["object_kind"] == "view" else 0,
-            )
-        )
-    return Plan(tuple(actions)), undoes
-
-
-def _qualified(text: str) -> QualifiedName:
-    schema, _, name = text.partition(".")
-    return QualifiedName(schema, name)
+    records, undoes = _select(conn, history, selection)
+    later = _later(conn, history, records)
+    owned = history.owned(conn)
+    actions, skipped = derive(records, later, catalog, owned)
+    indexes, views = wanted_properties(actions, catalog)
+    if indexes or views:
+        properties = read_properties(conn, indexes, views)
+        actions, skipped = derive(records, later, catalog, owned, properties)
+    actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), a.name.name))
+    return RollbackPlan(Plan(tuple(actions)), undoes, tuple(skipped))

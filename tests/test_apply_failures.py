@@ -138,7 +138,7 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         pid = blocker.info.backend_pid
         refused = CliRunner().invoke(main, ["apply", "--env", "test"])
         assert refused.exit_code == 2, refused.output
-        assert "would make concurrent builds wait" in refused.output
+        assert "would make concurrent builds and drops wait" in refused.output
         assert f"pid {pid}" in refused.output
         assert "idle in transaction" in refused.output
 

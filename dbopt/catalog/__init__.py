@@ -41,6 +41,7 @@ class Relation:
     partitions: tuple[QualifiedName, ...] = ()
     populated: bool | None = None
     view_definition: str | None = None
+    oid: int = 0
 
     @property
     def is_partitioned(self) -> bool:
@@ -67,6 +68,7 @@ class CatalogIndex:
     constraint_type: str | None
     size_bytes: int
     scans: int | None
+    oid: int = 0
 
     @property
     def allows_concurrent_refresh(self) -> bool:
@@ -122,6 +124,7 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
                 partitions=tuple(_qn(p) for p in row["partitions"]),
                 populated=row["populated"],
                 view_definition=row["view_definition"],
+                oid=int(row["oid"]),
             )
         cur.execute(catalog_sql("indexes"))
         queries += 1
@@ -143,6 +146,7 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
                 constraint_type=row["constraint_type"],
                 size_bytes=row["size_bytes"],
                 scans=row["scans"],
+                oid=int(row["oid"]),
             )
         dependents: dict[QualifiedName, list[QualifiedName]] = {}
         cur.execute(catalog_sql("view_dependents"))

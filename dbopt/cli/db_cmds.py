@@ -30,13 +30,14 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def _print_outcome(outcome: Any, fmt: str) -> None:
+def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
     """The summary table of a run; exit 130 when it was interrupted, 1 when it failed."""
     from dbopt import render
-    from dbopt.executor import ensure_applied
+    from dbopt.errors import CheckFailedError
 
+    run = outcome.run
     render.print_rows(
-        ["index", "action", "result", "seconds", "size"],
+        ["object", "action", "result", "seconds", "size"],
         [
             [
                 str(c.action.name),
@@ -45,26 +46,52 @@ def _print_outcome(outcome: Any, fmt: str) -> None:
                 round(c.seconds, 2),
                 _size(c.size_bytes),
             ]
-            for c in outcome.changes
+            for c in run.changes
         ],
         fmt,
         sys.stdout,
-        title=f"Run {outcome.run_id}: {outcome.outcome}",
+        title=f"Run {run.run_id} ({command}): {run.outcome}",
     )
-    if outcome.outcome == "aborted":
+    for change in run.changes:
+        if change.result == "skipped":
+            click.echo(f"skipped {change.action.name}: {change.error}", err=True)
+    if run.outcome == "aborted":
         raise KeyboardInterrupt
-    ensure_applied(outcome)
+    if run.outcome == "failed":
+        failures = [c for c in run.changes if c.result == "failed"]
+        raise CheckFailedError(
+            f"{command} failed: " + "; ".join(c.error or str(c.action.name) for c in failures)
+        )
+    if any(c.result == "skipped" for c in run.changes) and command == "apply":
+        raise CheckFailedError("apply left some changes undone (skipped, see above)")
 
 
-def _confirm(ask: bool, env: str | None) -> None:
-    """confirm: true environments: the environment's name must be typed."""
-    if not ask:
-        return
-    from dbopt.errors import UnsafeActionError
+class _Terminal:
+    """The use cases' hooks on a terminal: print the plan, ask for the environment's name."""
 
-    typed = click.prompt(f"Type the environment name ({env}) to go ahead", default="")
-    if typed != env:
-        raise UnsafeActionError("not confirmed; nothing was run")
+    def __init__(self, fmt: str, env: str | None) -> None:
+        self.fmt = fmt
+        self.env = env
+
+    def planned(self, plan: Any, title: str, skipped: Any) -> None:
+        from dbopt import render
+
+        headers, rows = render.plan_rows(plan)
+        render.print_rows(headers, rows, self.fmt, sys.stdout, title=title)
+        for item in skipped:
+            click.echo(f"left alone: {item.name}: {item.reason}")
+
+    def confirm(self, question: str) -> bool:
+        typed = click.prompt(
+            f"{question}\nType the environment name ({self.env}) to go ahead", default=""
+        )
+        return bool(typed == self.env)
+
+
+def _closing(reporter: Any) -> None:
+    close = getattr(reporter, "close", None)
+    if callable(close):
+        close()
 
 
 def _blocked_exit(plan: Any) -> None:
@@ -110,25 +137,21 @@ def plan(
       dbopt plan --dsn postgresql://app@localhost/app --sql
       dbopt plan --env production --format json --exit-code
     """
-    from dbopt import render
-    from dbopt.db import connect
+    from dbopt import render, usecases
     from dbopt.history import History
-    from dbopt.lifecycle import build_plan
     from dbopt.spec import load_specs
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
-        result = build_plan(
-            conn,
-            specs,
-            target.settings,
-            History(config.history_schema),
-            replace_drifted=replace_drifted,
-            prune=prune,
-            cascade=cascade,
-        )
+    result = usecases.plan(
+        target,
+        specs,
+        History(config.history_schema),
+        replace_drifted=replace_drifted,
+        prune=prune,
+        cascade=cascade,
+    )
     if show_sql:
         from dbopt.executor import session_sql
 
@@ -141,12 +164,49 @@ def plan(
         for action in result.changes:
             if action.kind.value == "replace":
                 click.echo(f"drift in {action.name}:\n{action.diff()}")
+        for note in result.notes:
+            click.echo(f"note: {note}")
         click.echo(
             f"{len(result.runnable)} to change, {len(result.blocked)} need a flag, "
             f"{len(result.actions) - len(result.changes)} unchanged"
         )
+    if result.refused:
+        from dbopt.errors import UnsafeActionError
+
+        raise UnsafeActionError(
+            "apply would refuse this plan:\n  "
+            + "\n  ".join(a.refusal or "" for a in result.refused)
+        )
     if exit_code and result.changes:
-        raise SystemExit(1)
+        from dbopt.errors import CheckFailedError
+
+        raise CheckFailedError(f"{len(result.changes)} change(s) planned")
+
+
+_WAIT = click.option(
+    "--wait", is_flag=True, help="Wait for another dbopt run to finish instead of exiting 3."
+)
+_WAIT_TIMEOUT = click.option(
+    "--wait-timeout",
+    metavar="DURATION",
+    help="With --wait: give up (exit 3) after this long (e.g. 10min). Default: no limit.",
+)
+_WAIT_FOR_BLOCKERS = click.option(
+    "--wait-for-blockers",
+    is_flag=True,
+    help="Start even when transactions older than lock_timeout are open, and wait for them "
+    "to finish instead of refusing.",
+)
+
+
+def _locking(wait: bool, wait_timeout: str | None) -> Any:
+    from dbopt.config import duration_ms
+    from dbopt.errors import ConfigError
+    from dbopt.usecases import Locking
+
+    if wait_timeout is not None and not wait:
+        raise ConfigError("--wait-timeout goes with --wait")
+    return Locking(wait, duration_ms(wait_timeout) if wait_timeout else None)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -160,12 +220,9 @@ def plan(
     is_flag=True,
     help="Replacing a materialized view also rebuilds the views that read it.",
 )
-@click.option("--wait", is_flag=True, help="Wait for another dbopt run instead of exiting 3.")
-@click.option(
-    "--wait-for-blockers",
-    is_flag=True,
-    help="Start even when long transactions will make concurrent builds wait.",
-)
+@_WAIT
+@_WAIT_TIMEOUT
+@_WAIT_FOR_BLOCKERS
 @click.option("--jobs", type=click.IntRange(1, 64), help="Tables built in parallel.")
 @click.option(
     "--plans-dir",
@@ -180,6 +237,7 @@ def apply(
     prune: bool,
     cascade: bool,
     wait: bool,
+    wait_timeout: str | None,
     wait_for_blockers: bool,
     jobs: int | None,
     plans_dir: Path | None,
@@ -189,8 +247,9 @@ def apply(
     Runs exactly the plan `dbopt plan` shows, with CREATE INDEX CONCURRENTLY on an autocommit
     connection, the environment's lock_timeout and statement_timeout, retries on lock waits
     (naming the blocking sessions), a validity check after every build and no INVALID index
-    left behind on failure. Every run is recorded in the history schema, its rollback SQL
-    written before the first build.
+    left behind on failure. Before the first statement it refuses (exit 2) what it could not
+    finish: a replace that would lose what the old object carries, a drop something depends
+    on, a table the role does not own. Every run is recorded in the history schema.
 
     \b
     Examples:
@@ -198,76 +257,45 @@ def apply(
       dbopt apply --env production --dry-run
       dbopt apply --env production --replace-drifted --jobs 2 --plans-dir plans/
     """
-    from dbopt import executor as ex
-    from dbopt import render
-    from dbopt.catalog import inspect
+    from dbopt import usecases
     from dbopt.cli.report import make_reporter
     from dbopt.history import History
-    from dbopt.lifecycle import build_plan
     from dbopt.spec import load_specs
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    settings = target.settings
-    history = History(config.history_schema)
+    options = usecases.ApplyOptions(
+        replace_drifted=replace_drifted,
+        prune=prune,
+        cascade=cascade,
+        jobs=jobs,
+        locking=_locking(wait, wait_timeout),
+        wait_for_blockers=wait_for_blockers,
+        dry_run=dry_run,
+        plans_dir=plans_dir,
+        yes=yes,
+    )
     reporter = make_reporter(opts.verbose)
-    runner = ex.Executor(target.dsn, settings, history, reporter)
     try:
-        control = runner.control
-        ex.take_run_lock(control, wait=wait)
-        catalog = inspect(control)  # once: for the plan and for the privilege check
-        result = build_plan(
-            control,
+        outcome = usecases.apply(
+            target,
             specs,
-            settings,
-            history,
-            replace_drifted=replace_drifted,
-            prune=prune,
-            cascade=cascade,
-            catalog=catalog,
-        )
-        headers, rows = render.plan_rows(result)
-        out = sys.stdout
-        if dry_run:
-            click.echo(ex.session_sql(settings) + render.plan_sql(result), nl=False)
-            return
-        if not result.runnable:
-            click.echo("nothing to apply: the database matches the specs")
-            _blocked_exit(result)
-            return
-        render.print_rows(headers, rows, opts.fmt, out, title="Plan")
-        ex.check_privileges(
-            # A relation this run creates (a new view) will be owned by this role.
-            result,
-            lambda t: catalog.relations[t].owned if t in catalog.relations else True,
-        )
-        busy = ex.long_running(control, settings.lock_timeout_ms)
-        if busy and not wait_for_blockers:
-            from dbopt.errors import UnsafeActionError
-
-            raise UnsafeActionError(
-                "these transactions are older than lock_timeout and would make concurrent "
-                "builds wait:\n  "
-                + "\n  ".join(str(b) for b in busy)
-                + "\nend them, or run with --wait-for-blockers to retry until they finish"
-            )
-        _confirm(settings.confirm and not yes, target.env)
-        outcome = runner.run_plan(
-            result,
-            command="apply",
-            environment=target.env,
-            jobs=jobs or settings.jobs,
-            plans_dir=plans_dir,
-            rollback_text=ex.session_sql(settings) + render.plan_sql(result, rollback=True),
+            History(config.history_schema),
+            options,
+            reporter=reporter,
+            hooks=_Terminal(opts.fmt, target.env),
         )
     finally:
-        close = getattr(reporter, "close", None)
-        if callable(close):
-            close()
-        runner.close()
-    _print_outcome(outcome, opts.fmt)
-    _blocked_exit(result)
+        _closing(reporter)
+    if dry_run:
+        click.echo(outcome.sql, nl=False)
+        return
+    if outcome.run is None:
+        click.echo("nothing to apply: the database matches the specs")
+    else:
+        _print_outcome(outcome, opts.fmt, "apply")
+    _blocked_exit(outcome.plan)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -279,7 +307,7 @@ def apply(
     "indexes",
     multiple=True,
     metavar="NAME",
-    help="Undo the last change of this index (schema.name or name); repeatable.",
+    help="Undo the last change of this index or view (schema.name or name); repeatable.",
 )
 @click.option("--plan", "show_plan", is_flag=True, help="Print the rollback SQL; run nothing.")
 @click.option(
@@ -289,7 +317,9 @@ def apply(
     help="With --plan: write the SQL to this file.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")
-@click.option("--wait", is_flag=True, help="Wait for another dbopt run instead of exiting 3.")
+@_WAIT
+@_WAIT_TIMEOUT
+@_WAIT_FOR_BLOCKERS
 def rollback(
     opts: Options,
     last: bool,
@@ -299,13 +329,18 @@ def rollback(
     output: Path | None,
     yes: bool,
     wait: bool,
+    wait_timeout: str | None,
+    wait_for_blockers: bool,
 ) -> None:
     """Undo a dbopt run: drop what it created, restore what it replaced.
 
-    Only what dbopt created is dropped; a replaced index gets its previous definition back
-    (built concurrently, swapped in one short transaction); an index that existed before dbopt
-    is never dropped. Runs with the same safety as apply: concurrent drops, timeouts, retries,
-    the advisory lock, confirmation, and a history entry of its own.
+    The undo is derived from the facts dbopt recorded (what it made, with its OID; what it
+    replaced, with the server's definition), never from stored SQL. Only an object that is
+    still the one dbopt made (same OID, table and definition) is dropped; anything else is
+    left alone and listed with the reason. A replaced index or view gets its previous
+    definition back the same way apply replaces (built aside, swapped in one short
+    transaction, what the current one carries kept). Same checks as apply: ownership, what a
+    drop would break, the advisory lock, confirmation; nothing to undo is exit 2.
 
     \b
     Examples:
@@ -314,55 +349,51 @@ def rollback(
       dbopt rollback --env production --run 42
       dbopt rollback --env production --index idx_appointments_day_desc
     """
-    from dbopt import executor as ex
-    from dbopt import render
+    from dbopt import usecases
     from dbopt.cli.report import make_reporter
+    from dbopt.errors import ConfigError
     from dbopt.history import History
-    from dbopt.rollback import rollback_plan
+    from dbopt.rollback import Selection
     from dbopt.spec import parse_qualified
 
     if output is not None and not show_plan:
-        from dbopt.errors import ConfigError
-
         raise ConfigError("-o/--output goes with --plan")
+    if sum((run_id is not None, last, bool(indexes))) != 1:
+        raise ConfigError("choose exactly one of --last, --run ID or --index NAME")
+    names = []
+    for raw in indexes:
+        try:
+            names.append(parse_qualified(raw))
+        except ValueError as exc:
+            raise ConfigError(f"--index: {exc}") from None
     config = opts.load_config()
     target = opts.target(config)
-    history = History(config.history_schema)
-    names = [parse_qualified(n) for n in indexes]
+    reporter = make_reporter(opts.verbose)
+    try:
+        outcome = usecases.rollback(
+            target,
+            History(config.history_schema),
+            Selection(run_id=run_id, last=last, names=tuple(names)),
+            reporter=reporter,
+            hooks=_Terminal(opts.fmt, target.env),
+            locking=_locking(wait, wait_timeout),
+            wait_for_blockers=wait_for_blockers,
+            plan_only=show_plan,
+            yes=yes,
+        )
+    finally:
+        _closing(reporter)
     if show_plan:
-        from dbopt.db import connect
-
-        with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
-            result, _undoes = rollback_plan(conn, history, run_id=run_id, last=last, indexes=names)
-        text = ex.session_sql(target.settings) + render.plan_sql(result)
+        text = outcome.sql + "".join(
+            f"-- left alone: {s.name}: {s.reason}\n" for s in outcome.skipped
+        )
         if output is not None:
             output.write_text(text, "utf-8")
             click.echo(f"rollback SQL written to {output}")
         else:
             click.echo(text, nl=False)
         return
-    reporter = make_reporter(opts.verbose)
-    runner = ex.Executor(target.dsn, target.settings, history, reporter)
-    try:
-        ex.take_run_lock(runner.control, wait=wait)
-        result, undoes = rollback_plan(
-            runner.control, history, run_id=run_id, last=last, indexes=names
-        )
-        if not result.runnable:
-            click.echo("nothing to roll back")
-            return
-        headers, rows = render.plan_rows(result)
-        render.print_rows(headers, rows, opts.fmt, sys.stdout, title="Rollback plan")
-        _confirm(target.settings.confirm and not yes, target.env)
-        outcome = runner.run_plan(
-            result, command="rollback", environment=target.env, undoes_run=undoes
-        )
-    finally:
-        close = getattr(reporter, "close", None)
-        if callable(close):
-            close()
-        runner.close()
-    _print_outcome(outcome, opts.fmt)
+    _print_outcome(outcome, opts.fmt, "rollback")
 
 
 @click.command("refresh-views", epilog=EXIT_CODES_HELP)
@@ -415,45 +446,44 @@ def refresh_views(
     """
     import json
     import os
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
+    from dbopt import usecases
     from dbopt import views as vw
-    from dbopt.catalog import inspect
     from dbopt.config import duration_ms
-    from dbopt.db import connect
     from dbopt.history import History
     from dbopt.spec import load_specs
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
-    chosen = vw.select_views(specs, names)
     if stale_only and older_than:
         from dbopt.errors import ConfigError
 
         raise ConfigError("give --stale-only or --older-than, not both")
     older = timedelta(milliseconds=duration_ms(older_than)) if older_than else None
     if emit == "crontab":
+        chosen = vw.select_views(specs, names)
         click.echo(vw.crontab_lines(chosen, env=opts.env, workdir=os.getcwd()), nl=False)
         return
     target = opts.target(config)
-    history = History(config.history_schema)
-    with connect(
-        target.dsn,
-        application_name="dbopt-refresh",
-        lock_timeout_ms=target.settings.lock_timeout_ms,
-    ) as conn:
-        catalog = inspect(conn)
-        items = vw.plan_refresh(chosen, catalog, concurrently_only=concurrently_only)
-        if emit == "pg_cron":
-            click.echo(vw.pg_cron_sql(items), nl=False)
-            return
-        if stale_only or older is not None:
-            last = {k: v["started_at"] for k, v in history.last_refreshes(conn).items()}
-            items = vw.filter_stale(items, last, now=datetime.now().astimezone(), older_than=older)
-        if show_plan:
-            click.echo(vw.refresh_sql(items, target.settings), nl=False)
-            return
-        results = vw.run_refresh(conn, items, target.settings, history, target.env)
+    if emit == "pg_cron":
+        click.echo(usecases.pg_cron_sql(target, specs, names), nl=False)
+        return
+    results, text = usecases.refresh(
+        target,
+        specs,
+        History(config.history_schema),
+        usecases.RefreshOptions(
+            names=names,
+            stale_only=stale_only,
+            older_than=older,
+            concurrently_only=concurrently_only,
+            plan_only=show_plan,
+        ),
+    )
+    if show_plan:
+        click.echo(text, nl=False)
+        return
     if opts.fmt == "json":
         click.echo(
             json.dumps(
@@ -482,7 +512,9 @@ def refresh_views(
     if any(r.outcome == "failed" for r in results) or (
         strict and any(r.outcome == "skipped" for r in results)
     ):
-        raise SystemExit(1)
+        from dbopt.errors import CheckFailedError
+
+        raise CheckFailedError("some views were not refreshed (see above)")
 
 
 @click.command(epilog=EXIT_CODES_HELP)

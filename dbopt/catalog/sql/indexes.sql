@@ -1,6 +1,8 @@
 -- Every index outside the system schemas: definition, validity, size, use, and whether it
 -- backs a constraint (dbopt never touches those).
-SELECT n.nspname                                   AS schema,
+SELECT c.oid::bigint                                AS oid,
+       i.indrelid::bigint                          AS table_oid,
+       n.nspname                                   AS schema,
        t.relname                                   AS table_name,
        c.relname                                   AS name,
        am.amname                                   AS method,

@@ -1,6 +1,7 @@
 -- Tables, partitioned tables, materialized views and views outside the system schemas, with their
 -- columns, size and whether the current role may create indexes on them (owns them).
-SELECT n.nspname                                   AS schema,
+SELECT c.oid::bigint                                AS oid,
+       n.nspname                                   AS schema,
        c.relname                                   AS name,
        c.relkind::text                             AS relkind,
        c.relispartition                            AS is_partition,

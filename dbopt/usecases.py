@@ -1,0 +1,362 @@
+"""dbopt's use cases as library calls: plan, apply, rollback, refresh.
+
+Each takes the lock it needs, inspects the catalog, plans, runs every pre-flight check and
+only then executes, so every entry point — the CLI, the tests, a program looping over many
+databases — gets every check. The person at the terminal is reached through :class:`Hooks`
+(show the plan, ask for confirmation); progress through the executor's ``Reporter``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from dbopt import render
+from dbopt.catalog import Catalog, inspect
+from dbopt.config import Settings, Target
+from dbopt.db import connect
+from dbopt.errors import InputError, UnsafeActionError
+from dbopt.executor import (
+    Executor,
+    Reporter,
+    RunResult,
+    long_running,
+    session_sql,
+    take_run_lock,
+)
+from dbopt.history import History
+from dbopt.lifecycle import build_plan
+from dbopt.planner import Plan
+from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
+from dbopt.spec import QualifiedName, SpecSet
+
+if TYPE_CHECKING:
+    from dbopt.views import RefreshResult
+
+
+class Hooks(Protocol):
+    """How a use case talks to the person running it (the CLI renders; a library says yes)."""
+
+    def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
+        """The plan about to run (and what will be left alone), before confirmation."""
+
+    def confirm(self, question: str) -> bool:
+        """Ask for confirmation (environments with ``confirm: true``); True to go ahead."""
+
+
+class Quiet:
+    """Hooks for library use and tests: show nothing, confirm nothing (refuse)."""
+
+    def __init__(self, *, yes: bool = False) -> None:
+        self.yes = yes
+
+    def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
+        """Say nothing."""
+
+    def confirm(self, question: str) -> bool:
+        """Go ahead only when built with ``yes=True``."""
+        return self.yes
+
+
+@dataclass(frozen=True, slots=True)
+class Locking:
+    """How to take dbopt's per-database run lock."""
+
+    wait: bool = False  # wait for another dbopt run instead of failing at once
+    wait_timeout_ms: int | None = None  # None: as long as it takes
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOptions:
+    """What apply may do beyond creating what is missing, and how."""
+
+    replace_drifted: bool = False
+    prune: bool = False
+    cascade: bool = False
+    jobs: int | None = None
+    locking: Locking = Locking()
+    #: Start even when long transactions will make concurrent builds wait (and wait for them).
+    wait_for_blockers: bool = False
+    dry_run: bool = False
+    plans_dir: Path | None = None
+    yes: bool = False  # confirmed on the command line
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a use case planned and, if anything ran, how the run went."""
+
+    plan: Plan
+    run: RunResult | None = None
+    skipped: tuple[Skipped, ...] = ()
+    undoes_run: int | None = None
+    sql: str = ""  # the SQL of a dry run or --plan
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def summary(plan: Plan, target: Target) -> str:
+    """One line for the confirmation prompt: what will happen, and where."""
+    counts = Counter(a.kind.value for a in plan.runnable)
+    what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items()))
+    where = target.env or "the database"
+    return f"{what or 'nothing'} on {where}"
+
+
+def _refuse_refused(plan: Plan, command: str) -> None:
+    if plan.refused:
+        raise UnsafeActionError(
+            f"{command} refused before anything ran:\n  "
+            + "\n  ".join(a.refusal or "" for a in plan.refused)
+        )
+
+
+def _owned_relation(catalog: Catalog, name: QualifiedName) -> bool:
+    relation = catalog.relations.get(name)
+    # A relation the run creates (a new view) will be owned by this role.
+    return True if relation is None else relation.owned
+
+
+def preflight(
+    runner: Executor,
+    plan: Plan,
+    catalog: Catalog,
+    settings: Settings,
+    *,
+    command: str,
+    wait_for_blockers: bool,
+) -> None:
+    """Every check that can refuse before the first statement: refusals of the plan (what a
+    replace cannot carry over, what a drop would break), ownership of every table and view
+    the run touches, and transactions that would make concurrent builds and drops wait."""
+    _refuse_refused(plan, command)
+    missing = sorted({str(a.table) for a in plan.runnable if not _owned_relation(catalog, a.table)})
+    if missing:
+        raise UnsafeActionError(
+            f"{command} refused: the current role does not own "
+            + ", ".join(missing)
+            + ": CREATE INDEX, DROP INDEX and REFRESH need ownership of the table or view "
+            "(or membership in the owning role); GRANT the owner role to this user or run as "
+            "the owner"
+        )
+    busy = long_running(runner.control, settings.lock_timeout_ms)
+    if busy and not wait_for_blockers:
+        raise UnsafeActionError(
+            f"{command} refused: these transactions are older than lock_timeout and would make "
+            "concurrent builds and drops wait:\n  "
+            + "\n  ".join(str(b) for b in busy)
+            + "\nend them, or choose to wait for them"
+        )
+
+
+def _confirm(hooks: Hooks, plan: Plan, target: Target, command: str, yes: bool) -> None:
+    if not target.settings.confirm or yes:
+        return
+    if not hooks.confirm(f"{command}: {summary(plan, target)}"):
+        raise UnsafeActionError("not confirmed; nothing was run")
+
+
+def plan(
+    target: Target,
+    specs: SpecSet,
+    history: History,
+    *,
+    replace_drifted: bool = False,
+    prune: bool = False,
+    cascade: bool = False,
+) -> Plan:
+    """What apply would do (read-only: no lock, nothing written)."""
+    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
+        return build_plan(
+            conn,
+            specs,
+            target.settings,
+            history,
+            replace_drifted=replace_drifted,
+            prune=prune,
+            cascade=cascade,
+        )
+
+
+def apply(
+    target: Target,
+    specs: SpecSet,
+    history: History,
+    options: ApplyOptions,
+    *,
+    reporter: Reporter,
+    hooks: Hooks,
+    sleep: Callable[[float], None] | None = None,
+) -> Outcome:
+    """Lock, inspect, plan, check, confirm, build; the outcome says what ran and how."""
+    settings = target.settings
+    extra = {} if sleep is None else {"sleep": sleep}
+    with Executor(target.dsn, settings, history, reporter, **extra) as runner:
+        take_run_lock(
+            runner.control,
+            wait=options.locking.wait,
+            wait_timeout_ms=options.locking.wait_timeout_ms,
+        )
+        catalog = inspect(runner.control)
+        result = build_plan(
+            runner.control,
+            specs,
+            settings,
+            history,
+            replace_drifted=options.replace_drifted,
+            prune=options.prune,
+            cascade=options.cascade,
+            catalog=catalog,
+        )
+        if options.dry_run:
+            _refuse_refused(result, "apply")
+            return Outcome(result, sql=session_sql(settings) + render.plan_sql(result))
+        if not result.runnable:
+            return Outcome(result)
+        preflight(
+            runner,
+            result,
+            catalog,
+            settings,
+            command="apply",
+            wait_for_blockers=options.wait_for_blockers,
+        )
+        hooks.planned(result, "Plan", ())
+        _confirm(hooks, result, target, "apply", options.yes)
+        run = runner.run_plan(
+            result,
+            command="apply",
+            environment=target.env,
+            jobs=options.jobs or settings.jobs,
+            plans_dir=options.plans_dir,
+            rollback_text=session_sql(settings) + render.plan_sql(result, rollback=True),
+        )
+        return Outcome(result, run)
+
+
+def rollback(
+    target: Target,
+    history: History,
+    selection: Selection,
+    *,
+    reporter: Reporter,
+    hooks: Hooks,
+    locking: Locking = Locking(),
+    wait_for_blockers: bool = False,
+    plan_only: bool = False,
+    yes: bool = False,
+) -> Outcome:
+    """Undo a run (or objects' last changes) with apply's checks: lock, ownership, what a drop
+    would break, confirmation. Derived from the history's facts, never from its SQL."""
+    settings = target.settings
+    with Executor(target.dsn, settings, history, reporter) as runner:
+        if not plan_only:
+            take_run_lock(
+                runner.control, wait=locking.wait, wait_timeout_ms=locking.wait_timeout_ms
+            )
+        catalog = inspect(runner.control)
+        derived: RollbackPlan = rollback_plan(runner.control, history, catalog, selection)
+        result = derived.plan
+        if plan_only:
+            return Outcome(
+                result,
+                skipped=derived.skipped,
+                undoes_run=derived.undoes_run,
+                sql=session_sql(settings) + render.plan_sql(result),
+            )
+        if not result.runnable:
+            reasons = "\n  ".join(f"{s.name}: {s.reason}" for s in derived.skipped)
+            raise InputError("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))
+        preflight(
+            runner,
+            result,
+            catalog,
+            settings,
+            command="rollback",
+            wait_for_blockers=wait_for_blockers,
+        )
+        hooks.planned(result, "Rollback plan", derived.skipped)
+        _confirm(hooks, result, target, "rollback", yes)
+        run = runner.run_plan(
+            result,
+            command="rollback",
+            environment=target.env,
+            undoes_run=derived.undoes_run,
+        )
+        return Outcome(result, run, skipped=derived.skipped, undoes_run=derived.undoes_run)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOptions:
+    """Which views to refresh, and how."""
+
+    names: tuple[str, ...] = ()
+    stale_only: bool = False
+    older_than: timedelta | None = None
+    concurrently_only: bool = False
+    plan_only: bool = False
+
+
+def refresh(
+    target: Target, specs: SpecSet, history: History, options: RefreshOptions
+) -> tuple[list[RefreshResult], str]:
+    """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL)."""
+    from dbopt import views as vw
+
+    if options.stale_only and options.older_than is not None:
+        raise InputError("choose stale views by their schedule or by age, not both")
+    chosen = vw.select_views(specs, options.names)
+    with connect(
+        target.dsn,
+        application_name="dbopt-refresh",
+        lock_timeout_ms=target.settings.lock_timeout_ms,
+    ) as conn:
+        catalog = inspect(conn)
+        items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
+        if options.stale_only or options.older_than is not None:
+            last = {k: v["started_at"] for k, v in history.last_refreshes(conn).items()}
+            items = vw.filter_stale(
+                items, last, now=datetime.now().astimezone(), older_than=options.older_than
+            )
+        if options.plan_only:
+            return [], vw.refresh_sql(items, target.settings)
+        missing = sorted(
+            str(i.view.name)
+            for i in items
+            if not i.refused and not _owned_relation(catalog, i.view.name)
+        )
+        if missing:
+            raise UnsafeActionError(
+                "refresh refused: the current role does not own " + ", ".join(missing)
+            )
+        return vw.run_refresh(conn, items, target.settings, history, target.env), ""
+
+
+def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[str]) -> str:
+    """pg_cron calls for the chosen views (the catalog says which can refresh concurrently)."""
+    from dbopt import views as vw
+
+    chosen = vw.select_views(specs, names)
+    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
+        items = vw.plan_refresh(chosen, inspect(conn))
+    return vw.pg_cron_sql(items)
+
+
+__all__ = [
+    "ApplyOptions",
+    "Hooks",
+    "Locking",
+    "Outcome",
+    "Quiet",
+    "RefreshOptions",
+    "Selection",
+    "apply",
+    "plan",
+    "preflight",
+    "refresh",
+    "rollback",
+    "summary",
+]
