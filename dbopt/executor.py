@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 from dbopt import ddl, guard
 from dbopt.config import Settings
 from dbopt.db import connect, server_message
-from dbopt.errors import CheckFailedError, LockBusyError, UnsafeActionError
+from dbopt.errors import LockBusyError, UnsafeActionError
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
 from dbopt.planner import Action, Kind, Plan, Step, StepKind
@@ -129,11 +129,10 @@ class RunResult:
 
 @dataclass(frozen=True, slots=True)
 class _Made:
-    """A relation as it is now: OID, relkind, definition (index or view), validity."""
+    """A relation as it is now: OID, relkind, validity (an index's)."""
 
     oid: int
     relkind: str
-    definition: str | None
     valid: bool | None
 
 
@@ -264,6 +263,8 @@ class Executor:
         self._workers: dict[int, psycopg.Connection[Any]] = {}
         self._cancelled = threading.Event()
         self._progress = _ProgressPoller(self)
+        #: The change each worker thread is running (its history row).
+        self._changes: dict[int, int] = {}
 
     def __enter__(self) -> Executor:
         return self
@@ -334,18 +335,32 @@ class Executor:
         """What the relation named ``name`` is now (None: there is none)."""
 
         def query(conn: psycopg.Connection[Any]) -> Any:
+            # Plain catalog columns only: no lock, whatever another session holds.
             return conn.execute(
-                "SELECT c.oid::bigint, c.relkind::text, CASE WHEN c.relkind IN ('i', 'I') THEN "
-                "pg_get_indexdef(c.oid) WHEN c.relkind = 'm' THEN pg_get_viewdef(c.oid) END, "
-                "i.indisvalid AND i.indisready FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "SELECT c.oid::bigint, c.relkind::text, i.indisvalid AND i.indisready "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
                 "WHERE n.nspname = %s AND c.relname = %s",
                 (name.schema, name.name),
             ).fetchone()
 
         row = self._control(query)
-        return None if row is None else _Made(int(row[0]), row[1], row[2], row[3])
+        return None if row is None else _Made(int(row[0]), row[1], row[2])
+
+    def _definition(self, oid: int, relkind: str) -> str | None:
+        """The server's definition of an index or view (None when a lock stops it)."""
+
+        def query(conn: psycopg.Connection[Any]) -> Any:
+            function = "pg_get_viewdef" if relkind == "m" else "pg_get_indexdef"
+            return conn.execute(
+                sql.SQL("SELECT {}(%s::bigint::oid)").format(sql.Identifier(function)), (oid,)
+            ).fetchone()
+
+        try:
+            row = self._control(query)
+        except pgerrors.LockNotAvailable:
+            return None
+        return None if row is None else row[0]
 
     def _index_size(self, name: QualifiedName) -> int | None:
         def query(conn: psycopg.Connection[Any]) -> int | None:
@@ -354,7 +369,10 @@ class Executor:
             ).fetchone()
             return None if row is None or row[0] is None else int(row[0])
 
-        result: int | None = self._control(query)
+        try:
+            result: int | None = self._control(query)
+        except pgerrors.LockNotAvailable:
+            return None  # a size is not worth a wait
         return result
 
     def _drop_own(self, identity: Identity, what: str) -> str:
@@ -371,6 +389,14 @@ class Executor:
             started = time.time()
             try:
                 live = self._control(lambda c: guard.check(c, identity, self.own_pids()))
+            except pgerrors.LockNotAvailable:
+                # The check reads the definition, which waits for the same lock the DROP
+                # would: wait for it the same way.
+                if time.monotonic() >= deadline:
+                    break
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
+                continue
             except NotOursError as exc:
                 if exc.gone:
                     return ""
@@ -427,12 +453,12 @@ class Executor:
         for attempt in range(attempts):
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
-            if step.kind != StepKind.SWAP:
-                for identity in step.expect:
-                    self.check(identity, built)
             started = time.time()
             conn = self._worker()
             try:
+                if step.kind != StepKind.SWAP:
+                    for identity in step.expect:
+                        self.check(identity, built)
                 self._execute(conn, step, built)
             except KeyboardInterrupt:
                 # psycopg cancelled the statement on the server; the action cleans up.
@@ -448,7 +474,8 @@ class Executor:
             except pgerrors.LockNotAvailable:
                 blockers = self.blockers(step.table, started)
                 self._after_failed_build(step, built)
-                if step.kind == StepKind.BUILD and step.index in built:
+                retry = attempt + 1 < attempts
+                if retry and step.kind == StepKind.BUILD and step.index in built:
                     # The INVALID index of this attempt goes before the next attempt.
                     oid = built.pop(step.index)
                     self._drop_own(
@@ -517,13 +544,25 @@ class Executor:
         for statement in step.statements:
             if step.kind == StepKind.BUILD:
                 pid = conn.info.backend_pid
-                self._progress.watch(pid, step.index)
+                self._progress.watch(pid, step.index, self._oid_recorder(built))
                 try:
                     conn.execute(statement)
                 finally:
                     self._progress.unwatch(pid)
             else:
                 conn.execute(statement)
+
+    def _oid_recorder(self, built: dict[QualifiedName, int]) -> Callable[[int], None] | None:
+        """For the first build of the running action: record its OID as soon as it is seen."""
+        change_id = self._changes.get(threading.get_ident())
+        if change_id is None or built:
+            return None
+
+        def record(oid: int) -> None:
+            with contextlib.suppress(psycopg.Error):
+                self._control(lambda c: self.history.record_object(c, change_id, oid, None))
+
+        return record
 
     # --- whole actions -----------------------------------------------------------------
 
@@ -579,9 +618,8 @@ class Executor:
             return
         made = self._oid_of(name)
         if made is not None:
-            self._control(
-                lambda c: self.history.record_object(c, change_id, made.oid, made.definition)
-            )
+            definition = self._definition(made.oid, made.relkind)
+            self._control(lambda c: self.history.record_object(c, change_id, made.oid, definition))
 
     def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
         """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it."""
@@ -617,6 +655,8 @@ class Executor:
     def run_action(self, run_id: int | None, action: Action) -> ChangeResult:
         """Run one action's steps and record it in the history."""
         change_id = None if run_id is None else self._record_start(run_id, action)
+        if change_id is not None:
+            self._changes[threading.get_ident()] = change_id
         started = time.monotonic()
         built: dict[QualifiedName, int] = {}
         self.reporter.event(f"{action.kind.value} {action.name} ...")
@@ -773,14 +813,21 @@ class _ProgressPoller:
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self._builds: dict[int, QualifiedName] = {}
+        self._on_oid: dict[int, Callable[[int], None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def watch(self, pid: int, index: QualifiedName) -> None:
-        """Report progress of the build running on backend ``pid``."""
+    def watch(
+        self, pid: int, index: QualifiedName, on_oid: Callable[[int], None] | None = None
+    ) -> None:
+        """Report progress of the build running on backend ``pid``; ``on_oid`` hears the OID
+        of the index it builds as soon as the server shows it (a concurrent build commits
+        its catalog entry first: if dbopt dies mid-build, its history still knows the OID)."""
         with self._lock:
             self._builds[pid] = index
+            if on_oid is not None:
+                self._on_oid[pid] = on_oid
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True)
                 self._thread.start()
@@ -789,6 +836,7 @@ class _ProgressPoller:
         """That build is over."""
         with self._lock:
             self._builds.pop(pid, None)
+            self._on_oid.pop(pid, None)
 
     def stop(self) -> None:
         """Stop polling (at the end of the run)."""
@@ -808,14 +856,20 @@ class _ProgressPoller:
                 if not builds:
                     continue
                 rows = conn.execute(
-                    "SELECT pid, phase, blocks_done, blocks_total, tuples_done, tuples_total "
-                    "FROM pg_stat_progress_create_index WHERE pid = ANY(%s)",
+                    "SELECT pid, phase, blocks_done, blocks_total, tuples_done, tuples_total, "
+                    "index_relid::bigint FROM pg_stat_progress_create_index "
+                    "WHERE pid = ANY(%s)",
                     (list(builds),),
                 ).fetchall()
-                for pid, phase, blocks_done, blocks_total, tuples_done, tuples_total in rows:
+                for pid, phase, blocks_done, blocks_total, tuples_done, tuples_total, oid in rows:
                     index = builds.get(pid)
                     if index is None:
                         continue
+                    if oid:
+                        with self._lock:
+                            tell = self._on_oid.pop(pid, None)
+                        if tell is not None:
+                            tell(int(oid))
                     if blocks_total:
                         done, total = blocks_done, blocks_total
                     else:
@@ -831,12 +885,3 @@ def _timestamp(epoch: float) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, tz=UTC)
-
-
-def ensure_applied(result: RunResult) -> None:
-    """Raise CheckFailedError when a run did not succeed (the CLI maps it to exit 1)."""
-    if result.outcome == "failed":
-        failures = [c for c in result.changes if c.result == "failed"]
-        raise CheckFailedError(
-            "apply failed: " + "; ".join(c.error or str(c.action.name) for c in failures)
-        )
