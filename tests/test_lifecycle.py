@@ -12,9 +12,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from dbopt import usecases
 from dbopt.cli import main
-from dbopt.config import Settings
-from dbopt.executor import Executor, SilentReporter, take_run_lock
+from dbopt.config import Settings, Target
+from dbopt.errors import UnsafeActionError
+from dbopt.executor import SilentReporter, take_run_lock
 from dbopt.history import History
 from dbopt.lifecycle import build_plan
 from dbopt.planner import Kind
@@ -36,12 +38,18 @@ def plan_for(conn: psycopg.Connection[Any], specs_dir: Path, **flags: bool) -> A
     return build_plan(conn, specs, FAST, History(), **flags)
 
 
-def apply_plan(dsn: str, plan: Any, settings: Settings = FAST) -> Any:
-    runner = Executor(dsn, settings, History(), SilentReporter(), sleep=lambda _s: None)
-    try:
-        return runner.run_plan(plan, command="apply", environment="test")
-    finally:
-        runner.close()
+def apply_specs(dsn: str, specs_dir: Path, settings: Settings = FAST, **flags: bool) -> Any:
+    """Apply through the library's use case, with every check the CLI gets."""
+    outcome = usecases.apply(
+        Target("test", dsn, settings),
+        load_specs([(specs_dir, True)]),
+        History(),
+        usecases.ApplyOptions(**flags),
+        reporter=SilentReporter(),
+        hooks=usecases.Quiet(),
+        sleep=lambda _s: None,
+    )
+    return outcome.run
 
 
 def index_defs(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, bool]]:
@@ -99,7 +107,7 @@ def test_plan_apply_replan_is_empty(
         (Kind.CREATE, "idx_appt_barber_status"),
         (Kind.CREATE, "idx_appt_day"),
     ]
-    result = apply_plan(db_dsn, plan)
+    result = apply_specs(db_dsn, specs)
     assert result.outcome == "succeeded"
     after = index_defs(appointments)
     assert set(after) - set(before) == {"idx_appt_barber_status", "idx_appt_day"}
@@ -161,8 +169,8 @@ def test_unique_index_over_duplicates_fails_cleanly(
             """
         },
     )
-    plan = plan_for(appointments, specs)
-    result = apply_plan(db_dsn, plan)
+    plan_for(appointments, specs)
+    result = apply_specs(db_dsn, specs)
     assert result.outcome == "failed"
     (change,) = result.changes
     assert change.error is not None
@@ -183,9 +191,16 @@ def test_invalid_index_is_repaired(
     assert index_defs(appointments)["idx_appt_day"][1] is False
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     plan = plan_for(appointments, specs)
-    kinds = {a.name.name: a.kind for a in plan.actions}
-    assert kinds["idx_appt_day"] == Kind.REPAIR
-    assert apply_plan(db_dsn, plan).outcome == "succeeded"
+    (repair,) = [a for a in plan.actions if a.name.name == "idx_appt_day"]
+    assert repair.kind == Kind.REPAIR
+    # Not dbopt's, and not the spec's definition: someone else's failed build, left alone.
+    assert repair.refusal is not None and "dbopt did not make it" in repair.refusal
+    with pytest.raises(UnsafeActionError, match="apply refused before anything ran"):
+        apply_specs(db_dsn, specs)
+    assert index_defs(appointments)["idx_appt_day"][1] is False
+    # Once it is gone, dbopt builds its own.
+    appointments.execute("DROP INDEX idx_appt_day")
+    assert apply_specs(db_dsn, specs).outcome == "succeeded"
     definition, valid = index_defs(appointments)["idx_appt_day"]
     assert valid
     assert "date(created_at) DESC" in definition
@@ -195,11 +210,12 @@ def test_lock_timeout_retries_names_the_blocker_and_leaves_nothing(
     appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
 ) -> None:
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
-    plan = plan_for(appointments, specs)
+    plan_for(appointments, specs)
     with psycopg.connect(db_dsn) as blocker:
-        blocker.execute("LOCK TABLE appointments IN ACCESS EXCLUSIVE MODE")
+        # Readers pass (apply can plan), concurrent builds wait.
+        blocker.execute("LOCK TABLE appointments IN SHARE MODE")
         pid = blocker.info.backend_pid
-        result = apply_plan(db_dsn, plan)
+        result = apply_specs(db_dsn, specs, wait_for_blockers=True)
         blocker.rollback()
     assert result.outcome == "failed"
     error = result.changes[0].error or ""
@@ -226,7 +242,7 @@ def test_prune_drops_only_what_dbopt_created(
 ) -> None:
     appointments.execute("CREATE INDEX handmade ON appointments (status)")
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
-    assert apply_plan(db_dsn, plan_for(appointments, specs)).outcome == "succeeded"
+    assert apply_specs(db_dsn, specs).outcome == "succeeded"
     # idx_appt_day leaves the specs; handmade was never in them.
     write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
     without_flag = plan_for(appointments, specs)
@@ -237,8 +253,8 @@ def test_prune_drops_only_what_dbopt_created(
         False,
         "--prune",
     )
-    pruned = plan_for(appointments, specs, prune=True)
-    assert apply_plan(db_dsn, pruned).outcome == "succeeded"
+    plan_for(appointments, specs, prune=True)
+    assert apply_specs(db_dsn, specs, prune=True).outcome == "succeeded"
     names = set(index_defs(appointments))
     assert "idx_appt_day" not in names
     assert {"handmade", "appointments_pkey", "idx_appt_barber_status"} <= names
@@ -258,8 +274,8 @@ def test_partitioned_table(conn: psycopg.Connection[Any], db_dsn: str, tmp_path:
         tmp_path,
         {"events.yaml": "table: events\nindexes:\n  - {name: idx_events_day, columns: [day]}\n"},
     )
-    plan = plan_for(conn, specs)
-    assert apply_plan(db_dsn, plan).outcome == "succeeded"
+    plan_for(conn, specs)
+    assert apply_specs(db_dsn, specs).outcome == "succeeded"
     defs = index_defs(conn)
     assert defs["idx_events_day"][1] is True
     assert {n for n in defs if n.endswith("idx_events_day")} == {
@@ -274,7 +290,7 @@ def test_writer_sees_no_error_during_apply(
     appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
 ) -> None:
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
-    plan = plan_for(appointments, specs)
+    plan_for(appointments, specs)
     errors: list[BaseException] = []
     inserted = 0
     stop = threading.Event()
@@ -297,7 +313,7 @@ def test_writer_sees_no_error_during_apply(
     thread.start()
     try:
         time.sleep(0.1)
-        result = apply_plan(db_dsn, plan, Settings(lock_timeout_ms=5000))
+        result = apply_specs(db_dsn, specs, Settings(lock_timeout_ms=5000))
     finally:
         stop.set()
         thread.join()
@@ -422,7 +438,7 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     plan = plan_for(appointments, specs)
     (repair,) = [a for a in plan.actions if a.kind == Kind.REPAIR]
     assert (repair.name.name, repair.existed_before) == ("idx_appt_day", False)
-    assert apply_plan(db_dsn, plan).outcome == "succeeded"
+    assert apply_specs(db_dsn, specs).outcome == "succeeded"
     outcomes = appointments.execute("SELECT id, outcome FROM dbopt.runs ORDER BY id").fetchall()
     assert outcomes == [(run, "aborted"), (run + 1, "succeeded")]
     # Rebuilt by dbopt, so dbopt's own: --prune may drop it once it leaves the specs.
@@ -449,7 +465,7 @@ def test_failed_partition_build_leaves_no_invalid_parent(
             "  - {name: uq_events_day_kind, columns: [day, kind], unique: true}\n"
         },
     )
-    result = apply_plan(db_dsn, plan_for(conn, specs))
+    result = apply_specs(db_dsn, specs)
     assert result.outcome == "failed"
     assert "could not create unique index" in (result.changes[0].error or "")
     assert {n for n in index_defs(conn) if "uq_events" in n} == set()
