@@ -45,6 +45,9 @@ class Settings:
     retry_backoff_ms: int = 2_000
     #: How long a failed build's INVALID index may wait to be dropped (its blockers finish).
     cleanup_wait_ms: int = 300_000
+    #: How long a concurrent build or drop may wait for other transactions (its waits never
+    #: block the application's reads and writes); 0 = as long as it takes.
+    build_wait_timeout_ms: int = 0
     confirm: bool = False
     #: verify's statement_timeout for a query is budget_ms times this factor (at least 1 s).
     verify_timeout_factor: float = 20.0
@@ -52,7 +55,13 @@ class Settings:
     def merged(self, raw: Mapping[str, Any]) -> Settings:
         """These settings overridden by the keys given in a config mapping."""
         changes: dict[str, Any] = {}
-        for key in ("lock_timeout", "statement_timeout", "retry_backoff", "cleanup_wait"):
+        for key in (
+            "lock_timeout",
+            "statement_timeout",
+            "retry_backoff",
+            "cleanup_wait",
+            "build_wait_timeout",
+        ):
             if key in raw:
                 changes[f"{key}_ms"] = duration_ms(raw[key])
         for key in ("maintenance_work_mem", "jobs", "retries", "confirm", "verify_timeout_factor"):

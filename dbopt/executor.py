@@ -10,14 +10,13 @@ is recorded in the history schema.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -31,7 +30,10 @@ from dbopt.errors import LockBusyError, UnsafeActionError
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
 from dbopt.planner import Action, Kind, Plan, Step, StepKind
+from dbopt.progress import Blocker, BuildGate, Reporter, SilentReporter, Watch, Watcher
 from dbopt.spec import QualifiedName
+
+__all__ = ["Blocker", "Executor", "Reporter", "SilentReporter"]
 
 #: Advisory lock key space: ('dbop' as int32, hash of the database name).
 _LOCK_CLASS = 0x64626F70
@@ -67,44 +69,20 @@ SELECT a.pid,
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Blocker:
-    """A session that holds up a lock or a concurrent build."""
+@dataclass(slots=True)
+class Cost:
+    """What the concurrent builds and drops of one action cost, from the watcher's samples."""
 
-    pid: int
-    age_s: int
-    state: str | None
-    user: str | None
-    query: str
+    builds: int = 0  # CREATE INDEX CONCURRENTLY statements started
+    worked_s: float = 0.0  # building (or dropping)
+    waited_s: float = 0.0  # waiting for other transactions
+    lost_s: float = 0.0  # work thrown away (a build dropped and made again)
 
-    def __str__(self) -> str:
-        return f"pid {self.pid} ({self.user}, {self.state}, {self.age_s}s): {self.query}"
-
-
-class Reporter(Protocol):
-    """What the executor tells the person watching (the CLI renders it)."""
-
-    def event(self, message: str) -> None:
-        """A line worth a timestamp: a step started, a retry, a cleanup."""
-
-    def progress(self, index: QualifiedName, phase: str, done: int, total: int) -> None:
-        """Progress of a build from pg_stat_progress_create_index."""
-
-    def finished(self, index: QualifiedName) -> None:
-        """A build is over (whatever its outcome)."""
-
-
-class SilentReporter:
-    """A reporter that says nothing (library use, tests)."""
-
-    def event(self, message: str) -> None:
-        """Ignore."""
-
-    def progress(self, index: QualifiedName, phase: str, done: int, total: int) -> None:
-        """Ignore."""
-
-    def finished(self, index: QualifiedName) -> None:
-        """Ignore."""
+    def add(self, watch: Watch, *, build: bool) -> None:
+        """Account one watched statement."""
+        self.builds += 1 if build else 0
+        self.worked_s += watch.worked_s
+        self.waited_s += watch.waited_s
 
 
 @dataclass(slots=True)
@@ -116,6 +94,7 @@ class ChangeResult:
     seconds: float
     size_bytes: int | None = None
     error: str | None = None
+    cost: Cost = field(default_factory=Cost)
 
 
 @dataclass(slots=True)
@@ -250,8 +229,12 @@ class Executor:
         reporter: Reporter,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        patient: bool = False,
     ) -> None:
         self.dsn = dsn
+        #: --wait-for-blockers: lock waits are retried until they succeed (or until
+        #: build_wait_timeout), never given up after ``retries``.
+        self.patient = patient
         self.settings = settings
         self.history = history
         self.reporter = reporter
@@ -262,7 +245,10 @@ class Executor:
         self._control_lock = threading.Lock()
         self._workers: dict[int, psycopg.Connection[Any]] = {}
         self._cancelled = threading.Event()
-        self._progress = _ProgressPoller(self)
+        self._watcher = Watcher(dsn, reporter, self.own_pids)
+        self._gate = BuildGate()
+        # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
+        self._safe_builds_overlap = self.control.info.server_version >= 140000
         #: The change each worker thread is running (its history row).
         self._changes: dict[int, int] = {}
 
@@ -315,7 +301,7 @@ class Executor:
 
     def close(self) -> None:
         """Close every connection."""
-        self._progress.stop()
+        self._watcher.stop()
         for conn in list(self._workers.values()):
             conn.close()
         self.control.close()
@@ -442,57 +428,55 @@ class Executor:
     def _backoff(self, attempt: int) -> float:
         return min(60.0, self.settings.retry_backoff_ms / 1000.0 * float(2**attempt))
 
-    def run_step(self, step: Step, built: dict[QualifiedName, int] | None = None) -> None:
-        """Run one step with retries on lock timeouts; raise StepFailed when it cannot.
+    def run_step(
+        self,
+        step: Step,
+        built: dict[QualifiedName, int] | None = None,
+        cost: Cost | None = None,
+    ) -> None:
+        """Run one step, waiting the way the step allows; raise StepFailed when it cannot.
 
+        A statement that can block the application (a swap, ATTACH, a plain DROP) waits at
+        most lock_timeout per attempt and is retried with backoff (``retries`` times, or until
+        it succeeds when patient). A concurrent build or drop waits as long as
+        build_wait_timeout allows (by default, as long as it takes); a build that timed out
+        after it had built is never thrown away while what it waited for still runs.
         ``built`` maps what the running action built to its OID; the step's identities are
         checked against the live catalog right before each attempt (NotOursError).
         """
         built = {} if built is None else built
-        attempts = self.settings.retries + 1
-        for attempt in range(attempts):
+        cost = Cost() if cost is None else cost
+        attempt = 0
+        first = time.monotonic()
+        while True:
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
             started = time.time()
             conn = self._worker()
+            watches: list[Watch] = []
             try:
                 if step.kind != StepKind.SWAP:
                     for identity in step.expect:
                         self.check(identity, built)
-                self._execute(conn, step, built)
+                self._execute(conn, step, built, cost, watches)
             except KeyboardInterrupt:
                 # psycopg cancelled the statement on the server; the action cleans up.
                 self._cancelled.set()
                 self._after_failed_build(step, built)
                 raise
-            except (NotOursError, pgerrors.DuplicateTable):
-                raise_as = sys.exc_info()[1]
-                if isinstance(raise_as, pgerrors.DuplicateTable):
-                    # The name is taken by something this step did not make: leave it alone.
-                    raise StepFailed(f"{step.index}: {server_message(raise_as)}") from None
+            except NotOursError:
                 raise
+            except pgerrors.DuplicateTable as exc:
+                # The name is taken by something this step did not make: leave it alone.
+                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
             except pgerrors.LockNotAvailable:
                 blockers = self.blockers(step.table, started)
                 self._after_failed_build(step, built)
-                retry = attempt + 1 < attempts
-                if retry and step.kind == StepKind.BUILD and step.index in built:
-                    # The INVALID index of this attempt goes before the next attempt.
-                    oid = built.pop(step.index)
-                    self._drop_own(
-                        Identity("index", step.index, oid=oid, invalid=True), "the INVALID index"
-                    )
-                named = "; ".join(str(b) for b in blockers) or "no blocker still visible"
-                if attempt + 1 >= attempts:
-                    raise StepFailed(
-                        f"gave up on {step.index} after {attempts} lock waits of "
-                        f"{self.settings.lock_timeout_ms} ms; blocked by: {named}"
-                    ) from None
-                delay = self._backoff(attempt)
-                self.reporter.event(
-                    f"lock_timeout on {step.table} (attempt {attempt + 1}/{attempts}), "
-                    f"retrying in {delay:g}s; blocked by: {named}"
-                )
-                self.sleep(delay)
+                attempt += 1
+                if step.gentle:
+                    self._after_build_wait(step, built, cost, watches, blockers, attempt)
+                else:
+                    self._after_lock_wait(step, blockers, attempt, first)
                 continue
             except pgerrors.QueryCanceled as exc:
                 self._after_failed_build(step, built)
@@ -515,6 +499,107 @@ class Executor:
                     raise StepFailed(f"{step.index}: the build finished but the index is not valid")
             return
 
+    def _after_lock_wait(
+        self, step: Step, blockers: list[Blocker], attempt: int, first: float
+    ) -> None:
+        """A statement that could block the application waited lock_timeout: back off and
+        retry, or give up (StepFailed) after ``retries`` — patient runs retry until
+        build_wait_timeout (if any) is spent."""
+        named = "; ".join(str(b) for b in blockers) or "no blocker still visible"
+        bound = self.settings.build_wait_timeout_ms
+        if self.patient:
+            spent = (time.monotonic() - first) * 1000
+            if bound and spent >= bound:
+                raise StepFailed(
+                    f"gave up on {step.index} after waiting {spent / 1000:.0f} s "
+                    f"(build_wait_timeout {bound} ms); blocked by: {named}"
+                )
+            of = "" if not bound else f", until {bound} ms"
+        else:
+            attempts = self.settings.retries + 1
+            if attempt >= attempts:
+                raise StepFailed(
+                    f"gave up on {step.index} after {attempts} lock waits of "
+                    f"{self.settings.lock_timeout_ms} ms; blocked by: {named}"
+                )
+            of = f"/{attempts}"
+        delay = self._backoff(min(attempt - 1, 5))
+        self.reporter.event(
+            f"lock_timeout on {step.table} (attempt {attempt}{of}), retrying in {delay:g}s; "
+            f"blocked by: {named}"
+        )
+        self.sleep(delay)
+
+    def _after_build_wait(
+        self,
+        step: Step,
+        built: dict[QualifiedName, int],
+        cost: Cost,
+        watches: list[Watch],
+        blockers: list[Blocker],
+        attempt: int,
+    ) -> None:
+        """A concurrent build or drop waited build_wait_timeout for other transactions.
+
+        A drop, or a build that had not built anything yet, simply starts again. A build that
+        had built is never thrown away while what it waited for still runs: dbopt waits (as
+        long as build_wait_timeout again) until those transactions end, then drops the INVALID
+        index and builds again, and the report says what the lost build had cost.
+        """
+        watch = watches[-1] if watches else None
+        phase = watch.phase if watch is not None else "waiting"
+        waited_for = list(watch.waited_for.values()) if watch is not None else []
+        names = "; ".join(str(b) for b in (waited_for or blockers)) or "no session still visible"
+        bound = self.settings.build_wait_timeout_ms
+        if attempt > self.settings.retries:
+            raise StepFailed(
+                f"{step.index}: waited build_wait_timeout ({bound} ms) {attempt} times in "
+                f"'{phase}'; waiting for: {names}"
+            )
+        if step.kind == StepKind.BUILD and watch is not None and watch.built:
+            pids = [b.pid for b in waited_for] or [b.pid for b in blockers]
+            self.reporter.event(
+                f"{step.index}: built ({watch.worked_s:.1f} s of work) but timed out in "
+                f"'{phase}' waiting for: {names}; not building again while they run"
+            )
+            if not self._wait_until_gone(pids, bound):
+                raise StepFailed(
+                    f"{step.index}: built ({watch.worked_s:.1f} s of work) but could not be "
+                    f"finished: it waited {bound} ms in '{phase}' for: {names}, which still run"
+                    "; not built again while they do"
+                )
+            cost.lost_s += watch.worked_s
+            self.reporter.event(
+                f"{step.index}: they ended; building again (the first build's "
+                f"{watch.worked_s:.1f} s of work is lost)"
+            )
+        if step.kind == StepKind.BUILD and step.index in built:
+            # The INVALID index of this attempt goes before the next attempt.
+            oid = built.pop(step.index)
+            self._drop_own(
+                Identity("index", step.index, oid=oid, invalid=True), "the INVALID index"
+            )
+
+    def _wait_until_gone(self, pids: list[int], bound_ms: int) -> bool:
+        """Wait until the transactions those sessions had open now have ended."""
+        since = _timestamp(time.time())
+        deadline = time.monotonic() + bound_ms / 1000.0 if bound_ms else None
+
+        def still(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s) AND xact_start < %s",
+                (pids, since),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        while self._control(still):
+            if self._cancelled.is_set():
+                raise KeyboardInterrupt
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self.sleep(1.0)
+        return True
+
     def _after_failed_build(self, step: Step, built: dict[QualifiedName, int]) -> None:
         """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index: note it as this run's.
 
@@ -529,9 +614,15 @@ class Executor:
             built[step.index] = made.oid
 
     def _execute(
-        self, conn: psycopg.Connection[Any], step: Step, built: dict[QualifiedName, int]
+        self,
+        conn: psycopg.Connection[Any],
+        step: Step,
+        built: dict[QualifiedName, int],
+        cost: Cost,
+        watches: list[Watch],
     ) -> None:
-        if step.kind in (StepKind.SWAP, StepKind.DDL):
+        """Run one step; a concurrent build's or drop's watch is appended to ``watches``."""
+        if step.kind in (StepKind.SWAP, StepKind.DDL) and not step.gentle:
             with conn.transaction():
                 for statement in step.statements:
                     conn.execute(statement)
@@ -541,16 +632,31 @@ class Executor:
                 for statement in step.then:
                     conn.execute(statement)
             return
-        for statement in step.statements:
-            if step.kind == StepKind.BUILD:
-                pid = conn.info.backend_pid
-                self._progress.watch(pid, step.index, self._oid_recorder(built))
-                try:
-                    conn.execute(statement)
-                finally:
-                    self._progress.unwatch(pid)
-            else:
+        if not step.gentle:
+            for statement in step.statements:
                 conn.execute(statement)
+            return
+        # Its waits never block the application: bounded by build_wait_timeout, not by
+        # lock_timeout; and never beside a build it would wait for, or that would wait for it.
+        exclusive = step.kind == StepKind.DDL or not (step.safe and self._safe_builds_overlap)
+        exclusive = exclusive and step.kind != StepKind.DROP
+        self._gate.acquire(exclusive)
+        _set(conn, "lock_timeout", self.settings.build_wait_timeout_ms)
+        pid = conn.info.backend_pid
+        watch = self._watcher.watch(
+            pid, step.index, self._oid_recorder(built) if step.kind == StepKind.BUILD else None
+        )
+        try:
+            for statement in step.statements:
+                conn.execute(statement)
+        finally:
+            finished = self._watcher.unwatch(pid) or watch
+            watches.append(finished)
+            cost.add(finished, build=step.kind == StepKind.BUILD)
+            self._gate.release(exclusive)
+            if not conn.closed and not conn.broken:
+                with contextlib.suppress(psycopg.Error):
+                    _set(conn, "lock_timeout", self.settings.lock_timeout_ms)
 
     def _oid_recorder(self, built: dict[QualifiedName, int]) -> Callable[[int], None] | None:
         """For the first build of the running action: record its OID as soon as it is seen."""
@@ -689,9 +795,10 @@ class Executor:
         built: dict[QualifiedName, int],
         started: float,
     ) -> ChangeResult:
+        cost = Cost()
         try:
             for step in action.forward:
-                self.run_step(step, built)
+                self.run_step(step, built, cost)
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
                     # known as dbopt's from now on, even if dbopt stops before the end.
@@ -700,19 +807,19 @@ class Executor:
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
             return ChangeResult(
-                action, "failed", time.monotonic() - started, error=str(exc) + cleaned
+                action, "failed", time.monotonic() - started, error=str(exc) + cleaned, cost=cost
             )
         except KeyboardInterrupt:
             self._cancelled.set()
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
             return ChangeResult(
-                action, "aborted", time.monotonic() - started, error="Ctrl-C" + cleaned
+                action, "aborted", time.monotonic() - started, error="Ctrl-C" + cleaned, cost=cost
             )
         finally:
             self.reporter.finished(action.name)
         size = None if action.kind == Kind.DROP else self._index_size(action.name)
-        return ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size)
+        return ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size, cost=cost)
 
     def run_plan(
         self,
@@ -800,85 +907,6 @@ class Executor:
         )
         self._control(lambda c: self.history.finish_run(c, run_id, outcome))
         return RunResult(run_id, outcome, results)
-
-
-class _ProgressPoller:
-    """One thread and one connection polling pg_stat_progress_create_index for every build.
-
-    Workers register the backend pid of the build they start; the poller reports progress
-    for each registered pid every half second. Progress is a nicety: a build never fails for
-    it, and a poller that cannot connect simply stays quiet.
-    """
-
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
-        self._builds: dict[int, QualifiedName] = {}
-        self._on_oid: dict[int, Callable[[int], None]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def watch(
-        self, pid: int, index: QualifiedName, on_oid: Callable[[int], None] | None = None
-    ) -> None:
-        """Report progress of the build running on backend ``pid``; ``on_oid`` hears the OID
-        of the index it builds as soon as the server shows it (a concurrent build commits
-        its catalog entry first: if dbopt dies mid-build, its history still knows the OID)."""
-        with self._lock:
-            self._builds[pid] = index
-            if on_oid is not None:
-                self._on_oid[pid] = on_oid
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True)
-                self._thread.start()
-
-    def unwatch(self, pid: int) -> None:
-        """That build is over."""
-        with self._lock:
-            self._builds.pop(pid, None)
-            self._on_oid.pop(pid, None)
-
-    def stop(self) -> None:
-        """Stop polling (at the end of the run)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        try:
-            conn = connect(self.executor.dsn, application_name="dbopt-progress")
-        except Exception:
-            return
-        try:
-            while not self._stop.wait(0.5):
-                with self._lock:
-                    builds = dict(self._builds)
-                if not builds:
-                    continue
-                rows = conn.execute(
-                    "SELECT pid, phase, blocks_done, blocks_total, tuples_done, tuples_total, "
-                    "index_relid::bigint FROM pg_stat_progress_create_index "
-                    "WHERE pid = ANY(%s)",
-                    (list(builds),),
-                ).fetchall()
-                for pid, phase, blocks_done, blocks_total, tuples_done, tuples_total, oid in rows:
-                    index = builds.get(pid)
-                    if index is None:
-                        continue
-                    if oid:
-                        with self._lock:
-                            tell = self._on_oid.pop(pid, None)
-                        if tell is not None:
-                            tell(int(oid))
-                    if blocks_total:
-                        done, total = blocks_done, blocks_total
-                    else:
-                        done, total = tuples_done, tuples_total
-                    self.executor.reporter.progress(index, phase, int(done), int(total))
-        except psycopg.Error:
-            return
-        finally:
-            conn.close()
 
 
 def _timestamp(epoch: float) -> Any:

@@ -73,6 +73,20 @@ class Step:
     then: tuple[sql.Composed, ...] = ()
     #: The step creates ``index`` (an index or view): dbopt records its OID as its own.
     makes: bool = False
+    #: A concurrent build other concurrent builds need not wait for (PostgreSQL 14+ lets
+    #: them ignore a build without expressions or predicate).
+    safe: bool = False
+
+    @property
+    def gentle(self) -> bool:
+        """Its lock waits never block the application's reads and writes: a concurrent build
+        or drop (SHARE UPDATE EXCLUSIVE, then waits for transactions), ANALYZE, a CREATE
+        MATERIALIZED VIEW reading its sources. Those waits are bounded by build_wait_timeout;
+        every other statement (renames, ATTACH, DROP of a view...) by lock_timeout."""
+        if self.kind == StepKind.BUILD:
+            return True
+        first = self.statements[0].as_string() if self.statements else ""
+        return first.startswith(("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW"))
 
     def text(self) -> str:
         """The step's SQL, one statement per line, each ending with ';'."""
@@ -273,6 +287,11 @@ def name_taken(catalog: Catalog, name: QualifiedName) -> str | None:
 # --- index actions ---------------------------------------------------------------------------
 
 
+def _safe(spec: IndexSpec) -> bool:
+    """A build PostgreSQL 14+ lets other concurrent builds ignore (no expression, no WHERE)."""
+    return spec.plain_columns and spec.where is None
+
+
 def _build_steps(
     spec: IndexSpec,
     name: str,
@@ -290,6 +309,7 @@ def _build_steps(
                 spec.table,
                 target,
                 makes=True,
+                safe=_safe(spec),
             ),
         )
     steps = [
@@ -744,6 +764,7 @@ def _view_index_steps(
             on,
             QualifiedName(on.schema, rename(i.name)),
             makes=True,
+            safe=_safe(i),
         )
         for i in indexes
     )

@@ -8,6 +8,7 @@ databases — gets every check. The person at the terminal is reached through :c
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -193,8 +194,14 @@ def apply(
 ) -> Outcome:
     """Lock, inspect, plan, check, confirm, build; the outcome says what ran and how."""
     settings = target.settings
-    extra = {} if sleep is None else {"sleep": sleep}
-    with Executor(target.dsn, settings, history, reporter, **extra) as runner:
+    with Executor(
+        target.dsn,
+        settings,
+        history,
+        reporter,
+        sleep=sleep or time.sleep,
+        patient=options.wait_for_blockers,
+    ) as runner:
         take_run_lock(
             runner.control,
             wait=options.locking.wait,
@@ -252,7 +259,7 @@ def rollback(
     """Undo a run (or objects' last changes) with apply's checks: lock, ownership, what a drop
     would break, confirmation. Derived from the history's facts, never from its SQL."""
     settings = target.settings
-    with Executor(target.dsn, settings, history, reporter) as runner:
+    with Executor(target.dsn, settings, history, reporter, patient=wait_for_blockers) as runner:
         if not plan_only:
             take_run_lock(
                 runner.control, wait=locking.wait, wait_timeout_ms=locking.wait_timeout_ms

@@ -142,29 +142,34 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         assert f"pid {pid}" in refused.output
         assert "idle in transaction" in refused.output
 
-        # The blocker ends once the clean-up's DROP waits for it (after the build gave up).
-        def release_when_the_drop_waits() -> None:
+        # With --wait-for-blockers the build starts and waits for the blocker (its wait does
+        # not block the application): the blocker ends once the build is seen waiting.
+        def release_when_the_build_waits() -> None:
             with psycopg.connect(db_dsn, autocommit=True) as watcher:
                 for _ in range(600):
                     waiting = watcher.execute(
-                        "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DROP INDEX%%' "
-                        "AND wait_event_type = 'Lock'"
+                        "SELECT 1 FROM pg_stat_progress_create_index p "
+                        "JOIN pg_stat_activity a ON a.pid = p.pid "
+                        "WHERE p.phase LIKE 'waiting%%' AND a.wait_event_type = 'Lock' "
+                        "AND a.query LIKE 'CREATE INDEX CONCURRENTLY%%'"
                     ).fetchone()
                     if waiting:
                         break
                     time.sleep(0.05)
+            time.sleep(1.2)  # long enough for the watcher to report the wait
             blocker.rollback()
 
-        threading.Thread(target=release_when_the_drop_waits).start()
-        forced = CliRunner().invoke(main, ["apply", "--env", "test", "--wait-for-blockers"])
-    # It started, hit lock_timeout, named the blocker, dropped the INVALID index the wait left
-    # (once the blocker was gone), retried and built the index.
+        threading.Thread(target=release_when_the_build_waits).start()
+        forced = CliRunner().invoke(
+            main, ["apply", "--env", "test", "--wait-for-blockers", "--format", "plain"]
+        )
+    # It started, waited in the build's wait phase naming the blocker, and built once:
+    # no lock_timeout, no INVALID index dropped, no second build.
     assert forced.exit_code == 0, forced.output
-    assert f"blocked by: pid {pid}" in forced.output
-    assert "dropped the INVALID index public.idx_appt_barber the failed build left" in (
-        forced.output
-    )
-    assert "lock_timeout on public.appointments (attempt 1/2)" in forced.output
+    assert f"waiting for: pid {pid}" in forced.output
+    assert "waiting for old snapshots" in forced.output
+    assert "lock_timeout" not in forced.output
+    assert "INVALID" not in forced.output
     assert _invalid_indexes(conn) == []
     assert conn.execute("SELECT to_regclass('idx_appt_barber') IS NOT NULL").fetchone() == (True,)
 

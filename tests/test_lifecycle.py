@@ -215,11 +215,14 @@ def test_lock_timeout_retries_names_the_blocker_and_leaves_nothing(
         # Readers pass (apply can plan), concurrent builds wait.
         blocker.execute("LOCK TABLE appointments IN SHARE MODE")
         pid = blocker.info.backend_pid
-        result = apply_specs(db_dsn, specs, wait_for_blockers=True)
+        bounded = Settings(
+            lock_timeout_ms=300, retries=1, retry_backoff_ms=10, build_wait_timeout_ms=300
+        )
+        result = apply_specs(db_dsn, specs, bounded, wait_for_blockers=True)
         blocker.rollback()
     assert result.outcome == "failed"
     error = result.changes[0].error or ""
-    assert "after 2 lock waits of 300 ms" in error
+    assert "waited build_wait_timeout (300 ms) 2 times" in error
     assert f"pid {pid}" in error
     assert not [n for n, (_d, valid) in index_defs(appointments).items() if not valid]
     assert "idx_appt_barber_status" not in index_defs(appointments)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from dbopt.progress import Blocker
 from dbopt.spec import QualifiedName
 
 
@@ -31,9 +32,25 @@ class LineReporter:
         pct = f" {100 * done / total:.0f}%" if total else ""
         self.event(f"{index}: {phase}{pct}")
 
+    def waiting(
+        self, index: QualifiedName, phase: str, seconds: float, blockers: list[Blocker]
+    ) -> None:
+        """At most one line per index every 10 s: the phase, for how long, and for whom."""
+        now = time.monotonic()
+        if now - self._last.get(index, 0) < 10:
+            return
+        self._last[index] = now
+        self.event(f"{index}: {phase} for {seconds:.0f}s; {_waiting_for(blockers)}")
+
     def finished(self, index: QualifiedName) -> None:
         """Nothing to close."""
         self._last.pop(index, None)
+
+
+def _waiting_for(blockers: list[Blocker]) -> str:
+    if not blockers:
+        return "waiting for: no session still visible"
+    return "waiting for: " + "; ".join(str(b) for b in blockers)
 
 
 class RichReporter(LineReporter):
@@ -69,6 +86,17 @@ class RichReporter(LineReporter):
             task = self.bars.add_task(str(index), total=total or None, phase=phase)
             self.tasks[index] = task
         self.bars.update(task, completed=done, total=total or None, phase=phase)
+
+    def waiting(
+        self, index: QualifiedName, phase: str, seconds: float, blockers: list[Blocker]
+    ) -> None:
+        """The bar says it waits; a line above it says for whom, every 10 s."""
+        task = self.tasks.get(index)
+        if task is None:
+            task = self.bars.add_task(str(index), total=None, phase=phase)
+            self.tasks[index] = task
+        self.bars.update(task, phase=f"{phase} {seconds:.0f}s")
+        super().waiting(index, phase, seconds, blockers)
 
     def finished(self, index: QualifiedName) -> None:
         """Remove the bar of this index."""

@@ -1,0 +1,276 @@
+"""Watching concurrent builds and drops: progress, phases, who they wait for, and for how long.
+
+One thread and one connection poll, twice a second, every running ``CREATE INDEX
+CONCURRENTLY`` and ``DROP INDEX CONCURRENTLY`` of a run: the phase from
+``pg_stat_progress_create_index`` (a drop has no progress view: its lock waits show in
+``pg_stat_activity``), and, while it waits, the sessions it waits for (``pg_blocking_pids``)
+with their age and query. Each build's time is split into time spent working and time spent
+waiting, so the report can say what a build cost and why it took long.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from dbopt.db import connect
+from dbopt.spec import QualifiedName
+
+#: How often the watcher samples (seconds).
+INTERVAL = 0.5
+
+_SAMPLE = """
+SELECT a.pid,
+       p.phase,
+       coalesce(p.blocks_done, 0), coalesce(p.blocks_total, 0),
+       coalesce(p.tuples_done, 0), coalesce(p.tuples_total, 0),
+       coalesce(p.index_relid::bigint, 0),
+       a.wait_event_type,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'pid', b.pid,
+                   'age_s', round(extract(epoch FROM now() - coalesce(b.xact_start,
+                                                                      b.query_start)))::int,
+                   'state', b.state,
+                   'user', b.usename,
+                   'query', left(regexp_replace(b.query, '\\s+', ' ', 'g'), 160))
+                 ORDER BY b.pid), '[]')
+          FROM pg_stat_activity b
+         WHERE b.pid = ANY (pg_blocking_pids(a.pid)))
+  FROM pg_stat_activity a
+  LEFT JOIN pg_stat_progress_create_index p ON p.pid = a.pid
+ WHERE a.pid = ANY (%s)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """A session that holds up a lock or a concurrent build."""
+
+    pid: int
+    age_s: int
+    state: str | None
+    user: str | None
+    query: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} ({self.user}, {self.state}, {self.age_s}s): {self.query}"
+
+
+class Reporter(Protocol):
+    """What the executor tells the person watching (the CLI renders it)."""
+
+    def event(self, message: str) -> None:
+        """A line worth a timestamp: a step started, a retry, a cleanup."""
+
+    def progress(self, index: QualifiedName, phase: str, done: int, total: int) -> None:
+        """Progress of a build from pg_stat_progress_create_index."""
+
+    def waiting(
+        self, index: QualifiedName, phase: str, seconds: float, blockers: list[Blocker]
+    ) -> None:
+        """A build or drop has been waiting ``seconds`` in ``phase`` for ``blockers``."""
+
+    def finished(self, index: QualifiedName) -> None:
+        """A build is over (whatever its outcome)."""
+
+
+class SilentReporter:
+    """A reporter that says nothing (library use, tests)."""
+
+    def event(self, message: str) -> None:
+        """Ignore."""
+
+    def progress(self, index: QualifiedName, phase: str, done: int, total: int) -> None:
+        """Ignore."""
+
+    def waiting(
+        self, index: QualifiedName, phase: str, seconds: float, blockers: list[Blocker]
+    ) -> None:
+        """Ignore."""
+
+    def finished(self, index: QualifiedName) -> None:
+        """Ignore."""
+
+
+def is_waiting(phase: str) -> bool:
+    """True for a phase in which the statement only waits for other transactions."""
+    return phase.startswith("waiting")
+
+
+@dataclass(slots=True)
+class Watch:
+    """One running build or drop, as the watcher saw it: time per phase, last blockers."""
+
+    index: QualifiedName
+    on_oid: Callable[[int], None] | None = None
+    phase: str = "starting"
+    phase_since: float = field(default_factory=time.monotonic)
+    seconds: dict[str, float] = field(default_factory=dict)
+    blockers: list[Blocker] = field(default_factory=list)
+    #: Sessions it waited for at any time, by pid (a failed wait names them).
+    waited_for: dict[int, Blocker] = field(default_factory=dict)
+    last: float = field(default_factory=time.monotonic)
+
+    @property
+    def waited_s(self) -> float:
+        """Time spent waiting for other transactions."""
+        return sum(s for p, s in self.seconds.items() if is_waiting(p))
+
+    @property
+    def worked_s(self) -> float:
+        """Time spent building (or dropping)."""
+        return sum(s for p, s in self.seconds.items() if not is_waiting(p))
+
+    @property
+    def built(self) -> bool:
+        """The build got past its first wait: throwing it away would lose work."""
+        return any(p.startswith(("building", "index validation")) for p in self.seconds)
+
+    def sample(self, phase: str, now: float) -> None:
+        """Account the time since the last sample to the phase seen then."""
+        self.seconds[self.phase] = self.seconds.get(self.phase, 0.0) + (now - self.last)
+        self.last = now
+        if phase != self.phase:
+            self.phase = phase
+            self.phase_since = now
+
+    def close(self, now: float) -> None:
+        """The statement is over: account the last stretch."""
+        self.sample(self.phase, now)
+
+
+class Watcher:
+    """One thread and one connection watching every build and drop of a run.
+
+    Workers register the backend pid of the statement they start and get back its
+    :class:`Watch`. Watching is a nicety: a build never fails for it, and a watcher that
+    cannot connect simply stays quiet (the accounting then has only the total time).
+    """
+
+    def __init__(self, dsn: str | None, reporter: Reporter, own: Callable[[], list[int]]) -> None:
+        self.dsn = dsn
+        self.reporter = reporter
+        self.own = own
+        self._watches: dict[int, Watch] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(
+        self, pid: int, index: QualifiedName, on_oid: Callable[[int], None] | None = None
+    ) -> Watch:
+        """Watch the statement running on backend ``pid``; ``on_oid`` hears the OID of the
+        index a build makes as soon as the server shows it (a concurrent build commits its
+        catalog entry first: if dbopt dies mid-build, its history still knows the OID)."""
+        watch = Watch(index, on_oid)
+        with self._lock:
+            self._watches[pid] = watch
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+        return watch
+
+    def unwatch(self, pid: int) -> Watch | None:
+        """That statement is over: its accounting."""
+        with self._lock:
+            watch = self._watches.pop(pid, None)
+        if watch is not None:
+            watch.close(time.monotonic())
+        return watch
+
+    def stop(self) -> None:
+        """Stop watching (at the end of the run)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self.dsn, application_name="dbopt-progress")
+        except Exception:
+            return
+        try:
+            while not self._stop.wait(INTERVAL):
+                with self._lock:
+                    watches = dict(self._watches)
+                if watches:
+                    self._sample(conn, watches)
+        except psycopg.Error:
+            return
+        finally:
+            conn.close()
+
+    def _sample(self, conn: psycopg.Connection[Any], watches: dict[int, Watch]) -> None:
+        rows = conn.execute(_SAMPLE, (list(watches),)).fetchall()
+        now = time.monotonic()
+        own = set(self.own())
+        for pid, phase, b_done, b_total, t_done, t_total, oid, wait_type, raw in rows:
+            watch = watches.get(pid)
+            if watch is None:
+                continue
+            if oid and watch.on_oid is not None:
+                tell, watch.on_oid = watch.on_oid, None
+                tell(int(oid))
+            blockers = [
+                Blocker(b["pid"], b["age_s"] or 0, b["state"], b["user"], b["query"] or "")
+                for b in (json.loads(raw) if isinstance(raw, str) else raw)
+            ]
+            if phase is None:  # a drop: no progress view, only its lock waits
+                phase = "waiting for locks" if wait_type == "Lock" else "dropping"
+            watch.sample(phase, now)
+            watch.blockers = blockers
+            for blocker in blockers:
+                if blocker.pid not in own:
+                    watch.waited_for[blocker.pid] = blocker
+            if is_waiting(phase):
+                self.reporter.waiting(watch.index, phase, now - watch.phase_since, blockers)
+            elif b_total or t_total:
+                done, total = (b_done, b_total) if b_total else (t_done, t_total)
+                self.reporter.progress(watch.index, phase, int(done), int(total))
+
+
+class BuildGate:
+    """Concurrent builds that would wait for each other never run at the same time.
+
+    A concurrent build waits, in its last phases, for every transaction older than it —
+    including other concurrent builds, except (PostgreSQL 14+) builds of indexes without
+    expressions or predicate, which the others ignore. So a "safe" build may run beside other
+    safe builds (shared), anything else runs alone (exclusive). A writer-preferring
+    readers-writer lock: an exclusive build waits for the running shared ones, and new shared
+    ones wait behind it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    def acquire(self, exclusive: bool) -> None:
+        """Wait for a turn."""
+        with self._cond:
+            if exclusive:
+                self._waiting_exclusive += 1
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+                self._waiting_exclusive -= 1
+                self._exclusive = True
+            else:
+                while self._exclusive or self._waiting_exclusive:
+                    self._cond.wait()
+                self._shared += 1
+
+    def release(self, exclusive: bool) -> None:
+        """Give the turn back."""
+        with self._cond:
+            if exclusive:
+                self._exclusive = False
+            else:
+                self._shared -= 1
+            self._cond.notify_all()
