@@ -515,7 +515,7 @@ UNION ALL
 SELECT 'r', i.inhparent::int8, 'reads', 'r', i.inhrelid::int8
   FROM pg_catalog.pg_inherits i
  WHERE i.inhparent >= %(first)s
- ORDER BY 1, 2, 4, 5
+ ORDER BY 1, 2, 4, 5, 3
 """
 
 _RELKINDS = {"v": "view", "f": "foreign table", "p": "partitioned table", "r": "table"}
