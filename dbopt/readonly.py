@@ -27,11 +27,13 @@ it can reach is known to change nothing:
   children (a foreign table is unsafe), domains to their CHECK constraints, casts to their
   functions, SQL-standard bodies and parameter defaults to what the server recorded for them
   (pg_depend), and sql/plpgsql bodies to every function they call, every view or type they
-  mention and every user-defined operator they contain. Each name in the query is resolved
-  against the session's search path (or its schema); if *any* object of that name is unsafe,
-  overloads included, the query is refused, with the chain that makes it unsafe. An implicit
-  or assignment cast through an unsafe function can apply without being named, so it refuses
-  every query.
+  mention and every user-defined operator they contain (names in bodies match in any
+  schema). Each name in the query is resolved against the session's search path (or the
+  schema it is qualified with), including ``t.f``, which PostgreSQL reads as ``f(t)``, and
+  the comparison operators sorting, grouping and IN use unnamed; if *any* object of that
+  name is unsafe, overloads included, the query is refused, with the chain that makes it
+  unsafe. An implicit or assignment cast through an unsafe function can apply without being
+  named, so it refuses every query.
 
 Limits, stated so nobody relies on more: bodies are read as text, so a body that builds a
 function name from pieces is not seen (plpgsql's dynamic SQL is refused outright for that
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -87,163 +89,91 @@ _PLANNER = "writes planner statistics"
 _PAGES = "changes data pages or their visibility map directly"
 
 
-def _names(reason: str, *names: str) -> dict[str, str]:
-    return dict.fromkeys(names, reason)
+def _words(text: str) -> list[str]:
+    """The names in a space-separated list (long lists of names read better as text)."""
+    return text.split()
 
 
 #: Functions refused by name, in any schema, with why: what no READ ONLY transaction or
 #: rollback stops. Built-ins of PostgreSQL 13-18 and widespread extensions.
 DENIED: Mapping[str, str] = MappingProxyType(
     {
-        **_names(
-            _STATISTICS,
-            "pg_stat_reset",
-            "pg_stat_reset_shared",
-            "pg_stat_reset_single_table_counters",
-            "pg_stat_reset_single_function_counters",
-            "pg_stat_reset_slru",
-            "pg_stat_reset_replication_slot",
-            "pg_stat_reset_subscription_stats",
-            "pg_stat_reset_backend_stats",
-            "pg_stat_statements_reset",
-            "pg_stat_kcache_reset",
-            "pg_qualstats_reset",
-            "pg_stat_monitor_reset",
-            "pg_wait_sampling_reset_profile",
-        ),
-        **_names(_SESSIONS, "pg_terminate_backend", "pg_cancel_backend"),
-        **_names(
-            _LOCKS,
-            "pg_advisory_lock",
-            "pg_advisory_lock_shared",
-            "pg_try_advisory_lock",
-            "pg_try_advisory_lock_shared",
-            "pg_advisory_xact_lock",
-            "pg_advisory_xact_lock_shared",
-            "pg_try_advisory_xact_lock",
-            "pg_try_advisory_xact_lock_shared",
-            "pg_advisory_unlock",
-            "pg_advisory_unlock_shared",
-            "pg_advisory_unlock_all",
-        ),
-        **_names(_SETTINGS, "set_config", "pg_reload_conf", "pg_rotate_logfile"),
-        **_names(_SETTINGS, "pg_rotate_logfile_old"),
-        **_names(
-            _WAL,
-            "pg_switch_wal",
-            "pg_switch_xlog",
-            "pg_create_restore_point",
-            "pg_logical_emit_message",
-            "pg_backup_start",
-            "pg_backup_stop",
-            "pg_start_backup",
-            "pg_stop_backup",
-        ),
-        **_names(
-            _REPLICATION,
-            "pg_create_physical_replication_slot",
-            "pg_create_logical_replication_slot",
-            "pg_copy_physical_replication_slot",
-            "pg_copy_logical_replication_slot",
-            "pg_drop_replication_slot",
-            "pg_replication_slot_advance",
-            "pg_logical_slot_get_changes",
-            "pg_logical_slot_get_binary_changes",
-            "pg_sync_replication_slots",
-            "pg_replication_origin_create",
-            "pg_replication_origin_drop",
-            "pg_replication_origin_advance",
-            "pg_replication_origin_session_setup",
-            "pg_replication_origin_session_reset",
-            "pg_replication_origin_xact_setup",
-            "pg_replication_origin_xact_reset",
-        ),
-        **_names(
-            _STANDBY,
-            "pg_promote",
-            "pg_wal_replay_pause",
-            "pg_wal_replay_resume",
-            "pg_xlog_replay_pause",
-            "pg_xlog_replay_resume",
-        ),
-        **_names(_SEQUENCES, "nextval", "setval"),
-        **_names(_XID, "txid_current", "pg_current_xact_id"),
-        **_names(
-            _FILES,
-            "lo_import",
-            "lo_export",
-            "lo_create",
-            "lo_creat",
-            "lo_unlink",
-            "lo_from_bytea",
-            "lo_put",
-            "lo_truncate",
-            "lo_truncate64",
-            "lowrite",
-            "pg_file_write",
-            "pg_file_rename",
-            "pg_file_unlink",
-            "pg_file_sync",
-        ),
-        **_names(
-            _SQL_TEXT,
-            "query_to_xml",
-            "query_to_xmlschema",
-            "query_to_xml_and_xmlschema",
-            "cursor_to_xml",
-            "cursor_to_xmlschema",
-            "table_to_xml",
-            "table_to_xmlschema",
-            "table_to_xml_and_xmlschema",
-            "schema_to_xml",
-            "schema_to_xmlschema",
-            "schema_to_xml_and_xmlschema",
-            "database_to_xml",
-            "database_to_xmlschema",
-            "database_to_xml_and_xmlschema",
-            "ts_stat",
-            "ts_rewrite",
-        ),
-        **_names(
-            _ELSEWHERE,
-            "pg_background_launch",
-            "pg_background_result",
-            "pg_background_detach",
-        ),
-        **_names(
-            _HYPOPG,
-            "hypopg_create_index",
-            "hypopg_drop_index",
-            "hypopg_reset",
-            "hypopg_reset_index",
-            "hypopg_hide_index",
-            "hypopg_unhide_index",
-            "hypopg_unhide_all_indexes",
-        ),
-        **_names(
-            _CACHE,
-            "pg_prewarm",
-            "autoprewarm_start_worker",
-            "autoprewarm_dump_now",
-            "pg_buffercache_evict",
-            "pg_buffercache_evict_all",
-            "pg_buffercache_evict_relation",
-        ),
-        **_names(_LOG, "pg_log_backend_memory_contexts"),
-        **_names(
-            _INTERNALS,
-            "pg_import_system_collations",
-            "pg_nextoid",
-            "pg_stop_making_pinned_objects",
-        ),
-        **_names(
-            _PLANNER,
-            "pg_restore_relation_stats",
-            "pg_restore_attribute_stats",
-            "pg_clear_relation_stats",
-            "pg_clear_attribute_stats",
-        ),
-        **_names(_PAGES, "heap_force_kill", "heap_force_freeze", "pg_truncate_visibility_map"),
+        name: reason
+        for reason, names in (
+            (
+                _STATISTICS,
+                "pg_stat_reset pg_stat_reset_shared pg_stat_reset_single_table_counters "
+                "pg_stat_reset_single_function_counters pg_stat_reset_slru "
+                "pg_stat_reset_replication_slot pg_stat_reset_subscription_stats "
+                "pg_stat_reset_backend_stats pg_stat_statements_reset pg_stat_kcache_reset "
+                "pg_qualstats_reset pg_stat_monitor_reset pg_wait_sampling_reset_profile",
+            ),
+            (_SESSIONS, "pg_terminate_backend pg_cancel_backend"),
+            (
+                _LOCKS,
+                "pg_advisory_lock pg_advisory_lock_shared pg_try_advisory_lock "
+                "pg_try_advisory_lock_shared pg_advisory_xact_lock pg_advisory_xact_lock_shared "
+                "pg_try_advisory_xact_lock pg_try_advisory_xact_lock_shared pg_advisory_unlock "
+                "pg_advisory_unlock_shared pg_advisory_unlock_all",
+            ),
+            (_SETTINGS, "set_config pg_reload_conf pg_rotate_logfile pg_rotate_logfile_old"),
+            (
+                _WAL,
+                "pg_switch_wal pg_switch_xlog pg_create_restore_point pg_logical_emit_message "
+                "pg_backup_start pg_backup_stop pg_start_backup pg_stop_backup",
+            ),
+            (
+                _REPLICATION,
+                "pg_create_physical_replication_slot pg_create_logical_replication_slot "
+                "pg_copy_physical_replication_slot pg_copy_logical_replication_slot "
+                "pg_drop_replication_slot pg_replication_slot_advance "
+                "pg_logical_slot_get_changes pg_logical_slot_get_binary_changes "
+                "pg_sync_replication_slots pg_replication_origin_create "
+                "pg_replication_origin_drop pg_replication_origin_advance "
+                "pg_replication_origin_session_setup pg_replication_origin_session_reset "
+                "pg_replication_origin_xact_setup pg_replication_origin_xact_reset",
+            ),
+            (
+                _STANDBY,
+                "pg_promote pg_wal_replay_pause pg_wal_replay_resume pg_xlog_replay_pause "
+                "pg_xlog_replay_resume",
+            ),
+            (_SEQUENCES, "nextval setval"),
+            (_XID, "txid_current pg_current_xact_id"),
+            (
+                _FILES,
+                "lo_import lo_export lo_create lo_creat lo_unlink lo_from_bytea lo_put "
+                "lo_truncate lo_truncate64 lowrite pg_file_write pg_file_rename pg_file_unlink "
+                "pg_file_sync",
+            ),
+            (
+                _SQL_TEXT,
+                "query_to_xml query_to_xmlschema query_to_xml_and_xmlschema cursor_to_xml "
+                "cursor_to_xmlschema table_to_xml table_to_xmlschema table_to_xml_and_xmlschema "
+                "schema_to_xml schema_to_xmlschema schema_to_xml_and_xmlschema database_to_xml "
+                "database_to_xmlschema database_to_xml_and_xmlschema ts_stat ts_rewrite",
+            ),
+            (_ELSEWHERE, "pg_background_launch pg_background_result pg_background_detach"),
+            (
+                _HYPOPG,
+                "hypopg_create_index hypopg_drop_index hypopg_reset hypopg_reset_index "
+                "hypopg_hide_index hypopg_unhide_index hypopg_unhide_all_indexes",
+            ),
+            (
+                _CACHE,
+                "pg_prewarm autoprewarm_start_worker autoprewarm_dump_now pg_buffercache_evict "
+                "pg_buffercache_evict_all pg_buffercache_evict_relation",
+            ),
+            (_LOG, "pg_log_backend_memory_contexts"),
+            (_INTERNALS, "pg_import_system_collations pg_nextoid pg_stop_making_pinned_objects"),
+            (
+                _PLANNER,
+                "pg_restore_relation_stats pg_restore_attribute_stats pg_clear_relation_stats "
+                "pg_clear_attribute_stats",
+            ),
+            (_PAGES, "heap_force_kill heap_force_freeze pg_truncate_visibility_map"),
+        )
+        for name in _words(names)
     }
 )
 
@@ -258,40 +188,16 @@ DENIED_PREFIXES: tuple[tuple[str, str], ...] = (
 #: statement_timeout every run has. Only built-ins (OID below FIRST_USER_OID) qualify: a
 #: user-defined ``random()`` is judged like any user-defined function.
 HARMLESS_VOLATILE: frozenset[str] = frozenset(
-    {
-        "random",
-        "random_normal",
-        "clock_timestamp",
-        "timeofday",
-        "gen_random_uuid",
-        "uuidv4",
-        "uuidv7",
-        "pg_sleep",
-        "pg_sleep_for",
-        "pg_sleep_until",
-        "currval",
-        "lastval",
-        "pg_relation_size",
-        "pg_table_size",
-        "pg_indexes_size",
-        "pg_total_relation_size",
-        "pg_database_size",
-        "pg_tablespace_size",
-        "pg_partition_tree",
-        "pg_partition_ancestors",
-        "pg_is_in_recovery",
-        "pg_current_wal_lsn",
-        "pg_current_wal_insert_lsn",
-        "pg_current_wal_flush_lsn",
-        "pg_last_wal_receive_lsn",
-        "pg_last_wal_replay_lsn",
-        "pg_last_xact_replay_timestamp",
-        "pg_blocking_pids",
-        "pg_lock_status",
-        "txid_status",
-        "pg_xact_status",
-        "pg_jit_available",
-    }
+    _words(
+        "random random_normal clock_timestamp timeofday gen_random_uuid uuidv4 uuidv7 "
+        "pg_sleep pg_sleep_for pg_sleep_until currval lastval "
+        "pg_relation_size pg_table_size pg_indexes_size pg_total_relation_size "
+        "pg_database_size pg_tablespace_size pg_partition_tree pg_partition_ancestors "
+        "pg_is_in_recovery pg_current_wal_lsn pg_current_wal_insert_lsn "
+        "pg_current_wal_flush_lsn pg_last_wal_receive_lsn pg_last_wal_replay_lsn "
+        "pg_last_xact_replay_timestamp pg_blocking_pids pg_lock_status txid_status "
+        "pg_xact_status pg_jit_available"
+    )
 )
 
 #: Languages whose function bodies dbopt reads (as text) to see what they call.
@@ -404,8 +310,12 @@ def static_refusals(text: str, *, with_placeholders: bool) -> list[Refusal]:
 
     Raises SqlTextError when the text is not one read-only query (see check_query).
     """
+    return _denied_calls(references(text, with_placeholders=with_placeholders))
+
+
+def _denied_calls(refs: Iterable[Reference]) -> list[Refusal]:
     out: list[Refusal] = []
-    for ref in references(text, with_placeholders=with_placeholders):
+    for ref in refs:
         why = denied(ref.name) if ref.kind == "function" else None
         if why is not None:
             out.append(Refusal(f"{ref}()", why))
@@ -416,19 +326,31 @@ def static_refusals(text: str, *, with_placeholders: bool) -> list[Refusal]:
 
 #: A node of the call graph: (kind, oid). f function, o operator, r relation, t domain (its
 #: CHECKs), c "a cast to this type" (the cast functions and domain checks casting to it runs).
+#: Names are looked up by (kind, name), where kind "a" holds the functions callable as ``t.f``.
 Node = tuple[str, int]
 
 _SEARCH_PATH = "SELECT pg_catalog.current_schemas(true) AS schemas"
 
 # Every function: built-ins are judged by name and volatility, user-defined ones also by body.
+# ``on_rows``: it can be called with one row as ``t.name`` (PostgreSQL reads ``t.name`` as
+# ``name(t)`` when such a function exists): its only required argument takes a row.
 _FUNCTIONS = """
 SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
        p.provolatile::text AS volatility, l.lanname AS language,
        pg_catalog.oidvectortypes(p.proargtypes) AS args,
-       CASE WHEN p.oid >= %(first)s AND l.lanname <> ALL (%(trusted)s) THEN p.prosrc END AS body
+       CASE WHEN p.oid >= %(first)s AND l.lanname <> ALL (%(trusted)s) THEN p.prosrc END AS body,
+       p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
+         AND (t.typtype IN ('c', 'd')
+              OR t.oid IN ('pg_catalog.record'::pg_catalog.regtype,
+                           'pg_catalog.anyelement'::pg_catalog.regtype,
+                           'pg_catalog.anynonarray'::pg_catalog.regtype,
+                           'pg_catalog.anycompatible'::pg_catalog.regtype,
+                           'pg_catalog.anycompatiblenonarray'::pg_catalog.regtype,
+                           'pg_catalog."any"'::pg_catalog.regtype)) AS on_rows
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  LEFT JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
  ORDER BY p.oid
 """
 
@@ -618,6 +540,10 @@ class CallGraph:
                     row["schema"],
                     row["name"],
                 )
+                if row["on_rows"]:
+                    g.names.setdefault(("a", row["name"].lower()), []).append(
+                        (row["schema"].lower(), node)
+                    )
                 reason = _function_reason(row)
                 if reason is not None:
                     g.reasons[node] = reason
@@ -687,12 +613,12 @@ class CallGraph:
 
         Raises SqlTextError when the text is not one read-only query (see check_query).
         """
-        found = static_refusals(text, with_placeholders=with_placeholders)
+        refs = references(text, with_placeholders=with_placeholders)
+        found = _denied_calls(refs)
         seen = {r.subject for r in found}
-        statically = {r.subject.rsplit(".", 1)[-1] for r in found}
-        for ref in references(text, with_placeholders=with_placeholders):
-            if f"{ref.name}()" in statically:
-                continue
+        for ref in refs:
+            if ref.kind == "function" and denied(ref.name) is not None:
+                continue  # refused by name above
             # One refusal per name: the first unsafe object it may mean (overloads included).
             node = next((n for n in self._candidates(ref) if n in self._unsafe), None)
             if node is None:
@@ -709,7 +635,7 @@ class CallGraph:
         """Every object the reference may mean on this server (all overloads)."""
         kinds = {
             "function": ("f", "c"),
-            "attribute": ("f",),
+            "attribute": ("a",),
             "operator": ("o",),
             "relation": ("r",),
             "type": ("c",),
@@ -725,8 +651,11 @@ class CallGraph:
 
 def _body_edges(g: _Graph, node: Node, body: str, operators: list[tuple[str, Node]]) -> None:
     """Edges from a sql/plpgsql function to what its body text may run (in any schema)."""
-    for name in sorted(_idents(_CALL, body) | _idents(_ATTRIBUTE, body)):
+    for name in sorted(_idents(_CALL, body)):
         for child in g.named("f", name) + g.named("c", name):
+            g.edge(node, "calls", child)
+    for name in sorted(_idents(_ATTRIBUTE, body)):
+        for child in g.named("a", name):
             g.edge(node, "calls", child)
     for name in sorted(_idents(_WORD, body)):
         for child in g.named("r", name) + g.named("c", name):

@@ -191,6 +191,18 @@ def test_volatile_user_functions_are_refused_in_every_form(
         "SELECT b.id FROM barbers b, LATERAL (SELECT log_visit()) x",
     ):
         assert refused(conn, text) == [message], text
+    # b.logged_name is logged_name(b): a call without parentheses.
+    conn.execute(
+        "CREATE FUNCTION logged_name(barbers) RETURNS text LANGUAGE plpgsql "
+        "AS 'BEGIN INSERT INTO visits VALUES ($1.id); RETURN $1.name; END'"
+    )
+    logged = f"public.logged_name(barbers) {VOLATILE}{VERIFY}"
+    assert refused(conn, "SELECT b.logged_name FROM barbers b") == [logged]
+    assert refused(conn, "SELECT (b).logged_name FROM barbers b") == [logged]
+    # Only functions that take a row can be called so: pg_catalog.system(internal), a VOLATILE
+    # built-in, cannot, so a column named system is just a column.
+    conn.execute("ALTER TABLE barbers ADD COLUMN system text")
+    assert refused(conn, "SELECT b.system, b.name FROM barbers b") == []
 
 
 def test_stable_user_functions_pass_unless_their_body_calls_something_unsafe(
