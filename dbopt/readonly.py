@@ -446,6 +446,7 @@ _IDENT = r'"((?:[^"]|"")+)"|([A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)'
 _CALL = re.compile(rf"(?:{_IDENT})\s*\(")
 _ATTRIBUTE = re.compile(rf"\.\s*(?:{_IDENT})")
 _WORD = re.compile(_IDENT)
+_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
 
 
 def _idents(pattern: re.Pattern[str], text: str) -> set[str]:
@@ -640,18 +641,26 @@ class CallGraph:
             "relation": ("r",),
             "type": ("c",),
         }[ref.kind]
-        schemas = (ref.schema.lower(),) if ref.schema else self.search_path
+        wanted = ref.schema.lower() if ref.schema else None
         return [
             node
             for kind in kinds
             for schema, node in self._graph.names.get((kind, ref.name.lower()), [])
-            if schema in schemas
+            if (schema in self.search_path if wanted is None else _same_schema(schema, wanted))
         ]
+
+
+def _same_schema(schema: str, written: str) -> bool:
+    """``pg_temp`` in a query means this session's pg_temp_N; conservatively, any of them."""
+    return schema == written or (written == "pg_temp" and schema.startswith("pg_temp_"))
 
 
 def _body_edges(g: _Graph, node: Node, body: str, operators: list[tuple[str, Node]]) -> None:
     """Edges from a sql/plpgsql function to what its body text may run (in any schema)."""
-    for name in sorted(_idents(_CALL, body)):
+    # Read with and without what looks like comments: ``f/* x */()`` is a call too, and a
+    # ``--`` inside a string literal must not hide the rest of its line.
+    uncommented = _COMMENT.sub(" ", body)
+    for name in sorted(_idents(_CALL, body) | _idents(_CALL, uncommented)):
         for child in g.named("f", name) + g.named("c", name):
             g.edge(node, "calls", child)
     for name in sorted(_idents(_ATTRIBUTE, body)):

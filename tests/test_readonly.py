@@ -111,6 +111,10 @@ def test_references_are_found_in_every_clause() -> None:
             "ext.hypopg_create_index()",
         ),
         ("SELECT binary_upgrade_set_next_pg_type_oid(1)", "binary_upgrade_set_next_pg_type_oid()"),
+        # The parser resolves the escapes: this is pg_stat_reset.
+        ('SELECT U&"pg\\005fstat\\005freset"()', "pg_stat_reset()"),
+        ("SELECT * FROM t LIMIT pg_stat_reset()::int", "pg_stat_reset()"),
+        ("SELECT x FROM t WINDOW w AS (ORDER BY pg_stat_reset())", "pg_stat_reset()"),
     ],
 )
 def test_denied_calls_are_refused_wherever_they_are(text: str, subject: str) -> None:
@@ -218,6 +222,28 @@ def test_stable_user_functions_pass_unless_their_body_calls_something_unsafe(
         "public.wraps_it(integer) calls public.looks_harmless(), which calls "
         f"pg_catalog.pg_stat_reset(), which resets the server's statistics{VERIFY}"
     ]
+
+
+def test_bodies_are_read_around_comments_and_strings(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(USER_FUNCTIONS)
+    conn.execute(
+        """
+        CREATE FUNCTION commented() RETURNS int STABLE LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM log_visit /* the visit */ ();
+            RETURN 1;
+        END $$;
+        CREATE FUNCTION dashes() RETURNS int STABLE LANGUAGE plpgsql AS $$
+        DECLARE s text := '--'; BEGIN PERFORM "log_visit"(); RETURN 1; END $$;
+        CREATE FUNCTION pg_temp.temporary() RETURNS int LANGUAGE sql AS 'SELECT 1';
+        """
+    )
+    for name in ("commented", "dashes"):
+        assert refused(conn, f"SELECT {name}()") == [
+            f"public.{name}() calls public.log_visit(), which {VOLATILE}{VERIFY}"
+        ]
+    (message,) = refused(conn, "SELECT pg_temp.temporary()")
+    assert message.startswith("pg_temp_") and message.endswith(f".temporary() {VOLATILE}{VERIFY}")
 
 
 def test_bodies_dynamic_sql_sql_standard_bodies_and_parameter_defaults(
