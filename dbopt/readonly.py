@@ -328,6 +328,8 @@ def _denied_calls(refs: Iterable[Reference]) -> list[Refusal]:
 #: CHECKs), c "a cast to this type" (the cast functions and domain checks casting to it runs).
 #: Names are looked up by (kind, name), where kind "a" holds the functions callable as ``t.f``.
 Node = tuple[str, int]
+#: A cast the server may apply without the query naming it: its row of _CASTS, its function.
+_ImplicitCast = tuple[dict[str, Any], Node]
 
 _SEARCH_PATH = "SELECT pg_catalog.current_schemas(true) AS schemas"
 
@@ -525,76 +527,19 @@ class CallGraph:
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any]) -> CallGraph:
-        """Read the catalog of ``conn``'s database (plain SELECTs on pg_catalog)."""
-        params = {"first": FIRST_USER_OID, "trusted": sorted(TRUSTED_LANGUAGES)}
-        g = _Graph()
-        bodies: dict[Node, str] = {}
+        """Read the catalog of ``conn``'s database (an autocommit connection).
+
+        Plain SELECTs on pg_catalog, in a READ ONLY transaction that is rolled back, with the
+        search path pinned to pg_catalog: no user-defined object can stand in for a function,
+        operator or type these queries use.
+        """
         with conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(_SEARCH_PATH).fetchone()
             search_path = tuple(s.lower() for s in (row or {}).get("schemas", []))
-            for row in cur.execute(_FUNCTIONS, params).fetchall():
-                node: Node = ("f", row["oid"])
-                g.node(
-                    node,
-                    f"{row['schema']}.{row['name']}({row['args']})",
-                    "f",
-                    row["schema"],
-                    row["name"],
-                )
-                if row["on_rows"]:
-                    g.names.setdefault(("a", row["name"].lower()), []).append(
-                        (row["schema"].lower(), node)
-                    )
-                reason = _function_reason(row)
-                if reason is not None:
-                    g.reasons[node] = reason
-                elif row["body"]:
-                    bodies[node] = row["body"]
-            user_operators: list[tuple[str, Node]] = []
-            for row in cur.execute(_OPERATORS).fetchall():
-                node = ("o", row["oid"])
-                g.node(
-                    node, f"operator {row['schema']}.{row['name']}", "o", row["schema"], row["name"]
-                )
-                g.edge(node, "runs", ("f", row["code"]))
-                if row["oid"] >= FIRST_USER_OID:
-                    user_operators.append((row["name"], node))
-            for row in cur.execute(_RELATIONS, params).fetchall():
-                node = ("r", row["oid"])
-                what = _RELKINDS.get(row["relkind"], "relation")
-                g.node(
-                    node, f"{what} {row['schema']}.{row['name']}", "r", row["schema"], row["name"]
-                )
-                if row["relkind"] == "f":
-                    g.reasons[node] = (
-                        "is read through a foreign-data wrapper: another server (or a program) "
-                        "runs a query dbopt cannot check"
-                    )
-            for row in cur.execute(_TYPES, params).fetchall():
-                cast: Node = ("c", row["oid"])
-                g.node(
-                    cast,
-                    f"a cast to {row['schema']}.{row['name']}",
-                    "c",
-                    row["schema"],
-                    row["name"],
-                )
-                if row["is_domain"]:
-                    domain: Node = ("t", row["oid"])
-                    g.labels[domain] = f"domain {row['schema']}.{row['name']}"
-                    g.edge(cast, "checks", domain)
-                    g.edge(cast, "includes", ("c", row["base"]))
-                    g.edge(domain, "is based on", ("t", row["base"]))
-            implicit: list[tuple[Mapping[str, Any], Node]] = []
-            for row in cur.execute(_CASTS, params).fetchall():
-                func: Node = ("f", row["func"])
-                g.edge(("c", row["target"]), "runs", func)
-                if row["context"] in ("i", "a"):
-                    implicit.append((row, func))
-            for row in cur.execute(_EDGES, params).fetchall():
-                g.edge((row["kind"], row["oid"]), row["verb"], (row["ref_kind"], row["ref"]))
-        for node, body in bodies.items():
-            _body_edges(g, node, body, user_operators)
+            with conn.transaction(force_rollback=True):
+                cur.execute("SET TRANSACTION READ ONLY")
+                cur.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+                g, implicit = _load(cur)
         unsafe = _spread(g)
         everywhere = tuple(
             Refusal(
@@ -653,6 +598,71 @@ class CallGraph:
 def _same_schema(schema: str, written: str) -> bool:
     """``pg_temp`` in a query means this session's pg_temp_N; conservatively, any of them."""
     return schema == written or (written == "pg_temp" and schema.startswith("pg_temp_"))
+
+
+def _load(cur: psycopg.Cursor[dict[str, Any]]) -> tuple[_Graph, list[_ImplicitCast]]:
+    """The call graph of the database, with body edges; and its implicit/assignment casts."""
+    params = {"first": FIRST_USER_OID, "trusted": sorted(TRUSTED_LANGUAGES)}
+    g = _Graph()
+    bodies: dict[Node, str] = {}
+    for row in cur.execute(_FUNCTIONS, params).fetchall():
+        node: Node = ("f", row["oid"])
+        g.node(
+            node,
+            f"{row['schema']}.{row['name']}({row['args']})",
+            "f",
+            row["schema"],
+            row["name"],
+        )
+        if row["on_rows"]:
+            g.names.setdefault(("a", row["name"].lower()), []).append((row["schema"].lower(), node))
+        reason = _function_reason(row)
+        if reason is not None:
+            g.reasons[node] = reason
+        elif row["body"]:
+            bodies[node] = row["body"]
+    user_operators: list[tuple[str, Node]] = []
+    for row in cur.execute(_OPERATORS).fetchall():
+        node = ("o", row["oid"])
+        g.node(node, f"operator {row['schema']}.{row['name']}", "o", row["schema"], row["name"])
+        g.edge(node, "runs", ("f", row["code"]))
+        if row["oid"] >= FIRST_USER_OID:
+            user_operators.append((row["name"], node))
+    for row in cur.execute(_RELATIONS, params).fetchall():
+        node = ("r", row["oid"])
+        what = _RELKINDS.get(row["relkind"], "relation")
+        g.node(node, f"{what} {row['schema']}.{row['name']}", "r", row["schema"], row["name"])
+        if row["relkind"] == "f":
+            g.reasons[node] = (
+                "is read through a foreign-data wrapper: another server (or a program) "
+                "runs a query dbopt cannot check"
+            )
+    for row in cur.execute(_TYPES, params).fetchall():
+        cast: Node = ("c", row["oid"])
+        g.node(
+            cast,
+            f"a cast to {row['schema']}.{row['name']}",
+            "c",
+            row["schema"],
+            row["name"],
+        )
+        if row["is_domain"]:
+            domain: Node = ("t", row["oid"])
+            g.labels[domain] = f"domain {row['schema']}.{row['name']}"
+            g.edge(cast, "checks", domain)
+            g.edge(cast, "includes", ("c", row["base"]))
+            g.edge(domain, "is based on", ("t", row["base"]))
+    implicit: list[_ImplicitCast] = []
+    for row in cur.execute(_CASTS, params).fetchall():
+        func: Node = ("f", row["func"])
+        g.edge(("c", row["target"]), "runs", func)
+        if row["context"] in ("i", "a"):
+            implicit.append((row, func))
+    for row in cur.execute(_EDGES, params).fetchall():
+        g.edge((row["kind"], row["oid"]), row["verb"], (row["ref_kind"], row["ref"]))
+    for node, body in bodies.items():
+        _body_edges(g, node, body, user_operators)
+    return g, implicit
 
 
 def _body_edges(g: _Graph, node: Node, body: str, operators: list[tuple[str, Node]]) -> None:

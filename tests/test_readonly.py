@@ -200,7 +200,7 @@ def test_volatile_user_functions_are_refused_in_every_form(
         "CREATE FUNCTION logged_name(barbers) RETURNS text LANGUAGE plpgsql "
         "AS 'BEGIN INSERT INTO visits VALUES ($1.id); RETURN $1.name; END'"
     )
-    logged = f"public.logged_name(barbers) {VOLATILE}{VERIFY}"
+    logged = f"public.logged_name(public.barbers) {VOLATILE}{VERIFY}"
     assert refused(conn, "SELECT b.logged_name FROM barbers b") == [logged]
     assert refused(conn, "SELECT (b).logged_name FROM barbers b") == [logged]
     # Only functions that take a row can be called so: pg_catalog.system(internal), a VOLATILE
@@ -352,7 +352,7 @@ def test_casts_and_an_implicit_cast_through_an_unsafe_function(
     conn.execute("DROP CAST (int AS mood)")
     conn.execute("CREATE CAST (int AS mood) WITH FUNCTION to_mood(int) AS IMPLICIT")
     assert refused(conn, "SELECT id FROM barbers") == [
-        "the implicit cast from integer to mood runs public.to_mood(integer), which "
+        "the implicit cast from integer to public.mood runs public.to_mood(integer), which "
         f"{VOLATILE}; PostgreSQL applies it without the query naming it, so dbopt cannot rule "
         f"it out for any query{VERIFY}"
     ]
