@@ -301,8 +301,14 @@ class Refusal:
     subject: str
     reason: str
 
+    @property
+    def message(self) -> str:
+        """``pg_stat_reset() resets the server's statistics``: for callers other than verify
+        (a materialized view's query, say), which add their own consequence."""
+        return f"{self.subject} {self.reason}"
+
     def __str__(self) -> str:
-        return f"{self.subject} {self.reason}: verify must change nothing"
+        return f"{self.message}: verify must change nothing"
 
 
 def static_refusals(text: str, *, with_placeholders: bool) -> list[Refusal]:
@@ -343,12 +349,9 @@ SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
        CASE WHEN p.oid >= %(first)s AND l.lanname <> ALL (%(trusted)s) THEN p.prosrc END AS body,
        p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
          AND (t.typtype IN ('c', 'd')
-              OR t.oid IN ('pg_catalog.record'::pg_catalog.regtype,
-                           'pg_catalog.anyelement'::pg_catalog.regtype,
-                           'pg_catalog.anynonarray'::pg_catalog.regtype,
-                           'pg_catalog.anycompatible'::pg_catalog.regtype,
-                           'pg_catalog.anycompatiblenonarray'::pg_catalog.regtype,
-                           'pg_catalog."any"'::pg_catalog.regtype)) AS on_rows
+              OR t.typtype = 'p' AND t.typname IN ('record', 'anyelement', 'anynonarray',
+                                                    'anycompatible', 'anycompatiblenonarray',
+                                                    'any')) AS on_rows
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang

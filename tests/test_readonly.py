@@ -126,6 +126,7 @@ def test_denied_calls_are_refused_wherever_they_are(text: str, subject: str) -> 
 def test_denied_message_names_the_function_and_why() -> None:
     (refusal,) = static_refusals("SELECT pg_stat_reset()", with_placeholders=False)
     assert str(refusal) == f"pg_stat_reset() resets the server's statistics{VERIFY}"
+    assert refusal.message == "pg_stat_reset() resets the server's statistics"
 
 
 @pytest.mark.parametrize(
