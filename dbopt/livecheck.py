@@ -1,22 +1,41 @@
 """`dbopt validate --dsn`: check specs against a live database without changing anything.
 
-Every check runs in a READ ONLY transaction that is rolled back, under a short
-statement_timeout, so pointing validate at production is safe.
+Nothing a spec says is run before it is known to change nothing. View queries, index
+expressions and predicates are only parsed and analysed by the server (the protocol's
+Parse and Describe: every name and type is resolved, nothing is planned or executed, so not
+even an IMMUTABLE function is evaluated). A budget query is first checked against the
+database's catalog exactly as verify checks it (:class:`dbopt.readonly.CallGraph`): a query
+that can reach anything that changes something is reported at its file:line and never sent.
+The others are planned with plain EXPLAIN (no ANALYZE). Each statement runs in a READ ONLY
+transaction that is rolled back, under a short statement_timeout, so pointing validate at
+production is safe.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.errors import error_from_result
 
 from dbopt.catalog import Catalog, inspect
 from dbopt.db import server_message
 from dbopt.docvalidate import suggest
 from dbopt.errors import Problem, SpecError
-from dbopt.spec import IndexSpec, Location, QualifiedName, SpecSet, ViewSpec, parse_qualified
-from dbopt.sqltext import budget_query_sql, expression_sql, query_sql
+from dbopt.readonly import CallGraph
+from dbopt.spec import (
+    IndexSpec,
+    Location,
+    QualifiedName,
+    QueryBudget,
+    SpecSet,
+    ViewSpec,
+    parse_qualified,
+)
+from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql
 
 CHECK_TIMEOUT_MS = 5_000
 
@@ -25,16 +44,43 @@ def _at(loc: Location, message: str) -> Problem:
     return Problem(loc.file, loc.line, loc.column, message)
 
 
-def _try(conn: psycopg.Connection[Any], query: sql.Composed, params: Any = None) -> Any:
-    """Run one statement read-only and rolled back; the cursor description, or the error."""
+@contextmanager
+def _read_only(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Any]]:
+    """A READ ONLY transaction, rolled back at the end, under CHECK_TIMEOUT_MS."""
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute(
+            sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(CHECK_TIMEOUT_MS))
+        )
+        yield cur
+
+
+def _explain(conn: psycopg.Connection[Any], query: sql.Composed, params: Any) -> Any:
+    """Plan one statement with plain EXPLAIN, read-only and rolled back; None, or the error."""
     try:
-        with conn.transaction(force_rollback=True), conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(
-                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(CHECK_TIMEOUT_MS))
-            )
+        with _read_only(conn) as cur:
             cur.execute(query, params)
-            return [d.name for d in cur.description or []]
+    except psycopg.Error as exc:
+        return exc
+    return None
+
+
+def _describe(conn: psycopg.Connection[Any], query: sql.Composed) -> list[str] | psycopg.Error:
+    """The result columns of one statement, parsed and analysed but neither planned nor run.
+
+    Uses the unnamed prepared statement, which the next statement replaces: the session keeps
+    nothing. Returns the server's error instead when the statement does not fit the database.
+    """
+    text = query.as_bytes(conn)
+    encoding = conn.info.encoding
+    try:
+        with _read_only(conn):
+            result = conn.pgconn.prepare(b"", text)
+            if result.status == pq.ExecStatus.COMMAND_OK:
+                result = conn.pgconn.describe_prepared(b"")
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise error_from_result(result, encoding)
+            return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
     except psycopg.Error as exc:
         return exc
 
@@ -43,9 +89,8 @@ def _view_columns(
     conn: psycopg.Connection[Any], view: ViewSpec, catalog: Catalog, problems: list[Problem]
 ) -> tuple[str, ...] | None:
     existing = catalog.relations.get(view.name)
-    result = _try(
-        conn,
-        sql.SQL("SELECT * FROM ({}) AS dbopt_view_check LIMIT 0").format(query_sql(view.query)),
+    result = _describe(
+        conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check").format(query_sql(view.query))
     )
     if isinstance(result, psycopg.Error):
         problems.append(
@@ -79,11 +124,9 @@ def _check_index(
     for text, what in [*((e, "expression") for e in exprs), (index.where, "predicate")]:
         if text is None:
             continue
-        result = _try(
+        result = _describe(
             conn,
-            sql.SQL("SELECT {} FROM {} WHERE false").format(
-                expression_sql(text), index.table.ident()
-            ),
+            sql.SQL("SELECT {} FROM {}").format(expression_sql(text), index.table.ident()),
         )
         if isinstance(result, psycopg.Error):
             problems.append(
@@ -93,6 +136,14 @@ def _check_index(
                     f"{server_message(result)}",
                 )
             )
+
+
+def _may_run(query: QueryBudget, calls: CallGraph) -> bool:
+    """True when the budget query passes the read-only checks (budget_problems says why not)."""
+    try:
+        return not calls.refusals(query.sql, with_placeholders=True)
+    except SqlTextError:
+        return False
 
 
 def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Catalog:
@@ -123,13 +174,15 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
                 _check_index(conn, index, columns, problems)
     from dbopt.verify import budget_problems
 
-    problems.extend(budget_problems(specs.queries, specs, catalog))
+    calls = CallGraph.read(conn)
+    problems.extend(budget_problems(specs.queries, specs, catalog, calls))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}
     for query in specs.queries:
-        if query.owner in missing_views:
-            continue  # its view is created by apply; the query is checked once it exists
+        if query.owner in missing_views or not _may_run(query, calls):
+            # Its view is created by apply (checked once it exists), or it was refused above.
+            continue
         params = dict(query.params) if query.uses_placeholders else None
-        result = _try(conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params)
+        result = _explain(conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params)
         if isinstance(result, psycopg.Error):
             problems.append(
                 _at(query.location, f"query {query.name} fails: {server_message(result)}")

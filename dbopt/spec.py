@@ -16,6 +16,7 @@ from psycopg import sql
 
 from dbopt.docvalidate import check_document, dotted, suggest
 from dbopt.errors import Problem, SpecError
+from dbopt.readonly import static_refusals
 from dbopt.schema import INDEX_FILE, MAX_IDENTIFIER_BYTES, VIEW_FILE
 from dbopt.sqltext import SqlTextError, check_query, normalize_expression, normalize_query
 from dbopt.yamlload import Document, Path_, load_file
@@ -352,6 +353,10 @@ class _FileReader:
         except SqlTextError as exc:
             self.err((*path, "sql"), f"the query is not valid: {exc}")
         else:
+            # verify changes nothing: calls known to change something are refused here, without
+            # a database; verify and validate --dsn also check what the database holds.
+            for refusal in static_refusals(text, with_placeholders=placeholders):
+                self.err((*path, "sql"), str(refusal))
             for name in checked.placeholders:
                 if name not in params:
                     self.err(

@@ -168,6 +168,18 @@ def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
     With ``with_placeholders`` the text uses psycopg's ``%(name)s`` parameters (and ``%%`` for
     a literal percent), exactly as it will be sent with bound values.
     """
+    return _check_query(text, with_placeholders)[0]
+
+
+def query_tree(text: str, *, with_placeholders: bool) -> dict[str, Any]:
+    """The parse tree (pglast's JSON form) of a query that :func:`check_query` accepts.
+
+    Raises SqlTextError as check_query does; dbopt.readonly walks the tree for what it calls.
+    """
+    return _check_query(text, with_placeholders)[1]
+
+
+def _check_query(text: str, with_placeholders: bool) -> tuple[CheckedQuery, dict[str, Any]]:
     body = text.strip()
     names: tuple[str, ...] = ()
     parsed_text = body
@@ -194,7 +206,9 @@ def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
         if node in found:
             raise SqlTextError(f"must be read-only: it contains {what}")
     # Drop a trailing semicolon so the text can be embedded (EXPLAIN ..., CREATE ... AS ...).
-    return CheckedQuery(text=body.rstrip().rstrip(";").rstrip(), placeholders=names)
+    checked = CheckedQuery(text=body.rstrip().rstrip(";").rstrip(), placeholders=names)
+    tree: dict[str, Any] = stmt
+    return checked, tree
 
 
 def normalize_query(text: str) -> str:
@@ -218,5 +232,15 @@ def query_sql(text: str) -> sql.Composable:
 
 
 def budget_query_sql(text: str) -> sql.Composable:
-    """A budget query (with psycopg placeholders) after the parser accepted it as read-only."""
-    return sql.SQL(check_query(text, with_placeholders=True).text)
+    """A budget query (with psycopg placeholders) after the parser accepted it as read-only.
+
+    It must also call no function of :data:`dbopt.readonly.DENIED` (the check that needs no
+    database); what the database itself holds is checked by dbopt.readonly.CallGraph.
+    """
+    from dbopt.readonly import static_refusals
+
+    checked = check_query(text, with_placeholders=True)
+    refused = static_refusals(text, with_placeholders=True)
+    if refused:
+        raise SqlTextError(str(refused[0]))
+    return sql.SQL(checked.text)

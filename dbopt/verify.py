@@ -10,12 +10,20 @@ How the numbers are made (the CLI says so above every report):
   two closest ranks (numpy's default); with a single run every percentile is that run.
 * Buffers, rows and the plan shown are those of the last recorded run.
 
-Safety, so that pointing verify at production is fine: every run is its own READ ONLY
-transaction, always rolled back, under a ``statement_timeout`` of the budget's ``timeout_ms``
-or else ``max(1 s, budget_ms * verify_timeout_factor)``, so a missing index cannot turn into a
-ten-minute sequential scan. The query text passes :func:`dbopt.sqltext.budget_query_sql` (the
-parser accepts one read-only statement) and its parameters are bound by psycopg. What the
-parser cannot see, such as a function that writes, the read-only transaction refuses.
+Safety, so that pointing verify at production is fine: verify changes nothing. Before the
+first query runs, :func:`check_budgets` refuses (exit 2, file:line, nothing run) any budget
+whose query can reach something that changes data, sequences, statistics, settings, other
+sessions or server state: a deny-listed built-in, a VOLATILE function, a view, policy,
+operator, cast or function body that runs one (see :mod:`dbopt.readonly`, read from the
+database's own catalog). Then every run is its own READ ONLY transaction, always rolled back,
+under a ``statement_timeout`` of the budget's ``timeout_ms`` or else
+``max(1 s, budget_ms * verify_timeout_factor)``, so a missing index cannot turn into a
+ten-minute sequential scan, and a write that got past the checks is refused by the server.
+The query text passes :func:`dbopt.sqltext.budget_query_sql` (the parser accepts one
+read-only statement) and its parameters are bound by psycopg. verify never runs ANALYZE or
+any other statement that writes; running a query is observed like any query (pg_stat_* scan
+counters, pg_stat_statements), which is not a change. ``--hypothetical`` adds HypoPG
+hypothetical indexes to its own backend's memory and drops exactly those before it returns.
 
 The library measures (:func:`measure`), judges (:func:`judge`) and returns reports
 (:func:`run_verify`, :func:`run_hypothetical`); the CLI renders them.
@@ -43,6 +51,7 @@ from dbopt.config import Settings
 from dbopt.db import server_message
 from dbopt.docvalidate import suggest
 from dbopt.errors import ConfigError, ConnectError, InputError, Problem, SpecError
+from dbopt.readonly import CallGraph
 from dbopt.spec import (
     DEFAULT_SCHEMA,
     IndexSpec,
@@ -794,9 +803,12 @@ def _at(loc: Location, message: str) -> Problem:
     return Problem(loc.file, loc.line, loc.column, message)
 
 
-def check_budgets(budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catalog) -> None:
-    """Raise SpecError, before anything runs, for what makes a budget impossible to judge."""
-    problems = budget_problems(budgets, specs, catalog)
+def check_budgets(
+    budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catalog, calls: CallGraph
+) -> None:
+    """Raise SpecError, before anything runs, for what makes a budget impossible to judge or
+    unsafe to run (``calls``: the database's CallGraph, see :func:`budget_problems`)."""
+    problems = budget_problems(budgets, specs, catalog, calls)
     if problems:
         count = len(problems)
         raise SpecError(
@@ -806,13 +818,14 @@ def check_budgets(budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catal
 
 
 def budget_problems(
-    budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catalog
+    budgets: Sequence[QueryBudget], specs: SpecSet, catalog: Catalog, calls: CallGraph
 ) -> list[Problem]:
-    """What makes budgets impossible to judge (also checked by `validate --dsn`).
+    """What makes budgets impossible to judge or unsafe to run (also checked by `validate --dsn`).
 
     An expectation naming an index that is neither in the specs nor in the database, or a
     table that does not exist, is a mistake in the spec, not a failed check. So is a query
-    the budget SQL door refuses.
+    the budget SQL door refuses, and one that can reach anything that changes something on
+    this database (``calls``: its CallGraph, read with ``CallGraph.read(conn)``).
     """
     problems: list[Problem] = []
     index_names = {i.name for i in specs.all_indexes} | {n.name for n in catalog.indexes}
@@ -822,6 +835,9 @@ def budget_problems(
             budget_query_sql(budget.sql)
         except SqlTextError as exc:
             problems.append(_at(budget.location, f"query {budget.name}: cannot be run: {exc}"))
+        else:
+            for refusal in calls.refusals(budget.sql, with_placeholders=True):
+                problems.append(_at(budget.location, f"query {budget.name}: {refusal}"))
         for name in budget.expect.uses_index:
             if name not in index_names:
                 problems.append(
@@ -894,7 +910,7 @@ def run_verify(
     """
     chosen = select_budgets(specs, queries, tables)
     catalog = inspect(conn)
-    check_budgets(chosen, specs, catalog)
+    check_budgets(chosen, specs, catalog, CallGraph.read(conn))
     results = []
     for budget in chosen:
         if progress is not None:
@@ -1099,6 +1115,14 @@ def _hypopg_function(conn: psycopg.Connection[Any], name: str) -> sql.Identifier
     return sql.Identifier(row[0], name) if row else sql.Identifier(name)
 
 
+def _hypothetical_oids(conn: psycopg.Connection[Any]) -> set[int]:
+    """The OIDs of the hypothetical indexes of this backend (HypoPG's ``hypopg()``)."""
+    rows = conn.execute(
+        sql.SQL("SELECT indexrelid::int8 FROM {}()").format(_hypopg_function(conn, "hypopg"))
+    ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
 def _plain_plan(
     conn: psycopg.Connection[Any], budget: QueryBudget, timeout_ms: int
 ) -> PlanNode | str:
@@ -1140,25 +1164,30 @@ def run_hypothetical(
 ) -> HypotheticalReport:
     """Estimate, with HypoPG, what the spec indexes that do not exist yet would change.
 
-    Each missing index becomes a hypothetical one (backend memory only; reset at the end),
-    and each selected query is planned with plain EXPLAIN (no ANALYZE) before and after.
-    A query fails when its expectations would still not hold with every index built.
+    Each missing index becomes a hypothetical one (this backend's memory only), and each
+    selected query is planned with plain EXPLAIN (no ANALYZE) before and after. A query fails
+    when its expectations would still not hold with every index built. The budgets are
+    checked first (nothing is created or planned when one is refused); at the end exactly the
+    hypothetical indexes this call created are dropped, so the session is left as it was.
     """
     chosen = select_budgets(specs, queries, tables)
-    version = require_hypopg(conn, create=create_extension)
     catalog = inspect(conn)
-    check_budgets(chosen, specs, catalog)
+    check_budgets(chosen, specs, catalog, CallGraph.read(conn))
+    version = require_hypopg(conn, create=create_extension)
     missing = [i for i in specs.all_indexes if i.qualified_name not in catalog.indexes]
     timeouts = {b.name: statement_timeout_ms(b, settings) for b in chosen}
     before = {b.name: _plain_plan(conn, b, timeouts[b.name]) for b in chosen}
-    reset_fn = _hypopg_function(conn, "hypopg_reset")
+    existing = _hypothetical_oids(conn)
     try:
         create_fn = _hypopg_function(conn, "hypopg_create_index")
         hypo = tuple(_create_hypothetical(conn, spec, create_fn) for spec in missing)
         after = {b.name: _plain_plan(conn, b, timeouts[b.name]) for b in chosen}
     finally:
         if not (conn.closed or conn.broken):
-            conn.execute(sql.SQL("SELECT {}()").format(reset_fn))
+            # Those this call made, even when it stopped half-way; the caller's stay.
+            drop_fn = _hypopg_function(conn, "hypopg_drop_index")
+            for oid in sorted(_hypothetical_oids(conn) - existing):
+                conn.execute(sql.SQL("SELECT {}(%s)").format(drop_fn), [oid])
     rename = {h.hypo_name: h.spec.name for h in hypo if h.hypo_name}
     results = [_what_if(b, before[b.name], after[b.name], rename, catalog) for b in chosen]
     return HypotheticalReport(version, hypo, tuple(results), catalog.server_version)

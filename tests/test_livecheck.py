@@ -262,6 +262,112 @@ def test_budget_query_with_a_missing_column(write: Write, db_dsn: str) -> None:
     ]
 
 
+# Declared STABLE / IMMUTABLE, yet they reset statistics: the planner evaluates such
+# functions while it plans (selectivity estimates, constant folding), so even a plain EXPLAIN
+# of a query calling them changes something. Created by the superuser, and validate runs as
+# the superuser, who may reset statistics: only dbopt's care stands in the way.
+LYING_FUNCTIONS = """
+CREATE FUNCTION looks_harmless() RETURNS bigint STABLE LANGUAGE plpgsql
+    AS 'BEGIN PERFORM pg_stat_reset(); RETURN 1; END';
+CREATE FUNCTION lying_immutable(int) RETURNS int IMMUTABLE LANGUAGE plpgsql
+    AS 'BEGIN PERFORM pg_stat_reset(); RETURN $1; END';
+GRANT EXECUTE ON FUNCTION looks_harmless(), lying_immutable(int) TO PUBLIC;
+"""
+
+
+def stats_reset(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute(
+        "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_validate_neither_plans_nor_runs_view_queries_and_expressions(
+    write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    admin_conn.execute(LYING_FUNCTIONS)
+    write(
+        **{
+            "views/mv_lying.yaml": """\
+                name: mv_lying
+                query: SELECT lying_immutable(1) AS x, id FROM users
+            """,
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_lying
+                    columns: [{expr: "lying_immutable(id::int)"}]
+                    where: lying_immutable(1) > 0
+            """,
+        }
+    )
+    before = stats_reset(admin_conn)
+    result = validate(admin_dsn)
+    assert result.exit_code == 0, result.output
+    # The server parsed and analysed them (names, columns, types), and planned nothing.
+    assert stats_reset(admin_conn) == before
+    # What validate no longer does: planning alone would have folded lying_immutable(1).
+    admin_conn.execute("EXPLAIN SELECT * FROM (SELECT lying_immutable(1) AS x) s LIMIT 0")
+    assert stats_reset(admin_conn) != before
+
+
+def test_budget_query_reaching_something_that_changes_is_refused_and_not_planned(
+    write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    admin_conn.execute(LYING_FUNCTIONS)
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                queries:
+                  - name: by_id
+                    sql: SELECT email FROM users WHERE id = 1
+                    budget_ms: 5
+                  - name: lying
+                    sql: SELECT email FROM users WHERE id = looks_harmless()
+                    budget_ms: 5
+            """
+        }
+    )
+    before = stats_reset(admin_conn)
+    result = validate(admin_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "indexes/users.yaml:6:5: query lying: public.looks_harmless() calls "
+        "pg_catalog.pg_stat_reset(), which resets the server's statistics: verify must change "
+        "nothing",
+        "error: 1 problem against the database; nothing was changed",
+    ]
+    assert stats_reset(admin_conn) == before
+    # What was refused: a plain EXPLAIN estimates id = looks_harmless() by calling it.
+    admin_conn.execute("EXPLAIN SELECT email FROM users WHERE id = looks_harmless()")
+    assert stats_reset(admin_conn) != before
+    # Without a database, validate cannot know what looks_harmless() does: it passes.
+    offline = CliRunner().invoke(main, ["validate"])
+    assert offline.exit_code == 0, offline.output
+
+
+def test_validate_refuses_a_denied_call_without_a_database(write: Write) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                queries:
+                  - name: stats
+                    sql: SELECT count(*) FROM users, LATERAL pg_stat_reset() AS r
+                    budget_ms: 5
+            """
+        }
+    )
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "indexes/users.yaml:4:10: queries[0].sql: pg_stat_reset() resets the server's "
+        "statistics: verify must change nothing",
+        "error: 1 problem in the specs; nothing was run",
+    ]
+
+
 def test_view_query_and_view_index_columns(write: Write, db_dsn: str) -> None:
     write(
         **{

@@ -755,6 +755,36 @@ def test_budget_queries_must_be_read_only(write: Write, sql: str, message: str) 
     ]
 
 
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT pg_stat_reset()", "pg_stat_reset() resets the server's statistics"),
+        (
+            "SELECT * FROM users WHERE id = (SELECT pg_catalog.pg_terminate_backend(42)::int)",
+            "pg_catalog.pg_terminate_backend() interrupts or ends another session",
+        ),
+        (
+            "WITH l AS (SELECT pg_try_advisory_lock(7)) SELECT * FROM users, l",
+            "pg_try_advisory_lock() takes or releases an advisory lock (a session lock outlives "
+            "the rolled-back transaction, and any lock can block the application)",
+        ),
+        (
+            # In a YAML double-quoted scalar \" is a quote: these are quoted identifiers.
+            'SELECT * FROM \\"pg_catalog\\".\\"pg_create_physical_replication_slot\\"(1)',
+            "pg_catalog.pg_create_physical_replication_slot() creates, drops, advances or "
+            "consumes a replication slot or origin",
+        ),
+    ],
+)
+def test_budget_queries_must_not_call_what_changes_something(
+    write: Write, sql: str, message: str
+) -> None:
+    write(**{"indexes/users.yaml": budget(f'sql: "{sql}"', "budget_ms: 5")})
+    assert problems() == [
+        f"indexes/users.yaml:4:10: queries[0].sql: {message}: verify must change nothing"
+    ]
+
+
 def test_placeholders_and_params_must_match(write: Write) -> None:
     write(
         **{

@@ -12,6 +12,7 @@ from dbopt.sqltext import (
     expression_sql,
     normalize_expression,
     normalize_query,
+    query_tree,
 )
 
 
@@ -210,3 +211,22 @@ def test_budget_query_sql_keeps_placeholders() -> None:
     assert composed.as_string(None) == "SELECT * FROM t WHERE id = %(id)s"
     with pytest.raises(SqlTextError):
         budget_query_sql("UPDATE t SET x = 1")
+
+
+def test_budget_query_sql_refuses_what_would_change_something() -> None:
+    # The door verify sends budget queries through refuses deny-listed calls itself, so a
+    # SpecSet built in code (not loaded from files) gets the same check.
+    with pytest.raises(SqlTextError) as err:
+        budget_query_sql("SELECT id FROM t WHERE id = (SELECT pg_advisory_lock(%(key)s))")
+    assert str(err.value) == (
+        "pg_advisory_lock() takes or releases an advisory lock (a session lock outlives the "
+        "rolled-back transaction, and any lock can block the application): verify must "
+        "change nothing"
+    )
+
+
+def test_query_tree_is_the_checked_statement() -> None:
+    tree = query_tree("SELECT f(%(x)s) FROM t", with_placeholders=True)
+    assert set(tree) == {"SelectStmt"}
+    with pytest.raises(SqlTextError, match="not DELETE"):
+        query_tree("DELETE FROM t", with_placeholders=False)

@@ -453,6 +453,142 @@ def test_read_only_transaction_refuses_dml_when_validation_is_bypassed(
     )
 
 
+# --- verify changes nothing -----------------------------------------------------------------
+
+
+def scans_and_reset(conn: psycopg.Connection[Any]) -> tuple[int, Any]:
+    """(seq_scan of barbers, when the database's statistics were last reset), flushed first."""
+    conn.execute("SELECT pg_stat_force_next_flush()")  # this backend's pending counts, now
+    row = conn.execute(
+        "SELECT (SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'barbers'), "
+        "(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database())"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_a_refused_budget_stops_verify_before_any_query_runs(
+    appointments: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
+    # As the superuser, who may reset statistics: only dbopt's check stands in the way.
+    admin_conn.execute(
+        "CREATE FUNCTION looks_harmless() RETURNS int STABLE LANGUAGE plpgsql "
+        "AS 'BEGIN PERFORM pg_stat_reset(); RETURN 1; END'"
+    )
+    admin_conn.execute("SELECT count(*) FROM barbers")
+    before = scans_and_reset(admin_conn)
+    assert before[0] > 0
+    # The harmless query comes first: had anything run, barbers' seq_scan would have grown.
+    good = budget(name="good", sql="SELECT count(*) FROM barbers", owner="public.barbers")
+    for text, message in [
+        (
+            "SELECT pg_stat_reset()",
+            "query bad: cannot be run: pg_stat_reset() resets the server's statistics: verify "
+            "must change nothing",
+        ),
+        (
+            "SELECT name FROM barbers WHERE id = looks_harmless()",
+            "query bad: public.looks_harmless() calls pg_catalog.pg_stat_reset(), which resets "
+            "the server's statistics: verify must change nothing",
+        ),
+    ]:
+        bad = budget(name="bad", sql=text)
+        for run_it in (run_verify, run_hypothetical):
+            with pytest.raises(SpecError) as err:
+                run_it(admin_conn, SpecSet(index_queries=(good, bad)), Settings())
+            assert err.value.args[0] == "1 problem in the query budgets; nothing was run"
+            assert [str(p) for p in err.value.problems] == [f"{HERE}: {message}"]
+            assert scans_and_reset(admin_conn) == before
+    # What the check stood in front of: the READ ONLY, rolled-back run does reset them.
+    m = measure(admin_conn, budget(sql="SELECT looks_harmless()"), Settings())
+    assert m.outcome == "ok"
+    after = scans_and_reset(admin_conn)
+    assert after[1] is not None and after[1] != before[1] and after[0] == 0
+
+
+def test_refused_built_ins_leave_sessions_locks_slots_and_settings_alone(
+    admin_conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    slot = "dbopt_verify_slot"
+    with psycopg.connect(db_dsn, autocommit=True) as other:
+        pid = other.info.backend_pid
+        bad = (
+            budget(name="kill", sql=f"SELECT pg_terminate_backend({pid})"),
+            budget(name="lock", sql="SELECT pg_advisory_lock(42)"),
+            budget(name="slot", sql=f"SELECT * FROM pg_create_physical_replication_slot('{slot}')"),
+            budget(name="setting", sql="SELECT set_config('work_mem', '1MB', false)"),
+            budget(name="seed", sql="SELECT setseed(0.5)"),
+        )
+        try:
+            with pytest.raises(SpecError) as err:
+                run_verify(admin_conn, SpecSet(index_queries=bad), Settings())
+            assert err.value.args[0] == "5 problems in the query budgets; nothing was run"
+            messages = [p.message for p in err.value.problems]
+            assert messages[0] == (
+                "query kill: cannot be run: pg_terminate_backend() interrupts or ends another "
+                "session: verify must change nothing"
+            )
+            assert messages[4] == (
+                "query seed: pg_catalog.setseed(double precision) is a VOLATILE built-in that "
+                "dbopt does not know to be harmless: verify must change nothing"
+            )
+            assert other.execute("SELECT 1").fetchone() == (1,)  # still alive
+            held = admin_conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            assert held.fetchone() == (0,)
+            slots = admin_conn.execute(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", [slot]
+            )
+            assert slots.fetchone() == (0,)
+        finally:
+            admin_conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                [slot],
+            )
+
+
+def test_verify_refuses_a_volatile_function_at_its_file_and_line(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    appointments.execute(
+        "CREATE TABLE visits (barber_id int);"
+        "CREATE FUNCTION log_visit(int) RETURNS int LANGUAGE plpgsql "
+        "AS 'BEGIN INSERT INTO visits VALUES ($1); RETURN $1; END';"
+        "CREATE FUNCTION barber_label(int) RETURNS text STABLE LANGUAGE sql "
+        "AS $$ SELECT 'barber ' || $1 $$"
+    )
+    specs = write_specs(
+        tmp_path,
+        {
+            "barbers.yaml": """\
+                table: barbers
+                queries:
+                  - name: labelled
+                    sql: SELECT barber_label(id) FROM barbers WHERE id = 3
+                    budget_ms: 200
+                    runs: 2
+                  - name: logged
+                    sql: SELECT name FROM barbers WHERE id = log_visit(3)
+                    budget_ms: 200
+                """
+        },
+    )
+    args = ["--dsn", db_dsn, "--specs", str(specs), "--format", "plain"]
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{specs / 'barbers.yaml'}:7:5: query logged: public.log_visit(integer) is VOLATILE, so "
+        "it may write or change state (declare it STABLE or IMMUTABLE if it only reads): "
+        "verify must change nothing",
+        "error: 1 problem in the query budgets; nothing was run",
+    ]
+    assert "Query budgets" not in result.output
+    # A STABLE function that only reads is fine, and the query is measured as before.
+    result = run(*args, "--query", "labelled")
+    assert result.exit_code == 0, result.output
+    assert "1 query: 1 pass, 0 warn, 0 fail" in result.output
+
+
 def test_statement_timeout_stops_a_slow_query(
     conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
 ) -> None:
@@ -620,7 +756,12 @@ def test_hypothetical_indexes_with_hypopg(
     assert len(ET.parse(junit).getroot().findall(".//testcase")) == 1
 
     specs = load_specs([(specs_dir, True)])
+    # A hypothetical index the caller made before: verify must leave it where it was.
+    mine = appointments.execute(
+        "SELECT indexname FROM hypopg_create_index('CREATE INDEX ON barbers (name)')"
+    ).fetchall()
     report = run_hypothetical(appointments, specs, Settings())
+    assert appointments.execute("SELECT indexname FROM hypopg()").fetchall() == mine
     assert {h.spec.name for h in report.indexes} == {"idx_appt_barber", "idx_appt_status"}
     assert all(h.hypo_name and h.hypo_name.startswith("<") for h in report.indexes)
     by_name = {q.budget.name: q for q in report.queries}
@@ -640,6 +781,37 @@ def test_hypothetical_indexes_with_hypopg(
     result = run(*args)
     assert result.exit_code == 1
     assert "by_status_expected_wrongly" in result.output
+
+
+def test_hypothetical_refuses_before_it_creates_the_extension(
+    appointments: psycopg.Connection[Any],
+    admin_dsn: str,
+    admin_conn: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    if not _hypopg_available(appointments):
+        pytest.skip("HypoPG is not available on the test server (Debian: postgresql-NN-hypopg)")
+    specs = write_specs(
+        tmp_path,
+        {
+            "barbers.yaml": """\
+                table: barbers
+                queries:
+                  - name: seeded
+                    sql: SELECT setseed(0.5), name FROM barbers
+                    budget_ms: 20
+                """
+        },
+    )
+    # The superuser could create HypoPG: the refusal must come first.
+    result = run("--dsn", admin_dsn, "--specs", str(specs), "--hypothetical", "--create-extension")
+    assert result.exit_code == 2
+    assert "query seeded: pg_catalog.setseed(double precision) is a VOLATILE built-in" in (
+        result.output
+    )
+    assert "nothing was run" in result.output
+    installed = admin_conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'hypopg'")
+    assert installed.fetchone() is None
 
 
 def test_hypothetical_without_hypopg_says_how_to_get_it(

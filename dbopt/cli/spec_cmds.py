@@ -19,9 +19,13 @@ def validate(opts: Options) -> None:
     """Check every spec file; with --env/--dsn also check them against a database.
 
     Without a database this parses every predicate, expression and query with the real
-    PostgreSQL parser, checks names, cron schedules and view dependencies, and reports every
-    problem at once as file:line:column. With --env or --dsn it also checks that every table,
-    column and referenced index exists.
+    PostgreSQL parser, checks names, cron schedules and view dependencies, refuses budget
+    queries that call a function known to change something (pg_stat_reset, advisory locks,
+    set_config...), and reports every problem at once as file:line:column. With --env or --dsn
+    it also checks that every table, column and referenced index exists, and refuses budget
+    queries that can reach anything that changes something in that database (as verify does).
+    It changes nothing: view queries and expressions are only parsed and analysed by the
+    server, and a budget query is planned (EXPLAIN, no ANALYZE) only once it passed that check.
 
     \b
     Examples:

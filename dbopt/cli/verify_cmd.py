@@ -100,6 +100,12 @@ def verify(
 ) -> None:
     """Measure each budgeted query with EXPLAIN ANALYZE and judge it against its budget.
 
+    verify changes nothing. Before the first query runs, every function, operator, view,
+    policy and cast a query can reach is checked in the database's catalog: a query that
+    could change data, sequences, statistics, settings, other sessions or server state (a
+    side-effecting built-in, a VOLATILE function, or what runs one) is refused at its
+    file:line and nothing runs (exit 2).
+
     Each query runs `warmup` unrecorded and `runs` recorded times, every run in a READ ONLY
     transaction that is rolled back, under a statement_timeout derived from its budget
     (timeout_ms, else budget_ms x verify_timeout_factor, at least 1 s). Its p95 is judged
