@@ -173,6 +173,14 @@ def test_the_relevant_set_covers_partitions_indexes_and_readers(
     assert catalog.dependents[MV_DAYS] == (q("mv_busy"), q("v_days"))
 
 
+def test_an_index_named_stands_for_its_table(catalog_db: psycopg.Connection[Any]) -> None:
+    # What history.managed() returns (indexes dbopt created) can be passed as it is.
+    catalog = inspect(catalog_db, [q("appt_day"), q("mv_busy_day")])
+    inspected = {str(n) for n, r in catalog.relations.items() if r.inspected}
+    assert inspected == {"public.appointments", "public.mv_busy"}
+    assert q("appt_note") in catalog.indexes
+
+
 def test_ddl_on_a_relevant_relation_is_still_waited_for(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
 ) -> None:

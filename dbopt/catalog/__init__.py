@@ -190,11 +190,13 @@ def inspect(
     """Read the catalog in a constant number of queries (four, five with ``relevant``).
 
     ``relevant``: the tables and materialized views the command touches (what its specs name,
-    and what dbopt manages there). Only these, the partitions under them, their indexes and
+    and what dbopt manages: the names history.managed() returns may be given as they are, an
+    index standing for its table). Only these, the partitions under them, their indexes and
     the views that read a relevant materialized view are sized and deparsed, the only catalog
     reads that take locks; any other relation is listed from plain catalog columns, so DDL
-    left open on it in another session never makes dbopt wait. ``None`` inspects everything
-    (and may wait on any relation).
+    left open on it in another session never makes dbopt wait. A name that does not exist is
+    no error (it is simply not found). ``None`` inspects everything (and may wait on any
+    relation).
     """
     queries = 0
     relations: dict[QualifiedName, Relation] = {}

@@ -1,14 +1,22 @@
--- The relations a command touches, as OIDs: the tables and materialized views it names, the
--- partitions under them (recursively), and the views and materialized views that read a named
--- materialized view (a replace rebuilds or re-binds them). Plain catalog reads only: finding
--- them takes no lock on any relation.
+-- The relations a command touches, as OIDs: the tables and materialized views it names (an
+-- index named stands for its table: dbopt may drop or rebuild it there), the partitions under
+-- them (recursively), and the views and materialized views that read a named materialized
+-- view (a replace rebuilds or re-binds them). Plain catalog reads only: finding them takes no
+-- lock on any relation.
 WITH RECURSIVE named AS (
     SELECT c.oid, c.relkind
       FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS s(schema, name)
       JOIN pg_namespace n ON n.nspname = s.schema
       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.name
+), tables AS (
+    SELECT oid, relkind FROM named WHERE relkind NOT IN ('i', 'I')
+    UNION
+    SELECT t.oid, t.relkind
+      FROM named x
+      JOIN pg_index i ON i.indexrelid = x.oid
+      JOIN pg_class t ON t.oid = i.indrelid
 ), tree AS (
-    SELECT oid, relkind FROM named
+    SELECT oid, relkind FROM tables
     UNION
     SELECT c.oid, c.relkind
       FROM tree t
@@ -17,7 +25,7 @@ WITH RECURSIVE named AS (
      WHERE t.relkind = 'p'
 ), readers AS (
     SELECT r.ev_class AS oid
-      FROM named m
+      FROM tables m
       JOIN pg_depend d ON d.refobjid = m.oid
                       AND d.refclassid = 'pg_class'::regclass
                       AND d.classid = 'pg_rewrite'::regclass
