@@ -63,6 +63,51 @@ FIXED_PINS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: The pins that give printed SQL its meaning (names, literals, placement): what `plan --sql`
+#: and rollback files must set before their statements, since psql runs them in a session
+#: of its own. All exist since PostgreSQL 12.
+REPLAY_PINS = frozenset(
+    {
+        "search_path",
+        "TimeZone",
+        "DateStyle",
+        "IntervalStyle",
+        "standard_conforming_strings",
+        "transform_null_equals",
+        "array_nulls",
+        "xmloption",
+        "lc_monetary",
+        "lc_numeric",
+        "lc_time",
+        "timezone_abbreviations",
+        "default_tablespace",
+        "default_table_access_method",
+        "row_security",
+    }
+)
+
+
+def replay_sql(settings: Settings | None = None) -> str:
+    """``SET`` statements for :data:`REPLAY_PINS`, one per line, for SQL dbopt prints.
+
+    dbopt deparses view and index definitions under its pins (a name in ``public`` is
+    printed unqualified): a psql session with another search_path or DateStyle would read
+    the printed text differently. Put these before the statements.
+    """
+    lines = [
+        # The names are dbopt's own constants, never input: written as they are.
+        sql.SQL("SET {} = {};").format(sql.SQL(name), _setting(name, value)).as_string(None)
+        for name, value in session_pins(settings)
+        if name in REPLAY_PINS
+    ]
+    return "\n".join(sorted(lines, key=lambda line: not line.startswith("SET search_path"))) + "\n"
+
+
+def _setting(name: str, value: str) -> sql.Composable:
+    """A SET value: search_path as the list it is (its names are quoted already)."""
+    return sql.SQL(value) if name == "search_path" else sql.Literal(value)
+
+
 @cache
 def _pins_sql() -> sql.SQL:
     """The statement that pins the settings (a packaged file, never user input)."""

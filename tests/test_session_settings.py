@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from dbopt.cli import main
 from dbopt.config import Settings
-from dbopt.db import FIXED_PINS, connect, pin, session_pins
+from dbopt.db import FIXED_PINS, connect, pin, replay_sql, session_pins
 from dbopt.errors import ConfigError
 
 OWNER = "dbopt_owner"
@@ -39,6 +39,7 @@ HOSTILE: dict[str, tuple[str, str]] = {
     "standard_conforming_strings": ("off", "on"),
     "bytea_output": ("escape", "hex"),
     "lc_monetary": ("C", "C"),
+    "client_encoding": ("LATIN1", "UTF8"),
     "default_transaction_read_only": ("on", "off"),
     "default_transaction_isolation": ("serializable", "read committed"),
     "default_table_access_method": ("heap", "heap"),
@@ -334,3 +335,18 @@ def test_indexes_are_built_in_the_database_default_tablespace(
         admin_conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(role, db))
         # What dbopt built must leave the tablespace empty, or it could not be dropped.
         admin_conn.execute("DROP MATERIALIZED VIEW IF EXISTS public.mv_january")
+
+
+def test_printed_sql_carries_the_pins_that_give_it_its_meaning(
+    evil: psycopg.Connection[Any], hostile_role: None, db_dsn: str
+) -> None:
+    # SQL that dbopt prints (plan --sql, rollback files) is replayed by psql in a session of
+    # its own: the same pins must come first, or `appointments` may mean evil.appointments.
+    text = replay_sql(Settings(timezone="Europe/Paris"))
+    assert text.startswith('SET search_path = "public", pg_temp;\n')
+    assert "SET TimeZone = 'Europe/Paris';\n" in text
+    assert "SET default_tablespace = '';\n" in text
+    with psycopg.connect(db_dsn, autocommit=True) as psql_like:
+        psql_like.execute(text)
+        assert psql_like.execute("SELECT min(id) FROM appointments").fetchone() == (1,)
+        assert show(psql_like, "DateStyle") == "ISO, MDY"
