@@ -1,24 +1,50 @@
-"""dbopt.yaml: named environments (DSN, timeouts, confirmation) and project defaults."""
+"""dbopt.yaml: named environments (DSN, timeouts, confirmation) and project defaults.
+
+Every value is checked here, before any connection: a value the server would refuse (a
+timeout beyond its limit, a malformed memory size) is an input error naming the file, the
+line and the key, never a failure halfway through a run.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dbopt.docvalidate import schema_problems, suggest
-from dbopt.errors import ConfigError
-from dbopt.schema import config_schema
-from dbopt.yamlload import load_file
+from dbopt.docvalidate import dotted, schema_problems, suggest
+from dbopt.errors import ConfigError, Problem
+from dbopt.schema import (
+    DURATION_KEYS,
+    MAX_IDENTIFIER_BYTES,
+    MAX_KILOBYTES,
+    MAX_TIMEOUT_MS,
+    MEMORY_UNITS_KB,
+    MIN_MAINTENANCE_WORK_MEM_KB,
+    config_schema,
+)
+from dbopt.yamlload import Document, Path_, load_file
+
+if TYPE_CHECKING:  # dbopt.dsn imports psycopg: only commands that connect need it
+    from dbopt.dsn import EnvironmentPart
 
 DEFAULT_CONFIG = "dbopt.yaml"
 DEFAULT_SPEC_DIRS = ("indexes", "views")
+DEFAULT_SEARCH_PATH = ("public",)
+DEFAULT_TIMEZONE = "UTC"
 
 _UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h|d)?\s*$")
+_MEMORY = re.compile(r"^\s*(\d+)\s*(B|kB|MB|GB|TB)\s*$")
+#: What a TimeZone value may hold (a zone name like Europe/Paris, or a POSIX offset like
+#: UTC+3); whether the server knows the zone is its call, at connect.
+_TIMEZONE = re.compile(r"^[A-Za-z0-9_+\-/:.]+$")
+#: Schemas a pinned search_path may not name: dbopt places them itself (pg_catalog first,
+#: pg_temp last), and "$user" would make the path depend on the role again.
+_RESERVED_SCHEMAS = ("pg_catalog", "pg_temp", "$user")
 
 
 def duration_ms(value: int | str) -> int:
@@ -29,6 +55,117 @@ def duration_ms(value: int | str) -> int:
     if not match:
         raise ConfigError(f"'{value}' is not a duration: write e.g. 500ms, 5s, 2min, 1h")
     return int(match.group(1)) * _UNIT_MS[match.group(2) or "ms"]
+
+
+def _human_ms(ms: int) -> str:
+    tenths = ms * 10 // 86_400_000  # rounded down: "at most 24.8 days" must stay true
+    return f"{ms}ms, about {tenths // 10}.{tenths % 10} days" if tenths >= 10 else f"{ms}ms"
+
+
+def duration_problem(key: str, value: int | str) -> str | None:
+    """Why a duration setting would be refused (by the server or by dbopt), or None."""
+    ms = duration_ms(value)
+    if ms > MAX_TIMEOUT_MS:
+        return (
+            f"{value!r} is longer than PostgreSQL allows for a timeout "
+            f"(at most {_human_ms(MAX_TIMEOUT_MS)})"
+        )
+    if key == "lock_timeout" and ms == 0:
+        return (
+            "0 would let dbopt wait for a lock forever, with the application's queries queued "
+            "behind it; give a limit such as 5s"
+        )
+    return None
+
+
+def memory_kb(value: str) -> int:
+    """A PostgreSQL memory size ('1GB', '512MB', '65536kB') in kilobytes, rounded down."""
+    match = _MEMORY.match(value)
+    if not match:
+        raise ConfigError(f"'{value}' is not a memory size: write e.g. 512MB or 1GB")
+    return int(match.group(1)) * MEMORY_UNITS_KB[match.group(2)] // 1024
+
+
+def memory_problem(value: str) -> str | None:
+    """Why the server would refuse this maintenance_work_mem, or None."""
+    kb = memory_kb(value)
+    if kb < MIN_MAINTENANCE_WORK_MEM_KB:
+        return f"{value!r} is below PostgreSQL's minimum for maintenance_work_mem (1MB)"
+    if kb > MAX_KILOBYTES:
+        return f"{value!r} is above PostgreSQL's maximum for maintenance_work_mem (2147483647kB)"
+    return None
+
+
+def _split_names(text: str) -> list[str]:
+    """Split ``a, "b,c", "d""e"`` on the commas outside double quotes, and unquote."""
+    names: list[str] = []
+    current: list[str] = []
+    quoted = False  # inside double quotes
+    was_quoted = False  # the current name was written in quotes (keep its spaces)
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == '"' and text.startswith('""', i):
+                current.append('"')
+                i += 1
+            elif c == '"':
+                quoted = False
+            else:
+                current.append(c)
+        elif c == '"':
+            if not "".join(current).strip():
+                current = []  # the spaces before a quoted name are no part of it
+            quoted = was_quoted = True
+        elif c.isspace() and was_quoted:
+            pass  # nor the spaces after it
+        elif c == ",":
+            name = "".join(current)
+            names.append(name if was_quoted else name.strip())
+            current, was_quoted = [], False
+        else:
+            current.append(c)
+        i += 1
+    if quoted:
+        raise ConfigError("search_path has a double quote that is not closed")
+    name = "".join(current)
+    names.append(name if was_quoted else name.strip())
+    return names
+
+
+def parse_search_path(value: str | Sequence[str]) -> tuple[str, ...]:
+    """A search_path setting as schema names: a list, or one string of comma-separated names.
+
+    In the string form a name may be double-quoted (``'"My Schema", public'``); names are
+    kept as written (case included), as everywhere in dbopt's files. Raise ConfigError for an
+    empty list or name, a name longer than 63 bytes, and for ``$user``, ``pg_catalog`` and
+    ``pg_temp``: dbopt searches pg_catalog first and pg_temp last itself.
+    """
+    names = tuple(_split_names(value) if isinstance(value, str) else value)
+    if not names:
+        raise ConfigError("search_path must name at least one schema, e.g. public")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("search_path holds an empty schema name")
+        if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ConfigError(f"schema name '{name}' is longer than 63 bytes")
+        if "\x00" in name:
+            raise ConfigError("a schema name cannot hold a NUL character")
+        if name in _RESERVED_SCHEMAS or name.startswith("pg_temp"):
+            raise ConfigError(
+                f"search_path cannot name {name}: dbopt always searches pg_catalog first and "
+                "pg_temp last, and never the role's own schema ($user)"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError("search_path names a schema twice")
+    return names
+
+
+def timezone_problem(value: str) -> str | None:
+    """Why a timezone setting is malformed, or None (the server judges unknown zones)."""
+    if not _TIMEZONE.match(value):
+        return f"{value!r} is not a time zone name: write e.g. UTC or Europe/Paris"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,23 +188,65 @@ class Settings:
     confirm: bool = False
     #: verify's statement_timeout for a query is budget_ms times this factor (at least 1 s).
     verify_timeout_factor: float = 20.0
+    #: The schemas unqualified names in view queries, index expressions and budget queries
+    #: resolve to, pinned on every connection instead of the role's search_path.
+    search_path: tuple[str, ...] = DEFAULT_SEARCH_PATH
+    #: The TimeZone pinned on every connection: timestamptz literals in specs and date
+    #: arithmetic in views mean the same whatever the role or database is set to.
+    timezone: str = DEFAULT_TIMEZONE
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name}_ms: {problem}"
+            for name in DURATION_KEYS
+            for value in [getattr(self, f"{name}_ms")]
+            if (problem := _ms_problem(name, value)) is not None
+        ]
+        if self.maintenance_work_mem is not None:
+            problem = memory_problem(self.maintenance_work_mem)
+            if problem:
+                problems.append(f"maintenance_work_mem: {problem}")
+        for name, low, high in (("jobs", 1, 64), ("retries", 0, 100)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                problems.append(f"{name}: expected an integer from {low} to {high}, got {value!r}")
+        if not 1 <= self.verify_timeout_factor <= 1000:
+            problems.append(
+                f"verify_timeout_factor: expected a number from 1 to 1000, "
+                f"got {self.verify_timeout_factor!r}"
+            )
+        parse_search_path(self.search_path)
+        zone = timezone_problem(self.timezone)
+        if zone:
+            problems.append(f"timezone: {zone}")
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(problems))
 
     def merged(self, raw: Mapping[str, Any]) -> Settings:
         """These settings overridden by the keys given in a config mapping."""
         changes: dict[str, Any] = {}
-        for key in (
-            "lock_timeout",
-            "statement_timeout",
-            "retry_backoff",
-            "cleanup_wait",
-            "build_wait_timeout",
-        ):
+        for key in DURATION_KEYS:
             if key in raw:
                 changes[f"{key}_ms"] = duration_ms(raw[key])
-        for key in ("maintenance_work_mem", "jobs", "retries", "confirm", "verify_timeout_factor"):
+        for key in (
+            "maintenance_work_mem",
+            "jobs",
+            "retries",
+            "confirm",
+            "verify_timeout_factor",
+            "timezone",
+        ):
             if key in raw:
                 changes[key] = raw[key]
+        if "search_path" in raw:
+            changes["search_path"] = parse_search_path(raw["search_path"])
         return replace(self, **changes)
+
+
+def _ms_problem(key: str, ms: int) -> str | None:
+    if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+        return f"expected a whole number of milliseconds, got {ms!r}"
+    return duration_problem(key, ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +269,96 @@ class Config:
     environments: Mapping[str, Environment] = field(default_factory=dict)
 
 
+#: The DSN of a run without --env and --dsn (before DATABASE_URL and the libpq environment).
+DBOPT_DSN = "DBOPT_DSN"
+DATABASE_URL = "DATABASE_URL"
+LIBPQ_ENVIRONMENT = "the libpq environment (PGHOST, PGSERVICE, ~/.pgpass...)"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The database a command will talk to, and how."""
+    """The database a command will talk to, how, and where that choice came from.
+
+    ``dsn`` is final: ``""`` means the libpq environment only (PGHOST, PGSERVICE, ...;
+    :func:`dbopt.db.connect` then reads no DATABASE_URL). ``source`` says who chose it
+    ("--dsn", "environment 'production' in dbopt.yaml", "DBOPT_DSN", "DATABASE_URL" or the
+    libpq environment); :meth:`describe` says it to the person running the command.
+    """
 
     env: str | None
-    dsn: str | None  # None: the libpq environment (PGHOST, PGSERVICE, ...) or DATABASE_URL
+    dsn: str | None
     settings: Settings
+    source: str = ""
+
+    def environment_parts(self, environ: Mapping[str, str] | None = None) -> list[EnvironmentPart]:
+        """Parts of the target (host, port, dbname, user...) libpq takes from PG* variables."""
+        from dbopt.dsn import environment_parts
+
+        return environment_parts(self.dsn or "", os.environ if environ is None else environ)
+
+    def describe(self, environ: Mapping[str, str] | None = None) -> str:
+        """``user@host:port/db (source; host from PGHOST (db2))``: never a password."""
+        from dbopt.dsn import describe_target
+
+        notes = [self.source] if self.source else []
+        notes += [str(p) for p in self.environment_parts(environ)]
+        label = describe_target(self.dsn or "")
+        return f"{label} ({'; '.join(notes)})" if notes else label
+
+
+def _value_problems(doc: Document, path: Path_, raw: Mapping[str, Any]) -> list[Problem]:
+    """What the schema cannot say about one settings mapping: ranges and meanings.
+
+    Values of the wrong shape are left to the schema's messages (one problem per mistake).
+    """
+    problems: list[Problem] = []
+
+    def add(key: str, message: str) -> None:
+        problems.append(doc.problem((*path, key), f"{dotted((*path, key))}: {message}"))
+
+    for key in DURATION_KEYS:
+        value = raw.get(key)
+        if isinstance(value, bool):
+            continue  # the schema says what is wrong with it
+        if (isinstance(value, int) and value >= 0) or (
+            isinstance(value, str) and _DURATION.match(value)
+        ):
+            problem = duration_problem(key, value)
+            if problem:
+                add(key, problem)
+    memory = raw.get("maintenance_work_mem")
+    if isinstance(memory, str) and _MEMORY.match(memory):
+        problem = memory_problem(memory)
+        if problem:
+            add("maintenance_work_mem", problem)
+    for key in ("jobs", "retries"):
+        value = raw.get(key)
+        if isinstance(value, float):
+            add(key, f"expected a whole number, got {value!r}")
+    if "search_path" in raw:
+        try:
+            parse_search_path(raw["search_path"])
+        except ConfigError as exc:
+            add("search_path", str(exc))
+    zone = raw.get("timezone")
+    if isinstance(zone, str) and zone:
+        problem = timezone_problem(zone)
+        if problem:
+            add("timezone", problem)
+    return problems
+
+
+def _settings_problems(doc: Document) -> list[Problem]:
+    data = doc.data
+    problems: list[Problem] = []
+    if isinstance(data.get("defaults"), dict):
+        problems += _value_problems(doc, ("defaults",), data["defaults"])
+    environments = data.get("environments")
+    if isinstance(environments, dict):
+        for name, raw in environments.items():
+            if isinstance(raw, dict):
+                problems += _value_problems(doc, ("environments", name), raw)
+    return problems
 
 
 def load_config(path: Path | None) -> Config:
@@ -114,7 +376,11 @@ def load_config(path: Path | None) -> Config:
     if not isinstance(doc.data, dict):
         problems.append(doc.problem((), "the configuration must be a mapping"))
     else:
-        problems.extend(schema_problems(doc, config_schema()))
+        # Checked on a copy: the validator may write schema defaults into what it checks,
+        # and an environment must inherit `defaults:`, not the schema's.
+        problems.extend(schema_problems(copy.deepcopy(doc), config_schema()))
+        problems.extend(_settings_problems(doc))
+        problems.sort(key=lambda p: (p.line, p.column, p.message))
     if problems:
         raise ConfigError(f"{path}: invalid configuration; nothing was run", problems)
     data: dict[str, Any] = doc.data
@@ -141,12 +407,41 @@ def resolve_target(
     dsn: str | None,
     environ: Mapping[str, str] | None = None,
 ) -> Target:
-    """Pick the database from --env/--dsn; ``${VAR}`` in an environment's DSN is expanded."""
+    """Pick the database: --env, else --dsn, else DBOPT_DSN, DATABASE_URL, the libpq environment.
+
+    ``env`` and ``dsn`` are the flags as given on the command line (no environment variable
+    behind them). The rule a careful DBA can predict:
+
+    - ``--env`` names a database in dbopt.yaml (its ``${VAR}`` expanded) and nothing else
+      may replace it: giving ``--dsn`` too is an error (which one did you mean?), and
+      DBOPT_DSN and DATABASE_URL are not read. An environment without ``dsn`` means the
+      libpq environment (PGHOST, PGSERVICE...). libpq still fills what a DSN leaves out from
+      PG* variables: :meth:`Target.environment_parts` names those parts.
+    - ``--dsn`` is used as given, with the config's defaults; an empty one is an error (an
+      unset shell variable must not silently mean "whatever PGHOST says").
+    - Neither: DBOPT_DSN, else DATABASE_URL, else the libpq environment.
+    """
     from dbopt.dsn import expand_env
 
     environ = os.environ if environ is None else environ
+    if env is not None and dsn is not None:
+        raise ConfigError(
+            f"give --env or --dsn, not both: --env {env} names a database in "
+            f"{config.path or DEFAULT_CONFIG}, --dsn another; to use {env}'s settings "
+            "with another DSN, add an environment for it"
+        )
+    if dsn is not None:
+        if not dsn.strip():
+            raise ConfigError(
+                "--dsn is empty (an unset variable?): give a connection string, or leave "
+                "--dsn out to use DBOPT_DSN, DATABASE_URL or the libpq environment"
+            )
+        return Target(env=None, dsn=dsn, settings=config.defaults, source="--dsn")
     if env is None:
-        return Target(env=None, dsn=dsn or None, settings=config.defaults)
+        for variable in (DBOPT_DSN, DATABASE_URL):
+            if environ.get(variable, "").strip():
+                return Target(None, environ[variable], config.defaults, source=variable)
+        return Target(None, "", config.defaults, source=LIBPQ_ENVIRONMENT)
     if env not in config.environments:
         where = config.path or f"no {DEFAULT_CONFIG} found"
         known = sorted(config.environments)
@@ -155,12 +450,11 @@ def resolve_target(
         )
         raise ConfigError(f"unknown environment '{env}' ({where}){hint}")
     chosen = config.environments[env]
-    if dsn:
-        return Target(env=env, dsn=dsn, settings=chosen.settings)
+    source = f"environment '{env}' in {config.path}"
     if chosen.dsn is None:
-        return Target(env=env, dsn=None, settings=chosen.settings)
+        return Target(env, "", chosen.settings, source=f"{source}, which leaves it to libpq")
     try:
         expanded = expand_env(chosen.dsn, environ)
     except ConfigError as exc:
         raise ConfigError(f"environment '{env}' in {config.path}: {exc}") from None
-    return Target(env=env, dsn=expanded, settings=chosen.settings)
+    return Target(env=env, dsn=expanded, settings=chosen.settings, source=source)

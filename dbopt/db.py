@@ -1,19 +1,155 @@
-"""The one way dbopt connects to PostgreSQL, and how it words database errors."""
+"""The one way dbopt connects to PostgreSQL, and how it words database errors.
+
+Every connection pins the session settings that would otherwise let a role, a database or a
+DSN change what dbopt builds, compares or measures (see :func:`session_pins`), in the same
+single round trip that sets its timeouts.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from dbopt.config import Settings
 from dbopt.dsn import SECRET_KEYWORDS, describe_target, scrub, secrets_of
-from dbopt.errors import ConfigError, ConnectError
+from dbopt.errors import ConfigError, ConnectError, DboptError
 
 DATABASE_URL = "DATABASE_URL"
+
+#: Settings pinned to one value on every connection, and why. A role (ALTER ROLE ... SET), a
+#: database (ALTER DATABASE ... SET) or a DSN (options=-c ...) may set any of them; none of
+#: them may change which relation a name means, how SQL text in a spec is read or deparsed
+#: (drift is a text comparison of pg_get_indexdef/pg_get_viewdef output), where an index is
+#: built, what a materialized view holds, or what verify measures.
+FIXED_PINS: tuple[tuple[str, str, str], ...] = (
+    # How SQL text is read and deparsed.
+    ("DateStyle", "ISO, MDY", "reads date literals ('01/02/2024') and prints dates"),
+    ("IntervalStyle", "postgres", "prints intervals in view and index definitions"),
+    ("extra_float_digits", "1", "prints float constants in view and index definitions"),
+    ("bytea_output", "hex", "prints bytea constants"),
+    ("standard_conforming_strings", "on", "reads backslashes in string literals"),
+    ("quote_all_identifiers", "off", "quotes every name in deparsed definitions"),
+    ("transform_null_equals", "off", "reads 'x = NULL' as 'x IS NULL'"),
+    ("array_nulls", "on", "reads NULL in array literals"),
+    ("xmloption", "content", "reads XML literals"),
+    ("xmlbinary", "base64", "prints bytea in XML"),
+    ("lc_monetary", "C", "reads and prints money literals"),
+    ("lc_numeric", "C", "to_char/to_number in views"),
+    ("lc_time", "C", "to_char day and month names in views"),
+    ("timezone_abbreviations", "Default", "reads zone abbreviations in timestamp literals"),
+    ("client_encoding", "UTF8", "the text dbopt reads back"),
+    # Where things are built, and how.
+    ("default_tablespace", "", "where an index or materialized view is built"),
+    ("default_table_access_method", "heap", "how a materialized view is stored"),
+    ("default_transaction_isolation", "read committed", "how dbopt's transactions see data"),
+    ("default_transaction_deferrable", "off", "whether a read-only transaction waits"),
+    ("session_replication_role", "origin", "whether rules and triggers fire (superuser only)"),
+    # What queries see and return.
+    ("row_security", "on", "row-level security applies as for the application"),
+    ("gin_fuzzy_search_limit", "0", "GIN index scans return every match"),
+    ("restrict_nonsystem_relation_kind", "", "views and foreign tables may be read"),
+    # That the session lives through a long run.
+    ("exit_on_error", "off", "an error (a lock timeout dbopt retries) ends the session"),
+    ("idle_session_timeout", "0", "the control connection idles while a worker builds"),
+    ("transaction_timeout", "0", "statement_timeout bounds dbopt's statements (PG 17+)"),
+)
+
+
+#: The pins that give printed SQL its meaning (names, literals, placement): what `plan --sql`
+#: and rollback files must set before their statements, since psql runs them in a session
+#: of its own. All exist since PostgreSQL 12.
+REPLAY_PINS = frozenset(
+    {
+        "search_path",
+        "TimeZone",
+        "DateStyle",
+        "IntervalStyle",
+        "standard_conforming_strings",
+        "transform_null_equals",
+        "array_nulls",
+        "xmloption",
+        "lc_monetary",
+        "lc_numeric",
+        "lc_time",
+        "timezone_abbreviations",
+        "default_tablespace",
+        "default_table_access_method",
+        "row_security",
+    }
+)
+
+
+def replay_sql(settings: Settings | None = None) -> str:
+    """``SET`` statements for :data:`REPLAY_PINS`, one per line, for SQL dbopt prints.
+
+    dbopt deparses view and index definitions under its pins (a name in ``public`` is
+    printed unqualified): a psql session with another search_path or DateStyle would read
+    the printed text differently. Put these before the statements.
+    """
+    lines = [
+        # The names are dbopt's own constants, never input: written as they are.
+        sql.SQL("SET {} = {};").format(sql.SQL(name), _setting(name, value)).as_string(None)
+        for name, value in session_pins(settings)
+        if name in REPLAY_PINS
+    ]
+    return "\n".join(sorted(lines, key=lambda line: not line.startswith("SET search_path"))) + "\n"
+
+
+def _setting(name: str, value: str) -> sql.Composable:
+    """A SET value: search_path as the list it is (its names are quoted already)."""
+    return sql.SQL(value) if name == "search_path" else sql.Literal(value)
+
+
+@cache
+def _pins_sql() -> sql.SQL:
+    """The statement that pins the settings (a packaged file, never user input)."""
+    path = resources.files("dbopt").joinpath("catalog", "sql", "session_pins.sql")
+    return sql.SQL(path.read_text("utf-8"))
+
+
+def search_path_value(schemas: Sequence[str]) -> str:
+    """A search_path of exactly these schemas (quoted, case kept) and then pg_temp.
+
+    pg_catalog is searched first implicitly; naming pg_temp last keeps a temporary table
+    from shadowing a real one (unnamed, it would be searched first).
+    """
+    return ", ".join(['"' + s.replace('"', '""') + '"' for s in schemas] + ["pg_temp"])
+
+
+def session_pins(
+    settings: Settings | None = None,
+    *,
+    read_only: bool = False,
+    lock_timeout_ms: int | None = None,
+) -> list[tuple[str, str]]:
+    """Every (setting, value) :func:`connect` pins, beyond the planner's method switches.
+
+    From ``settings``: search_path, TimeZone, lock_timeout, statement_timeout and (when set)
+    maintenance_work_mem. ``read_only`` sessions get default_transaction_read_only on, every
+    other one off (a role or DSN setting it on must not make a run fail halfway).
+    """
+    settings = settings or Settings()
+    lock_ms = settings.lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
+    pins = [(name, value) for name, value, _why in FIXED_PINS]
+    pins += [
+        ("search_path", search_path_value(settings.search_path)),
+        ("TimeZone", settings.timezone),
+        ("default_transaction_read_only", "on" if read_only else "off"),
+        ("lock_timeout", str(lock_ms)),
+        ("statement_timeout", str(settings.statement_timeout_ms)),
+    ]
+    if settings.maintenance_work_mem:
+        pins.append(("maintenance_work_mem", settings.maintenance_work_mem))
+    return pins
 
 
 def _env_secrets() -> list[str]:
@@ -41,6 +177,12 @@ def _syntax_problem(exc: psycopg.Error) -> str:
     return _QUOTED.sub(lambda m: m.group() if m.group(1) == "=" else '"..."', line)
 
 
+def unbounded(settings: Settings) -> Settings:
+    """``settings`` without statement_timeout: for the sessions that plan, look up and record
+    (statement_timeout is meant for a run's own statements, not for its bookkeeping)."""
+    return replace(settings, statement_timeout_ms=0)
+
+
 def connect(
     dsn: str | None,
     *,
@@ -48,20 +190,30 @@ def connect(
     application_name: str = "dbopt",
     connect_timeout: int = 10,
     lock_timeout_ms: int | None = None,
+    settings: Settings | None = None,
+    read_only: bool = False,
 ) -> psycopg.Connection[tuple[Any, ...]]:
-    """Open a connection: to ``dsn``, else to ``$DATABASE_URL``, else per the libpq environment.
+    """Open a connection with dbopt's session settings pinned, whatever role, database or DSN.
 
-    With ``lock_timeout_ms`` the session never waits longer than that for a lock (even the
-    catalog queries of plan and status take share locks, and must not queue DDL behind them).
+    ``dsn``: a connection string; ``""`` means the libpq environment only (PGHOST,
+    PGDATABASE, PGSERVICE, ~/.pgpass...); ``None`` tries ``$DATABASE_URL`` first (libpq
+    itself ignores it), then the libpq environment.
 
-    An empty or missing ``dsn`` falls back to DATABASE_URL (which libpq itself ignores) and
-    then to libpq's own defaults (PGHOST, PGDATABASE, PGSERVICE, ~/.pgpass...). Raise
-    ConfigError for a malformed connection string and ConnectError when the server cannot be
-    reached or refuses us; neither message ever holds a password.
+    The pins (:func:`session_pins`: search_path and TimeZone from ``settings``, the text and
+    storage settings of :data:`FIXED_PINS`, the planner's enable_* switches at their
+    defaults, default_transaction_read_only per ``read_only``) and the timeouts
+    (``lock_timeout_ms``, else ``settings.lock_timeout_ms``; ``settings.statement_timeout_ms``)
+    are set in one round trip. ``read_only`` is for sessions that must never write (validate,
+    verify's measurements); a writing session gets read-only off even when the role or DSN
+    turned it on.
+
+    Raise ConfigError for a malformed connection string or a setting the server refuses (an
+    unknown timezone), and ConnectError when the server cannot be reached or refuses us;
+    neither message ever holds a password.
     """
     source = "connection string"
     conninfo = dsn or ""
-    if not conninfo and os.environ.get(DATABASE_URL):
+    if dsn is None and os.environ.get(DATABASE_URL):
         conninfo, source = os.environ[DATABASE_URL], DATABASE_URL
     # Each message is built inside `except` but raised outside it: the psycopg exception
     # (whose text and pgconn hold unscrubbed values) must not ride along as __context__.
@@ -73,6 +225,7 @@ def connect(
     if problem is not None:
         raise ConfigError(problem)
     secrets = [*secrets_of(conninfo), *_env_secrets()]
+    pins = session_pins(settings, read_only=read_only, lock_timeout_ms=lock_timeout_ms)
     try:
         conn = psycopg.connect(
             conninfo,
@@ -80,15 +233,47 @@ def connect(
             application_name=application_name,
             connect_timeout=connect_timeout,
         )
-        if lock_timeout_ms is not None:
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", (str(lock_timeout_ms),))
-            if not autocommit:
-                conn.commit()
-        return conn
     except psycopg.Error as exc:
         reason = str(exc).strip().removeprefix("connection failed: ")
         problem = scrub(reason, secrets) or type(exc).__name__
-    raise ConnectError(f"could not connect to {describe_target(conninfo)}: {problem}")
+    if problem is not None:
+        raise ConnectError(f"could not connect to {describe_target(conninfo)}: {problem}")
+    error: DboptError | None = None
+    try:
+        pin(conn, pins)
+    except psycopg.errors.InvalidParameterValue as exc:
+        # An unknown timezone, say: dbopt.yaml holds it, so it is bad input (exit 2).
+        error = ConfigError(f"the server refuses a session setting: {server_message(exc)}")
+    except psycopg.Error as exc:
+        where = describe_target(conninfo)
+        error = ConnectError(f"could not set up the session on {where}: {server_message(exc)}")
+    if error is not None:
+        conn.close()
+        raise error
+    return conn
+
+
+def pin(conn: psycopg.Connection[Any], pins: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Set ``pins`` (and the planner switches) for the session, in one round trip.
+
+    Return each setting pinned and its value. On a connection that is not in autocommit
+    mode the change is committed, or a later rollback would undo it.
+    """
+    statement = _pins_sql().format(
+        names=sql.Literal([name for name, _ in pins]),
+        values=sql.Literal([value for _, value in pins]),
+    )
+    rows: list[tuple[Any, ...]] = []
+    with conn.cursor() as cur:
+        cur.execute(statement)  # no parameters: the simple protocol, both statements at once
+        while True:
+            if cur.description is not None:
+                rows = cur.fetchall()
+            if not cur.nextset():
+                break
+    if not conn.autocommit:
+        conn.commit()
+    return {str(name): str(value) for name, value in rows}
 
 
 def server_version(conn: psycopg.Connection[Any]) -> int:

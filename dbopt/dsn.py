@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbopt.errors import ConfigError
 
@@ -489,6 +489,91 @@ def describe_target(dsn: str) -> str:
     # libpq's default database is the user name.
     dbname = get("dbname") or user
     return f"{user}@{where}/{dbname}" if user else f"{where}/{dbname}"
+
+
+#: The parts of a DSN that decide which server, database and role it means (and the
+#: startup options, which could set a role): the ones worth naming when the environment
+#: supplies them.
+IDENTITY_KEYWORDS = ("host", "hostaddr", "port", "dbname", "user", "service", "options")
+
+
+def _libpq_envvars() -> dict[str, str]:
+    """Each libpq keyword and the environment variable libpq reads for it (PGHOST...)."""
+    try:
+        defaults = psycopg.pq.Conninfo.get_defaults()
+    except psycopg.Error:
+        return {}
+    return {o.keyword.decode(): o.envvar.decode() for o in defaults if o.envvar}
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentPart:
+    """A part of a target that libpq takes from an environment variable, not from the DSN."""
+
+    keyword: str
+    variable: str
+    value: str  # "" for a secret: never shown
+
+    def __str__(self) -> str:
+        return f"{self.keyword} from {self.variable}" + (f" ({self.value})" if self.value else "")
+
+
+def environment_parts(
+    dsn: str, environ: Mapping[str, str], keywords: Iterable[str] = IDENTITY_KEYWORDS
+) -> list[EnvironmentPart]:
+    """The ``keywords`` libpq will take from ``environ`` because ``dsn`` leaves them out.
+
+    That is libpq's documented behaviour (a DSN without host uses PGHOST), and the reason
+    ``--env production`` with a host-less DSN may reach the database PGHOST names. A DSN that
+    names a service gets its parts from the service file first: nothing is reported then.
+    An unparseable DSN reports nothing (connecting says what is wrong with it).
+    """
+    try:
+        params = _libpq_params(dsn)
+    except Exception:
+        return []
+    if params.get("service"):
+        return []
+    envvars = _libpq_envvars()
+    parts = []
+    for keyword in keywords:
+        variable = envvars.get(keyword)
+        if variable and not params.get(keyword) and environ.get(variable):
+            shown = "" if keyword in SECRET_KEYWORDS else environ[variable]
+            parts.append(EnvironmentPart(keyword, variable, shown))
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class PortableDsn:
+    """A DSN that means the same target under another environment (cron), without password."""
+
+    dsn: str
+    password_removed: bool  # the DSN (or PGPASSWORD) held a password that was left out
+
+
+def portable_dsn(dsn: str, environ: Mapping[str, str]) -> PortableDsn:
+    """``dsn`` with what libpq would take from ``environ`` written in, and every secret out.
+
+    For text that runs elsewhere, as a crontab line does: cron sets no PGHOST, so a part the
+    environment supplied here is spelled out; a password is never written (a pass file, a
+    service file or the environment of the job must supply it). The result is a key=value
+    string. Raise ConfigError when libpq cannot parse ``dsn`` (never quoting it).
+    """
+    try:
+        params = _libpq_params(dsn)
+    except Exception:
+        raise ConfigError(f"cannot read the connection string {mask_dsn(dsn)}") from None
+    removed = any(params.get(k) for k in SECRET_KEYWORDS)
+    kept = {k: v for k, v in params.items() if k not in SECRET_KEYWORDS and v}
+    envvars = _libpq_envvars()
+    for keyword, variable in envvars.items():
+        if keyword in SECRET_KEYWORDS:
+            removed = removed or bool(environ.get(variable))
+            continue
+        if keyword not in kept and environ.get(variable) and not kept.get("service"):
+            kept[keyword] = environ[variable]
+    return PortableDsn(make_conninfo("", **kept), removed)
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from dbopt import ddl, guard
 from dbopt.config import Settings
-from dbopt.db import connect, server_message
+from dbopt.db import connect, replay_sql, server_message, unbounded
 from dbopt.errors import LockBusyError, UnsafeActionError
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
@@ -127,16 +127,11 @@ def _set(conn: psycopg.Connection[Any], name: str, value: str | int) -> None:
     )
 
 
-def apply_settings(conn: psycopg.Connection[Any], settings: Settings) -> None:
-    _set(conn, "lock_timeout", settings.lock_timeout_ms)
-    _set(conn, "statement_timeout", settings.statement_timeout_ms)
-    if settings.maintenance_work_mem:
-        _set(conn, "maintenance_work_mem", settings.maintenance_work_mem)
-
-
 def session_sql(settings: Settings) -> str:
-    """The SET statements apply runs before its steps (also printed with plan --sql)."""
+    """The SET statements apply runs before its steps (also printed with plan --sql): the
+    pins that decide how the printed SQL reads (search_path, DateStyle...), then the waits."""
     lines = [
+        replay_sql(settings).rstrip("\n"),
         f"SET lock_timeout = {settings.lock_timeout_ms};",
         f"SET statement_timeout = {settings.statement_timeout_ms};",
     ]
@@ -239,13 +234,12 @@ class Executor:
         self.history = history
         self.reporter = reporter
         self.sleep = sleep
-        self.control = connect(
-            dsn, application_name="dbopt-control", lock_timeout_ms=settings.lock_timeout_ms
-        )
+        # statement_timeout bounds the run's statements, not its bookkeeping and lookups.
+        self.control = connect(dsn, application_name="dbopt-control", settings=unbounded(settings))
         self._control_lock = threading.Lock()
         self._workers: dict[int, psycopg.Connection[Any]] = {}
         self._cancelled = threading.Event()
-        self._watcher = Watcher(dsn, reporter, self.own_pids)
+        self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
         # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
         self._safe_builds_overlap = self.control.info.server_version >= 140000
@@ -300,10 +294,14 @@ class Executor:
                 conn.cancel_safe()
 
     def close(self) -> None:
-        """Close every connection."""
+        """Close every connection, releasing the run lock first: a closed session's backend
+        may hold its locks a moment longer, and the next run must not find it taken."""
         self._watcher.stop()
         for conn in list(self._workers.values()):
             conn.close()
+        if not self.control.closed and not self.control.broken:
+            with contextlib.suppress(psycopg.Error):
+                self.control.execute("SELECT pg_advisory_unlock_all()")
         self.control.close()
 
     # --- steps -------------------------------------------------------------------------
@@ -312,8 +310,7 @@ class Executor:
         ident = threading.get_ident()
         conn = self._workers.get(ident)
         if conn is None or conn.closed or conn.broken:
-            conn = connect(self.dsn, application_name="dbopt-apply")
-            apply_settings(conn, self.settings)
+            conn = connect(self.dsn, application_name="dbopt-apply", settings=self.settings)
             self._workers[ident] = conn
         return conn
 

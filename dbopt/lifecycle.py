@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -11,10 +12,19 @@ import psycopg
 from dbopt.catalog import Catalog, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.config import Settings
-from dbopt.history import History
+from dbopt.history import History, OwnedObject
 from dbopt.normalize import canonical, normalize_specs, normalize_views, simple_canonical
 from dbopt.planner import Kind, Plan, ownership, plan
 from dbopt.spec import QualifiedName, SpecSet
+
+
+def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
+    """What a plan touches, so the only relations inspection sizes and deparses (and so may
+    wait for): the specs' tables and views, and what dbopt made (it may drop it)."""
+    touched = {s.table for s in specs.indexes} | {v.name for v in specs.views}
+    for fact in owned:
+        touched.add(fact.table if fact.kind == "index" else fact.name)
+    return touched
 
 
 def build_plan(
@@ -31,8 +41,9 @@ def build_plan(
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
     (one query per kind) and the plan made again with them."""
+    owned = history.owned(conn)
     if catalog is None:
-        catalog = inspect(conn)
+        catalog = inspect(conn, relevant(specs, owned))
     # Only specs whose index exists need comparing; the rest are creates.
     existing = [
         s
@@ -63,7 +74,6 @@ def build_plan(
         {n for n, r in catalog.relations.items() if r.relkind == "m"},
         settings.lock_timeout_ms,
     )
-    owned = history.owned(conn)
     queries = catalog.queries + round_trips + checked.round_trips + 2
 
     def diff(properties: Properties | None) -> Plan:
@@ -131,9 +141,10 @@ def index_status(
     conn: psycopg.Connection[Any], specs: SpecSet, settings: Settings, history: History
 ) -> StatusReport:
     """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
-    catalog = inspect(conn)
+    owned = history.owned(conn)
+    catalog = inspect(conn, relevant(specs, owned))
     result = build_plan(conn, specs, settings, history, catalog=catalog)
-    owners = ownership(history.owned(conn), catalog)
+    owners = ownership(owned, catalog)
     states = {
         Kind.SKIP: "ok",
         Kind.CREATE: "missing",

@@ -148,7 +148,7 @@ def _may_run(query: QueryBudget, calls: CallGraph) -> bool:
 
 def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Catalog:
     """Raise SpecError when a table, column, index or query in the specs does not fit the DB."""
-    catalog = inspect(conn)
+    catalog = inspect(conn, specs.relations())
     problems: list[Problem] = []
     reported: set[QualifiedName] = set()
     for index in specs.indexes:

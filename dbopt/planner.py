@@ -270,18 +270,10 @@ def view_identity(relation: Relation, origin: str = "") -> Identity:
     )
 
 
-def name_taken(catalog: Catalog, name: QualifiedName) -> str | None:
-    """What kind of relation already has ``name`` ("table", "sequence"...), or None."""
-    names: Mapping[QualifiedName, str] | None = getattr(catalog, "names", None)
-    if names is not None and name in names:
-        kind = names[name]
-        return _RELKINDS.get(kind, kind)
-    if name in catalog.indexes:
-        return "index"
-    relation = catalog.relations.get(name)
-    if relation is not None:
-        return _RELKINDS.get(relation.relkind, relation.relkind)
-    return None
+def name_taken(catalog: Catalog, name: QualifiedName, *, by_types: bool = False) -> str | None:
+    """What already has ``name`` in its schema ("table", "sequence"...), or None; a
+    materialized view (``by_types``) also needs a name no type has."""
+    return catalog.name_taken(name, by_types=by_types)
 
 
 # --- index actions ---------------------------------------------------------------------------
@@ -1044,7 +1036,7 @@ def _plan_views(
         existing = catalog.relations.get(view.name)
         loc = view.location
         if existing is None:
-            taken = name_taken(catalog, view.name)
+            taken = name_taken(catalog, view.name, by_types=True)
             if taken:
                 problems.append(
                     Problem(

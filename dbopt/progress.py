@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import psycopg
 
-from dbopt.db import connect
+from dbopt.config import Settings
+from dbopt.db import connect, unbounded
 from dbopt.spec import QualifiedName
 
 #: How often the watcher samples (seconds).
@@ -153,8 +154,15 @@ class Watcher:
     cannot connect simply stays quiet (the accounting then has only the total time).
     """
 
-    def __init__(self, dsn: str | None, reporter: Reporter, own: Callable[[], list[int]]) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        settings: Settings,
+        reporter: Reporter,
+        own: Callable[[], list[int]],
+    ) -> None:
         self.dsn = dsn
+        self.settings = settings
         self.reporter = reporter
         self.own = own
         self._watches: dict[int, Watch] = {}
@@ -192,7 +200,9 @@ class Watcher:
 
     def _run(self) -> None:
         try:
-            conn = connect(self.dsn, application_name="dbopt-progress")
+            conn = connect(
+                self.dsn, application_name="dbopt-progress", settings=unbounded(self.settings)
+            )
         except Exception:
             return
         try:

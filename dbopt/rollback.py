@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from dbopt.catalog import Catalog
+from dbopt.catalog import Catalog, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.errors import InputError
 from dbopt.history import ChangeRecord, History, OwnedObject
@@ -70,6 +70,7 @@ class RollbackPlan:
     plan: Plan
     undoes_run: int | None
     skipped: tuple[Skipped, ...] = ()
+    catalog: Catalog | None = None  # what the plan was checked against
 
 
 def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
@@ -200,8 +201,17 @@ def _made(change: ChangeRecord, catalog: Catalog, owners: Ownership) -> Any:
             raise _Skip(f"there is no materialized view {name} any more")
     else:
         found = catalog.indexes.get(name)
+        if found is None and catalog.names.get(name) in ("index", "partitioned index"):
+            raise _Skip(
+                f"{name} is now an index of another table, not on {change.table}: not dbopt's"
+            )
         if found is None:
-            raise _Skip(f"there is no index {name} any more")
+            taken = catalog.names.get(name)
+            raise _Skip(
+                f"{name} is now a {taken}, not dbopt's index"
+                if taken
+                else f"there is no index {name} any more"
+            )
         if found.table != change.table:
             raise _Skip(f"index {name} is on {found.table} now, not on {change.table}: not dbopt's")
     if change.object_oid is not None and found.oid != change.object_oid:
@@ -354,12 +364,10 @@ def _undo_drop(change: ChangeRecord, catalog: Catalog, reason: str, order: int) 
 
 
 def rollback_plan(
-    conn: psycopg.Connection[Any],
-    history: History,
-    catalog: Catalog,
-    selection: Selection,
+    conn: psycopg.Connection[Any], history: History, selection: Selection
 ) -> RollbackPlan:
-    """The plan that undoes ``selection``: facts from the history, checked against ``catalog``.
+    """The plan that undoes ``selection``: facts from the history, checked against the live
+    catalog of what they name (nothing else is inspected, so nothing else waited for).
 
     Raises InputError when there is no history or no such run.
     """
@@ -371,10 +379,12 @@ def rollback_plan(
     records, undoes = _select(conn, history, selection)
     later = _later(conn, history, records)
     owned = history.owned(conn)
+    touched = {c.table if c.object_kind == "index" else c.name for c in records}
+    catalog = inspect(conn, touched | {f.table if f.kind == "index" else f.name for f in owned})
     actions, skipped = derive(records, later, catalog, owned)
     indexes, views = wanted_properties(actions, catalog)
     if indexes or views:
         properties = read_properties(conn, indexes, views)
         actions, skipped = derive(records, later, catalog, owned, properties)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), a.name.name))
-    return RollbackPlan(Plan(tuple(actions)), undoes, tuple(skipped))
+    return RollbackPlan(Plan(tuple(actions)), undoes, tuple(skipped), catalog)

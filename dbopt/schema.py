@@ -14,6 +14,23 @@ SCHEMA_ID = "https://dbopt.dev/schema/v1"
 #: PostgreSQL truncates identifiers to NAMEDATALEN-1 = 63 bytes; dbopt rejects longer ones.
 MAX_IDENTIFIER_BYTES = 63
 
+#: PostgreSQL's largest timeout (lock_timeout, statement_timeout...): INT_MAX milliseconds.
+MAX_TIMEOUT_MS = 2_147_483_647
+#: PostgreSQL's largest memory setting on 64-bit servers (MAX_KILOBYTES: INT_MAX kB).
+MAX_KILOBYTES = 2_147_483_647
+#: PostgreSQL's smallest maintenance_work_mem (1MB).
+MIN_MAINTENANCE_WORK_MEM_KB = 1024
+#: The units of PostgreSQL memory sizes, in bytes (case matters: 'mb' is refused).
+MEMORY_UNITS_KB = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+#: The duration keys of dbopt.yaml (each also a Settings field with an ``_ms`` suffix).
+DURATION_KEYS = (
+    "lock_timeout",
+    "statement_timeout",
+    "retry_backoff",
+    "cleanup_wait",
+    "build_wait_timeout",
+)
+
 INDEX_METHODS = ("btree", "hash", "gist", "spgist", "gin", "brin")
 REFRESH_MODES = ("concurrent", "blocking", "auto")
 
@@ -30,16 +47,24 @@ _QUALIFIED = {
 }
 _DURATION = {
     "description": "A PostgreSQL duration: an integer (milliseconds) or a string with a unit "
-    "(ms, s, min, h, d), e.g. '5s'; 0 disables the timeout.",
+    "(ms, s, min, h, d), e.g. '5s', at most 2147483647ms (about 24.8 days); 0 disables the "
+    "timeout (not for lock_timeout).",
     "anyOf": [
+        # No "maximum": dbopt.config says which limit (PostgreSQL's) a value passes, and why.
         {"type": "integer", "minimum": 0},
         {"type": "string", "pattern": r"^\s*\d+\s*(ms|s|min|h|d)?\s*$"},
     ],
 }
 _MEMORY = {
-    "description": "A PostgreSQL memory size, e.g. '1GB' or '512MB'.",
+    "description": "A PostgreSQL memory size with its unit (B, kB, MB, GB or TB; case "
+    "matters), e.g. '1GB' or '512MB'; from 1MB to 2147483647kB.",
     "type": "string",
     "pattern": r"^\s*\d+\s*(B|kB|MB|GB|TB)\s*$",
+}
+_SCHEMA_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "description": "A schema name (at most 63 bytes); case is kept as written.",
 }
 
 _COLUMN_OBJECT = {
@@ -213,10 +238,12 @@ _ENVIRONMENT = {
             "description": "libpq URI or key=value string (service=name works); ${VAR} is "
             "expanded from the environment.",
         },
+        # No "default" keys in here: an environment inherits what `defaults:` gives, and a
+        # schema default written into each environment (as fastjsonschema does) would hide it.
         "confirm": {
             "type": "boolean",
-            "default": False,
-            "description": "apply/rollback ask for the environment's name to be typed.",
+            "description": "apply/rollback ask for the environment's name to be typed "
+            "(default: false, or what defaults: says).",
         },
         "lock_timeout": _DURATION,
         "statement_timeout": _DURATION,
@@ -225,7 +252,26 @@ _ENVIRONMENT = {
         "retries": {"type": "integer", "minimum": 0, "maximum": 100},
         "retry_backoff": _DURATION,
         "cleanup_wait": _DURATION,
-        "verify_timeout_factor": {"type": "number", "exclusiveMinimum": 0},
+        "build_wait_timeout": _DURATION,
+        "verify_timeout_factor": {"type": "number", "minimum": 1, "maximum": 1000},
+        "search_path": {
+            "description": "The schemas unqualified names in view queries, index expressions "
+            "and budget queries resolve to, pinned on every connection instead of the "
+            "role's; a list, or a string of comma-separated names. Default: public. "
+            "pg_catalog is always searched first and pg_temp last.",
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": _SCHEMA_NAME, "minItems": 1},
+            ],
+        },
+        "timezone": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The TimeZone pinned on every connection (default UTC; e.g. "
+            "Europe/Paris): "
+            "timestamptz literals in specs and date arithmetic in views mean the same whatever "
+            "the role or database is set to.",
+        },
     },
 }
 

@@ -191,6 +191,18 @@ class SpecSet:
         """Table indexes and the indexes of materialized views."""
         return self.indexes + tuple(i for v in self.views for i in v.indexes)
 
+    def relations(self) -> set[QualifiedName]:
+        """Every relation the specs name: tables, views, the tables budgets expect things of
+        (what inspection may size and deparse, and so wait for)."""
+        named = {s.table for s in self.indexes} | {v.name for v in self.views}
+        for budget in self.queries:
+            named.update(budget.expect.no_seq_scan_on)
+            try:
+                named.add(parse_qualified(budget.owner))
+            except ValueError:
+                continue
+        return named
+
 
 # --- building ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from dbopt import render
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings, Target
-from dbopt.db import connect
+from dbopt.db import connect, unbounded
 from dbopt.errors import InputError, UnsafeActionError
 from dbopt.executor import (
     Executor,
@@ -30,7 +30,7 @@ from dbopt.executor import (
     take_run_lock,
 )
 from dbopt.history import History
-from dbopt.lifecycle import build_plan
+from dbopt.lifecycle import build_plan, relevant
 from dbopt.planner import Plan
 from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
 from dbopt.spec import QualifiedName, SpecSet
@@ -170,7 +170,7 @@ def plan(
     cascade: bool = False,
 ) -> Plan:
     """What apply would do (read-only: no lock, nothing written)."""
-    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
+    with connect(target.dsn, settings=unbounded(target.settings)) as conn:
         return build_plan(
             conn,
             specs,
@@ -207,7 +207,7 @@ def apply(
             wait=options.locking.wait,
             wait_timeout_ms=options.locking.wait_timeout_ms,
         )
-        catalog = inspect(runner.control)
+        catalog = inspect(runner.control, relevant(specs, history.owned(runner.control)))
         result = build_plan(
             runner.control,
             specs,
@@ -264,8 +264,9 @@ def rollback(
             take_run_lock(
                 runner.control, wait=locking.wait, wait_timeout_ms=locking.wait_timeout_ms
             )
-        catalog = inspect(runner.control)
-        derived: RollbackPlan = rollback_plan(runner.control, history, catalog, selection)
+        derived: RollbackPlan = rollback_plan(runner.control, history, selection)
+        catalog = derived.catalog
+        assert catalog is not None  # rollback_plan always inspects
         result = derived.plan
         if plan_only:
             return Outcome(
@@ -300,7 +301,7 @@ def rollback(
 class RefreshOptions:
     """Which views to refresh, and how."""
 
-    names: tuple[str, ...] = ()
+    names: tuple[QualifiedName, ...] = ()
     stale_only: bool = False
     older_than: timedelta | None = None
     concurrently_only: bool = False
@@ -316,12 +317,8 @@ def refresh(
     if options.stale_only and options.older_than is not None:
         raise InputError("choose stale views by their schedule or by age, not both")
     chosen = vw.select_views(specs, options.names)
-    with connect(
-        target.dsn,
-        application_name="dbopt-refresh",
-        lock_timeout_ms=target.settings.lock_timeout_ms,
-    ) as conn:
-        catalog = inspect(conn)
+    with connect(target.dsn, application_name="dbopt-refresh", settings=target.settings) as conn:
+        catalog = inspect(conn, [v.name for v in chosen])
         items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
         if options.stale_only or options.older_than is not None:
             last = {k: v["started_at"] for k, v in history.last_refreshes(conn).items()}
@@ -342,13 +339,13 @@ def refresh(
         return vw.run_refresh(conn, items, target.settings, history, target.env), ""
 
 
-def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[str]) -> str:
+def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) -> str:
     """pg_cron calls for the chosen views (the catalog says which can refresh concurrently)."""
     from dbopt import views as vw
 
     chosen = vw.select_views(specs, names)
-    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
-        items = vw.plan_refresh(chosen, inspect(conn))
+    with connect(target.dsn, settings=target.settings) as conn:
+        items = vw.plan_refresh(chosen, inspect(conn, [v.name for v in chosen]))
     return vw.pg_cron_sql(items)
 
 

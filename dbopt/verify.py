@@ -828,7 +828,9 @@ def budget_problems(
     this database (``calls``: its CallGraph, read with ``CallGraph.read(conn)``).
     """
     problems: list[Problem] = []
-    index_names = {i.name for i in specs.all_indexes} | {n.name for n in catalog.indexes}
+    index_names = {i.name for i in specs.all_indexes} | {
+        n.name for n, kind in catalog.names.items() if kind in ("index", "partitioned index")
+    }
     relations = set(catalog.relations) | {v.name for v in specs.views}
     for budget in budgets:
         try:
@@ -909,7 +911,7 @@ def run_verify(
     judged (nothing runs then), ConnectError when the connection is lost.
     """
     chosen = select_budgets(specs, queries, tables)
-    catalog = inspect(conn)
+    catalog = inspect(conn, specs.relations())
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
     results = []
     for budget in chosen:
@@ -1171,7 +1173,7 @@ def run_hypothetical(
     hypothetical indexes this call created are dropped, so the session is left as it was.
     """
     chosen = select_budgets(specs, queries, tables)
-    catalog = inspect(conn)
+    catalog = inspect(conn, specs.relations())
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
     version = require_hypopg(conn, create=create_extension)
     missing = [i for i in specs.all_indexes if i.qualified_name not in catalog.indexes]

@@ -8,9 +8,14 @@ so that overlapping cron runs skip instead of queueing.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shlex
+import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,8 +26,9 @@ from psycopg import sql
 
 from dbopt import ddl
 from dbopt.catalog import Catalog
-from dbopt.config import Settings
+from dbopt.config import Settings, Target
 from dbopt.db import server_message
+from dbopt.dsn import describe_target, portable_dsn
 from dbopt.errors import InputError
 from dbopt.history import History
 from dbopt.spec import QualifiedName, SpecSet, ViewSpec, dependency_order, parse_qualified
@@ -58,17 +64,17 @@ class RefreshResult:
     message: str | None = None
 
 
-def select_views(specs: SpecSet, names: Sequence[str]) -> list[ViewSpec]:
+def select_views(specs: SpecSet, names: Sequence[QualifiedName | str]) -> list[ViewSpec]:
     """The views named (schema-qualified or not), or all; unknown names are an input error."""
     if not names:
         return list(specs.views)
     by_name = {v.name: v for v in specs.views}
     chosen = []
     for raw in names:
-        name = parse_qualified(raw)
+        name = raw if isinstance(raw, QualifiedName) else parse_qualified(raw)
         if name not in by_name:
             known = ", ".join(str(n) for n in sorted(by_name)) or "none"
-            raise InputError(f"--view {raw}: no such view in the specs (known: {known})")
+            raise InputError(f"view {raw}: no such view in the specs (known: {known})")
         chosen.append(by_name[name])
     return chosen
 
@@ -168,23 +174,132 @@ def refresh_sql(items: Sequence[RefreshItem], settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dbopt_command() -> list[str]:
+    """The command that runs this very dbopt, by absolute path (cron has none of our PATH).
+
+    ``python -m dbopt`` stays that, with this interpreter's path (a venv's python is kept as
+    is, not resolved to the system one it links to); a ``dbopt`` script is taken from
+    ``sys.argv[0]``, else next to this interpreter (a venv's bin/), else from PATH.
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "__main__.py":
+        return [os.path.abspath(sys.executable), "-m", "dbopt"]
+    if os.path.basename(argv0) == "dbopt" and os.path.isfile(argv0):
+        return [os.path.abspath(argv0)]
+    sibling = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "dbopt")
+    if os.path.isfile(sibling) and os.access(sibling, os.X_OK):
+        return [sibling]
+    found = shutil.which("dbopt")
+    return [os.path.abspath(found)] if found else ["dbopt"]
+
+
+def _flag_name(name: QualifiedName) -> str:
+    """``schema.name`` as --view reads it: a part with a dot, quote or space double-quoted."""
+
+    def part(text: str) -> str:
+        if text and not any(c in '."' or c.isspace() for c in text):
+            return text
+        return '"' + text.replace('"', '""') + '"'
+
+    return f"{part(name.schema)}.{part(name.name)}"
+
+
+def _lock_file(lock_dir: str, view: QualifiedName, args: Sequence[str]) -> str:
+    """One lock file per view and target: ``.dbopt-refresh-<view>-<hash>.lock``."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(view))[:60]
+    digest = hashlib.sha256("\0".join(args).encode()).hexdigest()[:8]
+    return os.path.join(lock_dir, f".dbopt-refresh-{slug}-{digest}.lock")
+
+
+def _target_args(
+    target: Target | None, env: str | None, environ: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """The flags that name the database under cron, and comments a reader must see."""
+    if target is None:
+        return (["--env", env] if env else []), []
+    if target.env is not None:
+        notes = [
+            f"# cron's environment is minimal: if environment '{target.env}' reads ${{VARS}} in "
+            "its dsn, define them in this crontab (NAME=value lines) or keep the password in "
+            "~/.pgpass"
+        ]
+        parts = target.environment_parts(environ)
+        if parts:
+            notes.append(
+                f"# warning: environment '{target.env}' takes "
+                + ", ".join(str(p) for p in parts)
+                + " from this shell; cron will not have it: write it into its dsn"
+            )
+        return ["--env", target.env], notes
+    portable = portable_dsn(target.dsn or "", environ)
+    notes = [f"# target: {describe_target(portable.dsn)} (from {target.source or '--dsn'})"]
+    if portable.password_removed:
+        notes.append(
+            "# the password is not written here: put it in ~/.pgpass (or the file PGPASSFILE "
+            "names, or a pg_service.conf service) of the user whose crontab runs these lines"
+        )
+    return (["--dsn", portable.dsn] if portable.dsn else []), notes
+
+
 def crontab_lines(
-    views: Sequence[ViewSpec], *, env: str | None, workdir: str, dbopt: str = "dbopt"
+    views: Sequence[ViewSpec],
+    *,
+    env: str | None,
+    workdir: str,
+    dbopt: str | Sequence[str] = "dbopt",
+    target: Target | None = None,
+    config: str | None = None,
+    specs: Sequence[str] = (),
+    lock_dir: str | None = None,
+    log: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> str:
-    """crontab(5) lines, one per scheduled view, each calling `dbopt refresh-views`."""
+    """crontab(5) lines, one per scheduled view, each calling `dbopt refresh-views`.
+
+    Each line keeps the target it was given: ``target`` (from resolve_target) becomes
+    ``--env NAME``, or ``--dsn`` with what the libpq environment supplied here spelled out
+    (cron has no PGHOST) and the password left out (a comment says where it must come
+    from); without ``target``, ``env`` alone is passed on. ``config`` and ``specs`` are
+    passed as absolute paths. ``dbopt`` is the command to run (pass :func:`dbopt_command`:
+    cron's PATH does not hold a virtualenv's bin/); ``lock_dir`` wraps each line in
+    ``flock -n`` on a lock file there, so a run still going makes the next one exit at once
+    instead of piling up; ``log`` appends the output to that file, or sends it to syslog
+    with ``logger -t dbopt`` when it is ``"syslog"`` (else cron mails it). ``%`` is escaped
+    as crontab(5) requires.
+    """
+    environ = os.environ if environ is None else environ
+    command = [dbopt] if isinstance(dbopt, str) else list(dbopt)
+    target_args, notes = _target_args(target, env, environ)
+    common = list(target_args)
+    if config is not None:
+        common += ["--config", os.path.abspath(config)]
+    for spec_dir in specs:
+        common += ["--specs", os.path.abspath(spec_dir)]
     lines = [
         "# dbopt refresh-views schedules (crontab runs in the machine's local time zone).",
         "# Each line takes a per-view lock: an overlapping run is skipped, never queued.",
+        *notes,
     ]
+    if lock_dir is not None and shutil.which("flock") is None:
+        lines.append("# warning: flock(1) is not on this machine's PATH (util-linux has it)")
     for view in views:
         if view.refresh.schedule is None:
             lines.append(f"# {view.name}: no refresh schedule in its spec")
             continue
-        args = [dbopt, "refresh-views"]
-        if env:
-            args += ["--env", env]
-        args += ["--view", str(view.name)]
-        lines.append(f"{view.refresh.schedule} cd {shlex.quote(workdir)} && {shlex.join(args)}")
+        args = [*command, "refresh-views", *common, "--view", _flag_name(view.name)]
+        if lock_dir is not None:
+            lock = _lock_file(os.path.abspath(lock_dir), view.name, args)
+            args = ["flock", "-n", lock, *args]
+        text = f"cd {shlex.quote(os.path.abspath(workdir))} && {shlex.join(args)}"
+        if log == "syslog":
+            text += " 2>&1 | logger -t dbopt"
+        elif log is not None:
+            text += f" >> {shlex.quote(os.path.abspath(log))} 2>&1"
+        if "\n" in text or "\r" in text:
+            raise InputError(f"{view.name}: a path or DSN holds a line break; cron cannot run it")
+        # crontab(5): an unescaped % ends the command (the rest becomes its standard input).
+        escaped = text.replace("%", "\\%")
+        lines.append(f"{view.refresh.schedule} {escaped}")
     return "\n".join(lines) + "\n"
 
 
@@ -234,9 +349,6 @@ def run_refresh(
     environment: str | None,
 ) -> list[RefreshResult]:
     """Refresh each view in order on an autocommit connection; record every outcome."""
-    from dbopt.executor import apply_settings
-
-    apply_settings(conn, settings)
     history.ensure(conn)
     results: list[RefreshResult] = []
     failed: set[QualifiedName] = set()

@@ -484,3 +484,152 @@ def test_config_schema(write: Write, tmp_path: Path) -> None:
     assert doc is not None
     assert Draft202012Validator(schema).is_valid(doc.data)
     assert not Draft202012Validator(schema).is_valid({"environments": {"x": {"dns": "y"}}})
+
+
+# --- which database: --env, --dsn, DBOPT_DSN, DATABASE_URL, PG* --------------------------
+
+PROD_ONLY = {
+    "dbopt.yaml": "environments:\n  production: {dsn: 'postgresql://deploy@127.0.0.2:1/app'}\n"
+}
+
+
+def test_dbopt_dsn_never_overrides_an_explicit_env(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(**GOOD, **PROD_ONLY)
+    monkeypatch.setenv("DBOPT_DSN", "postgresql://ci@127.0.0.3:1/scratch")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://heroku@127.0.0.4:1/other")
+    result = run("plan", "--env", "production")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: could not connect to deploy@127.0.0.2:1/app: ")
+    # Without --env and --dsn, DBOPT_DSN is the target (before DATABASE_URL).
+    result = run("plan")
+    assert result.stderr.startswith("error: could not connect to ci@127.0.0.3:1/scratch: ")
+    monkeypatch.delenv("DBOPT_DSN")
+    result = run("plan")
+    assert result.stderr.startswith("error: could not connect to heroku@127.0.0.4:1/other: ")
+
+
+def test_dbopt_dsn_does_not_turn_validate_into_a_database_check(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(**GOOD)
+    monkeypatch.setenv("DBOPT_DSN", "postgresql://ci@127.0.0.3:1/scratch")
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+
+
+def test_env_and_dsn_together_exit_2(write: Write) -> None:
+    write(**GOOD, **PROD_ONLY)
+    result = run("plan", "--env", "production", "--dsn", "postgresql://x@127.0.0.5:1/y")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: give --env or --dsn, not both: --env production names a database in "
+        "dbopt.yaml, --dsn another; to use production's settings with another DSN, add an "
+        "environment for it\n"
+    )
+
+
+def test_an_empty_dsn_exits_2(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(**GOOD)
+    monkeypatch.setenv("PGHOST", "127.0.0.6")
+    result = run("plan", "--dsn", "")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --dsn is empty (an unset variable?)")
+
+
+def test_pg_variables_completing_an_env_dsn_are_named(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(**GOOD, **{"dbopt.yaml": "environments:\n  production: {dsn: 'dbname=app user=x'}\n"})
+    monkeypatch.setenv("PGHOST", "127.0.0.7")
+    monkeypatch.setenv("PGPORT", "1")
+    result = run("plan", "--env", "production")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == (
+        "warning: environment 'production' does not name its host, port: libpq takes host "
+        "from PGHOST (127.0.0.7), port from PGPORT (1); write them into its dsn in "
+        "dbopt.yaml to make the target independent of this shell"
+    )
+    assert "could not connect to x@127.0.0.7:1/app" in result.stderr
+
+
+def test_verbose_says_which_database_and_why(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(**GOOD)
+    monkeypatch.setenv("DBOPT_DSN", "postgresql://ci:Hunter2@127.0.0.3:1/scratch")
+    result = run("plan", "-v")
+    assert result.stderr.splitlines()[0] == "target: ci@127.0.0.3:1/scratch (DBOPT_DSN)"
+    assert "Hunter2" not in result.output
+
+
+# --- bad settings exit 2 before any SQL ------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["plan", "apply", "status", "verify", "refresh-views"])
+def test_a_timeout_postgresql_refuses_exits_2_before_connecting(write: Write, command: str) -> None:
+    # The DSN would be refused (exit 3) if dbopt got as far as connecting.
+    write(**GOOD, **{"dbopt.yaml": "defaults:\n  statement_timeout: 30d\n"})
+    result = run(command, "--dsn", "postgresql://x@127.0.0.1:1/app")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "dbopt.yaml:2:22: defaults.statement_timeout: '30d' is longer than PostgreSQL allows "
+        "for a timeout (at most 2147483647ms, about 24.8 days)\n"
+        "error: dbopt.yaml: invalid configuration; nothing was run\n"
+    )
+
+
+# --- names in flags: QUALIFIED_NAME -----------------------------------------------------
+
+
+@click.command()
+@click.option("--index", "indexes", multiple=True, type=dbopt.cli.common.QUALIFIED_NAME)
+def _names(indexes: tuple[Any, ...]) -> None:
+    for name in indexes:
+        click.echo(f"{name.schema}|{name.name}")
+
+
+@pytest.mark.parametrize(
+    ("given", "schema", "name"),
+    [
+        ("idx_day", "public", "idx_day"),
+        ("app.idx_day", "app", "idx_day"),
+        ("  app.idx_day ", "app", "idx_day"),
+        ("MyIndex", "public", "MyIndex"),  # as written: the spec's "MyIndex"
+        ('"My Index"', "public", "My Index"),
+        ('public."a.b"', "public", "a.b"),
+        ('"my.schema"."a.b"', "my.schema", "a.b"),
+        ('"a""b"', "public", 'a"b'),
+        ("é_índice", "public", "é_índice"),
+    ],
+)
+def test_qualified_name_parses(given: str, schema: str, name: str) -> None:
+    result = CliRunner().invoke(_names, ["--index", given])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{schema}|{name}\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            "a.b.c",
+            "a.b.c: 3 dotted parts; write name or schema.name (double-quote a name "
+            'that holds a dot: schema."a.b")',
+        ),
+        ("", "the name is empty: write name or schema.name"),
+        ('""', '"": a quoted name cannot be empty'),
+        ("a.", "a.: a part of the name is empty: write name or schema.name"),
+        (".a", ".a: a part of the name is empty: write name or schema.name"),
+        ("a..b", "a..b: a part of the name is empty: write name or schema.name"),
+        ('"abc', '"abc: a double quote is not closed'),
+        ('"a"b', '"a"b: expected a dot or the end after a quoted name'),
+        ("my index", 'my index: double-quote a name holding spaces or quotes, e.g. "my index"'),
+        ("x" * 64, f"{'x' * 64}: '{'x' * 64}' is longer than 63 bytes"),
+    ],
+)
+def test_qualified_name_errors_are_usage_errors(given: str, message: str) -> None:
+    result = CliRunner().invoke(_names, ["--index", given])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"Error: Invalid value for '--index': {message}" in result.stderr
+    assert "Traceback" not in result.output

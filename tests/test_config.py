@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from dbopt.config import (
+    LIBPQ_ENVIRONMENT,
     Config,
     Settings,
     Target,
     duration_ms,
     load_config,
+    parse_search_path,
     resolve_target,
 )
 from dbopt.errors import ConfigError
@@ -125,7 +127,8 @@ def test_unknown_keys_bad_values_and_bad_durations_are_located(write_config: Wri
     )
     duration = (
         "expected a PostgreSQL duration: an integer (milliseconds) or a string with a unit "
-        "(ms, s, min, h, d), e.g. '5s'; 0 disables the timeout"
+        "(ms, s, min, h, d), e.g. '5s', at most 2147483647ms (about 24.8 days); 0 disables the "
+        "timeout (not for lock_timeout)"
     )
     with pytest.raises(ConfigError) as caught:
         load_config(None)
@@ -140,7 +143,8 @@ def test_unknown_keys_bad_values_and_bad_durations_are_located(write_config: Wri
         f"{duration}",
         "dbopt.yaml:10:11: environments.staging.jobs: must be at least 1, got 0",
         "dbopt.yaml:11:27: environments.staging.maintenance_work_mem: the string '1 gigabyte' "
-        "is not valid; expected a PostgreSQL memory size, e.g. '1GB' or '512MB'",
+        "is not valid; expected a PostgreSQL memory size with its unit (B, kB, MB, GB or TB; "
+        "case matters), e.g. '1GB' or '512MB'; from 1MB to 2147483647kB",
         "dbopt.yaml:12:14: environments.staging.confirm: expected true or false, "
         "got the string 'yes'",
     ]
@@ -208,11 +212,44 @@ def test_no_env_uses_the_dsn_flag_and_the_defaults(write_config: WriteConfig) ->
     write_config(PROJECT)
     config = load_config(None)
     assert resolve_target(config, None, "postgresql://x/y", {}) == Target(
-        None, "postgresql://x/y", config.defaults
+        None, "postgresql://x/y", config.defaults, source="--dsn"
     )
-    # Neither --env nor --dsn: libpq's environment decides (dsn None).
-    assert resolve_target(config, None, None, {}) == Target(None, None, config.defaults)
-    assert resolve_target(config, None, "", {}).dsn is None
+    # Neither --env nor --dsn, nor a variable: the libpq environment alone ("", not None:
+    # connect() then reads no DATABASE_URL either).
+    target = resolve_target(config, None, None, {})
+    assert target == Target(None, "", config.defaults, source=LIBPQ_ENVIRONMENT)
+
+
+def test_without_flags_dbopt_dsn_then_database_url(write_config: WriteConfig) -> None:
+    write_config(PROJECT)
+    config = load_config(None)
+    both = {"DBOPT_DSN": "host=from-dbopt-dsn", "DATABASE_URL": "postgresql://from-url/db"}
+    assert resolve_target(config, None, None, both) == Target(
+        None, "host=from-dbopt-dsn", config.defaults, source="DBOPT_DSN"
+    )
+    url_only = {"DBOPT_DSN": " ", "DATABASE_URL": "postgresql://from-url/db"}
+    assert resolve_target(config, None, None, url_only) == Target(
+        None, "postgresql://from-url/db", config.defaults, source="DATABASE_URL"
+    )
+    # An explicit --dsn wins over both.
+    assert resolve_target(config, None, "host=flag", both).dsn == "host=flag"
+
+
+def test_an_explicit_env_ignores_dbopt_dsn_and_database_url(write_config: WriteConfig) -> None:
+    write_config(PROJECT)
+    config = load_config(None)
+    environ = {
+        "DBOPT_DSN": "host=elsewhere",
+        "DATABASE_URL": "postgresql://elsewhere/db",
+        "PROD_URL": "postgresql://prod.internal/app",
+    }
+    target = resolve_target(config, "production", None, environ)
+    assert target.dsn == "postgresql://prod.internal/app"
+    assert target.source == "environment 'production' in dbopt.yaml"
+    # An environment without dsn leaves it to libpq: still not to DBOPT_DSN or DATABASE_URL.
+    local = resolve_target(config, "local", None, environ)
+    assert local.dsn == ""
+    assert local.source == "environment 'local' in dbopt.yaml, which leaves it to libpq"
 
 
 def test_env_expands_variables(write_config: WriteConfig) -> None:
@@ -223,6 +260,7 @@ def test_env_expands_variables(write_config: WriteConfig) -> None:
         "staging",
         "postgresql://app:s3cret@staging.internal/app",
         config.environments["staging"].settings,
+        source="environment 'staging' in dbopt.yaml",
     )
 
 
@@ -258,19 +296,59 @@ def test_defaults_and_dollar_escapes_in_a_dsn(write_config: WriteConfig) -> None
     assert target.dsn == "postgresql://ci:${PGPASS:-pw}@localhost/app"
 
 
-def test_dsn_flag_overrides_the_environment_without_expanding(write_config: WriteConfig) -> None:
+def test_env_and_dsn_together_are_refused(write_config: WriteConfig) -> None:
     write_config(PROJECT)
     config = load_config(None)
-    # PROD_URL is unset: --dsn wins, so the environment's DSN is never expanded.
-    target = resolve_target(config, "production", "postgresql://replica/app", {})
-    assert target == Target(
-        "production", "postgresql://replica/app", config.environments["production"].settings
+    # Which database did you mean? The history would record "production" for a run on
+    # the other one, and confirm: true would ask for "production" before touching it.
+    with pytest.raises(ConfigError) as caught:
+        resolve_target(config, "production", "postgresql://replica/app", {})
+    assert str(caught.value) == (
+        "give --env or --dsn, not both: --env production names a database in dbopt.yaml, "
+        "--dsn another; to use production's settings with another DSN, add an environment "
+        "for it"
     )
+
+
+@pytest.mark.parametrize("dsn", ["", "  "])
+def test_an_empty_dsn_flag_is_refused(write_config: WriteConfig, dsn: str) -> None:
+    # `--dsn "$PROD_DSN"` with the variable unset must not mean "whatever PGHOST says".
+    write_config(PROJECT)
+    with pytest.raises(ConfigError) as caught:
+        resolve_target(load_config(None), None, dsn, {"PGHOST": "somewhere"})
+    assert str(caught.value).startswith("--dsn is empty (an unset variable?)")
+
+
+def test_libpq_variables_filling_an_env_dsn_are_named(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        environments:
+          production: {dsn: "dbname=app user=deploy"}
+          pinned: {dsn: "host=db1 port=5432 dbname=app user=deploy"}
+          by_service: {dsn: "service=prod"}
+        """
+    )
+    config = load_config(None)
+    environ = {"PGHOST": "db-staging", "PGPORT": "5433", "PGPASSWORD": "Hunter2"}
+    production = resolve_target(config, "production", None, environ)
+    assert [str(p) for p in production.environment_parts(environ)] == [
+        "host from PGHOST (db-staging)",
+        "port from PGPORT (5433)",
+    ]
+    described = production.describe(environ)
+    assert described.endswith(
+        "(environment 'production' in dbopt.yaml; host from PGHOST (db-staging); "
+        "port from PGPORT (5433))"
+    )
+    assert "Hunter2" not in described
+    assert resolve_target(config, "pinned", None, environ).environment_parts(environ) == []
+    # A service file supplies its parts before the environment does: nothing to say.
+    assert resolve_target(config, "by_service", None, environ).environment_parts(environ) == []
 
 
 def test_an_environment_without_dsn_leaves_it_to_libpq(write_config: WriteConfig) -> None:
     write_config(PROJECT)
-    assert resolve_target(load_config(None), "local", None, {}).dsn is None
+    assert resolve_target(load_config(None), "local", None, {}).dsn == ""
 
 
 def test_unknown_environment_says_did_you_mean(write_config: WriteConfig) -> None:
@@ -306,3 +384,148 @@ def test_unknown_environment_without_a_config_file(
     assert str(caught.value) == (
         "unknown environment 'staging' (no dbopt.yaml found); none is defined"
     )
+
+
+# --- values the server (or dbopt) would refuse: exit 2 before connecting -----------------
+
+
+def test_values_the_server_would_refuse_are_located(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        defaults:
+          statement_timeout: 30d
+          lock_timeout: 0
+        environments:
+          production:
+            lock_timeout: 2147483648
+            cleanup_wait: 25d
+            retry_backoff: 24d
+            maintenance_work_mem: 512kB
+            jobs: 2.0
+            verify_timeout_factor: 0.5
+            search_path: "app, $user"
+            timezone: Europe Paris
+          big:
+            maintenance_work_mem: 3TB
+            statement_timeout: "2147483647"
+            search_path: [app, pg_catalog]
+        """
+    )
+    limit = "at most 2147483647ms, about 24.8 days"
+    assert config_problems() == [
+        "dbopt.yaml:2:22: defaults.statement_timeout: '30d' is longer than PostgreSQL allows "
+        f"for a timeout ({limit})",
+        "dbopt.yaml:3:17: defaults.lock_timeout: 0 would let dbopt wait for a lock forever, "
+        "with the application's queries queued behind it; give a limit such as 5s",
+        "dbopt.yaml:6:19: environments.production.lock_timeout: 2147483648 is longer than "
+        f"PostgreSQL allows for a timeout ({limit})",
+        "dbopt.yaml:7:19: environments.production.cleanup_wait: '25d' is longer than "
+        f"PostgreSQL allows for a timeout ({limit})",
+        "dbopt.yaml:9:27: environments.production.maintenance_work_mem: '512kB' is below "
+        "PostgreSQL's minimum for maintenance_work_mem (1MB)",
+        "dbopt.yaml:10:11: environments.production.jobs: expected a whole number, got 2.0",
+        "dbopt.yaml:11:28: environments.production.verify_timeout_factor: must be at least 1, "
+        "got 0.5",
+        "dbopt.yaml:12:18: environments.production.search_path: search_path cannot name "
+        "$user: dbopt always searches pg_catalog first and pg_temp last, and never the role's "
+        "own schema ($user)",
+        "dbopt.yaml:13:15: environments.production.timezone: 'Europe Paris' is not a time zone "
+        "name: write e.g. UTC or Europe/Paris",
+        "dbopt.yaml:15:27: environments.big.maintenance_work_mem: '3TB' is above PostgreSQL's "
+        "maximum for maintenance_work_mem (2147483647kB)",
+        "dbopt.yaml:17:18: environments.big.search_path: search_path cannot name pg_catalog: "
+        "dbopt always searches pg_catalog first and pg_temp last, and never the role's own "
+        "schema ($user)",
+    ]
+
+
+def test_the_largest_values_postgresql_accepts_load(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        defaults:
+          statement_timeout: 2147483647
+          lock_timeout: 24d
+          cleanup_wait: 0
+          maintenance_work_mem: 1MB
+          verify_timeout_factor: 1
+        environments:
+          big: {maintenance_work_mem: 2047GB, statement_timeout: 0}
+        """
+    )
+    config = load_config(None)
+    assert config.defaults.statement_timeout_ms == 2_147_483_647
+    assert config.defaults.lock_timeout_ms == 24 * 86_400_000
+    assert config.environments["big"].settings.maintenance_work_mem == "2047GB"
+
+
+def test_settings_refuse_out_of_range_values_from_code_too() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(statement_timeout_ms=2**31, jobs=0, maintenance_work_mem="1kB")
+    assert str(caught.value) == (
+        "invalid settings: statement_timeout_ms: 2147483648 is longer than PostgreSQL allows "
+        "for a timeout (at most 2147483647ms, about 24.8 days); maintenance_work_mem: '1kB' "
+        "is below PostgreSQL's minimum for maintenance_work_mem (1MB); jobs: expected an "
+        "integer from 1 to 64, got 0"
+    )
+    with pytest.raises(ConfigError):
+        Settings(search_path=("pg_temp",))
+    with pytest.raises(ConfigError):
+        Settings(lock_timeout_ms=0)
+
+
+# --- search_path and timezone -----------------------------------------------------------
+
+
+def test_search_path_and_timezone_default_and_merge(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        defaults:
+          search_path: "app, public"
+        environments:
+          listed: {search_path: ["My Schema", public], timezone: Europe/Paris}
+          quoted: {search_path: '"My Schema", "a,b"'}
+          plain: {}
+        """
+    )
+    config = load_config(None)
+    assert Settings().search_path == ("public",)
+    assert Settings().timezone == "UTC"
+    assert config.defaults.search_path == ("app", "public")
+    listed = config.environments["listed"].settings
+    assert listed.search_path == ("My Schema", "public")
+    assert listed.timezone == "Europe/Paris"
+    assert config.environments["quoted"].settings.search_path == ("My Schema", "a,b")
+    assert config.environments["plain"].settings.search_path == ("app", "public")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "search_path holds an empty schema name"),
+        ("app,,public", "search_path holds an empty schema name"),
+        ([], "search_path must name at least one schema, e.g. public"),
+        ("public, public", "search_path names a schema twice"),
+        ("pg_temp_3", "search_path cannot name pg_temp_3"),
+        ("x" * 64, f"schema name '{'x' * 64}' is longer than 63 bytes"),
+    ],
+)
+def test_bad_search_paths(value: str | list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_search_path(value)
+    assert str(caught.value).startswith(message)
+
+
+def test_environments_inherit_every_default(write_config: WriteConfig) -> None:
+    # confirm: true in defaults must reach production (the schema once wrote its own
+    # default, false, into every environment while validating).
+    write_config(
+        """\
+        defaults: {confirm: true, search_path: app, timezone: Europe/Paris}
+        environments:
+          production: {dsn: "host=db1"}
+        """
+    )
+    production = load_config(None).environments["production"].settings
+    assert production.confirm is True
+    assert production.search_path == ("app",)
+    assert production.timezone == "Europe/Paris"

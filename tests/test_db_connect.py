@@ -100,11 +100,23 @@ def test_database_url_used_when_dsn_missing(
     monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", f"postgresql://dave:{PASSWORD}@127.0.0.1:{closed_port}/app")
-    for dsn in (None, ""):
-        message = str(_connect_error(dsn))
-        assert message.startswith(f"could not connect to dave@127.0.0.1:{closed_port}/app: ")
-        assert f"port {closed_port}" in message
-        assert PASSWORD not in message
+    message = str(_connect_error(None))
+    assert message.startswith(f"could not connect to dave@127.0.0.1:{closed_port}/app: ")
+    assert f"port {closed_port}" in message
+    assert PASSWORD not in message
+
+
+def test_an_empty_dsn_means_the_libpq_environment_only(
+    monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    # What resolve_target gives for `--env local` without a dsn: DATABASE_URL is not read.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://dave@192.0.2.1:1/never")
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(closed_port))
+    monkeypatch.setenv("PGUSER", "frank")
+    monkeypatch.setenv("PGDATABASE", "ops")
+    message = str(_connect_error(""))
+    assert message.startswith(f"could not connect to frank@127.0.0.1:{closed_port}/ops: ")
 
 
 def test_explicit_dsn_wins_over_database_url(

@@ -393,3 +393,95 @@ def test_expand_env_error_never_shows_a_value() -> None:
     with pytest.raises(ConfigError) as info:
         expand_env("${DB_PASSWORD}${NOPE}", ENV)
     assert "Pa$$w0rd" not in str(info.value)
+
+
+# --- what the environment supplies, and DSNs that mean the same elsewhere ---------------
+
+
+def test_environment_parts_name_what_libpq_takes_from_pg_variables() -> None:
+    from dbopt.dsn import environment_parts
+
+    environ = {"PGHOST": "db-staging", "PGPORT": "5433", "PGUSER": "ops", "PGPASSWORD": "pw"}
+    parts = environment_parts("dbname=app", environ)
+    assert [str(p) for p in parts] == [
+        "host from PGHOST (db-staging)",
+        "port from PGPORT (5433)",
+        "user from PGUSER (ops)",
+    ]
+    assert environment_parts("postgresql://u@db1:5432/app", environ) == []
+    # An empty value is as good as missing, for libpq: host='' takes PGHOST.
+    assert [p.keyword for p in environment_parts("host='' dbname=app user=u", environ)] == [
+        "host",
+        "port",
+    ]
+    assert environment_parts("service=prod", environ) == []
+    assert environment_parts("host=x password='unterminated", environ) == []
+    assert environment_parts("dbname=app", {}) == []
+
+
+def test_environment_parts_never_show_a_secret() -> None:
+    from dbopt.dsn import environment_parts
+
+    parts = environment_parts("host=db1", {"PGPASSWORD": "Hunter2"}, keywords=["password"])
+    assert [str(p) for p in parts] == ["password from PGPASSWORD"]
+
+
+@pytest.mark.parametrize(
+    ("dsn", "environ", "expected", "removed"),
+    [
+        pytest.param(
+            "postgresql://app:Sup3rSecret@db1:5432/shop?sslmode=require",
+            {},
+            "user=app host=db1 port=5432 dbname=shop sslmode=require",
+            True,
+            id="uri-password",
+        ),
+        pytest.param(
+            "host=db1 password='se cret' dbname=shop",
+            {},
+            "host=db1 dbname=shop",
+            True,
+            id="keyword-password",
+        ),
+        pytest.param(
+            "dbname=shop",
+            {"PGHOST": "db-prod", "PGPORT": "6432", "PGPASSFILE": "/etc/dbopt/pgpass"},
+            "passfile=/etc/dbopt/pgpass dbname=shop host=db-prod port=6432",
+            False,
+            id="filled-from-the-environment",
+        ),
+        pytest.param(
+            "",
+            {"PGHOST": "db-prod", "PGPASSWORD": "Hunter2", "PGUSER": "ops"},
+            "user=ops host=db-prod",
+            True,
+            id="libpq-environment-only",
+        ),
+        pytest.param(
+            "service=prod",
+            {"PGHOST": "elsewhere"},
+            "service=prod",
+            False,
+            id="service-file-decides",
+        ),
+        pytest.param("", {}, "", False, id="nothing-at-all"),
+    ],
+)
+def test_portable_dsn(dsn: str, environ: dict[str, str], expected: str, removed: bool) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from dbopt.dsn import portable_dsn
+
+    portable = portable_dsn(dsn, environ)
+    assert conninfo_to_dict(portable.dsn) == conninfo_to_dict(expected)
+    assert portable.password_removed is removed
+    for secret in ("Sup3rSecret", "se cret", "Hunter2"):
+        assert secret not in portable.dsn
+
+
+def test_portable_dsn_refuses_what_libpq_cannot_read() -> None:
+    from dbopt.dsn import portable_dsn
+
+    with pytest.raises(ConfigError) as caught:
+        portable_dsn("host=x password='Hunter2", {})
+    assert "Hunter2" not in str(caught.value)

@@ -372,7 +372,7 @@ def test_rollback_plan_file_index_selector_and_double_rollback(
     text = (tmp_path / "rb.sql").read_text()
     assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_day";' in text
     assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_barber_status";' in text
-    assert text.startswith("SET lock_timeout = 5000;")
+    assert "\nSET lock_timeout = 5000;\n" in text
     one = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--index", "idx_appt_day", "--yes"])
     assert one.exit_code == 0, one.output
     names = set(index_defs(appointments))

@@ -224,6 +224,13 @@ def test_another_sessions_build_of_a_spec_name_is_never_dropped(
     """Another session builds idx_orders_customer concurrently (slowly: a transaction holds it
     up); dbopt sees an INVALID index of the spec's name and must leave it alone."""
     builder_error: list[BaseException] = []
+    # dbopt's own build of the other index waits for the same transaction: bound it.
+    write(
+        shop,
+        "dbopt.yaml",
+        f'environments:\n  test:\n    dsn: "{db_dsn}"\n    build_wait_timeout: 1s\n'
+        "    retries: 0\n",
+    )
     with psycopg.connect(db_dsn) as holder:
         # An open writing transaction: the build waits for it.
         holder.execute("INSERT INTO orders (id, customer_id, status) VALUES (-1, 1, 'x')")
@@ -557,39 +564,67 @@ def test_view_replace_refused_when_a_column_grant_has_no_column_left(
         admin_conn.execute("DROP ROLE dbopt_reader")
 
 
+def _wait_for(conn: psycopg.Connection[Any], query: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not conn.execute(query).fetchone():  # type: ignore[call-overload]
+        assert time.monotonic() < deadline, query
+        time.sleep(0.02)
+
+
 def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     """The build aside finishes, then a session holds the table past every retry of the swap:
-    the build aside is dropped again, the old index is untouched, no temporary name stays."""
+    the build aside is dropped again, the old index is untouched, no temporary name stays.
+
+    Deterministic: an old snapshot holds the build in its last phase while a strong lock
+    request queues behind it; when the snapshot ends, the build finishes and the queued lock
+    is granted before dbopt can ask for the swap's."""
     conn.execute("CREATE INDEX idx_orders_customer ON orders (customer_id, status)")
+    write(
+        shop,
+        "indexes/orders.yaml",
+        "table: public.orders\nindexes:\n  - {name: idx_orders_customer, columns: [customer_id]}\n",
+    )
     before = oid(conn, "idx_orders_customer")
     box: list[Result] = []
     thread = threading.Thread(
         target=lambda: box.append(cli("apply", "--env", "test", "--replace-drifted"))
     )
     with (
-        psycopg.connect(db_dsn) as holder,
+        psycopg.connect(db_dsn) as snapshot,
+        psycopg.connect(db_dsn) as locker,
         psycopg.connect(db_dsn, autocommit=True) as watcher,
     ):
+        snapshot.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot.execute("SELECT 1")
         thread.start()
-        deadline = time.monotonic() + 30
-        while watcher.execute(
-            "SELECT indisvalid FROM pg_index "
-            "WHERE indexrelid = to_regclass('idx_orders_customer_dbopt_new')"
-        ).fetchone() != (True,):
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        _wait_for(
+            watcher,
+            "SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid) "
+            "WHERE p.phase = 'waiting for old snapshots' "
+            "AND a.query LIKE '%%idx_orders_customer_dbopt_new%%'",
+        )
+        lock = threading.Thread(
+            target=lambda: locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        )
+        lock.start()
+        _wait_for(
+            watcher,
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE orders%' "
+            "AND wait_event_type = 'Lock'",
+        )
+        snapshot.rollback()  # the build finishes; the queued lock is granted first
+        lock.join(30)
         # The swap gives up; the clean-up of the build aside then waits for the same lock
         # (its identity check reads the definition, which needs the table).
-        while not watcher.execute(
+        _wait_for(
+            watcher,
             "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
-            "AND wait_event_type = 'Lock'"
-        ).fetchone():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        holder.rollback()
+            "AND wait_event_type = 'Lock' AND query LIKE '%%the guard checks%%'",
+            timeout=60,
+        )
+        locker.rollback()
         thread.join(60)
     result = box[0]
     assert result.exit_code == 1, result.output
@@ -659,6 +694,8 @@ def test_rollback_waits_its_turn_and_asks_for_confirmation(
     with psycopg.connect(db_dsn, autocommit=True) as other:
         take_run_lock(other, wait=False)
         busy = cli("rollback", "--env", "test", "--last", "--yes")
+        # Released now: a closed session's backend may still hold it for a moment.
+        other.execute("SELECT pg_advisory_unlock_all()")
     assert busy.exit_code == 3, busy.output
     assert "another dbopt run holds this database's lock" in busy.output
     write(
@@ -687,7 +724,7 @@ def test_after_a_repair_rollback_still_undoes_the_creation(
             shop,
             "dbopt.yaml",
             f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 300ms\n'
-            "    retries: 0\n    cleanup_wait: 100ms\n",
+            "    retries: 0\n    cleanup_wait: 100ms\n    build_wait_timeout: 300ms\n",
         )
         failed = cli("apply", "--env", "test", "--wait-for-blockers")
         holder.rollback()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import textwrap
 import threading
@@ -345,9 +346,12 @@ def test_emit_crontab_lines_parse(project: Path) -> None:
     for line in entries:
         fields = line.split(None, 5)
         assert croniter.is_valid(" ".join(fields[:5]))
-        command = shlex.split(fields[5])
-        assert command[:2] == ["cd", str(project)]
-        assert command[3:][:4] == ["dbopt", "refresh-views", "--env", "production"]
+        command = shlex.split(fields[5].replace("\\%", "%").split(" >> ")[0])
+        assert command[:3] == ["cd", str(project), "&&"]
+        assert command[3:5] == ["flock", "-n"]
+        dbopt = command[6:].index("refresh-views")
+        assert all(os.path.isabs(part) or part in ("-m", "dbopt") for part in command[6:][:dbopt])
+        assert command[6 + dbopt :][:3] == ["refresh-views", "--env", "production"]
     assert entries[0].startswith("0 * * * * ")
     assert entries[1].startswith("30 2 * * * ")
 

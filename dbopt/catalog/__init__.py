@@ -2,11 +2,21 @@
 
 The catalog SQL lives in ``catalog/sql/*.sql`` (one file per object kind, each ordered so the
 result is stable); :func:`inspect` runs each once, whatever the number of specs.
+
+Waiting only on what dbopt touches: the functions that size or deparse a relation
+(``pg_total_relation_size``, ``pg_relation_size``, ``pg_get_viewdef``, ``pg_get_indexdef``,
+``pg_get_expr``, ``pg_get_constraintdef``) take an ACCESS SHARE lock on it or on its table
+(``pg_get_viewdef`` also on every relation the view reads; measured on PostgreSQL 15.18), so
+they queue behind any open DDL there. Given the ``relevant`` relations, :func:`inspect` calls
+them for those only; every other relation is read from plain catalog columns (pg_class,
+pg_attribute, pg_inherits, pg_depend...), which take no lock. Those plain reads show the last
+committed state: DDL still open in another session is not visible yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -14,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from dbopt.spec import QualifiedName
@@ -28,20 +39,26 @@ def catalog_sql(name: str) -> sql.SQL:
 
 @dataclass(frozen=True, slots=True)
 class Relation:
-    """A table, partitioned table or materialized view."""
+    """A table, partitioned table, materialized view or view.
+
+    ``total_bytes`` and ``view_definition`` are known for inspected relations only (the
+    relevant ones; see :func:`inspect`): reading them takes a lock.
+    """
 
     name: QualifiedName
     relkind: str  # r table, p partitioned table, m materialized view, v view
     is_partition: bool
     owner: str
     owned: bool
-    total_bytes: int
+    total_bytes: int | None
     estimated_rows: int
     columns: tuple[str, ...]
     partitions: tuple[QualifiedName, ...] = ()
     populated: bool | None = None
     view_definition: str | None = None
     oid: int = 0
+    #: Sized and deparsed (a relevant relation); False: read from plain catalog columns only.
+    inspected: bool = True
 
     @property
     def is_partitioned(self) -> bool:
@@ -81,9 +98,40 @@ class CatalogIndex:
         return self.constraint_name is not None
 
 
+#: pg_class.relkind in words, for messages ("... is taken by a sequence").
+RELKIND_NAMES: Mapping[str, str] = {
+    "r": "table",
+    "p": "partitioned table",
+    "i": "index",
+    "I": "partitioned index",
+    "S": "sequence",
+    "t": "TOAST table",
+    "v": "view",
+    "m": "materialized view",
+    "c": "composite type",
+    "f": "foreign table",
+}
+
+#: pg_type.typtype in words, for types that are no relation's row type.
+TYPTYPE_NAMES: Mapping[str, str] = {
+    "b": "base type",
+    "d": "domain",
+    "e": "enum type",
+    "p": "pseudo-type",
+    "r": "range type",
+    "m": "multirange type",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """The relations and indexes of one database, keyed by qualified name."""
+    """The relations and indexes of one database, keyed by qualified name.
+
+    ``relations`` holds every table, partitioned table, materialized view and view; only the
+    inspected ones (``Relation.inspected``) carry a size and a view definition. ``indexes``
+    holds the indexes of the inspected relations (every index when all were inspected); an
+    index elsewhere is known by its name in ``names`` only.
+    """
 
     server_version: int
     relations: Mapping[QualifiedName, Relation] = field(default_factory=dict)
@@ -91,10 +139,31 @@ class Catalog:
     #: For each materialized view, the views and materialized views built on it.
     dependents: Mapping[QualifiedName, tuple[QualifiedName, ...]] = field(default_factory=dict)
     queries: int = 0  # how many catalog queries built it (constant by design)
+    #: Every relation name outside the system schemas (indexes, sequences, foreign tables,
+    #: composite types... included), with its kind in words: a new index or materialized
+    #: view cannot take one of these names.
+    names: Mapping[QualifiedName, str] = field(default_factory=dict)
+    #: Every type outside the system schemas that is no relation's row type (enum, domain,
+    #: range...), with its kind in words: a new materialized view cannot take one of these
+    #: names either (it creates a row type of its own name). Indexes can.
+    type_names: Mapping[QualifiedName, str] = field(default_factory=dict)
+    #: The relations asked for with ``relevant`` (None: everything was inspected).
+    relevant: frozenset[QualifiedName] | None = None
 
     def indexes_on(self, table: QualifiedName) -> list[CatalogIndex]:
         """Indexes of one table, ordered by name."""
         return sorted((i for i in self.indexes.values() if i.table == table), key=lambda i: i.name)
+
+    def name_taken(self, name: QualifiedName, *, by_types: bool = False) -> str | None:
+        """What already holds ``name`` in its schema ("sequence", "index"...), or None.
+
+        An index needs a name no relation has; a materialized view (``by_types``) also one no
+        type has.
+        """
+        taken = self.names.get(name)
+        if taken is None and by_types:
+            taken = self.type_names.get(name)
+        return taken
 
 
 def _qn(text: str) -> QualifiedName:
@@ -102,13 +171,53 @@ def _qn(text: str) -> QualifiedName:
     return QualifiedName(schema, name)
 
 
-def inspect(conn: psycopg.Connection[Any]) -> Catalog:
-    """Read the catalog in a constant number of queries."""
+@contextmanager
+def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """One snapshot for every query of an inspection, so they agree with one another.
+
+    A read-only REPEATABLE READ transaction when the connection is idle; inside a
+    transaction of the caller's, that transaction.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        yield
+        return
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def inspect(
+    conn: psycopg.Connection[Any], relevant: Collection[QualifiedName] | None = None
+) -> Catalog:
+    """Read the catalog in a constant number of queries (four, five with ``relevant``).
+
+    ``relevant``: the tables and materialized views the command touches (what its specs name,
+    and what dbopt manages: the names history.managed() returns may be given as they are, an
+    index standing for its table). Only these, the partitions under them, their indexes and
+    the views that read a relevant materialized view are sized and deparsed, the only catalog
+    reads that take locks; any other relation is listed from plain catalog columns, so DDL
+    left open on it in another session never makes dbopt wait. A name that does not exist is
+    no error (it is simply not found). ``None`` inspects everything (and may wait on any
+    relation).
+    """
     queries = 0
     relations: dict[QualifiedName, Relation] = {}
     indexes: dict[QualifiedName, CatalogIndex] = {}
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(catalog_sql("relations"))
+    names: dict[QualifiedName, str] = {}
+    type_names: dict[QualifiedName, str] = {}
+    wanted = None if relevant is None else sorted(set(relevant))
+    with _snapshot(conn), conn.cursor(row_factory=dict_row) as cur:
+        oids: list[int] = []
+        if wanted is not None:
+            cur.execute(
+                catalog_sql("relevant"),
+                {"schemas": [n.schema for n in wanted], "names": [n.name for n in wanted]},
+            )
+            queries += 1
+            found = cur.fetchone()
+            oids = list(found["oids"]) if found else []
+        scope = {"everything": wanted is None, "relevant": oids}
+        cur.execute(catalog_sql("relations"), scope)
         queries += 1
         for row in cur.fetchall():
             name = QualifiedName(row["schema"], row["name"])
@@ -125,10 +234,13 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
                 populated=row["populated"],
                 view_definition=row["view_definition"],
                 oid=int(row["oid"]),
+                inspected=row["inspected"],
             )
-        cur.execute(catalog_sql("indexes"))
+        cur.execute(catalog_sql("indexes"), scope)
         queries += 1
         for row in cur.fetchall():
+            if row["definition"] is None:
+                continue  # dropped since the scan began: pg_get_indexdef found no index
             name = QualifiedName(row["schema"], row["name"])
             indexes[name] = CatalogIndex(
                 name=name,
@@ -155,10 +267,21 @@ def inspect(conn: psycopg.Connection[Any]) -> Catalog:
             dependents.setdefault(QualifiedName(row["schema"], row["name"]), []).append(
                 QualifiedName(row["dependent_schema"], row["dependent_name"])
             )
+        cur.execute(catalog_sql("names"))
+        queries += 1
+        for row in cur.fetchall():
+            name = QualifiedName(row["schema"], row["name"])
+            if row["is_type"]:
+                type_names[name] = TYPTYPE_NAMES.get(row["kind"], "type")
+            else:
+                names[name] = RELKIND_NAMES.get(row["kind"], "relation")
     return Catalog(
         server_version=conn.info.server_version,
         relations=relations,
         indexes=indexes,
         dependents={k: tuple(v) for k, v in dependents.items()},
         queries=queries,
+        names=names,
+        type_names=type_names,
+        relevant=None if wanted is None else frozenset(wanted),
     )

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,7 +20,14 @@ from dbopt.errors import (
     InputError,
 )
 
+if TYPE_CHECKING:
+    from dbopt.config import Config, Target
+    from dbopt.spec import QualifiedName
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: PostgreSQL keeps the first 63 bytes of a longer name (NAMEDATALEN - 1); dbopt refuses it.
+_MAX_NAME_BYTES = 63
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -54,11 +61,28 @@ class Options:
             return [(p, True) for p in self.specs]
         return [(Path(d), False) for d in config.spec_dirs]
 
-    def target(self, config: Any) -> Any:
-        """The database to talk to, from --env/--dsn and the config."""
+    def target(self, config: Config) -> Target:
+        """The database to talk to, from --env/--dsn and the config (see resolve_target).
+
+        Says on stderr when libpq will take part of an --env target (its host, port,
+        database, user...) from PG* variables, since those differ from shell to shell and
+        are gone under cron; with -v, always says which database and why.
+        """
         from dbopt.config import resolve_target
 
-        return resolve_target(config, self.env, self.dsn)
+        target = resolve_target(config, self.env, self.dsn)
+        parts = target.environment_parts() if target.env is not None else []
+        if parts:
+            click.echo(
+                f"warning: environment '{target.env}' does not name its "
+                f"{', '.join(p.keyword for p in parts)}: libpq takes "
+                f"{', '.join(str(p) for p in parts)}; write them into its dsn in "
+                f"{config.path} to make the target independent of this shell",
+                err=True,
+            )
+        if self.verbose:
+            click.echo(f"target: {target.describe()}", err=True)
+        return target
 
 
 def common_options(fn: F) -> F:
@@ -68,9 +92,9 @@ def common_options(fn: F) -> F:
     @click.option(
         "--dsn",
         metavar="DSN",
-        envvar="DBOPT_DSN",
-        help="libpq URI or key=value string (overrides the environment's DSN). Without "
-        "--env/--dsn: PGHOST/PGDATABASE/PGSERVICE/~/.pgpass, or DATABASE_URL.",
+        help="libpq URI or key=value string (not with --env). Without --env and --dsn: "
+        "$DBOPT_DSN, else $DATABASE_URL, else PGHOST/PGDATABASE/PGSERVICE/~/.pgpass; "
+        "with --env, none of these is read.",
     )
     @click.option(
         "--config",
@@ -109,6 +133,107 @@ def common_options(fn: F) -> F:
         return fn(opts, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_qualified_name(text: str, default_schema: str = "public") -> QualifiedName:
+    """``name`` or ``schema.name``, with PostgreSQL's double quotes for unusual names.
+
+    Names are taken as written, case included, as in spec files and in what `dbopt status`
+    prints (``MyIndex`` means the index "MyIndex", not "myindex"). Double quotes are needed
+    only for a name holding a dot, a double quote, or spaces: ``"My Index"``,
+    ``public."a.b"``, ``"a""b"`` (a""b is a"b). Raise ValueError saying what to write for an empty
+    name, an empty part (``a.``), more than two parts (``a.b.c``), an unterminated quote or
+    a name longer than 63 bytes.
+    """
+    from dbopt.spec import QualifiedName
+
+    text = text.strip()
+    if not text:
+        raise ValueError("the name is empty: write name or schema.name")
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        if text.startswith('"', i):
+            chars: list[str] = []
+            i += 1
+            while True:
+                if i >= n:
+                    raise ValueError(f"{text}: a double quote is not closed")
+                if text[i] == '"':
+                    if text.startswith('""', i):
+                        chars.append('"')
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                chars.append(text[i])
+                i += 1
+            part = "".join(chars)
+            if not part:
+                raise ValueError(f"{text}: a quoted name cannot be empty")
+            if i < n and text[i] != ".":
+                raise ValueError(f"{text}: expected a dot or the end after a quoted name")
+        else:
+            end = text.find(".", i)
+            end = n if end < 0 else end
+            part = text[i:end]
+            if not part:
+                raise ValueError(f"{text}: a part of the name is empty: write name or schema.name")
+            if '"' in part or any(c.isspace() for c in part):
+                raise ValueError(
+                    f'{text}: double-quote a name holding spaces or quotes, e.g. "{part}"'
+                )
+            i = end
+        if len(part.encode()) > _MAX_NAME_BYTES:
+            raise ValueError(f"{text}: '{part}' is longer than 63 bytes")
+        parts.append(part)
+        if i >= n:
+            break
+        i += 1  # the dot
+        if i >= n:
+            raise ValueError(f"{text}: a part of the name is empty: write name or schema.name")
+    if len(parts) > 2:
+        raise ValueError(
+            f"{text}: {len(parts)} dotted parts; write name or schema.name (double-quote a "
+            'name that holds a dot: schema."a.b")'
+        )
+    if len(parts) == 1:
+        return QualifiedName(default_schema, parts[0])
+    return QualifiedName(parts[0], parts[1])
+
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType by what it converts to; 8.1 is not generic
+    _NameParamType = click.ParamType[QualifiedName]
+else:
+    _NameParamType = click.ParamType
+
+
+class QualifiedNameType(_NameParamType):
+    """A relation name given in a flag (``--index``, ``--view``): ``name`` or ``schema.name``.
+
+    Converts to a :class:`dbopt.spec.QualifiedName` (schema ``public`` when none is given);
+    a malformed name is a usage error (exit 2) saying what to write, never a traceback.
+    See :func:`parse_qualified_name` for quoting.
+    """
+
+    name = "name"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> QualifiedName:
+        """Parse ``value`` (or pass a QualifiedName through: click converts defaults too)."""
+        from dbopt.spec import QualifiedName
+
+        if isinstance(value, QualifiedName):
+            return value
+        try:
+            return parse_qualified_name(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)  # raises click.BadParameter: a usage error, exit 2
+
+
+#: The click type of every flag that names a relation: ``type=QUALIFIED_NAME``.
+QUALIFIED_NAME = QualifiedNameType()
 
 
 def report_error(err: DboptError, verbose: int = 0) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+
+if TYPE_CHECKING:
+    from dbopt.spec import QualifiedName
 
 
 def _size(size: int | None) -> str:
@@ -306,7 +309,8 @@ def apply(
     "--index",
     "indexes",
     multiple=True,
-    metavar="NAME",
+    type=QUALIFIED_NAME,
+    metavar="[SCHEMA.]NAME",
     help="Undo the last change of this index or view (schema.name or name); repeatable.",
 )
 @click.option("--plan", "show_plan", is_flag=True, help="Print the rollback SQL; run nothing.")
@@ -324,7 +328,7 @@ def rollback(
     opts: Options,
     last: bool,
     run_id: int | None,
-    indexes: tuple[str, ...],
+    indexes: tuple[QualifiedName, ...],
     show_plan: bool,
     output: Path | None,
     yes: bool,
@@ -354,18 +358,12 @@ def rollback(
     from dbopt.errors import ConfigError
     from dbopt.history import History
     from dbopt.rollback import Selection
-    from dbopt.spec import parse_qualified
 
     if output is not None and not show_plan:
         raise ConfigError("-o/--output goes with --plan")
     if sum((run_id is not None, last, bool(indexes))) != 1:
         raise ConfigError("choose exactly one of --last, --run ID or --index NAME")
-    names = []
-    for raw in indexes:
-        try:
-            names.append(parse_qualified(raw))
-        except ValueError as exc:
-            raise ConfigError(f"--index: {exc}") from None
+    names = list(indexes)
     config = opts.load_config()
     target = opts.target(config)
     reporter = make_reporter(opts.verbose)
@@ -398,7 +396,14 @@ def rollback(
 
 @click.command("refresh-views", epilog=EXIT_CODES_HELP)
 @common_options
-@click.option("--view", "names", multiple=True, metavar="NAME", help="Only this view; repeatable.")
+@click.option(
+    "--view",
+    "names",
+    multiple=True,
+    type=QUALIFIED_NAME,
+    metavar="[SCHEMA.]NAME",
+    help="Only this view; repeatable.",
+)
 @click.option(
     "--stale-only", is_flag=True, help="Only views not refreshed since their schedule's last tick."
 )
@@ -421,7 +426,7 @@ def rollback(
 )
 def refresh_views(
     opts: Options,
-    names: tuple[str, ...],
+    names: tuple[QualifiedName, ...],
     stale_only: bool,
     older_than: str | None,
     concurrently_only: bool,
@@ -461,11 +466,25 @@ def refresh_views(
 
         raise ConfigError("give --stale-only or --older-than, not both")
     older = timedelta(milliseconds=duration_ms(older_than)) if older_than else None
+    target = opts.target(config)
     if emit == "crontab":
         chosen = vw.select_views(specs, names)
-        click.echo(vw.crontab_lines(chosen, env=opts.env, workdir=os.getcwd()), nl=False)
+        workdir = os.getcwd()
+        click.echo(
+            vw.crontab_lines(
+                chosen,
+                env=target.env,
+                workdir=workdir,
+                dbopt=vw.dbopt_command(),
+                target=target,
+                config=str(Path(opts.config).resolve()) if opts.config else None,
+                specs=[str(p.resolve()) for p in opts.specs],
+                lock_dir=workdir,
+                log=os.path.join(workdir, "dbopt-refresh.log"),
+            ),
+            nl=False,
+        )
         return
-    target = opts.target(config)
     if emit == "pg_cron":
         click.echo(usecases.pg_cron_sql(target, specs, names), nl=False)
         return
@@ -539,7 +558,7 @@ def status(opts: Options) -> None:
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
+    with connect(target.dsn, settings=target.settings) as conn:
         report = index_status(conn, specs, target.settings, History(config.history_schema))
     headers = ["index", "table", "state", "valid", "size", "scans", "created by"]
     managed = [

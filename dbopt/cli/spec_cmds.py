@@ -44,7 +44,7 @@ def validate(opts: Options) -> None:
             from dbopt.livecheck import check_against_database
 
             target = opts.target(config)
-            with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
+            with connect(target.dsn, settings=target.settings, read_only=True) as conn:
                 check_against_database(specs, conn)
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.

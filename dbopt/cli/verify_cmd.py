@@ -141,7 +141,9 @@ def verify(
     target = opts.target(config)
     base = load_baseline(baseline) if baseline else None
     out = sys.stdout
-    with connect(target.dsn, lock_timeout_ms=target.settings.lock_timeout_ms) as conn:
+    # verify writes nothing: its session is read-only (but for CREATE EXTENSION when asked).
+    read_only = not (hypothetical and create_extension)
+    with connect(target.dsn, settings=target.settings, read_only=read_only) as conn:
         if hypothetical:
             hypo = run_hypothetical(
                 conn,

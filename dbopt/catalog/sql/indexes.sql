@@ -1,5 +1,11 @@
--- Every index outside the system schemas: definition, validity, size, use, and whether it
--- backs a constraint (dbopt never touches those).
+-- The indexes of the relevant relations (parameter relevant; every index outside the system
+-- schemas with everything): definition, validity, size, use, and whether it backs a
+-- constraint (dbopt never touches those).
+--
+-- pg_get_indexdef and pg_get_expr lock the index's table (ACCESS SHARE; PostgreSQL 15.18 does)
+-- and pg_relation_size the index itself, so the WHERE clause keeps every other index out
+-- before they are computed: an index on a table no spec names is known by name only
+-- (names.sql).
 SELECT c.oid::bigint                                AS oid,
        i.indrelid::bigint                          AS table_oid,
        n.nspname                                   AS schema,
@@ -25,6 +31,7 @@ SELECT c.oid::bigint                                AS oid,
   JOIN pg_am am ON am.oid = c.relam
   LEFT JOIN pg_constraint con ON con.conindid = c.oid AND con.contype IN ('p', 'u', 'x')
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND n.nspname NOT LIKE 'pg\_toast%'
-   AND n.nspname NOT LIKE 'pg\_temp%'
+   AND n.nspname NOT LIKE 'pg\_toast%%'
+   AND n.nspname NOT LIKE 'pg\_temp%%'
+   AND (%(everything)s OR i.indrelid = ANY (%(relevant)s::oid[]))
  ORDER BY n.nspname, t.relname, c.relname

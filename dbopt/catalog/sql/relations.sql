@@ -1,5 +1,11 @@
 -- Tables, partitioned tables, materialized views and views outside the system schemas, with their
 -- columns, size and whether the current role may create indexes on them (owns them).
+--
+-- Only the relevant relations (parameter relevant; all of them with everything) are sized and
+-- deparsed: pg_total_relation_size and pg_get_viewdef take an ACCESS SHARE lock (pg_get_viewdef
+-- on every relation the view reads too), so they would queue behind DDL on a relation no spec
+-- names. Every other column is a plain catalog read that takes no lock; CASE evaluates its
+-- branch only for the rows it selects.
 SELECT c.oid::bigint                                AS oid,
        n.nspname                                   AS schema,
        c.relname                                   AS name,
@@ -7,10 +13,14 @@ SELECT c.oid::bigint                                AS oid,
        c.relispartition                            AS is_partition,
        pg_get_userbyid(c.relowner)                 AS owner,
        pg_has_role(c.relowner, 'USAGE')            AS owned,
-       pg_total_relation_size(c.oid)               AS total_bytes,
+       (%(everything)s OR c.oid = ANY (%(relevant)s::oid[])) AS inspected,
+       CASE WHEN %(everything)s OR c.oid = ANY (%(relevant)s::oid[])
+            THEN pg_total_relation_size(c.oid) END AS total_bytes,
        c.reltuples::bigint                         AS estimated_rows,
        CASE WHEN c.relkind = 'm' THEN c.relispopulated END AS populated,
-       CASE WHEN c.relkind IN ('m', 'v') THEN pg_get_viewdef(c.oid) END AS view_definition,
+       CASE WHEN c.relkind IN ('m', 'v')
+             AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
+            THEN pg_get_viewdef(c.oid) END        AS view_definition,
        COALESCE((SELECT array_agg(a.attname::text ORDER BY a.attnum)
                    FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
@@ -25,6 +35,6 @@ SELECT c.oid::bigint                                AS oid,
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'm', 'v')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND n.nspname NOT LIKE 'pg\_toast%'
-   AND n.nspname NOT LIKE 'pg\_temp%'
+   AND n.nspname NOT LIKE 'pg\_toast%%'
+   AND n.nspname NOT LIKE 'pg\_temp%%'
  ORDER BY n.nspname, c.relname
