@@ -228,7 +228,8 @@ def _is_valid(schema: dict[str, Any], data: Any) -> bool:
     if check is None:
         # Compile without "$schema"/"$id": the subset the spec schemas use is draft-07's too.
         plain = {k: v for k, v in schema.items() if not k.startswith("$")}
-        check = _FAST[id(schema)] = fastjsonschema.compile(plain)
+        # use_default=False: a check must never write the schema's defaults into the document.
+        check = _FAST[id(schema)] = fastjsonschema.compile(plain, use_default=False)
     try:
         check(data)
     except fastjsonschema.JsonSchemaException:

@@ -25,6 +25,8 @@ from dbopt.spec import QualifiedName
 
 #: How often the watcher samples (seconds).
 INTERVAL = 0.5
+#: A wait is reported once it has lasted this long (every build passes its wait phases).
+REPORT_WAITS_AFTER = 1.0
 
 _SAMPLE = """
 SELECT a.pid,
@@ -99,6 +101,15 @@ class SilentReporter:
         """Ignore."""
 
 
+#: Phases of CREATE INDEX CONCURRENTLY that come after the index was built.
+_AFTER_BUILDING = (
+    "waiting for writers before validation",
+    "index validation",
+    "waiting for old snapshots",
+    "waiting for readers before marking dead",
+)
+
+
 def is_waiting(phase: str) -> bool:
     """True for a phase in which the statement only waits for other transactions."""
     return phase.startswith("waiting")
@@ -116,6 +127,8 @@ class Watch:
     blockers: list[Blocker] = field(default_factory=list)
     #: Sessions it waited for at any time, by pid (a failed wait names them).
     waited_for: dict[int, Blocker] = field(default_factory=dict)
+    #: dbopt's own connections it was seen waiting for (a scheduling mistake: never expected).
+    waited_for_own: set[int] = field(default_factory=set)
     last: float = field(default_factory=time.monotonic)
 
     @property
@@ -130,8 +143,10 @@ class Watch:
 
     @property
     def built(self) -> bool:
-        """The build got past its first wait: throwing it away would lose work."""
-        return any(p.startswith(("building", "index validation")) for p in self.seconds)
+        """The build has built the index (it was seen in a phase after "building index"):
+        throwing it away now would lose that work."""
+        seen = {*self.seconds, self.phase}
+        return any(p.startswith(_AFTER_BUILDING) for p in seen)
 
     def sample(self, phase: str, now: float) -> None:
         """Account the time since the last sample to the phase seen then."""
@@ -238,8 +253,15 @@ class Watcher:
             for blocker in blockers:
                 if blocker.pid not in own:
                     watch.waited_for[blocker.pid] = blocker
+                elif blocker.pid not in watch.waited_for_own:
+                    watch.waited_for_own.add(blocker.pid)
+                    self.reporter.event(
+                        f"{watch.index}: {phase}: waits for dbopt's own session (pid "
+                        f"{blocker.pid}): {blocker.query}"
+                    )
             if is_waiting(phase):
-                self.reporter.waiting(watch.index, phase, now - watch.phase_since, blockers)
+                if now - watch.phase_since >= REPORT_WAITS_AFTER:
+                    self.reporter.waiting(watch.index, phase, now - watch.phase_since, blockers)
             elif b_total or t_total:
                 done, total = (b_done, b_total) if b_total else (t_done, t_total)
                 self.reporter.progress(watch.index, phase, int(done), int(total))

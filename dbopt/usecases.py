@@ -103,7 +103,8 @@ def summary(plan: Plan, target: Target) -> str:
     """One line for the confirmation prompt: what will happen, and where."""
     counts = Counter(a.kind.value for a in plan.runnable)
     what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items()))
-    where = target.env or "the database"
+    label = target.describe()
+    where = f"{target.env}: {label}" if target.env else label
     return f"{what or 'nothing'} on {where}"
 
 

@@ -147,16 +147,17 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         def release_when_the_build_waits() -> None:
             with psycopg.connect(db_dsn, autocommit=True) as watcher:
                 for _ in range(600):
+                    # Waiting long enough for the watcher to report it (after 1 s).
                     waiting = watcher.execute(
                         "SELECT 1 FROM pg_stat_progress_create_index p "
                         "JOIN pg_stat_activity a ON a.pid = p.pid "
                         "WHERE p.phase LIKE 'waiting%%' AND a.wait_event_type = 'Lock' "
-                        "AND a.query LIKE 'CREATE INDEX CONCURRENTLY%%'"
+                        "AND a.query LIKE 'CREATE INDEX CONCURRENTLY%%' "
+                        "AND now() - a.state_change > interval '2 s'"
                     ).fetchone()
                     if waiting:
                         break
                     time.sleep(0.05)
-            time.sleep(1.2)  # long enough for the watcher to report the wait
             blocker.rollback()
 
         threading.Thread(target=release_when_the_build_waits).start()

@@ -800,6 +800,52 @@ def test_wait_waits_for_the_other_run_beyond_lock_timeout(
     assert oid(conn, "idx_orders_customer") is not None
 
 
+def test_no_command_waits_on_ddl_outside_the_specs(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """An open ALTER TABLE on a table no spec names: every command still runs at once."""
+    conn.execute("CREATE TABLE audit (id int, note text)")
+    conn.execute("CREATE INDEX audit_note ON audit (note)")
+    conn.execute("CREATE MATERIALIZED VIEW audit_mv AS SELECT id FROM audit")
+    write(shop, "views/mv_customers.yaml", MV)
+    write(
+        shop,
+        "indexes/orders.yaml",
+        ORDERS
+        + """
+queries:
+  - name: by_customer
+    sql: SELECT count(*) FROM orders WHERE customer_id = 7
+    budget_ms: 10000
+    runs: 1
+    warmup: 0
+""",
+    )
+    write(
+        shop, "dbopt.yaml", f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 1s\n'
+    )
+    assert cli("apply", "--env", "test").exit_code == 0
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("ALTER TABLE audit ADD COLUMN x int")
+        holder.execute("ALTER MATERIALIZED VIEW audit_mv SET (fillfactor = 90)")
+        for args in (
+            ("plan",),
+            ("status",),
+            ("validate",),
+            ("verify",),
+            ("apply",),
+            ("refresh-views",),
+            ("rollback", "--plan", "--last"),
+            ("rollback", "--last", "--yes"),
+        ):
+            started = time.monotonic()
+            result = cli(*args, "--env", "test")
+            assert result.exit_code == 0, (args, result.output)
+            assert time.monotonic() - started < 1.0, args  # never waited for lock_timeout
+        holder.rollback()
+    assert oid(conn, "idx_orders_customer") is None  # the rollback ran
+
+
 # --- 8. A plan never says create for what apply cannot create --------------------------------
 
 

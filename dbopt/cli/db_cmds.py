@@ -40,13 +40,16 @@ def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
 
     run = outcome.run
     render.print_rows(
-        ["object", "action", "result", "seconds", "size"],
+        ["object", "action", "result", "seconds", "building", "waiting", "builds", "size"],
         [
             [
                 str(c.action.name),
                 c.action.kind.value,
                 c.result,
                 round(c.seconds, 2),
+                round(c.cost.worked_s, 1),
+                round(c.cost.waited_s, 1),
+                c.cost.builds,
                 _size(c.size_bytes),
             ]
             for c in run.changes
@@ -58,6 +61,12 @@ def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
     for change in run.changes:
         if change.result == "skipped":
             click.echo(f"skipped {change.action.name}: {change.error}", err=True)
+        if change.cost.lost_s:
+            click.echo(
+                f"note: {change.action.name} was built {change.cost.builds} times: "
+                f"{change.cost.lost_s:.1f} s of building were thrown away",
+                err=True,
+            )
     if run.outcome == "aborted":
         raise KeyboardInterrupt
     if run.outcome == "failed":
@@ -202,6 +211,26 @@ _WAIT_FOR_BLOCKERS = click.option(
 )
 
 
+_BUILD_WAIT = click.option(
+    "--build-wait-timeout",
+    metavar="DURATION",
+    help="How long a concurrent build or drop may wait for other transactions (its wait "
+    "never blocks the application); overrides build_wait_timeout. Default: no limit.",
+)
+
+
+def _with_build_wait(target: Any, value: str | None) -> Any:
+    """The target with --build-wait-timeout applied."""
+    if value is None:
+        return target
+    from dataclasses import replace
+
+    from dbopt.config import duration_ms
+
+    settings = replace(target.settings, build_wait_timeout_ms=duration_ms(value))
+    return replace(target, settings=settings)
+
+
 def _locking(wait: bool, wait_timeout: str | None) -> Any:
     from dbopt.config import duration_ms
     from dbopt.errors import ConfigError
@@ -226,6 +255,7 @@ def _locking(wait: bool, wait_timeout: str | None) -> Any:
 @_WAIT
 @_WAIT_TIMEOUT
 @_WAIT_FOR_BLOCKERS
+@_BUILD_WAIT
 @click.option("--jobs", type=click.IntRange(1, 64), help="Tables built in parallel.")
 @click.option(
     "--plans-dir",
@@ -242,6 +272,7 @@ def apply(
     wait: bool,
     wait_timeout: str | None,
     wait_for_blockers: bool,
+    build_wait_timeout: str | None,
     jobs: int | None,
     plans_dir: Path | None,
 ) -> None:
@@ -267,7 +298,7 @@ def apply(
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
-    target = opts.target(config)
+    target = _with_build_wait(opts.target(config), build_wait_timeout)
     options = usecases.ApplyOptions(
         replace_drifted=replace_drifted,
         prune=prune,
@@ -324,6 +355,7 @@ def apply(
 @_WAIT
 @_WAIT_TIMEOUT
 @_WAIT_FOR_BLOCKERS
+@_BUILD_WAIT
 def rollback(
     opts: Options,
     last: bool,
@@ -335,6 +367,7 @@ def rollback(
     wait: bool,
     wait_timeout: str | None,
     wait_for_blockers: bool,
+    build_wait_timeout: str | None,
 ) -> None:
     """Undo a dbopt run: drop what it created, restore what it replaced.
 
@@ -365,7 +398,7 @@ def rollback(
         raise ConfigError("choose exactly one of --last, --run ID or --index NAME")
     names = list(indexes)
     config = opts.load_config()
-    target = opts.target(config)
+    target = _with_build_wait(opts.target(config), build_wait_timeout)
     reporter = make_reporter(opts.verbose)
     try:
         outcome = usecases.rollback(

@@ -1,0 +1,294 @@
+"""Long builds on busy databases: never throw away a finished build.
+
+A concurrent build's waits never block the application, so they are bounded by
+build_wait_timeout (default: none), not by lock_timeout; what can block the application (the
+swap) stays under lock_timeout and is retried without building again; dbopt's own parallel
+builds never wait for each other. Everything runs the real CLI against a real server; waits
+are observed in pg_stat_activity and pg_stat_progress_create_index, never slept out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from dbopt.cli import main
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, [*args])
+
+
+def wait_for(conn: psycopg.Connection[Any], query: str, timeout: float = 60) -> Any:
+    """Poll until ``query`` returns a row; that row."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute(query).fetchone()  # type: ignore[call-overload]
+        if row:
+            return row
+        if time.monotonic() >= deadline:
+            sessions = conn.execute(
+                "SELECT application_name, state, wait_event_type, left(query, 80) "
+                "FROM pg_stat_activity WHERE datname = current_database()"
+            ).fetchall()
+            raise AssertionError(f"never seen: {query}\nsessions: {sessions}")
+        time.sleep(0.02)
+
+
+def run_rows(output: str) -> list[dict[str, Any]]:
+    """The run's summary rows from `--format json` output (its last JSON line)."""
+    lines = [line for line in output.splitlines() if line.startswith("[")]
+    rows: list[dict[str, Any]] = json.loads(lines[-1])
+    return rows
+
+
+@pytest.fixture
+def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
+    """order_items (200,000 rows) and customers; a `test` environment."""
+    conn.execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);"
+        "INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 1000) g;"
+        "CREATE TABLE order_items (id int PRIMARY KEY, order_id int, sku text, qty int,"
+        " price numeric);"
+        "INSERT INTO order_items SELECT g, g / 3, 'sku-' || (g % 500), 1 + g % 7, g % 100"
+        " FROM generate_series(1, 200000) g"
+    )
+    (tmp_path / "indexes").mkdir()
+    (tmp_path / "indexes" / "order_items.yaml").write_text(
+        "table: order_items\nindexes:\n  - {name: idx_items_order, columns: [order_id]}\n"
+    )
+    (tmp_path / "dbopt.yaml").write_text(
+        f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 1s\n'
+        "    retries: 3\n    retry_backoff: 10ms\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _old_snapshot(dsn: str) -> psycopg.Connection[Any]:
+    """A REPEATABLE READ transaction on another table: concurrent builds wait for it."""
+    holder = psycopg.connect(dsn)
+    holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    holder.execute("SELECT count(*) FROM customers")
+    return holder
+
+
+_WAITING_LAST_PHASE = (
+    "SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid) "
+    "WHERE p.phase = 'waiting for old snapshots' AND a.application_name = 'dbopt-apply'"
+)
+
+
+def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finishes_once(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    holder = _old_snapshot(db_dsn)
+    pid = holder.info.backend_pid
+    box: list[Result] = []
+    thread = threading.Thread(
+        target=lambda: box.append(
+            cli("apply", "--env", "test", "--wait-for-blockers", "--format", "json")
+        )
+    )
+    thread.start()
+    try:
+        wait_for(conn, _WAITING_LAST_PHASE)
+        # Long enough for the watcher to report the wait (it reports waits after 1 s).
+        wait_for(
+            conn,
+            _WAITING_LAST_PHASE.replace(
+                "a.application_name",
+                "now() - a.state_change > interval '1.6 s' AND a.application_name",
+            ),
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    thread.join(60)
+    result = box[0]
+    assert result.exit_code == 0, result.output
+    assert "idx_items_order: waiting for old snapshots for" in result.output
+    assert f"waiting for: pid {pid}" in result.output
+    assert "lock_timeout" not in result.output and "INVALID" not in result.output
+    (row,) = run_rows(result.output)
+    assert row["result"] == "ok" and row["builds"] == 1
+    assert row["waiting"] >= 1.0 and row["building"] > 0
+
+
+def test_build_wait_timeout_never_throws_a_finished_build_away_while_the_reason_runs(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """The build times out in its last phase: dbopt does not build again while the
+    transaction it waited for still runs (exit 1, saying so), and leaves nothing INVALID."""
+    holder = _old_snapshot(db_dsn)
+    pid = holder.info.backend_pid
+    try:
+        result = cli("apply", "--env", "test", "--wait-for-blockers", "--build-wait-timeout", "1s")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert "built (" in result.output and "s of work) but could not be finished" in result.output
+    assert "not built again while they do" in result.output
+    assert f"pid {pid}" in result.output
+    assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone() == (0,)
+
+
+def test_once_the_reason_is_gone_a_timed_out_build_is_made_again_and_its_cost_reported(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    holder = _old_snapshot(db_dsn)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dbopt",
+            "apply",
+            "--env",
+            "test",
+            "--wait-for-blockers",
+            "--build-wait-timeout",
+            "1s",
+            "--format",
+            "json",
+        ],
+        cwd=shop,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "not building again while they run" in line:
+                break
+        holder.rollback()  # the reason goes: dbopt builds again
+    finally:
+        holder.close()
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert "they ended; building again" in output
+    assert "was built 2 times" in output and "s of building were thrown away" in output
+    (row,) = run_rows(output)
+    assert row["builds"] == 2
+
+
+def test_jobs_2_builds_expression_and_partial_indexes_without_waiting_for_itself(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """A long expression build on one table and plain builds on another: a plain build's
+    last phase would wait for the expression build's transaction (PostgreSQL lets builds
+    ignore only builds without expressions or predicate), so dbopt never runs them side by
+    side — no wait reported, nothing built twice."""
+    conn.execute(
+        "CREATE TABLE events AS SELECT g AS id, md5(g::text) AS payload, g % 1000 AS kind "
+        "FROM generate_series(1, 2000000) g"
+    )
+    (shop / "indexes" / "events.yaml").write_text(
+        textwrap.dedent(
+            """
+            table: events
+            indexes:
+              - {name: idx_events_payload, columns: [{expr: "upper(payload)"}]}
+              - {name: idx_events_kind_big, columns: [kind], where: "kind > 500"}
+            """
+        )
+    )
+    (shop / "indexes" / "order_items.yaml").write_text(
+        textwrap.dedent(
+            """
+            table: order_items
+            indexes:
+              - {name: idx_items_order, columns: [order_id]}
+              - {name: idx_items_sku, columns: [sku]}
+            """
+        )
+    )
+    result = cli("apply", "--env", "test", "--jobs", "2", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert "waiting for" not in result.output
+    assert "dbopt's own session" not in result.output
+    assert "lock_timeout" not in result.output
+    rows = run_rows(result.output)
+    assert len(rows) == 4
+    assert all(r["result"] == "ok" and r["builds"] == 1 for r in rows)
+    assert all(r["waiting"] < 1.0 for r in rows), rows
+
+
+def test_a_held_swap_is_retried_without_building_again(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """A session takes the table before the swap: the swap waits lock_timeout, backs off and
+    tries again; the index built aside is kept and swapped in once the table is free."""
+    conn.execute("CREATE INDEX idx_items_order ON order_items (order_id, qty)")
+    snapshot = _old_snapshot(db_dsn)
+    locker = psycopg.connect(db_dsn)
+    box: list[Result] = []
+    thread = threading.Thread(
+        target=lambda: box.append(
+            cli(
+                "apply",
+                "--env",
+                "test",
+                "--replace-drifted",
+                "--wait-for-blockers",
+                "--format",
+                "json",
+            )
+        )
+    )
+    thread.start()
+    try:
+        # The build aside waits for the old snapshot; a strong lock request queues behind it
+        # and is granted the moment the build ends, before dbopt asks for the swap's.
+        wait_for(conn, _WAITING_LAST_PHASE)
+        lock = threading.Thread(
+            target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
+        )
+        lock.start()
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
+            "AND wait_event_type = 'Lock'",
+        )
+        snapshot.rollback()
+        lock.join(30)
+        # The swap's transaction waits (its check needs the table); once a second attempt is
+        # seen waiting, the table is released.
+        first = wait_for(
+            conn,
+            "SELECT xact_start FROM pg_stat_activity WHERE application_name = 'dbopt-apply' "
+            "AND wait_event_type = 'Lock'",
+        )[0]
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-apply' "
+            f"AND wait_event_type = 'Lock' AND xact_start > '{first.isoformat()}'",
+        )
+        locker.rollback()
+    finally:
+        snapshot.close()
+        locker.close()
+    thread.join(60)
+    result = box[0]
+    assert result.exit_code == 0, result.output
+    assert "lock_timeout on public.order_items (attempt 1" in result.output
+    (row,) = run_rows(result.output)
+    assert row["result"] == "ok" and row["builds"] == 1
+    definition = conn.execute("SELECT pg_get_indexdef('idx_items_order'::regclass)").fetchone()
+    assert definition is not None and "(order_id)" in definition[0]
