@@ -206,11 +206,24 @@ def retarget_definition(
     return sql.SQL("{} ON {} USING {}").format(sql.SQL(head), table.ident(), sql.SQL(tail))
 
 
-def create_or_replace_view(name: QualifiedName, definition: str) -> sql.Composed:
-    """CREATE OR REPLACE VIEW from PostgreSQL's own ``pg_get_viewdef`` text.
+def create_or_replace_view(
+    name: QualifiedName, definition: str, options: tuple[str, ...] = ()
+) -> sql.Composed:
+    """CREATE OR REPLACE VIEW from PostgreSQL's own ``pg_get_viewdef`` text and reloptions.
 
     Re-binds a view's references by name (after a materialized view it reads was swapped),
-    keeping the view's identity: its grants, comments and own dependents.
+    keeping the view's identity: its grants, comments and own dependents; and its options
+    (security_barrier, security_invoker, check_option), which CREATE OR REPLACE would reset.
     """
     body = definition.strip().rstrip(";").strip()
-    return sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(name.ident(), sql.SQL(body))
+    with_options: sql.Composable = sql.SQL("")
+    if options:
+        pairs = [o.partition("=") for o in options]
+        with_options = sql.SQL(" WITH ({})").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, _, v in pairs
+            )
+        )
+    return sql.SQL("CREATE OR REPLACE VIEW {}{} AS {}").format(
+        name.ident(), with_options, sql.SQL(body)
+    )

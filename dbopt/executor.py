@@ -115,6 +115,16 @@ class _Made:
     valid: bool | None
 
 
+class Built(dict[QualifiedName, int]):
+    """What the running action made, name -> OID; ``unsure`` names are INVALID indexes a
+    failed build probably left (the name was free just before it started) without the server
+    having shown this backend building them: cleaned up (guarded), never recorded as dbopt's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unsure: set[QualifiedName] = set()
+
+
 class StepFailed(Exception):
     """A step failed after retries; the message says why and what was cleaned up."""
 
@@ -459,7 +469,7 @@ class Executor:
             except KeyboardInterrupt:
                 # psycopg cancelled the statement on the server; the action cleans up.
                 self._cancelled.set()
-                self._after_failed_build(step, built)
+                self._after_failed_build(step, built, watches)
                 raise
             except NotOursError:
                 raise
@@ -468,7 +478,7 @@ class Executor:
                 raise StepFailed(f"{step.index}: {server_message(exc)}") from None
             except pgerrors.LockNotAvailable:
                 blockers = self.blockers(step.table, started)
-                self._after_failed_build(step, built)
+                self._after_failed_build(step, built, watches)
                 attempt += 1
                 if step.gentle:
                     self._after_build_wait(step, built, cost, watches, blockers, attempt)
@@ -476,7 +486,7 @@ class Executor:
                     self._after_lock_wait(step, blockers, attempt, first)
                 continue
             except pgerrors.QueryCanceled as exc:
-                self._after_failed_build(step, built)
+                self._after_failed_build(step, built, watches)
                 if self._cancelled.is_set():
                     raise KeyboardInterrupt from None
                 raise StepFailed(
@@ -484,7 +494,7 @@ class Executor:
                     f"stopped the statement: {server_message(exc)}"
                 ) from None
             except psycopg.Error as exc:
-                self._after_failed_build(step, built)
+                self._after_failed_build(step, built, watches)
                 raise StepFailed(f"{step.index}: {server_message(exc)}") from None
             if step.makes:
                 made = self._oid_of(step.index)
@@ -597,18 +607,31 @@ class Executor:
             self.sleep(1.0)
         return True
 
-    def _after_failed_build(self, step: Step, built: dict[QualifiedName, int]) -> None:
-        """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index: note it as this run's.
+    def _after_failed_build(
+        self, step: Step, built: dict[QualifiedName, int], watches: list[Watch]
+    ) -> None:
+        """A failed CREATE INDEX CONCURRENTLY may leave an INVALID index: note it as this run's.
 
-        The step's name was free when it started (or the build would have failed with
-        "already exists", which never comes here), so the INVALID index under it is this
-        build's; the guard still checks it before any drop.
+        Proof is the OID the server showed for this very backend's build. Without it (the
+        build failed before the watcher sampled it), an INVALID index under the name is taken
+        for this build's only when the name was free just before the build started — and then
+        only to clean it up (guarded: INVALID, not being built), never recorded as dbopt's.
+        A build that failed waiting for its table lock never made one: another session's index
+        that appeared meanwhile is never taken.
         """
         if step.kind != StepKind.BUILD or step.index in built:
+            return
+        watch = watches[-1] if watches else None
+        if watch is not None and watch.oid is not None:
+            built[step.index] = watch.oid
+            return
+        if watch is None or not watch.free_before:
             return
         made = self._oid_of(step.index)
         if made is not None and made.valid is False:
             built[step.index] = made.oid
+            if isinstance(built, Built):
+                built.unsure.add(step.index)
 
     def _execute(
         self,
@@ -639,10 +662,12 @@ class Executor:
         exclusive = exclusive and step.kind != StepKind.DROP
         self._gate.acquire(exclusive)
         _set(conn, "lock_timeout", self.settings.build_wait_timeout_ms)
+        free_before = step.kind == StepKind.BUILD and self._oid_of(step.index) is None
         pid = conn.info.backend_pid
         watch = self._watcher.watch(
             pid, step.index, self._oid_recorder(built) if step.kind == StepKind.BUILD else None
         )
+        watch.free_before = free_before
         try:
             for statement in step.statements:
                 conn.execute(statement)
@@ -725,12 +750,20 @@ class Executor:
             self._control(lambda c: self.history.record_object(c, change_id, made.oid, definition))
 
     def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
-        """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it."""
-        if change_id is not None and len(built) == 1:
-            self._record_made(change_id, next(iter(built)))
+        """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it
+        (only when the server showed this run building it)."""
+        if change_id is None or len(built) != 1:
+            return
+        name = next(iter(built))
+        if isinstance(built, Built) and name in built.unsure:
+            return
+        self._control(lambda c: self.history.record_object(c, change_id, built[name], None))
 
-    def _record_built_with(self, run_id: int, index: QualifiedName, view: QualifiedName) -> None:
-        """An index built with its view (and dropped with it): dbopt made it."""
+    def _record_built_with(
+        self, run_id: int, index: QualifiedName, view: QualifiedName, action: str
+    ) -> None:
+        """An index built with its view (and dropped with it): dbopt made it. With a new view
+        it is a create; with a replaced view a rebuild, undone with the view's change."""
         change = self._control(
             lambda c: self.history.start_change(
                 c,
@@ -740,7 +773,7 @@ class Executor:
                     "object_name": index.name,
                     "table_name": str(view),
                     "object_kind": "index",
-                    "action": "create",
+                    "action": action,
                     "existed_before": False,
                 },
             )
@@ -755,18 +788,37 @@ class Executor:
                 if identity.upfront and identity.built_as is None and step.kind != StepKind.SWAP:
                     self.check(identity, {})
 
+    def _preflight_patiently(self, action: Action) -> None:
+        """:meth:`preflight`, waiting for a lock the way a step does (its check reads the
+        object's definition, which needs its table)."""
+        attempt = 0
+        first = time.monotonic()
+        while True:
+            started = time.time()
+            try:
+                self.preflight(action)
+                return
+            except pgerrors.LockNotAvailable:
+                attempt += 1
+                blockers = self.blockers(action.table, started)
+                step = action.forward[0]
+                self._after_lock_wait(step, blockers, attempt, first)
+
     def run_action(self, run_id: int | None, action: Action) -> ChangeResult:
         """Run one action's steps and record it in the history."""
         change_id = None if run_id is None else self._record_start(run_id, action)
         if change_id is not None:
             self._changes[threading.get_ident()] = change_id
         started = time.monotonic()
-        built: dict[QualifiedName, int] = {}
+        built = Built()
         self.reporter.event(f"{action.kind.value} {action.name} ...")
         try:
-            self.preflight(action)
+            self._preflight_patiently(action)
         except NotOursError as exc:
             result = ChangeResult(action, "skipped", 0.0, error=str(exc))
+            self.reporter.finished(action.name)
+        except StepFailed as exc:
+            result = ChangeResult(action, "failed", time.monotonic() - started, error=str(exc))
             self.reporter.finished(action.name)
         else:
             result = self._run_steps(action, change_id, built, started)
@@ -778,7 +830,12 @@ class Executor:
             )
             if result.result == "ok" and run_id is not None:
                 for index in action.also_creates:
-                    self._record_built_with(run_id, index, action.name)
+                    self._record_built_with(
+                        run_id,
+                        index,
+                        action.name,
+                        "create" if action.kind == Kind.CREATE else "rebuild",
+                    )
         self.reporter.event(
             f"{action.name}: {result.result} in {result.seconds:.1f}s"
             + (f" — {result.error}" if result.error else "")
@@ -866,42 +923,50 @@ class Executor:
             return out
 
         interrupted = False
+        crashed = True
         try:
-            first = [g for g in groups.values() if g[0].phase == 0]
-            last = [g for g in groups.values() if g[0].phase != 0]
-            if jobs <= 1:
-                for group in first:
-                    results.extend(run_group(group))
-            else:
-                with ThreadPoolExecutor(max_workers=jobs) as pool:
-                    futures = [pool.submit(run_group, g) for g in first]
-                    try:
-                        for future in futures:
-                            results.extend(future.result())
-                    except KeyboardInterrupt:
-                        # Cancel the running builds on the server now: leaving the pool
-                        # waits for the workers, which then stop at once and clean up.
-                        self.cancel()
-                        for future in futures:
-                            if not future.cancelled() and future.exception() is None:
+            try:
+                first = [g for g in groups.values() if g[0].phase == 0]
+                last = [g for g in groups.values() if g[0].phase != 0]
+                if jobs <= 1:
+                    for group in first:
+                        results.extend(run_group(group))
+                else:
+                    with ThreadPoolExecutor(max_workers=jobs) as pool:
+                        futures = [pool.submit(run_group, g) for g in first]
+                        try:
+                            for future in futures:
                                 results.extend(future.result())
-                        raise
-            # Views after table indexes (their queries may use them), then views' own indexes.
-            results.extend(run_group(views))
-            for group in last:
-                results.extend(run_group(group))
-        except KeyboardInterrupt:
-            interrupted = True
-            self.cancel()
-        if any(r.result == "aborted" for r in results) or self._cancelled.is_set():
-            interrupted = True
-        outcome = (
-            "aborted"
-            if interrupted
-            else "failed"
-            if any(r.result == "failed" for r in results)
-            else "succeeded"
-        )
+                        except KeyboardInterrupt:
+                            # Cancel the running builds on the server now: leaving the pool
+                            # waits for the workers, which then stop at once and clean up.
+                            self.cancel()
+                            for future in futures:
+                                if not future.cancelled() and future.exception() is None:
+                                    results.extend(future.result())
+                            raise
+                # Views after table indexes (their queries may use them), then views' own indexes.
+                results.extend(run_group(views))
+                for group in last:
+                    results.extend(run_group(group))
+            except KeyboardInterrupt:
+                interrupted = True
+                self.cancel()
+            if any(r.result == "aborted" for r in results) or self._cancelled.is_set():
+                interrupted = True
+            outcome = (
+                "aborted"
+                if interrupted
+                else "failed"
+                if any(r.result == "failed" for r in results)
+                else "succeeded"
+            )
+            crashed = False
+        finally:
+            if crashed:
+                # An unexpected error: the run is not left 'running' for the next one to find.
+                with contextlib.suppress(psycopg.Error):
+                    self._control(lambda c: self.history.finish_run(c, run_id, "failed"))
         self._control(lambda c: self.history.finish_run(c, run_id, outcome))
         return RunResult(run_id, outcome, results)
 

@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from dbopt import __version__
+from dbopt.catalog import catalog_sql
 from dbopt.spec import QualifiedName
 
 _TABLES = """
@@ -85,47 +86,6 @@ CREATE TABLE IF NOT EXISTS {schema}.refreshes (
 CREATE INDEX IF NOT EXISTS refreshes_view ON {schema}.refreshes (view_schema, view_name, id)
 """
 
-_MANAGED_BY_NAME = """
-SELECT id, run_id, object_kind, object_schema, object_name, table_name
-  FROM (SELECT id, run_id, object_kind, object_schema, object_name, table_name,
-               bool_or(NOT existed_before) OVER w AS created_by_dbopt,
-               last_value(action) OVER w AS last_action,
-               row_number() OVER (PARTITION BY object_kind, object_schema, object_name
-                                  ORDER BY id DESC) AS rn
-          FROM {schema}.changes
-         WHERE result = 'ok' {where}
-        WINDOW w AS (PARTITION BY object_kind, object_schema, object_name ORDER BY id
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) s
- WHERE rn = 1 AND created_by_dbopt AND last_action <> 'drop'
- ORDER BY object_schema, object_name
-"""
-
-#: Objects dbopt made, by OID: a build that succeeded, or failed and left an INVALID index
-#: (dbopt's own, to repair or clean up), and that no later change of dbopt dropped or replaced.
-_OWNED = """
-SELECT DISTINCT ON (m.object_oid)
-       m.id, m.run_id, m.object_kind, m.object_schema, m.object_name, m.table_name,
-       m.object_oid, m.built_definition
-  FROM {schema}.changes m
- WHERE m.object_oid IS NOT NULL
-   AND (m.result = 'ok' OR m.action IN ('create', 'repair', 'replace', 'restore'))
-   AND NOT EXISTS (SELECT 1 FROM {schema}.changes d
-                    WHERE d.replaced_oid = m.object_oid AND d.id > m.id AND d.result = 'ok'
-                      AND d.action IN ('drop', 'replace', 'restore', 'repair'))
- ORDER BY m.object_oid, m.id DESC
-"""
-
-
-#: Builds dbopt started and that stopped before their OID was recorded (a crash).
-_ATTEMPTS = """
-SELECT DISTINCT ON (object_schema, object_name) id, run_id, object_schema, object_name,
-       table_name
-  FROM {schema}.changes
- WHERE object_oid IS NULL AND object_kind = 'index' AND action IN ('create', 'repair')
-   AND NOT existed_before AND result <> 'ok'
- ORDER BY object_schema, object_name, id DESC
-"""
-
 #: Changes with what undid them (the change of a later, successful rollback).
 _CHANGES = """
 SELECT c.*, r.command,
@@ -152,9 +112,9 @@ class OwnedObject:
     definition: str | None  # as the server printed it when dbopt made it
     change_id: int
     run_id: int
-    #: Only an attempt: a build dbopt started but stopped before it could record the OID.
-    #: The index under that name is dbopt's only while it is INVALID (what the build left).
-    attempt: bool = False
+    #: Not made but swapped out by a replace of dbopt's: dbopt's to drop only while it carries
+    #: dbopt's temporary name (the swap happened, the final drop did not).
+    replaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +138,7 @@ class ChangeRecord:
     previous_state: Mapping[str, Any]
     undone_by: int | None  # the change of a later rollback that undid this one
     undone_by_run: int | None  # and its run
+    undoes_change: int | None = None  # for a rollback's change: the change it undid
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,42 +193,35 @@ class History:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             conn.execute(sql.SQL(_TABLES).format(schema=ident))
 
+    def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
+        """A query of ``catalog/sql/<name>.sql`` on this history's schema."""
+        credible = catalog_sql("history_credible").format(schema_name=sql.Literal(self.schema))
+        return catalog_sql(name).format(
+            schema=sql.Identifier(self.schema), credible=credible, **parts
+        )
+
     def owned(self, conn: psycopg.Connection[Any]) -> list[OwnedObject]:
         """Objects dbopt made (by OID, or by name for history written before OIDs were kept)
         and has not dropped since: the only objects prune and rollback may ever drop."""
         if not self.exists(conn) or not self.current(conn):
             return self._owned_by_name(conn) if self.exists(conn) else []
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL(_OWNED).format(schema=sql.Identifier(self.schema)))
+            cur.execute(self._query("history_owned"))
             rows = cur.fetchall()
         owned = [
             OwnedObject(
                 kind=r["object_kind"],
                 name=QualifiedName(r["object_schema"], r["object_name"]),
                 table=_qualified(r["table_name"]),
-                oid=None if r["object_oid"] is None else int(r["object_oid"]),
-                definition=r["built_definition"],
+                oid=int(r["oid"]),
+                definition=r["definition"],
                 change_id=int(r["id"]),
                 run_id=int(r["run_id"]),
+                replaced=bool(r["replaced"]),
             )
             for r in rows
         ]
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL(_ATTEMPTS).format(schema=sql.Identifier(self.schema)))
-            attempts = [
-                OwnedObject(
-                    kind="index",
-                    name=QualifiedName(r["object_schema"], r["object_name"]),
-                    table=_qualified(r["table_name"]),
-                    oid=None,
-                    definition=None,
-                    change_id=int(r["id"]),
-                    run_id=int(r["run_id"]),
-                    attempt=True,
-                )
-                for r in cur.fetchall()
-            ]
-        return owned + self._owned_by_name(conn, legacy_only=True) + attempts
+        return owned + self._owned_by_name(conn, legacy_only=True)
 
     def _owned_by_name(
         self, conn: psycopg.Connection[Any], *, legacy_only: bool = False
@@ -275,9 +229,7 @@ class History:
         """What history rows without an OID say dbopt created (dbopt 0.1 kept only names)."""
         where = sql.SQL("AND object_oid IS NULL" if legacy_only else "")
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                sql.SQL(_MANAGED_BY_NAME).format(schema=sql.Identifier(self.schema), where=where)
-            )
+            cur.execute(self._query("history_owned_by_name", where=where))
             rows = cur.fetchall()
         return [
             OwnedObject(
@@ -285,7 +237,7 @@ class History:
                 name=QualifiedName(r["object_schema"], r["object_name"]),
                 table=_qualified(r["table_name"]),
                 oid=None,
-                definition=None,
+                definition=r["definition"],
                 change_id=int(r["id"]),
                 run_id=int(r["run_id"]),
             )
@@ -441,6 +393,7 @@ class History:
                 previous_state=r["previous_state"] or {},
                 undone_by=None if r["undone_by"] is None else int(r["undone_by"]),
                 undone_by_run=None if r["undone_by_run"] is None else int(r["undone_by_run"]),
+                undoes_change=None if r["undoes_change"] is None else int(r["undoes_change"]),
             )
             for r in rows
         ]

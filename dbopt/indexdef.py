@@ -61,6 +61,18 @@ def _option_value(value: Any) -> str:
     raise DefinitionError(f"a storage parameter value dbopt cannot read: {value!r}")
 
 
+def index_spec_from_canonical(canonical: str, *, table: QualifiedName, name: str) -> IndexSpec:
+    """An :class:`IndexSpec` from :func:`dbopt.normalize.canonical` text (the server's
+    definition without name and table): what the server made of a spec."""
+    from psycopg import sql
+
+    unique = canonical.startswith("UNIQUE ")
+    body = canonical.removeprefix("UNIQUE ")
+    head = "CREATE UNIQUE INDEX" if unique else "CREATE INDEX"
+    text = f"{head} {sql.Identifier(name).as_string()} ON {table.ident().as_string()} {body}"
+    return index_spec_from_definition(text, table=table, name=name)
+
+
 def index_spec_from_definition(
     definition: str,
     *,

@@ -26,7 +26,11 @@ from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
 from dbopt.errors import Problem, SpecError, UnsafeActionError
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
-from dbopt.indexdef import DefinitionError, index_spec_from_definition
+from dbopt.indexdef import (
+    DefinitionError,
+    index_spec_from_canonical,
+    index_spec_from_definition,
+)
 from dbopt.normalize import canonical
 from dbopt.spec import IndexSpec, QualifiedName, ViewSpec, view_order
 from dbopt.sqltext import query_sql
@@ -219,25 +223,47 @@ class Ownership:
 
 
 def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
-    """Match the history's facts with the live catalog: same OID, name and table (or, for
-    history that kept only names, same name and table)."""
+    """Match the history's facts with the live catalog.
+
+    A made object is dbopt's when the catalog has its OID (an index on the same table); one
+    recorded by name only (dbopt 0.1) when the name, table and definition match. An object a
+    replace swapped out is dbopt's only while it carries dbopt's temporary name.
+    """
     indexes = {i.oid: i for i in catalog.indexes.values()}
     views = {r.oid: r for r in catalog.relations.values() if r.relkind == "m"}
     oids: set[int] = set()
     origins: dict[int, str] = {}
     for fact in owned:
+        found: CatalogIndex | Relation | None
         if fact.kind == "view":
-            rel = views.get(fact.oid) if fact.oid is not None else catalog.relations.get(fact.name)
-            if rel is not None and rel.relkind == "m" and rel.name == fact.name:
-                oids.add(rel.oid)
-                origins[rel.oid] = f"made by dbopt run {fact.run_id}"
+            found = (
+                views.get(fact.oid)
+                if fact.oid is not None
+                else views.get(getattr(catalog.relations.get(fact.name), "oid", -1))
+            )
+        else:
+            found = (
+                indexes.get(fact.oid) if fact.oid is not None else catalog.indexes.get(fact.name)
+            )
+            if found is not None and found.table != fact.table:
+                continue
+            if found is not None and fact.oid is None:
+                # dbopt 0.1 kept names and, for some changes, the spec's canonical definition:
+                # without one that matches, the name alone proves nothing.
+                recorded = fact.definition
+                if recorded is None:
+                    continue
+                if recorded.startswith("CREATE"):
+                    recorded = canonical(recorded)
+                if canonical(found.definition) != recorded:
+                    continue
+        if found is None:
             continue
-        index = indexes.get(fact.oid) if fact.oid is not None else catalog.indexes.get(fact.name)
-        if fact.attempt and (index is None or index.is_valid):
-            continue  # an attempt owns only the INVALID index its build left
-        if index is not None and index.table == fact.table:
-            oids.add(index.oid)
-            origins[index.oid] = f"made by dbopt run {fact.run_id}"
+        if fact.replaced and not found.name.name.endswith(OLD_SUFFIX):
+            continue
+        oids.add(found.oid)
+        what = "swapped out" if fact.replaced else "made"
+        origins[found.oid] = f"{what} by dbopt run {fact.run_id}"
     return Ownership(frozenset(oids), origins)
 
 
@@ -485,7 +511,15 @@ def replace_index_action(
     refusals += leftover_refusals
     props = properties.indexes.get(existing.oid) if properties is not None else None
     if props is not None:
-        refusals += [f"index {name}: {r}" for r in props.refusals(spec)]
+        try:
+            before: IndexSpec | None = index_spec_from_definition(existing.definition, table=table)
+            # Compared as the server prints both (the spec's expressions as it normalised them).
+            after = (
+                index_spec_from_canonical(desired, table=table, name=spec.name) if desired else spec
+            )
+        except DefinitionError:
+            before, after = None, spec
+        refusals += [f"index {name}: {r}" for r in props.refusals(after, before)]
     identity = index_identity(existing, origin=owners.origin(existing.oid))
     if expect_oid is not None and existing.oid != expect_oid:
         refusals.append(
@@ -617,10 +651,11 @@ def _repair_action(
     name = spec.qualified_name
     mine = owners.owns(existing.oid)
     refusal = None
-    if not mine and desired is not None and desired != current:
+    if not mine:
         refusal = (
-            f"index {name} is INVALID, dbopt did not make it, and its definition "
-            f"({current}) is not the spec's: drop it by hand or rename the spec"
+            f"index {name} is INVALID and dbopt did not make it (another session's failed "
+            "build?): dbopt never drops what it did not make; check it and drop it by hand "
+            f"(DROP INDEX CONCURRENTLY {name}), then apply again"
         )
     identity = index_identity(existing, invalid=True, origin=owners.origin(existing.oid))
     return Action(
@@ -779,14 +814,48 @@ def _dependents(name: QualifiedName, catalog: Catalog) -> tuple[list[Relation], 
     return plain, materialized
 
 
+def _columns_of(spec: IndexSpec) -> set[str]:
+    """The column names an index uses: keys, INCLUDE, and those its expressions and WHERE
+    name (as the PostgreSQL parser reads them)."""
+    import json
+
+    from pglast import parser
+
+    names = {c.name for c in spec.columns if c.name} | set(spec.include)
+    texts = [c.expr for c in spec.columns if c.expr] + ([spec.where] if spec.where else [])
+    for text in texts:
+        tree = json.loads(parser.parse_sql_json(f"SELECT {text}"))
+        stack: list[Any] = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                ref = node.get("ColumnRef")
+                if isinstance(ref, dict):
+                    fields = [f.get("String", {}).get("sval") for f in ref.get("fields", [])]
+                    if fields and fields[-1]:
+                        names.add(str(fields[-1]))
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+    return names
+
+
 def _kept_indexes(
-    relation: Relation, wanted: Sequence[IndexSpec], catalog: Catalog, refusals: list[str]
+    relation: Relation,
+    wanted: Sequence[IndexSpec],
+    catalog: Catalog,
+    refusals: list[str],
+    drop_owned: Ownership | None = None,
 ) -> list[IndexSpec]:
-    """``wanted`` plus every other index the view has now (hand-made ones are kept too)."""
+    """``wanted`` plus every other index the view has now (hand-made ones are kept too);
+    with ``drop_owned``, not the other indexes dbopt made (a rollback restores the view as it
+    was, without the indexes the replace added)."""
     names = {i.name for i in wanted}
     kept = list(wanted)
     for index in catalog.indexes_on(relation.name):
         if index.name.name in names:
+            continue
+        if drop_owned is not None and drop_owned.owns(index.oid):
             continue
         try:
             kept.append(
@@ -842,7 +911,13 @@ def replace_view_action(
     forward = _rebuild_view(
         existing,
         body if body is not None else query_sql(view.query),
-        _kept_indexes(existing, view.indexes, catalog, refusals),
+        _kept_indexes(
+            existing,
+            view.indexes,
+            catalog,
+            refusals,
+            owners if kind == Kind.RESTORE else None,
+        ),
         plain,
         materialized,
         catalog,
@@ -879,6 +954,8 @@ def replace_view_action(
             ]
         },
         undoes_change=undoes_change,
+        # The spec's indexes are rebuilt with the view: dbopt's own from now on.
+        also_creates=tuple(i.qualified_name for i in view.indexes),
     )
 
 
@@ -905,6 +982,20 @@ def _rebuild_view(
         props = properties.views.get(existing.oid)
     if props is not None:
         refusals += props.refusals(new_columns)
+    for reader in (*plain, *materialized):
+        if not reader.owned:
+            refusals.append(
+                f"{reader.name} reads it and belongs to {reader.owner}, which this role is not "
+                "a member of: dbopt could not re-bind or rebuild it"
+            )
+    if new_columns is not None:
+        for spec in indexes:
+            missing = sorted(_columns_of(spec) - set(new_columns))
+            if missing:
+                refusals.append(
+                    f"its index {spec.name} uses {', '.join(missing)}, which the new query has "
+                    "no column for"
+                )
     leftovers: list[Step] = []
     for temp in (new, old):
         taken = name_taken(catalog, temp)
@@ -957,13 +1048,34 @@ def _rebuild_view(
                 for i in indexes
             ),
             # Readers re-bound in the same transaction: none ever sees the old data twice.
-            *(ddl.create_or_replace_view(v.name, _view_body(v)) for v in plain),
+            *(ddl.create_or_replace_view(v.name, _view_body(v), v.options) for v in plain),
         ),
         name,
         name,
         expect=(
             Identity("view", old, oid=existing.oid),
             Identity("view", name, built_as=new),
+            # Every index renamed is exactly the one planned: the old view's (by OID, now on
+            # the view renamed aside) and the ones built on the new view.
+            *(
+                Identity(
+                    "index",
+                    QualifiedName(schema, ddl.derived_name(i.name.name, OLD_SUFFIX)),
+                    oid=i.oid,
+                    table=old,
+                    upfront=False,
+                )
+                for i in old_indexes
+            ),
+            *(
+                Identity(
+                    "index",
+                    QualifiedName(schema, i.name),
+                    table=name,
+                    built_as=QualifiedName(schema, ddl.derived_name(i.name, NEW_SUFFIX)),
+                )
+                for i in indexes
+            ),
         ),
         then=(*(props.carry(name) if props is not None else ()), *index_carry),
     )
@@ -1160,10 +1272,21 @@ def plan(
     }
     for spec in [*specs, *view_index_specs]:
         relation = catalog.relations.get(spec.table)
+        loc = spec.location
         if relation is None:
-            loc = spec.location
             problems.append(
                 Problem(loc.file, loc.line, loc.column, f"table {spec.table} does not exist")
+            )
+            continue
+        if relation.relkind not in ("r", "p", "m"):
+            kind = _RELKINDS.get(relation.relkind, relation.relkind)
+            problems.append(
+                Problem(
+                    loc.file,
+                    loc.line,
+                    loc.column,
+                    f"{spec.table} is a {kind}: indexes go on tables and materialized views",
+                )
             )
             continue
         action = _index_action(spec, relation, catalog, normalized, owners, properties, problems)
@@ -1197,6 +1320,21 @@ def plan(
             )
         )
     notes = _unowned_leftovers(catalog, owners, wanted)
+    not_owned = sorted(
+        {
+            str(a.table)
+            for a in actions
+            if a.kind != Kind.SKIP
+            and a.table in catalog.relations
+            and not catalog.relations[a.table].owned
+        }
+    )
+    if not_owned:
+        notes.append(
+            "this role does not own "
+            + ", ".join(not_owned)
+            + ": apply must run as their owner (or a member of it)"
+        )
     for i, action in enumerate(actions):
         if action.kind == Kind.REPLACE and not replace_drifted:
             actions[i] = _disabled(action, "--replace-drifted")

@@ -24,7 +24,7 @@ from dbopt.db import connect, unbounded
 from dbopt.spec import QualifiedName
 
 #: How often the watcher samples (seconds).
-INTERVAL = 0.5
+INTERVAL = 0.25
 #: A wait is reported once it has lasted this long (every build passes its wait phases).
 REPORT_WAITS_AFTER = 1.0
 
@@ -121,6 +121,11 @@ class Watch:
 
     index: QualifiedName
     on_oid: Callable[[int], None] | None = None
+    #: The OID of the index this very backend builds, once the server showed it: the only
+    #: proof that an index under that name is dbopt's, should the build fail.
+    oid: int | None = None
+    #: No relation had the build's name just before it started.
+    free_before: bool = False
     phase: str = "starting"
     phase_since: float = field(default_factory=time.monotonic)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -239,9 +244,11 @@ class Watcher:
             watch = watches.get(pid)
             if watch is None:
                 continue
-            if oid and watch.on_oid is not None:
-                tell, watch.on_oid = watch.on_oid, None
-                tell(int(oid))
+            if oid and watch.oid is None:
+                watch.oid = int(oid)
+                if watch.on_oid is not None:
+                    tell, watch.on_oid = watch.on_oid, None
+                    tell(int(oid))
             blockers = [
                 Blocker(b["pid"], b["age_s"] or 0, b["state"], b["user"], b["query"] or "")
                 for b in (json.loads(raw) if isinstance(raw, str) else raw)

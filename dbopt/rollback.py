@@ -3,10 +3,12 @@
 The history is data, never code: each change records structured facts — the object's kind and
 name, its table, the OID of what dbopt made and of what it replaced, and definitions as the
 server printed them. A rollback reads those facts, checks them against the live catalog (the
-object must still be the one dbopt made: same OID, table and definition), and derives its
-actions with the same builders as a plan: a create is undone by a guarded drop, a replace by
-a replace back to the previous definition (parsed by the PostgreSQL parser into a spec, never
-executed as text), a drop by a create. Whatever cannot be undone is listed with the reason.
+object must still be the one dbopt made: same OID, table and definition, and a credible fact:
+see :meth:`dbopt.history.History.owned`), and derives its actions with the same builders as a
+plan: a create is undone by a guarded drop, a replace by a replace back to the previous
+definition (parsed by the PostgreSQL parser into a spec, never executed as text; a view's
+query must pass the same checks as a budget query), a drop by a create. Whatever cannot be
+undone is listed with the reason.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dbopt.planner import (
     replace_view_action,
     wanted_properties,
 )
+from dbopt.readonly import CallGraph
 from dbopt.spec import IndexSpec, Location, QualifiedName, ViewSpec
 from dbopt.sqltext import SqlTextError, check_query, query_sql
 
@@ -73,15 +76,45 @@ class RollbackPlan:
     catalog: Catalog | None = None  # what the plan was checked against
 
 
+def current_oid(change: ChangeRecord, later: Sequence[ChangeRecord]) -> int | None:
+    """The OID of what ``change`` made, followed through later changes of dbopt's.
+
+    A later replace, repair or drop of it ends it (None), unless that change was itself
+    rolled back: then the object is what the rollback made (a restore hands it back).
+    """
+    oid = change.object_oid
+    after = change.id
+    ordered = sorted(later, key=lambda c: c.id)
+    while oid is not None:
+        successor = next(
+            (c for c in ordered if c.replaced_oid == oid and c.result == "ok" and c.id > after),
+            None,
+        )
+        if successor is None:
+            return oid
+        undo = next(
+            (c for c in ordered if c.undoes_change == successor.id and c.result == "ok"), None
+        )
+        if undo is None:
+            return None
+        oid, after = undo.object_oid, undo.id
+    return None
+
+
 def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
-    """Not undone by a rollback, and what it made not replaced or dropped by a later change."""
+    """Not undone by a rollback, and what it made still there (possibly after a restore)."""
     if change.undone_by is not None or change.result != "ok":
         return False
     if change.object_oid is None:
         return True
-    return not any(
-        c.replaced_oid == change.object_oid and c.result == "ok" and c.id > change.id for c in later
-    )
+    return current_oid(change, later) is not None
+
+
+def _later(
+    conn: psycopg.Connection[Any], history: History, records: Sequence[ChangeRecord]
+) -> list[ChangeRecord]:
+    names = sorted({c.name for c in records})
+    return history.changes(conn, names=names) if names else []
 
 
 def _select(
@@ -89,13 +122,12 @@ def _select(
 ) -> tuple[list[ChangeRecord], int | None]:
     """The changes to undo, newest first, and the run they belong to (None for names)."""
     if selection.names:
-        records = history.changes(conn, names=selection.names)
         chosen = []
         for name in selection.names:
-            mine = [c for c in records if c.name == name and c.run_command == "apply"]
+            later = history.changes(conn, names=[name])
+            mine = [c for c in later if c.name == name and c.run_command == "apply"]
             if not mine:
                 raise InputError(f"dbopt never changed {name}: nothing to roll back")
-            later = history.changes(conn, names=[name])
             live = [c for c in mine if _live(c, later)]
             chosen.append(live[0] if live else mine[0])
         return sorted(chosen, key=lambda c: -c.id), None
@@ -122,11 +154,20 @@ def _select(
     raise InputError("no apply run left to roll back: every change was undone or superseded")
 
 
-def _later(
-    conn: psycopg.Connection[Any], history: History, records: Sequence[ChangeRecord]
-) -> list[ChangeRecord]:
-    names = sorted({c.name for c in records})
-    return history.changes(conn, names=names) if names else []
+class _Skip(Exception):
+    """This change has no undo; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What deriving an undo needs besides the change."""
+
+    catalog: Catalog
+    owners: Ownership
+    later: Sequence[ChangeRecord]
+    properties: Properties | None
+    dropped_views: Collection[QualifiedName]
+    calls: CallGraph | None
 
 
 def derive(
@@ -135,16 +176,23 @@ def derive(
     catalog: Catalog,
     owned: Sequence[OwnedObject],
     properties: Properties | None = None,
+    calls: CallGraph | None = None,
 ) -> tuple[list[Action], list[Skipped]]:
-    """The undo action of each change (newest first), or why there is none. Pure."""
-    owners = ownership(owned, catalog)
+    """The undo action of each change (newest first), or why there is none. Pure.
+
+    ``calls`` checks a view query read back from the history (nothing it can reach may have
+    a side effect); without it such a view is not rebuilt.
+    """
+    context = _Context(
+        catalog,
+        ownership(owned, catalog),
+        later,
+        properties,
+        {c.name for c in records if c.object_kind == "view" and c.action == "create"},
+        calls,
+    )
     actions: list[Action] = []
     skipped: list[Skipped] = []
-    dropped_views = {
-        c.name
-        for c in records
-        if c.object_kind == "view" and c.action == "create" and _live(c, later)
-    }
     for change in sorted(records, key=lambda c: -c.id):
         if change.undone_by is not None:
             skipped.append(Skipped(change.name, f"already undone (change {change.undone_by})"))
@@ -157,56 +205,54 @@ def derive(
                 Skipped(change.name, "a later change of dbopt replaced what this one made")
             )
             continue
-        if change.object_kind == "index" and change.table in dropped_views:
+        if change.object_kind == "index" and change.table in context.dropped_views:
             continue  # dropped with its view
+        if change.action == "rebuild":
+            if any(r.name == change.table and r.object_kind == "view" for r in records):
+                continue  # undone with its view
+            skipped.append(
+                Skipped(
+                    change.name,
+                    f"rebuilt with its view {change.table} by run {change.run_id}: roll back "
+                    "the view's change",
+                )
+            )
+            continue
         try:
-            action = _undo(change, catalog, owners, properties, dropped_views)
+            actions.append(_undo(change, context))
         except _Skip as skip:
             skipped.append(Skipped(change.name, str(skip)))
-            continue
-        actions.append(action)
     return actions, skipped
 
 
-class _Skip(Exception):
-    """This change has no undo; the message says why."""
-
-
-def _undo(
-    change: ChangeRecord,
-    catalog: Catalog,
-    owners: Ownership,
-    properties: Properties | None,
-    dropped_views: Collection[QualifiedName],
-) -> Action:
+def _undo(change: ChangeRecord, context: _Context) -> Action:
     reason = f"undo {change.action} of run {change.run_id}"
-    order = -change.id  # newest first: what reads an object is undone before it
-    if change.action in ("create", "repair") or (change.action == "restore"):
+    if change.action in ("create", "restore", "repair"):
         if change.action == "repair" and change.existed_before:
             raise _Skip("it existed before dbopt (dbopt only rebuilt it): a repair has no way back")
-        return _undo_create(change, catalog, owners, properties, reason, dropped_views, order)
+        return _undo_create(change, context, reason)
     if change.action == "replace":
-        return _undo_replace(change, catalog, owners, properties, reason, order)
+        return _undo_replace(change, context, reason)
     if change.action == "drop":
-        return _undo_drop(change, catalog, reason, order)
+        return _undo_drop(change, context, reason)
     raise _Skip(f"dbopt has no undo for a {change.action}")
 
 
-def _made(change: ChangeRecord, catalog: Catalog, owners: Ownership) -> Any:
+def _made(change: ChangeRecord, context: _Context) -> Any:
     """The live object this change made, when it is still the one dbopt made."""
-    name = change.name
+    name, catalog = change.name, context.catalog
     if change.object_kind == "view":
         found: Any = catalog.relations.get(name)
         if found is None or found.relkind != "m":
             raise _Skip(f"there is no materialized view {name} any more")
     else:
         found = catalog.indexes.get(name)
-        if found is None and catalog.names.get(name) in ("index", "partitioned index"):
+        taken = catalog.names.get(name)
+        if found is None and taken in ("index", "partitioned index"):
             raise _Skip(
                 f"{name} is now an index of another table, not on {change.table}: not dbopt's"
             )
         if found is None:
-            taken = catalog.names.get(name)
             raise _Skip(
                 f"{name} is now a {taken}, not dbopt's index"
                 if taken
@@ -214,56 +260,45 @@ def _made(change: ChangeRecord, catalog: Catalog, owners: Ownership) -> Any:
             )
         if found.table != change.table:
             raise _Skip(f"index {name} is on {found.table} now, not on {change.table}: not dbopt's")
-    if change.object_oid is not None and found.oid != change.object_oid:
+    expected = current_oid(change, context.later)
+    if expected is not None and found.oid != expected:
         raise _Skip(
             f"{name} is not the {change.object_kind} dbopt made: its OID is {found.oid}, "
-            f"dbopt's was {change.object_oid} (dropped and made again by someone else)"
+            f"dbopt's was {expected} (dropped and made again by someone else)"
         )
-    if change.object_oid is None and not owners.owns(found.oid):
-        raise _Skip(f"dbopt's history has no record that it made {name}")
+    if not context.owners.owns(found.oid):
+        raise _Skip(
+            f"dbopt's history has no credible record of making {name} (its definition changed "
+            "since, or the history's owner cannot act on it)"
+        )
     return found
 
 
-def _undo_create(
-    change: ChangeRecord,
-    catalog: Catalog,
-    owners: Ownership,
-    properties: Properties | None,
-    reason: str,
-    dropped_views: Collection[QualifiedName],
-    order: int,
-) -> Action:
-    found = _made(change, catalog, owners)
+def _undo_create(change: ChangeRecord, context: _Context, reason: str) -> Action:
+    found = _made(change, context)
+    catalog = context.catalog
     origin = f"made by dbopt run {change.run_id}"
     if change.object_kind == "view":
-        action = drop_view_action(
+        return drop_view_action(
             found,
             catalog,
             reason=reason,
             origin=origin,
-            properties=properties,
-            also_dropped=dropped_views,
+            properties=context.properties,
+            also_dropped=context.dropped_views,
             undoes_change=change.id,
-            phase_order=order,
+            phase_order=-change.id,  # newest first: what reads a view goes before it
         )
-    else:
-        relation = catalog.relations[found.table]
-        action = drop_index_action(
-            found,
-            relation,
-            reason=reason,
-            origin=origin,
-            properties=properties,
-            undoes_change=change.id,
-            phase=2 if relation.relkind == "m" else 0,
-        )
-    if change.built_definition is not None:
-        current = found.definition if change.object_kind == "index" else None
-        if current is not None and current != change.built_definition:
-            raise _Skip(
-                f"{change.name} changed since dbopt made it (it is now {current!r}): not dbopt's"
-            )
-    return action
+    relation = catalog.relations[found.table]
+    return drop_index_action(
+        found,
+        relation,
+        reason=reason,
+        origin=origin,
+        properties=context.properties,
+        undoes_change=change.id,
+        phase=2 if relation.relkind == "m" else 0,
+    )
 
 
 def _index_spec(change: ChangeRecord, definition: str | None, name: str) -> IndexSpec:
@@ -280,8 +315,9 @@ def _index_spec(change: ChangeRecord, definition: str | None, name: str) -> Inde
         raise _Skip(f"the recorded previous definition cannot be rebuilt: it {exc}") from None
 
 
-def _view_spec(change: ChangeRecord) -> ViewSpec:
-    """The previous view: its query (one read-only SELECT, re-parsed) and its indexes."""
+def _view_spec(change: ChangeRecord, calls: CallGraph | None) -> ViewSpec:
+    """The previous view: its query (one read-only SELECT that can reach nothing with a side
+    effect — it will run with this role's rights) and its indexes."""
     text = (change.previous_definition or "").strip().rstrip(";").strip()
     if not text:
         raise _Skip("its previous query was not recorded: rebuild it by hand")
@@ -289,6 +325,15 @@ def _view_spec(change: ChangeRecord) -> ViewSpec:
         check_query(text, with_placeholders=False)
     except SqlTextError as exc:
         raise _Skip(f"the recorded previous query is refused: it {exc}") from None
+    if calls is None:
+        raise _Skip("the recorded previous query could not be checked")
+    refusals = calls.refusals(text, with_placeholders=False)
+    if refusals:
+        raise _Skip(
+            "the recorded previous query is refused: "
+            + "; ".join(r.message for r in refusals)
+            + " (it would run with this role's rights)"
+        )
     indexes = []
     for item in change.previous_state.get("indexes", []):
         try:
@@ -307,28 +352,23 @@ def _view_spec(change: ChangeRecord) -> ViewSpec:
     )
 
 
-def _undo_replace(
-    change: ChangeRecord,
-    catalog: Catalog,
-    owners: Ownership,
-    properties: Properties | None,
-    reason: str,
-    order: int,
-) -> Action:
-    found = _made(change, catalog, owners)
+def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Action:
+    found = _made(change, context)
+    catalog = context.catalog
+    expected = current_oid(change, context.later)
     if change.object_kind == "view":
-        view = _view_spec(change)
+        view = _view_spec(change, context.calls)
         action = replace_view_action(
             view,
             found,
             catalog,
-            owners,
-            properties,
-            order,
+            context.owners,
+            context.properties,
+            -change.id,
             body=query_sql(view.query),
             kind=Kind.RESTORE,
             reason=reason,
-            expect_oid=change.object_oid,
+            expect_oid=expected,
             undoes_change=change.id,
         )
         return replace(action, enabled=True)
@@ -341,21 +381,24 @@ def _undo_replace(
         found,
         relation,
         catalog,
-        owners,
-        properties,
+        context.owners,
+        context.properties,
         kind=Kind.RESTORE,
         reason=reason,
-        expect_oid=change.object_oid,
+        expect_oid=expected,
         undoes_change=change.id,
     )
 
 
-def _undo_drop(change: ChangeRecord, catalog: Catalog, reason: str, order: int) -> Action:
-    taken = name_taken(catalog, change.name)
+def _undo_drop(change: ChangeRecord, context: _Context, reason: str) -> Action:
+    catalog = context.catalog
+    taken = name_taken(catalog, change.name, by_types=change.object_kind == "view")
     if taken:
         raise _Skip(f"the name {change.name} is taken by a {taken} now")
     if change.object_kind == "view":
-        return create_view_action(_view_spec(change), order, reason=reason, undoes_change=change.id)
+        return create_view_action(
+            _view_spec(change, context.calls), -change.id, reason=reason, undoes_change=change.id
+        )
     relation = catalog.relations.get(change.table)
     if relation is None:
         raise _Skip(f"its table {change.table} does not exist any more")
@@ -380,11 +423,14 @@ def rollback_plan(
     later = _later(conn, history, records)
     owned = history.owned(conn)
     touched = {c.table if c.object_kind == "index" else c.name for c in records}
-    catalog = inspect(conn, touched | {f.table if f.kind == "index" else f.name for f in owned})
-    actions, skipped = derive(records, later, catalog, owned)
+    catalog = inspect(conn, touched)
+    calls = None
+    if any(c.object_kind == "view" and c.action in ("replace", "drop") for c in records):
+        calls = CallGraph.read(conn)
+    actions, skipped = derive(records, later, catalog, owned, calls=calls)
     indexes, views = wanted_properties(actions, catalog)
     if indexes or views:
         properties = read_properties(conn, indexes, views)
-        actions, skipped = derive(records, later, catalog, owned, properties)
+        actions, skipped = derive(records, later, catalog, owned, properties, calls)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), a.name.name))
     return RollbackPlan(Plan(tuple(actions)), undoes, tuple(skipped), catalog)

@@ -269,16 +269,17 @@ def rollback(
         catalog = derived.catalog
         assert catalog is not None  # rollback_plan always inspects
         result = derived.plan
+        if not result.runnable:
+            reasons = "\n  ".join(f"{s.name}: {s.reason}" for s in derived.skipped)
+            raise InputError("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))
         if plan_only:
+            _refuse_refused(result, "rollback")
             return Outcome(
                 result,
                 skipped=derived.skipped,
                 undoes_run=derived.undoes_run,
                 sql=session_sql(settings) + render.plan_sql(result),
             )
-        if not result.runnable:
-            reasons = "\n  ".join(f"{s.name}: {s.reason}" for s in derived.skipped)
-            raise InputError("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))
         preflight(
             runner,
             result,

@@ -22,6 +22,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -187,3 +188,12 @@ def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit superuser connection to this test's database (roles, extensions)."""
     with psycopg.connect(admin_dsn, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
+    """The orders table of tests/shop.py, its spec file and a `test` environment; the
+    working directory is the project."""
+    from shop import make_shop
+
+    return make_shop(conn, db_dsn, tmp_path, monkeypatch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -418,36 +420,59 @@ def test_fast_path_text_matches_the_servers_normalisation(
 def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
 ) -> None:
-    """A dbopt killed mid-build leaves an INVALID index and a run marked running."""
-    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
-    History().ensure(appointments)
-    run = History().start_run(appointments, "apply", "test")
-    History().start_change(
-        appointments,
-        run,
+    """dbopt is killed mid-build: the OID of its build was recorded the moment the server
+    showed it, so the INVALID index the orphaned build leaves is known as dbopt's."""
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    (tmp_path / "dbopt.yaml").write_text(f'environments:\n  test:\n    dsn: "{db_dsn}"\n')
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("INSERT INTO appointments VALUES (999999, 1, 'x', now())")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbopt", "apply", "--env", "test"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        recorded = None
+        while recorded is None:
+            assert time.monotonic() < deadline, "the build's OID was never recorded"
+            row = (
+                appointments.execute(
+                    "SELECT c.object_oid FROM dbopt.changes c WHERE c.object_oid IS NOT NULL "
+                    "AND c.result = 'running'"
+                ).fetchone()
+                if History().exists(appointments)
+                else None
+            )
+            recorded = row[0] if row else None
+            time.sleep(0.05)
+        proc.kill()  # dbopt dies; its build goes on in the server, waiting for the holder
+        proc.wait(10)
+        build = appointments.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'dbopt-apply'"
+        ).fetchone()
+        assert build is not None
+        appointments.execute("SELECT pg_cancel_backend(%s)", build)
+        holder.rollback()
+    name = appointments.execute("SELECT %s::bigint::oid::regclass::text", (recorded,)).fetchone()
+    assert name is not None and index_defs(appointments)[name[0]][1] is False  # INVALID
+    plan = plan_for(appointments, tmp_path / "indexes")
+    (repair,) = [a for a in plan.actions if a.kind == Kind.REPAIR]
+    assert (repair.name.name, repair.existed_before, repair.refusal) == (name[0], False, None)
+    assert apply_specs(db_dsn, tmp_path / "indexes").outcome == "succeeded"
+    outcomes = appointments.execute("SELECT outcome FROM dbopt.runs ORDER BY id").fetchall()
+    assert outcomes == [("aborted",), ("succeeded",)]
+    # Rebuilt by dbopt, so dbopt's own: --prune may drop it once it leaves the specs.
+    write_specs(
+        tmp_path,
         {
-            "object_schema": "public",
-            "object_name": "idx_appt_day",
-            "table_name": "public.appointments",
-            "action": "create",
-            "existed_before": False,
+            "appointments.yaml": WITHOUT_DAY
+            if name[0] == "idx_appt_day"
+            else APPOINTMENTS.replace("idx_appt_barber_status", "idx_other")
         },
     )
-    appointments.execute("INSERT INTO appointments VALUES (999999, 1, 'x', now())")
-    with pytest.raises(psycopg.errors.UniqueViolation):  # the build that "crashed"
-        appointments.execute(
-            "CREATE UNIQUE INDEX CONCURRENTLY idx_appt_day ON appointments (barber_id)"
-        )
-    plan = plan_for(appointments, specs)
-    (repair,) = [a for a in plan.actions if a.kind == Kind.REPAIR]
-    assert (repair.name.name, repair.existed_before) == ("idx_appt_day", False)
-    assert apply_specs(db_dsn, specs).outcome == "succeeded"
-    outcomes = appointments.execute("SELECT id, outcome FROM dbopt.runs ORDER BY id").fetchall()
-    assert outcomes == [(run, "aborted"), (run + 1, "succeeded")]
-    # Rebuilt by dbopt, so dbopt's own: --prune may drop it once it leaves the specs.
-    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
-    (drop,) = plan_for(appointments, specs).changes
-    assert (drop.kind, drop.name.name, drop.needs) == (Kind.DROP, "idx_appt_day", "--prune")
+    drops = [a for a in plan_for(appointments, tmp_path / "indexes").changes if a.kind == Kind.DROP]
+    assert [(d.name.name, d.needs) for d in drops] == [(name[0], "--prune")]
 
 
 def test_failed_partition_build_leaves_no_invalid_parent(

@@ -9,7 +9,6 @@ over, a rollback that must check what an apply checks.
 from __future__ import annotations
 
 import json
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -17,81 +16,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
-
-from dbopt.cli import main
-
-TABLE = """
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
-                     total numeric, created_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO orders (id, customer_id, status, total, created_at)
-SELECT g, g % 100, (ARRAY['new','paid','shipped'])[1 + g % 3], g, now() - g * interval '1 min'
-  FROM generate_series(1, 3000) g;
-"""
-
-ORDERS = """
-table: public.orders
-indexes:
-  - {name: idx_orders_customer, columns: [customer_id]}
-  - {name: idx_orders_status, columns: [status], where: "status <> 'shipped'"}
-"""
-
-
-def cli(*args: str, input: str | None = None) -> Result:
-    fmt = [] if "--format" in args else ["--format", "plain"]
-    return CliRunner().invoke(main, [*args, *fmt], input=input)
-
-
-def write(root: Path, relative: str, text: str) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
-@pytest.fixture
-def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
-    """The orders table and its spec file; the working directory is the project."""
-    conn.execute(TABLE)  # type: ignore[call-overload]
-    write(tmp_path, "indexes/orders.yaml", ORDERS)
-    write(
-        tmp_path,
-        "dbopt.yaml",
-        f"""
-        environments:
-          test:
-            dsn: "{db_dsn}"
-            lock_timeout: 2s
-            retries: 1
-            retry_backoff: 10ms
-            cleanup_wait: 5s
-        """,
-    )
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def oid(conn: psycopg.Connection[Any], name: str) -> int | None:
-    row = conn.execute("SELECT to_regclass(%s)::oid::bigint", (name,)).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
-
-
-def indexdef(conn: psycopg.Connection[Any], name: str) -> str | None:
-    row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", (name,)).fetchone()
-    return None if row is None else row[0]
-
-
-def temporary_names(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute(
-        "SELECT relname FROM pg_class WHERE relname LIKE '%dbopt\\_new' "
-        "OR relname LIKE '%dbopt\\_old'"
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")
-    return [r[0] for r in rows.fetchall()]
-
+from click.testing import Result
+from shop import (
+    MV,
+    MV_CHANGED,
+    ORDERS,
+    cli,
+    indexdef,
+    invalid_indexes,
+    oid,
+    temporary_names,
+    write,
+)
 
 # --- 1. History is data, never code ----------------------------------------------------------
 
@@ -253,8 +189,9 @@ def test_another_sessions_build_of_a_spec_name_is_never_dropped(
         holder.rollback()  # the other session's build can finish now
         thread.join(30)
     assert not builder_error
-    assert result.exit_code == 1, result.output
-    assert "is building it right now" in result.output
+    # Refused before anything ran: an INVALID index dbopt did not make is never dropped.
+    assert result.exit_code == 2, result.output
+    assert "is INVALID and dbopt did not make it" in result.output
     # Theirs, finished and valid, untouched: same OID.
     assert oid(conn, "idx_orders_customer") == building
     assert invalid_indexes(conn) == []
@@ -434,21 +371,6 @@ def test_replace_refused_when_a_foreign_key_depends_on_the_index(
     assert indexdef(conn, "idx_orders_customer") == (
         "CREATE UNIQUE INDEX idx_orders_customer ON public.orders USING btree (id)"
     )
-
-
-MV = """
-name: mv_customers
-query: SELECT customer_id, count(*) AS n FROM orders GROUP BY customer_id
-indexes:
-  - {name: mv_customers_id, columns: [customer_id], unique: true}
-"""
-
-MV_CHANGED = """
-name: mv_customers
-query: SELECT customer_id, count(*) AS n, sum(total) AS total FROM orders GROUP BY customer_id
-indexes:
-  - {name: mv_customers_id, columns: [customer_id], unique: true}
-"""
 
 
 def _view_properties(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -745,9 +667,11 @@ def test_after_a_repair_rollback_still_undoes_the_creation(
     assert "no apply run left to roll back" in nothing.output
 
 
-def test_a_repair_of_an_index_dbopt_did_not_make_has_no_undo(
+def test_an_invalid_index_dbopt_did_not_make_is_never_repaired(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
+    """Another session's failed build left an INVALID index under a spec's name, even with
+    the spec's very definition: dbopt refuses (exit 2) and says how to proceed."""
     with psycopg.connect(db_dsn) as holder:
         holder.execute("INSERT INTO orders (id, customer_id, status) VALUES (-1, 1, 'x')")
         with psycopg.connect(db_dsn, autocommit=True) as other:
@@ -757,12 +681,13 @@ def test_a_repair_of_an_index_dbopt_did_not_make_has_no_undo(
                     "CREATE INDEX CONCURRENTLY idx_orders_customer ON orders (customer_id)"
                 )
         holder.rollback()
+    theirs = oid(conn, "idx_orders_customer")
     assert invalid_indexes(conn) == ["idx_orders_customer"]
-    assert cli("apply", "--env", "test").exit_code == 0
-    result = cli("rollback", "--env", "test", "--index", "idx_orders_customer", "--yes")
+    result = cli("apply", "--env", "test")
     assert result.exit_code == 2, result.output
-    assert "it existed before dbopt" in result.output
-    assert oid(conn, "idx_orders_customer") is not None
+    assert "DROP INDEX CONCURRENTLY public.idx_orders_customer" in result.output
+    assert oid(conn, "idx_orders_customer") == theirs
+    assert oid(conn, "idx_orders_status") is None  # nothing ran
 
 
 # --- 5. dbopt waits only on what it touches --------------------------------------------------

@@ -59,6 +59,8 @@ class Relation:
     oid: int = 0
     #: Sized and deparsed (a relevant relation); False: read from plain catalog columns only.
     inspected: bool = True
+    #: Its reloptions as ``key=value`` (a view's security_barrier, check_option...).
+    options: tuple[str, ...] = ()
 
     @property
     def is_partitioned(self) -> bool:
@@ -235,6 +237,7 @@ def inspect(
                 view_definition=row["view_definition"],
                 oid=int(row["oid"]),
                 inspected=row["inspected"],
+                options=tuple(row["options"]),
             )
         cur.execute(catalog_sql("indexes"), scope)
         queries += 1

@@ -47,6 +47,7 @@ class IndexProperties:
     clustered: bool
     replica_identity: bool
     has_expressions: bool
+    not_null_columns: tuple[str, ...]  # of its table
     stat_targets: tuple[tuple[int, int], ...]  # (column position, target)
     extension: str | None
     security_labels: int
@@ -62,20 +63,35 @@ class IndexProperties:
             out.append(f"it is a partition of index {self.partition_of}")
         return out
 
-    def refusals(self, new: IndexSpec) -> list[str]:
-        """Why a replace by ``new`` cannot keep what this index carries (empty: it can)."""
+    def refusals(self, new: IndexSpec, old: IndexSpec | None = None) -> list[str]:
+        """Why a replace by ``new`` cannot keep what this index carries (empty: it can);
+        ``old`` is this index's own definition as a spec, when it could be read."""
         out = self.blockers()
         if self.security_labels:
             out.append("it has security labels, which dbopt does not carry over")
         if self.replica_identity:
-            problem = _replica_identity_problem(new)
+            problem = _replica_identity_problem(new, self.not_null_columns)
             if problem:
                 out.append(f"it is its table's REPLICA IDENTITY index and {problem}")
-        for position, _target in self.stat_targets:
-            if position > len(new.columns):
+        if self.clustered:
+            if new.where is not None:
+                out.append("the table is CLUSTERed on it and the new definition is partial")
+            elif new.method not in _CLUSTERABLE:
                 out.append(
-                    f"column {position} has a statistics target, which the new definition "
-                    f"has no column for"
+                    f"the table is CLUSTERed on it and a {new.method} index cannot be clustered"
+                )
+        for position, _target in self.stat_targets:
+            column = new.columns[position - 1] if position <= len(new.columns) else None
+            before = old.columns[position - 1] if old and position <= len(old.columns) else None
+            if column is None or column.expr is None:
+                out.append(
+                    f"expression {position} has a statistics target, and the new definition "
+                    "has no expression there"
+                )
+            elif before is not None and _same(before.expr) != _same(column.expr):
+                out.append(
+                    f"expression {position} ({before.expr}) has a statistics target, and the "
+                    f"new definition has another expression there ({column.expr})"
                 )
         return out
 
@@ -125,13 +141,26 @@ class IndexProperties:
         return out
 
 
-def _replica_identity_problem(new: IndexSpec) -> str | None:
+def _same(expression: str | None) -> str:
+    """An expression as compared: the parser writes ``AT TIME ZONE`` as
+    ``pg_catalog.timezone(...)`` where the server prints ``timezone(...)``."""
+    return (expression or "").replace("pg_catalog.", "")
+
+
+#: Index methods a table can be CLUSTERed on (pg_am.amclusterable).
+_CLUSTERABLE = ("btree", "gist")
+
+
+def _replica_identity_problem(new: IndexSpec, not_null: tuple[str, ...]) -> str | None:
     if not new.unique:
         return "the new definition is not unique"
     if new.where is not None:
         return "the new definition is partial"
     if not new.plain_columns:
         return "the new definition has expressions"
+    nullable = [c.name for c in new.columns if c.name not in not_null]
+    if nullable:
+        return f"the new definition has nullable columns ({', '.join(map(str, nullable))})"
     return None
 
 
@@ -151,6 +180,7 @@ class ViewProperties:
     stat_targets: tuple[tuple[str, int], ...]
     storage: tuple[tuple[str, str], ...]
     clustered_index: str | None
+    default_grantees: tuple[str, ...]
     statistics: tuple[str, ...]
     extension: str | None
     security_labels: int
@@ -215,6 +245,13 @@ class ViewProperties:
     def carry(self, name: QualifiedName) -> list[sql.Composed]:
         """Statements giving the view now called ``name`` what this one carried."""
         out: list[sql.Composed] = []
+        # Default privileges gave the new view grants the old one may not have had (the
+        # DBA revoked them): the new view gets exactly the old one's.
+        for grantee in self.default_grantees:
+            if grantee == self.owner:
+                continue
+            who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+            out.append(sql.SQL("REVOKE ALL ON {} FROM {}").format(name.ident(), who))
         for grant in self.grants:
             if grant.grantee == self.owner:
                 continue
@@ -332,6 +369,7 @@ def read_properties(
                     clustered=bool(r["clustered"]),
                     replica_identity=bool(r["replica_identity"]),
                     has_expressions=bool(r["has_expressions"]),
+                    not_null_columns=tuple(r["not_null_columns"]),
                     stat_targets=_pairs(r["stat_targets"]),
                     extension=r["extension"],
                     security_labels=int(r["security_labels"]),
@@ -357,6 +395,7 @@ def read_properties(
                     stat_targets=tuple((c, int(t)) for c, t in _json(r["stat_targets"])),
                     storage=tuple((c, s) for c, s in _json(r["storage"])),
                     clustered_index=r["clustered_index"],
+                    default_grantees=tuple(r["default_grantees"]),
                     statistics=tuple(r["statistics"]),
                     extension=r["extension"],
                     security_labels=int(r["security_labels"]),

@@ -6,6 +6,10 @@ SELECT c.oid::bigint                                           AS oid,
        i.indisclustered                                        AS clustered,
        i.indisreplident                                        AS replica_identity,
        i.indexprs IS NOT NULL                                  AS has_expressions,
+       COALESCE((SELECT array_agg(a.attname::text ORDER BY a.attnum)
+                   FROM pg_attribute a
+                  WHERE a.attrelid = i.indrelid AND a.attnum > 0 AND a.attnotnull
+                    AND NOT a.attisdropped), '{}')             AS not_null_columns,
        COALESCE((SELECT array_agg(a.attnum::int || ':' || a.attstattarget::int ORDER BY a.attnum)
                    FROM pg_attribute a
                   WHERE a.attrelid = c.oid AND coalesce(a.attstattarget::int, -1) >= 0),

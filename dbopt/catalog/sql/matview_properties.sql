@@ -41,6 +41,16 @@ SELECT c.oid::bigint                                           AS oid,
                    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                     AND a.attstorage <> t.typstorage), '[]')  AS storage,
+       -- Roles that default privileges will grant the new view to (it is created by this
+       -- role): revoked before the old view's grants are given again.
+       COALESCE((SELECT array_agg(DISTINCT CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                                                 ELSE pg_get_userbyid(x.grantee) END)
+                   FROM pg_default_acl d, aclexplode(d.defaclacl) x
+                  WHERE d.defaclobjtype = 'r'
+                    AND d.defaclrole = (SELECT r.oid FROM pg_roles r
+                                         WHERE r.rolname = current_user)
+                    AND d.defaclnamespace IN (0, c.relnamespace)
+                    AND x.grantee <> d.defaclrole), '{}') AS default_grantees,
        (SELECT ic.relname::text
           FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
          WHERE x.indrelid = c.oid AND x.indisclustered)        AS clustered_index,

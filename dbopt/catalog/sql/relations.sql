@@ -17,6 +17,7 @@ SELECT c.oid::bigint                                AS oid,
        CASE WHEN %(everything)s OR c.oid = ANY (%(relevant)s::oid[])
             THEN pg_total_relation_size(c.oid) END AS total_bytes,
        c.reltuples::bigint                         AS estimated_rows,
+       COALESCE(c.reloptions, '{}')                AS options,
        CASE WHEN c.relkind = 'm' THEN c.relispopulated END AS populated,
        CASE WHEN c.relkind IN ('m', 'v')
              AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))

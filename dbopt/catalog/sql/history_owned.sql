@@ -1,0 +1,30 @@
+-- Objects dbopt made, by OID: a build that succeeded (or that the server showed dbopt
+-- building, and that failed leaving an INVALID index), not dropped or replaced by a later
+-- change of dbopt's; and objects a replace swapped out (dbopt's to drop only while they carry
+-- its temporary name). Credible facts only, and only objects that exist.
+WITH made AS (
+  SELECT DISTINCT ON (m.object_oid)
+         m.id, m.run_id, m.object_kind, m.object_schema, m.object_name, m.table_name,
+         m.object_oid AS oid, m.built_definition AS definition, false AS replaced
+    FROM {schema}.changes m
+   WHERE m.object_oid IS NOT NULL
+     AND (m.result = 'ok' OR m.action IN ('create', 'repair', 'replace', 'restore'))
+     AND NOT EXISTS (SELECT 1 FROM {schema}.changes d
+                      WHERE d.replaced_oid = m.object_oid AND d.id > m.id AND d.result = 'ok'
+                        AND d.action IN ('drop', 'replace', 'restore', 'repair'))
+   ORDER BY m.object_oid, m.id DESC
+), swapped_out AS (
+  SELECT DISTINCT ON (r.replaced_oid)
+         r.id, r.run_id, r.object_kind, r.object_schema, r.object_name, r.table_name,
+         r.replaced_oid AS oid, r.previous_definition AS definition, true AS replaced
+    FROM {schema}.changes r
+   WHERE r.replaced_oid IS NOT NULL AND r.action IN ('replace', 'restore')
+   ORDER BY r.replaced_oid, r.id DESC
+)
+SELECT f.*
+  FROM (SELECT * FROM made UNION ALL SELECT * FROM swapped_out) f
+  JOIN pg_class o ON o.oid = f.oid::oid
+  LEFT JOIN pg_index x ON x.indexrelid = o.oid
+  JOIN pg_class t ON t.oid = coalesce(x.indrelid, o.oid)
+ WHERE {credible}
+ ORDER BY f.id
