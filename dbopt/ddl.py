@@ -10,8 +10,8 @@ import hashlib
 
 from psycopg import sql
 
+from dbopt.model import IndexColumn, IndexSpec, QualifiedName, parse_qualified
 from dbopt.schema import INDEX_METHODS, MAX_IDENTIFIER_BYTES
-from dbopt.spec import IndexColumn, IndexSpec, QualifiedName, parse_qualified
 from dbopt.sqltext import expression_sql
 
 

@@ -29,9 +29,9 @@ from dbopt.db import connect, replay_sql, server_message, unbounded
 from dbopt.errors import LockBusyError, UnsafeActionError
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
+from dbopt.model import QualifiedName
 from dbopt.planner import Action, Kind, Plan, Step, StepKind
 from dbopt.progress import Blocker, BuildGate, Reporter, SilentReporter, Watch, Watcher
-from dbopt.spec import QualifiedName
 
 __all__ = ["Blocker", "Executor", "Reporter", "SilentReporter"]
 

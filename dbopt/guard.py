@@ -21,8 +21,8 @@ from psycopg.rows import dict_row
 
 from dbopt.catalog import catalog_sql
 from dbopt.errors import DboptError
+from dbopt.model import QualifiedName
 from dbopt.normalize import canonical
-from dbopt.spec import QualifiedName
 
 _RELKINDS = {"index": ("i", "I"), "view": ("m",)}
 

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from dbopt import __version__
 from dbopt.catalog import catalog_sql
-from dbopt.spec import QualifiedName
+from dbopt.model import QualifiedName
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS {schema}.runs (

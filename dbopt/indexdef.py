@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dbopt.model import IndexColumn, IndexSpec, Location, QualifiedName
 from dbopt.schema import INDEX_METHODS
-from dbopt.spec import IndexColumn, IndexSpec, Location, QualifiedName
 
 
 class DefinitionError(ValueError):

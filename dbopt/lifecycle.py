@@ -13,9 +13,9 @@ from dbopt.catalog import Catalog, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.config import Settings
 from dbopt.history import History, OwnedObject
+from dbopt.model import QualifiedName, SpecSet
 from dbopt.normalize import canonical, normalize_specs, normalize_views, simple_canonical
 from dbopt.planner import Kind, Plan, ownership, plan
-from dbopt.spec import QualifiedName, SpecSet
 
 
 def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:

@@ -25,8 +25,7 @@ from dbopt.catalog import Catalog, inspect
 from dbopt.db import server_message
 from dbopt.docvalidate import suggest
 from dbopt.errors import Problem, SpecError
-from dbopt.readonly import CallGraph
-from dbopt.spec import (
+from dbopt.model import (
     IndexSpec,
     Location,
     QualifiedName,
@@ -35,13 +34,14 @@ from dbopt.spec import (
     ViewSpec,
     parse_qualified,
 )
+from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql
 
 CHECK_TIMEOUT_MS = 5_000
 
 
 def _at(loc: Location, message: str) -> Problem:
-    return Problem(loc.file, loc.line, loc.column, message)
+    return loc.problem(message)
 
 
 @contextmanager
@@ -94,7 +94,7 @@ def _view_columns(
     )
     if isinstance(result, psycopg.Error):
         problems.append(
-            _at(view.location, f"the query of {view.name} fails: {server_message(result)}")
+            view.location.problem(f"the query of {view.name} fails: {server_message(result)}")
         )
         return existing.columns if existing else None
     return tuple(result)
@@ -102,7 +102,7 @@ def _view_columns(
 
 def _missing_table(table: QualifiedName, loc: Location, catalog: Catalog) -> Problem:
     known = [n.name for n in catalog.relations if n.schema == table.schema]
-    return _at(loc, f"table {table} does not exist in the database" + suggest(table.name, known))
+    return loc.problem(f"table {table} does not exist in the database" + suggest(table.name, known))
 
 
 def _check_index(
@@ -185,7 +185,7 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
         result = _explain(conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params)
         if isinstance(result, psycopg.Error):
             problems.append(
-                _at(query.location, f"query {query.name} fails: {server_message(result)}")
+                query.location.problem(f"query {query.name} fails: {server_message(result)}")
             )
     if problems:
         problems.sort(key=lambda p: (p.file, p.line, p.column))

@@ -20,7 +20,8 @@ from psycopg import sql
 from dbopt.db import server_message
 from dbopt.ddl import create_index, create_matview
 from dbopt.errors import Problem, SpecError
-from dbopt.spec import IndexSpec, QualifiedName, ViewSpec, view_order
+from dbopt.model import IndexSpec, QualifiedName, ViewSpec
+from dbopt.spec import view_order
 from dbopt.sqltext import query_sql
 
 _HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX .+? ON (ONLY )?.+? USING ", re.S)
@@ -164,10 +165,7 @@ def _raise_located(
                 loc = spec.location
                 message = server_message(exc)
                 problems.append(
-                    Problem(
-                        loc.file,
-                        loc.line,
-                        loc.column,
+                    loc.problem(
                         f"index {spec.name}: PostgreSQL refuses it on {spec.table}: {message}",
                     )
                 )
@@ -287,9 +285,6 @@ def _locate_view_problems(
 
 def _view_problem(view: ViewSpec, exc: psycopg.Error) -> Problem:
     loc = view.location
-    return Problem(
-        loc.file,
-        loc.line,
-        loc.column,
+    return loc.problem(
         f"view {view.name}: PostgreSQL refuses its query: {server_message(exc)}",
     )

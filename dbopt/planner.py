@@ -31,8 +31,9 @@ from dbopt.indexdef import (
     index_spec_from_canonical,
     index_spec_from_definition,
 )
+from dbopt.model import IndexSpec, QualifiedName, ViewSpec
 from dbopt.normalize import canonical
-from dbopt.spec import IndexSpec, QualifiedName, ViewSpec, view_order
+from dbopt.spec import view_order
 from dbopt.sqltext import query_sql
 
 NEW_SUFFIX = "_dbopt_new"
@@ -583,10 +584,7 @@ def _index_action(
         taken = name_taken(catalog, name)
         if taken:
             problems.append(
-                Problem(
-                    loc.file,
-                    loc.line,
-                    loc.column,
+                loc.problem(
                     f"index {spec.name}: the name {name} is taken by a {taken}: rename one of them",
                 )
             )
@@ -595,10 +593,7 @@ def _index_action(
     current = canonical(existing.definition)
     if existing.table != spec.table:
         problems.append(
-            Problem(
-                loc.file,
-                loc.line,
-                loc.column,
+            loc.problem(
                 f"index {spec.name} is meant for {spec.table} but {existing.table} has an "
                 "index of that name: rename one of them",
             )
@@ -619,10 +614,7 @@ def _index_action(
         )
     if existing.backs_constraint:
         problems.append(
-            Problem(
-                loc.file,
-                loc.line,
-                loc.column,
+            loc.problem(
                 f"index {spec.name} differs from the database, but there it backs "
                 f"constraint {existing.constraint_name}; dbopt does not change constraint "
                 "indexes: choose another name",
@@ -1151,10 +1143,7 @@ def _plan_views(
             taken = name_taken(catalog, view.name, by_types=True)
             if taken:
                 problems.append(
-                    Problem(
-                        loc.file,
-                        loc.line,
-                        loc.column,
+                    loc.problem(
                         f"{view.name} is taken by a {taken}: choose another name",
                     )
                 )
@@ -1163,10 +1152,7 @@ def _plan_views(
             continue
         if existing.relkind != "m":
             problems.append(
-                Problem(
-                    loc.file,
-                    loc.line,
-                    loc.column,
+                loc.problem(
                     f"{view.name} already exists as a "
                     f"{_RELKINDS.get(existing.relkind, existing.relkind)}: choose another name",
                 )
@@ -1274,17 +1260,12 @@ def plan(
         relation = catalog.relations.get(spec.table)
         loc = spec.location
         if relation is None:
-            problems.append(
-                Problem(loc.file, loc.line, loc.column, f"table {spec.table} does not exist")
-            )
+            problems.append(loc.problem(f"table {spec.table} does not exist"))
             continue
         if relation.relkind not in ("r", "p", "m"):
             kind = _RELKINDS.get(relation.relkind, relation.relkind)
             problems.append(
-                Problem(
-                    loc.file,
-                    loc.line,
-                    loc.column,
+                loc.problem(
                     f"{spec.table} is a {kind}: indexes go on tables and materialized views",
                 )
             )

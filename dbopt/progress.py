@@ -21,7 +21,7 @@ import psycopg
 
 from dbopt.config import Settings
 from dbopt.db import connect, unbounded
-from dbopt.spec import QualifiedName
+from dbopt.model import QualifiedName
 
 #: How often the watcher samples (seconds).
 INTERVAL = 0.25

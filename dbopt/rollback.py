@@ -24,6 +24,7 @@ from dbopt.catalog.properties import Properties, read_properties
 from dbopt.errors import InputError
 from dbopt.history import ChangeRecord, History, OwnedObject
 from dbopt.indexdef import DefinitionError, index_spec_from_definition
+from dbopt.model import IndexSpec, Location, QualifiedName, ViewSpec
 from dbopt.planner import (
     Action,
     Kind,
@@ -40,7 +41,6 @@ from dbopt.planner import (
     wanted_properties,
 )
 from dbopt.readonly import CallGraph
-from dbopt.spec import IndexSpec, Location, QualifiedName, ViewSpec
 from dbopt.sqltext import SqlTextError, check_query, query_sql
 
 

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
 from dbopt.docvalidate import check_document, dotted, suggest
 from dbopt.errors import Problem, SpecError
+from dbopt.model import (
+    DEFAULT_SCHEMA,
+    Expectation,
+    IndexColumn,
+    IndexSpec,
+    Location,
+    QualifiedName,
+    QueryBudget,
+    RefreshSpec,
+    SpecSet,
+    ViewSpec,
+    parse_qualified,
+)
 from dbopt.readonly import static_refusals
 from dbopt.schema import INDEX_FILE, MAX_IDENTIFIER_BYTES, VIEW_FILE
 from dbopt.sqltext import SqlTextError, check_query, normalize_expression, normalize_query
 from dbopt.yamlload import Document, Path_, load_file
 
-DEFAULT_SCHEMA = "public"
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 #: Storage parameters each index method accepts (PostgreSQL's reloptions for indexes).
@@ -36,172 +45,6 @@ STORAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
 #: Methods that support INCLUDE columns and ASC/DESC/NULLS ordering.
 INCLUDE_METHODS = ("btree", "gist", "spgist")
 ORDERED_METHODS = ("btree",)
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where a spec item was written."""
-
-    file: str
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class QualifiedName:
-    """A schema-qualified relation name, exactly as PostgreSQL stores it."""
-
-    schema: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def ident(self) -> sql.Identifier:
-        """The name as a composable SQL identifier."""
-        return sql.Identifier(self.schema, self.name)
-
-
-def parse_qualified(text: str, default_schema: str = DEFAULT_SCHEMA) -> QualifiedName:
-    """``schema.name`` or ``name`` (in ``default_schema``); raises ValueError otherwise."""
-    parts = text.strip().split(".")
-    if len(parts) == 1 and parts[0]:
-        return QualifiedName(default_schema, parts[0])
-    if len(parts) == 2 and all(parts):
-        return QualifiedName(parts[0], parts[1])
-    raise ValueError(f"'{text}' is not a relation name: write name or schema.name")
-
-
-@dataclass(frozen=True, slots=True)
-class IndexColumn:
-    """One key column of an index: a column name or a (normalized) expression."""
-
-    name: str | None = None
-    expr: str | None = None
-    order: str | None = None
-    nulls: str | None = None
-    opclass: str | None = None
-    collation: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IndexSpec:
-    """An index dbopt keeps in place, on a table or on a materialized view."""
-
-    name: str
-    table: QualifiedName
-    columns: tuple[IndexColumn, ...]
-    location: Location
-    method: str = "btree"
-    unique: bool = False
-    nulls_not_distinct: bool = False
-    include: tuple[str, ...] = ()
-    where: str | None = None
-    storage: tuple[tuple[str, str], ...] = ()
-    reason: str | None = None
-
-    @property
-    def qualified_name(self) -> QualifiedName:
-        """Indexes live in their table's schema."""
-        return QualifiedName(self.table.schema, self.name)
-
-    @property
-    def plain_columns(self) -> bool:
-        """True when every key column is a plain column (no expression)."""
-        return all(c.expr is None for c in self.columns)
-
-
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    """What the plan of a budgeted query must show."""
-
-    uses_index: tuple[str, ...] = ()
-    no_seq_scan_on: tuple[QualifiedName, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class QueryBudget:
-    """A query that matters, with its p95 latency budget."""
-
-    name: str
-    sql: str
-    budget_ms: float
-    location: Location
-    owner: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    uses_placeholders: bool = False
-    warn_ms: float | None = None
-    runs: int = 20
-    warmup: int = 3
-    timeout_ms: float | None = None
-    description: str | None = None
-    expect: Expectation = Expectation()
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshSpec:
-    """When and how a materialized view is refreshed."""
-
-    schedule: str | None = None
-    mode: str = "auto"
-
-
-@dataclass(frozen=True, slots=True)
-class ViewSpec:
-    """A materialized view dbopt keeps in place."""
-
-    name: QualifiedName
-    query: str
-    location: Location
-    indexes: tuple[IndexSpec, ...] = ()
-    refresh: RefreshSpec = RefreshSpec()
-    depends_on: tuple[QualifiedName, ...] = ()
-    queries: tuple[QueryBudget, ...] = ()
-    reason: str | None = None
-    #: Where each depends_on entry was written (same order), so errors can point at it.
-    depends_on_at: tuple[Location, ...] = field(default=(), compare=False)
-
-    def concurrent_refresh_index(self) -> IndexSpec | None:
-        """A unique index PostgreSQL accepts for REFRESH ... CONCURRENTLY, if there is one."""
-        for index in self.indexes:
-            if index.unique and index.plain_columns and index.where is None:
-                return index
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class SpecSet:
-    """Everything the spec files say, validated."""
-
-    indexes: tuple[IndexSpec, ...] = ()
-    views: tuple[ViewSpec, ...] = ()
-    index_queries: tuple[QueryBudget, ...] = ()
-    files: tuple[str, ...] = ()
-
-    @property
-    def queries(self) -> tuple[QueryBudget, ...]:
-        """Every budgeted query, from index files and view files."""
-        return self.index_queries + tuple(q for v in self.views for q in v.queries)
-
-    @property
-    def all_indexes(self) -> tuple[IndexSpec, ...]:
-        """Table indexes and the indexes of materialized views."""
-        return self.indexes + tuple(i for v in self.views for i in v.indexes)
-
-    def relations(self) -> set[QualifiedName]:
-        """Every relation the specs name: tables, views, the tables budgets expect things of
-        (what inspection may size and deparse, and so wait for)."""
-        named = {s.table for s in self.indexes} | {v.name for v in self.views}
-        for budget in self.queries:
-            named.update(budget.expect.no_seq_scan_on)
-            try:
-                named.add(parse_qualified(budget.owner))
-            except ValueError:
-                continue
-        return named
 
 
 # --- building ------------------------------------------------------------------------------
@@ -581,7 +424,7 @@ def _view_name(data: Mapping[str, Any]) -> QualifiedName:
 
 
 def _located(loc: Location, message: str) -> Problem:
-    return Problem(loc.file, loc.line, loc.column, message)
+    return loc.problem(message)
 
 
 def _cross_file_problems(

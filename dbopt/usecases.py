@@ -31,9 +31,9 @@ from dbopt.executor import (
 )
 from dbopt.history import History
 from dbopt.lifecycle import build_plan, relevant
+from dbopt.model import QualifiedName, SpecSet
 from dbopt.planner import Plan
 from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
-from dbopt.spec import QualifiedName, SpecSet
 
 if TYPE_CHECKING:
     from dbopt.views import RefreshResult

@@ -51,8 +51,7 @@ from dbopt.config import Settings
 from dbopt.db import server_message
 from dbopt.docvalidate import suggest
 from dbopt.errors import ConfigError, ConnectError, InputError, Problem, SpecError
-from dbopt.readonly import CallGraph
-from dbopt.spec import (
+from dbopt.model import (
     DEFAULT_SCHEMA,
     IndexSpec,
     Location,
@@ -61,6 +60,7 @@ from dbopt.spec import (
     SpecSet,
     parse_qualified,
 )
+from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, budget_query_sql
 
 #: p95 growth against a baseline that counts as a regression (0.20 = 20 %).
@@ -800,7 +800,7 @@ def select_budgets(
 
 
 def _at(loc: Location, message: str) -> Problem:
-    return Problem(loc.file, loc.line, loc.column, message)
+    return loc.problem(message)
 
 
 def check_budgets(
@@ -836,10 +836,10 @@ def budget_problems(
         try:
             budget_query_sql(budget.sql)
         except SqlTextError as exc:
-            problems.append(_at(budget.location, f"query {budget.name}: cannot be run: {exc}"))
+            problems.append(budget.location.problem(f"query {budget.name}: cannot be run: {exc}"))
         else:
             for refusal in calls.refusals(budget.sql, with_placeholders=True):
-                problems.append(_at(budget.location, f"query {budget.name}: {refusal}"))
+                problems.append(budget.location.problem(f"query {budget.name}: {refusal}"))
         for name in budget.expect.uses_index:
             if name not in index_names:
                 problems.append(

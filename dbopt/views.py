@@ -31,7 +31,8 @@ from dbopt.db import server_message
 from dbopt.dsn import describe_target, portable_dsn
 from dbopt.errors import InputError
 from dbopt.history import History
-from dbopt.spec import QualifiedName, SpecSet, ViewSpec, dependency_order, parse_qualified
+from dbopt.model import QualifiedName, SpecSet, ViewSpec, parse_qualified
+from dbopt.spec import dependency_order
 
 #: Advisory lock key space of refreshes: ('dbrf' as int32, hash of the view's name).
 _REFRESH_LOCK_CLASS = 0x64627266

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from dbopt.catalog import inspect
 from dbopt.cli import main
-from dbopt.spec import QualifiedName
+from dbopt.model import QualifiedName
 
 #: The session's lock_timeout in these tests: a wait would raise within it.
 LOCK_TIMEOUT_MS = 1_000

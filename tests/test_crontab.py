@@ -23,7 +23,8 @@ from croniter import croniter
 
 from dbopt.cli.common import parse_qualified_name
 from dbopt.config import Config, Environment, Settings, Target, resolve_target
-from dbopt.spec import QualifiedName, load_specs
+from dbopt.model import QualifiedName
+from dbopt.spec import load_specs
 from dbopt.views import crontab_lines, dbopt_command
 
 #: What cron gives a job: no PGHOST, no DBOPT_DSN, no virtualenv on PATH.

@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 
 from dbopt.errors import SpecError
-from dbopt.spec import (
-    IndexColumn,
-    Location,
-    QualifiedName,
-    SpecSet,
-    load_specs,
-    view_order,
-)
+from dbopt.model import IndexColumn, Location, QualifiedName, SpecSet
+from dbopt.spec import load_specs, view_order
 
 Write = Callable[..., None]
 DIRS = [(Path("indexes"), False), (Path("views"), False)]

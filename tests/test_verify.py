@@ -24,7 +24,8 @@ from dbopt.cli.verify_cmd import verify
 from dbopt.config import Settings
 from dbopt.errors import ConfigError, InputError, SpecError
 from dbopt.junit import Case, junit_xml
-from dbopt.spec import Expectation, Location, QualifiedName, QueryBudget, SpecSet, load_specs
+from dbopt.model import Expectation, Location, QualifiedName, QueryBudget, SpecSet
+from dbopt.spec import load_specs
 from dbopt.verify import (
     Baseline,
     BaselineEntry,

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from dbopt.spec import QualifiedName
+from dbopt.model import QualifiedName
 
 
 @cache

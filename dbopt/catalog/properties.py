@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from dbopt.catalog import catalog_sql
-from dbopt.spec import IndexSpec, QualifiedName
+from dbopt.model import IndexSpec, QualifiedName
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from dbopt.errors import (
 
 if TYPE_CHECKING:
     from dbopt.config import Config, Target
-    from dbopt.spec import QualifiedName
+    from dbopt.model import QualifiedName
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,7 +145,7 @@ def parse_qualified_name(text: str, default_schema: str = "public") -> Qualified
     name, an empty part (``a.``), more than two parts (``a.b.c``), an unterminated quote or
     a name longer than 63 bytes.
     """
-    from dbopt.spec import QualifiedName
+    from dbopt.model import QualifiedName
 
     text = text.strip()
     if not text:
@@ -222,7 +222,7 @@ class QualifiedNameType(_NameParamType):
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> QualifiedName:
         """Parse ``value`` (or pass a QualifiedName through: click converts defaults too)."""
-        from dbopt.spec import QualifiedName
+        from dbopt.model import QualifiedName
 
         if isinstance(value, QualifiedName):
             return value

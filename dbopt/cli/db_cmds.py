@@ -11,7 +11,7 @@ import click
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
 
 if TYPE_CHECKING:
-    from dbopt.spec import QualifiedName
+    from dbopt.model import QualifiedName
 
 
 def _size(size: int | None) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from dbopt.model import QualifiedName
 from dbopt.progress import Blocker
-from dbopt.spec import QualifiedName
 
 
 class LineReporter:

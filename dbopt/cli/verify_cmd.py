@@ -11,7 +11,7 @@ import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 from dbopt.errors import CheckFailedError, ConfigError
-from dbopt.spec import QueryBudget
+from dbopt.model import QueryBudget
 from dbopt.verify import (
     DEFAULT_REGRESSION,
     DEFAULT_REGRESSION_FLOOR_MS,
