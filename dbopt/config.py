@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbopt.docvalidate import dotted, schema_problems, suggest
+from dbopt.docvalidate import dotted, schema_problems
 from dbopt.errors import ConfigError, Problem
 from dbopt.schema import (
     DURATION_KEYS,
@@ -26,6 +26,7 @@ from dbopt.schema import (
     MIN_MAINTENANCE_WORK_MEM_KB,
     config_schema,
 )
+from dbopt.words import suggest
 from dbopt.yamlload import Document, Path_, load_file
 
 if TYPE_CHECKING:  # dbopt.dsn imports psycopg: only commands that connect need it

@@ -7,7 +7,6 @@ Problems located at file:line:column with a message that says what to do.
 from __future__ import annotations
 
 import datetime
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from dbopt.errors import Problem
+from dbopt.words import suggest
 from dbopt.yamlload import Document, Path_
 
 _TYPE_NAMES = {
@@ -56,19 +56,6 @@ def _describe(value: Any) -> str:
         # YAML reads an unquoted 2024-01-31 as a date.
         return f"the date {value.isoformat()} (quote it to make it a string)"
     return f"{type(value).__name__} {value!r}"  # pragma: no cover - YAML gives nothing else
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """A "; did you mean 'x'?" suffix, or an empty string when nothing is close.
-
-    Close means similar spelling, or an abbreviation of exactly one choice ('prod' for
-    'production'), which difflib alone rates too low.
-    """
-    options = list(choices)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if not close and len(word) >= 2:
-        close = [c for c in options if c.startswith(word)]
-    return f"; did you mean '{close[0]}'?" if len(close) == 1 else ""
 
 
 def _expected(description: str) -> str:

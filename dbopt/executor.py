@@ -30,7 +30,7 @@ from dbopt.errors import LockBusyError, UnsafeActionError
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
 from dbopt.model import QualifiedName
-from dbopt.planner import Action, Kind, Plan, Step, StepKind
+from dbopt.planner import Action, ActionKind, Plan, Step, StepMode
 from dbopt.progress import Blocker, BuildGate, Reporter, SilentReporter, Watch, Watcher
 
 __all__ = ["Blocker", "Executor", "Reporter", "SilentReporter"]
@@ -398,7 +398,7 @@ class Executor:
                 self.sleep(min(5.0, self._backoff(attempt)))
                 attempt += 1
                 continue
-            if identity.kind == "view":
+            if identity.object_type == "view":
                 statement = ddl.drop_matview(identity.name)
             else:
                 statement = ddl.drop_index(identity.name, concurrently=live.relkind != "I")
@@ -462,7 +462,7 @@ class Executor:
             conn = self._worker()
             watches: list[Watch] = []
             try:
-                if step.kind != StepKind.SWAP:
+                if step.mode != StepMode.SWAP:
                     for identity in step.expect:
                         self.check(identity, built)
                 self._execute(conn, step, built, cost, watches)
@@ -500,7 +500,7 @@ class Executor:
                 made = self._oid_of(step.index)
                 if made is not None:
                     built[step.index] = made.oid
-            if step.kind == StepKind.BUILD:
+            if step.mode == StepMode.BUILD:
                 made = self._oid_of(step.index)
                 if made is None or made.valid is not True:
                     raise StepFailed(f"{step.index}: the build finished but the index is not valid")
@@ -563,7 +563,7 @@ class Executor:
                 f"{step.index}: waited build_wait_timeout ({bound} ms) {attempt} times in "
                 f"'{phase}'; waiting for: {names}"
             )
-        if step.kind == StepKind.BUILD and watch is not None and watch.built:
+        if step.mode == StepMode.BUILD and watch is not None and watch.built:
             pids = [b.pid for b in waited_for] or [b.pid for b in blockers]
             self.reporter.event(
                 f"{step.index}: built ({watch.worked_s:.1f} s of work) but timed out in "
@@ -580,7 +580,7 @@ class Executor:
                 f"{step.index}: they ended; building again (the first build's "
                 f"{watch.worked_s:.1f} s of work is lost)"
             )
-        if step.kind == StepKind.BUILD and step.index in built:
+        if step.mode == StepMode.BUILD and step.index in built:
             # The INVALID index of this attempt goes before the next attempt.
             oid = built.pop(step.index)
             self._drop_own(
@@ -619,7 +619,7 @@ class Executor:
         A build that failed waiting for its table lock never made one: another session's index
         that appeared meanwhile is never taken.
         """
-        if step.kind != StepKind.BUILD or step.index in built:
+        if step.mode != StepMode.BUILD or step.index in built:
             return
         watch = watches[-1] if watches else None
         if watch is not None and watch.oid is not None:
@@ -642,7 +642,7 @@ class Executor:
         watches: list[Watch],
     ) -> None:
         """Run one step; a concurrent build's or drop's watch is appended to ``watches``."""
-        if step.kind in (StepKind.SWAP, StepKind.DDL) and not step.gentle:
+        if step.mode in (StepMode.SWAP, StepMode.DDL) and not step.gentle:
             with conn.transaction():
                 for statement in step.statements:
                     conn.execute(statement)
@@ -658,14 +658,14 @@ class Executor:
             return
         # Its waits never block the application: bounded by build_wait_timeout, not by
         # lock_timeout; and never beside a build it would wait for, or that would wait for it.
-        exclusive = step.kind == StepKind.DDL or not (step.safe and self._safe_builds_overlap)
-        exclusive = exclusive and step.kind != StepKind.DROP
+        exclusive = step.mode == StepMode.DDL or not (step.safe and self._safe_builds_overlap)
+        exclusive = exclusive and step.mode != StepMode.DROP
         self._gate.acquire(exclusive)
         _set(conn, "lock_timeout", self.settings.build_wait_timeout_ms)
-        free_before = step.kind == StepKind.BUILD and self._oid_of(step.index) is None
+        free_before = step.mode == StepMode.BUILD and self._oid_of(step.index) is None
         pid = conn.info.backend_pid
         watch = self._watcher.watch(
-            pid, step.index, self._oid_recorder(built) if step.kind == StepKind.BUILD else None
+            pid, step.index, self._oid_recorder(built) if step.mode == StepMode.BUILD else None
         )
         watch.free_before = free_before
         try:
@@ -674,7 +674,7 @@ class Executor:
         finally:
             finished = self._watcher.unwatch(pid) or watch
             watches.append(finished)
-            cost.add(finished, build=step.kind == StepKind.BUILD)
+            cost.add(finished, build=step.mode == StepMode.BUILD)
             self._gate.release(exclusive)
             if not conn.closed and not conn.broken:
                 with contextlib.suppress(psycopg.Error):
@@ -725,7 +725,7 @@ class Executor:
             "object_schema": action.name.schema,
             "object_name": action.name.name,
             "table_name": str(action.table),
-            "object_kind": action.object_kind,
+            "object_kind": action.object_type,
             "action": action.kind.value,
             "definition": action.desired,
             "previous_definition": action.previous_definition,
@@ -785,7 +785,7 @@ class Executor:
         """Check, before its first statement, every identity the action can check now."""
         for step in action.forward:
             for identity in step.expect:
-                if identity.upfront and identity.built_as is None and step.kind != StepKind.SWAP:
+                if identity.upfront and identity.built_as is None and step.mode != StepMode.SWAP:
                     self.check(identity, {})
 
     def _preflight_patiently(self, action: Action) -> None:
@@ -823,7 +823,7 @@ class Executor:
         else:
             result = self._run_steps(action, change_id, built, started)
         if change_id is not None:
-            if result.result == "ok" and action.kind != Kind.DROP:
+            if result.result == "ok" and action.kind != ActionKind.DROP:
                 self._record_made(change_id, action.name)
             self._control(
                 lambda c: self.history.finish_change(c, change_id, result.result, result.error)
@@ -834,7 +834,7 @@ class Executor:
                         run_id,
                         index,
                         action.name,
-                        "create" if action.kind == Kind.CREATE else "rebuild",
+                        "create" if action.kind == ActionKind.CREATE else "rebuild",
                     )
         self.reporter.event(
             f"{action.name}: {result.result} in {result.seconds:.1f}s"
@@ -872,7 +872,7 @@ class Executor:
             )
         finally:
             self.reporter.finished(action.name)
-        size = None if action.kind == Kind.DROP else self._index_size(action.name)
+        size = None if action.kind == ActionKind.DROP else self._index_size(action.name)
         return ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size, cost=cost)
 
     def run_plan(
@@ -904,7 +904,7 @@ class Executor:
         groups: dict[QualifiedName, list[Action]] = {}
         views: list[Action] = []
         for action in plan.runnable:
-            if action.object_kind == "view":
+            if action.object_type == "view":
                 views.append(action)  # in dependency order, one at a time
             else:
                 groups.setdefault(action.table, []).append(action)

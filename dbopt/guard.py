@@ -20,9 +20,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from dbopt.catalog import catalog_sql
+from dbopt.deparse import canonical
 from dbopt.errors import DboptError
 from dbopt.model import QualifiedName
-from dbopt.normalize import canonical
 
 _RELKINDS = {"index": ("i", "I"), "view": ("m",)}
 
@@ -39,7 +39,7 @@ class NotOursError(DboptError):
 class Identity:
     """What an object must be for dbopt to drop, rename or rebuild it."""
 
-    kind: str  # index or view
+    object_type: str  # index or view
     name: QualifiedName
     #: The OID it must have; None when the action itself built it (see ``built_as``).
     oid: int | None = None
@@ -113,7 +113,7 @@ def check(
     conn: psycopg.Connection[Any], identity: Identity, own_pids: Sequence[int] = ()
 ) -> LiveObject:
     """The live object when it is exactly ``identity``; NotOursError (saying why) otherwise."""
-    what = f"{identity.kind} {identity.name}"
+    what = f"{identity.object_type} {identity.name}"
     by_name, by_oid = lookup(conn, identity.name, identity.oid, own_pids)
     if by_name is None:
         moved = f" (the one dbopt made is now called {by_oid.name})" if by_oid else ""
@@ -126,14 +126,14 @@ def check(
             f"{what} is not the one dbopt made{origin}: its OID is {by_name.oid}, dbopt's was "
             f"{identity.oid} (dropped and made again by someone else)"
         )
-    if by_name.relkind not in _RELKINDS[identity.kind]:
-        raise NotOursError(f"{identity.name} is no longer a {identity.kind}")
+    if by_name.relkind not in _RELKINDS[identity.object_type]:
+        raise NotOursError(f"{identity.name} is no longer a {identity.object_type}")
     if identity.table is not None and by_name.table != identity.table:
         raise NotOursError(f"{what} is on {by_name.table}, not on {identity.table}")
     if identity.definition is not None:
         current = (
             canonical(by_name.index_definition or "")
-            if identity.kind == "index"
+            if identity.object_type == "index"
             else (by_name.view_definition or "")
         )
         if current.strip() != identity.definition.strip():

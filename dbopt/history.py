@@ -105,7 +105,7 @@ SELECT c.*, r.command,
 class OwnedObject:
     """An object dbopt made and has not dropped since, as its history records it."""
 
-    kind: str  # index or view
+    object_type: str  # index or view
     name: QualifiedName
     table: QualifiedName
     oid: int | None  # None: recorded by a dbopt that kept only names
@@ -124,7 +124,7 @@ class ChangeRecord:
     id: int
     run_id: int
     run_command: str
-    object_kind: str
+    object_type: str
     name: QualifiedName
     table: QualifiedName
     action: str
@@ -210,7 +210,7 @@ class History:
             rows = cur.fetchall()
         owned = [
             OwnedObject(
-                kind=r["object_kind"],
+                object_type=r["object_kind"],
                 name=QualifiedName(r["object_schema"], r["object_name"]),
                 table=_qualified(r["table_name"]),
                 oid=int(r["oid"]),
@@ -233,7 +233,7 @@ class History:
             rows = cur.fetchall()
         return [
             OwnedObject(
-                kind=r["object_kind"],
+                object_type=r["object_kind"],
                 name=QualifiedName(r["object_schema"], r["object_name"]),
                 table=_qualified(r["table_name"]),
                 oid=None,
@@ -379,7 +379,7 @@ class History:
                 id=int(r["id"]),
                 run_id=int(r["run_id"]),
                 run_command=r["command"],
-                object_kind=r["object_kind"],
+                object_type=r["object_kind"],
                 name=QualifiedName(r["object_schema"], r["object_name"]),
                 table=_qualified(r["table_name"]),
                 action=r["action"],

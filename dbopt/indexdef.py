@@ -62,7 +62,7 @@ def _option_value(value: Any) -> str:
 
 
 def index_spec_from_canonical(canonical: str, *, table: QualifiedName, name: str) -> IndexSpec:
-    """An :class:`IndexSpec` from :func:`dbopt.normalize.canonical` text (the server's
+    """An :class:`IndexSpec` from :func:`dbopt.deparse.canonical` text (the server's
     definition without name and table): what the server made of a spec."""
     from psycopg import sql
 

@@ -85,7 +85,7 @@ def verify_cases(report: VerifyReport) -> list[Case]:
         cases.append(
             Case(
                 name=b.name,
-                classname=f"dbopt.verify.{b.owner}",
+                classname=f"dbopt.verify.{b.relation}",
                 seconds=sum(m.execution_ms) / 1000,
                 failure=v.summary if failed else None,
                 failure_type=v.findings[0].kind if failed and v.findings else "failure",
@@ -110,7 +110,7 @@ def hypothetical_cases(report: HypotheticalReport) -> list[Case]:
         cases.append(
             Case(
                 name=q.budget.name,
-                classname=f"dbopt.verify.hypothetical.{q.budget.owner}",
+                classname=f"dbopt.verify.hypothetical.{q.budget.relation}",
                 failure=q.findings[0].message if failed and q.findings else None,
                 failure_type=q.findings[0].kind if failed and q.findings else "failure",
                 details=body if failed else "",

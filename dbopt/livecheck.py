@@ -23,7 +23,6 @@ from psycopg.errors import error_from_result
 
 from dbopt.catalog import Catalog, inspect
 from dbopt.db import server_message
-from dbopt.docvalidate import suggest
 from dbopt.errors import Problem, SpecError
 from dbopt.model import (
     IndexSpec,
@@ -36,6 +35,7 @@ from dbopt.model import (
 )
 from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql
+from dbopt.words import suggest
 
 CHECK_TIMEOUT_MS = 5_000
 
@@ -162,8 +162,8 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
     # An index file may hold only budgets: its table must exist all the same.
     view_names = {str(v.name) for v in specs.views}
     for query in specs.index_queries:
-        table = parse_qualified(query.owner)
-        if query.owner in view_names or table in reported or table in catalog.relations:
+        table = parse_qualified(query.relation)
+        if query.relation in view_names or table in reported or table in catalog.relations:
             continue
         problems.append(_missing_table(table, query.location, catalog))
         reported.add(table)
@@ -178,7 +178,7 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
     problems.extend(budget_problems(specs.queries, specs, catalog, calls))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}
     for query in specs.queries:
-        if query.owner in missing_views or not _may_run(query, calls):
+        if query.relation in missing_views or not _may_run(query, calls):
             # Its view is created by apply (checked once it exists), or it was refused above.
             continue
         params = dict(query.params) if query.uses_placeholders else None

@@ -114,7 +114,8 @@ class QueryBudget:
     sql: str
     budget_ms: float
     location: Location
-    owner: str
+    #: The table or view of the spec file the budget is written in ("schema.name").
+    relation: str
     params: Mapping[str, Any] = field(default_factory=dict)
     uses_placeholders: bool = False
     warn_ms: float | None = None
@@ -182,7 +183,7 @@ class SpecSet:
         for budget in self.queries:
             named.update(budget.expect.no_seq_scan_on)
             try:
-                named.add(parse_qualified(budget.owner))
+                named.add(parse_qualified(budget.relation))
             except ValueError:
                 continue
         return named

@@ -23,6 +23,7 @@ from psycopg import sql
 from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
+from dbopt.deparse import canonical
 from dbopt.errors import Problem, SpecError, UnsafeActionError
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
@@ -32,7 +33,6 @@ from dbopt.indexdef import (
     index_spec_from_definition,
 )
 from dbopt.model import IndexSpec, QualifiedName, ViewSpec
-from dbopt.normalize import canonical
 from dbopt.spec import view_order
 from dbopt.sqltext import query_sql
 
@@ -40,7 +40,7 @@ NEW_SUFFIX = "_dbopt_new"
 OLD_SUFFIX = "_dbopt_old"
 
 
-class Kind(StrEnum):
+class ActionKind(StrEnum):
     """What an action does to one index or view."""
 
     CREATE = "create"
@@ -51,8 +51,8 @@ class Kind(StrEnum):
     SKIP = "skip"
 
 
-class StepKind(StrEnum):
-    """How the executor must run a step."""
+class StepMode(StrEnum):
+    """How the executor runs a step (in a transaction or not, what it checks after)."""
 
     BUILD = "build"  # CREATE INDEX [CONCURRENTLY]: check validity after, clean up on failure
     DROP = "drop"  # DROP INDEX CONCURRENTLY: outside a transaction
@@ -65,7 +65,7 @@ class StepKind(StrEnum):
 class Step:
     """One statement (or, for a swap, one transaction) of an action."""
 
-    kind: StepKind
+    mode: StepMode
     statements: tuple[sql.Composed, ...]
     table: QualifiedName
     index: QualifiedName  # the object this step builds, drops or swaps into place
@@ -88,7 +88,7 @@ class Step:
         or drop (SHARE UPDATE EXCLUSIVE, then waits for transactions), ANALYZE, a CREATE
         MATERIALIZED VIEW reading its sources. Those waits are bounded by build_wait_timeout;
         every other statement (renames, ATTACH, DROP of a view...) by lock_timeout."""
-        if self.kind == StepKind.BUILD:
+        if self.mode == StepMode.BUILD:
             return True
         first = self.statements[0].as_string() if self.statements else ""
         return first.startswith(("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW"))
@@ -97,14 +97,14 @@ class Step:
         """The step's SQL, one statement per line, each ending with ';'."""
         statements = (*self.statements, *self.then)
         body = ";\n".join(s.as_string() for s in statements) + ";"
-        return f"BEGIN;\n{body}\nCOMMIT;" if self.kind == StepKind.SWAP else body
+        return f"BEGIN;\n{body}\nCOMMIT;" if self.mode == StepMode.SWAP else body
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     """One change to one index or view, with how to apply it and how it would be undone."""
 
-    kind: Kind
+    kind: ActionKind
     name: QualifiedName
     table: QualifiedName
     reason: str
@@ -120,7 +120,7 @@ class Action:
     desired: str | None = None  # canonical definition of the spec
     existed_before: bool = False
     spec: IndexSpec | None = None
-    object_kind: str = "index"  # index or view
+    object_type: str = "index"  # index or view
     #: 0 indexes on tables, 1 materialized views (in dependency order), 2 indexes on views.
     phase: int = 0
     phase_order: int = 0
@@ -145,7 +145,7 @@ class Action:
                 "database",
                 "spec",
                 lineterm="",
-                n=0 if self.object_kind == "index" else 3,
+                n=0 if self.object_type == "index" else 3,
             )
         )
 
@@ -164,7 +164,7 @@ class Plan:
     @property
     def changes(self) -> tuple[Action, ...]:
         """Actions that change something (enabled or not)."""
-        return tuple(a for a in self.actions if a.kind != Kind.SKIP)
+        return tuple(a for a in self.actions if a.kind != ActionKind.SKIP)
 
     @property
     def runnable(self) -> tuple[Action, ...]:
@@ -183,12 +183,12 @@ class Plan:
 
 
 _ORDER = {
-    Kind.REPAIR: 0,
-    Kind.CREATE: 1,
-    Kind.REPLACE: 2,
-    Kind.RESTORE: 2,
-    Kind.DROP: 3,
-    Kind.SKIP: 4,
+    ActionKind.REPAIR: 0,
+    ActionKind.CREATE: 1,
+    ActionKind.REPLACE: 2,
+    ActionKind.RESTORE: 2,
+    ActionKind.DROP: 3,
+    ActionKind.SKIP: 4,
 }
 
 _RELKINDS = {
@@ -236,7 +236,7 @@ def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
     origins: dict[int, str] = {}
     for fact in owned:
         found: CatalogIndex | Relation | None
-        if fact.kind == "view":
+        if fact.object_type == "view":
             found = (
                 views.get(fact.oid)
                 if fact.oid is not None
@@ -323,7 +323,7 @@ def _build_steps(
     if not table.is_partitioned:
         return (
             Step(
-                StepKind.BUILD,
+                StepMode.BUILD,
                 (ddl.create_index(spec, name=name, tablespace=tablespace),),
                 spec.table,
                 target,
@@ -333,7 +333,7 @@ def _build_steps(
         )
     steps = [
         Step(
-            StepKind.DDL,
+            StepMode.DDL,
             (ddl.create_index(spec, name=name, concurrently=False, only=True),),
             spec.table,
             target,
@@ -350,7 +350,7 @@ def _build_steps(
         steps.extend(child_steps)
         steps.append(
             Step(
-                StepKind.DDL,
+                StepMode.DDL,
                 (ddl.attach_partition_index(target, QualifiedName(part_name.schema, child)),),
                 spec.table,
                 target,
@@ -364,7 +364,7 @@ def _drop_steps(identity: Identity, table: QualifiedName, relation: Relation) ->
     # lock_timeout is the documented way and removes the partitions' indexes with it.
     concurrently = not relation.is_partitioned
     statement = ddl.drop_index(identity.name, concurrently=concurrently)
-    return (Step(StepKind.DROP, (statement,), table, identity.name, expect=(identity,)),)
+    return (Step(StepMode.DROP, (statement,), table, identity.name, expect=(identity,)),)
 
 
 def _display_drop(
@@ -372,7 +372,7 @@ def _display_drop(
 ) -> tuple[Step, ...]:
     """How a rollback would drop an index this action makes (for display only)."""
     statement = ddl.drop_index(name, concurrently=not relation.is_partitioned)
-    return (Step(StepKind.DROP, (statement,), table, name),)
+    return (Step(StepMode.DROP, (statement,), table, name),)
 
 
 def _display_rebuild(index: CatalogIndex, name: str) -> tuple[Step, ...]:
@@ -382,7 +382,7 @@ def _display_rebuild(index: CatalogIndex, name: str) -> tuple[Step, ...]:
     except ValueError:
         return ()
     return (
-        Step(StepKind.BUILD, (statement,), index.table, QualifiedName(index.name.schema, name)),
+        Step(StepMode.BUILD, (statement,), index.table, QualifiedName(index.name.schema, name)),
     )
 
 
@@ -391,7 +391,7 @@ def create_index_action(
     relation: Relation,
     catalog: Catalog,
     *,
-    kind: Kind = Kind.CREATE,
+    kind: ActionKind = ActionKind.CREATE,
     reason: str | None = None,
     desired: str | None = None,
     undoes_change: int | None = None,
@@ -429,7 +429,7 @@ def drop_index_action(
     if props is not None and props.blockers():
         refusal = f"index {index.name} cannot be dropped: " + "; ".join(props.blockers())
     return Action(
-        kind=Kind.DROP,
+        kind=ActionKind.DROP,
         name=index.name,
         table=index.table,
         reason=reason,
@@ -484,7 +484,7 @@ def replace_index_action(
     owners: Ownership,
     properties: Properties | None,
     *,
-    kind: Kind = Kind.REPLACE,
+    kind: ActionKind = ActionKind.REPLACE,
     reason: str = "the definition drifted from the spec",
     desired: str | None = None,
     expect_oid: int | None = None,
@@ -533,9 +533,9 @@ def replace_index_action(
     if not spec.plain_columns:
         # The planner needs statistics on the expressions before the new index takes the name
         # (the old one had them); PostgreSQL gathers them only by ANALYZE.
-        analyze = (Step(StepKind.DDL, (ddl.analyze(table),), table, aside),)
+        analyze = (Step(StepMode.DDL, (ddl.analyze(table),), table, aside),)
     swap = Step(
-        StepKind.SWAP,
+        StepMode.SWAP,
         (ddl.rename_index(name, old.name), ddl.rename_index(aside, name.name)),
         table,
         name,
@@ -603,7 +603,7 @@ def _index_action(
         return _repair_action(spec, existing, relation, catalog, owners, current, desired)
     if desired is None or desired == current:
         return Action(
-            kind=Kind.SKIP,
+            kind=ActionKind.SKIP,
             name=name,
             table=spec.table,
             reason="exists with exactly the specified definition",
@@ -651,7 +651,7 @@ def _repair_action(
         )
     identity = index_identity(existing, invalid=True, origin=owners.origin(existing.oid))
     return Action(
-        kind=Kind.REPAIR,
+        kind=ActionKind.REPAIR,
         name=name,
         table=spec.table,
         reason="the index is INVALID (a failed concurrent build): drop it and build again",
@@ -676,7 +676,7 @@ def create_view_action(
     view: ViewSpec,
     position: int,
     *,
-    kind: Kind = Kind.CREATE,
+    kind: ActionKind = ActionKind.CREATE,
     reason: str | None = None,
     undoes_change: int | None = None,
 ) -> Action:
@@ -688,7 +688,7 @@ def create_view_action(
         reason=reason or view.reason or "in the specs, not in the database",
         forward=(
             Step(
-                StepKind.VIEW,
+                StepMode.VIEW,
                 (ddl.create_matview(view.name, query_sql(view.query)),),
                 view.name,
                 view.name,
@@ -696,8 +696,8 @@ def create_view_action(
             ),
             *_view_index_steps(view.indexes, view.name, lambda n: n),
         ),
-        rollback=(Step(StepKind.VIEW, (ddl.drop_matview(view.name),), view.name, view.name),),
-        object_kind="view",
+        rollback=(Step(StepMode.VIEW, (ddl.drop_matview(view.name),), view.name, view.name),),
+        object_type="view",
         phase=1,
         phase_order=position,
         also_creates=tuple(i.qualified_name for i in view.indexes),
@@ -733,13 +733,13 @@ def drop_view_action(
         refusals += props.blockers()
     indexes = catalog.indexes_on(name)
     return Action(
-        kind=Kind.DROP,
+        kind=ActionKind.DROP,
         name=name,
         table=name,
         reason=reason,
         forward=(
             Step(
-                StepKind.VIEW,
+                StepMode.VIEW,
                 (ddl.drop_matview(name),),
                 name,
                 name,
@@ -748,7 +748,7 @@ def drop_view_action(
         ),
         rollback=(
             Step(
-                StepKind.VIEW,
+                StepMode.VIEW,
                 (ddl.create_matview_from_definition(name, relation.view_definition or ""),),
                 name,
                 name,
@@ -761,7 +761,7 @@ def drop_view_action(
         if refusals
         else None,
         current=relation.view_definition,
-        object_kind="view",
+        object_type="view",
         phase=1,
         phase_order=phase_order,
         replaced_oid=relation.oid,
@@ -778,7 +778,7 @@ def _view_index_steps(
 ) -> tuple[Step, ...]:
     return tuple(
         Step(
-            StepKind.BUILD,
+            StepMode.BUILD,
             (ddl.create_index(i, name=rename(i.name), table=on),),
             on,
             QualifiedName(on.schema, rename(i.name)),
@@ -869,7 +869,7 @@ def replace_view_action(
     position: int,
     *,
     body: sql.Composable | None = None,
-    kind: Kind = Kind.REPLACE,
+    kind: ActionKind = ActionKind.REPLACE,
     reason: str = "the query drifted from the spec",
     desired: str | None = None,
     new_columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
@@ -908,7 +908,7 @@ def replace_view_action(
             view.indexes,
             catalog,
             refusals,
-            owners if kind == Kind.RESTORE else None,
+            owners if kind == ActionKind.RESTORE else None,
         ),
         plain,
         materialized,
@@ -935,7 +935,7 @@ def replace_view_action(
         current=existing.view_definition,
         desired=desired,
         existed_before=True,
-        object_kind="view",
+        object_type="view",
         phase=1,
         phase_order=position,
         replaced_oid=existing.oid,
@@ -996,7 +996,7 @@ def _rebuild_view(
             # What an interrupted replace of dbopt's left behind: dbopt's own, start clean.
             identity = view_identity(leftover, owners.origin(leftover.oid))
             leftovers.append(
-                Step(StepKind.VIEW, (ddl.drop_matview(temp),), temp, temp, expect=(identity,))
+                Step(StepMode.VIEW, (ddl.drop_matview(temp),), temp, temp, expect=(identity,))
             )
         elif taken:
             refusals.append(
@@ -1025,7 +1025,7 @@ def _rebuild_view(
             refusals.append(f"the name {schema}.{temp_index} it needs is taken by a {taken}")
     options, tablespace = props.build_options() if props is not None else ((), None)
     swap = Step(
-        StepKind.SWAP,
+        StepMode.SWAP,
         (
             ddl.rename_matview(name, old.name),
             ddl.rename_matview(new, name.name),
@@ -1074,7 +1074,7 @@ def _rebuild_view(
     steps: list[Step] = [
         *leftovers,
         Step(
-            StepKind.VIEW,
+            StepMode.VIEW,
             (
                 ddl.create_matview(
                     new,
@@ -1090,7 +1090,7 @@ def _rebuild_view(
         ),
         *_view_index_steps(indexes, new, lambda n: ddl.derived_name(n, NEW_SUFFIX)),
         *(
-            Step(StepKind.DDL, (statement,), new, new)
+            Step(StepMode.DDL, (statement,), new, new)
             for statement in (props.carry_before_swap(new) if props is not None else ())
         ),
         swap,
@@ -1113,7 +1113,7 @@ def _rebuild_view(
         )
     steps.append(
         Step(
-            StepKind.VIEW,
+            StepMode.VIEW,
             (ddl.drop_matview(old),),
             old,
             old,
@@ -1163,14 +1163,14 @@ def _plan_views(
         if desired is None or desired == current:
             actions.append(
                 Action(
-                    kind=Kind.SKIP,
+                    kind=ActionKind.SKIP,
                     name=view.name,
                     table=view.name,
                     reason="the materialized view has exactly the specified query",
                     current=current,
                     desired=desired,
                     existed_before=True,
-                    object_kind="view",
+                    object_type="view",
                     phase=1,
                     phase_order=position,
                 )
@@ -1278,7 +1278,7 @@ def plan(
         actions.append(action)
     if problems:
         raise SpecError("the specs cannot be applied to this database", problems)
-    dropped_views = {a.name for a in view_actions if a.kind == Kind.DROP}
+    dropped_views = {a.name for a in view_actions if a.kind == ActionKind.DROP}
     for index in sorted(catalog.indexes.values(), key=lambda i: i.name):
         if not owners.owns(index.oid) or index.name in wanted or index.table in dropped_views:
             continue
@@ -1305,7 +1305,7 @@ def plan(
         {
             str(a.table)
             for a in actions
-            if a.kind != Kind.SKIP
+            if a.kind != ActionKind.SKIP
             and a.table in catalog.relations
             and not catalog.relations[a.table].owned
         }
@@ -1317,9 +1317,9 @@ def plan(
             + ": apply must run as their owner (or a member of it)"
         )
     for i, action in enumerate(actions):
-        if action.kind == Kind.REPLACE and not replace_drifted:
+        if action.kind == ActionKind.REPLACE and not replace_drifted:
             actions[i] = _disabled(action, "--replace-drifted")
-        elif action.kind == Kind.REPLACE and action.object_kind == "view":
+        elif action.kind == ActionKind.REPLACE and action.object_type == "view":
             _check_cascade(action.name, catalog, cascade)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
     return Plan(
@@ -1359,15 +1359,19 @@ def wanted_properties(
     indexes: set[int] = set()
     views: set[int] = set()
     for action in actions:
-        if not action.enabled or action.kind not in (Kind.REPLACE, Kind.DROP, Kind.RESTORE):
+        if not action.enabled or action.kind not in (
+            ActionKind.REPLACE,
+            ActionKind.DROP,
+            ActionKind.RESTORE,
+        ):
             continue
         if action.replaced_oid is None:
             continue
-        if action.object_kind == "index":
+        if action.object_type == "index":
             indexes.add(action.replaced_oid)
             continue
         views.add(action.replaced_oid)
-        readers = _dependents(action.name, catalog)[1] if action.kind != Kind.DROP else []
+        readers = _dependents(action.name, catalog)[1] if action.kind != ActionKind.DROP else []
         for relation in [catalog.relations[action.name], *readers]:
             views.add(relation.oid)
             indexes.update(i.oid for i in catalog.indexes_on(relation.name))

@@ -220,7 +220,7 @@ def denied(name: str) -> str | None:
 
 # --- what a query names --------------------------------------------------------------------
 
-Kind = Literal["function", "attribute", "operator", "relation", "type"]
+ReferenceKind = Literal["function", "attribute", "operator", "relation", "type"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +231,7 @@ class Reference:
     as a call ``name(t)`` when such a function exists.
     """
 
-    kind: Kind
+    kind: ReferenceKind
     name: str
     schema: str | None = None
 
@@ -243,7 +243,7 @@ def _strings(items: Any) -> list[str]:
     return [i["String"]["sval"] for i in items or [] if isinstance(i, dict) and "String" in i]
 
 
-def _reference(kind: Kind, parts: list[str]) -> Reference | None:
+def _reference(kind: ReferenceKind, parts: list[str]) -> Reference | None:
     if not parts:
         return None
     return Reference(kind, parts[-1], parts[-2] if len(parts) > 1 else None)

@@ -98,7 +98,7 @@ def plan_json(plan: Any) -> str:
             "actions": [
                 {
                     "action": a.kind.value,
-                    "kind": a.object_kind,
+                    "kind": a.object_type,
                     "object": str(a.name),
                     "table": str(a.table),
                     "reason": a.reason,

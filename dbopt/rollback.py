@@ -27,7 +27,7 @@ from dbopt.indexdef import DefinitionError, index_spec_from_definition
 from dbopt.model import IndexSpec, Location, QualifiedName, ViewSpec
 from dbopt.planner import (
     Action,
-    Kind,
+    ActionKind,
     Ownership,
     Plan,
     create_index_action,
@@ -188,7 +188,7 @@ def derive(
         ownership(owned, catalog),
         later,
         properties,
-        {c.name for c in records if c.object_kind == "view" and c.action == "create"},
+        {c.name for c in records if c.object_type == "view" and c.action == "create"},
         calls,
     )
     actions: list[Action] = []
@@ -205,10 +205,10 @@ def derive(
                 Skipped(change.name, "a later change of dbopt replaced what this one made")
             )
             continue
-        if change.object_kind == "index" and change.table in context.dropped_views:
+        if change.object_type == "index" and change.table in context.dropped_views:
             continue  # dropped with its view
         if change.action == "rebuild":
-            if any(r.name == change.table and r.object_kind == "view" for r in records):
+            if any(r.name == change.table and r.object_type == "view" for r in records):
                 continue  # undone with its view
             skipped.append(
                 Skipped(
@@ -241,7 +241,7 @@ def _undo(change: ChangeRecord, context: _Context) -> Action:
 def _made(change: ChangeRecord, context: _Context) -> Any:
     """The live object this change made, when it is still the one dbopt made."""
     name, catalog = change.name, context.catalog
-    if change.object_kind == "view":
+    if change.object_type == "view":
         found: Any = catalog.relations.get(name)
         if found is None or found.relkind != "m":
             raise _Skip(f"there is no materialized view {name} any more")
@@ -263,7 +263,7 @@ def _made(change: ChangeRecord, context: _Context) -> Any:
     expected = current_oid(change, context.later)
     if expected is not None and found.oid != expected:
         raise _Skip(
-            f"{name} is not the {change.object_kind} dbopt made: its OID is {found.oid}, "
+            f"{name} is not the {change.object_type} dbopt made: its OID is {found.oid}, "
             f"dbopt's was {expected} (dropped and made again by someone else)"
         )
     if not context.owners.owns(found.oid):
@@ -278,7 +278,7 @@ def _undo_create(change: ChangeRecord, context: _Context, reason: str) -> Action
     found = _made(change, context)
     catalog = context.catalog
     origin = f"made by dbopt run {change.run_id}"
-    if change.object_kind == "view":
+    if change.object_type == "view":
         return drop_view_action(
             found,
             catalog,
@@ -356,7 +356,7 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
     found = _made(change, context)
     catalog = context.catalog
     expected = current_oid(change, context.later)
-    if change.object_kind == "view":
+    if change.object_type == "view":
         view = _view_spec(change, context.calls)
         action = replace_view_action(
             view,
@@ -366,7 +366,7 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
             context.properties,
             -change.id,
             body=query_sql(view.query),
-            kind=Kind.RESTORE,
+            kind=ActionKind.RESTORE,
             reason=reason,
             expect_oid=expected,
             undoes_change=change.id,
@@ -383,7 +383,7 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
         catalog,
         context.owners,
         context.properties,
-        kind=Kind.RESTORE,
+        kind=ActionKind.RESTORE,
         reason=reason,
         expect_oid=expected,
         undoes_change=change.id,
@@ -392,10 +392,10 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
 
 def _undo_drop(change: ChangeRecord, context: _Context, reason: str) -> Action:
     catalog = context.catalog
-    taken = name_taken(catalog, change.name, by_types=change.object_kind == "view")
+    taken = name_taken(catalog, change.name, by_types=change.object_type == "view")
     if taken:
         raise _Skip(f"the name {change.name} is taken by a {taken} now")
-    if change.object_kind == "view":
+    if change.object_type == "view":
         return create_view_action(
             _view_spec(change, context.calls), -change.id, reason=reason, undoes_change=change.id
         )
@@ -422,10 +422,10 @@ def rollback_plan(
     records, undoes = _select(conn, history, selection)
     later = _later(conn, history, records)
     owned = history.owned(conn)
-    touched = {c.table if c.object_kind == "index" else c.name for c in records}
+    touched = {c.table if c.object_type == "index" else c.name for c in records}
     catalog = inspect(conn, touched)
     calls = None
-    if any(c.object_kind == "view" and c.action in ("replace", "drop") for c in records):
+    if any(c.object_type == "view" and c.action in ("replace", "drop") for c in records):
         calls = CallGraph.read(conn)
     actions, skipped = derive(records, later, catalog, owned, calls=calls)
     indexes, views = wanted_properties(actions, catalog)

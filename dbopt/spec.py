@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbopt.docvalidate import check_document, dotted, suggest
+from dbopt.docvalidate import check_document, dotted
 from dbopt.errors import Problem, SpecError
 from dbopt.model import (
     DEFAULT_SCHEMA,
@@ -28,7 +28,8 @@ from dbopt.model import (
 )
 from dbopt.readonly import static_refusals
 from dbopt.schema import INDEX_FILE, MAX_IDENTIFIER_BYTES, VIEW_FILE
-from dbopt.sqltext import SqlTextError, check_query, normalize_expression, normalize_query
+from dbopt.sqltext import SqlTextError, check_query, render_expression, render_query
+from dbopt.words import suggest
 from dbopt.yamlload import Document, Path_, load_file
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -90,7 +91,7 @@ class _FileReader:
 
     def expression(self, path: Path_, text: str, what: str) -> str:
         try:
-            return normalize_expression(text)
+            return render_expression(text)
         except SqlTextError as exc:
             self.err(path, f"{what} is not valid: {exc}")
             return text
@@ -197,7 +198,7 @@ class _FileReader:
             out.append((key, text))
         return tuple(sorted(out))
 
-    def query(self, path: Path_, raw: Mapping[str, Any], owner: str) -> QueryBudget:
+    def query(self, path: Path_, raw: Mapping[str, Any], relation: str) -> QueryBudget:
         params = dict(raw.get("params") or {})
         text = raw["sql"]
         # Always psycopg's grammar (%(name)s, and %% for a literal %), with or without params,
@@ -249,7 +250,7 @@ class _FileReader:
             sql=text,
             budget_ms=budget,
             location=self.loc(path),
-            owner=owner,
+            relation=relation,
             params=params,
             uses_placeholders=placeholders,
             warn_ms=None if warn is None else float(warn),
@@ -274,7 +275,7 @@ class _FileReader:
         schema = self.identifier(("schema",), data.get("schema", DEFAULT_SCHEMA))
         name = QualifiedName(schema, self.identifier(("name",), data["name"]))
         try:
-            query = normalize_query(data["query"])
+            query = render_query(data["query"])
         except SqlTextError as exc:
             self.err(("query",), f"the view query is not valid: {exc}")
             query = data["query"]

@@ -94,7 +94,7 @@ def _near(text: str, position: int | None) -> str:
     return f" (near {text[position : position + 20]!r})"
 
 
-def normalize_expression(text: str) -> str:
+def render_expression(text: str) -> str:
     """Parse one SQL value expression and return the parser's rendering of it.
 
     Raises SqlTextError unless ``text`` is exactly one expression: no second statement, no
@@ -211,7 +211,7 @@ def _check_query(text: str, with_placeholders: bool) -> tuple[CheckedQuery, dict
     return checked, tree
 
 
-def normalize_query(text: str) -> str:
+def render_query(text: str) -> str:
     """The parser's rendering of a read-only query without placeholders (for view bodies)."""
     from pglast import parser
     from pglast.stream import RawStream
@@ -223,12 +223,12 @@ def normalize_query(text: str) -> str:
 
 def expression_sql(text: str) -> sql.Composable:
     """The only way a spec's expression or predicate enters composed SQL: re-parsed, rendered."""
-    return sql.SQL(normalize_expression(text))
+    return sql.SQL(render_expression(text))
 
 
 def query_sql(text: str) -> sql.Composable:
     """The only way a spec's view query enters composed SQL: re-parsed, rendered."""
-    return sql.SQL(normalize_query(text))
+    return sql.SQL(render_query(text))
 
 
 def budget_query_sql(text: str) -> sql.Composable:

@@ -30,13 +30,13 @@ from dbopt.executor import (
     take_run_lock,
 )
 from dbopt.history import History
-from dbopt.lifecycle import build_plan, relevant
 from dbopt.model import QualifiedName, SpecSet
 from dbopt.planner import Plan
+from dbopt.plans import build_plan, relevant
 from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
 
 if TYPE_CHECKING:
-    from dbopt.views import RefreshResult
+    from dbopt.refresh import RefreshResult
 
 
 class Hooks(Protocol):
@@ -314,7 +314,7 @@ def refresh(
     target: Target, specs: SpecSet, history: History, options: RefreshOptions
 ) -> tuple[list[RefreshResult], str]:
     """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL)."""
-    from dbopt import views as vw
+    from dbopt import refresh as vw
 
     if options.stale_only and options.older_than is not None:
         raise InputError("choose stale views by their schedule or by age, not both")
@@ -343,7 +343,7 @@ def refresh(
 
 def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) -> str:
     """pg_cron calls for the chosen views (the catalog says which can refresh concurrently)."""
-    from dbopt import views as vw
+    from dbopt import refresh as vw
 
     chosen = vw.select_views(specs, names)
     with connect(target.dsn, settings=target.settings) as conn:

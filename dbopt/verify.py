@@ -49,7 +49,6 @@ from psycopg import sql
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings
 from dbopt.db import server_message
-from dbopt.docvalidate import suggest
 from dbopt.errors import ConfigError, ConnectError, InputError, Problem, SpecError
 from dbopt.model import (
     DEFAULT_SCHEMA,
@@ -62,6 +61,7 @@ from dbopt.model import (
 )
 from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, budget_query_sql
+from dbopt.words import suggest
 
 #: p95 growth against a baseline that counts as a regression (0.20 = 20 %).
 DEFAULT_REGRESSION = 0.20
@@ -778,21 +778,23 @@ def select_budgets(
             raise ConfigError(
                 f"--query {name}: no budgeted query has that name" + suggest(name, names)
             )
-    owners = sorted({q.owner for q in every})
+    relations = sorted({q.relation for q in every})
     wanted: set[str] = set()
     for text in tables:
         try:
             table = str(parse_qualified(text))
         except ValueError as exc:
             raise ConfigError(f"--table {text}: {exc}") from None
-        if table not in owners:
+        if table not in relations:
             raise ConfigError(
                 f"--table {text}: no budgeted query is written for {table}"
-                + (suggest(table, owners) or f"; tables with queries: {', '.join(owners)}")
+                + (suggest(table, relations) or f"; tables with queries: {', '.join(relations)}")
             )
         wanted.add(table)
     chosen = tuple(
-        q for q in every if (not queries or q.name in queries) and (not wanted or q.owner in wanted)
+        q
+        for q in every
+        if (not queries or q.name in queries) and (not wanted or q.relation in wanted)
     )
     if not chosen:
         raise ConfigError("--query and --table together select no query")
@@ -948,7 +950,7 @@ def result_dict(result: QueryResult) -> dict[str, Any]:
     b, m, v = result.budget, result.measurement, result.verdict
     return {
         "name": b.name,
-        "table": b.owner,
+        "table": b.relation,
         "location": str(b.location),
         "status": v.status.value,
         "outcome": m.outcome,
@@ -1262,7 +1264,7 @@ def hypothetical_dict(report: HypotheticalReport) -> dict[str, Any]:
         "queries": [
             {
                 "name": q.budget.name,
-                "table": q.budget.owner,
+                "table": q.budget.relation,
                 "status": q.status.value,
                 "cost_before": q.cost_before,
                 "cost_after": q.cost_after,

@@ -24,8 +24,8 @@ from croniter import croniter
 from dbopt.cli.common import parse_qualified_name
 from dbopt.config import Config, Environment, Settings, Target, resolve_target
 from dbopt.model import QualifiedName
+from dbopt.refresh import crontab_lines, dbopt_command
 from dbopt.spec import load_specs
-from dbopt.views import crontab_lines, dbopt_command
 
 #: What cron gives a job: no PGHOST, no DBOPT_DSN, no virtualenv on PATH.
 CRON_ENV = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "LOGNAME": "cron", "HOME": "/"}

@@ -20,8 +20,8 @@ from dbopt.config import Settings, Target
 from dbopt.errors import UnsafeActionError
 from dbopt.executor import SilentReporter, take_run_lock
 from dbopt.history import History
-from dbopt.lifecycle import build_plan
-from dbopt.planner import Kind
+from dbopt.planner import ActionKind
+from dbopt.plans import build_plan
 from dbopt.spec import load_specs
 
 FAST = Settings(lock_timeout_ms=300, retries=1, retry_backoff_ms=10)
@@ -106,8 +106,8 @@ def test_plan_apply_replan_is_empty(
     before = index_defs(appointments)
     plan = plan_for(appointments, specs)
     assert [(a.kind, a.name.name) for a in plan.actions] == [
-        (Kind.CREATE, "idx_appt_barber_status"),
-        (Kind.CREATE, "idx_appt_day"),
+        (ActionKind.CREATE, "idx_appt_barber_status"),
+        (ActionKind.CREATE, "idx_appt_day"),
     ]
     result = apply_specs(db_dsn, specs)
     assert result.outcome == "succeeded"
@@ -116,7 +116,7 @@ def test_plan_apply_replan_is_empty(
     assert all(valid for _, valid in after.values())
     replan = plan_for(appointments, specs)
     assert replan.changes == ()
-    assert {a.kind for a in replan.actions} == {Kind.SKIP}
+    assert {a.kind for a in replan.actions} == {ActionKind.SKIP}
 
 
 def test_equivalent_predicate_written_differently_is_skipped(
@@ -129,7 +129,7 @@ def test_equivalent_predicate_written_differently_is_skipped(
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     plan = plan_for(appointments, specs)
     kinds = {a.name.name: a.kind for a in plan.actions}
-    assert kinds == {"idx_appt_barber_status": Kind.SKIP, "idx_appt_day": Kind.CREATE}
+    assert kinds == {"idx_appt_barber_status": ActionKind.SKIP, "idx_appt_day": ActionKind.CREATE}
 
 
 def test_drift_needs_replace_drifted_and_then_replaces_without_leftovers(
@@ -194,7 +194,7 @@ def test_invalid_index_is_repaired(
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     plan = plan_for(appointments, specs)
     (repair,) = [a for a in plan.actions if a.name.name == "idx_appt_day"]
-    assert repair.kind == Kind.REPAIR
+    assert repair.kind == ActionKind.REPAIR
     # Not dbopt's, and not the spec's definition: someone else's failed build, left alone.
     assert repair.refusal is not None and "dbopt did not make it" in repair.refusal
     with pytest.raises(UnsafeActionError, match="apply refused before anything ran"):
@@ -253,7 +253,7 @@ def test_prune_drops_only_what_dbopt_created(
     without_flag = plan_for(appointments, specs)
     (drop,) = without_flag.changes
     assert (drop.kind, drop.name.name, drop.enabled, drop.needs) == (
-        Kind.DROP,
+        ActionKind.DROP,
         "idx_appt_day",
         False,
         "--prune",
@@ -392,7 +392,7 @@ def test_fast_path_text_matches_the_servers_normalisation(
     conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     """Plain-column specs are compared without a server round trip; the text must be exact."""
-    from dbopt.normalize import normalize_specs, simple_canonical
+    from dbopt.deparse import normalize_specs, simple_canonical
 
     conn.execute('CREATE TABLE t (a int, b text, c date, "Mixed Case" int, amount numeric)')
     specs_dir = write_specs(
@@ -457,7 +457,7 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     name = appointments.execute("SELECT %s::bigint::oid::regclass::text", (recorded,)).fetchone()
     assert name is not None and index_defs(appointments)[name[0]][1] is False  # INVALID
     plan = plan_for(appointments, tmp_path / "indexes")
-    (repair,) = [a for a in plan.actions if a.kind == Kind.REPAIR]
+    (repair,) = [a for a in plan.actions if a.kind == ActionKind.REPAIR]
     assert (repair.name.name, repair.existed_before, repair.refusal) == (name[0], False, None)
     assert apply_specs(db_dsn, tmp_path / "indexes").outcome == "succeeded"
     outcomes = appointments.execute("SELECT outcome FROM dbopt.runs ORDER BY id").fetchall()
@@ -471,7 +471,9 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
             else APPOINTMENTS.replace("idx_appt_barber_status", "idx_other")
         },
     )
-    drops = [a for a in plan_for(appointments, tmp_path / "indexes").changes if a.kind == Kind.DROP]
+    drops = [
+        a for a in plan_for(appointments, tmp_path / "indexes").changes if a.kind == ActionKind.DROP
+    ]
     assert [(d.name.name, d.needs) for d in drops] == [(name[0], "--prune")]
 
 

@@ -125,7 +125,7 @@ def test_a_valid_project_loads(write: Write) -> None:
 
     (query,) = specs.index_queries
     assert query.name == "barber_schedule_today"
-    assert query.owner == "public.appointments"
+    assert query.relation == "public.appointments"
     assert query.uses_placeholders is True
     assert dict(query.params) == {"barber": 7, "day": "2024-05-01"}
     assert (query.budget_ms, query.warn_ms, query.runs, query.warmup) == (20.0, 10.0, 20, 3)

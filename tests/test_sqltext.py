@@ -10,9 +10,9 @@ from dbopt.sqltext import (
     budget_query_sql,
     check_query,
     expression_sql,
-    normalize_expression,
-    normalize_query,
     query_tree,
+    render_expression,
+    render_query,
 )
 
 
@@ -32,7 +32,7 @@ from dbopt.sqltext import (
     ],
 )
 def test_expressions_are_rendered_by_the_parser(text: str, rendered: str) -> None:
-    assert normalize_expression(text) == rendered
+    assert render_expression(text) == rendered
 
 
 @pytest.mark.parametrize(
@@ -65,13 +65,13 @@ def test_expressions_are_rendered_by_the_parser(text: str, rendered: str) -> Non
 )
 def test_bad_expressions(text: str, message: str) -> None:
     with pytest.raises(SqlTextError) as caught:
-        normalize_expression(text)
+        render_expression(text)
     assert str(caught.value) == message
 
 
 def test_syntax_error_position_is_relative_to_the_expression() -> None:
     with pytest.raises(SqlTextError) as caught:
-        normalize_expression("x = 1); DROP TABLE users; --")
+        render_expression("x = 1); DROP TABLE users; --")
     assert caught.value.position == 5
 
 
@@ -201,9 +201,9 @@ def test_without_placeholders_a_percent_is_plain_sql() -> None:
 
 
 def test_normalize_query_renders_view_bodies() -> None:
-    assert normalize_query("select a,b from t where x>1;") == "SELECT a, b FROM t WHERE x > 1"
+    assert render_query("select a,b from t where x>1;") == "SELECT a, b FROM t WHERE x > 1"
     with pytest.raises(SqlTextError, match="must be exactly one statement, found 2"):
-        normalize_query("SELECT 1; DROP TABLE users")
+        render_query("SELECT 1; DROP TABLE users")
 
 
 def test_budget_query_sql_keeps_placeholders() -> None:

@@ -53,7 +53,7 @@ def budget(**kw: Any) -> QueryBudget:
         "sql": "SELECT 1",
         "budget_ms": 10.0,
         "location": HERE,
-        "owner": "public.appointments",
+        "relation": "public.appointments",
         "runs": 3,
         "warmup": 1,
     }
@@ -189,8 +189,8 @@ def test_judge_against_a_baseline() -> None:
 
 
 def test_select_budgets() -> None:
-    a = budget(name="schedule", owner="public.appointments")
-    r = budget(name="reviews_top", owner="public.reviews")
+    a = budget(name="schedule", relation="public.appointments")
+    r = budget(name="reviews_top", relation="public.reviews")
     specs = SpecSet(index_queries=(a, r))
     assert select_budgets(specs) == (a, r)
     assert select_budgets(specs, queries=["reviews_top"]) == (r,)
@@ -430,7 +430,7 @@ def test_read_only_transaction_refuses_writes_validation_cannot_see(
         "CREATE FUNCTION purge() RETURNS int LANGUAGE plpgsql AS "
         "'BEGIN DELETE FROM barbers; RETURN 1; END'"
     )
-    b = budget(sql="SELECT purge()", owner="public.barbers")
+    b = budget(sql="SELECT purge()", relation="public.barbers")
     m = measure(appointments, b, Settings())
     assert m.outcome == "error"
     assert m.error == "cannot execute DELETE in a read-only transaction"
@@ -480,7 +480,7 @@ def test_a_refused_budget_stops_verify_before_any_query_runs(
     before = scans_and_reset(admin_conn)
     assert before[0] > 0
     # The harmless query comes first: had anything run, barbers' seq_scan would have grown.
-    good = budget(name="good", sql="SELECT count(*) FROM barbers", owner="public.barbers")
+    good = budget(name="good", sql="SELECT count(*) FROM barbers", relation="public.barbers")
     for text, message in [
         (
             "SELECT pg_stat_reset()",
@@ -864,7 +864,7 @@ def test_no_seq_scan_on_a_partitioned_table_covers_its_partitions(
     b = budget(
         sql="SELECT count(*) FROM events WHERE id = 5",
         budget_ms=1000.0,
-        owner="public.events",
+        relation="public.events",
         expect=Expectation(no_seq_scan_on=(QualifiedName("public", "events"),)),
     )
     (result,) = run_verify(conn, SpecSet(index_queries=(b,)), Settings()).results

@@ -486,8 +486,8 @@ def refresh_views(
     import os
     from datetime import timedelta
 
+    from dbopt import refresh as vw
     from dbopt import usecases
-    from dbopt import views as vw
     from dbopt.config import duration_ms
     from dbopt.history import History
     from dbopt.spec import load_specs
@@ -585,8 +585,8 @@ def status(opts: Options) -> None:
     from dbopt import render
     from dbopt.db import connect
     from dbopt.history import History
-    from dbopt.lifecycle import index_status
     from dbopt.spec import load_specs
+    from dbopt.status import index_status
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
