@@ -23,8 +23,8 @@ sysdeps:
 	@sh .ci/sysdeps.sh
 
 lint: venv
-	$(BIN)/ruff check dbopt tests
-	$(BIN)/ruff format --check dbopt tests
+	$(BIN)/ruff check dbopt tests tools
+	$(BIN)/ruff format --check dbopt tests tools
 
 typecheck: venv
 	$(BIN)/mypy
@@ -36,12 +36,12 @@ pytest: venv
 	exit $$rc
 
 demo: venv sysdeps
-	$(BIN)/python -m dbopt.demo
+	$(BIN)/python -m tools.demo
 
 # Numbers, not adjectives: the BookedBarber workload at scale 1 (about 15 minutes), written to
 # BENCHMARKS.md. Not part of `make test`: timings are measured here, never asserted in tests.
 bench: venv sysdeps
-	$(BIN)/python -m dbopt.bench
+	$(BIN)/python -m tools.bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

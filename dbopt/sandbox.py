@@ -44,7 +44,7 @@ from dbopt.errors import InputError, SandboxError
 if TYPE_CHECKING:  # testcontainers is imported only when Docker is used
     from testcontainers.core.container import DockerContainer
 
-__all__ = ["Server", "describe_provider", "running_server", "start_server", "with_user"]
+__all__ = ["Server", "describe_provider", "running_server", "start_server"]
 
 DSN_ENV = "DBOPT_TEST_DSN"
 PG_BIN_ENV = "DBOPT_PG_BIN"
@@ -88,21 +88,6 @@ def _with_dbname(dsn: str, dbname: str) -> str:
             parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), query, parts.fragment
         ).geturl()
     return make_conninfo(dsn, dbname=dbname)
-
-
-def with_user(dsn: str, user: str, password: str | None = None) -> str:
-    """Return the same DSN with another user (and password), keeping URIs as URIs."""
-    if dsn.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(dsn)
-        host = parts.netloc.rpartition("@")[2]
-        auth = quote(user, safe="")
-        if password is not None:
-            auth += ":" + quote(password, safe="")
-        return SplitResult(
-            parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment
-        ).geturl()
-    extra = {"user": user} if password is None else {"user": user, "password": password}
-    return make_conninfo(dsn, **extra)
 
 
 def _connect(dsn: str) -> psycopg.Connection[tuple[object, ...]]:

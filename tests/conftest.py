@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import SplitResult, quote, urlsplit
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from dbopt.errors import SandboxError
-from dbopt.sandbox import Server, describe_provider, start_server, with_user
+from dbopt.sandbox import Server, describe_provider, start_server
 
 TEMPLATE_DB = "dbopt_template"
 #: The non-superuser role that owns every test database (and so the tables tests create).
@@ -100,6 +102,21 @@ def pg_server() -> Iterator[Server]:
         server.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def with_user(dsn: str, user: str, password: str | None = None) -> str:
+    """Return the same DSN with another user (and password), keeping URIs as URIs."""
+    if dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+        auth = quote(user, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        return SplitResult(
+            parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment
+        ).geturl()
+    extra = {"user": user} if password is None else {"user": user, "password": password}
+    return make_conninfo(dsn, **extra)
 
 
 @dataclass(frozen=True, slots=True)

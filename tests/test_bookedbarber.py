@@ -15,8 +15,8 @@ import psycopg
 from click.testing import CliRunner
 
 from dbopt.cli import main
-from dbopt.demo import load_bookedbarber
 from dbopt.spec import load_specs
+from tools.demo import load_bookedbarber
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ["--specs", str(ROOT / "indexes"), "--specs", str(ROOT / "views")]

@@ -27,8 +27,8 @@ import psycopg
 from psycopg import sql
 
 from dbopt import __version__
-from dbopt.demo import ROOT, load_bookedbarber
 from dbopt.sandbox import Server, start_server
+from tools.demo import ROOT, load_bookedbarber
 
 SPECS = ["--specs", str(ROOT / "indexes"), "--specs", str(ROOT / "views")]
 
@@ -55,6 +55,11 @@ class Results:
     verify_wall: list[float] = field(default_factory=list)
     verify_exec: list[float] = field(default_factory=list)
     verify_runs: int = 0
+    plain_j1: list[float] = field(default_factory=list)
+    plain_j2: list[float] = field(default_factory=list)
+    plain_shape: str = ""
+    unsafe_builds: int = 0
+    safe_builds: int = 0
 
 
 def _dbopt(*args: str, check: bool = True, cwd: Path = ROOT) -> tuple[float, str]:
@@ -136,6 +141,50 @@ def measure_apply(server: Server, dsn: str, results: Results, work: Path) -> Non
             if not undo_file.exists():
                 undo_file.write_text(_dbopt("rollback", "--dsn", dsn, "--plan", "--last")[1])
             _dbopt("rollback", "--dsn", dsn, "--last", "--yes")
+
+
+def measure_plain_jobs(server: Server, results: Results, work: Path) -> None:
+    """--jobs 2 against --jobs 1 where PostgreSQL 14+ lets concurrent builds overlap:
+    plain-column indexes (no expression, no WHERE) on four tables."""
+    dsn = server.create_database("plainjobs")
+    tables, rows = 4, 1_500_000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for t in range(tables):
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} AS SELECT g AS id, g % 1000 AS a, md5(g::text) AS b "
+                    "FROM generate_series(1, {}) g"
+                ).format(sql.Identifier(f"t{t}"), sql.Literal(rows))
+            )
+        conn.execute("VACUUM (ANALYZE)")
+    specs = work / "plain" / "indexes"
+    specs.mkdir(parents=True)
+    for t in range(tables):
+        (specs / f"t{t}.yaml").write_text(
+            f"table: t{t}\nindexes:\n  - {{name: t{t}_a, columns: [a]}}\n"
+            f"  - {{name: t{t}_b, columns: [b]}}\n"
+        )
+    results.plain_shape = f"{tables} tables of {rows:,} rows, 2 plain-column indexes each"
+    for i in range(results.repeat):
+        for jobs in ("1", "2") if i % 2 == 0 else ("2", "1"):
+            _say(f"plain jobs {jobs} {i + 1}/{results.repeat}")
+            wall, _ = _dbopt(
+                "apply", "--dsn", dsn, "--specs", str(specs), "--jobs", jobs, "--format", "plain"
+            )
+            (results.plain_j1 if jobs == "1" else results.plain_j2).append(wall)
+            _dbopt("rollback", "--dsn", dsn, "--last", "--yes")
+
+
+def _count_builds(results: Results) -> None:
+    """How many of BookedBarber's builds PostgreSQL lets other builds ignore (14+)."""
+    from dbopt.spec import load_specs
+
+    specs = load_specs([(ROOT / "indexes", True), (ROOT / "views", True)])
+    for spec in specs.all_indexes:
+        if spec.plain_columns and spec.where is None:
+            results.safe_builds += 1
+        else:
+            results.unsafe_builds += 1
 
 
 def measure_planning(server: Server, results: Results, work: Path, sizes: list[int]) -> None:
@@ -279,6 +328,8 @@ def report(results: Results) -> str:
     j1, j2, psql = (
         statistics.median(x) for x in (results.apply_j1, results.apply_j2, results.psql)
     )
+    plain_j1 = statistics.median(results.plain_j1)
+    plain_j2 = statistics.median(results.plain_j2)
     out += [
         "",
         "## 2. Apply overhead",
@@ -306,7 +357,7 @@ def report(results: Results) -> str:
             "lock, the history schema and run row), then, around every statement, a history "
             "row before and after, a validity check and a size query after each build, and "
             "progress polling on a second connection. Those are the safety the tool exists "
-            "for; `--jobs 2` more than pays them back."
+            "for."
         ),
         "",
         "## 3. Planning scale",
@@ -371,9 +422,36 @@ def report(results: Results) -> str:
         "",
         "## 6. --jobs 2 against --jobs 1",
         "",
-        f"Whole BookedBarber apply: --jobs 1 {j1:.2f} s, --jobs 2 {j2:.2f} s "
-        f"(speed-up {j1 / j2:.2f} on {os.cpu_count()} cores; builds of different tables run "
-        "in parallel, the views after them).",
+        "dbopt never runs two builds that would wait for each other: PostgreSQL 14+ lets a "
+        "concurrent build ignore builds of indexes without expressions or WHERE, so those run "
+        "side by side, and every other build runs alone.",
+        "",
+        tabulate(
+            [
+                [
+                    f"BookedBarber ({results.unsafe_builds} of "
+                    f"{results.unsafe_builds + results.safe_builds} builds partial or "
+                    "expression: built alone)",
+                    _fmt(j1),
+                    _fmt(j2),
+                    f"{j1 / j2:.2f}",
+                ],
+                [
+                    results.plain_shape,
+                    _fmt(plain_j1),
+                    _fmt(plain_j2),
+                    f"{plain_j1 / plain_j2:.2f}",
+                ],
+            ],
+            headers=["workload", "--jobs 1 s", "--jobs 2 s", "speed-up"],
+            tablefmt="github",
+        ),
+        "",
+        f"Medians of {results.repeat} runs on {os.cpu_count()} cores (PostgreSQL also builds "
+        "one btree with parallel workers, max_parallel_maintenance_workers = 2). --jobs pays "
+        "where plain builds dominate; where partial and expression indexes dominate, building "
+        "them one at a time costs nothing against --jobs 1 and spares the application and "
+        "dbopt the waits a parallel schedule would cause.",
         "",
     ]
     return "\n".join(out)
@@ -422,6 +500,8 @@ def main() -> None:
             conn.execute("VACUUM (ANALYZE)")
         measure_queries(dsn, results, work, "after")
         measure_planning(server, results, work, [int(s) for s in args.sizes.split(",")])
+        measure_plain_jobs(server, results, work)
+        _count_builds(results)
         args.output.write_text(report(results))
         _say(f"wrote {args.output}")
     finally:
