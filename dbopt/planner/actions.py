@@ -1,0 +1,181 @@
+"""The plan as a value: actions, their steps, and the plan that orders them."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from psycopg import sql
+
+from dbopt.guard import Identity
+from dbopt.model import IndexSpec, QualifiedName
+
+NEW_SUFFIX = "_dbopt_new"
+OLD_SUFFIX = "_dbopt_old"
+
+
+class ActionKind(StrEnum):
+    """What an action does to one index or view."""
+
+    CREATE = "create"
+    REPAIR = "repair"
+    REPLACE = "replace"
+    DROP = "drop"
+    RESTORE = "restore"  # rollback of a replace: the previous definition back
+    SKIP = "skip"
+
+
+class StepMode(StrEnum):
+    """How the executor runs a step (in a transaction or not, what it checks after)."""
+
+    BUILD = "build"  # CREATE INDEX [CONCURRENTLY]: check validity after, clean up on failure
+    DROP = "drop"  # DROP INDEX CONCURRENTLY: outside a transaction
+    SWAP = "swap"  # renames: one short transaction under lock_timeout
+    DDL = "ddl"  # short catalog-only DDL (ON ONLY, ATTACH PARTITION) under lock_timeout
+    VIEW = "view"  # CREATE/DROP MATERIALIZED VIEW: one statement, autocommit
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One statement (or, for a swap, one transaction) of an action."""
+
+    mode: StepMode
+    statements: tuple[sql.Composed, ...]
+    table: QualifiedName
+    index: QualifiedName  # the object this step builds, drops or swaps into place
+    #: What the objects must be: checked right before the statements run — for a swap, inside
+    #: its transaction after the renames (which hold the locks), so the commit is what was
+    #: checked. A destructive step always has one.
+    expect: tuple[Identity, ...] = ()
+    #: A swap's statements after the check, in the same transaction (what the new object
+    #: carries over from the old one).
+    then: tuple[sql.Composed, ...] = ()
+    #: The step creates ``index`` (an index or view): dbopt records its OID as its own.
+    makes: bool = False
+    #: A concurrent build other concurrent builds need not wait for (PostgreSQL 14+ lets
+    #: them ignore a build without expressions or predicate).
+    safe: bool = False
+
+    @property
+    def gentle(self) -> bool:
+        """Its lock waits never block the application's reads and writes: a concurrent build
+        or drop (SHARE UPDATE EXCLUSIVE, then waits for transactions), ANALYZE, a CREATE
+        MATERIALIZED VIEW reading its sources. Those waits are bounded by build_wait_timeout;
+        every other statement (renames, ATTACH, DROP of a view...) by lock_timeout."""
+        if self.mode == StepMode.BUILD:
+            return True
+        first = self.statements[0].as_string() if self.statements else ""
+        return first.startswith(("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW"))
+
+    def text(self) -> str:
+        """The step's SQL, one statement per line, each ending with ';'."""
+        statements = (*self.statements, *self.then)
+        body = ";\n".join(s.as_string() for s in statements) + ";"
+        return f"BEGIN;\n{body}\nCOMMIT;" if self.mode == StepMode.SWAP else body
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One change to one index or view, with how to apply it and how it would be undone."""
+
+    kind: ActionKind
+    name: QualifiedName
+    table: QualifiedName
+    reason: str
+    forward: tuple[Step, ...] = ()
+    #: The SQL that would undo the action, for people (plan --sql, the run's rollback file);
+    #: rollback itself derives its statements from the facts the history records.
+    rollback: tuple[Step, ...] = ()
+    enabled: bool = True
+    needs: str | None = None  # the flag that enables a disabled action
+    #: Why this change cannot be made as planned (apply refuses before anything runs).
+    refusal: str | None = None
+    current: str | None = None  # canonical definition in the database
+    desired: str | None = None  # canonical definition of the spec
+    existed_before: bool = False
+    spec: IndexSpec | None = None
+    object_type: str = "index"  # index or view
+    #: 0 indexes on tables, 1 materialized views (in dependency order), 2 indexes on views.
+    phase: int = 0
+    phase_order: int = 0
+    #: Indexes built as part of this action (a view's indexes), recorded with it.
+    also_creates: tuple[QualifiedName, ...] = ()
+    #: The object this action replaces, repairs or drops, and its definition as the server
+    #: printed it (recorded, so a rollback can rebuild it).
+    replaced_oid: int | None = None
+    previous_definition: str | None = None
+    previous_state: Mapping[str, Any] = field(default_factory=dict)
+    #: For a rollback: the change this action undoes.
+    undoes_change: int | None = None
+
+    def diff(self) -> str:
+        """A one-line-per-side diff of the definitions (for drift)."""
+        if self.current is None or self.desired is None:
+            return ""
+        return "\n".join(
+            difflib.unified_diff(
+                self.current.strip().splitlines(),
+                self.desired.strip().splitlines(),
+                "database",
+                "spec",
+                lineterm="",
+                n=0 if self.object_type == "index" else 3,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Ordered actions; skips included so the plan says what it checked."""
+
+    actions: tuple[Action, ...] = ()
+    catalog_queries: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    #: OIDs of indexes and views whose properties a replace or drop must check; the planner
+    #: is called again with them read (one query each) before anything runs.
+    wants_properties: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        """Actions that change something (enabled or not)."""
+        return tuple(a for a in self.actions if a.kind != ActionKind.SKIP)
+
+    @property
+    def runnable(self) -> tuple[Action, ...]:
+        """Actions apply will execute."""
+        return tuple(a for a in self.changes if a.enabled)
+
+    @property
+    def blocked(self) -> tuple[Action, ...]:
+        """Changes that need a flag (--replace-drifted, --prune) and will not run without it."""
+        return tuple(a for a in self.changes if not a.enabled)
+
+    @property
+    def refused(self) -> tuple[Action, ...]:
+        """Runnable changes that cannot be made as planned: nothing may start then."""
+        return tuple(a for a in self.runnable if a.refusal)
+
+
+_ORDER = {
+    ActionKind.REPAIR: 0,
+    ActionKind.CREATE: 1,
+    ActionKind.REPLACE: 2,
+    ActionKind.RESTORE: 2,
+    ActionKind.DROP: 3,
+    ActionKind.SKIP: 4,
+}
+
+_RELKINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "m": "materialized view",
+    "v": "view",
+    "i": "index",
+    "I": "partitioned index",
+    "S": "sequence",
+    "f": "foreign table",
+    "c": "composite type",
+}

@@ -1,0 +1,302 @@
+"""plan(specs, catalog) -> Plan: the specs diffed against the catalog, pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+from dbopt.catalog import Catalog
+from dbopt.catalog.properties import Properties
+from dbopt.errors import Problem, SpecError, UnsafeActionError
+from dbopt.history import OwnedObject
+from dbopt.model import IndexSpec, QualifiedName, ViewSpec
+from dbopt.planner.actions import (
+    _ORDER,
+    _RELKINDS,
+    NEW_SUFFIX,
+    OLD_SUFFIX,
+    Action,
+    ActionKind,
+    Plan,
+)
+from dbopt.planner.indexes import _index_action, drop_index_action
+from dbopt.planner.ownership import Ownership, name_taken, ownership
+from dbopt.planner.views import (
+    _dependents,
+    create_view_action,
+    drop_view_action,
+    replace_view_action,
+)
+from dbopt.spec import view_order
+
+
+def _plan_views(
+    views: Sequence[ViewSpec],
+    catalog: Catalog,
+    normalized: Mapping[QualifiedName, str],
+    new_columns: Mapping[QualifiedName, tuple[str, ...]] | None,
+    owners: Ownership,
+    properties: Properties | None,
+    prune: bool,
+    problems: list[Problem],
+) -> tuple[list[Action], list[IndexSpec]]:
+    """Actions for materialized views, and the index specs of views that stay as they are."""
+    actions: list[Action] = []
+    index_specs: list[IndexSpec] = []
+    for position, view in enumerate(view_order(views)):
+        existing = catalog.relations.get(view.name)
+        loc = view.location
+        if existing is None:
+            taken = name_taken(catalog, view.name, by_types=True)
+            if taken:
+                problems.append(
+                    loc.problem(
+                        f"{view.name} is taken by a {taken}: choose another name",
+                    )
+                )
+                continue
+            actions.append(create_view_action(view, position))
+            continue
+        if existing.relkind != "m":
+            problems.append(
+                loc.problem(
+                    f"{view.name} already exists as a "
+                    f"{_RELKINDS.get(existing.relkind, existing.relkind)}: choose another name",
+                )
+            )
+            continue
+        desired = normalized.get(view.name)
+        current = existing.view_definition
+        if desired is None or desired == current:
+            actions.append(
+                Action(
+                    kind=ActionKind.SKIP,
+                    name=view.name,
+                    table=view.name,
+                    reason="the materialized view has exactly the specified query",
+                    current=current,
+                    desired=desired,
+                    existed_before=True,
+                    object_type="view",
+                    phase=1,
+                    phase_order=position,
+                )
+            )
+            index_specs.extend(view.indexes)
+            continue
+        actions.append(
+            replace_view_action(
+                view,
+                existing,
+                catalog,
+                owners,
+                properties,
+                position,
+                desired=desired,
+                new_columns=new_columns,
+            )
+        )
+    wanted = {v.name for v in views}
+    for offset, relation in enumerate(
+        sorted(
+            (r for r in catalog.relations.values() if r.relkind == "m" and owners.owns(r.oid)),
+            key=lambda r: r.name,
+            reverse=True,
+        )
+    ):
+        if relation.name in wanted:
+            continue
+        actions.append(
+            drop_view_action(
+                relation,
+                catalog,
+                reason="created by dbopt and no longer in the specs",
+                origin=owners.origin(relation.oid),
+                properties=properties,
+                enabled=prune,
+                needs=None if prune else "--prune",
+                phase_order=10_000 + offset,
+            )
+        )
+    return actions, index_specs
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def plan(
+    specs: Sequence[IndexSpec],
+    catalog: Catalog,
+    normalized: Mapping[QualifiedName, str],
+    owned: Iterable[OwnedObject] = (),
+    *,
+    views: Sequence[ViewSpec] = (),
+    normalized_views: Mapping[QualifiedName, str] | None = None,
+    view_columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
+    properties: Properties | None = None,
+    replace_drifted: bool = False,
+    prune: bool = False,
+    cascade: bool = False,
+    catalog_queries: int = 0,
+) -> Plan:
+    """Diff specs against the catalog.
+
+    ``specs`` are table indexes; ``views`` materialized views with their indexes. ``owned``
+    is what dbopt's history says it made (only those objects may be dropped). ``properties``
+    are those of the objects a replace or drop touches; without them the plan lists in
+    ``wants_properties`` which to read, and the caller plans again with them.
+    """
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    owners = ownership(owned, catalog)
+    view_actions, view_index_specs = _plan_views(
+        views,
+        catalog,
+        normalized_views or {},
+        view_columns,
+        owners,
+        properties,
+        prune,
+        problems,
+    )
+    actions.extend(view_actions)
+    wanted = {s.qualified_name for s in specs} | {
+        i.qualified_name for v in views for i in v.indexes
+    }
+    for spec in [*specs, *view_index_specs]:
+        relation = catalog.relations.get(spec.table)
+        loc = spec.location
+        if relation is None:
+            problems.append(loc.problem(f"table {spec.table} does not exist"))
+            continue
+        if relation.relkind not in ("r", "p", "m"):
+            kind = _RELKINDS.get(relation.relkind, relation.relkind)
+            problems.append(
+                loc.problem(
+                    f"{spec.table} is a {kind}: indexes go on tables and materialized views",
+                )
+            )
+            continue
+        action = _index_action(spec, relation, catalog, normalized, owners, properties, problems)
+        if action is None:
+            continue
+        if spec in view_index_specs:
+            action = replace(action, phase=2)
+        actions.append(action)
+    if problems:
+        raise SpecError("the specs cannot be applied to this database", problems)
+    dropped_views = {a.name for a in view_actions if a.kind == ActionKind.DROP}
+    for index in sorted(catalog.indexes.values(), key=lambda i: i.name):
+        if not owners.owns(index.oid) or index.name in wanted or index.table in dropped_views:
+            continue
+        reason = (
+            "left under dbopt's temporary name by an interrupted replace"
+            if index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+            else "created by dbopt and no longer in the specs"
+        )
+        relation = catalog.relations[index.table]
+        actions.append(
+            drop_index_action(
+                index,
+                relation,
+                reason=reason,
+                origin=owners.origin(index.oid),
+                properties=properties,
+                enabled=prune,
+                needs=None if prune else "--prune",
+                phase=2 if relation.relkind == "m" else 0,
+            )
+        )
+    notes = _unowned_leftovers(catalog, owners, wanted)
+    not_owned = sorted(
+        {
+            str(a.table)
+            for a in actions
+            if a.kind != ActionKind.SKIP
+            and a.table in catalog.relations
+            and not catalog.relations[a.table].owned
+        }
+    )
+    if not_owned:
+        notes.append(
+            "this role does not own "
+            + ", ".join(not_owned)
+            + ": apply must run as their owner (or a member of it)"
+        )
+    for i, action in enumerate(actions):
+        if action.kind == ActionKind.REPLACE and not replace_drifted:
+            actions[i] = _disabled(action, "--replace-drifted")
+        elif action.kind == ActionKind.REPLACE and action.object_type == "view":
+            _check_cascade(action.name, catalog, cascade)
+    actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
+    return Plan(
+        tuple(actions),
+        catalog_queries=catalog_queries,
+        notes=tuple(notes),
+        wants_properties=wanted_properties(actions, catalog)
+        if properties is None
+        else (
+            frozenset(),
+            frozenset(),
+        ),
+    )
+
+
+def _unowned_leftovers(
+    catalog: Catalog, owners: Ownership, wanted: set[QualifiedName]
+) -> list[str]:
+    """Indexes under dbopt's temporary names that its history does not say it made."""
+    return [
+        f"{index.name} has one of dbopt's temporary names but dbopt has no record of making it "
+        "(a build interrupted before dbopt could record it?): not touched; drop it by hand "
+        "once you have checked it"
+        for index in sorted(catalog.indexes.values(), key=lambda i: i.name)
+        if index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+        and not owners.owns(index.oid)
+        and index.name not in wanted
+        and not index.table.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+    ]
+
+
+def wanted_properties(
+    actions: Sequence[Action], catalog: Catalog
+) -> tuple[frozenset[int], frozenset[int]]:
+    """OIDs of the indexes and views whose properties the runnable replaces and drops need
+    (a replaced view's readers and indexes too)."""
+    indexes: set[int] = set()
+    views: set[int] = set()
+    for action in actions:
+        if not action.enabled or action.kind not in (
+            ActionKind.REPLACE,
+            ActionKind.DROP,
+            ActionKind.RESTORE,
+        ):
+            continue
+        if action.replaced_oid is None:
+            continue
+        if action.object_type == "index":
+            indexes.add(action.replaced_oid)
+            continue
+        views.add(action.replaced_oid)
+        readers = _dependents(action.name, catalog)[1] if action.kind != ActionKind.DROP else []
+        for relation in [catalog.relations[action.name], *readers]:
+            views.add(relation.oid)
+            indexes.update(i.oid for i in catalog.indexes_on(relation.name))
+    return frozenset(indexes), frozenset(views)
+
+
+def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:
+    """Replacing a view others read needs --cascade (the plan lists what it rebuilds)."""
+    if not catalog.dependents.get(name) or cascade:
+        return
+    readers = ", ".join(str(d) for d in catalog.dependents[name])
+    raise UnsafeActionError(
+        f"materialized view {name} must be replaced but {readers} depend on it: run with "
+        "--cascade to rebuild them too (the plan lists them), or drop them first"
+    )
+
+
+def _disabled(action: Action, flag: str) -> Action:
+    if not action.enabled:
+        return action
+    return replace(action, enabled=False, needs=flag)
