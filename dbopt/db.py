@@ -336,3 +336,20 @@ def format_db_error(exc: psycopg.Error, verbose: bool = False, secrets: Iterable
         lines += [f"{label}: {value}" for label, value in fields if value]
     known = [*secrets, *_env_secrets(), *_pgconn_secrets(exc)]
     return scrub("\n".join(lines), known)
+
+
+def session_sql(settings: Settings) -> str:
+    """The SET statements apply runs before its steps (also printed with plan --sql): the
+    pins that decide how the printed SQL reads (search_path, DateStyle...), then the waits."""
+    lines = [
+        replay_sql(settings).rstrip("\n"),
+        f"SET lock_timeout = {settings.lock_timeout_ms};",
+        f"SET statement_timeout = {settings.statement_timeout_ms};",
+    ]
+    if settings.maintenance_work_mem:
+        lines.append(
+            sql.SQL("SET maintenance_work_mem = {};")
+            .format(sql.Literal(settings.maintenance_work_mem))
+            .as_string()
+        )
+    return "\n".join(lines) + "\n"

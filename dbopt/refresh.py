@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from dbopt import ddl
+from dbopt import ddl, locks
 from dbopt.catalog import Catalog
 from dbopt.config import Settings, Target
 from dbopt.db import server_message
@@ -33,9 +33,6 @@ from dbopt.errors import InputError
 from dbopt.history import History
 from dbopt.model import QualifiedName, SpecSet, ViewSpec, parse_qualified
 from dbopt.spec import dependency_order
-
-#: Advisory lock key space of refreshes: ('dbrf' as int32, hash of the view's name).
-_REFRESH_LOCK_CLASS = 0x64627266
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +159,7 @@ def filter_stale(
 
 def refresh_sql(items: Sequence[RefreshItem], settings: Settings) -> str:
     """The ordered SQL a refresh would run (`refresh-views --plan`)."""
-    from dbopt.executor import session_sql
+    from dbopt.db import session_sql
 
     lines = [session_sql(settings).rstrip("\n")]
     for item in items:
@@ -327,21 +324,6 @@ def pg_cron_sql(items: Sequence[RefreshItem]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lock_key(name: QualifiedName) -> tuple[int, str]:
-    return _REFRESH_LOCK_CLASS, str(name)
-
-
-def _holder(conn: psycopg.Connection[Any], name: QualifiedName) -> str:
-    row = conn.execute(
-        "SELECT a.pid, round(extract(epoch FROM now() - a.query_start))::int "
-        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-        "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid",
-        (_REFRESH_LOCK_CLASS, str(name)),
-    ).fetchone()
-    return f"pid {row[0]}, running for {row[1]}s" if row else "another session"
-
-
 def run_refresh(
     conn: psycopg.Connection[Any],
     items: Sequence[RefreshItem],
@@ -374,14 +356,13 @@ def run_refresh(
 
 def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) -> RefreshResult:
     name = item.view.name
-    key = _lock_key(name)
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", key).fetchone()
-    if not (row and row[0]):
+    lock = locks.AdvisoryLock.refresh(name)
+    if not locks.try_lock(conn, lock):
         return RefreshResult(
             name,
             "skipped",
             mode,
-            message=f"a refresh of {name} is already running ({_holder(conn, name)})",
+            message=f"a refresh of {name} is already running ({locks.holder(conn, lock)})",
         )
     started = time.monotonic()
     try:
@@ -401,5 +382,5 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
             name, "failed", mode, time.monotonic() - started, message=prefix + server_message(exc)
         )
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+        locks.unlock(conn, lock)
     return RefreshResult(name, "ok", mode, time.monotonic() - started, rows=rows, message=item.note)

@@ -19,20 +19,15 @@ from typing import TYPE_CHECKING, Protocol
 from dbopt import render
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings, Target
-from dbopt.db import connect, unbounded
+from dbopt.db import connect, session_sql, unbounded
 from dbopt.errors import InputError, UnsafeActionError
-from dbopt.executor import (
-    Executor,
-    Reporter,
-    RunResult,
-    long_running,
-    session_sql,
-    take_run_lock,
-)
+from dbopt.executor import Executor, RunResult
 from dbopt.history import History
+from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet
 from dbopt.planner import Plan
 from dbopt.plans import build_plan, relevant
+from dbopt.progress import Reporter
 from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
 
 if TYPE_CHECKING:

@@ -165,7 +165,7 @@ def plan(
         cascade=cascade,
     )
     if show_sql:
-        from dbopt.executor import session_sql
+        from dbopt.db import session_sql
 
         click.echo(session_sql(target.settings) + render.plan_sql(result), nl=False)
     elif opts.fmt == "json":

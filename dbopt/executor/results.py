@@ -1,0 +1,69 @@
+"""What running a plan produced: per change, per run, and what the builds cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dbopt.model import QualifiedName
+from dbopt.planner import Action
+from dbopt.progress import Watch
+
+
+@dataclass(slots=True)
+class Cost:
+    """What the concurrent builds and drops of one action cost, from the watcher's samples."""
+
+    builds: int = 0  # CREATE INDEX CONCURRENTLY statements started
+    worked_s: float = 0.0  # building (or dropping)
+    waited_s: float = 0.0  # waiting for other transactions
+    lost_s: float = 0.0  # work thrown away (a build dropped and made again)
+
+    def add(self, watch: Watch, *, build: bool) -> None:
+        """Account one watched statement."""
+        self.builds += 1 if build else 0
+        self.worked_s += watch.worked_s
+        self.waited_s += watch.waited_s
+
+
+@dataclass(slots=True)
+class ChangeResult:
+    """How one action went."""
+
+    action: Action
+    result: str  # ok, failed, aborted, skipped (not dbopt's object: left alone, says why)
+    seconds: float
+    size_bytes: int | None = None
+    error: str | None = None
+    cost: Cost = field(default_factory=Cost)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a whole apply (or rollback) went."""
+
+    run_id: int | None
+    outcome: str
+    changes: list[ChangeResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """A relation as it is now: OID, relkind, validity (an index's)."""
+
+    oid: int
+    relkind: str
+    valid: bool | None
+
+
+class Built(dict[QualifiedName, int]):
+    """What the running action made, name -> OID; ``unsure`` names are INVALID indexes a
+    failed build probably left (the name was free just before it started) without the server
+    having shown this backend building them: cleaned up (guarded), never recorded as dbopt's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unsure: set[QualifiedName] = set()
+
+
+class StepFailed(Exception):
+    """A step failed after retries; the message says why and what was cleaned up."""

@@ -1,0 +1,300 @@
+"""Running actions and whole plans: history rows, parallel tables, undoing a half-made change."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.types.json import Jsonb
+
+from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed
+from dbopt.executor.steps import StepRunner
+from dbopt.guard import Identity, NotOursError
+from dbopt.model import QualifiedName
+from dbopt.planner import Action, ActionKind, Plan, StepMode
+
+
+class Executor(StepRunner):
+    """Runs the actions of a plan, records them, and makes each change whole or not at all."""
+
+    def _undo_built(self, built: dict[QualifiedName, int]) -> str:
+        """Drop what a failed action built (a change is made whole or not at all).
+
+        Only objects this run made (their OIDs), views first (their indexes go with them),
+        then indexes, newest first.
+        """
+        out = ""
+        made = [(name, oid, self._oid_of(name)) for name, oid in reversed(list(built.items()))]
+        # Views first (their indexes go with them), then partitioned indexes (their attached
+        # partitions' indexes go with them), then the rest.
+        rank = {"m": 0, "I": 1}
+        for name, oid, now in sorted(
+            made, key=lambda m: 2 if m[2] is None else rank.get(m[2].relkind, 2)
+        ):
+            if now is None or now.oid != oid:
+                continue
+            if now.relkind == "m":
+                identity = Identity("view", name, oid=oid)
+                what = "the view it built"
+            else:
+                invalid = now.valid is False
+                identity = Identity("index", name, oid=oid, invalid=True if invalid else None)
+                what = "the INVALID index" if invalid else "the index it built"
+            out += self._drop_own(identity, what)
+        return out
+
+    def _record_start(self, run_id: int, action: Action) -> int:
+        values = {
+            "object_schema": action.name.schema,
+            "object_name": action.name.name,
+            "table_name": str(action.table),
+            "object_kind": action.object_type,
+            "action": action.kind.value,
+            "definition": action.desired,
+            "previous_definition": action.previous_definition,
+            "replaced_oid": action.replaced_oid,
+            "previous_state": Jsonb(dict(action.previous_state)) if action.previous_state else None,
+            "undoes_change": action.undoes_change,
+            "existed_before": action.existed_before,
+            "forward_sql": "\n".join(s.text() for s in action.forward),
+            # For people reading the history; rollback never executes it.
+            "rollback_sql": "\n".join(s.text() for s in action.rollback),
+        }
+        change_id: int = self._control(lambda c: self.history.start_change(c, run_id, values))
+        return change_id
+
+    def _record_made(self, change_id: int | None, name: QualifiedName) -> None:
+        """Record the OID and definition of the object a change leaves under ``name``."""
+        if change_id is None:
+            return
+        made = self._oid_of(name)
+        if made is not None:
+            definition = self._definition(made.oid)
+            self._control(lambda c: self.history.record_object(c, change_id, made.oid, definition))
+
+    def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
+        """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it
+        (only when the server showed this run building it)."""
+        if change_id is None or len(built) != 1:
+            return
+        name = next(iter(built))
+        if isinstance(built, Built) and name in built.unsure:
+            return
+        self._control(lambda c: self.history.record_object(c, change_id, built[name], None))
+
+    def _record_built_with(
+        self, run_id: int, index: QualifiedName, view: QualifiedName, action: str
+    ) -> None:
+        """An index built with its view (and dropped with it): dbopt made it. With a new view
+        it is a create; with a replaced view a rebuild, undone with the view's change."""
+        change = self._control(
+            lambda c: self.history.start_change(
+                c,
+                run_id,
+                {
+                    "object_schema": index.schema,
+                    "object_name": index.name,
+                    "table_name": str(view),
+                    "object_kind": "index",
+                    "action": action,
+                    "existed_before": False,
+                },
+            )
+        )
+        self._record_made(change, index)
+        self._control(lambda c: self.history.finish_change(c, change, "ok"))
+
+    def preflight(self, action: Action) -> None:
+        """Check, before its first statement, every identity the action can check now."""
+        for step in action.forward:
+            for identity in step.expect:
+                if identity.upfront and identity.built_as is None and step.mode != StepMode.SWAP:
+                    self.check(identity, {})
+
+    def _preflight_patiently(self, action: Action) -> None:
+        """:meth:`preflight`, waiting for a lock the way a step does (its check reads the
+        object's definition, which needs its table)."""
+        attempt = 0
+        first = time.monotonic()
+        while True:
+            started = time.time()
+            try:
+                self.preflight(action)
+                return
+            except pgerrors.LockNotAvailable:
+                attempt += 1
+                blockers = self.blockers(action.table, started)
+                step = action.forward[0]
+                self._after_lock_wait(step, blockers, attempt, first)
+
+    def run_action(self, run_id: int | None, action: Action) -> ChangeResult:
+        """Run one action's steps and record it in the history."""
+        change_id = None if run_id is None else self._record_start(run_id, action)
+        if change_id is not None:
+            self._changes[threading.get_ident()] = change_id
+        started = time.monotonic()
+        built = Built()
+        self.reporter.event(f"{action.kind.value} {action.name} ...")
+        try:
+            self._preflight_patiently(action)
+        except NotOursError as exc:
+            result = ChangeResult(action, "skipped", 0.0, error=str(exc))
+            self.reporter.finished(action.name)
+        except StepFailed as exc:
+            result = ChangeResult(action, "failed", time.monotonic() - started, error=str(exc))
+            self.reporter.finished(action.name)
+        else:
+            result = self._run_steps(action, change_id, built, started)
+        if change_id is not None:
+            if result.result == "ok" and action.kind != ActionKind.DROP:
+                self._record_made(change_id, action.name)
+            self._control(
+                lambda c: self.history.finish_change(c, change_id, result.result, result.error)
+            )
+            if result.result == "ok" and run_id is not None:
+                for index in action.also_creates:
+                    self._record_built_with(
+                        run_id,
+                        index,
+                        action.name,
+                        "create" if action.kind == ActionKind.CREATE else "rebuild",
+                    )
+        self.reporter.event(
+            f"{action.name}: {result.result} in {result.seconds:.1f}s"
+            + (f" — {result.error}" if result.error else "")
+        )
+        return result
+
+    def _run_steps(
+        self,
+        action: Action,
+        change_id: int | None,
+        built: dict[QualifiedName, int],
+        started: float,
+    ) -> ChangeResult:
+        cost = Cost()
+        try:
+            for step in action.forward:
+                self.run_step(step, built, cost)
+                if change_id is not None and step.makes and len(built) == 1:
+                    # What the action makes first is its object (a replace's build aside):
+                    # known as dbopt's from now on, even if dbopt stops before the end.
+                    self._record_made(change_id, step.index)
+        except (StepFailed, NotOursError) as exc:
+            self._record_first(change_id, built)
+            cleaned = self._undo_built(built)
+            return ChangeResult(
+                action, "failed", time.monotonic() - started, error=str(exc) + cleaned, cost=cost
+            )
+        except KeyboardInterrupt:
+            self._cancelled.set()
+            self._record_first(change_id, built)
+            cleaned = self._undo_built(built)
+            return ChangeResult(
+                action, "aborted", time.monotonic() - started, error="Ctrl-C" + cleaned, cost=cost
+            )
+        finally:
+            self.reporter.finished(action.name)
+        size = None if action.kind == ActionKind.DROP else self._index_size(action.name)
+        return ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size, cost=cost)
+
+    def run_plan(
+        self,
+        plan: Plan,
+        *,
+        command: str,
+        environment: str | None,
+        jobs: int = 1,
+        undoes_run: int | None = None,
+        plans_dir: Path | None = None,
+        rollback_text: str = "",
+    ) -> RunResult:
+        """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice."""
+        self._control(lambda c: self.history.ensure(c))
+        orphans = self._control(lambda c: self.history.close_orphans(c))
+        if orphans:
+            self.reporter.event(
+                f"{orphans} earlier run(s) had stopped without finishing: recorded as aborted"
+            )
+        run_id: int = self._control(
+            lambda c: self.history.start_run(c, command, environment, undoes_run)
+        )
+        # The way back is written down before the first build (for people; never executed).
+        self._control(lambda c: self.history.set_rollback_sql(c, run_id, rollback_text))
+        if plans_dir is not None:
+            plans_dir.mkdir(parents=True, exist_ok=True)
+            (plans_dir / f"run-{run_id}-rollback.sql").write_text(rollback_text, "utf-8")
+        groups: dict[QualifiedName, list[Action]] = {}
+        views: list[Action] = []
+        for action in plan.runnable:
+            if action.object_type == "view":
+                views.append(action)  # in dependency order, one at a time
+            else:
+                groups.setdefault(action.table, []).append(action)
+        results: list[ChangeResult] = []
+        failed = threading.Event()
+
+        def run_group(group: Sequence[Action]) -> list[ChangeResult]:
+            out = []
+            for action in group:
+                if failed.is_set() or self._cancelled.is_set():
+                    break
+                res = self.run_action(run_id, action)
+                out.append(res)
+                if res.result in ("failed", "aborted"):
+                    failed.set()
+            return out
+
+        interrupted = False
+        crashed = True
+        try:
+            try:
+                first = [g for g in groups.values() if g[0].phase == 0]
+                last = [g for g in groups.values() if g[0].phase != 0]
+                if jobs <= 1:
+                    for group in first:
+                        results.extend(run_group(group))
+                else:
+                    with ThreadPoolExecutor(max_workers=jobs) as pool:
+                        futures = [pool.submit(run_group, g) for g in first]
+                        try:
+                            for future in futures:
+                                results.extend(future.result())
+                        except KeyboardInterrupt:
+                            # Cancel the running builds on the server now: leaving the pool
+                            # waits for the workers, which then stop at once and clean up.
+                            self.cancel()
+                            for future in futures:
+                                if not future.cancelled() and future.exception() is None:
+                                    results.extend(future.result())
+                            raise
+                # Views after table indexes (their queries may use them), then views' own indexes.
+                results.extend(run_group(views))
+                for group in last:
+                    results.extend(run_group(group))
+            except KeyboardInterrupt:
+                interrupted = True
+                self.cancel()
+            if any(r.result == "aborted" for r in results) or self._cancelled.is_set():
+                interrupted = True
+            outcome = (
+                "aborted"
+                if interrupted
+                else "failed"
+                if any(r.result == "failed" for r in results)
+                else "succeeded"
+            )
+            crashed = False
+        finally:
+            if crashed:
+                # An unexpected error: the run is not left 'running' for the next one to find.
+                with contextlib.suppress(psycopg.Error):
+                    self._control(lambda c: self.history.finish_run(c, run_id, "failed"))
+        self._control(lambda c: self.history.finish_run(c, run_id, outcome))
+        return RunResult(run_id, outcome, results)

@@ -1,0 +1,502 @@
+"""Running one step without blocking the application, and cleaning up what a step left.
+
+Each step waits the way its locks allow (lock_timeout for what can block the application,
+build_wait_timeout for concurrent builds and drops), is retried when that is cheap, and its
+destructive statements are checked by :mod:`dbopt.guard` right before they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from dbopt import ddl, guard, locks
+from dbopt.catalog import catalog_sql
+from dbopt.config import Settings
+from dbopt.db import connect, server_message, unbounded
+from dbopt.executor.results import Built, Cost, StepFailed, _Made
+from dbopt.guard import Identity, NotOursError
+from dbopt.history import History
+from dbopt.model import QualifiedName
+from dbopt.planner import Step, StepMode
+from dbopt.progress import Blocker, BuildGate, Reporter, Watch, Watcher
+
+
+def _set(conn: psycopg.Connection[Any], name: str, value: str | int) -> None:
+    conn.execute(
+        sql.SQL("SELECT set_config({}, {}, false)").format(
+            sql.Literal(name), sql.Literal(str(value))
+        )
+    )
+
+
+class StepRunner:
+    """Runs the steps of a plan; one connection per worker, one for history and watching.
+
+    A context manager: ``with Executor(...) as runner:`` closes every connection it opened.
+    Every destructive step is checked by :mod:`dbopt.guard` right before it runs.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None,
+        settings: Settings,
+        history: History,
+        reporter: Reporter,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        patient: bool = False,
+    ) -> None:
+        self.dsn = dsn
+        #: --wait-for-blockers: lock waits are retried until they succeed (or until
+        #: build_wait_timeout), never given up after ``retries``.
+        self.patient = patient
+        self.settings = settings
+        self.history = history
+        self.reporter = reporter
+        self.sleep = sleep
+        # statement_timeout bounds the run's statements, not its bookkeeping and lookups.
+        self.control = connect(dsn, application_name="dbopt-control", settings=unbounded(settings))
+        self._control_lock = threading.Lock()
+        self._workers: dict[int, psycopg.Connection[Any]] = {}
+        self._cancelled = threading.Event()
+        self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
+        self._gate = BuildGate()
+        # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
+        self._safe_builds_overlap = self.control.info.server_version >= 140000
+        #: The change each worker thread is running (its history row).
+        self._changes: dict[int, int] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the control connection (history, lookups) is shared: serialise its use --------
+
+    def _control(self, fn: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        with self._control_lock:
+            return fn(self.control)
+
+    def own_pids(self) -> list[int]:
+        """Backend pids of dbopt's own connections (never reported as blockers)."""
+        pids = [self.control.info.backend_pid]
+        pids.extend(c.info.backend_pid for c in list(self._workers.values()) if not c.closed)
+        return pids
+
+    def blockers(self, table: QualifiedName, since: float) -> list[Blocker]:
+        """Sessions holding locks on ``table`` or transactions older than ``since``."""
+        found: list[Blocker] = self._control(
+            lambda c: locks.blockers(c, table, since, self.own_pids())
+        )
+        return found
+
+    def check(self, identity: Identity, built: dict[QualifiedName, int]) -> None:
+        """The guard, on the control connection: NotOursError when it is not dbopt's object."""
+        resolved = identity.resolved(built)
+        self._control(lambda c: guard.check(c, resolved, self.own_pids()))
+
+    def cancel(self) -> None:
+        """Ctrl-C: cancel every running statement on the server."""
+        self._cancelled.set()
+        for conn in list(self._workers.values()):
+            with contextlib.suppress(Exception):
+                conn.cancel_safe()
+
+    def close(self) -> None:
+        """Close every connection, releasing the run lock first: a closed session's backend
+        may hold its locks a moment longer, and the next run must not find it taken."""
+        self._watcher.stop()
+        for conn in list(self._workers.values()):
+            conn.close()
+        if not self.control.closed and not self.control.broken:
+            with contextlib.suppress(psycopg.Error):
+                self.control.execute("SELECT pg_advisory_unlock_all()")
+        self.control.close()
+
+    # --- steps -------------------------------------------------------------------------
+
+    def _worker(self) -> psycopg.Connection[Any]:
+        ident = threading.get_ident()
+        conn = self._workers.get(ident)
+        if conn is None or conn.closed or conn.broken:
+            conn = connect(self.dsn, application_name="dbopt-apply", settings=self.settings)
+            self._workers[ident] = conn
+        return conn
+
+    def _oid_of(self, name: QualifiedName) -> _Made | None:
+        """What the relation named ``name`` is now (None: there is none); takes no lock."""
+
+        def query(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    catalog_sql("relation_state"), {"schema": name.schema, "name": name.name}
+                )
+                return cur.fetchone()
+
+        row = self._control(query)
+        return None if row is None else _Made(int(row["oid"]), row["relkind"], row["valid"])
+
+    def _definition(self, oid: int) -> str | None:
+        """The server's definition of an index or view (None when a lock stops it)."""
+
+        def query(conn: psycopg.Connection[Any]) -> Any:
+            return conn.execute(catalog_sql("object_definition"), {"oid": oid}).fetchone()
+
+        try:
+            row = self._control(query)
+        except pgerrors.LockNotAvailable:
+            return None
+        return None if row is None else row[0]
+
+    def _index_size(self, name: QualifiedName) -> int | None:
+        """An index's size once built (None when a lock stops it: not worth a wait)."""
+
+        def query(conn: psycopg.Connection[Any]) -> Any:
+            return conn.execute(
+                catalog_sql("index_size"), {"schema": name.schema, "name": name.name}
+            ).fetchone()
+
+        try:
+            row = self._control(query)
+        except pgerrors.LockNotAvailable:
+            return None
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _drop_own(self, identity: Identity, what: str) -> str:
+        """Drop an object this run made (a failed build's INVALID index, a build aside that
+        could not be swapped in); returns what was done, for the report.
+
+        DROP INDEX CONCURRENTLY waits for the same old transactions that stopped the build,
+        so it keeps trying (each wait bounded by lock_timeout) for up to cleanup_wait_ms; the
+        guard checks before every attempt that the object is still the one this run made.
+        """
+        deadline = time.monotonic() + self.settings.cleanup_wait_ms / 1000.0
+        attempt = 0
+        while True:
+            started = time.time()
+            try:
+                live = self._control(lambda c: guard.check(c, identity, self.own_pids()))
+            except pgerrors.LockNotAvailable:
+                # The check reads the definition, which waits for the same lock the DROP
+                # would: wait for it the same way.
+                if time.monotonic() >= deadline:
+                    break
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
+                continue
+            except NotOursError as exc:
+                if exc.gone:
+                    return ""
+                if time.monotonic() >= deadline or "is building" not in str(exc):
+                    return f"; {what} {identity.name} was left alone: {exc}"
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
+                continue
+            if identity.object_type == "view":
+                statement = ddl.drop_matview(identity.name)
+            else:
+                statement = ddl.drop_index(identity.name, concurrently=live.relkind != "I")
+            try:
+                self._worker().execute(statement)
+                left = " the failed build left" if identity.invalid else ""
+                self.reporter.event(f"dropped {what} {identity.name}{left}")
+                return f"; {what} {identity.name} was dropped"
+            except pgerrors.LockNotAvailable:
+                if time.monotonic() >= deadline:
+                    break
+                if attempt == 0:
+                    named = "; ".join(str(b) for b in self.blockers(identity.name, started))
+                    self.reporter.event(
+                        f"waiting to drop {what} {identity.name}; blocked by: "
+                        f"{named or 'no blocker still visible'}"
+                    )
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
+            except psycopg.OperationalError:
+                # A lost connection (or a statement_timeout): back off, then try again
+                # on a fresh connection, until cleanup_wait runs out.
+                if time.monotonic() >= deadline:
+                    break
+                self.sleep(min(5.0, self._backoff(attempt)))
+                attempt += 1
+            except psycopg.Error as exc:
+                return f"; {what} {identity.name} could NOT be dropped: {server_message(exc)}"
+        return (
+            f"; {what} {identity.name} could NOT be dropped within "
+            f"{self.settings.cleanup_wait_ms} ms: the next apply repairs or prunes it"
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        return min(60.0, self.settings.retry_backoff_ms / 1000.0 * float(2**attempt))
+
+    def run_step(
+        self,
+        step: Step,
+        built: dict[QualifiedName, int] | None = None,
+        cost: Cost | None = None,
+    ) -> None:
+        """Run one step, waiting the way the step allows; raise StepFailed when it cannot.
+
+        A statement that can block the application (a swap, ATTACH, a plain DROP) waits at
+        most lock_timeout per attempt and is retried with backoff (``retries`` times, or until
+        it succeeds when patient). A concurrent build or drop waits as long as
+        build_wait_timeout allows (by default, as long as it takes); a build that timed out
+        after it had built is never thrown away while what it waited for still runs.
+        ``built`` maps what the running action built to its OID; the step's identities are
+        checked against the live catalog right before each attempt (NotOursError).
+        """
+        built = {} if built is None else built
+        cost = Cost() if cost is None else cost
+        attempt = 0
+        first = time.monotonic()
+        while True:
+            if self._cancelled.is_set():
+                raise KeyboardInterrupt
+            started = time.time()
+            conn = self._worker()
+            watches: list[Watch] = []
+            try:
+                if step.mode != StepMode.SWAP:
+                    for identity in step.expect:
+                        self.check(identity, built)
+                self._execute(conn, step, built, cost, watches)
+            except KeyboardInterrupt:
+                # psycopg cancelled the statement on the server; the action cleans up.
+                self._cancelled.set()
+                self._after_failed_build(step, built, watches)
+                raise
+            except NotOursError:
+                raise
+            except pgerrors.DuplicateTable as exc:
+                # The name is taken by something this step did not make: leave it alone.
+                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
+            except pgerrors.LockNotAvailable:
+                blockers = self.blockers(step.table, started)
+                self._after_failed_build(step, built, watches)
+                attempt += 1
+                if step.gentle:
+                    self._after_build_wait(step, built, cost, watches, blockers, attempt)
+                else:
+                    self._after_lock_wait(step, blockers, attempt, first)
+                continue
+            except pgerrors.QueryCanceled as exc:
+                self._after_failed_build(step, built, watches)
+                if self._cancelled.is_set():
+                    raise KeyboardInterrupt from None
+                raise StepFailed(
+                    f"{step.index}: statement_timeout ({self.settings.statement_timeout_ms} ms) "
+                    f"stopped the statement: {server_message(exc)}"
+                ) from None
+            except psycopg.Error as exc:
+                self._after_failed_build(step, built, watches)
+                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
+            if step.makes:
+                made = self._oid_of(step.index)
+                if made is not None:
+                    built[step.index] = made.oid
+            if step.mode == StepMode.BUILD:
+                made = self._oid_of(step.index)
+                if made is None or made.valid is not True:
+                    raise StepFailed(f"{step.index}: the build finished but the index is not valid")
+            return
+
+    def _after_lock_wait(
+        self, step: Step, blockers: list[Blocker], attempt: int, first: float
+    ) -> None:
+        """A statement that could block the application waited lock_timeout: back off and
+        retry, or give up (StepFailed) after ``retries`` — patient runs retry until
+        build_wait_timeout (if any) is spent."""
+        named = "; ".join(str(b) for b in blockers) or "no blocker still visible"
+        bound = self.settings.build_wait_timeout_ms
+        if self.patient:
+            spent = (time.monotonic() - first) * 1000
+            if bound and spent >= bound:
+                raise StepFailed(
+                    f"gave up on {step.index} after waiting {spent / 1000:.0f} s "
+                    f"(build_wait_timeout {bound} ms); blocked by: {named}"
+                )
+            of = "" if not bound else f", until {bound} ms"
+        else:
+            attempts = self.settings.retries + 1
+            if attempt >= attempts:
+                raise StepFailed(
+                    f"gave up on {step.index} after {attempts} lock waits of "
+                    f"{self.settings.lock_timeout_ms} ms; blocked by: {named}"
+                )
+            of = f"/{attempts}"
+        delay = self._backoff(min(attempt - 1, 5))
+        self.reporter.event(
+            f"lock_timeout on {step.table} (attempt {attempt}{of}), retrying in {delay:g}s; "
+            f"blocked by: {named}"
+        )
+        self.sleep(delay)
+
+    def _after_build_wait(
+        self,
+        step: Step,
+        built: dict[QualifiedName, int],
+        cost: Cost,
+        watches: list[Watch],
+        blockers: list[Blocker],
+        attempt: int,
+    ) -> None:
+        """A concurrent build or drop waited build_wait_timeout for other transactions.
+
+        A drop, or a build that had not built anything yet, simply starts again. A build that
+        had built is never thrown away while what it waited for still runs: dbopt waits (as
+        long as build_wait_timeout again) until those transactions end, then drops the INVALID
+        index and builds again, and the report says what the lost build had cost.
+        """
+        watch = watches[-1] if watches else None
+        phase = watch.phase if watch is not None else "waiting"
+        waited_for = list(watch.waited_for.values()) if watch is not None else []
+        names = "; ".join(str(b) for b in (waited_for or blockers)) or "no session still visible"
+        bound = self.settings.build_wait_timeout_ms
+        if attempt > self.settings.retries:
+            raise StepFailed(
+                f"{step.index}: waited build_wait_timeout ({bound} ms) {attempt} times in "
+                f"'{phase}'; waiting for: {names}"
+            )
+        if step.mode == StepMode.BUILD and watch is not None and watch.built:
+            pids = [b.pid for b in waited_for] or [b.pid for b in blockers]
+            self.reporter.event(
+                f"{step.index}: built ({watch.worked_s:.1f} s of work) but timed out in "
+                f"'{phase}' waiting for: {names}; not building again while they run"
+            )
+            if not self._wait_until_gone(pids, bound):
+                raise StepFailed(
+                    f"{step.index}: built ({watch.worked_s:.1f} s of work) but could not be "
+                    f"finished: it waited {bound} ms in '{phase}' for: {names}, which still run"
+                    "; not built again while they do"
+                )
+            cost.lost_s += watch.worked_s
+            self.reporter.event(
+                f"{step.index}: they ended; building again (the first build's "
+                f"{watch.worked_s:.1f} s of work is lost)"
+            )
+        if step.mode == StepMode.BUILD and step.index in built:
+            # The INVALID index of this attempt goes before the next attempt.
+            oid = built.pop(step.index)
+            self._drop_own(
+                Identity("index", step.index, oid=oid, invalid=True), "the INVALID index"
+            )
+
+    def _wait_until_gone(self, pids: list[int], bound_ms: int) -> bool:
+        """Wait until the transactions those sessions had open now have ended."""
+        since = _timestamp(time.time())
+        deadline = time.monotonic() + bound_ms / 1000.0 if bound_ms else None
+
+        def still(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(catalog_sql("still_open"), {"pids": pids, "since": since}).fetchone()
+            return int(row[0]) if row else 0
+
+        while self._control(still):
+            if self._cancelled.is_set():
+                raise KeyboardInterrupt
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self.sleep(1.0)
+        return True
+
+    def _after_failed_build(
+        self, step: Step, built: dict[QualifiedName, int], watches: list[Watch]
+    ) -> None:
+        """A failed CREATE INDEX CONCURRENTLY may leave an INVALID index: note it as this run's.
+
+        Proof is the OID the server showed for this very backend's build. Without it (the
+        build failed before the watcher sampled it), an INVALID index under the name is taken
+        for this build's only when the name was free just before the build started — and then
+        only to clean it up (guarded: INVALID, not being built), never recorded as dbopt's.
+        A build that failed waiting for its table lock never made one: another session's index
+        that appeared meanwhile is never taken.
+        """
+        if step.mode != StepMode.BUILD or step.index in built:
+            return
+        watch = watches[-1] if watches else None
+        if watch is not None and watch.oid is not None:
+            built[step.index] = watch.oid
+            return
+        if watch is None or not watch.free_before:
+            return
+        made = self._oid_of(step.index)
+        if made is not None and made.valid is False:
+            built[step.index] = made.oid
+            if isinstance(built, Built):
+                built.unsure.add(step.index)
+
+    def _execute(
+        self,
+        conn: psycopg.Connection[Any],
+        step: Step,
+        built: dict[QualifiedName, int],
+        cost: Cost,
+        watches: list[Watch],
+    ) -> None:
+        """Run one step; a concurrent build's or drop's watch is appended to ``watches``."""
+        if step.mode in (StepMode.SWAP, StepMode.DDL) and not step.gentle:
+            with conn.transaction():
+                for statement in step.statements:
+                    conn.execute(statement)
+                # The renames hold their locks now: what commits is exactly what is checked.
+                for identity in step.expect:
+                    guard.check(conn, identity.resolved(built), self.own_pids())
+                for statement in step.then:
+                    conn.execute(statement)
+            return
+        if not step.gentle:
+            for statement in step.statements:
+                conn.execute(statement)
+            return
+        # Its waits never block the application: bounded by build_wait_timeout, not by
+        # lock_timeout; and never beside a build it would wait for, or that would wait for it.
+        exclusive = step.mode == StepMode.DDL or not (step.safe and self._safe_builds_overlap)
+        exclusive = exclusive and step.mode != StepMode.DROP
+        self._gate.acquire(exclusive)
+        _set(conn, "lock_timeout", self.settings.build_wait_timeout_ms)
+        free_before = step.mode == StepMode.BUILD and self._oid_of(step.index) is None
+        pid = conn.info.backend_pid
+        watch = self._watcher.watch(
+            pid, step.index, self._oid_recorder(built) if step.mode == StepMode.BUILD else None
+        )
+        watch.free_before = free_before
+        try:
+            for statement in step.statements:
+                conn.execute(statement)
+        finally:
+            finished = self._watcher.unwatch(pid) or watch
+            watches.append(finished)
+            cost.add(finished, build=step.mode == StepMode.BUILD)
+            self._gate.release(exclusive)
+            if not conn.closed and not conn.broken:
+                with contextlib.suppress(psycopg.Error):
+                    _set(conn, "lock_timeout", self.settings.lock_timeout_ms)
+
+    def _oid_recorder(self, built: dict[QualifiedName, int]) -> Callable[[int], None] | None:
+        """For the first build of the running action: record its OID as soon as it is seen."""
+        change_id = self._changes.get(threading.get_ident())
+        if change_id is None or built:
+            return None
+
+        def record(oid: int) -> None:
+            with contextlib.suppress(psycopg.Error):
+                self._control(lambda c: self.history.record_object(c, change_id, oid, None))
+
+        return record
+
+    # --- whole actions -----------------------------------------------------------------
+
+
+def _timestamp(epoch: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, tz=UTC)
