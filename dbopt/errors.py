@@ -60,6 +60,15 @@ class UnsafeActionError(DboptError):
     exit_code = EXIT_BAD_INPUT
 
 
+class OptionNeeded(UnsafeActionError):
+    """An action needs an option the caller did not give (``option``: its name, e.g.
+    ``cascade``); the CLI names the flag."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class ConnectError(DboptError):
     """Could not connect to the database (the message never holds a password)."""
 

@@ -31,7 +31,7 @@ from dbopt.db import server_message
 from dbopt.dsn import describe_target, portable_dsn
 from dbopt.errors import InputError
 from dbopt.history import History
-from dbopt.model import QualifiedName, SpecSet, ViewSpec, parse_qualified
+from dbopt.model import QualifiedName, RefreshOutcome, SpecSet, ViewSpec, parse_qualified
 from dbopt.spec import dependency_order
 
 
@@ -55,7 +55,7 @@ class RefreshResult:
     """How one refresh went."""
 
     view: QualifiedName
-    outcome: str  # ok, failed, skipped
+    outcome: RefreshOutcome
     mode: str  # concurrent, blocking
     seconds: float = 0.0
     rows: int | None = None
@@ -340,14 +340,19 @@ def run_refresh(
         mode = "concurrent" if item.concurrently else "blocking"
         upstream = [d for d in item.view.depends_on if d in failed]
         if item.refused:
-            result = RefreshResult(name, "failed", mode, message=f"refused: {item.note}")
+            result = RefreshResult(
+                name, RefreshOutcome.FAILED, mode, message=f"refused: {item.note}"
+            )
         elif upstream:
             result = RefreshResult(
-                name, "skipped", mode, message=f"skipped: {upstream[0]} failed to refresh"
+                name,
+                RefreshOutcome.SKIPPED,
+                mode,
+                message=f"skipped: {upstream[0]} failed to refresh",
             )
         else:
             result = _refresh_one(conn, item, mode)
-        if result.outcome == "failed":
+        if result.outcome == RefreshOutcome.FAILED:
             failed.add(name)
         history.record_refresh(conn, environment, result)
         results.append(result)
@@ -360,7 +365,7 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
     if not locks.try_lock(conn, lock):
         return RefreshResult(
             name,
-            "skipped",
+            RefreshOutcome.SKIPPED,
             mode,
             message=f"a refresh of {name} is already running ({locks.holder(conn, lock)})",
         )
@@ -379,8 +384,14 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
             else ""
         )
         return RefreshResult(
-            name, "failed", mode, time.monotonic() - started, message=prefix + server_message(exc)
+            name,
+            RefreshOutcome.FAILED,
+            mode,
+            time.monotonic() - started,
+            message=prefix + server_message(exc),
         )
     finally:
         locks.unlock(conn, lock)
-    return RefreshResult(name, "ok", mode, time.monotonic() - started, rows=rows, message=item.note)
+    return RefreshResult(
+        name, RefreshOutcome.OK, mode, time.monotonic() - started, rows=rows, message=item.note
+    )

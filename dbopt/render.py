@@ -59,11 +59,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def flag(option: str) -> str:
+    """The command-line flag of a library option ("replace_drifted" -> --replace-drifted)."""
+    return "--" + option.replace("_", "-")
+
+
 def plan_rows(plan: Any) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of a plan: one row per action."""
     rows = []
     for action in plan.actions:
-        note = action.reason if action.enabled else f"{action.reason} (needs {action.needs})"
+        note = action.reason if action.enabled else f"{action.reason} (needs {flag(action.needs)})"
         rows.append([action.kind.value, str(action.name), str(action.table), note])
     return ["action", "object", "on", "why"], rows
 
@@ -103,7 +108,7 @@ def plan_json(plan: Any) -> str:
                     "table": str(a.table),
                     "reason": a.reason,
                     "enabled": a.enabled,
-                    "needs": a.needs,
+                    "needs": flag(a.needs) if a.needs else None,
                     "current": a.current,
                     "desired": a.desired,
                     "sql": [s.text() for s in a.forward],

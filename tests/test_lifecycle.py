@@ -256,7 +256,7 @@ def test_prune_drops_only_what_dbopt_created(
         ActionKind.DROP,
         "idx_appt_day",
         False,
-        "--prune",
+        "prune",
     )
     plan_for(appointments, specs, prune=True)
     assert apply_specs(db_dsn, specs, prune=True).outcome == "succeeded"
@@ -474,7 +474,7 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     drops = [
         a for a in plan_for(appointments, tmp_path / "indexes").changes if a.kind == ActionKind.DROP
     ]
-    assert [(d.name.name, d.needs) for d in drops] == [(name[0], "--prune")]
+    assert [(d.name.name, d.needs) for d in drops] == [(name[0], "prune")]
 
 
 def test_failed_partition_build_leaves_no_invalid_parent(

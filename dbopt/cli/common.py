@@ -243,6 +243,11 @@ def report_error(err: DboptError, verbose: int = 0) -> None:
             click.echo(str(problem), err=True)
         click.echo(f"error: {err.args[0] if err.args else err}", err=True)
         return
+    from dbopt.errors import OptionNeeded
+
+    if isinstance(err, OptionNeeded):
+        click.echo(f"error: {err} (run with --{err.option.replace('_', '-')})", err=True)
+        return
     click.echo(f"error: {err}", err=True)
 
 

@@ -37,6 +37,7 @@ def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
     """The summary table of a run; exit 130 when it was interrupted, 1 when it failed."""
     from dbopt import render
     from dbopt.errors import CheckFailedError
+    from dbopt.model import ChangeOutcome, RunOutcome
 
     run = outcome.run
     render.print_rows(
@@ -59,7 +60,7 @@ def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
         title=f"Run {run.run_id} ({command}): {run.outcome}",
     )
     for change in run.changes:
-        if change.result == "skipped":
+        if change.result == ChangeOutcome.SKIPPED:
             click.echo(f"skipped {change.action.name}: {change.error}", err=True)
         if change.cost.lost_s:
             click.echo(
@@ -67,14 +68,14 @@ def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
                 f"{change.cost.lost_s:.1f} s of building were thrown away",
                 err=True,
             )
-    if run.outcome == "aborted":
+    if run.outcome == RunOutcome.ABORTED:
         raise KeyboardInterrupt
-    if run.outcome == "failed":
-        failures = [c for c in run.changes if c.result == "failed"]
+    if run.outcome == RunOutcome.FAILED:
+        failures = [c for c in run.changes if c.result == ChangeOutcome.FAILED]
         raise CheckFailedError(
             f"{command} failed: " + "; ".join(c.error or str(c.action.name) for c in failures)
         )
-    if any(c.result == "skipped" for c in run.changes) and command == "apply":
+    if any(c.result == ChangeOutcome.SKIPPED for c in run.changes) and command == "apply":
         raise CheckFailedError("apply left some changes undone (skipped, see above)")
 
 
@@ -110,9 +111,10 @@ def _blocked_exit(plan: Any) -> None:
     """Drift left in place (no --replace-drifted/--prune) is a failed check: exit 1."""
     if plan.blocked:
         from dbopt.errors import CheckFailedError
+        from dbopt.render import flag
 
         raise CheckFailedError(
-            "; ".join(f"{a.kind.value} {a.name} needs {a.needs}" for a in plan.blocked)
+            "; ".join(f"{a.kind.value} {a.name} needs {flag(a.needs)}" for a in plan.blocked)
         )
 
 
@@ -490,6 +492,7 @@ def refresh_views(
     from dbopt import usecases
     from dbopt.config import duration_ms
     from dbopt.history import History
+    from dbopt.model import RefreshOutcome
     from dbopt.spec import load_specs
 
     config = opts.load_config()
@@ -553,16 +556,16 @@ def refresh_views(
             )
         )
     for r in results:
-        if r.outcome == "failed":
+        if r.outcome == RefreshOutcome.FAILED:
             click.echo(f"error: refresh of {r.view} failed: {r.message}", err=True)
-        elif r.outcome == "skipped":
+        elif r.outcome == RefreshOutcome.SKIPPED:
             click.echo(f"skipped: {r.view}: {r.message}", err=True)
         elif r.message:
             click.echo(f"warning: {r.view}: {r.message}", err=True)
         elif opts.verbose and opts.fmt != "json":
             click.echo(f"refreshed {r.view} ({r.mode}) in {r.seconds:.2f}s, {r.rows} rows")
-    if any(r.outcome == "failed" for r in results) or (
-        strict and any(r.outcome == "skipped" for r in results)
+    if any(r.outcome == RefreshOutcome.FAILED for r in results) or (
+        strict and any(r.outcome == RefreshOutcome.SKIPPED for r in results)
     ):
         from dbopt.errors import CheckFailedError
 

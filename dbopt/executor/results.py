@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dbopt.model import QualifiedName
+from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
 from dbopt.planner import Action
 from dbopt.progress import Watch
 
@@ -30,7 +30,7 @@ class ChangeResult:
     """How one action went."""
 
     action: Action
-    result: str  # ok, failed, aborted, skipped (not dbopt's object: left alone, says why)
+    result: ChangeOutcome
     seconds: float
     size_bytes: int | None = None
     error: str | None = None
@@ -42,7 +42,7 @@ class RunResult:
     """How a whole apply (or rollback) went."""
 
     run_id: int | None
-    outcome: str
+    outcome: RunOutcome
     changes: list[ChangeResult] = field(default_factory=list)
 
 

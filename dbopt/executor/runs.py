@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed
 from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
-from dbopt.model import QualifiedName
+from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
 from dbopt.planner import Action, ActionKind, Plan, StepMode
 
 
@@ -108,7 +108,7 @@ class Executor(StepRunner):
             )
         )
         self._record_made(change, index)
-        self._control(lambda c: self.history.finish_change(c, change, "ok"))
+        self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
 
     def preflight(self, action: Action) -> None:
         """Check, before its first statement, every identity the action can check now."""
@@ -144,20 +144,22 @@ class Executor(StepRunner):
         try:
             self._preflight_patiently(action)
         except NotOursError as exc:
-            result = ChangeResult(action, "skipped", 0.0, error=str(exc))
+            result = ChangeResult(action, ChangeOutcome.SKIPPED, 0.0, error=str(exc))
             self.reporter.finished(action.name)
         except StepFailed as exc:
-            result = ChangeResult(action, "failed", time.monotonic() - started, error=str(exc))
+            result = ChangeResult(
+                action, ChangeOutcome.FAILED, time.monotonic() - started, error=str(exc)
+            )
             self.reporter.finished(action.name)
         else:
             result = self._run_steps(action, change_id, built, started)
         if change_id is not None:
-            if result.result == "ok" and action.kind != ActionKind.DROP:
+            if result.result == ChangeOutcome.OK and action.kind != ActionKind.DROP:
                 self._record_made(change_id, action.name)
             self._control(
                 lambda c: self.history.finish_change(c, change_id, result.result, result.error)
             )
-            if result.result == "ok" and run_id is not None:
+            if result.result == ChangeOutcome.OK and run_id is not None:
                 for index in action.also_creates:
                     self._record_built_with(
                         run_id,
@@ -190,19 +192,29 @@ class Executor(StepRunner):
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
             return ChangeResult(
-                action, "failed", time.monotonic() - started, error=str(exc) + cleaned, cost=cost
+                action,
+                ChangeOutcome.FAILED,
+                time.monotonic() - started,
+                error=str(exc) + cleaned,
+                cost=cost,
             )
         except KeyboardInterrupt:
             self._cancelled.set()
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
             return ChangeResult(
-                action, "aborted", time.monotonic() - started, error="Ctrl-C" + cleaned, cost=cost
+                action,
+                ChangeOutcome.ABORTED,
+                time.monotonic() - started,
+                error="Ctrl-C" + cleaned,
+                cost=cost,
             )
         finally:
             self.reporter.finished(action.name)
         size = None if action.kind == ActionKind.DROP else self._index_size(action.name)
-        return ChangeResult(action, "ok", time.monotonic() - started, size_bytes=size, cost=cost)
+        return ChangeResult(
+            action, ChangeOutcome.OK, time.monotonic() - started, size_bytes=size, cost=cost
+        )
 
     def run_plan(
         self,
@@ -247,7 +259,7 @@ class Executor(StepRunner):
                     break
                 res = self.run_action(run_id, action)
                 out.append(res)
-                if res.result in ("failed", "aborted"):
+                if res.result in (ChangeOutcome.FAILED, ChangeOutcome.ABORTED):
                     failed.set()
             return out
 
@@ -281,20 +293,20 @@ class Executor(StepRunner):
             except KeyboardInterrupt:
                 interrupted = True
                 self.cancel()
-            if any(r.result == "aborted" for r in results) or self._cancelled.is_set():
+            if any(r.result == ChangeOutcome.ABORTED for r in results) or self._cancelled.is_set():
                 interrupted = True
             outcome = (
-                "aborted"
+                RunOutcome.ABORTED
                 if interrupted
-                else "failed"
-                if any(r.result == "failed" for r in results)
-                else "succeeded"
+                else RunOutcome.FAILED
+                if any(r.result == ChangeOutcome.FAILED for r in results)
+                else RunOutcome.SUCCEEDED
             )
             crashed = False
         finally:
             if crashed:
                 # An unexpected error: the run is not left 'running' for the next one to find.
                 with contextlib.suppress(psycopg.Error):
-                    self._control(lambda c: self.history.finish_run(c, run_id, "failed"))
+                    self._control(lambda c: self.history.finish_run(c, run_id, RunOutcome.FAILED))
         self._control(lambda c: self.history.finish_run(c, run_id, outcome))
         return RunResult(run_id, outcome, results)

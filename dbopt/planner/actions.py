@@ -90,7 +90,7 @@ class Action:
     #: rollback itself derives its statements from the facts the history records.
     rollback: tuple[Step, ...] = ()
     enabled: bool = True
-    needs: str | None = None  # the flag that enables a disabled action
+    needs: str | None = None  # the option that enables a disabled action ("prune", ...)
     #: Why this change cannot be made as planned (apply refuses before anything runs).
     refusal: str | None = None
     current: str | None = None  # canonical definition in the database

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from dbopt.catalog import Catalog
 from dbopt.catalog.properties import Properties
-from dbopt.errors import Problem, SpecError, UnsafeActionError
+from dbopt.errors import OptionNeeded, Problem, SpecError
 from dbopt.history import OwnedObject
 from dbopt.model import IndexSpec, QualifiedName, ViewSpec
 from dbopt.planner.actions import (
@@ -114,7 +114,7 @@ def _plan_views(
                 origin=owners.origin(relation.oid),
                 properties=properties,
                 enabled=prune,
-                needs=None if prune else "--prune",
+                needs=None if prune else "prune",
                 phase_order=10_000 + offset,
             )
         )
@@ -203,7 +203,7 @@ def plan(
                 origin=owners.origin(index.oid),
                 properties=properties,
                 enabled=prune,
-                needs=None if prune else "--prune",
+                needs=None if prune else "prune",
                 phase=2 if relation.relkind == "m" else 0,
             )
         )
@@ -225,7 +225,7 @@ def plan(
         )
     for i, action in enumerate(actions):
         if action.kind == ActionKind.REPLACE and not replace_drifted:
-            actions[i] = _disabled(action, "--replace-drifted")
+            actions[i] = _disabled(action, "replace_drifted")
         elif action.kind == ActionKind.REPLACE and action.object_type == "view":
             _check_cascade(action.name, catalog, cascade)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
@@ -286,13 +286,15 @@ def wanted_properties(
 
 
 def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:
-    """Replacing a view others read needs --cascade (the plan lists what it rebuilds)."""
+    """Replacing a view others read must be asked for with the cascade option (the plan
+    lists what it rebuilds)."""
     if not catalog.dependents.get(name) or cascade:
         return
     readers = ", ".join(str(d) for d in catalog.dependents[name])
-    raise UnsafeActionError(
-        f"materialized view {name} must be replaced but {readers} depend on it: run with "
-        "--cascade to rebuild them too (the plan lists them), or drop them first"
+    raise OptionNeeded(
+        f"materialized view {name} must be replaced but {readers} depend on it: rebuilding them "
+        "too must be asked for (the plan lists them), or drop them first",
+        option="cascade",
     )
 
 
