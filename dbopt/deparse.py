@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbopt.catalog import catalog_sql
 from dbopt.db import server_message
 from dbopt.ddl import create_index, create_matview
 from dbopt.errors import Problem, SpecError
@@ -25,12 +26,6 @@ from dbopt.spec import view_order
 from dbopt.sqltext import query_sql
 
 _HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX .+? ON (ONLY )?.+? USING ", re.S)
-
-_READ_BACK = sql.SQL(
-    "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_class c "
-    "WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'i' "
-    "AND c.relname LIKE 'dbopt\\_norm\\_%' ORDER BY c.relname"
-)
 
 
 def canonical(definition: str) -> str:
@@ -135,7 +130,7 @@ def _normalize_batch(
         except psycopg.Error:
             # One spec broke the batch: find which, one by one, to say where.
             _raise_located(conn, statements, list(tables), names)
-        cur.execute(_READ_BACK)
+        cur.execute(catalog_sql("deparsed_indexes"))
         round_trips += 1
         rows = cur.fetchall()
     result = {names[name].qualified_name: canonical(definition) for name, definition in rows}
@@ -174,16 +169,6 @@ def _raise_located(
     raise SpecError(
         f"{len(problems)} index spec(s) PostgreSQL would refuse; nothing was changed", problems
     )
-
-
-_READ_BACK_VIEWS = sql.SQL(
-    "SELECT c.relname, pg_get_viewdef(c.oid), "
-    "array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid "
-    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) "
-    "FROM pg_class c "
-    "WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'v' "
-    "AND c.relname LIKE 'dbopt\\_vnorm\\_%' ORDER BY c.relname"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +218,7 @@ def normalize_views(
             raise
         except psycopg.Error:
             _locate_view_problems(conn, statements, existing)
-        cur.execute(_READ_BACK_VIEWS)
+        cur.execute(catalog_sql("deparsed_views"))
         rows = cur.fetchall()
     return ViewCheck(
         {names[name].name: definition for name, definition, _cols in rows},

@@ -21,85 +21,6 @@ from dbopt import __version__
 from dbopt.catalog import catalog_sql
 from dbopt.model import QualifiedName
 
-_TABLES = """
-CREATE TABLE IF NOT EXISTS {schema}.runs (
-    id             bigserial PRIMARY KEY,
-    command        text        NOT NULL,
-    environment    text,
-    db_role        text        NOT NULL DEFAULT current_user,
-    client_host    text,
-    client_user    text,
-    dbopt_version  text        NOT NULL,
-    started_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-    finished_at    timestamptz,
-    outcome        text        NOT NULL DEFAULT 'running'
-                   CHECK (outcome IN ('running', 'succeeded', 'failed', 'aborted')),
-    undoes_run     bigint REFERENCES {schema}.runs (id),
-    rollback_sql   text
-);
-CREATE TABLE IF NOT EXISTS {schema}.changes (
-    id                  bigserial PRIMARY KEY,
-    run_id              bigint      NOT NULL REFERENCES {schema}.runs (id),
-    object_schema       text        NOT NULL,
-    object_name         text        NOT NULL,
-    table_name          text        NOT NULL,
-    object_kind         text        NOT NULL DEFAULT 'index',
-    action              text        NOT NULL,
-    definition          text,
-    previous_definition text,
-    spec_hash           text,
-    existed_before      boolean     NOT NULL,
-    started_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    duration_ms         numeric,
-    result              text        NOT NULL DEFAULT 'running'
-                        CHECK (result IN ('running', 'ok', 'failed', 'aborted')),
-    error               text,
-    forward_sql         text,
-    rollback_sql        text,
-    rollback_steps      jsonb
-);
--- Facts about the objects themselves (dbopt 0.2): what rollback and prune check before any
--- destructive statement. Never SQL: rollback derives its statements from these.
-ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS object_oid       bigint;
-ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS built_definition text;
-ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS replaced_oid     bigint;
-ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS previous_state   jsonb;
-ALTER TABLE {schema}.changes ADD COLUMN IF NOT EXISTS undoes_change    bigint;
-ALTER TABLE {schema}.changes DROP CONSTRAINT IF EXISTS changes_result_check;
-ALTER TABLE {schema}.changes ADD CONSTRAINT changes_result_check
-    CHECK (result IN ('running', 'ok', 'failed', 'aborted', 'skipped'));
-CREATE INDEX IF NOT EXISTS changes_object ON {schema}.changes (object_schema, object_name, id);
-CREATE INDEX IF NOT EXISTS changes_oid ON {schema}.changes (object_oid);
-CREATE TABLE IF NOT EXISTS {schema}.refreshes (
-    id           bigserial PRIMARY KEY,
-    view_schema  text        NOT NULL,
-    view_name    text        NOT NULL,
-    environment  text,
-    mode         text        NOT NULL,
-    started_at   timestamptz NOT NULL,
-    finished_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    duration_ms  numeric,
-    rows         bigint,
-    outcome      text        NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
-    message      text
-);
-CREATE INDEX IF NOT EXISTS refreshes_view ON {schema}.refreshes (view_schema, view_name, id)
-"""
-
-#: Changes with what undid them (the change of a later, successful rollback).
-_CHANGES = """
-SELECT c.*, r.command,
-       (SELECT u.id FROM {schema}.changes u
-         WHERE u.undoes_change = c.id AND u.result = 'ok' ORDER BY u.id DESC LIMIT 1) AS undone_by,
-       (SELECT u.run_id FROM {schema}.changes u
-         WHERE u.undoes_change = c.id AND u.result = 'ok' ORDER BY u.id DESC LIMIT 1)
-                                                                              AS undone_by_run
-  FROM {schema}.changes c
-  JOIN {schema}.runs r ON r.id = c.run_id
- WHERE {where}
- ORDER BY c.id DESC
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class OwnedObject:
@@ -152,6 +73,20 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None
     undoes_run: int | None
+    db_role: str | None = None
+    client_host: str | None = None
+    dbopt_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """One recorded refresh of a materialized view."""
+
+    view: QualifiedName
+    started_at: datetime
+    duration_ms: float | None
+    rows: int | None
+    mode: str
 
 
 def _qualified(text: str) -> QualifiedName:
@@ -191,7 +126,7 @@ class History:
         ident = sql.Identifier(self.schema)
         with conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-            conn.execute(sql.SQL(_TABLES).format(schema=ident))
+            conn.execute(catalog_sql("history_schema").format(schema=ident))
 
     def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
         """A query of ``catalog/sql/<name>.sql`` on this history's schema."""
@@ -368,7 +303,7 @@ class History:
             )
             params.extend(part for n in names for part in (n.schema, n.name))
         schema = sql.Identifier(self.schema)
-        query = sql.SQL(_CHANGES).format(
+        query = catalog_sql("history_changes").format(
             schema=schema, where=sql.SQL(" AND ").join(where) if where else sql.SQL("true")
         )
         with conn.cursor(row_factory=dict_row) as cur:
@@ -414,26 +349,18 @@ class History:
             cur.execute(
                 sql.SQL(
                     "SELECT id, command, environment, outcome, started_at, finished_at, "
-                    "undoes_run FROM {}.runs WHERE {} ORDER BY id DESC LIMIT %s"
+                    "undoes_run, db_role, client_host, dbopt_version FROM {}.runs WHERE {} "
+                    "ORDER BY id DESC LIMIT %s"
                 ).format(sql.Identifier(self.schema), where),
                 (*params, limit),
             )
             return [RunRecord(**r) for r in cur.fetchall()]
 
-    def runs(self, conn: psycopg.Connection[Any], limit: int = 20) -> list[dict[str, Any]]:
+    def runs(self, conn: psycopg.Connection[Any], limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""
         if not self.exists(conn):
             return []
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT id, command, environment, db_role, client_host, dbopt_version, "
-                    "started_at, finished_at, outcome, undoes_run FROM {}.runs "
-                    "ORDER BY id DESC LIMIT %s"
-                ).format(sql.Identifier(self.schema)),
-                (limit,),
-            )
-            return cur.fetchall()
+        return self._runs(conn, sql.SQL("true"), (), limit)
 
     def record_refresh(
         self, conn: psycopg.Connection[Any], environment: str | None, result: Any
@@ -459,7 +386,7 @@ class History:
             ),
         )
 
-    def last_refreshes(self, conn: psycopg.Connection[Any]) -> dict[QualifiedName, Any]:
+    def last_refreshes(self, conn: psycopg.Connection[Any]) -> dict[QualifiedName, RefreshRecord]:
         """The last successful refresh of each view: its start time, duration and rows."""
         if not self.exists(conn):
             return {}
@@ -471,4 +398,13 @@ class History:
                     "WHERE outcome = 'ok' ORDER BY view_schema, view_name, id DESC"
                 ).format(sql.Identifier(self.schema))
             )
-            return {QualifiedName(r["view_schema"], r["view_name"]): r for r in cur.fetchall()}
+            return {
+                QualifiedName(r["view_schema"], r["view_name"]): RefreshRecord(
+                    view=QualifiedName(r["view_schema"], r["view_name"]),
+                    started_at=r["started_at"],
+                    duration_ms=None if r["duration_ms"] is None else float(r["duration_ms"]),
+                    rows=r["rows"],
+                    mode=r["mode"],
+                )
+                for r in cur.fetchall()
+            }

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from dbopt.catalog import catalog_sql
 from dbopt.config import Settings
 from dbopt.db import connect, unbounded
 from dbopt.model import QualifiedName
@@ -27,28 +28,6 @@ from dbopt.model import QualifiedName
 INTERVAL = 0.25
 #: A wait is reported once it has lasted this long (every build passes its wait phases).
 REPORT_WAITS_AFTER = 1.0
-
-_SAMPLE = """
-SELECT a.pid,
-       p.phase,
-       coalesce(p.blocks_done, 0), coalesce(p.blocks_total, 0),
-       coalesce(p.tuples_done, 0), coalesce(p.tuples_total, 0),
-       coalesce(p.index_relid::bigint, 0),
-       a.wait_event_type,
-       (SELECT coalesce(json_agg(json_build_object(
-                   'pid', b.pid,
-                   'age_s', round(extract(epoch FROM now() - coalesce(b.xact_start,
-                                                                      b.query_start)))::int,
-                   'state', b.state,
-                   'user', b.usename,
-                   'query', left(regexp_replace(b.query, '\\s+', ' ', 'g'), 160))
-                 ORDER BY b.pid), '[]')
-          FROM pg_stat_activity b
-         WHERE b.pid = ANY (pg_blocking_pids(a.pid)))
-  FROM pg_stat_activity a
-  LEFT JOIN pg_stat_progress_create_index p ON p.pid = a.pid
- WHERE a.pid = ANY (%s)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +216,7 @@ class Watcher:
             conn.close()
 
     def _sample(self, conn: psycopg.Connection[Any], watches: dict[int, Watch]) -> None:
-        rows = conn.execute(_SAMPLE, (list(watches),)).fetchall()
+        rows = conn.execute(catalog_sql("build_progress"), {"pids": list(watches)}).fetchall()
         now = time.monotonic()
         own = set(self.own())
         for pid, phase, b_done, b_total, t_done, t_total, oid, wait_type, raw in rows:

@@ -13,7 +13,7 @@ import psycopg
 
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings
-from dbopt.history import History
+from dbopt.history import History, RunRecord
 from dbopt.model import QualifiedName, SpecSet
 from dbopt.planner import ActionKind, ownership
 from dbopt.plans import build_plan, relevant
@@ -52,7 +52,7 @@ class StatusReport:
 
     managed: tuple[IndexState, ...]
     unmanaged: tuple[IndexState, ...]
-    last_run: dict[str, Any] | None
+    last_run: RunRecord | None
     views: tuple[ViewState, ...] = ()
 
 
@@ -132,7 +132,7 @@ def _view_states(
     for action in actions:
         relation = catalog.relations.get(action.name)
         last = refreshes.get(action.name)
-        started = last["started_at"] if last else None
+        started = last.started_at if last else None
         schedule = schedules.get(action.name)
         overdue = bool(
             relation is not None

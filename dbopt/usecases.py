@@ -318,7 +318,7 @@ def refresh(
         catalog = inspect(conn, [v.name for v in chosen])
         items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
         if options.stale_only or options.older_than is not None:
-            last = {k: v["started_at"] for k, v in history.last_refreshes(conn).items()}
+            last = {k: v.started_at for k, v in history.last_refreshes(conn).items()}
             items = vw.filter_stale(
                 items, last, now=datetime.now().astimezone(), older_than=options.older_than
             )

@@ -585,6 +585,8 @@ def status(opts: Options) -> None:
       dbopt status --env production
       dbopt status --dsn postgresql://app@localhost/app --format json
     """
+    import dataclasses
+
     from dbopt import render
     from dbopt.db import connect
     from dbopt.history import History
@@ -613,7 +615,9 @@ def status(opts: Options) -> None:
                 {
                     "managed": [dict(zip(headers, row, strict=True)) for row in managed],
                     "unmanaged": [dict(zip(headers, row, strict=True)) for row in unmanaged],
-                    "last_run": report.last_run,
+                    "last_run": None
+                    if report.last_run is None
+                    else dataclasses.asdict(report.last_run),
                     "views": [
                         {
                             "view": v.name,
@@ -658,7 +662,7 @@ def status(opts: Options) -> None:
         )
     last = report.last_run
     click.echo(
-        f"last run: #{last['id']} {last['command']} {last['outcome']} at {last['started_at']}"
+        f"last run: #{last.id} {last.command} {last.outcome} at {last.started_at}"
         if last
         else "last run: none (dbopt has not applied anything here)"
     )
