@@ -40,6 +40,8 @@ from dbopt.spec import load_specs
 from dbopt.verify import (
     Baseline,
     BaselineEntry,
+    BaselineError,
+    BaselineProblem,
     EmptySelectionError,
     Finding,
     FindingKind,
@@ -255,8 +257,9 @@ def test_load_baseline_errors(tmp_path: Path) -> None:
         load_baseline(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="not a dbopt verify report"):
+    with pytest.raises(BaselineError, match="not a dbopt verify report") as err:
         load_baseline(bad)
+    assert err.value.problem == BaselineProblem.NOT_A_REPORT and "--" not in str(err.value)
 
 
 # --- against a real PostgreSQL -------------------------------------------------------------
@@ -403,6 +406,13 @@ def test_query_and_table_select_a_subset(
     result = run(*args, "--query", "barber_by_di")
     assert result.exit_code == 2
     assert "--query barber_by_di: no budgeted query has that name; did you mean" in result.output
+    # The library's errors carry what was asked for; the CLI words them as its flags.
+    result = run(*args, "--table", "public.barbrs")
+    assert result.exit_code == 2
+    assert "--table public.barbrs: no budgeted query is written for public.barbrs" in result.output
+    result = run(*args, "--query", "barber_by_id", "--table", "public.appointments")
+    assert result.exit_code == 2
+    assert "--query and --table together select no query" in result.output
 
 
 def test_expectation_naming_an_unknown_index_or_table_is_a_spec_error(
@@ -721,6 +731,13 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
     result = run("--specs", str(specs), "--baseline", str(tmp_path / "nope.json"))
     assert result.exit_code == 2
     assert "nope.json: no such file (write one with --save)" in result.output
+    (tmp_path / "list.json").write_text("[]")
+    result = run("--specs", str(specs), "--baseline", str(tmp_path / "list.json"))
+    assert result.exit_code == 2
+    assert (
+        "list.json: not a dbopt verify report (version 1); write one with dbopt verify --save"
+        in (result.output)
+    )
 
 
 # --- hypothetical indexes ------------------------------------------------------------------
@@ -846,13 +863,19 @@ def test_hypothetical_refuses_before_it_creates_the_extension(
 
 
 def test_hypothetical_without_hypopg_says_how_to_get_it(
-    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hypothetical_mod, "hypopg_versions", lambda _conn: (None, None))
     specs = SpecSet(index_queries=(budget(),))
     major = conn.info.server_version // 10000
     with pytest.raises(InputError, match=f"apt-get install postgresql-{major}-hypopg"):
         run_hypothetical(conn, specs, Settings())
+    files = write_specs(tmp_path, {"barbers.yaml": BARBERS})
+    result = run("--dsn", db_dsn, "--specs", str(files), "--hypothetical")
+    assert result.exit_code == 2
+    assert "--hypothetical needs the HypoPG extension, which this server does not have" in (
+        result.output
+    )
 
 
 def test_run_verify_library_api(appointments: psycopg.Connection[Any]) -> None:
