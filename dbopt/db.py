@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -279,6 +280,34 @@ def pin(conn: psycopg.Connection[Any], pins: Sequence[tuple[str, str]]) -> dict[
 def server_version(conn: psycopg.Connection[Any]) -> int:
     """The server's version as ``server_version_num`` (e.g. 160002 for 16.2)."""
     return conn.info.server_version
+
+
+_Row = TypeVar("_Row")
+
+
+@contextmanager
+def read_only_transaction(
+    conn: psycopg.Connection[_Row],
+    *,
+    timeout_ms: int | None = None,
+    search_path: Sequence[str] | None = None,
+) -> Iterator[psycopg.Cursor[_Row]]:
+    """A READ ONLY transaction that is always rolled back, and a cursor in it.
+
+    For every statement dbopt runs only to read or to measure (verify's runs, validate's
+    checks, the catalog reads behind them): the server refuses a write that got past the
+    checks, and nothing survives the rollback. ``timeout_ms`` sets a statement_timeout and
+    ``search_path`` (schema names, quoted here) a search path, both for this transaction
+    only. ``conn`` should be idle (dbopt.db.connect gives autocommit connections).
+    """
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        cur.execute("SET TRANSACTION READ ONLY")
+        if timeout_ms is not None:
+            cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms)))
+        if search_path is not None:
+            schemas = sql.SQL(", ").join(sql.Identifier(s) for s in search_path)
+            cur.execute(sql.SQL("SET LOCAL search_path = {}").format(schemas))
+        yield cur
 
 
 def _pgconn_secrets(exc: psycopg.Error) -> list[str]:

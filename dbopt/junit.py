@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbopt.verify import HypotheticalReport, Status, VerifyReport, explanation, plan_text
+from dbopt.verify import HypotheticalReport, Status, VerifyReport, explanation
 
 # XML 1.0 cannot hold these characters at all, escaped or not; query text may.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -82,17 +82,16 @@ def verify_cases(report: VerifyReport) -> list[Case]:
             else f"budget {b.budget_ms:g} ms, no complete run"
         )
         failed = v.status == Status.FAIL
+        why = explanation(result)
         cases.append(
             Case(
                 name=b.name,
                 classname=f"dbopt.verify.{b.relation}",
                 seconds=sum(m.execution_ms) / 1000,
                 failure=v.summary if failed else None,
-                failure_type=v.findings[0].kind if failed and v.findings else "failure",
-                details=explanation(result) if failed else "",
-                output="\n".join(
-                    [stats, *(explanation(result).splitlines() if v.status == Status.WARN else [])]
-                ),
+                failure_type=v.findings[0].kind.value if failed and v.findings else "failure",
+                details=why if failed else "",
+                output="\n".join([stats, *(why.splitlines() if v.status == Status.WARN else [])]),
             )
         )
     return cases
@@ -103,17 +102,14 @@ def hypothetical_cases(report: HypotheticalReport) -> list[Case]:
     cases = []
     for q in report.queries:
         failed = q.status == Status.FAIL
-        body = "\n".join(f"- {f.message}" for f in q.findings)
-        if q.plan_after is not None:
-            body += "\n\nestimated plan with the hypothetical indexes:\n" + plan_text(q.plan_after)
         change = f"{q.change:+.0%}" if q.change is not None else "n/a"
         cases.append(
             Case(
                 name=q.budget.name,
                 classname=f"dbopt.verify.hypothetical.{q.budget.relation}",
                 failure=q.findings[0].message if failed and q.findings else None,
-                failure_type=q.findings[0].kind if failed and q.findings else "failure",
-                details=body if failed else "",
+                failure_type=q.findings[0].kind.value if failed and q.findings else "failure",
+                details=explanation(q) if failed else "",
                 output=f"estimated cost {q.cost_before} -> {q.cost_after} ({change}); "
                 f"would use: {', '.join(q.would_use) or 'none of the new indexes'}",
             )

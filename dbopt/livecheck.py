@@ -13,8 +13,7 @@ production is safe.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -22,7 +21,7 @@ from psycopg import pq, sql
 from psycopg.errors import error_from_result
 
 from dbopt.catalog import Catalog, inspect
-from dbopt.db import server_message
+from dbopt.db import read_only_transaction, server_message
 from dbopt.errors import Problem, SpecError
 from dbopt.model import (
     IndexSpec,
@@ -35,30 +34,18 @@ from dbopt.model import (
 )
 from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql
+from dbopt.verify.select import budget_problems
 from dbopt.words import suggest
 
 CHECK_TIMEOUT_MS = 5_000
 
 
-def _at(loc: Location, message: str) -> Problem:
-    return loc.problem(message)
-
-
-@contextmanager
-def _read_only(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Any]]:
-    """A READ ONLY transaction, rolled back at the end, under CHECK_TIMEOUT_MS."""
-    with conn.transaction(force_rollback=True), conn.cursor() as cur:
-        cur.execute("SET TRANSACTION READ ONLY")
-        cur.execute(
-            sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(CHECK_TIMEOUT_MS))
-        )
-        yield cur
-
-
-def _explain(conn: psycopg.Connection[Any], query: sql.Composed, params: Any) -> Any:
+def _explain(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: Mapping[str, object] | None
+) -> psycopg.Error | None:
     """Plan one statement with plain EXPLAIN, read-only and rolled back; None, or the error."""
     try:
-        with _read_only(conn) as cur:
+        with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS) as cur:
             cur.execute(query, params)
     except psycopg.Error as exc:
         return exc
@@ -74,7 +61,7 @@ def _describe(conn: psycopg.Connection[Any], query: sql.Composed) -> list[str] |
     text = query.as_bytes(conn)
     encoding = conn.info.encoding
     try:
-        with _read_only(conn):
+        with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS):
             result = conn.pgconn.prepare(b"", text)
             if result.status == pq.ExecStatus.COMMAND_OK:
                 result = conn.pgconn.describe_prepared(b"")
@@ -114,8 +101,7 @@ def _check_index(
     for col in [c.name for c in index.columns if c.name] + list(index.include):
         if col not in columns:
             problems.append(
-                _at(
-                    index.location,
+                index.location.problem(
                     f"index {index.name}: column '{col}' does not exist on {index.table}"
                     + suggest(col, columns),
                 )
@@ -130,8 +116,7 @@ def _check_index(
         )
         if isinstance(result, psycopg.Error):
             problems.append(
-                _at(
-                    index.location,
+                index.location.problem(
                     f"index {index.name}: the {what} fails on {index.table}: "
                     f"{server_message(result)}",
                 )
@@ -172,8 +157,6 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
         if columns is not None:
             for index in view.indexes:
                 _check_index(conn, index, columns, problems)
-    from dbopt.verify import budget_problems
-
     calls = CallGraph.read(conn)
     problems.extend(budget_problems(specs.queries, specs, catalog, calls))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from dbopt.db import read_only_transaction
 from dbopt.readonly import (
     DENIED,
     HARMLESS_VOLATILE,
@@ -448,3 +449,35 @@ def test_foreign_tables_and_partitioned_tables_with_foreign_partitions(
         f"partitioned table public.events reads foreign table public.events_old, which {foreign}"
     ]
     assert refused(conn, "SELECT * FROM events_2025 WHERE id = 1") == []
+
+
+# --- the one read-only transaction (dbopt.db), shared by verify, validate and CallGraph ------
+
+
+def test_read_only_transaction_refuses_writes_and_always_rolls_back(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("CREATE TABLE t (id int)")
+    with read_only_transaction(conn) as cur:
+        assert cur.execute("SHOW transaction_read_only").fetchone() == ("on",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            cur.execute("INSERT INTO t VALUES (1)")
+    # The failed statement ended that transaction, and the connection is idle again.
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with read_only_transaction(conn) as cur:
+        cur.execute("SELECT pg_catalog.set_config('application_name', 'changed', true)")
+    assert conn.execute("SHOW application_name").fetchone() != ("changed",)
+
+
+def test_read_only_transaction_sets_timeout_and_search_path_for_itself_only(
+    conn: psycopg.Connection[Any],
+) -> None:
+    before = conn.execute("SELECT current_setting('statement_timeout'), current_schemas(true)")
+    expected = before.fetchone()
+    with read_only_transaction(conn, timeout_ms=1234, search_path=("pg_catalog", "pg_temp")) as cur:
+        assert cur.execute("SHOW statement_timeout").fetchone() == ("1234ms",)
+        assert cur.execute("SELECT current_schemas(true)").fetchone() == (["pg_catalog"],)
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            cur.execute("SELECT pg_sleep(5)")
+    after = conn.execute("SELECT current_setting('statement_timeout'), current_schemas(true)")
+    assert after.fetchone() == expected

@@ -6,6 +6,7 @@ PostgreSQL of conftest.py (``db_dsn``: a fresh database per test, ``conn``: auto
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 import time
@@ -18,25 +19,52 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import sql
 
-import dbopt.verify as verify_mod
+import dbopt.verify.hypothetical as hypothetical_mod
+import dbopt.verify.measurement as measurement_mod
+from dbopt.cli import verify_cmd
 from dbopt.cli.common import DboptGroup
 from dbopt.cli.verify_cmd import verify
 from dbopt.config import Settings
 from dbopt.errors import ConfigError, InputError, SpecError
-from dbopt.junit import Case, junit_xml
-from dbopt.model import Expectation, Location, QualifiedName, QueryBudget, SpecSet
+from dbopt.junit import Case, hypothetical_cases, junit_xml, verify_cases
+from dbopt.model import (
+    Expectation,
+    IndexColumn,
+    IndexSpec,
+    Location,
+    QualifiedName,
+    QueryBudget,
+    SpecSet,
+)
 from dbopt.spec import load_specs
 from dbopt.verify import (
     Baseline,
     BaselineEntry,
+    BaselineError,
+    BaselineProblem,
+    EmptySelectionError,
+    Finding,
+    FindingKind,
+    HypotheticalReport,
     Measurement,
+    Outcome,
+    QueryResult,
+    Role,
+    Selector,
     Status,
+    UnknownSelectionError,
+    VerifyReport,
+    WhatIf,
+    explanation,
+    explanation_lines,
+    hypothetical_dict,
     judge,
     load_baseline,
     measure,
     parse_plan,
     plan_shape,
     query_fingerprint,
+    report_dict,
     run_hypothetical,
     run_verify,
     select_budgets,
@@ -101,7 +129,7 @@ SEQ_PLAN = {
 def seq_measurement(times: tuple[float, ...] = (7.0, 7.2, 7.4)) -> Measurement:
     return Measurement(
         query="q",
-        outcome="ok",
+        outcome=Outcome.OK,
         timeout_ms=1000,
         execution_ms=times,
         planning_ms=(0.1,) * len(times),
@@ -195,10 +223,14 @@ def test_select_budgets() -> None:
     assert select_budgets(specs) == (a, r)
     assert select_budgets(specs, queries=["reviews_top"]) == (r,)
     assert select_budgets(specs, tables=["appointments"]) == (a,)
-    with pytest.raises(ConfigError, match=r"--query schedul: .*did you mean 'schedule'"):
+    # The library names no flag: the error carries what was asked for, the CLI words it.
+    with pytest.raises(UnknownSelectionError, match=r"^query schedul: .*did you mean 'schedule'"):
         select_budgets(specs, queries=["schedul"])
-    with pytest.raises(ConfigError, match="--table barbers: no budgeted query"):
+    with pytest.raises(UnknownSelectionError, match=r"^table barbers: no budgeted query") as err:
         select_budgets(specs, tables=["barbers"])
+    assert (err.value.selector, err.value.name) == (Selector.TABLE, "barbers")
+    with pytest.raises(EmptySelectionError):
+        select_budgets(specs, queries=["schedule"], tables=["reviews"])
     with pytest.raises(ConfigError, match="nothing to verify"):
         select_budgets(SpecSet())
 
@@ -225,8 +257,9 @@ def test_load_baseline_errors(tmp_path: Path) -> None:
         load_baseline(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="not a dbopt verify report"):
+    with pytest.raises(BaselineError, match="not a dbopt verify report") as err:
         load_baseline(bad)
+    assert err.value.problem == BaselineProblem.NOT_A_REPORT and "--" not in str(err.value)
 
 
 # --- against a real PostgreSQL -------------------------------------------------------------
@@ -373,6 +406,13 @@ def test_query_and_table_select_a_subset(
     result = run(*args, "--query", "barber_by_di")
     assert result.exit_code == 2
     assert "--query barber_by_di: no budgeted query has that name; did you mean" in result.output
+    # The library's errors carry what was asked for; the CLI words them as its flags.
+    result = run(*args, "--table", "public.barbrs")
+    assert result.exit_code == 2
+    assert "--table public.barbrs: no budgeted query is written for public.barbrs" in result.output
+    result = run(*args, "--query", "barber_by_id", "--table", "public.appointments")
+    assert result.exit_code == 2
+    assert "--query and --table together select no query" in result.output
 
 
 def test_expectation_naming_an_unknown_index_or_table_is_a_spec_error(
@@ -444,7 +484,7 @@ def test_read_only_transaction_refuses_dml_when_validation_is_bypassed(
     appointments: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Take the parser out of the door entirely: the database must still refuse.
-    monkeypatch.setattr(verify_mod, "budget_query_sql", lambda text: sql.SQL(text))
+    monkeypatch.setattr(measurement_mod, "budget_query_sql", lambda text: sql.SQL(text))
     for statement in ("DELETE FROM barbers", "UPDATE barbers SET name = 'x'"):
         m = measure(appointments, budget(sql=statement), Settings())
         assert m.outcome == "error"
@@ -691,6 +731,13 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
     result = run("--specs", str(specs), "--baseline", str(tmp_path / "nope.json"))
     assert result.exit_code == 2
     assert "nope.json: no such file (write one with --save)" in result.output
+    (tmp_path / "list.json").write_text("[]")
+    result = run("--specs", str(specs), "--baseline", str(tmp_path / "list.json"))
+    assert result.exit_code == 2
+    assert (
+        "list.json: not a dbopt verify report (version 1); write one with dbopt verify --save"
+        in (result.output)
+    )
 
 
 # --- hypothetical indexes ------------------------------------------------------------------
@@ -816,13 +863,19 @@ def test_hypothetical_refuses_before_it_creates_the_extension(
 
 
 def test_hypothetical_without_hypopg_says_how_to_get_it(
-    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(verify_mod, "hypopg_versions", lambda _conn: (None, None))
+    monkeypatch.setattr(hypothetical_mod, "hypopg_versions", lambda _conn: (None, None))
     specs = SpecSet(index_queries=(budget(),))
     major = conn.info.server_version // 10000
     with pytest.raises(InputError, match=f"apt-get install postgresql-{major}-hypopg"):
         run_hypothetical(conn, specs, Settings())
+    files = write_specs(tmp_path, {"barbers.yaml": BARBERS})
+    result = run("--dsn", db_dsn, "--specs", str(files), "--hypothetical")
+    assert result.exit_code == 2
+    assert "--hypothetical needs the HypoPG extension, which this server does not have" in (
+        result.output
+    )
 
 
 def test_run_verify_library_api(appointments: psycopg.Connection[Any]) -> None:
@@ -872,3 +925,100 @@ def test_no_seq_scan_on_a_partitioned_table_covers_its_partitions(
     assert result.verdict.summary == (
         "Seq Scan on public.events_2025 (expect.no_seq_scan_on: public.events)"
     )
+
+
+# --- one explanation, the same words in every output (no database) -------------------------
+
+SPEC_AT = Location("indexes/appointments.yaml", 3, 5)
+
+
+def failing() -> VerifyReport:
+    """One query over budget, with a forbidden seq scan and a spec index not built yet."""
+    b = budget(
+        budget_ms=5.0,
+        expect=Expectation(uses_index=("idx_appt_barber",), no_seq_scan_on=(APPTS,)),
+    )
+    spec = IndexSpec(
+        name="idx_appt_barber",
+        table=APPTS,
+        columns=(IndexColumn(name="barber_id"),),
+        location=SPEC_AT,
+        reason="each barber's schedule",
+    )
+    m = seq_measurement()
+    v = judge(m, b, specs=SpecSet(indexes=(spec,), index_queries=(b,)))
+    return VerifyReport((QueryResult(b, m, v),), 150000)
+
+
+def test_the_explanation_says_why_with_the_plan_and_the_meant_index() -> None:
+    (result,) = failing().results
+    text = explanation(result)
+    assert text.splitlines()[0].startswith("- fail: p95 7.380 ms is over the budget of 5 ms")
+    assert "\nplan of the last run:\nAggregate  (rows 1, 7.500 ms)\n" in text
+    assert "<== a Seq Scan, which expect.no_seq_scan_on forbids on public.appointments" in text
+    assert "\nmeant to be served by:\n  idx_appt_barber on public.appointments (barber_id)" in text
+    roles = [line.role for line in explanation_lines(result)]
+    assert Role.CULPRIT in roles and roles.count(Role.HEADING) == 2
+    # Only the findings that count carry a status a terminal colours.
+    assert {line.status for line in explanation_lines(result) if line.role == Role.FINDING} == {
+        Status.FAIL
+    }
+
+
+@pytest.mark.parametrize("fmt", ["plain", "markdown"])
+def test_plain_and_markdown_print_the_explanation(fmt: str) -> None:
+    report = failing()
+    out = io.StringIO()
+    verify_cmd._print_text(report, fmt, out, 0)
+    printed = [line.strip() for line in out.getvalue().splitlines()]
+    for line in explanation(report.results[0]).splitlines():
+        assert line.strip() in printed
+
+
+def test_the_terminal_table_prints_the_same_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps at the console width
+    report = failing()
+    out = io.StringIO()
+    verify_cmd._print_rich(report, out, 0)
+    printed = [line.strip() for line in out.getvalue().splitlines()]
+    for line in explanation(report.results[0]).splitlines():
+        assert line.strip() in printed
+
+
+def test_json_and_junit_carry_the_explanation() -> None:
+    report = failing()
+    (result,) = report.results
+    assert report_dict(report)["queries"][0]["explanation"] == explanation(result)
+    (case,) = verify_cases(report)
+    assert case.details == explanation(result)
+    failure = ET.fromstring(junit_xml("s", [case])).find(".//failure")
+    assert failure is not None and failure.text == explanation(result)
+
+
+def test_a_note_is_not_coloured_as_a_pass() -> None:
+    note = Finding(Status.PASS, FindingKind.NOTE, "not in the baseline base.json")
+    result = QueryResult(
+        budget(), seq_measurement(), judge(seq_measurement(), budget())
+    )  # a pass, shown with -v
+    lines = explanation_lines(result)
+    assert all(line.role != Role.FINDING for line in lines)
+    what_if = WhatIf(budget(), Status.PASS, (note,))
+    (line,) = explanation_lines(what_if)
+    assert line.text == "- pass: not in the baseline base.json" and line.status is None
+
+
+def test_a_hypothetical_query_is_explained_the_same_way() -> None:
+    finding = Finding(Status.FAIL, FindingKind.USES_INDEX, "expected index i is not used")
+    plan = parse_plan(SEQ_PLAN["Plans"][0])
+    q = WhatIf(budget(), Status.FAIL, (finding,), 10.0, 9.0, (), plan, plan)
+    report = HypotheticalReport("1.4.1", (), (q,), 150000)
+    text = explanation(q)
+    assert text == (
+        "- fail: expected index i is not used\n\n"
+        "estimated plan with the hypothetical indexes:\n"
+        "Seq Scan on public.appointments  (rows 25, removed by filter 49,975, 7.000 ms)\n"
+        "   Filter: (barber_id = 7)"
+    )
+    assert hypothetical_dict(report)["queries"][0]["explanation"] == text
+    (case,) = hypothetical_cases(report)
+    assert case.details == text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -67,7 +67,7 @@ def validate(opts: Options) -> None:
         )
 
 
-def _failure(err: InputError) -> dict[str, Any]:
+def _failure(err: InputError) -> dict[str, object]:
     """The JSON document of a failed validation."""
     return {
         "ok": False,

@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
-from dbopt.errors import CheckFailedError, ConfigError
+from dbopt.errors import CheckFailedError, ConfigError, InputError
 from dbopt.model import QueryBudget
 from dbopt.verify import (
     DEFAULT_REGRESSION,
     DEFAULT_REGRESSION_FLOOR_MS,
     TIMING_NOTE,
+    BaselineError,
+    BaselineProblem,
+    EmptySelectionError,
+    FindingKind,
+    HypoPGMissingError,
     HypotheticalReport,
+    Line,
     QueryResult,
+    Role,
     Status,
+    UnknownSelectionError,
     VerifyReport,
     explanation,
-    plan_lines,
-    plan_text,
+    explanation_lines,
 )
 
 
@@ -139,11 +148,15 @@ def verify(
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    base = load_baseline(baseline) if baseline else None
+    with _in_flag_terms():
+        base = load_baseline(baseline) if baseline else None
     out = sys.stdout
     # verify writes nothing: its session is read-only (but for CREATE EXTENSION when asked).
     read_only = not (hypothetical and create_extension)
-    with connect(target.dsn, settings=target.settings, read_only=read_only) as conn:
+    with (
+        _in_flag_terms(),
+        connect(target.dsn, settings=target.settings, read_only=read_only) as conn,
+    ):
         if hypothetical:
             hypo = run_hypothetical(
                 conn,
@@ -175,6 +188,32 @@ def _progress(budget: QueryBudget) -> None:
     click.echo(f"measuring {budget.name} ({budget.warmup} warmup + {budget.runs} runs)", err=True)
 
 
+#: What to add to a baseline error so that it says how to get a good one.
+_BASELINE_HINTS = {
+    BaselineProblem.MISSING: " (write one with --save)",
+    BaselineProblem.NOT_A_REPORT: "; write one with dbopt verify --save FILE",
+}
+
+
+@contextmanager
+def _in_flag_terms() -> Iterator[None]:
+    """Word the library's errors about what was asked for as the flags that asked for it."""
+    try:
+        yield
+    except UnknownSelectionError as exc:
+        raise ConfigError(f"--{exc.selector} {exc.name}: {exc.reason}") from None
+    except EmptySelectionError:
+        raise ConfigError("--query and --table together select no query") from None
+    except BaselineError as exc:
+        hint = _BASELINE_HINTS.get(exc.problem, "")
+        raise ConfigError(f"--baseline {exc.path}: {exc.detail}{hint}") from None
+    except HypoPGMissingError as exc:
+        create = ", or pass --create-extension" if exc.available else ""
+        raise InputError(
+            f"--hypothetical needs the HypoPG extension{exc.detail}{create}; nothing was run"
+        ) from None
+
+
 # --- measured runs -------------------------------------------------------------------------
 
 
@@ -184,7 +223,9 @@ def _ms(value: float | None) -> str:
 
 def _verdict_cell(result: QueryResult) -> str:
     v = result.verdict
-    kinds = sorted({f.kind for f in v.findings if f.status == v.status and f.kind != "note"})
+    kinds = sorted(
+        {f.kind.value for f in v.findings if f.status == v.status and f.kind != FindingKind.NOTE}
+    )
     return f"{v.status.value} ({', '.join(kinds)})" if kinds else v.status.value
 
 
@@ -209,7 +250,7 @@ HEADERS = [
 TITLE = "Query budgets (times in ms)"
 
 
-def _rows(report: VerifyReport) -> list[list[Any]]:
+def _rows(report: VerifyReport) -> list[list[str | int]]:
     rows = []
     for r in report.results:
         m = r.measurement
@@ -244,6 +285,22 @@ def _to_explain(report: VerifyReport, verbose: int) -> list[QueryResult]:
     return [r for r in report.results if verbose or r.verdict.status != Status.PASS]
 
 
+#: How a terminal shows each status.
+STYLE = {Status.FAIL: "bold red", Status.WARN: "bold yellow", Status.PASS: "bold green"}
+
+
+def _line_style(line: Line) -> str:
+    """The terminal style of one line of an explanation (the words are the same everywhere)."""
+    if line.role == Role.FINDING:
+        return STYLE[line.status] if line.status is not None else ""
+    return {Role.HEADING: "dim", Role.CULPRIT: "bold red"}.get(line.role, "")
+
+
+def _indented(text: str) -> str:
+    """``text`` indented by two spaces, blank lines left blank."""
+    return "\n".join(f"  {line}" if line else "" for line in text.splitlines())
+
+
 def _print_rich(report: VerifyReport, out: TextIO, verbose: int) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -253,33 +310,15 @@ def _print_rich(report: VerifyReport, out: TextIO, verbose: int) -> None:
     console = Console(file=out)
     console.print(Text(TIMING_NOTE[0].upper() + TIMING_NOTE[1:], style="dim"))
     render.print_rows(HEADERS, _rows(report), "table", out, title=TITLE)
-    style = {Status.FAIL: "bold red", Status.WARN: "bold yellow", Status.PASS: "bold green"}
     for r in _to_explain(report, verbose):
-        m, v = r.measurement, r.verdict
+        status = r.verdict.status
         console.print()
-        console.print(Text(f"{v.status.value.upper()} {r.budget.name}", style=style[v.status]))
+        console.print(Text(f"{status.value.upper()} {r.budget.name}", style=STYLE[status]))
         console.print(Text(f"  {r.budget.location}", style="dim"))
-        for f in v.findings:
-            console.print(
-                Text(f"  - {f.message}", style=style[f.status] if f.kind != "note" else "")
-            )
-        if m.plan is not None:
-            which = "plan of the last run" if m.analyzed else "estimated plan (no ANALYZE)"
-            console.print(Text(f"  {which}:", style="dim"))
-            for line, marked in plan_lines(m.plan, v.culprit, v.culprit_why):
-                console.print(Text(f"    {line}", style="bold red" if marked else ""))
-        if v.meant:
-            console.print(Text("  meant to be served by:", style="dim"))
-            for mi in v.meant:
-                console.print(Text(f"    {mi.describe()}"))
+        for line in explanation_lines(r):
+            console.print(Text(f"  {line.text}" if line.text else "", style=_line_style(line)))
     console.print()
-    console.print(Text(_summary(report), style=style[_worst(report)]))
-
-
-def _worst(report: VerifyReport) -> Status:
-    if report.count(Status.FAIL):
-        return Status.FAIL
-    return Status.WARN if report.count(Status.WARN) else Status.PASS
+    console.print(Text(_summary(report), style=STYLE[report.worst]))
 
 
 def _print_text(report: VerifyReport, fmt: str, out: TextIO, verbose: int) -> None:
@@ -293,25 +332,23 @@ def _print_text(report: VerifyReport, fmt: str, out: TextIO, verbose: int) -> No
         if markdown:
             out.write(f"\n#### {head}\n\n```text\n{explanation(r)}\n```\n")
         else:
-            body = "\n".join(f"  {line}" if line else "" for line in explanation(r).splitlines())
-            out.write(f"\n{head}\n{body}\n")
+            out.write(f"\n{head}\n{_indented(explanation(r))}\n")
     out.write(f"\n{_summary(report)}\n")
 
 
 def _finish(
     report: VerifyReport, opts: Options, save: Path | None, junit: Path | None, out: TextIO
 ) -> None:
-    from dbopt.verify import report_dict
+    from dbopt.verify import report_dict, save_report
 
-    data = report_dict(report)
     if save is not None:
-        save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        save_report(report, save)
     if junit is not None:
         from dbopt.junit import verify_cases, write_junit
 
         write_junit(junit, "dbopt verify", verify_cases(report))
     if opts.fmt == "json":
-        out.write(json.dumps(data, indent=2) + "\n")
+        out.write(json.dumps(report_dict(report), indent=2) + "\n")
     elif opts.fmt == "table":
         _print_rich(report, out, opts.verbose)
     else:
@@ -379,13 +416,8 @@ def _finish_hypothetical(
         for q in report.queries:
             if q.status == Status.PASS and not opts.verbose:
                 continue
-            out.write(f"\n{q.status.value.upper()} {q.budget.name} ({q.budget.location})\n")
-            for f in q.findings:
-                out.write(f"  - {f.message}\n")
-            if q.plan_after is not None:
-                out.write("  estimated plan with the hypothetical indexes:\n")
-                out.write("\n".join(f"    {line}" for line in plan_text(q.plan_after).splitlines()))
-                out.write("\n")
+            head = f"{q.status.value.upper()} {q.budget.name} ({q.budget.location})"
+            out.write(f"\n{head}\n{_indented(explanation(q))}\n")
     if report.failed:
         names = ", ".join(q.budget.name for q in report.failed)
         raise CheckFailedError(

@@ -1,0 +1,18 @@
+-- Every function: built-ins are judged by name and volatility, user-defined ones also by body
+-- (read only when it is in a language dbopt reads). on_rows: it can be called with one row as
+-- t.name (PostgreSQL reads t.name as name(t) when such a function exists): its only required
+-- argument takes a row.
+SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
+       p.provolatile::text AS volatility, l.lanname AS language,
+       pg_catalog.oidvectortypes(p.proargtypes) AS args,
+       CASE WHEN p.oid >= %(first)s AND l.lanname <> ALL (%(trusted)s) THEN p.prosrc END AS body,
+       p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
+         AND (t.typtype IN ('c', 'd')
+              OR t.typtype = 'p' AND t.typname IN ('record', 'anyelement', 'anynonarray',
+                                                    'anycompatible', 'anycompatiblenonarray',
+                                                    'any')) AS on_rows
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  LEFT JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
+ ORDER BY p.oid

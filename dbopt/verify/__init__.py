@@ -1,0 +1,154 @@
+"""`dbopt verify`: budgeted queries measured with EXPLAIN ANALYZE and judged against the specs.
+
+How the numbers are made (the CLI says so above every report):
+
+* Every time is the server's own: ``Execution Time`` and ``Planning Time`` of
+  ``EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)``. Network round trips and client-side
+  time are not included, and EXPLAIN ANALYZE's per-node timing adds some overhead of its own.
+* ``warmup`` runs are discarded, then ``runs`` runs are recorded. p50 and p95 are
+  ``statistics.quantiles(times, n=100, method="inclusive")``: linear interpolation between the
+  two closest ranks (numpy's default); with a single run every percentile is that run.
+* Buffers, rows and the plan shown are those of the last recorded run.
+
+Safety, so that pointing verify at production is fine: verify changes nothing. Before the
+first query runs, :func:`check_budgets` refuses (exit 2, file:line, nothing run) any budget
+whose query can reach something that changes data, sequences, statistics, settings, other
+sessions or server state: a deny-listed built-in, a VOLATILE function, a view, policy,
+operator, cast or function body that runs one (see :mod:`dbopt.readonly`, read from the
+database's own catalog). Then every run is its own READ ONLY transaction, always rolled back,
+under a ``statement_timeout`` of the budget's ``timeout_ms`` or else
+``max(1 s, budget_ms * verify_timeout_factor)``, so a missing index cannot turn into a
+ten-minute sequential scan, and a write that got past the checks is refused by the server.
+The query text passes :func:`dbopt.sqltext.budget_query_sql` (the parser accepts one
+read-only statement) and its parameters are bound by psycopg. verify never runs ANALYZE or
+any other statement that writes; running a query is observed like any query (pg_stat_* scan
+counters, pg_stat_statements), which is not a change. A hypothetical run adds HypoPG
+hypothetical indexes to its own backend's memory and drops exactly those before it returns.
+
+One module per concern; the library measures, judges and returns reports, the CLI renders:
+
+* :mod:`~dbopt.verify.plan` — EXPLAIN plans as values (:class:`PlanNode`)
+* :mod:`~dbopt.verify.measurement` — EXPLAIN ANALYZE runs of one budget (:func:`measure`)
+* :mod:`~dbopt.verify.verdict` — verdicts and findings (:func:`judge`), baselines compared
+* :mod:`~dbopt.verify.select` — which budgets run, and the checks before any does
+* :mod:`~dbopt.verify.run` — a whole run (:func:`run_verify`)
+* :mod:`~dbopt.verify.hypothetical` — HypoPG estimates (:func:`run_hypothetical`)
+* :mod:`~dbopt.verify.text` — plan text and the one explanation every output shows
+* :mod:`~dbopt.verify.report` — the JSON report, saved and read back as a baseline
+"""
+
+from __future__ import annotations
+
+from dbopt.verify.hypothetical import (
+    HypoIndex,
+    HypoPGMissingError,
+    HypotheticalReport,
+    WhatIf,
+    hypopg_versions,
+    require_hypopg,
+    run_hypothetical,
+)
+from dbopt.verify.measurement import (
+    MIN_TIMEOUT_MS,
+    TIMING_NOTE,
+    Measurement,
+    Outcome,
+    estimated_plan,
+    explain,
+    measure,
+    statement_timeout_ms,
+)
+from dbopt.verify.plan import INDEX_SCANS, PlanNode, parse_plan, plan_shape
+from dbopt.verify.report import (
+    REPORT_VERSION,
+    BaselineError,
+    BaselineProblem,
+    hypothetical_dict,
+    load_baseline,
+    report_dict,
+    result_dict,
+    save_report,
+)
+from dbopt.verify.run import QueryResult, VerifyReport, run_verify
+from dbopt.verify.select import (
+    EmptySelectionError,
+    Selector,
+    UnknownSelectionError,
+    budget_problems,
+    check_budgets,
+    select_budgets,
+)
+from dbopt.verify.text import Line, Role, explanation, explanation_lines, plan_lines, plan_text
+from dbopt.verify.verdict import (
+    DEFAULT_REGRESSION,
+    DEFAULT_REGRESSION_FLOOR_MS,
+    Baseline,
+    BaselineEntry,
+    Finding,
+    FindingKind,
+    IndexState,
+    MeantIndex,
+    Status,
+    Verdict,
+    expectation_findings,
+    judge,
+    query_fingerprint,
+)
+
+__all__ = [
+    "DEFAULT_REGRESSION",
+    "DEFAULT_REGRESSION_FLOOR_MS",
+    "INDEX_SCANS",
+    "MIN_TIMEOUT_MS",
+    "REPORT_VERSION",
+    "TIMING_NOTE",
+    "Baseline",
+    "BaselineEntry",
+    "BaselineError",
+    "BaselineProblem",
+    "EmptySelectionError",
+    "Finding",
+    "FindingKind",
+    "HypoIndex",
+    "HypoPGMissingError",
+    "HypotheticalReport",
+    "IndexState",
+    "Line",
+    "MeantIndex",
+    "Measurement",
+    "Outcome",
+    "PlanNode",
+    "QueryResult",
+    "Role",
+    "Selector",
+    "Status",
+    "UnknownSelectionError",
+    "Verdict",
+    "VerifyReport",
+    "WhatIf",
+    "budget_problems",
+    "check_budgets",
+    "estimated_plan",
+    "expectation_findings",
+    "explain",
+    "explanation",
+    "explanation_lines",
+    "hypopg_versions",
+    "hypothetical_dict",
+    "judge",
+    "load_baseline",
+    "measure",
+    "parse_plan",
+    "plan_lines",
+    "plan_shape",
+    "plan_text",
+    "query_fingerprint",
+    "report_dict",
+    "require_hypopg",
+    "result_dict",
+    "run_hypothetical",
+    "run_verify",
+    "save_report",
+    "select_budgets",
+    "statement_timeout_ms",
+]

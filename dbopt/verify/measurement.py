@@ -1,0 +1,226 @@
+"""Measuring one budgeted query: EXPLAIN ANALYZE runs, read-only, rolled back, time-limited.
+
+Every time is the server's own (``Execution Time`` and ``Planning Time`` of EXPLAIN ANALYZE);
+``warmup`` runs are discarded, then ``runs`` runs are recorded; percentiles interpolate
+between ranks. Each run is its own READ ONLY transaction, always rolled back, under the
+statement_timeout of :func:`statement_timeout_ms`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from dbopt.config import Settings
+from dbopt.db import read_only_transaction, server_message
+from dbopt.errors import ConnectError
+from dbopt.model import QueryBudget
+from dbopt.sqltext import budget_query_sql
+from dbopt.verify.plan import PlanNode, parse_plan, plan_shape
+
+#: The shortest statement_timeout derived from a budget.
+MIN_TIMEOUT_MS = 1_000
+
+TIMING_NOTE = (
+    "times are the server's execution time from EXPLAIN ANALYZE (no network or client time; "
+    "EXPLAIN's own timing overhead included); p50/p95 interpolated between ranks "
+    "(statistics.quantiles, inclusive)"
+)
+
+
+class Outcome(StrEnum):
+    """How the runs of one budgeted query ended."""
+
+    OK = "ok"
+    #: Stopped by its statement_timeout.
+    TIMEOUT = "timeout"
+    #: Any other server error (a read-only violation, a missing relation...).
+    ERROR = "error"
+
+
+def _percentile(values: Sequence[float], pct: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What the runs of one budgeted query showed."""
+
+    query: str
+    outcome: Outcome
+    timeout_ms: int
+    warmup: int = 0
+    #: Execution and planning time of each recorded run, in order.
+    execution_ms: tuple[float, ...] = ()
+    planning_ms: tuple[float, ...] = ()
+    #: The last recorded run's plan; after a timeout or error, the planner's estimate if any.
+    plan: PlanNode | None = None
+    shared_hit: int | None = None
+    shared_read: int | None = None
+    rows: int | None = None
+    error: str | None = None
+
+    @property
+    def analyzed(self) -> bool:
+        """True when the plan carries actual numbers (not only the planner's estimates)."""
+        return self.plan is not None and self.plan.total_ms is not None
+
+    @property
+    def p50_ms(self) -> float | None:
+        """Median execution time."""
+        return _percentile(self.execution_ms, 50) if self.execution_ms else None
+
+    @property
+    def p95_ms(self) -> float | None:
+        """95th percentile of execution time (what budgets are judged on)."""
+        return _percentile(self.execution_ms, 95) if self.execution_ms else None
+
+    @property
+    def max_ms(self) -> float | None:
+        """Slowest recorded run."""
+        return max(self.execution_ms) if self.execution_ms else None
+
+    @property
+    def planning_p50_ms(self) -> float | None:
+        """Median planning time."""
+        return _percentile(self.planning_ms, 50) if self.planning_ms else None
+
+    @property
+    def indexes_used(self) -> tuple[str, ...]:
+        """Names of the indexes the plan scans, sorted."""
+        if self.plan is None:
+            return ()
+        return tuple(sorted({n.index for n in self.plan.walk() if n.index and n.scans_index}))
+
+    @property
+    def scans(self) -> tuple[str, ...]:
+        """The scan nodes of the plan (``Seq Scan on public.t``, ``Index Scan using ...``)."""
+        if self.plan is None:
+            return ()
+        return tuple(n.label for n in self.plan.walk() if n.node_type.endswith("Scan"))
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """The plan's shape, as baselines compare it."""
+        return plan_shape(self.plan)
+
+
+def statement_timeout_ms(budget: QueryBudget, settings: Settings) -> int:
+    """The statement_timeout of each run: timeout_ms, else budget_ms times the factor (≥ 1 s)."""
+    if budget.timeout_ms is not None:
+        return math.ceil(budget.timeout_ms)
+    return max(MIN_TIMEOUT_MS, math.ceil(budget.budget_ms * settings.verify_timeout_factor))
+
+
+def _explain_query(budget: QueryBudget, *, analyze: bool) -> sql.Composed:
+    options = "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON" if analyze else "VERBOSE, FORMAT JSON"
+    return sql.SQL("EXPLAIN ({}) {}").format(sql.SQL(options), budget_query_sql(budget.sql))
+
+
+def explain(
+    conn: psycopg.Connection[Any], budget: QueryBudget, timeout_ms: int, *, analyze: bool
+) -> dict[str, Any]:
+    """Run EXPLAIN (with ANALYZE or without) on one budget, read-only and rolled back.
+
+    ``conn`` must not be inside a transaction (dbopt.db.connect gives autocommit connections).
+    Returns the top object of the JSON plan; raises psycopg errors as they come.
+    """
+    params = dict(budget.params) if budget.uses_placeholders else None
+    with read_only_transaction(conn, timeout_ms=timeout_ms) as cur:
+        cur.execute(_explain_query(budget, analyze=analyze), params)
+        row = cur.fetchone()
+    if row is None:  # pragma: no cover - EXPLAIN always returns its row
+        raise ValueError("EXPLAIN returned no row")
+    first = row[0]
+    doc = json.loads(first) if isinstance(first, str) else first
+    top: dict[str, Any] = doc[0]
+    return top
+
+
+def raise_if_lost(
+    conn: psycopg.Connection[Any], exc: psycopg.Error, doing: str | None = None
+) -> None:
+    """Raise ConnectError when ``exc`` cost us the connection (a server error did not)."""
+    if conn.closed or conn.broken:
+        during = f" while {doing}" if doing else ""
+        raise ConnectError(f"lost the connection{during}: {server_message(exc)}") from None
+
+
+def estimated_plan(
+    conn: psycopg.Connection[Any], budget: QueryBudget, timeout_ms: int
+) -> PlanNode | str:
+    """The planner's plan without running the query (plain EXPLAIN), or the server's error."""
+    try:
+        return parse_plan(explain(conn, budget, timeout_ms, analyze=False)["Plan"])
+    except psycopg.Error as exc:
+        raise_if_lost(conn, exc, f"measuring {budget.name}")
+        return server_message(exc)
+
+
+def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settings) -> Measurement:
+    """Run ``warmup`` unrecorded and ``runs`` recorded EXPLAIN ANALYZE runs of one budget.
+
+    A statement_timeout ends the measurement with :attr:`Outcome.TIMEOUT`, any other server
+    error (a read-only violation, a missing relation...) with :attr:`Outcome.ERROR`; both keep
+    the planner's estimated plan when plain EXPLAIN can still produce one. Raises ConnectError
+    when the connection is lost.
+    """
+    timeout = statement_timeout_ms(budget, settings)
+    execution: list[float] = []
+    planning: list[float] = []
+    last: dict[str, Any] | None = None
+    for run in range(budget.warmup + budget.runs):
+        stop: tuple[Outcome, str] | None = None
+        try:
+            top = explain(conn, budget, timeout, analyze=True)
+        except pg_errors.QueryCanceled as exc:
+            raise_if_lost(conn, exc, f"measuring {budget.name}")
+            message = server_message(exc)
+            timed_out = "statement timeout" in message
+            stop = (Outcome.TIMEOUT if timed_out else Outcome.ERROR, message)
+        except psycopg.Error as exc:
+            raise_if_lost(conn, exc, f"measuring {budget.name}")
+            stop = (Outcome.ERROR, server_message(exc))
+        if stop is not None:
+            estimate = estimated_plan(conn, budget, timeout)
+            return Measurement(
+                query=budget.name,
+                outcome=stop[0],
+                timeout_ms=timeout,
+                warmup=budget.warmup,
+                execution_ms=tuple(execution),
+                planning_ms=tuple(planning),
+                plan=estimate if isinstance(estimate, PlanNode) else None,
+                error=stop[1],
+            )
+        if run >= budget.warmup:
+            execution.append(float(top["Execution Time"]))
+            planning.append(float(top.get("Planning Time", 0.0)))
+            last = top
+    assert last is not None  # runs >= 1 (the spec schema's minimum)
+    raw_plan = last["Plan"]
+    rows = raw_plan.get("Actual Rows")
+    return Measurement(
+        query=budget.name,
+        outcome=Outcome.OK,
+        timeout_ms=timeout,
+        warmup=budget.warmup,
+        execution_ms=tuple(execution),
+        planning_ms=tuple(planning),
+        plan=parse_plan(raw_plan),
+        # Buffer counts of a node include its children's: the top node holds the query's.
+        shared_hit=int(raw_plan.get("Shared Hit Blocks", 0)),
+        shared_read=int(raw_plan.get("Shared Read Blocks", 0)),
+        rows=None if rows is None else int(rows),
+    )

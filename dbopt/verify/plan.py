@@ -1,0 +1,109 @@
+"""EXPLAIN (FORMAT JSON) plans as values: the tree of nodes verify measures and judges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dbopt.model import DEFAULT_SCHEMA, QualifiedName
+
+#: The node types that scan an index (what ``uses_index`` counts as using it).
+INDEX_SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+#: The conditions of a node that the plan shows under it, in this order.
+_CONDITIONS = ("Index Cond", "Recheck Cond", "Hash Cond", "Merge Cond", "Join Filter", "Filter")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    """One node of an EXPLAIN plan; actual numbers are totals over all loops (None: estimated)."""
+
+    node_type: str
+    relation: QualifiedName | None = None
+    index: str | None = None
+    cost: float = 0.0
+    plan_rows: float = 0.0
+    actual_rows: float | None = None
+    rows_removed: float | None = None
+    total_ms: float | None = None
+    loops: int | None = None
+    conditions: tuple[str, ...] = ()
+    children: tuple[PlanNode, ...] = ()
+
+    def walk(self) -> Iterator[PlanNode]:
+        """This node and its descendants, pre-order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    @property
+    def label(self) -> str:
+        """``Index Scan using idx on public.t``, ``Seq Scan on public.t``, ``Hash Join``."""
+        text = self.node_type
+        if self.index:
+            text += f" using {self.index}"
+        if self.relation:
+            text += f" on {self.relation}"
+        return text
+
+    @property
+    def scans_index(self) -> bool:
+        """True for an index scan of any kind (it names the index it reads)."""
+        return bool(self.index) and self.node_type in INDEX_SCANS
+
+    @property
+    def never_executed(self) -> bool:
+        """EXPLAIN ANALYZE ran the query but this node never ran (loops = 0)."""
+        return self.loops == 0
+
+    @property
+    def exclusive_ms(self) -> float | None:
+        """Time spent in this node itself (children subtracted), when it was measured."""
+        if self.total_ms is None:
+            return None
+        below = sum(c.total_ms or 0.0 for c in self.children)
+        return max(0.0, self.total_ms - below)
+
+    @property
+    def exclusive_cost(self) -> float:
+        """The planner's estimated cost of this node itself."""
+        return max(0.0, self.cost - sum(c.cost for c in self.children))
+
+
+def parse_plan(raw: Mapping[str, Any]) -> PlanNode:
+    """A PlanNode tree from the ``"Plan"`` object of EXPLAIN (FORMAT JSON)."""
+    loops_raw = raw.get("Actual Loops")
+    loops = int(loops_raw) if loops_raw is not None else None
+    times = 1 if loops is None else loops
+
+    def total(key: str) -> float | None:
+        value = raw.get(key)
+        return None if value is None or loops is None else float(value) * times
+
+    relation = None
+    if raw.get("Relation Name"):
+        # VERBOSE adds "Schema"; without it a plan does not say, and public is the best guess.
+        relation = QualifiedName(raw.get("Schema") or DEFAULT_SCHEMA, raw["Relation Name"])
+    return PlanNode(
+        node_type=str(raw.get("Node Type", "?")),
+        relation=relation,
+        index=raw.get("Index Name"),
+        cost=float(raw.get("Total Cost", 0.0)),
+        plan_rows=float(raw.get("Plan Rows", 0.0)),
+        actual_rows=total("Actual Rows"),
+        rows_removed=total("Rows Removed by Filter"),
+        total_ms=total("Actual Total Time"),
+        loops=loops,
+        conditions=tuple(f"{key}: {raw[key]}" for key in _CONDITIONS if raw.get(key)),
+        children=tuple(parse_plan(child) for child in raw.get("Plans", [])),
+    )
+
+
+def plan_shape(plan: PlanNode | None) -> tuple[str, ...]:
+    """What baselines compare: each node's type and relation/index, pre-order."""
+    return () if plan is None else tuple(node.label for node in plan.walk())
+
+
+def fmt_count(value: float) -> str:
+    """A row count for people: ``49,975``."""
+    return f"{value:,.0f}"

@@ -1,0 +1,103 @@
+"""A whole verify run: select the budgets, check them, then measure and judge each in turn."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from dbopt.catalog import inspect
+from dbopt.config import Settings
+from dbopt.model import QueryBudget, SpecSet
+from dbopt.readonly import CallGraph
+from dbopt.verify.measurement import Measurement, measure
+from dbopt.verify.select import check_budgets, select_budgets
+from dbopt.verify.verdict import (
+    DEFAULT_REGRESSION,
+    DEFAULT_REGRESSION_FLOOR_MS,
+    Baseline,
+    Status,
+    Verdict,
+    judge,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """One budget, what its runs showed, and the verdict."""
+
+    budget: QueryBudget
+    measurement: Measurement
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """Every selected budget, measured and judged."""
+
+    results: tuple[QueryResult, ...]
+    server_version: int
+    baseline: str | None = None
+    threshold: float = DEFAULT_REGRESSION
+
+    def count(self, status: Status) -> int:
+        """How many queries got ``status``."""
+        return sum(1 for r in self.results if r.verdict.status == status)
+
+    @property
+    def worst(self) -> Status:
+        """The worst verdict of the run (pass when it measured nothing)."""
+        return max(
+            (r.verdict.status for r in self.results), key=lambda s: s.rank, default=Status.PASS
+        )
+
+    @property
+    def failed(self) -> tuple[QueryResult, ...]:
+        """The results that fail (the CLI exits 1 when there is any)."""
+        return tuple(r for r in self.results if r.verdict.status == Status.FAIL)
+
+
+def run_verify(
+    conn: psycopg.Connection[Any],
+    specs: SpecSet,
+    settings: Settings,
+    *,
+    queries: Sequence[str] = (),
+    tables: Sequence[str] = (),
+    baseline: Baseline | None = None,
+    threshold: float = DEFAULT_REGRESSION,
+    regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
+    progress: Callable[[QueryBudget], None] | None = None,
+) -> VerifyReport:
+    """Measure and judge the selected budgets on ``conn`` (autocommit), in spec order.
+
+    Raises ConfigError for a query name or table that selects nothing (see
+    :func:`select_budgets`), SpecError for a budget that cannot be judged (nothing runs
+    then), ConnectError when the connection is lost.
+    """
+    chosen = select_budgets(specs, queries, tables)
+    catalog = inspect(conn, specs.relations())
+    check_budgets(chosen, specs, catalog, CallGraph.read(conn))
+    results = []
+    for budget in chosen:
+        if progress is not None:
+            progress(budget)
+        m = measure(conn, budget, settings)
+        verdict = judge(
+            m,
+            budget,
+            catalog=catalog,
+            specs=specs,
+            baseline=baseline,
+            threshold=threshold,
+            regression_floor_ms=regression_floor_ms,
+        )
+        results.append(QueryResult(budget, m, verdict))
+    return VerifyReport(
+        tuple(results),
+        catalog.server_version,
+        baseline=baseline.path if baseline else None,
+        threshold=threshold,
+    )

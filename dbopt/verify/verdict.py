@@ -1,0 +1,424 @@
+"""Judging a measurement: p95 against the budget, the plan against the expectations, and the
+runs against a baseline; the verdict names the plan node that hurt. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from dbopt.model import IndexSpec, QualifiedName, QueryBudget, SpecSet
+from dbopt.verify.measurement import Measurement, Outcome
+from dbopt.verify.plan import PlanNode, fmt_count
+
+if TYPE_CHECKING:
+    from dbopt.catalog import Catalog
+
+#: p95 growth against a baseline that counts as a regression (0.20 = 20 %).
+DEFAULT_REGRESSION = 0.20
+#: ...and the least growth, in milliseconds, that does: sub-millisecond queries jitter by more
+#: than 20 % from run to run, and a CI gate that fails at random gets switched off.
+DEFAULT_REGRESSION_FLOOR_MS = 1.0
+
+
+class Status(StrEnum):
+    """A query's verdict; warn still passes (exit 0)."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def rank(self) -> int:
+        """0 pass, 1 warn, 2 fail: the worst finding decides a verdict."""
+        return _RANK[self]
+
+
+_RANK = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
+
+
+class FindingKind(StrEnum):
+    """What a finding is about."""
+
+    #: p95 over budget_ms.
+    BUDGET = "budget"
+    #: p95 over warn_ms.
+    WARN = "warn"
+    #: Stopped by statement_timeout.
+    TIMEOUT = "timeout"
+    #: The query failed on the server.
+    ERROR = "error"
+    #: An index of expect.uses_index is not used.
+    USES_INDEX = "uses_index"
+    #: A table of expect.no_seq_scan_on is scanned sequentially.
+    NO_SEQ_SCAN_ON = "no_seq_scan_on"
+    #: p95 grew past the threshold against the baseline.
+    REGRESSION = "regression"
+    #: The plan's shape differs from the baseline's.
+    PLAN_CHANGED = "plan_changed"
+    #: Information that does not change the verdict.
+    NOTE = "note"
+
+
+class IndexState(StrEnum):
+    """Whether an index of the specs is in the database."""
+
+    PRESENT = "present"
+    MISSING = "missing"
+    #: It exists, but a failed concurrent build left it INVALID.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One reason behind a verdict."""
+
+    status: Status
+    kind: FindingKind
+    message: str
+
+
+_MEANT_STATE = {
+    IndexState.MISSING: "in the specs but not built yet: run dbopt apply",
+    IndexState.INVALID: "exists but is INVALID (a failed concurrent build): dbopt apply repairs it",
+    IndexState.PRESENT: "exists, but the planner did not choose it",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MeantIndex:
+    """An index of the specs that was meant to serve a query, and whether it is there."""
+
+    spec: IndexSpec
+    state: IndexState
+
+    def describe(self) -> str:
+        """``idx on public.t (a, b): in the specs, not built yet: run dbopt apply``."""
+        cols = ", ".join(c.name or f"({c.expr})" for c in self.spec.columns)
+        where = f" WHERE {self.spec.where}" if self.spec.where else ""
+        head = f"{self.spec.name} on {self.spec.table} ({cols}){where} [{self.spec.location}]"
+        reason = f" — {self.spec.reason}" if self.spec.reason else ""
+        return f"{head}: {_MEANT_STATE[self.state]}{reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineEntry:
+    """One query of an earlier report."""
+
+    p95_ms: float | None
+    shape: tuple[str, ...]
+    sql_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """An earlier report (see :func:`dbopt.verify.report.load_baseline`), by query name."""
+
+    path: str
+    entries: Mapping[str, BaselineEntry] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Pass, warn or fail for one query, with the findings and the node that hurt."""
+
+    query: str
+    status: Status
+    findings: tuple[Finding, ...] = ()
+    culprit: PlanNode | None = None
+    culprit_why: str | None = None
+    meant: tuple[MeantIndex, ...] = ()
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The messages of the findings that decided the status (fail ones, or warn ones)."""
+        return tuple(f.message for f in self.findings if f.status == self.status)
+
+    @property
+    def summary(self) -> str:
+        """One line: the first deciding reason, or 'within budget'."""
+        reasons = self.reasons
+        if self.status == Status.PASS or not reasons:
+            return "within budget"
+        more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        return reasons[0] + more
+
+
+def query_fingerprint(budget: QueryBudget) -> str:
+    """sha256 of the query text and its parameters: baselines compare only like with like."""
+    body = json.dumps([budget.sql, dict(budget.params)], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _relations_of(table: QualifiedName, catalog: Catalog | None) -> set[QualifiedName]:
+    """A table and, when it is partitioned, its partitions (their scans count as its scans)."""
+    found = {table}
+    relation = catalog.relations.get(table) if catalog else None
+    if relation is not None:
+        found.update(relation.partitions)
+    return found
+
+
+def _index_state(
+    name: str, table: QualifiedName | None, catalog: Catalog | None
+) -> IndexState | None:
+    if catalog is None:
+        return None
+    for qname, index in catalog.indexes.items():
+        if qname.name == name and (table is None or qname.schema == table.schema):
+            return IndexState.PRESENT if index.is_valid else IndexState.INVALID
+    return IndexState.MISSING
+
+
+def _waste(node: PlanNode) -> str:
+    """``read 50,000 rows to keep 25 (99.9% removed by its filter)``, or "" when none was."""
+    kept = node.actual_rows or 0.0
+    read = kept + (node.rows_removed or 0.0)
+    if not node.rows_removed or not read:
+        return ""
+    # Rounded down: 49,983 of 50,000 is "99.9%", never a misleading "100%".
+    share = math.floor(node.rows_removed / read * 1000) / 10
+    return (
+        f"read {fmt_count(read)} rows to keep {fmt_count(kept)} ({share:g}% removed by its filter)"
+    )
+
+
+def _culprit(
+    plan: PlanNode, forbidden: Mapping[QualifiedName, QualifiedName]
+) -> tuple[PlanNode, str]:
+    """The node that hurt most, and why: a forbidden seq scan, a wasteful one, the slowest."""
+    nodes = list(plan.walk())
+    for node in nodes:
+        if (
+            node.node_type == "Seq Scan"
+            and node.relation is not None
+            and node.relation in forbidden
+        ):
+            why = f"a Seq Scan, which expect.no_seq_scan_on forbids on {forbidden[node.relation]}"
+            waste = _waste(node)
+            return node, why + (f": {waste}" if waste else "")
+    wasteful = [
+        n
+        for n in nodes
+        if n.node_type == "Seq Scan"
+        and n.rows_removed is not None
+        and n.rows_removed > (n.actual_rows or 0.0)
+    ]
+    if wasteful:
+        node = max(wasteful, key=lambda n: n.rows_removed or 0.0)
+        return node, _waste(node)
+    if plan.total_ms is not None:
+        node = max(nodes, key=lambda n: n.exclusive_ms or 0.0)
+        share = (node.exclusive_ms or 0.0) / plan.total_ms if plan.total_ms else 0.0
+        return node, f"{node.exclusive_ms or 0.0:.3f} ms, {share:.0%} of the time, spent here"
+    filtered = [n for n in nodes if n.node_type == "Seq Scan" and n.conditions]
+    if filtered:
+        node = max(filtered, key=lambda n: n.cost)
+        return node, (
+            f"estimated: reads all of {node.relation} and filters it "
+            f"(cost {node.cost:,.2f} of {plan.cost:,.2f})"
+        )
+    node = max(nodes, key=lambda n: n.exclusive_cost)
+    return node, f"estimated: the costliest node (cost {node.exclusive_cost:,.2f})"
+
+
+def _meant_indexes(
+    budget: QueryBudget,
+    specs: SpecSet | None,
+    catalog: Catalog | None,
+    culprit: PlanNode | None,
+) -> tuple[MeantIndex, ...]:
+    """The spec indexes meant to serve a query: its uses_index, else those on the hurt table."""
+    if specs is None:
+        return ()
+    by_name = {i.name: i for i in specs.all_indexes}
+    chosen = [by_name[n] for n in budget.expect.uses_index if n in by_name]
+    if not chosen and culprit is not None and culprit.relation is not None:
+        chosen = [i for i in specs.all_indexes if i.table == culprit.relation]
+    return tuple(
+        MeantIndex(spec, _index_state(spec.name, spec.table, catalog) or IndexState.PRESENT)
+        for spec in chosen
+    )
+
+
+_UNUSED_BECAUSE = {
+    IndexState.MISSING: " — it is not in the database yet: run dbopt apply",
+    IndexState.INVALID: " — it exists but is INVALID: dbopt apply repairs it",
+}
+
+
+def expectation_findings(
+    budget: QueryBudget,
+    plan: PlanNode,
+    catalog: Catalog | None,
+    *,
+    estimated: bool,
+    rename: Mapping[str, str] | None = None,
+    say_missing: bool = True,
+) -> list[Finding]:
+    """uses_index and no_seq_scan_on checked against a plan.
+
+    ``rename`` maps hypothetical index names to spec names; ``say_missing`` adds "not built
+    yet: run dbopt apply" to an unused index the catalog does not have.
+    """
+    findings: list[Finding] = []
+    rename = rename or {}
+    used = {rename.get(n.index, n.index) for n in plan.walk() if n.index and n.scans_index}
+    shown = ", ".join(sorted(used)) or "no index"
+    by = " by the estimated plan" if estimated else ""
+    within = " in the estimated plan" if estimated else ""
+    for name in budget.expect.uses_index:
+        if name in used:
+            continue
+        state = _index_state(name, None, catalog) if say_missing else None
+        why = _UNUSED_BECAUSE.get(state, "") if state is not None else ""
+        findings.append(
+            Finding(
+                Status.FAIL,
+                FindingKind.USES_INDEX,
+                f"expected index {name} is not used{by} (it uses {shown}){why}",
+            )
+        )
+    for table in budget.expect.no_seq_scan_on:
+        scanned = _relations_of(table, catalog)
+        for node in plan.walk():
+            if node.node_type == "Seq Scan" and node.relation in scanned:
+                findings.append(
+                    Finding(
+                        Status.FAIL,
+                        FindingKind.NO_SEQ_SCAN_ON,
+                        f"Seq Scan on {node.relation}{within} (expect.no_seq_scan_on: {table})",
+                    )
+                )
+                break
+    return findings
+
+
+def _shape_change(before: Sequence[str], after: Sequence[str]) -> str:
+    gone = Counter(before) - Counter(after)
+    new = Counter(after) - Counter(before)
+    parts = [f"- {label}" for label in sorted(gone.elements())]
+    parts += [f"+ {label}" for label in sorted(new.elements())]
+    return "; ".join(parts) or "same nodes, in another order"
+
+
+def _baseline_findings(
+    m: Measurement,
+    budget: QueryBudget,
+    entry: BaselineEntry | None,
+    baseline: Baseline,
+    threshold: float,
+    floor_ms: float,
+) -> list[Finding]:
+    if entry is None:
+        return [Finding(Status.PASS, FindingKind.NOTE, f"not in the baseline {baseline.path}")]
+    if entry.sql_sha256 and entry.sql_sha256 != query_fingerprint(budget):
+        return [
+            Finding(
+                Status.PASS, FindingKind.NOTE, "the query or its params changed since the baseline"
+            )
+        ]
+    findings: list[Finding] = []
+    p95 = m.p95_ms
+    if p95 is not None and entry.p95_ms is not None:
+        growth = (p95 - entry.p95_ms) / entry.p95_ms if entry.p95_ms > 0 else math.inf
+        if growth > threshold and p95 - entry.p95_ms >= floor_ms:
+            findings.append(
+                Finding(
+                    Status.FAIL,
+                    FindingKind.REGRESSION,
+                    f"p95 regressed {growth:+.0%} against the baseline "
+                    f"({entry.p95_ms:.3f} -> {p95:.3f} ms; threshold {threshold:.0%})",
+                )
+            )
+    if entry.shape and m.shape and tuple(entry.shape) != m.shape:
+        findings.append(
+            Finding(
+                Status.WARN,
+                FindingKind.PLAN_CHANGED,
+                f"the plan changed shape since the baseline: {_shape_change(entry.shape, m.shape)}",
+            )
+        )
+    return findings
+
+
+def _time_findings(m: Measurement, budget: QueryBudget) -> list[Finding]:
+    """How the runs ended, and p95 against budget_ms and warn_ms."""
+    if m.outcome == Outcome.TIMEOUT:
+        return [
+            Finding(
+                Status.FAIL,
+                FindingKind.TIMEOUT,
+                f"stopped by statement_timeout after {m.timeout_ms} ms (budget "
+                f"{budget.budget_ms:g} ms); the plan shown is the planner's estimate",
+            )
+        ]
+    if m.outcome == Outcome.ERROR:
+        return [Finding(Status.FAIL, FindingKind.ERROR, f"the query failed: {m.error}")]
+    if m.p95_ms is None:
+        return []
+    numbers = f"p50 {m.p50_ms or 0.0:.3f} ms, max {m.max_ms or 0.0:.3f} ms"
+    if m.p95_ms > budget.budget_ms:
+        return [
+            Finding(
+                Status.FAIL,
+                FindingKind.BUDGET,
+                f"p95 {m.p95_ms:.3f} ms is over the budget of {budget.budget_ms:g} ms ({numbers})",
+            )
+        ]
+    if budget.warn_ms is not None and m.p95_ms > budget.warn_ms:
+        return [
+            Finding(
+                Status.WARN,
+                FindingKind.WARN,
+                f"p95 {m.p95_ms:.3f} ms is over warn_ms {budget.warn_ms:g} ms "
+                f"(budget {budget.budget_ms:g} ms)",
+            )
+        ]
+    return []
+
+
+def judge(
+    m: Measurement,
+    budget: QueryBudget,
+    *,
+    catalog: Catalog | None = None,
+    specs: SpecSet | None = None,
+    baseline: Baseline | None = None,
+    threshold: float = DEFAULT_REGRESSION,
+    regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
+) -> Verdict:
+    """Judge a measurement: p95 against budget_ms/warn_ms, the expectations, the baseline.
+
+    ``catalog`` words findings about missing or INVALID indexes and expands partitioned
+    tables; ``specs`` names the indexes meant to serve a failing query. Pure: no I/O.
+    """
+    findings = _time_findings(m, budget)
+    if m.plan is not None:
+        findings += expectation_findings(budget, m.plan, catalog, estimated=not m.analyzed)
+    if baseline is not None and m.outcome == Outcome.OK:
+        entry = baseline.entries.get(budget.name)
+        findings += _baseline_findings(m, budget, entry, baseline, threshold, regression_floor_ms)
+    status = max((f.status for f in findings), key=lambda s: s.rank, default=Status.PASS)
+    culprit: tuple[PlanNode, str] | None = None
+    if m.plan is not None:
+        forbidden = {
+            rel: table
+            for table in budget.expect.no_seq_scan_on
+            for rel in _relations_of(table, catalog)
+        }
+        culprit = _culprit(m.plan, forbidden)
+    meant = _meant_indexes(budget, specs, catalog, culprit[0] if culprit else None)
+    return Verdict(
+        query=budget.name,
+        status=status,
+        findings=tuple(sorted(findings, key=lambda f: -f.status.rank)),
+        culprit=culprit[0] if culprit else None,
+        culprit_why=culprit[1] if culprit else None,
+        meant=meant if status != Status.PASS else (),
+    )
