@@ -233,6 +233,7 @@ def connect(
             autocommit=autocommit,
             application_name=application_name,
             connect_timeout=connect_timeout,
+            options=_startup_options(conninfo),
         )
     except psycopg.Error as exc:
         reason = str(exc).strip().removeprefix("connection failed: ")
@@ -252,6 +253,14 @@ def connect(
         conn.close()
         raise error
     return conn
+
+
+def _startup_options(conninfo: str) -> str:
+    """The connection's startup options with ``statement_timeout=0`` last: a client startup
+    option outranks role and database settings, so a role's tiny statement_timeout cannot
+    cancel the statement that pins the session (the DSN's and PGOPTIONS's options are kept)."""
+    given = conninfo_to_dict(conninfo).get("options") or os.environ.get("PGOPTIONS", "")
+    return f"{given} -c statement_timeout=0".strip()
 
 
 def pin(conn: psycopg.Connection[Any], pins: Sequence[tuple[str, str]]) -> dict[str, str]:
