@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from dbopt.planner import Plan
 
 FORMATS = ("table", "plain", "json", "markdown")
 
@@ -64,16 +67,20 @@ def flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
-def plan_rows(plan: Any) -> tuple[list[str], list[list[str]]]:
+def plan_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of a plan: one row per action."""
     rows = []
     for action in plan.actions:
-        note = action.reason if action.enabled else f"{action.reason} (needs {flag(action.needs)})"
+        note = (
+            action.reason
+            if action.enabled
+            else f"{action.reason} (needs {flag(action.needs or '')})"
+        )
         rows.append([action.kind.value, str(action.name), str(action.table), note])
     return ["action", "object", "on", "why"], rows
 
 
-def plan_sql(plan: Any, *, rollback: bool = False) -> str:
+def plan_sql(plan: Plan, *, rollback: bool = False) -> str:
     """The exact SQL apply (or rollback) would run, formatted with sqlparse, in order."""
     import sqlparse
 
@@ -93,7 +100,7 @@ def plan_sql(plan: Any, *, rollback: bool = False) -> str:
     return "\n".join(out)
 
 
-def plan_json(plan: Any) -> str:
+def plan_json(plan: Plan) -> str:
     """The plan as JSON, for CI and scripts."""
     return json.dumps(
         {

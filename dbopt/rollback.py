@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from dbopt.catalog import Catalog, inspect
+from dbopt.catalog import Catalog, CatalogIndex, Relation, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.errors import InputError
 from dbopt.history import ChangeRecord, History, OwnedObject
@@ -238,11 +238,11 @@ def _undo(change: ChangeRecord, context: _Context) -> Action:
     raise _Skip(f"dbopt has no undo for a {change.action}")
 
 
-def _made(change: ChangeRecord, context: _Context) -> Any:
+def _made(change: ChangeRecord, context: _Context) -> CatalogIndex | Relation:
     """The live object this change made, when it is still the one dbopt made."""
     name, catalog = change.name, context.catalog
     if change.object_type == "view":
-        found: Any = catalog.relations.get(name)
+        found: CatalogIndex | Relation | None = catalog.relations.get(name)
         if found is None or found.relkind != "m":
             raise _Skip(f"there is no materialized view {name} any more")
     else:
@@ -278,7 +278,7 @@ def _undo_create(change: ChangeRecord, context: _Context, reason: str) -> Action
     found = _made(change, context)
     catalog = context.catalog
     origin = f"made by dbopt run {change.run_id}"
-    if change.object_type == "view":
+    if isinstance(found, Relation):
         return drop_view_action(
             found,
             catalog,
@@ -356,7 +356,7 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
     found = _made(change, context)
     catalog = context.catalog
     expected = current_oid(change, context.later)
-    if change.object_type == "view":
+    if isinstance(found, Relation):
         view = _view_spec(change, context.calls)
         action = replace_view_action(
             view,

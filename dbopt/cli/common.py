@@ -49,13 +49,13 @@ class Options:
     fmt: str
     verbose: int
 
-    def load_config(self) -> Any:
+    def load_config(self) -> Config:
         """dbopt.yaml (or the defaults)."""
         from dbopt.config import load_config
 
         return load_config(self.config)
 
-    def spec_dirs(self, config: Any) -> list[tuple[Path, bool]]:
+    def spec_dirs(self, config: Config) -> list[tuple[Path, bool]]:
         """--specs when given (each must exist), else the config's or default dirs (optional)."""
         if self.specs:
             return [(p, True) for p in self.specs]

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dbopt.config import Target
     from dbopt.model import QualifiedName
+    from dbopt.planner import Plan
+    from dbopt.rollback import Skipped
+    from dbopt.usecases import Locking, Outcome
 
 
 def _size(size: int | None) -> str:
@@ -33,13 +39,15 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def _print_outcome(outcome: Any, fmt: str, command: str) -> None:
+def _print_outcome(outcome: Outcome, fmt: str, command: str) -> None:
     """The summary table of a run; exit 130 when it was interrupted, 1 when it failed."""
     from dbopt import render
     from dbopt.errors import CheckFailedError
     from dbopt.model import ChangeOutcome, RunOutcome
 
     run = outcome.run
+    if run is None:
+        return
     render.print_rows(
         ["object", "action", "result", "seconds", "building", "waiting", "builds", "size"],
         [
@@ -86,7 +94,7 @@ class _Terminal:
         self.fmt = fmt
         self.env = env
 
-    def planned(self, plan: Any, title: str, skipped: Any) -> None:
+    def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
         from dbopt import render
 
         headers, rows = render.plan_rows(plan)
@@ -101,20 +109,20 @@ class _Terminal:
         return bool(typed == self.env)
 
 
-def _closing(reporter: Any) -> None:
+def _closing(reporter: object) -> None:
     close = getattr(reporter, "close", None)
     if callable(close):
         close()
 
 
-def _blocked_exit(plan: Any) -> None:
+def _blocked_exit(plan: Plan) -> None:
     """Drift left in place (no --replace-drifted/--prune) is a failed check: exit 1."""
     if plan.blocked:
         from dbopt.errors import CheckFailedError
         from dbopt.render import flag
 
         raise CheckFailedError(
-            "; ".join(f"{a.kind.value} {a.name} needs {flag(a.needs)}" for a in plan.blocked)
+            "; ".join(f"{a.kind.value} {a.name} needs {flag(a.needs or '')}" for a in plan.blocked)
         )
 
 
@@ -221,7 +229,7 @@ _BUILD_WAIT = click.option(
 )
 
 
-def _with_build_wait(target: Any, value: str | None) -> Any:
+def _with_build_wait(target: Target, value: str | None) -> Target:
     """The target with --build-wait-timeout applied."""
     if value is None:
         return target
@@ -233,7 +241,7 @@ def _with_build_wait(target: Any, value: str | None) -> Any:
     return replace(target, settings=settings)
 
 
-def _locking(wait: bool, wait_timeout: str | None) -> Any:
+def _locking(wait: bool, wait_timeout: str | None) -> Locking:
     from dbopt.config import duration_ms
     from dbopt.errors import ConfigError
     from dbopt.usecases import Locking
