@@ -24,12 +24,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Print the JSON Schema of spec files (or dbopt.yaml) for editors.",
     ),
     "plan": (
-        "dbopt.cli.db_cmds",
+        "dbopt.cli.plan_cmds",
         "plan",
         "Show what apply would change: the specs diffed against the live catalog.",
     ),
     "apply": (
-        "dbopt.cli.db_cmds",
+        "dbopt.cli.plan_cmds",
         "apply",
         "Build the planned indexes without blocking the application.",
     ),
@@ -39,17 +39,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Measure each budgeted query with EXPLAIN ANALYZE and judge it against its budget.",
     ),
     "rollback": (
-        "dbopt.cli.db_cmds",
+        "dbopt.cli.rollback_cmd",
         "rollback",
         "Undo a dbopt run: drop what it created, restore what it replaced.",
     ),
     "refresh-views": (
-        "dbopt.cli.db_cmds",
+        "dbopt.cli.refresh_cmd",
         "refresh_views",
         "Refresh materialized views in dependency order (what cron runs).",
     ),
     "status": (
-        "dbopt.cli.db_cmds",
+        "dbopt.cli.status_cmd",
         "status",
         "Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.",
     ),

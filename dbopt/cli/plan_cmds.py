@@ -1,0 +1,196 @@
+"""`dbopt plan` and `dbopt apply`: what would change, and changing it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.run_output import (
+    BUILD_WAIT,
+    WAIT,
+    WAIT_FOR_BLOCKERS,
+    WAIT_TIMEOUT,
+    Terminal,
+    blocked_exit,
+    closing,
+    locking,
+    print_outcome,
+    with_build_wait,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@common_options
+@click.option("--sql", "show_sql", is_flag=True, help="Print the exact SQL apply would run.")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the plan has changes (for CI gates).")
+@click.option("--replace-drifted", is_flag=True, help="Plan replacing drifted indexes.")
+@click.option(
+    "--prune", is_flag=True, help="Plan dropping indexes dbopt created that left the specs."
+)
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Replacing a materialized view also rebuilds the views that read it (listed).",
+)
+def plan(
+    opts: Options,
+    show_sql: bool,
+    exit_code: bool,
+    replace_drifted: bool,
+    prune: bool,
+    cascade: bool,
+) -> None:
+    """Show what apply would change: the specs diffed against the live catalog.
+
+    Each action is create, skip, repair (an INVALID index), replace (drift; runs only with
+    --replace-drifted) or drop (an index dbopt created that left the specs; only with --prune).
+    Indexes dbopt did not create are never dropped.
+
+    \b
+    Examples:
+      dbopt plan --env staging
+      dbopt plan --dsn postgresql://app@localhost/app --sql
+      dbopt plan --env production --format json --exit-code
+    """
+    from dbopt import render, usecases
+    from dbopt.history import History
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = opts.target(config)
+    result = usecases.plan(
+        target,
+        specs,
+        History(config.history_schema),
+        replace_drifted=replace_drifted,
+        prune=prune,
+        cascade=cascade,
+    )
+    if show_sql:
+        from dbopt.db import session_sql
+
+        click.echo(session_sql(target.settings) + render.plan_sql(result), nl=False)
+    elif opts.fmt == "json":
+        click.echo(render.plan_json(result))
+    else:
+        headers, rows = render.plan_rows(result)
+        render.print_rows(headers, rows, opts.fmt, sys.stdout, title="Plan")
+        for action in result.changes:
+            if action.kind.value == "replace":
+                click.echo(f"drift in {action.name}:\n{action.diff()}")
+        for note in result.notes:
+            click.echo(f"note: {note}")
+        click.echo(
+            f"{len(result.runnable)} to change, {len(result.blocked)} need a flag, "
+            f"{len(result.actions) - len(result.changes)} unchanged"
+        )
+    if result.refused:
+        from dbopt.errors import UnsafeActionError
+
+        raise UnsafeActionError(
+            "apply would refuse this plan:\n  "
+            + "\n  ".join(a.refusal or "" for a in result.refused)
+        )
+    if exit_code and result.changes:
+        from dbopt.errors import CheckFailedError
+
+        raise CheckFailedError(f"{len(result.changes)} change(s) planned")
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@common_options
+@click.option("--dry-run", is_flag=True, help="Run nothing; print the SQL apply would run.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")
+@click.option("--replace-drifted", is_flag=True, help="Replace drifted indexes (no downtime).")
+@click.option("--prune", is_flag=True, help="Drop indexes dbopt created that left the specs.")
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Replacing a materialized view also rebuilds the views that read it.",
+)
+@WAIT
+@WAIT_TIMEOUT
+@WAIT_FOR_BLOCKERS
+@BUILD_WAIT
+@click.option("--jobs", type=click.IntRange(1, 64), help="Tables built in parallel.")
+@click.option(
+    "--plans-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write each run's rollback SQL to DIR/run-<id>-rollback.sql.",
+)
+def apply(
+    opts: Options,
+    dry_run: bool,
+    yes: bool,
+    replace_drifted: bool,
+    prune: bool,
+    cascade: bool,
+    wait: bool,
+    wait_timeout: str | None,
+    wait_for_blockers: bool,
+    build_wait_timeout: str | None,
+    jobs: int | None,
+    plans_dir: Path | None,
+) -> None:
+    """Build the planned indexes without blocking the application.
+
+    Runs exactly the plan `dbopt plan` shows, with CREATE INDEX CONCURRENTLY on an autocommit
+    connection, the environment's lock_timeout and statement_timeout, retries on lock waits
+    (naming the blocking sessions), a validity check after every build and no INVALID index
+    left behind on failure. Before the first statement it refuses (exit 2) what it could not
+    finish: a replace that would lose what the old object carries, a drop something depends
+    on, a table the role does not own. Every run is recorded in the history schema.
+
+    \b
+    Examples:
+      dbopt apply --env staging
+      dbopt apply --env production --dry-run
+      dbopt apply --env production --replace-drifted --jobs 2 --plans-dir plans/
+    """
+    from dbopt import usecases
+    from dbopt.cli.report import make_reporter
+    from dbopt.history import History
+    from dbopt.spec import load_specs
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = with_build_wait(opts.target(config), build_wait_timeout)
+    options = usecases.ApplyOptions(
+        replace_drifted=replace_drifted,
+        prune=prune,
+        cascade=cascade,
+        jobs=jobs,
+        locking=locking(wait, wait_timeout),
+        wait_for_blockers=wait_for_blockers,
+        dry_run=dry_run,
+        plans_dir=plans_dir,
+        yes=yes,
+    )
+    reporter = make_reporter(opts.verbose)
+    try:
+        outcome = usecases.apply(
+            target,
+            specs,
+            History(config.history_schema),
+            options,
+            reporter=reporter,
+            hooks=Terminal(opts.fmt, target.env),
+        )
+    finally:
+        closing(reporter)
+    if dry_run:
+        click.echo(outcome.sql, nl=False)
+        return
+    if outcome.run is None:
+        click.echo("nothing to apply: the database matches the specs")
+    else:
+        print_outcome(outcome, opts.fmt, "apply")
+    blocked_exit(outcome.plan)

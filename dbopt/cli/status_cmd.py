@@ -1,0 +1,113 @@
+"""`dbopt status`: what dbopt manages, and how it is."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.run_output import (
+    human_age,
+    human_size,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@common_options
+def status(opts: Options) -> None:
+    """Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.
+
+    Managed indexes are the ones in the specs. Scans count since the last statistics reset.
+    Indexes on the same tables that are in no spec are listed apart: dbopt never touches them.
+
+    \b
+    Examples:
+      dbopt status --env production
+      dbopt status --dsn postgresql://app@localhost/app --format json
+    """
+    import dataclasses
+
+    from dbopt import render
+    from dbopt.db import connect
+    from dbopt.history import History
+    from dbopt.spec import load_specs
+    from dbopt.status import index_status
+
+    config = opts.load_config()
+    specs = load_specs(opts.spec_dirs(config))
+    target = opts.target(config)
+    with connect(target.dsn, settings=target.settings) as conn:
+        report = index_status(conn, specs, target.settings, History(config.history_schema))
+    headers = ["index", "table", "state", "valid", "size", "scans", "created by"]
+    managed = [
+        [r.name, r.table, r.state, r.valid, human_size(r.size_bytes), r.scans, r.origin]
+        for r in report.managed
+    ]
+    unmanaged = [
+        [r.name, r.table, r.state, r.valid, human_size(r.size_bytes), r.scans, r.origin]
+        for r in report.unmanaged
+    ]
+    if opts.fmt == "json":
+        import json
+
+        click.echo(
+            json.dumps(
+                {
+                    "managed": [dict(zip(headers, row, strict=True)) for row in managed],
+                    "unmanaged": [dict(zip(headers, row, strict=True)) for row in unmanaged],
+                    "last_run": None
+                    if report.last_run is None
+                    else dataclasses.asdict(report.last_run),
+                    "views": [
+                        {
+                            "view": v.name,
+                            "state": v.state,
+                            "populated": v.populated,
+                            "size_bytes": v.size_bytes,
+                            "schedule": v.schedule,
+                            "last_refresh": v.last_refresh,
+                            "age_s": v.age_s,
+                            "overdue": v.overdue,
+                        }
+                        for v in report.views
+                    ],
+                },
+                default=str,
+            )
+        )
+        return
+    render.print_rows(headers, managed, opts.fmt, sys.stdout, title="Managed indexes")
+    render.print_rows(
+        headers, unmanaged, opts.fmt, sys.stdout, title="Unmanaged indexes on the same tables"
+    )
+    if report.views:
+        render.print_rows(
+            ["view", "state", "populated", "size", "schedule", "last refresh", "age", "overdue"],
+            [
+                [
+                    v.name,
+                    v.state,
+                    v.populated,
+                    human_size(v.size_bytes),
+                    v.schedule,
+                    v.last_refresh.strftime("%Y-%m-%d %H:%M") if v.last_refresh else "never",
+                    human_age(v.age_s),
+                    "OVERDUE" if v.overdue else "",
+                ]
+                for v in report.views
+            ],
+            opts.fmt,
+            sys.stdout,
+            title="Materialized views",
+        )
+    last = report.last_run
+    click.echo(
+        f"last run: #{last.id} {last.command} {last.outcome} at {last.started_at}"
+        if last
+        else "last run: none (dbopt has not applied anything here)"
+    )
