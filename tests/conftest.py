@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit
 
+import helpers
 import psycopg
 import pytest
 from psycopg import sql
@@ -208,7 +209,28 @@ def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> helpers.Write:
+    """Write files (``**{"indexes/users.yaml": text}``, dedented, UTF-8) under a fresh
+    working directory; no DSN from the caller's environment (it would turn `validate` into
+    `validate --dsn`)."""
+    helpers.project(tmp_path, monkeypatch)
+
+    def _write(**files: str) -> None:
+        helpers.write_files(tmp_path, files)
+
+    return _write
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback TCP port nothing listens on."""
+    return helpers.closed_port()
+
+
+@pytest.fixture
+def shop(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """The orders table of tests/shop.py, its spec file and a `test` environment; the
     working directory is the project."""
     from shop import make_shop

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import sys
 import textwrap
@@ -41,6 +42,10 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
     """Write each ``relative path -> text`` of ``files`` under ``root`` (see `write_file`)."""
     for relative, text in files.items():
         write_file(root, relative, text)
+
+
+#: The `write` fixture (conftest.py): ``write(**{"indexes/users.yaml": text})``.
+Write = Callable[..., None]
 
 
 def write_specs(root: Path, files: Mapping[str, str], folder: str = "indexes") -> Path:
@@ -91,6 +96,13 @@ def project(
     monkeypatch.chdir(root)
     clean_env(monkeypatch)
     return root
+
+
+def closed_port() -> int:
+    """A loopback TCP port nothing listens on (bound to find it free, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # --- the command line ------------------------------------------------------------------------

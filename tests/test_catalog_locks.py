@@ -7,18 +7,17 @@ are still sized and deparsed, so DDL open on one of those is still waited for (a
 
 from __future__ import annotations
 
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import psycopg
 import pytest
-from click.testing import CliRunner
+from helpers import cli
 
 from dbopt.catalog import inspect
-from dbopt.cli import main
 from dbopt.model import QualifiedName
 
 #: The session's lock_timeout in these tests: a wait would raise within it.
@@ -293,12 +292,14 @@ SPEC = """\
 def project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_db: psycopg.Connection[Any]
 ) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DBOPT_DSN", raising=False)
-    (tmp_path / "indexes").mkdir()
-    (tmp_path / "indexes" / "appointments.yaml").write_text(textwrap.dedent(SPEC))
-    (tmp_path / "dbopt.yaml").write_text(f"defaults: {{lock_timeout: {LOCK_TIMEOUT_MS}ms}}\n")
-    return tmp_path
+    return helpers.project(
+        tmp_path,
+        monkeypatch,
+        {
+            "indexes/appointments.yaml": SPEC,
+            "dbopt.yaml": f"defaults: {{lock_timeout: {LOCK_TIMEOUT_MS}ms}}\n",
+        },
+    )
 
 
 @pytest.mark.parametrize("command", ["plan", "status", "validate", "apply", "verify"])
@@ -307,6 +308,6 @@ def test_commands_never_wait_on_ddl_outside_the_specs(
 ) -> None:
     holder.execute("ALTER TABLE audit ADD COLUMN x int")
     started = time.monotonic()
-    result = CliRunner().invoke(main, [command, "--dsn", db_dsn])
+    result = cli(command, "--dsn", db_dsn)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < LOCK_TIMEOUT_MS / 1000
