@@ -222,6 +222,13 @@ def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> helpers.Write:
 
 
 @pytest.fixture
+def no_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DBOPT_DSN, DATABASE_URL or PG* variable: connection errors and labels must not
+    depend on the host the tests run on."""
+    helpers.clean_env(monkeypatch, libpq=True)
+
+
+@pytest.fixture
 def closed_port() -> int:
     """A loopback TCP port nothing listens on."""
     return helpers.closed_port()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from helpers import clean_env
 
 from dbopt.db import connect, format_db_error, server_version
 from dbopt.errors import ConfigError, ConnectError
@@ -12,10 +11,8 @@ from dbopt.errors import ConfigError, ConnectError
 PASSWORD = "Tr0ub4dor-and-3"
 
 
-@pytest.fixture(autouse=True)
-def _clean_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """connect() reads DATABASE_URL and libpq reads PG*: start every test from neither."""
-    clean_env(monkeypatch, libpq=True)
+# connect() reads DATABASE_URL and libpq reads PG*: every test starts from neither.
+pytestmark = pytest.mark.usefixtures("no_libpq_env")
 
 
 def _connect_error(dsn: str | None) -> ConnectError:

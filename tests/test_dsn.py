@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from helpers import clean_env
 
 from dbopt.dsn import describe_target, expand_env, mask_dsn, scrub, secrets_of
 from dbopt.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _clean_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _pinned_libpq_env(no_libpq_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels fall back to the libpq environment: pin it so results do not depend on the host."""
-    clean_env(monkeypatch, libpq=True)
     monkeypatch.setenv("PGUSER", "envuser")
 
 
