@@ -104,6 +104,7 @@ def test_killed_backend_is_reported_and_nothing_invalid_is_left(
     assert conn.execute("SELECT to_regclass('idx_appt_barber') IS NOT NULL").fetchone() == (True,)
 
 
+@pytest.mark.slow
 def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -220,6 +221,7 @@ def test_statement_timeout_stops_a_build_and_says_so(
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
 
 
+@pytest.mark.slow
 def test_wait_queues_behind_another_run_instead_of_exiting_3(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from click.testing import Result
 from helpers import catalog_snapshot, cli
 
@@ -27,6 +28,7 @@ def dbopt(*args: str) -> Result:
     return cli(*args, *SPECS)
 
 
+@pytest.mark.slow
 def test_shipped_specs_apply_verify_refresh_and_roll_back(
     conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

@@ -180,6 +180,7 @@ def test_an_index_named_stands_for_its_table(catalog_db: psycopg.Connection[Any]
     assert q("appt_note") in catalog.indexes
 
 
+@pytest.mark.slow
 def test_ddl_on_a_relevant_relation_is_still_waited_for(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
 ) -> None:
@@ -198,6 +199,7 @@ def test_ddl_on_a_relevant_relation_is_still_waited_for(
     inspect(catalog_db, RELEVANT)
 
 
+@pytest.mark.slow
 def test_without_relevant_everything_is_inspected_and_may_wait(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
 ) -> None:

@@ -19,6 +19,9 @@ import pytest
 from click.testing import Result
 from helpers import cli, environments, project, read_until, start_dbopt, wait_for, write_specs
 
+#: Every test here waits on real builds and lock waits of a second or more.
+pytestmark = pytest.mark.slow
+
 
 def run_rows(output: str) -> list[dict[str, Any]]:
     """The run's summary rows from `--format json` output (its last JSON line)."""

@@ -195,6 +195,7 @@ def test_borrowed_server_masks_password_and_drops_only_its_databases(
     assert TEMPLATE_DB in _databases(pg_server)
 
 
+@pytest.mark.slow
 def test_running_server_applies_settings_and_cleans_up(pg_server: Server) -> None:
     _local_only(pg_server)
     settings = {"work_mem": "7MB", "application_name": "it's"}
@@ -220,6 +221,7 @@ def _data_dir(stderr: str) -> Path | None:
     return Path(match.group(1)) if match else None
 
 
+@pytest.mark.slow
 def test_cli_prints_dsn_and_cleans_up(tmp_path: Path, pg_server: Server) -> None:
     schema = tmp_path / "schema.sql"
     schema.write_text(

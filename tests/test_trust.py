@@ -474,6 +474,7 @@ def test_view_replace_refused_when_a_column_grant_has_no_column_left(
         admin_conn.execute("DROP ROLE dbopt_reader")
 
 
+@pytest.mark.slow
 def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -674,6 +675,7 @@ def test_an_invalid_index_dbopt_did_not_make_is_never_repaired(
 # --- 5. dbopt waits only on what it touches --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_wait_waits_for_the_other_run_beyond_lock_timeout(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

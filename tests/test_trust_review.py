@@ -60,6 +60,7 @@ ONE_INDEX = (
 )
 
 
+@pytest.mark.slow
 def test_a_failed_build_never_adopts_another_sessions_index(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -224,6 +225,7 @@ def test_the_view_swap_checks_every_index_it_renames(
     assert temporary_names(conn) == []
 
 
+@pytest.mark.slow
 def test_a_lock_during_the_up_front_check_is_waited_for_and_the_run_is_closed(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
