@@ -12,6 +12,11 @@ a test creates, as an application's owner role does on a managed service. ``admi
 ``admin_conn`` reach the same database as the server's superuser, for the few steps that need
 one (roles, extensions, a superuser's run). On a ``DBOPT_TEST_DSN`` server whose role cannot
 create roles, both are that role and the header says so.
+
+Tests taking a second or more are marked ``slow``: ``pytest -m "not slow"`` is the quick loop.
+Helpers shared by the test files (the CLI, files, catalog reads, waits on observed state) are
+plain functions in tests/helpers.py; the fixtures built on them (``write``, ``no_libpq_env``,
+``closed_port``, ``shop``) are here.
 """
 
 from __future__ import annotations

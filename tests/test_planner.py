@@ -802,9 +802,9 @@ def test_a_view_others_read_is_never_pruned_and_a_namesake_never_dropped() -> No
 
 def test_a_view_name_taken_by_a_type_or_another_relation_is_a_spec_error() -> None:
     with pytest.raises(SpecError) as caught:
-        plan([], cat(ORDERS, types={"mv_revenue": "enum type"}), {}, views=[REVENUE])
+        plan([], cat(ORDERS, types={"mv_revenue": "domain"}), {}, views=[REVENUE])
     assert problems(caught) == [
-        "views/mv_revenue.yaml:1:1: public.mv_revenue is taken by a enum type: choose another name"
+        "views/mv_revenue.yaml:1:1: public.mv_revenue is taken by a domain: choose another name"
     ]
     with pytest.raises(SpecError) as caught:
         plan([], cat(ORDERS, rel("mv_revenue")), {}, views=[REVENUE])
