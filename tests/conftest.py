@@ -12,6 +12,11 @@ a test creates, as an application's owner role does on a managed service. ``admi
 ``admin_conn`` reach the same database as the server's superuser, for the few steps that need
 one (roles, extensions, a superuser's run). On a ``DBOPT_TEST_DSN`` server whose role cannot
 create roles, both are that role and the header says so.
+
+Tests taking a second or more are marked ``slow``: ``pytest -m "not slow"`` is the quick loop.
+Helpers shared by the test files (the CLI, files, catalog reads, waits on observed state) are
+plain functions in tests/helpers.py; the fixtures built on them (``write``, ``no_libpq_env``,
+``closed_port``, ``shop``) are here.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit
 
+import helpers
 import psycopg
 import pytest
 from psycopg import sql
@@ -208,7 +214,35 @@ def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> helpers.Write:
+    """Write files (``**{"indexes/users.yaml": text}``, dedented, UTF-8) under a fresh
+    working directory; no DSN from the caller's environment (it would turn `validate` into
+    `validate --dsn`)."""
+    helpers.project(tmp_path, monkeypatch)
+
+    def _write(**files: str) -> None:
+        helpers.write_files(tmp_path, files)
+
+    return _write
+
+
+@pytest.fixture
+def no_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DBOPT_DSN, DATABASE_URL or PG* variable: connection errors and labels must not
+    depend on the host the tests run on."""
+    helpers.clean_env(monkeypatch, libpq=True)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback TCP port nothing listens on."""
+    return helpers.closed_port()
+
+
+@pytest.fixture
+def shop(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """The orders table of tests/shop.py, its spec file and a `test` environment; the
     working directory is the project."""
     from shop import make_shop

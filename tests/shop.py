@@ -1,19 +1,17 @@
-"""A small shop schema (orders, a customers view) and helpers for the trust tests.
+"""A small shop schema (orders, a customers view) for the trust tests.
 
 Shared by tests/test_trust.py and tests/test_trust_review.py; the ``shop`` fixture that sets
-it up is in conftest.py.
+it up is in conftest.py, the generic helpers (cli, oid, waits...) in tests/helpers.py.
 """
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from click.testing import CliRunner, Result
-
-from dbopt.cli import main
+import pytest
+from helpers import environments, project
 
 TABLE = """
 CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
@@ -31,59 +29,23 @@ indexes:
 """
 
 
-def cli(*args: str, input: str | None = None) -> Result:
-    fmt = [] if "--format" in args else ["--format", "plain"]
-    return CliRunner().invoke(main, [*args, *fmt], input=input)
+#: The shop's `test` environment (short lock waits, one retry).
+SETTINGS = {"lock_timeout": "2s", "retries": 1, "retry_backoff": "10ms", "cleanup_wait": "5s"}
 
 
-def write(root: Path, relative: str, text: str) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
-def make_shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
+def make_shop(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """The orders table and its spec file; the working directory is the project."""
     conn.execute(TABLE)  # type: ignore[call-overload]
-    write(tmp_path, "indexes/orders.yaml", ORDERS)
-    write(
+    return project(
         tmp_path,
-        "dbopt.yaml",
-        f"""
-        environments:
-          test:
-            dsn: "{db_dsn}"
-            lock_timeout: 2s
-            retries: 1
-            retry_backoff: 10ms
-            cleanup_wait: 5s
-        """,
+        monkeypatch,
+        {
+            "indexes/orders.yaml": ORDERS,
+            "dbopt.yaml": environments(test={"dsn": db_dsn, **SETTINGS}),
+        },
     )
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def oid(conn: psycopg.Connection[Any], name: str) -> int | None:
-    row = conn.execute("SELECT to_regclass(%s)::oid::bigint", (name,)).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
-
-
-def indexdef(conn: psycopg.Connection[Any], name: str) -> str | None:
-    row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", (name,)).fetchone()
-    return None if row is None else row[0]
-
-
-def temporary_names(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute(
-        "SELECT relname FROM pg_class WHERE relname LIKE '%dbopt\\_new' "
-        "OR relname LIKE '%dbopt\\_old'"
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")
-    return [r[0] for r in rows.fetchall()]
 
 
 MV = """

@@ -4,21 +4,25 @@ confirmation, parallel jobs. Each runs the real CLI against a real PostgreSQL.""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import helpers
 import psycopg
 import pytest
-from click.testing import CliRunner
-
-from dbopt.cli import main
+from helpers import (
+    cli,
+    environments,
+    gone,
+    invalid_indexes,
+    start_dbopt,
+    wait_for,
+    waiting_build,
+)
 
 SPECS = """
 table: public.appointments
@@ -28,60 +32,31 @@ indexes:
 
 
 @pytest.fixture
-def project(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
+def project(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """A table, its spec, and a dbopt.yaml with a `test` environment (long lock_timeout)."""
     conn.execute("CREATE TABLE appointments (id int PRIMARY KEY, barber_id int, note text)")
     conn.execute("INSERT INTO appointments SELECT g, g % 30, 'n' FROM generate_series(1, 2000) g")
-    (tmp_path / "indexes").mkdir()
-    (tmp_path / "indexes" / "appointments.yaml").write_text(SPECS)
-    (tmp_path / "dbopt.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            environments:
-              test:
-                dsn: "{db_dsn}"
-                lock_timeout: 30s
-                retries: 0
-              guarded:
-                dsn: "{db_dsn}"
-                confirm: true
-            """
-        )
+    return helpers.project(
+        tmp_path,
+        monkeypatch,
+        {
+            "indexes/appointments.yaml": SPECS,
+            "dbopt.yaml": environments(
+                test={"dsn": db_dsn, "lock_timeout": "30s", "retries": 0},
+                guarded={"dsn": db_dsn, "confirm": True},
+            ),
+        },
     )
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
-def _wait_for_waiting_build(conn: psycopg.Connection[Any], timeout: float = 20.0) -> int:
-    """The pid of dbopt's build once it waits for the blocking transaction."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'dbopt-apply' "
-            "AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'"
-        ).fetchone()
-        if row:
-            return int(row[0])
-        time.sleep(0.1)
-    raise AssertionError("the build never started waiting")
-
-
-def _invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute(
-        "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
-    ).fetchall()
-    return [r[0] for r in rows]
+#: dbopt's concurrent build, waiting for the blocking transaction.
+BUILD = "CREATE INDEX CONCURRENTLY%"
 
 
 def _start_apply(project: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dbopt", "apply", "--env", "test", "--format", "plain", *args],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return start_dbopt(project, "apply", "--env", "test", "--format", "plain", *args)
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
@@ -91,13 +66,19 @@ def test_ctrl_c_cancels_the_build_cleans_up_and_exits_130(
     with psycopg.connect(db_dsn) as blocker:
         blocker.execute("INSERT INTO appointments VALUES (-1, 1, 'open transaction')")
         proc = _start_apply(project, "--jobs", jobs)
-        _wait_for_waiting_build(conn)
+        pid = waiting_build(conn, BUILD)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        # The build is cancelled while the blocker still holds it up.
+        wait_for(
+            conn,
+            "SELECT 1 WHERE NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s "
+            "AND state = 'active' AND query LIKE 'CREATE INDEX CONCURRENTLY%%')",
+            (pid,),
+        )
         blocker.rollback()  # the cleanup's DROP INDEX CONCURRENTLY may wait for it too
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
-    assert _invalid_indexes(conn) == []
+    assert invalid_indexes(conn) == []
     row = conn.execute("SELECT outcome FROM dbopt.runs ORDER BY id DESC LIMIT 1").fetchone()
     assert row == ("aborted",)
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
@@ -109,20 +90,21 @@ def test_killed_backend_is_reported_and_nothing_invalid_is_left(
     with psycopg.connect(db_dsn) as blocker:
         blocker.execute("INSERT INTO appointments VALUES (-1, 1, 'open transaction')")
         proc = _start_apply(project)
-        pid = _wait_for_waiting_build(conn)
+        pid = waiting_build(conn, BUILD)
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        time.sleep(0.5)
+        gone(conn, pid)
         blocker.rollback()
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     assert "terminating connection" in out or "server closed the connection" in out, out
-    assert _invalid_indexes(conn) == []
+    assert invalid_indexes(conn) == []
     # The next apply builds it.
-    result = CliRunner().invoke(main, ["apply", "--env", "test"])
+    result = cli("apply", "--env", "test")
     assert result.exit_code == 0, result.output
     assert conn.execute("SELECT to_regclass('idx_appt_barber') IS NOT NULL").fetchone() == (True,)
 
 
+@pytest.mark.slow
 def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -134,9 +116,15 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         # A transaction holding a snapshot: concurrent builds wait for it to end.
         blocker.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         blocker.execute("SELECT count(*) FROM appointments")
-        time.sleep(0.4)
         pid = blocker.info.backend_pid
-        refused = CliRunner().invoke(main, ["apply", "--env", "test"])
+        # Older than lock_timeout: what the up-front check refuses.
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s "
+            "AND xact_start < now() - interval '200 ms'",
+            (pid,),
+        )
+        refused = cli("apply", "--env", "test")
         assert refused.exit_code == 2, refused.output
         assert "would make concurrent builds and drops wait" in refused.output
         assert f"pid {pid}" in refused.output
@@ -145,25 +133,23 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         # With --wait-for-blockers the build starts and waits for the blocker (its wait does
         # not block the application): the blocker ends once the build is seen waiting.
         def release_when_the_build_waits() -> None:
-            with psycopg.connect(db_dsn, autocommit=True) as watcher:
-                for _ in range(600):
+            try:
+                with psycopg.connect(db_dsn, autocommit=True) as watcher:
                     # Waiting long enough for the watcher to report it (after 1 s).
-                    waiting = watcher.execute(
+                    wait_for(
+                        watcher,
                         "SELECT 1 FROM pg_stat_progress_create_index p "
                         "JOIN pg_stat_activity a ON a.pid = p.pid "
                         "WHERE p.phase LIKE 'waiting%%' AND a.wait_event_type = 'Lock' "
                         "AND a.query LIKE 'CREATE INDEX CONCURRENTLY%%' "
-                        "AND now() - a.state_change > interval '2 s'"
-                    ).fetchone()
-                    if waiting:
-                        break
-                    time.sleep(0.05)
-            blocker.rollback()
+                        "AND now() - a.state_change > interval '2 s'",
+                        timeout=30,
+                    )
+            finally:
+                blocker.rollback()
 
         threading.Thread(target=release_when_the_build_waits).start()
-        forced = CliRunner().invoke(
-            main, ["apply", "--env", "test", "--wait-for-blockers", "--format", "plain"]
-        )
+        forced = cli("apply", "--env", "test", "--wait-for-blockers", "--format", "plain")
     # It started, waited in the build's wait phase naming the blocker, and built once:
     # no lock_timeout, no INVALID index dropped, no second build.
     assert forced.exit_code == 0, forced.output
@@ -171,7 +157,7 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
     assert "waiting for old snapshots" in forced.output
     assert "lock_timeout" not in forced.output
     assert "INVALID" not in forced.output
-    assert _invalid_indexes(conn) == []
+    assert invalid_indexes(conn) == []
     assert conn.execute("SELECT to_regclass('idx_appt_barber') IS NOT NULL").fetchone() == (True,)
 
 
@@ -182,7 +168,7 @@ def test_role_that_does_not_own_the_table_is_refused(
     conn.execute("GRANT SELECT ON appointments TO dbopt_reader")
     dsn = psycopg.conninfo.make_conninfo(db_dsn, user="dbopt_reader")
     try:
-        result = CliRunner().invoke(main, ["apply", "--dsn", dsn])
+        result = cli("apply", "--dsn", dsn)
     finally:
         admin_conn.execute("DROP OWNED BY dbopt_reader")
         admin_conn.execute("DROP ROLE dbopt_reader")
@@ -191,12 +177,12 @@ def test_role_that_does_not_own_the_table_is_refused(
 
 
 def test_confirm_environment_needs_its_name(project: Path, conn: psycopg.Connection[Any]) -> None:
-    wrong = CliRunner().invoke(main, ["apply", "--env", "guarded"], input="staging\n")
+    wrong = cli("apply", "--env", "guarded", input="staging\n")
     assert wrong.exit_code == 2, wrong.output
     assert "Type the environment name (guarded)" in wrong.output
     assert "not confirmed; nothing was run" in wrong.output
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
-    right = CliRunner().invoke(main, ["apply", "--env", "guarded"], input="guarded\n")
+    right = cli("apply", "--env", "guarded", input="guarded\n")
     assert right.exit_code == 0, right.output
     assert conn.execute("SELECT to_regclass('idx_appt_barber') IS NOT NULL").fetchone() == (True,)
 
@@ -209,14 +195,12 @@ def test_jobs_build_tables_in_parallel_and_plans_dir_keeps_the_rollback(
         "table: payments\nindexes:\n  - {name: idx_pay_appt, columns: [appointment_id]}\n"
         "  - {name: idx_pay_amount, columns: [amount]}\n"
     )
-    result = CliRunner().invoke(
-        main, ["apply", "--env", "test", "--jobs", "2", "--plans-dir", "plans"]
-    )
+    result = cli("apply", "--env", "test", "--jobs", "2", "--plans-dir", "plans")
     assert result.exit_code == 0, result.output
     rollback_sql = (project / "plans" / "run-1-rollback.sql").read_text()
     for name in ("idx_appt_barber", "idx_pay_appt", "idx_pay_amount"):
         assert f'DROP INDEX CONCURRENTLY IF EXISTS "public"."{name}";' in rollback_sql
-    status = CliRunner().invoke(main, ["status", "--env", "test", "--format", "json"])
+    status = cli("status", "--env", "test", "--format", "json")
     states = {r["index"]: r["state"] for r in json.loads(status.output)["managed"]}
     assert set(states.values()) == {"ok"}
 
@@ -230,13 +214,14 @@ def test_statement_timeout_stops_a_build_and_says_so(
     (project / "dbopt.yaml").write_text(
         f'environments:\n  test:\n    dsn: "{db_dsn}"\n    statement_timeout: 5ms\n'
     )
-    result = CliRunner().invoke(main, ["apply", "--env", "test"])
+    result = cli("apply", "--env", "test")
     assert result.exit_code == 1, result.output
     assert "statement_timeout (5 ms) stopped the statement" in result.output
-    assert _invalid_indexes(conn) == []
+    assert invalid_indexes(conn) == []
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
 
 
+@pytest.mark.slow
 def test_wait_queues_behind_another_run_instead_of_exiting_3(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -244,9 +229,23 @@ def test_wait_queues_behind_another_run_instead_of_exiting_3(
 
     with psycopg.connect(db_dsn, autocommit=True) as other:
         take_run_lock(other, wait=False)
-        threading.Timer(1.0, other.close).start()  # the other run ends after a second
+
+        def end_the_other_run() -> None:
+            # Once this apply has queued for the run lock for a second.
+            with psycopg.connect(db_dsn, autocommit=True) as watcher:
+                try:
+                    wait_for(
+                        watcher,
+                        "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' "
+                        "AND state = 'active' AND now() - query_start > interval '1 s'",
+                        timeout=30,
+                    )
+                finally:
+                    other.close()
+
+        threading.Thread(target=end_the_other_run).start()
         started = time.monotonic()
-        result = CliRunner().invoke(main, ["apply", "--env", "test", "--wait"])
+        result = cli("apply", "--env", "test", "--wait")
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started >= 0.9
 
@@ -260,7 +259,7 @@ def test_a_lock_the_catalog_query_cannot_get_exits_3_without_a_traceback(
     with psycopg.connect(db_dsn) as blocker:
         blocker.execute("LOCK TABLE appointments IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
-        result = CliRunner().invoke(main, ["plan", "--env", "test"])
+        result = cli("plan", "--env", "test")
         waited = time.monotonic() - started
     assert result.exit_code == 3, result.output
     assert "error: gave up waiting for a lock (lock_timeout): canceling statement due to lock " in (
@@ -273,7 +272,7 @@ def test_a_lock_the_catalog_query_cannot_get_exits_3_without_a_traceback(
 def test_a_prompt_without_an_answer_is_not_a_confirmation(
     project: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    result = CliRunner().invoke(main, ["apply", "--env", "guarded"], input="")
+    result = cli("apply", "--env", "guarded", input="")
     assert result.exit_code == 2, result.output
     assert "not confirmed" in result.output
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from click.testing import CliRunner
+import pytest
+from click.testing import Result
+from helpers import catalog_snapshot, cli
 
-from dbopt.cli import main
 from dbopt.spec import load_specs
 from tools.demo import load_bookedbarber
 
@@ -23,24 +24,16 @@ SPECS = ["--specs", str(ROOT / "indexes"), "--specs", str(ROOT / "views")]
 SCALE = "0.05"  # 50,000 appointments: enough for the planner to prefer every index
 
 
-def snapshot(conn: psycopg.Connection[Any]) -> set[tuple[str, str, str]]:
-    rows = conn.execute(
-        "SELECT c.relkind::text, c.relname, coalesce(pg_get_indexdef(c.oid), '') "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('i', 'm', 'r')"
-    ).fetchall()
-    return {(r[0], r[1], r[2]) for r in rows}
+def dbopt(*args: str) -> Result:
+    return cli(*args, *SPECS)
 
 
-def dbopt(*args: str) -> Any:
-    return CliRunner().invoke(main, [*args, *SPECS])
-
-
+@pytest.mark.slow
 def test_shipped_specs_apply_verify_refresh_and_roll_back(
     conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     load_bookedbarber(db_dsn, SCALE)
-    original = snapshot(conn)
+    original = catalog_snapshot(conn)
     db = ("--dsn", db_dsn)
 
     assert dbopt("validate", *db).exit_code == 0
@@ -77,4 +70,4 @@ def test_shipped_specs_apply_verify_refresh_and_roll_back(
 
     rolled = dbopt("rollback", *db, "--last", "--yes")
     assert rolled.exit_code == 0, rolled.output
-    assert snapshot(conn) == original
+    assert catalog_snapshot(conn) == original

@@ -1,8 +1,26 @@
 """Golden cases (tests/cases/<name>/): plan matches, apply, re-plan is empty, rollback restores.
 
-Each folder holds ``setup.sql`` (the starting database), ``specs/`` (the spec files),
-``expected_plan.txt`` (one ``action schema.index`` line per action, in plan order) and
-optionally ``flags`` (extra flags for plan and apply, e.g. ``--replace-drifted``).
+Each folder holds:
+
+``setup.sql``
+    The starting database (run as the owner role; tables, data, hand-made objects).
+``before/`` (optional)
+    Spec files applied first (``apply``, exit 0): the history a case needs, e.g.
+    an index dbopt made that the specs then drop (prune), or a view dbopt made whose query
+    then drifts. "The original catalog" a rollback must restore is the catalog after this.
+``specs/``
+    The spec files planned and applied (``indexes/``-style and ``views/``-style files may sit
+    side by side: the loader tells them apart by ``table:`` or ``name:``).
+``expected_plan.txt``
+    One ``action schema.object`` line per action of ``plan --format json``, in plan order
+    (skips included).
+``flags`` (optional)
+    Extra flags for plan and apply, e.g. ``--replace-drifted``, ``--prune``, ``--cascade``.
+
+Checked: the plan is exactly ``expected_plan.txt``; apply exits 0; a second plan has nothing
+but skips and every index is valid; ``rollback --last`` exits 0 and the catalog (tables,
+indexes, views and materialized views with their definitions and validity) is again what it
+was before the apply.
 """
 
 from __future__ import annotations
@@ -13,26 +31,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner
-
-from dbopt.cli import main
+from click.testing import Result
+from helpers import catalog_snapshot, cli
 
 CASES = Path(__file__).parent / "cases"
 
 
-def catalog_snapshot(conn: psycopg.Connection[Any]) -> set[tuple[str, str, bool]]:
-    """Every index outside dbopt's own schema: name, definition, validity."""
-    rows = conn.execute(
-        "SELECT c.relname, pg_get_indexdef(c.oid), i.indisvalid FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname NOT IN ('pg_catalog', 'pg_toast', 'information_schema', 'dbopt')"
-    ).fetchall()
-    return {(r[0], r[1], r[2]) for r in rows}
-
-
-def run(args: list[str], dsn: str, specs: Path) -> Any:
-    result = CliRunner().invoke(main, [*args, "--dsn", dsn, "--specs", str(specs)])
-    return result
+def run(args: list[str], dsn: str, specs: Path) -> Result:
+    return cli(*args, "--dsn", dsn, "--specs", str(specs))
 
 
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
@@ -41,6 +47,9 @@ def test_case(case: str, conn: psycopg.Connection[Any], db_dsn: str) -> None:
     conn.execute((folder / "setup.sql").read_text())  # type: ignore[call-overload]
     flags = (folder / "flags").read_text().split() if (folder / "flags").exists() else []
     specs = folder / "specs"
+    if (folder / "before").is_dir():
+        first = run(["apply", "--format", "plain"], db_dsn, folder / "before")
+        assert first.exit_code == 0, first.output
     original = catalog_snapshot(conn)
 
     planned = run(["plan", "--format", "json", *flags], db_dsn, specs)
@@ -54,7 +63,7 @@ def test_case(case: str, conn: psycopg.Connection[Any], db_dsn: str) -> None:
     replanned = run(["plan", "--format", "json", "--exit-code", *flags], db_dsn, specs)
     assert replanned.exit_code == 0, replanned.output
     assert {a["action"] for a in json.loads(replanned.output)["actions"]} <= {"skip"}
-    assert all(valid for _n, _d, valid in catalog_snapshot(conn))
+    assert all(valid for _kind, _name, _definition, valid in catalog_snapshot(conn))
 
     rolled = run(["rollback", "--last", "--yes", "--format", "plain"], db_dsn, specs)
     assert rolled.exit_code == 0, rolled.output

@@ -7,18 +7,17 @@ are still sized and deparsed, so DDL open on one of those is still waited for (a
 
 from __future__ import annotations
 
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import psycopg
 import pytest
-from click.testing import CliRunner
+from helpers import cli
 
 from dbopt.catalog import inspect
-from dbopt.cli import main
 from dbopt.model import QualifiedName
 
 #: The session's lock_timeout in these tests: a wait would raise within it.
@@ -181,6 +180,7 @@ def test_an_index_named_stands_for_its_table(catalog_db: psycopg.Connection[Any]
     assert q("appt_note") in catalog.indexes
 
 
+@pytest.mark.slow
 def test_ddl_on_a_relevant_relation_is_still_waited_for(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
 ) -> None:
@@ -199,6 +199,7 @@ def test_ddl_on_a_relevant_relation_is_still_waited_for(
     inspect(catalog_db, RELEVANT)
 
 
+@pytest.mark.slow
 def test_without_relevant_everything_is_inspected_and_may_wait(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
 ) -> None:
@@ -293,12 +294,14 @@ SPEC = """\
 def project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_db: psycopg.Connection[Any]
 ) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DBOPT_DSN", raising=False)
-    (tmp_path / "indexes").mkdir()
-    (tmp_path / "indexes" / "appointments.yaml").write_text(textwrap.dedent(SPEC))
-    (tmp_path / "dbopt.yaml").write_text(f"defaults: {{lock_timeout: {LOCK_TIMEOUT_MS}ms}}\n")
-    return tmp_path
+    return helpers.project(
+        tmp_path,
+        monkeypatch,
+        {
+            "indexes/appointments.yaml": SPEC,
+            "dbopt.yaml": f"defaults: {{lock_timeout: {LOCK_TIMEOUT_MS}ms}}\n",
+        },
+    )
 
 
 @pytest.mark.parametrize("command", ["plan", "status", "validate", "apply", "verify"])
@@ -307,6 +310,6 @@ def test_commands_never_wait_on_ddl_outside_the_specs(
 ) -> None:
     holder.execute("ALTER TABLE audit ADD COLUMN x int")
     started = time.monotonic()
-    result = CliRunner().invoke(main, [command, "--dsn", db_dsn])
+    result = cli(command, "--dsn", db_dsn)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < LOCK_TIMEOUT_MS / 1000

@@ -7,14 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from helpers import Write, clean_env, cli
 from jsonschema import Draft202012Validator
 
 import dbopt.cli
@@ -22,28 +20,6 @@ from dbopt.cli import main
 from dbopt.yamlload import load_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-Write = Callable[..., None]
-
-
-@pytest.fixture
-def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
-    """Write files (relative path -> dedented text) under a fresh working directory."""
-    monkeypatch.chdir(tmp_path)
-    # A DSN in the caller's environment would turn `validate` into `validate --dsn`.
-    monkeypatch.delenv("DBOPT_DSN", raising=False)
-
-    def _write(**files: str) -> None:
-        for name, text in files.items():
-            path = tmp_path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text), encoding="utf-8")
-
-    return _write
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
 
 
 GOOD = {
@@ -114,7 +90,7 @@ BAD_LINES = [
 
 def test_validate_ok(write: Write) -> None:
     write(**GOOD)
-    result = run("validate")
+    result = cli("validate")
     assert result.exit_code == 0, result.output
     assert result.stdout == ("ok: 3 files, 4 indexes, 1 materialized views, 2 budgeted queries\n")
     assert result.stderr == ""
@@ -122,7 +98,7 @@ def test_validate_ok(write: Write) -> None:
 
 def test_validate_ok_json(write: Write) -> None:
     write(**GOOD)
-    result = run("validate", "--format", "json")
+    result = cli("validate", "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
         "ok": True,
@@ -135,7 +111,7 @@ def test_validate_ok_json(write: Write) -> None:
 
 def test_validate_bad_spec_exits_2_with_every_problem(write: Write) -> None:
     write(**BAD)
-    result = run("validate")
+    result = cli("validate")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -146,7 +122,7 @@ def test_validate_bad_spec_exits_2_with_every_problem(write: Write) -> None:
 
 def test_validate_bad_spec_json(write: Write) -> None:
     write(**BAD)
-    result = run("validate", "--format", "json")
+    result = cli("validate", "--format", "json")
     assert result.exit_code == 2
     document = json.loads(result.stdout)
     assert document["ok"] is False
@@ -160,14 +136,14 @@ def test_validate_bad_spec_json(write: Write) -> None:
 
 def test_validate_specs_option(write: Write) -> None:
     write(**GOOD, **{"more/extra.yaml": "table: extra\n"})
-    result = run("validate", "--specs", "indexes", "--specs", "more")
+    result = cli("validate", "--specs", "indexes", "--specs", "more")
     assert result.exit_code == 0, result.output
     assert result.stdout == "ok: 3 files, 3 indexes, 0 materialized views, 1 budgeted queries\n"
 
 
 def test_validate_missing_specs_directory(write: Write) -> None:
     write(**GOOD)
-    result = run("validate", "--specs", "nope")
+    result = cli("validate", "--specs", "nope")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "nope:1:1: no such directory: check --specs",
@@ -177,7 +153,7 @@ def test_validate_missing_specs_directory(write: Write) -> None:
 
 def test_validate_without_specs(write: Write) -> None:
     write(**{"README.md": "empty project"})
-    result = run("validate")
+    result = cli("validate")
     assert result.exit_code == 2
     assert result.stderr == (
         "error: no spec files (*.yaml) found in indexes, views: write indexes/<table>.yaml or "
@@ -192,14 +168,14 @@ def test_validate_uses_the_spec_dirs_of_the_config(write: Write) -> None:
             "db/specs/users.yaml": "table: users\nindexes:\n  - {name: u, columns: [a]}\n",
         }
     )
-    result = run("validate")
+    result = cli("validate")
     assert result.exit_code == 0, result.output
     assert result.stdout == "ok: 1 files, 1 indexes, 0 materialized views, 0 budgeted queries\n"
 
 
 def test_validate_bad_config(write: Write) -> None:
     write(**GOOD, **{"dbopt.yaml": "environments:\n  staging:\n    dns: x\n"})
-    result = run("validate")
+    result = cli("validate")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "dbopt.yaml:3:5: environments.staging: unknown key 'dns'; did you mean 'dsn'?",
@@ -209,7 +185,7 @@ def test_validate_bad_config(write: Write) -> None:
 
 def test_validate_bad_config_json(write: Write) -> None:
     write(**GOOD, **{"dbopt.yaml": "environments:\n  staging:\n    dns: x\n"})
-    result = run("validate", "--format", "json")
+    result = cli("validate", "--format", "json")
     assert result.exit_code == 2
     assert json.loads(result.stdout) == {
         "ok": False,
@@ -227,14 +203,14 @@ def test_validate_bad_config_json(write: Write) -> None:
 
 def test_validate_missing_config_file(write: Write) -> None:
     write(**GOOD)
-    result = run("validate", "--config", "ci.yaml")
+    result = cli("validate", "--config", "ci.yaml")
     assert result.exit_code == 2
     assert result.stderr == "error: ci.yaml: no such config file\n"
 
 
 def test_validate_unknown_environment(write: Write) -> None:
     write(**GOOD, **{"dbopt.yaml": "environments:\n  production: {dsn: x}\n  staging: {}\n"})
-    result = run("validate", "--env", "prod")
+    result = cli("validate", "--env", "prod")
     assert result.exit_code == 2
     assert result.stderr == (
         "error: unknown environment 'prod' (dbopt.yaml); did you mean 'production'?\n"
@@ -246,7 +222,7 @@ def test_validate_environment_with_an_unset_variable(
 ) -> None:
     monkeypatch.delenv("DBOPT_CLI_TEST_URL", raising=False)
     write(**GOOD, **{"dbopt.yaml": "environments:\n  ci: {dsn: '${DBOPT_CLI_TEST_URL}'}\n"})
-    result = run("validate", "--env", "ci")
+    result = cli("validate", "--env", "ci")
     assert result.exit_code == 2
     assert result.stderr == (
         "error: environment 'ci' in dbopt.yaml: environment variable DBOPT_CLI_TEST_URL is not "
@@ -256,7 +232,7 @@ def test_validate_environment_with_an_unset_variable(
 
 def test_validate_malformed_dsn_is_bad_input(write: Write) -> None:
     write(**GOOD)
-    result = run("validate", "--dsn", "host")
+    result = cli("validate", "--dsn", "host")
     assert result.exit_code == 2
     assert result.stderr == (
         'error: invalid connection string: missing "=" after "..." in connection info string\n'
@@ -266,7 +242,7 @@ def test_validate_malformed_dsn_is_bad_input(write: Write) -> None:
 def test_validate_unreachable_database_exits_3(write: Write) -> None:
     write(**GOOD)
     # Port 1 on the loopback interface: refused at once, no server needed.
-    result = run("validate", "--dsn", "postgresql://nobody:secret@127.0.0.1:1/app")
+    result = cli("validate", "--dsn", "postgresql://nobody:secret@127.0.0.1:1/app")
     assert result.exit_code == 3
     assert result.stderr.startswith("error: could not connect to nobody@127.0.0.1:1/app: ")
     assert "secret" not in result.output
@@ -276,26 +252,26 @@ def test_validate_unreachable_database_exits_3(write: Write) -> None:
 
 
 def test_unknown_flag_exits_2(write: Write) -> None:
-    result = run("validate", "--bogus")
+    result = cli("validate", "--bogus")
     assert result.exit_code == 2
     assert "No such option" in result.stderr
     assert "--bogus" in result.stderr
 
 
 def test_bad_choice_exits_2(write: Write) -> None:
-    result = run("validate", "--format", "yaml")
+    result = cli("validate", "--format", "yaml")
     assert result.exit_code == 2
     assert "Error: Invalid value for '--format'" in result.stderr
 
 
 def test_unknown_command_exits_2(write: Write) -> None:
-    result = run("valdate")
+    result = cli("valdate")
     assert result.exit_code == 2
     assert "Error: No such command 'valdate'" in result.stderr
 
 
 def test_version() -> None:
-    result = run("--version")
+    result = cli("--version")
     assert result.exit_code == 0
     assert result.stdout == "dbopt, version 0.1.0\n"
 
@@ -359,7 +335,7 @@ def test_every_command_has_help_with_examples(name: str, command: click.Command)
     assert "\b\nExamples:\n" in text, f"dbopt {name}: no \\b Examples block"
     summary = text.splitlines()[0]
     assert summary.endswith("."), f"dbopt {name}: the first line should be a one-line summary"
-    result = run(name, "--help")
+    result = cli(name, "--help")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     start = lines.index("  Examples:")
@@ -374,7 +350,7 @@ def test_every_command_has_help_with_examples(name: str, command: click.Command)
 
 
 def test_main_help_lists_commands_examples_and_exit_codes() -> None:
-    result = run("--help")
+    result = cli("--help")
     assert result.exit_code == 0
     assert "  Examples:\n    dbopt validate\n" in result.stdout
     assert "  Exit codes:\n    0  success\n" in result.stdout
@@ -414,7 +390,7 @@ def test_python_dash_m_dbopt_exit_code_for_a_bad_spec(write: Write, tmp_path: Pa
 
 
 def schema_output(*args: str) -> dict[str, Any]:
-    result = run("schema", *args)
+    result = cli("schema", *args)
     assert result.exit_code == 0, result.output
     document: dict[str, Any] = json.loads(result.stdout)
     return document
@@ -461,9 +437,9 @@ def test_schema_accepts_the_repository_specs(path: Path) -> None:
 def test_the_repository_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     if not spec_documents(REPO):
         pytest.skip("the repository holds no example specs")
-    monkeypatch.delenv("DBOPT_DSN", raising=False)
+    clean_env(monkeypatch)
     monkeypatch.chdir(REPO)
-    result = run("validate", "--specs", "indexes", "--specs", "views")
+    result = cli("validate", "--specs", "indexes", "--specs", "views")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"ok: {len(spec_documents(REPO))} files, ")
 
@@ -499,14 +475,14 @@ def test_dbopt_dsn_never_overrides_an_explicit_env(
     write(**GOOD, **PROD_ONLY)
     monkeypatch.setenv("DBOPT_DSN", "postgresql://ci@127.0.0.3:1/scratch")
     monkeypatch.setenv("DATABASE_URL", "postgresql://heroku@127.0.0.4:1/other")
-    result = run("plan", "--env", "production")
+    result = cli("plan", "--env", "production")
     assert result.exit_code == 3
     assert result.stderr.startswith("error: could not connect to deploy@127.0.0.2:1/app: ")
     # Without --env and --dsn, DBOPT_DSN is the target (before DATABASE_URL).
-    result = run("plan")
+    result = cli("plan")
     assert result.stderr.startswith("error: could not connect to ci@127.0.0.3:1/scratch: ")
     monkeypatch.delenv("DBOPT_DSN")
-    result = run("plan")
+    result = cli("plan")
     assert result.stderr.startswith("error: could not connect to heroku@127.0.0.4:1/other: ")
 
 
@@ -515,13 +491,13 @@ def test_dbopt_dsn_does_not_turn_validate_into_a_database_check(
 ) -> None:
     write(**GOOD)
     monkeypatch.setenv("DBOPT_DSN", "postgresql://ci@127.0.0.3:1/scratch")
-    result = run("validate")
+    result = cli("validate")
     assert result.exit_code == 0, result.output
 
 
 def test_env_and_dsn_together_exit_2(write: Write) -> None:
     write(**GOOD, **PROD_ONLY)
-    result = run("plan", "--env", "production", "--dsn", "postgresql://x@127.0.0.5:1/y")
+    result = cli("plan", "--env", "production", "--dsn", "postgresql://x@127.0.0.5:1/y")
     assert result.exit_code == 2
     assert result.stderr == (
         "error: give --env or --dsn, not both: --env production names a database in "
@@ -533,7 +509,7 @@ def test_env_and_dsn_together_exit_2(write: Write) -> None:
 def test_an_empty_dsn_exits_2(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
     write(**GOOD)
     monkeypatch.setenv("PGHOST", "127.0.0.6")
-    result = run("plan", "--dsn", "")
+    result = cli("plan", "--dsn", "")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --dsn is empty (an unset variable?)")
 
@@ -544,7 +520,7 @@ def test_pg_variables_completing_an_env_dsn_are_named(
     write(**GOOD, **{"dbopt.yaml": "environments:\n  production: {dsn: 'dbname=app user=x'}\n"})
     monkeypatch.setenv("PGHOST", "127.0.0.7")
     monkeypatch.setenv("PGPORT", "1")
-    result = run("plan", "--env", "production")
+    result = cli("plan", "--env", "production")
     assert result.exit_code == 3
     assert result.stderr.splitlines()[0] == (
         "warning: environment 'production' does not name its host, port: libpq takes host "
@@ -557,7 +533,7 @@ def test_pg_variables_completing_an_env_dsn_are_named(
 def test_verbose_says_which_database_and_why(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
     write(**GOOD)
     monkeypatch.setenv("DBOPT_DSN", "postgresql://ci:Hunter2@127.0.0.3:1/scratch")
-    result = run("plan", "-v")
+    result = cli("plan", "-v")
     assert result.stderr.splitlines()[0] == "target: ci@127.0.0.3:1/scratch (DBOPT_DSN)"
     assert "Hunter2" not in result.output
 
@@ -569,7 +545,7 @@ def test_verbose_says_which_database_and_why(write: Write, monkeypatch: pytest.M
 def test_a_timeout_postgresql_refuses_exits_2_before_connecting(write: Write, command: str) -> None:
     # The DSN would be refused (exit 3) if dbopt got as far as connecting.
     write(**GOOD, **{"dbopt.yaml": "defaults:\n  statement_timeout: 30d\n"})
-    result = run(command, "--dsn", "postgresql://x@127.0.0.1:1/app")
+    result = cli(command, "--dsn", "postgresql://x@127.0.0.1:1/app")
     assert result.exit_code == 2, result.output
     assert result.stderr == (
         "dbopt.yaml:2:22: defaults.statement_timeout: '30d' is longer than PostgreSQL allows "
@@ -603,7 +579,7 @@ def _names(indexes: tuple[Any, ...]) -> None:
     ],
 )
 def test_qualified_name_parses(given: str, schema: str, name: str) -> None:
-    result = CliRunner().invoke(_names, ["--index", given])
+    result = cli("--index", given, command=_names)
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{schema}|{name}\n"
 
@@ -628,7 +604,7 @@ def test_qualified_name_parses(given: str, schema: str, name: str) -> None:
     ],
 )
 def test_qualified_name_errors_are_usage_errors(given: str, message: str) -> None:
-    result = CliRunner().invoke(_names, ["--index", given])
+    result = cli("--index", given, command=_names)
     assert result.exit_code == 2
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert f"Error: Invalid value for '--index': {message}" in result.stderr

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import write_file
 
 from dbopt.config import (
     LIBPQ_ENVIRONMENT,
@@ -29,9 +29,8 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteConfig
     monkeypatch.chdir(tmp_path)
 
     def _write(text: str) -> Path:
-        path = Path("dbopt.yaml")
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-        return path
+        write_file(tmp_path, "dbopt.yaml", text)
+        return Path("dbopt.yaml")
 
     return _write
 

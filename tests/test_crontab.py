@@ -14,12 +14,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from croniter import croniter
+from helpers import clean_env, cli, poll
 
 from dbopt.cli.common import parse_qualified_name
 from dbopt.config import Config, Environment, Settings, Target, resolve_target
@@ -70,7 +70,11 @@ def stub(tmp_path: Path) -> tuple[Path, Path]:
         f"f={shlex.quote(str(out))}/$$\n"
         'printf "%s\\n" "$PWD" "$@" > "$f"\n'
         'echo "refreshed $*"\n'
-        f"if [ -e {shlex.quote(str(out))}/slow ]; then sleep 3; fi\n"
+        # Slow on request: holds its lock until the test says `release` (30 s at most).
+        f"if [ -e {shlex.quote(str(out))}/slow ]; then\n"
+        f"  i=0; while [ ! -e {shlex.quote(str(out))}/release ] && [ $i -lt 300 ]; do\n"
+        "    sleep 0.1; i=$((i + 1)); done\n"
+        "fi\n"
     )
     path.chmod(0o755)
     return path, out
@@ -100,7 +104,11 @@ def run_as_cron(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def calls(out: Path) -> list[list[str]]:
-    return [p.read_text().splitlines() for p in sorted(out.iterdir()) if p.name != "slow"]
+    return [
+        p.read_text().splitlines()
+        for p in sorted(out.iterdir())
+        if p.name not in ("slow", "release")
+    ]
 
 
 def test_a_dsn_target_is_kept_without_its_password(
@@ -168,15 +176,15 @@ def test_overlapping_runs_do_not_pile_up(
     (out / "slow").touch()
     first = subprocess.Popen(["sh", "-c", command], env=CRON_ENV, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while not calls(out) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: calls(out), "the first run's call of dbopt", timeout=10)
         assert len(calls(out)) == 1
         second = run_as_cron(command, cwd=tmp_path)
         assert second.returncode == 1  # flock -n: the lock is held, nothing started
         assert len(calls(out)) == 1
     finally:
+        (out / "release").touch()
         first.wait(timeout=30)
+    assert first.returncode == 0
     # Another view (another lock) was never held up.
     other = run_as_cron(entries(text)[0][1], cwd=tmp_path)
     assert other.returncode == 0, other.stderr
@@ -269,16 +277,9 @@ def test_dbopt_command_is_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_the_command_keeps_the_dsn_it_was_given(
     views: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from click.testing import CliRunner
-
-    from dbopt.cli import main
-
     monkeypatch.chdir(tmp_path / "project")
-    monkeypatch.delenv("DBOPT_DSN", raising=False)
-    result = CliRunner().invoke(
-        main,
-        ["refresh-views", "--dsn", "postgresql://app:Hunter2@db1/app", "--emit", "crontab"],
-    )
+    clean_env(monkeypatch)
+    result = cli("refresh-views", "--dsn", "postgresql://app:Hunter2@db1/app", "--emit", "crontab")
     assert result.exit_code == 0, result.output
     assert "Hunter2" not in result.output
     for _schedule, command in entries(result.stdout):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import psycopg
 import pytest
 
@@ -13,32 +11,8 @@ from dbopt.errors import ConfigError, ConnectError
 PASSWORD = "Tr0ub4dor-and-3"
 
 
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback TCP port nothing listens on: bound to find it free, then released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture(autouse=True)
-def _clean_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """connect() reads DATABASE_URL and libpq reads PG*: start every test from neither."""
-    for name in (
-        "DATABASE_URL",
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGDATABASE",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGPASSFILE",
-        "PGCONNECT_TIMEOUT",
-    ):
-        monkeypatch.delenv(name, raising=False)
+# connect() reads DATABASE_URL and libpq reads PG*: every test starts from neither.
+pytestmark = pytest.mark.usefixtures("no_libpq_env")
 
 
 def _connect_error(dsn: str | None) -> ConnectError:

@@ -9,10 +9,8 @@ from dbopt.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _clean_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _pinned_libpq_env(no_libpq_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels fall back to the libpq environment: pin it so results do not depend on the host."""
-    for name in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE", "PGPASSWORD"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PGUSER", "envuser")
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner
+from helpers import cli, index_defs, poll, start_dbopt, write_specs
 
 from dbopt import usecases
-from dbopt.cli import main
 from dbopt.config import Settings, Target
 from dbopt.errors import UnsafeActionError
 from dbopt.executor import SilentReporter, take_run_lock
@@ -25,14 +20,6 @@ from dbopt.plans import build_plan
 from dbopt.spec import load_specs
 
 FAST = Settings(lock_timeout_ms=300, retries=1, retry_backoff_ms=10)
-
-
-def write_specs(root: Path, files: dict[str, str]) -> Path:
-    specs = root / "indexes"
-    specs.mkdir(exist_ok=True)
-    for name, body in files.items():
-        (specs / name).write_text(textwrap.dedent(body))
-    return specs
 
 
 def plan_for(conn: psycopg.Connection[Any], specs_dir: Path, **flags: bool) -> Any:
@@ -52,15 +39,6 @@ def apply_specs(dsn: str, specs_dir: Path, settings: Settings = FAST, **flags: b
         sleep=lambda _s: None,
     )
     return outcome.run
-
-
-def index_defs(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, bool]]:
-    rows = conn.execute(
-        "SELECT c.relname, pg_get_indexdef(c.oid), i.indisvalid FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' ORDER BY 1"
-    ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 APPOINTMENTS = """
@@ -141,17 +119,14 @@ def test_drift_needs_replace_drifted_and_then_replaces_without_leftovers(
     )
     write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    result = runner.invoke(main, ["apply", "--dsn", db_dsn, "--format", "plain"])
+    result = cli("apply", "--dsn", db_dsn, "--format", "plain")
     assert result.exit_code == 1, result.output
     assert "replace public.idx_appt_barber_status needs --replace-drifted" in result.output
     assert (
         "WHERE (status = 'confirmed'::text)"
         in index_defs(appointments)["idx_appt_barber_status"][0]
     )
-    result = runner.invoke(
-        main, ["apply", "--dsn", db_dsn, "--format", "plain", "--replace-drifted"]
-    )
+    result = cli("apply", "--dsn", db_dsn, "--format", "plain", "--replace-drifted")
     assert result.exit_code == 0, result.output
     defs = index_defs(appointments)
     assert "ANY (ARRAY['confirmed'::text, 'pending'::text])" in defs["idx_appt_barber_status"][0]
@@ -237,7 +212,7 @@ def test_second_apply_is_refused_with_exit_3(
     monkeypatch.chdir(tmp_path)
     with psycopg.connect(db_dsn, autocommit=True) as other:
         take_run_lock(other, wait=False)
-        result = CliRunner().invoke(main, ["apply", "--dsn", db_dsn])
+        result = cli("apply", "--dsn", db_dsn)
     assert result.exit_code == 3, result.output
     assert "another dbopt run holds this database's lock: pid" in result.output
 
@@ -317,7 +292,8 @@ def test_writer_sees_no_error_during_apply(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        time.sleep(0.1)
+        # The writer is writing before the apply starts.
+        poll(lambda: inserted > 0 or errors, "the writer's first insert")
         result = apply_specs(db_dsn, specs, Settings(lock_timeout_ms=5000))
     finally:
         stop.set()
@@ -333,8 +309,7 @@ def test_status_lists_managed_and_unmanaged(
     appointments.execute("CREATE INDEX handmade ON appointments (status)")
     write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    before = runner.invoke(main, ["status", "--dsn", db_dsn, "--format", "json"])
+    before = cli("status", "--dsn", db_dsn, "--format", "json")
     assert before.exit_code == 0, before.output
     import json
 
@@ -348,8 +323,8 @@ def test_status_lists_managed_and_unmanaged(
         "public.handmade",
     }
     assert report["last_run"] is None
-    assert runner.invoke(main, ["apply", "--dsn", db_dsn]).exit_code == 0
-    after = json.loads(runner.invoke(main, ["status", "--dsn", db_dsn, "--format", "json"]).output)
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    after = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
     assert {(r["state"], r["created by"]) for r in after["managed"]} == {("ok", "dbopt")}
     assert after["last_run"]["outcome"] == "succeeded"
 
@@ -359,31 +334,28 @@ def test_rollback_plan_file_index_selector_and_double_rollback(
 ) -> None:
     write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    none_yet = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--plan", "--last"])
+    none_yet = cli("rollback", "--dsn", db_dsn, "--plan", "--last")
     assert none_yet.exit_code == 2
     assert "no dbopt history in schema dbopt: nothing was applied here yet" in none_yet.output
-    assert runner.invoke(main, ["apply", "--dsn", db_dsn]).exit_code == 0
-    no_selector = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--plan"])
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    no_selector = cli("rollback", "--dsn", db_dsn, "--plan")
     assert no_selector.exit_code == 2
     assert "choose exactly one of --last, --run ID or --index NAME" in no_selector.output
-    written = runner.invoke(
-        main, ["rollback", "--dsn", db_dsn, "--plan", "--run", "1", "-o", "rb.sql"]
-    )
+    written = cli("rollback", "--dsn", db_dsn, "--plan", "--run", "1", "-o", "rb.sql")
     assert written.exit_code == 0, written.output
     text = (tmp_path / "rb.sql").read_text()
     assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_day";' in text
     assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_barber_status";' in text
     assert "\nSET lock_timeout = 5000;\n" in text
-    one = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--index", "idx_appt_day", "--yes"])
+    one = cli("rollback", "--dsn", db_dsn, "--index", "idx_appt_day", "--yes")
     assert one.exit_code == 0, one.output
     names = set(index_defs(appointments))
     assert "idx_appt_day" not in names
     assert "idx_appt_barber_status" in names
-    whole = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--run", "1", "--yes"])
+    whole = cli("rollback", "--dsn", db_dsn, "--run", "1", "--yes")
     assert whole.exit_code == 0, whole.output
     assert set(index_defs(appointments)) == {"appointments_pkey"}
-    again = runner.invoke(main, ["rollback", "--dsn", db_dsn, "--run", "1", "--plan"])
+    again = cli("rollback", "--dsn", db_dsn, "--run", "1", "--plan")
     assert again.exit_code == 2
     assert "run 1 was already rolled back by run 3" in again.output
 
@@ -426,28 +398,19 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
     (tmp_path / "dbopt.yaml").write_text(f'environments:\n  test:\n    dsn: "{db_dsn}"\n')
     with psycopg.connect(db_dsn) as holder:
         holder.execute("INSERT INTO appointments VALUES (999999, 1, 'x', now())")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dbopt", "apply", "--env", "test"],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        recorded = None
-        while recorded is None:
-            assert time.monotonic() < deadline, "the build's OID was never recorded"
-            row = (
-                appointments.execute(
-                    "SELECT c.object_oid FROM dbopt.changes c WHERE c.object_oid IS NOT NULL "
-                    "AND c.result = 'running'"
-                ).fetchone()
-                if History().exists(appointments)
-                else None
-            )
-            recorded = row[0] if row else None
-            time.sleep(0.05)
+        proc = start_dbopt(tmp_path, "apply", "--env", "test")
+
+        def recorded_oid() -> Any:
+            if not History().exists(appointments):
+                return None
+            return appointments.execute(
+                "SELECT c.object_oid FROM dbopt.changes c WHERE c.object_oid IS NOT NULL "
+                "AND c.result = 'running'"
+            ).fetchone()
+
+        (recorded,) = poll(recorded_oid, "the build's OID recorded in dbopt.changes")
         proc.kill()  # dbopt dies; its build goes on in the server, waiting for the holder
-        proc.wait(10)
+        proc.communicate(timeout=10)
         build = appointments.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'dbopt-apply'"
         ).fetchone()

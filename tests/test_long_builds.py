@@ -10,40 +10,17 @@ are observed in pg_stat_activity and pg_stat_progress_create_index, never slept 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from helpers import cli, environments, project, read_until, start_dbopt, wait_for, write_specs
 
-from dbopt.cli import main
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, [*args])
-
-
-def wait_for(conn: psycopg.Connection[Any], query: str, timeout: float = 60) -> Any:
-    """Poll until ``query`` returns a row; that row."""
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute(query).fetchone()  # type: ignore[call-overload]
-        if row:
-            return row
-        if time.monotonic() >= deadline:
-            sessions = conn.execute(
-                "SELECT application_name, state, wait_event_type, left(query, 80) "
-                "FROM pg_stat_activity WHERE datname = current_database()"
-            ).fetchall()
-            raise AssertionError(f"never seen: {query}\nsessions: {sessions}")
-        time.sleep(0.02)
+#: Every test here waits on real builds and lock waits of a second or more.
+pytestmark = pytest.mark.slow
 
 
 def run_rows(output: str) -> list[dict[str, Any]]:
@@ -54,8 +31,11 @@ def run_rows(output: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any) -> Path:
-    """order_items (200,000 rows) and customers; a `test` environment."""
+def shop(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """order_items (200,000 rows) and customers; a `test` environment (this file's shop, not
+    the orders of tests/shop.py)."""
     conn.execute(
         "CREATE TABLE customers (id int PRIMARY KEY, name text);"
         "INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 1000) g;"
@@ -64,16 +44,18 @@ def shop(conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch
         "INSERT INTO order_items SELECT g, g / 3, 'sku-' || (g % 500), 1 + g % 7, g % 100"
         " FROM generate_series(1, 200000) g"
     )
-    (tmp_path / "indexes").mkdir()
-    (tmp_path / "indexes" / "order_items.yaml").write_text(
-        "table: order_items\nindexes:\n  - {name: idx_items_order, columns: [order_id]}\n"
+    return project(
+        tmp_path,
+        monkeypatch,
+        {
+            "indexes/order_items.yaml": (
+                "table: order_items\nindexes:\n  - {name: idx_items_order, columns: [order_id]}\n"
+            ),
+            "dbopt.yaml": environments(
+                test={"dsn": db_dsn, "lock_timeout": "1s", "retries": 3, "retry_backoff": "10ms"}
+            ),
+        },
     )
-    (tmp_path / "dbopt.yaml").write_text(
-        f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 1s\n'
-        "    retries: 3\n    retry_backoff: 10ms\n"
-    )
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _old_snapshot(dsn: str) -> psycopg.Connection[Any]:
@@ -149,38 +131,24 @@ def test_once_the_reason_is_gone_a_timed_out_build_is_made_again_and_its_cost_re
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     holder = _old_snapshot(db_dsn)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dbopt",
-            "apply",
-            "--env",
-            "test",
-            "--wait-for-blockers",
-            "--build-wait-timeout",
-            "1s",
-            "--format",
-            "json",
-        ],
-        cwd=shop,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = start_dbopt(
+        shop,
+        "apply",
+        "--env",
+        "test",
+        "--wait-for-blockers",
+        "--build-wait-timeout",
+        "1s",
+        "--format",
+        "json",
     )
-    assert proc.stdout is not None
-    lines = []
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "not building again while they run" in line:
-                break
+        seen = read_until(proc, "not building again while they run", timeout=120)
         holder.rollback()  # the reason goes: dbopt builds again
     finally:
         holder.close()
     rest, _ = proc.communicate(timeout=120)
-    output = "".join(lines) + rest
+    output = seen + rest
     assert proc.returncode == 0, output
     assert "they ended; building again" in output
     assert "was built 2 times" in output and "s of building were thrown away" in output
@@ -199,25 +167,22 @@ def test_jobs_2_builds_expression_and_partial_indexes_without_waiting_for_itself
         "CREATE TABLE events AS SELECT g AS id, md5(g::text) AS payload, g % 1000 AS kind "
         "FROM generate_series(1, 2000000) g"
     )
-    (shop / "indexes" / "events.yaml").write_text(
-        textwrap.dedent(
-            """
-            table: events
-            indexes:
-              - {name: idx_events_payload, columns: [{expr: "upper(payload)"}]}
-              - {name: idx_events_kind_big, columns: [kind], where: "kind > 500"}
-            """
-        )
-    )
-    (shop / "indexes" / "order_items.yaml").write_text(
-        textwrap.dedent(
-            """
-            table: order_items
-            indexes:
-              - {name: idx_items_order, columns: [order_id]}
-              - {name: idx_items_sku, columns: [sku]}
-            """
-        )
+    write_specs(
+        shop,
+        {
+            "events.yaml": """
+                table: events
+                indexes:
+                  - {name: idx_events_payload, columns: [{expr: "upper(payload)"}]}
+                  - {name: idx_events_kind_big, columns: [kind], where: "kind > 500"}
+                """,
+            "order_items.yaml": """
+                table: order_items
+                indexes:
+                  - {name: idx_items_order, columns: [order_id]}
+                  - {name: idx_items_sku, columns: [sku]}
+                """,
+        },
     )
     result = cli("apply", "--env", "test", "--jobs", "2", "--format", "json")
     assert result.exit_code == 0, result.output

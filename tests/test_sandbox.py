@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner
+from helpers import cli, closed_port
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbopt.cli.sandbox_cmd import sandbox
@@ -24,13 +23,6 @@ from dbopt.sandbox import (
 )
 
 TEMPLATE_DB = "dbopt_template"  # made by tests/conftest.py
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released without listen)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _databases(server: Server) -> set[str]:
@@ -49,7 +41,7 @@ def no_server_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Make all three providers fail; return the password hidden in DBOPT_TEST_DSN."""
     password = "Sup3rSecretPw"
     monkeypatch.setenv(
-        "DBOPT_TEST_DSN", f"postgresql://ci:{password}@127.0.0.1:{_closed_port()}/postgres"
+        "DBOPT_TEST_DSN", f"postgresql://ci:{password}@127.0.0.1:{closed_port()}/postgres"
     )
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     empty = tmp_path / "empty-bin"
@@ -203,6 +195,7 @@ def test_borrowed_server_masks_password_and_drops_only_its_databases(
     assert TEMPLATE_DB in _databases(pg_server)
 
 
+@pytest.mark.slow
 def test_running_server_applies_settings_and_cleans_up(pg_server: Server) -> None:
     _local_only(pg_server)
     settings = {"work_mem": "7MB", "application_name": "it's"}
@@ -228,13 +221,14 @@ def _data_dir(stderr: str) -> Path | None:
     return Path(match.group(1)) if match else None
 
 
+@pytest.mark.slow
 def test_cli_prints_dsn_and_cleans_up(tmp_path: Path, pg_server: Server) -> None:
     schema = tmp_path / "schema.sql"
     schema.write_text(
         "CREATE TABLE appointments (id int PRIMARY KEY, barber_id int);\n"
         "CREATE INDEX appointments_barber ON appointments (barber_id);\n"
     )
-    result = CliRunner().invoke(sandbox, ["--exit-after-ready", "--schema", str(schema)])
+    result = cli("--exit-after-ready", "--schema", str(schema), command=sandbox)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"postgresql://\S+/\S*dbopt_sandbox", lines[0])
@@ -248,7 +242,7 @@ def test_cli_prints_dsn_and_cleans_up(tmp_path: Path, pg_server: Server) -> None
 
 
 def test_cli_without_server_exits_3_with_the_options(no_server_anywhere: str) -> None:
-    result = CliRunner().invoke(sandbox, ["--exit-after-ready"])
+    result = cli("--exit-after-ready", command=sandbox)
     assert result.exit_code == EXIT_CONNECT
     assert "DBOPT_TEST_DSN" in result.stderr and "apt-get install postgresql" in result.stderr
     assert no_server_anywhere not in result.output
@@ -256,7 +250,7 @@ def test_cli_without_server_exits_3_with_the_options(no_server_anywhere: str) ->
 
 
 def test_cli_help_has_examples() -> None:
-    result = CliRunner().invoke(sandbox, ["--help"])
+    result = cli("--help", command=sandbox)
     assert result.exit_code == 0
     assert "Examples:" in result.output
     assert "--exit-after-ready" in result.output

@@ -9,18 +9,17 @@ Role settings are scoped to the test's database (dropped with it) and reset in a
 from __future__ import annotations
 
 import secrets
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import psycopg
 import pytest
-from click.testing import CliRunner
+from helpers import cli
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from dbopt.cli import main
 from dbopt.config import Settings
 from dbopt.db import FIXED_PINS, connect, pin, replay_sql, session_pins
 from dbopt.errors import ConfigError
@@ -238,13 +237,11 @@ INDEX = """\
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DBOPT_DSN", raising=False)
-    (tmp_path / "views").mkdir()
-    (tmp_path / "views" / "mv_january.yaml").write_text(textwrap.dedent(VIEW))
-    (tmp_path / "indexes").mkdir()
-    (tmp_path / "indexes" / "appointments.yaml").write_text(textwrap.dedent(INDEX))
-    return tmp_path
+    return helpers.project(
+        tmp_path,
+        monkeypatch,
+        {"views/mv_january.yaml": VIEW, "indexes/appointments.yaml": INDEX},
+    )
 
 
 def test_apply_builds_what_the_specs_say_under_a_hostile_role(
@@ -255,7 +252,7 @@ def test_apply_builds_what_the_specs_say_under_a_hostile_role(
     admin_conn: psycopg.Connection[Any],
 ) -> None:
     hostile_dsn = make_conninfo(db_dsn, options="-c default_transaction_read_only=on")
-    result = CliRunner().invoke(main, ["apply", "--dsn", hostile_dsn])
+    result = cli("apply", "--dsn", hostile_dsn)
     assert result.exit_code == 0, result.output
     # The view reads public.appointments (not evil's), and 01/02/2024 is January 2nd.
     reads = admin_conn.execute(
@@ -271,7 +268,7 @@ def test_apply_builds_what_the_specs_say_under_a_hostile_role(
     ).fetchone()
     assert predicate == ("(day < '2024-01-03'::date)",)
     # And the plan is empty afterwards, under the same hostile settings.
-    replan = CliRunner().invoke(main, ["plan", "--dsn", hostile_dsn, "--exit-code"])
+    replan = cli("plan", "--dsn", hostile_dsn, "--exit-code")
     assert replan.exit_code == 0, replan.output
 
 
@@ -324,7 +321,7 @@ def test_indexes_are_built_in_the_database_default_tablespace(
             assert show(plain, "default_tablespace") == tablespace
         with connect(db_dsn) as conn:  # ...but not for dbopt
             assert show(conn, "default_tablespace") == ""
-        result = CliRunner().invoke(main, ["apply", "--dsn", db_dsn])
+        result = cli("apply", "--dsn", db_dsn)
         assert result.exit_code == 0, result.output
         placed = admin_conn.execute(
             "SELECT relname, reltablespace FROM pg_class "

@@ -6,32 +6,16 @@ paths in messages are relative (``indexes/users.yaml``) exactly as a user sees t
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import Write
 
 from dbopt.errors import SpecError
 from dbopt.model import IndexColumn, Location, QualifiedName, SpecSet
 from dbopt.spec import load_specs, view_order
 
-Write = Callable[..., None]
 DIRS = [(Path("indexes"), False), (Path("views"), False)]
-
-
-@pytest.fixture
-def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
-    """Write spec files (relative path -> YAML text, dedented) under a fresh working dir."""
-    monkeypatch.chdir(tmp_path)
-
-    def _write(**files: str) -> None:
-        for name, text in files.items():
-            path = tmp_path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text), encoding="utf-8")
-
-    return _write
 
 
 def load() -> SpecSet:

@@ -17,17 +17,18 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import Result
-from shop import (
-    MV,
-    MV_CHANGED,
-    ORDERS,
+from helpers import (
     cli,
+    environments,
     indexdef,
     invalid_indexes,
     oid,
     temporary_names,
-    write,
+    wait_for,
+    waiting_build,
+    write_file,
 )
+from shop import MV, MV_CHANGED, ORDERS
 
 # --- 1. History is data, never code ----------------------------------------------------------
 
@@ -106,7 +107,7 @@ def test_tampered_definition_on_another_table_is_refused(
 
 
 def test_tampered_view_query_is_refused(shop: Path, conn: psycopg.Connection[Any]) -> None:
-    write(
+    write_file(
         shop,
         "views/mv_customers.yaml",
         """
@@ -117,7 +118,7 @@ def test_tampered_view_query_is_refused(shop: Path, conn: psycopg.Connection[Any
         """,
     )
     assert cli("apply", "--env", "test").exit_code == 0
-    write(
+    write_file(
         shop,
         "views/mv_customers.yaml",
         """
@@ -141,19 +142,6 @@ def test_tampered_view_query_is_refused(shop: Path, conn: psycopg.Connection[Any
 # --- 2. Identity before every drop -----------------------------------------------------------
 
 
-def _waiting_build(conn: psycopg.Connection[Any], query_like: str, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND wait_event_type = 'Lock'",
-            (query_like,),
-        ).fetchone()
-        if row:
-            return int(row[0])
-        time.sleep(0.05)
-    raise AssertionError("the build never started waiting")
-
-
 def test_another_sessions_build_of_a_spec_name_is_never_dropped(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -161,7 +149,7 @@ def test_another_sessions_build_of_a_spec_name_is_never_dropped(
     up); dbopt sees an INVALID index of the spec's name and must leave it alone."""
     builder_error: list[BaseException] = []
     # dbopt's own build of the other index waits for the same transaction: bound it.
-    write(
+    write_file(
         shop,
         "dbopt.yaml",
         f'environments:\n  test:\n    dsn: "{db_dsn}"\n    build_wait_timeout: 1s\n'
@@ -182,7 +170,7 @@ def test_another_sessions_build_of_a_spec_name_is_never_dropped(
 
         thread = threading.Thread(target=build)
         thread.start()
-        _waiting_build(conn, "CREATE INDEX CONCURRENTLY idx_orders_customer%")
+        waiting_build(conn, "CREATE INDEX CONCURRENTLY idx_orders_customer%")
         building = oid(conn, "idx_orders_customer")
         assert building is not None
         result = cli("apply", "--env", "test")
@@ -240,7 +228,7 @@ def test_prune_never_drops_a_namesake(shop: Path, conn: psycopg.Connection[Any])
     conn.execute("DROP INDEX idx_orders_status")
     conn.execute("CREATE INDEX idx_orders_status ON orders (status)")
     theirs = oid(conn, "idx_orders_status")
-    write(
+    write_file(
         shop,
         "indexes/orders.yaml",
         """
@@ -281,7 +269,7 @@ def test_replace_carries_comment_statistics_cluster_and_replica_identity(
         "ALTER TABLE orders REPLICA IDENTITY USING INDEX idx_orders_customer;"
         "COMMENT ON INDEX idx_orders_customer IS 'replication'"
     )
-    write(
+    write_file(
         shop,
         "indexes/orders.yaml",
         """
@@ -393,7 +381,7 @@ def _view_properties(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def test_view_replace_carries_owner_grants_comments_options_and_hand_made_indexes(
     shop: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     admin_conn.execute("DROP ROLE IF EXISTS dbopt_reader")
     admin_conn.execute("CREATE ROLE dbopt_reader")
@@ -412,7 +400,7 @@ def test_view_replace_carries_owner_grants_comments_options_and_hand_made_indexe
             "ALTER MATERIALIZED VIEW mv_customers CLUSTER ON mv_customers_n"
         )
         before = _view_properties(conn)
-        write(shop, "views/mv_customers.yaml", MV_CHANGED)
+        write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
         result = cli("apply", "--env", "test", "--replace-drifted")
         assert result.exit_code == 0, result.output
         after = _view_properties(conn)
@@ -451,10 +439,10 @@ def test_view_replace_carries_owner_grants_comments_options_and_hand_made_indexe
 def test_view_replace_refused_when_something_else_depends_on_it(
     shop: Path, conn: psycopg.Connection[Any], dependent: str, named: str
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     conn.execute(dependent)  # type: ignore[call-overload]
-    write(shop, "views/mv_customers.yaml", MV_CHANGED)
+    write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
     result = cli("apply", "--env", "test", "--replace-drifted")
     assert result.exit_code == 2, result.output
     assert named in result.output
@@ -467,13 +455,13 @@ def test_view_replace_refused_when_something_else_depends_on_it(
 def test_view_replace_refused_when_a_column_grant_has_no_column_left(
     shop: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     admin_conn.execute("DROP ROLE IF EXISTS dbopt_reader")
     admin_conn.execute("CREATE ROLE dbopt_reader")
     try:
         conn.execute("GRANT SELECT (n) ON mv_customers TO dbopt_reader")
-        write(
+        write_file(
             shop,
             "views/mv_customers.yaml",
             MV.replace("count(*) AS n", "count(*) AS orders"),
@@ -486,13 +474,7 @@ def test_view_replace_refused_when_a_column_grant_has_no_column_left(
         admin_conn.execute("DROP ROLE dbopt_reader")
 
 
-def _wait_for(conn: psycopg.Connection[Any], query: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not conn.execute(query).fetchone():  # type: ignore[call-overload]
-        assert time.monotonic() < deadline, query
-        time.sleep(0.02)
-
-
+@pytest.mark.slow
 def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -503,7 +485,7 @@ def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
     request queues behind it; when the snapshot ends, the build finishes and the queued lock
     is granted before dbopt can ask for the swap's."""
     conn.execute("CREATE INDEX idx_orders_customer ON orders (customer_id, status)")
-    write(
+    write_file(
         shop,
         "indexes/orders.yaml",
         "table: public.orders\nindexes:\n  - {name: idx_orders_customer, columns: [customer_id]}\n",
@@ -521,7 +503,7 @@ def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
         snapshot.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         snapshot.execute("SELECT 1")
         thread.start()
-        _wait_for(
+        wait_for(
             watcher,
             "SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_stat_activity a USING (pid) "
             "WHERE p.phase = 'waiting for old snapshots' "
@@ -531,7 +513,7 @@ def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
             target=lambda: locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
         )
         lock.start()
-        _wait_for(
+        wait_for(
             watcher,
             "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE orders%' "
             "AND wait_event_type = 'Lock'",
@@ -540,7 +522,7 @@ def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
         lock.join(30)
         # The swap gives up; the clean-up of the build aside then waits for the same lock
         # (its identity check reads the definition, which needs the table).
-        _wait_for(
+        wait_for(
             watcher,
             "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
             "AND wait_event_type = 'Lock' AND query LIKE '%%the guard checks%%'",
@@ -563,7 +545,7 @@ def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
 def test_rollback_refuses_up_front_when_a_drop_would_fail(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    write(
+    write_file(
         shop,
         "indexes/orders.yaml",
         """
@@ -620,7 +602,7 @@ def test_rollback_waits_its_turn_and_asks_for_confirmation(
         other.execute("SELECT pg_advisory_unlock_all()")
     assert busy.exit_code == 3, busy.output
     assert "another dbopt run holds this database's lock" in busy.output
-    write(
+    write_file(
         shop,
         "dbopt.yaml",
         f'environments:\n  prod:\n    dsn: "{db_dsn}"\n    confirm: true\n',
@@ -642,7 +624,7 @@ def test_after_a_repair_rollback_still_undoes_the_creation(
     with psycopg.connect(db_dsn) as holder:
         holder.execute("SELECT count(*) FROM orders")
         holder.execute("INSERT INTO orders (id, customer_id, status) VALUES (-1, 1, 'x')")
-        write(
+        write_file(
             shop,
             "dbopt.yaml",
             f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 300ms\n'
@@ -693,15 +675,16 @@ def test_an_invalid_index_dbopt_did_not_make_is_never_repaired(
 # --- 5. dbopt waits only on what it touches --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_wait_waits_for_the_other_run_beyond_lock_timeout(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     from dbopt.executor import take_run_lock
 
-    write(
+    write_file(
         shop,
         "dbopt.yaml",
-        f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 200ms\n',
+        environments(test={"dsn": db_dsn, "lock_timeout": "200ms"}),
     )
     with psycopg.connect(db_dsn, autocommit=True) as other:
         take_run_lock(other, wait=False)
@@ -713,13 +696,12 @@ def test_wait_waits_for_the_other_run_beyond_lock_timeout(
             target=lambda: box.append(cli("apply", "--env", "test", "--wait"))
         )
         thread.start()
-        deadline = time.monotonic() + 10
-        while not conn.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory'"
-        ).fetchone():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.6)  # three times lock_timeout
+        # Still waiting for the run lock after three times lock_timeout.
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' "
+            "AND state = 'active' AND now() - query_start > interval '600 ms'",
+        )
     thread.join(30)
     assert box[0].exit_code == 0, box[0].output
     assert oid(conn, "idx_orders_customer") is not None
@@ -732,8 +714,8 @@ def test_no_command_waits_on_ddl_outside_the_specs(
     conn.execute("CREATE TABLE audit (id int, note text)")
     conn.execute("CREATE INDEX audit_note ON audit (note)")
     conn.execute("CREATE MATERIALIZED VIEW audit_mv AS SELECT id FROM audit")
-    write(shop, "views/mv_customers.yaml", MV)
-    write(
+    write_file(shop, "views/mv_customers.yaml", MV)
+    write_file(
         shop,
         "indexes/orders.yaml",
         ORDERS
@@ -746,7 +728,7 @@ queries:
     warmup: 0
 """,
     )
-    write(
+    write_file(
         shop, "dbopt.yaml", f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 1s\n'
     )
     assert cli("apply", "--env", "test").exit_code == 0
@@ -797,8 +779,8 @@ def test_plan_refuses_a_name_taken_by_another_relation(
 def test_plan_refuses_a_view_over_a_missing_table_and_accepts_a_view_over_a_new_view(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
-    write(
+    write_file(shop, "views/mv_customers.yaml", MV)
+    write_file(
         shop,
         "views/mv_top.yaml",
         """
@@ -809,7 +791,7 @@ def test_plan_refuses_a_view_over_a_missing_table_and_accepts_a_view_over_a_new_
     )
     ok = cli("plan", "--env", "test")
     assert ok.exit_code == 0, ok.output
-    write(
+    write_file(
         shop,
         "views/mv_missing.yaml",
         "name: mv_missing\nquery: SELECT id FROM no_such_table\n",

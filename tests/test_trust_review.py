@@ -6,9 +6,6 @@ role, with the superuser where the case needs one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,42 +14,45 @@ from typing import Any
 
 import psycopg
 import pytest
-from shop import MV, MV_CHANGED, cli, indexdef, invalid_indexes, oid, temporary_names, write
-
-
-def _wait(conn: psycopg.Connection[Any], query: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not conn.execute(query).fetchone():  # type: ignore[call-overload]
-        assert time.monotonic() < deadline, query
-        time.sleep(0.05)
+from helpers import (
+    cli,
+    environments,
+    indexdef,
+    invalid_indexes,
+    oid,
+    poll,
+    read_until,
+    start_dbopt,
+    temporary_names,
+    wait_for,
+    write_file,
+)
+from shop import MV, MV_CHANGED
 
 
 def _apply_after_prompt(shop: Path, db_dsn: str, meanwhile: Callable[[], None], *args: str) -> str:
     """Run apply on a confirm: true environment; do ``meanwhile`` while the DBA reads the
     prompt (after the plan, before anything runs); then confirm."""
-    write(
+    write_file(
         shop,
         "dbopt.yaml",
-        f'environments:\n  prod:\n    dsn: "{db_dsn}"\n    confirm: true\n    lock_timeout: 1s\n'
-        "    build_wait_timeout: 1s\n    retries: 0\n    cleanup_wait: 1s\n"
-        f'  test:\n    dsn: "{db_dsn}"\n',
+        environments(
+            prod={
+                "dsn": db_dsn,
+                "confirm": True,
+                "lock_timeout": "1s",
+                "build_wait_timeout": "1s",
+                "retries": 0,
+                "cleanup_wait": "1s",
+            },
+            test={"dsn": db_dsn},
+        ),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbopt", "apply", "--env", "prod", "--format", "plain", *args],
-        cwd=shop,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    out = b""
-    while b"to go ahead" not in out:
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        assert chunk, out
-        out += chunk
+    proc = start_dbopt(shop, "apply", "--env", "prod", "--format", "plain", *args, stdin=True)
+    out = read_until(proc, "to go ahead")
     meanwhile()
-    rest, _ = proc.communicate(b"prod\n", timeout=90)
-    return (out + rest).decode()
+    rest, _ = proc.communicate("prod\n", timeout=90)
+    return out + rest
 
 
 ONE_INDEX = (
@@ -60,12 +60,13 @@ ONE_INDEX = (
 )
 
 
+@pytest.mark.slow
 def test_a_failed_build_never_adopts_another_sessions_index(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     """dbopt's build times out waiting for its table lock while another session builds an
     index of the same name: dbopt never records that index as its own, so prune leaves it."""
-    write(shop, "indexes/orders.yaml", ONE_INDEX)
+    write_file(shop, "indexes/orders.yaml", ONE_INDEX)
     errors: list[BaseException] = []
     box: dict[str, Any] = {}
     with (
@@ -87,7 +88,7 @@ def test_a_failed_build_never_adopts_another_sessions_index(
 
             thread = threading.Thread(target=build)
             thread.start()
-            _wait(
+            wait_for(
                 watcher,
                 "SELECT 1 FROM pg_stat_activity WHERE query LIKE "
                 "'CREATE INDEX CONCURRENTLY idx_orders_customer%%' AND wait_event_type = 'Lock'",
@@ -96,9 +97,7 @@ def test_a_failed_build_never_adopts_another_sessions_index(
 
         output = _apply_after_prompt(shop, db_dsn, meanwhile)
         holder.rollback()
-        deadline = time.monotonic() + 30
-        while invalid_indexes(conn) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: not invalid_indexes(conn), "no INVALID index left once the holder ended")
     assert not errors
     theirs = box["theirs"]
     assert "Traceback" not in output
@@ -107,7 +106,7 @@ def test_a_failed_build_never_adopts_another_sessions_index(
         "SELECT object_oid FROM dbopt.changes WHERE object_name = 'idx_orders_customer'"
     ).fetchall()
     assert (theirs,) not in recorded
-    write(shop, "indexes/orders.yaml", "table: public.orders\nindexes: []\n")
+    write_file(shop, "indexes/orders.yaml", "table: public.orders\nindexes: []\n")
     assert cli("apply", "--env", "test", "--prune").exit_code in (0, 1)
     assert oid(conn, "idx_orders_customer") == theirs
 
@@ -115,9 +114,9 @@ def test_a_failed_build_never_adopts_another_sessions_index(
 def test_a_tampered_view_query_calling_a_function_is_refused(
     shop: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
-    write(shop, "views/mv_customers.yaml", MV_CHANGED)
+    write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
     assert cli("apply", "--env", "test", "--replace-drifted").exit_code == 0
     conn.execute(
         "CREATE FUNCTION public.evil() RETURNS int LANGUAGE plpgsql AS "
@@ -175,8 +174,8 @@ def test_forged_history_never_makes_a_superuser_drop_what_its_writer_could_not(
 def test_a_build_that_never_got_its_lock_owns_nothing(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
-    write(shop, "indexes/orders.yaml", ONE_INDEX)
-    write(
+    write_file(shop, "indexes/orders.yaml", ONE_INDEX)
+    write_file(
         shop,
         "dbopt.yaml",
         f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 500ms\n'
@@ -207,10 +206,10 @@ def test_a_build_that_never_got_its_lock_owns_nothing(
 def test_the_view_swap_checks_every_index_it_renames(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     conn.execute("CREATE INDEX mv_customers_n ON mv_customers (n)")
-    write(shop, "views/mv_customers.yaml", MV_CHANGED)
+    write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
 
     def meanwhile() -> None:
         conn.execute("DROP INDEX mv_customers_n")
@@ -226,11 +225,12 @@ def test_the_view_swap_checks_every_index_it_renames(
     assert temporary_names(conn) == []
 
 
+@pytest.mark.slow
 def test_a_lock_during_the_up_front_check_is_waited_for_and_the_run_is_closed(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     assert cli("apply", "--env", "test").exit_code == 0
-    write(shop, "indexes/orders.yaml", ONE_INDEX)
+    write_file(shop, "indexes/orders.yaml", ONE_INDEX)
     holder = psycopg.connect(db_dsn)
     try:
         output = _apply_after_prompt(
@@ -252,14 +252,14 @@ def test_a_lock_during_the_up_front_check_is_waited_for_and_the_run_is_closed(
 def test_cascade_keeps_the_options_of_the_views_it_rebinds(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     conn.execute(
         "CREATE VIEW v_big WITH (security_barrier = true, security_invoker = true) AS "
         "SELECT customer_id, n FROM mv_customers WHERE n > 10"
     )
     before = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'v_big'").fetchone()
-    write(shop, "views/mv_customers.yaml", MV_CHANGED)
+    write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
     result = cli("apply", "--env", "test", "--replace-drifted", "--cascade")
     assert result.exit_code == 0, result.output
     after = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'v_big'").fetchone()
@@ -269,7 +269,7 @@ def test_cascade_keeps_the_options_of_the_views_it_rebinds(
 def test_a_view_replace_never_widens_access_through_default_privileges(
     shop: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     admin_conn.execute("DROP ROLE IF EXISTS dbopt_reader")
     admin_conn.execute("CREATE ROLE dbopt_reader")
     try:
@@ -278,7 +278,7 @@ def test_a_view_replace_never_widens_access_through_default_privileges(
         )
         assert cli("apply", "--env", "test").exit_code == 0
         conn.execute("REVOKE SELECT ON mv_customers FROM dbopt_reader")
-        write(shop, "views/mv_customers.yaml", MV_CHANGED)
+        write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
         result = cli("apply", "--env", "test", "--replace-drifted")
         assert result.exit_code == 0, result.output
         assert conn.execute(
@@ -297,7 +297,7 @@ def test_a_view_replace_never_widens_access_through_default_privileges(
 def test_cascade_refuses_up_front_a_reader_it_could_not_rebuild(
     shop: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], reader: str
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     admin_conn.execute("DROP ROLE IF EXISTS dbopt_analyst")
     admin_conn.execute("CREATE ROLE dbopt_analyst")
@@ -309,7 +309,7 @@ def test_cascade_refuses_up_front_a_reader_it_could_not_rebuild(
             f"CREATE {reader} AS SELECT customer_id FROM mv_customers WHERE n > 20"  # type: ignore[call-overload]
         )
         admin_conn.execute("RESET ROLE")
-        write(shop, "views/mv_customers.yaml", MV_CHANGED)
+        write_file(shop, "views/mv_customers.yaml", MV_CHANGED)
         result = cli("apply", "--env", "test", "--replace-drifted", "--cascade")
         assert result.exit_code == 2, result.output
         assert "belongs to dbopt_analyst" in result.output
@@ -353,7 +353,7 @@ def test_what_cannot_be_carried_over_is_refused_before_anything_is_built(
     shop: Path, conn: psycopg.Connection[Any], setup: str, spec: str, says: str
 ) -> None:
     conn.execute(setup)  # type: ignore[call-overload]
-    write(
+    write_file(
         shop,
         "indexes/orders.yaml",
         f"table: public.orders\nindexes:\n  - name: idx_orders_customer\n    columns: {spec}\n"
@@ -372,7 +372,7 @@ def test_rolling_back_a_rolled_back_replace_then_its_create(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
     assert cli("apply", "--env", "test").exit_code == 0
-    write(
+    write_file(
         shop,
         "indexes/orders.yaml",
         "table: public.orders\nindexes:\n"
@@ -417,9 +417,9 @@ indexes:
 def test_a_view_replace_that_added_an_index_rolls_back(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
-    write(shop, "views/mv_customers.yaml", MV_PLUS)
+    write_file(shop, "views/mv_customers.yaml", MV_PLUS)
     assert cli("apply", "--env", "test", "--replace-drifted").exit_code == 0
     status = cli("status", "--env", "test", "--format", "json")
     assert '"index": "public.mv_customers_id"' in status.output
@@ -434,10 +434,10 @@ def test_a_view_replace_that_added_an_index_rolls_back(
 def test_a_view_replace_refuses_a_hand_made_index_on_a_column_that_goes(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
-    write(shop, "views/mv_customers.yaml", MV)
+    write_file(shop, "views/mv_customers.yaml", MV)
     assert cli("apply", "--env", "test").exit_code == 0
     conn.execute("CREATE INDEX mv_customers_n ON mv_customers (n)")
-    write(shop, "views/mv_customers.yaml", MV.replace("count(*) AS n", "count(*) AS orders"))
+    write_file(shop, "views/mv_customers.yaml", MV.replace("count(*) AS n", "count(*) AS orders"))
     result = cli("apply", "--env", "test", "--replace-drifted")
     assert result.exit_code == 2, result.output
     assert "index mv_customers_n uses n, which the new query has no column for" in result.output
@@ -448,7 +448,7 @@ def test_an_index_spec_on_a_plain_view_is_refused_by_plan(
     shop: Path, conn: psycopg.Connection[Any]
 ) -> None:
     conn.execute("CREATE VIEW v_orders AS SELECT * FROM orders")
-    write(
+    write_file(
         shop,
         "indexes/v_orders.yaml",
         "table: public.v_orders\nindexes:\n"
@@ -479,7 +479,7 @@ def test_rollback_of_one_index_never_waits_on_another_table(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
     conn.execute("CREATE TABLE customers (id int, name text)")
-    write(
+    write_file(
         shop,
         "indexes/customers.yaml",
         "table: public.customers\nindexes:\n  - {name: idx_customers_name, columns: [name]}\n",

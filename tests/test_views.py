@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import helpers
 import psycopg
 import pytest
-from click.testing import CliRunner
-
-from dbopt.cli import main
+from helpers import cli, view_def
 
 REVENUE = """
 name: mv_revenue
@@ -40,17 +39,17 @@ refresh:
 
 
 @pytest.fixture
-def project(conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: Any) -> Path:
+def project(conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     conn.execute("CREATE TABLE sales (id int PRIMARY KEY, day date, amount int)")
     conn.execute(
         "INSERT INTO sales SELECT g, date '2026-01-01' + g % 60, g % 97 FROM "
         "generate_series(1, 3000) g"
     )
-    (tmp_path / "views").mkdir()
-    (tmp_path / "views" / "mv_revenue.yaml").write_text(REVENUE)
-    (tmp_path / "views" / "mv_top_days.yaml").write_text(TOP_DAYS)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return helpers.project(
+        tmp_path,
+        monkeypatch,
+        {"views/mv_revenue.yaml": REVENUE, "views/mv_top_days.yaml": TOP_DAYS},
+    )
 
 
 class Reader:
@@ -86,10 +85,6 @@ class Reader:
                     return
 
 
-def cli(*args: str, input: str | None = None) -> Any:
-    return CliRunner().invoke(main, list(args), input=input)
-
-
 def relations(conn: psycopg.Connection[Any]) -> dict[str, str]:
     rows = conn.execute(
         "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
@@ -97,12 +92,6 @@ def relations(conn: psycopg.Connection[Any]) -> dict[str, str]:
         "AND c.relname <> 'sales_pkey'"
     ).fetchall()
     return {r[0]: r[1] for r in rows}
-
-
-def view_def(conn: psycopg.Connection[Any], name: str) -> str:
-    row = conn.execute("SELECT pg_get_viewdef(%s::regclass)", (name,)).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def test_create_in_dependency_order_skip_and_rollback(

@@ -1,0 +1,4 @@
+CREATE TABLE sales (id int PRIMARY KEY, day date NOT NULL, kind text NOT NULL, amount int NOT NULL);
+INSERT INTO sales SELECT g, date '2026-01-01' + g % 60, (ARRAY['a','b','c'])[1 + g % 3], g % 97
+  FROM generate_series(1, 3000) g;
+CREATE SCHEMA reports;
