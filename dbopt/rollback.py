@@ -42,6 +42,7 @@ from dbopt.planner import (
 )
 from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, check_query, query_sql
+from dbopt.words import a
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +255,7 @@ def _made(change: ChangeRecord, context: _Context) -> CatalogIndex | Relation:
             )
         if found is None:
             raise _Skip(
-                f"{name} is now a {taken}, not dbopt's index"
+                f"{name} is now {a(taken)}, not dbopt's index"
                 if taken
                 else f"there is no index {name} any more"
             )
@@ -394,7 +395,7 @@ def _undo_drop(change: ChangeRecord, context: _Context, reason: str) -> Action:
     catalog = context.catalog
     taken = name_taken(catalog, change.name, by_types=change.object_type == "view")
     if taken:
-        raise _Skip(f"the name {change.name} is taken by a {taken} now")
+        raise _Skip(f"the name {change.name} is taken by {a(taken)} now")
     if change.object_type == "view":
         return create_view_action(
             _view_spec(change, context.calls), -change.id, reason=reason, undoes_change=change.id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -17,3 +17,15 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     if not close and len(word) >= 2:
         close = [c for c in options if c.startswith(word)]
     return f"; did you mean '{close[0]}'?" if len(close) == 1 else ""
+
+
+def a(noun: str) -> str:
+    """The noun with its indefinite article ("an index", "a table")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def they(names: Sequence[object]) -> tuple[str, str, str]:
+    """The names joined, and the verb and pronoun that agree with them:
+    ("public.v", "depends", "it") or ("public.v, public.w", "depend", "them")."""
+    joined = ", ".join(str(n) for n in names)
+    return (joined, "depends", "it") if len(names) == 1 else (joined, "depend", "them")

@@ -17,7 +17,7 @@ import pytest
 
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
-from dbopt.errors import SpecError, UnsafeActionError
+from dbopt.errors import OptionNeeded, SpecError, UnsafeActionError
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
 from dbopt.model import IndexColumn, IndexSpec, Location, QualifiedName, ViewSpec, parse_qualified
@@ -247,7 +247,7 @@ def test_drift_is_replaced_only_with_replace_drifted() -> None:
     normalized = {existing.name: BTREE_CUSTOMER}
 
     held = only(plan([CUSTOMER], catalog, normalized))
-    assert (held.kind, held.enabled, held.needs) == (ActionKind.REPLACE, False, "--replace-drifted")
+    assert (held.kind, held.enabled, held.needs) == (ActionKind.REPLACE, False, "replace_drifted")
     assert held.current == "USING btree (customer_id, status)"
     assert held.desired == BTREE_CUSTOMER
     assert held.diff() == (
@@ -446,7 +446,7 @@ def test_prune_drops_an_index_dbopt_made_and_only_with_prune() -> None:
     catalog = cat(ORDERS, indexes=[mine])
 
     held = only(plan([], catalog, {}, [made(mine)]))
-    assert (held.kind, held.enabled, held.needs) == (ActionKind.DROP, False, "--prune")
+    assert (held.kind, held.enabled, held.needs) == (ActionKind.DROP, False, "prune")
     assert held.reason == "created by dbopt and no longer in the specs"
 
     action = only(plan([], catalog, {}, [made(mine)], prune=True))
@@ -479,6 +479,13 @@ def test_prune_never_drops_a_namesake_with_another_oid() -> None:
     namesake = replace(mine, oid=next(_oids))  # dropped and made again by hand
     result = plan([], cat(ORDERS, indexes=[namesake]), {}, [made(mine)], prune=True)
     assert result.actions == ()
+
+
+def test_prune_never_drops_what_dbopt_made_but_someone_renamed() -> None:
+    """Renaming dbopt's index by hand says someone means to keep it: it is theirs now."""
+    mine = idx("idx_orders_old", "orders", "USING btree (status)")
+    renamed = replace(mine, name=qn("idx_orders_keep"))  # same OID, another name
+    assert plan([], cat(ORDERS, indexes=[renamed]), {}, [made(mine)], prune=True).actions == ()
 
 
 def test_prune_never_drops_what_dbopt_made_on_another_table() -> None:
@@ -692,7 +699,7 @@ def test_a_drifted_view_is_replaced_only_with_replace_drifted() -> None:
     normalized = {existing.name: REVENUE_DEF}
 
     held = only(plan([], catalog, {}, views=[REVENUE], normalized_views=normalized))
-    assert (held.kind, held.enabled, held.needs) == (ActionKind.REPLACE, False, "--replace-drifted")
+    assert (held.kind, held.enabled, held.needs) == (ActionKind.REPLACE, False, "replace_drifted")
 
     result = plan(
         [], catalog, {}, views=[REVENUE], normalized_views=normalized, replace_drifted=True
@@ -731,11 +738,12 @@ def test_replacing_a_view_others_read_needs_cascade_and_rebinds_them() -> None:
     held = only(plan([], catalog, {}, views=[REVENUE], normalized_views=normalized))
     assert not held.enabled
 
-    with pytest.raises(UnsafeActionError) as caught:
+    with pytest.raises(OptionNeeded) as caught:
         plan([], catalog, {}, views=[REVENUE], normalized_views=normalized, replace_drifted=True)
+    assert caught.value.option == "cascade"
     assert str(caught.value) == (
-        "materialized view public.mv_revenue must be replaced but public.v_big_customers depend "
-        "on it: run with --cascade to rebuild them too (the plan lists them), or drop them first"
+        "materialized view public.mv_revenue must be replaced but public.v_big_customers depends "
+        "on it: rebuilding it too must be asked for (the plan lists it), or drop it first"
     )
 
     action = only(
@@ -767,7 +775,7 @@ def test_prune_drops_a_view_dbopt_made_with_its_indexes_in_one_step() -> None:
     owned = [made(existing), made(its_index)]
 
     held = only(plan([], catalog, {}, owned))
-    assert (held.kind, held.object_type, held.needs) == (ActionKind.DROP, "view", "--prune")
+    assert (held.kind, held.object_type, held.needs) == (ActionKind.DROP, "view", "prune")
 
     action = only(plan([], catalog, {}, owned, prune=True))  # the index goes with its view
     assert (action.kind, action.enabled, action.refusal) == (ActionKind.DROP, True, None)
@@ -793,8 +801,8 @@ def test_a_view_others_read_is_never_pruned_and_a_namesake_never_dropped() -> No
     catalog = cat(ORDERS, existing, reader, dependents={"mv_revenue": ("v_reader",)})
     action = only(plan([], catalog, {}, [made(existing)], prune=True))
     assert action.refusal == (
-        "materialized view public.mv_revenue cannot be dropped: public.v_reader depend on it: "
-        "drop them first (dbopt never drops objects it did not create)"
+        "materialized view public.mv_revenue cannot be dropped: public.v_reader depends on it: "
+        "drop it first (dbopt never drops objects it did not create)"
     )
     namesake = replace(existing, oid=next(_oids))
     assert plan([], cat(ORDERS, namesake), {}, [made(existing)], prune=True).actions == ()

@@ -28,6 +28,7 @@ from dbopt.planner.views import (
     replace_view_action,
 )
 from dbopt.spec import view_order
+from dbopt.words import a, they
 
 
 def _plan_views(
@@ -51,7 +52,7 @@ def _plan_views(
             if taken:
                 problems.append(
                     loc.problem(
-                        f"{view.name} is taken by a {taken}: choose another name",
+                        f"{view.name} is taken by {a(taken)}: choose another name",
                     )
                 )
                 continue
@@ -173,7 +174,7 @@ def plan(
             kind = _RELKINDS.get(relation.relkind, relation.relkind)
             problems.append(
                 loc.problem(
-                    f"{spec.table} is a {kind}: indexes go on tables and materialized views",
+                    f"{spec.table} is {a(kind)}: indexes go on tables and materialized views",
                 )
             )
             continue
@@ -290,10 +291,10 @@ def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None
     lists what it rebuilds)."""
     if not catalog.dependents.get(name) or cascade:
         return
-    readers = ", ".join(str(d) for d in catalog.dependents[name])
+    readers, verb, pronoun = they(catalog.dependents[name])
     raise OptionNeeded(
-        f"materialized view {name} must be replaced but {readers} depend on it: rebuilding them "
-        "too must be asked for (the plan lists them), or drop them first",
+        f"materialized view {name} must be replaced but {readers} {verb} on it: rebuilding "
+        f"{pronoun} too must be asked for (the plan lists {pronoun}), or drop {pronoun} first",
         option="cascade",
     )
 

@@ -20,6 +20,7 @@ from dbopt.indexdef import (
 from dbopt.model import IndexSpec, QualifiedName
 from dbopt.planner.actions import NEW_SUFFIX, OLD_SUFFIX, Action, ActionKind, Step, StepMode
 from dbopt.planner.ownership import Ownership, index_identity, name_taken
+from dbopt.words import a
 
 # --- index actions ---------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ def _leftover_steps(
         if index is None:
             taken = name_taken(catalog, name)
             if taken:
-                refusals.append(f"the name {name} it needs is taken by a {taken}")
+                refusals.append(f"the name {name} it needs is taken by {a(taken)}")
             continue
         if index.table == table and owners.owns(index.oid):
             identity = index_identity(index, origin=owners.origin(index.oid))
@@ -303,7 +304,8 @@ def _index_action(
         if taken:
             problems.append(
                 loc.problem(
-                    f"index {spec.name}: the name {name} is taken by a {taken}: rename one of them",
+                    f"index {spec.name}: the name {name} is taken by {a(taken)}: rename one of "
+                    "them",
                 )
             )
             return None

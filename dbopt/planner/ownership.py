@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.deparse import canonical
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
 from dbopt.model import QualifiedName
-from dbopt.planner.actions import OLD_SUFFIX
+from dbopt.planner.actions import NEW_SUFFIX, OLD_SUFFIX
 
 # --- ownership -------------------------------------------------------------------------------
 
@@ -29,6 +30,12 @@ class Ownership:
     def origin(self, oid: int) -> str:
         """How dbopt came to own it ("created by run 12")."""
         return self.origins.get(oid, "")
+
+
+def _names_of(name: str) -> tuple[str, ...]:
+    """The names an object dbopt made under ``name`` may carry: its own, and the temporary
+    names of a replace (built aside, or swapped out)."""
+    return (name, ddl.derived_name(name, NEW_SUFFIX), ddl.derived_name(name, OLD_SUFFIX))
 
 
 def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
@@ -70,6 +77,8 @@ def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
             continue
         if fact.replaced and not found.name.name.endswith(OLD_SUFFIX):
             continue
+        if not fact.replaced and found.name.name not in _names_of(fact.name.name):
+            continue  # renamed by hand since: someone means to keep it; dbopt leaves it be
         oids.add(found.oid)
         what = "swapped out" if fact.replaced else "made"
         origins[found.oid] = f"{what} by dbopt run {fact.run_id}"

@@ -21,6 +21,7 @@ from dbopt.planner.actions import NEW_SUFFIX, OLD_SUFFIX, Action, ActionKind, St
 from dbopt.planner.indexes import _display_rebuild, _safe
 from dbopt.planner.ownership import Ownership, name_taken, view_identity
 from dbopt.sqltext import query_sql
+from dbopt.words import a, they
 
 # --- view actions ----------------------------------------------------------------------------
 
@@ -77,9 +78,10 @@ def drop_view_action(
     refusals = []
     readers = [d for d in catalog.dependents.get(name, ()) if d not in also_dropped]
     if readers:
+        names, verb, pronoun = they(readers)
         refusals.append(
-            ", ".join(str(d) for d in readers)
-            + " depend on it: drop them first (dbopt never drops objects it did not create)"
+            f"{names} {verb} on it: drop {pronoun} first (dbopt never drops objects it did not "
+            "create)"
         )
     props = properties.views.get(relation.oid) if properties is not None else None
     if props is not None:
@@ -353,7 +355,7 @@ def _rebuild_view(
             )
         elif taken:
             refusals.append(
-                f"the name {temp} it needs is taken by a {taken} that dbopt has no record of "
+                f"the name {temp} it needs is taken by {a(taken)} that dbopt has no record of "
                 "making: drop it by hand once you have checked it"
             )
     old_indexes = catalog.indexes_on(name)
@@ -375,7 +377,7 @@ def _rebuild_view(
     ]:
         taken = name_taken(catalog, QualifiedName(schema, temp_index))
         if taken:
-            refusals.append(f"the name {schema}.{temp_index} it needs is taken by a {taken}")
+            refusals.append(f"the name {schema}.{temp_index} it needs is taken by {a(taken)}")
     options, tablespace = props.build_options() if props is not None else ((), None)
     swap = Step(
         StepMode.SWAP,
