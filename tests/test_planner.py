@@ -17,7 +17,7 @@ import pytest
 
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
-from dbopt.errors import OptionNeeded, SpecError, UnsafeActionError
+from dbopt.errors import OptionNeeded, SpecError
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
 from dbopt.model import IndexColumn, IndexSpec, Location, QualifiedName, ViewSpec, parse_qualified
