@@ -195,6 +195,12 @@ class Settings:
     #: The TimeZone pinned on every connection: timestamptz literals in specs and date
     #: arithmetic in views mean the same whatever the role or database is set to.
     timezone: str = DEFAULT_TIMEZONE
+    #: apply and rollback pause before each build while a standby replays more than this
+    #: behind the primary; 0 = do not wait for standbys.
+    max_replica_lag_ms: int = 0
+    #: The longest they pause for lagging standbys in all before stopping the run (exit 1,
+    #: recorded as stopped); 0 = as long as it takes.
+    max_replica_wait_ms: int = 1_800_000
 
     def __post_init__(self) -> None:
         problems = [
@@ -251,12 +257,31 @@ def _ms_problem(key: str, ms: int) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Replica:
+    """A standby of an environment: ``dsn`` a connection string (a service name given alone
+    becomes ``service=<name>``), ``name`` what messages call it."""
+
+    name: str
+    dsn: str
+
+    @classmethod
+    def from_config(cls, raw: str | Mapping[str, str], position: int) -> Replica:
+        if isinstance(raw, str):
+            text = raw.strip()
+            if "=" not in text and "://" not in text:  # a service name (pg_service.conf)
+                return cls(text, f"service={text}")
+            return cls(f"replica-{position}", text)
+        return cls(raw.get("name") or f"replica-{position}", raw["dsn"])
+
+
+@dataclass(frozen=True, slots=True)
 class Environment:
     """A named database target from dbopt.yaml; ``dsn`` is kept unexpanded until used."""
 
     name: str
     dsn: str | None
     settings: Settings
+    replicas: tuple[Replica, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +315,8 @@ class Target:
     dsn: str | None
     settings: Settings
     source: str = ""
+    #: The environment's standbys, their DSNs expanded.
+    replicas: tuple[Replica, ...] = ()
 
     def environment_parts(self, environ: Mapping[str, str] | None = None) -> list[EnvironmentPart]:
         """Parts of the target (host, port, dbname, user...) libpq takes from PG* variables."""
@@ -388,7 +415,12 @@ def load_config(path: Path | None) -> Config:
     try:
         defaults = Settings().merged(data.get("defaults", {}))
         environments = {
-            name: Environment(name, raw.get("dsn"), defaults.merged(raw))
+            name: Environment(
+                name,
+                raw.get("dsn"),
+                defaults.merged(raw),
+                tuple(Replica.from_config(r, i) for i, r in enumerate(raw.get("replicas", []), 1)),
+            )
             for name, raw in sorted(data.get("environments", {}).items())
         }
     except ConfigError as exc:  # pragma: no cover - the schema's patterns catch these first
@@ -452,10 +484,17 @@ def resolve_target(
         raise ConfigError(f"unknown environment '{env}' ({where}){hint}")
     chosen = config.environments[env]
     source = f"environment '{env}' in {config.path}"
-    if chosen.dsn is None:
-        return Target(env, "", chosen.settings, source=f"{source}, which leaves it to libpq")
     try:
-        expanded = expand_env(chosen.dsn, environ)
+        replicas = tuple(replace(r, dsn=expand_env(r.dsn, environ)) for r in chosen.replicas)
+        expanded = None if chosen.dsn is None else expand_env(chosen.dsn, environ)
     except ConfigError as exc:
         raise ConfigError(f"environment '{env}' in {config.path}: {exc}") from None
-    return Target(env=env, dsn=expanded, settings=chosen.settings, source=source)
+    if expanded is None:
+        return Target(
+            env,
+            "",
+            chosen.settings,
+            source=f"{source}, which leaves it to libpq",
+            replicas=replicas,
+        )
+    return Target(env=env, dsn=expanded, settings=chosen.settings, source=source, replicas=replicas)

@@ -91,3 +91,17 @@ class SandboxError(DboptError):
     """No throwaway Postgres server could be started."""
 
     exit_code = EXIT_CONNECT
+
+
+class PrivilegeError(DboptError):
+    """The role lacks a privilege the command needs (to read or write dbopt's history, to
+    create it, to read what verify measures): the message names the grant or the
+    ``dbopt init`` to run. Nothing was run against the database."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class StandbyError(DboptError):
+    """A command that writes was pointed at a hot standby."""
+
+    exit_code = EXIT_BAD_INPUT

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from dbopt import __version__
 from dbopt.catalog import catalog_sql
+from dbopt.errors import PrivilegeError
 from dbopt.model import QualifiedName
 
 
@@ -89,6 +90,119 @@ class RefreshRecord:
     mode: str
 
 
+#: The history's layout: 1 = dbopt 0.1 (names only), 2 = objects' OIDs and facts, 3 = a
+#: version stamp (``schema_version``) and runs that stop before their end ('stopped').
+HISTORY_VERSION = 3
+
+#: Privileges in the words of a GRANT statement, per kind of object.
+_ON = {"schema": "SCHEMA", "table": "TABLE", "sequence": "SEQUENCE"}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryObject:
+    """One object of the history (its schema, a table, a sequence) and the current role."""
+
+    kind: str  # schema, table or sequence
+    name: str | None  # None for the schema itself
+    present: bool
+    owned: bool  # the role is (a member of) its owner
+    owner: str | None
+    missing_read: tuple[str, ...]  # privileges plan/status/verify need and the role lacks
+    missing_write: tuple[str, ...]  # privileges a run needs and the role lacks
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFacts:
+    """What is there of dbopt's history, its layout version, and what the role may do."""
+
+    schema: str
+    role: str
+    database: str
+    may_create_schema: bool  # CREATE on the database
+    objects: tuple[HistoryObject, ...]
+    version: int | None  # None: no history, or not readable by the role
+
+    @property
+    def exists(self) -> bool:
+        return self.object("changes").present
+
+    def object(self, name: str | None) -> HistoryObject:
+        return next(o for o in self.objects if o.name == name)
+
+    def missing(self, mode: str) -> list[tuple[HistoryObject, tuple[str, ...]]]:
+        """The objects the role lacks privileges on for ``mode`` (read or write), and which."""
+        out = []
+        for o in self.objects:
+            lacking = o.missing_read if mode == "read" else o.missing_write
+            if o.present and lacking:
+                out.append((o, lacking))
+        return out
+
+    def qualified(self, o: HistoryObject) -> str:
+        parts = (self.schema,) if o.name is None else (self.schema, o.name)
+        return sql.Identifier(*parts).as_string()
+
+    def access_problem(self, mode: str) -> str:
+        """One line: the grants the role lacks to read (or write) the history."""
+        groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        order = {"schema": 0, "table": 1, "sequence": 2}
+        for o, privs in sorted(self.missing(mode), key=lambda m: order[m[0].kind]):
+            groups.setdefault((o.kind, privs), []).append(self.qualified(o))
+        role = sql.Identifier(self.role).as_string()
+        lacking = "; ".join(
+            f"GRANT {', '.join(privs)} ON {_ON[kind]} {', '.join(names)} TO {role}"
+            for (kind, privs), names in groups.items()
+        )
+        verb = "read" if mode == "read" else "record runs in"
+        return (
+            f"role {self.role} may not {verb} dbopt's history (schema {self.schema}); "
+            f"missing: {lacking} (`dbopt init` prints every grant)"
+        )
+
+    def setup_problem(self) -> str | None:
+        """Why this role cannot create (or upgrade) the history itself, or None."""
+        schema = self.object(None)
+        if not self.exists:
+            if schema.present and not schema.owned:
+                return (
+                    f"there is no dbopt history in schema {self.schema} (owned by "
+                    f"{schema.owner}) and role {self.role} may not create it: run "
+                    f"`dbopt init` once as {schema.owner}"
+                )
+            if not schema.present and not self.may_create_schema:
+                return (
+                    f"there is no dbopt history (schema {self.schema}) in database "
+                    f"{self.database} and role {self.role} may not create schemas there: run "
+                    "`dbopt init` once as a role that may (the owner of the application's "
+                    "tables, with CREATE on the database)"
+                )
+            return None
+        if self.version is None:
+            return self.access_problem("read")
+        if self.version > HISTORY_VERSION:
+            return (
+                f"dbopt's history in schema {self.schema} has layout {self.version}, written "
+                f"by a newer dbopt; this one knows layout {HISTORY_VERSION}: upgrade dbopt"
+            )
+        others = sorted({o.owner or "" for o in self.objects if o.present and not o.owned})
+        if others:
+            return (
+                f"dbopt's history in schema {self.schema} has layout {self.version}; this "
+                f"dbopt records layout {HISTORY_VERSION}: run `dbopt init` once as "
+                f"{', '.join(others)} (its owner) to upgrade it"
+            )
+        return None
+
+    def install_words(self) -> str:
+        """What :meth:`History.install` did, in words."""
+        if not self.exists:
+            return f"created dbopt's history in schema {self.schema} (layout {HISTORY_VERSION})"
+        return (
+            f"upgraded dbopt's history in schema {self.schema} from layout {self.version} "
+            f"to {HISTORY_VERSION}"
+        )
+
+
 def _qualified(text: str) -> QualifiedName:
     schema, _, name = text.partition(".")
     return QualifiedName(schema, name)
@@ -100,33 +214,106 @@ class History:
 
     schema: str = "dbopt"
 
+    def facts(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
+        """What is there of the history and what the current role may do with it (catalog
+        only: no grant needed), with the layout version when the role may read it."""
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(catalog_sql("history_facts"), {"schema": self.schema})
+            rows = cur.fetchall()
+        first = rows[0]
+        objects = tuple(
+            HistoryObject(
+                kind=r["kind"],
+                name=r["name"],
+                present=bool(r["present"]),
+                owned=bool(r["owned"]),
+                owner=r["owner_name"],
+                missing_read=tuple(r["missing_read"]),
+                missing_write=tuple(r["missing_write"]),
+            )
+            for r in rows
+        )
+        facts = HistoryFacts(
+            schema=self.schema,
+            role=first["role"],
+            database=first["dbname"],
+            may_create_schema=bool(first["may_create_schema"]),
+            objects=objects,
+            version=None,
+        )
+        if not facts.exists:
+            return facts
+        version: int | None = 2 if any(r["has_facts"] for r in rows) else 1
+        stamp = facts.object("schema_version")
+        if stamp.present and facts.missing("read"):
+            version = None  # stamped, but the role may not read the stamp
+        elif stamp.present:
+            row = conn.execute(
+                sql.SQL("SELECT max(version) FROM {}.schema_version").format(
+                    sql.Identifier(self.schema)
+                )
+            ).fetchone()
+            version = int(row[0]) if row and row[0] is not None else version
+        return replace(facts, version=version)
+
     def exists(self, conn: psycopg.Connection[Any]) -> bool:
-        """True when the history tables were created (by a first apply)."""
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'changes')",
-            (self.schema,),
-        ).fetchone()
-        return bool(row and row[0])
+        """True when the history tables were created (by ``dbopt init`` or a first apply)."""
+        return self.facts(conn).exists
 
-    def current(self, conn: psycopg.Connection[Any]) -> bool:
-        """True when the history tables exist with every column this dbopt records."""
-        row = conn.execute(
-            "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-            "AND c.relname = 'changes' AND a.attname = 'undoes_change' AND NOT a.attisdropped",
-            (self.schema,),
-        ).fetchone()
-        return bool(row and row[0])
+    def readable(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
+        """The facts, once sure the role may read the history (PrivilegeError if not)."""
+        facts = self.facts(conn)
+        if facts.exists and facts.missing("read"):
+            raise PrivilegeError(facts.access_problem("read"))
+        return facts
 
-    def ensure(self, conn: psycopg.Connection[Any]) -> None:
-        """Create (or upgrade) the schema and tables when needed; no DDL when they are current."""
-        if self.current(conn):
+    def require_grants(self, conn: psycopg.Connection[Any], mode: str) -> None:
+        """When the history exists: PrivilegeError naming every grant the role lacks to
+        ``mode`` (read, or write: record runs) it."""
+        facts = self.facts(conn)
+        if facts.exists and facts.missing(mode):
+            raise PrivilegeError(facts.access_problem(mode))
+
+    def writable(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
+        """The facts, once sure a run can record itself: the role may write the history, or
+        may create (or upgrade) it; PrivilegeError naming the grant or `dbopt init`."""
+        facts = self.facts(conn)
+        if facts.exists and facts.missing("write"):
+            raise PrivilegeError(facts.access_problem("write"))
+        if facts.exists and facts.version == HISTORY_VERSION:
+            return facts
+        problem = facts.setup_problem()
+        if problem:
+            raise PrivilegeError(problem)
+        return facts
+
+    def ensure(
+        self, conn: psycopg.Connection[Any], *, created: Callable[[str], None] | None = None
+    ) -> None:
+        """Make sure a run can write its history: no DDL at all when the history is current
+        (then the run needs only USAGE and SELECT/INSERT/UPDATE on it); created or upgraded
+        when the role may do so (``created`` is told what happened); else PrivilegeError
+        naming what to run (``dbopt init``) or grant."""
+        facts = self.writable(conn)
+        if facts.exists and facts.version == HISTORY_VERSION:
             return
+        self.install(conn, facts)
+        if created is not None:
+            created(facts.install_words())
+
+    def install(self, conn: psycopg.Connection[Any], facts: HistoryFacts) -> None:
+        """Create the history, or bring it up to this dbopt's layout (stamping the version)."""
         ident = sql.Identifier(self.schema)
         with conn.transaction():
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-            conn.execute(catalog_sql("history_schema").format(schema=ident))
+            if not facts.object(None).present:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+            conn.execute(
+                catalog_sql("history_schema").format(
+                    schema=ident,
+                    version=sql.Literal(HISTORY_VERSION),
+                    dbopt_version=sql.Literal(__version__),
+                )
+            )
 
     def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
         """A query of ``catalog/sql/<name>.sql`` on this history's schema."""
@@ -138,8 +325,11 @@ class History:
     def owned(self, conn: psycopg.Connection[Any]) -> list[OwnedObject]:
         """Objects dbopt made (by OID, or by name for history written before OIDs were kept)
         and has not dropped since: the only objects prune and rollback may ever drop."""
-        if not self.exists(conn) or not self.current(conn):
-            return self._owned_by_name(conn) if self.exists(conn) else []
+        facts = self.readable(conn)
+        if not facts.exists:
+            return []
+        if (facts.version or 0) < 2:
+            return self._owned_by_name(conn)
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(self._query("history_owned"))
             rows = cur.fetchall()
@@ -358,7 +548,7 @@ class History:
 
     def runs(self, conn: psycopg.Connection[Any], limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""
-        if not self.exists(conn):
+        if not self.readable(conn).exists:
             return []
         return self._runs(conn, sql.SQL("true"), (), limit)
 
@@ -388,7 +578,7 @@ class History:
 
     def last_refreshes(self, conn: psycopg.Connection[Any]) -> dict[QualifiedName, RefreshRecord]:
         """The last successful refresh of each view: its start time, duration and rows."""
-        if not self.exists(conn):
+        if not self.readable(conn).exists:
             return {}
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(

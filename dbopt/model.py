@@ -206,6 +206,9 @@ class RunOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ABORTED = "aborted"
+    #: Stopped before a build it was about to start (standbys too far behind for too long):
+    #: every change it made is whole; the rest was not started.
+    STOPPED = "stopped"
 
 
 class RefreshOutcome(StrEnum):

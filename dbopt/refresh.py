@@ -301,11 +301,15 @@ def crontab_lines(
     return "\n".join(lines) + "\n"
 
 
-def pg_cron_sql(items: Sequence[RefreshItem]) -> str:
-    """``cron.schedule`` calls for the pg_cron extension, one job per scheduled view."""
+def pg_cron_sql(items: Sequence[RefreshItem], database: str) -> str:
+    """``cron.schedule_in_database`` calls for the pg_cron extension (1.4+), one job per
+    scheduled view, each run in ``database`` whichever database pg_cron lives in (managed
+    services keep it in one, ``cron.database_name``)."""
     lines = [
-        "-- pg_cron runs schedules in GMT (unless cron.timezone is set) and never on a standby;",
-        "-- its jobs do not take dbopt's per-view lock nor follow dependency order.",
+        "-- Run these in the database pg_cron is installed in (cron.database_name); each job",
+        f"-- refreshes in {database}. pg_cron runs schedules in GMT (unless cron.timezone is",
+        "-- set) and never on a standby; its jobs do not take dbopt's per-view lock nor follow",
+        "-- dependency order.",
     ]
     for item in items:
         schedule = item.view.refresh.schedule
@@ -313,11 +317,12 @@ def pg_cron_sql(items: Sequence[RefreshItem]) -> str:
             lines.append(f"-- {item.view.name}: no refresh schedule in its spec")
             continue
         lines.append(
-            sql.SQL("SELECT cron.schedule({}, {}, {});")
+            sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {});")
             .format(
                 sql.Literal(f"dbopt refresh {item.view.name}"),
                 sql.Literal(schedule),
                 sql.Literal(item.statement.as_string()),
+                sql.Literal(database),
             )
             .as_string()
         )

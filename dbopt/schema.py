@@ -29,6 +29,8 @@ DURATION_KEYS = (
     "retry_backoff",
     "cleanup_wait",
     "build_wait_timeout",
+    "max_replica_lag",
+    "max_replica_wait",
 )
 
 INDEX_METHODS = ("btree", "hash", "gist", "spgist", "gin", "brin")
@@ -229,7 +231,7 @@ VIEW_FILE: dict[str, Any] = {
     },
 }
 
-_ENVIRONMENT = {
+_ENVIRONMENT: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
@@ -253,6 +255,29 @@ _ENVIRONMENT = {
         "retry_backoff": _DURATION,
         "cleanup_wait": _DURATION,
         "build_wait_timeout": _DURATION,
+        # What these mean is in the README; their schema is a duration's (so is the message).
+        "max_replica_lag": _DURATION,
+        "max_replica_wait": _DURATION,
+        "replicas": {
+            "type": "array",
+            "description": "The environment's standbys (status shows each one's index "
+            "scans; apply reads their lag): a DSN, a service name, or {name, dsn}. ${VAR} is "
+            "expanded.",
+            "items": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["dsn"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "dsn": {"type": "string", "minLength": 1},
+                        },
+                    },
+                ]
+            },
+        },
         "verify_timeout_factor": {"type": "number", "minimum": 1, "maximum": 1000},
         "search_path": {
             "description": "The schemas unqualified names in view queries, index expressions "
@@ -282,7 +307,11 @@ CONFIG_FILE: dict[str, Any] = {
     "properties": {
         "history_schema": {**_NAME, "default": "dbopt"},
         "specs": {"type": "array", "items": {"type": "string"}},
-        "defaults": _ENVIRONMENT,
+        # An environment's standbys are its own: `defaults:` cannot list any.
+        "defaults": {
+            **_ENVIRONMENT,
+            "properties": {k: v for k, v in _ENVIRONMENT["properties"].items() if k != "replicas"},
+        },
         "environments": {"type": "object", "additionalProperties": _ENVIRONMENT},
     },
 }

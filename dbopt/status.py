@@ -5,7 +5,7 @@ Computed from the same plan apply would run, so what status calls drift, apply w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +28,10 @@ class IndexState:
     state: str  # ok, missing, invalid, drifted, unmanaged
     valid: bool | None
     size_bytes: int | None
-    scans: int | None
+    scans: int | None  # on every node status read, in total
     origin: str  # dbopt, pre-existing, constraint, -
+    #: With standbys listed: the scans on each node (StatusReport.nodes), None where unknown.
+    node_scans: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,39 @@ class StatusReport:
     unmanaged: tuple[IndexState, ...]
     last_run: RunRecord | None
     views: tuple[ViewState, ...] = ()
+    #: The nodes whose scans are counted (the target first), when standbys are listed.
+    nodes: tuple[str, ...] = ()
+    #: Nodes that could not be read, and why.
+    unreachable: tuple[str, ...] = ()
+    standby: bool = False  # the target itself is a standby
+
+
+@dataclass(frozen=True, slots=True)
+class NodeScans:
+    """Index scans read on one node (None: the node could not be read, ``error`` says why)."""
+
+    name: str
+    scans: dict[str, int] | None
+    error: str = ""
+
+
+def with_nodes(report: StatusReport, nodes: list[NodeScans]) -> StatusReport:
+    """The report with each index's scans per node and in total (an index no standby ever
+    scanned may still serve every read there, so the total is what 'unused' must mean)."""
+
+    def spread(row: IndexState) -> IndexState:
+        per = tuple(None if n.scans is None else n.scans.get(row.name, 0) for n in nodes)
+        known = [x for x in per if x is not None]
+        total = sum(known) if known and row.size_bytes is not None else row.scans
+        return replace(row, node_scans=per, scans=total)
+
+    return replace(
+        report,
+        managed=tuple(spread(r) for r in report.managed),
+        unmanaged=tuple(spread(r) for r in report.unmanaged),
+        nodes=tuple(n.name for n in nodes),
+        unreachable=tuple(f"{n.name}: {n.error}" for n in nodes if n.scans is None),
+    )
 
 
 def index_status(

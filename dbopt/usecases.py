@@ -11,24 +11,36 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import psycopg
+from psycopg import Connection
 
 from dbopt import render
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings, Target
 from dbopt.db import connect, session_sql, unbounded
-from dbopt.errors import InputError, UnsafeActionError
+from dbopt.errors import (
+    ConfigError,
+    ConnectError,
+    InputError,
+    PrivilegeError,
+    UnsafeActionError,
+)
 from dbopt.executor import Executor, RunResult
-from dbopt.history import History
+from dbopt.grants import Roles, grant_sql
+from dbopt.history import HISTORY_VERSION, History
 from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet
-from dbopt.planner import Plan
+from dbopt.planner import ActionKind, Plan
 from dbopt.plans import build_plan, relevant
 from dbopt.progress import Reporter
+from dbopt.replicas import in_recovery, index_scans, require_primary
 from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
+from dbopt.status import NodeScans, StatusReport, index_status, with_nodes
 
 if TYPE_CHECKING:
     from dbopt.refresh import RefreshResult
@@ -128,7 +140,9 @@ def preflight(
 ) -> None:
     """Every check that can refuse before the first statement: refusals of the plan (what a
     replace cannot carry over, what a drop would break), ownership of every table and view
-    the run touches, and transactions that would make concurrent builds and drops wait."""
+    the run touches, that the run can record itself in the history, that standbys' lag can be
+    read when it must be waited for, and transactions that would make concurrent builds and
+    drops wait."""
     _refuse_refused(plan, command)
     missing = sorted({str(a.table) for a in plan.runnable if not _owned_relation(catalog, a.table)})
     if missing:
@@ -139,6 +153,21 @@ def preflight(
             "(or membership in the owning role); GRANT the owner role to this user or run as "
             "the owner"
         )
+    building = sorted({a.name.schema for a in plan.runnable if a.kind != ActionKind.DROP})
+    rows = runner.control.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+        "AND NOT has_schema_privilege(oid, 'CREATE') ORDER BY nspname",
+        (building,),
+    ).fetchall()
+    if rows:
+        schemas = ", ".join(r[0] for r in rows)
+        raise UnsafeActionError(
+            f"{command} refused: the current role may not create objects in schema {schemas}: "
+            "CREATE INDEX and CREATE MATERIALIZED VIEW need CREATE on the schema besides "
+            f"ownership of the table; GRANT CREATE ON SCHEMA {schemas} TO this role"
+        )
+    runner.history.writable(runner.control)
+    runner.lag_gate.check_visible()
     busy = long_running(runner.control, settings.lock_timeout_ms)
     if busy and not wait_for_blockers:
         raise UnsafeActionError(
@@ -197,12 +226,16 @@ def apply(
         reporter,
         sleep=sleep or time.sleep,
         patient=options.wait_for_blockers,
+        replicas=target.replicas,
     ) as runner:
+        require_primary(runner.control, "apply")
         take_run_lock(
             runner.control,
             wait=options.locking.wait,
             wait_timeout_ms=options.locking.wait_timeout_ms,
         )
+        if not options.dry_run:  # every grant a run needs, not only the reading ones
+            history.require_grants(runner.control, "write")
         catalog = inspect(runner.control, relevant(specs, history.owned(runner.control)))
         result = build_plan(
             runner.control,
@@ -255,7 +288,10 @@ def rollback(
     """Undo a run (or objects' last changes) with apply's checks: lock, ownership, what a drop
     would break, confirmation. Derived from the history's facts, never from its SQL."""
     settings = target.settings
-    with Executor(target.dsn, settings, history, reporter, patient=wait_for_blockers) as runner:
+    with Executor(
+        target.dsn, settings, history, reporter, patient=wait_for_blockers, replicas=target.replicas
+    ) as runner:
+        require_primary(runner.control, "rollback")
         if not plan_only:
             take_run_lock(
                 runner.control, wait=locking.wait, wait_timeout_ms=locking.wait_timeout_ms
@@ -306,7 +342,11 @@ class RefreshOptions:
 
 
 def refresh(
-    target: Target, specs: SpecSet, history: History, options: RefreshOptions
+    target: Target,
+    specs: SpecSet,
+    history: History,
+    options: RefreshOptions,
+    created: Callable[[str], None] | None = None,
 ) -> tuple[list[RefreshResult], str]:
     """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL)."""
     from dbopt import refresh as vw
@@ -315,6 +355,7 @@ def refresh(
         raise InputError("choose stale views by their schedule or by age, not both")
     chosen = vw.select_views(specs, options.names)
     with connect(target.dsn, application_name="dbopt-refresh", settings=target.settings) as conn:
+        require_primary(conn, "refresh-views")
         catalog = inspect(conn, [v.name for v in chosen])
         items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
         if options.stale_only or options.older_than is not None:
@@ -333,7 +374,95 @@ def refresh(
             raise UnsafeActionError(
                 "refresh refused: the current role does not own " + ", ".join(missing)
             )
+        history.ensure(conn, created=created)
         return vw.run_refresh(conn, items, target.settings, history, target.env), ""
+
+
+def status(target: Target, specs: SpecSet, history: History) -> StatusReport:
+    """What dbopt manages and how it is; with the environment's standbys listed, each
+    index's scans on every node and in total (a standby serves reads the primary never sees).
+    Works on a standby too (read-only)."""
+    with connect(target.dsn, settings=target.settings) as conn:
+        report = index_status(conn, specs, target.settings, history)
+        standby = in_recovery(conn)
+    report = replace(report, standby=standby)
+    if not target.replicas:
+        return report
+    names = [r.name for r in (*report.managed, *report.unmanaged)]
+    nodes = [
+        NodeScans(
+            "this standby" if standby else "primary",
+            {r.name: r.scans or 0 for r in (*report.managed, *report.unmanaged)},
+        )
+    ]
+    for replica in target.replicas:
+        try:
+            with connect(
+                replica.dsn,
+                application_name="dbopt-status",
+                connect_timeout=5,
+                settings=unbounded(target.settings),
+                read_only=True,
+            ) as node:
+                nodes.append(NodeScans(replica.name, index_scans(node, names)))
+        except (ConnectError, ConfigError, psycopg.Error) as exc:
+            nodes.append(NodeScans(replica.name, None, str(exc).splitlines()[0]))
+    return with_nodes(report, nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class InitOutcome:
+    """What ``dbopt init`` did to the history, and the grants for the two roles."""
+
+    done: str  # created, upgraded, or already current
+    grants: str  # SQL for a DBA to read and run
+    notes: tuple[str, ...] = ()
+
+
+def init(target: Target, specs: SpecSet, history: History, roles: Roles) -> InitOutcome:
+    """Create (or upgrade, stamping its layout version) dbopt's history once, as a role that
+    may; then the GRANT statements an applying role and a read-only role need here."""
+    with connect(target.dsn, application_name="dbopt-init", settings=target.settings) as conn:
+        require_primary(conn, "init")
+        take_run_lock(conn, wait=False)
+        facts = history.facts(conn)
+        if facts.exists and facts.version == HISTORY_VERSION:
+            done = f"dbopt's history in schema {history.schema} is current (layout {facts.version})"
+        else:
+            problem = facts.setup_problem()
+            if problem:
+                raise PrivilegeError(problem)
+            history.install(conn, facts)
+            done = facts.install_words()
+        after = history.facts(conn)
+        named = sorted(specs.relations())
+        catalog = inspect(conn, named)
+        rows = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", ([roles.apply, roles.read],)
+        ).fetchall()
+        grants = grant_sql(
+            after,
+            specs,
+            catalog.relations,
+            roles,
+            [r[0] for r in rows],
+            reads_lag=target.settings.max_replica_lag_ms > 0,
+        )
+        keeper = after.object("changes").owner or after.role
+        owners = sorted({catalog.relations[n].owner for n in named if n in catalog.relations})
+        notes = [
+            f"the history's owner {keeper} is not a member of {owner}, which owns tables the "
+            f"specs name: dbopt will not count what it makes on them as its own (it would "
+            f"never drop it). GRANT {owner} TO {keeper}, or run `dbopt init` as {owner}"
+            for owner in owners
+            if not _member(conn, keeper, owner)
+        ]
+    return InitOutcome(done, grants, tuple(notes))
+
+
+def _member(conn: Connection[Any], role: str, of: str) -> bool:
+    row = conn.execute("SELECT pg_has_role(%s, %s, 'USAGE')", (role, of)).fetchone()
+    return bool(row and row[0])
 
 
 def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) -> str:
@@ -343,21 +472,27 @@ def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) 
     chosen = vw.select_views(specs, names)
     with connect(target.dsn, settings=target.settings) as conn:
         items = vw.plan_refresh(chosen, inspect(conn, [v.name for v in chosen]))
-    return vw.pg_cron_sql(items)
+        row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    return vw.pg_cron_sql(items, str(row[0]))
 
 
 __all__ = [
     "ApplyOptions",
     "Hooks",
+    "InitOutcome",
     "Locking",
     "Outcome",
     "Quiet",
     "RefreshOptions",
+    "Roles",
     "Selection",
     "apply",
+    "init",
     "plan",
     "preflight",
     "refresh",
     "rollback",
+    "status",
     "summary",
 ]

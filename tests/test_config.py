@@ -11,6 +11,7 @@ from helpers import write_file
 from dbopt.config import (
     LIBPQ_ENVIRONMENT,
     Config,
+    Replica,
     Settings,
     Target,
     duration_ms,
@@ -528,3 +529,64 @@ def test_environments_inherit_every_default(write_config: WriteConfig) -> None:
     assert production.confirm is True
     assert production.search_path == ("app",)
     assert production.timezone == "Europe/Paris"
+
+
+def test_replicas_and_lag_settings(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        defaults:
+          max_replica_lag: 30s
+        environments:
+          production:
+            dsn: service=app
+            max_replica_wait: 10min
+            replicas:
+              - app_replica
+              - postgresql://ro@replica-2.internal/app
+              - {name: replica-eu, dsn: "host=${EU_HOST} dbname=app"}
+        """
+    )
+    target = resolve_target(load_config(None), "production", None, {"EU_HOST": "eu.internal"})
+    assert target.settings.max_replica_lag_ms == 30_000
+    assert target.settings.max_replica_wait_ms == 600_000
+    assert target.replicas == (
+        Replica("app_replica", "service=app_replica"),
+        Replica("replica-2", "postgresql://ro@replica-2.internal/app"),
+        Replica("replica-eu", "host=eu.internal dbname=app"),
+    )
+    assert Settings().max_replica_lag_ms == 0  # no waiting for standbys unless asked
+    assert Settings().max_replica_wait_ms == 1_800_000
+
+
+def test_replicas_are_an_environments_own(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        defaults:
+          replicas: [app_replica]
+        environments:
+          production:
+            replicas: [{name: r1}]
+            max_replica_lag: soon
+        """
+    )
+    problems = config_problems()
+    assert problems[0].startswith("dbopt.yaml:2:3: defaults: unknown key 'replicas'")
+    assert problems[1] == (
+        "dbopt.yaml:5:16: environments.production.replicas[0]: missing required key 'dsn'"
+    )
+    assert problems[2].startswith(
+        "dbopt.yaml:6:22: environments.production.max_replica_lag: the string 'soon' is not valid; "
+        "expected a PostgreSQL duration"
+    )
+
+
+def test_a_missing_variable_in_a_replica_is_named(write_config: WriteConfig) -> None:
+    write_config(
+        """\
+        environments:
+          production:
+            replicas: ["host=${REPLICA_HOST}"]
+        """
+    )
+    with pytest.raises(ConfigError, match="REPLICA_HOST"):
+        resolve_target(load_config(None), "production", None, {})

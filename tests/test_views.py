@@ -353,7 +353,11 @@ def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
     out = cli("refresh-views", "--dsn", db_dsn, "--emit", "pg_cron")
     assert out.exit_code == 0, out.output
     assert "GMT" in out.output
-    calls = [line for line in out.output.splitlines() if line.startswith("SELECT cron.schedule")]
+    calls = [
+        line
+        for line in out.output.splitlines()
+        if line.startswith("SELECT cron.schedule_in_database(")
+    ]
     assert len(calls) == 2
     available = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron'"
@@ -367,24 +371,31 @@ def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
             "pg_cron is not installed and preloaded on this server "
             "(Debian: postgresql-15-cron, installed by make test)"
         )
+    row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    app_db = row[0]
     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", cron_db).fetchone()
     cron_dsn = pg_server.dsn_for(cron_db[0]) if exists else pg_server.create_database(cron_db[0])
     with psycopg.connect(cron_dsn, autocommit=True) as cron:
         cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         for call in calls:
             cron.execute(call)  # type: ignore[call-overload]
-        jobs = cron.execute("SELECT jobname, schedule, command FROM cron.job ORDER BY 1").fetchall()
+        jobs = cron.execute(
+            "SELECT jobname, schedule, command, database FROM cron.job ORDER BY 1"
+        ).fetchall()
         cron.execute("SELECT cron.unschedule(jobid) FROM cron.job")
     assert jobs == [
         (
             "dbopt refresh public.mv_revenue",
             "0 * * * *",
             'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue"',
+            app_db,  # pg_cron lives in its own database; the job runs in the application's
         ),
         (
             "dbopt refresh public.mv_top_days",
             "30 2 * * *",
             'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_top_days"',
+            app_db,
         ),
     ]
 

@@ -23,6 +23,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "schema",
         "Print the JSON Schema of spec files (or dbopt.yaml) for editors.",
     ),
+    "init": (
+        "dbopt.cli.init_cmd",
+        "init",
+        "Create dbopt's history schema (or upgrade it), then print the grants two roles need.",
+    ),
     "plan": (
         "dbopt.cli.plan_cmds",
         "plan",

@@ -10,7 +10,6 @@ import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 from dbopt.cli.run_output import (
-    BUILD_WAIT,
     WAIT,
     WAIT_FOR_BLOCKERS,
     WAIT_TIMEOUT,
@@ -19,7 +18,8 @@ from dbopt.cli.run_output import (
     closing,
     locking,
     print_outcome,
-    with_build_wait,
+    waits,
+    with_waits,
 )
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def plan(
 @WAIT
 @WAIT_TIMEOUT
 @WAIT_FOR_BLOCKERS
-@BUILD_WAIT
+@waits
 @click.option("--jobs", type=click.IntRange(1, 64), help="Tables built in parallel.")
 @click.option(
     "--plans-dir",
@@ -137,6 +137,8 @@ def apply(
     wait_timeout: str | None,
     wait_for_blockers: bool,
     build_wait_timeout: str | None,
+    max_replica_lag: str | None,
+    max_replica_wait: str | None,
     jobs: int | None,
     plans_dir: Path | None,
 ) -> None:
@@ -162,7 +164,7 @@ def apply(
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
-    target = with_build_wait(opts.target(config), build_wait_timeout)
+    target = with_waits(opts.target(config), build_wait_timeout, max_replica_lag, max_replica_wait)
     options = usecases.ApplyOptions(
         replace_drifted=replace_drifted,
         prune=prune,

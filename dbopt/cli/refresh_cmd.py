@@ -66,7 +66,7 @@ def refresh_views(
       dbopt refresh-views --env production --view mv_daily_revenue_summary --stale-only
       dbopt refresh-views --env production --plan
       dbopt refresh-views --env production --emit crontab | crontab -
-      dbopt refresh-views --emit pg_cron | psql
+      dbopt refresh-views --env production --emit pg_cron | psql -d postgres  # where pg_cron lives
     """
     import json
     import os

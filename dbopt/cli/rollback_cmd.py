@@ -9,7 +9,6 @@ import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
 from dbopt.cli.run_output import (
-    BUILD_WAIT,
     WAIT,
     WAIT_FOR_BLOCKERS,
     WAIT_TIMEOUT,
@@ -17,7 +16,8 @@ from dbopt.cli.run_output import (
     closing,
     locking,
     print_outcome,
-    with_build_wait,
+    waits,
+    with_waits,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 @WAIT
 @WAIT_TIMEOUT
 @WAIT_FOR_BLOCKERS
-@BUILD_WAIT
+@waits
 def rollback(
     opts: Options,
     last: bool,
@@ -60,6 +60,8 @@ def rollback(
     wait_timeout: str | None,
     wait_for_blockers: bool,
     build_wait_timeout: str | None,
+    max_replica_lag: str | None,
+    max_replica_wait: str | None,
 ) -> None:
     """Undo a dbopt run: drop what it created, restore what it replaced.
 
@@ -90,7 +92,7 @@ def rollback(
         raise ConfigError("choose exactly one of --last, --run ID or --index NAME")
     names = list(indexes)
     config = opts.load_config()
-    target = with_build_wait(opts.target(config), build_wait_timeout)
+    target = with_waits(opts.target(config), build_wait_timeout, max_replica_lag, max_replica_wait)
     reporter = make_reporter(opts.verbose)
     try:
         outcome = usecases.rollback(

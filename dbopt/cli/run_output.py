@@ -4,9 +4,12 @@ confirmation asked), the waiting options, sizes and ages in words."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,6 +78,13 @@ def print_outcome(outcome: Outcome, fmt: str, command: str) -> None:
             )
     if run.outcome == RunOutcome.ABORTED:
         raise KeyboardInterrupt
+    if run.outcome == RunOutcome.STOPPED:
+        left = ", ".join(str(n) for n in run.not_started)
+        raise CheckFailedError(
+            f"{command} {run.stopped}; what it built is whole and recorded (run "
+            f"{run.run_id}, stopped); not started: {left or 'nothing'}. Run {command} again "
+            "once the standbys catch up"
+        )
     if run.outcome == RunOutcome.FAILED:
         failures = [c for c in run.changes if c.result == ChangeOutcome.FAILED]
         raise CheckFailedError(
@@ -139,23 +149,49 @@ WAIT_FOR_BLOCKERS = click.option(
 )
 
 
-BUILD_WAIT = click.option(
+_BUILD_WAIT = click.option(
     "--build-wait-timeout",
     metavar="DURATION",
     help="How long a concurrent build or drop may wait for other transactions (its wait "
     "never blocks the application); overrides build_wait_timeout. Default: no limit.",
 )
+_REPLICA_LAG = click.option(
+    "--max-replica-lag",
+    metavar="DURATION",
+    help="Pause before each build while a standby replays further behind than this (e.g. "
+    "30s); overrides max_replica_lag. Default: do not wait for standbys.",
+)
+_REPLICA_WAIT = click.option(
+    "--max-replica-wait",
+    metavar="DURATION",
+    help="Stop the run (exit 1, recorded as stopped) after pausing this long in all for "
+    "lagging standbys; overrides max_replica_wait (default 30min; 0 = no limit).",
+)
 
 
-def with_build_wait(target: Target, value: str | None) -> Target:
-    """The target with --build-wait-timeout applied."""
-    if value is None:
-        return target
+def waits(command: F) -> F:
+    """--build-wait-timeout, --max-replica-lag and --max-replica-wait."""
+    return _BUILD_WAIT(_REPLICA_LAG(_REPLICA_WAIT(command)))
+
+
+def with_waits(
+    target: Target,
+    build_wait_timeout: str | None,
+    max_replica_lag: str | None,
+    max_replica_wait: str | None,
+) -> Target:
+    """The target with the waiting flags applied over its environment's settings."""
     from dataclasses import replace
 
     from dbopt.config import duration_ms
 
-    settings = replace(target.settings, build_wait_timeout_ms=duration_ms(value))
+    settings = target.settings
+    if build_wait_timeout is not None:
+        settings = replace(settings, build_wait_timeout_ms=duration_ms(build_wait_timeout))
+    if max_replica_lag is not None:
+        settings = replace(settings, max_replica_lag_ms=duration_ms(max_replica_lag))
+    if max_replica_wait is not None:
+        settings = replace(settings, max_replica_wait_ms=duration_ms(max_replica_wait))
     return replace(target, settings=settings)
 
 

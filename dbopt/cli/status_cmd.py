@@ -14,7 +14,7 @@ from dbopt.cli.run_output import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from dbopt.status import IndexState
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -32,26 +32,37 @@ def status(opts: Options) -> None:
     """
     import dataclasses
 
-    from dbopt import render
-    from dbopt.db import connect
+    from dbopt import render, usecases
     from dbopt.history import History
     from dbopt.spec import load_specs
-    from dbopt.status import index_status
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    with connect(target.dsn, settings=target.settings) as conn:
-        report = index_status(conn, specs, target.settings, History(config.history_schema))
-    headers = ["index", "table", "state", "valid", "size", "scans", "created by"]
-    managed = [
-        [r.name, r.table, r.state, r.valid, human_size(r.size_bytes), r.scans, r.origin]
-        for r in report.managed
-    ]
-    unmanaged = [
-        [r.name, r.table, r.state, r.valid, human_size(r.size_bytes), r.scans, r.origin]
-        for r in report.unmanaged
-    ]
+    report = usecases.status(target, specs, History(config.history_schema))
+    scans = "scans (all nodes)" if report.nodes else "scans"
+    headers = ["index", "table", "state", "valid", "size", scans, *report.nodes, "created by"]
+
+    def row(r: IndexState) -> list[object]:
+        return [
+            r.name,
+            r.table,
+            r.state,
+            r.valid,
+            human_size(r.size_bytes),
+            r.scans,
+            *("?" if n is None else n for n in r.node_scans),
+            r.origin,
+        ]
+
+    managed = [row(r) for r in report.managed]
+    unmanaged = [row(r) for r in report.unmanaged]
+    if report.standby:
+        click.echo(
+            "note: this is a standby: scans are the reads it served, not the primary's", err=True
+        )
+    for problem in report.unreachable:
+        click.echo(f"note: scans unknown on {problem}", err=True)
     if opts.fmt == "json":
         import json
 

@@ -136,6 +136,8 @@ def verify(
       dbopt verify --env staging --hypothetical
     """
     from dbopt.db import connect
+    from dbopt.errors import PrivilegeError
+    from dbopt.grants import unreadable_problem
     from dbopt.spec import load_specs
     from dbopt.verify import load_baseline, run_hypothetical, run_verify
 
@@ -157,6 +159,9 @@ def verify(
         _in_flag_terms(),
         connect(target.dsn, settings=target.settings, read_only=read_only) as conn,
     ):
+        problem = unreadable_problem(conn, specs.relations())
+        if problem:
+            raise PrivilegeError(problem)
         if hypothetical:
             hypo = run_hypothetical(
                 conn,

@@ -44,6 +44,10 @@ class RunResult:
     run_id: int | None
     outcome: RunOutcome
     changes: list[ChangeResult] = field(default_factory=list)
+    #: Why a stopped run stopped before its next build (standbys too far behind), and what
+    #: it did not start.
+    stopped: str | None = None
+    not_started: tuple[QualifiedName, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
 from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
 from dbopt.planner import Action, ActionKind, Plan, StepMode
+from dbopt.replicas import ReplicaLagStop
 
 
 class Executor(StepRunner):
@@ -228,7 +229,7 @@ class Executor(StepRunner):
         rollback_text: str = "",
     ) -> RunResult:
         """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice."""
-        self._control(lambda c: self.history.ensure(c))
+        self._control(lambda c: self.history.ensure(c, created=self.reporter.event))
         orphans = self._control(lambda c: self.history.close_orphans(c))
         if orphans:
             self.reporter.event(
@@ -251,11 +252,18 @@ class Executor(StepRunner):
                 groups.setdefault(action.table, []).append(action)
         results: list[ChangeResult] = []
         failed = threading.Event()
+        stopped: list[str] = []
 
         def run_group(group: Sequence[Action]) -> list[ChangeResult]:
             out = []
             for action in group:
                 if failed.is_set() or self._cancelled.is_set():
+                    break
+                try:
+                    self.lag_gate.wait(f"{action.kind.value} {action.name}")
+                except ReplicaLagStop as exc:
+                    stopped.append(str(exc))
+                    failed.set()
                     break
                 res = self.run_action(run_id, action)
                 out.append(res)
@@ -300,6 +308,8 @@ class Executor(StepRunner):
                 if interrupted
                 else RunOutcome.FAILED
                 if any(r.result == ChangeOutcome.FAILED for r in results)
+                else RunOutcome.STOPPED
+                if stopped
                 else RunOutcome.SUCCEEDED
             )
             crashed = False
@@ -309,4 +319,11 @@ class Executor(StepRunner):
                 with contextlib.suppress(psycopg.Error):
                     self._control(lambda c: self.history.finish_run(c, run_id, RunOutcome.FAILED))
         self._control(lambda c: self.history.finish_run(c, run_id, outcome))
-        return RunResult(run_id, outcome, results)
+        done = {r.action.name for r in results}
+        return RunResult(
+            run_id,
+            outcome,
+            results,
+            stopped=stopped[0] if stopped else None,
+            not_started=tuple(a.name for a in plan.runnable if a.name not in done),
+        )

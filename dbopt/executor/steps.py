@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import psycopg
@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from dbopt import ddl, guard, locks
 from dbopt.catalog import catalog_sql
-from dbopt.config import Settings
+from dbopt.config import Replica, Settings
 from dbopt.db import connect, server_message, unbounded
 from dbopt.executor.results import Built, Cost, StepFailed, _Made
 from dbopt.guard import Identity, NotOursError
@@ -28,6 +28,7 @@ from dbopt.history import History
 from dbopt.model import QualifiedName
 from dbopt.planner import Step, StepMode
 from dbopt.progress import Blocker, BuildGate, Reporter, Watch, Watcher
+from dbopt.replicas import LagGate, Standbys
 
 
 def _set(conn: psycopg.Connection[Any], name: str, value: str | int) -> None:
@@ -54,6 +55,7 @@ class StepRunner:
         *,
         sleep: Callable[[float], None] = time.sleep,
         patient: bool = False,
+        replicas: Sequence[Replica] = (),
     ) -> None:
         self.dsn = dsn
         #: --wait-for-blockers: lock waits are retried until they succeed (or until
@@ -74,6 +76,9 @@ class StepRunner:
         self._safe_builds_overlap = self.control.info.server_version >= 140000
         #: The change each worker thread is running (its history row).
         self._changes: dict[int, int] = {}
+        #: Standbys: their lag is read before each build (max_replica_lag).
+        self.standbys = Standbys(self._control, replicas, settings)
+        self.lag_gate = LagGate(self.standbys, settings, reporter, sleep=sleep)
 
     def __enter__(self) -> Self:
         return self
@@ -116,6 +121,7 @@ class StepRunner:
         """Close every connection, releasing the run lock first: a closed session's backend
         may hold its locks a moment longer, and the next run must not find it taken."""
         self._watcher.stop()
+        self.standbys.close()
         for conn in list(self._workers.values()):
             conn.close()
         if not self.control.closed and not self.control.broken:

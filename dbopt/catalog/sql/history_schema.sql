@@ -1,4 +1,5 @@
--- dbopt's history tables (created, or brought up to date, by the first run that needs them).
+-- dbopt's history tables, created or brought up to date by `dbopt init` (or by a first run
+-- whose role may): every statement is safe to run again on any earlier layout.
 CREATE TABLE IF NOT EXISTS {schema}.runs (
     id             bigserial PRIMARY KEY,
     command        text        NOT NULL,
@@ -60,4 +61,15 @@ CREATE TABLE IF NOT EXISTS {schema}.refreshes (
     outcome      text        NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
     message      text
 );
-CREATE INDEX IF NOT EXISTS refreshes_view ON {schema}.refreshes (view_schema, view_name, id)
+CREATE INDEX IF NOT EXISTS refreshes_view ON {schema}.refreshes (view_schema, view_name, id);
+-- Layout 3: runs that stop before their end (replica lag over its bound) and the stamp.
+ALTER TABLE {schema}.runs DROP CONSTRAINT IF EXISTS runs_outcome_check;
+ALTER TABLE {schema}.runs ADD CONSTRAINT runs_outcome_check
+    CHECK (outcome IN ('running', 'succeeded', 'failed', 'aborted', 'stopped'));
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+    version       integer     NOT NULL,
+    dbopt_version text        NOT NULL,
+    upgraded_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    upgraded_by   text        NOT NULL DEFAULT current_user
+);
+INSERT INTO {schema}.schema_version (version, dbopt_version) VALUES ({version}, {dbopt_version})

@@ -1,0 +1,182 @@
+"""A primary with a real streaming hot standby, both local, for the standby and lag tests.
+
+The primary is a throwaway server of its own (``start_server``: the binaries the rest of the
+suite uses, so the matrix runs these tests on every major it has pg_basebackup for); the
+standby is ``pg_basebackup -R`` of it, started on another port, streaming as ``replica-1``
+with replies every second (so the primary sees its lag move quickly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from dbopt.sandbox import Server, running_server
+
+STANDBY_NAME = "replica-1"
+PRIMARY_SETTINGS = {
+    "wal_level": "replica",
+    "max_wal_senders": "5",
+    "fsync": "off",
+    "synchronous_commit": "off",
+}
+
+
+class StandbyUnavailable(Exception):
+    """This machine cannot start a standby (no local binaries or no pg_basebackup)."""
+
+
+def _as_postgres(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        prefix = [runuser, "-u", "postgres", "--"]
+    return subprocess.run(
+        [*prefix, *argv],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Pair:
+    """The primary (superuser DSN of its maintenance database) and its standby."""
+
+    primary: Server
+    standby_port: int
+    standby_dir: Path
+
+    def standby_dsn(self, dsn_on_primary: str) -> str:
+        """The same database, user and password as ``dsn_on_primary``, on the standby."""
+        parts = conninfo_to_dict(dsn_on_primary)
+        parts.update(host="127.0.0.1", port=str(self.standby_port))
+        return make_conninfo("", **{k: str(v) for k, v in parts.items() if v is not None})
+
+    def caught_up(self, timeout: float = 60) -> None:
+        """Wait until the standby has replayed everything the primary wrote so far."""
+        with psycopg.connect(self.primary.dsn, autocommit=True) as p:
+            row = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            target = row[0]
+        with psycopg.connect(self.standby_dsn(self.primary.dsn), autocommit=True) as s:
+            deadline = time.monotonic() + timeout
+            while True:
+                done = s.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
+                ).fetchone()
+                if done and done[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the standby did not replay up to {target}")
+                time.sleep(0.05)
+
+    def on_standby(self, statement: str) -> Any:
+        with psycopg.connect(self.standby_dsn(self.primary.dsn), autocommit=True) as s:
+            return s.execute(statement).fetchall()
+
+
+@contextlib.contextmanager
+def primary_with_standby() -> Iterator[Pair]:
+    """Start a primary and a streaming standby; stop both (and delete them) at the end."""
+    with running_server(PRIMARY_SETTINGS) as primary:
+        if primary.data_dir is None or primary.bin_dir is None:
+            raise StandbyUnavailable(
+                "the standby tests need local PostgreSQL binaries (this server is "
+                f"{primary.provider})"
+            )
+        basebackup = primary.bin_dir / "pg_basebackup"
+        if not os.access(basebackup, os.X_OK):
+            raise StandbyUnavailable(f"no pg_basebackup in {primary.bin_dir}")
+        root = Path(tempfile.mkdtemp(prefix="dbopt-standby-"))
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres")
+        data = root / "data"
+        source = conninfo_to_dict(primary.dsn)
+        port = _free_port()
+        try:
+            done = _as_postgres(
+                [
+                    str(basebackup),
+                    "-h",
+                    str(source.get("host", "127.0.0.1")),
+                    "-p",
+                    str(source["port"]),
+                    "-U",
+                    str(source.get("user", "postgres")),
+                    "-D",
+                    str(data),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ],
+                root,
+            )
+            if done.returncode != 0:
+                raise StandbyUnavailable(f"pg_basebackup failed: {done.stderr.strip()}")
+            conninfo = (
+                f"host=127.0.0.1 port={source['port']} user={source.get('user', 'postgres')} "
+                f"application_name={STANDBY_NAME}"
+            )
+            with (data / "postgresql.auto.conf").open("a") as conf:
+                conf.write(
+                    f"port = {port}\n"
+                    "unix_socket_directories = ''\n"
+                    "hot_standby = on\n"
+                    "wal_receiver_status_interval = 1s\n"
+                    "hot_standby_feedback = off\n"
+                    f"primary_conninfo = '{conninfo}'\n"
+                )
+            log = root / "standby.log"
+            pg_ctl = str(primary.bin_dir / "pg_ctl")
+            started = _as_postgres([pg_ctl, "start", "-D", str(data), "-l", str(log), "-w"], root)
+            if started.returncode != 0:
+                text = log.read_text(errors="replace") if log.exists() else started.stderr
+                raise StandbyUnavailable(f"the standby did not start: {text[-1500:]}")
+            pair = Pair(primary, port, root)
+            _wait_streaming(primary.dsn)
+            yield pair
+        finally:
+            if (data / "postmaster.pid").exists():
+                _as_postgres(
+                    [str(primary.bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "immediate"],
+                    root,
+                )
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_streaming(dsn: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s "
+                "AND state = 'streaming'",
+                (STANDBY_NAME,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.1)
+    raise StandbyUnavailable("the standby never started streaming")

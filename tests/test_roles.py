@@ -1,0 +1,264 @@
+"""Roles as managed services have them: `dbopt init` creates (or upgrades) the history once
+and prints the grants; afterwards a run needs only ownership of its tables (membership in
+their owner) and USAGE + SELECT/INSERT/UPDATE on the history, and a read-only role plans,
+verifies and reads status, or is told in one line which grant it lacks."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import with_user
+from helpers import cli, oid, project
+from psycopg import sql
+
+ORDERS = """
+table: public.orders
+indexes:
+  - {name: idx_orders_customer, columns: [customer_id]}
+queries:
+  - name: one_customer
+    sql: SELECT * FROM orders WHERE customer_id = 42
+    budget_ms: 1000
+"""
+
+TOTALS = """
+name: mv_totals
+query: SELECT customer_id, sum(total) AS total FROM orders GROUP BY customer_id
+indexes:
+  - {name: mv_totals_customer, columns: [customer_id], unique: true}
+"""
+
+Roles = Callable[..., str]
+
+
+@pytest.fixture
+def roles(admin_dsn: str) -> Iterator[Roles]:
+    """Make login roles (unique names, dropped with what they own at the end); returns
+    ``make(prefix, *member_of) -> name``."""
+    made: list[str] = []
+
+    def make(prefix: str, *member_of: str) -> str:
+        name = f"{prefix}_{secrets.token_hex(3)}"
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            for role in member_of:
+                admin.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(name))
+                )
+        made.append(name)
+        return name
+
+    yield make
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        for name in made:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def shop(conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    conn.execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, total numeric);"
+        "INSERT INTO orders SELECT g, g % 100, g FROM generate_series(1, 2000) g"
+    )
+    return project(
+        tmp_path, monkeypatch, {"indexes/orders.yaml": ORDERS, "views/totals.yaml": TOTALS}
+    )
+
+
+@pytest.fixture
+def split(
+    admin_dsn: str, roles: Roles, owner_role: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The orders table owned by an `app` role that is not the history's owner (the
+    database's owner, dbopt_owner, is a member of it and runs `dbopt init`); returns app."""
+    app = roles("app")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, total numeric);"
+                "ALTER TABLE orders OWNER TO {app}; GRANT {app} TO {owner};"
+                # As PostgreSQL 15+ has it (older majors let PUBLIC create in public).
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+            ).format(app=sql.Identifier(app), owner=sql.Identifier(owner_role.name))
+        )
+    project(tmp_path, monkeypatch, {"indexes/orders.yaml": ORDERS})
+    return app
+
+
+def _as(dsn: str, role: str) -> list[str]:
+    return ["--dsn", with_user(dsn, role)]
+
+
+def _run_grants(admin_dsn: str, text: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        for statement in text.split(";\n"):
+            lines = [x for x in statement.splitlines() if x.strip() and not x.startswith("--")]
+            if lines:
+                admin.execute("\n".join(lines))  # type: ignore[call-overload]
+
+
+def _one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert output.strip().count("\n") == 0, output  # the whole message is one line
+    return errors[0]
+
+
+def test_after_init_each_role_needs_only_its_grants(
+    shop: Path, db_dsn: str, admin_dsn: str, roles: Roles, owner_role: Any
+) -> None:
+    deployer, reader = roles("deployer"), roles("reader")
+    done = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
+    assert done.exit_code == 0, done.output
+    assert "created dbopt's history in schema dbopt (layout 3)" in done.stderr
+    assert f'GRANT "{owner_role.name}" TO "{deployer}";' in done.stdout
+    assert f'GRANT SELECT ON "public"."orders" TO "{reader}";' in done.stdout
+    _run_grants(admin_dsn, done.stdout)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT has_database_privilege(%s, current_database(), 'CREATE'), "
+            "pg_has_role(%s, (SELECT relowner FROM pg_class WHERE oid = 'dbopt.changes'::regclass),"
+            " 'USAGE')",
+            (reader, reader),
+        ).fetchone()
+    assert row == (False, False)  # the reader can create nothing and owns nothing
+
+    for command in (["apply"], ["refresh-views"], ["rollback", "--last"], ["apply"]):
+        result = cli(*command, *_as(db_dsn, deployer))
+        assert result.exit_code == 0, (command, result.output)
+    for command in (["plan"], ["status"], ["verify"]):
+        result = cli(*command, *_as(db_dsn, reader))
+        assert result.exit_code == 0, (command, result.output)
+    refused = cli("apply", "--prune", *_as(db_dsn, reader))
+    assert refused.exit_code in (0, 2), refused.output  # nothing to do, or not its tables
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("DROP INDEX idx_orders_customer")
+    refused = cli("apply", *_as(db_dsn, reader))
+    assert refused.exit_code == 2, refused.output
+    assert f"role {reader} may not record runs in dbopt's history" in refused.output
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:  # it may record, not own
+        admin.execute(f"GRANT INSERT, UPDATE ON dbopt.runs, dbopt.changes TO {reader}")
+        admin.execute(f"GRANT UPDATE ON dbopt.refreshes TO {reader}")
+        admin.execute(f"GRANT INSERT ON dbopt.refreshes TO {reader}")
+        admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA dbopt TO {reader}")
+    refused = cli("apply", *_as(db_dsn, reader))
+    assert refused.exit_code == 2, refused.output
+    assert "does not own public.orders" in refused.output
+
+    again = cli("init", "--dsn", db_dsn)
+    assert again.exit_code == 0, again.output
+    assert "is current (layout 3)" in again.stderr
+
+
+def test_a_role_without_history_grants_is_told_which_in_one_line(
+    shop: Path, db_dsn: str, admin_dsn: str, roles: Roles, owner_role: Any
+) -> None:
+    assert cli("init", "--dsn", db_dsn).exit_code == 0
+    reader = roles("reader")
+    for command in ("plan", "status"):
+        result = cli(command, *_as(db_dsn, reader))
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result.output)
+        assert f"role {reader} may not read dbopt's history" in line
+        assert f'GRANT USAGE ON SCHEMA "dbopt" TO "{reader}"' in line
+        assert '"dbopt"."runs"' in line
+    result = cli("verify", *_as(db_dsn, reader))  # verify reads the tables, not the history
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert 'may not read "public"."orders"' in line
+    assert f'GRANT SELECT ON "public"."orders" TO "{reader}"' in line
+
+
+def test_a_deployer_without_history_grants_is_refused_before_anything_runs(
+    split: str, db_dsn: str, admin_dsn: str, roles: Roles
+) -> None:
+    assert cli("init", "--dsn", db_dsn).exit_code == 0
+    deployer = roles("deployer", split)  # owns the table, not the history; no grants on it
+    result = cli("apply", *_as(db_dsn, deployer))
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert f"role {deployer} may not record runs in dbopt's history" in line
+    assert "INSERT, UPDATE ON TABLE" in line and "ON SEQUENCE" in line
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        assert oid(conn, "idx_orders_customer") is None  # refused before anything ran
+        conn.execute(f"GRANT USAGE ON SCHEMA dbopt TO {deployer}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA dbopt TO {deployer}")
+        conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA dbopt TO {deployer}")
+    # CREATE INDEX also needs CREATE on the table's schema (which PostgreSQL 15+ gives only
+    # to the database's owner in public): refused before the first statement, with the grant.
+    result = cli("apply", *_as(db_dsn, deployer))
+    assert result.exit_code == 2, result.output
+    assert "may not create objects in schema public" in result.output
+    assert "GRANT CREATE ON SCHEMA public TO this role" in result.output
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        assert oid(conn, "idx_orders_customer") is None
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {deployer}")
+    result = cli("apply", *_as(db_dsn, deployer))
+    assert result.exit_code == 0, result.output
+
+
+def test_no_history_and_no_right_to_create_it_says_run_init(
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    db_dsn: str,
+    admin_dsn: str,
+    roles: Roles,
+) -> None:
+    """The tables' owner is not the database's owner (no CREATE on it): the first apply
+    cannot create the history and says who should run `dbopt init`."""
+    app = roles("app")
+    deployer = roles("deployer", app)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);"
+                "ALTER TABLE orders OWNER TO {app}; GRANT CREATE ON SCHEMA public TO {app}"
+            ).format(app=sql.Identifier(app))
+        )
+    project(tmp_path, monkeypatch, {"indexes/orders.yaml": ORDERS})
+    result = cli("apply", *_as(db_dsn, deployer))
+    assert result.exit_code == 2, result.output
+    assert "there is no dbopt history (schema dbopt)" in result.output
+    assert "run `dbopt init` once" in result.output
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        assert oid(admin, "idx_orders_customer") is None
+        row = admin.execute("SELECT to_regnamespace('dbopt')").fetchone()
+    assert row == (None,)
+
+
+def test_an_older_history_is_upgraded_by_init_as_its_owner(
+    split: str, db_dsn: str, admin_dsn: str, roles: Roles, owner_role: Any
+) -> None:
+    deployer, reader = roles("deployer"), roles("reader")
+    done = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
+    _run_grants(admin_dsn, done.stdout)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:  # back to layout 2 (dbopt 0.2)
+        admin.execute("DROP TABLE dbopt.schema_version")
+        admin.execute("ALTER TABLE dbopt.runs DROP CONSTRAINT runs_outcome_check")
+    plan = cli("plan", *_as(db_dsn, reader))
+    assert plan.exit_code == 0, plan.output  # an older layout still reads
+    result = cli("apply", *_as(db_dsn, deployer))
+    assert result.exit_code == 2, result.output
+    assert "has layout 2; this dbopt records layout 3" in result.output
+    assert f"run `dbopt init` once as {owner_role.name}" in result.output
+    upgraded = cli("init", "--dsn", db_dsn)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "upgraded dbopt's history in schema dbopt from layout 2 to 3" in upgraded.stderr
+    _run_grants(admin_dsn, done.stdout)  # the new stamp table's grant
+    final = cli("apply", *_as(db_dsn, deployer))
+    assert final.exit_code == 0, final.output
+
+
+def test_a_first_apply_by_a_role_that_may_creates_the_history(shop: Path, db_dsn: str) -> None:
+    result = cli("apply", "--dsn", db_dsn)
+    assert result.exit_code == 0, result.output
+    assert "created dbopt's history in schema dbopt (layout 3)" in result.output
+    second = cli("apply", "--dsn", db_dsn)
+    assert "created dbopt's history" not in second.output
