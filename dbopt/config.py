@@ -258,20 +258,33 @@ def _ms_problem(key: str, ms: int) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Replica:
-    """A standby of an environment: ``dsn`` a connection string (a service name given alone
-    becomes ``service=<name>``), ``name`` what messages call it."""
+    """A standby of an environment: ``dsn`` a connection string, ``name`` what messages call
+    it. As read from dbopt.yaml, ``dsn`` is unexpanded and ``name`` may be empty; see
+    :meth:`resolved`."""
 
     name: str
     dsn: str
 
     @classmethod
-    def from_config(cls, raw: str | Mapping[str, str], position: int) -> Replica:
+    def from_config(cls, raw: str | Mapping[str, str]) -> Replica:
         if isinstance(raw, str):
-            text = raw.strip()
-            if "=" not in text and "://" not in text:  # a service name (pg_service.conf)
-                return cls(text, f"service={text}")
-            return cls(f"replica-{position}", text)
-        return cls(raw.get("name") or f"replica-{position}", raw["dsn"])
+            return cls("", raw)
+        return cls(raw.get("name", ""), raw["dsn"])
+
+    def resolved(self, position: int, environ: Mapping[str, str]) -> Replica:
+        """``${VAR}`` expanded, then a bare service name made ``service=<name>``; unnamed, a
+        service is called by its name, a DSN ``replica-<position>`` (never its text: it may
+        hold a password)."""
+        from dbopt.dsn import expand_env
+
+        text = expand_env(self.dsn, environ).strip()
+        if "=" not in text and "://" not in text:  # a service name (pg_service.conf)
+            return Replica(self.name or text, f"service={text}")
+        return Replica(self.name or f"replica-{position}", text)
+
+
+#: Names status and apply use for nodes that are not listed replicas.
+RESERVED_NODE_NAMES = ("primary", "this standby")
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +432,7 @@ def load_config(path: Path | None) -> Config:
                 name,
                 raw.get("dsn"),
                 defaults.merged(raw),
-                tuple(Replica.from_config(r, i) for i, r in enumerate(raw.get("replicas", []), 1)),
+                tuple(Replica.from_config(r) for r in raw.get("replicas", [])),
             )
             for name, raw in sorted(data.get("environments", {}).items())
         }
@@ -485,10 +498,17 @@ def resolve_target(
     chosen = config.environments[env]
     source = f"environment '{env}' in {config.path}"
     try:
-        replicas = tuple(replace(r, dsn=expand_env(r.dsn, environ)) for r in chosen.replicas)
+        replicas = tuple(r.resolved(i, environ) for i, r in enumerate(chosen.replicas, 1))
         expanded = None if chosen.dsn is None else expand_env(chosen.dsn, environ)
     except ConfigError as exc:
         raise ConfigError(f"environment '{env}' in {config.path}: {exc}") from None
+    names = [r.name for r in replicas]
+    clash = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_NODE_NAMES})
+    if clash:
+        raise ConfigError(
+            f"environment '{env}' in {config.path}: replicas need names of their own "
+            f"(not {', '.join(RESERVED_NODE_NAMES)}, not twice): {', '.join(clash)}"
+        )
     if expanded is None:
         return Target(
             env,

@@ -227,3 +227,10 @@ def create_or_replace_view(
     return sql.SQL("CREATE OR REPLACE VIEW {}{} AS {}").format(
         name.ident(), with_options, sql.SQL(body)
     )
+
+
+def alter_matview_owner(name: QualifiedName, role: str) -> sql.Composed:
+    """Give a materialized view to ``role`` (the creator must be able to become it)."""
+    return sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+        name.ident(), sql.Identifier(role)
+    )

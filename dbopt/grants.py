@@ -7,18 +7,13 @@ Nothing here runs a GRANT: ``dbopt init`` prints them, for the person who may.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
-from dbopt.catalog import Relation, catalog_sql
 from dbopt.errors import InputError
-from dbopt.history import HistoryFacts
-from dbopt.model import QualifiedName, SpecSet
+from dbopt.model import QualifiedName
 from dbopt.schema import MAX_IDENTIFIER_BYTES
 
 #: The history's tables a run writes, and the sequences behind their ids.
@@ -42,107 +37,132 @@ class Roles:
                 )
 
 
-def _names(schema: str, names: Iterable[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(schema, n) for n in names)
+@dataclass(frozen=True, slots=True)
+class GrantFacts:
+    """What the grants depend on, read from the database by ``dbopt init``."""
 
-
-def _grant(privileges: str, on: sql.Composable, role: str) -> sql.Composed:
-    return sql.SQL("GRANT {} ON {} TO {};").format(sql.SQL(privileges), on, sql.Identifier(role))
+    database: str
+    history_schema: str
+    server_version: int  # server_version_num
+    #: Owners of the tables and views the specs change (membership gives ownership).
+    owners: tuple[str, ...]
+    #: Of those, the superusers: membership in one would make the role a superuser.
+    superuser_owners: tuple[str, ...]
+    #: The schemas indexes and materialized views are created in.
+    created_in: tuple[str, ...]
+    #: The schemas the specs' materialized views live in (they may not exist yet).
+    view_schemas: tuple[str, ...]
+    #: What the views' queries read (creating a view needs SELECT on it).
+    view_reads: tuple[QualifiedName, ...]
+    #: What the budgeted queries read, and the spec views that exist (verify reads them).
+    budget_reads: tuple[QualifiedName, ...]
+    existing_roles: tuple[str, ...]
+    reads_lag: bool  # max_replica_lag is set: the applier must see pg_stat_replication's lag
 
 
 def _comment(text: str) -> str:
     return "-- " + text.replace("\n", "\n-- ")
 
 
-def grant_sql(
-    facts: HistoryFacts,
-    specs: SpecSet,
-    relations: Mapping[QualifiedName, Relation],
-    roles: Roles,
-    existing_roles: Iterable[str],
-    *,
-    reads_lag: bool = False,
-) -> str:
-    """The GRANT statements both roles need on this database, with a comment per group.
+def _list(names: Iterable[sql.Composable]) -> sql.Composed:
+    return sql.SQL(", ").join(names)
 
-    ``specs``: what the tables and views are (the applying role changes the ones with index
-    specs and the views; the reading one reads every relation the specs name);
-    ``relations``: the catalog's relations (their owners); ``existing_roles``: the roles
-    the server knows (a missing one gets the CREATE ROLE it needs, commented out).
-    """
-    history = facts.schema
-    known = set(existing_roles)
+
+def _grant(privileges: str, on: sql.Composable, role: str) -> sql.Composed:
+    return sql.SQL("GRANT {} ON {} TO {};").format(sql.SQL(privileges), on, sql.Identifier(role))
+
+
+def _schemas(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL("SCHEMA {}").format(_list(sql.Identifier(s) for s in sorted(set(names))))
+
+
+def _history(schema: str, names: Iterable[str]) -> sql.Composed:
+    return _list(sql.Identifier(schema, n) for n in names)
+
+
+def grant_sql(facts: GrantFacts, roles: Roles) -> str:
+    """The GRANT statements both roles need on this database, with a comment per group."""
     lines: list[str | sql.Composable] = []
     for role in (roles.apply, roles.read):
-        if role not in known:
+        if role not in facts.existing_roles:
             lines.append(
                 _comment(
                     f"role {role} does not exist yet; create it first, e.g.\n"
                     f"CREATE ROLE {sql.Identifier(role).as_string()} LOGIN PASSWORD '...';"
                 )
             )
-    specs_relations = sorted(specs.relations())
-    views = [v.name for v in specs.views]
-    changed = sorted({s.table for s in specs.indexes} | set(views))
-    present = [n for n in specs_relations if n in relations]
-    owners = sorted({relations[n].owner for n in changed if n in relations} - {roles.apply})
-    lines.append(
+    lines += _apply_grants(facts, roles.apply)
+    lines += _read_grants(facts, roles)
+    return "\n".join(x if isinstance(x, str) else x.as_string() for x in lines) + "\n"
+
+
+def _apply_grants(facts: GrantFacts, role: str) -> list[str | sql.Composable]:
+    history = facts.history_schema
+    lines: list[str | sql.Composable] = [
         _comment(
-            f"{roles.apply}: plan, apply, rollback, refresh-views, status, verify.\n"
+            f"{role}: plan, apply, rollback, refresh-views, status, verify.\n"
             "CREATE/DROP INDEX and REFRESH need ownership of the table or view: membership "
-            "in its owner gives it."
+            "in its owner gives it"
+            + "; it gives the materialized views it creates to that owner too (so they count "
+            "as dbopt's own), which needs membership with SET on PostgreSQL 16+ (the default)."
         )
-    )
-    for owner in owners:
-        lines.append(
-            sql.SQL("GRANT {} TO {};").format(sql.Identifier(owner), sql.Identifier(roles.apply))
-        )
-    schemas = sorted({n.schema for n in changed})
-    if schemas:
+    ]
+    for owner in facts.owners:
+        if owner == role:
+            continue
+        if owner in facts.superuser_owners:
+            lines.append(
+                _comment(
+                    f"some of these tables belong to the superuser {owner}: membership in it "
+                    f"would make {role} a superuser. Give them to an application role first "
+                    "(ALTER TABLE ... OWNER TO app_owner), then run dbopt init again"
+                )
+            )
+            continue
+        lines.append(sql.SQL("GRANT {} TO {};").format(sql.Identifier(owner), sql.Identifier(role)))
+    if facts.created_in:
         lines.append(
             _comment(
                 "CREATE INDEX and CREATE MATERIALIZED VIEW also need CREATE on the schema the "
                 "object goes in"
             )
         )
-        lines.append(
-            _grant(
-                "CREATE",
-                sql.SQL("SCHEMA {}").format(sql.SQL(", ").join(map(sql.Identifier, schemas))),
-                roles.apply,
-            )
-        )
-    lines.append(_grant("USAGE", sql.SQL("SCHEMA {}").format(sql.Identifier(history)), roles.apply))
-    lines.append(_grant("SELECT, INSERT, UPDATE", _names(history, WRITTEN), roles.apply))
-    lines.append(_grant("SELECT", _names(history, (STAMP,)), roles.apply))
+        lines.append(_grant("CREATE", _schemas(facts.created_in), role))
+    if facts.view_reads:
+        lines.append(_comment("the materialized views' queries read these"))
+        lines.append(_grant("SELECT", _list(n.ident() for n in facts.view_reads), role))
+    lines.append(_comment("dbopt normalises definitions on temporary copies (rolled back)"))
     lines.append(
-        _grant("USAGE", sql.SQL("SEQUENCE {}").format(_names(history, SEQUENCES)), roles.apply)
+        _grant("TEMPORARY", sql.SQL("DATABASE {}").format(sql.Identifier(facts.database)), role)
     )
-    if reads_lag:
+    lines.append(_grant("USAGE", _schemas([history]), role))
+    lines.append(_grant("SELECT, INSERT, UPDATE", _history(history, WRITTEN), role))
+    lines.append(_grant("SELECT", _history(history, (STAMP,)), role))
+    lines.append(_grant("USAGE", sql.SQL("SEQUENCE {}").format(_history(history, SEQUENCES)), role))
+    if facts.reads_lag:
         lines.append(_comment("max_replica_lag reads the standbys' lag in pg_stat_replication"))
-        lines.append(sql.SQL("GRANT pg_read_all_stats TO {};").format(sql.Identifier(roles.apply)))
-    lines.append(
+        lines.append(sql.SQL("GRANT pg_read_all_stats TO {};").format(sql.Identifier(role)))
+    return lines
+
+
+def _read_grants(facts: GrantFacts, roles: Roles) -> list[str | sql.Composable]:
+    history = facts.history_schema
+    reader = roles.read
+    lines: list[str | sql.Composable] = [
         _comment(
-            f"{roles.read}: plan, status, verify (EXPLAIN ANALYZE runs the budgeted queries "
+            f"{reader}: plan, status, verify (EXPLAIN ANALYZE runs the budgeted queries "
             "read-only; they read these relations)."
-        )
-    )
-    lines.append(_grant("USAGE", sql.SQL("SCHEMA {}").format(sql.Identifier(history)), roles.read))
-    lines.append(_grant("SELECT", _names(history, (*WRITTEN, STAMP)), roles.read))
-    for schema in sorted({n.schema for n in present}):
-        lines.append(
-            _grant("USAGE", sql.SQL("SCHEMA {}").format(sql.Identifier(schema)), roles.read)
-        )
-    if present:
-        lines.append(
-            _grant(
-                "SELECT",
-                sql.SQL(", ").join(n.ident() for n in present),
-                roles.read,
-            )
-        )
-    view_schemas = sorted({v.schema for v in views})
-    if view_schemas:
+        ),
+        _grant("TEMPORARY", sql.SQL("DATABASE {}").format(sql.Identifier(facts.database)), reader),
+        _grant("USAGE", _schemas([history]), reader),
+        _grant("SELECT", _history(history, (*WRITTEN, STAMP)), reader),
+    ]
+    schemas = {n.schema for n in facts.budget_reads} | set(facts.view_schemas)
+    if schemas:
+        lines.append(_grant("USAGE", _schemas(schemas), reader))
+    if facts.budget_reads:
+        lines.append(_grant("SELECT", _list(n.ident() for n in facts.budget_reads), reader))
+    if facts.view_schemas:
         lines.append(
             _comment(
                 f"the materialized views {roles.apply} creates (now or later) are readable too"
@@ -150,39 +170,19 @@ def grant_sql(
         )
         lines.append(
             sql.SQL(
-                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {};"
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN {} GRANT SELECT ON TABLES TO {};"
             ).format(
                 sql.Identifier(roles.apply),
-                sql.SQL(", ").join(map(sql.Identifier, view_schemas)),
-                sql.Identifier(roles.read),
+                _schemas(facts.view_schemas),
+                sql.Identifier(reader),
             )
         )
-    missing = sorted(str(n) for n in specs_relations if n not in relations and n not in views)
-    if missing:
-        lines.append(
-            _comment(
-                "not in this database yet (grant SELECT once they exist): " + ", ".join(missing)
-            )
-        )
-    return "\n".join(x if isinstance(x, str) else x.as_string() for x in lines) + "\n"
+    return lines
 
 
-def unreadable_problem(conn: psycopg.Connection[Any], names: Iterable[QualifiedName]) -> str | None:
-    """One line naming the grants the current role lacks to read the named relations that
-    exist (verify's EXPLAIN ANALYZE reads them), or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(catalog_sql("unreadable"), {"names": sorted(str(n) for n in names)})
-        rows = cur.fetchall()
-    if not rows:
-        return None
-    role_row = conn.execute("SELECT current_user").fetchone()
-    role = sql.Identifier(str(role_row[0] if role_row else "")).as_string()
-    schemas = sorted({r["schema"] for r in rows if not r["schema_usage"]})
-    tables = ", ".join(sql.Identifier(r["schema"], r["name"]).as_string() for r in rows)
-    grants = [f"GRANT USAGE ON SCHEMA {', '.join(schemas)} TO {role}"] if schemas else []
-    grants.append(f"GRANT SELECT ON {tables} TO {role}")
-    return (
-        f"role {role} may not read {tables}, which the budgeted queries read; missing: "
-        + "; ".join(grants)
-        + " (`dbopt init` prints every grant)"
-    )
+def sorted_names(names: Iterable[QualifiedName]) -> tuple[QualifiedName, ...]:
+    """Names in a stable order (for the facts above)."""
+    return tuple(sorted(set(names), key=str))
+
+
+__all__: Sequence[str] = ("GrantFacts", "Roles", "grant_sql", "sorted_names")

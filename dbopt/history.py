@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from dbopt import __version__
 from dbopt.catalog import catalog_sql
-from dbopt.errors import PrivilegeError
+from dbopt.errors import PrivilegeError, UnsafeActionError
 from dbopt.model import QualifiedName
 
 
@@ -61,6 +61,9 @@ class ChangeRecord:
     undone_by: int | None  # the change of a later rollback that undid this one
     undone_by_run: int | None  # and its run
     undoes_change: int | None = None  # for a rollback's change: the change it undid
+    started_at: datetime | None = None
+    duration_ms: float | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,18 @@ class HistoryFacts:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run with how its changes ended (what `dbopt history` lists)."""
+
+    run: RunRecord
+    ok: int
+    failed: int
+    aborted: int
+    skipped: int
+    undone_by_run: int | None  # a later successful rollback of it (--run ID)
+
+
 def _qualified(text: str) -> QualifiedName:
     schema, _, name = text.partition(".")
     return QualifiedName(schema, name)
@@ -265,6 +280,12 @@ class History:
         facts = self.facts(conn)
         if facts.exists and facts.missing("read"):
             raise PrivilegeError(facts.access_problem("read"))
+        if facts.version is not None and facts.version > HISTORY_VERSION:
+            raise UnsafeActionError(
+                f"dbopt's history in schema {self.schema} has layout {facts.version}, written "
+                f"by a newer dbopt; this one knows layout {HISTORY_VERSION} and will not guess "
+                "at it: upgrade dbopt"
+            )
         return facts
 
     def require_grants(self, conn: psycopg.Connection[Any], mode: str) -> None:
@@ -519,6 +540,9 @@ class History:
                 undone_by=None if r["undone_by"] is None else int(r["undone_by"]),
                 undone_by_run=None if r["undone_by_run"] is None else int(r["undone_by_run"]),
                 undoes_change=None if r["undoes_change"] is None else int(r["undoes_change"]),
+                started_at=r["started_at"],
+                duration_ms=None if r["duration_ms"] is None else float(r["duration_ms"]),
+                error=r["error"],
             )
             for r in rows
         ]
@@ -551,6 +575,32 @@ class History:
         if not self.readable(conn).exists:
             return []
         return self._runs(conn, sql.SQL("true"), (), limit)
+
+    def summaries(
+        self, conn: psycopg.Connection[Any], *, limit: int = 20, run_id: int | None = None
+    ) -> list[RunSummary]:
+        """The latest runs (or the one ``run_id``) with their changes counted, newest first."""
+        if not self.readable(conn).exists:
+            return []
+        where = sql.SQL("r.id = %(run_id)s" if run_id is not None else "true")
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                catalog_sql("history_runs").format(schema=sql.Identifier(self.schema), where=where),
+                {"limit": limit, "run_id": run_id},
+            )
+            rows = cur.fetchall()
+        counts = ("ok", "failed", "aborted", "skipped", "undone_by_run")
+        return [
+            RunSummary(
+                RunRecord(**{k: v for k, v in r.items() if k not in counts}),
+                ok=int(r["ok"]),
+                failed=int(r["failed"]),
+                aborted=int(r["aborted"]),
+                skipped=int(r["skipped"]),
+                undone_by_run=r["undone_by_run"],
+            )
+            for r in rows
+        ]
 
     def record_refresh(
         self, conn: psycopg.Connection[Any], environment: str | None, result: Any

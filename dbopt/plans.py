@@ -4,19 +4,29 @@ or drop touches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
-from dbopt.catalog import Catalog, inspect
+from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.config import Settings
-from dbopt.deparse import canonical, normalize_specs, normalize_views, simple_canonical
+from dbopt.deparse import (
+    ViewCheck,
+    canonical,
+    normalize_specs,
+    normalize_views,
+    simple_canonical,
+)
+from dbopt.errors import PrivilegeError
 from dbopt.history import History, OwnedObject
 from dbopt.model import QualifiedName, SpecSet
-from dbopt.planner import Plan, plan
+from dbopt.planner import ActionKind, NewViewOwner, Plan, own_new_views, plan
+from dbopt.privileges import temp_problem
+from dbopt.replicas import in_recovery
 
 
 def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
@@ -63,18 +73,30 @@ def build_plan(
         text = simple_canonical(spec)
         if text is not None and text == canonical(catalog.indexes[spec.qualified_name].definition):
             fast[spec.qualified_name] = text
-    normalized_slow, round_trips = normalize_specs(
-        conn,
-        [s for s in existing + view_indexes if s.qualified_name not in fast],
-        settings.lock_timeout_ms,
-    )
+    slow = [s for s in existing + view_indexes if s.qualified_name not in fast]
+    standby = in_recovery(conn)
+    unchecked: set[QualifiedName] = set()
+    normalized_slow: Mapping[QualifiedName, str]
+    if standby:
+        # A standby cannot create the temporary objects normalising needs: what exists is
+        # reported as not compared, never as drift or as matching.
+        normalized_slow, round_trips = {}, 0
+        checked = ViewCheck({}, {}, 0)
+        unchecked = {s.qualified_name for s in slow}
+        unchecked |= {v.name for v in specs.views if v.name in catalog.relations}
+    else:
+        if slow or specs.views:
+            problem = temp_problem(conn)
+            if problem:
+                raise PrivilegeError(problem)
+        normalized_slow, round_trips = normalize_specs(conn, slow, settings.lock_timeout_ms)
+        checked = normalize_views(
+            conn,
+            specs.views,
+            {n for n, r in catalog.relations.items() if r.relkind == "m"},
+            settings.lock_timeout_ms,
+        )
     normalized = {**fast, **normalized_slow}
-    checked = normalize_views(
-        conn,
-        specs.views,
-        {n for n, r in catalog.relations.items() if r.relkind == "m"},
-        settings.lock_timeout_ms,
-    )
     queries = catalog.queries + round_trips + checked.round_trips + 2
 
     def diff(properties: Properties | None) -> Plan:
@@ -93,9 +115,61 @@ def build_plan(
             catalog_queries=queries,
         )
 
-    first = diff(None)
+    owner = new_view_owner(conn, history, [v.name.schema for v in specs.views])
+    first = _uncompared(own_new_views(diff(None), owner), unchecked)
     indexes, views = first.wants_properties
     if not indexes and not views:
         return first
-    result = diff(read_properties(conn, indexes, views))
-    return replace(result, catalog_queries=queries + 1)
+    result = own_new_views(diff(read_properties(conn, indexes, views)), owner)
+    return replace(_uncompared(result, unchecked), catalog_queries=queries + 1)
+
+
+def _uncompared(result: Plan, names: set[QualifiedName]) -> Plan:
+    """Skips of ``names`` said to be present but not compared (a standby's plan)."""
+    if not names:
+        return result
+    actions = tuple(
+        replace(
+            a,
+            compared=False,
+            reason="exists; its definition was not compared (a standby cannot normalise the "
+            "spec: plan against the primary for drift)",
+        )
+        if a.kind == ActionKind.SKIP and a.name in names
+        else a
+        for a in result.actions
+    )
+    return replace(result, actions=actions)
+
+
+def new_view_owner(
+    conn: psycopg.Connection[Any], history: History, schemas: Sequence[str]
+) -> NewViewOwner:
+    """Who the materialized views a run creates must belong to (see view_owner.sql)."""
+    if not schemas:
+        return NewViewOwner()
+    option = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            catalog_sql("view_owner"),
+            {"option": option, "schemas": sorted(set(schemas)), "schema": history.schema},
+        )
+        row = cur.fetchone()
+    if row is None or row["keeper_acts"] or row["me_cannot_create"]:
+        # No history yet (this role will own it), no need, or this role creates nothing.
+        return NewViewOwner()
+    keeper, me = row["keeper"], row["me"]
+    if row["can_become"] and not row["keeper_cannot_create"]:
+        return NewViewOwner(role=keeper)
+    how = (
+        f"GRANT CREATE ON SCHEMA {', '.join(row['keeper_cannot_create'])} TO {keeper}"
+        if row["can_become"]
+        else f"run as {keeper}, or as a member of it that may SET ROLE to it"
+    )
+    return NewViewOwner(
+        refusal=(
+            f"a materialized view created by {me} would not count as dbopt's own (the "
+            f"history's owner {keeper} cannot act on {me}'s objects), so dbopt could never "
+            f"drop or roll it back; giving it to {keeper} is not possible: {how}"
+        )
+    )

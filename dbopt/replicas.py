@@ -40,7 +40,7 @@ RETRY_UNREACHABLE_S = 60.0
 
 def in_recovery(conn: psycopg.Connection[Any]) -> bool:
     """True when ``conn`` is a hot standby (``pg_is_in_recovery()``)."""
-    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    row = conn.execute(catalog_sql("in_recovery")).fetchone()
     return bool(row and row[0])
 
 
@@ -90,16 +90,31 @@ def primary_lags(conn: psycopg.Connection[Any]) -> list[StandbyLag]:
     return out
 
 
-def replica_lag(conn: psycopg.Connection[Any], name: str) -> StandbyLag:
-    """How far the standby ``conn`` replays behind, as it says itself."""
+def current_lsn(conn: psycopg.Connection[Any]) -> str:
+    """The primary's current WAL position."""
+    row = conn.execute(catalog_sql("current_lsn")).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def replica_lag(conn: psycopg.Connection[Any], name: str, primary_lsn: str) -> StandbyLag:
+    """How far the standby ``conn`` replays behind ``primary_lsn``, as it says itself."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(catalog_sql("replica_lag"))
+        cur.execute(catalog_sql("replica_lag"), {"primary_lsn": primary_lsn})
         row = cur.fetchone()
     assert row is not None
     if not row["standby"]:
         return StandbyLag(name, None, "replica", "it is not a standby (promoted?)")
-    note = "replay paused" if row["paused"] else ""
-    return StandbyLag(name, float(row["lag_s"]), "replica", note)
+    notes = []
+    if row["paused"]:
+        notes.append("replay paused")
+    if row["not_streaming"] and row["behind_bytes"]:
+        notes.append("not streaming from a primary")
+    if row["lag_s"] is None:
+        behind = row["behind_bytes"] or 0
+        notes.append(f"{behind / 1048576:.1f} MB behind, no replayed transaction to date it")
+        return StandbyLag(name, None, "replica", "; ".join(notes))
+    return StandbyLag(name, float(row["lag_s"]), "replica", "; ".join(notes))
 
 
 def index_scans(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[str, int]:
@@ -154,6 +169,7 @@ class Standbys:
     def lags(self) -> list[StandbyLag]:
         """Every standby's lag that can be read now (unreachable ones say so)."""
         found: list[StandbyLag] = self.primary(primary_lags)
+        primary_lsn: str = self.primary(current_lsn) if self._listed else ""
         for item in self._listed:
             conn = self._connect(item)
             if conn is None:
@@ -162,7 +178,7 @@ class Standbys:
                 )
                 continue
             try:
-                found.append(replica_lag(conn, item.replica.name))
+                found.append(replica_lag(conn, item.replica.name, primary_lsn))
             except psycopg.Error as exc:
                 conn.close()
                 item.conn, item.failed_at, item.error = None, self.clock(), type(exc).__name__
@@ -202,14 +218,15 @@ class LagGate:
         settings: Settings,
         reporter: Reporter,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        cancelled: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.standbys = standbys
         self.limit_ms = settings.max_replica_lag_ms
         self.bound_ms = settings.max_replica_wait_ms
         self.reporter = reporter
-        self.sleep = sleep
+        #: Set by Ctrl-C (the run's cancel): a pause ends at once.
+        self.cancelled = cancelled or threading.Event()
         self.clock = clock
         self.paused_s = 0.0  # in all, this run
         self._lock = threading.Lock()
@@ -234,14 +251,18 @@ class LagGate:
                 "TO this role (or pg_monitor), or leave max_replica_lag unset"
             )
 
-    def wait(self, before: str) -> None:
-        """Return when every standby is within the limit; raise ReplicaLagStop at the bound."""
+    def wait(self, before: str) -> bool:
+        """Return True when every standby is within the limit, False when the run was
+        cancelled meanwhile; raise ReplicaLagStop at the bound."""
         if not self.active:
-            return
+            return True
         with self._lock:
             started = self.clock()
             told = None
             while True:
+                if self.cancelled.is_set():
+                    self.paused_s += self.clock() - started
+                    return False
                 lags = self.standbys.lags()
                 for lag in lags:
                     if lag.seconds is None and lag.name not in self._told_unknown:
@@ -263,7 +284,7 @@ class LagGate:
                             f"standbys within {_limit_words(self.limit_ms)} after "
                             f"{now - started:.0f} s; going on with {before}"
                         )
-                    return
+                    return True
                 waited = self.paused_s + (now - started)
                 words = ", ".join(str(g) for g in over)
                 if self.bound_ms and waited * 1000 >= self.bound_ms:
@@ -278,4 +299,4 @@ class LagGate:
                     self.reporter.event(
                         f"waiting: {words}, limit {_limit_words(self.limit_ms)} (before {before})"
                     )
-                self.sleep(POLL_S)
+                self.cancelled.wait(POLL_S)

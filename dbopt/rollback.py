@@ -35,11 +35,13 @@ from dbopt.planner import (
     drop_index_action,
     drop_view_action,
     name_taken,
+    own_new_views,
     ownership,
     replace_index_action,
     replace_view_action,
     wanted_properties,
 )
+from dbopt.plans import new_view_owner
 from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, check_query, query_sql
 from dbopt.words import a
@@ -434,4 +436,6 @@ def rollback_plan(
         properties = read_properties(conn, indexes, views)
         actions, skipped = derive(records, later, catalog, owned, properties, calls)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), a.name.name))
-    return RollbackPlan(Plan(tuple(actions)), undoes, tuple(skipped), catalog)
+    view_schemas = [a.name.schema for a in actions if a.object_type == "view"]
+    result = own_new_views(Plan(tuple(actions)), new_view_owner(conn, history, view_schemas))
+    return RollbackPlan(result, undoes, tuple(skipped), catalog)

@@ -116,7 +116,7 @@ def index_status(
             IndexState(
                 name=str(action.name),
                 table=str(action.table),
-                state=states[action.kind],
+                state=states[action.kind] if action.compared else "present (not compared)",
                 valid=None if index is None else index.is_valid,
                 size_bytes=None if index is None else index.size_bytes,
                 scans=None if index is None else index.scans,
@@ -177,7 +177,7 @@ def _view_states(
         out.append(
             ViewState(
                 name=str(action.name),
-                state=states[action.kind],
+                state=states[action.kind] if action.compared else "present (not compared)",
                 populated=None if relation is None else relation.populated,
                 size_bytes=None if relation is None else relation.total_bytes,
                 schedule=schedule,

@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import psycopg
-from psycopg import Connection
 
 from dbopt import render
-from dbopt.catalog import Catalog, inspect
+from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.config import Settings, Target
 from dbopt.db import connect, session_sql, unbounded
 from dbopt.errors import (
@@ -31,12 +30,12 @@ from dbopt.errors import (
     UnsafeActionError,
 )
 from dbopt.executor import Executor, RunResult
-from dbopt.grants import Roles, grant_sql
-from dbopt.history import HISTORY_VERSION, History
+from dbopt.history import History
 from dbopt.locks import long_running, take_run_lock
-from dbopt.model import QualifiedName, SpecSet
+from dbopt.model import QualifiedName, SpecSet, ViewSpec
 from dbopt.planner import ActionKind, Plan
 from dbopt.plans import build_plan, relevant
+from dbopt.privileges import create_problem, resolve, unreadable_problem, view_relations
 from dbopt.progress import Reporter
 from dbopt.replicas import in_recovery, index_scans, require_primary
 from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
@@ -137,6 +136,7 @@ def preflight(
     *,
     command: str,
     wait_for_blockers: bool,
+    views: Sequence[ViewSpec] = (),
 ) -> None:
     """Every check that can refuse before the first statement: refusals of the plan (what a
     replace cannot carry over, what a drop would break), ownership of every table and view
@@ -153,19 +153,19 @@ def preflight(
             "(or membership in the owning role); GRANT the owner role to this user or run as "
             "the owner"
         )
-    building = sorted({a.name.schema for a in plan.runnable if a.kind != ActionKind.DROP})
-    rows = runner.control.execute(
-        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
-        "AND NOT has_schema_privilege(oid, 'CREATE') ORDER BY nspname",
-        (building,),
-    ).fetchall()
-    if rows:
-        schemas = ", ".join(r[0] for r in rows)
-        raise UnsafeActionError(
-            f"{command} refused: the current role may not create objects in schema {schemas}: "
-            "CREATE INDEX and CREATE MATERIALIZED VIEW need CREATE on the schema besides "
-            f"ownership of the table; GRANT CREATE ON SCHEMA {schemas} TO this role"
-        )
+    building = {a.name.schema for a in plan.runnable if a.kind != ActionKind.DROP}
+    problem = create_problem(runner.control, building, command)
+    if problem:
+        raise UnsafeActionError(problem)
+    made = {a.name for a in plan.runnable if a.object_type == "view" and a.kind != ActionKind.DROP}
+    reads = resolve(
+        runner.control,
+        view_relations(v for v in views if v.name in made),
+        runner.settings.search_path,
+    )
+    problem = unreadable_problem(runner.control, reads, "the materialized views it builds read")
+    if problem:
+        raise PrivilegeError(problem)
     runner.history.writable(runner.control)
     runner.lag_gate.check_visible()
     busy = long_running(runner.control, settings.lock_timeout_ms)
@@ -259,6 +259,7 @@ def apply(
             settings,
             command="apply",
             wait_for_blockers=options.wait_for_blockers,
+            views=specs.views,
         )
         hooks.planned(result, "Plan", ())
         _confirm(hooks, result, target, "apply", options.yes)
@@ -410,61 +411,6 @@ def status(target: Target, specs: SpecSet, history: History) -> StatusReport:
     return with_nodes(report, nodes)
 
 
-@dataclass(frozen=True, slots=True)
-class InitOutcome:
-    """What ``dbopt init`` did to the history, and the grants for the two roles."""
-
-    done: str  # created, upgraded, or already current
-    grants: str  # SQL for a DBA to read and run
-    notes: tuple[str, ...] = ()
-
-
-def init(target: Target, specs: SpecSet, history: History, roles: Roles) -> InitOutcome:
-    """Create (or upgrade, stamping its layout version) dbopt's history once, as a role that
-    may; then the GRANT statements an applying role and a read-only role need here."""
-    with connect(target.dsn, application_name="dbopt-init", settings=target.settings) as conn:
-        require_primary(conn, "init")
-        take_run_lock(conn, wait=False)
-        facts = history.facts(conn)
-        if facts.exists and facts.version == HISTORY_VERSION:
-            done = f"dbopt's history in schema {history.schema} is current (layout {facts.version})"
-        else:
-            problem = facts.setup_problem()
-            if problem:
-                raise PrivilegeError(problem)
-            history.install(conn, facts)
-            done = facts.install_words()
-        after = history.facts(conn)
-        named = sorted(specs.relations())
-        catalog = inspect(conn, named)
-        rows = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", ([roles.apply, roles.read],)
-        ).fetchall()
-        grants = grant_sql(
-            after,
-            specs,
-            catalog.relations,
-            roles,
-            [r[0] for r in rows],
-            reads_lag=target.settings.max_replica_lag_ms > 0,
-        )
-        keeper = after.object("changes").owner or after.role
-        owners = sorted({catalog.relations[n].owner for n in named if n in catalog.relations})
-        notes = [
-            f"the history's owner {keeper} is not a member of {owner}, which owns tables the "
-            f"specs name: dbopt will not count what it makes on them as its own (it would "
-            f"never drop it). GRANT {owner} TO {keeper}, or run `dbopt init` as {owner}"
-            for owner in owners
-            if not _member(conn, keeper, owner)
-        ]
-    return InitOutcome(done, grants, tuple(notes))
-
-
-def _member(conn: Connection[Any], role: str, of: str) -> bool:
-    row = conn.execute("SELECT pg_has_role(%s, %s, 'USAGE')", (role, of)).fetchone()
-    return bool(row and row[0])
-
-
 def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) -> str:
     """pg_cron calls for the chosen views (the catalog says which can refresh concurrently)."""
     from dbopt import refresh as vw
@@ -472,7 +418,7 @@ def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) 
     chosen = vw.select_views(specs, names)
     with connect(target.dsn, settings=target.settings) as conn:
         items = vw.plan_refresh(chosen, inspect(conn, [v.name for v in chosen]))
-        row = conn.execute("SELECT current_database()").fetchone()
+        row = conn.execute(catalog_sql("current_database")).fetchone()
     assert row is not None
     return vw.pg_cron_sql(items, str(row[0]))
 
@@ -480,15 +426,12 @@ def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) 
 __all__ = [
     "ApplyOptions",
     "Hooks",
-    "InitOutcome",
     "Locking",
     "Outcome",
     "Quiet",
     "RefreshOptions",
-    "Roles",
     "Selection",
     "apply",
-    "init",
     "plan",
     "preflight",
     "refresh",

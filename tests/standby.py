@@ -92,6 +92,33 @@ class Pair:
                     raise TimeoutError(f"the standby did not replay up to {target}")
                 time.sleep(0.05)
 
+    def restart_standby(self, *, primary_port: int | None = None) -> None:
+        """Restart the standby streaming from ``primary_port`` (a closed port: it stops
+        receiving), or from the primary again; wait until it accepts connections."""
+        port = primary_port or int(conninfo_to_dict(self.primary.dsn)["port"])
+        data = self.standby_dir / "data"
+        with (data / "postgresql.auto.conf").open("a") as conf:
+            conf.write(f"primary_conninfo = '{_conninfo(port)}'\n")
+        assert self.primary.bin_dir is not None
+        pg_ctl = str(self.primary.bin_dir / "pg_ctl")
+        done = _as_postgres(
+            [
+                pg_ctl,
+                "restart",
+                "-D",
+                str(data),
+                "-m",
+                "fast",
+                "-w",
+                "-l",
+                str(self.standby_dir / "standby.log"),
+            ],
+            self.standby_dir,
+        )
+        assert done.returncode == 0, done.stderr
+        if primary_port is None:
+            _wait_streaming(self.primary.dsn)
+
     def on_standby(self, statement: str) -> Any:
         with psycopg.connect(self.standby_dsn(self.primary.dsn), autocommit=True) as s:
             return s.execute(statement).fetchall()
@@ -136,10 +163,7 @@ def primary_with_standby() -> Iterator[Pair]:
             )
             if done.returncode != 0:
                 raise StandbyUnavailable(f"pg_basebackup failed: {done.stderr.strip()}")
-            conninfo = (
-                f"host=127.0.0.1 port={source['port']} user={source.get('user', 'postgres')} "
-                f"application_name={STANDBY_NAME}"
-            )
+            conninfo = _conninfo(int(source["port"]))
             with (data / "postgresql.auto.conf").open("a") as conf:
                 conf.write(
                     f"port = {port}\n"
@@ -165,6 +189,10 @@ def primary_with_standby() -> Iterator[Pair]:
                     root,
                 )
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _conninfo(port: int) -> str:
+    return f"host=127.0.0.1 port={port} user=postgres application_name={STANDBY_NAME}"
 
 
 def _wait_streaming(dsn: str, timeout: float = 60) -> None:

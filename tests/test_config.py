@@ -554,6 +554,40 @@ def test_replicas_and_lag_settings(write_config: WriteConfig) -> None:
         Replica("replica-2", "postgresql://ro@replica-2.internal/app"),
         Replica("replica-eu", "host=eu.internal dbname=app"),
     )
+
+
+def test_a_replica_given_as_a_variable_is_expanded_before_it_is_read(
+    write_config: WriteConfig,
+) -> None:
+    """`- ${URL}` is a DSN once expanded, not a service called "${URL}"; its name never
+    shows the DSN (which may hold a password)."""
+    write_config(
+        """\
+        environments:
+          production:
+            replicas: ["${REPLICA_URL}", "${REPLICA_SERVICE}", {name: eu, dsn: eu_service}]
+        """
+    )
+    url = "postgresql://reader:s3cret@replica.internal/app"
+    target = resolve_target(
+        load_config(None),
+        "production",
+        None,
+        {"REPLICA_URL": url, "REPLICA_SERVICE": "app_ro"},
+    )
+    assert target.replicas == (
+        Replica("replica-1", url),
+        Replica("app_ro", "service=app_ro"),
+        Replica("eu", "service=eu_service"),
+    )
+
+
+@pytest.mark.parametrize("names", [["a", "a"], ["primary"], ["this standby"]])
+def test_replica_names_must_be_their_own(write_config: WriteConfig, names: list[str]) -> None:
+    listed = ", ".join(f"{{name: '{n}', dsn: 'host=h{i}'}}" for i, n in enumerate(names))
+    write_config(f"environments:\n  production:\n    replicas: [{listed}]\n")
+    with pytest.raises(ConfigError, match="replicas need names of their own"):
+        resolve_target(load_config(None), "production", None, {})
     assert Settings().max_replica_lag_ms == 0  # no waiting for standbys unless asked
     assert Settings().max_replica_wait_ms == 1_800_000
 

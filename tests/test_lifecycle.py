@@ -325,7 +325,7 @@ def test_status_lists_managed_and_unmanaged(
     assert report["last_run"] is None
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     after = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
-    assert {(r["state"], r["created by"]) for r in after["managed"]} == {("ok", "dbopt")}
+    assert {(r["state"], r["created_by"]) for r in after["managed"]} == {("ok", "dbopt")}
     assert after["last_run"]["outcome"] == "succeeded"
 
 

@@ -194,8 +194,8 @@ def test_a_deployer_without_history_grants_is_refused_before_anything_runs(
     # to the database's owner in public): refused before the first statement, with the grant.
     result = cli("apply", *_as(db_dsn, deployer))
     assert result.exit_code == 2, result.output
-    assert "may not create objects in schema public" in result.output
-    assert "GRANT CREATE ON SCHEMA public TO this role" in result.output
+    assert 'may not create objects in schema "public"' in result.output
+    assert 'GRANT CREATE ON SCHEMA "public" TO this role' in result.output
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         assert oid(conn, "idx_orders_customer") is None
         conn.execute(f"GRANT CREATE ON SCHEMA public TO {deployer}")
@@ -262,3 +262,180 @@ def test_a_first_apply_by_a_role_that_may_creates_the_history(shop: Path, db_dsn
     assert "created dbopt's history in schema dbopt (layout 3)" in result.output
     second = cli("apply", "--dsn", db_dsn)
     assert "created dbopt's history" not in second.output
+
+
+def test_grants_never_make_the_applier_a_superuser(
+    conn: psycopg.Connection[Any],
+    admin_dsn: str,
+    db_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table the superuser owns gets a comment, never `GRANT <superuser> TO ...`."""
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE TABLE ledger (id int PRIMARY KEY, amount numeric)")
+        row = admin.execute("SELECT current_user").fetchone()
+    assert row is not None
+    superuser = row[0]
+    ledger = "table: public.ledger\nindexes:\n  - {name: idx_ledger_amount, columns: [amount]}\n"
+    project(tmp_path, monkeypatch, {"indexes/ledger.yaml": ledger})
+    done = cli("init", "--dsn", db_dsn)
+    assert done.exit_code == 0, done.output
+    assert f'GRANT "{superuser}" TO' not in done.stdout
+    assert f"belong to the superuser {superuser}" in done.stdout
+    assert f"tables the specs name belong to the superuser {superuser}" in done.stderr
+
+
+def test_views_the_deployer_creates_count_as_dbopts_own(
+    admin_dsn: str, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history belongs to the tables' owner (app), views are created by a deployer: each
+    new view is given to app right after it is made, so rollback and prune may drop it; and
+    the read role reads it through the printed default privileges."""
+    app = roles("app")
+    deployer, reader = roles("deployer"), roles("reader")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, total numeric);"
+                "INSERT INTO orders SELECT g, g % 100, g FROM generate_series(1, 500) g;"
+                "ALTER TABLE orders OWNER TO {app}; CREATE SCHEMA analytics AUTHORIZATION {app};"
+                "GRANT CREATE ON DATABASE {db} TO {app}; GRANT CREATE ON SCHEMA public TO {app}"
+            ).format(
+                app=sql.Identifier(app),
+                db=sql.Identifier(make_conninfo_dbname(admin_dsn)),
+            )
+        )
+    totals = TOTALS.replace("name: mv_totals\n", "name: mv_totals\nschema: analytics\n") + (
+        "queries:\n  - name: top_customer\n"
+        "    sql: SELECT * FROM analytics.mv_totals ORDER BY total DESC LIMIT 1\n"
+        "    budget_ms: 1000\n"
+    )
+    project(tmp_path, monkeypatch, {"indexes/orders.yaml": ORDERS, "views/totals.yaml": totals})
+    done = cli(
+        "init", "--dsn", with_user(admin_dsn, app), "--apply-role", deployer, "--read-role", reader
+    )
+    assert done.exit_code == 0, done.output
+    _run_grants(admin_dsn, done.stdout)
+
+    assert cli("apply", *_as(admin_dsn, deployer)).exit_code == 0
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class "
+            "WHERE oid = 'analytics.mv_totals'::regclass"
+        ).fetchone()
+    assert row == (app,)
+    verify = cli("verify", *_as(admin_dsn, reader))
+    assert verify.exit_code == 0, verify.output  # USAGE on analytics, SELECT by default
+
+    undo = cli("rollback", "--last", *_as(admin_dsn, deployer))
+    assert undo.exit_code == 0, undo.output
+    assert "left alone" not in undo.output
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        assert oid(admin, "analytics.mv_totals") is None
+
+
+def make_conninfo_dbname(dsn: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
+
+def test_a_view_that_could_not_count_as_dbopts_own_is_refused_before_anything_runs(
+    admin_dsn: str, roles: Roles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history's owner may not create in the view's schema: the view could never be
+    given to it, so never rolled back: apply refuses before the first statement."""
+    app = roles("app")
+    deployer = roles("deployer", app)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, total numeric);"
+                "ALTER TABLE orders OWNER TO {app}; CREATE SCHEMA analytics;"
+                "GRANT USAGE, CREATE ON SCHEMA analytics TO {deployer};"
+                "GRANT CREATE ON DATABASE {db} TO {app}; GRANT CREATE ON SCHEMA public TO {app}"
+            ).format(
+                app=sql.Identifier(app),
+                deployer=sql.Identifier(deployer),
+                db=sql.Identifier(make_conninfo_dbname(admin_dsn)),
+            )
+        )
+    totals = TOTALS.replace("name: mv_totals\n", "name: mv_totals\nschema: analytics\n")
+    project(tmp_path, monkeypatch, {"indexes/orders.yaml": ORDERS, "views/totals.yaml": totals})
+    init = cli("init", "--dsn", with_user(admin_dsn, app))
+    assert init.exit_code == 0, init.output
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "GRANT USAGE ON SCHEMA dbopt TO {d};"
+                "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA dbopt TO {d};"
+                "GRANT USAGE ON ALL SEQUENCES IN SCHEMA dbopt TO {d}"
+            ).format(d=sql.Identifier(deployer))
+        )
+    result = cli("apply", *_as(admin_dsn, deployer))
+    assert result.exit_code == 2, result.output
+    assert "would not count as dbopt's own" in result.output
+    assert f"GRANT CREATE ON SCHEMA analytics TO {app}" in result.output
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        assert oid(admin, "idx_orders_customer") is None
+
+
+def test_plan_without_the_temporary_privilege_says_which_grant(
+    shop: Path, db_dsn: str, admin_dsn: str, roles: Roles
+) -> None:
+    deployer, reader = roles("deployer"), roles("reader")
+    done = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
+    _run_grants(admin_dsn, done.stdout)
+    db = make_conninfo_dbname(admin_dsn)
+    temporary = sql.SQL("TEMPORARY ON DATABASE {} ").format(sql.Identifier(db))
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("REVOKE {} FROM PUBLIC, {}").format(temporary, sql.Identifier(reader))
+        )
+    plan = cli("plan", *_as(db_dsn, reader))
+    assert plan.exit_code == 2, plan.output
+    line = _one_error_line(plan.output)
+    assert f'GRANT TEMPORARY ON DATABASE "{db}" TO "{reader}"' in line
+    _run_grants(admin_dsn, done.stdout)  # init printed it
+    final = cli("plan", *_as(db_dsn, reader))
+    assert final.exit_code == 0, final.output
+
+
+def test_verify_names_every_relation_a_budget_reads(
+    conn: psycopg.Connection[Any],
+    db_dsn: str,
+    admin_dsn: str,
+    roles: Roles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A budget joining a table no spec is about: the reader is told to be granted it too
+    (from the query's parse tree), before any query runs."""
+    conn.execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, total numeric);"
+        "CREATE TABLE customers (id int PRIMARY KEY, name text)"
+    )
+    joined = ORDERS.replace(
+        "SELECT * FROM orders WHERE customer_id = 42",
+        "WITH o AS (SELECT * FROM orders) SELECT c.name FROM o JOIN customers c "
+        "ON c.id = o.customer_id WHERE o.customer_id = 42",
+    )
+    project(tmp_path, monkeypatch, {"indexes/orders.yaml": joined})
+    reader = roles("reader")
+    done = cli("init", "--dsn", db_dsn, "--read-role", reader)
+    assert f'GRANT SELECT ON "public"."customers", "public"."orders" TO "{reader}";' in done.stdout
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("GRANT SELECT ON orders TO {}").format(sql.Identifier(reader)))
+    result = cli("verify", *_as(db_dsn, reader))
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert 'may not read "public"."customers"' in line and '"orders"' not in line
+
+
+def test_a_history_from_a_newer_dbopt_is_refused(shop: Path, db_dsn: str, admin_dsn: str) -> None:
+    assert cli("init", "--dsn", db_dsn).exit_code == 0
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("INSERT INTO dbopt.schema_version (version, dbopt_version) VALUES (4, '9')")
+    for command in (["plan"], ["status"], ["apply"]):
+        result = cli(*command, "--dsn", db_dsn)
+        assert result.exit_code == 2, result.output
+        assert "has layout 4, written by a newer dbopt" in result.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -36,10 +37,21 @@ table: public.orders
 indexes:
   - name: idx_orders_customer
     columns: [customer_id]
+  - name: idx_orders_big
+    columns: [total]
+    where: "total > 19000"
 queries:
   - name: orders_of_one_customer
     sql: SELECT * FROM orders WHERE customer_id = 42
     budget_ms: 500
+"""
+
+
+TOTALS = """
+name: mv_totals
+query: SELECT customer_id, sum(total) AS total FROM orders GROUP BY customer_id
+indexes:
+  - {name: mv_totals_customer, columns: [customer_id], unique: true}
 """
 
 
@@ -86,6 +98,7 @@ def shop(pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         monkeypatch,
         {
             "indexes/orders.yaml": ORDERS,
+            "views/totals.yaml": TOTALS,
             "dbopt.yaml": environments(
                 prod={
                     "dsn": found.dsn(DEPLOYER),
@@ -152,6 +165,9 @@ def test_plan_status_and_verify_work_on_a_standby(shop: Shop) -> None:
     plan = cli("plan", "--env", "replica")
     assert plan.exit_code == 0, plan.output
     assert "0 to change" in plan.output
+    # The partial index and the view need the server to normalise their specs, which a
+    # standby cannot (no temporary objects): present, not compared — never "drift".
+    assert plan.output.count("was not compared") == 2, plan.output
     verify = cli("verify", "--env", "replica")
     assert verify.exit_code == 0, verify.output
     assert "orders_of_one_customer" in verify.output
@@ -159,6 +175,7 @@ def test_plan_status_and_verify_work_on_a_standby(shop: Shop) -> None:
     assert status.exit_code == 0, status.output
     assert "this is a standby" in status.output
     assert "public.idx_orders_customer" in status.output
+    assert "present (not compared)" in status.output
 
 
 def test_status_counts_scans_on_every_node(shop: Shop) -> None:
@@ -173,13 +190,16 @@ def test_status_counts_scans_on_every_node(shop: Shop) -> None:
     def managed() -> dict[str, Any] | None:
         result = cli("status", "--env", "prod", "--format", "json")
         assert result.exit_code == 0, result.output
-        row: dict[str, Any] = json.loads(result.stdout)["managed"][0]
-        return row if row["replica-1"] >= 3 else None
+        rows = json.loads(result.stdout)["managed"]
+        row: dict[str, Any] = next(r for r in rows if r["index"] == "public.idx_orders_customer")
+        return row if row["scans_by_node"]["replica-1"] >= 3 else None
 
     row = poll(managed, "the standby's scans in status", timeout=30, every=0.5)
     assert row["index"] == "public.idx_orders_customer"
-    assert row["primary"] == 0
-    assert row["scans (all nodes)"] == row["primary"] + row["replica-1"]
+    nodes = row["scans_by_node"]
+    assert nodes["primary"] == 0
+    assert row["scans"] == nodes["primary"] + nodes["replica-1"]
+    assert row["scans_partial"] is False
 
 
 def test_status_says_which_replica_it_could_not_read(
@@ -196,6 +216,12 @@ def test_status_says_which_replica_it_could_not_read(
     result = cli("status", "--env", "prod")
     assert result.exit_code == 0, result.output
     assert "scans unknown on replica-1" in result.output
+    assert "scans (reachable nodes)" in result.output
+    report = json.loads(cli("status", "--env", "prod", "--format", "json").stdout)
+    assert report["unreachable"][0].startswith("replica-1: ")
+    for row in report["managed"]:
+        assert row["scans_by_node"]["replica-1"] is None
+        assert row["scans_partial"] is True
 
 
 # --- replica lag ----------------------------------------------------------------------------
@@ -226,9 +252,9 @@ def test_apply_stops_when_the_standby_stays_behind(shop: Shop) -> None:
     _paused_behind(shop, 1.5)
     result = cli("apply", "--env", "prod", "--max-replica-lag", "1s", "--max-replica-wait", "2s")
     assert result.exit_code == 1, result.output
-    assert "stopped before create public.idx_orders_customer" in result.output
+    assert "stopped before create public.idx_orders_" in result.output
     assert "replica-1 is" in result.output
-    assert "not started: public.idx_orders_customer" in result.output
+    assert "not started: public.idx_orders_big, public.idx_orders_customer" in result.output
     assert _index_on_primary(shop) is None
     with psycopg.connect(shop.admin, autocommit=True) as conn:
         row = conn.execute("SELECT outcome FROM dbopt.runs ORDER BY id DESC LIMIT 1").fetchone()
@@ -277,4 +303,64 @@ def test_a_listed_replica_reports_its_own_lag(shop: Shop, closed_port: int) -> N
     assert lags[("replica-2", "replica")].seconds is None
     assert "unreachable" in lags[("replica-2", "replica")].note
     with psycopg.connect(shop.dsn(OWNER, standby=True), autocommit=True) as conn:
-        assert replica_lag(conn, "x").source == "replica"
+        assert replica_lag(conn, "x", "0/0").seconds == 0  # nothing to replay up to 0/0
+
+
+def test_ctrl_c_during_a_lag_pause_stops_at_once_with_parallel_jobs(
+    shop: Shop, tmp_path: Path
+) -> None:
+    _paused_behind(shop, 1.5)
+    proc = start_dbopt(
+        tmp_path,
+        "apply",
+        "--env",
+        "prod",
+        "--jobs",
+        "2",
+        "--max-replica-lag",
+        "1s",
+        "--max-replica-wait",
+        "0",
+    )
+    try:
+        read_until(proc, "s behind, limit 1 s", timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert _index_on_primary(shop) is None
+    with psycopg.connect(shop.admin, autocommit=True) as conn:
+        row = conn.execute("SELECT outcome FROM dbopt.runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert row == ("aborted",)
+
+
+def test_a_disconnected_standby_is_behind_not_caught_up(shop: Shop, closed_port: int) -> None:
+    """A standby that stopped receiving has replayed all it received, yet it is behind the
+    primary: measured against the primary's WAL position, never "0 s"."""
+    shop.pair.restart_standby(primary_port=closed_port)
+    try:
+        time.sleep(1.1)  # so the last replayed transaction is visibly old
+        with psycopg.connect(shop.dsn(OWNER), autocommit=True) as conn:
+            conn.execute("UPDATE orders SET total = total + 1 WHERE id <= 100")
+        replicas = (Replica("replica-1", shop.dsn(OWNER, standby=True)),)
+        with psycopg.connect(shop.dsn(DEPLOYER), autocommit=True) as primary:
+            lock = threading.Lock()
+
+            def on_primary(fn: Any) -> Any:
+                with lock:
+                    return fn(primary)
+
+            standbys = Standbys(on_primary, replicas, Settings())
+            try:
+                lags = standbys.lags()
+            finally:
+                standbys.close()
+        assert [g.source for g in lags] == ["replica"]  # the primary sees it no more
+        lag = lags[0]
+        assert lag.seconds is not None and lag.seconds > 1.0, lag
+        assert "not streaming" in lag.note
+    finally:
+        shop.pair.restart_standby()
+        shop.pair.caught_up()

@@ -58,6 +58,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "status",
         "Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.",
     ),
+    "history": (
+        "dbopt.cli.history_cmd",
+        "history",
+        "List dbopt's recorded runs, or one run and its changes.",
+    ),
     "sandbox": (
         "dbopt.cli.sandbox_cmd",
         "sandbox",

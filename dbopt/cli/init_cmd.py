@@ -47,15 +47,16 @@ def init(opts: Options, apply_role: str, read_role: str, output: Path | None) ->
       dbopt init --env production
       dbopt init --env production --apply-role deployer --read-role ci -o grants.sql
     """
-    from dbopt import usecases
+    from dbopt.grants import Roles
     from dbopt.history import History
+    from dbopt.initialize import init as run_init
     from dbopt.spec import load_specs
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
-    roles = usecases.Roles(apply=apply_role, read=read_role)
-    outcome = usecases.init(target, specs, History(config.history_schema), roles)
+    roles = Roles(apply=apply_role, read=read_role)
+    outcome = run_init(target, specs, History(config.history_schema), roles)
     click.echo(outcome.done, err=True)
     for note in outcome.notes:
         click.echo(f"note: {note}", err=True)

@@ -17,6 +17,24 @@ if TYPE_CHECKING:
     from dbopt.status import IndexState
 
 
+def _json_row(r: IndexState, nodes: tuple[str, ...]) -> dict[str, object]:
+    """One index for machines: sizes in bytes, snake_case keys, scans per node (null where a
+    node could not be read, and then ``scans_partial``)."""
+    out: dict[str, object] = {
+        "index": r.name,
+        "table": r.table,
+        "state": r.state,
+        "valid": r.valid,
+        "size_bytes": r.size_bytes,
+        "scans": r.scans,
+        "created_by": r.origin,
+    }
+    if nodes:
+        out["scans_by_node"] = dict(zip(nodes, r.node_scans, strict=True))
+        out["scans_partial"] = any(n is None for n in r.node_scans)
+    return out
+
+
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
 def status(opts: Options) -> None:
@@ -40,7 +58,11 @@ def status(opts: Options) -> None:
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
     report = usecases.status(target, specs, History(config.history_schema))
-    scans = "scans (all nodes)" if report.nodes else "scans"
+    scans = (
+        ("scans (reachable nodes)" if report.unreachable else "scans (all nodes)")
+        if report.nodes
+        else "scans"
+    )
     headers = ["index", "table", "state", "valid", "size", scans, *report.nodes, "created by"]
 
     def row(r: IndexState) -> list[object]:
@@ -69,8 +91,10 @@ def status(opts: Options) -> None:
         click.echo(
             json.dumps(
                 {
-                    "managed": [dict(zip(headers, row, strict=True)) for row in managed],
-                    "unmanaged": [dict(zip(headers, row, strict=True)) for row in unmanaged],
+                    "managed": [_json_row(r, report.nodes) for r in report.managed],
+                    "unmanaged": [_json_row(r, report.nodes) for r in report.unmanaged],
+                    "nodes": list(report.nodes),
+                    "unreachable": list(report.unreachable),
                     "last_run": None
                     if report.last_run is None
                     else dataclasses.asdict(report.last_run),

@@ -137,7 +137,7 @@ def verify(
     """
     from dbopt.db import connect
     from dbopt.errors import PrivilegeError
-    from dbopt.grants import unreadable_problem
+    from dbopt.privileges import budget_relations, resolve, unreadable_problem
     from dbopt.spec import load_specs
     from dbopt.verify import load_baseline, run_hypothetical, run_verify
 
@@ -159,7 +159,8 @@ def verify(
         _in_flag_terms(),
         connect(target.dsn, settings=target.settings, read_only=read_only) as conn,
     ):
-        problem = unreadable_problem(conn, specs.relations())
+        reads = resolve(conn, budget_relations(specs), target.settings.search_path)
+        problem = unreadable_problem(conn, reads, "the budgeted queries read")
         if problem:
             raise PrivilegeError(problem)
         if hypothetical:

@@ -260,7 +260,11 @@ class Executor(StepRunner):
                 if failed.is_set() or self._cancelled.is_set():
                     break
                 try:
-                    self.lag_gate.wait(f"{action.kind.value} {action.name}")
+                    # Only what builds writes WAL worth waiting for; a drop goes ahead.
+                    if action.kind != ActionKind.DROP and not self.lag_gate.wait(
+                        f"{action.kind.value} {action.name}"
+                    ):
+                        break  # cancelled while paused
                 except ReplicaLagStop as exc:
                     stopped.append(str(exc))
                     failed.set()

@@ -78,7 +78,7 @@ class StepRunner:
         self._changes: dict[int, int] = {}
         #: Standbys: their lag is read before each build (max_replica_lag).
         self.standbys = Standbys(self._control, replicas, settings)
-        self.lag_gate = LagGate(self.standbys, settings, reporter, sleep=sleep)
+        self.lag_gate = LagGate(self.standbys, settings, reporter, cancelled=self._cancelled)
 
     def __enter__(self) -> Self:
         return self

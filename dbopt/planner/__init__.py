@@ -30,13 +30,20 @@ from dbopt.planner.ownership import (
     ownership,
     view_identity,
 )
-from dbopt.planner.views import create_view_action, drop_view_action, replace_view_action
+from dbopt.planner.views import (
+    NewViewOwner,
+    create_view_action,
+    drop_view_action,
+    own_new_views,
+    replace_view_action,
+)
 
 __all__ = [
     "NEW_SUFFIX",
     "OLD_SUFFIX",
     "Action",
     "ActionKind",
+    "NewViewOwner",
     "Ownership",
     "Plan",
     "Step",
@@ -47,6 +54,7 @@ __all__ = [
     "drop_view_action",
     "index_identity",
     "name_taken",
+    "own_new_views",
     "ownership",
     "plan",
     "replace_index_action",

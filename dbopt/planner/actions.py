@@ -110,6 +110,9 @@ class Action:
     previous_state: Mapping[str, Any] = field(default_factory=dict)
     #: For a rollback: the change this action undoes.
     undoes_change: int | None = None
+    #: False for a skip whose definition could not be compared (on a hot standby the server
+    #: cannot normalise a spec: no temporary objects there).
+    compared: bool = True
 
     def diff(self) -> str:
         """A one-line-per-side diff of the definitions (for drift)."""

@@ -4,6 +4,7 @@ re-bound or rebuilt, what the old one carries carried over), drop."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from psycopg import sql
@@ -17,7 +18,15 @@ from dbopt.indexdef import (
     index_spec_from_definition,
 )
 from dbopt.model import IndexSpec, QualifiedName, ViewSpec
-from dbopt.planner.actions import NEW_SUFFIX, OLD_SUFFIX, Action, ActionKind, Step, StepMode
+from dbopt.planner.actions import (
+    NEW_SUFFIX,
+    OLD_SUFFIX,
+    Action,
+    ActionKind,
+    Plan,
+    Step,
+    StepMode,
+)
 from dbopt.planner.indexes import _display_rebuild, _safe
 from dbopt.planner.ownership import Ownership, name_taken, view_identity
 from dbopt.sqltext import query_sql
@@ -476,3 +485,37 @@ def _rebuild_view(
         )
     )
     return tuple(steps)
+
+
+@dataclass(frozen=True, slots=True)
+class NewViewOwner:
+    """Who a materialized view dbopt creates must belong to, for dbopt to count it as its own
+    (the history's owner must be able to act on it): ``role`` to give it to right after it
+    is made (None: its creator will do), or why creating one is refused."""
+
+    role: str | None = None
+    refusal: str | None = None
+
+
+def own_new_views(plan: Plan, owner: NewViewOwner) -> Plan:
+    """The plan with each view it creates given to ``owner.role`` right after it is made
+    (before its indexes), or refused with ``owner.refusal``."""
+    if owner.role is None and owner.refusal is None:
+        return plan
+    actions = []
+    for action in plan.actions:
+        if action.object_type != "view" or action.kind != ActionKind.CREATE:
+            actions.append(action)
+        elif owner.refusal is not None:
+            actions.append(replace(action, refusal=owner.refusal))
+        else:
+            assert owner.role is not None
+            first, *rest = action.forward
+            give = Step(
+                StepMode.DDL,
+                (ddl.alter_matview_owner(action.name, owner.role),),
+                action.name,
+                action.name,
+            )
+            actions.append(replace(action, forward=(first, give, *rest)))
+    return replace(plan, actions=tuple(actions))

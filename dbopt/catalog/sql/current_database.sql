@@ -1,0 +1,2 @@
+-- The database the session is connected to.
+SELECT current_database()
