@@ -81,19 +81,25 @@ def plan_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
 
 
 def plan_sql(plan: Plan, *, rollback: bool = False) -> str:
-    """The exact SQL apply (or rollback) would run, formatted with sqlparse, in order."""
-    import sqlparse
+    """The exact SQL apply (or rollback) would run, in order, laid out for reading (the same
+    statements: see :mod:`dbopt.sqlformat`), one blank line between actions."""
+    from dbopt.planner import StepMode
+    from dbopt.sqlformat import script
 
     actions = plan.runnable
     if rollback:
         actions = tuple(reversed(actions))
     out: list[str] = []
     for action in actions:
+        steps = [
+            script(
+                [s.as_string() for s in (*step.statements, *step.then)],
+                transaction=step.mode == StepMode.SWAP,
+            )
+            for step in (action.rollback if rollback else action.forward)
+        ]
         out.append(f"-- {action.kind.value} {action.name}: {action.reason}")
-        for step in action.rollback if rollback else action.forward:
-            # Layout only: sqlparse changes whitespace, never a token (no case folding): the
-            # statements are exactly those apply sends.
-            out.append(sqlparse.format(step.text(), reindent=True, indent_width=2))
+        out.append("\n\n".join(steps))
         out.append("")
     if not out:
         return "-- nothing to do\n"

@@ -199,7 +199,7 @@ def test_jobs_build_tables_in_parallel_and_plans_dir_keeps_the_rollback(
     assert result.exit_code == 0, result.output
     rollback_sql = (project / "plans" / "run-1-rollback.sql").read_text()
     for name in ("idx_appt_barber", "idx_pay_appt", "idx_pay_amount"):
-        assert f'DROP INDEX CONCURRENTLY IF EXISTS "public"."{name}";' in rollback_sql
+        assert f"DROP INDEX CONCURRENTLY IF EXISTS public.{name};" in rollback_sql
     status = cli("status", "--env", "test", "--format", "json")
     states = {r["index"]: r["state"] for r in json.loads(status.output)["managed"]}
     assert set(states.values()) == {"ok"}

@@ -344,8 +344,8 @@ def test_rollback_plan_file_index_selector_and_double_rollback(
     written = cli("rollback", "--dsn", db_dsn, "--plan", "--run", "1", "-o", "rb.sql")
     assert written.exit_code == 0, written.output
     text = (tmp_path / "rb.sql").read_text()
-    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_day";' in text
-    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_appt_barber_status";' in text
+    assert "DROP INDEX CONCURRENTLY IF EXISTS public.idx_appt_day;" in text
+    assert "DROP INDEX CONCURRENTLY IF EXISTS public.idx_appt_barber_status;" in text
     assert "\nSET lock_timeout = 5000;\n" in text
     one = cli("rollback", "--dsn", db_dsn, "--index", "idx_appt_day", "--yes")
     assert one.exit_code == 0, one.output
