@@ -627,16 +627,13 @@ class History:
         )
 
     def last_refreshes(self, conn: psycopg.Connection[Any]) -> dict[QualifiedName, RefreshRecord]:
-        """The last successful refresh of each view: its start time, duration and rows."""
+        """When each view's data was last computed: its last successful refresh, or the apply
+        that created (or replaced) it with data, whichever is later (``mode`` says which)."""
         if not self.readable(conn).exists:
             return {}
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                sql.SQL(
-                    "SELECT DISTINCT ON (view_schema, view_name) view_schema, view_name, "
-                    "started_at, duration_ms, rows, mode FROM {}.refreshes "
-                    "WHERE outcome = 'ok' ORDER BY view_schema, view_name, id DESC"
-                ).format(sql.Identifier(self.schema))
+                catalog_sql("history_last_refreshes").format(schema=sql.Identifier(self.schema))
             )
             return {
                 QualifiedName(r["view_schema"], r["view_name"]): RefreshRecord(

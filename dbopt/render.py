@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -41,25 +42,39 @@ def print_rows(
 ) -> None:
     """Print rows to ``out``: a rich table for ``table``, else :func:`rows_text`."""
     if fmt != "table":
-        out.write(rows_text(headers, rows, fmt, title=title) + "\n")
+        # Markdown: a blank line after the table, or GitHub reads the next line as a row.
+        out.write(
+            rows_text(headers, rows, fmt, title=title) + ("\n\n" if fmt == "markdown" else "\n")
+        )
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for header in headers:
-        table.add_column(header)
+        # Wrapped, never cut with an ellipsis: a name shown must be the whole name.
+        table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(c) for c in row))
     Console(file=out).print(table)
 
 
 def _cell(value: Any) -> str:
+    """A value as a table shows it: yes/no for booleans, one format for times."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
+    if isinstance(value, datetime):
+        return when(value)
     return str(value)
+
+
+def when(moment: datetime) -> str:
+    """A point in time, the one way dbopt prints it: ``2026-11-29 17:37:17 UTC``."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
 def flag(option: str) -> str:
@@ -67,10 +82,16 @@ def flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
-def plan_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of a plan: one row per action."""
+def plan_rows(plan: Plan, *, unchanged: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a plan: one row per change (and per unchanged object too with
+    ``unchanged``; otherwise :func:`plan_counts` says how many there are)."""
     rows = []
-    for action in plan.actions:
+    shown = (
+        plan.actions
+        if unchanged
+        else [a for a in plan.actions if a in plan.changes or not a.compared]
+    )
+    for action in shown:
         note = (
             action.reason
             if action.enabled
@@ -78,6 +99,17 @@ def plan_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
         )
         rows.append([action.kind.value, str(action.name), str(action.table), note])
     return ["action", "object", "on", "why"], rows
+
+
+def plan_counts(plan: Plan) -> str:
+    """``2 to change, 1 needs a flag, 40 unchanged``."""
+    blocked = len(plan.blocked)
+    unknown = sum(1 for a in plan.actions if not a.compared)
+    counts = (
+        f"{len(plan.runnable)} to change, {blocked} need{'s' if blocked == 1 else ''} a flag, "
+        f"{len(plan.actions) - len(plan.changes) - unknown} unchanged"
+    )
+    return f"{counts}, {unknown} not compared" if unknown else counts
 
 
 def plan_sql(plan: Plan, *, rollback: bool = False) -> str:
@@ -106,10 +138,18 @@ def plan_sql(plan: Plan, *, rollback: bool = False) -> str:
     return "\n".join(out)
 
 
+def json_value(value: object) -> object:
+    """``json.dumps`` default: times as ISO 8601 with their offset, anything else as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
 def plan_json(plan: Plan) -> str:
     """The plan as JSON, for CI and scripts."""
     return json.dumps(
         {
+            "where": plan.where,
             "changes": len(plan.changes),
             "runnable": len(plan.runnable),
             "catalog_queries": plan.catalog_queries,
@@ -121,6 +161,7 @@ def plan_json(plan: Plan) -> str:
                     "table": str(a.table),
                     "reason": a.reason,
                     "enabled": a.enabled,
+                    "compared": a.compared,
                     "needs": flag(a.needs) if a.needs else None,
                     "current": a.current,
                     "desired": a.desired,

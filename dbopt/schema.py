@@ -215,7 +215,8 @@ VIEW_FILE: dict[str, Any] = {
             "properties": {
                 "schedule": {
                     "type": "string",
-                    "description": "A cron expression (5 fields), e.g. '0 * * * *'.",
+                    "description": "A cron expression (5 fields, e.g. '0 * * * *') or @hourly, "
+                    "@daily, @weekly, @monthly, @yearly.",
                 },
                 "mode": {"enum": list(REFRESH_MODES), "default": "auto"},
             },

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dbopt import cron
 from dbopt.docvalidate import check_document, dotted
-from dbopt.errors import Problem, SpecError
+from dbopt.errors import InputError, Problem, SpecError
 from dbopt.model import (
     DEFAULT_SCHEMA,
     Expectation,
@@ -269,8 +270,6 @@ class _FileReader:
         return indexes, queries
 
     def view_file(self) -> ViewSpec:
-        from croniter import croniter
-
         data = self.doc.data
         schema = self.identifier(("schema",), data.get("schema", DEFAULT_SCHEMA))
         name = QualifiedName(schema, self.identifier(("name",), data["name"]))
@@ -283,13 +282,10 @@ class _FileReader:
         refresh_raw = data.get("refresh", {})
         schedule = refresh_raw.get("schedule")
         if schedule is not None:
-            fields = schedule.split()
-            if len(fields) != 5 or not croniter.is_valid(schedule):
-                self.err(
-                    ("refresh", "schedule"),
-                    f"'{schedule}' is not a 5-field cron expression "
-                    "(minute hour day-of-month month day-of-week), e.g. '0 * * * *'",
-                )
+            try:
+                schedule = cron.parse(schedule)
+            except InputError as exc:
+                self.err(("refresh", "schedule"), str(exc))
         refresh = RefreshSpec(schedule=schedule, mode=refresh_raw.get("mode", "auto"))
         view = ViewSpec(
             name=name,

@@ -14,7 +14,7 @@ import psycopg
 from dbopt.catalog import Catalog, inspect
 from dbopt.config import Settings
 from dbopt.history import History, RunRecord
-from dbopt.model import QualifiedName, SpecSet
+from dbopt.model import QualifiedName, RunOutcome, SpecSet
 from dbopt.planner import ActionKind, ownership
 from dbopt.plans import build_plan, relevant
 
@@ -61,6 +61,31 @@ class StatusReport:
     #: Nodes that could not be read, and why.
     unreachable: tuple[str, ...] = ()
     standby: bool = False  # the target itself is a standby
+
+    def attention(self) -> tuple[str, ...]:
+        """What a monitoring check should page about, one line each: a managed index or view
+        that is missing, INVALID, drifted or left the specs; any INVALID index on a managed
+        table; a view that is overdue or holds no data; a last run that did not finish ok."""
+        fine = ("ok", "present (not compared)")
+        out = [f"index {r.name}: {r.state}" for r in self.managed if r.state not in fine]
+        out += [
+            f"index {r.name}: INVALID (not dbopt's)" for r in self.unmanaged if r.valid is False
+        ]
+        for v in self.views:
+            if v.state not in fine:
+                out.append(f"view {v.name}: {v.state}")
+            elif v.populated is False:
+                out.append(f"view {v.name}: holds no data (never refreshed)")
+            elif v.overdue:
+                out.append(f"view {v.name}: refresh overdue for schedule {v.schedule}")
+        if self.last_run is not None and self.last_run.outcome not in (
+            RunOutcome.SUCCEEDED,
+            RunOutcome.RUNNING,
+        ):
+            out.append(
+                f"last run #{self.last_run.id} {self.last_run.command}: {self.last_run.outcome}"
+            )
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -78,6 +78,36 @@ class Locking:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """The part of a plan to run: indexes and views by name, tables (all their indexes);
+    empty: all of it."""
+
+    objects: tuple[QualifiedName, ...] = ()
+    tables: tuple[QualifiedName, ...] = ()
+
+    def of(self, result: Plan, specs: SpecSet) -> Plan:
+        """``result`` cut to this part; InputError for a name no spec defines."""
+        if not self.objects and not self.tables:
+            return result
+        known = {i.qualified_name for i in specs.all_indexes} | {v.name for v in specs.views}
+        known |= {a.name for a in result.actions}
+        tables = {s.table for s in specs.indexes} | {v.name for v in specs.views}
+        unknown = [str(n) for n in self.objects if n not in known]
+        unknown += [f"table {n}" for n in self.tables if n not in tables]
+        if unknown:
+            raise InputError("no spec defines " + ", ".join(unknown) + ": nothing was run")
+        return result.only(self.objects, self.tables)
+
+
+def where(conn: psycopg.Connection[Any]) -> str:
+    """The database a connection reaches, for people (never its password)."""
+    info = conn.info
+    version = (info.parameter_status("server_version") or "?").split()[0]
+    host = info.host if info.host.startswith("/") else f"{info.host}:{info.port}"
+    return f"{info.user}@{host}/{info.dbname}, PostgreSQL {version}"
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyOptions:
     """What apply may do beyond creating what is missing, and how."""
 
@@ -91,6 +121,7 @@ class ApplyOptions:
     dry_run: bool = False
     plans_dir: Path | None = None
     yes: bool = False  # confirmed on the command line
+    part: Part = Part()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +140,9 @@ def summary(plan: Plan, target: Target) -> str:
     """One line for the confirmation prompt: what will happen, and where."""
     counts = Counter(a.kind.value for a in plan.runnable)
     what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items()))
-    label = target.describe()
-    where = f"{target.env}: {label}" if target.env else label
-    return f"{what or 'nothing'} on {where}"
+    label = plan.where or target.describe()
+    on = f"{target.env} ({label})" if target.env else label
+    return f"{what or 'nothing'} on {on}"
 
 
 def _refuse_refused(plan: Plan, command: str) -> None:
@@ -193,10 +224,11 @@ def plan(
     replace_drifted: bool = False,
     prune: bool = False,
     cascade: bool = False,
+    part: Part = Part(),
 ) -> Plan:
     """What apply would do (read-only: no lock, nothing written)."""
     with connect(target.dsn, settings=unbounded(target.settings)) as conn:
-        return build_plan(
+        result = build_plan(
             conn,
             specs,
             target.settings,
@@ -205,6 +237,7 @@ def plan(
             prune=prune,
             cascade=cascade,
         )
+        return replace(part.of(result, specs), where=where(conn))
 
 
 def apply(
@@ -247,6 +280,7 @@ def apply(
             cascade=options.cascade,
             catalog=catalog,
         )
+        result = replace(options.part.of(result, specs), where=where(runner.control))
         if options.dry_run:
             _refuse_refused(result, "apply")
             return Outcome(result, sql=session_sql(settings) + render.plan_sql(result))
@@ -428,6 +462,7 @@ __all__ = [
     "Hooks",
     "Locking",
     "Outcome",
+    "Part",
     "Quiet",
     "RefreshOptions",
     "Selection",

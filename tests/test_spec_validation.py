@@ -215,8 +215,9 @@ def test_every_error_at_once_across_files(write: Write) -> None:
         "must be a read-only SELECT, not DELETE",
         "views/mv_x.yaml:2:8: query: the view query is not valid: "
         "must be exactly one statement, found 2",
-        "views/mv_x.yaml:3:21: refresh.schedule: '0 * * *' is not a 5-field cron expression "
-        "(minute hour day-of-month month day-of-week), e.g. '0 * * * *'",
+        "views/mv_x.yaml:3:21: refresh.schedule: '0 * * *' has 4 fields; a cron expression "
+        "has 5 (minute hour day-of-month month day-of-week), e.g. '0 * * * *', or is @hourly, "
+        "@daily, @weekly, @monthly or @yearly",
     ]
 
 
@@ -541,13 +542,58 @@ def test_valid_cron_schedules(write: Write, schedule: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "schedule", ["0 * * *", "0 0 * * * *", "61 * * * *", "* 25 * * *", "@hourly", "hourly", ""]
+    ("schedule", "fields"),
+    [
+        ("@hourly", "0 * * * *"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@monthly", "0 0 1 * *"),
+        ("@YEARLY", "0 0 1 1 *"),
+        ("0  0 * *  7", "0 0 * * 7"),
+    ],
 )
-def test_invalid_cron_schedules(write: Write, schedule: str) -> None:
+def test_cron_shorthands_become_five_fields(write: Write, schedule: str, fields: str) -> None:
     write(**{"views/v.yaml": view("v", f'refresh: {{schedule: "{schedule}"}}')})
+    assert load().views[0].refresh.schedule == fields
+
+
+FIVE = (
+    "a cron expression has 5 (minute hour day-of-month month day-of-week), e.g. '0 * * * *', "
+    "or is @hourly, @daily, @weekly, @monthly or @yearly"
+)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "why"),
+    [
+        ("0 * * *", f"has 4 fields; {FIVE}"),
+        ("0 0 * * * *", f"has 6 fields; {FIVE}"),
+        ("", f"has 0 fields; {FIVE}"),
+        ("hourly", f"has 1 field; {FIVE}"),
+        ("61 * * * *", "the minute field '61': 61 is out of range 0-59"),
+        ("* 25 * * *", "the hour field '25': 25 is out of range 0-23"),
+        ("0 0 0 * *", "the day-of-month field '0': 0 is out of range 1-31"),
+        ("0 0 * 13 *", "the month field '13': 13 is out of range 1-12"),
+        ("0 0 * * 8", "the day-of-week field '8': 8 is out of range 0-7"),
+        ("0 0 * * mon-fry", "the day-of-week field 'mon-fry': 'fry' is not a number (0-7)"),
+        ("*/0 * * * *", "the minute field '*/0' has step '0': a positive number"),
+        ("0 5-2 * * *", "the hour field '5-2': the range 5-2 runs backwards"),
+        ("0,,5 * * * *", "the minute field '0,,5' is not a value, range or step (0-59)"),
+    ],
+)
+def test_invalid_cron_schedules_name_the_field_and_its_range(
+    write: Write, schedule: str, why: str
+) -> None:
+    write(**{"views/v.yaml": view("v", f'refresh: {{schedule: "{schedule}"}}')})
+    assert problems() == [f"views/v.yaml:3:21: refresh.schedule: '{schedule}' {why}"]
+
+
+def test_unknown_cron_shorthand(write: Write) -> None:
+    write(**{"views/v.yaml": view("v", 'refresh: {schedule: "@reboot"}')})
     assert problems() == [
-        f"views/v.yaml:3:21: refresh.schedule: '{schedule}' is not a 5-field cron expression "
-        "(minute hour day-of-month month day-of-week), e.g. '0 * * * *'"
+        "views/v.yaml:3:21: refresh.schedule: '@reboot' is not a cron shorthand dbopt can run "
+        "(one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)"
     ]
 
 

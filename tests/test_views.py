@@ -429,10 +429,15 @@ def test_stale_only_and_older_than_pick_the_views_due(
 ) -> None:
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     assert cli("refresh-views", "--dsn", db_dsn).exit_code == 0
-    # mv_revenue (hourly) was last refreshed three hours ago; mv_top_days (02:30) just now.
+    # mv_revenue (hourly) was last refreshed (and created) three hours ago; mv_top_days
+    # (02:30) just now.
     conn.execute(
         "UPDATE dbopt.refreshes SET started_at = started_at - interval '3 hours' "
         "WHERE view_name = 'mv_revenue'"
+    )
+    conn.execute(
+        "UPDATE dbopt.changes SET started_at = started_at - interval '3 hours' "
+        "WHERE object_name = 'mv_revenue'"
     )
 
     def planned(*flags: str) -> list[str]:

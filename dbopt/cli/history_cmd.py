@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def _when(value: Any) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    from dbopt.render import when
+
+    return "" if value is None else when(value)
 
 
 def _seconds(summary: RunSummary) -> float | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
 from dbopt.cli.run_output import (
     WAIT,
     WAIT_FOR_BLOCKERS,
@@ -23,7 +23,24 @@ from dbopt.cli.run_output import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from dbopt.model import QualifiedName
+
+PART_INDEX = click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    type=QUALIFIED_NAME,
+    metavar="[SCHEMA.]NAME",
+    help="Only this index or materialized view (repeatable).",
+)
+PART_TABLE = click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    type=QUALIFIED_NAME,
+    metavar="[SCHEMA.]NAME",
+    help="Only the indexes of this table (or this view; repeatable).",
+)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -39,6 +56,9 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Replacing a materialized view also rebuilds the views that read it (listed).",
 )
+@click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
+@PART_INDEX
+@PART_TABLE
 def plan(
     opts: Options,
     show_sql: bool,
@@ -46,6 +66,9 @@ def plan(
     replace_drifted: bool,
     prune: bool,
     cascade: bool,
+    show_all: bool,
+    indexes: tuple[QualifiedName, ...],
+    tables: tuple[QualifiedName, ...],
 ) -> None:
     """Show what apply would change: the specs diffed against the live catalog.
 
@@ -73,6 +96,7 @@ def plan(
         replace_drifted=replace_drifted,
         prune=prune,
         cascade=cascade,
+        part=usecases.Part(indexes, tables),
     )
     if show_sql:
         from dbopt.db import session_sql
@@ -81,17 +105,19 @@ def plan(
     elif opts.fmt == "json":
         click.echo(render.plan_json(result))
     else:
-        headers, rows = render.plan_rows(result)
-        render.print_rows(headers, rows, opts.fmt, sys.stdout, title="Plan")
+        headers, rows = render.plan_rows(result, unchanged=show_all)
+        title = f"Plan for {result.where}"
+        if rows:
+            render.print_rows(headers, rows, opts.fmt, sys.stdout, title=title)
+        else:
+            click.echo(f"{title}: nothing to change")
         for action in result.changes:
             if action.kind.value == "replace":
                 click.echo(f"drift in {action.name}:\n{action.diff()}")
         for note in result.notes:
             click.echo(f"note: {note}")
-        click.echo(
-            f"{len(result.runnable)} to change, {len(result.blocked)} need a flag, "
-            f"{len(result.actions) - len(result.changes)} unchanged"
-        )
+        summary = render.plan_counts(result)
+        click.echo(f"\n{summary}\n" if opts.fmt == "markdown" else summary)
     if result.refused:
         from dbopt.errors import UnsafeActionError
 
@@ -121,6 +147,8 @@ def plan(
 @WAIT_FOR_BLOCKERS
 @waits
 @click.option("--jobs", type=click.IntRange(1, 64), help="Tables built in parallel.")
+@PART_INDEX
+@PART_TABLE
 @click.option(
     "--plans-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -141,6 +169,8 @@ def apply(
     max_replica_wait: str | None,
     jobs: int | None,
     plans_dir: Path | None,
+    indexes: tuple[QualifiedName, ...],
+    tables: tuple[QualifiedName, ...],
 ) -> None:
     """Build the planned indexes without blocking the application.
 
@@ -175,6 +205,7 @@ def apply(
         dry_run=dry_run,
         plans_dir=plans_dir,
         yes=yes,
+        part=usecases.Part(indexes, tables),
     )
     reporter = make_reporter(opts.verbose)
     try:

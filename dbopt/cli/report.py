@@ -68,6 +68,7 @@ class RichReporter(LineReporter):
             TextColumn("{task.fields[phase]}"),
             TimeElapsedColumn(),
             console=self.console,
+            transient=True,  # a finished run leaves its summary, not its last frame
         )
         self.tasks: dict[QualifiedName, Any] = {}
         self.bars.start()

@@ -105,7 +105,8 @@ class Terminal:
         from dbopt import render
 
         headers, rows = render.plan_rows(plan)
-        render.print_rows(headers, rows, self.fmt, sys.stdout, title=title)
+        render.print_rows(headers, rows, self.fmt, sys.stdout, title=f"{title} for {plan.where}")
+        click.echo(render.plan_counts(plan))
         for item in skipped:
             click.echo(f"left alone: {item.name}: {item.reason}")
 

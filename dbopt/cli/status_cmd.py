@@ -37,7 +37,12 @@ def _json_row(r: IndexState, nodes: tuple[str, ...]) -> dict[str, object]:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @common_options
-def status(opts: Options) -> None:
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit 1 when something needs attention (for monitoring checks).",
+)
+def status(opts: Options, exit_code: bool) -> None:
     """Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.
 
     Managed indexes are the ones in the specs. Scans count since the last statistics reset.
@@ -47,6 +52,12 @@ def status(opts: Options) -> None:
     Examples:
       dbopt status --env production
       dbopt status --dsn postgresql://app@localhost/app --format json
+      dbopt status --env production --exit-code   # a Nagios/cron check
+
+    With --exit-code it exits 1 when something needs attention: a managed index or view
+    missing, INVALID, drifted or out of the specs, an INVALID index on a managed table, a view
+    overdue or without data, a last run that failed or stopped. The reasons are printed (and
+    listed under "attention" in JSON). The JSON layout is documented in the README.
     """
     import dataclasses
 
@@ -58,6 +69,7 @@ def status(opts: Options) -> None:
     specs = load_specs(opts.spec_dirs(config))
     target = opts.target(config)
     report = usecases.status(target, specs, History(config.history_schema))
+    attention = report.attention()
     scans = (
         ("scans (reachable nodes)" if report.unreachable else "scans (all nodes)")
         if report.nodes
@@ -95,6 +107,7 @@ def status(opts: Options) -> None:
                     "unmanaged": [_json_row(r, report.nodes) for r in report.unmanaged],
                     "nodes": list(report.nodes),
                     "unreachable": list(report.unreachable),
+                    "attention": list(attention),
                     "last_run": None
                     if report.last_run is None
                     else dataclasses.asdict(report.last_run),
@@ -112,9 +125,10 @@ def status(opts: Options) -> None:
                         for v in report.views
                     ],
                 },
-                default=str,
+                default=render.json_value,
             )
         )
+        _exit_for(attention, exit_code)
         return
     render.print_rows(headers, managed, opts.fmt, sys.stdout, title="Managed indexes")
     render.print_rows(
@@ -130,7 +144,7 @@ def status(opts: Options) -> None:
                     v.populated,
                     human_size(v.size_bytes),
                     v.schedule,
-                    v.last_refresh.strftime("%Y-%m-%d %H:%M") if v.last_refresh else "never",
+                    render.when(v.last_refresh) if v.last_refresh else "never",
                     human_age(v.age_s),
                     "OVERDUE" if v.overdue else "",
                 ]
@@ -142,7 +156,15 @@ def status(opts: Options) -> None:
         )
     last = report.last_run
     click.echo(
-        f"last run: #{last.id} {last.command} {last.outcome} at {last.started_at}"
+        f"last run: #{last.id} {last.command} {last.outcome} at {render.when(last.started_at)}"
         if last
         else "last run: none (dbopt has not applied anything here)"
     )
+    for line in attention:
+        click.echo(f"attention: {line}")
+    _exit_for(attention, exit_code)
+
+
+def _exit_for(attention: tuple[str, ...], exit_code: bool) -> None:
+    if exit_code and attention:
+        sys.exit(1)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -137,6 +137,8 @@ class Plan:
     actions: tuple[Action, ...] = ()
     catalog_queries: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The database it was made against, for people: ``user@host:port/db, PostgreSQL 15.4``.
+    where: str = ""
     #: OIDs of indexes and views whose properties a replace or drop must check; the planner
     #: is called again with them read (one query each) before anything runs.
     wants_properties: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
@@ -160,6 +162,23 @@ class Plan:
     def refused(self) -> tuple[Action, ...]:
         """Runnable changes that cannot be made as planned: nothing may start then."""
         return tuple(a for a in self.runnable if a.refusal)
+
+    def only(
+        self, objects: Collection[QualifiedName] = (), tables: Collection[QualifiedName] = ()
+    ) -> Plan:
+        """The part of the plan about ``objects`` (indexes or views, by name) and the indexes
+        of ``tables`` (a view counts as a table of its indexes): what ``apply --index`` and
+        ``--table`` run. A view's action includes its own indexes."""
+        if not objects and not tables:
+            return self
+        kept = tuple(
+            a
+            for a in self.actions
+            if a.name in objects
+            or a.table in tables
+            or (a.object_type == "view" and a.name in tables)
+        )
+        return replace(self, actions=kept)
 
 
 _ORDER = {

@@ -1,0 +1,100 @@
+"""Cron expressions as crontab(5) and pg_cron read them: five fields or an ``@`` shorthand.
+
+:func:`parse` says which field is wrong and what its range is, and expands the shorthands
+(``@hourly``...) to the five fields every scheduler reads the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dbopt.errors import InputError
+
+#: The shorthands crontab(5) and pg_cron accept, as five fields.
+SHORTHANDS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()  # names for low, low + 1, ...
+
+    def value(self, text: str) -> int | None:
+        if text.isdigit():
+            return int(text)
+        if text.lower() in self.names:
+            return self.names.index(text.lower()) + self.low
+        return None
+
+
+_FIELDS = (
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day-of-month", 1, 31),
+    _Field("month", 1, 12, _MONTHS),
+    _Field("day-of-week", 0, 7, _DAYS),  # 0 and 7 are both Sunday
+)
+
+_ITEM = re.compile(r"^(?P<range>\*|[^/-]+(?:-[^/-]+)?)(?:/(?P<step>[^/]+))?$")
+
+
+def _check(field: _Field, text: str) -> str | None:
+    """What is wrong with one field, or None."""
+    span = f"{field.low}-{field.high}"
+    for item in text.split(","):
+        match = _ITEM.match(item)
+        if match is None:
+            return f"the {field.name} field '{text}' is not a value, range or step ({span})"
+        step = match["step"]
+        if step is not None and (not step.isdigit() or int(step) == 0):
+            return f"the {field.name} field '{text}' has step '{step}': a positive number"
+        if match["range"] == "*":
+            continue
+        ends = match["range"].split("-")
+        values = [field.value(e) for e in ends]
+        for end, value in zip(ends, values, strict=True):
+            if value is None:
+                return f"the {field.name} field '{text}': '{end}' is not a number ({span})"
+            if not field.low <= value <= field.high:
+                return f"the {field.name} field '{text}': {value} is out of range {span}"
+        if len(values) == 2 and values[0] > values[1]:  # type: ignore[operator]
+            return f"the {field.name} field '{text}': the range {match['range']} runs backwards"
+    return None
+
+
+def parse(schedule: str) -> str:
+    """The five fields of ``schedule`` (shorthands expanded); InputError says which field is
+    wrong and why."""
+    text = " ".join(schedule.split())
+    if text.startswith("@"):
+        fields = SHORTHANDS.get(text.lower())
+        if fields is None:
+            known = ", ".join(SHORTHANDS)
+            raise InputError(f"'{schedule}' is not a cron shorthand dbopt can run (one of {known})")
+        return fields
+    parts = text.split()
+    if len(parts) != 5:
+        raise InputError(
+            f"'{schedule}' has {len(parts)} field{'s' if len(parts) != 1 else ''}; a cron "
+            "expression has 5 (minute hour day-of-month month day-of-week), e.g. '0 * * * *', "
+            "or is @hourly, @daily, @weekly, @monthly or @yearly"
+        )
+    for field, part in zip(_FIELDS, parts, strict=True):
+        problem = _check(field, part)
+        if problem:
+            raise InputError(f"'{schedule}' {problem}")
+    return text

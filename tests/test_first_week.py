@@ -1,0 +1,185 @@
+"""A DBA's first week (issue 13): targets named, part of a plan, plans that list changes,
+history of runs — on a real server, as the non-superuser owner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import with_user
+from helpers import cli, environments, index_defs
+from shop import SETTINGS
+
+MORE = """
+table: public.orders
+indexes:
+  - {name: idx_orders_customer, columns: [customer_id]}
+  - {name: idx_orders_status, columns: [status], where: "status <> 'shipped'"}
+  - {name: idx_orders_created_at_for_the_monthly_revenue_report_by_cust, columns: [created_at]}
+"""
+
+
+def test_plan_names_the_target_lists_changes_and_counts_the_rest(shop: Path, db_dsn: str) -> None:
+    first = cli("plan", "--env", "test")
+    assert first.exit_code == 0, first.output
+    dbname = db_dsn.rsplit("/", 1)[1]
+    assert f"/{dbname}, PostgreSQL " in first.output.splitlines()[0]
+    assert first.output.startswith("Plan for dbopt_owner@127.0.0.1:")
+    assert "2 to change, 0 need a flag, 0 unchanged" in first.output
+    assert cli("apply", "--env", "test").exit_code == 0
+    (shop / "indexes/orders.yaml").write_text(MORE)
+    second = cli("plan", "--env", "test")
+    assert "1 to change, 0 need a flag, 2 unchanged" in second.output
+    # A long name is printed whole; unchanged objects are only a count...
+    assert "idx_orders_created_at_for_the_monthly_revenue_report_by_cust" in second.output
+    assert "idx_orders_customer" not in second.output
+    # ...unless --all lists them.
+    everything = cli("plan", "--env", "test", "--all")
+    assert "idx_orders_customer" in everything.output
+    assert "idx_orders_status" in everything.output
+
+
+def test_the_password_is_never_part_of_the_target(shop: Path, db_dsn: str) -> None:
+    secret = "s3cret-Pa55"
+    (shop / "dbopt.yaml").write_text(
+        environments(test={"dsn": with_user(db_dsn, "dbopt_owner", secret), **SETTINGS})
+    )
+    plan = cli("plan", "--env", "test", "--format", "json")
+    assert plan.exit_code == 0, plan.output
+    where = json.loads(plan.output)["where"]
+    assert where.startswith("dbopt_owner@127.0.0.1:")
+    for args in (("plan",), ("apply", "--dry-run"), ("apply",), ("history",)):
+        out = cli(*args, "--env", "test").output
+        assert secret not in out
+    # The prompt says what will happen where; "n" runs nothing.
+    (shop / "dbopt.yaml").write_text(
+        environments(
+            test={"dsn": with_user(db_dsn, "dbopt_owner", secret), **SETTINGS, "confirm": True}
+        )
+    )
+    cli("rollback", "--env", "test", "--last", "--yes")
+    asked = cli("apply", "--env", "test", input="n\n")
+    assert asked.exit_code != 0
+    assert "apply: 2 creates on test (dbopt_owner@127.0.0.1:" in asked.output
+    assert secret not in asked.output
+    assert "nothing was run" in asked.output
+
+
+def test_apply_index_applies_that_index_only(shop: Path, conn: psycopg.Connection[Any]) -> None:
+    result = cli("apply", "--env", "test", "--index", "idx_orders_status")
+    assert result.exit_code == 0, result.output
+    names = set(index_defs(conn))
+    assert "idx_orders_status" in names
+    assert "idx_orders_customer" not in names
+    assert "1 to change" in cli("plan", "--env", "test").output
+
+
+def test_apply_table_and_unknown_names(shop: Path, conn: psycopg.Connection[Any]) -> None:
+    unknown = cli("apply", "--env", "test", "--index", "idx_nope")
+    assert unknown.exit_code == 2
+    assert "idx_nope" in unknown.output
+    assert set(index_defs(conn)) == {"orders_pkey"}
+    wrong_table = cli("apply", "--env", "test", "--table", "customers")
+    assert wrong_table.exit_code == 2
+    assert "customers" in wrong_table.output
+    whole = cli("apply", "--env", "test", "--table", "orders")
+    assert whole.exit_code == 0, whole.output
+    assert {"idx_orders_customer", "idx_orders_status"} <= set(index_defs(conn))
+
+
+def test_history_lists_runs_and_one_run_has_its_changes(shop: Path) -> None:
+    empty = cli("history", "--env", "test")
+    assert empty.exit_code == 0
+    assert "nothing was applied here yet" in empty.output
+    assert cli("apply", "--env", "test").exit_code == 0
+    assert cli("rollback", "--env", "test", "--last", "--yes").exit_code == 0
+    runs = json.loads(cli("history", "--env", "test", "--format", "json").output)
+    assert [r["command"] for r in runs] == ["rollback", "apply"]
+    apply_run, rollback_run = runs[1], runs[0]
+    assert apply_run["undone_by_run"] == rollback_run["run"]
+    assert rollback_run["undoes_run"] == apply_run["run"]
+    assert apply_run["changes"] == "2 ok"
+    one = json.loads(
+        cli("history", "--env", "test", "--run", str(apply_run["run"]), "--format", "json").output
+    )
+    assert sorted(c["object"] for c in one["changes_list"]) == [
+        "public.idx_orders_customer",
+        "public.idx_orders_status",
+    ]
+    assert all(c["result"] == "ok" and c["seconds"] is not None for c in one["changes_list"])
+    limited = json.loads(cli("history", "--env", "test", "--limit", "1", "--format", "json").output)
+    assert [r["command"] for r in limited] == ["rollback"]
+    missing = cli("history", "--env", "test", "--run", "999999")
+    assert missing.exit_code == 2
+    assert "no run 999999" in missing.output
+    table = cli("history", "--env", "test")
+    assert "rollback" in table.output and "apply" in table.output
+
+
+def test_markdown_plan_separates_summary_from_table(shop: Path) -> None:
+    out = cli("plan", "--env", "test", "--format", "markdown").output
+    lines = out.splitlines()
+    first_row = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    assert first_row > 0
+    assert lines[first_row - 1] == ""
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    if last_row + 1 < len(lines):
+        assert lines[last_row + 1] == ""
+
+
+YEARLY_MV = """
+name: mv_customers
+query: SELECT customer_id, count(*) AS n FROM orders GROUP BY customer_id
+indexes:
+  - {name: mv_customers_id, columns: [customer_id], unique: true}
+refresh: {schedule: "@yearly", mode: concurrent}
+"""
+
+
+def test_status_after_apply_is_calm_and_exit_code_pages_on_trouble(
+    shop: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
+    (shop / "views").mkdir()
+    (shop / "views/mv_customers.yaml").write_text(YEARLY_MV)
+    assert cli("apply", "--env", "test").exit_code == 0
+    calm = cli("status", "--env", "test", "--exit-code")
+    assert calm.exit_code == 0, calm.output
+    assert "OVERDUE" not in calm.output and "never" not in calm.output
+    data = json.loads(cli("status", "--env", "test", "--format", "json").output)
+    (view,) = data["views"]
+    assert view["overdue"] is False and view["populated"] is True
+    assert view["last_refresh"] is not None and "T" in view["last_refresh"]
+    assert isinstance(view["size_bytes"], int)
+    assert data["attention"] == []
+    # Created two years ago as far as the history knows: overdue for its yearly schedule.
+    admin_conn.execute(
+        "UPDATE dbopt.changes SET started_at = now() - interval '2 years' "
+        "WHERE object_kind = 'view'"
+    )
+    overdue = cli("status", "--env", "test", "--exit-code")
+    assert overdue.exit_code == 1
+    assert "attention: view public.mv_customers: refresh overdue" in overdue.output
+    # A refresh makes it current again.
+    assert cli("refresh-views", "--env", "test").exit_code == 0
+    assert cli("status", "--env", "test", "--exit-code").exit_code == 0
+    # A managed index dropped by hand: missing; without --exit-code status still exits 0.
+    conn.execute("DROP INDEX idx_orders_status")
+    missing = cli("status", "--env", "test", "--exit-code", "--format", "json")
+    assert missing.exit_code == 1
+    assert json.loads(missing.output)["attention"] == ["index public.idx_orders_status: missing"]
+    assert cli("status", "--env", "test").exit_code == 0
+
+
+def test_status_exit_code_pages_on_an_invalid_index_it_does_not_own(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    assert cli("apply", "--env", "test").exit_code == 0
+    conn.execute("INSERT INTO orders (id, customer_id, status) VALUES (-1, 1, 'x'), (-2, 1, 'x')")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY hand_made ON orders (customer_id)")
+    result = cli("status", "--env", "test", "--exit-code")
+    assert result.exit_code == 1
+    assert "attention: index public.hand_made: INVALID (not dbopt's)" in result.output
