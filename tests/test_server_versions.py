@@ -17,10 +17,10 @@ from harness.servers import running_server
 from helpers import Write, cli
 
 from dbopt.db import MIN_SERVER_VERSION, connect
+from dbopt.ddl import needs_newer_server
 from dbopt.errors import EXIT_BAD_INPUT, UnsupportedServerError
 from dbopt.sandbox import PG_BIN_ENV, probe_local
-
-pytestmark = pytest.mark.slow
+from dbopt.spec import load_specs
 
 TOO_OLD = 11
 
@@ -44,6 +44,7 @@ def old_dsn(old_bin_dir: Path) -> Iterator[str]:
 SENTENCE = "runs PostgreSQL 11.22, and dbopt needs PostgreSQL 12 or later."
 
 
+@pytest.mark.slow
 def test_connect_refuses_a_server_older_than_12(old_dsn: str) -> None:
     assert MIN_SERVER_VERSION == 120000
     with pytest.raises(UnsupportedServerError) as caught:
@@ -77,6 +78,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_every_command_exits_2_with_one_sentence(
     old_dsn: str, write: Write, command: tuple[str, ...]
@@ -90,6 +92,7 @@ def test_every_command_exits_2_with_one_sentence(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_sandbox_refuses_to_offer_a_server_older_than_12(
     old_bin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,3 +105,39 @@ def test_sandbox_refuses_to_offer_a_server_older_than_12(
     assert result.stdout == ""
     assert SENTENCE in result.stderr
     assert "Traceback" not in result.output
+
+
+# --- what an older server cannot build --------------------------------------------------------
+
+NEWER = Path(__file__).parent / "cases" / "newer_index_features" / "specs"
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (
+            120022,
+            {
+                "accounts_slug_nulls": ["NULLS NOT DISTINCT needs PostgreSQL 15 or later"],
+                "accounts_slug_spgist": ["INCLUDE columns on an spgist index needs PostgreSQL 14"],
+                "accounts_tenant_slug_dedup": ["deduplicate_items needs PostgreSQL 13 or later"],
+            },
+        ),
+        (140001, {"accounts_slug_nulls": ["NULLS NOT DISTINCT needs PostgreSQL 15 or later"]}),
+        (150000, {}),
+        (180004, {}),
+    ],
+)
+def test_what_each_release_cannot_build_is_named_with_the_release_that_can(
+    version: int, expected: dict[str, list[str]]
+) -> None:
+    running = f"; this server runs PostgreSQL {version // 10000}.{version % 10000}"
+    found = {
+        spec.name: needs
+        for spec in load_specs([(NEWER, True)]).indexes
+        if (needs := needs_newer_server(spec, version))
+    }
+    assert set(found) == set(expected)
+    for name, needs in found.items():
+        assert len(needs) == len(expected[name]) == 1
+        assert expected[name][0] in needs[0] and needs[0].endswith(running)
