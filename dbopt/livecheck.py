@@ -22,6 +22,7 @@ from psycopg.errors import error_from_result
 
 from dbopt.catalog import Catalog, inspect
 from dbopt.db import read_only_transaction, server_message
+from dbopt.ddl import needs_newer_server
 from dbopt.errors import Problem, SpecError
 from dbopt.model import (
     IndexSpec,
@@ -98,6 +99,8 @@ def _check_index(
     columns: tuple[str, ...],
     problems: list[Problem],
 ) -> None:
+    for need in needs_newer_server(index, conn.info.server_version):
+        problems.append(index.location.problem(f"index {index.name}: {need}"))
     for col in [c.name for c in index.columns if c.name] + list(index.include):
         if col not in columns:
             problems.append(

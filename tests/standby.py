@@ -1,9 +1,10 @@
 """A primary with a real streaming hot standby, both local, for the standby and lag tests.
 
 The primary is a throwaway server of its own (``start_server``: the binaries the rest of the
-suite uses, so the matrix runs these tests on every major it has pg_basebackup for); the
-standby is ``pg_basebackup -R`` of it, started on another port, streaming as ``replica-1``
-with replies every second (so the primary sees its lag move quickly).
+suite uses, so the matrix runs these tests on every major); the standby is ``pg_basebackup
+-R`` of it (or, where a build has no pg_basebackup, a copy of its cleanly stopped data
+directory), started on another port, streaming as ``replica-1`` with replies every second (so
+the primary sees its lag move quickly).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness.servers import running_server
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dbopt.sandbox import Server, running_server
+from dbopt.sandbox import PROBES, Probe, Server
 
 STANDBY_NAME = "replica-1"
 PRIMARY_SETTINGS = {
@@ -75,9 +77,11 @@ class Pair:
         return make_conninfo("", **{k: str(v) for k, v in parts.items() if v is not None})
 
     def caught_up(self, timeout: float = 60) -> None:
-        """Wait until the standby has replayed everything the primary wrote so far."""
+        """Wait until the standby has replayed everything the primary wrote so far (up to
+        the insert position: with synchronous_commit off, a commit's record may not be
+        written yet, and pg_current_wal_lsn() is only the write position)."""
         with psycopg.connect(self.primary.dsn, autocommit=True) as p:
-            row = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            row = p.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
             assert row is not None
             target = row[0]
         with psycopg.connect(self.standby_dsn(self.primary.dsn), autocommit=True) as s:
@@ -125,17 +129,16 @@ class Pair:
 
 
 @contextlib.contextmanager
-def primary_with_standby() -> Iterator[Pair]:
-    """Start a primary and a streaming standby; stop both (and delete them) at the end."""
-    with running_server(PRIMARY_SETTINGS) as primary:
+def primary_with_standby(probes: Sequence[Probe] = PROBES) -> Iterator[Pair]:
+    """Start a primary (from ``probes``: the session's, so ``--pg-major`` holds here too) and
+    a streaming standby; stop both (and delete them) at the end."""
+    with running_server(PRIMARY_SETTINGS, probes=probes) as primary:
         if primary.data_dir is None or primary.bin_dir is None:
             raise StandbyUnavailable(
                 "the standby tests need local PostgreSQL binaries (this server is "
                 f"{primary.provider})"
             )
         basebackup = primary.bin_dir / "pg_basebackup"
-        if not os.access(basebackup, os.X_OK):
-            raise StandbyUnavailable(f"no pg_basebackup in {primary.bin_dir}")
         root = Path(tempfile.mkdtemp(prefix="dbopt-standby-"))
         if os.geteuid() == 0:
             shutil.chown(root, "postgres")
@@ -143,26 +146,10 @@ def primary_with_standby() -> Iterator[Pair]:
         source = conninfo_to_dict(primary.dsn)
         port = _free_port()
         try:
-            done = _as_postgres(
-                [
-                    str(basebackup),
-                    "-h",
-                    str(source.get("host", "127.0.0.1")),
-                    "-p",
-                    str(source["port"]),
-                    "-U",
-                    str(source.get("user", "postgres")),
-                    "-D",
-                    str(data),
-                    "-R",
-                    "-X",
-                    "stream",
-                    "--no-sync",
-                ],
-                root,
-            )
-            if done.returncode != 0:
-                raise StandbyUnavailable(f"pg_basebackup failed: {done.stderr.strip()}")
+            if os.access(basebackup, os.X_OK):
+                _base_backup(basebackup, source, data, root)
+            else:
+                _cold_copy(primary, data, root)
             conninfo = _conninfo(int(source["port"]))
             with (data / "postgresql.auto.conf").open("a") as conf:
                 conf.write(
@@ -189,6 +176,55 @@ def primary_with_standby() -> Iterator[Pair]:
                     root,
                 )
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _base_backup(basebackup: Path, source: dict[str, Any], data: Path, root: Path) -> None:
+    """``pg_basebackup -R`` of the running primary into ``data``."""
+    done = _as_postgres(
+        [
+            str(basebackup),
+            "-h",
+            str(source.get("host", "127.0.0.1")),
+            "-p",
+            str(source["port"]),
+            "-U",
+            str(source.get("user", "postgres")),
+            "-D",
+            str(data),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        ],
+        root,
+    )
+    if done.returncode != 0:
+        raise StandbyUnavailable(f"pg_basebackup failed: {done.stderr.strip()}")
+
+
+def _cold_copy(primary: Server, data: Path, root: Path) -> None:
+    """A standby without pg_basebackup (the npm builds carry none): stop the primary
+    cleanly, copy its data directory, start it again; the copy becomes a standby
+    (standby.signal, PostgreSQL 12+) that streams from the shutdown checkpoint on."""
+    assert primary.data_dir is not None and primary.bin_dir is not None
+    pg_ctl = str(primary.bin_dir / "pg_ctl")
+    source = primary.data_dir
+    stopped = _as_postgres([pg_ctl, "stop", "-D", str(source), "-m", "fast", "-w"], root)
+    if stopped.returncode != 0:
+        raise StandbyUnavailable(f"the primary did not stop for a copy: {stopped.stderr}")
+    try:
+        shutil.copytree(
+            source, data, ignore=shutil.ignore_patterns("postmaster.pid", "postmaster.opts")
+        )
+    finally:
+        log = source.parent / "server.log"
+        started = _as_postgres([pg_ctl, "start", "-D", str(source), "-l", str(log), "-w"], root)
+        if started.returncode != 0:
+            raise StandbyUnavailable(f"the primary did not start again: {started.stderr}")
+    if os.geteuid() == 0:
+        for path in (data, *data.rglob("*")):
+            shutil.chown(path, "postgres", "postgres")
+    (data / "standby.signal").touch()
 
 
 def _conninfo(port: int) -> str:

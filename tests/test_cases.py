@@ -16,6 +16,10 @@ Each folder holds:
     (skips included).
 ``flags`` (optional)
     Extra flags for plan and apply, e.g. ``--replace-drifted``, ``--prune``, ``--cascade``.
+``min_server`` (optional)
+    The oldest PostgreSQL major whose server can build the specs (``15`` for NULLS NOT
+    DISTINCT). On an older server the case checks instead that ``validate --dsn`` and
+    ``plan`` refuse them (exit 2, saying what needs which release) and nothing changed.
 
 Checked: the plan is exactly ``expected_plan.txt``; apply exits 0; a second plan has nothing
 but skips and every index is valid; ``rollback --last`` exits 0 and the catalog (tables,
@@ -51,6 +55,12 @@ def test_case(case: str, conn: psycopg.Connection[Any], db_dsn: str) -> None:
         first = run(["apply", "--format", "plain"], db_dsn, folder / "before")
         assert first.exit_code == 0, first.output
     original = catalog_snapshot(conn)
+    if (folder / "min_server").exists():
+        needed = int((folder / "min_server").read_text())
+        if conn.info.server_version < needed * 10000:
+            _refused_on_an_older_server(db_dsn, specs, flags, needed)
+            assert catalog_snapshot(conn) == original
+            return
 
     planned = run(["plan", "--format", "json", *flags], db_dsn, specs)
     assert planned.exit_code == 0, planned.output
@@ -68,3 +78,13 @@ def test_case(case: str, conn: psycopg.Connection[Any], db_dsn: str) -> None:
     rolled = run(["rollback", "--last", "--yes", "--format", "plain"], db_dsn, specs)
     assert rolled.exit_code == 0, rolled.output
     assert catalog_snapshot(conn) == original
+
+
+def _refused_on_an_older_server(dsn: str, specs: Path, flags: list[str], needed: int) -> None:
+    """Specs this server cannot build are refused before anything runs, saying why."""
+    checked = run(["validate"], dsn, specs)
+    assert checked.exit_code == 2, checked.output
+    assert f"needs PostgreSQL {needed} or later" in checked.output
+    planned = run(["plan", "--format", "plain", *flags], dsn, specs)
+    assert planned.exit_code == 2, planned.output
+    assert f"needs PostgreSQL {needed} or later" in planned.output

@@ -384,6 +384,8 @@ def test_fast_path_text_matches_the_servers_normalisation(
         },
     )
     specs = load_specs([(specs_dir, True)]).indexes
+    if conn.info.server_version < 150000:  # NULLS NOT DISTINCT came in 15
+        specs = tuple(s for s in specs if not s.nulls_not_distinct)
     server, _trips = normalize_specs(conn, specs, 1000)
     for spec in specs:
         assert simple_canonical(spec) == server[spec.qualified_name], spec.name

@@ -9,18 +9,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from harness.servers import describe_provider, running_server
 from helpers import cli, closed_port
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbopt.cli.sandbox_cmd import sandbox
 from dbopt.errors import EXIT_BAD_INPUT, EXIT_CONNECT, InputError, SandboxError
-from dbopt.sandbox import (
-    SHARED_DB_PREFIX,
-    Server,
-    describe_provider,
-    running_server,
-    start_server,
-)
+from dbopt.sandbox import SHARED_DB_PREFIX, Probe, Server, start_server
 
 TEMPLATE_DB = "dbopt_template"  # made by tests/conftest.py
 
@@ -58,7 +53,8 @@ def test_server_answers(conn: psycopg.Connection[Any], pg_server: Server) -> Non
     assert row is not None
     assert row[0].startswith("t_test_server_answers_") or row[0].startswith(SHARED_DB_PREFIX)
     assert row[1] == 42
-    assert pg_server.server_version() == conn.info.server_version >= 120000
+    with psycopg.connect(pg_server.dsn) as admin:
+        assert admin.info.server_version == conn.info.server_version >= 120000
 
 
 def test_each_test_database_is_fresh(
@@ -196,11 +192,14 @@ def test_borrowed_server_masks_password_and_drops_only_its_databases(
 
 
 @pytest.mark.slow
-def test_running_server_applies_settings_and_cleans_up(pg_server: Server) -> None:
+def test_running_server_applies_settings_and_cleans_up(
+    pg_server: Server, server_probes: tuple[Probe, ...]
+) -> None:
     _local_only(pg_server)
     settings = {"work_mem": "7MB", "application_name": "it's"}
     # An optional library the server does not have is left out instead of failing the start.
-    with running_server(settings, optional_preload=["dbopt_no_such_library"]) as server:
+    optional = ["dbopt_no_such_library"]
+    with running_server(settings, optional_preload=optional, probes=server_probes) as server:
         assert server.data_dir is not None and server.data_dir.is_dir()
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute("SHOW work_mem").fetchone() == ("7MB",)

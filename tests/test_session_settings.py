@@ -67,11 +67,16 @@ def database(admin_conn: psycopg.Connection[Any]) -> str:
 
 
 @pytest.fixture
-def hostile_role(admin_conn: psycopg.Connection[Any], database: str) -> Iterator[None]:
-    """Every HOSTILE setting on dbopt_owner, in this database only; reset afterwards."""
+def hostile_role(
+    admin_conn: psycopg.Connection[Any], database: str
+) -> Iterator[dict[str, tuple[str, str]]]:
+    """Every HOSTILE setting this server has (idle_session_timeout came in 14) on dbopt_owner,
+    in this database only; reset afterwards. Yields those settings."""
     role, db = sql.Identifier(OWNER), sql.Identifier(database)
+    known = {str(r[0]).lower() for r in admin_conn.execute("SELECT name FROM pg_settings")}
+    hostile = {name: values for name, values in HOSTILE.items() if name.lower() in known}
     try:
-        for name, (value, _pinned) in HOSTILE.items():
+        for name, (value, _pinned) in hostile.items():
             # search_path is a list: a quoted 'evil, public' would be one schema's name.
             given = sql.SQL(value) if name == "search_path" else sql.Literal(value)
             admin_conn.execute(
@@ -79,7 +84,7 @@ def hostile_role(admin_conn: psycopg.Connection[Any], database: str) -> Iterator
                     role, db, sql.Identifier(name), given
                 )
             )
-        yield
+        yield hostile
     finally:
         admin_conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(role, db))
 
@@ -100,7 +105,7 @@ def evil(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 
 def test_the_hostile_role_really_is_hostile(
-    evil: psycopg.Connection[Any], hostile_role: None, db_dsn: str
+    evil: psycopg.Connection[Any], hostile_role: object, db_dsn: str
 ) -> None:
     # Without dbopt's pins a plain connection gets the role's settings.
     with psycopg.connect(db_dsn) as plain:
@@ -111,10 +116,10 @@ def test_the_hostile_role_really_is_hostile(
 
 
 def test_every_dbopt_connection_sees_the_pinned_values(
-    evil: psycopg.Connection[Any], hostile_role: None, db_dsn: str
+    evil: psycopg.Connection[Any], hostile_role: dict[str, tuple[str, str]], db_dsn: str
 ) -> None:
     with connect(db_dsn) as conn:
-        for name, (_value, pinned) in HOSTILE.items():
+        for name, (_value, pinned) in hostile_role.items():
             assert show(conn, name) == pinned, name
         assert conn.execute("SELECT min(id) FROM appointments").fetchone() == (1,)
         assert conn.execute("SELECT current_schemas(false)").fetchone() == (["public"],)
@@ -246,7 +251,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_apply_builds_what_the_specs_say_under_a_hostile_role(
     evil: psycopg.Connection[Any],
-    hostile_role: None,
+    hostile_role: object,
     project: Path,
     db_dsn: str,
     admin_conn: psycopg.Connection[Any],
@@ -335,7 +340,7 @@ def test_indexes_are_built_in_the_database_default_tablespace(
 
 
 def test_printed_sql_carries_the_pins_that_give_it_its_meaning(
-    evil: psycopg.Connection[Any], hostile_role: None, db_dsn: str
+    evil: psycopg.Connection[Any], hostile_role: object, db_dsn: str
 ) -> None:
     # SQL that dbopt prints (plan --sql, rollback files) is replayed by psql in a session of
     # its own: the same pins must come first, or `appointments` may mean evil.appointments.

@@ -28,6 +28,7 @@ from standby import Pair, StandbyUnavailable, primary_with_standby
 
 from dbopt.config import Replica, Settings
 from dbopt.replicas import Standbys, replica_lag
+from dbopt.sandbox import Probe
 
 OWNER = "app_owner"  # owns the tables; may not see pg_stat_replication's lag columns
 DEPLOYER = "app_deployer"  # a member of app_owner that may (pg_read_all_stats)
@@ -56,9 +57,9 @@ indexes:
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
+def pair(server_probes: tuple[Probe, ...]) -> Iterator[Pair]:
     try:
-        with primary_with_standby() as found:
+        with primary_with_standby(server_probes) as found:
             with psycopg.connect(found.primary.dsn, autocommit=True) as admin:
                 admin.execute(f"CREATE ROLE {OWNER} LOGIN NOSUPERUSER")
                 admin.execute(f"CREATE ROLE {DEPLOYER} LOGIN NOSUPERUSER IN ROLE {OWNER}")
@@ -164,7 +165,7 @@ def test_plan_status_and_verify_work_on_a_standby(shop: Shop) -> None:
     shop.pair.caught_up()
     plan = cli("plan", "--env", "replica")
     assert plan.exit_code == 0, plan.output
-    assert "0 to change" in plan.output
+    assert "0 to change" in plan.output, plan.output
     # The partial index and the view need the server to normalise their specs, which a
     # standby cannot (no temporary objects): present, not compared — never "drift".
     assert plan.output.count("was not compared") == 2, plan.output

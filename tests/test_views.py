@@ -359,18 +359,15 @@ def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
         if line.startswith("SELECT cron.schedule_in_database(")
     ]
     assert len(calls) == 2
-    available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron'"
-    ).fetchone()
+    if not helpers.has_extension(conn, "pg_cron"):
+        helpers.skip_without_extension(conn, "pg_cron", "Debian: postgresql-NN-cron")
     preloaded = conn.execute("SHOW shared_preload_libraries").fetchone()
     cron_db = conn.execute(
         "SELECT setting FROM pg_settings WHERE name = 'cron.database_name'"
     ).fetchone()
-    if not available or "pg_cron" not in str(preloaded) or cron_db is None:
-        pytest.skip(
-            "pg_cron is not installed and preloaded on this server "
-            "(Debian: postgresql-15-cron, installed by make test)"
-        )
+    if "pg_cron" not in str(preloaded) or cron_db is None:
+        # The harness preloads it wherever it is installed; a DBOPT_TEST_DSN server may not.
+        pytest.skip("pg_cron is installed but not preloaded on this server")
     row = conn.execute("SELECT current_database()").fetchone()
     assert row is not None
     app_db = row[0]

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from dbopt.cli.common import report_error
+from dbopt.db import connect
 from dbopt.dsn import mask_dsn
 from dbopt.errors import EXIT_CONNECT, DboptError
 from dbopt.sandbox import DSN_ENV, Server, start_server
@@ -92,6 +93,8 @@ def sandbox(schema: Path | None, keep_running: bool) -> None:
                 click.echo(f"Server: {server.provider}, ready in {elapsed:.1f} s.", err=True)
                 if server.data_dir is not None:
                     click.echo(f"Data directory: {server.data_dir}", err=True)
+                # A server dbopt cannot use is no sandbox for it: the check every command makes.
+                connect(server.dsn).close()
                 dsn = server.create_database(SANDBOX_DB)
                 if schema is not None:
                     server.load_sql(SANDBOX_DB, schema)

@@ -299,6 +299,10 @@ def _index_action(
     existing = catalog.indexes.get(name)
     desired = normalized.get(name)
     loc = spec.location
+    needs = ddl.needs_newer_server(spec, catalog.server_version)
+    if needs:
+        problems.extend(loc.problem(f"index {spec.name}: {need}") for need in needs)
+        return None
     if existing is None:
         taken = name_taken(catalog, name)
         if taken:
