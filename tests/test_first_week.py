@@ -183,3 +183,26 @@ def test_status_exit_code_pages_on_an_invalid_index_it_does_not_own(
     result = cli("status", "--env", "test", "--exit-code")
     assert result.exit_code == 1
     assert "attention: index public.hand_made: INVALID (not dbopt's)" in result.output
+
+
+def test_the_readme_samples_are_true_on_bookedbarber(
+    tmp_path: Path, db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every spec sample in the README validates against BookedBarber's schema."""
+    import re
+
+    from tools.demo import load_bookedbarber
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    samples = re.findall(r"```yaml\n# ((?:indexes|views)/\w+\.yaml)\n(.*?)```", readme, re.S)
+    assert {path for path, _ in samples} == {
+        "indexes/appointments.yaml",
+        "views/mv_daily_revenue_summary.yaml",
+    }
+    for path, text in samples:
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(text)
+    load_bookedbarber(db_dsn, "0.001")
+    monkeypatch.chdir(tmp_path)
+    result = cli("validate", "--dsn", db_dsn)
+    assert result.exit_code == 0, result.output
