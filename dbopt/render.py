@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -22,7 +23,8 @@ def rows_text(
 ) -> str:
     """Rows as text in one of the non-rich formats (plain, markdown, json)."""
     if fmt == "json":
-        return json.dumps([dict(zip(headers, row, strict=True)) for row in rows], default=str)
+        keys = [snake(h) for h in headers]
+        return json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=json_value)
     from tabulate import tabulate
 
     tablefmt = "github" if fmt == "markdown" else "plain"
@@ -136,6 +138,11 @@ def plan_sql(plan: Plan, *, rollback: bool = False) -> str:
     if not out:
         return "-- nothing to do\n"
     return "\n".join(out)
+
+
+def snake(header: str) -> str:
+    """A column header as a JSON key: ``last refresh`` -> ``last_refresh``."""
+    return re.sub(r"[^a-z0-9]+", "_", header.lower()).strip("_")
 
 
 def json_value(value: object) -> object:

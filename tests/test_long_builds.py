@@ -105,7 +105,8 @@ def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finish
     assert "lock_timeout" not in result.output and "INVALID" not in result.output
     (row,) = run_rows(result.output)
     assert row["result"] == "ok" and row["builds"] == 1
-    assert row["waiting"] >= 1.0 and row["building"] > 0
+    assert row["waiting_s"] >= 1.0 and row["building_s"] > 0
+    assert isinstance(row["size_bytes"], int)
 
 
 def test_build_wait_timeout_never_throws_a_finished_build_away_while_the_reason_runs(
@@ -192,7 +193,7 @@ def test_jobs_2_builds_expression_and_partial_indexes_without_waiting_for_itself
     rows = run_rows(result.output)
     assert len(rows) == 4
     assert all(r["result"] == "ok" and r["builds"] == 1 for r in rows)
-    assert all(r["waiting"] < 1.0 for r in rows), rows
+    assert all(r["waiting_s"] < 1.0 for r in rows), rows
 
 
 def test_a_held_swap_is_retried_without_building_again(

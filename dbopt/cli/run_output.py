@@ -48,8 +48,18 @@ def print_outcome(outcome: Outcome, fmt: str, command: str) -> None:
     run = outcome.run
     if run is None:
         return
+    machine = fmt == "json"  # sizes in bytes, durations named with their unit
     render.print_rows(
-        ["object", "action", "result", "seconds", "building", "waiting", "builds", "size"],
+        [
+            "object",
+            "action",
+            "result",
+            "seconds",
+            "building_s" if machine else "building",
+            "waiting_s" if machine else "waiting",
+            "builds",
+            "size_bytes" if machine else "size",
+        ],
         [
             [
                 str(c.action.name),
@@ -59,7 +69,7 @@ def print_outcome(outcome: Outcome, fmt: str, command: str) -> None:
                 round(c.cost.worked_s, 1),
                 round(c.cost.waited_s, 1),
                 c.cost.builds,
-                human_size(c.size_bytes),
+                c.size_bytes if machine else human_size(c.size_bytes),
             ]
             for c in run.changes
         ],
