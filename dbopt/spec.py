@@ -7,11 +7,13 @@ file:line:column, and raised together as one SpecError before any SQL runs.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dbopt import cron
+from dbopt.crossfile import cross_file_problems
 from dbopt.docvalidate import check_document, dotted
 from dbopt.errors import InputError, Problem, SpecError
 from dbopt.model import (
@@ -44,6 +46,8 @@ STORAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
     "gin": ("fastupdate", "gin_pending_list_limit"),
     "brin": ("pages_per_range", "autosummarize"),
 }
+#: The keys of a column given as a mapping.
+_COLUMN_KEYS = frozenset(("name", "expr", "order", "nulls", "opclass", "collation"))
 #: Methods that support INCLUDE columns and ASC/DESC/NULLS ordering.
 INCLUDE_METHODS = ("btree", "gist", "spgist")
 ORDERED_METHODS = ("btree",)
@@ -51,14 +55,46 @@ ORDERED_METHODS = ("btree",)
 
 # --- building ------------------------------------------------------------------------------
 
+#: Where an index or view file names no relation dbopt can use: its items are still checked.
+_UNNAMED = QualifiedName(DEFAULT_SCHEMA, "?")
+
+
+def _text(raw: Mapping[str, Any], key: str) -> str | None:
+    """``raw[key]`` when it is a string (the schema reports any other type)."""
+    value = raw.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _number(raw: Mapping[str, Any], key: str) -> float | None:
+    """``raw[key]`` when it is a number greater than 0 (the schema reports anything else)."""
+    value = raw.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _items(raw: Mapping[str, Any], key: str) -> list[Any]:
+    value = raw.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
+
 
 class _FileReader:
-    """Builds the dataclasses of one schema-valid document, collecting semantic problems."""
+    """Builds the dataclasses of one document, collecting semantic problems.
 
-    def __init__(self, doc: Document, skip: frozenset[Path_] = frozenset()) -> None:
+    The document may break the schema (those problems are already reported): every check
+    whose input is well-typed still runs, and a check is skipped only when what it needs is
+    itself wrong (no usable name, an unknown method...).
+    """
+
+    def __init__(self, doc: Document, invalid: frozenset[Path_] = frozenset()) -> None:
         self.doc = doc
-        #: Items (("indexes", 2), ("queries", 0), ...) the schema already rejected.
-        self.skip = skip
+        #: Paths the schema rejected.
+        self.invalid = invalid
         self.problems: list[Problem] = []
         #: Indexes with a problem of their own: kept out of the checks that compare indexes.
         self.broken: set[Location] = set()
@@ -70,6 +106,10 @@ class _FileReader:
     def err(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(self.doc.problem(path, f"{dotted(path)}: {message}", key=key))
 
+    def rejected(self, path: Path_) -> bool:
+        """Did the schema reject ``path`` or anything inside it?"""
+        return any(p[: len(path)] == path for p in self.invalid)
+
     def identifier(self, path: Path_, value: str) -> str:
         size = len(value.encode("utf-8"))
         if size > MAX_IDENTIFIER_BYTES:
@@ -80,12 +120,15 @@ class _FileReader:
             )
         return value
 
-    def qualified(self, path: Path_, value: str, default_schema: str) -> QualifiedName:
+    def qualified(self, path: Path_, value: Any, default_schema: str) -> QualifiedName | None:
+        """The relation name at ``path``, or None when there is none to use."""
+        if not isinstance(value, str):
+            return None
         try:
             name = parse_qualified(value, default_schema)
         except ValueError as exc:
             self.err(path, str(exc))
-            return QualifiedName(default_schema, value)
+            return None
         self.identifier(path, name.schema)
         self.identifier(path, name.name)
         return name
@@ -97,101 +140,109 @@ class _FileReader:
             self.err(path, f"{what} is not valid: {exc}")
             return text
 
-    def items(self, key: str) -> list[tuple[Path_, Any]]:
-        """The schema-valid items of the list under ``key``, with their paths."""
-        return [
-            ((key, i), raw)
-            for i, raw in enumerate(self.doc.data.get(key, []))
-            if (key, i) not in self.skip
-        ]
-
-    def index(self, path: Path_, raw: Mapping[str, Any], table: QualifiedName) -> IndexSpec:
+    def index(self, path: Path_, raw: Any, table: QualifiedName) -> IndexSpec | None:
+        """The index at ``path``; None when it has no name to know it by."""
+        if not isinstance(raw, dict):
+            return None
         before = len(self.problems)
         spec = self._index(path, raw, table)
-        if len(self.problems) > before:
+        if spec is not None and (len(self.problems) > before or self.rejected(path)):
             self.broken.add(spec.location)
         return spec
 
-    def _index(self, path: Path_, raw: Mapping[str, Any], table: QualifiedName) -> IndexSpec:
-        name = self.identifier((*path, "name"), raw["name"])
-        method = raw.get("method", "btree")
-        columns = tuple(
-            self.column((*path, "columns", i), c, method) for i, c in enumerate(raw["columns"])
-        )
-        unique = bool(raw.get("unique", False))
-        if unique and method != "btree":
+    def _index(self, path: Path_, raw: Mapping[str, Any], table: QualifiedName) -> IndexSpec | None:
+        name = _text(raw, "name") or None  # "" is reported by the schema
+        if name is not None:
+            self.identifier((*path, "name"), name)
+        given = raw.get("method", "btree")
+        #: None when the method is not one PostgreSQL has: the checks it decides are skipped.
+        method = given if given in STORAGE_PARAMETERS else None
+        columns = [
+            self.column((*path, "columns", i), c, method)
+            for i, c in enumerate(_items(raw, "columns"))
+        ]
+        unique = raw.get("unique", False)
+        if unique is True and method not in (None, "btree"):
             self.err((*path, "unique"), f"only btree indexes can be unique, not {method}")
-        nnd = bool(raw.get("nulls_not_distinct", False))
-        if nnd and not unique:
+        nnd = raw.get("nulls_not_distinct", False)
+        if nnd is True and unique is False:
             self.err((*path, "nulls_not_distinct"), "only applies to a unique index")
-        include = tuple(
-            self.identifier((*path, "include", i), c) for i, c in enumerate(raw.get("include", []))
-        )
-        if include and method not in INCLUDE_METHODS:
+        include = [
+            self.identifier((*path, "include", i), c)
+            for i, c in enumerate(_items(raw, "include"))
+            if isinstance(c, str)
+        ]
+        if include and method is not None and method not in INCLUDE_METHODS:
             self.err(
                 (*path, "include"),
                 f"{method} indexes cannot INCLUDE columns (only {', '.join(INCLUDE_METHODS)})",
             )
-        keys = {c.name for c in columns if c.name}
-        for i, col in enumerate(include):
-            if col in keys:
+        keys = {c.name for c in columns if c is not None and c.name}
+        for i, col in enumerate(_items(raw, "include")):
+            if isinstance(col, str) and col in keys:
                 self.err((*path, "include", i), f"'{col}' is already a key column")
-        where = raw.get("where")
+        where = _text(raw, "where")
         if where is not None:
             where = self.expression((*path, "where"), where, "the predicate")
-        storage = self.storage((*path, "with"), raw.get("with", {}), method)
+        storage = self.storage((*path, "with"), _mapping(raw, "with"), method)
         if "reason" in raw and "comment" in raw:
             self.err((*path, "comment"), "give either reason or comment, not both")
+        if name is None:
+            return None
         return IndexSpec(
             name=name,
             table=table,
-            columns=columns,
+            columns=tuple(c for c in columns if c is not None),
             location=self.loc(path),
-            method=method,
-            unique=unique,
-            nulls_not_distinct=nnd,
-            include=include,
+            method=given if isinstance(given, str) else "btree",
+            unique=unique is True,
+            nulls_not_distinct=nnd is True,
+            include=tuple(include),
             where=where,
             storage=storage,
-            reason=raw.get("reason", raw.get("comment")),
+            reason=_text(raw, "reason") or _text(raw, "comment"),
         )
 
-    def column(self, path: Path_, raw: str | Mapping[str, Any], method: str) -> IndexColumn:
+    def column(self, path: Path_, raw: Any, method: str | None) -> IndexColumn | None:
         if isinstance(raw, str):
             return IndexColumn(name=self.identifier(path, raw))
-        if ("name" in raw) == ("expr" in raw):
+        if not isinstance(raw, dict):
+            return None
+        misspelt = not raw.keys() <= _COLUMN_KEYS  # reported by the schema, with a suggestion
+        if ("name" in raw) == ("expr" in raw) and not ("name" not in raw and misspelt):
             self.err(path, "give exactly one of name (a column) or expr (an expression)")
-            return IndexColumn(name=str(raw.get("name", "?")))
-        if ("order" in raw or "nulls" in raw) and method not in ORDERED_METHODS:
+        if ("order" in raw or "nulls" in raw) and method not in (None, *ORDERED_METHODS):
             self.err(path, f"{method} indexes do not support order or nulls (only btree)")
-        expr = raw.get("expr")
+        expr = _text(raw, "expr")
         if expr is not None:
             expr = self.expression((*path, "expr"), expr, "the expression")
-        name = raw.get("name")
+        name = _text(raw, "name")
         if name is not None:
             self.identifier((*path, "name"), name)
         for key in ("opclass", "collation"):
-            if key in raw:
-                try:
-                    parse_qualified(raw[key], "pg_catalog")
-                except ValueError:
-                    self.err((*path, key), f"'{raw[key]}' is not a name: write name or schema.name")
+            value = _text(raw, key)
+            if value is None:
+                continue
+            try:
+                parse_qualified(value, "pg_catalog")
+            except ValueError:
+                self.err((*path, key), f"'{value}' is not a name: write name or schema.name")
         return IndexColumn(
             name=name,
             expr=expr,
-            order=raw.get("order"),
-            nulls=raw.get("nulls"),
-            opclass=raw.get("opclass"),
-            collation=raw.get("collation"),
+            order=_text(raw, "order"),
+            nulls=_text(raw, "nulls"),
+            opclass=_text(raw, "opclass"),
+            collation=_text(raw, "collation"),
         )
 
     def storage(
-        self, path: Path_, raw: Mapping[str, Any], method: str
+        self, path: Path_, raw: Mapping[str, Any], method: str | None
     ) -> tuple[tuple[str, str], ...]:
-        allowed = STORAGE_PARAMETERS[method]
         out = []
         for key, value in raw.items():
-            if key not in allowed:
+            if method is not None and key not in STORAGE_PARAMETERS[method]:
+                allowed = STORAGE_PARAMETERS[method]
                 hint = suggest(key, allowed) or f"; {method} accepts: {', '.join(allowed)}"
                 self.err((*path, key), f"unknown storage parameter '{key}'{hint}", key=True)
                 continue
@@ -199,121 +250,164 @@ class _FileReader:
             out.append((key, text))
         return tuple(sorted(out))
 
-    def query(self, path: Path_, raw: Mapping[str, Any], relation: str) -> QueryBudget:
-        params = dict(raw.get("params") or {})
-        text = raw["sql"]
+    def query(self, path: Path_, raw: Any, relation: str) -> QueryBudget | None:
+        """The budgeted query at ``path``; None when it has no name to know it by."""
+        if not isinstance(raw, dict):
+            return None
+        given = raw.get("params")
+        # Placeholders and params are matched only when params is a mapping (or absent).
+        params = dict(given) if isinstance(given, dict) else {} if given is None else None
+        text = _text(raw, "sql")
+        if text is not None:
+            text = self.query_text((*path, "sql"), text, params)
+        budget = _number(raw, "budget_ms")
+        warn = _number(raw, "warn_ms")
+        if warn is not None and budget is not None and warn >= budget:
+            self.err((*path, "warn_ms"), f"must be below budget_ms ({budget:g}), got {warn:g}")
+        timeout = _number(raw, "timeout_ms")
+        if timeout is not None and budget is not None and timeout < budget:
+            self.err((*path, "timeout_ms"), f"must be at least budget_ms ({budget:g})")
+        expect_raw = _mapping(raw, "expect")
+        uses_index = [
+            self.identifier((*path, "expect", "uses_index", i), n)
+            for i, n in enumerate(_items(expect_raw, "uses_index"))
+            if isinstance(n, str)
+        ]
+        no_seq_scan_on = [
+            self.qualified((*path, "expect", "no_seq_scan_on", i), n, DEFAULT_SCHEMA)
+            for i, n in enumerate(_items(expect_raw, "no_seq_scan_on"))
+        ]
+        name = _text(raw, "name") or None
+        if name is None:
+            return None
+        runs, warmup = raw.get("runs", 20), raw.get("warmup", 3)
+        return QueryBudget(
+            name=name,
+            sql=text or "",
+            budget_ms=budget or 0.0,
+            location=self.loc(path),
+            relation=relation,
+            params=params or {},
+            uses_placeholders=True,
+            warn_ms=warn,
+            runs=runs if isinstance(runs, int) else 20,
+            warmup=warmup if isinstance(warmup, int) else 3,
+            timeout_ms=timeout,
+            description=_text(raw, "description"),
+            expect=Expectation(
+                uses_index=tuple(uses_index),
+                no_seq_scan_on=tuple(n for n in no_seq_scan_on if n is not None),
+            ),
+        )
+
+    def query_text(self, path: Path_, text: str, params: Mapping[str, Any] | None) -> str:
+        """The budget query's text as verify sends it; its problems reported at ``path``."""
         # Always psycopg's grammar (%(name)s, and %% for a literal %), with or without params,
         # so what validate checks is exactly what verify sends.
-        placeholders = True
         try:
-            checked = check_query(text, with_placeholders=placeholders)
+            checked = check_query(text, with_placeholders=True)
         except SqlTextError as exc:
-            self.err((*path, "sql"), f"the query is not valid: {exc}")
-        else:
-            # verify changes nothing: calls known to change something are refused here, without
-            # a database; verify and validate --dsn also check what the database holds.
-            for refusal in static_refusals(text, with_placeholders=placeholders):
-                self.err((*path, "sql"), str(refusal))
+            self.err(path, f"the query is not valid: {exc}")
+            return text
+        # verify changes nothing: calls known to change something are refused here, without
+        # a database; verify and validate --dsn also check what the database holds.
+        for refusal in static_refusals(text, with_placeholders=True):
+            self.err(path, str(refusal))
+        if params is not None:
             for name in checked.placeholders:
                 if name not in params:
-                    self.err(
-                        (*path, "sql"),
-                        f"placeholder %({name})s has no value: add it under params",
-                    )
+                    self.err(path, f"placeholder %({name})s has no value: add it under params")
             for name in params:
                 if name not in checked.placeholders:
                     self.err(
-                        (*path, "params", name),
+                        (*path[:-1], "params", name),
                         f"parameter '{name}' is not used in sql",
                         key=True,
                     )
-            text = checked.text
-        budget = float(raw["budget_ms"])
-        warn = raw.get("warn_ms")
-        if warn is not None and float(warn) >= budget:
-            self.err((*path, "warn_ms"), f"must be below budget_ms ({budget:g}), got {warn:g}")
-        timeout = raw.get("timeout_ms")
-        if timeout is not None and float(timeout) < budget:
-            self.err((*path, "timeout_ms"), f"must be at least budget_ms ({budget:g})")
-        expect_raw = raw.get("expect", {})
-        expect = Expectation(
-            uses_index=tuple(
-                self.identifier((*path, "expect", "uses_index", i), n)
-                for i, n in enumerate(expect_raw.get("uses_index", []))
-            ),
-            no_seq_scan_on=tuple(
-                self.qualified((*path, "expect", "no_seq_scan_on", i), n, DEFAULT_SCHEMA)
-                for i, n in enumerate(expect_raw.get("no_seq_scan_on", []))
-            ),
-        )
-        return QueryBudget(
-            name=raw["name"],
-            sql=text,
-            budget_ms=budget,
-            location=self.loc(path),
-            relation=relation,
-            params=params,
-            uses_placeholders=placeholders,
-            warn_ms=None if warn is None else float(warn),
-            runs=int(raw.get("runs", 20)),
-            warmup=int(raw.get("warmup", 3)),
-            timeout_ms=None if timeout is None else float(timeout),
-            description=raw.get("description"),
-            expect=expect,
-        )
+        return checked.text
 
-    def index_file(self) -> tuple[list[IndexSpec], list[QueryBudget]]:
+    def index_file(self) -> tuple[QualifiedName | None, list[IndexSpec], list[QueryBudget]]:
+        """The table (None when it has no usable name), its indexes and its budgets."""
         data = self.doc.data
-        table = self.qualified(("table",), data["table"], DEFAULT_SCHEMA)
-        indexes = [self.index(path, raw, table) for path, raw in self.items("indexes")]
-        queries = [self.query(path, raw, str(table)) for path, raw in self.items("queries")]
-        return indexes, queries
+        table = self.qualified(("table",), data.get("table"), DEFAULT_SCHEMA)
+        on = table or _UNNAMED
+        indexes = [
+            self.index(("indexes", i), raw, on) for i, raw in enumerate(_items(data, "indexes"))
+        ]
+        queries = [
+            self.query(("queries", i), raw, str(on))
+            for i, raw in enumerate(_items(data, "queries"))
+        ]
+        # Indexes of a table without a usable name are checked, but compared with nothing.
+        found = [i for i in indexes if i is not None] if table is not None else []
+        return table, found, [q for q in queries if q is not None]
 
-    def view_file(self) -> ViewSpec:
+    def view_file(self) -> tuple[ViewSpec, bool]:
+        """The view, and whether it has a usable name (only then is it compared with others)."""
         data = self.doc.data
-        schema = self.identifier(("schema",), data.get("schema", DEFAULT_SCHEMA))
-        name = QualifiedName(schema, self.identifier(("name",), data["name"]))
-        try:
-            query = render_query(data["query"])
-        except SqlTextError as exc:
-            self.err(("query",), f"the view query is not valid: {exc}")
-            query = data["query"]
-        indexes = tuple(self.index(path, raw, name) for path, raw in self.items("indexes"))
-        refresh_raw = data.get("refresh", {})
-        schedule = refresh_raw.get("schedule")
+        schema = _text(data, "schema") if "schema" in data else DEFAULT_SCHEMA
+        if schema is not None:
+            self.identifier(("schema",), schema)
+        given = _text(data, "name") or None
+        if given is not None:
+            self.identifier(("name",), given)
+        named = schema is not None and given is not None
+        name = (
+            QualifiedName(schema, given) if schema is not None and given is not None else _UNNAMED
+        )
+        query = _text(data, "query") or ""
+        if query:
+            try:
+                query = render_query(query)
+            except SqlTextError as exc:
+                self.err(("query",), f"the view query is not valid: {exc}")
+        indexes = [
+            self.index(("indexes", i), raw, name) for i, raw in enumerate(_items(data, "indexes"))
+        ]
+        refresh_raw = _mapping(data, "refresh")
+        schedule = _text(refresh_raw, "schedule")
         if schedule is not None:
             try:
                 schedule = cron.parse(schedule)
             except InputError as exc:
                 self.err(("refresh", "schedule"), str(exc))
-        refresh = RefreshSpec(schedule=schedule, mode=refresh_raw.get("mode", "auto"))
+        mode = refresh_raw.get("mode", "auto")
+        depends_on = [
+            (
+                self.qualified(("depends_on", i), d, schema or DEFAULT_SCHEMA),
+                self.loc(("depends_on", i)),
+            )
+            for i, d in enumerate(_items(data, "depends_on"))
+        ]
+        queries = [
+            self.query(("queries", i), raw, str(name))
+            for i, raw in enumerate(_items(data, "queries"))
+        ]
         view = ViewSpec(
             name=name,
             query=query,
             location=self.loc(()),
-            indexes=indexes,
-            refresh=refresh,
-            depends_on=tuple(
-                self.qualified(("depends_on", i), d, schema)
-                for i, d in enumerate(data.get("depends_on", []))
-            ),
-            queries=tuple(self.query(path, raw, str(name)) for path, raw in self.items("queries")),
-            reason=data.get("reason", data.get("comment")),
-            depends_on_at=tuple(
-                self.loc(("depends_on", i)) for i in range(len(data.get("depends_on", [])))
-            ),
+            indexes=tuple(i for i in indexes if i is not None),
+            refresh=RefreshSpec(schedule=schedule, mode=mode if isinstance(mode, str) else "auto"),
+            depends_on=tuple(d for d, _ in depends_on if d is not None),
+            queries=tuple(q for q in queries if q is not None),
+            reason=_text(data, "reason") or _text(data, "comment"),
+            depends_on_at=tuple(at for d, at in depends_on if d is not None),
         )
         if "reason" in data and "comment" in data:
             self.err(("comment",), "give either reason or comment, not both")
         # An index the schema rejected may be the unique one: judge only a complete list.
-        complete = not any(key == "indexes" for key, _ in self.skip)
-        if refresh.mode == "concurrent" and complete and view.concurrent_refresh_index() is None:
+        if (
+            mode == "concurrent"
+            and not self.rejected(("indexes",))
+            and view.concurrent_refresh_index() is None
+        ):
             self.err(
                 ("refresh", "mode"),
                 "REFRESH MATERIALIZED VIEW CONCURRENTLY needs a unique index on plain columns "
                 "(no expression, no WHERE): add one under indexes, or use mode: auto",
             )
-        return view
+        return view, named
 
 
 def _spec_files(dirs: Sequence[tuple[Path, bool]]) -> tuple[list[Path], list[Problem]]:
@@ -338,10 +432,71 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+@dataclass(slots=True)
+class _Loaded:
+    """What the spec files say so far, and every problem found in them."""
+
+    problems: list[Problem] = field(default_factory=list)
+    indexes: list[IndexSpec] = field(default_factory=list)
+    queries: list[QueryBudget] = field(default_factory=list)
+    views: list[ViewSpec] = field(default_factory=list)
+    #: Each index file's table, where the file names it (two files for one table clash).
+    tables: list[tuple[QualifiedName, Location]] = field(default_factory=list)
+    #: Indexes with a problem of their own: not compared with the others.
+    broken: set[Location] = field(default_factory=set)
+    #: Names of files that may be views dbopt could not read: depending on one is no error.
+    unread: set[str] = field(default_factory=set)
+
+    def read(self, path: Path, display: str) -> None:
+        """Read one spec file: every problem in it, and whatever of it can be used."""
+        doc, found = load_file(path, display=display)
+        self.problems.extend(found)
+        if doc is None:
+            self.unread.add(path.stem)
+            return
+        data = doc.data
+        if not isinstance(data, dict):
+            self.problems.append(doc.problem((), "a spec file must be a mapping of keys to values"))
+            self.unread.add(path.stem)
+            return
+        if "table" not in data and "query" not in data and "name" not in data:
+            self.problems.append(
+                doc.problem(
+                    (),
+                    "cannot tell what this file is: an index file needs 'table', a view file "
+                    "needs 'name' and 'query'",
+                )
+            )
+            self.unread.add(path.stem)
+            return
+        kind = "index" if "table" in data else "view"
+        found, invalid = check_document(doc, INDEX_FILE if kind == "index" else VIEW_FILE)
+        self.problems.extend(found)
+        # Every check whose input is usable runs, whatever else the schema rejected.
+        reader = _FileReader(doc, frozenset(invalid))
+        if kind == "index":
+            table, indexes, queries = reader.index_file()
+            if table is not None:
+                self.tables.append((table, reader.loc(("table",))))
+            self.indexes.extend(indexes)
+            self.queries.extend(queries)
+        else:
+            view, named = reader.view_file()
+            if named:
+                self.views.append(view)
+            else:
+                self.unread.add(path.stem)
+                # Compared with nothing, but its budgets' names must still be unique.
+                self.queries.extend(view.queries)
+        self.problems.extend(reader.problems)
+        self.broken |= reader.broken
+
+
 def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
     """Load and validate every spec file in ``dirs`` (each with: must it exist?).
 
-    Raises SpecError listing every problem found, in file order.
+    Raises SpecError listing every problem found in every file, in file order: a file that
+    cannot be read, or an item that breaks the schema, hides nothing else.
     """
     files, problems = _spec_files(dirs)
     if not files and not problems:
@@ -350,56 +505,13 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
             f"no spec files (*.yaml) found in {where}: write indexes/<table>.yaml or "
             "views/<name>.yaml, or point --specs at the directory that holds them"
         )
-    indexes: list[IndexSpec] = []
-    queries: list[QueryBudget] = []
-    views: list[ViewSpec] = []
+    loaded = _Loaded(problems=problems)
     names: list[str] = []
-    broken: set[Location] = set()
-    #: Views whose file is too broken to read: other views may still depend on them.
-    unread_views: set[QualifiedName] = set()
     for path in files:
-        display = _display(path)
-        names.append(display)
-        doc, found = load_file(path, display=display)
-        problems.extend(found)
-        if doc is None:
-            continue
-        data = doc.data
-        if not isinstance(data, dict):
-            problems.append(doc.problem((), "a spec file must be a mapping of keys to values"))
-            continue
-        if "table" in data or not ("query" in data or "name" in data):
-            schema, kind = INDEX_FILE, "index"
-        else:
-            schema, kind = VIEW_FILE, "view"
-        if kind == "index" and "table" not in data:
-            problems.append(
-                doc.problem(
-                    (),
-                    "cannot tell what this file is: an index file needs 'table', a view file "
-                    "needs 'name' and 'query'",
-                )
-            )
-            continue
-        found, invalid = check_document(doc, schema)
-        problems.extend(found)
-        # Items of the indexes/queries lists are checked one by one, so a typo in one index
-        # does not hide the problems of the others; any other schema error stops the file.
-        if any(len(p) < 2 or p[0] not in ("indexes", "queries") for p in invalid):
-            if kind == "view":
-                unread_views.add(_view_name(data))
-            continue
-        reader = _FileReader(doc, frozenset(p[:2] for p in invalid))
-        if kind == "index":
-            file_indexes, file_queries = reader.index_file()
-            indexes.extend(file_indexes)
-            queries.extend(file_queries)
-        else:
-            views.append(reader.view_file())
-        problems.extend(reader.problems)
-        broken |= reader.broken
-    specs = SpecSet(tuple(indexes), tuple(views), tuple(queries), tuple(names))
-    problems.extend(_cross_file_problems(specs, broken, unread_views))
+        names.append(_display(path))
+        loaded.read(path, names[-1])
+    specs = SpecSet(tuple(loaded.indexes), tuple(loaded.views), tuple(loaded.queries), tuple(names))
+    problems.extend(cross_file_problems(specs, loaded.broken, loaded.unread, loaded.tables))
     if problems:
         # In file order, then by position; a stable sort keeps same-place problems in order.
         order = {name: i for i, name in enumerate(names)}
@@ -410,170 +522,6 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
             problems,
         )
     return specs
-
-
-def _view_name(data: Mapping[str, Any]) -> QualifiedName:
-    """The name a view file gives, as far as it can be read."""
-    schema = data.get("schema", DEFAULT_SCHEMA)
-    return QualifiedName(
-        schema if isinstance(schema, str) else DEFAULT_SCHEMA, str(data.get("name", ""))
-    )
-
-
-def _located(loc: Location, message: str) -> Problem:
-    return loc.problem(message)
-
-
-def _cross_file_problems(
-    specs: SpecSet,
-    broken: Iterable[Location] = (),
-    unread_views: Iterable[QualifiedName] = (),
-) -> list[Problem]:
-    """Checks that need every file: duplicate names, twin indexes, view dependencies.
-
-    ``broken`` indexes (with a problem already reported) are not compared with others: their
-    definition is a guess. Depending on an ``unread_views`` view is not an error.
-    """
-    broken = set(broken)
-    problems: list[Problem] = []
-    seen: dict[QualifiedName, Location] = {}
-    relations: Iterable[tuple[QualifiedName, Location, str]] = [
-        *((i.qualified_name, i.location, "index") for i in specs.all_indexes),
-        *((v.name, v.location, "materialized view") for v in specs.views),
-    ]
-    for name, loc, what in relations:
-        if name in seen:
-            problems.append(
-                _located(
-                    loc,
-                    f"{what} name '{name}' is already used at {seen[name]}; rename one of "
-                    "them (indexes and materialized views share one namespace per schema)",
-                )
-            )
-        else:
-            seen[name] = loc
-    twins: dict[tuple[Any, ...], IndexSpec] = {}
-    for index in specs.all_indexes:
-        if index.location in broken:
-            continue
-        shape = (
-            index.table,
-            index.columns,
-            index.method,
-            index.unique,
-            index.nulls_not_distinct,
-            index.include,
-            index.where,
-        )
-        if shape in twins:
-            problems.append(
-                _located(
-                    index.location,
-                    f"index '{index.name}' has the same definition as "
-                    f"'{twins[shape].name}' ({twins[shape].location}): keep one",
-                )
-            )
-        else:
-            twins[shape] = index
-    problems.extend(
-        _left_prefix_problems([i for i in specs.all_indexes if i.location not in broken])
-    )
-    query_names: dict[str, Location] = {}
-    for query in specs.queries:
-        if query.name in query_names:
-            problems.append(
-                _located(
-                    query.location,
-                    f"query name '{query.name}' is already used at {query_names[query.name]}",
-                )
-            )
-        else:
-            query_names[query.name] = query.location
-    problems.extend(_view_graph_problems(specs.views, set(unread_views)))
-    return problems
-
-
-def _dependency_at(view: ViewSpec, dep: QualifiedName) -> Location:
-    """Where ``view`` names ``dep`` under depends_on (else the view itself)."""
-    for name, loc in zip(view.depends_on, view.depends_on_at, strict=False):
-        if name == dep:
-            return loc
-    return view.location
-
-
-def _left_prefix_problems(indexes: Sequence[IndexSpec]) -> list[Problem]:
-    """A non-unique index whose key is a left prefix of another's is redundant without a reason.
-
-    The longer index serves every lookup of the shorter one (same method, same predicate);
-    keeping both costs writes and space, so the spec must say why (e.g. a much smaller index
-    for a hot query).
-    """
-    longer: dict[tuple[Any, ...], IndexSpec] = {}
-    for index in indexes:
-        for k in range(1, len(index.columns)):
-            key = (index.table, index.method, index.where, index.columns[:k])
-            longer.setdefault(key, index)
-    problems = []
-    for index in indexes:
-        key = (index.table, index.method, index.where, index.columns)
-        other = longer.get(key)
-        if other is None or index.unique or index.reason:
-            continue
-        problems.append(
-            _located(
-                index.location,
-                f"index '{index.name}' is a left prefix of '{other.name}' ({other.location}), "
-                "which serves the same lookups: remove it, or say why it is worth keeping "
-                "under reason",
-            )
-        )
-    return problems
-
-
-def _view_graph_problems(
-    views: Sequence[ViewSpec], unread: set[QualifiedName] | None = None
-) -> list[Problem]:
-    by_name = {v.name: v for v in views}
-    problems: list[Problem] = []
-    graph: dict[QualifiedName, set[QualifiedName]] = {}
-    for view in views:
-        deps = graph.setdefault(view.name, set())
-        for dep in view.depends_on:
-            if dep == view.name:
-                problems.append(
-                    _located(
-                        _dependency_at(view, dep),
-                        f"view '{view.name}' depends on itself; remove it from depends_on",
-                    )
-                )
-            elif dep in by_name:
-                deps.add(dep)
-            elif dep not in (unread or set()):
-                known = [str(n) for n in sorted(by_name)]
-                problems.append(
-                    _located(
-                        _dependency_at(view, dep),
-                        f"depends_on names '{dep}', which is not a view in the specs"
-                        + suggest(str(dep), known),
-                    )
-                )
-    try:
-        graphlib.TopologicalSorter(graph).prepare()
-    except graphlib.CycleError as exc:
-        # graphlib lists each node before the node that depends on it; reverse the list so
-        # that every view is followed by the view it depends on, and start at the first name.
-        ring: list[QualifiedName] = list(reversed(exc.args[1]))[:-1]
-        start = ring.index(min(ring))
-        ring = ring[start:] + ring[:start]
-        shown = " -> ".join(str(n) for n in [*ring, ring[0]])
-        problems.append(
-            _located(
-                _dependency_at(by_name[ring[0]], ring[1]),
-                f"materialized views depend on each other in a cycle: {shown} "
-                "(each depends on the next); remove one of these depends_on entries",
-            )
-        )
-    return problems
 
 
 def view_order(views: Sequence[ViewSpec]) -> list[ViewSpec]:

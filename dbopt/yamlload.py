@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from dbopt.errors import Problem
+from dbopt.yamlsyntax import syntax_problem
 
 #: Spec and config files are small; anything bigger is a mistake or an attack.
 MAX_FILE_BYTES = 1024 * 1024
@@ -125,7 +126,21 @@ class _Builder:
             raise _TagRefused(node)
         if node.tag == _STR_TAG:
             return node.value  # most scalars: skip the constructor's bookkeeping
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except ValueError as exc:
+            # 2024-13-01 looks like a date to YAML, and datetime refuses it.
+            mark = node.start_mark
+            self.problems.append(
+                Problem(
+                    self.doc.file,
+                    mark.line + 1,
+                    mark.column + 1,
+                    f"'{node.value}' reads as a date or time in YAML, but is not a valid one "
+                    f"({exc}): correct it, or quote it to make it a string",
+                )
+            )
+            return node.value
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         # Resolve YAML merge keys (<<) the way PyYAML's SafeLoader does.
@@ -175,10 +190,7 @@ def load_text(
             # Parse again with the pure-Python parser: same verdict, clearer messages.
             nodes = list(_compose_all(text, yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        reason = exc.problem or exc.context or "invalid YAML"
-        return None, [Problem(file, line, column, f"invalid YAML: {reason}")]
+        return None, [syntax_problem(exc, file, text)]
     except yaml.reader.ReaderError as exc:
         line, column = _line_column(text, exc.position)
         return None, [

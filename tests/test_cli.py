@@ -248,6 +248,63 @@ def test_validate_unreachable_database_exits_3(write: Write) -> None:
     assert "secret" not in result.output
 
 
+#: A YAML syntax error in one file, schema and SQL errors in another: one run shows them all.
+BROKEN = {
+    "indexes/orders.yaml": """\
+        table: orders
+        indexes:
+          - name: orders_open
+            columns: [id]
+            unique: "yes"
+            where: "status = 'open'; DROP TABLE orders"
+        queries:
+          - name: purge
+            sql: DELETE FROM orders
+            budget_ms: 5
+    """,
+    "indexes/users.yaml": """\
+        table: users
+        indexes:
+          - name: users_email
+            columns: [email]
+           where: deleted_at IS NULL
+    """,
+}
+
+BROKEN_LINES = [
+    "indexes/orders.yaml:5:13: indexes[0].unique: expected true or false, got the string 'yes'",
+    "indexes/orders.yaml:6:12: indexes[0].where: the predicate is not valid: must be a single "
+    "expression, not several statements",
+    "indexes/orders.yaml:9:10: queries[0].sql: the query is not valid: must be a read-only "
+    "SELECT, not DELETE",
+    "indexes/users.yaml:5:4: invalid YAML: this line is indented differently from the lines "
+    "above it: check its indentation (the keys of one mapping line up; what belongs to a key "
+    "is indented under it)",
+    "error: 4 problems in the specs; nothing was run",
+]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["validate"],
+        ["plan", "--dsn", "postgresql://nobody@127.0.0.1:1/app"],
+        ["apply", "--dsn", "postgresql://nobody@127.0.0.1:1/app", "--yes"],
+        ["status", "--dsn", "postgresql://nobody@127.0.0.1:1/app"],
+        ["verify", "--dsn", "postgresql://nobody@127.0.0.1:1/app"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_command_that_reads_specs_reports_every_problem_before_connecting(
+    write: Write, command: list[str]
+) -> None:
+    write(**BROKEN)
+    result = cli(*command)
+    # Exit 2 (bad input), not 3: nothing tried to reach the (unreachable) database.
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == BROKEN_LINES
+
+
 # --- flags and commands ----------------------------------------------------------------
 
 

@@ -176,7 +176,8 @@ def test_unreadable_yaml(write_config: WriteConfig) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None)
     assert str(caught.value) == (
-        "dbopt.yaml:2:1: invalid YAML: expected the node content, but found '<stream end>'\n"
+        "dbopt.yaml:2:1: invalid YAML: the file ends where a value was expected: complete the "
+        "value, or close the '[' or '{' that is still open\n"
         "dbopt.yaml: cannot read the configuration"
     )
 

@@ -1025,3 +1025,204 @@ def test_a_left_prefix_index_needs_a_reason(write: Write) -> None:
         "indexes/t.yaml:4:5: index 't_a' is a left prefix of 't_a_b' (indexes/t.yaml:5:5), which "
         "serves the same lookups: remove it, or say why it is worth keeping under reason"
     ]
+
+
+# --- every problem at once ---------------------------------------------------------------
+
+LONG_NAME = "orders_placed_at_for_the_nightly_report_of_every_shop_in_every_region_xy"
+
+
+def test_every_problem_in_every_file_at_once(write: Write) -> None:
+    """One run reports what used to take five: schema, semantic, cross-file and YAML errors."""
+    assert len(LONG_NAME.encode()) == 72
+    write(
+        **{
+            "indexes/orders.yaml": f"""\
+                table: orders
+                indexes:
+                  - name: orders_customer
+                    columns: [customer_id]
+                    unique: "yes"
+                    where: "status = 'open'; DELETE FROM orders"
+                  - name: {LONG_NAME}
+                    columns: [placed_at]
+                queries:
+                  - name: cleanup
+                    sql: DELETE FROM orders WHERE id = %(id)s
+                    params: {{id: 1}}
+                    budget_ms: "5"
+            """,
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: orders_customer
+                    columns: [id]
+            """,
+            "views/mv_daily.yaml": """\
+                name: mv_daily
+                query: SELECT date(placed_at) AS day, count(*) AS n FROM orders GROUP BY 1
+                depends_on: [mv_weekly]
+                indexes:
+                  - name: mv_daily_day
+                    columns: [day]
+                    unique: 1
+                refresh: {schedule: "0 25 * * *", mode: concurrent}
+            """,
+            "views/mv_weekly.yaml": """\
+                name: mv_weekly
+                query: SELECT date_trunc('week', day) AS week, sum(n) AS n FROM mv_daily GROUP BY 1
+                reason: weekly totals: for the board
+            """,
+        }
+    )
+    assert problems() == [
+        "indexes/orders.yaml:5:13: indexes[0].unique: expected true or false, got the string 'yes'",
+        "indexes/orders.yaml:6:12: indexes[0].where: the predicate is not valid: "
+        "must be a single expression, not several statements",
+        f"indexes/orders.yaml:7:11: indexes[1].name: '{LONG_NAME}' is 72 bytes long; "
+        "PostgreSQL would silently truncate it to 63 bytes: choose a shorter name",
+        "indexes/orders.yaml:11:10: queries[0].sql: the query is not valid: "
+        "must be a read-only SELECT, not DELETE",
+        "indexes/orders.yaml:13:16: queries[0].budget_ms: expected a number, got the string '5'",
+        "indexes/users.yaml:3:5: index name 'public.orders_customer' is already used at "
+        "indexes/orders.yaml:3:5; rename one of them (indexes and materialized views share "
+        "one namespace per schema)",
+        "views/mv_daily.yaml:7:13: indexes[0].unique: expected true or false, got the number 1",
+        "views/mv_daily.yaml:8:21: refresh.schedule: '0 25 * * *' the hour field '25': "
+        "25 is out of range 0-23",
+        # Its file cannot be read, so depending on mv_weekly is no error.
+        "views/mv_weekly.yaml:3:22: invalid YAML: the value of 'reason' contains ': ', which "
+        "YAML reads as the start of another key: a value containing ': ' must be quoted, e.g. "
+        'reason: "weekly totals: for the board"',
+    ]
+
+
+def test_a_wrong_type_at_the_top_hides_nothing_else_in_the_file(write: Write) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: 5
+                indexes:
+                  - name: users_email
+                    columns: [email]
+                    where: "email = "
+                queries:
+                  - name: q
+                    sql: UPDATE users SET a = 1
+                    budget_ms: 5
+                    warn_ms: 8
+            """,
+            "views/v.yaml": """\
+                name: v
+                query: SELECT 1; SELECT 2
+                refresh: {schedule: "@sometimes", mode: sometimes}
+                depends_on: v
+                queries:
+                  - {name: q, sql: "DELETE FROM users", budget_ms: 5}
+            """,
+        }
+    )
+    assert problems() == [
+        "indexes/users.yaml:1:8: table: expected a string, got the number 5",
+        "indexes/users.yaml:5:12: indexes[0].where: the predicate is not valid: "
+        "syntax error at end of input",
+        "indexes/users.yaml:8:10: queries[0].sql: the query is not valid: "
+        "must be a read-only SELECT, not UPDATE",
+        "indexes/users.yaml:10:14: queries[0].warn_ms: must be below budget_ms (5), got 8",
+        "views/v.yaml:2:8: query: the view query is not valid: "
+        "must be exactly one statement, found 2",
+        "views/v.yaml:3:21: refresh.schedule: '@sometimes' is not a cron shorthand dbopt can "
+        "run (one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)",
+        "views/v.yaml:3:41: refresh.mode: the string 'sometimes' is not one of concurrent, "
+        "blocking, auto",
+        "views/v.yaml:4:13: depends_on: expected a list, got the string 'v'",
+        "views/v.yaml:6:5: query name 'q' is already used at indexes/users.yaml:7:5",
+        "views/v.yaml:6:20: queries[0].sql: the query is not valid: "
+        "must be a read-only SELECT, not DELETE",
+    ]
+
+
+def test_a_view_without_a_name_is_still_checked(write: Write) -> None:
+    write(
+        **{
+            "views/a.yaml": """\
+                name: [a]
+                query: SELECT 1 AS id
+                indexes: [{name: a_id, columns: [id], method: gin, include: [x]}]
+                queries: [{name: q, sql: "SELECT 1; SELECT 2", budget_ms: 5}]
+            """,
+            # a.yaml may be the view named a: no "not a view in the specs" here.
+            "views/b.yaml": "name: b\nquery: SELECT 1 AS id\ndepends_on: [a]\n",
+        }
+    )
+    assert problems() == [
+        "views/a.yaml:1:7: name: expected a string, got a list",
+        "views/a.yaml:3:61: indexes[0].include: gin indexes cannot INCLUDE columns "
+        "(only btree, gist, spgist)",
+        "views/a.yaml:4:26: queries[0].sql: the query is not valid: "
+        "must be exactly one statement, found 2",
+    ]
+
+
+def test_two_files_for_one_table(write: Write) -> None:
+    write(
+        **{
+            "indexes/users.yaml": "table: users\nindexes:\n  - {name: users_a, columns: [a]}\n",
+            "indexes/users_more.yaml": "table: public.users\n"
+            "indexes:\n  - {name: users_b, columns: [b]}\n",
+            "indexes/app_users.yaml": "table: app.users\n",
+        }
+    )
+    assert problems() == [
+        "indexes/users_more.yaml:1:8: table 'public.users' already has a spec file "
+        "(indexes/users.yaml:1:8): keep one file per table, and move these indexes and "
+        "queries there",
+    ]
+
+
+def test_a_misspelt_key_in_an_index_hides_none_of_its_other_problems(write: Write) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_a
+                    columns: [a]
+                  - name: users_a
+                    colums: [b]
+                    method: brin
+                    unique: true
+                    with: {fillfactor: 90}
+            """
+        }
+    )
+    assert problems() == [
+        "indexes/users.yaml:5:5: index name 'public.users_a' is already used at "
+        "indexes/users.yaml:3:5; rename one of them (indexes and materialized views share "
+        "one namespace per schema)",
+        "indexes/users.yaml:6:5: indexes[1]: unknown key 'colums'; did you mean 'columns'?",
+        "indexes/users.yaml:8:13: indexes[1].unique: only btree indexes can be unique, not brin",
+        "indexes/users.yaml:9:12: indexes[1].with.fillfactor: unknown storage parameter "
+        "'fillfactor'; brin accepts: pages_per_range, autosummarize",
+    ]
+
+
+def test_a_duplicate_key_hides_nothing_else_in_the_file(write: Write) -> None:
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_a
+                    columns: [a]
+                    columns: [b]
+                    where: "a = 1; SELECT 2"
+            """
+        }
+    )
+    assert problems() == [
+        "indexes/users.yaml:5:5: duplicate key 'columns' (first given at line 4); "
+        "remove one of them",
+        "indexes/users.yaml:6:12: indexes[0].where: the predicate is not valid: "
+        "must be a single expression, not several statements",
+    ]

@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dbopt.errors import Problem
 from dbopt.yamlload import MAX_FILE_BYTES, load_file, load_text
+from dbopt.yamlsyntax import syntax_problem
 
 
 def messages(problems: list[Problem]) -> list[str]:
@@ -136,19 +138,238 @@ def test_node_limit_is_a_parameter() -> None:
     assert problems[0].message.startswith("the document expands to more than 6 values")
 
 
-def test_syntax_error_is_located() -> None:
-    doc, problems = load_text("table: users\nindexes: [a\n", "f.yaml")
+INDENT = (
+    "check its indentation (the keys of one mapping line up; what belongs to a key is "
+    "indented under it)"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "table: users\nindexes:\n  - name: a\n   columns: [a]\n",
+            "4:4: invalid YAML: this line is indented differently from the lines above it: "
+            + INDENT,
+            id="key indented less than its neighbours",
+        ),
+        pytest.param(
+            "a:\n  b: 1\n c: 2\n",
+            "3:2: invalid YAML: this line is indented differently from the lines above it: "
+            + INDENT,
+            id="key between two indentation levels",
+        ),
+        pytest.param(
+            "indexes:\n  - name: a\n    columns: [a]\n - name: b\n",
+            "4:2: invalid YAML: this line is indented differently from the lines above it: "
+            + INDENT,
+            id="list item indented less than the one above",
+        ),
+        pytest.param(
+            "table: users\nindexes:\n  - name: a\n     columns: [a]\n",
+            "4:6: invalid YAML: this line is indented differently from the lines above it, so "
+            f"'columns:' is read as more text of the value on line 3: {INDENT}",
+            id="key indented more than its neighbours",
+        ),
+        pytest.param(
+            "table: users\n  indexes: []\n",
+            "2:3: invalid YAML: this line is indented differently from the lines above it, so "
+            f"'indexes:' is read as more text of the value on line 1: {INDENT}",
+            id="top-level key indented",
+        ),
+        pytest.param(
+            "a:\n\tb: 1\n",
+            "2:1: invalid YAML: a tab is used for indentation: YAML indents with spaces only; "
+            "replace the tab with spaces",
+            id="tab indentation",
+        ),
+        pytest.param(
+            "a:\n  -\tb\n",
+            "2:4: invalid YAML: a tab separates the parts of this line: YAML allows only spaces "
+            "there; replace the tab with a space",
+            id="tab after a dash",
+        ),
+        pytest.param(
+            'table: users\nindexes:\n  - name: "a\n    columns: [a]\n',
+            '3:11: invalid YAML: the quoted value that starts here with " is never closed: add '
+            'the closing " (the file ends at line 5 without it)',
+            id="unclosed double quote",
+        ),
+        pytest.param(
+            "reason: 'it is fast\n",
+            "1:9: invalid YAML: the quoted value that starts here with ' is never closed: add the "
+            "closing ' (the file ends at line 2 without it)",
+            id="unclosed single quote",
+        ),
+        pytest.param(
+            'a: "x\n---\n"\n',
+            '1:4: invalid YAML: the quoted value that starts here with " is not closed before '
+            "the '---' on line 2: add the closing \"",
+            id="quote open across a document separator",
+        ),
+        pytest.param(
+            "table: users\nindexes: [a\n",
+            "2:10: invalid YAML: the list opened here with '[' is never closed: add the missing "
+            "']' (the file ends at line 3 without it)",
+            id="unclosed bracket at the end",
+        ),
+        pytest.param(
+            "table: users\ncolumns: [a, b\nqueries: []\n",
+            "2:10: invalid YAML: the list opened here with '[' is not closed before line 3: add "
+            "the missing ']'",
+            id="unclosed bracket before the next key",
+        ),
+        pytest.param(
+            "table: users\nwith: {fillfactor: 90\nindexes: []\n",
+            "2:7: invalid YAML: the mapping opened here with '{' is not closed before line 3: "
+            "add the missing '}'",
+            id="unclosed brace",
+        ),
+        pytest.param(
+            "a: {b: [1, 2}\n",
+            "1:13: invalid YAML: the list opened with '[' at line 1 is closed with '}': close it "
+            "with ']'",
+            id="bracket closed by a brace",
+        ),
+        pytest.param(
+            "a: [b: c: d]\n",
+            "1:9: invalid YAML: ':' inside [...]: separate the items with ',', or quote the item "
+            "that holds it",
+            id="colon inside a flow list",
+        ),
+        pytest.param(
+            "table: users\nindexes:\n  - name: a\n    where: status: open\n",
+            "4:18: invalid YAML: the value of 'where' contains ': ', which YAML reads as the "
+            "start of another key: a value containing ': ' must be quoted, e.g. "
+            'where: "status: open"',
+            id="colon in an unquoted value",
+        ),
+        pytest.param(
+            "reason: 'fast': really\n",
+            "1:15: invalid YAML: text follows the closing quote of the value of 'reason': put "
+            "the whole value inside the quotes",
+            id="colon after a quoted value",
+        ),
+        pytest.param(
+            'reason: "fast" really\n',
+            "1:16: invalid YAML: text follows the closing quote of a value: put the whole value "
+            "inside the quotes",
+            id="text after a quoted value",
+        ),
+        pytest.param(
+            "table: users\nindexes: []\n- name: a\n",
+            "3:1: invalid YAML: a '- ' list item among the 'key: value' lines of the mapping "
+            "that starts at line 1: indent the item under the key it belongs to, or remove the '-'",
+            id="list item in a mapping",
+        ),
+        pytest.param(
+            "- a\nb: 1\n",
+            "2:1: invalid YAML: a 'key: value' line among the '- ' items of the list that starts "
+            "at line 1: start it with '- ', or check its indentation",
+            id="key in a list",
+        ),
+        pytest.param(
+            "columns: - a\n",
+            "1:10: invalid YAML: a '- ' list item cannot start on the same line as its key: put "
+            "each '- ' item on a line of its own below the key, indented; or quote the value if "
+            "the '-' is text",
+            id="list item after its key",
+        ),
+        pytest.param(
+            "table: users\nindexes:\n  - name: a\n    columns\n    where: x\n",
+            "4:5: invalid YAML: 'columns' stands where a key is expected but has no ':' after it: "
+            "write 'key: value', or indent it under the key it belongs to",
+            id="key without a colon",
+        ),
+        pytest.param(
+            "a: *nope\n",
+            "1:4: invalid YAML: '*nope' refers to an anchor '&nope' that is not defined above it: "
+            "define '&nope' first, or quote the value if the '*' is part of the text",
+            id="undefined alias",
+        ),
+        pytest.param(
+            "a: &x 1\nb: &x 2\n",
+            "2:4: invalid YAML: the anchor '&x' is defined twice (first at line 1): rename one of "
+            "them",
+            id="anchor defined twice",
+        ),
+        pytest.param(
+            "a: & 1\n",
+            "1:4: invalid YAML: '&' at the start of a value begins an anchor (&name) in YAML: "
+            "quote the value if the '&' is part of the text",
+            id="ampersand at the start of a value",
+        ),
+        pytest.param(
+            "a: @admin\n",
+            "1:4: invalid YAML: a value cannot start with '@' (YAML reserves it): quote the value",
+            id="reserved character",
+        ),
+        pytest.param(
+            "where: \"name ~ '\\d'\"\n",
+            "1:17: invalid YAML: '\\d' is not an escape YAML knows in a double-quoted value: "
+            "write '\\\\' for a backslash, or use single quotes, where '\\' is plain text",
+            id="unknown escape",
+        ),
+        pytest.param(
+            "query: | SELECT 1\n",
+            "1:10: invalid YAML: after '|' or '>' only an indentation digit, '+' or '-' may "
+            "follow on the same line: put the text on the lines below, indented; or quote the "
+            "value",
+            id="text after a block scalar indicator",
+        ),
+        pytest.param(
+            "a: [1, 2]]\n",
+            "1:10: invalid YAML: a ']' that closes nothing: remove it, or quote the value if it "
+            "is text",
+            id="stray closing bracket",
+        ),
+        pytest.param(
+            "a: }\n",
+            "1:4: invalid YAML: '}' where a value was expected: quote the value if it is text",
+            id="closing brace as a value",
+        ),
+        pytest.param(
+            "a: [\n",
+            "2:1: invalid YAML: the file ends where a value was expected: complete the value, or "
+            "close the '[' or '{' that is still open",
+            id="file ends inside a list",
+        ),
+        pytest.param(
+            "a: 1\n...\nb: 2\n",
+            "3:1: invalid YAML: text after the end of the document ('...'): remove it, or the "
+            "'...'",
+            id="text after the document end",
+        ),
+    ],
+)
+def test_syntax_errors_say_what_to_do(text: str, message: str) -> None:
+    doc, problems = load_text(text, "f.yaml")
     assert doc is None
-    assert messages(problems) == [
-        "f.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>'"
-    ]
+    assert messages(problems) == [f"f.yaml:{message}"]
+    assert "<" not in problems[0].message  # never PyYAML's token names
 
 
-def test_tab_indentation_is_located() -> None:
-    _, problems = load_text("a:\n\tb: 1\n", "f.yaml")
+def test_an_unknown_pyyaml_message_keeps_its_place_without_token_names() -> None:
+    start = yaml.Mark("f.yaml", 0, 0, 0, None, None)
+    found = yaml.Mark("f.yaml", 0, 2, 3, None, None)
+    error = yaml.parser.ParserError(
+        "while parsing a block mapping", start, "expected <block end>, but found '<anchor>'", found
+    )
+    assert str(syntax_problem(error, "f.yaml", "a:\n  b: 1\n   &x c\n")) == (
+        "f.yaml:3:4: invalid YAML: expected the end of the indented block, but found an anchor "
+        "(&name) (in a block mapping that starts at line 1): check the indentation and quoting "
+        "of this line"
+    )
+
+
+def test_an_impossible_date_is_a_problem_not_a_crash() -> None:
+    doc, problems = load_text("table: users\nreason: 2024-13-01\n", "f.yaml")
     assert messages(problems) == [
-        "f.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
+        "f.yaml:2:9: '2024-13-01' reads as a date or time in YAML, but is not a valid one "
+        "(month must be in 1..12): correct it, or quote it to make it a string"
     ]
+    assert doc is not None
+    assert doc.data == {"table": "users", "reason": "2024-13-01"}
 
 
 def test_control_character_is_located_on_one_line() -> None:
