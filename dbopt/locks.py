@@ -7,6 +7,7 @@ run finds them taken and is told by whom.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -106,10 +107,17 @@ def _blockers(rows: list[dict[str, Any]]) -> list[Blocker]:
     return [Blocker(r["pid"], r["age_s"], r["state"], r["usename"], r["query"]) for r in rows]
 
 
-def long_running(conn: psycopg.Connection[Any], older_than_ms: int) -> list[Blocker]:
-    """Sessions whose transaction is older than ``older_than_ms`` (they hold up builds)."""
+def long_running(
+    conn: psycopg.Connection[Any],
+    older_than_ms: int,
+    drops_only_on: Sequence[QualifiedName] | None = None,
+) -> list[Blocker]:
+    """Sessions whose transaction is older than ``older_than_ms`` and would hold up the run:
+    any of them when it builds (a concurrent build waits for older snapshots); with
+    ``drops_only_on`` (a run that only drops), those holding a lock on one of these tables."""
+    tables = None if drops_only_on is None else [t.ident().as_string() for t in drops_only_on]
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(catalog_sql("long_running"), {"ms": older_than_ms})
+        cur.execute(catalog_sql("long_running"), {"ms": older_than_ms, "tables": tables})
         return _blockers(cur.fetchall())
 
 

@@ -199,7 +199,12 @@ def preflight(
         raise PrivilegeError(problem)
     runner.history.writable(runner.control)
     runner.lag_gate.check_visible()
-    busy = long_running(runner.control, settings.lock_timeout_ms)
+    drops_only = all(a.kind == ActionKind.DROP for a in plan.runnable)
+    busy = long_running(
+        runner.control,
+        settings.lock_timeout_ms,
+        sorted({a.table for a in plan.runnable}) if drops_only else None,
+    )
     if busy and not wait_for_blockers:
         raise UnsafeActionError(
             f"{command} refused: these transactions are older than lock_timeout and would make "

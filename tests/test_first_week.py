@@ -206,3 +206,42 @@ def test_the_readme_samples_are_true_on_bookedbarber(
     monkeypatch.chdir(tmp_path)
     result = cli("validate", "--dsn", db_dsn)
     assert result.exit_code == 0, result.output
+
+
+def test_a_drop_only_run_is_held_up_only_by_lockers_of_its_tables(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """A concurrent drop waits only for sessions holding a lock on its table; an old
+    transaction elsewhere refuses a build (it waits for old snapshots), not a drop."""
+    from helpers import wait_for
+
+    (shop / "dbopt.yaml").write_text(
+        environments(test={"dsn": db_dsn, **SETTINGS, "lock_timeout": "200ms"})
+    )
+    assert cli("apply", "--env", "test").exit_code == 0
+    conn.execute("CREATE TABLE audit (id int)")
+    elsewhere = (
+        "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND xact_start < now() - interval '300 ms'"
+    )
+    with psycopg.connect(db_dsn) as other:
+        other.execute("SELECT count(*) FROM audit")
+        wait_for(conn, elsewhere, (other.info.backend_pid,))
+        # A build would wait for it: refused up front, naming it.
+        (shop / "indexes/orders.yaml").write_text(MORE)
+        build = cli("apply", "--env", "test")
+        assert build.exit_code == 2, build.output
+        assert f"pid {other.info.backend_pid}" in build.output
+        # Rolling back the first apply only drops: nothing to wait for on audit.
+        undo = cli("rollback", "--env", "test", "--last", "--yes")
+        assert undo.exit_code == 0, undo.output
+        other.rollback()
+    assert "idx_orders_customer" not in index_defs(conn)
+    # A session holding a lock on orders itself does hold a drop up: refused.
+    assert cli("apply", "--env", "test").exit_code == 0
+    with psycopg.connect(db_dsn) as locker:
+        locker.execute("SELECT count(*) FROM orders")
+        wait_for(conn, elsewhere, (locker.info.backend_pid,))
+        refused = cli("rollback", "--env", "test", "--last", "--yes")
+        assert refused.exit_code == 2, refused.output
+        assert f"pid {locker.info.backend_pid}" in refused.output
+        locker.rollback()

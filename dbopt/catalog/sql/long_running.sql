@@ -1,5 +1,7 @@
--- Transactions older than a bound (lock_timeout): concurrent builds and drops would wait for
--- them, so apply and rollback refuse to start while they run (unless told to wait).
+-- Transactions older than a bound (lock_timeout) that the run's statements would wait for, so
+-- apply and rollback refuse to start while they run (unless told to wait). A concurrent build
+-- waits for every older transaction of this database (its snapshots); a concurrent drop only
+-- for the sessions holding a lock on its table: %(tables)s, or NULL when the run builds.
 SELECT a.pid,
        round(extract(epoch FROM now() - a.xact_start))::int AS age_s,
        a.state,
@@ -10,4 +12,13 @@ SELECT a.pid,
    AND a.datname = current_database()
    AND a.backend_type = 'client backend'
    AND a.xact_start < now() - make_interval(secs => %(ms)s / 1000.0)
+   AND (%(tables)s::text[] IS NULL
+        OR EXISTS (SELECT 1
+                     FROM pg_locks l
+                    WHERE l.pid = a.pid
+                      AND l.locktype = 'relation'
+                      AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())
+                      AND l.relation = ANY (SELECT to_regclass(t)::oid
+                                              FROM unnest(%(tables)s::text[]) AS t)))
  ORDER BY a.xact_start
