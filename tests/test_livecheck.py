@@ -277,6 +277,15 @@ GRANT EXECUTE ON FUNCTION looks_harmless(), lying_immutable(int) TO PUBLIC;
 
 
 def stats_reset(conn: psycopg.Connection[Any]) -> Any:
+    if conn.info.server_version < 150000:
+        # The statistics collector creates a new database's entry (stamping stats_reset) a
+        # moment after its first use: wait for it, or the stamp looks like a reset.
+        poll(lambda: _stats_reset(conn) is not None, "the database's statistics entry")
+    return _stats_reset(conn)
+
+
+def _stats_reset(conn: psycopg.Connection[Any]) -> Any:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
     row = conn.execute(
         "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()
