@@ -9,18 +9,26 @@ that can reach anything that changes something is reported at its file:line and 
 The others are planned with plain EXPLAIN (no ANALYZE). Each statement runs in a READ ONLY
 transaction that is rolled back, under a short statement_timeout, so pointing validate at
 production is safe.
+
+Views are checked in dependency order (their depends_on, and the spec views their queries
+name): a view that reads another spec view is checked with that view's query in its place, as
+a subquery under the view's name, so it is checked against what apply will build even on a
+fresh database where the view it reads does not exist yet, and still without creating
+anything. ``dbopt apply`` runs these same checks before its first statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import graphlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 from psycopg import pq, sql
 from psycopg.errors import error_from_result
 
-from dbopt.catalog import Catalog, inspect
+from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.db import read_only_transaction, server_message
 from dbopt.ddl import needs_newer_server
 from dbopt.errors import Problem, SpecError
@@ -34,7 +42,8 @@ from dbopt.model import (
     parse_qualified,
 )
 from dbopt.readonly import CallGraph
-from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql
+from dbopt.spec import dependency_order, view_order
+from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql, render_query
 from dbopt.verify.select import budget_problems
 from dbopt.words import suggest
 
@@ -73,19 +82,142 @@ def _describe(conn: psycopg.Connection[Any], query: sql.Composed) -> list[str] |
         return exc
 
 
-def _view_columns(
-    conn: psycopg.Connection[Any], view: ViewSpec, catalog: Catalog, problems: list[Problem]
-) -> tuple[str, ...] | None:
-    existing = catalog.relations.get(view.name)
-    result = _describe(
-        conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check").format(query_sql(view.query))
-    )
-    if isinstance(result, psycopg.Error):
-        problems.append(
-            view.location.problem(f"the query of {view.name} fails: {server_message(result)}")
+class _SpecViews:
+    """Which spec view a relation named in a query is, as the session resolves the name.
+
+    A name in a query's FROM is a spec view when it is written with that view's schema, or
+    unqualified and the view's schema is the first one of the search path holding a spec view
+    of that name (a CTE of the same name hides it). A table of that name in an earlier schema
+    of the path is not looked for: such a spec would shadow a table, which is asking for it.
+    """
+
+    def __init__(self, views: Sequence[ViewSpec], search_path: Sequence[str]) -> None:
+        self.names = {v.name for v in views}
+        self.search_path = [s for s in search_path if not s.startswith("pg_")]
+
+    def resolve(self, schema: str | None, name: str, ctes: set[str]) -> QualifiedName | None:
+        if schema is not None:
+            found = QualifiedName(schema, name)
+            return found if found in self.names else None
+        if name in ctes:
+            return None
+        for path_schema in self.search_path:
+            candidate = QualifiedName(path_schema, name)
+            if candidate in self.names:
+                return candidate
+        return None
+
+
+def _read_views(query: str, views: _SpecViews) -> set[QualifiedName]:
+    """The spec views a view query reads (empty when pglast cannot parse it: reported later)."""
+    found: set[QualifiedName] = set()
+
+    def note(name: QualifiedName) -> None:
+        found.add(name)
+
+    _rewrite(query, views, note)
+    return found
+
+
+def _rewrite(query: str, views: _SpecViews, body_of: Callable[[QualifiedName], Any]) -> str:
+    """``query`` with every spec view it reads replaced by ``body_of(name)`` (a pglast
+    SelectStmt, or None to keep the name), as a subquery under the name or alias it had."""
+    from pglast import ast, parser
+    from pglast.stream import RawStream
+    from pglast.visitors import Visitor
+
+    try:
+        stmt: Any = parser.parse_sql(render_query(query))[0].stmt
+    except (SqlTextError, parser.ParseError):  # the query check reports it
+        return query
+    ctes: set[str] = set()
+
+    class Ctes(Visitor):
+        def visit_CommonTableExpr(self, ancestors: Any, node: Any) -> None:
+            ctes.add(node.ctename)
+
+    class Inline(Visitor):
+        def visit_RangeVar(self, ancestors: Any, node: Any) -> Any:
+            name = views.resolve(node.schemaname, node.relname, ctes)
+            body = None if name is None else body_of(name)
+            if body is None:
+                return None
+            alias = node.alias or ast.Alias(aliasname=node.relname)
+            return ast.RangeSubselect(lateral=False, subquery=body, alias=alias)
+
+    Ctes()(stmt)
+    Inline()(stmt)
+    return str(RawStream()(stmt))
+
+
+def _resolver(conn: psycopg.Connection[Any], views: Sequence[ViewSpec]) -> _SpecViews:
+    row = conn.execute(catalog_sql("readonly_search_path")).fetchone()
+    return _SpecViews(views, list(row[0]) if row else [])
+
+
+def with_read_views(specs: SpecSet, conn: psycopg.Connection[Any]) -> SpecSet:
+    """``specs`` with each view also depending on the spec views its query reads, so that
+    apply creates (and refresh refreshes) them first even where depends_on does not say so."""
+    resolver = _resolver(conn, specs.views)
+    views = []
+    for view in specs.views:
+        read = _read_views(view.query, resolver) - {view.name} - set(view.depends_on)
+        views.append(replace(view, depends_on=(*view.depends_on, *sorted(read))))
+    graph = {v.name: set(v.depends_on) for v in views}
+    try:
+        dependency_order(graph)
+    except graphlib.CycleError:  # queries naming each other: the checks report them
+        return specs
+    return replace(specs, views=tuple(views))
+
+
+def _view_order(views: Sequence[ViewSpec], specs: _SpecViews) -> list[ViewSpec]:
+    """Views after the views they depend on: depends_on, and the spec views they read."""
+    by_name = {v.name: v for v in views}
+    graph = {v.name: {d for d in v.depends_on if d in by_name} for v in views}
+    for view in views:
+        graph[view.name] |= _read_views(view.query, specs) - {view.name}
+    try:
+        return [by_name[n] for n in dependency_order(graph)]
+    except graphlib.CycleError:  # queries naming each other: the server refuses them anyway
+        return view_order(views)
+
+
+def _check_views(
+    conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
+) -> None:
+    """Each view's query (with the spec views it reads in their place) and its indexes."""
+    from pglast import parser
+
+    resolver = _resolver(conn, specs.views)
+    checked: dict[QualifiedName, str] = {}  # the query each checked view stands for
+    failed: set[QualifiedName] = set()
+    for view in _view_order(specs.views, resolver):
+        reads = _read_views(view.query, resolver) - {view.name}
+        if reads & failed:
+            failed.add(view.name)  # what it reads fails (reported there): cannot be checked
+            continue
+        text = _rewrite(
+            view.query,
+            resolver,
+            lambda name: parser.parse_sql(checked[name])[0].stmt if name in checked else None,
         )
-        return existing.columns if existing else None
-    return tuple(result)
+        existing = catalog.relations.get(view.name)
+        result = _describe(
+            conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check").format(query_sql(text))
+        )
+        if isinstance(result, psycopg.Error):
+            problems.append(
+                view.location.problem(f"the query of {view.name} fails: {server_message(result)}")
+            )
+            failed.add(view.name)
+            columns = existing.columns if existing else None
+        else:
+            checked[view.name] = text
+            columns = tuple(result)
+        if columns is not None:
+            for index in view.indexes:
+                _check_index(conn, index, columns, problems)
 
 
 def _missing_table(table: QualifiedName, loc: Location, catalog: Catalog) -> Problem:
@@ -134,8 +266,12 @@ def _may_run(query: QueryBudget, calls: CallGraph) -> bool:
         return False
 
 
-def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Catalog:
-    """Raise SpecError when a table, column, index or query in the specs does not fit the DB."""
+def check_against_database(
+    specs: SpecSet, conn: psycopg.Connection[Any], *, budgets: bool = True
+) -> Catalog:
+    """Raise SpecError when a table, column, index or query in the specs does not fit the DB,
+    listing every problem at its file:line. ``budgets=False`` leaves the budgeted queries out
+    (what apply builds does not depend on them; verify checks them)."""
     catalog = inspect(conn, specs.relations())
     problems: list[Problem] = []
     reported: set[QualifiedName] = set()
@@ -155,11 +291,22 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
             continue
         problems.append(_missing_table(table, query.location, catalog))
         reported.add(table)
-    for view in specs.views:
-        columns = _view_columns(conn, view, catalog, problems)
-        if columns is not None:
-            for index in view.indexes:
-                _check_index(conn, index, columns, problems)
+    _check_views(conn, specs, catalog, problems)
+    if budgets:
+        _check_budgets(conn, specs, catalog, problems)
+    if problems:
+        problems.sort(key=lambda p: (p.file, p.line, p.column))
+        count = len(problems)
+        raise SpecError(
+            f"{count} problem{'s' if count != 1 else ''} against the database; nothing was changed",
+            problems,
+        )
+    return catalog
+
+
+def _check_budgets(
+    conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
+) -> None:
     calls = CallGraph.read(conn)
     problems.extend(budget_problems(specs.queries, specs, catalog, calls))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}
@@ -173,11 +320,3 @@ def check_against_database(specs: SpecSet, conn: psycopg.Connection[Any]) -> Cat
             problems.append(
                 query.location.problem(f"query {query.name} fails: {server_message(result)}")
             )
-    if problems:
-        problems.sort(key=lambda p: (p.file, p.line, p.column))
-        count = len(problems)
-        raise SpecError(
-            f"{count} problem{'s' if count != 1 else ''} against the database; nothing was changed",
-            problems,
-        )
-    return catalog

@@ -239,6 +239,11 @@ def _target_args(
     return (["--dsn", portable.dsn] if portable.dsn else []), notes
 
 
+#: cron runs jobs with /bin/sh and a PATH of /usr/bin:/bin; these lines say so explicitly.
+CRON_SHELL = "/bin/sh"
+CRON_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
 def crontab_lines(
     views: Sequence[ViewSpec],
     *,
@@ -250,20 +255,29 @@ def crontab_lines(
     specs: Sequence[str] = (),
     lock_dir: str | None = None,
     log: str | None = None,
+    env_file: str | None = None,
+    env_file_required: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> str:
     """crontab(5) lines, one per scheduled view, each calling `dbopt refresh-views`.
 
-    Each line keeps the target it was given: ``target`` (from resolve_target) becomes
-    ``--env NAME``, or ``--dsn`` with what the libpq environment supplied here spelled out
-    (cron has no PGHOST) and the password left out (a comment says where it must come
-    from); without ``target``, ``env`` alone is passed on. ``config`` and ``specs`` are
-    passed as absolute paths. ``dbopt`` is the command to run (pass :func:`dbopt_command`:
-    cron's PATH does not hold a virtualenv's bin/); ``lock_dir`` wraps each line in
-    ``flock -n`` on a lock file there, so a run still going makes the next one exit at once
-    instead of piling up; ``log`` appends the output to that file, or sends it to syslog
-    with ``logger -t dbopt`` when it is ``"syslog"`` (else cron mails it). ``%`` is escaped
-    as crontab(5) requires.
+    The text starts with ``SHELL=`` and ``PATH=`` lines (cron's own: no login profile, no
+    virtualenv). Each line ``cd``s to ``workdir`` (absolute) and keeps the target it was given:
+    ``target`` (from resolve_target) becomes ``--env NAME``, or ``--dsn`` with what the libpq
+    environment supplied here spelled out (cron has no PGHOST) and the password left out (a
+    comment says where it must come from); without ``target``, ``env`` alone is passed on.
+    ``config`` and ``specs`` are passed as absolute paths. ``dbopt`` is the command to run
+    (pass :func:`dbopt_command`: cron's PATH does not hold a virtualenv's bin/).
+
+    ``env_file`` is sourced with ``set -a`` first (the variables dbopt.yaml's ``${VAR}`` and
+    libpq read, kept out of the crontab); with ``env_file_required=False`` only when it exists.
+    ``lock_dir`` wraps each line in ``flock -n`` on a lock file there, one per view and
+    target, so a run still going makes the next one exit at once (status 1) instead of
+    piling up processes; dbopt's own per-view advisory lock, in the database, makes a refresh
+    started from anywhere else (another host, a person) skip that view. ``log`` appends the
+    whole line's output to that file, or sends it to syslog with ``logger -t dbopt`` when it
+    is ``"syslog"`` (else cron mails it). Paths are quoted for sh; ``%`` is escaped as
+    crontab(5) requires.
     """
     environ = os.environ if environ is None else environ
     command = [dbopt] if isinstance(dbopt, str) else list(dbopt)
@@ -275,24 +289,40 @@ def crontab_lines(
         common += ["--specs", os.path.abspath(spec_dir)]
     lines = [
         "# dbopt refresh-views schedules (crontab runs in the machine's local time zone).",
+        "# cron runs each line with /bin/sh, this PATH and no login environment:",
+        f"SHELL={CRON_SHELL}",
+        f"PATH={CRON_PATH}",
         "# Each line takes a per-view lock: an overlapping run is skipped, never queued.",
         *notes,
     ]
-    if lock_dir is not None and shutil.which("flock") is None:
+    flock = shutil.which("flock", path=CRON_PATH) or shutil.which("flock")
+    if lock_dir is not None and flock is None:
         lines.append("# warning: flock(1) is not on this machine's PATH (util-linux has it)")
+    prelude = ""
+    if env_file is not None:
+        path = shlex.quote(os.path.abspath(env_file))
+        source = f". {path}" if env_file_required else f"if [ -r {path} ]; then . {path}; fi"
+        prelude = f"set -a && {source} && set +a && "
+        lines.append(
+            f"# {os.path.abspath(env_file)} is read first (NAME=value lines for dbopt.yaml's "
+            "${VARS} and libpq; keep it readable by this crontab's user only)"
+            + ("" if env_file_required else ", when it exists")
+        )
     for view in views:
         if view.refresh.schedule is None:
             lines.append(f"# {view.name}: no refresh schedule in its spec")
             continue
-        args = [*command, "refresh-views", *common, "--view", _flag_name(view.name)]
+        # A log keeps a line per refresh (-v); mailed by cron, only failures are printed.
+        verbose = ["-v"] if log is not None else []
+        args = [*command, "refresh-views", *common, *verbose, "--view", _flag_name(view.name)]
         if lock_dir is not None:
             lock = _lock_file(os.path.abspath(lock_dir), view.name, args)
-            args = ["flock", "-n", lock, *args]
-        text = f"cd {shlex.quote(os.path.abspath(workdir))} && {shlex.join(args)}"
+            args = [flock or "flock", "-n", lock, *args]
+        text = f"cd {shlex.quote(os.path.abspath(workdir))} && {prelude}{shlex.join(args)}"
         if log == "syslog":
-            text += " 2>&1 | logger -t dbopt"
+            text = f"{{ {text}; }} 2>&1 | logger -t dbopt"
         elif log is not None:
-            text += f" >> {shlex.quote(os.path.abspath(log))} 2>&1"
+            text = f"{{ {text}; }} >> {shlex.quote(os.path.abspath(log))} 2>&1"
         if "\n" in text or "\r" in text:
             raise InputError(f"{view.name}: a path or DSN holds a line break; cron cannot run it")
         # crontab(5): an unescaped % ends the command (the rest becomes its standard input).

@@ -31,6 +31,7 @@ from dbopt.errors import (
 )
 from dbopt.executor import Executor, RunResult
 from dbopt.history import History
+from dbopt.livecheck import check_against_database, with_read_views
 from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet, ViewSpec
 from dbopt.planner import ActionKind, Plan
@@ -255,7 +256,8 @@ def apply(
     hooks: Hooks,
     sleep: Callable[[float], None] | None = None,
 ) -> Outcome:
-    """Lock, inspect, plan, check, confirm, build; the outcome says what ran and how."""
+    """Lock, check the specs against the database (as ``validate --dsn``), inspect, plan,
+    check, confirm, build; the outcome says what ran and how."""
     settings = target.settings
     with Executor(
         target.dsn,
@@ -274,6 +276,10 @@ def apply(
         )
         if not options.dry_run:  # every grant a run needs, not only the reading ones
             history.require_grants(runner.control, "write")
+        # validate --dsn's checks of every spec, before anything is built: a misspelt column
+        # refuses the run with every problem at its file:line, not after the first builds.
+        check_against_database(specs, runner.control, budgets=False)
+        specs = with_read_views(specs, runner.control)  # B reads A: A is created first
         catalog = inspect(runner.control, relevant(specs, history.owned(runner.control)))
         result = build_plan(
             runner.control,

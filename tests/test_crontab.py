@@ -1,8 +1,9 @@
 """`refresh-views --emit crontab`: lines that really run under cron, on the target given.
 
-Each produced line is parsed as crontab(5) reads it (five schedule fields, then a command in
-which ``\\%`` stands for ``%``) and its command is run by ``sh -c`` in cron's bare
-environment, with a stub ``dbopt`` that records how it was called.
+Each produced line is parsed as crontab(5) reads it (``NAME=value`` settings; five schedule
+fields, then a command in which ``\\%`` stands for ``%``) and its command is run by ``sh -c`` in
+cron's bare environment: with a stub ``dbopt`` that records how it was called, and with the
+real one against a real server from a project whose path holds a space.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from croniter import croniter
-from helpers import clean_env, cli, poll
+from helpers import clean_env, cli, environments, poll, wait_for, write_files
 
 from dbopt.cli.common import parse_qualified_name
 from dbopt.config import Config, Environment, Settings, Target, resolve_target
@@ -80,11 +82,20 @@ def stub(tmp_path: Path) -> tuple[Path, Path]:
     return path, out
 
 
+#: A crontab(5) environment setting: ``NAME=value``.
+SETTING = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def settings(text: str) -> dict[str, str]:
+    """The ``NAME=value`` lines of a crontab, as cron sets them for every job."""
+    return dict(m.groups() for line in text.splitlines() if (m := SETTING.match(line)))
+
+
 def entries(text: str) -> list[tuple[str, str]]:
     """(schedule, command) of each crontab line, the command as cron hands it to sh."""
     found = []
     for line in text.splitlines():
-        if not line or line.startswith("#"):
+        if not line or line.startswith("#") or SETTING.match(line):
             continue
         fields = line.split(None, 5)
         schedule, command = " ".join(fields[:5]), fields[5]
@@ -218,8 +229,9 @@ def test_an_env_target_is_kept_with_an_absolute_config(
         "shell; cron will not have it: write it into its dsn"
     ) in text
     _schedule, command = entries(text)[1]
-    assert command.endswith(" 2>&1 | logger -t dbopt")
-    words = shlex.split(command.removesuffix(" 2>&1 | logger -t dbopt"))
+    assert command.startswith("{ ")
+    assert command.endswith("; } 2>&1 | logger -t dbopt")
+    words = shlex.split(command.removeprefix("{ ").removesuffix("; } 2>&1 | logger -t dbopt"))
     assert words[:3] == ["cd", str(workdir), "&&"]
     assert words[3:] == [
         str(dbopt),
@@ -230,6 +242,7 @@ def test_an_env_target_is_kept_with_an_absolute_config(
         str(workdir / "dbopt.yaml"),
         "--specs",
         str(workdir / "views"),
+        "-v",
         "--view",
         "public.mv_revenue",
     ]
@@ -285,5 +298,174 @@ def test_the_command_keeps_the_dsn_it_was_given(
     for _schedule, command in entries(result.stdout):
         words = shlex.split(command)
         assert words[words.index("--dsn") + 1] == "user=app dbname=app host=db1"
-        assert "flock" in words
+        assert any(os.path.basename(w) == "flock" and os.path.isabs(w) for w in words)
         assert os.path.isabs(words[words.index("refresh-views") - 1])
+
+
+COUNTS = """
+CREATE TABLE counts (id int PRIMARY KEY, n int NOT NULL);
+INSERT INTO counts VALUES (1, 1);
+CREATE MATERIALIZED VIEW mv_totals AS SELECT id, n FROM counts;
+CREATE UNIQUE INDEX mv_totals_id ON mv_totals (id);
+"""
+
+MV_TOTALS = """\
+    name: mv_totals
+    query: SELECT id, n FROM counts
+    indexes:
+      - {name: mv_totals_id, columns: [id], unique: true}
+    refresh: {schedule: "*/5 * * * *"}
+"""
+
+
+def cron_run(
+    line: str, crontab: str, home: Path, *, wait: bool = True
+) -> subprocess.Popen[str] | subprocess.CompletedProcess[str]:
+    """Run one crontab command as cron does: sh -c, only the crontab's settings, LOGNAME and
+    HOME (env -i: nothing of this shell), from the home directory."""
+    env = ["LOGNAME=cron", f"HOME={home}", *(f"{k}={v}" for k, v in settings(crontab).items())]
+    argv = ["/usr/bin/env", "-i", *env, "/bin/sh", "-c", line]
+    if not wait:
+        return subprocess.Popen(argv, cwd=home, text=True)
+    return subprocess.run(argv, cwd=home, capture_output=True, text=True, timeout=60)
+
+
+def total(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT n FROM mv_totals WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_emitted_crontab_refreshes_a_real_view_under_cron(
+    conn: psycopg.Connection[Any],
+    admin_conn: psycopg.Connection[Any],
+    db_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if shutil.which("flock") is None:
+        pytest.skip("flock(1) is not installed")
+    conn.execute(COUNTS)
+    root = tmp_path / "my project"
+    home = tmp_path / "home"
+    home.mkdir()
+    write_files(
+        root,
+        {
+            "views/mv_totals.yaml": MV_TOTALS,
+            # The DSN comes from the environment: ${VAR} here, its value in the env file.
+            "dbopt.yaml": environments(
+                test={"dsn": "${DBOPT_CRON_TEST_DSN}", "lock_timeout": "30s"}
+            ),
+            "secrets dir/cron.env": f"DBOPT_CRON_TEST_DSN={shlex.quote(db_dsn)}\n",
+        },
+    )
+    monkeypatch.chdir(root)
+    clean_env(monkeypatch)
+    monkeypatch.setenv("DBOPT_CRON_TEST_DSN", db_dsn)  # the DBA's shell, not cron's
+    result = cli(
+        "refresh-views", "--env", "test", "--emit", "crontab", "--env-file", "secrets dir/cron.env"
+    )
+    assert result.exit_code == 0, result.output
+    crontab = result.stdout
+    assert settings(crontab) == {"SHELL": "/bin/sh", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    assert db_dsn not in crontab  # the DSN stays in the env file
+    [(schedule, line)] = entries(crontab)
+    assert schedule == "*/5 * * * *"
+    words = shlex.split(line)
+    assert words[:3] == ["{", "cd", str(root)]
+    flock = words.index("-n") - 1
+    assert os.path.basename(words[flock]) == "flock" and os.path.isabs(words[flock])
+    dbopt = words[flock + 3]
+    assert os.path.isabs(dbopt) and os.access(dbopt, os.X_OK), line
+    log = root / "dbopt-refresh.log"  # the default log, in the project
+
+    # Cron's run: nothing of this shell, not even the DSN's variable.
+    conn.execute("UPDATE counts SET n = 2")
+    first = cron_run(line, crontab, home)
+    assert isinstance(first, subprocess.CompletedProcess)
+    assert first.returncode == 0, (first.stdout, first.stderr, log.read_text())
+    assert first.stdout == first.stderr == ""  # all of it went to the log
+    assert total(conn) == 2
+    assert "refreshed public.mv_totals (concurrent)" in log.read_text()
+
+    # A run still going (it waits for the table's lock) holds the flock: the next one exits
+    # at once without starting dbopt, and never queues behind it.
+    conn.execute("UPDATE counts SET n = 3")
+    with admin_conn.transaction():
+        admin_conn.execute("LOCK TABLE counts IN ACCESS EXCLUSIVE MODE")
+        slow = cron_run(line, crontab, home, wait=False)
+        assert isinstance(slow, subprocess.Popen)
+        try:
+            wait_for(  # on conn: in admin_conn's transaction pg_stat_activity stands still
+                conn,
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'dbopt-refresh' "
+                "AND wait_event_type = 'Lock'",
+            )
+            before = log.read_text()
+            second = cron_run(line, crontab, home)
+            assert isinstance(second, subprocess.CompletedProcess)
+            assert second.returncode == 1  # flock -n: the lock is held, dbopt never started
+            assert log.read_text() == before
+        except BaseException:
+            slow.kill()
+            raise
+    assert slow.wait(timeout=60) == 0
+    assert total(conn) == 3
+    assert log.read_text().count("refreshed public.mv_totals") == 2
+
+
+def test_a_relative_dbopt_command_is_made_absolute(
+    views: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path / "project")
+    clean_env(monkeypatch)
+    result = cli(
+        "refresh-views",
+        "--dsn",
+        "postgresql://app@db1/app",
+        "--emit",
+        "crontab",
+        "--dbopt-command",
+        "bin/dbopt --quiet-flag",
+        "--no-env-file",
+        "--log",
+        "syslog",
+    )
+    assert result.exit_code == 0, result.output
+    for _schedule, command in entries(result.stdout):
+        assert ". " not in command  # no env file sourced
+        assert command.endswith("| logger -t dbopt")
+        words = shlex.split(command)
+        at = words.index("refresh-views")
+        assert words[at - 2 : at] == [str(tmp_path / "project" / "bin" / "dbopt"), "--quiet-flag"]
+
+
+def test_the_default_env_file_is_read_when_present(
+    views: Any, stub: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dbopt, out = stub
+    project_dir = tmp_path / "project"
+    monkeypatch.chdir(project_dir)
+    clean_env(monkeypatch)
+    args = ["refresh-views", "--dsn", "postgresql://app@db1/app", "--emit", "crontab"]
+    result = cli(*args, "--env-file", "nowhere.env")
+    assert result.exit_code == 2
+    assert "--env-file nowhere.env: no such file" in result.stderr
+    # Without --env-file, .env in the project is read when it exists (and only then).
+    default = cli(*args, "--dbopt-command", str(dbopt))
+    assert default.exit_code == 0, default.output
+    env_file = shlex.quote(str(project_dir / ".env"))
+    _schedule, command = entries(default.stdout)[0]
+    assert f"&& set -a && if [ -r {env_file} ]; then . {env_file}; fi && set +a && " in command
+    # No .env: the line goes on to dbopt all the same.
+    first = run_as_cron(command, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    # A .env that fails (here: a command not found) stops the line before dbopt.
+    (project_dir / ".env").write_text("DBOPT_X=1\nno-such-command-here\n")
+    second = run_as_cron(command, cwd=tmp_path)
+    assert second.returncode != 0
+    assert len(calls(out)) == 1
+    log = (project_dir / "dbopt-refresh.log").read_text()
+    assert log.count("refreshed refresh-views") == 1
+    assert "no-such-command-here" in log

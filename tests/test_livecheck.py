@@ -448,3 +448,45 @@ def test_env_from_the_config_with_variable_expansion(
     result = CliRunner().invoke(main, ["validate", "--env", "ci"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ok: 3 files")
+
+
+def test_a_view_reading_a_failing_view_is_not_reported_twice(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "views/mv_a.yaml": """\
+                name: mv_a
+                query: SELECT customer_id, sum(totl) AS total FROM orders GROUP BY 1
+            """,
+            # No depends_on: that it reads mv_a is read from its query.
+            "views/mv_0.yaml": """\
+                name: mv_0
+                query: WITH t AS (SELECT 1 AS x) SELECT a.customer_id, t.x FROM mv_a a, t
+            """,
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        'views/mv_a.yaml:1:1: the query of public.mv_a fails: column "totl" does not exist '
+        '(hint: Perhaps you meant to reference the column "orders.total".)',
+        "error: 1 problem against the database; nothing was changed",
+    ]
+
+
+def test_a_cte_named_like_a_spec_view_is_the_cte(write: Write, db_dsn: str) -> None:
+    write(
+        **{
+            "views/mv_a.yaml": """\
+                name: mv_a
+                query: SELECT customer_id FROM orders
+            """,
+            "views/mv_b.yaml": """\
+                name: mv_b
+                query: WITH mv_a AS (SELECT 1 AS only_here) SELECT only_here FROM mv_a
+                indexes:
+                  - {name: mv_b_key, columns: [only_here], unique: true}
+            """,
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 0, result.output

@@ -330,17 +330,22 @@ def test_emit_crontab_lines_parse(project: Path) -> None:
     (project / "dbopt.yaml").write_text("environments:\n  production: {dsn: 'service=prod'}\n")
     out = cli("refresh-views", "--env", "production", "--emit", "crontab")
     assert out.exit_code == 0, out.output
-    entries = [line for line in out.output.splitlines() if not line.startswith("#")]
+    lines = [line for line in out.output.splitlines() if not line.startswith("#")]
+    assert lines[:2] == ["SHELL=/bin/sh", "PATH=/usr/local/bin:/usr/bin:/bin"]
+    entries = lines[2:]
     assert len(entries) == 2
     for line in entries:
         fields = line.split(None, 5)
         assert croniter.is_valid(" ".join(fields[:5]))
-        command = shlex.split(fields[5].replace("\\%", "%").split(" >> ")[0])
-        assert command[:3] == ["cd", str(project), "&&"]
-        assert command[3:5] == ["flock", "-n"]
-        dbopt = command[6:].index("refresh-views")
-        assert all(os.path.isabs(part) or part in ("-m", "dbopt") for part in command[6:][:dbopt])
-        assert command[6 + dbopt :][:3] == ["refresh-views", "--env", "production"]
+        text = fields[5].replace("\\%", "%").removeprefix("{ ").split("; } >> ")[0]
+        cd, rest = text.split(" && set -a && ", 1)
+        _source_env_file, run = rest.split(" && set +a && ", 1)
+        assert shlex.split(cd) == ["cd", str(project)]
+        command = shlex.split(run)
+        assert os.path.basename(command[0]) == "flock" and command[1] == "-n"
+        dbopt = command[3:].index("refresh-views")
+        assert all(os.path.isabs(part) or part in ("-m", "dbopt") for part in command[3:][:dbopt])
+        assert command[3 + dbopt :][:3] == ["refresh-views", "--env", "production"]
     assert entries[0].startswith("0 * * * * ")
     assert entries[1].startswith("30 2 * * * ")
 

@@ -43,6 +43,27 @@ if TYPE_CHECKING:
     type=click.Choice(["crontab", "pg_cron"]),
     help="Print crontab lines or pg_cron calls built from each view's schedule.",
 )
+@click.option(
+    "--env-file",
+    metavar="PATH",
+    help="With --emit crontab: the NAME=value file each line sources first (the variables "
+    "dbopt.yaml's ${VAR} and libpq read; secrets stay out of the crontab). Default: .env in "
+    "this directory, read when present.",
+)
+@click.option("--no-env-file", is_flag=True, help="With --emit crontab: source no env file.")
+@click.option(
+    "--log",
+    "log",
+    metavar="PATH|syslog",
+    help="With --emit crontab: append each run's output to this file, or 'syslog' (logger -t "
+    "dbopt). Default: dbopt-refresh.log in this directory.",
+)
+@click.option(
+    "--dbopt-command",
+    metavar="COMMAND",
+    help="With --emit crontab: the command cron runs instead of this dbopt's absolute path "
+    "(e.g. '/opt/dbopt/bin/dbopt' or '/usr/bin/python3 -m dbopt').",
+)
 def refresh_views(
     opts: Options,
     names: tuple[QualifiedName, ...],
@@ -52,6 +73,10 @@ def refresh_views(
     strict: bool,
     show_plan: bool,
     emit: str | None,
+    env_file: str | None,
+    no_env_file: bool,
+    log: str | None,
+    dbopt_command: str | None,
 ) -> None:
     """Refresh materialized views in dependency order (what cron runs).
 
@@ -60,12 +85,18 @@ def refresh_views(
     failure with --concurrently-only. A refresh already running elsewhere is skipped, never
     queued. Quiet on success unless -v; one line per failure on stderr; exit 1 if any failed.
 
+    --emit crontab prints lines that run under cron as they are: SHELL and PATH set, the
+    absolute path of this dbopt, cd to this directory, the env file sourced, flock -n on a
+    lock file per view and target (a run still going makes the next exit at once), and the
+    output appended to the log file.
+
     \b
     Examples:
       dbopt refresh-views --env production
       dbopt refresh-views --env production --view mv_daily_revenue_summary --stale-only
       dbopt refresh-views --env production --plan
-      dbopt refresh-views --env production --emit crontab | crontab -
+      dbopt refresh-views --env production --emit crontab > dbopt.cron  # then: crontab -e
+      dbopt refresh-views --env production --emit crontab --env-file /etc/dbopt/production.env
       dbopt refresh-views --env production --emit pg_cron | psql -d postgres  # where pg_cron lives
     """
     import json
@@ -88,19 +119,37 @@ def refresh_views(
     older = timedelta(milliseconds=duration_ms(older_than)) if older_than else None
     target = opts.target(config)
     if emit == "crontab":
+        import shlex
+
+        from dbopt.errors import ConfigError
+
         chosen = vw.select_views(specs, names)
         workdir = os.getcwd()
+        if env_file is not None and no_env_file:
+            raise ConfigError("give --env-file or --no-env-file, not both")
+        if env_file is not None and not os.path.isfile(env_file):
+            raise ConfigError(f"--env-file {env_file}: no such file")
+        try:
+            command = shlex.split(dbopt_command) if dbopt_command else vw.dbopt_command()
+        except ValueError as exc:
+            raise ConfigError(f"--dbopt-command: {exc}") from None
+        if not command:
+            raise ConfigError("--dbopt-command is empty")
+        if os.sep in command[0]:  # a relative path means nothing once cron has cd'd
+            command[0] = os.path.abspath(command[0])
         click.echo(
             vw.crontab_lines(
                 chosen,
                 env=target.env,
                 workdir=workdir,
-                dbopt=vw.dbopt_command(),
+                dbopt=command,
                 target=target,
                 config=str(Path(opts.config).resolve()) if opts.config else None,
                 specs=[str(p.resolve()) for p in opts.specs],
                 lock_dir=workdir,
-                log=os.path.join(workdir, "dbopt-refresh.log"),
+                log=log if log == "syslog" else os.path.abspath(log or "dbopt-refresh.log"),
+                env_file=None if no_env_file else os.path.abspath(env_file or ".env"),
+                env_file_required=env_file is not None,
             ),
             nl=False,
         )

@@ -1,0 +1,145 @@
+"""apply checks every spec against the database (validate --dsn's checks) before it builds
+anything, and both check a view that reads another spec view on a fresh database.
+
+The ``shop`` fixture (conftest.py) gives the orders table, its spec file and a `test`
+environment; the working directory is the project.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import catalog_snapshot, cli, environments, write_files
+from shop import SETTINGS
+
+THREE_INDEXES = """\
+table: public.orders
+indexes:
+  - {name: idx_orders_customer, columns: [customer_id]}
+  - {name: idx_orders_created, columns: [created_at]}
+  - {name: idx_orders_status, columns: [stauts]}
+"""
+
+TOTALS = """\
+name: mv_totals
+query: SELECT customer_id, sum(totl) AS total FROM orders GROUP BY customer_id
+"""
+
+
+def history_rows(conn: psycopg.Connection[Any]) -> int:
+    """Changes dbopt recorded (0 when it never created its history)."""
+    row = conn.execute("SELECT to_regclass('dbopt.changes') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return 0
+    counted = conn.execute("SELECT count(*) FROM dbopt.changes").fetchone()
+    return int(counted[0]) if counted else 0
+
+
+def test_a_misspelt_column_refuses_the_whole_apply_before_the_first_build(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    write_files(shop, {"indexes/orders.yaml": THREE_INDEXES, "views/mv_totals.yaml": TOTALS})
+    before = catalog_snapshot(conn)
+    result = cli("apply", "--env", "test")
+    assert result.exit_code == 2, result.output
+    # Every problem at its file:line, and nothing built: not the two good indexes either.
+    assert result.stderr.splitlines() == [
+        "indexes/orders.yaml:5:5: index idx_orders_status: column 'stauts' does not exist on "
+        "public.orders; did you mean 'status'?",
+        'views/mv_totals.yaml:1:1: the query of public.mv_totals fails: column "totl" does not '
+        'exist (hint: Perhaps you meant to reference the column "orders.total".)',
+        "error: 2 problems against the database; nothing was changed",
+    ]
+    assert catalog_snapshot(conn) == before
+    assert history_rows(conn) == 0
+    # The dry run says the same, and so does validate.
+    assert cli("apply", "--env", "test", "--dry-run").exit_code == 2
+    assert cli("validate", "--env", "test").stderr == result.stderr
+
+
+def test_a_misspelt_column_in_a_view_query_alone(shop: Path, conn: psycopg.Connection[Any]) -> None:
+    write_files(shop, {"views/mv_totals.yaml": TOTALS})
+    before = catalog_snapshot(conn)
+    result = cli("apply", "--env", "test")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        'views/mv_totals.yaml:1:1: the query of public.mv_totals fails: column "totl" does not '
+        'exist (hint: Perhaps you meant to reference the column "orders.total".)',
+        "error: 1 problem against the database; nothing was changed",
+    ]
+    assert catalog_snapshot(conn) == before
+
+
+# B reads A; B's name sorts first, so only dependency order checks A before B.
+VIEW_A = """\
+name: mv_z_customers
+schema: {schema}
+query: SELECT customer_id, count(*) AS n, sum(total) AS total FROM public.orders GROUP BY 1
+indexes:
+  - {{name: mv_z_customers_id, columns: [customer_id], unique: true}}
+"""
+
+VIEW_B = """\
+name: mv_a_big_customers
+schema: {schema}
+query: SELECT c.customer_id, c.total FROM {reads} c WHERE c.n > 20
+{depends}indexes:
+  - {{name: mv_a_big_customers_id, columns: [customer_id], unique: true}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("reads", "depends"),
+    [
+        ("mv_z_customers", "depends_on: [mv_z_customers]\n"),
+        ("reports.mv_z_customers", ""),  # schema-qualified, dependency not written
+        ("mv_z_customers", ""),  # unqualified: found through the search path
+    ],
+    ids=["depends_on", "qualified", "search_path"],
+)
+def test_a_view_reading_another_new_view_validates_and_applies_on_a_fresh_database(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str, reads: str, depends: str
+) -> None:
+    conn.execute("CREATE SCHEMA reports")
+    schema = "reports"
+    write_files(
+        shop,
+        {
+            "views/a.yaml": VIEW_A.format(schema=schema),
+            "views/b.yaml": VIEW_B.format(schema=schema, reads=reads, depends=depends),
+            "dbopt.yaml": environments(
+                test={"dsn": db_dsn, **SETTINGS, "search_path": ["reports", "public"]}
+            ),
+        },
+    )
+    validated = cli("validate", "--env", "test")
+    assert validated.exit_code == 0, validated.output
+    assert validated.stdout.startswith("ok: 3 files, 4 indexes, 2 materialized views")
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    row = conn.execute(
+        "SELECT count(*) FROM reports.mv_a_big_customers WHERE total IS NOT NULL"
+    ).fetchone()
+    assert row is not None and row[0] > 0
+
+
+def test_a_view_reading_a_view_with_a_misspelt_column_is_refused_at_its_line(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    b = VIEW_B.format(schema="public", reads="mv_z_customers", depends="").replace(
+        "c.total", "c.totl"
+    )
+    write_files(shop, {"views/a.yaml": VIEW_A.format(schema="public"), "views/b.yaml": b})
+    before = catalog_snapshot(conn)
+    result = cli("apply", "--env", "test")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(
+        "views/b.yaml:1:1: the query of public.mv_a_big_customers fails: column c.totl does not "
+        "exist"
+    ), lines
+    assert lines[-1] == "error: 1 problem against the database; nothing was changed"
+    assert catalog_snapshot(conn) == before
