@@ -34,6 +34,7 @@ SELECT g, 'u' || g || '@example.com', 'user ' || g, ARRAY['t' || g % 5], '{"a": 
 CREATE UNIQUE INDEX users_email_lower ON users (lower(email));
 CREATE INDEX users_created_desc ON users (created_at DESC NULLS LAST, id);
 CREATE INDEX users_deleted_nulls_first ON users (deleted_at NULLS FIRST);
+CREATE INDEX users_deleted_desc ON users (deleted_at DESC NULLS FIRST, email);
 CREATE INDEX users_active ON users (id) WHERE deleted_at IS NULL AND email <> '';
 CREATE INDEX users_email_include ON users (email) INCLUDE (name, created_at);
 CREATE INDEX users_tags ON users USING gin (tags);
@@ -129,7 +130,7 @@ def test_import_writes_what_the_database_has_and_a_replan_is_empty(
     plan = cli("plan", "--env", "test")
     assert plan.exit_code == 0, plan.output
     assert "nothing to change" in plan.output
-    assert "0 to change, 0 need a flag, 23 unchanged" in plan.output
+    assert "0 to change, 0 need a flag, 24 unchanged" in plan.output
     assert index_defs(conn) == before  # import only reads
 
     users = _indexes(files["indexes/users.yaml"])
@@ -143,6 +144,11 @@ def test_import_writes_what_the_database_has_and_a_replan_is_empty(
     assert users["users_created_desc"]["columns"] == [
         {"name": "created_at", "order": "desc", "nulls": "last"},
         "id",
+    ]
+    # DESC NULLS FIRST is DESC: the server prints it so, and so does the spec.
+    assert users["users_deleted_desc"]["columns"] == [
+        {"name": "deleted_at", "order": "desc"},
+        "email",
     ]
     assert users["users_deleted_nulls_first"]["columns"] == [
         {"name": "deleted_at", "nulls": "first"}
@@ -240,6 +246,10 @@ def test_table_limits_the_import_and_an_unknown_table_writes_nothing(grown: Path
     some = cli("import", "--env", "test", "--table", "billing.invoices", "--table", "Events")
     assert some.exit_code == 0, some.output
     assert sorted(_files(grown)) == ["indexes/Events.yaml", "indexes/billing.invoices.yaml"]
+    nothing = cli("import", "--env", "test", "--table", "bookings")  # its constraint's only
+    assert nothing.exit_code == 0, nothing.output
+    assert "nothing to import from dbopt_owner@" in nothing.output
+    assert "not imported: 2 constraint indexes" in nothing.output
     view = cli("import", "--env", "test", "--table", "mv_user_invoices")
     assert view.exit_code == 0, view.output
     assert "views/mv_user_invoices.yaml" in _files(grown)
@@ -291,7 +301,7 @@ def test_adopt_hands_the_objects_to_dbopt_prune_drops_them_rollback_never(
     tags = oid(conn, "users_tags")
     result = cli("import", "--env", "test", "--adopt")
     assert result.exit_code == 0, result.output
-    assert "adopted 23 object(s) in run 1" in result.output
+    assert "adopted 24 object(s) in run 1" in result.output
     status = json.loads(cli("status", "--env", "test", "--format", "json").output)
     assert {r["created_by"] for r in status["managed"]} == {"dbopt"}
     # The history holds exactly the facts an apply records of what it made.
@@ -435,16 +445,16 @@ def test_adopt_asks_in_a_confirm_environment(grown: Path, db_dsn: str) -> None:
     (grown / "dbopt.yaml").write_text(environments(test={"dsn": db_dsn, "confirm": True}))
     refused = cli("import", "--env", "test", "--adopt", "--table", "users", input="n\n")
     assert refused.exit_code == 2
-    assert "import --adopt: hand 13 existing object(s) to dbopt on test" in refused.output
+    assert "import --adopt: hand 14 existing object(s) to dbopt on test" in refused.output
     assert "not confirmed; nothing was written" in refused.output
     assert not (grown / "indexes").exists()
     typed = cli("import", "--env", "test", "--adopt", "--table", "users", input="test\n")
     assert typed.exit_code == 0, typed.output
-    assert "adopted 13 object(s)" in typed.output
+    assert "adopted 14 object(s)" in typed.output
     data = json.loads(
         cli("import", "--env", "test", "--adopt", "--force", "--yes", "--format", "json").output
     )
-    assert len(data["adopted"]) == 10  # the users' 13 were dbopt's already
+    assert len(data["adopted"]) == 10  # the users' 14 were dbopt's already
     assert {f["path"] for f in data["files"]} >= {
         "indexes/users.yaml",
         "views/mv_user_invoices.yaml",

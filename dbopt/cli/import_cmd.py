@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from dbopt.model import QualifiedName
 
 
-def _spec_dir(opts: Options, dirs: list[tuple[Path, bool]], name: str) -> Path:
+def _spec_dir(dirs: list[tuple[Path, bool]], name: str) -> Path:
     """The spec directory called ``name`` (indexes, views) among --specs or dbopt.yaml's."""
     return next((d for d, _required in dirs if d.name == name), Path(name))
 
@@ -37,8 +37,12 @@ def _render(outcome: ImportOutcome, fmt: str) -> None:
                         for f in outcome.files
                     ],
                     "left_out": [{"object": str(x.name), "reason": x.reason} for x in outcome.left],
+                    "not_imported": dict(outcome.unmanaged),
+                    "compared": outcome.compared,
                     "adopted": [str(n) for n in outcome.adopted],
+                    "already_owned": [str(n) for n in outcome.already_owned],
                     "run": outcome.run_id,
+                    "notes": list(outcome.notes),
                 }
             )
         )
@@ -129,8 +133,8 @@ def import_specs(
         tables=tables,
         adopt=adopt,
         force=force,
-        index_dir=_spec_dir(opts, dirs, "indexes"),
-        view_dir=_spec_dir(opts, dirs, "views"),
+        index_dir=_spec_dir(dirs, "indexes"),
+        view_dir=_spec_dir(dirs, "views"),
         locking=locking(wait, wait_timeout),
         yes=yes,
     )
