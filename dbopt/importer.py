@@ -404,9 +404,10 @@ def _comment_lines(text: str, indent: str = "") -> list[str]:
 
 def _header(source: str, at: datetime, left: Sequence[Left]) -> str:
     when = at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    # Wrapped like every comment line: a name holding a line break cannot end the comment.
     lines = [
-        f"# Imported by `dbopt import` on {when}, as the server defines it,",
-        f"# from {source}.",
+        *_comment_lines(f"Imported by `dbopt import` on {when}, as the server defines it,"),
+        *_comment_lines(f"from {source}."),
     ]
     if left:
         lines.append("# Left out (unmanaged, as they are in the database):")
@@ -415,9 +416,7 @@ def _header(source: str, at: datetime, left: Sequence[Left]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_text(
-    table: QualifiedName, specs: Sequence[IndexSpec], left: Sequence[Left], header: str
-) -> str:
+def table_text(table: QualifiedName, specs: Sequence[IndexSpec], header: str) -> str:
     """An index file: the header comment, ``table`` and its ``indexes``."""
     data: dict[str, Any] = {"table": str(table), "indexes": [index_entry(s) for s in specs]}
     return header + _dump(data)
@@ -550,7 +549,11 @@ def _draft(
         if relation.kind == "view" and relation.oid not in queries:
             continue  # dropped since the list was read
         pending.append((relation, specs, left))
-    names = file_names(r.name for r, _s, _l in pending)
+    # Per folder: a table and a view may share a name (they never share a file).
+    names = {
+        **file_names(r.name for r, _s, _l in pending if r.kind == "table"),
+        **file_names(r.name for r, _s, _l in pending if r.kind == "view"),
+    }
     for relation, specs, left in pending:
         header = _header(source, at, left)
         if relation.kind == "view":
@@ -558,7 +561,7 @@ def _draft(
             text = view_text(relation.name, queries[relation.oid], specs, relation.comment, header)
         else:
             path = options.index_dir / names[relation.name]
-            text = table_text(relation.name, specs, left, header)
+            text = table_text(relation.name, specs, header)
         files.append(
             SpecFile(
                 path,

@@ -85,6 +85,8 @@ UNSUPPORTED = """
 CREATE INDEX users_body_siglen ON users USING gist (to_tsvector('english', body)
     tsvector_ops (siglen = 100));
 CREATE INDEX users_email_twin ON users (email) INCLUDE (name, created_at);
+CREATE INDEX users_two_params ON users (email, name)
+    WITH (fillfactor = 80, deduplicate_items = off);
 """
 
 
@@ -205,7 +207,8 @@ def test_import_writes_what_the_database_has_and_a_replan_is_empty(
     first, second = text.splitlines()[:2]
     assert first.startswith("# Imported by `dbopt import` on 20")
     assert second.startswith("# from dbopt_owner@127.0.0.1:")
-    assert f"/{dbname}, PostgreSQL " in second and second.endswith("(environment test).")
+    assert f"/{dbname}, PostgreSQL " in second
+    assert "(environment test)." in " ".join(text.splitlines()[1:3])
     assert "\ntable: public.users\nindexes:\n  - name: " in text  # laid out as people write it
 
 
@@ -227,6 +230,9 @@ def test_what_a_spec_cannot_say_is_left_out_with_a_note(
         "public.users_bloom": "(uses index method bloom, which dbopt does not build)",
         "public.users_broken": "it is INVALID",
         "public.users_email_twin": "the same definition as users_email_include",
+        # Expressible, but a spec's storage parameters are built in name order and the
+        # server prints them in the order given: the plan would call it drift.
+        "public.users_two_params": "dbopt would plan a replace of it",
     }
     for name, why in expected.items():
         assert name.split(".")[1] not in users
