@@ -767,26 +767,8 @@ def import_database(
         objects: list[AdoptedObject] = []
         already: list[QualifiedName] = []
         if options.adopt:
-            owned = {o.oid for o in history.owned(conn)}
-            objects = [o for o in _adoptable(draft, queries) if o.oid not in owned]
-            already = [o.name for o in _adoptable(draft, queries) if o.oid in owned]
-            not_owned = sorted(
-                {str(o.table) for o in objects if not draft.relations[_file_of(o)].owned}
-            )
-            if not_owned:
-                raise UnsafeActionError(
-                    "import --adopt refused: the current role does not own "
-                    + ", ".join(not_owned)
-                    + ": dbopt could never drop or replace what it adopted there; run as the "
-                    "owner (or a member of it), or import without --adopt; nothing was written"
-                )
-            if objects and target.settings.confirm and not options.yes:
-                question = (
-                    f"import --adopt: hand {len(objects)} existing object(s) to dbopt on "
-                    f"{target.env} ({source})"
-                )
-                if confirm is None or not confirm(question):
-                    raise UnsafeActionError("not confirmed; nothing was written")
+            objects, already = _to_adopt(conn, history, draft, queries)
+            _confirm_adoption(objects, target, source, options, confirm)
         for item in draft.files:
             write_atomically(item.path, item.text)
         run_id = None
@@ -812,6 +794,46 @@ def import_database(
         run_id=run_id,
         notes=tuple(notes),
     )
+
+
+def _to_adopt(
+    conn: psycopg.Connection[Any],
+    history: History,
+    draft: _Draft,
+    queries: Mapping[int, str],
+) -> tuple[list[AdoptedObject], list[QualifiedName]]:
+    """What to record as dbopt's (and what is dbopt's already); refused when the role does
+    not own a relation of them (dbopt could never drop or replace it there)."""
+    owned = {o.oid for o in history.owned(conn)}
+    found = _adoptable(draft, queries)
+    objects = [o for o in found if o.oid not in owned]
+    not_owned = sorted({str(o.table) for o in objects if not draft.relations[_file_of(o)].owned})
+    if not_owned:
+        raise UnsafeActionError(
+            "import --adopt refused: the current role does not own "
+            + ", ".join(not_owned)
+            + ": dbopt could never drop or replace what it adopted there; run as the owner "
+            "(or a member of it), or import without --adopt; nothing was written"
+        )
+    return objects, [o.name for o in found if o.oid in owned]
+
+
+def _confirm_adoption(
+    objects: Sequence[AdoptedObject],
+    target: Target,
+    source: str,
+    options: ImportOptions,
+    confirm: Callable[[str], bool] | None,
+) -> None:
+    """Ask, in an environment with ``confirm: true`` (unless confirmed on the command line)."""
+    if not objects or not target.settings.confirm or options.yes:
+        return
+    question = (
+        f"import --adopt: hand {len(objects)} existing object(s) to dbopt on {target.env} "
+        f"({source})"
+    )
+    if confirm is None or not confirm(question):
+        raise UnsafeActionError("not confirmed; nothing was written")
 
 
 def _file_of(obj: AdoptedObject) -> QualifiedName:
