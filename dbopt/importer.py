@@ -92,6 +92,8 @@ class SpecFile:
     text: str
     indexes: tuple[QualifiedName, ...]
     left: tuple[Left, ...] = ()
+    #: What it keeps of the file it overwrites (--force): queries, refresh, reasons...
+    kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,10 +418,16 @@ def _header(source: str, at: datetime, left: Sequence[Left]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_text(table: QualifiedName, specs: Sequence[IndexSpec], header: str) -> str:
-    """An index file: the header comment, ``table`` and its ``indexes``."""
+def table_text(
+    table: QualifiedName,
+    specs: Sequence[IndexSpec],
+    header: str,
+    kept: Mapping[str, Any] | None = None,
+) -> str:
+    """An index file: the header comment, ``table``, its ``indexes`` (and ``kept``: what the
+    file it replaces said that a database cannot, its budgets)."""
     data: dict[str, Any] = {"table": str(table), "indexes": [index_entry(s) for s in specs]}
-    return header + _dump(data)
+    return header + _dump({**data, **(kept or {})})
 
 
 def view_text(
@@ -428,15 +436,42 @@ def view_text(
     specs: Sequence[IndexSpec],
     reason: str | None,
     header: str,
+    kept: Mapping[str, Any] | None = None,
 ) -> str:
-    """A view file: the header comment, name, schema, the server's query and the indexes."""
+    """A view file: the header comment, name, schema, the server's query and the indexes
+    (and ``kept``: the refresh, dependencies and budgets of the file it replaces)."""
     data: dict[str, Any] = {"name": view.name, "schema": view.schema}
     data["query"] = query.strip().rstrip(";").rstrip() + "\n"
     if specs:
         data["indexes"] = [index_entry(s) for s in specs]
+    data.update(kept or {})
     if reason:
         data["reason"] = reason
     return header + _dump(data)
+
+
+#: What a spec file says that no database can: kept when --force overwrites the file.
+_KEPT_KEYS = {"table": ("queries",), "view": ("refresh", "depends_on", "queries")}
+
+
+def kept_from(path: Path, kind: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """From a spec file about to be overwritten: its budgets (a view's refresh and
+    dependencies too), and each index's reason by index name. Nothing from a file that
+    cannot be read (the validator then judges what is written, as always)."""
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}, {}
+    if not isinstance(data, dict):
+        return {}, {}
+    kept = {k: data[k] for k in _KEPT_KEYS[kind] if data.get(k)}
+    reasons: dict[str, str] = {}
+    for item in data.get("indexes") or ():
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            why = item.get("reason", item.get("comment"))
+            if isinstance(why, str) and why:
+                reasons[item["name"]] = why
+    return kept, reasons
 
 
 def file_names(names: Iterable[QualifiedName]) -> dict[QualifiedName, str]:
@@ -556,12 +591,20 @@ def _draft(
     }
     for relation, specs, left in pending:
         header = _header(source, at, left)
+        folder = options.view_dir if relation.kind == "view" else options.index_dir
+        path = folder / names[relation.name]
+        kept: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
+        if options.force and path.is_file():
+            kept, reasons = kept_from(path, relation.kind)
+            specs = [replace(s, reason=reasons.get(s.name, s.reason)) for s in specs]
+        kept_words = list(kept) + (["reasons"] if any(s.name in reasons for s in specs) else [])
         if relation.kind == "view":
-            path = options.view_dir / names[relation.name]
-            text = view_text(relation.name, queries[relation.oid], specs, relation.comment, header)
+            text = view_text(
+                relation.name, queries[relation.oid], specs, relation.comment, header, kept
+            )
         else:
-            path = options.index_dir / names[relation.name]
-            text = table_text(relation.name, specs, header)
+            text = table_text(relation.name, specs, header, kept)
         files.append(
             SpecFile(
                 path,
@@ -570,6 +613,7 @@ def _draft(
                 text,
                 tuple(s.qualified_name for s in specs),
                 tuple(left),
+                tuple(kept_words),
             )
         )
         relations[relation.name] = relation
@@ -598,9 +642,10 @@ def _round_trip(
         try:
             specs = load_specs([(root / "indexes", False), (root / "views", False)])
         except SpecError as exc:
-            raise DboptError(
-                "dbopt import produced specs its own validator refuses (a bug in dbopt: please "
-                f"report it); nothing was written:\n{exc}"
+            raise SpecError(
+                "the spec files import would write are refused by dbopt's validator (what it "
+                "keeps of a file --force overwrites, or a bug in dbopt); nothing was written",
+                exc.problems,
             ) from None
     result = build_plan(conn, specs, target.settings, history)
     ours = {i for f in files for i in f.indexes} | {f.relation for f in files if f.kind == "view"}

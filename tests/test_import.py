@@ -261,6 +261,20 @@ def test_table_limits_the_import_and_an_unknown_table_writes_nothing(grown: Path
     assert "views/mv_user_invoices.yaml" in _files(grown)
 
 
+KEEP = """
+table: users
+indexes:
+  - {name: users_tags, columns: [tags], method: gin, reason: the admin page filters by tag}
+queries:
+  - name: user_by_email
+    sql: |
+      SELECT id FROM users
+      WHERE lower(email) = %(email)s
+    params: {email: u1@example.com}
+    budget_ms: 50
+"""
+
+
 def test_existing_files_are_never_overwritten_without_force(grown: Path) -> None:
     (grown / "indexes").mkdir()
     mine = grown / "indexes/users.yaml"
@@ -275,10 +289,19 @@ def test_existing_files_are_never_overwritten_without_force(grown: Path) -> None
     clash = cli("import", "--env", "test", "--force", "--table", "users")
     assert clash.exit_code == 2
     assert "indexes/people.yaml already declares public.users" in clash.output
-    (grown / "indexes/people.yaml").rename(mine)
+    (grown / "indexes/people.yaml").unlink()
+    # --force overwrites, keeping what no database can say: budgets, and the reasons of the
+    # indexes (over the database's comment).
+    mine.write_text(KEEP)
     forced = cli("import", "--env", "test", "--force", "--table", "users")
     assert forced.exit_code == 0, forced.output
-    assert "users_email_lower" in mine.read_text()
+    assert "(kept from the file it replaced: queries, reasons)" in forced.output
+    doc = yaml.safe_load(mine.read_text())
+    assert "users_email_lower" in _indexes(doc)
+    assert _indexes(doc)["users_tags"]["reason"] == "the admin page filters by tag"
+    assert doc["queries"] == yaml.safe_load(KEEP)["queries"]
+    assert cli("validate").exit_code == 0
+    assert "0 to change, 0 need a flag" in cli("plan", "--env", "test").output
     assert not list(grown.glob("indexes/.*"))  # no temporary file left behind
 
 

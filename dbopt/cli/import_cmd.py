@@ -54,6 +54,8 @@ def _render(outcome: ImportOutcome, fmt: str) -> None:
             what = f"materialized view {item.relation} and {what}"
         else:
             what += f" of {item.relation}"
+        if item.kept:
+            what += f" (kept from the file it replaced: {', '.join(item.kept)})"
         click.echo(f"wrote {item.path}: {what}")
     if not outcome.files:
         click.echo(f"nothing to import from {outcome.where}")
@@ -92,7 +94,11 @@ def _render(outcome: ImportOutcome, fmt: str) -> None:
     is_flag=True,
     help="Also record the imported objects as dbopt's (apply --prune may then drop them).",
 )
-@click.option("--force", is_flag=True, help="Overwrite spec files that exist.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite spec files that exist (keeping their queries, refresh and reasons).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")
 @WAIT
 @WAIT_TIMEOUT
@@ -112,9 +118,10 @@ def import_specs(
     reports it, so `dbopt plan` right after has nothing to change. An index the spec format
     cannot express (a tablespace, say) is left out, with the reason printed and written in
     its file; constraint indexes and INVALID indexes are never imported. Existing files are
-    not overwritten without --force. Without --adopt the database is only read and what was
-    imported stays "pre-existing" (never dropped by dbopt); --adopt records it in dbopt's
-    history as dbopt's, with apply's checks (run lock, not a standby, history writable).
+    not overwritten without --force (which keeps their budgets and reasons). Without --adopt
+    the database is only read and what was imported stays "pre-existing" (never dropped by
+    dbopt); --adopt records it in dbopt's history as dbopt's, with apply's checks (run lock,
+    not a standby, history writable).
 
     \b
     Examples:
