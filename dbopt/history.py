@@ -67,6 +67,19 @@ class ChangeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AdoptedObject:
+    """An object that existed before dbopt, handed to it by `dbopt import --adopt`: the facts
+    an apply records of what it made (OID, table, the server's definition)."""
+
+    object_type: str  # index or view
+    name: QualifiedName
+    table: QualifiedName  # an index's table; a view itself
+    oid: int
+    definition: str  # what apply records as the spec's: canonical index text, or the query
+    built_definition: str  # as the server printed it (pg_get_indexdef, pg_get_viewdef)
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One recorded run."""
 
@@ -492,6 +505,37 @@ class History:
             ).format(sql.Identifier(self.schema)),
             (oid, definition, change_id),
         )
+
+    def record_adoption(
+        self,
+        conn: psycopg.Connection[Any],
+        objects: Sequence[AdoptedObject],
+        environment: str | None,
+    ) -> int:
+        """Record an ``import`` run that adopts ``objects`` (one transaction): each a change
+        ``adopt`` that existed before dbopt, with its OID and definitions, result ok. Nothing
+        is executed; from then on prune may drop them, as what dbopt made. Returns the run."""
+        with conn.transaction():
+            run_id = self.start_run(conn, "import", environment)
+            for obj in objects:
+                change = self.start_change(
+                    conn,
+                    run_id,
+                    {
+                        "object_schema": obj.name.schema,
+                        "object_name": obj.name.name,
+                        "table_name": str(obj.table),
+                        "object_kind": obj.object_type,
+                        "action": "adopt",
+                        "definition": obj.definition,
+                        "existed_before": True,
+                        "object_oid": obj.oid,
+                        "built_definition": obj.built_definition,
+                    },
+                )
+                self.finish_change(conn, change, "ok")
+            self.finish_run(conn, run_id, "succeeded")
+        return run_id
 
     def changes(
         self,

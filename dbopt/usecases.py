@@ -43,6 +43,7 @@ from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
 from dbopt.status import NodeScans, StatusReport, index_status, with_nodes
 
 if TYPE_CHECKING:
+    from dbopt.importer import ImportOptions, ImportOutcome
     from dbopt.refresh import RefreshResult
 
 
@@ -319,6 +320,31 @@ def apply(
         return Outcome(result, run)
 
 
+def refuse_adoption_undo(
+    conn: psycopg.Connection[Any], history: History, selection: Selection
+) -> None:
+    """An import run (``dbopt import --adopt``) only recorded objects that existed before
+    dbopt: it has no undo, and rollback never drops them (InputError, nothing run)."""
+    if not (selection.run_id is not None or selection.names) or not history.exists(conn):
+        return
+    if selection.run_id is not None:
+        run = history.run(conn, selection.run_id)
+        if run is not None and run.command == "import":
+            raise InputError(
+                f"run {run.id} is an import: it adopted objects that existed before dbopt, "
+                "which rollback never drops; it has nothing to undo, and nothing was run"
+            )
+        return
+    for name in selection.names:
+        changes = history.changes(conn, names=[name])
+        adopted = [c for c in changes if c.name == name and c.run_command == "import"]
+        if adopted and not any(c.name == name and c.run_command == "apply" for c in changes):
+            raise InputError(
+                f"{name} existed before dbopt (adopted by import run {adopted[0].run_id}): "
+                "rollback never drops it; nothing was run"
+            )
+
+
 def rollback(
     target: Target,
     history: History,
@@ -338,6 +364,7 @@ def rollback(
         target.dsn, settings, history, reporter, patient=wait_for_blockers, replicas=target.replicas
     ) as runner:
         require_primary(runner.control, "rollback")
+        refuse_adoption_undo(runner.control, history, selection)
         if not plan_only:
             take_run_lock(
                 runner.control, wait=locking.wait, wait_timeout_ms=locking.wait_timeout_ms
@@ -456,6 +483,22 @@ def status(target: Target, specs: SpecSet, history: History) -> StatusReport:
     return with_nodes(report, nodes)
 
 
+def import_specs(
+    target: Target,
+    history: History,
+    options: ImportOptions,
+    *,
+    confirm: Callable[[str], bool] | None = None,
+    created: Callable[[str], None] | None = None,
+) -> ImportOutcome:
+    """Spec files for the indexes and materialized views the database has; with
+    ``options.adopt`` also recorded as dbopt's (lock, standby, history and ownership checked
+    first). See :mod:`dbopt.importer`."""
+    from dbopt.importer import import_database
+
+    return import_database(target, history, options, confirm=confirm, created=created)
+
+
 def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) -> str:
     """pg_cron calls for the chosen views (the catalog says which can refresh concurrently)."""
     from dbopt import refresh as vw
@@ -478,9 +521,11 @@ __all__ = [
     "RefreshOptions",
     "Selection",
     "apply",
+    "import_specs",
     "plan",
     "preflight",
     "refresh",
+    "refuse_adoption_undo",
     "rollback",
     "status",
     "summary",

@@ -63,6 +63,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "history",
         "List dbopt's recorded runs, or one run and its changes.",
     ),
+    "import": (
+        "dbopt.cli.import_cmd",
+        "import_specs",
+        "Write spec files for the indexes and materialized views a database already has.",
+    ),
     "sandbox": (
         "dbopt.cli.sandbox_cmd",
         "sandbox",
