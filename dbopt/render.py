@@ -20,15 +20,22 @@ def rows_text(
     fmt: str,
     *,
     title: str | None = None,
+    exact: bool = False,
 ) -> str:
-    """Rows as text in one of the non-rich formats (plain, markdown, json)."""
+    """Rows as text in one of the non-rich formats (plain, markdown, json); with ``exact``,
+    cells are printed as given (tabulate would otherwise rewrite "0.010" as "0.01")."""
     if fmt == "json":
         keys = [snake(h) for h in headers]
         return json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=json_value)
     from tabulate import tabulate
 
     tablefmt = "github" if fmt == "markdown" else "plain"
-    body = tabulate([[_cell(c) for c in row] for row in rows], headers=headers, tablefmt=tablefmt)
+    body = tabulate(
+        [[_cell(c) for c in row] for row in rows],
+        headers=headers,
+        tablefmt=tablefmt,
+        disable_numparse=exact,
+    )
     if title and fmt == "markdown":
         return f"### {title}\n\n{body}"
     return f"{title}\n{body}" if title else body
@@ -41,12 +48,14 @@ def print_rows(
     out: TextIO,
     *,
     title: str | None = None,
+    exact: bool = False,
 ) -> None:
     """Print rows to ``out``: a rich table for ``table``, else :func:`rows_text`."""
     if fmt != "table":
         # Markdown: a blank line after the table, or GitHub reads the next line as a row.
         out.write(
-            rows_text(headers, rows, fmt, title=title) + ("\n\n" if fmt == "markdown" else "\n")
+            rows_text(headers, rows, fmt, title=title, exact=exact)
+            + ("\n\n" if fmt == "markdown" else "\n")
         )
         return
     from rich.console import Console

@@ -23,10 +23,10 @@ from psycopg import sql
 import dbopt.verify.hypothetical as hypothetical_mod
 import dbopt.verify.measurement as measurement_mod
 from dbopt.cli import verify_cmd
-from dbopt.cli.common import DboptGroup
+from dbopt.cli.common import DboptGroup, Options
 from dbopt.cli.verify_cmd import verify
 from dbopt.config import Settings
-from dbopt.errors import ConfigError, InputError, SpecError
+from dbopt.errors import CheckFailedError, ConfigError, InputError, SpecError
 from dbopt.junit import Case, hypothetical_cases, junit_xml, verify_cases
 from dbopt.model import (
     Expectation,
@@ -343,10 +343,11 @@ def test_missing_index_fails_and_says_why_then_passes_once_built(
     assert "Seq Scan on public.appointments  (rows " in out
     assert "<== a Seq Scan, which expect.no_seq_scan_on forbids on public.appointments" in out
     assert "removed by its filter" in out
-    assert "Filter: (" in out and "appointments.barber_id = '7'" in out
+    # The param 7 is an int like the column (the server typed it), not psycopg's smallint.
+    assert "Filter: (" in out and "appointments.barber_id = 7)" in out
     # The index of the specs that was meant to serve it.
     assert "meant to be served by:" in out
-    assert "idx_appt_barber on public.appointments (barber_id)" in out
+    assert "CREATE INDEX idx_appt_barber ON public.appointments (barber_id) [" in out
     assert "in the specs but not built yet: run dbopt apply — each barber's schedule" in out
     assert "1 of 2 budgeted queries failed: barber_schedule" in out
 
@@ -959,7 +960,7 @@ def test_the_explanation_says_why_with_the_plan_and_the_meant_index() -> None:
     assert text.splitlines()[0].startswith("- fail: p95 7.380 ms is over the budget of 5 ms")
     assert "\nplan of the last run:\nAggregate  (rows 1, 7.500 ms)\n" in text
     assert "<== a Seq Scan, which expect.no_seq_scan_on forbids on public.appointments" in text
-    assert "\nmeant to be served by:\n  idx_appt_barber on public.appointments (barber_id)" in text
+    assert "\nmeant to be served by:\n  CREATE INDEX idx_appt_barber ON public.appointments" in text
     roles = [line.role for line in explanation_lines(result)]
     assert Role.CULPRIT in roles and roles.count(Role.HEADING) == 2
     # Only the findings that count carry a status a terminal colours.
@@ -1025,3 +1026,46 @@ def test_a_hypothetical_query_is_explained_the_same_way() -> None:
     assert hypothetical_dict(report)["queries"][0]["explanation"] == text
     (case,) = hypothetical_cases(report)
     assert case.details == text
+
+
+def _markdown_blocks_stand_apart(text: str) -> None:
+    """Every table and fenced block of ``text`` has a blank line (or a heading) before it and
+    a blank line after it: GitHub would otherwise run a summary line into the table."""
+    lines = text.splitlines()
+    fenced = False
+    for i, line in enumerate(lines):
+        starts_table = line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))
+        ends_table = (
+            line.startswith("|") and i + 1 < len(lines) and not lines[i + 1].startswith("|")
+        )
+        if line.startswith("```"):
+            fenced = not fenced
+            if fenced:
+                assert i == 0 or lines[i - 1] == "", text
+            else:
+                assert i + 1 == len(lines) or lines[i + 1] == "", text
+        elif starts_table and not fenced:
+            assert i == 0 or lines[i - 1] == "" or lines[i - 1].startswith("#"), text
+        if ends_table and not fenced:
+            assert lines[i + 1] == "", text
+
+
+def test_markdown_separates_summary_lines_from_tables() -> None:
+    out = io.StringIO()
+    verify_cmd._print_text(failing(), "markdown", out, 0)
+    _markdown_blocks_stand_apart(out.getvalue())
+    # Times in one format: the budget as the measured times are.
+    assert "| 5.000 " in out.getvalue() and "| 7.380 " in out.getvalue()
+
+    finding = Finding(Status.FAIL, FindingKind.USES_INDEX, "expected index i is not used")
+    plan = parse_plan(SEQ_PLAN["Plans"][0])
+    q = WhatIf(budget(), Status.FAIL, (finding,), 10.0, 9.0, (), plan, plan)
+    report = HypotheticalReport("1.4.1", (), (q,), 150000)
+    opts = Options(env=None, dsn=None, config=None, specs=(), fmt="markdown", verbose=0)
+    out = io.StringIO()
+    with pytest.raises(CheckFailedError, match="would still miss their expectations"):
+        verify_cmd._finish_hypothetical(report, opts, None, out)
+    text = out.getvalue()
+    _markdown_blocks_stand_apart(text)
+    assert "nothing was built or run.\n\nEvery index in the specs exists already" in text
+    assert "#### FAIL q (indexes/appointments.yaml:7:5)\n\n```text\n- fail: expected" in text

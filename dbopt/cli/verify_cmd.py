@@ -268,7 +268,7 @@ def _rows(report: VerifyReport) -> list[list[str | int]]:
                 _ms(m.p50_ms),
                 _ms(m.p95_ms),
                 _ms(m.max_ms),
-                f"{r.budget.budget_ms:g}",
+                _ms(r.budget.budget_ms),
                 _ms(m.planning_p50_ms),
                 buffers,
                 "" if m.rows is None else m.rows,
@@ -332,14 +332,20 @@ def _print_text(report: VerifyReport, fmt: str, out: TextIO, verbose: int) -> No
 
     markdown = fmt == "markdown"
     out.write(f"{'_' if markdown else ''}{TIMING_NOTE}{'_' if markdown else ''}\n\n")
-    render.print_rows(HEADERS, _rows(report), fmt, out, title=TITLE)
+    render.print_rows(HEADERS, _rows(report), fmt, out, title=TITLE, exact=True)
     for r in _to_explain(report, verbose):
         head = f"{r.verdict.status.value.upper()} {r.budget.name} ({r.budget.location})"
-        if markdown:
-            out.write(f"\n#### {head}\n\n```text\n{explanation(r)}\n```\n")
-        else:
-            out.write(f"\n{head}\n{_indented(explanation(r))}\n")
+        _write_explained(out, head, explanation(r), markdown=markdown)
     out.write(f"\n{_summary(report)}\n")
+
+
+def _write_explained(out: TextIO, head: str, text: str, *, markdown: bool) -> None:
+    """One query's explanation under its head: in Markdown a heading and a fenced block
+    (GitHub renders the plan as written), else indented text."""
+    if markdown:
+        out.write(f"\n#### {head}\n\n```text\n{text}\n```\n")
+    else:
+        out.write(f"\n{head}\n{_indented(text)}\n")
 
 
 def _finish(
@@ -387,9 +393,11 @@ def _finish_hypothetical(
             f"Estimated by the planner with HypoPG {report.hypopg_version} (EXPLAIN without "
             "ANALYZE): nothing was built or run."
         )
-        out.write(note + "\n")
+        # Markdown: a blank line after each paragraph, or GitHub runs it into the table.
+        gap = "\n\n" if opts.fmt == "markdown" else "\n"
+        out.write(note + gap)
         if not report.indexes:
-            out.write("Every index in the specs exists already: nothing to simulate.\n")
+            out.write("Every index in the specs exists already: nothing to simulate." + gap)
         else:
             render.print_rows(
                 ["index", "table", "simulated"],
@@ -423,7 +431,7 @@ def _finish_hypothetical(
             if q.status == Status.PASS and not opts.verbose:
                 continue
             head = f"{q.status.value.upper()} {q.budget.name} ({q.budget.location})"
-            out.write(f"\n{head}\n{_indented(explanation(q))}\n")
+            _write_explained(out, head, explanation(q), markdown=opts.fmt == "markdown")
     if report.failed:
         names = ", ".join(q.budget.name for q in report.failed)
         raise CheckFailedError(

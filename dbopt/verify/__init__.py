@@ -20,16 +20,20 @@ under a ``statement_timeout`` of the budget's ``timeout_ms`` or else
 ``max(1 s, budget_ms * verify_timeout_factor)``, so a missing index cannot turn into a
 ten-minute sequential scan, and a write that got past the checks is refused by the server.
 The query text passes :func:`dbopt.sqltext.budget_query_sql` (the parser accepts one
-read-only statement) and its parameters are bound by psycopg. verify never runs ANALYZE or
+read-only statement) and its parameters are sent untyped, so the server gives each the type
+its context infers (see :mod:`~dbopt.verify.params`). verify never runs ANALYZE or
 any other statement that writes; running a query is observed like any query (pg_stat_* scan
 counters, pg_stat_statements), which is not a change. A hypothetical run adds HypoPG
 hypothetical indexes to its own backend's memory and drops exactly those before it returns.
 
 One module per concern; the library measures, judges and returns reports, the CLI renders:
 
-* :mod:`~dbopt.verify.plan` — EXPLAIN plans as values (:class:`PlanNode`)
+* :mod:`~dbopt.verify.plan` — EXPLAIN plans as values (:class:`PlanNode`), the index scans
+  in them (:func:`index_uses`)
+* :mod:`~dbopt.verify.params` — budget parameters, typed by the server from their context
 * :mod:`~dbopt.verify.measurement` — EXPLAIN ANALYZE runs of one budget (:func:`measure`)
-* :mod:`~dbopt.verify.verdict` — verdicts and findings (:func:`judge`), baselines compared
+* :mod:`~dbopt.verify.verdict` — verdicts and findings (:func:`judge`), baselines compared;
+  :class:`IndexesUsed`, the one answer to "does the plan use this index" every output shows
 * :mod:`~dbopt.verify.select` — which budgets run, and the checks before any does
 * :mod:`~dbopt.verify.run` — a whole run (:func:`run_verify`)
 * :mod:`~dbopt.verify.hypothetical` — HypoPG estimates (:func:`run_hypothetical`)
@@ -58,7 +62,7 @@ from dbopt.verify.measurement import (
     measure,
     statement_timeout_ms,
 )
-from dbopt.verify.plan import INDEX_SCANS, PlanNode, parse_plan, plan_shape
+from dbopt.verify.plan import INDEX_SCANS, IndexUse, PlanNode, index_uses, parse_plan, plan_shape
 from dbopt.verify.report import (
     REPORT_VERSION,
     BaselineError,
@@ -69,7 +73,7 @@ from dbopt.verify.report import (
     result_dict,
     save_report,
 )
-from dbopt.verify.run import QueryResult, VerifyReport, run_verify
+from dbopt.verify.run import QueryResult, VerifyReport, index_ancestors, run_verify
 from dbopt.verify.select import (
     EmptySelectionError,
     Selector,
@@ -86,6 +90,7 @@ from dbopt.verify.verdict import (
     BaselineEntry,
     Finding,
     FindingKind,
+    IndexesUsed,
     IndexState,
     MeantIndex,
     Status,
@@ -113,6 +118,8 @@ __all__ = [
     "HypoPGMissingError",
     "HypotheticalReport",
     "IndexState",
+    "IndexUse",
+    "IndexesUsed",
     "Line",
     "MeantIndex",
     "Measurement",
@@ -135,6 +142,8 @@ __all__ = [
     "explanation_lines",
     "hypopg_versions",
     "hypothetical_dict",
+    "index_ancestors",
+    "index_uses",
     "judge",
     "load_baseline",
     "measure",

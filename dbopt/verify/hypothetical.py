@@ -19,7 +19,7 @@ from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.config import Settings
 from dbopt.db import read_only_transaction, server_message
 from dbopt.errors import InputError
-from dbopt.model import IndexSpec, QueryBudget, SpecSet
+from dbopt.model import IndexSpec, QualifiedName, QueryBudget, SpecSet
 from dbopt.readonly import CallGraph
 from dbopt.verify.measurement import (
     MIN_TIMEOUT_MS,
@@ -27,7 +27,8 @@ from dbopt.verify.measurement import (
     raise_if_lost,
     statement_timeout_ms,
 )
-from dbopt.verify.plan import PlanNode
+from dbopt.verify.plan import PlanNode, index_uses
+from dbopt.verify.run import index_ancestors
 from dbopt.verify.select import check_budgets, select_budgets
 from dbopt.verify.verdict import Finding, FindingKind, Status, expectation_findings
 
@@ -194,7 +195,12 @@ def run_hypothetical(
             for oid in sorted(_hypothetical_oids(conn) - existing):
                 conn.execute(sql.SQL("SELECT {}(%s)").format(drop_fn), [oid])
     rename = {h.hypo_name: h.spec.name for h in hypo if h.hypo_name}
-    results = [_what_if(b, before[b.name], after[b.name], rename, catalog) for b in chosen]
+    scanned = [u.index for p in after.values() if isinstance(p, PlanNode) for u in index_uses(p)]
+    ancestors = index_ancestors(conn, [q for q in scanned if q.name not in rename])
+    results = [
+        _what_if(b, before[b.name], after[b.name], rename, catalog, specs, ancestors)
+        for b in chosen
+    ]
     return HypotheticalReport(version, hypo, tuple(results), catalog.server_version)
 
 
@@ -204,6 +210,8 @@ def _what_if(
     after: PlanNode | str,
     rename: Mapping[str, str],
     catalog: Catalog,
+    specs: SpecSet,
+    ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]],
 ) -> WhatIf:
     """Judge one query as if the specs were applied (``str``: the server's error)."""
     if isinstance(before, str) or isinstance(after, str):
@@ -212,15 +220,16 @@ def _what_if(
         return WhatIf(budget, Status.FAIL, (failed,))
     # Hypothetical indexes count under their spec names.
     findings = expectation_findings(
-        budget, after, catalog, estimated=True, rename=rename, say_missing=False
+        budget,
+        after,
+        catalog,
+        estimated=True,
+        rename=rename,
+        say_missing=False,
+        specs=specs,
+        ancestors=ancestors,
     )
-    used = sorted(
-        {
-            rename[n.index]
-            for n in after.walk()
-            if n.index is not None and n.index in rename and n.scans_index
-        }
-    )
+    used = sorted({rename[u.index.name] for u in index_uses(after) if u.index.name in rename})
     status = Status.FAIL if findings else Status.PASS
     shown = {hypo: f"{name} (hypothetical)" for hypo, name in rename.items()}
     return WhatIf(

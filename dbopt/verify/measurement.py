@@ -24,8 +24,9 @@ from dbopt.config import Settings
 from dbopt.db import read_only_transaction, server_message
 from dbopt.errors import ConnectError
 from dbopt.model import QueryBudget
-from dbopt.sqltext import budget_query_sql
-from dbopt.verify.plan import PlanNode, parse_plan, plan_shape
+from dbopt.sqltext import budget_query_sql, check_query
+from dbopt.verify.params import bind, indeterminate, register
+from dbopt.verify.plan import PlanNode, index_uses, parse_plan, plan_shape
 
 #: The shortest statement_timeout derived from a budget.
 MIN_TIMEOUT_MS = 1_000
@@ -99,9 +100,7 @@ class Measurement:
     @property
     def indexes_used(self) -> tuple[str, ...]:
         """Names of the indexes the plan scans, sorted."""
-        if self.plan is None:
-            return ()
-        return tuple(sorted({n.index for n in self.plan.walk() if n.index and n.scans_index}))
+        return tuple(sorted({use.index.name for use in index_uses(self.plan)}))
 
     @property
     def scans(self) -> tuple[str, ...]:
@@ -128,18 +127,37 @@ def _explain_query(budget: QueryBudget, *, analyze: bool) -> sql.Composed:
     return sql.SQL("EXPLAIN ({}) {}").format(sql.SQL(options), budget_query_sql(budget.sql))
 
 
+def _placeholders(budget: QueryBudget) -> tuple[str, ...]:
+    """The budget's placeholder names in the order psycopg numbers them ($1, $2...)."""
+    return check_query(budget.sql, with_placeholders=True).placeholders
+
+
 def explain(
     conn: psycopg.Connection[Any], budget: QueryBudget, timeout_ms: int, *, analyze: bool
 ) -> dict[str, Any]:
     """Run EXPLAIN (with ANALYZE or without) on one budget, read-only and rolled back.
 
-    ``conn`` must not be inside a transaction (dbopt.db.connect gives autocommit connections).
-    Returns the top object of the JSON plan; raises psycopg errors as they come.
+    The parameters go out untyped, so the server gives each the type its context infers
+    (see :mod:`dbopt.verify.params`). ``conn`` must not be inside a transaction
+    (dbopt.db.connect gives autocommit connections). Returns the top object of the JSON plan;
+    raises psycopg errors as they come.
     """
-    params = dict(budget.params) if budget.uses_placeholders else None
-    with read_only_transaction(conn, timeout_ms=timeout_ms) as cur:
-        cur.execute(_explain_query(budget, analyze=analyze), params)
-        row = cur.fetchone()
+    typed: set[str] = set()
+    while True:
+        params = bind(conn, budget.params, typed) if budget.uses_placeholders else None
+        try:
+            with read_only_transaction(conn, timeout_ms=timeout_ms) as cur:
+                register(cur)
+                cur.execute(_explain_query(budget, analyze=analyze), params)
+                row = cur.fetchone()
+        except psycopg.Error as exc:
+            # Nothing ran: the server could not type a parameter from its context.
+            name = indeterminate(exc, _placeholders(budget)) if params else None
+            if name is None or name in typed:
+                raise
+            typed.add(name)
+            continue
+        break
     if row is None:  # pragma: no cover - EXPLAIN always returns its row
         raise ValueError("EXPLAIN returned no row")
     first = row[0]

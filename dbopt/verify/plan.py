@@ -99,6 +99,42 @@ def parse_plan(raw: Mapping[str, Any]) -> PlanNode:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class IndexUse:
+    """One scan of an index in a plan, the index qualified with its table's schema.
+
+    EXPLAIN names an index without its schema; an index always lives in its table's schema,
+    which VERBOSE gives on the scan (on the Bitmap Heap Scan above a Bitmap Index Scan).
+    """
+
+    index: QualifiedName
+    node: PlanNode
+
+
+def index_uses(plan: PlanNode | None) -> tuple[IndexUse, ...]:
+    """Every index scan of the plan, pre-order: under joins, Append and Merge Append,
+    BitmapAnd/BitmapOr, InitPlans, SubPlans and CTEs alike (they are all nodes of the tree)."""
+    found: list[IndexUse] = []
+
+    def visit(node: PlanNode, above: QualifiedName | None) -> None:
+        relation = node.relation or above
+        if node.scans_index and node.index:
+            schema = relation.schema if relation else DEFAULT_SCHEMA
+            found.append(IndexUse(QualifiedName(schema, node.index), node))
+        # Only a Bitmap Heap Scan's relation is its Bitmap Index Scans' table.
+        below = relation if node.node_type in _BITMAP_PARENTS else None
+        for child in node.children:
+            visit(child, below)
+
+    if plan is not None:
+        visit(plan, None)
+    return tuple(found)
+
+
+#: The nodes whose relation is the table of the Bitmap Index Scans under them.
+_BITMAP_PARENTS = ("Bitmap Heap Scan", "BitmapAnd", "BitmapOr")
+
+
 def plan_shape(plan: PlanNode | None) -> tuple[str, ...]:
     """What baselines compare: each node's type and relation/index, pre-order."""
     return () if plan is None else tuple(node.label for node in plan.walk())

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from dbopt.catalog import inspect
+from dbopt.catalog import catalog_sql, inspect
 from dbopt.config import Settings
-from dbopt.model import QueryBudget, SpecSet
+from dbopt.model import QualifiedName, QueryBudget, SpecSet
 from dbopt.readonly import CallGraph
 from dbopt.verify.measurement import Measurement, measure
+from dbopt.verify.plan import index_uses
 from dbopt.verify.select import check_budgets, select_budgets
 from dbopt.verify.verdict import (
     DEFAULT_REGRESSION,
@@ -59,6 +60,24 @@ class VerifyReport:
         return tuple(r for r in self.results if r.verdict.status == Status.FAIL)
 
 
+def index_ancestors(
+    conn: psycopg.Connection[Any], indexes: Collection[QualifiedName]
+) -> dict[QualifiedName, tuple[QualifiedName, ...]]:
+    """For each of ``indexes`` that is a partition's index, the partitioned indexes above it,
+    nearest first (one catalog read, no lock; nothing to read when no plan scans an index)."""
+    wanted = sorted(set(indexes))
+    if not wanted:
+        return {}
+    found: dict[QualifiedName, list[QualifiedName]] = {}
+    rows = conn.execute(
+        catalog_sql("index_ancestors"),
+        {"schemas": [q.schema for q in wanted], "names": [q.name for q in wanted]},
+    ).fetchall()
+    for schema, name, up_schema, up_name in rows:
+        found.setdefault(QualifiedName(schema, name), []).append(QualifiedName(up_schema, up_name))
+    return {k: tuple(v) for k, v in found.items()}
+
+
 def run_verify(
     conn: psycopg.Connection[Any],
     specs: SpecSet,
@@ -80,21 +99,29 @@ def run_verify(
     chosen = select_budgets(specs, queries, tables)
     catalog = inspect(conn, specs.relations())
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
-    results = []
+    measured = []
     for budget in chosen:
         if progress is not None:
             progress(budget)
-        m = measure(conn, budget, settings)
-        verdict = judge(
-            m,
+        measured.append((budget, measure(conn, budget, settings)))
+    ancestors = index_ancestors(conn, [u.index for _, m in measured for u in index_uses(m.plan)])
+    results = [
+        QueryResult(
             budget,
-            catalog=catalog,
-            specs=specs,
-            baseline=baseline,
-            threshold=threshold,
-            regression_floor_ms=regression_floor_ms,
+            m,
+            judge(
+                m,
+                budget,
+                catalog=catalog,
+                specs=specs,
+                baseline=baseline,
+                threshold=threshold,
+                regression_floor_ms=regression_floor_ms,
+                ancestors=ancestors,
+            ),
         )
-        results.append(QueryResult(budget, m, verdict))
+        for budget, m in measured
+    ]
     return VerifyReport(
         tuple(results),
         catalog.server_version,

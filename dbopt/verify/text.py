@@ -98,7 +98,8 @@ def _lines(
 ) -> tuple[Line, ...]:
     lines = [Line(f"- {f.status.value}: {f.message}", Role.FINDING, f) for f in findings]
     if plan is not None:
-        lines += [_BLANK, Line(f"{which}:", Role.HEADING)]
+        lines += [_BLANK] if lines else []
+        lines += [Line(f"{which}:", Role.HEADING)]
         lines += [
             Line(text, Role.CULPRIT if marked else Role.PLAN)
             for text, marked in plan_lines(plan, culprit, why)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from dbopt.model import IndexSpec, QualifiedName, QueryBudget, SpecSet
 from dbopt.verify.measurement import Measurement, Outcome
-from dbopt.verify.plan import PlanNode, fmt_count
+from dbopt.verify.plan import IndexUse, PlanNode, fmt_count, index_uses
 
 if TYPE_CHECKING:
     from dbopt.catalog import Catalog
@@ -92,18 +92,115 @@ _MEANT_STATE = {
 
 @dataclass(frozen=True, slots=True)
 class MeantIndex:
-    """An index of the specs that was meant to serve a query, and whether it is there."""
+    """An index of the specs that was meant to serve a query, and whether it is there.
+
+    ``definition`` is the server's own (``pg_get_indexdef``) when the index exists, else the
+    spec's full CREATE INDEX; ``used_by`` names the plan node that scans it, when one does
+    (decided by :class:`IndexesUsed`, from the plan that is printed).
+    """
 
     spec: IndexSpec
     state: IndexState
+    definition: str = ""
+    used_by: str | None = None
 
     def describe(self) -> str:
-        """``idx on public.t (a, b): in the specs, not built yet: run dbopt apply``."""
-        cols = ", ".join(c.name or f"({c.expr})" for c in self.spec.columns)
-        where = f" WHERE {self.spec.where}" if self.spec.where else ""
-        head = f"{self.spec.name} on {self.spec.table} ({cols}){where} [{self.spec.location}]"
+        """``CREATE INDEX idx ON public.t USING btree (a DESC) [file:line]: <state> — reason``."""
+        head = f"{self.definition or spec_definition(self.spec)} [{self.spec.location}]"
+        if self.used_by is not None:
+            state = f"the plan uses it ({self.used_by})"
+        else:
+            state = _MEANT_STATE[self.state]
         reason = f" — {self.spec.reason}" if self.spec.reason else ""
-        return f"{head}: {_MEANT_STATE[self.state]}{reason}"
+        return f"{head}: {state}{reason}"
+
+
+def spec_definition(spec: IndexSpec) -> str:
+    """The spec's CREATE INDEX in full (DESC, NULLS, opclass, collation, INCLUDE, WHERE...),
+    laid out as a DBA writes it."""
+    from dbopt.ddl import create_index
+    from dbopt.sqlformat import pretty
+
+    text = pretty(create_index(spec, concurrently=False).as_string())
+    return " ".join(line.strip() for line in text.splitlines())  # one line, as the server's
+
+
+@dataclass(frozen=True, slots=True)
+class IndexesUsed:
+    """The one answer to "does this plan use index X", for every output alike.
+
+    Built from the parsed plan that is printed (:func:`~dbopt.verify.plan.index_uses`): each
+    index scan, qualified with its table's schema, counts for that index and for every
+    partitioned index it is a partition of (a plan names the partition's index, a spec the
+    parent's). ``rename`` maps HypoPG's names to spec names.
+    """
+
+    scans: tuple[IndexUse, ...] = ()
+    #: For a partition's index, the partitioned indexes above it, nearest first.
+    ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] = field(default_factory=dict)
+    rename: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        plan: PlanNode | None,
+        ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] | None = None,
+        rename: Mapping[str, str] | None = None,
+    ) -> IndexesUsed:
+        """The indexes ``plan`` uses."""
+        return cls(index_uses(plan), ancestors or {}, rename or {})
+
+    def _named(self, use: IndexUse) -> QualifiedName:
+        return QualifiedName(use.index.schema, self.rename.get(use.index.name, use.index.name))
+
+    def node_for(self, index: QualifiedName) -> PlanNode | None:
+        """The first plan node that scans ``index`` (or a partition of it), or None."""
+        for use in self.scans:
+            named = self._named(use)
+            if index == named or index in self.ancestors.get(use.index, ()):
+                return use.node
+        return None
+
+    def node_named(self, name: str, candidates: Sequence[QualifiedName]) -> PlanNode | None:
+        """The node scanning the index ``name`` resolves to (``candidates``: its qualified
+        names in the specs or the database); by bare name when nothing resolves it."""
+        if candidates:
+            for qname in candidates:
+                node = self.node_for(qname)
+                if node is not None:
+                    return node
+            return None
+        for use in self.scans:
+            names = {self._named(use).name} | {a.name for a in self.ancestors.get(use.index, ())}
+            if name in names:
+                return use.node
+        return None
+
+    @property
+    def shown(self) -> str:
+        """The indexes scanned, as the plan names them (schema-qualified): for messages."""
+        return ", ".join(sorted({str(self._named(u)) for u in self.scans})) or "no index"
+
+
+def index_candidates(
+    name: str, budget: QueryBudget, specs: SpecSet | None, catalog: Catalog | None
+) -> tuple[QualifiedName, ...]:
+    """The qualified index an expectation's bare ``name`` means: the spec index of that name,
+    else the database's indexes of that name (the budget's schema first)."""
+    if specs is not None:
+        spec = [i.qualified_name for i in specs.all_indexes if i.name == name]
+        if spec:
+            return tuple(spec)
+    if catalog is None:
+        return ()
+    found = {q for q in catalog.indexes if q.name == name}
+    found |= {
+        q
+        for q, kind in catalog.names.items()
+        if q.name == name and kind in ("index", "partitioned index")
+    }
+    schema = budget.relation.partition(".")[0]
+    return tuple(sorted(found, key=lambda q: (q.schema != schema, q.schema)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +261,16 @@ def _relations_of(table: QualifiedName, catalog: Catalog | None) -> set[Qualifie
     return found
 
 
-def _index_state(
-    name: str, table: QualifiedName | None, catalog: Catalog | None
-) -> IndexState | None:
+def _index_state(candidates: Sequence[QualifiedName], catalog: Catalog | None) -> IndexState | None:
+    """Whether the index is in the database (the first of ``candidates`` that is), if known."""
     if catalog is None:
         return None
-    for qname, index in catalog.indexes.items():
-        if qname.name == name and (table is None or qname.schema == table.schema):
+    for qname in candidates:
+        index = catalog.indexes.get(qname)
+        if index is not None:
             return IndexState.PRESENT if index.is_valid else IndexState.INVALID
+        if catalog.names.get(qname) in ("index", "partitioned index"):
+            return IndexState.PRESENT  # known by name only (its table was not inspected)
     return IndexState.MISSING
 
 
@@ -227,23 +326,44 @@ def _culprit(
     return node, f"estimated: the costliest node (cost {node.exclusive_cost:,.2f})"
 
 
+def _parents(relation: QualifiedName, catalog: Catalog | None) -> set[QualifiedName]:
+    """A relation and the partitioned tables it is a partition of (their specs serve it)."""
+    found = {relation}
+    if catalog is not None:
+        found |= {r.name for r in catalog.relations.values() if relation in r.partitions}
+    return found
+
+
 def _meant_indexes(
     budget: QueryBudget,
     specs: SpecSet | None,
     catalog: Catalog | None,
     culprit: PlanNode | None,
+    used: IndexesUsed,
 ) -> tuple[MeantIndex, ...]:
-    """The spec indexes meant to serve a query: its uses_index, else those on the hurt table."""
+    """The spec indexes meant to serve a query: its uses_index, else those on the hurt table;
+    each with its definition and, when the plan scans it, the node that does."""
     if specs is None:
         return ()
     by_name = {i.name: i for i in specs.all_indexes}
     chosen = [by_name[n] for n in budget.expect.uses_index if n in by_name]
     if not chosen and culprit is not None and culprit.relation is not None:
-        chosen = [i for i in specs.all_indexes if i.table == culprit.relation]
-    return tuple(
-        MeantIndex(spec, _index_state(spec.name, spec.table, catalog) or IndexState.PRESENT)
-        for spec in chosen
-    )
+        tables = _parents(culprit.relation, catalog)
+        chosen = [i for i in specs.all_indexes if i.table in tables]
+    meant = []
+    for spec in chosen:
+        state = _index_state((spec.qualified_name,), catalog) or IndexState.PRESENT
+        found = catalog.indexes.get(spec.qualified_name) if catalog else None
+        node = used.node_for(spec.qualified_name)
+        meant.append(
+            MeantIndex(
+                spec,
+                state,
+                definition=found.definition if found else spec_definition(spec),
+                used_by=node.label if node is not None else None,
+            )
+        )
+    return tuple(meant)
 
 
 _UNUSED_BECAUSE = {
@@ -260,28 +380,32 @@ def expectation_findings(
     estimated: bool,
     rename: Mapping[str, str] | None = None,
     say_missing: bool = True,
+    specs: SpecSet | None = None,
+    ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] | None = None,
 ) -> list[Finding]:
     """uses_index and no_seq_scan_on checked against a plan.
 
-    ``rename`` maps hypothetical index names to spec names; ``say_missing`` adds "not built
-    yet: run dbopt apply" to an unused index the catalog does not have.
+    Whether an index is used is :class:`IndexesUsed`'s answer for ``plan`` (``ancestors``:
+    the partitioned indexes above the partitions' indexes it names; ``rename`` maps
+    hypothetical index names to spec names); ``specs`` and ``catalog`` say which index a bare
+    name means. ``say_missing`` adds "not built yet: run dbopt apply" to an unused index the
+    catalog does not have.
     """
     findings: list[Finding] = []
-    rename = rename or {}
-    used = {rename.get(n.index, n.index) for n in plan.walk() if n.index and n.scans_index}
-    shown = ", ".join(sorted(used)) or "no index"
+    used = IndexesUsed.of(plan, ancestors, rename)
     by = " by the estimated plan" if estimated else ""
     within = " in the estimated plan" if estimated else ""
     for name in budget.expect.uses_index:
-        if name in used:
+        candidates = index_candidates(name, budget, specs, catalog)
+        if used.node_named(name, candidates) is not None:
             continue
-        state = _index_state(name, None, catalog) if say_missing else None
+        state = _index_state(candidates, catalog) if say_missing else None
         why = _UNUSED_BECAUSE.get(state, "") if state is not None else ""
         findings.append(
             Finding(
                 Status.FAIL,
                 FindingKind.USES_INDEX,
-                f"expected index {name} is not used{by} (it uses {shown}){why}",
+                f"expected index {name} is not used{by} (it uses {used.shown}){why}",
             )
         )
     for table in budget.expect.no_seq_scan_on:
@@ -392,15 +516,21 @@ def judge(
     baseline: Baseline | None = None,
     threshold: float = DEFAULT_REGRESSION,
     regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
+    ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] | None = None,
 ) -> Verdict:
     """Judge a measurement: p95 against budget_ms/warn_ms, the expectations, the baseline.
 
     ``catalog`` words findings about missing or INVALID indexes and expands partitioned
-    tables; ``specs`` names the indexes meant to serve a failing query. Pure: no I/O.
+    tables; ``specs`` names the indexes meant to serve a failing query; ``ancestors`` (see
+    :func:`dbopt.verify.run.index_ancestors`) lets a partition's index count for the
+    partitioned index it belongs to. Pure: no I/O.
     """
     findings = _time_findings(m, budget)
+    used = IndexesUsed.of(m.plan, ancestors)
     if m.plan is not None:
-        findings += expectation_findings(budget, m.plan, catalog, estimated=not m.analyzed)
+        findings += expectation_findings(
+            budget, m.plan, catalog, estimated=not m.analyzed, specs=specs, ancestors=ancestors
+        )
     if baseline is not None and m.outcome == Outcome.OK:
         entry = baseline.entries.get(budget.name)
         findings += _baseline_findings(m, budget, entry, baseline, threshold, regression_floor_ms)
@@ -413,7 +543,7 @@ def judge(
             for rel in _relations_of(table, catalog)
         }
         culprit = _culprit(m.plan, forbidden)
-    meant = _meant_indexes(budget, specs, catalog, culprit[0] if culprit else None)
+    meant = _meant_indexes(budget, specs, catalog, culprit[0] if culprit else None, used)
     return Verdict(
         query=budget.name,
         status=status,
