@@ -20,7 +20,7 @@ anything. ``dbopt apply`` runs these same checks before its first statement.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -43,23 +43,12 @@ from dbopt.model import (
 )
 from dbopt.readonly import CallGraph
 from dbopt.spec import dependency_order, view_order
-from dbopt.sqltext import SqlTextError, budget_query_sql, expression_sql, query_sql, render_query
+from dbopt.sqltext import SqlTextError, expression_sql, query_sql, render_query
+from dbopt.verify.measurement import explain
 from dbopt.verify.select import budget_problems
 from dbopt.words import suggest
 
 CHECK_TIMEOUT_MS = 5_000
-
-
-def _explain(
-    conn: psycopg.Connection[Any], query: sql.Composed, params: Mapping[str, object] | None
-) -> psycopg.Error | None:
-    """Plan one statement with plain EXPLAIN, read-only and rolled back; None, or the error."""
-    try:
-        with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS) as cur:
-            cur.execute(query, params)
-    except psycopg.Error as exc:
-        return exc
-    return None
 
 
 def _describe(conn: psycopg.Connection[Any], query: sql.Composed) -> list[str] | psycopg.Error:
@@ -314,9 +303,11 @@ def _check_budgets(
         if query.relation in missing_views or not _may_run(query, calls):
             # Its view is created by apply (checked once it exists), or it was refused above.
             continue
-        params = dict(query.params) if query.uses_placeholders else None
-        result = _explain(conn, sql.SQL("EXPLAIN {}").format(budget_query_sql(query.sql)), params)
-        if isinstance(result, psycopg.Error):
+        try:
+            # Planned as verify plans it: parameters typed by the server, as applications
+            # with server-side binding send them (dbopt.verify.params).
+            explain(conn, query, CHECK_TIMEOUT_MS, analyze=False)
+        except psycopg.Error as exc:
             problems.append(
-                query.location.problem(f"query {query.name} fails: {server_message(result)}")
+                query.location.problem(f"query {query.name} fails: {server_message(exc)}")
             )

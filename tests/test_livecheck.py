@@ -490,3 +490,33 @@ def test_a_cte_named_like_a_spec_view_is_the_cte(write: Write, db_dsn: str) -> N
     )
     result = validate(db_dsn)
     assert result.exit_code == 0, result.output
+
+
+def test_budget_params_are_typed_by_the_server_as_verify_types_them(
+    write: Write, db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """validate --dsn plans a budget as verify does: an int compared with text is text (the
+    server infers it), not psycopg's smallint (text = smallint has no operator)."""
+    conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, payload jsonb)")
+    write(
+        **{
+            "indexes/events.yaml": """\
+                table: events
+                queries:
+                  - name: by_kind
+                    sql: SELECT id FROM events WHERE payload->>'kind' = %(kind)s AND id = %(id)s
+                    params: {kind: 7, id: 7}
+                    budget_ms: 5
+                  - name: wrong
+                    sql: SELECT id FROM events WHERE id = %(id)s
+                    params: {id: "seven"}
+                    budget_ms: 5
+            """
+        }
+    )
+    result = validate(db_dsn)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        'indexes/events.yaml:7:5: query wrong fails: invalid input syntax for type bigint: "seven"',
+        "error: 1 problem against the database; nothing was changed",
+    ]
