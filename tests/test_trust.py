@@ -729,7 +729,7 @@ queries:
 """,
     )
     write_file(
-        shop, "dbopt.yaml", f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 1s\n'
+        shop, "dbopt.yaml", f'environments:\n  test:\n    dsn: "{db_dsn}"\n    lock_timeout: 5s\n'
     )
     assert cli("apply", "--env", "test").exit_code == 0
     with psycopg.connect(db_dsn) as holder:
@@ -748,7 +748,8 @@ queries:
             started = time.monotonic()
             result = cli(*args, "--env", "test")
             assert result.exit_code == 0, (args, result.output)
-            assert time.monotonic() - started < 1.0, args  # never waited for lock_timeout
+            # Never waited for lock_timeout (a loaded machine may be slow, never 5 s slow).
+            assert time.monotonic() - started < 4.0, args
         holder.rollback()
     assert oid(conn, "idx_orders_customer") is None  # the rollback ran
 
