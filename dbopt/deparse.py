@@ -29,11 +29,25 @@ _HEAD = re.compile(r"^CREATE (UNIQUE )?INDEX .+? ON (ONLY )?.+? USING ", re.S)
 
 
 def canonical(definition: str) -> str:
-    """The part of a ``pg_get_indexdef`` text that defines the index, without name and table."""
+    """The part of a ``pg_get_indexdef`` text that defines the index, without name and table,
+    its storage parameters in name order (the server prints them in the order they were
+    given: ``WITH (fillfactor=80, deduplicate_items=off)`` is the same index either way)."""
     match = _HEAD.match(definition)
     if not match:
         raise ValueError(f"unexpected index definition: {definition!r}")
-    return ("UNIQUE " if match.group(1) else "") + "USING " + definition[match.end() :]
+    body = _STORAGE.sub(_sorted_storage, definition[match.end() :], count=1)
+    return ("UNIQUE " if match.group(1) else "") + "USING " + body
+
+
+#: pg_get_indexdef's storage parameters: `` WITH (name=value, name='value', ...)``.
+_VALUE = r"(?:'(?:[^']|'')*'|[^,()' ]+)"
+_STORAGE = re.compile(rf" WITH \(((?:[a-z_][a-z0-9_.]*={_VALUE}(?:, )?)+)\)")
+_OPTION = re.compile(rf"[a-z_][a-z0-9_.]*={_VALUE}")
+
+
+def _sorted_storage(match: re.Match[str]) -> str:
+    options = sorted(_OPTION.findall(match.group(1)), key=lambda o: o.split("=", 1)[0])
+    return " WITH (" + ", ".join(options) + ")"
 
 
 #: Specs normalised per transaction: each temporary index holds a lock until the rollback,
