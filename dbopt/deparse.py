@@ -35,19 +35,76 @@ def canonical(definition: str) -> str:
     match = _HEAD.match(definition)
     if not match:
         raise ValueError(f"unexpected index definition: {definition!r}")
-    body = _STORAGE.sub(_sorted_storage, definition[match.end() :], count=1)
-    return ("UNIQUE " if match.group(1) else "") + "USING " + body
+    return (
+        ("UNIQUE " if match.group(1) else "") + "USING " + sorted_storage(definition[match.end() :])
+    )
 
 
-#: pg_get_indexdef's storage parameters: `` WITH (name=value, name='value', ...)``.
-_VALUE = r"(?:'(?:[^']|'')*'|[^,()' ]+)"
-_STORAGE = re.compile(rf" WITH \(((?:[a-z_][a-z0-9_.]*={_VALUE}(?:, )?)+)\)")
-_OPTION = re.compile(rf"[a-z_][a-z0-9_.]*={_VALUE}")
+def sorted_storage(text: str) -> str:
+    """``text`` (an index definition, or the part of it after ``USING``) with the options of
+    its ``WITH (...)`` clause in name order. Only the clause itself is touched: one at paren
+    depth 0, outside quoted literals and identifiers (an expression's string may say WITH)."""
+    start = _top_level(text, " WITH (")
+    if start is None:
+        return text
+    open_at = start + len(" WITH (") - 1
+    end = _closing(text, open_at)
+    if end is None:
+        return text
+    options = _split_top(text[open_at + 1 : end])
+    ordered = sorted(options, key=lambda o: o.split("=", 1)[0])
+    return text[: open_at + 1] + ", ".join(ordered) + text[end:]
 
 
-def _sorted_storage(match: re.Match[str]) -> str:
-    options = sorted(_OPTION.findall(match.group(1)), key=lambda o: o.split("=", 1)[0])
-    return " WITH (" + ", ".join(options) + ")"
+def _scan(text: str) -> list[tuple[int, int]]:
+    """(position, paren depth) of each character outside quotes."""
+    out: list[tuple[int, int]] = []
+    depth, quote, i = 0, "", 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == quote:
+                if i + 1 < len(text) and text[i + 1] == quote:
+                    i += 2  # a doubled quote stays inside
+                    continue
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        else:
+            if c == ")":
+                depth -= 1
+            out.append((i, depth))
+            if c == "(":
+                depth += 1
+        i += 1
+    return out
+
+
+def _top_level(text: str, needle: str) -> int | None:
+    outside = {i for i, depth in _scan(text) if depth == 0}
+    at = text.find(needle)
+    while at != -1:
+        if all(j in outside for j in range(at, at + len(needle))):
+            return at
+        at = text.find(needle, at + 1)
+    return None
+
+
+def _closing(text: str, open_at: int) -> int | None:
+    for i, depth in _scan(text):
+        if i > open_at and depth == 0 and text[i] == ")":
+            return i
+    return None
+
+
+def _split_top(inner: str) -> list[str]:
+    parts, last = [], 0
+    for i, depth in _scan(inner):
+        if depth == 0 and inner[i] == ",":
+            parts.append(inner[last:i].strip())
+            last = i + 1
+    parts.append(inner[last:].strip())
+    return parts
 
 
 #: Specs normalised per transaction: each temporary index holds a lock until the rollback,

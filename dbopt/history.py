@@ -37,6 +37,8 @@ class OwnedObject:
     #: Not made but swapped out by a replace of dbopt's: dbopt's to drop only while it carries
     #: dbopt's temporary name (the swap happened, the final drop did not).
     replaced: bool = False
+    #: Not made: existed before dbopt, and `dbopt import --adopt` made it dbopt's to manage.
+    adopted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +379,7 @@ class History:
                 change_id=int(r["id"]),
                 run_id=int(r["run_id"]),
                 replaced=bool(r["replaced"]),
+                adopted=bool(r["adopted"]),
             )
             for r in rows
         ]

@@ -245,3 +245,42 @@ def test_a_drop_only_run_is_held_up_only_by_lockers_of_its_tables(
         assert refused.exit_code == 2, refused.output
         assert f"pid {locker.info.backend_pid}" in refused.output
         locker.rollback()
+
+
+UNIQUE_ID = """
+table: public.orders
+indexes:
+  - {name: idx_orders_customer, columns: [customer_id]}
+  - {name: idx_orders_id_created, columns: [id, created_at], unique: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("setup", "said"),
+    [
+        (
+            "ALTER TABLE orders REPLICA IDENTITY USING INDEX idx_orders_id_created",
+            "REPLICA IDENTITY index",
+        ),
+        ("ALTER TABLE orders CLUSTER ON idx_orders_id_created", "CLUSTERed on it"),
+    ],
+)
+def test_prune_and_rollback_never_take_what_the_table_relies_on(
+    shop: Path, conn: psycopg.Connection[Any], setup: str, said: str
+) -> None:
+    """An index of dbopt's that a DBA made the table's REPLICA IDENTITY (or CLUSTER index)
+    is refused for drop, by prune and by rollback alike: nothing runs."""
+    (shop / "indexes/orders.yaml").write_text(UNIQUE_ID)
+    assert cli("apply", "--env", "test").exit_code == 0
+    conn.execute(setup)  # type: ignore[call-overload]
+    (shop / "indexes/orders.yaml").write_text(
+        UNIQUE_ID.splitlines()[0] + "\n" + "\n".join(UNIQUE_ID.splitlines()[1:4])
+    )
+    pruned = cli("apply", "--env", "test", "--prune")
+    assert pruned.exit_code == 2, pruned.output
+    assert "idx_orders_id_created cannot be dropped" in pruned.output
+    assert said in pruned.output
+    undone = cli("rollback", "--env", "test", "--last", "--yes")
+    assert undone.exit_code == 2, undone.output
+    assert said in undone.output
+    assert {"idx_orders_customer", "idx_orders_id_created"} <= set(index_defs(conn))

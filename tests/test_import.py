@@ -366,6 +366,7 @@ def test_adopt_hands_the_objects_to_dbopt_prune_drops_them_rollback_never(
     _remove_index(grown / "indexes/users.yaml", "users_tags")
     plan = cli("plan", "--env", "test")
     assert "1 needs a flag" in plan.output, plan.output
+    assert "adopted by dbopt run" in plan.output and "existed before" in plan.output
     pruned = cli("apply", "--env", "test", "--prune")
     assert pruned.exit_code == 0, pruned.output
     assert "users_tags" not in index_defs(conn)

@@ -970,3 +970,34 @@ def test_every_destructive_step_names_what_it_acts_on() -> None:
         for step in action.forward:
             if step.mode == StepMode.BUILD:
                 assert step.expect == (), step.text()
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        (
+            "CREATE INDEX i ON public.t USING btree (a) WITH (fillfactor='80', "
+            "deduplicate_items=off)",
+            "USING btree (a) WITH (deduplicate_items=off, fillfactor='80')",
+        ),
+        # A string that says WITH is an expression's, never the storage clause.
+        (
+            "CREATE INDEX i ON public.t USING btree (c) WHERE ((c = ' WITH (b=1, a=2)'::text))",
+            "USING btree (c) WHERE ((c = ' WITH (b=1, a=2)'::text))",
+        ),
+        (
+            "CREATE INDEX i ON public.t USING btree (c) WITH (fillfactor='80', "
+            "deduplicate_items=off) WHERE ((c = ' WITH (b=1, a=2)'::text))",
+            "USING btree (c) WITH (deduplicate_items=off, fillfactor='80') "
+            "WHERE ((c = ' WITH (b=1, a=2)'::text))",
+        ),
+        (
+            "CREATE UNIQUE INDEX i ON public.t USING btree (\"we(ird\") WITH (z=1, a='2, 3')",
+            "UNIQUE USING btree (\"we(ird\") WITH (a='2, 3', z=1)",
+        ),
+    ],
+)
+def test_canonical_lists_storage_parameters_by_name(definition: str, expected: str) -> None:
+    from dbopt.deparse import canonical
+
+    assert canonical(definition) == expected

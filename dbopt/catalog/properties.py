@@ -63,6 +63,23 @@ class IndexProperties:
             out.append(f"it is a partition of index {self.partition_of}")
         return out
 
+    def drop_blockers(self) -> list[str]:
+        """What dropping this index (prune, rollback) would take away from its table beyond
+        the index: refused then, with what to do first."""
+        out = self.blockers()
+        if self.replica_identity:
+            out.append(
+                "it is its table's REPLICA IDENTITY index (logical replication and UPDATE or "
+                "DELETE on a published table need it): ALTER TABLE ... REPLICA IDENTITY "
+                "another index or DEFAULT first"
+            )
+        if self.clustered:
+            out.append(
+                "its table is CLUSTERed on it (a plain CLUSTER of the table would fail): "
+                "ALTER TABLE ... SET WITHOUT CLUSTER first"
+            )
+        return out
+
     def refusals(self, new: IndexSpec, old: IndexSpec | None = None) -> list[str]:
         """Why a replace by ``new`` cannot keep what this index carries (empty: it can);
         ``old`` is this index's own definition as a spec, when it could be read."""

@@ -111,7 +111,7 @@ def _plan_views(
             drop_view_action(
                 relation,
                 catalog,
-                reason="created by dbopt and no longer in the specs",
+                reason=_gone_reason(owners.origin(relation.oid)),
                 origin=owners.origin(relation.oid),
                 properties=properties,
                 enabled=prune,
@@ -193,7 +193,7 @@ def plan(
         reason = (
             "left under dbopt's temporary name by an interrupted replace"
             if index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
-            else "created by dbopt and no longer in the specs"
+            else _gone_reason(owners.origin(index.oid))
         )
         relation = catalog.relations[index.table]
         actions.append(
@@ -284,6 +284,13 @@ def wanted_properties(
             views.add(relation.oid)
             indexes.update(i.oid for i in catalog.indexes_on(relation.name))
     return frozenset(indexes), frozenset(views)
+
+
+def _gone_reason(origin: str) -> str:
+    """Why dbopt may drop an object of its own that left the specs: how it came to own it."""
+    if origin.startswith("adopted"):
+        return f"{origin} (it existed before: `dbopt import --adopt`) and no longer in the specs"
+    return "created by dbopt and no longer in the specs"
 
 
 def _check_cascade(name: QualifiedName, catalog: Catalog, cascade: bool) -> None:

@@ -144,9 +144,12 @@ def drop_index_action(
 ) -> Action:
     """Drop an index dbopt made, guarded by its identity; refused when something depends on it."""
     props = properties.indexes.get(index.oid) if properties is not None else None
+    blockers = [] if props is None else props.drop_blockers()
+    if index.backs_constraint:
+        blockers.insert(0, f"it backs constraint {index.constraint_name}")
     refusal = None
-    if props is not None and props.blockers():
-        refusal = f"index {index.name} cannot be dropped: " + "; ".join(props.blockers())
+    if blockers:
+        refusal = f"index {index.name} cannot be dropped: " + "; ".join(blockers)
     return Action(
         kind=ActionKind.DROP,
         name=index.name,

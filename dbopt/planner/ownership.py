@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
-from dbopt.deparse import canonical
+from dbopt.deparse import canonical, sorted_storage
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
 from dbopt.model import QualifiedName
@@ -69,8 +69,12 @@ def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
                 recorded = fact.definition
                 if recorded is None:
                     continue
-                if recorded.startswith("CREATE"):
-                    recorded = canonical(recorded)
+                # Canonical texts of then kept storage parameters in the order given.
+                recorded = (
+                    canonical(recorded)
+                    if recorded.startswith("CREATE")
+                    else sorted_storage(recorded)
+                )
                 if canonical(found.definition) != recorded:
                     continue
         if found is None:
@@ -80,7 +84,7 @@ def ownership(owned: Iterable[OwnedObject], catalog: Catalog) -> Ownership:
         if not fact.replaced and found.name.name not in _names_of(fact.name.name):
             continue  # renamed by hand since: someone means to keep it; dbopt leaves it be
         oids.add(found.oid)
-        what = "swapped out" if fact.replaced else "made"
+        what = "swapped out" if fact.replaced else "adopted" if fact.adopted else "made"
         origins[found.oid] = f"{what} by dbopt run {fact.run_id}"
     return Ownership(frozenset(oids), origins)
 

@@ -5,7 +5,8 @@
 WITH made AS (
   SELECT DISTINCT ON (m.object_oid)
          m.id, m.run_id, m.object_kind, m.object_schema, m.object_name, m.table_name,
-         m.object_oid AS oid, m.built_definition AS definition, false AS replaced
+         m.object_oid AS oid, m.built_definition AS definition, false AS replaced,
+         m.action = 'adopt' AS adopted
     FROM {schema}.changes m
    WHERE m.object_oid IS NOT NULL
      AND (m.result = 'ok' OR m.action IN ('create', 'repair', 'replace', 'restore'))
@@ -16,7 +17,8 @@ WITH made AS (
 ), swapped_out AS (
   SELECT DISTINCT ON (r.replaced_oid)
          r.id, r.run_id, r.object_kind, r.object_schema, r.object_name, r.table_name,
-         r.replaced_oid AS oid, r.previous_definition AS definition, true AS replaced
+         r.replaced_oid AS oid, r.previous_definition AS definition, true AS replaced,
+         false AS adopted
     FROM {schema}.changes r
    WHERE r.replaced_oid IS NOT NULL AND r.action IN ('replace', 'restore')
    ORDER BY r.replaced_oid, r.id DESC
