@@ -31,7 +31,7 @@ from dbopt.errors import (
 )
 from dbopt.executor import Executor, RunResult
 from dbopt.history import History
-from dbopt.livecheck import check_against_database, with_read_views
+from dbopt.livecheck import check_against_database, check_builds, with_read_views
 from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet, ViewSpec
 from dbopt.planner import ActionKind, Plan
@@ -279,7 +279,8 @@ def apply(
             history.require_grants(runner.control, "write")
         # validate --dsn's checks of every spec, before anything is built: a misspelt column
         # refuses the run with every problem at its file:line, not after the first builds.
-        check_against_database(specs, runner.control, budgets=False)
+        checked = check_against_database(specs, runner.control, budgets=False)
+        check_builds(specs, runner.control, checked, target.settings.lock_timeout_ms)
         specs = with_read_views(specs, runner.control)  # B reads A: A is created first
         catalog = inspect(runner.control, relevant(specs, history.owned(runner.control)))
         result = build_plan(

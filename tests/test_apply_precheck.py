@@ -143,3 +143,39 @@ def test_a_view_reading_a_view_with_a_misspelt_column_is_refused_at_its_line(
     ), lines
     assert lines[-1] == "error: 1 problem against the database; nothing was changed"
     assert catalog_snapshot(conn) == before
+
+
+WHAT_ONLY_CREATE_INDEX_REFUSES = """\
+table: public.orders
+indexes:
+  - {name: idx_orders_customer, columns: [customer_id]}
+  - name: idx_orders_day
+    columns: [{expr: "created_at::date"}]
+  - name: idx_orders_doc
+    columns: [doc]
+  - name: idx_orders_total
+    columns: [total]
+    with: {fillfactor: 5}
+"""
+
+
+def test_what_only_create_index_refuses_is_reported_before_the_first_build(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """A cast of timestamptz to date is not IMMUTABLE, json has no btree operator class, a
+    fillfactor of 5 is out of range: none of it is a column that does not exist, all of it
+    is refused by CREATE INDEX. apply says all three at once and builds nothing."""
+    conn.execute("ALTER TABLE orders ADD COLUMN doc json")
+    write_files(shop, {"indexes/orders.yaml": WHAT_ONLY_CREATE_INDEX_REFUSES})
+    before = catalog_snapshot(conn)
+    result = cli("apply", "--env", "test")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("indexes/orders.yaml:4:5: index idx_orders_day: PostgreSQL ")
+    assert "IMMUTABLE" in lines[0]
+    assert lines[1].startswith("indexes/orders.yaml:6:5: index idx_orders_doc: ")
+    assert "operator class" in lines[1]
+    assert lines[2].startswith("indexes/orders.yaml:8:5: index idx_orders_total: ")
+    assert "fillfactor" in lines[2]
+    assert catalog_snapshot(conn) == before
+    assert history_rows(conn) == 0
