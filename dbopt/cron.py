@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from dbopt.errors import InputError
 
@@ -34,7 +35,7 @@ class _Field:
     names: tuple[str, ...] = ()  # names for low, low + 1, ...
 
     def value(self, text: str) -> int | None:
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return int(text)
         if text.lower() in self.names:
             return self.names.index(text.lower()) + self.low
@@ -60,11 +61,17 @@ def _check(field: _Field, text: str) -> str | None:
         if match is None:
             return f"the {field.name} field '{text}' is not a value, range or step ({span})"
         step = match["step"]
-        if step is not None and (not step.isdigit() or int(step) == 0):
+        if step is not None and (not (step.isascii() and step.isdigit()) or int(step) == 0):
             return f"the {field.name} field '{text}' has step '{step}': a positive number"
         if match["range"] == "*":
             continue
         ends = match["range"].split("-")
+        if step is not None and len(ends) == 1:
+            # pg_cron refuses it, Vixie cron reads one value, croniter every step from it.
+            return (
+                f"the {field.name} field '{text}' steps from a single value, which cron "
+                f"implementations read differently: write {ends[0]}-{field.high}/{step}"
+            )
         values = [field.value(e) for e in ends]
         for end, value in zip(ends, values, strict=True):
             if value is None:
@@ -97,4 +104,33 @@ def parse(schedule: str) -> str:
         problem = _check(field, part)
         if problem:
             raise InputError(f"'{schedule}' {problem}")
+    try:
+        previous_tick(text, datetime(2000, 1, 1, tzinfo=UTC))
+    except ValueError:
+        raise InputError(f"'{schedule}' never fires (no such day in any year)") from None
     return text
+
+
+def previous_tick(schedule: str, now: datetime) -> datetime:
+    """The last time ``schedule`` (five fields) fired at or before ``now``, read as cron and
+    pg_cron read it: day-of-month and day-of-week are ORed only when both are restricted (a
+    field that starts with '*' makes them ANDed). ValueError when it never fires."""
+    return _tick(schedule, now, forward=False)
+
+
+def next_tick(schedule: str, after: datetime) -> datetime:
+    """The first time ``schedule`` fires after ``after`` (read as :func:`previous_tick`)."""
+    return _tick(schedule, after, forward=True)
+
+
+def _tick(schedule: str, start: datetime, *, forward: bool) -> datetime:
+    from croniter import CroniterBadDateError, croniter
+
+    fields = schedule.split()
+    day_or = not (fields[2].startswith("*") or fields[4].startswith("*"))
+    try:
+        it = croniter(schedule, start, day_or=day_or)
+        tick: datetime = it.get_next(datetime) if forward else it.get_prev(datetime)
+    except (CroniterBadDateError, ValueError, KeyError) as exc:
+        raise ValueError(f"{schedule!r} never fires: {exc}") from None
+    return tick

@@ -136,7 +136,7 @@ def filter_stale(
     older_than: timedelta | None = None,
 ) -> list[RefreshItem]:
     """Keep views refreshed before their schedule's last tick (or longer ago than older_than)."""
-    from croniter import croniter
+    from dbopt.cron import previous_tick
 
     kept = []
     for item in items:
@@ -151,8 +151,12 @@ def filter_stale(
         schedule = item.view.refresh.schedule
         if schedule is None:
             continue  # no schedule: never stale by --stale-only
-        previous_tick = croniter(schedule, now).get_prev(datetime)
-        if last < previous_tick:
+        try:
+            tick = previous_tick(schedule, now)
+        except ValueError:
+            kept.append(item)  # a schedule that never fires: refreshed when asked
+            continue
+        if last < tick:
             kept.append(item)
     return kept
 

@@ -6,7 +6,7 @@ Computed from the same plan apply would run, so what status calls drift, apply w
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -66,10 +66,12 @@ class StatusReport:
         """What a monitoring check should page about, one line each: a managed index or view
         that is missing, INVALID, drifted or left the specs; any INVALID index on a managed
         table; a view that is overdue or holds no data; a last run that did not finish ok."""
-        fine = ("ok", "present (not compared)")
+        fine = ("ok", "present (not compared)", "building")
         out = [f"index {r.name}: {r.state}" for r in self.managed if r.state not in fine]
         out += [
-            f"index {r.name}: INVALID (not dbopt's)" for r in self.unmanaged if r.valid is False
+            f"index {r.name}: INVALID (not dbopt's)"
+            for r in self.unmanaged
+            if r.valid is False and r.state != "building"
         ]
         for v in self.views:
             if v.state not in fine:
@@ -141,7 +143,11 @@ def index_status(
             IndexState(
                 name=str(action.name),
                 table=str(action.table),
-                state=states[action.kind] if action.compared else "present (not compared)",
+                state="building"
+                if index is not None and index.building
+                else states[action.kind]
+                if action.compared
+                else "present (not compared)",
                 valid=None if index is None else index.is_valid,
                 size_bytes=None if index is None else index.size_bytes,
                 scans=None if index is None else index.scans,
@@ -158,7 +164,7 @@ def index_status(
         IndexState(
             name=str(i.name),
             table=str(i.table),
-            state="unmanaged",
+            state="building" if i.building else "unmanaged",
             valid=i.is_valid,
             size_bytes=i.size_bytes,
             scans=i.scans,
@@ -177,6 +183,31 @@ def index_status(
     )
 
 
+#: How long after its tick a refresh may still be running (or queued) before status calls the
+#: view overdue: twice its last duration, at least this much, at most the schedule's interval.
+OVERDUE_GRACE = timedelta(minutes=5)
+
+
+def _overdue(
+    schedule: str, now: datetime, last: datetime | None, last_duration_ms: float | None
+) -> bool:
+    """Not refreshed since the schedule's last tick, and the first tick it missed is further
+    back than a refresh could still be running from it. Ticks are read in this machine's time
+    zone (run status where cron runs, or mind the difference: pg_cron runs in GMT)."""
+    from dbopt.cron import next_tick, previous_tick
+
+    try:
+        tick = previous_tick(schedule, now)
+        if last is not None and last >= tick:
+            return False
+        missed = tick if last is None else min(tick, next_tick(schedule, last))
+        interval = tick - previous_tick(schedule, tick - timedelta(seconds=1))
+    except ValueError:
+        return False  # validate refuses a schedule that never fires
+    grace = max(OVERDUE_GRACE, timedelta(milliseconds=2 * (last_duration_ms or 0)))
+    return now - missed > min(grace, interval)
+
+
 def _view_states(
     specs: SpecSet,
     catalog: Catalog,
@@ -184,8 +215,6 @@ def _view_states(
     refreshes: dict[QualifiedName, Any],
     states: dict[ActionKind, str],
 ) -> tuple[ViewState, ...]:
-    from croniter import croniter
-
     now = datetime.now().astimezone()
     schedules = {v.name: v.refresh.schedule for v in specs.views}
     out = []
@@ -197,7 +226,7 @@ def _view_states(
         overdue = bool(
             relation is not None
             and schedule
-            and (started is None or started < croniter(schedule, now).get_prev(datetime))
+            and _overdue(schedule, now, started, last.duration_ms if last else None)
         )
         out.append(
             ViewState(

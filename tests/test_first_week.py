@@ -284,3 +284,93 @@ def test_prune_and_rollback_never_take_what_the_table_relies_on(
     assert undone.exit_code == 2, undone.output
     assert said in undone.output
     assert {"idx_orders_customer", "idx_orders_id_created"} <= set(index_defs(conn))
+
+
+def test_overdue_waits_for_a_refresh_that_may_still_run() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dbopt.status import _overdue
+
+    now = datetime(2026, 11, 29, 10, 3, tzinfo=UTC)
+    hour_ago = now - timedelta(hours=1)
+    # Hourly: the 10:00 tick is 3 minutes back; a refresh may still be running.
+    assert not _overdue("0 * * * *", now, hour_ago, 1_000)
+    assert _overdue("0 * * * *", now + timedelta(minutes=5), hour_ago, 1_000)
+    # A refresh that took 20 minutes last time has 40 minutes.
+    assert not _overdue("0 * * * *", now + timedelta(minutes=30), hour_ago, 20 * 60_000)
+    assert _overdue("0 * * * *", now + timedelta(minutes=45), hour_ago, 20 * 60_000)
+    # Never longer than the interval; refreshed since the tick: never overdue.
+    assert _overdue("*/10 * * * *", now + timedelta(minutes=19), hour_ago, 60 * 60_000)
+    assert not _overdue("0 * * * *", now + timedelta(minutes=50), now, 1_000)
+    # Day-of-month with a '*' and a day-of-week: ANDed as cron does (Mondays that are even
+    # days), not ORed: Sunday 2026-11-29 is no tick.
+    assert not _overdue("0 0 */2 * 1", now, now - timedelta(hours=11), 1_000)
+
+
+def test_an_index_being_built_is_building_not_invalid(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Someone's concurrent build in progress is INVALID in the catalog until it ends:
+    status says building and does not page."""
+    import threading
+
+    from helpers import wait_for
+
+    assert cli("apply", "--env", "test").exit_code == 0
+    with psycopg.connect(db_dsn) as snapshot:
+        snapshot.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot.execute("SELECT count(*) FROM orders")  # the build waits for it to end
+        errors: list[BaseException] = []
+
+        def build() -> None:
+            try:
+                with psycopg.connect(db_dsn, autocommit=True) as other:
+                    other.execute("CREATE INDEX CONCURRENTLY theirs ON orders (total)")
+            except BaseException as exc:
+                errors.append(exc)
+
+        builder = threading.Thread(target=build)
+        builder.start()
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting%%'",
+        )
+        result = cli("status", "--env", "test", "--exit-code", "--format", "json")
+        snapshot.rollback()
+    builder.join(60)
+    assert errors == []
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    (theirs,) = [r for r in data["unmanaged"] if r["index"] == "public.theirs"]
+    assert theirs["state"] == "building" and theirs["valid"] is False
+    assert data["attention"] == []
+
+
+def test_a_drop_on_a_partitioned_table_is_held_up_by_a_reader_of_one_partition(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    from helpers import wait_for
+
+    conn.execute(
+        "CREATE TABLE m (id int, at date) PARTITION BY RANGE (at);"
+        "CREATE TABLE m1 PARTITION OF m FOR VALUES FROM ('2026-01-01') TO ('2026-07-01');"
+        "CREATE TABLE m2 PARTITION OF m FOR VALUES FROM ('2026-07-01') TO ('2027-01-01')"
+    )
+    (shop / "indexes/m.yaml").write_text("table: m\nindexes:\n  - {name: m_at, columns: [at]}\n")
+    (shop / "dbopt.yaml").write_text(
+        environments(test={"dsn": db_dsn, **SETTINGS, "lock_timeout": "200ms"})
+    )
+    assert cli("apply", "--env", "test").exit_code == 0
+    with psycopg.connect(db_dsn) as reader:
+        reader.execute("SELECT count(*) FROM m1")
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s "
+            "AND xact_start < now() - interval '300 ms'",
+            (reader.info.backend_pid,),
+        )
+        refused = cli("rollback", "--env", "test", "--last", "--yes")
+        assert refused.exit_code == 2, refused.output
+        assert f"pid {reader.info.backend_pid}" in refused.output
+        reader.rollback()
+    assert "m_at" in index_defs(conn)

@@ -580,6 +580,13 @@ FIVE = (
         ("*/0 * * * *", "the minute field '*/0' has step '0': a positive number"),
         ("0 5-2 * * *", "the hour field '5-2': the range 5-2 runs backwards"),
         ("0,,5 * * * *", "the minute field '0,,5' is not a value, range or step (0-59)"),
+        (
+            "5/10 * * * *",
+            "the minute field '5/10' steps from a single value, which cron implementations "
+            "read differently: write 5-59/10",
+        ),
+        ("0 0 \u0663 * *", "the day-of-month field '\u0663': '\u0663' is not a number (1-31)"),
+        ("0 0 31 2 *", "never fires (no such day in any year)"),
     ],
 )
 def test_invalid_cron_schedules_name_the_field_and_its_range(

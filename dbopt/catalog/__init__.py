@@ -88,6 +88,7 @@ class CatalogIndex:
     size_bytes: int
     scans: int | None
     oid: int = 0
+    building: bool = False  # INVALID because a session is building it right now
 
     @property
     def allows_concurrent_refresh(self) -> bool:
@@ -262,6 +263,7 @@ def inspect(
                 size_bytes=row["size_bytes"],
                 scans=row["scans"],
                 oid=int(row["oid"]),
+                building=bool(row["building"]),
             )
         dependents: dict[QualifiedName, list[QualifiedName]] = {}
         cur.execute(catalog_sql("view_dependents"))

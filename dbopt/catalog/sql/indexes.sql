@@ -1,6 +1,6 @@
 -- The indexes of the relevant relations (parameter relevant; every index outside the system
 -- schemas with everything): definition, validity, size, use, and whether it backs a
--- constraint (dbopt never touches those).
+-- constraint (dbopt never touches those), and whether it is being built right now.
 --
 -- pg_get_indexdef and pg_get_expr lock the index's table (ACCESS SHARE; PostgreSQL 15.18 does)
 -- and pg_relation_size the index itself, so the WHERE clause keeps every other index out
@@ -23,7 +23,12 @@ SELECT c.oid::bigint                                AS oid,
        con.conname                                 AS constraint_name,
        con.contype::text                           AS constraint_type,
        pg_relation_size(c.oid)                     AS size_bytes,
-       pg_stat_get_numscans(c.oid)                 AS scans
+       pg_stat_get_numscans(c.oid)                 AS scans,
+       -- An INVALID index a session is building right now (not a failed build).
+       NOT i.indisvalid AND EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+                                     WHERE p.index_relid = c.oid
+                                        OR p.relid = i.indrelid)
+                                                   AS building
   FROM pg_index i
   JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_class t ON t.oid = i.indrelid

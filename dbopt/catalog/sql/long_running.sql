@@ -1,7 +1,8 @@
 -- Transactions older than a bound (lock_timeout) that the run's statements would wait for, so
 -- apply and rollback refuse to start while they run (unless told to wait). A concurrent build
 -- waits for every older transaction of this database (its snapshots); a concurrent drop only
--- for the sessions holding a lock on its table: %(tables)s, or NULL when the run builds.
+-- for the sessions holding a lock on its table or one of its partitions: %(tables)s, or NULL
+-- when the run builds.
 SELECT a.pid,
        round(extract(epoch FROM now() - a.xact_start))::int AS age_s,
        a.state,
@@ -19,6 +20,11 @@ SELECT a.pid,
                       AND l.locktype = 'relation'
                       AND l.database = (SELECT oid FROM pg_database
                                          WHERE datname = current_database())
-                      AND l.relation = ANY (SELECT to_regclass(t)::oid
+                      -- A partitioned table's drop locks every partition too.
+                      AND l.relation = ANY (SELECT p.relid::oid
+                                              FROM unnest(%(tables)s::text[]) AS t,
+                                                   pg_partition_tree(to_regclass(t)) AS p
+                                            UNION ALL
+                                            SELECT to_regclass(t)::oid
                                               FROM unnest(%(tables)s::text[]) AS t)))
  ORDER BY a.xact_start
