@@ -323,7 +323,7 @@ def check_fragility(
         if judged.stability == Stability.FRAGILE:
             # Sound without HypoPG: a plan with no index breaks the expectation too, and
             # one that may use another index can only be cheaper still.
-            note = f"every index path off ({_needs(version)} to hide only {without})"
+            note = f"costed with every index path off: hiding only {without} {_needs(version)}"
             return replace(judged, note=note)
         if judged.stability == Stability.NOT_CHECKED:
             return judged
