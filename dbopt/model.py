@@ -104,6 +104,9 @@ class Expectation:
 
     uses_index: tuple[str, ...] = ()
     no_seq_scan_on: tuple[QualifiedName, ...] = ()
+    #: How much costlier the best plan without a uses_index index must be than the chosen
+    #: one (1.1 = 10 %) for the plan to count as stable (None: verify's --plan-margin).
+    plan_margin: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,6 +173,12 @@ _QUERY = {
             "properties": {
                 "uses_index": {"type": "array", "items": _NAME, "minItems": 1},
                 "no_seq_scan_on": {"type": "array", "items": _QUALIFIED, "minItems": 1},
+                "plan_margin": {
+                    "type": "number",
+                    "minimum": 1,
+                    "description": "with uses_index: warn when the best plan without an "
+                    "expected index costs less than this many times the chosen plan.",
+                },
             },
         },
     },

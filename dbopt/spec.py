@@ -277,6 +277,12 @@ class _FileReader:
             self.qualified((*path, "expect", "no_seq_scan_on", i), n, DEFAULT_SCHEMA)
             for i, n in enumerate(_items(expect_raw, "no_seq_scan_on"))
         ]
+        plan_margin = _number(expect_raw, "plan_margin")
+        if plan_margin is not None and not uses_index:
+            self.err(
+                (*path, "expect", "plan_margin"),
+                "applies to expect.uses_index: name the indexes the plan must keep using",
+            )
         name = _text(raw, "name") or None
         if name is None:
             return None
@@ -297,6 +303,7 @@ class _FileReader:
             expect=Expectation(
                 uses_index=tuple(uses_index),
                 no_seq_scan_on=tuple(n for n in no_seq_scan_on if n is not None),
+                plan_margin=plan_margin,
             ),
         )
 

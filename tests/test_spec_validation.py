@@ -283,7 +283,7 @@ def test_column_items_and_query_fields_are_typed(write: Write) -> None:
         "indexes/users.yaml:11:11: queries[0].runs: must be at least 1, got 0",
         "indexes/users.yaml:12:26: queries[0].expect.uses_index: must not be empty",
         "indexes/users.yaml:12:30: queries[0].expect: unknown key 'seq'; "
-        "allowed keys: no_seq_scan_on, uses_index",
+        "allowed keys: no_seq_scan_on, plan_margin, uses_index",
         "indexes/users.yaml:13:11: queries[1].name: the string 'bad name' is not valid; "
         "expected a name of letters, digits, '_', '.' and '-', starting with a letter or '_' "
         "(it names the query in reports and JUnit)",

@@ -15,6 +15,7 @@ from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 from dbopt.errors import CheckFailedError, ConfigError, InputError
 from dbopt.model import QueryBudget
 from dbopt.verify import (
+    DEFAULT_PLAN_MARGIN,
     DEFAULT_REGRESSION,
     DEFAULT_REGRESSION_FLOOR_MS,
     TIMING_NOTE,
@@ -80,6 +81,20 @@ from dbopt.verify import (
     help="...and the least growth, in ms, that does (sub-millisecond queries jitter).",
 )
 @click.option(
+    "--plan-margin",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_PLAN_MARGIN,
+    show_default=True,
+    metavar="RATIO",
+    help="A uses_index plan is fragile when a plan without an expected index costs less "
+    "than RATIO times it (expect: plan_margin overrides per query).",
+)
+@click.option(
+    "--fail-on-fragile",
+    is_flag=True,
+    help="Fail (exit 1) on a fragile plan instead of warning.",
+)
+@click.option(
     "--junit",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write JUnit XML to FILE: one test case per query, for CI test reports.",
@@ -103,6 +118,8 @@ def verify(
     save: Path | None,
     threshold_pct: float,
     floor_ms: float,
+    plan_margin: float,
+    fail_on_fragile: bool,
     junit: Path | None,
     hypothetical: bool,
     create_extension: bool,
@@ -126,6 +143,11 @@ def verify(
     p50/p95 interpolate between ranks (Python's statistics.quantiles, inclusive method).
     Against --baseline, a p95 more than --threshold percent (and --regression-floor ms)
     slower fails; a plan whose shape changed warns. Warnings exit 0.
+
+    A plan that meets expect: uses_index is also planned (plain EXPLAIN, read-only, rolled
+    back) without each expected index, hidden with HypoPG 1.4+ when the database has it: when
+    that alternative costs less than --plan-margin times the chosen plan, the plan is
+    fragile (an ANALYZE can flip it) and warns, or fails with --fail-on-fragile.
 
     \b
     Examples:
@@ -183,6 +205,8 @@ def verify(
                 threshold=threshold_pct / 100,
                 regression_floor_ms=floor_ms,
                 progress=_progress if opts.verbose else None,
+                plan_margin=plan_margin,
+                fail_on_fragile=fail_on_fragile,
             )
     if hypothetical:
         _finish_hypothetical(hypo, opts, junit, out)

@@ -43,6 +43,12 @@ One module per concern; the library measures, judges and returns reports, the CL
 
 from __future__ import annotations
 
+from dbopt.verify.fragility import (
+    DEFAULT_PLAN_MARGIN,
+    Fragility,
+    Stability,
+    check_fragility,
+)
 from dbopt.verify.hypothetical import (
     HypoIndex,
     HypoPGMissingError,
@@ -101,6 +107,7 @@ from dbopt.verify.verdict import (
 )
 
 __all__ = [
+    "DEFAULT_PLAN_MARGIN",
     "DEFAULT_REGRESSION",
     "DEFAULT_REGRESSION_FLOOR_MS",
     "INDEX_SCANS",
@@ -114,6 +121,7 @@ __all__ = [
     "EmptySelectionError",
     "Finding",
     "FindingKind",
+    "Fragility",
     "HypoIndex",
     "HypoPGMissingError",
     "HypotheticalReport",
@@ -128,6 +136,7 @@ __all__ = [
     "QueryResult",
     "Role",
     "Selector",
+    "Stability",
     "Status",
     "UnknownSelectionError",
     "Verdict",
@@ -135,6 +144,7 @@ __all__ = [
     "WhatIf",
     "budget_problems",
     "check_budgets",
+    "check_fragility",
     "estimated_plan",
     "expectation_findings",
     "explain",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -133,12 +133,18 @@ def _placeholders(budget: QueryBudget) -> tuple[str, ...]:
 
 
 def explain(
-    conn: psycopg.Connection[Any], budget: QueryBudget, timeout_ms: int, *, analyze: bool
+    conn: psycopg.Connection[Any],
+    budget: QueryBudget,
+    timeout_ms: int,
+    *,
+    analyze: bool,
+    planner: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run EXPLAIN (with ANALYZE or without) on one budget, read-only and rolled back.
 
     The parameters go out untyped, so the server gives each the type its context infers
-    (see :mod:`dbopt.verify.params`). ``conn`` must not be inside a transaction
+    (see :mod:`dbopt.verify.params`). ``planner`` settings (``enable_indexscan: off``...)
+    apply to this transaction only. ``conn`` must not be inside a transaction
     (dbopt.db.connect gives autocommit connections). Returns the top object of the JSON plan;
     raises psycopg errors as they come.
     """
@@ -147,6 +153,8 @@ def explain(
         params = bind(conn, budget.params, typed) if budget.uses_placeholders else None
         try:
             with read_only_transaction(conn, timeout_ms=timeout_ms) as cur:
+                for setting, value in (planner or {}).items():
+                    cur.execute("SELECT set_config(%s, %s, true)", (setting, value))
                 register(cur)
                 cur.execute(_explain_query(budget, analyze=analyze), params)
                 row = cur.fetchone()
@@ -176,11 +184,17 @@ def raise_if_lost(
 
 
 def estimated_plan(
-    conn: psycopg.Connection[Any], budget: QueryBudget, timeout_ms: int
+    conn: psycopg.Connection[Any],
+    budget: QueryBudget,
+    timeout_ms: int,
+    *,
+    planner: Mapping[str, str] | None = None,
 ) -> PlanNode | str:
-    """The planner's plan without running the query (plain EXPLAIN), or the server's error."""
+    """The planner's plan without running the query (plain EXPLAIN), or the server's error;
+    ``planner`` settings as :func:`explain` takes them."""
     try:
-        return parse_plan(explain(conn, budget, timeout_ms, analyze=False)["Plan"])
+        top = explain(conn, budget, timeout_ms, analyze=False, planner=planner)
+        return parse_plan(top["Plan"])
     except psycopg.Error as exc:
         raise_if_lost(conn, exc, f"measuring {budget.name}")
         return server_message(exc)

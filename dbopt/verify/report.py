@@ -81,6 +81,7 @@ def result_dict(result: QueryResult) -> JsonObject:
         "culprit": v.culprit.label if v.culprit else None,
         "culprit_why": v.culprit_why,
         "meant_indexes": [mi.describe() for mi in v.meant],
+        "plan_stability": result.stability.as_dict() if result.stability else None,
         "plan": plan_text(m.plan, v.culprit, v.culprit_why) if m.plan else None,
         "explanation": explanation(result),
         "execution_ms": [round(t, 3) for t in m.execution_ms],

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from dbopt.catalog import catalog_sql, inspect
+from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.config import Settings
 from dbopt.model import QualifiedName, QueryBudget, SpecSet
 from dbopt.readonly import CallGraph
+from dbopt.verify import fragility
 from dbopt.verify.measurement import Measurement, measure
 from dbopt.verify.plan import index_uses
 from dbopt.verify.select import check_budgets, select_budgets
@@ -32,6 +33,8 @@ class QueryResult:
     budget: QueryBudget
     measurement: Measurement
     verdict: Verdict
+    #: How close a plan that breaks expect.uses_index comes (None: not checked).
+    stability: fragility.Fragility | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,14 @@ def run_verify(
     threshold: float = DEFAULT_REGRESSION,
     regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
     progress: Callable[[QueryBudget], None] | None = None,
+    plan_margin: float = fragility.DEFAULT_PLAN_MARGIN,
+    fail_on_fragile: bool = False,
 ) -> VerifyReport:
     """Measure and judge the selected budgets on ``conn`` (autocommit), in spec order.
+
+    A plan that meets expect.uses_index is checked for how close the cheapest plan without
+    an expected index comes (see :mod:`dbopt.verify.fragility`): within ``plan_margin`` it
+    warns, or fails with ``fail_on_fragile``.
 
     Raises ConfigError for a query name or table that selects nothing (see
     :func:`select_budgets`), SpecError for a budget that cannot be judged (nothing runs
@@ -122,9 +131,33 @@ def run_verify(
         )
         for budget, m in measured
     ]
+    results = [
+        _with_stability(conn, r, settings, specs, catalog, ancestors, plan_margin, fail_on_fragile)
+        for r in results
+    ]
     return VerifyReport(
         tuple(results),
         catalog.server_version,
         baseline=baseline.path if baseline else None,
         threshold=threshold,
     )
+
+
+def _with_stability(
+    conn: psycopg.Connection[Any],
+    result: QueryResult,
+    settings: Settings,
+    specs: SpecSet,
+    catalog: Catalog,
+    ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]],
+    margin: float,
+    fail: bool,
+) -> QueryResult:
+    """``result`` with its plan stability checked and judged, when that applies."""
+    b, m, v = result.budget, result.measurement, result.verdict
+    if m.plan is None or not fragility.applies(b, m, v):
+        return result
+    found = fragility.check_fragility(
+        conn, b, m.plan, settings, margin=margin, specs=specs, catalog=catalog, ancestors=ancestors
+    )
+    return QueryResult(b, m, fragility.with_finding(v, found.finding(fail=fail)), found)

@@ -61,6 +61,8 @@ class FindingKind(StrEnum):
     REGRESSION = "regression"
     #: The plan's shape differs from the baseline's.
     PLAN_CHANGED = "plan_changed"
+    #: A plan without an index of expect.uses_index costs within the plan margin.
+    FRAGILE = "fragile"
     #: Information that does not change the verdict.
     NOTE = "note"
 
