@@ -168,6 +168,11 @@ def _sequence_here(f: _Failure) -> Explained | None:
     )
 
 
+def _last_line(f: _Failure) -> int:
+    """The number of the file's last line (PyYAML's end mark is past the final newline)."""
+    return max(1, len(f.text.splitlines()))
+
+
 def _quoted(f: _Failure) -> Explained | None:
     if not f.context.endswith("quoted scalar") or f.start is None:
         return None
@@ -175,7 +180,7 @@ def _quoted(f: _Failure) -> Explained | None:
     if f.problem == "found unexpected end of stream":
         return f.at_start(
             f"the quoted value that starts here with {quote} is never closed: add the closing "
-            f"{quote} (the file ends at line {f.line + 1} without it)"
+            f"{quote} (the file ends at line {_last_line(f)} without it)"
         )
     if f.problem == "found unexpected document separator":
         return f.at_start(
@@ -243,7 +248,7 @@ def _flow(f: _Failure) -> Explained | None:
     if got == "<stream end>":
         return f.at_start(
             f"the {what} opened here with '{opener}' is never closed: add the missing "
-            f"'{closer}' (the file ends at line {f.line + 1} without it)"
+            f"'{closer}' (the file ends at line {_last_line(f)} without it)"
         )
     if got in ("]", "}"):
         return f.here(
@@ -281,9 +286,16 @@ def _block_end(f: _Failure) -> Explained | None:
             "or check its indentation"
         )
     if token == "<scalar>":
-        if f.source()[: f.column].rstrip()[-1:] in ("'", '"'):
+        closing = f.source()[: f.column].rstrip()[-1:]
+        if closing == "'":
             return f.here(
-                "text follows the closing quote of a value: put the whole value inside the quotes"
+                "text follows the closing quote of a value: a ' inside a '-quoted value is "
+                "written twice ('it''s'), or quote the value with \" instead"
+            )
+        if closing == '"':
+            return f.here(
+                'text follows the closing quote of a value: a " inside a "-quoted value is '
+                "written \\\", or quote the value with ' instead"
             )
         return f.here(f"unexpected text after the value on this line: {_INDENT}")
     if token in ("]", "}"):

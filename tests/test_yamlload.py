@@ -192,13 +192,13 @@ INDENT = (
         pytest.param(
             'table: users\nindexes:\n  - name: "a\n    columns: [a]\n',
             '3:11: invalid YAML: the quoted value that starts here with " is never closed: add '
-            'the closing " (the file ends at line 5 without it)',
+            'the closing " (the file ends at line 4 without it)',
             id="unclosed double quote",
         ),
         pytest.param(
             "reason: 'it is fast\n",
             "1:9: invalid YAML: the quoted value that starts here with ' is never closed: add the "
-            "closing ' (the file ends at line 2 without it)",
+            "closing ' (the file ends at line 1 without it)",
             id="unclosed single quote",
         ),
         pytest.param(
@@ -210,7 +210,7 @@ INDENT = (
         pytest.param(
             "table: users\nindexes: [a\n",
             "2:10: invalid YAML: the list opened here with '[' is never closed: add the missing "
-            "']' (the file ends at line 3 without it)",
+            "']' (the file ends at line 2 without it)",
             id="unclosed bracket at the end",
         ),
         pytest.param(
@@ -252,9 +252,15 @@ INDENT = (
         ),
         pytest.param(
             'reason: "fast" really\n',
-            "1:16: invalid YAML: text follows the closing quote of a value: put the whole value "
-            "inside the quotes",
+            '1:16: invalid YAML: text follows the closing quote of a value: a " inside a '
+            '"-quoted value is written \\", or quote the value with \' instead',
             id="text after a quoted value",
+        ),
+        pytest.param(
+            "where: 'it's'\n",
+            "1:12: invalid YAML: text follows the closing quote of a value: a ' inside a "
+            "'-quoted value is written twice ('it''s'), or quote the value with \" instead",
+            id="a quote inside a single-quoted value",
         ),
         pytest.param(
             "table: users\nindexes: []\n- name: a\n",
