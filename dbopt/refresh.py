@@ -335,15 +335,36 @@ def crontab_lines(
     return "\n".join(lines) + "\n"
 
 
-def pg_cron_sql(items: Sequence[RefreshItem], database: str) -> str:
+def _job_command(item: RefreshItem, history_schema: str) -> str:
+    """A pg_cron job's command: the REFRESH, then its record in the history, on one line."""
+    from dbopt.catalog import catalog_sql
+
+    record = (
+        catalog_sql("pg_cron_record")
+        .format(
+            schema=sql.Identifier(history_schema),
+            view_schema=sql.Literal(item.view.name.schema),
+            view_name=sql.Literal(item.view.name.name),
+            mode=sql.Literal("concurrent" if item.concurrently else "blocking"),
+        )
+        .as_string()
+    )
+    lines = [line.strip() for line in record.splitlines()]
+    statement = " ".join(line for line in lines if line and not line.startswith("--"))
+    return f"{item.statement.as_string()}; {statement}"
+
+
+def pg_cron_sql(items: Sequence[RefreshItem], database: str, history_schema: str) -> str:
     """``cron.schedule_in_database`` calls for the pg_cron extension (1.4+), one job per
     scheduled view, each run in ``database`` whichever database pg_cron lives in (managed
-    services keep it in one, ``cron.database_name``)."""
+    services keep it in one, ``cron.database_name``). Each job records its refresh in the
+    history (``history_schema``.refreshes), in the refresh's own transaction."""
     lines = [
         "-- Run these in the database pg_cron is installed in (cron.database_name); each job",
         f"-- refreshes in {database}. pg_cron runs schedules in GMT (unless cron.timezone is",
         "-- set) and never on a standby; its jobs do not take dbopt's per-view lock nor follow",
-        "-- dependency order.",
+        "-- dependency order. Each job records its refresh in dbopt's history (the job's role",
+        f"-- needs INSERT on {history_schema}.refreshes and USAGE on its sequence).",
     ]
     for item in items:
         schedule = item.view.refresh.schedule
@@ -355,7 +376,7 @@ def pg_cron_sql(items: Sequence[RefreshItem], database: str) -> str:
             .format(
                 sql.Literal(f"dbopt refresh {item.view.name}"),
                 sql.Literal(schedule),
-                sql.Literal(item.statement.as_string()),
+                sql.Literal(_job_command(item, history_schema)),
                 sql.Literal(database),
             )
             .as_string()

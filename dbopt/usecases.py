@@ -500,7 +500,9 @@ def import_specs(
     return import_database(target, history, options, confirm=confirm, created=created)
 
 
-def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) -> str:
+def pg_cron_sql(
+    target: Target, specs: SpecSet, names: Sequence[QualifiedName], history: History
+) -> str:
     """pg_cron calls for the chosen views (the catalog says which can refresh concurrently)."""
     from dbopt import refresh as vw
 
@@ -509,7 +511,7 @@ def pg_cron_sql(target: Target, specs: SpecSet, names: Sequence[QualifiedName]) 
         items = vw.plan_refresh(chosen, inspect(conn, [v.name for v in chosen]))
         row = conn.execute(catalog_sql("current_database")).fetchone()
     assert row is not None
-    return vw.pg_cron_sql(items, str(row[0]))
+    return vw.pg_cron_sql(items, str(row[0]), history.schema)
 
 
 __all__ = [

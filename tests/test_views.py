@@ -386,20 +386,26 @@ def test_emit_pg_cron_sql_runs_where_pg_cron_is_installed(
             "SELECT jobname, schedule, command, database FROM cron.job ORDER BY 1"
         ).fetchall()
         cron.execute("SELECT cron.unschedule(jobid) FROM cron.job")
-    assert jobs == [
-        (
-            "dbopt refresh public.mv_revenue",
-            "0 * * * *",
-            'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue"',
-            app_db,  # pg_cron lives in its own database; the job runs in the application's
-        ),
-        (
-            "dbopt refresh public.mv_top_days",
-            "30 2 * * *",
-            'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_top_days"',
-            app_db,
-        ),
+    assert [(j[0], j[1], j[3]) for j in jobs] == [
+        # pg_cron lives in its own database; the job runs in the application's.
+        ("dbopt refresh public.mv_revenue", "0 * * * *", app_db),
+        ("dbopt refresh public.mv_top_days", "30 2 * * *", app_db),
     ]
+    revenue = jobs[0][2]
+    assert revenue.startswith(
+        'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue"; INSERT INTO "dbopt".'
+    )
+    # What pg_cron does with it: one query, one implicit transaction, as the job's role.
+    with psycopg.connect(db_dsn, autocommit=True) as job:
+        job.execute(revenue)  # type: ignore[call-overload]
+        recorded = job.execute(
+            "SELECT environment, mode, outcome FROM dbopt.refreshes WHERE view_name = 'mv_revenue'"
+        ).fetchall()
+    assert recorded == [("pg_cron", "concurrent", "ok")]
+    # So status knows the view was refreshed.
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
+    (view,) = [v for v in status["views"] if v["view"] == "public.mv_revenue"]
+    assert view["overdue"] is False
 
 
 def test_validate_rejects_cycles_and_concurrent_without_unique_index(tmp_path: Path) -> None:

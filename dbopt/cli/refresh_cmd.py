@@ -155,7 +155,10 @@ def refresh_views(
         )
         return
     if emit == "pg_cron":
-        click.echo(usecases.pg_cron_sql(target, specs, names), nl=False)
+        click.echo(
+            usecases.pg_cron_sql(target, specs, names, History(config.history_schema)),
+            nl=False,
+        )
         return
     results, text = usecases.refresh(
         target,
