@@ -19,8 +19,9 @@ from helpers import cli, environments, index_defs, oid, project
 from shop import SETTINGS
 from standby import Pair, StandbyUnavailable, primary_with_standby
 
-from dbopt.importer import file_names, without_twins
+from dbopt.importer import without_twins
 from dbopt.model import IndexColumn, IndexSpec, Location, QualifiedName
+from dbopt.specfiles import file_names
 
 #: A schema with many kinds of indexes, as a database grown by hand has them.
 SCHEMA = """
