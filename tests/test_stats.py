@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from conftest import Owner, with_user
+from harness import builds
 from harness.matrix import skip_allowed
 from helpers import cli, environments, project, server_label, server_major, skip_before_major
 from psycopg import sql
 
 from dbopt.errors import InputError
+from dbopt.sandbox import probe_local, start_server
 from dbopt.stats import NOT_BEFORE_18, load
 
 PG18 = "pg_restore_relation_stats and pg_restore_attribute_stats"
@@ -240,6 +243,62 @@ def test_restore_before_18_says_what_is_not_possible(
         assert result.exit_code == 0, result.output
         assert "restored public.orders: 100 rows in 1 pages, 2 column(s)" in result.stdout
         assert "warning: autovacuum may analyze public.orders" in result.stderr
+
+
+CROSS = """
+CREATE TABLE events (id int PRIMARY KEY, kind text NOT NULL, tags int[] NOT NULL,
+                     at timestamptz NOT NULL, span int4range) WITH (autovacuum_enabled = false);
+"""
+
+
+def _column_stats(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT attname, null_frac, n_distinct, most_common_vals::text, most_common_freqs, "
+        "histogram_bounds::text, most_common_elems::text, correlation FROM pg_stats "
+        "WHERE schemaname = 'public' AND tablename = 'events' ORDER BY attname"
+    ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+@pytest.mark.slow
+def test_a_dump_from_this_major_restores_into_18(
+    conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production on any major feeds a CI on 18 (a second server, the 18 build): texts,
+    arrays, timestamps and (from 17) ranges come back as production's pg_stats showed them."""
+    conn.execute(
+        CROSS + "INSERT INTO events SELECT g, "
+        "CASE WHEN g % 10 < 6 THEN 'view' WHEN g % 10 < 9 THEN 'click' ELSE 'buy' END, "
+        "ARRAY[g % 7, g % 11], timestamptz '2026-01-01 00:00+00' + g * interval '1 min', "
+        "int4range(g % 100, g % 100 + g % 13 + 1) FROM generate_series(1, 5000) g; "
+        "ANALYZE events"
+    )
+    spec = "table: public.events\nindexes:\n  - {name: events_kind, columns: [kind]}\n"
+    project(tmp_path, monkeypatch, {"indexes/events.yaml": spec})
+    assert cli("stats", "dump", "--dsn", db_dsn, "-o", "stats.json").exit_code == 0
+
+    ci_server = start_server(probes=(partial(probe_local, builds.bin_dir_for(18)),))
+    try:
+        ci_dsn = ci_server.create_database("stats_ci")
+        with psycopg.connect(ci_dsn, autocommit=True) as ci:
+            ci.execute(CROSS)  # type: ignore[call-overload]
+            result = cli("stats", "restore", "--dsn", ci_dsn, "stats.json")
+            assert result.exit_code == 0, result.output
+            assert "restored public.events: 5000 rows" in result.stdout
+            if server_major(conn) < 18:
+                assert f"note: the file comes from {server_label(conn)} and this is 18" in (
+                    result.stderr
+                )
+            production, restored = _column_stats(conn), _column_stats(ci)
+            ranges = "SELECT range_bounds_histogram::text FROM pg_stats WHERE attname = 'span'"
+            ci_ranges = ci.execute(ranges).fetchone()
+    finally:
+        ci_server.stop()
+    assert restored == production
+    assert [r[0] for r in restored] == ["at", "id", "kind", "span", "tags"]
+    assert any(r[6] for r in restored)  # most_common_elems of tags
+    if server_major(conn) >= 17:
+        assert ci_ranges is not None and ci_ranges[0]  # range histograms from 17 on
 
 
 def test_dump_reads_what_the_role_may_see_and_says_what_is_hidden(
