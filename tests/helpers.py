@@ -233,6 +233,21 @@ def skip_without_extension(conn: psycopg.Connection[Any], name: str, package: st
     pytest.skip(f"needs the {name} extension, which {server_label(conn)} here lacks ({package})")
 
 
+def server_major(conn: psycopg.Connection[Any]) -> int:
+    """The server's major version (``server_version_num // 10000``)."""
+    return conn.info.server_version // 10000
+
+
+def skip_before_major(conn: psycopg.Connection[Any], major: int, feature: str) -> None:
+    """Skip the test when the server is older than ``major``, naming the ``feature`` it lacks.
+
+    The version matrix allows this skip on the majors before ``major`` only
+    (tests/harness/matrix.py `skip_allowed`): on ``major`` and later the test must run.
+    """
+    if server_major(conn) < major:
+        pytest.skip(f"needs PostgreSQL {major} or later ({feature}); this is {server_label(conn)}")
+
+
 # --- waiting on what is observed -------------------------------------------------------------
 
 

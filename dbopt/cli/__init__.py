@@ -68,6 +68,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "import_specs",
         "Write spec files for the indexes and materialized views a database already has.",
     ),
+    "stats": (
+        "dbopt.cli.stats_cmd",
+        "stats",
+        "Dump production's planner statistics and restore them into CI (PostgreSQL 18+).",
+    ),
     "sandbox": (
         "dbopt.cli.sandbox_cmd",
         "sandbox",

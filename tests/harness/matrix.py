@@ -8,8 +8,10 @@ of `harness.builds`). Majors the machine has run first; ``--jobs`` runs that man
 
 Each run's output goes to a log file; a failed run's log is printed whole (and the logs are
 kept). A skip is a
-failure here unless the test needs an extension that build lacks (`ALLOWED_SKIP`): on every
-major, everything else runs. The last line names every major and the outcome, e.g.::
+failure here unless the test needs an extension that build lacks (`ALLOWED_SKIP`), or a
+feature of a later major than the run's (`NEEDS_MAJOR`, allowed only below that major: on the
+major that has it the test must run): on every major, everything else runs. The last line
+names every major and the outcome, e.g.::
 
     test matrix: PostgreSQL 15.14, 12.22, 13.23, 14.22, 16.13, 17.10, 18.4: all passed
     (unit tests once, database tests on 7 majors) in 7 min 02 s
@@ -38,6 +40,9 @@ from harness import builds
 #: The one reason a test may skip in the matrix: an extension this build does not carry
 #: (tests/helpers.py `skip_without_extension` words it so).
 ALLOWED_SKIP = re.compile(r"^needs the (\w+) extension")
+#: A test of a feature PostgreSQL N introduced (tests/helpers.py `skip_before_major`): an
+#: allowed skip on the majors before N only.
+NEEDS_MAJOR = re.compile(r"^needs PostgreSQL (\d+) or later")
 DEFAULT_JOBS = 2
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,6 +127,15 @@ def _pytest(run: Run) -> Run:
     return run
 
 
+def skip_allowed(reason: str, major: int | None) -> bool:
+    """Whether a skip with this reason is allowed in the run of ``major`` (None: unit tests):
+    a missing extension anywhere, a later major's feature on a major before it."""
+    if ALLOWED_SKIP.match(reason):
+        return True
+    needs = NEEDS_MAJOR.match(reason)
+    return needs is not None and major is not None and major < int(needs.group(1))
+
+
 def _read_junit(run: Run) -> None:
     """Count outcomes and collect skip reasons from the run's JUnit XML."""
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
@@ -137,7 +151,7 @@ def _read_junit(run: Run) -> None:
             for child in case.iter("skipped"):
                 reason = (child.get("message") or "").removeprefix("Skipped: ")
                 run.skips.append(f"{case.get('classname')}::{case.get('name')}: {reason}")
-                if not ALLOWED_SKIP.match(reason):
+                if not skip_allowed(reason, run.major):
                     run.refused_skips.append(run.skips[-1])
         elif "failure" in kinds:
             counts["failed"] += 1
