@@ -104,7 +104,8 @@ SHAPES: dict[str, tuple[str, IndexSpec, QualifiedName, dict[str, str], str]] = {
         "Bitmap Index Scan using idx_appt_barber",
     ),
     "bitmap_or": (
-        "SELECT * FROM appointments WHERE barber_id = 7 OR barber_id = 9",
+        # Two columns: PostgreSQL 18 turns `barber_id = 7 OR barber_id = 9` into one = ANY scan.
+        "SELECT * FROM appointments WHERE barber_id = 7 OR id = 9",
         BARBER_DESC,
         APPTS,
         {"enable_indexscan": "off"},
