@@ -379,7 +379,7 @@ def test_json_and_markdown_and_table_formats(
     assert result.exit_code == 1
     # stdout holds the JSON; the CLI's "error: ..." line goes to stderr.
     data = json.loads(result.stdout)
-    assert data["summary"] == {"pass": 1, "warn": 0, "fail": 1}
+    assert data["summary"] == {"pass": 1, "warn": 0, "unstable": 0, "fail": 1}
     q = {item["name"]: item for item in data["queries"]}["barber_schedule"]
     assert q["status"] == "fail" and q["runs"] == 10 and q["warmup"] == 3
     assert q["scans"] == ["Seq Scan on public.appointments"]
@@ -1005,7 +1005,10 @@ def test_a_note_is_not_coloured_as_a_pass() -> None:
         budget(), seq_measurement(), judge(seq_measurement(), budget())
     )  # a pass, shown with -v
     lines = explanation_lines(result)
-    assert all(line.role != Role.FINDING for line in lines)
+    # A pass shows the budget it met, coloured as a pass; a note is not coloured at all.
+    (met,) = [line for line in lines if line.role == Role.FINDING]
+    assert met.text.startswith("- pass: p95 7.380 ms is within the budget of 10 ms")
+    assert met.status == Status.PASS
     what_if = WhatIf(budget(), Status.PASS, (note,))
     (line,) = explanation_lines(what_if)
     assert line.text == "- pass: not in the baseline base.json" and line.status is None
