@@ -15,7 +15,6 @@ from __future__ import annotations
 from dbopt.model import QueryBudget
 from dbopt.verify.findings import Finding, FindingKind, Status
 from dbopt.verify.measurement import Measurement, Outcome
-from dbopt.verify.noise import p95_band
 
 
 def band_text(band: tuple[float, float]) -> str:
@@ -30,9 +29,11 @@ def _runs_text(m: Measurement) -> str:
     return runs
 
 
-def time_findings(m: Measurement, budget: QueryBudget, jitter: float = 0.0) -> list[Finding]:
-    """How the runs ended, and p95 against budget_ms and warn_ms within the noise band
-    (``jitter``: the machine's, see :class:`dbopt.verify.noise.Noise`)."""
+def time_findings(
+    m: Measurement, budget: QueryBudget, band: tuple[float, float] | None
+) -> list[Finding]:
+    """How the runs ended, and p95 against budget_ms and warn_ms within the noise ``band``
+    (:func:`dbopt.verify.noise.p95_band` of the runs)."""
     limit = f"budget {budget.budget_ms:g} ms" if budget.budget_ms is not None else "no budget_ms"
     if m.outcome == Outcome.TIMEOUT:
         return [
@@ -45,7 +46,6 @@ def time_findings(m: Measurement, budget: QueryBudget, jitter: float = 0.0) -> l
         ]
     if m.outcome == Outcome.ERROR:
         return [Finding(Status.FAIL, FindingKind.ERROR, f"the query failed: {m.error}")]
-    band = p95_band(m.execution_ms, jitter)
     if budget.budget_ms is None or m.p95_ms is None or band is None:
         return []
     p95, low, high = m.p95_ms, band[0], band[1]

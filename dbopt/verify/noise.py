@@ -12,7 +12,8 @@ Two measurements, both reported, neither guessed:
   the same interval), the 5th and 95th percentiles of the resampled p95s. It says how much
   the p95 of another ``runs`` runs of the same query could differ.
 
-A query's noise band is the wider of the two around its p95. A time verdict whose threshold
+A query's noise band is the wider of the two around its p95 (the jitter as a factor both
+ways: ``p95 / (1 + jitter)`` to ``p95 x (1 + jitter)``). A time verdict whose threshold
 lies inside that band cannot be told from noise: it is ``unstable`` (see
 :mod:`~dbopt.verify.verdict`).
 """
@@ -74,7 +75,8 @@ def _p95_sorted(values: Sequence[float]) -> float:
 
 def p95_band(times: Sequence[float], jitter: float = 0.0) -> tuple[float, float] | None:
     """The noise band of the p95 of ``times``: a bootstrap interval of it, widened to at
-    least ``p95 x (1 ± jitter)``. Deterministic for given times. None without times."""
+    least ``p95 / (1 + jitter)`` .. ``p95 x (1 + jitter)``. Deterministic for given times.
+    None without times."""
     if not times:
         return None
     ordered = sorted(times)
@@ -87,7 +89,9 @@ def p95_band(times: Sequence[float], jitter: float = 0.0) -> tuple[float, float]
         tail = (1 - CONFIDENCE) / 2
         low = estimates[int(tail * (RESAMPLES - 1))]
         high = estimates[round((1 - tail) * (RESAMPLES - 1))]
-    return min(low, p95 * max(0.0, 1 - jitter)), max(high, p95 * (1 + jitter))
+    # Slowness multiplies: a machine that stretches work by (1 + jitter) may have made the
+    # p95 that much slower, or may make the next one that much slower.
+    return min(low, p95 / (1 + jitter)), max(high, p95 * (1 + jitter))
 
 
 def noise_budget() -> QueryBudget:

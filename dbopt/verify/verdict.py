@@ -20,6 +20,7 @@ from dbopt.verify.findings import Finding as Finding
 from dbopt.verify.findings import FindingKind as FindingKind
 from dbopt.verify.findings import Status as Status
 from dbopt.verify.measurement import Measurement, Outcome
+from dbopt.verify.noise import p95_band
 from dbopt.verify.plan import IndexUse, PlanNode, fmt_count, index_uses
 
 if TYPE_CHECKING:
@@ -188,6 +189,8 @@ class Verdict:
     culprit: PlanNode | None = None
     culprit_why: str | None = None
     meant: tuple[MeantIndex, ...] = ()
+    #: The noise band of the p95 (:func:`~dbopt.verify.noise.p95_band`), when it was measured.
+    p95_band: tuple[float, float] | None = None
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -461,7 +464,8 @@ def judge(
     :func:`dbopt.verify.run.index_ancestors`) lets a partition's index count for the
     partitioned index it belongs to. Pure: no I/O.
     """
-    findings = time_findings(m, budget, jitter) + budget_findings(m, budget)
+    band = p95_band(m.execution_ms, jitter) if m.outcome == Outcome.OK else None
+    findings = time_findings(m, budget, band) + budget_findings(m, budget)
     used = IndexesUsed.of(m.plan, ancestors)
     if m.plan is not None:
         findings += expectation_findings(
@@ -493,4 +497,5 @@ def judge(
         culprit=culprit[0] if culprit else None,
         culprit_why=culprit[1] if culprit else None,
         meant=meant if status != Status.PASS else (),
+        p95_band=band,
     )
