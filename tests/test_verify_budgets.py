@@ -14,6 +14,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from dbopt.verify import (
     p95_band,
     parse_plan,
     rows_examined,
+    run_verify,
     statement_timeout_ms,
 )
 
@@ -391,6 +393,39 @@ def test_deterministic_numbers_are_identical_across_runs_and_sessions(
         )
     assert numbers[0] == numbers[1] == numbers[2]
     assert numbers[0]["bitmap"][1] == 600  # 3 values of k, 200 rows each
+
+
+def test_a_budget_at_the_measured_p95_is_unstable_on_a_real_server(
+    conn: psycopg.Connection[Any], db_dsn: str, write: Write
+) -> None:
+    make_table(conn, 5000)
+    write(
+        **{
+            "indexes/t.yaml": """\
+            table: t
+            queries:
+              - {name: scan, sql: "SELECT count(*) FROM t WHERE k = 7", budget_ms: 1000}
+            """
+        }
+    )
+    specs = load_specs([(Path("indexes"), False)])
+    report = run_verify(conn, specs, Settings())
+    (result,) = report.results
+    m = result.measurement
+    assert report.noise is not None and report.noise.runs == 30  # measured, not guessed
+    assert result.verdict.status == Status.PASS
+    at = replace(result.budget, budget_ms=m.p95_ms)
+    verdict = judge(m, at, jitter=report.noise.jitter)
+    assert verdict.status == Status.UNSTABLE, verdict.findings
+    low, high = verdict.p95_band or (0.0, 0.0)
+    assert low <= (m.p95_ms or 0.0) <= high
+    # Twice the top of the band, or under half its bottom, is no longer a matter of noise.
+    assert judge(m, replace(at, budget_ms=high * 2), jitter=report.noise.jitter).status == (
+        Status.PASS
+    )
+    assert judge(m, replace(at, budget_ms=low / 2), jitter=report.noise.jitter).status == (
+        Status.FAIL
+    )
 
 
 def pretend_noise(monkeypatch: pytest.MonkeyPatch, jitter: float) -> None:

@@ -258,6 +258,8 @@ def _ms(value: float | None) -> str:
 
 def _verdict_cell(result: QueryResult) -> str:
     v = result.verdict
+    if v.status == Status.PASS:
+        return v.status.value  # every budget met: no kind to single out
     kinds = sorted(
         {f.kind.value for f in v.findings if f.status == v.status and f.kind != FindingKind.NOTE}
     )
@@ -450,7 +452,11 @@ def _finish(
             f"within the measured noise of budget_ms): {names}"
         )
         if not strict:
-            hint = "--retries N measures them again" if not report.retries else "retries used"
+            hint = (
+                f"still so after up to {report.retries} retries"
+                if report.retries
+                else "--retries N measures them again"
+            )
             click.echo(f"warning: {shaky}; exit 0 without --strict ({hint})", err=True)
     if failed:
         names = ", ".join(r.budget.name for r in failed)

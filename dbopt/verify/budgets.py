@@ -53,7 +53,7 @@ def time_findings(
         f"p50 {m.p50_ms or 0.0:.3f} ms, max {m.max_ms or 0.0:.3f} ms, {band_text(band)}, "
         f"{_runs_text(m)}"
     )
-    if low <= budget.budget_ms < high:
+    if low <= budget.budget_ms <= high:
         side = "over" if p95 > budget.budget_ms else "under"
         return [
             Finding(

@@ -13,7 +13,7 @@ from dbopt.config import Settings
 from dbopt.model import QualifiedName, QueryBudget, SpecSet
 from dbopt.readonly import CallGraph
 from dbopt.verify.measurement import Measurement, measure
-from dbopt.verify.noise import Noise, measure_noise
+from dbopt.verify.noise import Noise, measure_noise, noise_budget
 from dbopt.verify.plan import index_uses
 from dbopt.verify.select import check_budgets, select_budgets
 from dbopt.verify.verdict import (
@@ -119,6 +119,8 @@ def run_verify(
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
     noise = None
     if any(b.budget_ms is not None for b in chosen):
+        if progress is not None:
+            progress(noise_budget())
         noise = measure_noise(conn, settings)
     jitter = noise.jitter if noise is not None else 0.0
 
