@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbopt.verify import HypotheticalReport, Status, VerifyReport, explanation
+from dbopt.verify import HypotheticalReport, QueryResult, Status, VerifyReport, explanation
+from dbopt.verify.budgets import band_text
 
 # XML 1.0 cannot hold these characters at all, escaped or not; query text may.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -70,19 +71,40 @@ def write_junit(path: Path, suite: str, cases: Sequence[Case]) -> None:
     path.write_bytes(junit_xml(suite, cases))
 
 
-def verify_cases(report: VerifyReport) -> list[Case]:
-    """One case per measured query; fail verdicts are failures, warnings go to system-out."""
+def _stats(result: QueryResult) -> str:
+    """``p50 .. ms, p95 .. ms (noise band ..), max .. ms, budget .. ms, 20 runs; buffers ..``."""
+    b, m, v = result.budget, result.measurement, result.verdict
+    budget = f"budget {b.budget_ms:g} ms" if b.budget_ms is not None else "no budget_ms"
+    if m.p95_ms is not None and m.p50_ms is not None and m.max_ms is not None:
+        band = f" ({band_text(v.p95_band)})" if v.p95_band is not None else ""
+        runs = f"{len(m.execution_ms)} runs"
+        if m.measurements > 1:
+            runs += f" in {m.measurements} measurements"
+        text = (
+            f"p50 {m.p50_ms:.3f} ms, p95 {m.p95_ms:.3f} ms{band}, max {m.max_ms:.3f} ms, "
+            f"{budget}, {runs}"
+        )
+    else:
+        text = f"{budget}, no complete run"
+    work = []
+    if m.buffers is not None:
+        work.append(f"buffers {m.buffers}")
+    if m.rows_examined is not None:
+        work.append(f"rows examined {m.rows_examined}")
+    if m.cost is not None:
+        work.append(f"cost {m.cost:.2f}")
+    return text + (f"; {', '.join(work)}" if work else "")
+
+
+def verify_cases(report: VerifyReport, *, strict: bool = False) -> list[Case]:
+    """One case per measured query; fail verdicts are failures (unstable ones too when
+    ``strict``), warnings and unstable verdicts go to system-out."""
     cases = []
     for result in report.results:
         b, m, v = result.budget, result.measurement, result.verdict
-        stats = (
-            f"p50 {m.p50_ms:.3f} ms, p95 {m.p95_ms:.3f} ms, max {m.max_ms:.3f} ms, "
-            f"budget {b.budget_ms:g} ms, {len(m.execution_ms)} runs"
-            if m.p95_ms is not None and m.p50_ms is not None and m.max_ms is not None
-            else f"budget {b.budget_ms:g} ms, no complete run"
-        )
-        failed = v.status == Status.FAIL
+        failed = v.status == Status.FAIL or (strict and v.status == Status.UNSTABLE)
         why = explanation(result)
+        shown = [] if failed or v.status == Status.PASS else [f"{v.status.value}: {v.summary}"]
         cases.append(
             Case(
                 name=b.name,
@@ -91,7 +113,7 @@ def verify_cases(report: VerifyReport) -> list[Case]:
                 failure=v.summary if failed else None,
                 failure_type=v.findings[0].kind.value if failed and v.findings else "failure",
                 details=why if failed else "",
-                output="\n".join([stats, *(why.splitlines() if v.status == Status.WARN else [])]),
+                output="\n".join([_stats(result), *shown, *(why.splitlines() if shown else [])]),
             )
         )
     return cases

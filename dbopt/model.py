@@ -111,11 +111,13 @@ class Expectation:
 
 @dataclass(frozen=True, slots=True)
 class QueryBudget:
-    """A query that matters, with its p95 latency budget."""
+    """A query that matters, with its budgets: a p95 latency (``budget_ms``) and/or the
+    deterministic ones (``max_buffers``, ``max_rows_examined``, ``max_cost``); at least one."""
 
     name: str
     sql: str
-    budget_ms: float
+    #: p95 execution time target; None when only deterministic budgets are given.
+    budget_ms: float | None
     location: Location
     #: The table or view of the spec file the budget is written in ("schema.name").
     relation: str
@@ -127,6 +129,12 @@ class QueryBudget:
     timeout_ms: float | None = None
     description: str | None = None
     expect: Expectation = Expectation()
+    #: Shared buffers (hit + read) of the execution, at most.
+    max_buffers: int | None = None
+    #: Rows read by the scan nodes (kept + removed by filters and rechecks), at most.
+    max_rows_examined: int | None = None
+    #: The planner's total cost of the top plan node, at most.
+    max_cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

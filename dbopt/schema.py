@@ -129,9 +129,10 @@ _INDEX = {
 
 _QUERY = {
     "type": "object",
-    "description": "A query that matters, with its latency budget.",
+    "description": "A query that matters, with its budgets: budget_ms (p95 latency) and/or "
+    "the deterministic max_buffers, max_rows_examined, max_cost (at least one).",
     "additionalProperties": False,
-    "required": ["name", "sql", "budget_ms"],
+    "required": ["name", "sql"],
     "properties": {
         "name": {
             "type": "string",
@@ -159,12 +160,32 @@ _QUERY = {
             "exclusiveMinimum": 0,
             "description": "p95 above this warns; must be below budget_ms.",
         },
+        # Deterministic budgets: the same for given data and statistics on any machine.
+        # Their descriptions are for editors only: docvalidate words "expected ..." from a
+        # description for pattern and anyOf/oneOf errors, and these have neither.
+        "max_buffers": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "At most this many shared buffers (hit + read) in the execution.",
+        },
+        "max_rows_examined": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "At most this many rows read by scan nodes, those removed by "
+            "filters included.",
+        },
+        "max_cost": {
+            "type": "number",
+            "minimum": 0,
+            "description": "At most this planner total cost (the top plan node's).",
+        },
         "runs": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 20},
         "warmup": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3},
         "timeout_ms": {
             "type": "number",
             "exclusiveMinimum": 0,
-            "description": "statement_timeout for each run; default derived from budget_ms.",
+            "description": "statement_timeout for each run; default derived from budget_ms "
+            "(10 s without one).",
         },
         "description": {"type": "string"},
         "expect": {

@@ -73,6 +73,22 @@ def _number(raw: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
+def _limit(raw: Mapping[str, Any], key: str) -> float | None:
+    """``raw[key]`` when it is a number of at least 0 (the schema reports anything else)."""
+    value = raw.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+#: The budgets a query may state; it must state at least one.
+BUDGET_KEYS = ("budget_ms", "max_buffers", "max_rows_examined", "max_cost")
+
+
 def _items(raw: Mapping[str, Any], key: str) -> list[Any]:
     value = raw.get(key)
     return value if isinstance(value, list) else []
@@ -261,7 +277,15 @@ class _FileReader:
         if text is not None:
             text = self.query_text((*path, "sql"), text, params)
         budget = _number(raw, "budget_ms")
+        if not any(key in raw for key in BUDGET_KEYS):
+            self.err(
+                path,
+                "no budget: give budget_ms (p95 latency in ms) and/or a deterministic "
+                "max_buffers, max_rows_examined or max_cost",
+            )
         warn = _number(raw, "warn_ms")
+        if warn is not None and "budget_ms" not in raw:
+            self.err((*path, "warn_ms"), "warns below budget_ms: give budget_ms too", key=True)
         if warn is not None and budget is not None and warn >= budget:
             self.err((*path, "warn_ms"), f"must be below budget_ms ({budget:g}), got {warn:g}")
         timeout = _number(raw, "timeout_ms")
@@ -290,7 +314,7 @@ class _FileReader:
         return QueryBudget(
             name=name,
             sql=text or "",
-            budget_ms=budget or 0.0,
+            budget_ms=budget,
             location=self.loc(path),
             relation=relation,
             params=params or {},
@@ -300,6 +324,9 @@ class _FileReader:
             warmup=warmup if isinstance(warmup, int) else 3,
             timeout_ms=timeout,
             description=_text(raw, "description"),
+            max_buffers=_whole(_limit(raw, "max_buffers")),
+            max_rows_examined=_whole(_limit(raw, "max_rows_examined")),
+            max_cost=_limit(raw, "max_cost"),
             expect=Expectation(
                 uses_index=tuple(uses_index),
                 no_seq_scan_on=tuple(n for n in no_seq_scan_on if n is not None),

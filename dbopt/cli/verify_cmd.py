@@ -95,6 +95,21 @@ from dbopt.verify import (
     help="Fail (exit 1) on a fragile plan instead of warning.",
 )
 @click.option(
+    "--retries",
+    type=click.IntRange(min=0, max=20),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Measure again, up to N times, the queries whose time verdict is unstable or failed "
+    "(their runs pooled); deterministic budgets are never re-measured.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 on an unstable verdict too (a p95 within the measured noise of its budget); "
+    "by default unstable exits 0 with a warning.",
+)
+@click.option(
     "--junit",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write JUnit XML to FILE: one test case per query, for CI test reports.",
@@ -120,6 +135,8 @@ def verify(
     floor_ms: float,
     plan_margin: float,
     fail_on_fragile: bool,
+    retries: int,
+    strict: bool,
     junit: Path | None,
     hypothetical: bool,
     create_extension: bool,
@@ -149,9 +166,16 @@ def verify(
     that alternative costs less than --plan-margin times the chosen plan, the plan is
     fragile (an ANALYZE can flip it) and warns, or fails with --fail-on-fragile.
 
+    Noise is measured: first a fixed trivial query gives the machine's jitter, then each
+    query's p95 gets a noise band (a bootstrap interval of its runs, at least that jitter
+    wide). A budget_ms inside the band is `unstable`: exit 0 with a warning, or 1 with
+    --strict; --retries N measures such queries (and time failures) again. max_buffers,
+    max_rows_examined and max_cost do not depend on the machine: never unstable.
+
     \b
     Examples:
       dbopt verify --env ci --junit verify.xml
+      dbopt verify --env ci --retries 2 --strict
       dbopt verify --query barber_schedule_today -v
       dbopt verify --env staging --save verify-main.json
       dbopt verify --env staging --baseline verify-main.json --threshold 30
@@ -163,6 +187,10 @@ def verify(
     from dbopt.spec import load_specs
     from dbopt.verify import load_baseline, run_hypothetical, run_verify
 
+    if hypothetical and (retries or strict):
+        raise ConfigError(
+            "--retries and --strict judge measured runs; --hypothetical measures nothing"
+        )
     if create_extension and not hypothetical:
         raise ConfigError("--create-extension only applies with --hypothetical")
     if hypothetical and (baseline or save):
@@ -207,11 +235,12 @@ def verify(
                 progress=_progress if opts.verbose else None,
                 plan_margin=plan_margin,
                 fail_on_fragile=fail_on_fragile,
+                retries=retries,
             )
     if hypothetical:
         _finish_hypothetical(hypo, opts, junit, out)
     else:
-        _finish(report, opts, save, junit, out)
+        _finish(report, opts, save, junit, out, strict=strict)
 
 
 def _progress(budget: QueryBudget) -> None:
@@ -253,6 +282,8 @@ def _ms(value: float | None) -> str:
 
 def _verdict_cell(result: QueryResult) -> str:
     v = result.verdict
+    if v.status == Status.PASS:
+        return v.status.value  # every budget met: no kind to single out
     kinds = sorted(
         {f.kind.value for f in v.findings if f.status == v.status and f.kind != FindingKind.NOTE}
     )
@@ -270,31 +301,52 @@ HEADERS = [
     "verdict",
     "p50",
     "p95",
+    "noise band",
     "max",
     "budget",
+    "runs",
     "planning",
     "buffers hit/read",
+    "rows examined",
+    "cost",
     "rows",
     "index used / scans",
 ]
 TITLE = "Query budgets (times in ms)"
 
 
+def _limited(value: str, limit: float | None) -> str:
+    """``715 (max 1,000)``: a measured number and the budget it is held to, if any."""
+    if limit is None or not value:
+        return value
+    shown = f"{limit:,.0f}" if float(limit).is_integer() else f"{limit:,.2f}"
+    return f"{value} (max {shown})"
+
+
 def _rows(report: VerifyReport) -> list[list[str | int]]:
     rows = []
     for r in report.results:
-        m = r.measurement
+        m, b, band = r.measurement, r.budget, r.verdict.p95_band
         buffers = "" if m.shared_hit is None else f"{m.shared_hit}/{m.shared_read}"
+        runs = str(len(m.execution_ms))
+        if m.measurements > 1:
+            runs += f" ({m.measurements}x)"
         rows.append(
             [
-                r.budget.name,
+                b.name,
                 _verdict_cell(r),
                 _ms(m.p50_ms),
                 _ms(m.p95_ms),
+                "" if band is None else f"{band[0]:.3f}-{band[1]:.3f}",
                 _ms(m.max_ms),
-                _ms(r.budget.budget_ms),
+                _ms(b.budget_ms),
+                runs,
                 _ms(m.planning_p50_ms),
-                buffers,
+                _limited(buffers, b.max_buffers),
+                _limited(
+                    "" if m.rows_examined is None else f"{m.rows_examined:,}", b.max_rows_examined
+                ),
+                _limited("" if m.cost is None else f"{m.cost:,.2f}", b.max_cost),
                 "" if m.rows is None else m.rows,
                 _uses_cell(r),
             ]
@@ -305,10 +357,19 @@ def _rows(report: VerifyReport) -> list[list[str | int]]:
 def _summary(report: VerifyReport) -> str:
     counts = {s: report.count(s) for s in Status}
     total = len(report.results)
+    # "unstable" only when there is one: a quiet run reads as it always did.
+    shaky = f"{counts[Status.UNSTABLE]} unstable, " if counts[Status.UNSTABLE] else ""
     return (
         f"{total} quer{'y' if total == 1 else 'ies'}: {counts[Status.PASS]} pass, "
-        f"{counts[Status.WARN]} warn, {counts[Status.FAIL]} fail"
+        f"{counts[Status.WARN]} warn, {shaky}{counts[Status.FAIL]} fail"
     )
+
+
+def _noise_line(report: VerifyReport) -> str | None:
+    """The machine's jitter, as measured before the budgets (None when not measured)."""
+    if report.noise is None:
+        return None
+    return "Noise: " + report.noise.describe()
 
 
 def _to_explain(report: VerifyReport, verbose: int) -> list[QueryResult]:
@@ -316,7 +377,12 @@ def _to_explain(report: VerifyReport, verbose: int) -> list[QueryResult]:
 
 
 #: How a terminal shows each status.
-STYLE = {Status.FAIL: "bold red", Status.WARN: "bold yellow", Status.PASS: "bold green"}
+STYLE = {
+    Status.FAIL: "bold red",
+    Status.UNSTABLE: "bold magenta",
+    Status.WARN: "bold yellow",
+    Status.PASS: "bold green",
+}
 
 
 def _line_style(line: Line) -> str:
@@ -339,6 +405,9 @@ def _print_rich(report: VerifyReport, out: TextIO, verbose: int) -> None:
 
     console = Console(file=out)
     console.print(Text(TIMING_NOTE[0].upper() + TIMING_NOTE[1:], style="dim"))
+    noise = _noise_line(report)
+    if noise:
+        console.print(Text(noise, style="dim"))
     render.print_rows(HEADERS, _rows(report), "table", out, title=TITLE)
     for r in _to_explain(report, verbose):
         status = r.verdict.status
@@ -356,6 +425,9 @@ def _print_text(report: VerifyReport, fmt: str, out: TextIO, verbose: int) -> No
 
     markdown = fmt == "markdown"
     out.write(f"{'_' if markdown else ''}{TIMING_NOTE}{'_' if markdown else ''}\n\n")
+    noise = _noise_line(report)
+    if noise:
+        out.write(f"{'_' if markdown else ''}{noise}{'_' if markdown else ''}\n\n")
     render.print_rows(HEADERS, _rows(report), fmt, out, title=TITLE, exact=True)
     for r in _to_explain(report, verbose):
         head = f"{r.verdict.status.value.upper()} {r.budget.name} ({r.budget.location})"
@@ -373,7 +445,13 @@ def _write_explained(out: TextIO, head: str, text: str, *, markdown: bool) -> No
 
 
 def _finish(
-    report: VerifyReport, opts: Options, save: Path | None, junit: Path | None, out: TextIO
+    report: VerifyReport,
+    opts: Options,
+    save: Path | None,
+    junit: Path | None,
+    out: TextIO,
+    *,
+    strict: bool = False,
 ) -> None:
     from dbopt.verify import report_dict, save_report
 
@@ -382,19 +460,36 @@ def _finish(
     if junit is not None:
         from dbopt.junit import verify_cases, write_junit
 
-        write_junit(junit, "dbopt verify", verify_cases(report))
+        write_junit(junit, "dbopt verify", verify_cases(report, strict=strict))
     if opts.fmt == "json":
         out.write(json.dumps(report_dict(report), indent=2) + "\n")
     elif opts.fmt == "table":
         _print_rich(report, out, opts.verbose)
     else:
         _print_text(report, opts.fmt, out, opts.verbose)
-    failed = report.failed
+    failed, unstable = report.failed, report.unstable
+    shaky = ""
+    if unstable:
+        names = ", ".join(r.budget.name for r in unstable)
+        shaky = (
+            f"{len(unstable)} of {len(report.results)} budgeted queries are unstable (p95 "
+            f"within the measured noise of budget_ms): {names}"
+        )
+        if not strict:
+            hint = (
+                f"still so after up to {report.retries} retries"
+                if report.retries
+                else "--retries N measures them again"
+            )
+            click.echo(f"warning: {shaky}; exit 0 without --strict ({hint})", err=True)
     if failed:
         names = ", ".join(r.budget.name for r in failed)
+        also = f"; {shaky}" if strict and shaky else ""
         raise CheckFailedError(
-            f"{len(failed)} of {len(report.results)} budgeted queries failed: {names}"
+            f"{len(failed)} of {len(report.results)} budgeted queries failed: {names}{also}"
         )
+    if strict and unstable:
+        raise CheckFailedError(f"{shaky} (--strict)")
 
 
 # --- hypothetical indexes ------------------------------------------------------------------

@@ -8,7 +8,15 @@ How the numbers are made (the CLI says so above every report):
 * ``warmup`` runs are discarded, then ``runs`` runs are recorded. p50 and p95 are
   ``statistics.quantiles(times, n=100, method="inclusive")``: linear interpolation between the
   two closest ranks (numpy's default); with a single run every percentile is that run.
-* Buffers, rows and the plan shown are those of the last recorded run.
+* Buffers, rows and the plan shown are those of the last recorded run. The deterministic
+  budgets are judged on them: ``max_buffers`` on shared hit + read of the execution (the
+  sum does not depend on what the cache held; planning, temp and local buffers are left
+  out), ``max_rows_examined`` on :func:`~dbopt.verify.plan.rows_examined`, ``max_cost`` on
+  the planner's total cost of the top node.
+* Noise is measured (:mod:`~dbopt.verify.noise`): a fixed trivial query gives the machine's
+  jitter, a bootstrap interval of each query's runs its p95's noise band; a budget_ms
+  inside the band is ``unstable``. ``retries`` measures such queries (and time failures)
+  again, pooling the runs.
 
 Safety, so that pointing verify at production is fine: verify changes nothing. Before the
 first query runs, :func:`check_budgets` refuses (exit 2, file:line, nothing run) any budget
@@ -32,6 +40,10 @@ One module per concern; the library measures, judges and returns reports, the CL
   in them (:func:`index_uses`)
 * :mod:`~dbopt.verify.params` — budget parameters, typed by the server from their context
 * :mod:`~dbopt.verify.measurement` — EXPLAIN ANALYZE runs of one budget (:func:`measure`)
+* :mod:`~dbopt.verify.noise` — the machine's jitter (:func:`measure_noise`), each p95's
+  noise band (:func:`p95_band`)
+* :mod:`~dbopt.verify.findings` — statuses (pass, warn, unstable, fail) and findings
+* :mod:`~dbopt.verify.budgets` — a measurement against time and deterministic budgets
 * :mod:`~dbopt.verify.verdict` — verdicts and findings (:func:`judge`), baselines compared;
   :class:`IndexesUsed`, the one answer to "does the plan use this index" every output shows
 * :mod:`~dbopt.verify.select` — which budgets run, and the checks before any does
@@ -68,7 +80,16 @@ from dbopt.verify.measurement import (
     measure,
     statement_timeout_ms,
 )
-from dbopt.verify.plan import INDEX_SCANS, IndexUse, PlanNode, index_uses, parse_plan, plan_shape
+from dbopt.verify.noise import NOISE_SQL, Noise, measure_noise, p95_band
+from dbopt.verify.plan import (
+    INDEX_SCANS,
+    IndexUse,
+    PlanNode,
+    index_uses,
+    parse_plan,
+    plan_shape,
+    rows_examined,
+)
 from dbopt.verify.report import (
     REPORT_VERSION,
     BaselineError,
@@ -112,6 +133,7 @@ __all__ = [
     "DEFAULT_REGRESSION_FLOOR_MS",
     "INDEX_SCANS",
     "MIN_TIMEOUT_MS",
+    "NOISE_SQL",
     "REPORT_VERSION",
     "TIMING_NOTE",
     "Baseline",
@@ -131,6 +153,7 @@ __all__ = [
     "Line",
     "MeantIndex",
     "Measurement",
+    "Noise",
     "Outcome",
     "PlanNode",
     "QueryResult",
@@ -157,6 +180,8 @@ __all__ = [
     "judge",
     "load_baseline",
     "measure",
+    "measure_noise",
+    "p95_band",
     "parse_plan",
     "plan_lines",
     "plan_shape",
@@ -165,6 +190,7 @@ __all__ = [
     "report_dict",
     "require_hypopg",
     "result_dict",
+    "rows_examined",
     "run_hypothetical",
     "run_verify",
     "save_report",

@@ -12,7 +12,7 @@ import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -26,10 +26,13 @@ from dbopt.errors import ConnectError
 from dbopt.model import QueryBudget
 from dbopt.sqltext import budget_query_sql, check_query
 from dbopt.verify.params import bind, indeterminate, register
-from dbopt.verify.plan import PlanNode, index_uses, parse_plan, plan_shape
+from dbopt.verify.plan import PlanNode, index_uses, parse_plan, plan_shape, rows_examined
 
 #: The shortest statement_timeout derived from a budget.
 MIN_TIMEOUT_MS = 1_000
+#: The statement_timeout of a budget with neither timeout_ms nor budget_ms (deterministic
+#: budgets only): no latency to scale, and a CI query on seeded data should not take longer.
+DEFAULT_TIMEOUT_MS = 10_000
 
 TIMING_NOTE = (
     "times are the server's execution time from EXPLAIN ANALYZE (no network or client time; "
@@ -71,6 +74,46 @@ class Measurement:
     shared_read: int | None = None
     rows: int | None = None
     error: str | None = None
+    #: Rows read by the scan nodes of the last recorded run (:func:`rows_examined`).
+    rows_examined: int | None = None
+    #: How many measurements the runs were pooled from (1, plus one per retry).
+    measurements: int = 1
+
+    @property
+    def buffers(self) -> int | None:
+        """Shared buffers of the last recorded run's execution: hit + read.
+
+        Which of the two a page is depends on what the cache held (the first run reads what
+        later runs hit); the sum depends only on the plan and the data. Planning buffers are
+        left out (the first planning in a session reads the catalog, later ones hit its
+        cache), and so are temp buffers (a sort or hash spilling depends on work_mem, not on
+        the data alone) and local ones (temporary tables, which budgets cannot read).
+        """
+        if self.shared_hit is None or self.shared_read is None:
+            return None
+        return self.shared_hit + self.shared_read
+
+    @property
+    def cost(self) -> float | None:
+        """The planner's total cost of the top plan node (estimated plans have one too)."""
+        return None if self.plan is None else self.plan.cost
+
+    def pooled(self, again: Measurement) -> Measurement:
+        """This measurement with the recorded runs of ``again`` (a re-measurement) added.
+
+        The deterministic numbers (buffers, rows, plan) stay this one's: they cannot differ
+        for the same plan, data and statistics. A re-measurement that did not complete
+        replaces this one (its timeout or error is the news).
+        """
+        count = self.measurements + again.measurements
+        if again.outcome != Outcome.OK:
+            return replace(again, measurements=count)
+        return replace(
+            self,
+            execution_ms=self.execution_ms + again.execution_ms,
+            planning_ms=self.planning_ms + again.planning_ms,
+            measurements=count,
+        )
 
     @property
     def analyzed(self) -> bool:
@@ -116,9 +159,12 @@ class Measurement:
 
 
 def statement_timeout_ms(budget: QueryBudget, settings: Settings) -> int:
-    """The statement_timeout of each run: timeout_ms, else budget_ms times the factor (≥ 1 s)."""
+    """The statement_timeout of each run: timeout_ms, else budget_ms times the factor (≥ 1 s),
+    else (deterministic budgets only) :data:`DEFAULT_TIMEOUT_MS`."""
     if budget.timeout_ms is not None:
         return math.ceil(budget.timeout_ms)
+    if budget.budget_ms is None:
+        return DEFAULT_TIMEOUT_MS
     return max(MIN_TIMEOUT_MS, math.ceil(budget.budget_ms * settings.verify_timeout_factor))
 
 
@@ -243,6 +289,7 @@ def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settin
     assert last is not None  # runs >= 1 (the spec schema's minimum)
     raw_plan = last["Plan"]
     rows = raw_plan.get("Actual Rows")
+    plan = parse_plan(raw_plan)
     return Measurement(
         query=budget.name,
         outcome=Outcome.OK,
@@ -250,9 +297,12 @@ def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settin
         warmup=budget.warmup,
         execution_ms=tuple(execution),
         planning_ms=tuple(planning),
-        plan=parse_plan(raw_plan),
-        # Buffer counts of a node include its children's: the top node holds the query's.
+        plan=plan,
+        # Buffer counts of a node include its children's (and a Gather's its workers'): the
+        # top node holds the query's. The last run's, after the warmup: the first run of a
+        # query may also prune pages and mark dead index entries, which later runs skip.
         shared_hit=int(raw_plan.get("Shared Hit Blocks", 0)),
         shared_read=int(raw_plan.get("Shared Read Blocks", 0)),
         rows=None if rows is None else int(rows),
+        rows_examined=rows_examined(plan),
     )

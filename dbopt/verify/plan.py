@@ -25,6 +25,8 @@ class PlanNode:
     plan_rows: float = 0.0
     actual_rows: float | None = None
     rows_removed: float | None = None
+    #: Rows a Bitmap Heap Scan read from lossy pages and dropped on rechecking the condition.
+    rows_rechecked: float | None = None
     total_ms: float | None = None
     loops: int | None = None
     conditions: tuple[str, ...] = ()
@@ -92,6 +94,7 @@ def parse_plan(raw: Mapping[str, Any]) -> PlanNode:
         plan_rows=float(raw.get("Plan Rows", 0.0)),
         actual_rows=total("Actual Rows"),
         rows_removed=total("Rows Removed by Filter"),
+        rows_rechecked=total("Rows Removed by Index Recheck"),
         total_ms=total("Actual Total Time"),
         loops=loops,
         conditions=tuple(f"{key}: {raw[key]}" for key in _CONDITIONS if raw.get(key)),
@@ -133,6 +136,28 @@ def index_uses(plan: PlanNode | None) -> tuple[IndexUse, ...]:
 
 #: The nodes whose relation is the table of the Bitmap Index Scans under them.
 _BITMAP_PARENTS = ("Bitmap Heap Scan", "BitmapAnd", "BitmapOr")
+
+
+def rows_examined(plan: PlanNode | None) -> int | None:
+    """Rows read by the scan nodes: those kept, removed by a filter or by an index recheck.
+
+    A scan node is one that reads a relation (it names one: Seq, Index, Index Only, Bitmap
+    Heap, Tid, Sample, Foreign Scan); a Bitmap Index Scan's rows are TIDs its Bitmap Heap
+    Scan reads, so they are not counted twice, and a CTE, function or subquery scan reads
+    rows another node already counted or made. EXPLAIN gives each number per loop (averaged
+    over the loops, and over leader and workers for a parallel node, whose loops count the
+    processes), so each is multiplied by its loops: ``(rows + removed) x loops``, summed,
+    rounded. None when the plan carries no actual numbers.
+    """
+    if plan is None or plan.total_ms is None:
+        return None
+    total = 0.0
+    for node in plan.walk():
+        if node.relation is None or node.node_type == "ModifyTable":
+            continue
+        total += (node.actual_rows or 0.0) + (node.rows_removed or 0.0)
+        total += node.rows_rechecked or 0.0
+    return round(total)
 
 
 def plan_shape(plan: PlanNode | None) -> tuple[str, ...]:

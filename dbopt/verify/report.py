@@ -11,6 +11,7 @@ from typing import Any
 from dbopt.errors import ConfigError
 from dbopt.verify.hypothetical import HypotheticalReport
 from dbopt.verify.measurement import TIMING_NOTE
+from dbopt.verify.noise import NOISE_SQL, Noise
 from dbopt.verify.run import QueryResult, VerifyReport
 from dbopt.verify.text import explanation, plan_text
 from dbopt.verify.verdict import Baseline, BaselineEntry, Finding, Status, query_fingerprint
@@ -66,11 +67,19 @@ def result_dict(result: QueryResult) -> JsonObject:
         "max_ms": _round(m.max_ms),
         "budget_ms": b.budget_ms,
         "warn_ms": b.warn_ms,
+        "p95_band_ms": None if v.p95_band is None else [_round(x) for x in v.p95_band],
+        "max_buffers": b.max_buffers,
+        "max_rows_examined": b.max_rows_examined,
+        "max_cost": b.max_cost,
         "planning_ms": _round(m.planning_p50_ms),
         "shared_hit": m.shared_hit,
         "shared_read": m.shared_read,
+        "buffers": m.buffers,
+        "rows_examined": m.rows_examined,
+        "cost": m.cost,
         "rows": m.rows,
         "runs": len(m.execution_ms),
+        "measurements": m.measurements,
         "warmup": m.warmup,
         "timeout_ms": m.timeout_ms,
         "indexes": list(m.indexes_used),
@@ -88,6 +97,20 @@ def result_dict(result: QueryResult) -> JsonObject:
     }
 
 
+def noise_dict(noise: Noise | None) -> JsonObject | None:
+    """The machine's jitter as JSON (None when it was not measured)."""
+    if noise is None:
+        return None
+    return {
+        "query": NOISE_SQL,
+        "runs": noise.runs,
+        "p50_ms": _round(noise.p50_ms),
+        "p95_ms": _round(noise.p95_ms),
+        "max_ms": _round(noise.max_ms),
+        "jitter": round(noise.jitter, 4),
+    }
+
+
 def report_dict(report: VerifyReport) -> JsonObject:
     """The report as JSON-ready data: what ``--format json`` prints and what is saved."""
     return {
@@ -96,6 +119,8 @@ def report_dict(report: VerifyReport) -> JsonObject:
         "timing": TIMING_NOTE,
         "baseline": report.baseline,
         "regression_threshold": report.threshold,
+        "noise": noise_dict(report.noise),
+        "retries": report.retries,
         "summary": {s.value: report.count(s) for s in Status},
         "queries": [result_dict(r) for r in report.results],
     }

@@ -14,6 +14,7 @@ from dbopt.model import QualifiedName, QueryBudget, SpecSet
 from dbopt.readonly import CallGraph
 from dbopt.verify import fragility
 from dbopt.verify.measurement import Measurement, measure
+from dbopt.verify.noise import Noise, measure_noise, noise_budget
 from dbopt.verify.plan import index_uses
 from dbopt.verify.select import check_budgets, select_budgets
 from dbopt.verify.verdict import (
@@ -45,6 +46,10 @@ class VerifyReport:
     server_version: int
     baseline: str | None = None
     threshold: float = DEFAULT_REGRESSION
+    #: The machine's jitter, measured before the budgets (None when no budget has budget_ms).
+    noise: Noise | None = None
+    #: How many re-measurements were allowed (--retries).
+    retries: int = 0
 
     def count(self, status: Status) -> int:
         """How many queries got ``status``."""
@@ -61,6 +66,11 @@ class VerifyReport:
     def failed(self) -> tuple[QueryResult, ...]:
         """The results that fail (the CLI exits 1 when there is any)."""
         return tuple(r for r in self.results if r.verdict.status == Status.FAIL)
+
+    @property
+    def unstable(self) -> tuple[QueryResult, ...]:
+        """The results whose time verdict is within the noise (exit 1 only with --strict)."""
+        return tuple(r for r in self.results if r.verdict.status == Status.UNSTABLE)
 
 
 def index_ancestors(
@@ -94,8 +104,16 @@ def run_verify(
     progress: Callable[[QueryBudget], None] | None = None,
     plan_margin: float = fragility.DEFAULT_PLAN_MARGIN,
     fail_on_fragile: bool = False,
+    retries: int = 0,
 ) -> VerifyReport:
     """Measure and judge the selected budgets on ``conn`` (autocommit), in spec order.
+
+    First the machine's jitter (:func:`~dbopt.verify.noise.measure_noise`, when a budget has
+    a budget_ms to judge time against); then each budget. Up to ``retries`` times, the
+    queries whose verdict could change by measuring again (:attr:`Verdict.retryable`: a time
+    verdict unstable or failed, nothing else failing) are measured again, their runs pooled
+    with the earlier ones (more runs narrow the noise band; see
+    :meth:`Measurement.pooled`), and judged again.
 
     A plan that meets expect.uses_index is checked for how close the cheapest plan without
     an expected index comes (see :mod:`dbopt.verify.fragility`): within ``plan_margin`` it
@@ -108,29 +126,48 @@ def run_verify(
     chosen = select_budgets(specs, queries, tables)
     catalog = inspect(conn, specs.relations())
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
-    measured = []
-    for budget in chosen:
+    noise = None
+    if any(b.budget_ms is not None for b in chosen):
+        if progress is not None:
+            progress(noise_budget())
+        noise = measure_noise(conn, settings)
+    jitter = noise.jitter if noise is not None else 0.0
+
+    def take(budget: QueryBudget) -> Measurement:
         if progress is not None:
             progress(budget)
-        measured.append((budget, measure(conn, budget, settings)))
+        return measure(conn, budget, settings)
+
+    measured = [(budget, take(budget)) for budget in chosen]
     ancestors = index_ancestors(conn, [u.index for _, m in measured for u in index_uses(m.plan)])
-    results = [
-        QueryResult(
-            budget,
+
+    def judge_one(m: Measurement, budget: QueryBudget) -> Verdict:
+        return judge(
             m,
-            judge(
-                m,
-                budget,
-                catalog=catalog,
-                specs=specs,
-                baseline=baseline,
-                threshold=threshold,
-                regression_floor_ms=regression_floor_ms,
-                ancestors=ancestors,
-            ),
+            budget,
+            catalog=catalog,
+            specs=specs,
+            baseline=baseline,
+            threshold=threshold,
+            regression_floor_ms=regression_floor_ms,
+            ancestors=ancestors,
+            jitter=jitter,
         )
-        for budget, m in measured
-    ]
+
+    results = [QueryResult(budget, m, judge_one(m, budget)) for budget, m in measured]
+    for _ in range(retries):
+        again = [r for r in results if r.verdict.retryable]
+        if not again:
+            break
+        redo = {id(r) for r in again}
+        measured = [
+            (r.budget, r.measurement.pooled(take(r.budget)) if id(r) in redo else r.measurement)
+            for r in results
+        ]
+        results = [
+            QueryResult(b, m, judge_one(m, b)) if id(r) in redo else r
+            for r, (b, m) in zip(results, measured, strict=True)
+        ]
     results = [
         _with_stability(conn, r, settings, specs, catalog, ancestors, plan_margin, fail_on_fragile)
         for r in results
@@ -140,6 +177,8 @@ def run_verify(
         catalog.server_version,
         baseline=baseline.path if baseline else None,
         threshold=threshold,
+        noise=noise,
+        retries=retries,
     )
 
 

@@ -13,7 +13,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from dbopt.model import IndexSpec, QualifiedName, QueryBudget, SpecSet
+from dbopt.verify.budgets import budget_findings, time_findings
+
+# Re-exported: judging's vocabulary has always been importable from here.
+from dbopt.verify.findings import Finding as Finding
+from dbopt.verify.findings import FindingKind as FindingKind
+from dbopt.verify.findings import Status as Status
 from dbopt.verify.measurement import Measurement, Outcome
+from dbopt.verify.noise import p95_band
 from dbopt.verify.plan import IndexUse, PlanNode, fmt_count, index_uses
 
 if TYPE_CHECKING:
@@ -26,47 +33,6 @@ DEFAULT_REGRESSION = 0.20
 DEFAULT_REGRESSION_FLOOR_MS = 1.0
 
 
-class Status(StrEnum):
-    """A query's verdict; warn still passes (exit 0)."""
-
-    PASS = "pass"
-    WARN = "warn"
-    FAIL = "fail"
-
-    @property
-    def rank(self) -> int:
-        """0 pass, 1 warn, 2 fail: the worst finding decides a verdict."""
-        return _RANK[self]
-
-
-_RANK = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
-
-
-class FindingKind(StrEnum):
-    """What a finding is about."""
-
-    #: p95 over budget_ms.
-    BUDGET = "budget"
-    #: p95 over warn_ms.
-    WARN = "warn"
-    #: Stopped by statement_timeout.
-    TIMEOUT = "timeout"
-    #: The query failed on the server.
-    ERROR = "error"
-    #: An index of expect.uses_index is not used.
-    USES_INDEX = "uses_index"
-    #: A table of expect.no_seq_scan_on is scanned sequentially.
-    NO_SEQ_SCAN_ON = "no_seq_scan_on"
-    #: p95 grew past the threshold against the baseline.
-    REGRESSION = "regression"
-    #: The plan's shape differs from the baseline's.
-    PLAN_CHANGED = "plan_changed"
-    #: A plan without an index of expect.uses_index costs within the plan margin.
-    FRAGILE = "fragile"
-    #: Information that does not change the verdict.
-    NOTE = "note"
-
-
 class IndexState(StrEnum):
     """Whether an index of the specs is in the database."""
 
@@ -74,15 +40,6 @@ class IndexState(StrEnum):
     MISSING = "missing"
     #: It exists, but a failed concurrent build left it INVALID.
     INVALID = "invalid"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One reason behind a verdict."""
-
-    status: Status
-    kind: FindingKind
-    message: str
 
 
 _MEANT_STATE = {
@@ -232,11 +189,24 @@ class Verdict:
     culprit: PlanNode | None = None
     culprit_why: str | None = None
     meant: tuple[MeantIndex, ...] = ()
+    #: The noise band of the p95 (:func:`~dbopt.verify.noise.p95_band`), when it was measured.
+    p95_band: tuple[float, float] | None = None
 
     @property
     def reasons(self) -> tuple[str, ...]:
         """The messages of the findings that decided the status (fail ones, or warn ones)."""
         return tuple(f.message for f in self.findings if f.status == self.status)
+
+    @property
+    def retryable(self) -> bool:
+        """True when re-measuring could change the verdict: a time finding is unstable or
+        fails, and nothing that does not depend on time (an expectation, a deterministic
+        budget, an error) fails."""
+        timed = any(
+            f.kind.timed and f.status in (Status.UNSTABLE, Status.FAIL) for f in self.findings
+        )
+        fixed = any(not f.kind.timed and f.status == Status.FAIL for f in self.findings)
+        return timed and not fixed
 
     @property
     def summary(self) -> str:
@@ -473,42 +443,6 @@ def _baseline_findings(
     return findings
 
 
-def _time_findings(m: Measurement, budget: QueryBudget) -> list[Finding]:
-    """How the runs ended, and p95 against budget_ms and warn_ms."""
-    if m.outcome == Outcome.TIMEOUT:
-        return [
-            Finding(
-                Status.FAIL,
-                FindingKind.TIMEOUT,
-                f"stopped by statement_timeout after {m.timeout_ms} ms (budget "
-                f"{budget.budget_ms:g} ms); the plan shown is the planner's estimate",
-            )
-        ]
-    if m.outcome == Outcome.ERROR:
-        return [Finding(Status.FAIL, FindingKind.ERROR, f"the query failed: {m.error}")]
-    if m.p95_ms is None:
-        return []
-    numbers = f"p50 {m.p50_ms or 0.0:.3f} ms, max {m.max_ms or 0.0:.3f} ms"
-    if m.p95_ms > budget.budget_ms:
-        return [
-            Finding(
-                Status.FAIL,
-                FindingKind.BUDGET,
-                f"p95 {m.p95_ms:.3f} ms is over the budget of {budget.budget_ms:g} ms ({numbers})",
-            )
-        ]
-    if budget.warn_ms is not None and m.p95_ms > budget.warn_ms:
-        return [
-            Finding(
-                Status.WARN,
-                FindingKind.WARN,
-                f"p95 {m.p95_ms:.3f} ms is over warn_ms {budget.warn_ms:g} ms "
-                f"(budget {budget.budget_ms:g} ms)",
-            )
-        ]
-    return []
-
-
 def judge(
     m: Measurement,
     budget: QueryBudget,
@@ -519,15 +453,19 @@ def judge(
     threshold: float = DEFAULT_REGRESSION,
     regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
     ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] | None = None,
+    jitter: float = 0.0,
 ) -> Verdict:
-    """Judge a measurement: p95 against budget_ms/warn_ms, the expectations, the baseline.
+    """Judge a measurement: p95 against budget_ms/warn_ms within its noise band (``jitter``:
+    the machine's, see :mod:`~dbopt.verify.noise`), the deterministic budgets, the
+    expectations, the baseline.
 
     ``catalog`` words findings about missing or INVALID indexes and expands partitioned
     tables; ``specs`` names the indexes meant to serve a failing query; ``ancestors`` (see
     :func:`dbopt.verify.run.index_ancestors`) lets a partition's index count for the
     partitioned index it belongs to. Pure: no I/O.
     """
-    findings = _time_findings(m, budget)
+    band = p95_band(m.execution_ms, jitter) if m.outcome == Outcome.OK else None
+    findings = time_findings(m, budget, band) + budget_findings(m, budget)
     used = IndexesUsed.of(m.plan, ancestors)
     if m.plan is not None:
         findings += expectation_findings(
@@ -549,8 +487,15 @@ def judge(
     return Verdict(
         query=budget.name,
         status=status,
-        findings=tuple(sorted(findings, key=lambda f: -f.status.rank)),
+        # The worst first; among passes, notes before the budgets that were met.
+        findings=tuple(
+            sorted(
+                findings,
+                key=lambda f: (-f.status.rank, f.status == Status.PASS and f.kind.judges),
+            )
+        ),
         culprit=culprit[0] if culprit else None,
         culprit_why=culprit[1] if culprit else None,
         meant=meant if status != Status.PASS else (),
+        p95_band=band,
     )
