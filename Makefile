@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 # what they need (DBOPT_TEST_DSN, Docker, or local server binaries).
 sysdeps:
 	@sh .ci/sysdeps.sh
+	@sh .ci/hypopg.sh
 
 lint: venv
 	$(BIN)/ruff check dbopt tests tools
