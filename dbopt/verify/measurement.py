@@ -246,6 +246,10 @@ def estimated_plan(
         return server_message(exc)
 
 
+#: The settings of the run that counts buffers and rows examined: serial, from block 0.
+SERIAL = {"max_parallel_workers_per_gather": "0", "synchronize_seqscans": "off"}
+
+
 def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settings) -> Measurement:
     """Run ``warmup`` unrecorded and ``runs`` recorded EXPLAIN ANALYZE runs of one budget.
 
@@ -290,6 +294,17 @@ def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settin
     raw_plan = last["Plan"]
     rows = raw_plan.get("Actual Rows")
     plan = parse_plan(raw_plan)
+    counted, counted_plan = raw_plan, plan
+    if budget.max_buffers is not None or budget.max_rows_examined is not None:
+        # Counted on one more run without parallel workers: how many workers a Gather gets,
+        # and which of them reaches a LIMIT first, change what a parallel plan reads (and a
+        # synchronized seq scan starts where another one is); a serial run reads the same
+        # every time for given data.
+        try:
+            counted = explain(conn, budget, timeout, analyze=True, planner=SERIAL)["Plan"]
+            counted_plan = parse_plan(counted)
+        except psycopg.Error as exc:
+            raise_if_lost(conn, exc, f"measuring {budget.name}")
     return Measurement(
         query=budget.name,
         outcome=Outcome.OK,
@@ -301,8 +316,8 @@ def measure(conn: psycopg.Connection[Any], budget: QueryBudget, settings: Settin
         # Buffer counts of a node include its children's (and a Gather's its workers'): the
         # top node holds the query's. The last run's, after the warmup: the first run of a
         # query may also prune pages and mark dead index entries, which later runs skip.
-        shared_hit=int(raw_plan.get("Shared Hit Blocks", 0)),
-        shared_read=int(raw_plan.get("Shared Read Blocks", 0)),
+        shared_hit=int(counted.get("Shared Hit Blocks", 0)),
+        shared_read=int(counted.get("Shared Read Blocks", 0)),
         rows=None if rows is None else int(rows),
-        rows_examined=rows_examined(plan),
+        rows_examined=rows_examined(counted_plan),
     )

@@ -5,17 +5,21 @@ Two measurements, both reported, neither guessed:
 * **The machine's jitter** (:func:`measure_noise`): before the budgets, a fixed trivial query
   (:data:`NOISE_SQL`, a count over a small ``generate_series``: no table, no cache, the same
   work everywhere) runs :data:`NOISE_RUNS` times through the path every budget takes (EXPLAIN
-  ANALYZE, READ ONLY, rolled back). Its relative spread ``(p95 - p50) / p50`` is how much
-  this machine, right now, stretches a fixed amount of work.
+  ANALYZE, READ ONLY, rolled back). Its spread ``p95 - p50`` (in ms) is how much this
+  machine, right now, delays a fixed amount of work one run in twenty; measured again before
+  each round of ``--retries``.
 * **Each query's own spread** (:func:`p95_band`): a bootstrap interval of its p95 — the runs
   resampled with replacement :data:`RESAMPLES` times (a fixed seed, so the same runs give
   the same interval), the 5th and 95th percentiles of the resampled p95s. It says how much
   the p95 of another ``runs`` runs of the same query could differ.
 
-A query's noise band is the wider of the two around its p95 (the jitter as a factor both
-ways: ``p95 / (1 + jitter)`` to ``p95 x (1 + jitter)``). A time verdict whose threshold
-lies inside that band cannot be told from noise: it is ``unstable`` (see
-:mod:`~dbopt.verify.verdict`).
+A query's noise band is the wider of the two around its p95: its own bootstrap interval, or
+the machine's spread added both ways (``p95 - spread`` to ``p95 + spread``). Added, not
+multiplied: the probe's relative spread swings from a few percent to several hundred on a
+loaded machine, and as a factor it would call a query four times over its budget
+"unstable" (a green build for a clear failure) or one at a quarter of it "unstable" too. A
+time verdict whose threshold lies inside the band cannot be told from noise: it is
+``unstable`` (see :mod:`~dbopt.verify.verdict`); a band wholly above the budget fails.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class Noise:
     max_ms: float
 
     @property
+    def spread_ms(self) -> float:
+        """``p95 - p50`` of the probe: how late a fixed amount of work may come, in ms."""
+        return max(0.0, self.p95_ms - self.p50_ms)
+
+    @property
     def jitter(self) -> float:
         """Relative spread, ``(p95 - p50) / p50``: 0.1 is "a tenth slower, one run in 20"."""
         return (self.p95_ms - self.p50_ms) / self.p50_ms if self.p50_ms > 0 else 0.0
@@ -73,10 +82,10 @@ def _p95_sorted(values: Sequence[float]) -> float:
     return values[low] + (values[high] - values[low]) * (pos - low)
 
 
-def p95_band(times: Sequence[float], jitter: float = 0.0) -> tuple[float, float] | None:
+def p95_band(times: Sequence[float], spread_ms: float = 0.0) -> tuple[float, float] | None:
     """The noise band of the p95 of ``times``: a bootstrap interval of it, widened to at
-    least ``p95 / (1 + jitter)`` .. ``p95 x (1 + jitter)``. Deterministic for given times.
-    None without times."""
+    least ``p95 - spread_ms`` .. ``p95 + spread_ms`` (the machine's spread, see
+    :class:`Noise`). Deterministic for given times. None without times."""
     if not times:
         return None
     ordered = sorted(times)
@@ -89,9 +98,8 @@ def p95_band(times: Sequence[float], jitter: float = 0.0) -> tuple[float, float]
         tail = (1 - CONFIDENCE) / 2
         low = estimates[int(tail * (RESAMPLES - 1))]
         high = estimates[round((1 - tail) * (RESAMPLES - 1))]
-    # Slowness multiplies: a machine that stretches work by (1 + jitter) may have made the
-    # p95 that much slower, or may make the next one that much slower.
-    return min(low, p95 / (1 + jitter)), max(high, p95 * (1 + jitter))
+    # The machine may have delayed this p95 by its spread, or may delay the next one so.
+    return max(0.0, min(low, p95 - spread_ms)), max(high, p95 + spread_ms)
 
 
 def noise_budget() -> QueryBudget:

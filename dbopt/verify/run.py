@@ -131,7 +131,6 @@ def run_verify(
         if progress is not None:
             progress(noise_budget())
         noise = measure_noise(conn, settings)
-    jitter = noise.jitter if noise is not None else 0.0
 
     def take(budget: QueryBudget) -> Measurement:
         if progress is not None:
@@ -142,6 +141,7 @@ def run_verify(
     ancestors = index_ancestors(conn, [u.index for _, m in measured for u in index_uses(m.plan)])
 
     def judge_one(m: Measurement, budget: QueryBudget) -> Verdict:
+        spread = noise.spread_ms if noise is not None else 0.0
         return judge(
             m,
             budget,
@@ -151,7 +151,7 @@ def run_verify(
             threshold=threshold,
             regression_floor_ms=regression_floor_ms,
             ancestors=ancestors,
-            jitter=jitter,
+            spread_ms=spread,
         )
 
     results = [QueryResult(budget, m, judge_one(m, budget)) for budget, m in measured]
@@ -160,6 +160,8 @@ def run_verify(
         if not again:
             break
         redo = {id(r) for r in again}
+        if noise is not None:  # the machine now, not as it was before the first round
+            noise = measure_noise(conn, settings) or noise
         measured = [
             (r.budget, r.measurement.pooled(take(r.budget)) if id(r) in redo else r.measurement)
             for r in results

@@ -453,9 +453,9 @@ def judge(
     threshold: float = DEFAULT_REGRESSION,
     regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
     ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] | None = None,
-    jitter: float = 0.0,
+    spread_ms: float = 0.0,
 ) -> Verdict:
-    """Judge a measurement: p95 against budget_ms/warn_ms within its noise band (``jitter``:
+    """Judge a measurement: p95 against budget_ms/warn_ms within its noise band (``spread_ms``:
     the machine's, see :mod:`~dbopt.verify.noise`), the deterministic budgets, the
     expectations, the baseline.
 
@@ -464,7 +464,7 @@ def judge(
     :func:`dbopt.verify.run.index_ancestors`) lets a partition's index count for the
     partitioned index it belongs to. Pure: no I/O.
     """
-    band = p95_band(m.execution_ms, jitter) if m.outcome == Outcome.OK else None
+    band = p95_band(m.execution_ms, spread_ms) if m.outcome == Outcome.OK else None
     findings = time_findings(m, budget, band) + budget_findings(m, budget)
     used = IndexesUsed.of(m.plan, ancestors)
     if m.plan is not None:
