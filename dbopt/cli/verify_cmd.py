@@ -169,8 +169,9 @@ def verify(
     Noise is measured: first a fixed trivial query gives the machine's jitter, then each
     query's p95 gets a noise band (a bootstrap interval of its runs, at least the machine's
     spread, in ms, either side). A budget_ms inside the band is `unstable`: exit 0 with a
-    warning, or 1 with --strict; --retries N measures such queries (and time failures) again. max_buffers,
-    max_rows_examined and max_cost do not depend on the machine: never unstable.
+    warning, or 1 with --strict; --retries N measures such queries (and time failures)
+    again. max_buffers, max_rows_examined and max_cost do not depend on the machine: never
+    unstable.
 
     \b
     Examples:
