@@ -243,6 +243,12 @@ def replace_index_action(
         except DefinitionError:
             before, after = None, spec
         refusals += [f"index {name}: {r}" for r in props.refusals(after, before)]
+        if relation.sharded and props.tablespace:
+            refusals.append(
+                f"index {name} is in tablespace {props.tablespace}, which its replacement would "
+                f"keep, and Citus refuses a tablespace on an index of the {relation.citus} table "
+                f"{table}: move the index to the default tablespace first"
+            )
     identity = index_identity(existing, origin=owners.origin(existing.oid))
     if expect_oid is not None and existing.oid != expect_oid:
         refusals.append(
@@ -374,7 +380,9 @@ def _repair_action(
         refusal = (
             f"index {name} is INVALID and dbopt did not make it (another session's failed "
             "build?): dbopt never drops what it did not make; check it and drop it by hand "
-            f"(DROP INDEX CONCURRENTLY {name}), then apply again"
+            # IF EXISTS: on Citus the drop goes to every shard, and a failed build may have
+            # left some without the index (Citus's own hint says the same).
+            f"(DROP INDEX CONCURRENTLY IF EXISTS {name}), then apply again"
         )
     identity = index_identity(existing, invalid=True, origin=owners.origin(existing.oid))
     return Action(
