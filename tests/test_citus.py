@@ -59,7 +59,7 @@ def shop(cluster: Cluster) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        drop_tables(cluster, "mv_paid", "orders", "plans", "notes")
+        drop_tables(cluster, "mv_paid", "orders", "plans", "notes", "clustered")
         cluster.run("DROP SCHEMA IF EXISTS dbopt CASCADE")
 
 
@@ -308,6 +308,33 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
 
 
 @pytest.mark.slow
+def test_a_replace_on_a_distributed_table_swaps_every_shard(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS)
+    assert cli("apply", "--env", "test").exit_code == 0
+    before = shop.run("SELECT 'orders_code'::regclass::oid")[0][0]
+    _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS.replace("[code]", "[code, status]"))
+    replaced = cli("apply", "--env", "test", "--replace-drifted")
+    assert replaced.exit_code == 0, replaced.output
+    assert shop.run("SELECT 'orders_code'::regclass::oid")[0][0] != before
+    # Citus renamed every shard's copy with the coordinator's: nothing left under dbopt's
+    # temporary names, and each shard's orders_code is the new definition, valid.
+    assert _placements(shop, "orders_code") == [(f"orders_code_{s}", True) for s in _shards(shop)]
+    leftovers = shop.on_workers(
+        "SELECT relname FROM pg_class WHERE relname LIKE '%dbopt\\_new%' "
+        "OR relname LIKE '%dbopt\\_old%'"
+    )
+    assert leftovers == [[], []]
+    defs = shop.on_workers(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+        "WHERE indexrelid::regclass::text ~ '^orders_code_[0-9]+$'"
+    )
+    assert all("(code, status)" in d for node in defs for (d,) in node), defs
+    assert _invalid_anywhere(shop) == []
+
+
+@pytest.mark.slow
 def test_what_citus_refuses_is_refused_before_anything_runs(
     shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,6 +360,27 @@ def test_what_citus_refuses_is_refused_before_anything_runs(
         """
     _project(tmp_path, monkeypatch, shop.dsn, plans=plans)
     assert cli("apply", "--env", "test").exit_code == 0
+
+    # A table CLUSTERed before it was distributed keeps the mark, and Citus refuses ALTER
+    # TABLE ... CLUSTER ON: a replace could not carry it over, so it is refused up front.
+    shop.run("CREATE TABLE clustered (tenant_id int, v int)")
+    shop.run("CREATE INDEX clustered_v ON clustered (v)")
+    shop.run("ALTER TABLE clustered CLUSTER ON clustered_v")
+    shop.run("SELECT create_distributed_table('clustered', 'tenant_id')")
+    drifted = """\
+        table: clustered
+        indexes:
+          - {name: clustered_v, columns: [v, tenant_id]}
+        """
+    _project(tmp_path, monkeypatch, shop.dsn, clustered=drifted)
+    result = cli("apply", "--env", "test", "--replace-drifted")
+    assert result.exit_code == 2, result.output
+    assert (
+        "public.clustered is CLUSTERed on index public.clustered_v, which its replacement "
+        "would keep, and Citus refuses ALTER TABLE ... CLUSTER ON on the distributed table "
+        "public.clustered"
+    ) in " ".join(result.output.split()), result.output
+    assert "(v, tenant_id)" not in shop.run("SELECT pg_get_indexdef('clustered_v'::regclass)")[0][0]
 
 
 @pytest.mark.slow
