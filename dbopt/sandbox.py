@@ -593,14 +593,16 @@ def _pkglib_dirs(bin_dir: Path) -> list[Path]:
 def _server_settings(options: ServerOptions, present: set[str]) -> dict[str, str]:
     """Merge the fast settings, the caller's settings and the preload lists.
 
-    ``present`` names the optional libraries the server has; the others are left out.
+    ``present`` names the optional libraries the server has; the others are left out. The
+    required libraries come first, in the caller's order: some insist on being loaded before
+    any other (Citus refuses to start otherwise: "Citus has to be loaded first").
     """
     settings = {**FAST_SETTINGS, **options.settings}
-    libraries = [lib for lib in options.optional_preload if lib in present]
+    libraries = list(options.preload)
     libraries += [
         lib.strip() for lib in settings.pop("shared_preload_libraries", "").split(",") if lib
     ]
-    libraries += options.preload
+    libraries += [lib for lib in options.optional_preload if lib in present]
     unique = list(dict.fromkeys(lib for lib in libraries if lib))
     if unique:
         settings["shared_preload_libraries"] = ",".join(unique)

@@ -11,7 +11,9 @@ from typing import Any
 
 import psycopg
 
+from dbopt import citus
 from dbopt.catalog import Catalog, inspect
+from dbopt.citus import ShardedIndex
 from dbopt.config import Settings
 from dbopt.history import History, RunRecord
 from dbopt.model import QualifiedName, RunOutcome, SpecSet
@@ -125,6 +127,7 @@ def index_status(
     owned = history.owned(conn)
     catalog = inspect(conn, relevant(specs, owned))
     result = build_plan(conn, specs, settings, history, catalog=catalog)
+    shards = _shards(conn, catalog)
     owners = ownership(owned, catalog)
     states = {
         ActionKind.SKIP: "ok",
@@ -139,36 +142,34 @@ def index_status(
         if action.object_type == "view":
             continue
         index = catalog.indexes.get(action.name)
-        managed.append(
-            IndexState(
-                name=str(action.name),
-                table=str(action.table),
-                state="building"
-                if index is not None and index.building
-                else states[action.kind]
-                if action.compared
-                else "present (not compared)",
-                valid=None if index is None else index.is_valid,
-                size_bytes=None if index is None else index.size_bytes,
-                scans=None if index is None else index.scans,
-                origin="-"
-                if index is None
-                else "dbopt"
-                if owners.owns(index.oid)
-                else "pre-existing",
-            )
+        row = IndexState(
+            name=str(action.name),
+            table=str(action.table),
+            state="building"
+            if index is not None and index.building
+            else states[action.kind]
+            if action.compared
+            else "present (not compared)",
+            valid=None if index is None else index.is_valid,
+            size_bytes=None if index is None else index.size_bytes,
+            scans=None if index is None else index.scans,
+            origin="-" if index is None else "dbopt" if owners.owns(index.oid) else "pre-existing",
         )
+        managed.append(_over_shards(row, shards.get(action.name)))
     wanted = {a.name for a in result.actions}
     tables = {s.table for s in specs.indexes}
     unmanaged = [
-        IndexState(
-            name=str(i.name),
-            table=str(i.table),
-            state="building" if i.building else "unmanaged",
-            valid=i.is_valid,
-            size_bytes=i.size_bytes,
-            scans=i.scans,
-            origin=f"constraint {i.constraint_name}" if i.backs_constraint else "-",
+        _over_shards(
+            IndexState(
+                name=str(i.name),
+                table=str(i.table),
+                state="building" if i.building else "unmanaged",
+                valid=i.is_valid,
+                size_bytes=i.size_bytes,
+                scans=i.scans,
+                origin=f"constraint {i.constraint_name}" if i.backs_constraint else "-",
+            ),
+            shards.get(i.name),
         )
         for t in sorted(tables)
         for i in catalog.indexes_on(t)
@@ -181,6 +182,24 @@ def index_status(
         runs[0] if runs else None,
         _view_states(specs, catalog, view_actions, history.last_refreshes(conn), states),
     )
+
+
+def _shards(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[QualifiedName, ShardedIndex]:
+    """On a Citus coordinator: every index of the inspected Citus tables on its shards (the
+    coordinator's own copy is an empty shell)."""
+    tables = [r.oid for r in catalog.relations.values() if r.sharded and r.inspected]
+    return citus.shard_indexes(conn, tables) if tables else {}
+
+
+def _over_shards(row: IndexState, sharded: ShardedIndex | None) -> IndexState:
+    """The row with its size and scans summed over the index's shard placements, and the
+    placements where it is not valid named in its state (status pages about them)."""
+    if sharded is None:
+        return row
+    row = replace(row, size_bytes=sharded.size_bytes, scans=sharded.scans)
+    if sharded.bad and row.state in ("ok", "unmanaged", "present (not compared)"):
+        row = replace(row, state=f"{row.state}, but {sharded.describe_bad()}", valid=False)
+    return row
 
 
 #: How long after its tick a refresh may still be running (or queued) before status calls the

@@ -61,11 +61,24 @@ class Relation:
     inspected: bool = True
     #: Its reloptions as ``key=value`` (a view's security_barrier, check_option...).
     options: tuple[str, ...] = ()
+    #: How Citus holds it (citus_tables.sql): "distributed", "reference", "Citus local",
+    #: "single-shard distributed"; None for a table Citus does not know (or no Citus).
+    citus: str | None = None
+    #: Citus's pg_dist_partition.partmethod: h hash, r range, a append, n none.
+    citus_method: str | None = None
+    #: The distribution column of a distributed table.
+    distribution_column: str | None = None
 
     @property
     def is_partitioned(self) -> bool:
         """A partitioned parent (CREATE INDEX CONCURRENTLY is refused on it)."""
         return self.relkind == "p"
+
+    @property
+    def sharded(self) -> bool:
+        """A Citus table: its data and its indexes' live in shards (on workers), the
+        coordinator's relation is an empty shell."""
+        return self.citus is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +165,8 @@ class Catalog:
     type_names: Mapping[QualifiedName, str] = field(default_factory=dict)
     #: The relations asked for with ``relevant`` (None: everything was inspected).
     relevant: frozenset[QualifiedName] | None = None
+    #: The citus extension is installed in this database (the coordinator of a cluster).
+    citus: bool = False
 
     def indexes_on(self, table: QualifiedName) -> list[CatalogIndex]:
         """Indexes of one table, ordered by name."""
@@ -192,7 +207,8 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
 def inspect(
     conn: psycopg.Connection[Any], relevant: Collection[QualifiedName] | None = None
 ) -> Catalog:
-    """Read the catalog in a constant number of queries (four, five with ``relevant``).
+    """Read the catalog in a constant number of queries (four, five with ``relevant``; one
+    more where the citus extension is installed: which tables Citus distributes).
 
     ``relevant``: the tables and materialized views the command touches (what its specs name,
     and what dbopt manages: the names history.managed() returns may be given as they are, an
@@ -222,8 +238,17 @@ def inspect(
         scope = {"everything": wanted is None, "relevant": oids}
         cur.execute(catalog_sql("relations"), scope)
         queries += 1
-        for row in cur.fetchall():
+        rows = cur.fetchall()
+        citus = any(row["citus"] for row in rows[:1])
+        sharded: dict[int, dict[str, Any]] = {}
+        if citus:
+            # Only where Citus is installed (its catalog exists): one more query.
+            cur.execute(catalog_sql("citus_tables"))
+            queries += 1
+            sharded = {int(r["oid"]): r for r in cur.fetchall()}
+        for row in rows:
             name = QualifiedName(row["schema"], row["name"])
+            held = sharded.get(int(row["oid"]), {})
             relations[name] = Relation(
                 name=name,
                 relkind=row["relkind"],
@@ -239,6 +264,9 @@ def inspect(
                 oid=int(row["oid"]),
                 inspected=row["inspected"],
                 options=tuple(row["options"]),
+                citus=held.get("kind"),
+                citus_method=held.get("method"),
+                distribution_column=held.get("distribution_column"),
             )
         cur.execute(catalog_sql("indexes"), scope)
         queries += 1
@@ -289,4 +317,5 @@ def inspect(
         names=names,
         type_names=type_names,
         relevant=None if wanted is None else frozenset(wanted),
+        citus=citus,
     )

@@ -18,8 +18,9 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from dbopt import ddl, guard, locks
+from dbopt import citus, ddl, guard, locks
 from dbopt.catalog import catalog_sql
+from dbopt.citus import ShardedIndex
 from dbopt.config import Replica, Settings
 from dbopt.db import connect, server_message, unbounded
 from dbopt.executor.results import Built, Cost, StepFailed, _Made
@@ -79,6 +80,8 @@ class StepRunner:
         #: Standbys: their lag is read before each build (max_replica_lag).
         self.standbys = Standbys(self._control, replicas, settings)
         self.lag_gate = LagGate(self.standbys, settings, reporter, cancelled=self._cancelled)
+        #: The citus extension is installed (None: not asked yet; asked once, at a build).
+        self._citus: bool | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -305,7 +308,11 @@ class StepRunner:
                 ) from None
             except psycopg.Error as exc:
                 self._after_failed_build(step, built, watches)
-                raise StepFailed(f"{step.index}: {server_message(exc)}") from None
+                shards = self._shards(step) if step.mode == StepMode.BUILD else None
+                where = (
+                    f" (on the shards: {shards.describe_bad()})" if shards and shards.bad else ""
+                )
+                raise StepFailed(f"{step.index}: {server_message(exc)}{where}") from None
             if step.makes:
                 made = self._oid_of(step.index)
                 if made is not None:
@@ -314,7 +321,31 @@ class StepRunner:
                 made = self._oid_of(step.index)
                 if made is None or made.valid is not True:
                     raise StepFailed(f"{step.index}: the build finished but the index is not valid")
+                shards = self._shards(step)
+                if shards is not None and (shards.bad or not shards.placements):
+                    raise StepFailed(
+                        f"{step.index}: valid on the Citus coordinator but not on every shard "
+                        f"placement: {shards.describe_bad() or 'no placement has it'}"
+                    )
             return
+
+    def _shards(self, step: Step) -> ShardedIndex | None:
+        """On a Citus coordinator, the step's index on every shard placement of its table
+        (None: not a Citus table, no Citus, or the shards could not be read)."""
+        if self._citus is None:
+            self._citus = bool(self._control(citus.installed))
+        if not self._citus:
+            return None
+        try:
+            found: ShardedIndex | None = self._control(
+                lambda c: citus.placement_check(c, step.table, step.index)
+            )
+        except psycopg.Error as exc:
+            self.reporter.event(
+                f"{step.index}: could not read its shard placements: {server_message(exc)}"
+            )
+            return None
+        return found
 
     def _after_lock_wait(
         self, step: Step, blockers: list[Blocker], attempt: int, first: float

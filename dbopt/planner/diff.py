@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
+from dbopt import citus
 from dbopt.catalog import Catalog
 from dbopt.catalog.properties import Properties
 from dbopt.errors import OptionNeeded, Problem, SpecError
@@ -177,6 +178,10 @@ def plan(
                     f"{spec.table} is {a(kind)}: indexes go on tables and materialized views",
                 )
             )
+            continue
+        refused = citus.refusals(spec, relation)
+        if refused:
+            problems.extend(refused)
             continue
         action = _index_action(spec, relation, catalog, normalized, owners, properties, problems)
         if action is None:

@@ -243,6 +243,7 @@ def replace_index_action(
         except DefinitionError:
             before, after = None, spec
         refusals += [f"index {name}: {r}" for r in props.refusals(after, before)]
+        refusals += _citus_carry_refusals(name, relation, props.tablespace, props.clustered)
     identity = index_identity(existing, origin=owners.origin(existing.oid))
     if expect_oid is not None and existing.oid != expect_oid:
         refusals.append(
@@ -287,6 +288,32 @@ def replace_index_action(
         previous_definition=existing.definition,
         undoes_change=undoes_change,
     )
+
+
+def _citus_carry_refusals(
+    name: QualifiedName, relation: Relation, tablespace: str | None, clustered: bool
+) -> list[str]:
+    """What a replace would carry over that Citus refuses on its tables: a tablespace
+    (ErrorIfUnsupportedIndexStmt, commands/index.c) and ALTER TABLE ... CLUSTER ON, which is
+    not among the ALTER TABLE subcommands Citus propagates (ErrorIfUnsupportedAlterTableStmt,
+    commands/table.c)."""
+    if not relation.sharded:
+        return []
+    kind = f"the {relation.citus} table {relation.name}"
+    out = []
+    if tablespace:
+        out.append(
+            f"index {name} is in tablespace {tablespace}, which its replacement would keep, and "
+            f"Citus refuses a tablespace on an index of {kind}: move it to the default "
+            "tablespace first"
+        )
+    if clustered:
+        out.append(
+            f"{relation.name} is CLUSTERed on index {name}, which its replacement would keep, "
+            f"and Citus refuses ALTER TABLE ... CLUSTER ON on {kind}, so the replacement "
+            "could not keep it: drop the index and apply again instead"
+        )
+    return out
 
 
 def _index_action(
@@ -374,7 +401,9 @@ def _repair_action(
         refusal = (
             f"index {name} is INVALID and dbopt did not make it (another session's failed "
             "build?): dbopt never drops what it did not make; check it and drop it by hand "
-            f"(DROP INDEX CONCURRENTLY {name}), then apply again"
+            # IF EXISTS: on Citus the drop goes to every shard, and a failed build may have
+            # left some without the index (Citus's own hint says the same).
+            f"(DROP INDEX CONCURRENTLY IF EXISTS {name}), then apply again"
         )
     identity = index_identity(existing, invalid=True, origin=owners.origin(existing.oid))
     return Action(

@@ -34,6 +34,11 @@ MIN_TIMEOUT_MS = 1_000
 #: budgets only): no latency to scale, and a CI query on seeded data should not take longer.
 DEFAULT_TIMEOUT_MS = 10_000
 
+#: Set in every EXPLAIN's transaction: on a Citus coordinator, the plan of every task (on
+#: every shard), not only the slowest one's (dbopt.verify.plan reads them). Elsewhere it is an
+#: unused placeholder setting, gone with the transaction.
+EXPLAIN_SETTINGS = {"citus.explain_all_tasks": "on"}
+
 TIMING_NOTE = (
     "times are the server's execution time from EXPLAIN ANALYZE (no network or client time; "
     "EXPLAIN's own timing overhead included); p50/p95 interpolated between ranks "
@@ -199,7 +204,7 @@ def explain(
         params = bind(conn, budget.params, typed) if budget.uses_placeholders else None
         try:
             with read_only_transaction(conn, timeout_ms=timeout_ms) as cur:
-                for setting, value in (planner or {}).items():
+                for setting, value in {**EXPLAIN_SETTINGS, **(planner or {})}.items():
                     cur.execute("SELECT set_config(%s, %s, true)", (setting, value))
                 register(cur)
                 cur.execute(_explain_query(budget, analyze=analyze), params)

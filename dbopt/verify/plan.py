@@ -1,9 +1,20 @@
-"""EXPLAIN (FORMAT JSON) plans as values: the tree of nodes verify measures and judges."""
+"""EXPLAIN (FORMAT JSON) plans as values: the tree of nodes verify measures and judges.
+
+On a Citus coordinator the plan of a query on a distributed table is one ``Custom Scan
+(Citus Adaptive)`` whose ``Distributed Query`` holds the plan each task ran on its shard
+(``Job`` -> ``Tasks`` -> ``Remote Plan``; every task with ``citus.explain_all_tasks``, which
+verify sets: see Citus's src/backend/distributed/planner/multi_explain.c, ExplainJob,
+ExplainTask, ExplainTaskPlacement). Those plans become children of the Custom Scan like any
+other node, their shard names (``orders_102008``, ``orders_code_102008``) read back as the
+coordinator's (``orders``, ``orders_code``), each node marked with the shard and node it ran
+on, so ``uses_index`` and ``no_seq_scan_on`` see what the shards do and a bad plan says where.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dbopt.model import DEFAULT_SCHEMA, QualifiedName
@@ -31,6 +42,8 @@ class PlanNode:
     loops: int | None = None
     conditions: tuple[str, ...] = ()
     children: tuple[PlanNode, ...] = ()
+    #: Where a Citus task ran this node: ``shard 102008 on 127.0.0.1:5433`` (None: here).
+    shard: str | None = None
 
     def walk(self) -> Iterator[PlanNode]:
         """This node and its descendants, pre-order."""
@@ -46,7 +59,14 @@ class PlanNode:
             text += f" using {self.index}"
         if self.relation:
             text += f" on {self.relation}"
+        if self.shard:
+            text += f" in {self.shard}"
         return text
+
+    @property
+    def shape_label(self) -> str:
+        """The label without the shard (shards move; the shape of the plan does not)."""
+        return replace(self, shard=None).label if self.shard else self.label
 
     @property
     def scans_index(self) -> bool:
@@ -98,8 +118,88 @@ def parse_plan(raw: Mapping[str, Any]) -> PlanNode:
         total_ms=total("Actual Total Time"),
         loops=loops,
         conditions=tuple(f"{key}: {raw[key]}" for key in _CONDITIONS if raw.get(key)),
-        children=tuple(parse_plan(child) for child in raw.get("Plans", [])),
+        children=tuple(parse_plan(child) for child in raw.get("Plans", []))
+        + _distributed(raw.get("Distributed Query")),
     )
+
+
+# --- Citus: the plans of the tasks inside a distributed plan ---------------------------------
+
+#: A shard's name: its table's (or index's) name, an underscore, the shard id.
+_SHARD_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<shard>[0-9]+)$")
+#: The ``Node`` of a task: ``host=127.0.0.1 port=5433 dbname=app``.
+_NODE = re.compile(r"host=(?P<host>\S+) port=(?P<port>[0-9]+)")
+
+
+def _distributed(query: Any) -> tuple[PlanNode, ...]:
+    """The plans inside Citus's ``Distributed Query``: its subplans' and its job's tasks'."""
+    if not isinstance(query, Mapping):
+        return ()
+    out: list[PlanNode] = []
+    for subplan in query.get("Subplans") or ():
+        if isinstance(subplan, Mapping):
+            out.extend(parse_plan(top["Plan"]) for top in _plans(subplan.get("PlannedStmt")))
+    job = query.get("Job")
+    if isinstance(job, Mapping):
+        out.extend(_job(job))
+    return tuple(out)
+
+
+def _job(job: Mapping[str, Any]) -> Iterator[PlanNode]:
+    """Each task's remote plan (a task whose plan Citus could not get has none), then those
+    of the jobs it depends on (re-partition joins)."""
+    for task in job.get("Tasks") or ():
+        if not isinstance(task, Mapping):
+            continue
+        found = _NODE.search(str(task.get("Node", "")))
+        node = f"{found['host']}:{found['port']}" if found else "a worker"
+        for top in _plans(task.get("Remote Plan")):
+            yield _on_shard(parse_plan(top["Plan"]), node)
+    for dependent in job.get("Dependent Jobs") or ():
+        if isinstance(dependent, Mapping):
+            yield from _job(dependent)
+
+
+def _plans(value: Any) -> list[Mapping[str, Any]]:
+    """The ``{"Plan": ...}`` objects in a remote EXPLAIN's output, however Citus nested its
+    rows (a list of rows, each the remote server's JSON list)."""
+    if isinstance(value, Mapping):
+        return [value] if isinstance(value.get("Plan"), Mapping) else []
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [top for item in value for top in _plans(item)]
+    return []
+
+
+def _on_shard(plan: PlanNode, node: str) -> PlanNode:
+    """A task's plan in the coordinator's names: ``orders_102008`` is shard 102008 of
+    ``orders``, and ``orders_code_102008`` that shard's copy of index ``orders_code``. Each node
+    is marked with the shard (of its own relation, else the task's first) and the node."""
+    shards = [
+        m["shard"]
+        for n in plan.walk()
+        if n.relation is not None and (m := _SHARD_SUFFIX.match(n.relation.name))
+    ]
+    first = shards[0] if shards else None
+
+    def rename(n: PlanNode) -> PlanNode:
+        relation, shard = n.relation, first
+        if relation is not None and (m := _SHARD_SUFFIX.match(relation.name)):
+            relation, shard = QualifiedName(relation.schema, m["base"]), m["shard"]
+        index = n.index
+        if index is not None:
+            for sid in dict.fromkeys([shard, *shards]):
+                if sid is not None and index.endswith(f"_{sid}"):
+                    index = index[: -len(sid) - 1]
+                    break
+        return replace(
+            n,
+            relation=relation,
+            index=index,
+            shard=f"shard {shard} on {node}" if shard else f"a task on {node}",
+            children=tuple(rename(c) for c in n.children),
+        )
+
+    return rename(plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +262,7 @@ def rows_examined(plan: PlanNode | None) -> int | None:
 
 def plan_shape(plan: PlanNode | None) -> tuple[str, ...]:
     """What baselines compare: each node's type and relation/index, pre-order."""
-    return () if plan is None else tuple(node.label for node in plan.walk())
+    return () if plan is None else tuple(node.shape_label for node in plan.walk())
 
 
 def fmt_count(value: float) -> str:

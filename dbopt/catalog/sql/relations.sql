@@ -5,7 +5,8 @@
 -- deparsed: pg_total_relation_size and pg_get_viewdef take an ACCESS SHARE lock (pg_get_viewdef
 -- on every relation the view reads too), so they would queue behind DDL on a relation no spec
 -- names. Every other column is a plain catalog read that takes no lock; CASE evaluates its
--- branch only for the rows it selects.
+-- branch only for the rows it selects. citus says whether the Citus extension is installed
+-- (computed once: then citus_tables.sql says which relations it distributes).
 SELECT c.oid::bigint                                AS oid,
        n.nspname                                   AS schema,
        c.relname                                   AS name,
@@ -31,7 +32,8 @@ SELECT c.oid::bigint                                AS oid,
                    JOIN pg_class pc ON pc.oid = i.inhrelid
                    JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                   WHERE i.inhparent = c.oid),
-                '{}')                              AS partitions
+                '{}')                              AS partitions,
+       EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') AS citus
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'm', 'v')

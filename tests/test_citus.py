@@ -1,0 +1,470 @@
+"""dbopt on a real Citus cluster: a coordinator and two workers on loopback (tests/citus.py).
+
+One cluster for the module; each test makes its own tables (and drops them). dbopt connects
+to the coordinator as its superuser: Citus creates shards as the table's owner on every node,
+and a role of our own would have to exist on every node first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from citus import CitusUnavailable, Cluster, citus_cluster, drop_tables, skip_without_citus
+from helpers import cli, environments, project
+
+from dbopt.sandbox import Server
+from dbopt.verify.plan import index_uses, parse_plan
+
+SETTINGS = {"lock_timeout": "5s", "retries": 1, "retry_backoff": "10ms", "cleanup_wait": "20s"}
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_server: Server) -> Iterator[Cluster]:
+    """A coordinator and two workers for this module (skipped where the build has no Citus)."""
+    skip_without_citus(pg_server)
+    try:
+        with citus_cluster(pg_server) as started:
+            yield started
+    except CitusUnavailable as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture
+def shop(cluster: Cluster) -> Iterator[Cluster]:
+    """orders, hash-distributed on tenant_id (4 shards on 2 workers), plans, a reference
+    table, and notes, a plain table of the coordinator's own; all dropped afterwards."""
+    cluster.run(
+        "CREATE TABLE orders (tenant_id int NOT NULL, id int NOT NULL, code int NOT NULL, "
+        "status text NOT NULL, PRIMARY KEY (tenant_id, id))"
+    )
+    cluster.run("SELECT create_distributed_table('orders', 'tenant_id')")
+    cluster.run(
+        "INSERT INTO orders SELECT g % 40, g, g, (ARRAY['new','paid','shipped'])[1 + g % 3] "
+        "FROM generate_series(1, 20000) g"
+    )
+    cluster.run("CREATE TABLE plans (id int PRIMARY KEY, name text NOT NULL, price int)")
+    cluster.run("SELECT create_reference_table('plans')")
+    cluster.run("INSERT INTO plans SELECT g, 'plan ' || g, g % 97 FROM generate_series(1, 5000) g")
+    cluster.run("CREATE TABLE notes (id int PRIMARY KEY, body text, author int)")
+    cluster.run("INSERT INTO notes SELECT g, 'note', g % 300 FROM generate_series(1, 5000) g")
+    cluster.run("ANALYZE orders")
+    cluster.run("ANALYZE plans")
+    cluster.run("ANALYZE notes")
+    try:
+        yield cluster
+    finally:
+        drop_tables(cluster, "mv_paid", "orders", "plans", "notes", "clustered")
+        cluster.run("DROP SCHEMA IF EXISTS dbopt CASCADE")
+
+
+ORDERS = """\
+    table: orders
+    indexes:
+      - {name: orders_code, columns: [code]}
+    queries:
+      - name: order_by_code
+        sql: SELECT id, status FROM orders WHERE code = 4242
+        budget_ms: 500
+        runs: 3
+        warmup: 1
+        expect:
+          uses_index: [orders_code]
+          no_seq_scan_on: [orders]
+    """
+PLANS = """\
+    table: plans
+    indexes:
+      - {name: plans_price, columns: [price]}
+    """
+NOTES = """\
+    table: notes
+    indexes:
+      - {name: notes_author, columns: [author]}
+    """
+
+
+def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dsn: str, **specs: str) -> Path:
+    """A project with exactly these spec files (earlier ones removed) and a `test` env."""
+    shutil.rmtree(tmp_path / "indexes", ignore_errors=True)
+    files = {f"indexes/{name}.yaml": text for name, text in specs.items()}
+    files["dbopt.yaml"] = environments(test={"dsn": dsn, **SETTINGS})
+    return project(tmp_path, monkeypatch, files)
+
+
+def _json(output: str) -> str:
+    """The JSON document of a command's output (CliRunner mixes in what went to stderr)."""
+    return output[output.index("{") :]
+
+
+def _placements(cluster: Cluster, index: str) -> list[tuple[str, bool]]:
+    """Every shard copy of ``index`` on the workers (name, valid), read on the workers."""
+    rows = cluster.on_workers(
+        "SELECT c.relname::text, i.indisvalid FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid "
+        f"WHERE c.relname ~ '^{index}_[0-9]+$' ORDER BY 1"
+    )
+    return sorted(r for node in rows for r in node)
+
+
+def _invalid_anywhere(cluster: Cluster) -> list[str]:
+    """INVALID indexes on the coordinator and on every worker."""
+    query = "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+    found = [f"coordinator: {r[0]}" for r in cluster.run(query)]
+    for port, rows in zip(cluster.ports(), cluster.on_workers(query), strict=True):
+        found += [f"worker {port}: {r[0]}" for r in rows]
+    return found
+
+
+def _shard_sizes(cluster: Cluster, index: str) -> int:
+    """The size of ``index`` summed over its shards, read on the workers themselves."""
+    rows = cluster.on_workers(
+        "SELECT coalesce(sum(pg_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+        f"WHERE c.relkind = 'i' AND c.relname ~ '^{index}_[0-9]+$'"
+    )
+    return sum(int(node[0][0]) for node in rows)
+
+
+@pytest.mark.slow
+def test_apply_status_verify_rollback_on_distributed_reference_and_local_tables(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS, plans=PLANS, notes=NOTES)
+    planned = cli("plan", "--env", "test")
+    assert planned.exit_code == 0, planned.output
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+
+    # Every shard placement has the index, valid: 4 shards of orders; plans is a reference
+    # table (one shard, a placement on each worker and on the coordinator).
+    assert _placements(shop, "orders_code") == [(f"orders_code_{s}", True) for s in _shards(shop)]
+    assert [v for _, v in _placements(shop, "plans_price")] == [True, True]
+    assert _invalid_anywhere(shop) == []
+    again = cli("plan", "--env", "test", "--format", "json")
+    assert again.exit_code == 0, again.output
+    assert all(a["action"] == "skip" for a in json.loads(_json(again.output))["actions"]), (
+        again.output
+    )
+
+    # status: each index's size summed over its shards, as Citus counts it.
+    status = cli("status", "--env", "test", "--format", "json")
+    assert status.exit_code == 0, status.output
+    rows = {r["index"]: r for r in json.loads(_json(status.output))["managed"]}
+    coordinator_shell = shop.run("SELECT pg_relation_size('orders_code')")[0][0]
+    assert rows["public.orders_code"]["size_bytes"] == _shard_sizes(shop, "orders_code")
+    assert (
+        rows["public.orders_code"]["size_bytes"]
+        == shop.run("SELECT citus_relation_size('orders_code')")[0][0]
+    )
+    assert rows["public.orders_code"]["size_bytes"] > 10 * coordinator_shell
+    # A reference table's index on every placement: the workers' and the coordinator's.
+    assert (
+        rows["public.plans_price"]["size_bytes"]
+        == shop.run("SELECT citus_relation_size('plans_price')")[0][0]
+    )
+    local = shop.run("SELECT pg_relation_size('notes_author')")[0][0]
+    assert rows["public.notes_author"]["size_bytes"] == local
+    assert all(r["state"] == "ok" for r in rows.values()), rows
+
+    # verify sees the index inside every task's plan (explain_all_tasks).
+    verified = cli("verify", "--env", "test", "--format", "json")
+    assert verified.exit_code == 0, verified.output
+    query = json.loads(_json(verified.output))["queries"][0]
+    assert query["status"] == "pass", query
+    assert query["indexes"] == ["orders_code"]
+    assert len([s for s in query["scans"] if "orders_code" in s]) == 4, query["scans"]
+    assert any(" in shard " in s for s in query["scans"]), query["scans"]
+    # The scans count on the workers: status sums them over the shards.
+    status = cli("status", "--env", "test", "--format", "json")
+    rows = {r["index"]: r for r in json.loads(_json(status.output))["managed"]}
+    assert rows["public.orders_code"]["scans"] >= 4
+
+    rolled = cli("rollback", "--env", "test", "--last", "--yes")
+    assert rolled.exit_code == 0, rolled.output
+    assert shop.run("SELECT to_regclass('orders_code'), to_regclass('plans_price')") == [
+        (None, None)
+    ]
+    assert _placements(shop, "orders_code") == []
+    assert _placements(shop, "plans_price") == []
+    assert shop.run("SELECT to_regclass('notes_author')") == [(None,)]
+
+
+def _shards(cluster: Cluster, table: str = "orders") -> list[int]:
+    rows = cluster.run(
+        "SELECT shardid FROM pg_dist_shard WHERE logicalrelid = %s::regclass ORDER BY 1", (table,)
+    )
+    return [int(r[0]) for r in rows]
+
+
+@pytest.mark.slow
+def test_verify_names_the_shard_of_a_sequential_scan(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No index yet: each shard scans its part of orders sequentially.
+    _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS)
+    verified = cli("verify", "--env", "test", "--format", "json")
+    assert verified.exit_code == 1, verified.output
+    query = json.loads(_json(verified.output))["queries"][0]
+    kinds = {f["kind"] for f in query["findings"]}
+    assert {"uses_index", "no_seq_scan_on"} <= kinds, query["findings"]
+    assert query["culprit"].startswith("Seq Scan on public.orders in shard "), query["culprit"]
+    port = query["culprit"].rsplit(":", 1)[1]
+    assert int(port) in shop.ports()
+    shard = int(query["culprit"].split(" in shard ")[1].split()[0])
+    assert shard in _shards(shop)
+
+
+@pytest.mark.slow
+def test_a_unique_index_that_fails_on_one_shard_leaves_nothing_invalid(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two rows of tenant 7 with the same code: they live in the same shard, so the unique
+    # index (tenant_id, code) fails there and only there.
+    shop.run("INSERT INTO orders VALUES (7, 900001, 1, 'new'), (7, 900002, 1, 'new')")
+    bad_shard = shop.run("SELECT get_shard_id_for_distribution_column('orders', 7)")[0][0]
+    spec = """\
+        table: orders
+        indexes:
+          - {name: orders_tenant_code, columns: [tenant_id, code], unique: true}
+        """
+    _project(tmp_path, monkeypatch, shop.dsn, orders=spec)
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code != 0, applied.output
+    out = applied.output
+    assert "could not create unique index" in out, out
+    assert f"orders_tenant_code_{bad_shard}" in out, out
+    assert f"INVALID on shard {bad_shard} on 127.0.0.1:" in out, out
+    assert "dropped the INVALID index public.orders_tenant_code" in out, out
+    # Nothing INVALID is left anywhere: not on the coordinator, not on any placement.
+    assert _invalid_anywhere(shop) == []
+    assert shop.run("SELECT to_regclass('orders_tenant_code')") == [(None,)]
+    assert _placements(shop, "orders_tenant_code") == []
+
+    # Once the duplicate is gone, the same apply builds it on every shard.
+    shop.run("DELETE FROM orders WHERE id = 900002")
+    again = cli("apply", "--env", "test")
+    assert again.exit_code == 0, again.output
+    assert [v for _, v in _placements(shop, "orders_tenant_code")] == [True] * 4
+
+
+@pytest.mark.slow
+def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = """\
+        table: orders
+        indexes:
+          - {name: orders_tc, columns: [tenant_id, code], unique: true}
+        """
+    _project(tmp_path, monkeypatch, shop.dsn, orders=spec)
+    assert cli("apply", "--env", "test").exit_code == 0
+    # One shard's copy goes INVALID (as a failed REINDEX there leaves it): the coordinator's
+    # index still looks fine, status reads the placements and says which one is not.
+    shard = _shards(shop)[1]
+    invalidate = (
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+        f"to_regclass('orders_tc_{shard}')"
+    )
+    shop.on_workers(invalidate)
+    status = cli("status", "--env", "test", "--format", "json", "--exit-code")
+    assert status.exit_code == 1, status.output
+    row = json.loads(_json(status.output))["managed"][0]
+    assert row["state"].startswith(f"ok, but INVALID on shard {shard} on 127.0.0.1:"), row
+    assert row["valid"] is False
+
+    # A build that failed on a shard: Citus leaves the coordinator's index INVALID too
+    # (PostprocessIndexStmt marks it so before the shards are built). dbopt's own index is
+    # repaired as Citus's hint says: DROP INDEX CONCURRENTLY (on every shard), build again.
+    shop.run(invalidate.replace(f"orders_tc_{shard}", "orders_tc"))
+    status = cli("status", "--env", "test", "--format", "json")
+    assert json.loads(_json(status.output))["managed"][0]["state"] == "invalid"
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    assert _invalid_anywhere(shop) == []
+    assert [v for _, v in _placements(shop, "orders_tc")] == [True] * 4
+
+    # Another session's failed build is never dbopt's to drop: refused, with the statement
+    # that repairs it; on Citus that statement clears every shard too.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        shop.run("CREATE UNIQUE INDEX CONCURRENTLY orders_ts ON orders (tenant_id, status)")
+    assert "coordinator: orders_ts" in _invalid_anywhere(shop)
+    spec_ts = spec.replace(
+        "{name: orders_tc, columns: [tenant_id, code]",
+        "{name: orders_ts, columns: [tenant_id, status]",
+    )
+    _project(tmp_path, monkeypatch, shop.dsn, orders=spec_ts)
+    refused = cli("apply", "--env", "test")
+    assert refused.exit_code == 2, refused.output
+    assert "DROP INDEX CONCURRENTLY IF EXISTS public.orders_ts" in refused.output
+    # IF EXISTS: without it the drop fails on any shard the failed build never reached.
+    shop.run("DROP INDEX CONCURRENTLY IF EXISTS public.orders_ts")
+    assert _invalid_anywhere(shop) == []
+    assert _placements(shop, "orders_ts") == []
+
+
+@pytest.mark.slow
+def test_a_replace_on_a_distributed_table_swaps_every_shard(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS)
+    assert cli("apply", "--env", "test").exit_code == 0
+    before = shop.run("SELECT 'orders_code'::regclass::oid")[0][0]
+    _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS.replace("[code]", "[code, status]"))
+    replaced = cli("apply", "--env", "test", "--replace-drifted")
+    assert replaced.exit_code == 0, replaced.output
+    assert shop.run("SELECT 'orders_code'::regclass::oid")[0][0] != before
+    # Citus renamed every shard's copy with the coordinator's: nothing left under dbopt's
+    # temporary names, and each shard's orders_code is the new definition, valid.
+    assert _placements(shop, "orders_code") == [(f"orders_code_{s}", True) for s in _shards(shop)]
+    leftovers = shop.on_workers(
+        "SELECT relname FROM pg_class WHERE relname LIKE '%dbopt\\_new%' "
+        "OR relname LIKE '%dbopt\\_old%'"
+    )
+    assert leftovers == [[], []]
+    defs = shop.on_workers(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+        "WHERE indexrelid::regclass::text ~ '^orders_code_[0-9]+$'"
+    )
+    assert all("(code, status)" in d for node in defs for (d,) in node), defs
+    assert _invalid_anywhere(shop) == []
+
+
+@pytest.mark.slow
+def test_what_citus_refuses_is_refused_before_anything_runs(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = """\
+        table: orders
+        indexes:
+          - {name: orders_code_unique, columns: [code], unique: true}
+        """
+    _project(tmp_path, monkeypatch, shop.dsn, orders=spec)
+    for command in ("plan", "apply"):
+        result = cli(command, "--env", "test")
+        assert result.exit_code == 2, result.output
+        assert (
+            "indexes/orders.yaml:3:5: unique index orders_code_unique does not include "
+            "public.orders's distribution column tenant_id as a key column: Citus refuses it"
+        ) in result.output, result.output
+    assert shop.run("SELECT to_regclass('orders_code_unique')") == [(None,)]
+    # On a reference table (no distribution column) a unique index is fine.
+    plans = """\
+        table: plans
+        indexes:
+          - {name: plans_name, columns: [name], unique: true}
+        """
+    _project(tmp_path, monkeypatch, shop.dsn, plans=plans)
+    assert cli("apply", "--env", "test").exit_code == 0
+
+    # A table CLUSTERed before it was distributed keeps the mark, and Citus refuses ALTER
+    # TABLE ... CLUSTER ON: a replace could not carry it over, so it is refused up front.
+    shop.run("CREATE TABLE clustered (tenant_id int, v int)")
+    shop.run("CREATE INDEX clustered_v ON clustered (v)")
+    shop.run("ALTER TABLE clustered CLUSTER ON clustered_v")
+    shop.run("SELECT create_distributed_table('clustered', 'tenant_id')")
+    drifted = """\
+        table: clustered
+        indexes:
+          - {name: clustered_v, columns: [v, tenant_id]}
+        """
+    _project(tmp_path, monkeypatch, shop.dsn, clustered=drifted)
+    result = cli("apply", "--env", "test", "--replace-drifted")
+    assert result.exit_code == 2, result.output
+    assert (
+        "public.clustered is CLUSTERed on index public.clustered_v, which its replacement "
+        "would keep, and Citus refuses ALTER TABLE ... CLUSTER ON on the distributed table "
+        "public.clustered"
+    ) in " ".join(result.output.split()), result.output
+    assert "(v, tenant_id)" not in shop.run("SELECT pg_get_indexdef('clustered_v'::regclass)")[0][0]
+
+
+@pytest.mark.slow
+def test_a_materialized_view_over_a_distributed_table_stays_on_the_coordinator(
+    shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = """\
+        name: mv_paid
+        query: SELECT tenant_id, count(*) AS n FROM orders WHERE status = 'paid' GROUP BY tenant_id
+        indexes:
+          - {name: mv_paid_tenant, columns: [tenant_id], unique: true}
+        """
+    files = {"views/mv_paid.yaml": view, "dbopt.yaml": environments(test={"dsn": shop.dsn})}
+    project(tmp_path, monkeypatch, files)
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    # A plain materialized view of the coordinator: Citus does not distribute it.
+    assert shop.run(
+        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'mv_paid'::regclass"
+    ) == [(0,)]
+    assert (
+        shop.run("SELECT sum(n) FROM mv_paid")[0][0]
+        == shop.run("SELECT count(*) FROM orders WHERE status = 'paid'")[0][0]
+    )
+    shop.run("INSERT INTO orders VALUES (3, 900021, 77, 'paid')")
+    refreshed = cli("refresh-views", "--env", "test")
+    assert refreshed.exit_code == 0, refreshed.output
+    assert (
+        shop.run("SELECT sum(n) FROM mv_paid")[0][0]
+        == shop.run("SELECT count(*) FROM orders WHERE status = 'paid'")[0][0]
+    )
+    status = cli("status", "--env", "test", "--format", "json")
+    views = json.loads(_json(status.output))["views"]
+    assert views[0]["state"] == "ok" and views[0]["populated"] is True, views
+
+
+def test_task_plans_are_children_of_the_distributed_scan() -> None:
+    """The shape Citus 13 gives EXPLAIN (FORMAT JSON) with citus.explain_all_tasks (unit)."""
+
+    def task(shard: int, port: int, node: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Node": f"host=10.0.0.1 port={port} dbname=app",
+            "Remote Plan": [[{"Plan": node, "Planning Time": 0.1, "Execution Time": 0.2}]],
+        }
+
+    def bitmap(shard: int) -> dict[str, Any]:
+        return {
+            "Node Type": "Bitmap Heap Scan",
+            "Relation Name": f"orders_{shard}",
+            "Schema": "app",
+            "Plans": [{"Node Type": "Bitmap Index Scan", "Index Name": f"orders_code_{shard}"}],
+        }
+
+    def seq(shard: int) -> dict[str, Any]:
+        return {"Node Type": "Seq Scan", "Relation Name": f"orders_{shard}", "Schema": "app"}
+
+    raw = {
+        "Node Type": "Custom Scan",
+        "Custom Plan Provider": "Citus Adaptive",
+        "Distributed Query": {
+            "Job": {
+                "Task Count": 2,
+                "Tasks Shown": "All",
+                "Tasks": [
+                    task(102008, 5433, bitmap(102008)),
+                    task(
+                        102009,
+                        5434,
+                        {
+                            "Node Type": "Seq Scan",
+                            "Relation Name": "orders_102009",
+                            "Schema": "app",
+                        },
+                    ),
+                ],
+            }
+        },
+    }
+    plan = parse_plan(raw)
+    labels = [n.label for n in plan.walk()]
+    assert labels == [
+        "Custom Scan",
+        "Bitmap Heap Scan on app.orders in shard 102008 on 10.0.0.1:5433",
+        "Bitmap Index Scan using orders_code in shard 102008 on 10.0.0.1:5433",
+        "Seq Scan on app.orders in shard 102009 on 10.0.0.1:5434",
+    ]
+    assert [str(u.index) for u in index_uses(plan)] == ["app.orders_code"]
