@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 ReporterFor = Callable[[str], "Reporter"]
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _listed(items: Sequence[str], most: int = 3) -> str:
     shown = ", ".join(items[:most])
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
@@ -48,7 +52,7 @@ def _file_name(name: str) -> str:
 def counts(plan: Plan) -> str:
     """``2 creates, 1 replace``: what a plan will run, by kind."""
     found = Counter(a.kind.value for a in plan.runnable)
-    return ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(found.items()))
+    return ", ".join(_n(n, kind) for kind, n in sorted(found.items()))
 
 
 class _Hooks:
@@ -199,14 +203,15 @@ def apply_work(
         )
         failing = tuple(r.budget.name for r in report.failed)
         if not failing:
-            return replace(done, detail=f"{done.detail}; {len(report.results)} budgets met")
+            met = _n(len(report.results), "budget")
+            return replace(done, detail=f"{done.detail}; {met} met")
         return replace(
             done,
             outcome="budgets failed",
             code=EXIT_CHECK_FAILED,
             failing=failing,
             failed=True,
-            detail=f"{done.detail}; {len(failing)} of {len(report.results)} budgets failed",
+            detail=f"{done.detail}; {len(failing)} of {_n(len(report.results), 'budget')} failed",
         )
 
     return work
@@ -248,26 +253,28 @@ def rollback_work(
 
 def fleet_summary(plans: Sequence[tuple[str, Plan | None]], env: str, command: str) -> str:
     """The one confirmation line of a fleet: ``apply: 3 creates on 20 targets of production``;
-    when the targets differ, the totals and how many targets change at all."""
+    when the targets differ, the totals; then the targets with nothing to change and those
+    that could not be planned."""
     planned = [(n, p) for n, p in plans if p is not None]
     unknown = [n for n, p in plans if p is None]
-    changing = [(n, p) for n, p in planned if p.runnable]
-    kinds = {counts(p) for _n, p in changing}
-    total = len(plans)
+    changing = [p for _n, p in planned if p.runnable]
+    kinds = {counts(p) for p in changing}
     if not changing:
         what = "nothing to change"
-    elif len(kinds) == 1 and len(changing) == len(planned):
-        what = f"{kinds.pop()} on {total} target{'s' if total > 1 else ''}"
+    elif len(kinds) == 1:
+        what = f"{kinds.pop()} on {_n(len(changing), 'target')}"
     else:
         every: Counter[str] = Counter()
-        for _n, p in changing:
+        for p in changing:
             every.update(a.kind.value for a in p.runnable)
-        sums = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(every.items()))
-        what = f"{sums} in all, on {len(changing)} of {total} targets"
-    line = f"{command}: {what} of {env}"
+        sums = ", ".join(_n(n, k) for k, n in sorted(every.items()))
+        what = f"{sums} in all, on {_n(len(changing), 'target')}"
+    notes = []
+    if len(planned) > len(changing) and changing:
+        notes.append(f"{len(planned) - len(changing)} with nothing to change")
     if unknown:
-        line += f" ({len(unknown)} could not be planned: {_listed(unknown)})"
-    return line
+        notes.append(f"{len(unknown)} could not be planned: {_listed(unknown)}")
+    return f"{command}: {what} of {env}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 # --- verify, status, refresh ---------------------------------------------------------------
@@ -300,7 +307,7 @@ def verify_work(
             worst,
             EXIT_CHECK_FAILED if failing else EXIT_OK,
             failing=failing,
-            detail=f"{len(report.results)} queries" if report.results else "no budget",
+            detail=f"{len(report.results)} quer{'y' if len(report.results) == 1 else 'ies'}",
             value=report,
         )
 

@@ -30,8 +30,6 @@ from helpers import cli, invalid_indexes, read_until, start_dbopt, wait_for, wri
 
 from dbopt.sandbox import Probe, Server
 
-pytestmark = pytest.mark.slow
-
 COUNT = 20
 TEMPLATE = "fleet_template"
 SECRET = "fleet-Secret-pw-42"
@@ -165,6 +163,7 @@ def _has_index(dsn: str) -> bool:
     return row == (True,)
 
 
+@pytest.mark.slow
 def test_plan_apply_verify_status_refresh_rollback_across_the_fleet(
     project: Path, fleet_dbs: FleetDbs
 ) -> None:
@@ -219,6 +218,7 @@ def test_plan_apply_verify_status_refresh_rollback_across_the_fleet(
     assert "attention: t02: " in markdown.stdout
 
 
+@pytest.mark.slow
 def test_a_target_down_stops_the_fleet_unless_continue_on_error(
     project: Path, fleet_dbs: FleetDbs, closed_port: int
 ) -> None:
@@ -249,6 +249,7 @@ def test_a_target_down_stops_the_fleet_unless_continue_on_error(
     assert "4/4 done, 1 failed" in going_on.stderr
 
 
+@pytest.mark.slow
 def test_a_target_whose_lock_is_held_exits_3_and_the_others_apply(
     project: Path, fleet_dbs: FleetDbs
 ) -> None:
@@ -264,6 +265,7 @@ def test_a_target_whose_lock_is_held_exits_3_and_the_others_apply(
     assert not _has_index(fleet_dbs.dsns[2])
 
 
+@pytest.mark.slow
 def test_a_canary_that_misses_its_budgets_stops_the_rest(
     project: Path, fleet_dbs: FleetDbs
 ) -> None:
@@ -296,14 +298,13 @@ def test_a_canary_that_misses_its_budgets_stops_the_rest(
     assert {r["outcome"] for r in rows.values()} == {"applied"}
 
 
+@pytest.mark.slow
 def test_one_confirmation_for_the_whole_fleet(project: Path, fleet_dbs: FleetDbs) -> None:
     targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:3], 1)]
     (project / "dbopt.yaml").write_text(_config(targets, confirm=True))
     refused = dbopt("apply", "--env", "fleet", input="no\n")
     assert refused.exit_code == 2, refused.output
-    assert "apply: 2 creates, 1 create_view on 3 targets of fleet" in refused.output or (
-        "on 3 targets of fleet" in refused.output
-    )
+    assert "apply: 2 creates on 3 targets of fleet\n" in refused.output
     assert refused.output.count("Type the environment name") == 1
     assert not any(_has_index(d) for d in fleet_dbs.dsns[:3])
     done = dbopt("apply", "--env", "fleet", input="fleet\n")
@@ -311,6 +312,7 @@ def test_one_confirmation_for_the_whole_fleet(project: Path, fleet_dbs: FleetDbs
     assert all(_has_index(d) for d in fleet_dbs.dsns[:3])
 
 
+@pytest.mark.slow
 def test_verify_junit_has_one_suite_per_target(
     project: Path, fleet_dbs: FleetDbs, closed_port: int
 ) -> None:
@@ -330,6 +332,7 @@ def test_verify_junit_has_one_suite_per_target(
     assert root.get("tests") == "4"
 
 
+@pytest.mark.slow
 def test_targets_from_a_registry_query(
     project: Path, fleet_dbs: FleetDbs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,6 +372,7 @@ def test_targets_from_a_registry_query(
             conn.execute("DROP TABLE tenants")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_target_cleanly(project: Path, fleet_dbs: FleetDbs) -> None:
     targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:4], 1)]
     (project / "dbopt.yaml").write_text(
@@ -403,6 +407,7 @@ def test_ctrl_c_stops_every_target_cleanly(project: Path, fleet_dbs: FleetDbs) -
         assert conn.execute("SELECT to_regclass('dbopt.runs')").fetchone() == (None,)
 
 
+@pytest.mark.slow
 def test_fleet_config_errors_exit_2_at_their_line(project: Path, fleet_dbs: FleetDbs) -> None:
     (project / "dbopt.yaml").write_text(
         "environments:\n"
@@ -455,3 +460,43 @@ def test_fleet_config_errors_exit_2_at_their_line(project: Path, fleet_dbs: Flee
     assert not_fleet.exit_code == 2 and "'one' names one database" in not_fleet.stderr
     canary = dbopt("apply", "--env", "one", "--canary", "1")
     assert canary.exit_code == 2 and "--canary goes with a fleet environment" in canary.stderr
+
+
+# --- without a database --------------------------------------------------------------------
+
+
+def test_the_readme_fleet_config_loads_and_names_its_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbopt.config import load_config
+    from dbopt.fleet import resolve
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Fleets", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "dbopt.yaml").write_text(block)
+    config = load_config(tmp_path / "dbopt.yaml")
+    assert config.environments["tenants"].parallel == 8
+    assert config.environments["registry"].targets_query is not None
+    fleet = resolve(config, "tenants", {"US_DATABASE_URL": f"postgresql://u:{SECRET}@db-us/app"})
+    assert [m.name for m in fleet.members] == ["eu-1", "db-us/app", "app_tenant_3"]
+    assert fleet.members[2].target.dsn == "service=app_tenant_3"
+    assert [m.name for m in fleet.select(globs=["*-*"]).members] == ["eu-1", "db-us/app"]
+    assert [m.name for m in fleet.select(names=["app_tenant_3"]).members] == ["app_tenant_3"]
+
+
+def test_crontab_lines_of_a_fleet_run_the_same_selection(write: Any) -> None:
+    write(
+        **{
+            "views/mv.yaml": "name: mv\nquery: SELECT 1 AS one\nrefresh: {schedule: '@hourly'}\n",
+            "dbopt.yaml": _config(["postgresql://a@h/one", "postgresql://a@h/two"]),
+        }
+    )
+    result = dbopt(
+        "refresh-views", "--env", "fleet", "--targets", "h/t*", "--emit", "crontab", "--no-env-file"
+    )
+    assert result.exit_code == 0, result.output
+    assert "refresh-views --env fleet --targets 'h/t*'" in result.stdout
+    plan = dbopt("refresh-views", "--env", "fleet", "--plan")
+    assert plan.exit_code == 2
+    assert "dbopt refresh-views --plan works on one" in plan.stderr

@@ -78,13 +78,14 @@ def policy(
     )
 
 
-def run(fleet: Fleet, work: Work, how: Policy) -> FleetReport:
-    """Run the work with progress lines on stderr."""
+def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
+    """Run the work with progress lines on stderr (``doing``: what the first line says)."""
     from dbopt import fleet as fl
 
     selected = len(fleet.members)
     _event(
-        f"{fleet.env}: {selected} target{'s' if selected != 1 else ''}, "
+        f"{fleet.env}: {doing + ' ' if doing else ''}{selected} target"
+        f"{'s' if selected != 1 else ''}, "
         f"{min(how.parallel, selected) if selected else 0} at a time"
         + (f", {how.canary} canar{'ies' if how.canary > 1 else 'y'} first" if how.canary else "")
     )
@@ -235,7 +236,7 @@ def apply_fleet(
             part=options.part,
         )
         ahead = fl.Policy(how.parallel, continue_on_error=True, wait_on_interrupt=False)
-        plans = run(fleet, planning, ahead)
+        plans = run(fleet, planning, ahead, "planning (for the confirmation)")
         if plans.interrupted:
             finish(plans)
         found = [(r.name, r.value if isinstance(r.value, Plan) else None) for r in plans.results]

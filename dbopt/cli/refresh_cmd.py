@@ -129,9 +129,9 @@ def refresh_views(
         concurrently_only=concurrently_only,
         plan_only=show_plan,
     )
-    one = "--emit" if emit else "--plan" if show_plan else None
+    one = "--emit pg_cron" if emit == "pg_cron" else "--plan" if show_plan else None
     fleet = None if one else opts.fleet(config)
-    if fleet is not None:
+    if fleet is not None and emit is None:
         from dbopt.cli import fleet_output as fo
         from dbopt.fleetwork import refresh_work
 
@@ -141,7 +141,12 @@ def refresh_views(
         fo.print_report(report, opts.fmt, "refresh-views")
         fo.finish(report)
         return
-    target = opts.target(config, f"dbopt refresh-views {one}" if one else None)
+    # A fleet's crontab lines run the fleet (the same --target/--targets) under cron.
+    target = (
+        fleet.members[0].target
+        if fleet
+        else opts.target(config, f"dbopt refresh-views {one}" if one else None)
+    )
     if emit == "crontab":
         import shlex
 
@@ -167,7 +172,11 @@ def refresh_views(
                 env=target.env,
                 workdir=workdir,
                 dbopt=command,
-                target=target,
+                target=None if fleet else target,
+                selection=[
+                    *(a for n in opts.target_names for a in ("--target", n)),
+                    *(a for g in opts.target_globs for a in ("--targets", g)),
+                ],
                 config=str(Path(opts.config).resolve()) if opts.config else None,
                 specs=[str(p.resolve()) for p in opts.specs],
                 lock_dir=workdir,
