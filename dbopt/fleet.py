@@ -380,15 +380,17 @@ class _Run:
     results: dict[str, TargetResult] = field(default_factory=dict)
     halted: str | None = None
     interrupted: bool = False
+    #: Set by the caller's SIGINT handler: Ctrl-C without an exception in the main thread.
+    interrupt: threading.Event | None = None
 
     def count(self) -> str:
         done = len(self.results)
         failed = sum(1 for r in self.results.values() if r.failed)
         return f"{done}/{len(self.fleet.members)} done, {failed} failed"
 
-    def _start(self, member: Member, canary: bool, finished: queue.Queue[Any]) -> _Running:
+    def _prepare(self, member: Member, canary: bool, finished: queue.Queue[Any]) -> _Running:
+        """A target's thread, not started yet (it is tracked before it runs)."""
         context = Context(canary, self.stopping)
-        started = time.monotonic()
 
         def target() -> None:
             try:
@@ -398,9 +400,7 @@ class _Run:
             finished.put((member.name, done))
 
         thread = threading.Thread(target=target, name=f"dbopt-fleet-{member.name}", daemon=True)
-        self.events(f"{member.name}: started" + (" (canary)" if canary else ""))
-        thread.start()
-        return _Running(member, context, started, thread)
+        return _Running(member, context, time.monotonic(), thread)
 
     def _record(self, running: _Running, done: Done) -> None:
         result = TargetResult(
@@ -426,47 +426,66 @@ class _Run:
             self.halted = f"{result.name} {done.outcome}"
 
     def _interrupt(self, running: dict[str, _Running]) -> None:
+        first = not self.interrupted
         self.interrupted = True
         self.stopping.set()
         for r in running.values():
             r.context.cancel()
-        if running:
+        if first and running:
             self.events(f"interrupted: stopping {', '.join(sorted(running))}")
 
+    def _not_started(self, member: Member, canary: bool) -> None:
+        why = "interrupted" if self.interrupted else f"stopped after {self.halted}"
+        self.results[member.name] = TargetResult(
+            member.name, "not started", EXIT_OK, None, detail=why, canary=canary
+        )
+
     def phase(self, members: Sequence[Member], canary: bool) -> None:
-        """Work on ``members``, up to ``parallel`` at a time, until done or stopped."""
+        """Work on ``members``, up to ``parallel`` at a time, until done or stopped.
+
+        Ctrl-C arrives as ``interrupt`` being set (the command line's SIGINT handler) or as
+        KeyboardInterrupt in this thread; either way the running targets are cancelled."""
         waiting = list(members)
         running: dict[str, _Running] = {}
         finished: queue.Queue[tuple[str, Done]] = queue.Queue()
         while waiting or running:
             try:
+                if self.interrupt is not None and self.interrupt.is_set():
+                    self._interrupt(running)
                 while (
                     waiting
                     and len(running) < self.policy.parallel
                     and self.halted is None
                     and not self.interrupted
                 ):
-                    member = waiting.pop(0)
-                    running[member.name] = self._start(member, canary, finished)
+                    member = waiting[0]
+                    prepared = self._prepare(member, canary, finished)
+                    running[member.name] = prepared
+                    waiting.pop(0)
+                    self.events(f"{member.name}: started" + (" (canary)" if canary else ""))
+                    prepared.thread.start()
+                if self.interrupted:
+                    for name, r in list(running.items()):
+                        if r.thread.ident is None:  # interrupted before it started
+                            del running[name]
+                            self._not_started(r.member, canary)
+                    if not self.policy.wait_on_interrupt:
+                        for r in running.values():
+                            done = Done("interrupted", EXIT_INTERRUPTED, detail="Ctrl-C")
+                            self._record(r, done)
+                        running.clear()
                 if not running:
-                    break
-                if self.interrupted and not self.policy.wait_on_interrupt:
-                    for r in running.values():
-                        self._record(r, Done("interrupted", EXIT_INTERRUPTED, detail="Ctrl-C"))
-                    running.clear()
                     break
                 try:
                     name, done = finished.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                self._record(running.pop(name), done)
+                if name in running:
+                    self._record(running.pop(name), done)
             except KeyboardInterrupt:
                 self._interrupt(running)
         for member in waiting:
-            why = "interrupted" if self.interrupted else f"stopped after {self.halted}"
-            self.results[member.name] = TargetResult(
-                member.name, "not started", EXIT_OK, None, detail=why, canary=canary
-            )
+            self._not_started(member, canary)
 
 
 def run(
@@ -474,26 +493,32 @@ def run(
     work: Work,
     policy: Policy,
     events: Callable[[str], None] = lambda _line: None,
+    interrupt: threading.Event | None = None,
 ) -> FleetReport:
     """Run ``work`` on every member of ``fleet`` under ``policy``; ``events`` gets one line
     per target event (started, how it ended with the running count). Never raises for a
     target's failure: each is a row. Ctrl-C (KeyboardInterrupt in the calling thread) cancels
     the running targets' statements, waits for them to clean up (``wait_on_interrupt``) and
-    returns an interrupted report."""
-    state = _Run(fleet, work, policy, events)
+    returns an interrupted report; so does ``interrupt`` being set (a SIGINT handler's way,
+    which never raises in the middle of the runner's bookkeeping)."""
+    state = _Run(fleet, work, policy, events, interrupt=interrupt)
     canaries = fleet.members[: policy.canary]
     rest = fleet.members[policy.canary :]
     state.phase(canaries, canary=True)
-    bad = [state.results[m.name] for m in canaries if state.results[m.name].code != EXIT_OK]
+    bad = [
+        r for m in canaries if (r := state.results.get(m.name)) is not None and r.code != EXIT_OK
+    ]
     if bad and not state.interrupted:
         state.halted = state.halted or f"canary {bad[0].name} {bad[0].outcome}"
         for member in rest:
-            state.results[member.name] = TargetResult(
-                member.name, "not started", EXIT_OK, None, detail=f"stopped: {state.halted}"
-            )
+            state._not_started(member, canary=False)
     else:
         state.phase(rest, canary=False)
-    ordered = tuple(state.results[m.name] for m in fleet.members)
+    ordered = tuple(
+        state.results.get(m.name)
+        or TargetResult(m.name, "not started", EXIT_OK, None, detail="interrupted")
+        for m in fleet.members
+    )
     return FleetReport(fleet.env, ordered, state.interrupted, state.halted)
 
 

@@ -500,3 +500,77 @@ def test_crontab_lines_of_a_fleet_run_the_same_selection(write: Any) -> None:
     plan = dbopt("refresh-views", "--env", "fleet", "--plan")
     assert plan.exit_code == 2
     assert "dbopt refresh-views --plan works on one" in plan.stderr
+
+
+def _fake_fleet(count: int, parallel: int = 2) -> Any:
+    from dbopt.config import Settings, Target
+    from dbopt.fleet import Fleet, Member
+
+    members = tuple(
+        Member(f"m{i}", Target("f", f"dbname=m{i}", Settings())) for i in range(1, count + 1)
+    )
+    return Fleet("f", members, parallel)
+
+
+def test_the_runner_keeps_to_parallel_and_stops_after_a_failure() -> None:
+    import threading
+
+    from dbopt.fleet import Context, Done, Member, Policy, run
+
+    lock = threading.Lock()
+    now = {"running": 0, "peak": 0}
+
+    def work(member: Member, context: Context) -> Done:
+        if member.name == "m2":  # at once: m3 cannot have started before it failed
+            return Done("failed", 1, failed=True)
+        with lock:
+            now["running"] += 1
+            now["peak"] = max(now["peak"], now["running"])
+        time.sleep(0.05)
+        with lock:
+            now["running"] -= 1
+        if member.name == "m3":
+            raise psycopg.errors.LockNotAvailable("lock timeout")
+        return Done("ok")
+
+    fleet = _fake_fleet(8)
+    stopped = run(fleet, work, Policy(2))
+    outcomes = [r.outcome for r in stopped.results]
+    assert outcomes == ["ok", "failed"] + ["not started"] * 6
+    assert stopped.exit_code == 1 and stopped.stopped == "m2 failed"
+
+    every = run(fleet, work, Policy(3, continue_on_error=True))
+    assert [r.outcome for r in every.results].count("ok") == 6
+    assert every.results[2].outcome == "locked" and every.exit_code == 3  # 3 beats 1
+    assert now["peak"] == 3  # m2 takes no time: three of the others run at once
+
+    canary = run(fleet, work, Policy(4, canary=2))
+    assert [r.outcome for r in canary.results][:3] == ["ok", "failed", "not started"]
+    assert [r.canary for r in canary.results][:3] == [True, True, False]
+
+
+def test_the_runner_cancels_running_targets_when_interrupted() -> None:
+    import threading
+
+    from dbopt.fleet import Context, Done, Member, Policy, run
+
+    interrupt = threading.Event()
+    started = threading.Semaphore(0)
+
+    def work(member: Member, context: Context) -> Done:
+        cancelled = threading.Event()
+        context.on_cancel(cancelled.set)
+        started.release()
+        assert cancelled.wait(10), "never cancelled"
+        return Done("interrupted", 130, detail="cancelled")
+
+    def press_ctrl_c() -> None:
+        started.acquire()
+        started.acquire()
+        interrupt.set()
+
+    threading.Thread(target=press_ctrl_c).start()
+    report = run(_fake_fleet(5), work, Policy(2), interrupt=interrupt)
+    assert report.interrupted and report.exit_code == 130
+    assert [r.outcome for r in report.results] == ["interrupted"] * 2 + ["not started"] * 3
+    assert [r.detail for r in report.results][:2] == ["cancelled", "cancelled"]

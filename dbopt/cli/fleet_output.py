@@ -5,7 +5,9 @@ fleet, the report (a row per target) and its exit code."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -89,7 +91,18 @@ def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
         f"{min(how.parallel, selected) if selected else 0} at a time"
         + (f", {how.canary} canar{'ies' if how.canary > 1 else 'y'} first" if how.canary else "")
     )
-    return fl.run(fleet, work, how, _event)
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous: Any = None
+    if main:
+        # Ctrl-C sets an event the runner polls, instead of raising wherever the main thread
+        # happens to be: every running target is then cancelled and cleaned up.
+        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    try:
+        return fl.run(fleet, work, how, _event, interrupt=stop)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
 
 
 def confirm(question: str, env: str) -> None:
