@@ -277,10 +277,18 @@ class Replica:
         hold a password)."""
         from dbopt.dsn import expand_env
 
-        text = expand_env(self.dsn, environ).strip()
-        if "=" not in text and "://" not in text:  # a service name (pg_service.conf)
-            return Replica(self.name or text, f"service={text}")
-        return Replica(self.name or f"replica-{position}", text)
+        dsn, service = dsn_or_service(expand_env(self.dsn, environ))
+        return Replica(self.name or service or f"replica-{position}", dsn)
+
+
+def dsn_or_service(text: str) -> tuple[str, str | None]:
+    """A connection string as written in dbopt.yaml (expanded): a bare word is a service name
+    of pg_service.conf, made ``service=<name>`` (and returned as the second item, a name to
+    call it by); anything else is a DSN, as is."""
+    text = text.strip()
+    if "=" not in text and "://" not in text:
+        return f"service={text}", text
+    return text, None
 
 
 #: Names status and apply use for nodes that are not listed replicas.

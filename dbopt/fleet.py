@@ -30,7 +30,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from dbopt.config import Config, Environment, Location, Target, TargetEntry, TargetsQuery
+from dbopt.config import (
+    Config,
+    Environment,
+    Location,
+    Target,
+    TargetEntry,
+    TargetsQuery,
+    dsn_or_service,
+)
 from dbopt.db import connect, format_db_error, read_only_transaction, server_message, unbounded
 from dbopt.dsn import expand_env, target_name
 from dbopt.errors import (
@@ -98,14 +106,6 @@ class Fleet:
 # --- targets -------------------------------------------------------------------------------
 
 
-def _dsn_of(text: str) -> tuple[str, str | None]:
-    """An expanded ``targets:`` entry as a DSN, and the name a bare service name gives."""
-    text = text.strip()
-    if "=" not in text and "://" not in text:  # a service name (pg_service.conf)
-        return f"service={text}", text
-    return text, None
-
-
 def _named(
     env: str, found: list[tuple[str, str, bool, Location]], config_path: str | None
 ) -> list[tuple[str, str]]:
@@ -136,7 +136,7 @@ def _from_entries(
     found: list[tuple[str, str, bool, Location]] = []
     for entry in entries:
         try:
-            dsn, service = _dsn_of(expand_env(entry.dsn, environ))
+            dsn, service = dsn_or_service(expand_env(entry.dsn, environ))
         except ConfigError as exc:
             raise ConfigError(
                 f"{path}: invalid target; nothing was run",
@@ -161,7 +161,7 @@ def _from_query(
         )
 
     try:
-        control, _service = _dsn_of(expand_env(query.dsn, environ))
+        control, _service = dsn_or_service(expand_env(query.dsn, environ))
     except ConfigError as exc:
         raise bad(str(exc)) from None
     text = check_query(query.sql, with_placeholders=False).text  # checked at load too
