@@ -277,10 +277,18 @@ class Replica:
         hold a password)."""
         from dbopt.dsn import expand_env
 
-        text = expand_env(self.dsn, environ).strip()
-        if "=" not in text and "://" not in text:  # a service name (pg_service.conf)
-            return Replica(self.name or text, f"service={text}")
-        return Replica(self.name or f"replica-{position}", text)
+        dsn, service = dsn_or_service(expand_env(self.dsn, environ))
+        return Replica(self.name or service or f"replica-{position}", dsn)
+
+
+def dsn_or_service(text: str) -> tuple[str, str | None]:
+    """A connection string as written in dbopt.yaml (expanded): a bare word is a service name
+    of pg_service.conf, made ``service=<name>`` (and returned as the second item, a name to
+    call it by); anything else is a DSN, as is."""
+    text = text.strip()
+    if "=" not in text and "://" not in text:
+        return f"service={text}", text
+    return text, None
 
 
 #: Names status and apply use for nodes that are not listed replicas.
@@ -288,13 +296,65 @@ RESERVED_NODE_NAMES = ("primary", "this standby")
 
 
 @dataclass(frozen=True, slots=True)
+class Location:
+    """Where a fleet's entry was written in dbopt.yaml (as dbopt.model.Location, which this
+    module does not import: it would import psycopg)."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    def problem(self, message: str) -> Problem:
+        """A problem found at this location."""
+        return Problem(self.file, self.line, self.column, message)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetEntry:
+    """One database of a fleet as written under ``targets:`` (``dsn`` unexpanded, ``name``
+    empty when the file gives none), with where it was written."""
+
+    name: str
+    dsn: str
+    at: Location
+
+
+@dataclass(frozen=True, slots=True)
+class TargetsQuery:
+    """``targets_query:``: the SQL that lists a fleet's databases, run on a control database
+    (``dsn`` unexpanded); ``at`` is where the SQL was written."""
+
+    dsn: str
+    sql: str
+    at: Location
+
+
+#: Targets of a fleet worked on at a time when neither the environment nor --parallel says.
+DEFAULT_PARALLEL = 4
+
+
+@dataclass(frozen=True, slots=True)
 class Environment:
-    """A named database target from dbopt.yaml; ``dsn`` is kept unexpanded until used."""
+    """A named database target from dbopt.yaml; ``dsn`` is kept unexpanded until used.
+
+    A fleet environment names many databases instead (``targets`` or ``targets_query``);
+    :mod:`dbopt.fleet` resolves them."""
 
     name: str
     dsn: str | None
     settings: Settings
     replicas: tuple[Replica, ...] = ()
+    targets: tuple[TargetEntry, ...] = ()
+    targets_query: TargetsQuery | None = None
+    parallel: int = DEFAULT_PARALLEL
+
+    @property
+    def is_fleet(self) -> bool:
+        """Whether this environment names many databases (targets or targets_query)."""
+        return bool(self.targets) or self.targets_query is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +462,107 @@ def _settings_problems(doc: Document) -> list[Problem]:
     return problems
 
 
+def _fleet_problems(doc: Document) -> list[Problem]:
+    """What makes a fleet environment ambiguous: dsn and targets both, targets and
+    targets_query both, standbys (they belong to one database), a target name twice, a
+    targets_query that is not one read-only SELECT."""
+    problems: list[Problem] = []
+    environments = doc.data.get("environments")
+    if not isinstance(environments, dict):
+        return problems
+    for env, raw in environments.items():
+        if not isinstance(raw, dict):
+            continue
+        here = ("environments", env)
+        kinds = [k for k in ("targets", "targets_query") if k in raw]
+        if len(kinds) == 2:
+            problems.append(
+                doc.problem(
+                    (*here, "targets_query"),
+                    f"environment '{env}': give targets or targets_query, not both",
+                    key=True,
+                )
+            )
+        if kinds and "dsn" in raw:
+            problems.append(
+                doc.problem(
+                    (*here, "dsn"),
+                    f"environment '{env}': give dsn (one database) or {kinds[0]} (a fleet), "
+                    "not both",
+                    key=True,
+                )
+            )
+        if kinds and "replicas" in raw:
+            problems.append(
+                doc.problem(
+                    (*here, "replicas"),
+                    f"environment '{env}': replicas are the standbys of one database; a fleet "
+                    "environment cannot list them",
+                    key=True,
+                )
+            )
+        targets = raw.get("targets")
+        if isinstance(targets, list):
+            first: dict[str, int] = {}
+            for i, item in enumerate(targets):
+                name = item.get("name") if isinstance(item, dict) else None
+                if not isinstance(name, str):
+                    continue
+                if name in first:
+                    line = doc.where((*here, "targets", first[name], "name"))[0]
+                    problems.append(
+                        doc.problem(
+                            (*here, "targets", i, "name"),
+                            f"environment '{env}': target name '{name}' is used twice "
+                            f"(first at line {line})",
+                        )
+                    )
+                else:
+                    first[name] = i
+        query = raw.get("targets_query")
+        if isinstance(query, dict) and isinstance(query.get("sql"), str) and query["sql"].strip():
+            from dbopt.sqltext import SqlTextError, check_query
+
+            try:
+                check_query(query["sql"], with_placeholders=False)
+            except SqlTextError as exc:
+                problems.append(
+                    doc.problem((*here, "targets_query", "sql"), f"targets_query.sql: {exc}")
+                )
+    return problems
+
+
+def _location(doc: Document, path: Path_) -> Location:
+    line, column = doc.where(path)
+    return Location(doc.file, line, column)
+
+
+def _environment(
+    doc: Document, name: str, raw: Mapping[str, Any], defaults: Settings, parallel: int
+) -> Environment:
+    here: Path_ = ("environments", name)
+    targets = tuple(
+        TargetEntry("", item, _location(doc, (*here, "targets", i)))
+        if isinstance(item, str)
+        else TargetEntry(item.get("name", ""), item["dsn"], _location(doc, (*here, "targets", i)))
+        for i, item in enumerate(raw.get("targets", []))
+    )
+    query = raw.get("targets_query")
+    return Environment(
+        name,
+        raw.get("dsn"),
+        defaults.merged(raw),
+        tuple(Replica.from_config(r) for r in raw.get("replicas", [])),
+        targets,
+        None
+        if query is None
+        else TargetsQuery(
+            query["dsn"], query["sql"], _location(doc, (*here, "targets_query", "sql"))
+        ),
+        raw.get("parallel", parallel),
+    )
+
+
 def load_config(path: Path | None) -> Config:
     """Read ``path`` (or ./dbopt.yaml when present); defaults when there is no file."""
     if path is None:
@@ -421,19 +582,16 @@ def load_config(path: Path | None) -> Config:
         # and an environment must inherit `defaults:`, not the schema's.
         problems.extend(schema_problems(copy.deepcopy(doc), config_schema()))
         problems.extend(_settings_problems(doc))
+        problems.extend(_fleet_problems(doc))
         problems.sort(key=lambda p: (p.line, p.column, p.message))
     if problems:
         raise ConfigError(f"{path}: invalid configuration; nothing was run", problems)
     data: dict[str, Any] = doc.data
     try:
         defaults = Settings().merged(data.get("defaults", {}))
+        parallel = data.get("defaults", {}).get("parallel", DEFAULT_PARALLEL)
         environments = {
-            name: Environment(
-                name,
-                raw.get("dsn"),
-                defaults.merged(raw),
-                tuple(Replica.from_config(r) for r in raw.get("replicas", [])),
-            )
+            name: _environment(doc, name, raw, defaults, parallel)
             for name, raw in sorted(data.get("environments", {}).items())
         }
     except ConfigError as exc:  # pragma: no cover - the schema's patterns catch these first
@@ -496,6 +654,11 @@ def resolve_target(
         )
         raise ConfigError(f"unknown environment '{env}' ({where}){hint}")
     chosen = config.environments[env]
+    if chosen.is_fleet:  # never the libpq environment in its place: dbopt.fleet resolves it
+        raise ConfigError(
+            f"environment '{env}' in {config.path} is a fleet of databases: choose one with "
+            "--target NAME"
+        )
     source = f"environment '{env}' in {config.path}"
     try:
         replicas = tuple(r.resolved(i, environ) for i, r in enumerate(chosen.replicas, 1))

@@ -491,6 +491,32 @@ def describe_target(dsn: str) -> str:
     return f"{user}@{where}/{dbname}" if user else f"{where}/{dbname}"
 
 
+def target_name(dsn: str, *, port: bool = False) -> str:
+    """What a fleet calls a target written without a name: ``host/dbname`` (``host:port/dbname``
+    with ``port``), or the service's name; read from the masked DSN, never from a password.
+
+    A Unix-socket (or absent) host is ``local``; parts the DSN leaves out come from libpq's
+    defaults, as for :func:`describe_target`.
+    """
+    try:
+        params = _libpq_params(_mask(dsn).text)
+    except Exception:
+        return UNPARSEABLE
+    defaults = _libpq_defaults()
+
+    def get(key: str) -> str:
+        return params.get(key) or defaults.get(key) or ""
+
+    service = params.get("service") or ("" if params.get("host") else get("service"))
+    if service:
+        return service
+    host = (get("host") or get("hostaddr")).split(",")[0]
+    host = "local" if not host or host.startswith("/") else host
+    if port:
+        host = f"{host}:{get('port').split(',')[0] or '5432'}"
+    return f"{host}/{get('dbname') or get('user')}"
+
+
 #: The parts of a DSN that decide which server, database and role it means (and the
 #: startup options, which could set a role): the ones worth naming when the environment
 #: supplies them.

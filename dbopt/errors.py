@@ -54,6 +54,10 @@ class ConfigError(InputError):
     """The dbopt.yaml configuration or a command-line flag is invalid."""
 
 
+class NothingToRollBack(InputError):
+    """Rollback found nothing to undo (a fleet reports it per target and goes on)."""
+
+
 class UnsupportedServerError(InputError):
     """The server is a PostgreSQL release dbopt does not support (older than 12)."""
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbopt.verify import HypotheticalReport, QueryResult, Status, VerifyReport, explanation
 from dbopt.verify.budgets import band_text
+
+if TYPE_CHECKING:
+    from dbopt.fleet import FleetReport
 
 # XML 1.0 cannot hold these characters at all, escaped or not; query text may.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -37,14 +41,51 @@ def _clean(text: str) -> str:
     return _NOT_XML.sub("?", text)
 
 
+@dataclass(frozen=True, slots=True)
+class Suite:
+    """One testsuite: a name (a fleet's target) and its cases."""
+
+    name: str
+    cases: Sequence[Case]
+
+
+def _counts(cases: Sequence[Case]) -> dict[str, str]:
+    failures = sum(1 for c in cases if c.failure is not None and c.failure_type != ERROR)
+    errors = sum(1 for c in cases if c.failure is not None and c.failure_type == ERROR)
+    return {
+        "tests": str(len(cases)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": "0",
+        "time": f"{sum(c.seconds for c in cases):.3f}",
+    }
+
+
+#: The ``failure_type`` of a case that could not run (written as ``<error>``).
+ERROR = "error"
+
+
 def junit_xml(suite: str, cases: Sequence[Case]) -> bytes:
     """The JUnit XML document (UTF-8, with its declaration) for one suite of cases."""
-    failures = sum(1 for c in cases if c.failure is not None)
-    seconds = f"{sum(c.seconds for c in cases):.3f}"
-    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
-    root = ET.Element("testsuites", {"name": suite, **counts, "time": seconds})
-    suite_el = ET.SubElement(root, "testsuite", {"name": suite, **counts, "time": seconds})
-    for case in cases:
+    return junit_suites_xml(suite, [Suite(suite, cases)])
+
+
+def junit_suites_xml(name: str, suites: Sequence[Suite]) -> bytes:
+    """The JUnit XML document for many suites (a fleet: one per target)."""
+    every = [c for s in suites for c in s.cases]
+    root = ET.Element("testsuites", {"name": name, **_counts(every)})
+    for suite in suites:
+        _suite(root, suite)
+    ET.indent(root)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
+
+
+def _suite(root: ET.Element, suite: Suite) -> None:
+    suite_el = ET.SubElement(
+        root, "testsuite", {"name": _clean(suite.name), **_counts(suite.cases)}
+    )
+    for case in suite.cases:
         el = ET.SubElement(
             suite_el,
             "testcase",
@@ -56,14 +97,13 @@ def junit_xml(suite: str, cases: Sequence[Case]) -> bytes:
         )
         if case.failure is not None:
             failure = ET.SubElement(
-                el, "failure", {"message": _clean(case.failure), "type": case.failure_type}
+                el,
+                "error" if case.failure_type == ERROR else "failure",
+                {"message": _clean(case.failure), "type": case.failure_type},
             )
             failure.text = _clean(case.details)
         if case.output:
             ET.SubElement(el, "system-out").text = _clean(case.output)
-    ET.indent(root)
-    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return data + b"\n"
 
 
 def write_junit(path: Path, suite: str, cases: Sequence[Case]) -> None:
@@ -94,6 +134,39 @@ def _stats(result: QueryResult) -> str:
     if m.cost is not None:
         work.append(f"cost {m.cost:.2f}")
     return text + (f"; {', '.join(work)}" if work else "")
+
+
+def write_junit_suites(path: Path, name: str, suites: Sequence[Suite]) -> None:
+    """Write :func:`junit_suites_xml` to ``path``."""
+    path.write_bytes(junit_suites_xml(name, suites))
+
+
+def fleet_suites(report: FleetReport, *, strict: bool = False) -> list[Suite]:
+    """One suite per target of a fleet's verify: its queries' cases, or one errored case
+    saying why the target could not be verified (unreachable, refused...), or none when it
+    was not started."""
+    suites = []
+    for row in report.results:
+        if isinstance(row.value, VerifyReport):
+            cases = [
+                replace(c, classname=f"{row.name}.{c.classname}")
+                for c in verify_cases(row.value, strict=strict)
+            ]
+        elif row.outcome == "not started":
+            cases = []
+        else:
+            cases = [
+                Case(
+                    name=row.outcome,
+                    classname=f"{row.name}.dbopt.verify",
+                    seconds=row.seconds or 0.0,
+                    failure=(row.detail.splitlines() or [row.outcome])[0],
+                    failure_type=ERROR,
+                    details=row.detail,
+                )
+            ]
+        suites.append(Suite(row.name, cases))
+    return suites
 
 
 def verify_cases(report: VerifyReport, *, strict: bool = False) -> list[Case]:

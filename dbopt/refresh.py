@@ -262,8 +262,11 @@ def crontab_lines(
     env_file: str | None = None,
     env_file_required: bool = True,
     environ: Mapping[str, str] | None = None,
+    selection: Sequence[str] = (),
 ) -> str:
     """crontab(5) lines, one per scheduled view, each calling `dbopt refresh-views`.
+
+    ``selection``: flags passed on after the target's (a fleet's ``--target NAME``).
 
     The text starts with ``SHELL=`` and ``PATH=`` lines (cron's own: no login profile, no
     virtualenv). Each line ``cd``s to ``workdir`` (absolute) and keeps the target it was given:
@@ -286,7 +289,7 @@ def crontab_lines(
     environ = os.environ if environ is None else environ
     command = [dbopt] if isinstance(dbopt, str) else list(dbopt)
     target_args, notes = _target_args(target, env, environ)
-    common = list(target_args)
+    common = [*target_args, *selection]
     if config is not None:
         common += ["--config", os.path.abspath(config)]
     for spec_dir in specs:

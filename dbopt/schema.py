@@ -306,6 +306,45 @@ _ENVIRONMENT: dict[str, Any] = {
                 ]
             },
         },
+        "targets": {
+            "type": "array",
+            "minItems": 1,
+            "description": "A fleet: the databases this environment names instead of one dsn; "
+            "each a DSN, a service name, or {name, dsn}. ${VAR} is expanded; an unnamed target "
+            "is called after its host/database (or its service).",
+            "items": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["dsn"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "dsn": {"type": "string", "minLength": 1},
+                        },
+                    },
+                ]
+            },
+        },
+        "targets_query": {
+            "type": "object",
+            "description": "A fleet read from a registry: sql (one read-only SELECT) runs on "
+            "dsn and returns name and DSN, or name and a database name on dsn's server (or "
+            "one column: database names).",
+            "additionalProperties": False,
+            "required": ["dsn", "sql"],
+            "properties": {
+                "dsn": {"type": "string", "minLength": 1},
+                "sql": {"type": "string", "minLength": 1},
+            },
+        },
+        "parallel": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 64,
+            "description": "Targets of a fleet worked on at a time (default 4).",
+        },
         "verify_timeout_factor": {"type": "number", "minimum": 1, "maximum": 1000},
         "search_path": {
             "description": "The schemas unqualified names in view queries, index expressions "
@@ -335,10 +374,14 @@ CONFIG_FILE: dict[str, Any] = {
     "properties": {
         "history_schema": {**_NAME, "default": "dbopt"},
         "specs": {"type": "array", "items": {"type": "string"}},
-        # An environment's standbys are its own: `defaults:` cannot list any.
+        # An environment's standbys and targets are its own: `defaults:` cannot list any.
         "defaults": {
             **_ENVIRONMENT,
-            "properties": {k: v for k, v in _ENVIRONMENT["properties"].items() if k != "replicas"},
+            "properties": {
+                k: v
+                for k, v in _ENVIRONMENT["properties"].items()
+                if k not in ("replicas", "targets", "targets_query")
+            },
         },
         "environments": {"type": "object", "additionalProperties": _ENVIRONMENT},
     },

@@ -26,6 +26,7 @@ from dbopt.errors import (
     ConfigError,
     ConnectError,
     InputError,
+    NothingToRollBack,
     PrivilegeError,
     UnsafeActionError,
 )
@@ -44,7 +45,10 @@ from dbopt.status import NodeScans, StatusReport, index_status, with_nodes
 
 if TYPE_CHECKING:
     from dbopt.importer import ImportOptions, ImportOutcome
+    from dbopt.model import QueryBudget
     from dbopt.refresh import RefreshResult
+    from dbopt.verify import VerifyReport
+    from dbopt.verify.verdict import Baseline
 
 
 class Hooks(Protocol):
@@ -256,9 +260,13 @@ def apply(
     reporter: Reporter,
     hooks: Hooks,
     sleep: Callable[[float], None] | None = None,
+    on_start: Callable[[Executor], None] | None = None,
 ) -> Outcome:
     """Lock, check the specs against the database (as ``validate --dsn``), inspect, plan,
-    check, confirm, build; the outcome says what ran and how."""
+    check, confirm, build; the outcome says what ran and how.
+
+    ``on_start`` is given the executor as soon as it is connected: a caller running this in
+    a thread (a fleet) keeps it to cancel the builds when Ctrl-C reaches the main thread."""
     settings = target.settings
     with Executor(
         target.dsn,
@@ -269,6 +277,8 @@ def apply(
         patient=options.wait_for_blockers,
         replicas=target.replicas,
     ) as runner:
+        if on_start is not None:
+            on_start(runner)
         require_primary(runner.control, "apply")
         take_run_lock(
             runner.control,
@@ -357,13 +367,17 @@ def rollback(
     wait_for_blockers: bool = False,
     plan_only: bool = False,
     yes: bool = False,
+    on_start: Callable[[Executor], None] | None = None,
 ) -> Outcome:
     """Undo a run (or objects' last changes) with apply's checks: lock, ownership, what a drop
-    would break, confirmation. Derived from the history's facts, never from its SQL."""
+    would break, confirmation. Derived from the history's facts, never from its SQL.
+    ``on_start`` as for :func:`apply`."""
     settings = target.settings
     with Executor(
         target.dsn, settings, history, reporter, patient=wait_for_blockers, replicas=target.replicas
     ) as runner:
+        if on_start is not None:
+            on_start(runner)
         require_primary(runner.control, "rollback")
         refuse_adoption_undo(runner.control, history, selection)
         if not plan_only:
@@ -376,7 +390,7 @@ def rollback(
         result = derived.plan
         if not result.runnable:
             reasons = "\n  ".join(f"{s.name}: {s.reason}" for s in derived.skipped)
-            raise InputError("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))
+            raise NothingToRollBack("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))
         if plan_only:
             _refuse_refused(result, "rollback")
             return Outcome(
@@ -450,6 +464,49 @@ def refresh(
             )
         history.ensure(conn, created=created)
         return vw.run_refresh(conn, items, target.settings, history, target.env), ""
+
+
+def verify(
+    target: Target,
+    specs: SpecSet,
+    *,
+    queries: Sequence[str] = (),
+    tables: Sequence[str] = (),
+    baseline: Baseline | None = None,
+    threshold: float | None = None,
+    regression_floor_ms: float | None = None,
+    progress: Callable[[QueryBudget], None] | None = None,
+    plan_margin: float | None = None,
+    fail_on_fragile: bool = False,
+    retries: int = 0,
+) -> VerifyReport:
+    """Measure and judge the budgets on a read-only session, after checking that the role can
+    read every relation they read (PrivilegeError otherwise); see
+    :func:`dbopt.verify.run_verify`. ``None`` means verify's default."""
+    from dbopt import verify as vf
+    from dbopt.privileges import budget_relations
+
+    with connect(target.dsn, settings=target.settings, read_only=True) as conn:
+        reads = resolve(conn, budget_relations(specs), target.settings.search_path)
+        problem = unreadable_problem(conn, reads, "the budgeted queries read")
+        if problem:
+            raise PrivilegeError(problem)
+        return vf.run_verify(
+            conn,
+            specs,
+            target.settings,
+            queries=queries,
+            tables=tables,
+            baseline=baseline,
+            threshold=vf.DEFAULT_REGRESSION if threshold is None else threshold,
+            regression_floor_ms=vf.DEFAULT_REGRESSION_FLOOR_MS
+            if regression_floor_ms is None
+            else regression_floor_ms,
+            progress=progress,
+            plan_margin=vf.DEFAULT_PLAN_MARGIN if plan_margin is None else plan_margin,
+            fail_on_fragile=fail_on_fragile,
+            retries=retries,
+        )
 
 
 def status(target: Target, specs: SpecSet, history: History) -> StatusReport:
@@ -532,4 +589,5 @@ __all__ = [
     "rollback",
     "status",
     "summary",
+    "verify",
 ]

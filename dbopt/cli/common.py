@@ -22,6 +22,7 @@ from dbopt.errors import (
 
 if TYPE_CHECKING:
     from dbopt.config import Config, Target
+    from dbopt.fleet import Fleet
     from dbopt.model import QualifiedName
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +49,9 @@ class Options:
     specs: tuple[Path, ...]
     fmt: str
     verbose: int
+    #: --target NAME and --targets GLOB: the databases of a fleet environment to work on.
+    target_names: tuple[str, ...] = ()
+    target_globs: tuple[str, ...] = ()
 
     def load_config(self) -> Config:
         """dbopt.yaml (or the defaults)."""
@@ -61,8 +65,34 @@ class Options:
             return [(p, True) for p in self.specs]
         return [(Path(d), False) for d in config.spec_dirs]
 
-    def target(self, config: Config) -> Target:
+    def _fleet_env(self, config: Config) -> bool:
+        chosen = config.environments.get(self.env) if self.env is not None else None
+        fleet = chosen is not None and chosen.is_fleet
+        if not fleet and (self.target_names or self.target_globs):
+            raise InputError(
+                "--target and --targets choose databases of a fleet environment (one with "
+                "targets: or targets_query: in dbopt.yaml)"
+                + (f"; '{self.env}' names one database" if chosen is not None else "")
+            )
+        return fleet
+
+    def fleet(self, config: Config) -> Fleet | None:
+        """The selected databases of the --env fleet (see dbopt.fleet), or None when --env
+        names one database (or none is given)."""
+        if not self._fleet_env(config):
+            return None
+        from dbopt import fleet
+
+        assert self.env is not None
+        if self.dsn is not None:
+            raise InputError(f"give --env or --dsn, not both: --env {self.env} is a fleet")
+        return fleet.resolve(config, self.env).select(self.target_names, self.target_globs)
+
+    def target(self, config: Config, what: str | None = None) -> Target:
         """The database to talk to, from --env/--dsn and the config (see resolve_target).
+
+        On a fleet environment, the one target --target/--targets select; anything else is
+        refused in one sentence (``what``: the command as it will be named there).
 
         Says on stderr when libpq will take part of an --env target (its host, port,
         database, user...) from PG* variables, since those differ from shell to shell and
@@ -70,7 +100,17 @@ class Options:
         """
         from dbopt.config import resolve_target
 
-        target = resolve_target(config, self.env, self.dsn)
+        chosen = self.fleet(config)
+        if chosen is not None:
+            if len(chosen.members) != 1:
+                command = what or f"dbopt {click.get_current_context().info_name}"
+                raise InputError(
+                    f"environment '{self.env}' is a fleet of {len(chosen.members)} selected "
+                    f"databases and {command} works on one: choose it with --target NAME"
+                )
+            target = chosen.members[0].target
+        else:
+            target = resolve_target(config, self.env, self.dsn)
         parts = target.environment_parts() if target.env is not None else []
         if parts:
             click.echo(
@@ -117,6 +157,20 @@ def common_options(fn: F) -> F:
         help="Output format (default: table on a terminal, plain when piped).",
     )
     @click.option("-v", "--verbose", count=True, help="More detail; repeat for more.")
+    @click.option(
+        "--target",
+        "target_names",
+        multiple=True,
+        metavar="NAME",
+        help="With a fleet environment: only this target (repeatable).",
+    )
+    @click.option(
+        "--targets",
+        "target_globs",
+        multiple=True,
+        metavar="GLOB",
+        help="With a fleet environment: only the targets whose name matches (e.g. 'eu-*').",
+    )
     @functools.wraps(fn)
     def wrapper(
         env: str | None,
@@ -125,11 +179,13 @@ def common_options(fn: F) -> F:
         specs: tuple[Path, ...],
         fmt: str | None,
         verbose: int,
+        target_names: tuple[str, ...],
+        target_globs: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
         if fmt is None:
             fmt = "table" if sys.stdout.isatty() else "plain"
-        opts = Options(env, dsn, config, specs, fmt, verbose)
+        opts = Options(env, dsn, config, specs, fmt, verbose, target_names, target_globs)
         return fn(opts, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.run_output import (
     WAIT,
     WAIT_FOR_BLOCKERS,
@@ -59,6 +60,7 @@ PART_TABLE = click.option(
 @click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
 @PART_INDEX
 @PART_TABLE
+@fleet_options
 def plan(
     opts: Options,
     show_sql: bool,
@@ -69,6 +71,8 @@ def plan(
     show_all: bool,
     indexes: tuple[QualifiedName, ...],
     tables: tuple[QualifiedName, ...],
+    parallel: int | None,
+    continue_on_error: bool,
 ) -> None:
     """Show what apply would change: the specs diffed against the live catalog.
 
@@ -81,6 +85,7 @@ def plan(
       dbopt plan --env staging
       dbopt plan --dsn postgresql://app@localhost/app --sql
       dbopt plan --env production --format json --exit-code
+      dbopt plan --env tenants --targets 'eu-*' --parallel 8   # a fleet: a row per target
     """
     from dbopt import render, usecases
     from dbopt.history import History
@@ -88,6 +93,28 @@ def plan(
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
+    fleet = opts.fleet(config)
+    if fleet is not None:
+        from dbopt.cli import fleet_output as fo
+        from dbopt.fleetwork import plan_work
+
+        work = plan_work(
+            specs,
+            History(config.history_schema),
+            replace_drifted=replace_drifted,
+            prune=prune,
+            cascade=cascade,
+            part=usecases.Part(indexes, tables),
+            exit_code=exit_code,
+        )
+        report = fo.run(fleet, work, fo.policy(fleet, parallel, continue_on_error))
+        if show_sql:
+            settings = fleet.members[0].target.settings if fleet.members else config.defaults
+            fo.print_sql(report, settings)
+        else:
+            fo.print_report(report, opts.fmt, "plan")
+        fo.finish(report)
+        return
     target = opts.target(config)
     result = usecases.plan(
         target,
@@ -152,7 +179,16 @@ def plan(
 @click.option(
     "--plans-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Also write each run's rollback SQL to DIR/run-<id>-rollback.sql.",
+    help="Also write each run's rollback SQL to DIR/run-<id>-rollback.sql (a fleet: "
+    "DIR/<target>/run-<id>-rollback.sql).",
+)
+@fleet_options
+@click.option(
+    "--canary",
+    type=click.IntRange(1),
+    metavar="K",
+    help="With a fleet environment: apply on the first K targets and verify their budgets; "
+    "go on with the rest only if all K succeed.",
 )
 def apply(
     opts: Options,
@@ -171,6 +207,9 @@ def apply(
     plans_dir: Path | None,
     indexes: tuple[QualifiedName, ...],
     tables: tuple[QualifiedName, ...],
+    parallel: int | None,
+    continue_on_error: bool,
+    canary: int | None,
 ) -> None:
     """Build the planned indexes without blocking the application.
 
@@ -186,6 +225,7 @@ def apply(
       dbopt apply --env staging
       dbopt apply --env production --dry-run
       dbopt apply --env production --replace-drifted --jobs 2 --plans-dir plans/
+      dbopt apply --env tenants --canary 2 --parallel 8   # a fleet: 2 first, then the rest
     """
     from dbopt import usecases
     from dbopt.cli.report import make_reporter
@@ -194,7 +234,11 @@ def apply(
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
-    target = with_waits(opts.target(config), build_wait_timeout, max_replica_lag, max_replica_wait)
+    fleet = opts.fleet(config)
+    if fleet is None and canary is not None:
+        from dbopt.errors import ConfigError
+
+        raise ConfigError("--canary goes with a fleet environment (targets: in dbopt.yaml)")
     options = usecases.ApplyOptions(
         replace_drifted=replace_drifted,
         prune=prune,
@@ -207,6 +251,23 @@ def apply(
         yes=yes,
         part=usecases.Part(indexes, tables),
     )
+    if fleet is not None:
+        from dbopt.cli.fleet_output import apply_fleet
+
+        apply_fleet(
+            opts,
+            config,
+            specs,
+            fleet.with_targets(
+                lambda t: with_waits(t, build_wait_timeout, max_replica_lag, max_replica_wait)
+            ),
+            options,
+            parallel=parallel,
+            continue_on_error=continue_on_error,
+            canary=canary or 0,
+        )
+        return
+    target = with_waits(opts.target(config), build_wait_timeout, max_replica_lag, max_replica_wait)
     reporter = make_reporter(opts.verbose)
     try:
         outcome = usecases.apply(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.fleet_output import fleet_options
 
 if TYPE_CHECKING:
     from dbopt.model import QualifiedName
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     help="With --emit crontab: the command cron runs instead of this dbopt's absolute path "
     "(e.g. '/opt/dbopt/bin/dbopt' or '/usr/bin/python3 -m dbopt').",
 )
+@fleet_options
 def refresh_views(
     opts: Options,
     names: tuple[QualifiedName, ...],
@@ -77,6 +79,8 @@ def refresh_views(
     no_env_file: bool,
     log: str | None,
     dbopt_command: str | None,
+    parallel: int | None,
+    continue_on_error: bool,
 ) -> None:
     """Refresh materialized views in dependency order (what cron runs).
 
@@ -98,6 +102,7 @@ def refresh_views(
       dbopt refresh-views --env production --emit crontab > dbopt.cron  # then: crontab -e
       dbopt refresh-views --env production --emit crontab --env-file /etc/dbopt/production.env
       dbopt refresh-views --env production --emit pg_cron | psql -d postgres  # where pg_cron lives
+      dbopt refresh-views --env tenants --parallel 8   # a fleet: every target
     """
     import json
     import os
@@ -117,7 +122,31 @@ def refresh_views(
 
         raise ConfigError("give --stale-only or --older-than, not both")
     older = timedelta(milliseconds=duration_ms(older_than)) if older_than else None
-    target = opts.target(config)
+    options = usecases.RefreshOptions(
+        names=names,
+        stale_only=stale_only,
+        older_than=older,
+        concurrently_only=concurrently_only,
+        plan_only=show_plan,
+    )
+    one = "--emit pg_cron" if emit == "pg_cron" else "--plan" if show_plan else None
+    fleet = None if one else opts.fleet(config)
+    if fleet is not None and emit is None:
+        from dbopt.cli import fleet_output as fo
+        from dbopt.fleetwork import refresh_work
+
+        vw.select_views(specs, names)  # an unknown --view is refused once, not per target
+        work = refresh_work(specs, History(config.history_schema), options, strict=strict)
+        report = fo.run(fleet, work, fo.policy(fleet, parallel, continue_on_error))
+        fo.print_report(report, opts.fmt, "refresh-views")
+        fo.finish(report)
+        return
+    # A fleet's crontab lines run the fleet (the same --target/--targets) under cron.
+    target = (
+        fleet.members[0].target
+        if fleet
+        else opts.target(config, f"dbopt refresh-views {one}" if one else None)
+    )
     if emit == "crontab":
         import shlex
 
@@ -143,7 +172,11 @@ def refresh_views(
                 env=target.env,
                 workdir=workdir,
                 dbopt=command,
-                target=target,
+                target=None if fleet else target,
+                selection=[
+                    *(a for n in opts.target_names for a in ("--target", n)),
+                    *(a for g in opts.target_globs for a in ("--targets", g)),
+                ],
                 config=str(Path(opts.config).resolve()) if opts.config else None,
                 specs=[str(p.resolve()) for p in opts.specs],
                 lock_dir=workdir,
@@ -160,18 +193,7 @@ def refresh_views(
             nl=False,
         )
         return
-    results, text = usecases.refresh(
-        target,
-        specs,
-        History(config.history_schema),
-        usecases.RefreshOptions(
-            names=names,
-            stale_only=stale_only,
-            older_than=older,
-            concurrently_only=concurrently_only,
-            plan_only=show_plan,
-        ),
-    )
+    results, text = usecases.refresh(target, specs, History(config.history_schema), options)
     if show_plan:
         click.echo(text, nl=False)
         return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.run_output import (
     WAIT,
     WAIT_FOR_BLOCKERS,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 @WAIT_TIMEOUT
 @WAIT_FOR_BLOCKERS
 @waits
+@fleet_options
 def rollback(
     opts: Options,
     last: bool,
@@ -62,6 +64,8 @@ def rollback(
     build_wait_timeout: str | None,
     max_replica_lag: str | None,
     max_replica_wait: str | None,
+    parallel: int | None,
+    continue_on_error: bool,
 ) -> None:
     """Undo a dbopt run: drop what it created, restore what it replaced.
 
@@ -79,6 +83,7 @@ def rollback(
       dbopt rollback --env production --plan --run 42 -o rollback-42.sql
       dbopt rollback --env production --run 42
       dbopt rollback --env production --index idx_appointments_day_desc
+      dbopt rollback --env tenants --last   # a fleet: each target's last apply
     """
     from dbopt import usecases
     from dbopt.cli.report import make_reporter
@@ -92,7 +97,41 @@ def rollback(
         raise ConfigError("choose exactly one of --last, --run ID or --index NAME")
     names = list(indexes)
     config = opts.load_config()
-    target = with_waits(opts.target(config), build_wait_timeout, max_replica_lag, max_replica_wait)
+    one = None if last and output is None else "--run/--index" if not last else "-o"
+    fleet = None if one else opts.fleet(config)
+    if fleet is not None:
+        from dbopt.cli import fleet_output as fo
+        from dbopt.fleetwork import rollback_work
+
+        fleet = fleet.with_targets(
+            lambda t: with_waits(t, build_wait_timeout, max_replica_lag, max_replica_wait)
+        )
+        history = History(config.history_schema)
+        how = fo.policy(fleet, parallel, continue_on_error, wait_on_interrupt=True)
+        if not yes and not show_plan and any(m.target.settings.confirm for m in fleet.members):
+            count = len(fleet.members)
+            fo.confirm(
+                f"rollback: the last apply on each of {count} target{'s' if count != 1 else ''} "
+                f"of {fleet.env}",
+                fleet.env,
+            )
+        work = rollback_work(
+            history,
+            Selection(last=True),
+            fo.reporter_for(opts),
+            locking=locking(wait, wait_timeout),
+            wait_for_blockers=wait_for_blockers,
+            plan_only=show_plan,
+        )
+        report = fo.run(fleet, work, how)
+        if show_plan:
+            fo.print_sql(report, fleet.members[0].target.settings)
+        else:
+            fo.print_report(report, opts.fmt, "rollback")
+        fo.finish(report)
+        return
+    target = opts.target(config, f"dbopt rollback {one}" if one else None)
+    target = with_waits(target, build_wait_timeout, max_replica_lag, max_replica_wait)
     reporter = make_reporter(opts.verbose)
     try:
         outcome = usecases.rollback(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.run_output import (
     human_age,
     human_size,
@@ -42,7 +43,8 @@ def _json_row(r: IndexState, nodes: tuple[str, ...]) -> dict[str, object]:
     is_flag=True,
     help="Exit 1 when something needs attention (for monitoring checks).",
 )
-def status(opts: Options, exit_code: bool) -> None:
+@fleet_options
+def status(opts: Options, exit_code: bool, parallel: int | None, continue_on_error: bool) -> None:
     """Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.
 
     Managed indexes are the ones in the specs. Scans count since the last statistics reset.
@@ -53,6 +55,7 @@ def status(opts: Options, exit_code: bool) -> None:
       dbopt status --env production
       dbopt status --dsn postgresql://app@localhost/app --format json
       dbopt status --env production --exit-code   # a Nagios/cron check
+      dbopt status --env tenants --exit-code      # a fleet: a row per target
 
     With --exit-code it exits 1 when something needs attention: a managed index or view
     missing, INVALID, drifted or out of the specs, an INVALID index on a managed table, a view
@@ -67,6 +70,22 @@ def status(opts: Options, exit_code: bool) -> None:
 
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
+    fleet = opts.fleet(config)
+    if fleet is not None:
+        from dbopt.cli import fleet_output as fo
+        from dbopt.fleetwork import status_work
+        from dbopt.status import StatusReport
+
+        work = status_work(specs, History(config.history_schema), exit_code=exit_code)
+        done = fo.run(fleet, work, fo.policy(fleet, parallel, continue_on_error))
+        fo.print_report(done, opts.fmt, "status")
+        if opts.fmt != "json":
+            for each in done.results:
+                if isinstance(each.value, StatusReport):
+                    for line in each.value.attention():
+                        click.echo(f"attention: {each.name}: {line}")
+        fo.finish(done)
+        return
     target = opts.target(config)
     report = usecases.status(target, specs, History(config.history_schema))
     attention = report.attention()

@@ -7,13 +7,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.fleet_output import fleet_options
 from dbopt.errors import CheckFailedError, ConfigError, InputError
 from dbopt.model import QueryBudget
+
+if TYPE_CHECKING:
+    from dbopt.config import Target
+    from dbopt.fleet import Fleet
+    from dbopt.model import SpecSet
 from dbopt.verify import (
     DEFAULT_PLAN_MARGIN,
     DEFAULT_REGRESSION,
@@ -125,6 +131,7 @@ from dbopt.verify import (
     is_flag=True,
     help="With --hypothetical: run CREATE EXTENSION hypopg if the database lacks it.",
 )
+@fleet_options
 def verify(
     opts: Options,
     queries: tuple[str, ...],
@@ -140,6 +147,8 @@ def verify(
     junit: Path | None,
     hypothetical: bool,
     create_extension: bool,
+    parallel: int | None,
+    continue_on_error: bool,
 ) -> None:
     """Measure each budgeted query with EXPLAIN ANALYZE and judge it against its budget.
 
@@ -181,12 +190,11 @@ def verify(
       dbopt verify --env staging --save verify-main.json
       dbopt verify --env staging --baseline verify-main.json --threshold 30
       dbopt verify --env staging --hypothetical
+      dbopt verify --env tenants --junit verify.xml   # a fleet: one testsuite per target
     """
-    from dbopt.db import connect
-    from dbopt.errors import PrivilegeError
-    from dbopt.privileges import budget_relations, resolve, unreadable_problem
+    from dbopt import usecases
     from dbopt.spec import load_specs
-    from dbopt.verify import load_baseline, run_hypothetical, run_verify
+    from dbopt.verify import load_baseline, select_budgets
 
     if hypothetical and (retries or strict):
         raise ConfigError(
@@ -200,48 +208,137 @@ def verify(
         )
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
-    target = opts.target(config)
+    one_only = [
+        f
+        for f, given in (
+            ("--hypothetical", hypothetical),
+            ("--baseline", baseline),
+            ("--save", save),
+        )
+        if given
+    ]
+    fleet = None if one_only else opts.fleet(config)
+    if fleet is not None:
+        with _in_flag_terms():  # a selection that selects nothing is refused once, not per target
+            select_budgets(specs, queries, tables)
+        _verify_fleet(
+            opts,
+            fleet,
+            specs,
+            queries,
+            tables,
+            plan_margin,
+            fail_on_fragile,
+            junit,
+            parallel,
+            continue_on_error,
+            retries=retries,
+            strict=strict,
+        )
+        return
+    target = opts.target(config, f"dbopt verify {'/'.join(one_only)}" if one_only else None)
     with _in_flag_terms():
         base = load_baseline(baseline) if baseline else None
     out = sys.stdout
+    if hypothetical:
+        with _in_flag_terms():
+            hypo = _hypothetical(target, specs, queries, tables, create_extension)
+        _finish_hypothetical(hypo, opts, junit, out)
+        return
+    with _in_flag_terms():
+        report = usecases.verify(
+            target,
+            specs,
+            queries=queries,
+            tables=tables,
+            baseline=base,
+            threshold=threshold_pct / 100,
+            regression_floor_ms=floor_ms,
+            progress=_progress if opts.verbose else None,
+            plan_margin=plan_margin,
+            fail_on_fragile=fail_on_fragile,
+            retries=retries,
+        )
+    _finish(report, opts, save, junit, out, strict=strict)
+
+
+def _hypothetical(
+    target: Target,
+    specs: SpecSet,
+    queries: tuple[str, ...],
+    tables: tuple[str, ...],
+    create_extension: bool,
+) -> HypotheticalReport:
+    from dbopt.db import connect
+    from dbopt.errors import PrivilegeError
+    from dbopt.privileges import budget_relations, resolve, unreadable_problem
+    from dbopt.verify import run_hypothetical
+
     # verify writes nothing: its session is read-only (but for CREATE EXTENSION when asked).
-    read_only = not (hypothetical and create_extension)
-    with (
-        _in_flag_terms(),
-        connect(target.dsn, settings=target.settings, read_only=read_only) as conn,
-    ):
+    with connect(target.dsn, settings=target.settings, read_only=not create_extension) as conn:
         reads = resolve(conn, budget_relations(specs), target.settings.search_path)
         problem = unreadable_problem(conn, reads, "the budgeted queries read")
         if problem:
             raise PrivilegeError(problem)
-        if hypothetical:
-            hypo = run_hypothetical(
-                conn,
-                specs,
-                target.settings,
-                queries=queries,
-                tables=tables,
-                create_extension=create_extension,
-            )
-        else:
-            report = run_verify(
-                conn,
-                specs,
-                target.settings,
-                queries=queries,
-                tables=tables,
-                baseline=base,
-                threshold=threshold_pct / 100,
-                regression_floor_ms=floor_ms,
-                progress=_progress if opts.verbose else None,
-                plan_margin=plan_margin,
-                fail_on_fragile=fail_on_fragile,
-                retries=retries,
-            )
-    if hypothetical:
-        _finish_hypothetical(hypo, opts, junit, out)
-    else:
-        _finish(report, opts, save, junit, out, strict=strict)
+        return run_hypothetical(
+            conn,
+            specs,
+            target.settings,
+            queries=queries,
+            tables=tables,
+            create_extension=create_extension,
+        )
+
+
+def _verify_fleet(
+    opts: Options,
+    fleet: Fleet,
+    specs: SpecSet,
+    queries: tuple[str, ...],
+    tables: tuple[str, ...],
+    plan_margin: float,
+    fail_on_fragile: bool,
+    junit: Path | None,
+    parallel: int | None,
+    continue_on_error: bool,
+    *,
+    retries: int = 0,
+    strict: bool = False,
+) -> None:
+    """verify on every selected target: the report's rows, each failing query named under
+    its target, and with --junit one testsuite per target."""
+    from dbopt.cli import fleet_output as fo
+    from dbopt.fleetwork import verify_work
+
+    def progress(name: str, budget: QueryBudget) -> None:
+        click.echo(f"{name}: measuring {budget.name}", err=True)
+
+    work = verify_work(
+        specs,
+        queries=queries,
+        tables=tables,
+        plan_margin=plan_margin,
+        fail_on_fragile=fail_on_fragile,
+        progress=progress if opts.verbose else None,
+        retries=retries,
+        strict=strict,
+    )
+    report = fo.run(fleet, work, fo.policy(fleet, parallel, continue_on_error))
+    if junit is not None:
+        from dbopt.junit import fleet_suites, write_junit_suites
+
+        write_junit_suites(junit, "dbopt verify", fleet_suites(report, strict=strict))
+    fo.print_report(report, opts.fmt, "verify")
+    if opts.fmt != "json":
+        for row in report.results:
+            if isinstance(row.value, VerifyReport):
+                for r in row.value.results:
+                    if r.verdict.status == Status.FAIL or opts.verbose:
+                        click.echo(
+                            f"{r.verdict.status.value.upper()} {row.name}: {r.budget.name} "
+                            f"({r.budget.location}): {r.verdict.summary}"
+                        )
+    fo.finish(report)
 
 
 def _progress(budget: QueryBudget) -> None:

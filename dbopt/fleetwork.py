@@ -1,0 +1,372 @@
+"""What a fleet does on each target: the per-target use cases of :mod:`dbopt.usecases`,
+unchanged, wrapped into :class:`dbopt.fleet.Done` rows (outcome, exit code, changes,
+failing budgets) the way the single-database commands judge them.
+
+Each builder takes what the command line parsed and returns a :data:`dbopt.fleet.Work`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from dbopt import usecases
+from dbopt.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    NothingToRollBack,
+)
+from dbopt.fleet import Context, Done, Member, Work
+from dbopt.model import ChangeOutcome, RunOutcome
+
+if TYPE_CHECKING:
+    from dbopt.history import History
+    from dbopt.model import QueryBudget, SpecSet
+    from dbopt.planner import Plan
+    from dbopt.progress import Reporter
+    from dbopt.rollback import Selection, Skipped
+    from dbopt.verify import VerifyReport
+
+#: How the command line makes a reporter for a target (its lines prefixed with the name).
+ReporterFor = Callable[[str], "Reporter"]
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _listed(items: Sequence[str], most: int = 3) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _file_name(name: str) -> str:
+    """A target's name as one path component (host/db has a slash)."""
+    return "".join(c if c.isalnum() or c in "-_.@:" else "_" for c in name)
+
+
+def counts(plan: Plan) -> str:
+    """``2 creates, 1 replace``: what a plan will run, by kind."""
+    found = Counter(a.kind.value for a in plan.runnable)
+    return ", ".join(_n(n, kind) for kind, n in sorted(found.items()))
+
+
+class _Hooks:
+    """A target's hooks in a fleet: nothing printed per target (the report says it), the
+    fleet was confirmed once before any target ran; a Ctrl-C pressed while this target was
+    planning stops it before its first statement."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
+        if self.context.stopping:
+            raise KeyboardInterrupt
+
+    def confirm(self, question: str) -> bool:
+        return True
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+def plan_work(
+    specs: SpecSet,
+    history: History,
+    *,
+    replace_drifted: bool = False,
+    prune: bool = False,
+    cascade: bool = False,
+    part: usecases.Part | None = None,
+    exit_code: bool = False,
+) -> Work:
+    """``dbopt plan`` on a target: changes found are a finding (exit 1 with ``exit_code``),
+    a plan apply would refuse is exit 2."""
+
+    def work(member: Member, context: Context) -> Done:
+        result = usecases.plan(
+            member.target,
+            specs,
+            history,
+            replace_drifted=replace_drifted,
+            prune=prune,
+            cascade=cascade,
+            part=part or usecases.Part(),
+        )
+        changes = [f"{a.kind.value} {a.name}" for a in result.changes]
+        if result.refused:
+            refusals = [a.refusal or "" for a in result.refused]
+            return Done(
+                "refused",
+                EXIT_BAD_INPUT,
+                len(changes),
+                detail="apply would refuse: " + "; ".join(refusals),
+                failed=True,
+                value=result,
+            )
+        code = EXIT_CHECK_FAILED if exit_code and changes else EXIT_OK
+        return Done(
+            "changes" if changes else "unchanged",
+            code,
+            len(changes),
+            detail=_listed(changes),
+            value=result,
+        )
+
+    return work
+
+
+# --- apply and rollback --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryCheck:
+    """What verify measures on a canary after its apply (``None``: verify's defaults)."""
+
+    queries: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    plan_margin: float | None = None
+    fail_on_fragile: bool = False
+
+
+def _run_done(outcome: usecases.Outcome, command: str) -> Done:
+    """A run's outcome as print_outcome and blocked_exit judge it for one database."""
+    run = outcome.run
+    blocked = [f"{a.kind.value} {a.name} needs --{a.needs}" for a in outcome.plan.blocked]
+    if run is None:
+        code = EXIT_CHECK_FAILED if blocked else EXIT_OK
+        return Done("unchanged", code, 0, detail="; ".join(blocked), value=outcome)
+    failures = [
+        c.error or str(c.action.name) for c in run.changes if c.result == ChangeOutcome.FAILED
+    ]
+    skipped = [str(c.action.name) for c in run.changes if c.result == ChangeOutcome.SKIPPED]
+    made = sum(1 for c in run.changes if c.result == ChangeOutcome.OK)
+    where = f"run {run.run_id}"
+    if run.outcome == RunOutcome.ABORTED:
+        return Done("interrupted", EXIT_INTERRUPTED, made, detail=f"{where}: Ctrl-C", value=outcome)
+    if run.outcome == RunOutcome.STOPPED:
+        detail = f"{where}: {command} {run.stopped}"
+        return Done("stopped", EXIT_CHECK_FAILED, made, detail=detail, failed=True, value=outcome)
+    if run.outcome == RunOutcome.FAILED:
+        detail = f"{where}: " + "; ".join(failures)
+        return Done("failed", EXIT_CHECK_FAILED, made, detail=detail, failed=True, value=outcome)
+    if skipped and command == "apply":
+        detail = f"{where}: skipped {', '.join(skipped)}"
+        return Done("failed", EXIT_CHECK_FAILED, made, detail=detail, failed=True, value=outcome)
+    done = "applied" if command == "apply" else "rolled back"
+    code = EXIT_CHECK_FAILED if blocked else EXIT_OK
+    return Done(done, code, made, detail="; ".join([where, *blocked]), value=outcome)
+
+
+def apply_work(
+    specs: SpecSet,
+    history: History,
+    options: usecases.ApplyOptions,
+    reporter_for: ReporterFor,
+    canary_check: CanaryCheck | None = None,
+) -> Work:
+    """``dbopt apply`` on a target (confirmed for the whole fleet beforehand); on a canary,
+    the budgets are verified after the apply and a miss fails the canary."""
+    options = replace(options, yes=True)
+
+    def work(member: Member, context: Context) -> Done:
+        own = options
+        if options.plans_dir is not None:  # run ids are per database: a folder per target
+            own = replace(options, plans_dir=options.plans_dir / _file_name(member.name))
+        outcome = usecases.apply(
+            member.target,
+            specs,
+            history,
+            own,
+            reporter=reporter_for(member.name),
+            hooks=_Hooks(context),
+            on_start=lambda runner: context.on_cancel(runner.cancel),
+        )
+        if options.dry_run:
+            return Done("dry run", changes=len(outcome.plan.runnable), value=outcome)
+        done = _run_done(outcome, "apply")
+        if not context.canary or canary_check is None or done.code != EXIT_OK:
+            return done
+        if context.stopping:
+            raise KeyboardInterrupt
+        report = usecases.verify(
+            member.target,
+            specs,
+            queries=canary_check.queries,
+            tables=canary_check.tables,
+            plan_margin=canary_check.plan_margin,
+            fail_on_fragile=canary_check.fail_on_fragile,
+        )
+        failing = tuple(r.budget.name for r in report.failed)
+        if not failing:
+            met = _n(len(report.results), "budget")
+            return replace(done, detail=f"{done.detail}; {met} met")
+        return replace(
+            done,
+            outcome="budgets failed",
+            code=EXIT_CHECK_FAILED,
+            failing=failing,
+            failed=True,
+            detail=f"{done.detail}; {len(failing)} of {_n(len(report.results), 'budget')} failed",
+        )
+
+    return work
+
+
+def rollback_work(
+    history: History,
+    selection: Selection,
+    reporter_for: ReporterFor,
+    *,
+    locking: usecases.Locking | None = None,
+    wait_for_blockers: bool = False,
+    plan_only: bool = False,
+) -> Work:
+    """``dbopt rollback --last`` on a target; a target with nothing to undo is fine."""
+
+    def work(member: Member, context: Context) -> Done:
+        try:
+            outcome = usecases.rollback(
+                member.target,
+                history,
+                selection,
+                reporter=reporter_for(member.name),
+                hooks=_Hooks(context),
+                locking=locking or usecases.Locking(),
+                wait_for_blockers=wait_for_blockers,
+                plan_only=plan_only,
+                yes=True,
+                on_start=lambda runner: context.on_cancel(runner.cancel),
+            )
+        except NothingToRollBack as exc:
+            return Done("nothing to undo", changes=0, detail=str(exc).splitlines()[0])
+        if plan_only:
+            return Done("planned", changes=len(outcome.plan.runnable), value=outcome)
+        return _run_done(outcome, "rollback")
+
+    return work
+
+
+def fleet_summary(plans: Sequence[tuple[str, Plan | None]], env: str, command: str) -> str:
+    """The one confirmation line of a fleet: ``apply: 3 creates on 20 targets of production``;
+    when the targets differ, the totals; then the targets with nothing to change and those
+    that could not be planned."""
+    planned = [(n, p) for n, p in plans if p is not None]
+    unknown = [n for n, p in plans if p is None]
+    changing = [p for _n, p in planned if p.runnable]
+    kinds = {counts(p) for p in changing}
+    if not changing:
+        what = "nothing to change"
+    elif len(kinds) == 1:
+        what = f"{kinds.pop()} on {_n(len(changing), 'target')}"
+    else:
+        every: Counter[str] = Counter()
+        for p in changing:
+            every.update(a.kind.value for a in p.runnable)
+        sums = ", ".join(_n(n, k) for k, n in sorted(every.items()))
+        what = f"{sums} in all, on {_n(len(changing), 'target')}"
+    notes = []
+    if len(planned) > len(changing) and changing:
+        notes.append(f"{len(planned) - len(changing)} with nothing to change")
+    if unknown:
+        notes.append(f"{len(unknown)} could not be planned: {_listed(unknown)}")
+    return f"{command}: {what} of {env}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+# --- verify, status, refresh ---------------------------------------------------------------
+
+
+def verify_work(
+    specs: SpecSet,
+    *,
+    queries: Sequence[str] = (),
+    tables: Sequence[str] = (),
+    plan_margin: float | None = None,
+    fail_on_fragile: bool = False,
+    progress: Callable[[str, QueryBudget], None] | None = None,
+    retries: int = 0,
+    strict: bool = False,
+) -> Work:
+    """``dbopt verify`` on a target: missed budgets are a finding (exit 1), unstable ones too
+    with ``strict``."""
+
+    def work(member: Member, context: Context) -> Done:
+        report: VerifyReport = usecases.verify(
+            member.target,
+            specs,
+            queries=queries,
+            tables=tables,
+            plan_margin=plan_margin,
+            fail_on_fragile=fail_on_fragile,
+            progress=None if progress is None else (lambda b: progress(member.name, b)),
+            retries=retries,
+        )
+        failing = tuple(r.budget.name for r in report.failed)
+        if strict:
+            failing += tuple(r.budget.name for r in report.unstable)
+        worst = report.worst.value
+        return Done(
+            worst,
+            EXIT_CHECK_FAILED if failing else EXIT_OK,
+            failing=failing,
+            detail=f"{len(report.results)} quer{'y' if len(report.results) == 1 else 'ies'}",
+            value=report,
+        )
+
+    return work
+
+
+def status_work(specs: SpecSet, history: History, *, exit_code: bool = False) -> Work:
+    """``dbopt status`` on a target: what needs attention is a finding (exit 1 with
+    ``exit_code``)."""
+
+    def work(member: Member, context: Context) -> Done:
+        report = usecases.status(member.target, specs, history)
+        attention = list(report.attention())
+        return Done(
+            "attention" if attention else "ok",
+            EXIT_CHECK_FAILED if exit_code and attention else EXIT_OK,
+            len(attention),
+            detail=_listed(attention, 2),
+            value=report,
+        )
+
+    return work
+
+
+def refresh_work(
+    specs: SpecSet, history: History, options: usecases.RefreshOptions, *, strict: bool = False
+) -> Work:
+    """``dbopt refresh-views`` on a target: a failed refresh fails the target."""
+    from dbopt.model import RefreshOutcome
+
+    def work(member: Member, context: Context) -> Done:
+        results, _sql = usecases.refresh(member.target, specs, history, options)
+        failed = [f"{r.view}: {r.message}" for r in results if r.outcome == RefreshOutcome.FAILED]
+        skipped = [str(r.view) for r in results if r.outcome == RefreshOutcome.SKIPPED]
+        refreshed = sum(1 for r in results if r.outcome == RefreshOutcome.OK)
+        if failed or (strict and skipped):
+            detail = "; ".join(failed + [f"skipped {s}" for s in skipped])
+            return Done("failed", EXIT_CHECK_FAILED, refreshed, detail=detail, failed=True)
+        detail = f"skipped (already running): {', '.join(skipped)}" if skipped else ""
+        return Done("refreshed", EXIT_OK, refreshed, detail=detail, value=results)
+
+    return work
+
+
+__all__ = [
+    "CanaryCheck",
+    "ReporterFor",
+    "apply_work",
+    "counts",
+    "fleet_summary",
+    "plan_work",
+    "refresh_work",
+    "rollback_work",
+    "status_work",
+    "verify_work",
+]

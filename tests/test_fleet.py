@@ -1,0 +1,576 @@
+"""Fleets: one spec set, many databases, one report.
+
+Twenty databases on the session's server (copies of one template, made once for the module)
+and one on a second local server form the `fleet` environment. The tests plan, apply,
+verify, refresh, read status and roll back across all of them, and check the policy: a
+target down (a closed port) with and without --continue-on-error, a target whose run lock is
+held, a canary whose budgets fail, Ctrl-C in a subprocess, JUnit with one suite per target,
+targets from a registry query; and that no password is ever printed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from click.testing import Result
+from conftest import Owner, with_user
+from harness.servers import running_server
+from helpers import cli, invalid_indexes, read_until, start_dbopt, wait_for, write_files
+
+from dbopt.sandbox import Probe, Server
+
+COUNT = 20
+TEMPLATE = "fleet_template"
+SECRET = "fleet-Secret-pw-42"
+
+TABLE = """
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, note text);
+INSERT INTO orders SELECT g, g % 1000, 'n' FROM generate_series(1, 20000) g;
+ANALYZE orders;
+"""
+
+ORDERS = """
+table: public.orders
+indexes:
+  - {name: idx_orders_customer, columns: [customer_id], reason: a customer's orders}
+queries:
+  - name: orders_of_customer
+    sql: SELECT id FROM orders WHERE customer_id = %(c)s
+    params: {c: 7}
+    budget_ms: 200
+    runs: 2
+    warmup: 1
+    expect:
+      no_seq_scan_on: [orders]
+"""
+
+VIEW = """
+name: mv_customers
+query: SELECT customer_id, count(*) AS n FROM orders GROUP BY customer_id
+indexes:
+  - {name: mv_customers_id, columns: [customer_id], unique: true}
+"""
+
+#: A concurrent build in this database waiting for a lock (the open write holding it up).
+WAITING_HERE = (
+    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' "
+    "AND wait_event_type = 'Lock' AND datname = current_database()"
+)
+
+SETTINGS = {"lock_timeout": "2s", "retries": 0, "cleanup_wait": "5s"}
+
+
+@dataclass(frozen=True)
+class FleetDbs:
+    """The module's databases: owner DSNs (with a password in them) and superuser DSNs."""
+
+    names: list[str]
+    dsns: list[str]
+    admin: list[str]
+    other: str  # the database on the second server (superuser: a server of its own)
+
+
+def _owner_dsn(dsn: str, owner: Owner) -> str:
+    # A trusting server ignores the password; it is there to prove it is never printed.
+    return with_user(dsn, owner.name, owner.password or SECRET) if owner.name else dsn
+
+
+@pytest.fixture(scope="module")
+def fleet_dbs(
+    pg_server: Server, owner_role: Owner, template_db: str, server_probes: tuple[Probe, ...]
+) -> Iterator[FleetDbs]:
+    """Twenty copies of one template on the session's server, one database on another."""
+    template = pg_server.create_database(TEMPLATE, owner=owner_role.name)
+    with psycopg.connect(_owner_dsn(template, owner_role), autocommit=True) as conn:
+        conn.execute(TABLE)  # type: ignore[call-overload]
+    names = [f"fleet_{i:02}" for i in range(1, COUNT + 1)]
+    admin = [pg_server.create_database(n, template=TEMPLATE, owner=owner_role.name) for n in names]
+    try:
+        with running_server(probes=server_probes) as other:
+            other_dsn = other.create_database("fleet_other")
+            with psycopg.connect(other_dsn, autocommit=True) as conn:
+                conn.execute(TABLE)  # type: ignore[call-overload]
+            yield FleetDbs(names, [_owner_dsn(d, owner_role) for d in admin], admin, other_dsn)
+    finally:
+        for name in [*names, TEMPLATE]:
+            pg_server.drop_database(name)
+
+
+def _reset(dsns: list[str]) -> None:
+    """Every database as the template left it: no index, view or history of dbopt's."""
+    for dsn in dsns:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS dbopt CASCADE")
+            conn.execute("DROP MATERIALIZED VIEW IF EXISTS mv_customers")
+            conn.execute("DROP INDEX IF EXISTS idx_orders_customer")
+
+
+def _config(targets: list[Any], **extra: Any) -> str:
+    return yaml.safe_dump(
+        {"environments": {"fleet": {"targets": targets, **SETTINGS, **extra}}}, sort_keys=False
+    )
+
+
+@pytest.fixture
+def project(fleet_dbs: FleetDbs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The specs and a `fleet` environment of 21 targets (t01..t20, and the other server's
+    database named after its host and database); the working directory is the project."""
+    _reset([*fleet_dbs.dsns, fleet_dbs.other])
+    targets: list[Any] = [{"name": f"t{i:02}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns, 1)]
+    targets.append(fleet_dbs.other)
+    write_files(
+        tmp_path,
+        {
+            "indexes/orders.yaml": ORDERS,
+            "views/mv_customers.yaml": VIEW,
+            "dbopt.yaml": _config(targets),
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("DBOPT_DSN", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    yield tmp_path
+
+
+def dbopt(*args: str, input: str | None = None) -> Result:
+    """The CLI in-process; no output of any fleet command may hold the password."""
+    result = cli(*args, input=input)
+    assert SECRET not in result.output, result.output
+    return result
+
+
+def _rows(result: Result) -> dict[str, dict[str, Any]]:
+    report = json.loads(result.stdout)
+    return {t["target"]: t for t in report["targets"]}
+
+
+def _has_index(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('idx_orders_customer')"
+        ).fetchone()
+    return row == (True,)
+
+
+@pytest.mark.slow
+def test_plan_apply_verify_status_refresh_rollback_across_the_fleet(
+    project: Path, fleet_dbs: FleetDbs
+) -> None:
+    started = time.monotonic()
+    plan = dbopt("plan", "--env", "fleet", "--format", "json")
+    plan_seconds = time.monotonic() - started
+    assert plan.exit_code == 0, plan.output
+    rows = _rows(plan)
+    assert len(rows) == COUNT + 1
+    other = next(n for n in rows if not n.startswith("t"))
+    assert other.endswith("/fleet_other")  # named after host/database
+    assert {r["outcome"] for r in rows.values()} == {"changes"}
+    assert {r["changes"] for r in rows.values()} == {2}  # the index, the view (and its index)
+    # Progress: one line per target event, and a running count.
+    assert "t07: changes" in plan.stderr
+    assert f"{COUNT + 1}/{COUNT + 1} done, 0 failed" in plan.stderr
+    print(f"plan across {COUNT + 1} targets: {plan_seconds:.2f} s")
+
+    assert dbopt("plan", "--env", "fleet", "--exit-code").exit_code == 1
+
+    apply = dbopt("apply", "--env", "fleet", "--parallel", "4", "--format", "json")
+    assert apply.exit_code == 0, apply.output
+    assert {r["outcome"] for r in _rows(apply).values()} == {"applied"}
+    assert all(_has_index(d) for d in [*fleet_dbs.dsns, fleet_dbs.other])
+    assert "t03: " in apply.stderr  # the targets' own events carry their names
+
+    again = dbopt("plan", "--env", "fleet", "--format", "plain")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count(" unchanged ") == COUNT + 1
+
+    verify = dbopt("verify", "--env", "fleet", "--format", "json")
+    assert verify.exit_code == 0, verify.output
+    assert {r["outcome"] for r in _rows(verify).values()} == {"pass"}
+
+    status = dbopt("status", "--env", "fleet", "--exit-code", "--format", "json")
+    assert status.exit_code == 0, status.output
+    assert {r["outcome"] for r in _rows(status).values()} == {"ok"}
+
+    refresh = dbopt("refresh-views", "--env", "fleet", "--targets", "t1*", "--format", "json")
+    assert refresh.exit_code == 0, refresh.output
+    refreshed = _rows(refresh)
+    assert sorted(refreshed) == [f"t{i}" for i in range(10, 20)]
+    assert {r["changes"] for r in refreshed.values()} == {1}
+
+    rollback = dbopt("rollback", "--env", "fleet", "--last", "--target", "t01", "--target", "t02")
+    assert rollback.exit_code == 0, rollback.output
+    assert not _has_index(fleet_dbs.dsns[0]) and not _has_index(fleet_dbs.dsns[1])
+    assert _has_index(fleet_dbs.dsns[2])
+    markdown = dbopt("status", "--env", "fleet", "--exit-code", "--format", "markdown")
+    assert markdown.exit_code == 1  # t01 and t02 miss their index and view
+    assert re.search(r"^\| t01 +\| attention +\|", markdown.stdout, re.M), markdown.stdout
+    assert "attention: t02: " in markdown.stdout
+
+
+@pytest.mark.slow
+def test_a_target_down_stops_the_fleet_unless_continue_on_error(
+    project: Path, fleet_dbs: FleetDbs, closed_port: int
+) -> None:
+    down = f"postgresql://app:{SECRET}@127.0.0.1:{closed_port}/app"
+    targets = [
+        {"name": "a", "dsn": fleet_dbs.dsns[0]},
+        {"name": "down", "dsn": down},
+        {"name": "b", "dsn": fleet_dbs.dsns[1]},
+        {"name": "c", "dsn": fleet_dbs.dsns[2]},
+    ]
+    (project / "dbopt.yaml").write_text(_config(targets, parallel=1))
+    stopped = dbopt("apply", "--env", "fleet", "--format", "json")
+    assert stopped.exit_code == 3, stopped.output
+    rows = _rows(stopped)
+    assert [rows[n]["outcome"] for n in ["a", "down", "b", "c"]] == [
+        "applied",
+        "unreachable",
+        "not started",
+        "not started",
+    ]
+    assert "could not connect to app@127.0.0.1" in rows["down"]["detail"]
+    assert not _has_index(fleet_dbs.dsns[1])
+
+    going_on = dbopt("apply", "--env", "fleet", "--continue-on-error", "--format", "plain")
+    assert going_on.exit_code == 3, going_on.output
+    assert _has_index(fleet_dbs.dsns[1]) and _has_index(fleet_dbs.dsns[2])
+    assert "4 targets: " in going_on.stdout and "1 unreachable" in going_on.stdout
+    assert "4/4 done, 1 failed" in going_on.stderr
+
+
+@pytest.mark.slow
+def test_a_target_whose_lock_is_held_exits_3_and_the_others_apply(
+    project: Path, fleet_dbs: FleetDbs
+) -> None:
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:4], 1)]
+    (project / "dbopt.yaml").write_text(_config(targets))
+    with psycopg.connect(fleet_dbs.dsns[2], autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, hashtext(current_database()))", (0x64626F70,))
+        result = dbopt("apply", "--env", "fleet", "--continue-on-error", "--format", "json")
+    assert result.exit_code == 3, result.output
+    rows = _rows(result)
+    assert rows["t3"]["outcome"] == "locked"
+    assert [rows[n]["outcome"] for n in ("t1", "t2", "t4")] == ["applied"] * 3
+    assert not _has_index(fleet_dbs.dsns[2])
+
+
+@pytest.mark.slow
+def test_a_canary_that_misses_its_budgets_stops_the_rest(
+    project: Path, fleet_dbs: FleetDbs
+) -> None:
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:5], 1)]
+    (project / "dbopt.yaml").write_text(_config(targets))
+    canary = fleet_dbs.dsns[0]
+    with psycopg.connect(canary, autocommit=True) as conn:
+        # Every order is customer 7's: no index helps; the budget's expectation fails there.
+        conn.execute("UPDATE orders SET customer_id = 7")
+        conn.execute("ANALYZE orders")
+        try:
+            result = dbopt("apply", "--env", "fleet", "--canary", "1", "--format", "json")
+        finally:
+            conn.execute("UPDATE orders SET customer_id = id % 1000")
+            conn.execute("ANALYZE orders")
+    assert result.exit_code == 1, result.output
+    rows = _rows(result)
+    assert rows["t1"]["outcome"] == "budgets failed"
+    assert rows["t1"]["canary"] is True
+    assert rows["t1"]["failing_budgets"] == ["orders_of_customer"]
+    assert [rows[f"t{i}"]["outcome"] for i in range(2, 6)] == ["not started"] * 4
+    assert not any(_has_index(d) for d in fleet_dbs.dsns[1:5])
+
+    # A canary that passes lets the rest go on.
+    _reset(fleet_dbs.dsns[:5])
+    result = dbopt("apply", "--env", "fleet", "--canary", "2", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = _rows(result)
+    assert [rows[n]["canary"] for n in ("t1", "t2", "t3")] == [True, True, False]
+    assert {r["outcome"] for r in rows.values()} == {"applied"}
+
+
+@pytest.mark.slow
+def test_one_confirmation_for_the_whole_fleet(project: Path, fleet_dbs: FleetDbs) -> None:
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:3], 1)]
+    (project / "dbopt.yaml").write_text(_config(targets, confirm=True))
+    refused = dbopt("apply", "--env", "fleet", input="no\n")
+    assert refused.exit_code == 2, refused.output
+    assert "apply: 2 creates on 3 targets of fleet\n" in refused.output
+    assert refused.output.count("Type the environment name") == 1
+    assert not any(_has_index(d) for d in fleet_dbs.dsns[:3])
+    done = dbopt("apply", "--env", "fleet", input="fleet\n")
+    assert done.exit_code == 0, done.output
+    assert all(_has_index(d) for d in fleet_dbs.dsns[:3])
+
+
+@pytest.mark.slow
+def test_verify_junit_has_one_suite_per_target(
+    project: Path, fleet_dbs: FleetDbs, closed_port: int
+) -> None:
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:3], 1)]
+    targets.append({"name": "down", "dsn": f"host=127.0.0.1 port={closed_port} dbname=x"})
+    (project / "dbopt.yaml").write_text(_config(targets))
+    result = dbopt(
+        "verify", "--env", "fleet", "--continue-on-error", "--junit", "v.xml", "--format", "plain"
+    )
+    assert result.exit_code == 3, result.output  # unreachable beats failed budgets
+    assert "FAIL t1: orders_of_customer" in result.stdout  # no index yet: a seq scan
+    root = ET.parse(project / "v.xml").getroot()
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert sorted(suites) == ["down", "t1", "t2", "t3"]
+    assert suites["t2"].get("failures") == "1"
+    assert suites["down"].get("errors") == "1"
+    assert root.get("tests") == "4"
+
+
+@pytest.mark.slow
+def test_targets_from_a_registry_query(
+    project: Path, fleet_dbs: FleetDbs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = fleet_dbs.dsns[0]
+    physical = [psycopg.conninfo.conninfo_to_dict(d)["dbname"] for d in fleet_dbs.dsns]
+    with psycopg.connect(registry, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS tenants")
+        conn.execute("CREATE TABLE tenants (name text, db text, active bool)")
+        for i, db in enumerate(physical[:6], 1):
+            conn.execute("INSERT INTO tenants VALUES (%s, %s, %s)", (f"tenant-{i}", db, i != 4))
+    try:
+        config = {
+            "environments": {
+                "tenants": {
+                    "targets_query": {
+                        "dsn": "${REGISTRY_URL}",
+                        "sql": "SELECT name, db FROM tenants WHERE active ORDER BY name",
+                    },
+                    **SETTINGS,
+                },
+                "wide": {
+                    "targets_query": {"dsn": registry, "sql": "SELECT name, db, 1 FROM tenants"},
+                },
+            }
+        }
+        (project / "dbopt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        monkeypatch.setenv("REGISTRY_URL", registry)
+        result = dbopt("plan", "--env", "tenants", "--format", "json")
+        assert result.exit_code == 0, result.output
+        assert list(_rows(result)) == ["tenant-1", "tenant-2", "tenant-3", "tenant-5", "tenant-6"]
+
+        wide = dbopt("plan", "--env", "wide")
+        assert wide.exit_code == 2, wide.output
+        assert "dbopt.yaml:12:12: targets_query: it returned 3 columns" in wide.stderr
+    finally:
+        with psycopg.connect(registry, autocommit=True) as conn:
+            conn.execute("DROP TABLE tenants")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_target_cleanly(project: Path, fleet_dbs: FleetDbs) -> None:
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:4], 1)]
+    (project / "dbopt.yaml").write_text(
+        _config(targets, parallel=2).replace("lock_timeout: 2s", "lock_timeout: 30s")
+    )
+    blockers = [psycopg.connect(d) for d in fleet_dbs.dsns[:2]]
+    try:
+        for blocker in blockers:  # an open write holds each concurrent build up
+            blocker.execute("INSERT INTO orders VALUES (-1, 1, 'open transaction')")
+        proc = start_dbopt(project, "apply", "--env", "fleet", "--format", "plain")
+        for admin in fleet_dbs.admin[:2]:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                wait_for(conn, WAITING_HERE)
+        read_until(proc, "t2: started")
+        proc.send_signal(signal.SIGINT)
+        read_until(proc, "interrupted: stopping")
+        for blocker in blockers:  # the clean-up's DROP INDEX CONCURRENTLY waits for them too
+            blocker.rollback()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        for blocker in blockers:
+            blocker.close()
+    assert proc.returncode == 130, out
+    assert SECRET not in out
+    for dsn in fleet_dbs.dsns[:4]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert invalid_indexes(conn) == []
+    assert not any(_has_index(d) for d in fleet_dbs.dsns[:4])
+    with psycopg.connect(fleet_dbs.dsns[0]) as conn:
+        assert conn.execute("SELECT outcome FROM dbopt.runs").fetchall() == [("aborted",)]
+    with psycopg.connect(fleet_dbs.dsns[3]) as conn:  # never started: no history at all
+        assert conn.execute("SELECT to_regclass('dbopt.runs')").fetchone() == (None,)
+
+
+@pytest.mark.slow
+def test_fleet_config_errors_exit_2_at_their_line(project: Path, fleet_dbs: FleetDbs) -> None:
+    (project / "dbopt.yaml").write_text(
+        "environments:\n"
+        "  both:\n"
+        "    dsn: postgresql://a@h/db\n"
+        "    targets: [postgresql://a@h/db2]\n"
+        "  twice:\n"
+        "    targets:\n"
+        "      - {name: x, dsn: 'postgresql://a@h/one'}\n"
+        "      - {name: x, dsn: 'postgresql://a@h/two'}\n"
+    )
+    result = dbopt("plan", "--env", "twice")
+    assert result.exit_code == 2, result.output
+    assert "dbopt.yaml:3:5: environment 'both': give dsn (one database) or targets" in result.stderr
+    assert "dbopt.yaml:8:" in result.stderr
+    assert "environment 'twice': target name 'x' is used twice (first at line 7)" in result.stderr
+
+    (project / "dbopt.yaml").write_text(
+        "environments:\n"
+        "  derived:\n"
+        "    targets:\n"
+        f"      - postgresql://a:{SECRET}@h/same\n"
+        "      - postgresql://b@h/same\n"
+        "  ok:\n"
+        "    targets: ['postgresql://a@h:1/db', 'service=svc', svc2]\n"
+        "  one:\n"
+        "    dsn: postgresql://a@h/db\n"
+    )
+    derived = dbopt("plan", "--env", "derived")
+    assert derived.exit_code == 2, derived.output
+    assert "dbopt.yaml:4:9: environment 'derived': target 'h:5432/same' is named twice" in (
+        derived.stderr
+    )
+    assert "dbopt.yaml:5:9: " in derived.stderr
+
+    one = dbopt("import", "--env", "ok")
+    assert one.exit_code == 2
+    assert one.stderr.strip().endswith(
+        "environment 'ok' is a fleet of 3 selected databases and dbopt import works on one: "
+        "choose it with --target NAME"
+    )
+    unknown = dbopt("plan", "--env", "ok", "--target", "nope")
+    assert unknown.exit_code == 2 and "--target nope: no target" in unknown.stderr
+    glob = dbopt("plan", "--env", "ok", "--targets", "zz*")
+    assert glob.exit_code == 2 and "--targets 'zz*' matches no target" in glob.stderr
+    run_id = dbopt("rollback", "--env", "ok", "--run", "3")
+    assert run_id.exit_code == 2
+    assert "dbopt rollback --run/--index works on one" in run_id.stderr
+    not_fleet = dbopt("plan", "--env", "one", "--target", "x")
+    assert not_fleet.exit_code == 2 and "'one' names one database" in not_fleet.stderr
+    canary = dbopt("apply", "--env", "one", "--canary", "1")
+    assert canary.exit_code == 2 and "--canary goes with a fleet environment" in canary.stderr
+
+
+# --- without a database --------------------------------------------------------------------
+
+
+def test_the_readme_fleet_config_loads_and_names_its_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbopt.config import load_config
+    from dbopt.fleet import resolve
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Fleets", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "dbopt.yaml").write_text(block)
+    config = load_config(tmp_path / "dbopt.yaml")
+    assert config.environments["tenants"].parallel == 8
+    assert config.environments["registry"].targets_query is not None
+    fleet = resolve(config, "tenants", {"US_DATABASE_URL": f"postgresql://u:{SECRET}@db-us/app"})
+    assert [m.name for m in fleet.members] == ["eu-1", "db-us/app", "app_tenant_3"]
+    assert fleet.members[2].target.dsn == "service=app_tenant_3"
+    assert [m.name for m in fleet.select(globs=["*-*"]).members] == ["eu-1", "db-us/app"]
+    assert [m.name for m in fleet.select(names=["app_tenant_3"]).members] == ["app_tenant_3"]
+
+
+def test_crontab_lines_of_a_fleet_run_the_same_selection(write: Any) -> None:
+    write(
+        **{
+            "views/mv.yaml": "name: mv\nquery: SELECT 1 AS one\nrefresh: {schedule: '@hourly'}\n",
+            "dbopt.yaml": _config(["postgresql://a@h/one", "postgresql://a@h/two"]),
+        }
+    )
+    result = dbopt(
+        "refresh-views", "--env", "fleet", "--targets", "h/t*", "--emit", "crontab", "--no-env-file"
+    )
+    assert result.exit_code == 0, result.output
+    assert "refresh-views --env fleet --targets 'h/t*'" in result.stdout
+    plan = dbopt("refresh-views", "--env", "fleet", "--plan")
+    assert plan.exit_code == 2
+    assert "dbopt refresh-views --plan works on one" in plan.stderr
+
+
+def _fake_fleet(count: int, parallel: int = 2) -> Any:
+    from dbopt.config import Settings, Target
+    from dbopt.fleet import Fleet, Member
+
+    members = tuple(
+        Member(f"m{i}", Target("f", f"dbname=m{i}", Settings())) for i in range(1, count + 1)
+    )
+    return Fleet("f", members, parallel)
+
+
+def test_the_runner_keeps_to_parallel_and_stops_after_a_failure() -> None:
+    import threading
+
+    from dbopt.fleet import Context, Done, Member, Policy, run
+
+    lock = threading.Lock()
+    now = {"running": 0, "peak": 0}
+
+    def work(member: Member, context: Context) -> Done:
+        if member.name == "m2":  # at once: m3 cannot have started before it failed
+            return Done("failed", 1, failed=True)
+        with lock:
+            now["running"] += 1
+            now["peak"] = max(now["peak"], now["running"])
+        time.sleep(0.05)
+        with lock:
+            now["running"] -= 1
+        if member.name == "m3":
+            raise psycopg.errors.LockNotAvailable("lock timeout")
+        return Done("ok")
+
+    fleet = _fake_fleet(8)
+    stopped = run(fleet, work, Policy(2))
+    outcomes = [r.outcome for r in stopped.results]
+    assert outcomes == ["ok", "failed"] + ["not started"] * 6
+    assert stopped.exit_code == 1 and stopped.stopped == "m2 failed"
+
+    every = run(fleet, work, Policy(3, continue_on_error=True))
+    assert [r.outcome for r in every.results].count("ok") == 6
+    assert every.results[2].outcome == "locked" and every.exit_code == 3  # 3 beats 1
+    assert now["peak"] == 3  # m2 takes no time: three of the others run at once
+
+    canary = run(fleet, work, Policy(4, canary=2))
+    assert [r.outcome for r in canary.results][:3] == ["ok", "failed", "not started"]
+    assert [r.canary for r in canary.results][:3] == [True, True, False]
+
+
+def test_the_runner_cancels_running_targets_when_interrupted() -> None:
+    import threading
+
+    from dbopt.fleet import Context, Done, Member, Policy, run
+
+    interrupt = threading.Event()
+    started = threading.Semaphore(0)
+
+    def work(member: Member, context: Context) -> Done:
+        cancelled = threading.Event()
+        context.on_cancel(cancelled.set)
+        started.release()
+        assert cancelled.wait(10), "never cancelled"
+        return Done("interrupted", 130, detail="cancelled")
+
+    def press_ctrl_c() -> None:
+        started.acquire()
+        started.acquire()
+        interrupt.set()
+
+    threading.Thread(target=press_ctrl_c).start()
+    report = run(_fake_fleet(5), work, Policy(2), interrupt=interrupt)
+    assert report.interrupted and report.exit_code == 130
+    assert [r.outcome for r in report.results] == ["interrupted"] * 2 + ["not started"] * 3
+    assert [r.detail for r in report.results][:2] == ["cancelled", "cancelled"]
