@@ -216,6 +216,10 @@ def test_the_noise_band_is_deterministic_and_widened_by_the_machines_jitter() ->
     low, high = p95_band(times, spread_ms=1.5) or (0, 0)
     assert (low, high) == pytest.approx((min(band[0], p95 - 1.5), max(band[1], p95 + 1.5)))
     assert (p95_band(times, spread_ms=100.0) or (1, 0))[0] == 0.0  # never below zero
+    # ...but never more than the probe's delay in proportion: a fast query's band stays
+    # near it however many milliseconds the probe lost.
+    low, high = p95_band(times, spread_ms=100.0, jitter=0.5) or (0, 0)
+    assert (low, high) == pytest.approx((min(band[0], p95 / 1.5), max(band[1], p95 * 1.5)))
     assert p95_band((2.0,)) == (2.0, 2.0) and p95_band(()) is None
 
 
@@ -235,6 +239,9 @@ def test_a_budget_within_the_noise_is_unstable_and_outside_it_is_not() -> None:
     # A query four times over its budget fails however noisy the machine's probe was
     # relative to its own ~1 ms (a multiplied jitter of 3.6 once called this unstable).
     assert judge(m, budget(budget_ms=1.25), spread_ms=3.0).status == Status.FAIL
+    # A millionth of a ms fails a 5 ms query even when the probe lost 10 ms, since it lost
+    # less than twice its own time (jitter 1.0).
+    assert judge(m, budget(budget_ms=0.000001), spread_ms=10.0, jitter=1.0).status == Status.FAIL
     # Near warn_ms only: pass and warn exit alike, so it warns (never unstable).
     near_warn = judge(m, budget(budget_ms=50.0, warn_ms=p95), spread_ms=0.5)
     assert near_warn.status == Status.WARN and "within the measured noise" in near_warn.summary
@@ -420,23 +427,30 @@ def test_a_budget_at_the_measured_p95_is_unstable_on_a_real_server(
     assert report.noise is not None and report.noise.runs == 30  # measured, not guessed
     assert result.verdict.status == Status.PASS
     at = replace(result.budget, budget_ms=m.p95_ms)
-    verdict = judge(m, at, spread_ms=report.noise.spread_ms)
+    verdict = judge(m, at, spread_ms=report.noise.spread_ms, jitter=report.noise.jitter)
     assert verdict.status == Status.UNSTABLE, verdict.findings
     low, high = verdict.p95_band or (0.0, 0.0)
     assert low <= (m.p95_ms or 0.0) <= high
     # Twice the top of the band, or under half its bottom, is no longer a matter of noise.
-    assert judge(m, replace(at, budget_ms=high * 2), spread_ms=report.noise.spread_ms).status == (
-        Status.PASS
-    )
-    assert judge(m, replace(at, budget_ms=low / 2), spread_ms=report.noise.spread_ms).status == (
-        Status.FAIL
-    )
+    assert judge(
+        m,
+        replace(at, budget_ms=high * 2),
+        spread_ms=report.noise.spread_ms,
+        jitter=report.noise.jitter,
+    ).status == (Status.PASS)
+    assert judge(
+        m,
+        replace(at, budget_ms=low / 2),
+        spread_ms=report.noise.spread_ms,
+        jitter=report.noise.jitter,
+    ).status == (Status.FAIL)
 
 
 def pretend_noise(monkeypatch: pytest.MonkeyPatch, spread_ms: float) -> None:
     """Make this run's machine delay work by up to ``spread_ms`` one run in twenty (the
     real one is what it is)."""
-    noise = Noise(runs=30, p50_ms=1.0, p95_ms=1.0 + spread_ms, max_ms=1.0 + spread_ms)
+    # A 10 µs probe: its relative jitter (100 x spread) caps nothing.
+    noise = Noise(runs=30, p50_ms=0.01, p95_ms=0.01 + spread_ms, max_ms=0.01 + spread_ms)
     monkeypatch.setattr(run_mod, "measure_noise", lambda conn, settings: noise)
 
 
@@ -466,7 +480,7 @@ def test_unstable_is_reported_in_every_format_and_exits_0_unless_strict(
     assert status == {"near": "unstable", "far": "pass", "over": "fail", "over_rows": "fail"}
     assert result.exit_code == 1  # "over" fails
     assert report["summary"] == {"pass": 1, "warn": 0, "unstable": 1, "fail": 2}
-    assert report["noise"]["jitter"] == 1.0
+    assert report["noise"]["jitter"] == pytest.approx(100.0)
     near = by_name(report)["near"]
     low, high = near["p95_band_ms"]
     assert low <= 0.5 <= high
@@ -481,7 +495,7 @@ def test_unstable_is_reported_in_every_format_and_exits_0_unless_strict(
         shown = cli("verify", "--dsn", db_dsn, "--specs", "indexes", "--format", fmt)
         assert shown.exit_code == 1, fmt  # over_rows still fails
         assert "UNSTABLE near" in shown.stdout and "1 unstable" in shown.stdout, fmt
-        assert "machine jitter 100%" in shown.stdout, fmt
+        assert "machine jitter 10000%" in shown.stdout, fmt
 
     write(**{"indexes/t.yaml": NOISY.replace("0.000001", "60000").split("  - {name: over_r")[0]})
     quiet = cli("verify", "--dsn", db_dsn, "--specs", "indexes", "--junit", "v.xml")

@@ -14,8 +14,9 @@ Two measurements, both reported, neither guessed:
   the p95 of another ``runs`` runs of the same query could differ.
 
 A query's noise band is the wider of the two around its p95: its own bootstrap interval, or
-the machine's spread added both ways (``p95 - spread`` to ``p95 + spread``). Added, not
-multiplied: the probe's relative spread swings from a few percent to several hundred on a
+the machine's spread added both ways (``p95 - spread`` to ``p95 + spread``), capped by the
+probe's jitter in proportion (a 20 µs query was not delayed by the 3 ms a 1 ms probe lost).
+Added, not only multiplied: the probe's relative spread swings from a few percent to several hundred on a
 loaded machine, and as a factor it would call a query four times over its budget
 "unstable" (a green build for a clear failure) or one at a quarter of it "unstable" too. A
 time verdict whose threshold lies inside the band cannot be told from noise: it is
@@ -82,10 +83,14 @@ def _p95_sorted(values: Sequence[float]) -> float:
     return values[low] + (values[high] - values[low]) * (pos - low)
 
 
-def p95_band(times: Sequence[float], spread_ms: float = 0.0) -> tuple[float, float] | None:
-    """The noise band of the p95 of ``times``: a bootstrap interval of it, widened to at
-    least ``p95 - spread_ms`` .. ``p95 + spread_ms`` (the machine's spread, see
-    :class:`Noise`). Deterministic for given times. None without times."""
+def p95_band(
+    times: Sequence[float], spread_ms: float = 0.0, jitter: float | None = None
+) -> tuple[float, float] | None:
+    """The noise band of the p95 of ``times``: a bootstrap interval of it, widened by the
+    machine's delay (see :class:`Noise`): ``spread_ms`` either side, but never more than the
+    probe's ``jitter`` in proportion (``p95 / (1 + jitter)`` .. ``p95 x (1 + jitter)``) — a
+    delay the probe saw neither in milliseconds nor relative to its own time is not assumed.
+    Deterministic for given times. None without times."""
     if not times:
         return None
     ordered = sorted(times)
@@ -98,8 +103,12 @@ def p95_band(times: Sequence[float], spread_ms: float = 0.0) -> tuple[float, flo
         tail = (1 - CONFIDENCE) / 2
         low = estimates[int(tail * (RESAMPLES - 1))]
         high = estimates[round((1 - tail) * (RESAMPLES - 1))]
-    # The machine may have delayed this p95 by its spread, or may delay the next one so.
-    return max(0.0, min(low, p95 - spread_ms)), max(high, p95 + spread_ms)
+    # The machine may have delayed this p95 by its spread, or may delay the next one so; a
+    # fast query cannot have been delayed by more than the probe was, in proportion.
+    down, up = p95 - spread_ms, p95 + spread_ms
+    if jitter is not None:
+        down, up = max(down, p95 / (1 + jitter)), min(up, p95 * (1 + jitter))
+    return max(0.0, min(low, down)), max(high, up)
 
 
 def noise_budget() -> QueryBudget:

@@ -142,6 +142,7 @@ def run_verify(
 
     def judge_one(m: Measurement, budget: QueryBudget) -> Verdict:
         spread = noise.spread_ms if noise is not None else 0.0
+        jitter = noise.jitter if noise is not None else None
         return judge(
             m,
             budget,
@@ -152,6 +153,7 @@ def run_verify(
             regression_floor_ms=regression_floor_ms,
             ancestors=ancestors,
             spread_ms=spread,
+            jitter=jitter,
         )
 
     results = [QueryResult(budget, m, judge_one(m, budget)) for budget, m in measured]

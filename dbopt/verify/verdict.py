@@ -454,6 +454,7 @@ def judge(
     regression_floor_ms: float = DEFAULT_REGRESSION_FLOOR_MS,
     ancestors: Mapping[QualifiedName, tuple[QualifiedName, ...]] | None = None,
     spread_ms: float = 0.0,
+    jitter: float | None = None,
 ) -> Verdict:
     """Judge a measurement: p95 against budget_ms/warn_ms within its noise band (``spread_ms``:
     the machine's, see :mod:`~dbopt.verify.noise`), the deterministic budgets, the
@@ -464,7 +465,7 @@ def judge(
     :func:`dbopt.verify.run.index_ancestors`) lets a partition's index count for the
     partitioned index it belongs to. Pure: no I/O.
     """
-    band = p95_band(m.execution_ms, spread_ms) if m.outcome == Outcome.OK else None
+    band = p95_band(m.execution_ms, spread_ms, jitter) if m.outcome == Outcome.OK else None
     findings = time_findings(m, budget, band) + budget_findings(m, budget)
     used = IndexesUsed.of(m.plan, ancestors)
     if m.plan is not None:
