@@ -16,10 +16,11 @@ Two measurements, both reported, neither guessed:
 A query's noise band is the wider of the two around its p95: its own bootstrap interval, or
 the machine's spread added both ways (``p95 - spread`` to ``p95 + spread``), capped by the
 probe's jitter in proportion (a 20 µs query was not delayed by the 3 ms a 1 ms probe lost).
-Added, not only multiplied: the probe's relative spread swings from a few
-percent to several hundred on a loaded machine, and as a factor alone it would call a query
-four times over its budget "unstable" (a green build for a clear failure). A time verdict
-whose threshold lies inside the band cannot be told from noise: it is ``unstable`` (see :mod:`~dbopt.verify.verdict`); a band wholly above the budget fails.
+Added, not only multiplied: the probe's relative spread swings from a few percent to several
+hundred on a loaded machine, and as a factor alone it would call a query four times over its
+budget "unstable" (a green build for a clear failure). A time verdict whose threshold lies
+inside the band cannot be told from noise: it is ``unstable`` (see
+:mod:`~dbopt.verify.verdict`); a band wholly above the budget fails.
 """
 
 from __future__ import annotations
