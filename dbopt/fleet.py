@@ -189,7 +189,17 @@ def _from_query(
     for number, row in enumerate(rows, 1):
         if any(not isinstance(v, str) or not v.strip() for v in row):
             raise bad(f"row {number} holds a NULL, an empty or a non-text value")
-        name, value = (row[0], row[0]) if width == 1 else (row[0], row[1])
+        if width == 1:
+            # One column holds database names: never a DSN (it could carry a password into
+            # every line that names the target, or send the control role's to another host).
+            if "=" in row[0] or "://" in row[0]:
+                raise bad(
+                    f"row {number} is not a database name: one column holds database names "
+                    "on the control server; return name and dsn for connection strings"
+                )
+            name, value = row[0], row[0]
+        else:
+            name, value = row[0], row[1]
         # A DSN, or a database on the control database's server.
         dsn = value if "=" in value or "://" in value else make_conninfo(control, dbname=value)
         found.append((name, dsn, True, query.at))
@@ -426,7 +436,12 @@ class _Run:
             self.halted = f"{result.name} {done.outcome}"
 
     def _interrupt(self, running: dict[str, _Running]) -> None:
+        """Cancel each running target once per Ctrl-C: cancelling again would also cancel
+        the clean-up a cancelled build runs (its DROP INDEX CONCURRENTLY), and leave the
+        INVALID index behind."""
         first = not self.interrupted
+        if self.interrupt is not None:
+            self.interrupt.clear()
         self.interrupted = True
         self.stopping.set()
         for r in running.values():

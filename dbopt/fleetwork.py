@@ -8,7 +8,7 @@ Each builder takes what the command line parsed and returns a :data:`dbopt.fleet
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from dbopt.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     NothingToRollBack,
+    UnsafeActionError,
 )
 from dbopt.fleet import Context, Done, Member, Work
 from dbopt.model import ChangeOutcome, RunOutcome
@@ -55,17 +56,32 @@ def counts(plan: Plan) -> str:
     return ", ".join(_n(n, kind) for kind, n in sorted(found.items()))
 
 
+def fingerprint(plan: Plan) -> tuple[str, ...]:
+    """What a plan would run, to compare the plan confirmed with the plan about to run."""
+    return tuple(
+        f"{a.kind.value} {a.name}: " + "; ".join(s.text() for s in a.forward) for a in plan.runnable
+    )
+
+
 class _Hooks:
     """A target's hooks in a fleet: nothing printed per target (the report says it), the
     fleet was confirmed once before any target ran; a Ctrl-C pressed while this target was
-    planning stops it before its first statement."""
+    planning stops it before its first statement. With ``confirmed`` (the plan the person
+    said yes to, as :func:`fingerprint`), a target whose plan is not that one any more (or
+    that could not be planned for the confirmation) runs nothing."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, confirmed: tuple[str, ...] | None = None) -> None:
         self.context = context
+        self.confirmed = confirmed
 
     def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
         if self.context.stopping:
             raise KeyboardInterrupt
+        if self.confirmed is not None and fingerprint(plan) != self.confirmed:
+            raise UnsafeActionError(
+                "its plan changed since the fleet's plan was confirmed; nothing was run here "
+                "(plan and apply again)"
+            )
 
     def confirm(self, question: str) -> bool:
         return True
@@ -105,7 +121,8 @@ def plan_work(
                 EXIT_BAD_INPUT,
                 len(changes),
                 detail="apply would refuse: " + "; ".join(refusals),
-                failed=True,
+                # A finding of a read-only command: it stops no other target.
+                failed=False,
                 value=result,
             )
         code = EXIT_CHECK_FAILED if exit_code and changes else EXIT_OK
@@ -168,22 +185,32 @@ def apply_work(
     options: usecases.ApplyOptions,
     reporter_for: ReporterFor,
     canary_check: CanaryCheck | None = None,
+    confirmed: Mapping[str, tuple[str, ...] | None] | None = None,
 ) -> Work:
-    """``dbopt apply`` on a target (confirmed for the whole fleet beforehand); on a canary,
-    the budgets are verified after the apply and a miss fails the canary."""
+    """``dbopt apply`` on a target (confirmed for the whole fleet beforehand: ``confirmed``
+    maps each target to the :func:`fingerprint` of the plan confirmed, None where it could
+    not be planned; a target runs only that plan); on a canary, the budgets are verified
+    after the apply and a miss fails the canary."""
     options = replace(options, yes=True)
 
     def work(member: Member, context: Context) -> Done:
         own = options
         if options.plans_dir is not None:  # run ids are per database: a folder per target
             own = replace(options, plans_dir=options.plans_dir / _file_name(member.name))
+        expected = None
+        if confirmed is not None:
+            expected = confirmed.get(member.name)
+            if expected is None:
+                raise UnsafeActionError(
+                    "it could not be planned for the confirmation; nothing was run here"
+                )
         outcome = usecases.apply(
             member.target,
             specs,
             history,
             own,
             reporter=reporter_for(member.name),
-            hooks=_Hooks(context),
+            hooks=_Hooks(context, expected),
             on_start=lambda runner: context.on_cancel(runner.cancel),
         )
         if options.dry_run:

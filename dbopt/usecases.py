@@ -387,7 +387,7 @@ def rollback(
         derived: RollbackPlan = rollback_plan(runner.control, history, selection)
         catalog = derived.catalog
         assert catalog is not None  # rollback_plan always inspects
-        result = derived.plan
+        result = replace(derived.plan, where=where(runner.control))
         if not result.runnable:
             reasons = "\n  ".join(f"{s.name}: {s.reason}" for s in derived.skipped)
             raise NothingToRollBack("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))

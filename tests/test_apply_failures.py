@@ -276,3 +276,32 @@ def test_a_prompt_without_an_answer_is_not_a_confirmation(
     assert result.exit_code == 2, result.output
     assert "not confirmed" in result.output
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
+
+
+def test_ctrl_c_during_a_rollback_drop_leaves_no_invalid_index(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """DROP INDEX CONCURRENTLY marks the index INVALID before it waits for the table's
+    lockers: stopped there, it would leave an index no query can use. dbopt finishes the
+    drop it was asked for (guarded like every drop)."""
+    assert cli("apply", "--env", "test").exit_code == 0
+    with psycopg.connect(db_dsn) as reader:
+        reader.execute("SELECT count(*) FROM appointments")  # holds ACCESS SHARE
+        proc = start_dbopt(project, "rollback", "--env", "test", "--last", "--yes")
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+            "AND query LIKE 'DROP INDEX CONCURRENTLY%%' AND wait_event_type = 'Lock'",
+        )
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'idx_appt_barber' AND NOT i.indisvalid",
+        )
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        reader.rollback()  # the finishing drop waits for it too
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert invalid_indexes(conn) == [], out
+    assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,), out

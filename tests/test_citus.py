@@ -217,6 +217,25 @@ def test_verify_names_the_shard_of_a_sequential_scan(
     assert int(port) in shop.ports()
     shard = int(query["culprit"].split(" in shard ")[1].split()[0])
     assert shard in _shards(shop)
+    # Buffers and cost: the coordinator's node counts none of the shards' work, so those
+    # budgets fail as not judgeable; rows examined counts every task's scans.
+    _project(
+        tmp_path,
+        monkeypatch,
+        shop.dsn,
+        orders=ORDERS.replace(
+            "        budget_ms: 500\n",
+            "        budget_ms: 500\n        max_buffers: 5\n        max_cost: 5\n"
+            "        max_rows_examined: 5\n",
+        ),
+    )
+    judged = json.loads(_json(cli("verify", "--env", "test", "--format", "json").output))
+    found = {f["kind"]: f for f in judged["queries"][0]["findings"]}
+    for kind in ("max_buffers", "max_cost"):
+        assert found[kind]["status"] == "fail"
+        assert "cannot be judged on a distributed (Citus) plan" in found[kind]["message"]
+    assert found["max_rows_examined"]["status"] == "fail"
+    assert "rows examined" in found["max_rows_examined"]["message"]
 
 
 @pytest.mark.slow

@@ -356,6 +356,15 @@ def test_targets_from_a_registry_query(
                 "wide": {
                     "targets_query": {"dsn": registry, "sql": "SELECT name, db, 1 FROM tenants"},
                 },
+                # One column holds database names: a DSN there (with its password) is refused,
+                # never used as the target's name.
+                "one": {
+                    "targets_query": {
+                        "dsn": registry,
+                        "sql": "SELECT 'host=127.0.0.1 password=Secret-pw-42 dbname=' || db "
+                        "FROM tenants",
+                    },
+                },
             }
         }
         (project / "dbopt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -367,6 +376,10 @@ def test_targets_from_a_registry_query(
         wide = dbopt("plan", "--env", "wide")
         assert wide.exit_code == 2, wide.output
         assert "dbopt.yaml:12:12: targets_query: it returned 3 columns" in wide.stderr
+        one = dbopt("plan", "--env", "one")
+        assert one.exit_code == 2, one.output
+        assert "row 1 is not a database name" in one.stderr
+        assert "Secret-pw-42" not in one.output
     finally:
         with psycopg.connect(registry, autocommit=True) as conn:
             conn.execute("DROP TABLE tenants")
@@ -574,3 +587,34 @@ def test_the_runner_cancels_running_targets_when_interrupted() -> None:
     assert report.interrupted and report.exit_code == 130
     assert [r.outcome for r in report.results] == ["interrupted"] * 2 + ["not started"] * 3
     assert [r.detail for r in report.results][:2] == ["cancelled", "cancelled"]
+
+
+@pytest.mark.slow
+def test_a_target_whose_plan_changed_after_the_confirmation_runs_nothing(
+    project: Path, fleet_dbs: FleetDbs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The person confirmed what each target's plan said; a target whose plan is another by
+    the time it runs (here: its index built by someone while the prompt waited, and a
+    target gaining a change) runs nothing and says why."""
+    from dbopt.cli import fleet_output
+
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:3], 1)]
+    (project / "dbopt.yaml").write_text(_config(targets, confirm=True))
+    real = fleet_output.confirm
+
+    def meanwhile(question: str, env: str) -> None:
+        with psycopg.connect(fleet_dbs.dsns[1], autocommit=True) as t2:
+            t2.execute("CREATE INDEX idx_orders_customer ON orders (customer_id)")
+        real(question, env)
+
+    monkeypatch.setattr(fleet_output, "confirm", meanwhile)
+    result = dbopt(
+        "apply", "--env", "fleet", "--continue-on-error", "--format", "json", input="fleet\n"
+    )
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    rows = {t["target"]: t for t in report["targets"]}
+    assert rows["t1"]["outcome"] != "refused" and rows["t3"]["outcome"] != "refused", rows
+    assert rows["t2"]["outcome"] == "refused", rows
+    assert "plan changed since the fleet's plan was confirmed" in rows["t2"]["detail"]
+    assert _has_index(fleet_dbs.dsns[0]) and _has_index(fleet_dbs.dsns[2])

@@ -232,7 +232,7 @@ def apply_fleet(
     """apply on a fleet: one confirmation for all (confirm: true, unless --yes or --dry-run;
     every target planned first, read-only), then the runs, canaries first."""
     from dbopt import fleet as fl
-    from dbopt.fleetwork import CanaryCheck, apply_work, fleet_summary, plan_work
+    from dbopt.fleetwork import CanaryCheck, apply_work, fingerprint, fleet_summary, plan_work
     from dbopt.history import History
     from dbopt.planner import Plan
 
@@ -255,8 +255,16 @@ def apply_fleet(
         found = [(r.name, r.value if isinstance(r.value, Plan) else None) for r in plans.results]
         if any(p is not None and p.runnable for _n, p in found):
             confirm(fleet_summary(found, fleet.env, "apply"), fleet.env)
+        confirmed = {n: None if p is None else fingerprint(p) for n, p in found}
+    else:
+        confirmed = None
     work = apply_work(
-        specs, history, options, reporter_for(opts), CanaryCheck() if canary else None
+        specs,
+        history,
+        options,
+        reporter_for(opts),
+        CanaryCheck() if canary else None,
+        confirmed=confirmed,
     )
     report = run(fleet, work, how)
     if options.dry_run:

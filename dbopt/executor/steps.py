@@ -8,6 +8,7 @@ destructive statements are checked by :mod:`dbopt.guard` right before they run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -181,6 +182,25 @@ class StepRunner:
             return None
         return None if row is None or row[0] is None else int(row[0])
 
+    def _finish_broken_drop(self, step: Step) -> None:
+        """A DROP INDEX CONCURRENTLY stopped part-way (Ctrl-C, a timeout, an error) may have
+        marked the index INVALID already: the index is then of no use to any query, and
+        dropping it was what was asked, so finish the drop (guarded as every drop is). An
+        index still valid was not touched: it stays, and the action reports its failure."""
+        if step.mode != StepMode.DROP:
+            return
+        for identity in step.expect:
+            if identity.object_type != "index" or identity.oid is None:
+                continue
+            try:
+                now = self._oid_of(identity.name)
+            except psycopg.Error:
+                continue
+            if now is None or now.oid != identity.oid or now.valid is not False:
+                continue
+            broken = dataclasses.replace(identity, invalid=True)
+            self._drop_own(broken, "the index its stopped drop had made INVALID")
+
     def _drop_own(self, identity: Identity, what: str) -> str:
         """Drop an object this run made (a failed build's INVALID index, a build aside that
         could not be swapped in); returns what was done, for the report.
@@ -283,6 +303,7 @@ class StepRunner:
                 # psycopg cancelled the statement on the server; the action cleans up.
                 self._cancelled.set()
                 self._after_failed_build(step, built, watches)
+                self._finish_broken_drop(step)
                 raise
             except NotOursError:
                 raise
@@ -300,6 +321,7 @@ class StepRunner:
                 continue
             except pgerrors.QueryCanceled as exc:
                 self._after_failed_build(step, built, watches)
+                self._finish_broken_drop(step)
                 if self._cancelled.is_set():
                     raise KeyboardInterrupt from None
                 raise StepFailed(
@@ -308,6 +330,7 @@ class StepRunner:
                 ) from None
             except psycopg.Error as exc:
                 self._after_failed_build(step, built, watches)
+                self._finish_broken_drop(step)
                 shards = self._shards(step) if step.mode == StepMode.BUILD else None
                 where = (
                     f" (on the shards: {shards.describe_bad()})" if shards and shards.bad else ""

@@ -12,6 +12,8 @@ between runs for given data and statistics (see :attr:`Measurement.buffers`,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dbopt.model import QueryBudget
 from dbopt.verify.findings import Finding, FindingKind, Status
 from dbopt.verify.measurement import Measurement, Outcome
@@ -108,9 +110,30 @@ def _places(value: float) -> int:
     return 0 if float(value).is_integer() else 2
 
 
+def _distributed(m: Measurement) -> bool:
+    """True when part of the plan ran on Citus shards (tasks of a distributed query)."""
+    return m.plan is not None and any(n.shard is not None for n in m.plan.walk())
+
+
+#: Why buffers and cost are not judged on a distributed plan.
+_ON_SHARDS = (
+    "cannot be judged on a distributed (Citus) plan: the coordinator's node counts none of "
+    "what the shards do; use max_rows_examined, which counts every task's scans"
+)
+
+
 def budget_findings(m: Measurement, budget: QueryBudget) -> list[Finding]:
-    """The deterministic budgets the query states, each its own finding, pass or fail."""
+    """The deterministic budgets the query states, each its own finding, pass or fail (a
+    failure for max_buffers and max_cost on a distributed plan, which cannot be judged)."""
     found = []
+    if _distributed(m):
+        for kind, limit in (
+            (FindingKind.MAX_BUFFERS, budget.max_buffers),
+            (FindingKind.MAX_COST, budget.max_cost),
+        ):
+            if limit is not None:
+                found.append(Finding(Status.FAIL, kind, f"{kind.value} {_ON_SHARDS}"))
+        budget = replace(budget, max_buffers=None, max_cost=None)
     if budget.max_buffers is not None:
         shown = (
             f"{m.buffers:,} (hit {m.shared_hit:,} + read {m.shared_read:,})"
