@@ -124,6 +124,8 @@ class Executor(StepRunner):
         attempt = 0
         first = time.monotonic()
         while True:
+            if self._cancelled.is_set():  # Ctrl-C while this action waited its turn
+                raise KeyboardInterrupt
             started = time.time()
             try:
                 self.preflight(action)
@@ -144,6 +146,10 @@ class Executor(StepRunner):
         self.reporter.event(f"{action.kind.value} {action.name} ...")
         try:
             self._preflight_patiently(action)
+        except KeyboardInterrupt:
+            # Ctrl-C before its first statement: nothing of it was made.
+            result = ChangeResult(action, ChangeOutcome.ABORTED, 0.0, error="Ctrl-C")
+            self.reporter.finished(action.name)
         except NotOursError as exc:
             result = ChangeResult(action, ChangeOutcome.SKIPPED, 0.0, error=str(exc))
             self.reporter.finished(action.name)
