@@ -22,7 +22,7 @@ from psycopg import sql
 
 import dbopt.verify.hypothetical as hypothetical_mod
 import dbopt.verify.measurement as measurement_mod
-from dbopt.cli import verify_cmd
+from dbopt.cli import verify_output
 from dbopt.cli.common import DboptGroup, Options
 from dbopt.cli.verify_cmd import verify
 from dbopt.config import Settings
@@ -973,7 +973,7 @@ def test_the_explanation_says_why_with_the_plan_and_the_meant_index() -> None:
 def test_plain_and_markdown_print_the_explanation(fmt: str) -> None:
     report = failing()
     out = io.StringIO()
-    verify_cmd._print_text(report, fmt, out, 0)
+    verify_output.print_text(report, fmt, out, 0)
     printed = [line.strip() for line in out.getvalue().splitlines()]
     for line in explanation(report.results[0]).splitlines():
         assert line.strip() in printed
@@ -983,7 +983,7 @@ def test_the_terminal_table_prints_the_same_words(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps at the console width
     report = failing()
     out = io.StringIO()
-    verify_cmd._print_rich(report, out, 0)
+    verify_output.print_rich(report, out, 0)
     printed = [line.strip() for line in out.getvalue().splitlines()]
     for line in explanation(report.results[0]).splitlines():
         assert line.strip() in printed
@@ -1055,7 +1055,7 @@ def _markdown_blocks_stand_apart(text: str) -> None:
 
 def test_markdown_separates_summary_lines_from_tables() -> None:
     out = io.StringIO()
-    verify_cmd._print_text(failing(), "markdown", out, 0)
+    verify_output.print_text(failing(), "markdown", out, 0)
     _markdown_blocks_stand_apart(out.getvalue())
     # Times in one format: the budget as the measured times are.
     assert "| 5.000 " in out.getvalue() and "| 7.380 " in out.getvalue()
@@ -1067,7 +1067,7 @@ def test_markdown_separates_summary_lines_from_tables() -> None:
     opts = Options(env=None, dsn=None, config=None, specs=(), fmt="markdown", verbose=0)
     out = io.StringIO()
     with pytest.raises(CheckFailedError, match="would still miss their expectations"):
-        verify_cmd._finish_hypothetical(report, opts, None, out)
+        verify_output.finish_hypothetical(report, opts, None, out)
     text = out.getvalue()
     _markdown_blocks_stand_apart(text)
     assert "nothing was built or run.\n\nEvery index in the specs exists already" in text
