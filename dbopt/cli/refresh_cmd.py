@@ -110,9 +110,9 @@ def refresh_views(
 
     from dbopt import refresh as vw
     from dbopt import usecases
-    from dbopt.config import duration_ms
     from dbopt.history import History
     from dbopt.model import RefreshOutcome
+    from dbopt.settingvalues import duration_ms
     from dbopt.spec import load_specs
 
     config = opts.load_config()

@@ -194,7 +194,7 @@ def with_waits(
     """The target with the waiting flags applied over its environment's settings."""
     from dataclasses import replace
 
-    from dbopt.config import duration_ms
+    from dbopt.settingvalues import duration_ms
 
     settings = target.settings
     if build_wait_timeout is not None:
@@ -207,8 +207,8 @@ def with_waits(
 
 
 def locking(wait: bool, wait_timeout: str | None) -> Locking:
-    from dbopt.config import duration_ms
     from dbopt.errors import ConfigError
+    from dbopt.settingvalues import duration_ms
     from dbopt.usecases import Locking
 
     if wait_timeout is not None and not wait:
