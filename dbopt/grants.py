@@ -88,7 +88,9 @@ def grant_sql(facts: GrantFacts, roles: Roles) -> str:
             lines.append(
                 _comment(
                     f"role {role} does not exist yet; create it first, e.g.\n"
-                    f"CREATE ROLE {sql.Identifier(role).as_string()} LOGIN PASSWORD '...';"
+                    + sql.SQL("CREATE ROLE {} LOGIN PASSWORD '...';")
+                    .format(sql.Identifier(role))
+                    .as_string()
                 )
             )
     lines += _apply_grants(facts, roles.apply)

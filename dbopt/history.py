@@ -156,19 +156,22 @@ class HistoryFacts:
                 out.append((o, lacking))
         return out
 
-    def qualified(self, o: HistoryObject) -> str:
-        parts = (self.schema,) if o.name is None else (self.schema, o.name)
-        return sql.Identifier(*parts).as_string()
-
     def access_problem(self, mode: str) -> str:
         """One line: the grants the role lacks to read (or write) the history."""
-        groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        groups: dict[tuple[str, tuple[str, ...]], list[sql.Identifier]] = {}
         order = {"schema": 0, "table": 1, "sequence": 2}
         for o, privs in sorted(self.missing(mode), key=lambda m: order[m[0].kind]):
-            groups.setdefault((o.kind, privs), []).append(self.qualified(o))
-        role = sql.Identifier(self.role).as_string()
+            parts = (self.schema,) if o.name is None else (self.schema, o.name)
+            groups.setdefault((o.kind, privs), []).append(sql.Identifier(*parts))
         lacking = "; ".join(
-            f"GRANT {', '.join(privs)} ON {_ON[kind]} {', '.join(names)} TO {role}"
+            sql.SQL("GRANT {} ON {} {} TO {}")
+            .format(
+                sql.SQL(", ").join(sql.SQL(p) for p in privs),  # privilege keywords
+                sql.SQL(_ON[kind]),
+                sql.SQL(", ").join(names),
+                sql.Identifier(self.role),
+            )
+            .as_string()
             for (kind, privs), names in groups.items()
         )
         verb = "read" if mode == "read" else "record runs in"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from dbopt.catalog import catalog_sql, inspect
 from dbopt.config import Target
@@ -100,7 +101,10 @@ def _credibility_notes(conn: psycopg.Connection[Any], keeper: str, facts: GrantF
             notes.append(
                 f"the history's owner {keeper} is not a member of {owner}, which owns tables "
                 f"the specs name: dbopt will not count what it makes on them as its own (it "
-                f"would never drop it). GRANT {owner} TO {keeper}, or create the history as "
-                f"{owner}"
+                "would never drop it). "
+                + sql.SQL("GRANT {} TO {}")
+                .format(sql.Identifier(owner), sql.Identifier(keeper))
+                .as_string()
+                + f", or create the history as {owner}"
             )
     return notes

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from dbopt.catalog import Catalog, catalog_sql, inspect
@@ -162,7 +163,12 @@ def new_view_owner(
     if row["can_become"] and not row["keeper_cannot_create"]:
         return NewViewOwner(role=keeper)
     how = (
-        f"GRANT CREATE ON SCHEMA {', '.join(row['keeper_cannot_create'])} TO {keeper}"
+        sql.SQL("GRANT CREATE ON SCHEMA {} TO {}")
+        .format(
+            sql.SQL(", ").join(sql.Identifier(s) for s in row["keeper_cannot_create"]),
+            sql.Identifier(keeper),
+        )
+        .as_string()
         if row["can_become"]
         else f"run as {keeper}, or as a member of it that may SET ROLE to it"
     )

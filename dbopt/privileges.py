@@ -120,18 +120,24 @@ def unreadable_problem(
     lacking = [a for a in access if not a.readable]
     if not lacking:
         return None
-    role = sql.Identifier(_role(conn)).as_string()
+    grantee = sql.Identifier(_role(conn))
+    role = grantee.as_string()
     schemas = sorted({a.name.schema for a in lacking if not a.schema_usage})
     tables = ", ".join(a.name.ident().as_string() for a in lacking)
     grants = (
         [
-            f"GRANT USAGE ON SCHEMA {', '.join(sql.Identifier(s).as_string() for s in schemas)} "
-            f"TO {role}"
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}")
+            .format(sql.SQL(", ").join(sql.Identifier(s) for s in schemas), grantee)
+            .as_string()
         ]
         if schemas
         else []
     )
-    grants.append(f"GRANT SELECT ON {tables} TO {role}")
+    grants.append(
+        sql.SQL("GRANT SELECT ON {} TO {}")
+        .format(sql.SQL(", ").join(a.name.ident() for a in lacking), grantee)
+        .as_string()
+    )
     return (
         f"role {role} may not read {tables}, which {what}; missing: "
         + "; ".join(grants)
@@ -148,12 +154,13 @@ def temp_problem(conn: psycopg.Connection[Any]) -> str | None:
     assert row is not None
     if row["may_temp"]:
         return None
-    role = sql.Identifier(row["role"]).as_string()
-    database = sql.Identifier(row["database"]).as_string()
+    grantee, db = sql.Identifier(row["role"]), sql.Identifier(row["database"])
+    role, database = grantee.as_string(), db.as_string()
+    grant = sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(db, grantee).as_string()
     return (
         f"role {role} may not create temporary tables in database {database}, which dbopt "
-        f"uses to compare definitions (rolled back); missing: GRANT TEMPORARY ON DATABASE "
-        f"{database} TO {role} (`dbopt init` prints every grant)"
+        f"uses to compare definitions (rolled back); missing: {grant} (`dbopt init` prints "
+        "every grant)"
     )
 
 
@@ -165,9 +172,11 @@ def create_problem(
     rows = conn.execute(catalog_sql("schemas_without_create"), (sorted(set(schemas)),)).fetchall()
     if not rows:
         return None
-    names = ", ".join(sql.Identifier(r[0]).as_string() for r in rows)
+    schemas_sql = sql.SQL(", ").join(sql.Identifier(r[0]) for r in rows)
+    names = schemas_sql.as_string()
+    grant = sql.SQL("GRANT CREATE ON SCHEMA {}").format(schemas_sql).as_string()
     return (
         f"{command} refused: the current role may not create objects in schema {names}: "
         "CREATE INDEX and CREATE MATERIALIZED VIEW need CREATE on the schema besides "
-        f"ownership of the table; GRANT CREATE ON SCHEMA {names} TO this role"
+        f"ownership of the table; {grant} TO this role"
     )

@@ -448,7 +448,11 @@ def _check(
         if not here["can_maintain"]:
             problems.append(
                 f"{rel.name}: role {role} may not restore its statistics (that needs MAINTAIN "
-                f"on it: run as its owner, or GRANT MAINTAIN ON {rel.name} TO {role})"
+                "on it: run as its owner, or "
+                + sql.SQL("GRANT MAINTAIN ON {} TO {}")
+                .format(rel.name.ident(), sql.Identifier(role))
+                .as_string()
+                + ")"
             )
         types: Mapping[str, str] = here["columns"]
         for col in rel.columns:

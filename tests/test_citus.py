@@ -319,7 +319,7 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     _project(tmp_path, monkeypatch, shop.dsn, orders=spec_ts)
     refused = cli("apply", "--env", "test")
     assert refused.exit_code == 2, refused.output
-    assert "DROP INDEX CONCURRENTLY IF EXISTS public.orders_ts" in refused.output
+    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."orders_ts"' in refused.output
     # IF EXISTS: without it the drop fails on any shard the failed build never reached.
     shop.run("DROP INDEX CONCURRENTLY IF EXISTS public.orders_ts")
     assert _invalid_anywhere(shop) == []

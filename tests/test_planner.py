@@ -387,7 +387,7 @@ def test_an_invalid_index_dbopt_did_not_make_is_refused_never_dropped() -> None:
     assert action.kind == ActionKind.REPAIR and action.existed_before
     assert action.refusal is not None
     assert "is INVALID and dbopt did not make it" in action.refusal
-    assert "DROP INDEX CONCURRENTLY IF EXISTS public.idx_orders_customer" in action.refusal
+    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_orders_customer"' in action.refusal
     assert result.refused == (action,)
 
 

@@ -374,7 +374,7 @@ def test_a_view_that_could_not_count_as_dbopts_own_is_refused_before_anything_ru
     result = cli("apply", *_as(admin_dsn, deployer))
     assert result.exit_code == 2, result.output
     assert "would not count as dbopt's own" in result.output
-    assert f"GRANT CREATE ON SCHEMA analytics TO {app}" in result.output
+    assert f'GRANT CREATE ON SCHEMA "analytics" TO "{app}"' in result.output
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         assert oid(admin, "idx_orders_customer") is None
 

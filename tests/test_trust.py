@@ -667,7 +667,7 @@ def test_an_invalid_index_dbopt_did_not_make_is_never_repaired(
     assert invalid_indexes(conn) == ["idx_orders_customer"]
     result = cli("apply", "--env", "test")
     assert result.exit_code == 2, result.output
-    assert "DROP INDEX CONCURRENTLY IF EXISTS public.idx_orders_customer" in result.output
+    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_orders_customer"' in result.output
     assert oid(conn, "idx_orders_customer") == theirs
     assert oid(conn, "idx_orders_status") is None  # nothing ran
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from psycopg import sql
+
 from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.catalog.properties import Properties
@@ -403,7 +405,9 @@ def _repair_action(
             "build?): dbopt never drops what it did not make; check it and drop it by hand "
             # IF EXISTS: on Citus the drop goes to every shard, and a failed build may have
             # left some without the index (Citus's own hint says the same).
-            f"(DROP INDEX CONCURRENTLY IF EXISTS {name}), then apply again"
+            "("
+            + sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name.ident()).as_string()
+            + "), then apply again"
         )
     identity = index_identity(existing, invalid=True, origin=owners.origin(existing.oid))
     return Action(
