@@ -69,6 +69,24 @@ _SCHEMA_NAME = {
     "description": "A schema name (at most 63 bytes); case is kept as written.",
 }
 
+
+#: A database named in dbopt.yaml (a replica, a fleet's target): a DSN, a service name, or
+#: {name, dsn}.
+_DSN_ITEM: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["dsn"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "dsn": {"type": "string", "minLength": 1},
+            },
+        },
+    ]
+}
+
 _COLUMN_OBJECT = {
     "type": "object",
     "description": "One key column: a column name or an expression, with its options.",
@@ -291,20 +309,7 @@ _ENVIRONMENT: dict[str, Any] = {
             "description": "The environment's standbys (status shows each one's index "
             "scans; apply reads their lag): a DSN, a service name, or {name, dsn}. ${VAR} is "
             "expanded.",
-            "items": {
-                "anyOf": [
-                    {"type": "string", "minLength": 1},
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["dsn"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "dsn": {"type": "string", "minLength": 1},
-                        },
-                    },
-                ]
-            },
+            "items": _DSN_ITEM,
         },
         "targets": {
             "type": "array",
@@ -312,20 +317,7 @@ _ENVIRONMENT: dict[str, Any] = {
             "description": "A fleet: the databases this environment names instead of one dsn; "
             "each a DSN, a service name, or {name, dsn}. ${VAR} is expanded; an unnamed target "
             "is called after its host/database (or its service).",
-            "items": {
-                "anyOf": [
-                    {"type": "string", "minLength": 1},
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["dsn"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "dsn": {"type": "string", "minLength": 1},
-                        },
-                    },
-                ]
-            },
+            "items": _DSN_ITEM,
         },
         "targets_query": {
             "type": "object",
