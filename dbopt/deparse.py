@@ -44,6 +44,8 @@ def sorted_storage(text: str) -> str:
     """``text`` (an index definition, or the part of it after ``USING``) with the options of
     its ``WITH (...)`` clause in name order. Only the clause itself is touched: one at paren
     depth 0, outside quoted literals and identifiers (an expression's string may say WITH)."""
+    if " WITH (" not in text:
+        return text  # most definitions: no need to scan them character by character
     start = _top_level(text, " WITH (")
     if start is None:
         return text

@@ -23,6 +23,7 @@ from dbopt.deparse import (
     simple_canonical,
 )
 from dbopt.errors import PrivilegeError
+from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
 from dbopt.model import QualifiedName, SpecSet
 from dbopt.planner import ActionKind, NewViewOwner, Plan, own_new_views, plan
@@ -53,6 +54,30 @@ def build_plan(
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
     (one query per kind) and the plan made again with them."""
+    with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
+        return _build_plan(
+            conn,
+            specs,
+            settings,
+            history,
+            replace_drifted=replace_drifted,
+            prune=prune,
+            cascade=cascade,
+            catalog=catalog,
+        )
+
+
+def _build_plan(
+    conn: psycopg.Connection[Any],
+    specs: SpecSet,
+    settings: Settings,
+    history: History,
+    *,
+    replace_drifted: bool,
+    prune: bool,
+    cascade: bool,
+    catalog: Catalog | None,
+) -> Plan:
     owned = history.owned(conn)
     if catalog is None:
         catalog = inspect(conn, relevant(specs, owned))

@@ -16,6 +16,7 @@ from dbopt import cron
 from dbopt.crossfile import cross_file_problems
 from dbopt.docvalidate import check_document, dotted
 from dbopt.errors import InputError, Problem, SpecError
+from dbopt.gcpause import paused_gc
 from dbopt.model import (
     DEFAULT_SCHEMA,
     Expectation,
@@ -532,6 +533,11 @@ def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
     Raises SpecError listing every problem found in every file, in file order: a file that
     cannot be read, or an item that breaks the schema, hides nothing else.
     """
+    with paused_gc():
+        return _load_specs(dirs)
+
+
+def _load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
     files, problems = _spec_files(dirs)
     if not files and not problems:
         where = ", ".join(str(d) for d, _ in dirs) or "(none)"

@@ -8,6 +8,7 @@ rendering of what it checked (for expressions and view queries), so nothing can 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -94,11 +95,13 @@ def _near(text: str, position: int | None) -> str:
     return f" (near {text[position : position + 20]!r})"
 
 
+@functools.lru_cache(maxsize=4096)
 def render_expression(text: str) -> str:
     """Parse one SQL value expression and return the parser's rendering of it.
 
     Raises SqlTextError unless ``text`` is exactly one expression: no second statement, no
-    FROM/ORDER BY/... smuggled after it, no alias.
+    FROM/ORDER BY/... smuggled after it, no alias. Remembered per text (a pure function of
+    it): a fleet renders the same spec expressions for every target.
     """
     from pglast import parser
     from pglast.stream import RawStream
@@ -211,8 +214,10 @@ def _check_query(text: str, with_placeholders: bool) -> tuple[CheckedQuery, dict
     return checked, tree
 
 
+@functools.lru_cache(maxsize=1024)
 def render_query(text: str) -> str:
-    """The parser's rendering of a read-only query without placeholders (for view bodies)."""
+    """The parser's rendering of a read-only query without placeholders (for view bodies);
+    remembered per text, as :func:`render_expression`."""
     from pglast import parser
     from pglast.stream import RawStream
 

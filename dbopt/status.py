@@ -125,7 +125,7 @@ def index_status(
 ) -> StatusReport:
     """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
     owned = history.owned(conn)
-    catalog = inspect(conn, relevant(specs, owned))
+    catalog = inspect(conn, relevant(specs, owned), sizes=True)
     result = build_plan(conn, specs, settings, history, catalog=catalog)
     shards = _shards(conn, catalog)
     owners = ownership(owned, catalog)

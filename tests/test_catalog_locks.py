@@ -99,7 +99,7 @@ UNRELATED_DDL = [
 
 def timed_inspect(conn: psycopg.Connection[Any], relevant: Any) -> tuple[Any, float]:
     started = time.monotonic()
-    catalog = inspect(conn, relevant)
+    catalog = inspect(conn, relevant, sizes=True)  # sizes take locks too: status's path
     return catalog, time.monotonic() - started
 
 
@@ -125,6 +125,11 @@ def test_inspect_never_waits_on_ddl_outside_the_specs(
     assert audit.columns == ("id", "note", "at")
     assert not audit.inspected
     assert audit.total_bytes is None and audit.estimated_rows >= 0
+    # What plan inspects: no sizes at all (each is a file-system read per index).
+    unsized = inspect(catalog_db, RELEVANT)
+    assert unsized.relations[APPOINTMENTS].total_bytes is None
+    assert all(i.size_bytes is None for i in unsized.indexes.values())
+    assert unsized.indexes[q("appt_day")].definition == catalog.indexes[q("appt_day")].definition
 
 
 def test_what_is_outside_the_specs_is_listed_without_locks(
@@ -203,7 +208,7 @@ def test_ddl_on_a_relevant_relation_is_still_waited_for(
 def test_without_relevant_everything_is_inspected_and_may_wait(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
 ) -> None:
-    catalog = inspect(catalog_db)
+    catalog = inspect(catalog_db, sizes=True)
     assert catalog.relevant is None
     assert all(r.inspected for r in catalog.relations.values())
     assert catalog.relations[q("audit")].total_bytes is not None

@@ -42,7 +42,8 @@ class Relation:
     """A table, partitioned table, materialized view or view.
 
     ``total_bytes`` and ``view_definition`` are known for inspected relations only (the
-    relevant ones; see :func:`inspect`): reading them takes a lock.
+    relevant ones; see :func:`inspect`): reading them takes a lock. ``total_bytes`` only when
+    inspected with sizes.
     """
 
     name: QualifiedName
@@ -98,7 +99,7 @@ class CatalogIndex:
     relkind: str  # i index, I partitioned index
     constraint_name: str | None
     constraint_type: str | None
-    size_bytes: int
+    size_bytes: int | None  # None unless inspected with sizes
     scans: int | None
     oid: int = 0
     building: bool = False  # INVALID because a session is building it right now
@@ -205,7 +206,10 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 def inspect(
-    conn: psycopg.Connection[Any], relevant: Collection[QualifiedName] | None = None
+    conn: psycopg.Connection[Any],
+    relevant: Collection[QualifiedName] | None = None,
+    *,
+    sizes: bool = False,
 ) -> Catalog:
     """Read the catalog in a constant number of queries (four, five with ``relevant``; one
     more where the citus extension is installed: which tables Citus distributes).
@@ -218,6 +222,9 @@ def inspect(
     left open on it in another session never makes dbopt wait. A name that does not exist is
     no error (it is simply not found). ``None`` inspects everything (and may wait on any
     relation).
+
+    ``sizes``: read the size of every inspected relation and index (status shows them); the
+    plan needs none, and on ten thousand indexes sizing them is most of the query's time.
     """
     queries = 0
     relations: dict[QualifiedName, Relation] = {}
@@ -235,7 +242,7 @@ def inspect(
             queries += 1
             found = cur.fetchone()
             oids = list(found["oids"]) if found else []
-        scope = {"everything": wanted is None, "relevant": oids}
+        scope = {"everything": wanted is None, "relevant": oids, "sizes": sizes}
         cur.execute(catalog_sql("relations"), scope)
         queries += 1
         rows = cur.fetchall()

@@ -5,7 +5,8 @@
 -- pg_get_indexdef and pg_get_expr lock the index's table (ACCESS SHARE; PostgreSQL 15.18 does)
 -- and pg_relation_size the index itself, so the WHERE clause keeps every other index out
 -- before they are computed: an index on a table no spec names is known by name only
--- (names.sql).
+-- (names.sql). Sizes only when asked for (parameter sizes: status): pg_relation_size reads
+-- the file system for every index, most of the query's time on ten thousand indexes.
 SELECT c.oid::bigint                                AS oid,
        i.indrelid::bigint                          AS table_oid,
        n.nspname                                   AS schema,
@@ -22,7 +23,7 @@ SELECT c.oid::bigint                                AS oid,
        c.relkind::text                             AS relkind,
        con.conname                                 AS constraint_name,
        con.contype::text                           AS constraint_type,
-       pg_relation_size(c.oid)                     AS size_bytes,
+       CASE WHEN %(sizes)s THEN pg_relation_size(c.oid) END AS size_bytes,
        pg_stat_get_numscans(c.oid)                 AS scans,
        -- An INVALID index a session is building right now (not a failed build).
        NOT i.indisvalid AND EXISTS (SELECT 1 FROM pg_stat_progress_create_index p

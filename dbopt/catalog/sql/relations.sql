@@ -4,8 +4,8 @@
 -- Only the relevant relations (parameter relevant; all of them with everything) are sized and
 -- deparsed: pg_total_relation_size and pg_get_viewdef take an ACCESS SHARE lock (pg_get_viewdef
 -- on every relation the view reads too), so they would queue behind DDL on a relation no spec
--- names. Every other column is a plain catalog read that takes no lock; CASE evaluates its
--- branch only for the rows it selects. citus says whether the Citus extension is installed
+-- names; sizes only when asked for (parameter sizes: status). Every other column is a plain
+-- catalog read that takes no lock; CASE evaluates its branch only for the rows it selects. citus says whether the Citus extension is installed
 -- (computed once: then citus_tables.sql says which relations it distributes).
 SELECT c.oid::bigint                                AS oid,
        n.nspname                                   AS schema,
@@ -15,7 +15,7 @@ SELECT c.oid::bigint                                AS oid,
        pg_get_userbyid(c.relowner)                 AS owner,
        pg_has_role(c.relowner, 'USAGE')            AS owned,
        (%(everything)s OR c.oid = ANY (%(relevant)s::oid[])) AS inspected,
-       CASE WHEN %(everything)s OR c.oid = ANY (%(relevant)s::oid[])
+       CASE WHEN %(sizes)s AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
             THEN pg_total_relation_size(c.oid) END AS total_bytes,
        c.reltuples::bigint                         AS estimated_rows,
        COALESCE(c.reloptions, '{}')                AS options,
