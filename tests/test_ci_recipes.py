@@ -65,9 +65,8 @@ def test_parse_refuses_what_the_cli_refuses() -> None:
         parse(["verify", "--junit-xml", "x.xml"])
     with pytest.raises(click.BadParameter):
         parse(["refresh-views", "--log-format", "yaml"])
-    assert list(dbopt_lines('dbopt verify --junit v.xml --format markdown >> "$S"'))[0][-1] == (
-        "markdown"
-    )
+    line = 'dbopt verify --junit v.xml --format markdown >> "$S"'
+    assert list(dbopt_lines(line)) == [["verify", "--junit", "v.xml", "--format", "markdown"]]
 
 
 def test_github_actions_workflow() -> None:
