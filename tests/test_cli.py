@@ -330,7 +330,13 @@ def test_unknown_command_exits_2(write: Write) -> None:
 def test_version() -> None:
     result = cli("--version")
     assert result.exit_code == 0
-    assert result.stdout == "dbopt, version 0.1.0\n"
+    import psycopg
+
+    dbopt_line, psycopg_line, libpq_line = result.stdout.splitlines()
+    assert dbopt_line == "dbopt 0.1.0"
+    assert psycopg_line == f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__} implementation)"
+    major, minor = divmod(psycopg.pq.version(), 10000)
+    assert libpq_line == f"libpq {major}.{minor}"
 
 
 def test_no_command_is_a_stub() -> None:

@@ -81,6 +81,34 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def version_text() -> str:
+    """dbopt's version, psycopg's (and its implementation) and the libpq it links.
+
+    A libpq too old for a feature (e.g. ``require_auth``, PostgreSQL 16's) explains errors no
+    dbopt version could, so a bug report starts with all three."""
+    import psycopg
+
+    number = psycopg.pq.version()  # e.g. 170004; before 10: 90624
+    libpq = (
+        f"{number // 10000}.{number % 10000}"
+        if number >= 100000
+        else f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+    )
+    return (
+        f"dbopt {__version__}\n"
+        f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__} implementation)\n"
+        f"libpq {libpq}"
+    )
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # Eager, and psycopg imported only here: `dbopt --help` and completion stay fast.
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(version_text())
+    ctx.exit()
+
+
 class LazyGroup(DboptGroup):
     """Import a command's module only when that command is used."""
 
@@ -102,7 +130,14 @@ class LazyGroup(DboptGroup):
 
 
 @click.group(cls=LazyGroup, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
-@click.version_option(__version__, prog_name="dbopt")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show dbopt's version, psycopg's and the libpq it links, and exit.",
+)
 def main() -> None:
     """PostgreSQL indexes and materialized views as declarative code.
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from dbopt.cli.completion import complete_env
 from dbopt.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -128,7 +129,13 @@ class Options:
 def common_options(fn: F) -> F:
     """Add --env, --dsn, --config, --specs, --format and -v; pass them as ``opts``."""
 
-    @click.option("--env", "env", metavar="NAME", help="Environment from dbopt.yaml.")
+    @click.option(
+        "--env",
+        "env",
+        metavar="NAME",
+        help="Environment from dbopt.yaml.",
+        shell_complete=complete_env,
+    )
     @click.option(
         "--dsn",
         metavar="DSN",

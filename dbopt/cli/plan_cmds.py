@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.completion import complete_index
 from dbopt.cli.fleet_output import fleet_options
+from dbopt.cli.jsonlog import JsonHooks, JsonReporter, current_log, log_format_option
 from dbopt.cli.run_output import (
     WAIT,
     WAIT_FOR_BLOCKERS,
@@ -19,12 +21,14 @@ from dbopt.cli.run_output import (
     closing,
     locking,
     print_outcome,
+    raise_for_outcome,
     waits,
     with_waits,
 )
 
 if TYPE_CHECKING:
     from dbopt.model import QualifiedName
+    from dbopt.progress import Reporter
 
 PART_INDEX = click.option(
     "--index",
@@ -33,6 +37,7 @@ PART_INDEX = click.option(
     type=QUALIFIED_NAME,
     metavar="[SCHEMA.]NAME",
     help="Only this index or materialized view (repeatable).",
+    shell_complete=complete_index,
 )
 PART_TABLE = click.option(
     "--table",
@@ -183,6 +188,7 @@ def plan(
     "DIR/<target>/run-<id>-rollback.sql).",
 )
 @fleet_options
+@log_format_option("apply")
 @click.option(
     "--canary",
     type=click.IntRange(1),
@@ -226,6 +232,7 @@ def apply(
       dbopt apply --env production --dry-run
       dbopt apply --env production --replace-drifted --jobs 2 --plans-dir plans/
       dbopt apply --env tenants --canary 2 --parallel 8   # a fleet: 2 first, then the rest
+      dbopt apply --env production --yes --log-format json >> apply.log  # JSON lines
     """
     from dbopt import usecases
     from dbopt.cli.report import make_reporter
@@ -254,6 +261,14 @@ def apply(
     if fleet is not None:
         from dbopt.cli.fleet_output import apply_fleet
 
+        if current_log() is not None:
+            from dbopt.errors import ConfigError
+
+            raise ConfigError(
+                "--log-format json logs a run on one database; a fleet's report is "
+                "--format json (choose one target with --target to log its run)"
+            )
+
         apply_fleet(
             opts,
             config,
@@ -268,22 +283,34 @@ def apply(
         )
         return
     target = with_waits(opts.target(config), build_wait_timeout, max_replica_lag, max_replica_wait)
-    reporter = make_reporter(opts.verbose)
+    log = current_log()
+    reporter: Reporter = make_reporter(opts.verbose)
+    hooks: usecases.Hooks = Terminal(opts.fmt, target.env)
+    if log is not None:
+        if dry_run:
+            from dbopt.errors import ConfigError
+
+            raise ConfigError("--log-format json logs a run: not with --dry-run")
+        log.bind(target)
+        reporter = JsonReporter(log)
+        hooks = JsonHooks(reporter, target.env)
     try:
         outcome = usecases.apply(
-            target,
-            specs,
-            History(config.history_schema),
-            options,
-            reporter=reporter,
-            hooks=Terminal(opts.fmt, target.env),
+            target, specs, History(config.history_schema), options, reporter=reporter, hooks=hooks
         )
     finally:
         closing(reporter)
     if dry_run:
         click.echo(outcome.sql, nl=False)
         return
-    if outcome.run is None:
+    if log is not None:  # the events told it all; run_end carries the exit code
+        run = outcome.run
+        log.end.update(
+            run_id=run and run.run_id,
+            run_outcome=str(run.outcome) if run else "nothing to apply",
+        )
+        raise_for_outcome(outcome, "apply")
+    elif outcome.run is None:
         click.echo("nothing to apply: the database matches the specs")
     else:
         print_outcome(outcome, opts.fmt, "apply")

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.completion import complete_view
 from dbopt.cli.fleet_output import fleet_options
+from dbopt.cli.jsonlog import current_log, log_format_option, refresh_events
 
 if TYPE_CHECKING:
     from dbopt.model import QualifiedName
+    from dbopt.refresh import RefreshResult
 
 
 @click.command("refresh-views", epilog=EXIT_CODES_HELP)
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     type=QUALIFIED_NAME,
     metavar="[SCHEMA.]NAME",
     help="Only this view; repeatable.",
+    shell_complete=complete_view,
 )
 @click.option(
     "--stale-only", is_flag=True, help="Only views not refreshed since their schedule's last tick."
@@ -66,6 +70,7 @@ if TYPE_CHECKING:
     "(e.g. '/opt/dbopt/bin/dbopt' or '/usr/bin/python3 -m dbopt').",
 )
 @fleet_options
+@log_format_option("refresh-views")
 def refresh_views(
     opts: Options,
     names: tuple[QualifiedName, ...],
@@ -103,13 +108,14 @@ def refresh_views(
       dbopt refresh-views --env production --emit crontab --env-file /etc/dbopt/production.env
       dbopt refresh-views --env production --emit pg_cron | psql -d postgres  # where pg_cron lives
       dbopt refresh-views --env tenants --parallel 8   # a fleet: every target
+      dbopt refresh-views --env production --log-format json   # JSON lines for log shippers
     """
-    import json
     import os
     from datetime import timedelta
 
     from dbopt import refresh as vw
     from dbopt import usecases
+    from dbopt.errors import ConfigError
     from dbopt.history import History
     from dbopt.model import RefreshOutcome
     from dbopt.settingvalues import duration_ms
@@ -118,8 +124,6 @@ def refresh_views(
     config = opts.load_config()
     specs = load_specs(opts.spec_dirs(config))
     if stale_only and older_than:
-        from dbopt.errors import ConfigError
-
         raise ConfigError("give --stale-only or --older-than, not both")
     older = timedelta(milliseconds=duration_ms(older_than)) if older_than else None
     options = usecases.RefreshOptions(
@@ -130,7 +134,15 @@ def refresh_views(
         plan_only=show_plan,
     )
     one = "--emit pg_cron" if emit == "pg_cron" else "--plan" if show_plan else None
+    events = current_log()
+    if events is not None and (emit or show_plan):
+        raise ConfigError("--log-format json logs a run: not with --plan or --emit")
     fleet = None if one else opts.fleet(config)
+    if events is not None and fleet is not None:
+        raise ConfigError(
+            "--log-format json logs a run on one database; a fleet's report is --format json "
+            "(choose one target with --target to log its run)"
+        )
     if fleet is not None and emit is None:
         from dbopt.cli import fleet_output as fo
         from dbopt.fleetwork import refresh_work
@@ -149,8 +161,6 @@ def refresh_views(
     )
     if emit == "crontab":
         import shlex
-
-        from dbopt.errors import ConfigError
 
         chosen = vw.select_views(specs, names)
         workdir = os.getcwd()
@@ -193,10 +203,30 @@ def refresh_views(
             nl=False,
         )
         return
+    if events is not None:
+        events.bind(target)
     results, text = usecases.refresh(target, specs, History(config.history_schema), options)
     if show_plan:
         click.echo(text, nl=False)
         return
+    if events is not None:
+        refresh_events(events, results)
+    else:
+        _print_results(results, opts)
+    if any(r.outcome == RefreshOutcome.FAILED for r in results) or (
+        strict and any(r.outcome == RefreshOutcome.SKIPPED for r in results)
+    ):
+        from dbopt.errors import CheckFailedError
+
+        raise CheckFailedError("some views were not refreshed (see above)")
+
+
+def _print_results(results: list[RefreshResult], opts: Options) -> None:
+    """Quiet on success (unless -v); a line per failure, skip or warning on stderr."""
+    import json
+
+    from dbopt.model import RefreshOutcome
+
     if opts.fmt == "json":
         click.echo(
             json.dumps(
@@ -222,9 +252,3 @@ def refresh_views(
             click.echo(f"warning: {r.view}: {r.message}", err=True)
         elif opts.verbose and opts.fmt != "json":
             click.echo(f"refreshed {r.view} ({r.mode}) in {r.seconds:.2f}s, {r.rows} rows")
-    if any(r.outcome == RefreshOutcome.FAILED for r in results) or (
-        strict and any(r.outcome == RefreshOutcome.SKIPPED for r in results)
-    ):
-        from dbopt.errors import CheckFailedError
-
-        raise CheckFailedError("some views were not refreshed (see above)")

@@ -42,8 +42,7 @@ def human_age(seconds: float | None) -> str:
 def print_outcome(outcome: Outcome, fmt: str, command: str) -> None:
     """The summary table of a run; exit 130 when it was interrupted, 1 when it failed."""
     from dbopt import render
-    from dbopt.errors import CheckFailedError
-    from dbopt.model import ChangeOutcome, RunOutcome
+    from dbopt.model import ChangeOutcome
 
     run = outcome.run
     if run is None:
@@ -86,6 +85,18 @@ def print_outcome(outcome: Outcome, fmt: str, command: str) -> None:
                 f"{change.cost.lost_s:.1f} s of building were thrown away",
                 err=True,
             )
+    raise_for_outcome(outcome, command)
+
+
+def raise_for_outcome(outcome: Outcome, command: str) -> None:
+    """Exit 130 when the run was interrupted, 1 when it failed, stopped or left changes
+    undone (what print_outcome ends with; ``--log-format json`` prints no table)."""
+    from dbopt.errors import CheckFailedError
+    from dbopt.model import ChangeOutcome, RunOutcome
+
+    run = outcome.run
+    if run is None:
+        return
     if run.outcome == RunOutcome.ABORTED:
         raise KeyboardInterrupt
     if run.outcome == RunOutcome.STOPPED:

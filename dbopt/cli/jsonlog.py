@@ -1,0 +1,350 @@
+"""``--log-format json``: one JSON object per line on stdout, for log shippers.
+
+Cron, Kubernetes and CI logs are read by machines (Loki, Fluent Bit, CloudWatch...) that split
+a stream into lines and parse each. With ``--log-format json`` every line ``apply`` and
+``refresh-views`` write to stdout is one event, and nothing else is written there; the run's
+error, which dbopt otherwise prints on stderr, is the ``error`` of its ``run_end`` event, so
+``>> dbopt.log 2>&1`` still gives a file of JSON lines. Every event has:
+
+- ``ts``: ISO-8601 UTC with milliseconds (``2025-01-31T02:00:00.123Z``),
+- ``event``: ``run_start``, ``action_start``, ``action_finish``, ``action_failure``,
+  ``action_skipped``, ``lock_wait``, ``progress``, ``message`` or ``run_end``,
+- ``command``: ``apply`` or ``refresh-views``,
+
+and the event's own fields (``object``, ``action``, ``seconds``, ``error``...; ``run_end``:
+``outcome`` and ``exit_code``). Passwords never appear: the target is described as everywhere
+in dbopt (``user@host:port/db``), and every text is scrubbed of the target's secrets.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from dbopt.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_CONNECT, EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from dbopt.cli.common import Options
+    from dbopt.config import Target
+    from dbopt.model import QualifiedName
+    from dbopt.planner import Plan
+    from dbopt.progress import Blocker
+    from dbopt.refresh import RefreshResult
+    from dbopt.rollback import Skipped
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The --log-format option of apply and refresh-views.
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per event on stdout (run start, each action's start and end "
+    "with durations, lock waits, run end with outcome and exit code), for log shippers.",
+)
+
+#: Progress and wait events of one object: at most one every this many seconds.
+_THROTTLE_S = 10.0
+
+
+def utc_now() -> str:
+    """Now, as ISO-8601 UTC with milliseconds and a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonLog:
+    """Writes events as JSON lines (thread-safe: apply builds tables in parallel)."""
+
+    def __init__(self, command: str, stream: IO[str] | None = None) -> None:
+        self.command = command
+        self.stream = stream
+        self.secrets: list[str] = []
+        #: Fields of every event from now on (the target, once known).
+        self.context: dict[str, Any] = {}
+        #: Fields the command learnt during the run, for ``run_end`` (run_id, run_outcome...).
+        self.end: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, target: Target) -> None:
+        """Name the target on every later event (never its password) and scrub its secrets."""
+        from dbopt.dsn import describe_target, secrets_of
+
+        self.secrets = secrets_of(target.dsn or "")
+        self.context["target"] = describe_target(target.dsn or "")
+        if target.env is not None:
+            self.context["environment"] = target.env
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """One line: ``{"ts", "event", "command", **context, **fields}``; None values are
+        left out."""
+        record = {"ts": utc_now(), "event": event, "command": self.command, **self.context}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        if self.secrets:
+            from dbopt.dsn import scrub
+
+            line = scrub(line, self.secrets)
+        with self._lock:
+            click.echo(line, file=self.stream or sys.stdout)
+
+
+def _blocker(b: Blocker) -> dict[str, Any]:
+    return {"pid": b.pid, "user": b.user, "state": b.state, "age_s": b.age_s, "query": b.query}
+
+
+class JsonReporter:
+    """The executor's Reporter (dbopt.progress) as events.
+
+    The executor says an action starts with ``"<action> <name> ..."`` and ends with
+    ``"<name>: <result> in <s>s[ — <error>]"``; knowing the plan (:meth:`expect`, called by
+    :class:`JsonHooks` before the first build) these become ``action_start`` and
+    ``action_finish``/``action_failure`` with the object's name as a field. A retry after a
+    lock_timeout, and a concurrent build waiting for other transactions, are ``lock_wait``;
+    anything else the executor says is a ``message``.
+    """
+
+    def __init__(self, log: JsonLog) -> None:
+        self.log = log
+        self._starts: dict[str, tuple[str, str]] = {}
+        self._kinds: dict[str, str] = {}
+        self._last: dict[tuple[str, str], float] = {}
+
+    def expect(self, plan: Plan) -> None:
+        """The actions about to run, so that their start and end events are recognised."""
+        for action in plan.runnable:
+            name, kind = str(action.name), action.kind.value
+            self._starts[f"{kind} {name} ..."] = (kind, name)
+            self._kinds[name] = kind
+
+    def _ended(self, message: str) -> bool:
+        head, sep, rest = message.partition(": ")
+        kind = self._kinds.get(head)
+        if not sep or kind is None:
+            return False
+        match = re.fullmatch(r"(\w+) in ([0-9.]+)s(?: — (.*))?", rest, flags=re.DOTALL)
+        if match is None:
+            return False
+        result, seconds, error = match.group(1), float(match.group(2)), match.group(3)
+        event = {"ok": "action_finish", "skipped": "action_skipped"}.get(result, "action_failure")
+        self.log.emit(event, object=head, action=kind, result=result, seconds=seconds, error=error)
+        return True
+
+    def event(self, message: str) -> None:
+        """An action's start or end, a lock wait, or a message."""
+        started = self._starts.get(message)
+        if started is not None:
+            self.log.emit("action_start", object=started[1], action=started[0])
+        elif self._ended(message):
+            return
+        elif message.startswith("lock_timeout on "):
+            self.log.emit("lock_wait", message=message)
+        else:
+            self.log.emit("message", message=message)
+
+    def _due(self, index: QualifiedName, what: str) -> bool:
+        now = time.monotonic()
+        key = (str(index), what)
+        if now - self._last.get(key, -_THROTTLE_S) < _THROTTLE_S:
+            return False
+        self._last[key] = now
+        return True
+
+    def progress(self, index: QualifiedName, phase: str, done: int, total: int) -> None:
+        """At most one progress event per object every 10 s."""
+        if self._due(index, "progress"):
+            percent = round(100 * done / total, 1) if total else None
+            self.log.emit(
+                "progress", object=str(index), phase=phase, done=done, total=total, percent=percent
+            )
+
+    def waiting(
+        self, index: QualifiedName, phase: str, seconds: float, blockers: list[Blocker]
+    ) -> None:
+        """A concurrent build or drop waits for other transactions: at most one event per
+        object every 10 s, naming the sessions it waits for."""
+        if self._due(index, "waiting"):
+            self.log.emit(
+                "lock_wait",
+                object=str(index),
+                phase=phase,
+                seconds=round(seconds, 1),
+                blockers=[_blocker(b) for b in blockers],
+            )
+
+    def finished(self, index: QualifiedName) -> None:
+        """The end is told by the event that follows (with the result)."""
+        self._last.pop((str(index), "progress"), None)
+        self._last.pop((str(index), "waiting"), None)
+
+
+class JsonHooks:
+    """The use cases' hooks with JSON logs: the plan is an event, the prompt goes to stderr."""
+
+    def __init__(self, reporter: JsonReporter, env: str | None) -> None:
+        self.reporter = reporter
+        self.env = env
+
+    def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
+        """Tell the reporter what will run; one ``message`` event with the counts."""
+        self.reporter.expect(plan)
+        self.reporter.log.emit("message", message=f"{title}: {len(plan.runnable)} action(s) to run")
+
+    def confirm(self, question: str) -> bool:
+        """Ask on stderr (stdout holds only events); cron jobs pass --yes."""
+        typed = click.prompt(
+            f"{question}\nType the environment name ({self.env}) to go ahead",
+            default="",
+            err=True,
+        )
+        return bool(typed == self.env)
+
+
+def refresh_events(log: JsonLog, results: Sequence[RefreshResult]) -> None:
+    """A refresh run's outcome per view, in the order they ran: ``action_finish``,
+    ``action_failure`` or ``action_skipped`` (a refresh already running elsewhere, or a view
+    whose source failed), each with the view, mode, seconds, rows and message."""
+    from dbopt.model import RefreshOutcome
+
+    events = {
+        RefreshOutcome.OK: "action_finish",
+        RefreshOutcome.FAILED: "action_failure",
+        RefreshOutcome.SKIPPED: "action_skipped",
+    }
+    for r in results:
+        log.emit(
+            events[r.outcome],
+            object=str(r.view),
+            action="refresh",
+            result=str(r.outcome),
+            mode=r.mode,
+            seconds=round(r.seconds, 3),
+            rows=r.rows,
+            error=r.message if r.outcome == RefreshOutcome.FAILED else None,
+            message=r.message if r.outcome != RefreshOutcome.FAILED else None,
+        )
+    log.end.update(
+        refreshed=sum(r.outcome == RefreshOutcome.OK for r in results),
+        failed=sum(r.outcome == RefreshOutcome.FAILED for r in results),
+        skipped=sum(r.outcome == RefreshOutcome.SKIPPED for r in results),
+    )
+
+
+def failure(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and message of an expected failure, as dbopt's group would give them
+    (dbopt.cli.common.DboptGroup); None for a bug (left to raise with its traceback)."""
+    import psycopg
+
+    from dbopt.errors import DboptError, InputError
+
+    if isinstance(exc, InputError):
+        problems = [str(p) for p in exc.problems]
+        head = str(exc.args[0]) if exc.args else str(exc)
+        return exc.exit_code, "; ".join([*problems, head])
+    if isinstance(exc, DboptError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, click.Abort):
+        return EXIT_BAD_INPUT, "not confirmed (no answer to the prompt); nothing was run"
+    if isinstance(exc, psycopg.Error):
+        from dbopt.db import format_db_error
+
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return (
+                EXIT_CONNECT,
+                f"gave up waiting for a lock (lock_timeout): {format_db_error(exc)}",
+            )
+        return EXIT_CHECK_FAILED, f"database error: {format_db_error(exc)}"
+    return None
+
+
+@contextmanager
+def logged_run(log: JsonLog | None, **start: Any) -> Iterator[None]:
+    """``run_start`` now, ``run_end`` when the block ends: ``outcome`` (ok, failed,
+    interrupted), ``exit_code``, ``seconds``, ``error``, and ``log.end`` (run_id...).
+
+    An expected failure becomes the ``run_end`` event's ``error`` and the process exits with
+    its code without the usual ``error:`` line on stderr (one stream of JSON lines for a log
+    file that takes both). Without a log, does nothing."""
+    if log is None:
+        yield
+        return
+    log.emit("run_start", **start)
+    began = time.monotonic()
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        failed = failure(exc)
+        if failed is None:
+            raise  # a bug: its traceback, as without the log
+        code, error = failed
+        log.emit(
+            "run_end",
+            outcome="interrupted" if code == EXIT_INTERRUPTED else "failed",
+            exit_code=code,
+            seconds=_since(began),
+            error=error,
+            **log.end,
+        )
+        raise click.exceptions.Exit(code) from None
+    log.emit("run_end", outcome="ok", exit_code=0, seconds=_since(began), **log.end)
+
+
+_KEY = "dbopt.jsonlog"
+
+
+def log_format_option(command: str) -> Callable[[F], F]:
+    """``--log-format text|json`` for ``command``: with json, the command runs inside
+    :func:`logged_run` and finds its log with :func:`current_log`.
+
+    Goes below ``@common_options`` (it is given ``opts`` first)."""
+
+    def decorate(fn: F) -> F:
+        @LOG_FORMAT
+        @functools.wraps(fn)
+        def wrapper(opts: Options, *args: Any, log_format: str, **kwargs: Any) -> Any:
+            log = JsonLog(command) if log_format == "json" else None
+            click.get_current_context().meta[_KEY] = log
+            from dbopt import __version__
+
+            with logged_run(log, environment=opts.env, dbopt=__version__):
+                return fn(opts, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def current_log() -> JsonLog | None:
+    """The JSON log of the running command (None: text, the default)."""
+    log = click.get_current_context().meta.get(_KEY)
+    return log if isinstance(log, JsonLog) else None
+
+
+def _since(began: float) -> float:
+    return round(time.monotonic() - began, 3)
+
+
+__all__ = [
+    "LOG_FORMAT",
+    "JsonHooks",
+    "JsonLog",
+    "JsonReporter",
+    "current_log",
+    "failure",
+    "log_format_option",
+    "logged_run",
+    "refresh_events",
+    "utc_now",
+]
