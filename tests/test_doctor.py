@@ -4,6 +4,7 @@ BookedBarber database after `apply`, where doctor must report no error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ CREATE TABLE junk (id int);
 INSERT INTO customers SELECT g, 'c' || g || '@example.com', 'r' || g % 7
   FROM generate_series(1, 2000) g;
 INSERT INTO orders SELECT g, 1 + g % 2000, (ARRAY['open','paid','sent'])[1 + g % 3],
-       '2024-01-01'::timestamptz + g * interval '1 minute', g % 100 FROM generate_series(1, 20000) g;
+       '2024-01-01'::timestamptz + g * interval '1 minute', g % 100
+  FROM generate_series(1, 20000) g;
 INSERT INTO order_items SELECT 1 + g % 20000, 'p' || g % 50 FROM generate_series(1, 2000) g;
 INSERT INTO junk SELECT g FROM generate_series(1, 60000) g;
 -- duplicate: two identical unmanaged indexes
@@ -98,12 +100,11 @@ def seeded(
     )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(SEED)
-        try:
+        # The failed build stays behind, INVALID.
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
             conn.execute(
                 "CREATE UNIQUE INDEX CONCURRENTLY orders_customer_unique ON orders (customer_id)"
             )
-        except psycopg.errors.UniqueViolation:
-            pass  # the failed build stays behind, INVALID
         conn.execute("VACUUM ANALYZE")
     root = tmp_path_factory.mktemp("doctor")
     write_files(root, SPECS)
