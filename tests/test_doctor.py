@@ -252,3 +252,57 @@ def test_doctor_exact_bloat_with_pgstattuple(seeded: tuple[str, str, Path]) -> N
     [junk] = [f for f in report["findings"] if f["check"] == "index-bloat"]
     assert junk["object"] == "public.junk_id" and junk["numbers"]["source"] == "pgstattuple"
     assert junk["numbers"]["wasted_ratio"] > 0.8
+
+
+def test_report_html_runs_doctor_beside_verify_json(
+    seeded: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _admin, dsn, root = seeded
+    monkeypatch.chdir(root)
+    specs = ("--specs", str(root / "indexes"), "--specs", str(root / "views"))
+    verified = cli("verify", "--dsn", dsn, *specs, "--format", "json", "--query", "open_today")
+    assert verified.exit_code in (0, 1), verified.output
+    (root / "verify.json").write_text(verified.stdout)
+    page = root / "report.html"
+    done = cli(
+        "report",
+        "--html",
+        str(page),
+        "--verify-json",
+        str(root / "verify.json"),
+        "--dsn",
+        dsn,
+        *specs,
+    )
+    assert done.exit_code == 0, done.output
+    text = page.read_text()
+    p95 = json.loads(verified.stdout)["queries"][0]["p95_ms"]
+    assert f'data-query="open_today" data-p95="{p95:.3f}"' in text
+    assert "public.orders_customer_unique is INVALID" in text
+    assert "<td>public.mv_empty</td><td>NO DATA</td>" in text.replace(' class=""', "")
+
+
+@pytest.mark.slow
+def test_doctor_finds_no_error_on_bookedbarber_after_apply(
+    conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    from tools.demo import load_bookedbarber
+
+    project = Path(__file__).resolve().parent.parent
+    specs = ("--specs", str(project / "indexes"), "--specs", str(project / "views"))
+    load_bookedbarber(db_dsn, "0.005")
+    applied = cli("apply", "--dsn", db_dsn, *specs, "--jobs", "2")
+    assert applied.exit_code == 0, applied.output
+    result = cli("doctor", "--dsn", db_dsn, *specs, "--format", "json", "--fail-on", "error")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["summary"]["error"] == 0
+    checks = {f["check"] for f in report["findings"]}
+    # What apply made is neither invalid, nor a duplicate of itself, nor a stale view.
+    assert not checks & {"invalid-index", "duplicate-index", "view-never-refreshed"}
+    from dbopt.spec import load_specs
+
+    shipped = load_specs([(project / "indexes", True), (project / "views", True)])
+    managed = {i["index"] for i in report["indexes"] if i["managed"]}
+    assert managed == {str(i.qualified_name) for i in shipped.all_indexes}
+    assert all(v["populated"] for v in report["views"])

@@ -9,6 +9,7 @@ table's updates and deletes times the referencing table's size.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from dbopt.doctor.facts import ForeignKeyFacts, IndexFacts
 from dbopt.doctor.findings import Check, Finding, Severity
@@ -43,8 +44,14 @@ def find_unindexed(
         by_table.setdefault(i.table_oid, []).append(i)
     out = []
     for fk in keys:
-        if any(serves(i, fk) for i in by_table.get(fk.table_oid, [])):
+        candidates = by_table.get(fk.table_oid, [])
+        if any(serves(i, fk) for i in candidates):
             continue
+        partial = [
+            i.qualified
+            for i in candidates
+            if i.pred is not None and serves(replace(i, pred=None), fk)
+        ]
         table_name = fk.table.split(".", 1)[1]
         name = f"{table_name}_{'_'.join(fk.columns)}_idx"[:63]
         entry = spec_entry(name, fk.columns, f"foreign key {fk.name} to {fk.referenced}")
@@ -64,6 +71,12 @@ def find_unindexed(
                     f"every delete on {fk.referenced} (and every update of its key) reads all "
                     f"{fk.table_rows} rows of {fk.table} to check this key, holding locks "
                     "meanwhile; joins on it scan too"
+                    + (
+                        f" ({', '.join(partial)} leads with them but is partial: it cannot "
+                        "find the rows its WHERE leaves out)"
+                        if partial
+                        else ""
+                    )
                 ),
                 fix=f"add to {target}: {entry}, then `dbopt apply` "
                 f"(it runs {create_concurrently(fk.table, fk.columns)})",
