@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,16 @@ def test_doctor_finds_each_seeded_problem_once(
     assert spec_loc["artifactLocation"]["uri"] == "indexes/orders.yaml"
     rule_ids = {r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]}
     assert {r["ruleId"] for r in log["runs"][0]["results"]} <= rule_ids
+    # Read-only and lock-free: DDL left open on a table does not hold doctor up (its catalog
+    # reads take no lock on a relation), and doctor writes nothing, not even a temp table.
+    with psycopg.connect(dsn) as ddl:
+        ddl.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        blocked = doctor(root, dsn, "--format", "json")
+        assert blocked.exit_code == 0, blocked.output
+        assert time.monotonic() - started < 5
+        assert json.loads(blocked.stdout)["summary"] == report["summary"]
+        ddl.rollback()
     bad = doctor(root, dsn, "--bloat-min-size", "lots")
     assert bad.exit_code == 2 and "write a size" in bad.output
 
