@@ -57,3 +57,15 @@ if [ -n "$citus_wanted" ]; then
   fi
   "$citus_vendor/build.sh" "$citus_pg_config"
 fi
+
+# Chromium, headless, for tests/test_report_html.py (it renders `dbopt report --html` and
+# checks the DOM): a separate step, installed only when missing and when root with apt-get.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-cache show chromium >/dev/null 2>&1 || apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null
+  else
+    echo "sysdeps: missing chromium (tests/test_report_html.py needs it); install it" >&2
+  fi
+fi

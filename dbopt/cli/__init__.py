@@ -58,6 +58,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "status",
         "Show managed indexes: validity, size, scans, drift; unmanaged indexes separately.",
     ),
+    "doctor": (
+        "dbopt.cli.doctor_cmd",
+        "doctor",
+        "Find what is wrong with the indexes and materialized views, and say how to fix it.",
+    ),
+    "report": (
+        "dbopt.cli.report_cmd",
+        "report",
+        "Write one self-contained HTML page: verify's budgets, doctor's findings, freshness.",
+    ),
     "history": (
         "dbopt.cli.history_cmd",
         "history",

@@ -1,0 +1,61 @@
+-- doctor: every index of the user's schemas (not the system's, not dbopt's history, not an
+-- extension's), from plain catalog columns and the statistics views only: no function that
+-- locks a relation (pg_relation_size, pg_get_indexdef, pg_get_expr), so doctor never queues
+-- behind DDL. Sizes are relpages (as of the last VACUUM, ANALYZE or CREATE INDEX).
+-- Definitions are compared by their parts: key columns, operator classes, collations, the
+-- per-column options (DESC, NULLS FIRST), and expressions and predicates as the server's node
+-- trees with their text positions removed (the same expression typed twice is the same tree).
+-- Columns read through to_jsonb() exist on some majors only (last_idx_scan: 16+,
+-- indnullsnotdistinct: 15+): absent, they are NULL.
+SELECT c.oid::bigint                                               AS oid,
+       n.nspname                                                   AS schema,
+       c.relname                                                   AS name,
+       i.indrelid::bigint                                          AS table_oid,
+       tn.nspname                                                  AS table_schema,
+       t.relname                                                   AS table_name,
+       am.amname                                                   AS method,
+       c.relkind::text                                             AS relkind,
+       i.indnkeyatts::int                                          AS nkey,
+       string_to_array(i.indkey::text, ' ')::int[]                 AS attnums,
+       array(SELECT coalesce(a.attname::text, '(expression)')
+               FROM unnest(string_to_array(i.indkey::text, ' ')::int[]) WITH ORDINALITY k(attnum, pos)
+               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              ORDER BY k.pos)                                      AS columns,
+       string_to_array(i.indclass::text, ' ')::bigint[]            AS opclasses,
+       string_to_array(i.indcollation::text, ' ')::bigint[]        AS collations,
+       string_to_array(i.indoption::text, ' ')::int[]              AS options,
+       regexp_replace(i.indexprs::text, ' :location -?[0-9]+', '', 'g') AS exprs,
+       regexp_replace(i.indpred::text, ' :location -?[0-9]+', '', 'g')  AS pred,
+       i.indisunique                                               AS is_unique,
+       i.indisprimary                                              AS is_primary,
+       i.indisvalid                                                AS is_valid,
+       coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false) AS nulls_not_distinct,
+       c.relispartition                                            AS is_partition,
+       c.relpages::bigint * current_setting('block_size')::bigint  AS size_bytes,
+       coalesce(s.idx_scan, 0)                                     AS scans,
+       (to_jsonb(s) ->> 'last_idx_scan')::timestamptz              AS last_scan,
+       coalesce(ts.n_tup_ins + ts.n_tup_upd + ts.n_tup_del, 0)     AS table_writes,
+       con.conname                                                 AS constraint_name,
+       EXISTS (SELECT 1 FROM pg_constraint f
+                WHERE f.contype = 'f' AND f.conindid = c.oid)      AS backs_foreign_key,
+       -- An INVALID index a session is building right now (not a failed build).
+       NOT i.indisvalid AND EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+                                     WHERE p.index_relid = c.oid OR p.relid = i.indrelid)
+                                                                   AS building
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_class t ON t.oid = i.indrelid
+  JOIN pg_namespace tn ON tn.oid = t.relnamespace
+  JOIN pg_am am ON am.oid = c.relam
+  LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = c.oid
+  LEFT JOIN pg_stat_user_tables ts ON ts.relid = t.oid
+  LEFT JOIN pg_constraint con ON con.conindid = c.oid AND con.conrelid = i.indrelid
+                              AND con.contype IN ('p', 'u', 'x')
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname !~ '^pg_(toast|temp_)'
+   AND n.nspname <> %(history_schema)s
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid IN (c.oid, t.oid)
+                      AND d.deptype = 'e')
+ ORDER BY n.nspname, c.relname
