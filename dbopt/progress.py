@@ -61,6 +61,14 @@ class Reporter(Protocol):
     def finished(self, index: QualifiedName) -> None:
         """A build is over (whatever its outcome)."""
 
+    def action_started(self, kind: str, name: QualifiedName) -> None:
+        """An action (create, replace, drop...) of the plan starts."""
+
+    def action_ended(
+        self, kind: str, name: QualifiedName, result: str, seconds: float, error: str | None
+    ) -> None:
+        """An action is over: its result (ok, failed, skipped, aborted), duration and error."""
+
 
 class SilentReporter:
     """A reporter that says nothing (library use, tests)."""
@@ -77,6 +85,14 @@ class SilentReporter:
         """Ignore."""
 
     def finished(self, index: QualifiedName) -> None:
+        """Ignore."""
+
+    def action_started(self, kind: str, name: QualifiedName) -> None:
+        """Ignore."""
+
+    def action_ended(
+        self, kind: str, name: QualifiedName, result: str, seconds: float, error: str | None
+    ) -> None:
         """Ignore."""
 
 

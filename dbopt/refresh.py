@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -387,20 +387,35 @@ def pg_cron_sql(items: Sequence[RefreshItem], database: str, history_schema: str
     return "\n".join(lines) + "\n"
 
 
+class RefreshWatch(Protocol):
+    """Who hears of a refresh run view by view (the CLI's JSON log)."""
+
+    def started(self, view: QualifiedName, mode: str) -> None:
+        """A view's refresh starts (``mode``: concurrent or blocking)."""
+
+    def ended(self, result: RefreshResult) -> None:
+        """A view's refresh is over (recorded in the history)."""
+
+
 def run_refresh(
     conn: psycopg.Connection[Any],
     items: Sequence[RefreshItem],
     settings: Settings,
     history: History,
     environment: str | None,
+    watch: RefreshWatch | None = None,
 ) -> list[RefreshResult]:
-    """Refresh each view in order on an autocommit connection; record every outcome."""
+    """Refresh each view in order on an autocommit connection; record every outcome.
+
+    ``watch`` hears of each view as it starts and as it ends (live logs of a long run)."""
     history.ensure(conn)
     results: list[RefreshResult] = []
     failed: set[QualifiedName] = set()
     for item in items:
         name = item.view.name
         mode = "concurrent" if item.concurrently else "blocking"
+        if watch is not None:
+            watch.started(name, mode)
         upstream = [d for d in item.view.depends_on if d in failed]
         if item.refused:
             result = RefreshResult(
@@ -419,6 +434,8 @@ def run_refresh(
             failed.add(name)
         history.record_refresh(conn, environment, result)
         results.append(result)
+        if watch is not None:
+            watch.ended(result)
     return results
 
 

@@ -207,7 +207,7 @@ def _over_shards(row: IndexState, sharded: ShardedIndex | None) -> IndexState:
 OVERDUE_GRACE = timedelta(minutes=5)
 
 
-def _overdue(
+def overdue(
     schedule: str, now: datetime, last: datetime | None, last_duration_ms: float | None
 ) -> bool:
     """Not refreshed since the schedule's last tick, and the first tick it missed is further
@@ -242,10 +242,10 @@ def _view_states(
         last = refreshes.get(action.name)
         started = last.started_at if last else None
         schedule = schedules.get(action.name)
-        overdue = bool(
+        late = bool(
             relation is not None
             and schedule
-            and _overdue(schedule, now, started, last.duration_ms if last else None)
+            and overdue(schedule, now, started, last.duration_ms if last else None)
         )
         out.append(
             ViewState(
@@ -256,7 +256,7 @@ def _view_states(
                 schedule=schedule,
                 last_refresh=started,
                 age_s=None if started is None else (now - started).total_seconds(),
-                overdue=overdue,
+                overdue=late,
             )
         )
     return tuple(out)

@@ -46,7 +46,7 @@ from dbopt.status import NodeScans, StatusReport, index_status, with_nodes
 if TYPE_CHECKING:
     from dbopt.importer import ImportOptions, ImportOutcome
     from dbopt.model import QueryBudget
-    from dbopt.refresh import RefreshResult
+    from dbopt.refresh import RefreshResult, RefreshWatch
     from dbopt.verify import VerifyReport
     from dbopt.verify.verdict import Baseline
 
@@ -435,8 +435,10 @@ def refresh(
     history: History,
     options: RefreshOptions,
     created: Callable[[str], None] | None = None,
+    watch: RefreshWatch | None = None,
 ) -> tuple[list[RefreshResult], str]:
-    """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL)."""
+    """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL);
+    ``watch`` hears of each view as it starts and ends."""
     from dbopt import refresh as vw
 
     if options.stale_only and options.older_than is not None:
@@ -463,7 +465,7 @@ def refresh(
                 "refresh refused: the current role does not own " + ", ".join(missing)
             )
         history.ensure(conn, created=created)
-        return vw.run_refresh(conn, items, target.settings, history, target.env), ""
+        return vw.run_refresh(conn, items, target.settings, history, target.env, watch), ""
 
 
 def verify(

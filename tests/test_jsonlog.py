@@ -140,7 +140,13 @@ def test_refresh_views_logs_each_view_and_a_refused_one_as_json_lines(
     assert result.exit_code == 1, result.output
     events = _events(result, secret)
     assert (events[0]["event"], events[-1]["event"]) == ("run_start", "run_end")
-    assert sorted(e["event"] for e in events[1:-1]) == ["action_failure", "action_finish"]
+    # Live, view by view: each start is logged before its end, in the run's order.
+    assert [(e["event"], e["object"]) for e in events[1:-1]] == [
+        ("action_start", "public.mv_missing"),
+        ("action_failure", "public.mv_missing"),
+        ("action_start", "public.mv_sales"),
+        ("action_finish", "public.mv_sales"),
+    ]
     done = _of(events, "action_finish")["public.mv_sales"]
     assert (done["action"], done["mode"], done["rows"]) == ("refresh", "concurrent", 2)
     refused = _of(events, "action_failure")["public.mv_missing"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 import threading
 import time
@@ -104,50 +103,37 @@ def _blocker(b: Blocker) -> dict[str, Any]:
 
 
 class JsonReporter:
-    """The executor's Reporter (dbopt.progress) as events.
-
-    The executor says an action starts with ``"<action> <name> ..."`` and ends with
-    ``"<name>: <result> in <s>s[ — <error>]"``; knowing the plan (:meth:`expect`, called by
-    :class:`JsonHooks` before the first build) these become ``action_start`` and
-    ``action_finish``/``action_failure`` with the object's name as a field. A retry after a
-    lock_timeout, and a concurrent build waiting for other transactions, are ``lock_wait``;
-    anything else the executor says is a ``message``.
+    """The executor's Reporter (dbopt.progress) as events: each action's start and end
+    (``action_start``; ``action_finish``, ``action_failure`` or ``action_skipped``) with the
+    object's name, a retry after a lock_timeout and a concurrent build waiting for other
+    transactions as ``lock_wait``, anything else the executor says as a ``message``.
     """
 
     def __init__(self, log: JsonLog) -> None:
         self.log = log
-        self._starts: dict[str, tuple[str, str]] = {}
-        self._kinds: dict[str, str] = {}
         self._last: dict[tuple[str, str], float] = {}
 
-    def expect(self, plan: Plan) -> None:
-        """The actions about to run, so that their start and end events are recognised."""
-        for action in plan.runnable:
-            name, kind = str(action.name), action.kind.value
-            self._starts[f"{kind} {name} ..."] = (kind, name)
-            self._kinds[name] = kind
+    def action_started(self, kind: str, name: QualifiedName) -> None:
+        """``action_start``."""
+        self.log.emit("action_start", object=str(name), action=kind)
 
-    def _ended(self, message: str) -> bool:
-        head, sep, rest = message.partition(": ")
-        kind = self._kinds.get(head)
-        if not sep or kind is None:
-            return False
-        match = re.fullmatch(r"(\w+) in ([0-9.]+)s(?: — (.*))?", rest, flags=re.DOTALL)
-        if match is None:
-            return False
-        result, seconds, error = match.group(1), float(match.group(2)), match.group(3)
-        event = {"ok": "action_finish", "skipped": "action_skipped"}.get(result, "action_failure")
-        self.log.emit(event, object=head, action=kind, result=result, seconds=seconds, error=error)
-        return True
+    def action_ended(
+        self, kind: str, name: QualifiedName, result: str, seconds: float, error: str | None
+    ) -> None:
+        """``action_finish`` (ok), ``action_skipped`` or ``action_failure`` (failed, aborted)."""
+        event = _END_EVENTS.get(result, "action_failure")
+        self.log.emit(
+            event,
+            object=str(name),
+            action=kind,
+            result=result,
+            seconds=round(seconds, 3),
+            error=error,
+        )
 
     def event(self, message: str) -> None:
-        """An action's start or end, a lock wait, or a message."""
-        started = self._starts.get(message)
-        if started is not None:
-            self.log.emit("action_start", object=started[1], action=started[0])
-        elif self._ended(message):
-            return
-        elif message.startswith("lock_timeout on "):
+        """A lock wait, or a message."""
+        if message.startswith("lock_timeout on "):
             self.log.emit("lock_wait", message=message)
         else:
             self.log.emit("message", message=message)
@@ -196,8 +182,7 @@ class JsonHooks:
         self.env = env
 
     def planned(self, plan: Plan, title: str, skipped: Sequence[Skipped]) -> None:
-        """Tell the reporter what will run; one ``message`` event with the counts."""
-        self.reporter.expect(plan)
+        """One ``message`` event with the counts of what will run."""
         self.reporter.log.emit("message", message=f"{title}: {len(plan.runnable)} action(s) to run")
 
     def confirm(self, question: str) -> bool:
@@ -210,34 +195,42 @@ class JsonHooks:
         return bool(typed == self.env)
 
 
-def refresh_events(log: JsonLog, results: Sequence[RefreshResult]) -> None:
-    """A refresh run's outcome per view, in the order they ran: ``action_finish``,
-    ``action_failure`` or ``action_skipped`` (a refresh already running elsewhere, or a view
-    whose source failed), each with the view, mode, seconds, rows and message."""
-    from dbopt.model import RefreshOutcome
+#: The event that ends an action, by its result (anything else, e.g. aborted: a failure).
+_END_EVENTS = {"ok": "action_finish", "skipped": "action_skipped", "failed": "action_failure"}
 
-    events = {
-        RefreshOutcome.OK: "action_finish",
-        RefreshOutcome.FAILED: "action_failure",
-        RefreshOutcome.SKIPPED: "action_skipped",
-    }
-    for r in results:
-        log.emit(
-            events[r.outcome],
-            object=str(r.view),
+
+class RefreshEvents:
+    """A refresh run's views as they go (dbopt.refresh.RefreshWatch): ``action_start``, then
+    ``action_finish``, ``action_failure`` or ``action_skipped`` (a refresh already running
+    elsewhere, or a view whose source failed) with the view, mode, seconds, rows and message;
+    the counts go to ``run_end``."""
+
+    def __init__(self, log: JsonLog) -> None:
+        self.log = log
+        self.counts = {"refreshed": 0, "failed": 0, "skipped": 0}
+        self.log.end.update(self.counts)
+
+    def started(self, view: QualifiedName, mode: str) -> None:
+        """``action_start``."""
+        self.log.emit("action_start", object=str(view), action="refresh", mode=mode)
+
+    def ended(self, result: RefreshResult) -> None:
+        """The view's outcome, as it is known."""
+        outcome = str(result.outcome)
+        failed = outcome == "failed"
+        self.log.emit(
+            _END_EVENTS.get(outcome, "action_failure"),
+            object=str(result.view),
             action="refresh",
-            result=str(r.outcome),
-            mode=r.mode,
-            seconds=round(r.seconds, 3),
-            rows=r.rows,
-            error=r.message if r.outcome == RefreshOutcome.FAILED else None,
-            message=r.message if r.outcome != RefreshOutcome.FAILED else None,
+            result=outcome,
+            mode=result.mode,
+            seconds=round(result.seconds, 3),
+            rows=result.rows,
+            error=result.message if failed else None,
+            message=None if failed else result.message,
         )
-    log.end.update(
-        refreshed=sum(r.outcome == RefreshOutcome.OK for r in results),
-        failed=sum(r.outcome == RefreshOutcome.FAILED for r in results),
-        skipped=sum(r.outcome == RefreshOutcome.SKIPPED for r in results),
-    )
+        self.counts[{"ok": "refreshed"}.get(outcome, outcome)] += 1
+        self.log.end.update(self.counts)
 
 
 def failure(exc: BaseException) -> tuple[int, str] | None:
@@ -341,10 +334,10 @@ __all__ = [
     "JsonHooks",
     "JsonLog",
     "JsonReporter",
+    "RefreshEvents",
     "current_log",
     "failure",
     "log_format_option",
     "logged_run",
-    "refresh_events",
     "utc_now",
 ]

@@ -10,7 +10,7 @@ import click
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
 from dbopt.cli.completion import complete_view
 from dbopt.cli.fleet_output import fleet_options
-from dbopt.cli.jsonlog import current_log, log_format_option, refresh_events
+from dbopt.cli.jsonlog import RefreshEvents, current_log, log_format_option
 
 if TYPE_CHECKING:
     from dbopt.model import QualifiedName
@@ -205,13 +205,14 @@ def refresh_views(
         return
     if events is not None:
         events.bind(target)
-    results, text = usecases.refresh(target, specs, History(config.history_schema), options)
+    watch = None if events is None else RefreshEvents(events)
+    results, text = usecases.refresh(
+        target, specs, History(config.history_schema), options, watch=watch
+    )
     if show_plan:
         click.echo(text, nl=False)
         return
-    if events is not None:
-        refresh_events(events, results)
-    else:
+    if events is None:
         _print_results(results, opts)
     if any(r.outcome == RefreshOutcome.FAILED for r in results) or (
         strict and any(r.outcome == RefreshOutcome.SKIPPED for r in results)

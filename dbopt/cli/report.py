@@ -46,6 +46,16 @@ class LineReporter:
         """Nothing to close."""
         self._last.pop(index, None)
 
+    def action_started(self, kind: str, name: QualifiedName) -> None:
+        """``create public.x ...``"""
+        self.event(f"{kind} {name} ...")
+
+    def action_ended(
+        self, kind: str, name: QualifiedName, result: str, seconds: float, error: str | None
+    ) -> None:
+        """``public.x: ok in 1.2s`` (and `` — error`` when there is one)."""
+        self.event(f"{name}: {result} in {seconds:.1f}s" + (f" — {error}" if error else ""))
+
 
 def _waiting_for(blockers: list[Blocker]) -> str:
     if not blockers:

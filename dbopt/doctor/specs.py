@@ -10,7 +10,7 @@ from datetime import datetime
 from dbopt.doctor.findings import Check, Finding, Severity, ViewRow
 from dbopt.history import RefreshRecord
 from dbopt.model import QualifiedName, SpecSet
-from dbopt.status import _overdue as overdue
+from dbopt.status import overdue
 
 
 def find_unbudgeted(specs: SpecSet) -> list[Finding]:

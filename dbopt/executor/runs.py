@@ -143,7 +143,7 @@ class Executor(StepRunner):
             self._changes[threading.get_ident()] = change_id
         started = time.monotonic()
         built = Built()
-        self.reporter.event(f"{action.kind.value} {action.name} ...")
+        self.reporter.action_started(action.kind.value, action.name)
         try:
             self._preflight_patiently(action)
         except KeyboardInterrupt:
@@ -174,9 +174,8 @@ class Executor(StepRunner):
                         action.name,
                         "create" if action.kind == ActionKind.CREATE else "rebuild",
                     )
-        self.reporter.event(
-            f"{action.name}: {result.result} in {result.seconds:.1f}s"
-            + (f" — {result.error}" if result.error else "")
+        self.reporter.action_ended(
+            action.kind.value, action.name, str(result.result), result.seconds, result.error
         )
         return result
 
