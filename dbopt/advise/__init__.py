@@ -47,7 +47,7 @@ from dbopt.deparse import canonical, normalize_specs
 from dbopt.errors import InputError
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.readonly import CallGraph
-from dbopt.sqltext import SqlTextError
+from dbopt.sqltext import SqlTextError, dollar_text
 from dbopt.verify.hypothetical import require_hypopg
 from dbopt.verify.select import check_budgets
 
@@ -190,9 +190,16 @@ def advise(
     uses_of: dict[str, tuple[TableUse, ...]] = {}
     pool: list[IndexSpec] = []
     queries: list[WorkloadQuery] = []
+    by_name = {b.name: b for b in specs.queries}
     for q in workload.queries:
+        fp = fingerprint(q.text) if budgeted else None
+        if fp is not None and fp in budgeted:
+            # Already budgeted: planned as the budget (its text and values), which plans where
+            # the normalised text may not ($1 in INTERVAL $1, CURRENT_DATE + $1).
+            q = replace(q, text=by_name[budgeted[fp]].sql, budget=by_name[budgeted[fp]])
         try:
-            uses = table_uses(q.tree(), tables, settings.search_path)
+            parsed = dollar_text(q.text) if q.budget is not None else q.text
+            uses = table_uses(q.tree(), tables, settings.search_path, parsed)
         except SqlTextError as exc:
             skipped.append(Skipped(q.name, f"could not be read: {exc}"))
             continue
@@ -206,13 +213,7 @@ def advise(
     kept, equivalent = _equivalents(conn, pool, specs, settings) if pool else ([], [])
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
     evaluation = evaluate(conn, queries, kept, tables_of)
-    already = {
-        q.name: budgeted[fp]
-        for q in queries
-        if (fp := fingerprint(q.text)) is not None and fp in budgeted
-    }
-    if options.source == Source.SPECS:
-        already = {q.name: q.name for q in queries}
+    already = {q.name: q.budget.name for q in queries if q.budget is not None}
     found_suggestions, budgets = suggestions(conn, evaluation, specs, uses_of, already)
     return Advice(
         workload=replace(workload, queries=tuple(queries)),

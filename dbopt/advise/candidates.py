@@ -51,6 +51,7 @@ class Kind(StrEnum):
     INFIX = "infix"  # LIKE/ILIKE with a pattern that may start with %
     CONTAINS = "contains"  # @>, <@, ?, ?|, ?& (arrays, jsonb)
     OVERLAPS = "overlaps"  # && (ranges, geometry; arrays too)
+    SEARCH = "search"  # @@ (full-text search on a tsvector expression)
 
 
 class TypeClass(StrEnum):
@@ -102,6 +103,10 @@ class Predicate:
     #: The constant pins the column to one value (``=``, ``IS NULL``, a boolean): a partial
     #: index on it needs the column no more as a key.
     single: bool = False
+    #: ``column`` is an expression (``lower(email)``), as the parser renders it.
+    expr: bool = False
+    #: A LIKE whose pattern may be a prefix: a B-tree needs text_pattern_ops to serve it.
+    pattern: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +144,11 @@ class _Uses:
 class _Reader:
     """Walks a parse tree (pglast's JSON form) with the tables the database has."""
 
-    def __init__(self, tables: Mapping[QualifiedName, TableInfo], search_path: Sequence[str]):
+    def __init__(
+        self, tables: Mapping[QualifiedName, TableInfo], search_path: Sequence[str], text: str
+    ):
         self.tables = tables
+        self.text = text
         self.search_path = tuple(search_path)
         self.uses = _Uses()
 
@@ -230,6 +238,26 @@ class _Reader:
             return self.resolve(node["ColumnRef"], scope)
         return None
 
+    def _expression_of(self, node: Any, scope: _Scope) -> tuple[QualifiedName, str] | None:
+        """(table, rendered text) of a function call over the columns of one table, with no
+        parameter or subquery in it: what an expression index can hold."""
+        if not (isinstance(node, dict) and "FuncCall" in node) or not self.text:
+            return None
+        found = {self.resolve(ref, scope) for ref in _column_refs(node)}
+        tables = {f[0] for f in found if f is not None}
+        if len(tables) != 1 or None in found or _has_key(node, ("ParamRef", "SubLink")):
+            return None
+        start = int(node["FuncCall"].get("location", -1))
+        end = _call_end(self.text, start)
+        if start < 0 or end is None:
+            return None
+        from dbopt.sqltext import SqlTextError, render_expression
+
+        try:
+            return next(iter(tables)), render_expression(self.text[start:end])
+        except SqlTextError:
+            return None
+
     def _add(self, found: tuple[QualifiedName, str], predicate: Predicate) -> None:
         self.uses.predicates.setdefault(found[0], []).append(predicate)
 
@@ -266,6 +294,7 @@ class _Reader:
             column, other = self._column_of(right, scope), left
             op = _flipped(op)
         if column is None:
+            self._expression_predicate(kind, op, left, right, scope)
             return
         if _mentions_column(other, scope, self):
             if kind == "AEXPR_OP" and op == "=" and self._column_of(other, scope):
@@ -293,12 +322,37 @@ class _Reader:
             pattern = _string_const(other)
             if pattern is None or pattern.startswith(("%", "_")):
                 self._add(column, Predicate(name, Kind.INFIX))
-            elif kind == "AEXPR_LIKE":
-                self._add(column, Predicate(name, Kind.RANGE))  # a prefix: a B-tree range
+            if kind == "AEXPR_LIKE" and (pattern is None or not pattern.startswith(("%", "_"))):
+                # A prefix (or a parameter that may be one): a B-tree range.
+                self._add(column, Predicate(name, Kind.RANGE, pattern=True))
         elif kind == "AEXPR_OP" and op in _CONTAINS_OPS:
             self._add(column, Predicate(name, Kind.CONTAINS))
         elif kind == "AEXPR_OP" and op in _OVERLAP_OPS:
             self._add(column, Predicate(name, Kind.OVERLAPS))
+
+    def _expression_predicate(
+        self, kind: str, op: str, left: Any, right: Any, scope: _Scope
+    ) -> None:
+        """``lower(email) = $1``, ``lower(name) LIKE 'ab%'``, ``to_tsvector(...) @@ q``."""
+        found = self._expression_of(left, scope)
+        other = right
+        if found is None and kind == "AEXPR_OP":
+            found, other = self._expression_of(right, scope), left
+        if found is None or _mentions_column(other, scope, self):
+            return
+        text = found[1]
+        if kind == "AEXPR_OP" and op == "=":
+            self._add(found, Predicate(text, Kind.EQ, expr=True))
+        elif kind == "AEXPR_OP" and op in _RANGE_OPS:
+            self._add(found, Predicate(text, Kind.RANGE, expr=True))
+        elif kind in ("AEXPR_LIKE", "AEXPR_ILIKE"):
+            pattern = _string_const(other)
+            if pattern is None or pattern.startswith(("%", "_")):
+                self._add(found, Predicate(text, Kind.INFIX, expr=True))
+            if kind == "AEXPR_LIKE" and (pattern is None or not pattern.startswith(("%", "_"))):
+                self._add(found, Predicate(text, Kind.RANGE, expr=True, pattern=True))
+        elif kind == "AEXPR_OP" and op == "@@":
+            self._add(found, Predicate(text, Kind.SEARCH, expr=True))
 
     def _order_by(self, items: Sequence[Any], scope: _Scope) -> None:
         ordered: list[tuple[QualifiedName, str, bool]] = []
@@ -318,6 +372,39 @@ class _Reader:
             found = self.resolve(ref, scope)
             if found:
                 self.uses.column(*found)
+
+
+def _has_key(node: Any, keys: tuple[str, ...]) -> bool:
+    if isinstance(node, dict):
+        return any(k in keys or _has_key(v, keys) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_has_key(i, keys) for i in node)
+    return False
+
+
+def _call_end(text: str, start: int) -> int | None:
+    """Where the function call starting at ``start`` ends (after its closing parenthesis),
+    outside quoted strings and identifiers."""
+    depth = 0
+    quote: str | None = None
+    i = text.find("(", start) if start >= 0 else -1
+    if i < 0:
+        return None
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
 
 
 def _flipped(op: str) -> str:
@@ -406,10 +493,12 @@ def table_uses(
     tree: Mapping[str, Any],
     tables: Mapping[QualifiedName, TableInfo],
     search_path: Sequence[str],
+    text: str = "",
 ) -> tuple[TableUse, ...]:
     """What the query of ``tree`` (a statement node of :func:`dbopt.sqltext.query_tree`) asks
-    of each table in ``tables`` it reads, in order of first mention."""
-    reader = _Reader(tables, search_path)
+    of each table in ``tables`` it reads, in order of first mention. ``text``: the text the
+    tree was parsed from ($n placeholders), where expressions are read from."""
+    reader = _Reader(tables, search_path, text)
     if "SelectStmt" in tree:
         reader.select(tree["SelectStmt"])
     uses = reader.uses
@@ -428,8 +517,17 @@ def table_uses(
 # --- candidates ------------------------------------------------------------------------------
 
 
-def _keys(names: Sequence[str]) -> list[IndexColumn]:
-    return [IndexColumn(name=n) for n in names]
+def _keys(names: Sequence[str], preds: Sequence[Predicate] = ()) -> list[IndexColumn]:
+    exprs = {p.column for p in preds if p.expr}
+    patterns = {p.column for p in preds if p.pattern}
+    return [
+        IndexColumn(
+            name=None if n in exprs else n,
+            expr=n if n in exprs else None,
+            opclass="text_pattern_ops" if n in patterns else None,
+        )
+        for n in names
+    ]
 
 
 def _btree(
@@ -440,7 +538,7 @@ def _btree(
 ) -> IndexSpec | None:
     if not keys:
         return None
-    key_names = {k.name for k in keys}
+    key_names = {k.name for k in keys if k.name}
     return IndexSpec(
         name="",
         table=table,
@@ -467,7 +565,7 @@ def candidates(use: TableUse, info: TableInfo, *, trigram: bool) -> tuple[IndexS
     pinned = {p.column for p in constants if p.single}
     where = " AND ".join(dict.fromkeys(str(p.constant) for p in constants)) or None
 
-    tails: list[list[IndexColumn]] = [_keys(ranges[:1])]
+    tails: list[list[IndexColumn]] = [_keys(ranges[:1], preds)]
     if use.order_by:
         order = [IndexColumn(name=c, order="desc" if d else None) for c, d in use.order_by]
         tails.append([o for o in order if o.name not in eq_cols])
@@ -476,7 +574,7 @@ def candidates(use: TableUse, info: TableInfo, *, trigram: bool) -> tuple[IndexS
         if where is not None:
             variants.append(([c for c in eq_cols if c not in pinned], where))
         for eq, partial in variants:
-            keys = [*_keys(eq), *tail]
+            keys = [*_keys(eq, preds), *tail]
             covering = [c for c in use.columns if partial is None or c not in pinned]
             for include in ((), covering):
                 spec = _btree(use.table, keys, include, partial)
@@ -484,14 +582,16 @@ def candidates(use: TableUse, info: TableInfo, *, trigram: bool) -> tuple[IndexS
                     out.append(spec)
     # One column alone (Dexter's single-column pass): joins and the most selective lookups.
     for column in dict.fromkeys([*eq_cols[:2], *(p.column for p in preds if p.kind == Kind.JOIN)]):
-        single = _btree(use.table, _keys([column]), (), None)
+        single = _btree(use.table, _keys([column], preds), (), None)
         if single is not None:
             out.append(single)
     for p in preds:
         known = info.columns.get(p.column)
         type_class = known.type_class if known else TypeClass.OTHER
         method, opclass = None, None
-        if p.kind == Kind.INFIX and trigram and type_class == TypeClass.TEXT:
+        if p.kind == Kind.SEARCH:
+            method = "gin"
+        elif p.kind == Kind.INFIX and trigram and (type_class == TypeClass.TEXT or p.expr):
             method, opclass = "gin", "gin_trgm_ops"
         elif (p.kind == Kind.CONTAINS and type_class in (TypeClass.ARRAY, TypeClass.JSONB)) or (
             p.kind == Kind.OVERLAPS and type_class == TypeClass.ARRAY
@@ -507,7 +607,11 @@ def candidates(use: TableUse, info: TableInfo, *, trigram: bool) -> tuple[IndexS
                 IndexSpec(
                     name="",
                     table=use.table,
-                    columns=(IndexColumn(name=p.column, opclass=opclass),),
+                    columns=(
+                        IndexColumn(expr=p.column, opclass=opclass)
+                        if p.expr
+                        else IndexColumn(name=p.column, opclass=opclass),
+                    ),
                     location=NOWHERE,
                     method=method,
                 )

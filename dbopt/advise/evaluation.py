@@ -3,9 +3,10 @@
 Every candidate becomes a hypothetical index at once and every query is planned: a query
 whose estimated cost falls by at least :data:`THRESHOLD` (Dexter's rule: 50 %) with all of
 them is *improvable*, and the candidates its plan uses form the pool. Then, greedily, the
-pool's candidate that brings the most improvable queries under the threshold (ties: the
+pool's candidate that *serves* the most improvable queries — under the threshold and within
+:data:`NEAR_BEST` of the cost every candidate together gives them — (ties: the
 largest relative cost reduction weighted by the query's share of the workload's time, then
-the smaller index) joins the suggestions, until no candidate brings another query under it.
+the smaller index) joins the suggestions, until no candidate serves another query.
 A last pass drops a suggestion whose queries stay under the threshold (and within 10 % of
 their cost) without it: the smallest set that keeps every gain.
 
@@ -35,6 +36,9 @@ from dbopt.verify.plan import PlanNode, index_uses
 #: (Dexter's default --min-cost-savings-pct, 50): smaller estimated gains are within the
 #: planner's error and do not pay for an index's writes.
 THRESHOLD = 0.5
+#: A query is served once its cost is also within this factor of the best any candidate set
+#: gives it (a 50 % cut that leaves a 10x better index unused is not served yet).
+NEAR_BEST = 1.5
 #: Pruning keeps a query's cost within this factor of what the full suggestion set gives.
 PRUNE_SLACK = 1.1
 
@@ -200,6 +204,10 @@ def evaluate(
             best[q.name] = plan.cost if isinstance(plan, PlanNode) else before[q.name]
             if best[q.name] <= (1 - THRESHOLD) * before[q.name]:
                 pool |= _used(plan, names)
+
+        def serves(n: str, c: float) -> bool:
+            return c <= (1 - THRESHOLD) * before[n] and c <= NEAR_BEST * best[n]
+
         for oid in oids.values():
             hypo.drop(oid)
         improvable = [q for q in planned if best[q.name] <= (1 - THRESHOLD) * before[q.name]]
@@ -225,7 +233,7 @@ def evaluate(
                     continue
                 costs = {q.name: planner.cost(q, current[q.name]) for q in trial_queries}
                 hypo.drop(made[0])
-                newly = sum(1 for n, c in costs.items() if c <= (1 - THRESHOLD) * before[n])
+                newly = sum(1 for n, c in costs.items() if serves(n, c))
                 gain = sum(weight[n] * (current[n] - c) / before[n] for n, c in costs.items())
                 key = (newly, round(gain, 6), -sizes.get(i, 0))
                 if pick is None or key > pick[0]:
@@ -240,17 +248,14 @@ def evaluate(
             live[i] = made[0]
             for n, c in costs.items():
                 current[n] = min(current[n], c)
-                if c <= (1 - THRESHOLD) * before[n]:
+                if serves(n, c):
                     served.add(n)
         # Prune: a suggestion whose queries keep their gain without it goes.
         for i in list(reversed(chosen)) if len(chosen) > 1 else []:
             hypo.drop(live.pop(i))
             check = relevant(i, [q for q in improvable if q.name in served])
             costs = {q.name: planner.cost(q, before[q.name]) for q in check}
-            keeps = all(
-                c <= (1 - THRESHOLD) * before[n] and c <= PRUNE_SLACK * current[n]
-                for n, c in costs.items()
-            )
+            keeps = all(serves(n, c) and c <= PRUNE_SLACK * current[n] for n, c in costs.items())
             if keeps:
                 chosen.remove(i)
                 continue
@@ -262,7 +267,7 @@ def evaluate(
         final_names = {hypo.live[oid]: i for i, oid in live.items()}
         position = {i: n for n, i in enumerate(chosen)}
         costs_out: list[QueryCost] = []
-        serves: dict[int, list[str]] = {i: [] for i in chosen}
+        serving: dict[int, list[str]] = {i: [] for i in chosen}
         for q in planned:
             plan = planner.plan(q)
             after = plan.cost if isinstance(plan, PlanNode) else before[q.name]
@@ -272,9 +277,11 @@ def evaluate(
             )
             if cost.improved:
                 for i in used:
-                    serves[i].append(q.name)
+                    serving[i].append(q.name)
             costs_out.append(cost)
-        chosen_out = tuple(Chosen(candidates[i], sizes.get(i, 0), tuple(serves[i])) for i in chosen)
+        chosen_out = tuple(
+            Chosen(candidates[i], sizes.get(i, 0), tuple(serving[i])) for i in chosen
+        )
     return Evaluation(
         costs=tuple(costs_out),
         chosen=chosen_out,

@@ -141,7 +141,7 @@ def _writes(conn: psycopg.Connection[Any]) -> dict[QualifiedName, WriteLoad]:
 
 def index_name(spec: IndexSpec, taken: set[str]) -> str:
     """``idx_<table>_<key columns>[_<value>][_<method>]``, within 63 bytes, not in ``taken``."""
-    parts = [spec.table.name, *(c.name or "expr" for c in spec.columns)]
+    parts = [spec.table.name, *(c.name or c.expr or "expr" for c in spec.columns)]
     base = "idx_" + "_".join(_WORD.sub("_", p.lower()).strip("_") or "x" for p in parts)
     suffix = ""
     if spec.where is not None:

@@ -95,9 +95,8 @@ def _render(advice: Advice) -> None:
         click.echo(f"\n{s.spec.table}: {s.spec.name} ({size_text(s.size_bytes)})")
         for x in s.serves:
             budget = f" [budget {x.budgeted_as}]" if x.budgeted_as else ""
-            click.echo(
-                f"  {x.query.name}: cost {x.before:,.0f} -> {x.after:,.0f} ({x.change:+.0%}){budget}"
-            )
+            costs = f"cost {x.before:,.0f} -> {x.after:,.0f} ({x.change:+.0%})"
+            click.echo(f"  {x.query.name}: {costs}{budget}")
         if s.writes is not None:
             click.echo(f"  writes: {s.writes.text()}")
     if not advice.suggestions:
@@ -111,8 +110,15 @@ def _render(advice: Advice) -> None:
     for spec, name in advice.equivalent:
         cols = ", ".join(c.name or c.expr or "" for c in spec.columns)
         click.echo(f"already there: ({cols}) on {spec.table} is equivalent to {name}")
+    counted: dict[str, int] = {}
     for skipped in advice.skipped:
+        if skipped.reason.startswith(("not a read-only SELECT", "no predicate")):
+            key = skipped.reason.split(":")[0]
+            counted[key] = counted.get(key, 0) + 1
+            continue
         click.echo(f"skipped {skipped.name}: {skipped.reason}")
+    for reason, count in counted.items():
+        click.echo(f"skipped {count} statement(s): {reason}")
     for table, text in render(advice.suggestions, advice.budgets).items():
         click.echo(f"\n# --- for indexes/{table.name}.yaml ---")
         click.echo(text, nl=False)
