@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from helpers import cli, has_extension, skip_without_extension
+from helpers import cli, has_extension, server_major, skip_without_extension
 from pglast import parser
 from ruamel.yaml import YAML
 
@@ -291,7 +291,7 @@ def test_advise_write_apply_verify_meets_the_budgets(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
 ) -> None:
     if not has_extension(conn, "hypopg"):
-        skip_without_extension(conn, "hypopg", "postgresql-NN-hypopg")
+        skip_without_extension(conn, "hypopg", f"postgresql-{server_major(conn)}-hypopg")
     started = time.monotonic()
     load_bookedbarber(db_dsn, SCALE)
     admin_conn.execute("CREATE EXTENSION pg_stat_statements")
