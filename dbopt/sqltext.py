@@ -165,6 +165,12 @@ def _psycopg_to_dollar(text: str) -> tuple[str, tuple[str, ...]]:
     return "".join(out), tuple(names)
 
 
+def dollar_text(text: str) -> str:
+    """A query with psycopg's ``%(name)s`` placeholders as the server's parser reads it
+    (``$1``, ``$2``...): what pg_stat_statements shows of it (dbopt advise compares them)."""
+    return _psycopg_to_dollar(text.strip())[0]
+
+
 def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
     """Parse one read-only statement (SELECT, VALUES, TABLE, WITH ... SELECT).
 

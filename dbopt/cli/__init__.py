@@ -78,6 +78,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "import_specs",
         "Write spec files for the indexes and materialized views a database already has.",
     ),
+    "advise": (
+        "dbopt.cli.advise_cmd",
+        "advise",
+        "Suggest indexes for a workload, as spec YAML with the numbers behind each.",
+    ),
     "stats": (
         "dbopt.cli.stats_cmd",
         "stats",

@@ -1,0 +1,229 @@
+"""`dbopt advise`: index suggestions for a workload, as spec YAML with the numbers behind them.
+
+The use case, :func:`advise`: read the workload (:mod:`.workload`), derive candidate indexes
+from each query's parse tree (:mod:`.candidates`), drop those that exist or are spec'd with an
+equivalent definition (the planner's notion: the server's own ``pg_get_indexdef`` of each,
+normalised as ``dbopt plan`` does), choose among the rest with HypoPG (:mod:`.evaluation`),
+then name them by the spec conventions, give each a ``reason`` from its queries and numbers,
+and a budget for each query it serves that the specs do not budget yet
+(:mod:`.suggestions`); :mod:`.specwrite` renders or merges the YAML. Nothing is executed but
+EXPLAIN, and no real index is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dbopt.advise.candidates import (
+    ColumnInfo,
+    TableInfo,
+    TableUse,
+    TypeClass,
+    candidates,
+    table_uses,
+)
+from dbopt.advise.evaluation import THRESHOLD, Evaluation, evaluate
+from dbopt.advise.suggestions import NewBudget, Suggestion, WriteLoad, suggestions
+from dbopt.advise.workload import (
+    Skipped,
+    Source,
+    Workload,
+    WorkloadQuery,
+    budgeted_fingerprints,
+    fingerprint,
+    from_file,
+    from_specs,
+    from_statements,
+    generic_method,
+)
+from dbopt.catalog import catalog_sql, inspect
+from dbopt.config import Settings
+from dbopt.deparse import canonical, normalize_specs
+from dbopt.errors import InputError
+from dbopt.model import IndexSpec, QualifiedName, SpecSet
+from dbopt.readonly import CallGraph
+from dbopt.sqltext import SqlTextError, dollar_text
+from dbopt.verify.hypothetical import require_hypopg
+from dbopt.verify.select import check_budgets
+
+__all__ = [
+    "THRESHOLD",
+    "Advice",
+    "AdviseOptions",
+    "NewBudget",
+    "Source",
+    "Suggestion",
+    "WriteLoad",
+    "advise",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AdviseOptions:
+    """What to advise on: the workload's source and its limits."""
+
+    source: Source = Source.STATEMENTS
+    queries_file: Path | None = None
+    #: pg_stat_statements: statements called at least this often (Dexter's default: 100).
+    min_calls: int = 100
+    #: pg_stat_statements: this many statements, by total execution time.
+    top: int = 50
+    #: CREATE EXTENSION hypopg when the server has it but this database does not.
+    create_extension: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """What advise found: the suggestions, new budgets, and everything left out, with why."""
+
+    workload: Workload
+    suggestions: tuple[Suggestion, ...]
+    budgets: tuple[NewBudget, ...]
+    evaluation: Evaluation
+    #: How queries with $n parameters were planned on this server.
+    generic: str
+    hypopg_version: str
+    server_version: int
+    #: Candidates left out because an index with an equivalent definition exists or is spec'd.
+    equivalent: tuple[tuple[IndexSpec, str], ...] = ()
+    #: Queries read that advise could not use (no table it can index, no plan...).
+    skipped: tuple[Skipped, ...] = ()
+    #: Queries already budgeted in the specs (workload name -> budget name).
+    budgeted: Mapping[str, str] | None = None
+
+    @property
+    def generic_count(self) -> int:
+        """How many of the planned queries have $n parameters (planned generically)."""
+        return sum(1 for q in self.workload.queries if q.parameters)
+
+
+def _tables(conn: psycopg.Connection[Any]) -> dict[QualifiedName, TableInfo]:
+    columns: dict[QualifiedName, dict[str, ColumnInfo]] = {}
+    rows: dict[QualifiedName, float] = {}
+    for schema, name, reltuples, column, type_class, n_distinct in conn.execute(
+        catalog_sql("advise_columns")
+    ):
+        table = QualifiedName(schema, name)
+        rows[table] = float(reltuples or 0)
+        columns.setdefault(table, {})[column] = ColumnInfo(
+            column, TypeClass(type_class), None if n_distinct is None else float(n_distinct)
+        )
+    return {t: TableInfo(t, cols, rows[t]) for t, cols in columns.items()}
+
+
+def _installed(conn: psycopg.Connection[Any], extension: str) -> bool:
+    row = conn.execute(catalog_sql("advise_extension"), {"name": extension}).fetchone()
+    return row is not None
+
+
+def _workload(
+    conn: psycopg.Connection[Any], specs: SpecSet, options: AdviseOptions, calls: CallGraph
+) -> Workload:
+    if options.source == Source.FILE:
+        if options.queries_file is None:
+            raise InputError("--queries needs a file")
+        return from_file(options.queries_file, calls)
+    if options.source == Source.SPECS:
+        if not specs.queries:
+            raise InputError(
+                "the specs have no budgeted queries (--from-specs has nothing to read)"
+            )
+        catalog = inspect(conn, specs.relations())
+        check_budgets(specs.queries, specs, catalog, calls)
+        return from_specs(specs.queries)
+    return from_statements(conn, calls, min_calls=options.min_calls, top=options.top)
+
+
+def _equivalents(
+    conn: psycopg.Connection[Any],
+    pool: Sequence[IndexSpec],
+    specs: SpecSet,
+    settings: Settings,
+) -> tuple[list[IndexSpec], list[tuple[IndexSpec, str]]]:
+    """``pool`` without candidates equivalent to an existing or spec'd index (or to an
+    earlier candidate), compared as the planner compares: canonical pg_get_indexdef text."""
+    tables = {c.table for c in pool}
+    catalog = inspect(conn, tables | specs.relations())
+    known: dict[str, str] = {}
+    for index in catalog.indexes.values():
+        if index.table in tables and index.is_valid:
+            known.setdefault(f"{index.table}|{canonical(index.definition)}", str(index.name.name))
+    spec_indexes = [
+        s for s in specs.all_indexes if s.table in tables and s.table in catalog.relations
+    ]
+    temp = [replace(c, name=f"dbopt_advise_candidate_{n:05d}") for n, c in enumerate(pool)]
+    normalized, _trips = normalize_specs(conn, [*spec_indexes, *temp], settings.lock_timeout_ms)
+    for spec in spec_indexes:
+        text = normalized.get(spec.qualified_name)
+        if text is not None:
+            known.setdefault(f"{spec.table}|{text}", f"{spec.name} (spec'd)")
+    kept: list[IndexSpec] = []
+    left: list[tuple[IndexSpec, str]] = []
+    for original, named in zip(pool, temp, strict=True):
+        key = f"{original.table}|{normalized.get(named.qualified_name, '')}"
+        if key in known:
+            if not known[key].startswith("dbopt_advise_candidate_"):
+                left.append((original, known[key]))
+            continue
+        known[key] = named.name
+        kept.append(original)
+    return kept, left
+
+
+def advise(
+    conn: psycopg.Connection[Any], specs: SpecSet, settings: Settings, options: AdviseOptions
+) -> Advice:
+    """Suggest indexes for a workload (see the package doc). Raises InputError (exit 2) for a
+    workload that cannot be read, HypoPGMissingError when HypoPG is not in this database."""
+    calls = CallGraph.read(conn)
+    workload = _workload(conn, specs, options, calls)
+    version = require_hypopg(conn, create=options.create_extension)
+    tables = _tables(conn)
+    trigram = _installed(conn, "pg_trgm")
+    budgeted = budgeted_fingerprints(specs) if options.source != Source.SPECS else {}
+    skipped: list[Skipped] = list(workload.skipped)
+    uses_of: dict[str, tuple[TableUse, ...]] = {}
+    pool: list[IndexSpec] = []
+    queries: list[WorkloadQuery] = []
+    by_name = {b.name: b for b in specs.queries}
+    for q in workload.queries:
+        fp = fingerprint(q.text) if budgeted else None
+        if fp is not None and fp in budgeted:
+            # Already budgeted: planned as the budget (its text and values), which plans where
+            # the normalised text may not ($1 in INTERVAL $1, CURRENT_DATE + $1).
+            q = replace(q, text=by_name[budgeted[fp]].sql, budget=by_name[budgeted[fp]])
+        try:
+            parsed = dollar_text(q.text) if q.budget is not None else q.text
+            uses = table_uses(q.tree(), tables, settings.search_path, parsed)
+        except SqlTextError as exc:
+            skipped.append(Skipped(q.name, f"could not be read: {exc}"))
+            continue
+        found = [c for use in uses for c in candidates(use, tables[use.table], trigram=trigram)]
+        if not found:
+            skipped.append(Skipped(q.name, "no predicate, join or ORDER BY an index can serve"))
+            continue
+        uses_of[q.name] = uses
+        queries.append(q)
+        pool.extend(c for c in found if c not in pool)
+    kept, equivalent = _equivalents(conn, pool, specs, settings) if pool else ([], [])
+    tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
+    evaluation = evaluate(conn, queries, kept, tables_of)
+    already = {q.name: q.budget.name for q in queries if q.budget is not None}
+    found_suggestions, budgets = suggestions(conn, evaluation, specs, uses_of, already)
+    return Advice(
+        workload=replace(workload, queries=tuple(queries)),
+        suggestions=found_suggestions,
+        budgets=budgets,
+        evaluation=evaluation,
+        generic=generic_method(conn.info.server_version),
+        hypopg_version=version,
+        server_version=conn.info.server_version,
+        equivalent=tuple(equivalent),
+        skipped=tuple(skipped) + evaluation.failed,
+        budgeted=already,
+    )

@@ -1,0 +1,10 @@
+-- dbopt advise: the top statements of this database by total execution time (PostgreSQL 12
+-- names: total_time, mean_time). The FROM placeholder is pg_stat_statements, schema-qualified.
+SELECT s.queryid, s.query, s.calls, s.total_time AS total_ms, s.mean_time AS mean_ms
+  FROM {} AS s
+ WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+   AND s.calls >= %(min_calls)s
+   -- Queries only (what --top counts): no EXPLAIN, DDL, writes or SET of any tool.
+   AND s.query ~* '^[[:space:](]*(select|with|values|table)[[:>:]]'
+ ORDER BY s.total_time DESC, s.queryid
+ LIMIT %(top)s
