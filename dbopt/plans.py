@@ -34,10 +34,12 @@ from dbopt.replicas import in_recovery
 def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
     """What a plan touches, so the only relations inspection sizes and deparses (and so may
     wait for): the specs' tables and views, and what dbopt made (it may drop it)."""
-    touched = {s.table for s in specs.indexes} | {v.name for v in specs.views}
-    for fact in owned:
-        touched.add(fact.table if fact.object_type == "index" else fact.name)
-    return touched
+    return {s.table for s in specs.indexes} | {v.name for v in specs.views} | owned_relations(owned)
+
+
+def owned_relations(owned: Iterable[OwnedObject]) -> set[QualifiedName]:
+    """The relations what dbopt made lives on (an index: its table)."""
+    return {fact.table if fact.object_type == "index" else fact.name for fact in owned}
 
 
 def build_plan(

@@ -28,7 +28,7 @@ from dbopt.advise.workload import Skipped, WorkloadQuery, estimate
 from dbopt.db import read_only_transaction, server_message
 from dbopt.ddl import create_index
 from dbopt.model import IndexSpec, QualifiedName
-from dbopt.verify.hypothetical import _hypopg_function
+from dbopt.verify.hypothetical import hypopg_function
 from dbopt.verify.measurement import MIN_TIMEOUT_MS, raise_if_lost
 from dbopt.verify.plan import PlanNode, index_uses
 
@@ -87,9 +87,9 @@ class _Hypo:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
-        self.create_fn = _hypopg_function(conn, "hypopg_create_index")
-        self.drop_fn = _hypopg_function(conn, "hypopg_drop_index")
-        self.size_fn = _hypopg_function(conn, "hypopg_relation_size")
+        self.create_fn = hypopg_function(conn, "hypopg_create_index")
+        self.drop_fn = hypopg_function(conn, "hypopg_drop_index")
+        self.size_fn = hypopg_function(conn, "hypopg_relation_size")
         #: oid -> HypoPG's name for it (what plans show).
         self.live: dict[int, str] = {}
 

@@ -127,7 +127,7 @@ def require_hypopg(conn: psycopg.Connection[Any], *, create: bool = False) -> st
     return hypopg_versions(conn)[0] or available
 
 
-def _hypopg_function(conn: psycopg.Connection[Any], name: str) -> sql.Identifier:
+def hypopg_function(conn: psycopg.Connection[Any], name: str) -> sql.Identifier:
     """One of HypoPG's functions, qualified with the schema it was installed in."""
     row = conn.execute(catalog_sql("hypopg_schema")).fetchone()
     return sql.Identifier(row[0], name) if row else sql.Identifier(name)
@@ -136,7 +136,7 @@ def _hypopg_function(conn: psycopg.Connection[Any], name: str) -> sql.Identifier
 def _hypothetical_oids(conn: psycopg.Connection[Any]) -> set[int]:
     """The OIDs of the hypothetical indexes of this backend (HypoPG's ``hypopg()``)."""
     rows = conn.execute(
-        sql.SQL("SELECT indexrelid::int8 FROM {}()").format(_hypopg_function(conn, "hypopg"))
+        sql.SQL("SELECT indexrelid::int8 FROM {}()").format(hypopg_function(conn, "hypopg"))
     ).fetchall()
     return {int(row[0]) for row in rows}
 
@@ -185,13 +185,13 @@ def run_hypothetical(
     before = {b.name: estimated_plan(conn, b, timeouts[b.name]) for b in chosen}
     existing = _hypothetical_oids(conn)
     try:
-        create_fn = _hypopg_function(conn, "hypopg_create_index")
+        create_fn = hypopg_function(conn, "hypopg_create_index")
         hypo = tuple(_create_hypothetical(conn, spec, create_fn) for spec in missing)
         after = {b.name: estimated_plan(conn, b, timeouts[b.name]) for b in chosen}
     finally:
         if not (conn.closed or conn.broken):
             # Those this call made, even when it stopped half-way; the caller's stay.
-            drop_fn = _hypopg_function(conn, "hypopg_drop_index")
+            drop_fn = hypopg_function(conn, "hypopg_drop_index")
             for oid in sorted(_hypothetical_oids(conn) - existing):
                 conn.execute(sql.SQL("SELECT {}(%s)").format(drop_fn), [oid])
     rename = {h.hypo_name: h.spec.name for h in hypo if h.hypo_name}
