@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from typing import TYPE_CHECKING, Any
 
 from dbopt.errors import Problem
 from dbopt.words import suggest
 from dbopt.yamlload import Document, Path_
+
+if TYPE_CHECKING:
+    # jsonschema (70 ms to import) is needed only to explain a document that failed the fast
+    # check: imported then, so the common case (every spec valid) never pays for it.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 _TYPE_NAMES = {
     "string": "a string",
@@ -146,6 +149,8 @@ def _problem(doc: Document, err: ValidationError) -> list[Problem]:
                     f"{where}: expected {_expected_types(kinds)}, got {_describe(err.instance)}",
                 )
             ]
+        from jsonschema.exceptions import best_match
+
         return _problem(doc, best_match(err.context))
     if v == "pattern":
         described = _schema(err).get("description", f"text matching {err.validator_value}")
@@ -226,6 +231,8 @@ def _is_valid(schema: dict[str, Any], data: Any) -> bool:
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
     """One compiled validator per schema object (the schemas are module constants)."""
+    from jsonschema import Draft202012Validator
+
     found = _VALIDATORS.get(id(schema))
     if found is None:
         found = _VALIDATORS[id(schema)] = Draft202012Validator(schema)

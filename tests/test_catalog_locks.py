@@ -318,3 +318,57 @@ def test_commands_never_wait_on_ddl_outside_the_specs(
     result = cli(command, "--dsn", db_dsn)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < LOCK_TIMEOUT_MS / 1000
+
+
+def test_plain_definitions_are_written_as_the_server_prints_them(
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """Plain-column indexes get their definition from the catalog (no pg_get_indexdef):
+    for every shape, what inspect says must be exactly what the server prints."""
+    admin_conn.execute(
+        '''
+        CREATE DOMAIN code AS text;
+        CREATE SCHEMA "Odd Schema";
+        CREATE TABLE "Odd Schema"."Mixed Case" (
+            id int, "order" int, "Weird ""Name""" text, v varchar(20), c code,
+            t text COLLATE "C", n numeric, arr int[], ts tsvector, b bool);
+        CREATE INDEX plain_one ON "Odd Schema"."Mixed Case" (id);
+        CREATE INDEX "Plain Two" ON "Odd Schema"."Mixed Case" ("order", "Weird ""Name""");
+        CREATE INDEX "select" ON "Odd Schema"."Mixed Case" (id) INCLUDE (n, "order");
+        CREATE INDEX on_varchar ON "Odd Schema"."Mixed Case" (v);
+        CREATE INDEX on_domain ON "Odd Schema"."Mixed Case" (c);
+        CREATE INDEX on_c_collation ON "Odd Schema"."Mixed Case" (t);
+        CREATE INDEX other_collation ON "Odd Schema"."Mixed Case" (t COLLATE "POSIX");
+        CREATE INDEX other_opclass ON "Odd Schema"."Mixed Case" (t text_pattern_ops);
+        CREATE INDEX descending ON "Odd Schema"."Mixed Case" (id DESC, n NULLS FIRST);
+        CREATE UNIQUE INDEX uniq ON "Odd Schema"."Mixed Case" (id, n);
+        CREATE INDEX partial ON "Odd Schema"."Mixed Case" (id) WHERE b;
+        CREATE INDEX expr ON "Odd Schema"."Mixed Case" (lower(t));
+        CREATE INDEX with_options ON "Odd Schema"."Mixed Case" (id) WITH (fillfactor = 70);
+        CREATE INDEX hashed ON "Odd Schema"."Mixed Case" USING hash (id);
+        CREATE INDEX gin_arr ON "Odd Schema"."Mixed Case" USING gin (arr);
+        CREATE INDEX gin_ts ON "Odd Schema"."Mixed Case" USING gin (ts);
+        CREATE INDEX brin_id ON "Odd Schema"."Mixed Case" USING brin (id, n);
+        CREATE TABLE parted (id int, k int) PARTITION BY RANGE (id);
+        CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10);
+        CREATE INDEX parted_k ON parted (k);
+        '''
+    )
+    if admin_conn.info.server_version >= 130000:
+        admin_conn.execute(
+            'CREATE INDEX opclass_options ON "Odd Schema"."Mixed Case" '
+            "USING gist (ts tsvector_ops (siglen = 100))"
+        )
+    catalog = inspect(admin_conn)
+    server = dict(
+        admin_conn.execute(
+            "SELECT n.nspname || '.' || c.relname, pg_get_indexdef(c.oid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname IN ('Odd Schema', 'public')"
+        ).fetchall()
+    )
+    assert len(server) >= 19
+    for name, definition in server.items():
+        schema, _, index = name.partition(".")
+        assert catalog.indexes[QualifiedName(schema, index)].definition == definition, name

@@ -314,8 +314,26 @@ def report_error(err: DboptError, verbose: int = 0) -> None:
     click.echo(f"error: {err}", err=True)
 
 
+#: Commands that only read and end in seconds (see DboptGroup.invoke).
+BOUNDED_COMMANDS = frozenset({"plan", "status", "validate", "schema", "history", "doctor"})
+
+
 class DboptGroup(click.Group):
     """A click group that turns dbopt's expected errors into messages and exit codes."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in BOUNDED_COMMANDS:
+            from dbopt.gcpause import paused_gc
+
+            # Short commands that only read build big graphs they keep to the end (10,000
+            # specs, their catalog rows and plan actions): no cyclic collection until the
+            # context closes. Those that may run for hours (apply, rollback, refresh-views,
+            # verify...) keep the collector.
+            ctx.with_resource(paused_gc())
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

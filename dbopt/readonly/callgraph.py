@@ -10,6 +10,7 @@ story and its limits. The catalog queries are ``catalog/sql/readonly_*.sql``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from collections.abc import Mapping
@@ -69,9 +70,17 @@ _MEANS: Mapping[ReferenceKind, tuple[Kind, ...]] = {
 _RELKINDS = {"v": "view", "f": "foreign table", "p": "partitioned table", "r": "table"}
 
 _IDENT = r'"((?:[^"]|"")+)"|([A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)'
-_CALL = re.compile(rf"(?:{_IDENT})\s*\(")
-_ATTRIBUTE = re.compile(rf"\.\s*(?:{_IDENT})")
-_WORD = re.compile(_IDENT)
+
+
+@functools.cache
+def _pattern(kind: str) -> re.Pattern[str]:
+    """A call ``name(``, an attribute ``.name`` or a word; compiled when first needed (their
+    non-ASCII ranges take 15 ms to compile, which every command would pay at import)."""
+    return re.compile(
+        {"call": rf"(?:{_IDENT})\s*\(", "attribute": rf"\.\s*(?:{_IDENT})", "word": _IDENT}[kind]
+    )
+
+
 _COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
 
 
@@ -203,7 +212,7 @@ def _function_reason(row: _FunctionRow) -> str | None:
         return None
     if row.language not in READABLE_LANGUAGES:
         return f"is written in {row.language}, whose body dbopt cannot check"
-    if "execute" in _idents(_WORD, row.body or ""):
+    if "execute" in _idents(_pattern("word"), row.body or ""):
         return "runs dynamic SQL (EXECUTE), which dbopt cannot check"
     return None
 
@@ -362,13 +371,13 @@ def _body_edges(g: _Graph, node: Node, body: str, operators: list[tuple[str, Nod
     # Read with and without what looks like comments: ``f/* x */()`` is a call too, and a
     # ``--`` inside a string literal must not hide the rest of its line.
     uncommented = _COMMENT.sub(" ", body)
-    for name in sorted(_idents(_CALL, body) | _idents(_CALL, uncommented)):
+    for name in sorted(_idents(_pattern("call"), body) | _idents(_pattern("call"), uncommented)):
         for child in g.named(Kind.FUNCTION, name) + g.named(Kind.CAST, name):
             g.edge(node, "calls", child)
-    for name in sorted(_idents(_ATTRIBUTE, body)):
+    for name in sorted(_idents(_pattern("attribute"), body)):
         for child in g.named(Kind.ATTRIBUTE, name):
             g.edge(node, "calls", child)
-    for name in sorted(_idents(_WORD, body)):
+    for name in sorted(_idents(_pattern("word"), body)):
         for child in g.named(Kind.RELATION, name) + g.named(Kind.CAST, name):
             g.edge(node, "mentions", child)
     for name, operator in operators:
