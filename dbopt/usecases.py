@@ -30,9 +30,7 @@ from dbopt.errors import (
     PrivilegeError,
     UnsafeActionError,
 )
-from dbopt.executor import Executor, RunResult
 from dbopt.history import History
-from dbopt.livecheck import check_against_database, check_builds, with_read_views
 from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet, ViewSpec
 from dbopt.planner import ActionKind, Plan
@@ -40,13 +38,14 @@ from dbopt.plans import build_plan, relevant
 from dbopt.privileges import create_problem, resolve, unreadable_problem, view_relations
 from dbopt.progress import Reporter
 from dbopt.replicas import in_recovery, index_scans, require_primary
-from dbopt.rollback import RollbackPlan, Selection, Skipped, rollback_plan
-from dbopt.status import NodeScans, StatusReport, index_status, with_nodes
 
 if TYPE_CHECKING:
+    from dbopt.executor import Executor, RunResult
     from dbopt.importer import ImportOptions, ImportOutcome
     from dbopt.model import QueryBudget
     from dbopt.refresh import RefreshResult, RefreshWatch
+    from dbopt.rollback import RollbackPlan, Selection, Skipped
+    from dbopt.status import StatusReport
     from dbopt.verify import VerifyReport
     from dbopt.verify.verdict import Baseline
 
@@ -267,6 +266,9 @@ def apply(
 
     ``on_start`` is given the executor as soon as it is connected: a caller running this in
     a thread (a fleet) keeps it to cancel the builds when Ctrl-C reaches the main thread."""
+    from dbopt.executor import Executor
+    from dbopt.livecheck import check_against_database, check_builds, with_read_views
+
     settings = target.settings
     with Executor(
         target.dsn,
@@ -372,6 +374,9 @@ def rollback(
     """Undo a run (or objects' last changes) with apply's checks: lock, ownership, what a drop
     would break, confirmation. Derived from the history's facts, never from its SQL.
     ``on_start`` as for :func:`apply`."""
+    from dbopt.executor import Executor
+    from dbopt.rollback import rollback_plan
+
     settings = target.settings
     with Executor(
         target.dsn, settings, history, reporter, patient=wait_for_blockers, replicas=target.replicas
@@ -515,6 +520,8 @@ def status(target: Target, specs: SpecSet, history: History) -> StatusReport:
     """What dbopt manages and how it is; with the environment's standbys listed, each
     index's scans on every node and in total (a standby serves reads the primary never sees).
     Works on a standby too (read-only)."""
+    from dbopt.status import NodeScans, index_status, with_nodes
+
     with connect(target.dsn, settings=target.settings) as conn:
         report = index_status(conn, specs, target.settings, history)
         standby = in_recovery(conn)

@@ -289,22 +289,22 @@ def test_prune_and_rollback_never_take_what_the_table_relies_on(
 def test_overdue_waits_for_a_refresh_that_may_still_run() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from dbopt.status import _overdue
+    from dbopt.status import overdue
 
     now = datetime(2026, 11, 29, 10, 3, tzinfo=UTC)
     hour_ago = now - timedelta(hours=1)
     # Hourly: the 10:00 tick is 3 minutes back; a refresh may still be running.
-    assert not _overdue("0 * * * *", now, hour_ago, 1_000)
-    assert _overdue("0 * * * *", now + timedelta(minutes=5), hour_ago, 1_000)
+    assert not overdue("0 * * * *", now, hour_ago, 1_000)
+    assert overdue("0 * * * *", now + timedelta(minutes=5), hour_ago, 1_000)
     # A refresh that took 20 minutes last time has 40 minutes.
-    assert not _overdue("0 * * * *", now + timedelta(minutes=30), hour_ago, 20 * 60_000)
-    assert _overdue("0 * * * *", now + timedelta(minutes=45), hour_ago, 20 * 60_000)
+    assert not overdue("0 * * * *", now + timedelta(minutes=30), hour_ago, 20 * 60_000)
+    assert overdue("0 * * * *", now + timedelta(minutes=45), hour_ago, 20 * 60_000)
     # Never longer than the interval; refreshed since the tick: never overdue.
-    assert _overdue("*/10 * * * *", now + timedelta(minutes=19), hour_ago, 60 * 60_000)
-    assert not _overdue("0 * * * *", now + timedelta(minutes=50), now, 1_000)
+    assert overdue("*/10 * * * *", now + timedelta(minutes=19), hour_ago, 60 * 60_000)
+    assert not overdue("0 * * * *", now + timedelta(minutes=50), now, 1_000)
     # Day-of-month with a '*' and a day-of-week: ANDed as cron does (Mondays that are even
     # days), not ORed: Sunday 2026-11-29 is no tick.
-    assert not _overdue("0 0 */2 * 1", now, now - timedelta(hours=11), 1_000)
+    assert not overdue("0 0 */2 * 1", now, now - timedelta(hours=11), 1_000)
 
 
 def test_an_index_being_built_is_building_not_invalid(
