@@ -28,6 +28,8 @@ from psycopg import sql
 
 from dbopt import __version__
 from dbopt.sandbox import Server, start_server
+from tools.bench_advise import advise_section
+from tools.bench_fleet import FleetResults, fleet_section, measure_fleet
 from tools.demo import ROOT, load_bookedbarber
 
 SPECS = ["--specs", str(ROOT / "indexes"), "--specs", str(ROOT / "views")]
@@ -60,6 +62,14 @@ class Results:
     plain_shape: str = ""
     unsafe_builds: int = 0
     safe_builds: int = 0
+    apply_repeat: int = 5
+    fleet: FleetResults | None = None
+    advise: str = ""
+
+    def apply_ratio(self) -> float:
+        """--jobs 1 against psql: the median of each round's ratio (the two ran side by side,
+        so a slower moment of the machine weighs on both)."""
+        return statistics.median(j / p for j, p in zip(self.apply_j1, self.psql, strict=True))
 
 
 def _dbopt(*args: str, check: bool = True, cwd: Path = ROOT) -> tuple[float, str]:
@@ -116,10 +126,10 @@ def measure_apply(server: Server, dsn: str, results: Results, work: Path) -> Non
     psql = psql or shutil.which("psql")
     if psql is None:
         raise SystemExit("bench: psql not found")
-    for i in range(results.repeat):
-        order = ["j1", "psql", "j2"] if i % 2 == 0 else ["psql", "j2", "j1"]
+    for i in range(results.apply_repeat):
+        order = ["j1", "psql", "j2"] if i % 2 == 0 else ["psql", "j1", "j2"]
         for kind in order:
-            _say(f"apply {kind} {i + 1}/{results.repeat}")
+            _say(f"apply {kind} {i + 1}/{results.apply_repeat}")
             if kind == "psql":
                 started = time.perf_counter()
                 subprocess.run(
@@ -347,23 +357,23 @@ def report(results: Results) -> str:
             tablefmt="github",
         ),
         "",
-        f"Target: dbopt apply ≤ 1.05 × psql. Measured: {j1 / psql:.2f} with --jobs 1 "
-        f"({j1 - psql:+.1f} s). "
-        + (
-            "Target met."
-            if j1 <= 1.05 * psql
-            else "Target missed. What dbopt does that psql does not: about a second once per "
-            "run (Python start-up and imports, catalog inspection and the plan, the advisory "
-            "lock, the history schema and run row), then, around every statement, a history "
-            "row before and after, a validity check and a size query after each build, and "
-            "progress polling on a second connection. Those are the safety the tool exists "
-            "for."
-        ),
+        f"Target: dbopt apply within 1.03 × psql. Measured: {results.apply_ratio():.3f} "
+        f"with --jobs 1 (the median of {results.apply_repeat} rounds' ratios, each round "
+        f"running both side by side; medians {j1 - psql:+.2f} s). "
+        + ("Target met." if results.apply_ratio() <= 1.03 else "Target missed.")
+        + " What dbopt does that psql does not: about half a second once per run (Python "
+        "start-up and imports, spec loading, the checks against the database, catalog "
+        "inspection and the plan, the advisory lock, the history run row), then around every "
+        "statement a history row before and after, a validity check and a size query after "
+        "each build (a few milliseconds), and progress polling on a second connection. The "
+        "builds themselves take the same time: the statements and session settings are the "
+        "same.",
         "",
         "## 3. Planning scale",
         "",
         "`dbopt plan --format json` (process start, spec loading and validation, catalog "
-        "inspection, diff) for N synthetic plain-column index specs over 100 tables, against "
+        "inspection, diff, JSON output) for N synthetic plain-column index specs over 100 "
+        "tables, against "
         "a catalog holding the same N indexes (so every spec is compared):",
         "",
     ]
@@ -383,17 +393,16 @@ def report(results: Results) -> str:
         seconds = statistics.median(big[0])
         out += [
             "",
-            f"Target: catalog queries constant, 10,000 specs under 2 s. Measured: "
-            f"{_fmt(seconds)} s, {big[1]} catalog queries (the same for 1,000: constant)."
-            + (
-                ""
-                if seconds < 2
-                else f" The time target is missed by {seconds / 2:.1f}x. A profile of the "
-                "same run puts the largest share in reading 10,000 specs' YAML (PyYAML builds "
-                "every node in Python even with libyaml parsing), then the catalog query "
-                "(PostgreSQL's own pg_get_indexdef for every index, needed to compare them), "
-                "spec validation and the JSON output."
-            ),
+            f"Target: catalog queries constant, 10,000 specs under 1 s. Measured: "
+            f"{_fmt(seconds)} s ({'met' if seconds < 1 else 'missed'}), {big[1]} catalog "
+            "queries (the same for 1,000: constant). Where the time goes (a profile of the "
+            "same run): the interpreter and imports (about a quarter: psycopg alone is a "
+            "tenth of a second), reading and validating the YAML, the catalog query, the "
+            "diff and the JSON. What made it fit: plan reads no sizes, plain-column "
+            "definitions are written from the catalog (pg_get_indexdef only for the rest), "
+            "the cyclic garbage collector is paused while big graphs are built, jsonschema "
+            "is imported only to explain an invalid file, and nothing plan does not run is "
+            "imported.",
         ]
     dbopt_s = statistics.median(results.startup_dbopt) * 1000
     python_s = statistics.median(results.startup_python) * 1000
@@ -454,6 +463,10 @@ def report(results: Results) -> str:
         "dbopt the waits a parallel schedule would cause.",
         "",
     ]
+    if results.fleet is not None:
+        out += fleet_section(results.fleet)
+    if results.advise:
+        out += ["## 8. `dbopt advise` against the hand-written specs", "", results.advise, ""]
     return "\n".join(out)
 
 
@@ -463,18 +476,28 @@ def main() -> None:
     parser.add_argument("--scale", default=os.environ.get("DBOPT_BENCH_SCALE", "1"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--apply-repeat", type=int, default=5)
+    parser.add_argument("--fleet-sizes", default="20,50,100,200")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument(
         "--only",
-        choices=["apply"],
+        choices=["apply", "planning", "fleet", "advise"],
         help="Run one part and print its figures (to check a change); writes no report.",
     )
     args = parser.parse_args()
-    results = Results(scale=args.scale, repeat=args.repeat)
+    results = Results(scale=args.scale, repeat=args.repeat, apply_repeat=args.apply_repeat)
     server = start_server()
     work = Path(tempfile.mkdtemp(prefix="dbopt-bench-"))
     try:
         results.pg_version = server.provider.split("PostgreSQL")[-1].strip(" )") or "?"
+        if args.only == "planning":
+            measure_planning(server, results, work, [int(x) for x in args.sizes.split(",")])
+            print({k: (v[0], v[1]) for k, v in results.planning.items()})
+            return
+        if args.only == "fleet":
+            fleet = measure_fleet(server, work, [int(x) for x in args.fleet_sizes.split(",")], 1)
+            print("\n".join(fleet_section(fleet)))
+            return
         dsn = server.create_database("bookedbarber")
         _say(f"loading scale {args.scale}")
         results.load_s = load_bookedbarber(dsn, args.scale)
@@ -492,15 +515,24 @@ def main() -> None:
             )
             print(f"runs: psql {results.psql}, j1 {results.apply_j1}, j2 {results.apply_j2}")
             return
+        if args.only == "advise":
+            print(advise_section(dsn, ROOT / "indexes", work))
+            return
         measure_startup(results)
         measure_queries(dsn, results, work, "before")
         measure_apply(server, dsn, results, work)
+        _say("advise")
+        results.advise = advise_section(dsn, ROOT / "indexes", work)
         _dbopt("apply", "--dsn", dsn, *SPECS, "--format", "plain")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM (ANALYZE)")
         measure_queries(dsn, results, work, "after")
         measure_planning(server, results, work, [int(s) for s in args.sizes.split(",")])
         measure_plain_jobs(server, results, work)
+        _say("fleet")
+        results.fleet = measure_fleet(
+            server, work, [int(x) for x in args.fleet_sizes.split(",")], args.repeat
+        )
         _count_builds(results)
         args.output.write_text(report(results))
         _say(f"wrote {args.output}")

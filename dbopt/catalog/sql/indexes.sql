@@ -17,29 +17,31 @@
 -- set-based, a third of that. Every other index is deparsed by the server; tests compare both
 -- on every major (tests/test_catalog_locks.py).
 WITH keys AS (
-    SELECT i.indexrelid, i.indrelid, i.indnkeyatts, k.attnum, k.cls, k.coll, k.opt, k.ord
+    -- One row per column of each candidate index: its own attribute (attnum = position, for
+    -- opclass options) and its table's; int2vector and oidvector subscripts start at 0.
+    SELECT i.indexrelid, i.indnkeyatts, ia.attnum AS pos, ia.attoptions,
+           a.attname, a.atttypid, a.attcollation, i.indclass[ia.attnum - 1] AS cls,
+           i.indcollation[ia.attnum - 1] AS coll, i.indoption[ia.attnum - 1] AS opt
       FROM pg_index i
       JOIN pg_class c ON c.oid = i.indexrelid
-     CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[],
-                               i.indoption::int2[]) WITH ORDINALITY AS k(attnum, cls, coll, opt, ord)
+      JOIN pg_attribute ia ON ia.attrelid = i.indexrelid
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[ia.attnum - 1]
      WHERE (%(everything)s OR i.indrelid = ANY (%(relevant)s::oid[]))
        AND c.relkind = 'i' AND NOT i.indisunique AND c.reloptions IS NULL
        AND i.indexprs IS NULL AND i.indpred IS NULL
 ), plain AS (
     SELECT k.indexrelid,
-           string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
-               FILTER (WHERE k.ord <= k.indnkeyatts)        AS key_columns,
-           string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
-               FILTER (WHERE k.ord > k.indnkeyatts)         AS included
+           string_agg(quote_ident(k.attname), ', ' ORDER BY k.pos)
+               FILTER (WHERE k.pos <= k.indnkeyatts)        AS key_columns,
+           string_agg(quote_ident(k.attname), ', ' ORDER BY k.pos)
+               FILTER (WHERE k.pos > k.indnkeyatts)         AS included
       FROM keys k
-      JOIN pg_attribute a ON a.attrelid = k.indrelid AND a.attnum = k.attnum
-      JOIN pg_attribute ia ON ia.attrelid = k.indexrelid AND ia.attnum = k.ord
       LEFT JOIN pg_opclass oc ON oc.oid = k.cls
      GROUP BY k.indexrelid
-    HAVING bool_and(ia.attoptions IS NULL
-                    AND (k.ord > k.indnkeyatts
-                         OR (k.opt = 0 AND k.coll = a.attcollation
-                             AND oc.opcdefault AND oc.opcintype = a.atttypid)))
+    HAVING bool_and(k.attoptions IS NULL
+                    AND (k.pos > k.indnkeyatts
+                         OR (k.opt = 0 AND k.coll = k.attcollation
+                             AND oc.opcdefault AND oc.opcintype = k.atttypid)))
 )
 SELECT c.oid::bigint                                AS oid,
        i.indrelid::bigint                          AS table_oid,
