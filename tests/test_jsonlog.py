@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from dbopt.cli import main
 from dbopt.cli.jsonlog import JsonLog, JsonReporter
+from dbopt.config import Settings, Target
 from dbopt.model import QualifiedName
 from dbopt.progress import Blocker
 
@@ -195,3 +196,63 @@ def test_lock_waits_and_progress_are_events_at_most_every_ten_seconds() -> None:
     assert wait["blockers"][0]["pid"] == 4242
     assert "hunter2" not in lines[0]  # scrubbed, like every message dbopt writes
     assert events[1]["percent"] == 25.0
+
+
+class Lines:
+    """A stream that keeps each line written to it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.lines.extend(t for t in text.splitlines() if t)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class Shown:
+    """An object json.dumps cannot write (its ``default=str`` gives its text)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+QUOTED = 'pa"ss\\wörd'
+NEWLINE = "line1\nline2"
+
+
+@pytest.mark.parametrize(
+    ("secret", "dsn"),
+    [
+        (QUOTED, make_conninfo("host=db.example.com dbname=app user=app", password=QUOTED)),
+        (QUOTED, "postgresql://app:pa%22ss%5Cw%C3%B6rd@db.example.com/app"),
+        (NEWLINE, make_conninfo("host=db.example.com dbname=app user=app", password=NEWLINE)),
+    ],
+    ids=["quote-backslash-umlaut", "uri-encoded", "newline"],
+)
+def test_a_password_json_would_escape_is_scrubbed_from_every_field(secret: str, dsn: str) -> None:
+    stream = Lines()
+    log = JsonLog("apply", stream)  # type: ignore[arg-type]
+    log.bind(Target("production", dsn, Settings()))
+    # An error message carrying the DSN (and the password on its own), nested fields, and an
+    # object only default=str can write.
+    log.emit(
+        "run_end",
+        error=f"could not connect to {dsn}: password {secret} refused",
+        blockers=[{"query": f"ALTER ROLE app PASSWORD '{secret}'", "pid": 7}],
+        detail=Shown(f"dsn={dsn}"),
+    )
+    (line,) = stream.lines
+    escaped = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1])
+    for form in (secret, *escaped):
+        assert form not in line, form
+    event = json.loads(line)
+    for text in (event["error"], event["blockers"][0]["query"], event["detail"]):
+        assert secret not in text and "***" in text, text
+    assert event["target"] == "app@db.example.com:5432/app"
+    assert event["blockers"][0]["pid"] == 7

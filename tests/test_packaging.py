@@ -56,13 +56,22 @@ def test_wheel_installs_into_a_fresh_virtualenv_and_validates_the_shipped_specs(
         members = [m.split("/", 1)[1] for m in archive.getnames() if "/" in m]
     assert not [m for m in members if m.startswith(("tests/", "tools/", ".ci/"))]
     assert all(f"dbopt/catalog/sql/{name}" in members for name in sql_files)
+    assert "LICENSE" in members
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
     assert sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".sql")) == sql_files
     assert "dbopt/schema.py" in names and "dbopt/py.typed" in names
     assert not [n for n in names if n.startswith(("tests/", "tools/"))]
-    assert b"License-Expression: MIT" in metadata  # PEP 639, no deprecated table
+    # PEP 639: the SPDX expression (no deprecated table) and the license text itself.
+    headers = metadata.decode("utf-8").split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: MIT" in headers
+    assert "License-File: LICENSE" in headers
+    licenses = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert licenses, [n for n in names if ".dist-info/" in n]
+    with zipfile.ZipFile(wheel) as archive:
+        text = archive.read(licenses[0]).decode("utf-8")
+    assert text.startswith("MIT License") and "the dbopt authors" in text
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from dbopt.cli.completion import complete_env
+from dbopt.cli.completion import complete_env, complete_target
 from dbopt.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -170,6 +170,7 @@ def common_options(fn: F) -> F:
         multiple=True,
         metavar="NAME",
         help="With a fleet environment: only this target (repeatable).",
+        shell_complete=complete_target,
     )
     @click.option(
         "--targets",

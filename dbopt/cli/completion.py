@@ -3,13 +3,16 @@
 Click's own mechanism (``_DBOPT_COMPLETE=bash_source dbopt`` and its zsh and fish forms,
 see README "Shell completion") calls these while the user presses Tab. They read dbopt.yaml
 and the spec files as plain YAML, without validating anything and without a database: a
-completion must answer in milliseconds and must never fail, so a file that does not parse
-simply offers nothing.
+completion must answer in milliseconds and must never fail, so a file that does not parse, or
+a half-written one whose values have the wrong shape (``indexes: 5``), offers nothing.
+Each completer is wrapped by :func:`_never_fails` as well: whatever goes wrong while the user
+presses Tab, the shell is offered nothing rather than a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,23 @@ _DEFAULT_CONFIG = "dbopt.yaml"
 _DEFAULT_SPEC_DIRS = ("indexes", "views")
 
 
+Completer = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
+
+
+def _never_fails(completer: Completer) -> Completer:
+    """``completer``, offering nothing instead of raising: a traceback printed into the
+    user's command line by Tab is worse than no suggestion."""
+
+    @functools.wraps(completer)
+    def safe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        try:
+            return completer(ctx, param, incomplete)
+        except Exception:
+            return []
+
+    return safe
+
+
 def _read_yaml(path: Path) -> Any:
     """The document of ``path``, or None when it is missing or does not parse."""
     import yaml
@@ -28,7 +48,8 @@ def _read_yaml(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as handle:
             return yaml.safe_load(handle)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    # ValueError: a scalar YAML resolves but cannot build, such as the date 2024-13-45.
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
         return None
 
 
@@ -58,6 +79,42 @@ def environment_names(ctx: click.Context) -> list[tuple[str, str | None]]:
     return named
 
 
+def target_names(ctx: click.Context) -> list[str]:
+    """The target names of the fleet environment given with --env earlier on the line, as
+    dbopt.fleet names them: ``name:`` when written, else the service, else ``host/database``
+    (``host:port/database`` when two would share a name). A ``targets_query`` fleet is read
+    from a database: nothing is offered for it; nor for an entry whose ``${VAR}`` is unset."""
+    import os
+
+    from dbopt.config import dsn_or_service
+    from dbopt.dsn import expand_env, target_name
+
+    env = ctx.params.get("env")
+    envs = _config(ctx).get("environments")
+    body = envs.get(env) if isinstance(env, str) and isinstance(envs, dict) else None
+    entries = body.get("targets") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        return []
+    named: list[tuple[str, str | None]] = []  # (name, the DSN it was derived from)
+    for entry in entries:
+        if isinstance(entry, dict) and _text(entry.get("name")) is not None:
+            named.append((entry["name"], None))
+        elif isinstance(entry, str | dict):
+            text = entry.get("dsn") if isinstance(entry, dict) else entry
+            if not isinstance(text, str):
+                continue
+            try:
+                dsn, service = dsn_or_service(expand_env(text, os.environ))
+            except Exception:  # an unset ${VAR}: this entry cannot be named here
+                continue
+            named.append((service or target_name(dsn), None if service else dsn))
+    derived = [name for name, _ in named]
+    return [
+        target_name(dsn, port=True) if dsn is not None and derived.count(name) > 1 else name
+        for name, dsn in named
+    ]
+
+
 def _spec_dirs(ctx: click.Context) -> list[Path]:
     given = ctx.params.get("specs")
     if given:
@@ -78,11 +135,10 @@ def _spec_documents(ctx: click.Context) -> Iterator[dict[str, Any]]:
                 yield doc
 
 
-def _schema_of(qualified: object, fallback: object = None) -> str:
-    text = str(qualified or "")
-    if "." in text:
-        return text.split(".", 1)[0]
-    return str(fallback or "public")
+def _schema_of(qualified: str, fallback: str | None) -> str:
+    if "." in qualified:
+        return qualified.split(".", 1)[0]
+    return fallback or "public"
 
 
 def spec_names(ctx: click.Context, *, indexes: bool, views: bool) -> list[tuple[str, str, str]]:
@@ -92,17 +148,25 @@ def spec_names(ctx: click.Context, *, indexes: bool, views: bool) -> list[tuple[
     file has ``name:`` and ``query:`` (and ``schema:``) and may list indexes of the view."""
     found: list[tuple[str, str, str]] = []
     for doc in _spec_documents(ctx):
-        is_view = "query" in doc and "name" in doc
-        owner = doc.get("name") if is_view else doc.get("table")
-        schema = _schema_of(owner, doc.get("schema"))
-        if views and is_view:
-            view = str(owner).split(".", 1)[-1]
-            found.append((schema, view, "materialized view"))
-        if indexes:
-            for entry in doc.get("indexes") or []:
-                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                    found.append((schema, entry["name"], f"index on {owner}"))
+        # A half-written file: only values of the right type count (``indexes: 5`` is none).
+        name, table = _text(doc.get("name")), _text(doc.get("table"))
+        is_view = name is not None and "query" in doc
+        owner = name if is_view else table
+        schema = _schema_of(owner or "", _text(doc.get("schema")))
+        if views and is_view and owner is not None:
+            found.append((schema, owner.split(".", 1)[-1], "materialized view"))
+        entries = doc.get("indexes")
+        if indexes and isinstance(entries, list):
+            what = f"index on {owner}" if owner else "index"
+            for entry in entries:
+                if isinstance(entry, dict) and _text(entry.get("name")) is not None:
+                    found.append((schema, entry["name"], what))
     return found
+
+
+def _text(value: object) -> str | None:
+    """``value`` when it is a non-empty string, else None."""
+    return value if isinstance(value, str) and value else None
 
 
 def _items(names: list[tuple[str, str, str]], incomplete: str) -> list[CompletionItem]:
@@ -118,6 +182,7 @@ def _items(names: list[tuple[str, str, str]], incomplete: str) -> list[Completio
     return items
 
 
+@_never_fails
 def complete_env(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
@@ -129,13 +194,28 @@ def complete_env(
     ]
 
 
+@_never_fails
+def complete_target(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """--target NAME: the targets of the fleet environment named by --env."""
+    return [
+        CompletionItem(name, help="fleet target")
+        for name in dict.fromkeys(target_names(ctx))
+        if name.startswith(incomplete)
+    ]
+
+
+@_never_fails
 def complete_index(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    """--index NAME (plan, apply): the indexes and materialized views of the spec files."""
+    """--index NAME (plan, apply, rollback): the indexes and materialized views of the spec
+    files."""
     return _items(spec_names(ctx, indexes=True, views=True), incomplete)
 
 
+@_never_fails
 def complete_view(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
@@ -143,4 +223,12 @@ def complete_view(
     return _items(spec_names(ctx, indexes=False, views=True), incomplete)
 
 
-__all__ = ["complete_env", "complete_index", "complete_view", "environment_names", "spec_names"]
+__all__ = [
+    "complete_env",
+    "complete_index",
+    "complete_target",
+    "complete_view",
+    "environment_names",
+    "spec_names",
+    "target_names",
+]

@@ -86,16 +86,48 @@ class JsonLog:
 
     def emit(self, event: str, **fields: Any) -> None:
         """One line: ``{"ts", "event", "command", **context, **fields}``; None values are
-        left out."""
+        left out.
+
+        Every string of the record is scrubbed before it is written as JSON: a password with
+        a quote, a backslash or a newline is escaped by ``json.dumps`` and would no longer
+        match afterwards. The line is then scrubbed again, of the raw and the escaped forms,
+        in case a value reached it some other way (``default=str``)."""
         record = {"ts": utc_now(), "event": event, "command": self.command, **self.context}
         record.update({k: v for k, v in fields.items() if v is not None})
+        if self.secrets:
+            record = _scrubbed(record, self.secrets)
         line = json.dumps(record, default=str, ensure_ascii=False)
         if self.secrets:
             from dbopt.dsn import scrub
 
-            line = scrub(line, self.secrets)
+            line = scrub(line, _json_forms(self.secrets))
         with self._lock:
             click.echo(line, file=self.stream or sys.stdout)
+
+
+def _scrubbed(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret replaced in each string it holds, at any depth; objects
+    json.dumps cannot write become their scrubbed ``str`` (what ``default=str`` would give)."""
+    from dbopt.dsn import scrub
+
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {_scrubbed(str(k), secrets): _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrubbed(v, secrets) for v in value]
+    return scrub(str(value), secrets)
+
+
+def _json_forms(secrets: list[str]) -> list[str]:
+    """Each secret as it is, and as it reads inside a JSON string (both escapings)."""
+    forms = set(secrets)
+    for secret in secrets:
+        forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+        forms.add(json.dumps(secret)[1:-1])
+    return sorted(forms)
 
 
 def _blocker(b: Blocker) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.completion import complete_index
 from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.run_output import (
     WAIT,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     type=QUALIFIED_NAME,
     metavar="[SCHEMA.]NAME",
     help="Undo the last change of this index or view (schema.name or name); repeatable.",
+    shell_complete=complete_index,
 )
 @click.option("--plan", "show_plan", is_flag=True, help="Print the rollback SQL; run nothing.")
 @click.option(
