@@ -7,7 +7,8 @@ run finds them taken and is told by whom.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,9 @@ from dbopt.catalog import catalog_sql
 from dbopt.errors import LockBusyError
 from dbopt.model import QualifiedName
 from dbopt.progress import Blocker
+
+#: The longest a wait for an advisory lock goes without looking whether to stop.
+_WAIT_SLICE_MS = 1000
 
 #: Key spaces of dbopt's advisory locks: 'dbop' (a database's run), 'dbrf' (a view's refresh).
 RUN_LOCK_SPACE = 0x64626F70
@@ -53,16 +57,35 @@ def try_lock(conn: psycopg.Connection[Any], lock: AdvisoryLock) -> bool:
     return bool(row and row[0])
 
 
-def wait_lock(conn: psycopg.Connection[Any], lock: AdvisoryLock, timeout_ms: int | None) -> bool:
+def wait_lock(
+    conn: psycopg.Connection[Any],
+    lock: AdvisoryLock,
+    timeout_ms: int | None,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
     """Wait for ``lock``: for ``timeout_ms`` at most (None: as long as it takes), whatever
-    the session's lock_timeout; True when taken."""
+    the session's lock_timeout; True when taken.
+
+    The wait is made of slices of at most a second, so that ``stop`` (Ctrl-C in a fleet,
+    whose threads never see the KeyboardInterrupt) ends it within a second: KeyboardInterrupt.
+    """
     previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
-    conn.execute("SELECT set_config('lock_timeout', %s, false)", (str(timeout_ms or 0),))
+    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
     try:
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (lock.space, lock.name))
-        return True
-    except pgerrors.LockNotAvailable:
-        return False
+        while True:
+            if stop is not None and stop():
+                raise KeyboardInterrupt
+            left_ms = _WAIT_SLICE_MS
+            if deadline is not None:
+                left_ms = min(left_ms, int((deadline - time.monotonic()) * 1000))
+                if left_ms <= 0:
+                    return False
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (str(left_ms),))
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (lock.space, lock.name))
+                return True
+            except pgerrors.LockNotAvailable:
+                continue
     finally:
         if previous is not None:
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous[0],))
@@ -88,15 +111,20 @@ def holder(conn: psycopg.Connection[Any], lock: AdvisoryLock) -> str:
 
 
 def take_run_lock(
-    conn: psycopg.Connection[Any], *, wait: bool, wait_timeout_ms: int | None = None
+    conn: psycopg.Connection[Any],
+    *,
+    wait: bool,
+    wait_timeout_ms: int | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """One dbopt run per database; LockBusyError names the holder.
 
     With ``wait`` it waits for the other run to finish — for ``wait_timeout_ms`` at most
-    (None: as long as it takes), whatever the session's lock_timeout.
+    (None: as long as it takes), whatever the session's lock_timeout; ``stop`` ends the wait
+    (KeyboardInterrupt) when it says so.
     """
     lock = AdvisoryLock.run(conn)
-    taken = wait_lock(conn, lock, wait_timeout_ms) if wait else try_lock(conn, lock)
+    taken = wait_lock(conn, lock, wait_timeout_ms, stop) if wait else try_lock(conn, lock)
     if taken:
         return
     waited = f" (waited {wait_timeout_ms} ms)" if wait else ""

@@ -286,6 +286,7 @@ def apply(
             runner.control,
             wait=options.locking.wait,
             wait_timeout_ms=options.locking.wait_timeout_ms,
+            stop=runner.cancelled,
         )
         if not options.dry_run:  # every grant a run needs, not only the reading ones
             history.require_grants(runner.control, "write")
@@ -387,7 +388,10 @@ def rollback(
         refuse_adoption_undo(runner.control, history, selection)
         if not plan_only:
             take_run_lock(
-                runner.control, wait=locking.wait, wait_timeout_ms=locking.wait_timeout_ms
+                runner.control,
+                wait=locking.wait,
+                wait_timeout_ms=locking.wait_timeout_ms,
+                stop=runner.cancelled,
             )
         derived: RollbackPlan = rollback_plan(runner.control, history, selection)
         catalog = derived.catalog

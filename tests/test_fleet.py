@@ -421,6 +421,37 @@ def test_ctrl_c_stops_every_target_cleanly(project: Path, fleet_dbs: FleetDbs) -
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_a_target_waiting_for_its_run_lock(
+    project: Path, fleet_dbs: FleetDbs
+) -> None:
+    """--wait: a target waits for another run's lock in its own thread, which never sees the
+    KeyboardInterrupt; Ctrl-C still ends its wait (within a second) and the fleet exits 130."""
+    from dbopt.locks import AdvisoryLock
+
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:2], 1)]
+    (project / "dbopt.yaml").write_text(_config(targets, parallel=2))
+    other_run = psycopg.connect(fleet_dbs.dsns[0], autocommit=True)
+    try:
+        lock = AdvisoryLock.run(other_run)
+        other_run.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (lock.space, lock.name))
+        proc = start_dbopt(project, "apply", "--env", "fleet", "--wait", "--format", "json")
+        with psycopg.connect(fleet_dbs.admin[0], autocommit=True) as conn:
+            wait_for(
+                conn,
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND wait_event = 'advisory' AND query LIKE '%%pg_advisory_lock%%'",
+            )
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        other_run.close()
+    assert proc.returncode == 130, out
+    report, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])  # stderr follows
+    assert {t["target"]: t["outcome"] for t in report["targets"]}["t1"] == "interrupted"
+    assert not _has_index(fleet_dbs.dsns[0])  # it never started its run
+
+
+@pytest.mark.slow
 def test_fleet_config_errors_exit_2_at_their_line(project: Path, fleet_dbs: FleetDbs) -> None:
     (project / "dbopt.yaml").write_text(
         "environments:\n"

@@ -114,6 +114,10 @@ class StepRunner:
         resolved = identity.resolved(built)
         self._control(lambda c: guard.check(c, resolved, self.own_pids()))
 
+    def cancelled(self) -> bool:
+        """Whether Ctrl-C reached this run (a wait for the run lock then stops)."""
+        return self._cancelled.is_set()
+
     def cancel(self) -> None:
         """Ctrl-C: cancel every running statement on the server."""
         self._cancelled.set()
