@@ -421,9 +421,7 @@ def test_ctrl_c_stops_every_target_cleanly(project: Path, fleet_dbs: FleetDbs) -
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_target_waiting_for_its_run_lock(
-    project: Path, fleet_dbs: FleetDbs
-) -> None:
+def test_ctrl_c_stops_a_target_waiting_for_its_run_lock(project: Path, fleet_dbs: FleetDbs) -> None:
     """--wait: a target waits for another run's lock in its own thread, which never sees the
     KeyboardInterrupt; Ctrl-C still ends its wait (within a second) and the fleet exits 130."""
     from dbopt.locks import AdvisoryLock
