@@ -372,7 +372,14 @@ def refresh_work(
     from dbopt.model import RefreshOutcome
 
     def work(member: Member, context: Context) -> Done:
-        results, _sql = usecases.refresh(member.target, specs, history, options)
+        results, _sql = usecases.refresh(
+            member.target,
+            specs,
+            history,
+            options,
+            on_connect=lambda conn: context.on_cancel(conn.cancel_safe),
+            stop=lambda: context.stopping,
+        )
         failed = [f"{r.view}: {r.message}" for r in results if r.outcome == RefreshOutcome.FAILED]
         skipped = [str(r.view) for r in results if r.outcome == RefreshOutcome.SKIPPED]
         refreshed = sum(1 for r in results if r.outcome == RefreshOutcome.OK)

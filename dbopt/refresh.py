@@ -15,8 +15,8 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -404,14 +404,20 @@ def run_refresh(
     history: History,
     environment: str | None,
     watch: RefreshWatch | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[RefreshResult]:
     """Refresh each view in order on an autocommit connection; record every outcome.
 
-    ``watch`` hears of each view as it starts and as it ends (live logs of a long run)."""
+    ``watch`` hears of each view as it starts and as it ends (live logs of a long run).
+    ``stop`` says Ctrl-C was pressed (in a fleet, whose threads never see it; the caller
+    cancels the running statement): the view being refreshed is recorded as cancelled, the
+    rest are not started, and KeyboardInterrupt ends the run."""
     history.ensure(conn)
     results: list[RefreshResult] = []
     failed: set[QualifiedName] = set()
     for item in items:
+        if stop is not None and stop():
+            raise KeyboardInterrupt
         name = item.view.name
         mode = "concurrent" if item.concurrently else "blocking"
         if watch is not None:
@@ -430,6 +436,8 @@ def run_refresh(
             )
         else:
             result = _refresh_one(conn, item, mode)
+            if stop is not None and stop() and result.outcome == RefreshOutcome.FAILED:
+                result = replace(result, message="cancelled (Ctrl-C)")
         if result.outcome == RefreshOutcome.FAILED:
             failed.add(name)
         history.record_refresh(conn, environment, result)

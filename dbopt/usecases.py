@@ -445,36 +445,64 @@ def refresh(
     options: RefreshOptions,
     created: Callable[[str], None] | None = None,
     watch: RefreshWatch | None = None,
+    on_connect: Callable[[psycopg.Connection[Any]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[list[RefreshResult], str]:
     """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL);
-    ``watch`` hears of each view as it starts and ends."""
+    ``watch`` hears of each view as it starts and ends. A fleet's target is given its
+    connection (``on_connect``: what to cancel on Ctrl-C) and ``stop`` (Ctrl-C was pressed)."""
     from dbopt import refresh as vw
 
     if options.stale_only and options.older_than is not None:
         raise InputError("choose stale views by their schedule or by age, not both")
     chosen = vw.select_views(specs, options.names)
-    with connect(target.dsn, application_name="dbopt-refresh", settings=target.settings) as conn:
-        require_primary(conn, "refresh-views")
-        catalog = inspect(conn, [v.name for v in chosen])
-        items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
-        if options.stale_only or options.older_than is not None:
-            last = {k: v.started_at for k, v in history.last_refreshes(conn).items()}
-            items = vw.filter_stale(
-                items, last, now=datetime.now().astimezone(), older_than=options.older_than
-            )
-        if options.plan_only:
-            return [], vw.refresh_sql(items, target.settings)
-        missing = sorted(
-            str(i.view.name)
-            for i in items
-            if not i.refused and not _owned_relation(catalog, i.view.name)
+    try:
+        with connect(
+            target.dsn, application_name="dbopt-refresh", settings=target.settings
+        ) as conn:
+            if on_connect is not None:
+                on_connect(conn)
+            return _refresh(conn, target, chosen, history, options, created, watch, stop)
+    except psycopg.errors.QueryCanceled:
+        if stop is not None and stop():
+            raise KeyboardInterrupt from None  # Ctrl-C cancelled what it was reading
+        raise
+
+
+def _refresh(
+    conn: psycopg.Connection[Any],
+    target: Target,
+    chosen: Sequence[ViewSpec],
+    history: History,
+    options: RefreshOptions,
+    created: Callable[[str], None] | None,
+    watch: RefreshWatch | None,
+    stop: Callable[[], bool] | None,
+) -> tuple[list[RefreshResult], str]:
+    """The refresh of the ``chosen`` views on an open connection (see :func:`refresh`)."""
+    from dbopt import refresh as vw
+
+    require_primary(conn, "refresh-views")
+    catalog = inspect(conn, [v.name for v in chosen])
+    items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
+    if options.stale_only or options.older_than is not None:
+        last = {k: v.started_at for k, v in history.last_refreshes(conn).items()}
+        items = vw.filter_stale(
+            items, last, now=datetime.now().astimezone(), older_than=options.older_than
         )
-        if missing:
-            raise UnsafeActionError(
-                "refresh refused: the current role does not own " + ", ".join(missing)
-            )
-        history.ensure(conn, created=created)
-        return vw.run_refresh(conn, items, target.settings, history, target.env, watch), ""
+    if options.plan_only:
+        return [], vw.refresh_sql(items, target.settings)
+    missing = sorted(
+        str(i.view.name)
+        for i in items
+        if not i.refused and not _owned_relation(catalog, i.view.name)
+    )
+    if missing:
+        raise UnsafeActionError(
+            "refresh refused: the current role does not own " + ", ".join(missing)
+        )
+    history.ensure(conn, created=created)
+    return vw.run_refresh(conn, items, target.settings, history, target.env, watch, stop), ""
 
 
 def verify(

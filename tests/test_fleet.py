@@ -116,6 +116,13 @@ def _reset(dsns: list[str]) -> None:
             conn.execute("DROP INDEX IF EXISTS idx_orders_customer")
 
 
+#: A refresh of mv_customers waiting for a lock.
+WAITING_REFRESH = (
+    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND query LIKE 'REFRESH MATERIALIZED VIEW%%'"
+)
+
+
 def _config(targets: list[Any], **extra: Any) -> str:
     return yaml.safe_dump(
         {"environments": {"fleet": {"targets": targets, **SETTINGS, **extra}}}, sort_keys=False
@@ -447,6 +454,38 @@ def test_ctrl_c_stops_a_target_waiting_for_its_run_lock(project: Path, fleet_dbs
     report, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])  # stderr follows
     assert {t["target"]: t["outcome"] for t in report["targets"]}["t1"] == "interrupted"
     assert not _has_index(fleet_dbs.dsns[0])  # it never started its run
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_a_refresh_running_on_a_target(project: Path, fleet_dbs: FleetDbs) -> None:
+    """A fleet's refresh waiting on a lock is cancelled on the server by Ctrl-C, recorded as
+    cancelled, and the fleet exits 130 at once (not when the refresh would have ended)."""
+    (project / "dbopt.yaml").write_text(
+        _config([{"name": "t1", "dsn": fleet_dbs.dsns[0]}]).replace(
+            "lock_timeout: 2s", "lock_timeout: 60s"
+        )
+    )
+    applied = dbopt("apply", "--env", "fleet", "--format", "json")
+    assert applied.exit_code == 0, applied.output
+    blocker = psycopg.connect(fleet_dbs.dsns[0])
+    try:
+        # An open transaction that refreshed it concurrently holds its EXCLUSIVE lock: dbopt
+        # reads the catalog (ACCESS SHARE does not conflict), then its REFRESH waits.
+        blocker.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY mv_customers")
+        proc = start_dbopt(project, "refresh-views", "--env", "fleet", "--format", "plain")
+        with psycopg.connect(fleet_dbs.admin[0], autocommit=True) as conn:
+            wait_for(conn, WAITING_REFRESH)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        blocker.close()
+    assert proc.returncode == 130, out
+    assert took < 20, out  # not the 60 s lock_timeout: the statement was cancelled
+    with psycopg.connect(fleet_dbs.dsns[0]) as conn:
+        rows = conn.execute("SELECT outcome, message FROM dbopt.refreshes").fetchall()
+    assert rows == [("failed", "cancelled (Ctrl-C)")]
 
 
 @pytest.mark.slow

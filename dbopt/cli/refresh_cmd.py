@@ -149,7 +149,10 @@ def refresh_views(
 
         vw.select_views(specs, names)  # an unknown --view is refused once, not per target
         work = refresh_work(specs, History(config.history_schema), options, strict=strict)
-        report = fo.run(fleet, work, fo.policy(fleet, parallel, continue_on_error))
+        # Ctrl-C cancels the refresh running on each target, which records it as cancelled:
+        # waited for (a moment), so that no target's history is left without its record.
+        how = fo.policy(fleet, parallel, continue_on_error, wait_on_interrupt=True)
+        report = fo.run(fleet, work, how)
         fo.print_report(report, opts.fmt, "refresh-views")
         fo.finish(report)
         return
