@@ -17,14 +17,8 @@ from helpers import cli, has_extension, server_major, skip_without_extension
 from pglast import parser
 from ruamel.yaml import YAML
 
-from dbopt.advise.candidates import (
-    ColumnInfo,
-    Kind,
-    TableInfo,
-    TypeClass,
-    candidates,
-    table_uses,
-)
+from dbopt.advise.candidates import candidates
+from dbopt.advise.querytree import ColumnInfo, Kind, TableInfo, TypeClass, table_uses
 from dbopt.advise.specwrite import merged_text
 from dbopt.advise.suggestions import NewBudget, Suggestion, index_name
 from dbopt.advise.workload import Source, WorkloadQuery, estimate

@@ -1,13 +1,13 @@
 """`dbopt advise`: index suggestions for a workload, as spec YAML with the numbers behind them.
 
-The use case, :func:`advise`: read the workload (:mod:`.workload`), derive candidate indexes
-from each query's parse tree (:mod:`.candidates`), drop those that exist or are spec'd with an
-equivalent definition (the planner's notion: the server's own ``pg_get_indexdef`` of each,
-normalised as ``dbopt plan`` does), choose among the rest with HypoPG (:mod:`.evaluation`),
-then name them by the spec conventions, give each a ``reason`` from its queries and numbers,
-and a budget for each query it serves that the specs do not budget yet
-(:mod:`.suggestions`); :mod:`.specwrite` renders or merges the YAML. Nothing is executed but
-EXPLAIN, and no real index is created.
+The use case, :func:`advise`: read the workload (:mod:`.workload`), read what each query asks
+of its tables from its parse tree (:mod:`.querytree`), derive candidate indexes
+(:mod:`.candidates`), drop those that exist or are spec'd with an equivalent definition (the
+planner's notion: the server's own ``pg_get_indexdef`` of each, normalised as ``dbopt plan``
+does), choose among the rest with HypoPG (:mod:`.evaluation`), then name them by the spec
+conventions, give each a ``reason`` from its queries and numbers, and a budget for each query
+it serves that the specs do not budget yet (:mod:`.suggestions`); :mod:`.specwrite` renders or
+merges the YAML. Nothing is executed but EXPLAIN, and no real index is created.
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ from typing import Any
 
 import psycopg
 
-from dbopt.advise.candidates import (
-    ColumnInfo,
-    TableInfo,
-    TableUse,
-    TypeClass,
-    candidates,
-    table_uses,
-)
+from dbopt.advise.candidates import candidates
 from dbopt.advise.evaluation import THRESHOLD, Evaluation, evaluate
+from dbopt.advise.querytree import ColumnInfo, TableInfo, TableUse, TypeClass, table_uses
 from dbopt.advise.suggestions import NewBudget, Suggestion, WriteLoad, suggestions
 from dbopt.advise.workload import (
     Skipped,

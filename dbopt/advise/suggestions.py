@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 
-from dbopt.advise.candidates import TableUse
 from dbopt.advise.evaluation import Evaluation, QueryCost
+from dbopt.advise.querytree import TableUse
 from dbopt.advise.workload import Source, WorkloadQuery
 from dbopt.catalog import catalog_sql, inspect
 from dbopt.ddl import derived_name
