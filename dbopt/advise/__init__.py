@@ -89,6 +89,8 @@ class Advice:
     skipped: tuple[Skipped, ...] = ()
     #: Queries already budgeted in the specs (workload name -> budget name).
     budgeted: Mapping[str, str] | None = None
+    #: Served queries that get no new budget, and why (a parameter without a value).
+    unbudgeted: tuple[tuple[str, str], ...] = ()
 
     @property
     def generic_count(self) -> int:
@@ -182,6 +184,7 @@ def advise(
     budgeted = budgeted_fingerprints(specs) if options.source != Source.SPECS else {}
     skipped: list[Skipped] = list(workload.skipped)
     uses_of: dict[str, tuple[TableUse, ...]] = {}
+    found_of: dict[str, list[IndexSpec]] = {}
     pool: list[IndexSpec] = []
     queries: list[WorkloadQuery] = []
     by_name = {b.name: b for b in specs.queries}
@@ -202,13 +205,19 @@ def advise(
             skipped.append(Skipped(q.name, "no predicate, join or ORDER BY an index can serve"))
             continue
         uses_of[q.name] = uses
+        found_of[q.name] = found
         queries.append(q)
         pool.extend(c for c in found if c not in pool)
     kept, equivalent = _equivalents(conn, pool, specs, settings) if pool else ([], [])
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
-    evaluation = evaluate(conn, queries, kept, tables_of)
+    position = {spec: i for i, spec in enumerate(kept)}
+    origin = {
+        name: [position[c] for c in found if c in position] for name, found in found_of.items()
+    }
+    rows = {name: info.rows for name, info in tables.items()}
+    evaluation = evaluate(conn, queries, kept, tables_of, origin=origin, rows=rows)
     already = {q.name: q.budget.name for q in queries if q.budget is not None}
-    found_suggestions, budgets = suggestions(conn, evaluation, specs, uses_of, already)
+    found_suggestions, budgets, unbudgeted = suggestions(conn, evaluation, specs, uses_of, already)
     return Advice(
         workload=replace(workload, queries=tuple(queries)),
         suggestions=found_suggestions,
@@ -220,4 +229,5 @@ def advise(
         equivalent=tuple(equivalent),
         skipped=tuple(skipped) + evaluation.failed,
         budgeted=already,
+        unbudgeted=unbudgeted,
     )

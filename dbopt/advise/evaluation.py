@@ -10,6 +10,13 @@ the smaller index) joins the suggestions, until no candidate serves another quer
 A last pass drops a suggestion whose queries stay under the threshold (and within 10 % of
 their cost) without it: the smallest set that keeps every gain.
 
+HypoPG simulates B-tree, BRIN and hash indexes only: a GIN or GiST candidate (full-text
+``@@``, trigram ``LIKE '%x%'``, containment, overlap) cannot be planned with. Such a
+candidate is the only index that can serve its operator, so it is suggested *unsimulated* for
+a query the simulated suggestions leave unimproved, when its table holds at least
+:data:`MIN_ROWS_UNSIMULATED` rows: its cost after is unknown until it is built (its budget
+asks for the threshold: at most half the estimated cost without it).
+
 HypoPG's indexes live in this backend's memory only; exactly those this module created are
 dropped before it returns (the session's others stay).
 """
@@ -41,6 +48,9 @@ THRESHOLD = 0.5
 NEAR_BEST = 1.5
 #: Pruning keeps a query's cost within this factor of what the full suggestion set gives.
 PRUNE_SLACK = 1.1
+#: An unsimulated (GIN, GiST) suggestion needs a table of at least this many estimated rows:
+#: below it a sequential scan reads a few pages at most.
+MIN_ROWS_UNSIMULATED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +72,15 @@ class QueryCost:
 
 @dataclass(frozen=True, slots=True)
 class Chosen:
-    """A suggested index, its HypoPG size estimate, and the queries whose plans use it."""
+    """A suggested index, its HypoPG size estimate, and the queries whose plans use it (or,
+    unsimulated, the queries it is the only index method for)."""
 
     spec: IndexSpec
-    size_bytes: int
+    #: HypoPG's estimate (None: unsimulated, HypoPG cannot create this method).
+    size_bytes: int | None
     serves: tuple[str, ...]
+    #: Planned with HypoPG (False: GIN/GiST, which HypoPG does not simulate).
+    simulated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,18 +170,49 @@ def _used(plan: PlanNode | str, names: Mapping[str, int]) -> set[int]:
     return {names[u.index.name] for u in index_uses(plan) if u.index.name in names}
 
 
+def _unsimulated(
+    costs: Sequence[QueryCost],
+    candidates: Sequence[IndexSpec],
+    refused: Sequence[IndexSpec],
+    origin: Mapping[str, Sequence[int]],
+    rows: Mapping[QualifiedName, float],
+) -> tuple[Chosen, ...]:
+    """GIN/GiST candidates HypoPG refused, for the queries still unimproved that gave rise to
+    them (one per indexed column or expression: the first the query's predicates named)."""
+    serving: dict[IndexSpec, list[str]] = {}
+    for cost in costs:
+        if cost.improved:
+            continue
+        keys: set[tuple[QualifiedName, tuple[str | None, ...]]] = set()
+        for i in origin.get(cost.query.name, ()):
+            spec = candidates[i]
+            key = (spec.table, tuple(c.name or c.expr for c in spec.columns))
+            if spec not in refused or key in keys:
+                continue
+            if rows.get(spec.table, 0.0) < MIN_ROWS_UNSIMULATED:
+                continue
+            keys.add(key)
+            serving.setdefault(spec, []).append(cost.query.name)
+    return tuple(
+        Chosen(spec, None, tuple(names), simulated=False) for spec, names in serving.items()
+    )
+
+
 def evaluate(
     conn: psycopg.Connection[Any],
     queries: Sequence[WorkloadQuery],
     candidates: Sequence[IndexSpec],
     tables_of: Mapping[str, frozenset[QualifiedName]],
     *,
+    origin: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[QualifiedName, float] | None = None,
     timeout_ms: int = 10_000,
 ) -> Evaluation:
     """Choose the suggestions among ``candidates`` for ``queries`` (see the module's doc).
 
     ``tables_of``: the tables each query (by name) reads, so a candidate is tried only on
-    the queries it can serve.
+    the queries it can serve. ``origin``: the candidates (positions) each query gave rise
+    to, and ``rows`` each table's estimated rows: for the unsimulated suggestions.
     """
     planner = _Planner(conn, timeout_ms)
     failed: list[Skipped] = []
@@ -282,6 +327,14 @@ def evaluate(
         chosen_out = tuple(
             Chosen(candidates[i], sizes.get(i, 0), tuple(serving[i])) for i in chosen
         )
+    unsimulated = {i for i, (spec, _why) in enumerate(refused) if spec.method != "btree"}
+    chosen_out += _unsimulated(
+        costs_out,
+        candidates,
+        [refused[i][0] for i in sorted(unsimulated)],
+        origin or {},
+        rows or {},
+    )
     return Evaluation(
         costs=tuple(costs_out),
         chosen=chosen_out,

@@ -474,7 +474,11 @@ def _literal_sql(node: Any) -> str | None:
 
 
 def _ident(name: str) -> str:
-    return name if _PLAIN_IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+    """``name`` as SQL: quoted when it is not a plain lower-case identifier or is a keyword
+    (``"order" = 'x'``, ``"Status" IS NULL``), so a partial index predicate always parses."""
+    from pglast.stream import maybe_double_quote_name
+
+    return str(maybe_double_quote_name(name))
 
 
 def table_uses(
