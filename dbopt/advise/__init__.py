@@ -140,15 +140,20 @@ def _equivalents(
     pool: Sequence[IndexSpec],
     specs: SpecSet,
     settings: Settings,
-) -> tuple[list[IndexSpec], list[tuple[IndexSpec, str]]]:
+) -> tuple[list[IndexSpec], list[tuple[IndexSpec, str]], list[IndexSpec]]:
     """``pool`` without candidates equivalent to an existing or spec'd index (or to an
-    earlier candidate), compared as the planner compares: canonical pg_get_indexdef text."""
+    earlier candidate), compared as the planner compares: canonical pg_get_indexdef text;
+    what was left out (with the index it is equivalent to); the spec'd indexes on those
+    tables that are not built yet."""
     tables = {c.table for c in pool}
-    catalog = inspect(conn, tables | specs.relations())
+    # Only the workload's tables are deparsed (the reads that lock): never a spec'd table the
+    # workload does not touch, whose DDL left open elsewhere would make advise wait.
+    catalog = inspect(conn, tables)
     known: dict[str, str] = {}
     for index in catalog.indexes.values():
         if index.table in tables and index.is_valid:
             known.setdefault(f"{index.table}|{canonical(index.definition)}", str(index.name.name))
+    built = set(known)
     spec_indexes = [
         s for s in specs.all_indexes if s.table in tables and s.table in catalog.relations
     ]
@@ -158,6 +163,11 @@ def _equivalents(
         text = normalized.get(spec.qualified_name)
         if text is not None:
             known.setdefault(f"{spec.table}|{text}", f"{spec.name} (spec'd)")
+    pending = [
+        spec
+        for spec in spec_indexes
+        if f"{spec.table}|{normalized.get(spec.qualified_name, '')}" not in built
+    ]
     kept: list[IndexSpec] = []
     left: list[tuple[IndexSpec, str]] = []
     for original, named in zip(pool, temp, strict=True):
@@ -168,7 +178,7 @@ def _equivalents(
             continue
         known[key] = named.name
         kept.append(original)
-    return kept, left
+    return kept, left, pending
 
 
 def advise(
@@ -208,14 +218,16 @@ def advise(
         found_of[q.name] = found
         queries.append(q)
         pool.extend(c for c in found if c not in pool)
-    kept, equivalent = _equivalents(conn, pool, specs, settings) if pool else ([], [])
+    kept, equivalent, pending = _equivalents(conn, pool, specs, settings) if pool else ([], [], [])
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
     position = {spec: i for i, spec in enumerate(kept)}
     origin = {
         name: [position[c] for c in found if c in position] for name, found in found_of.items()
     }
     rows = {name: info.rows for name, info in tables.items()}
-    evaluation = evaluate(conn, queries, kept, tables_of, origin=origin, rows=rows)
+    evaluation = evaluate(
+        conn, queries, kept, tables_of, origin=origin, rows=rows, baseline=pending
+    )
     already = {q.name: q.budget.name for q in queries if q.budget is not None}
     found_suggestions, budgets, unbudgeted = suggestions(conn, evaluation, specs, uses_of, already)
     return Advice(

@@ -23,6 +23,10 @@ MAX_INCLUDE = 4
 #: The most key columns of a B-tree candidate.
 MAX_KEYS = 4
 
+#: A constant predicate goes to a partial index's WHERE only when its column has at most this
+#: many distinct values (pg_stats; unknown counts as few).
+PARTIAL_MAX_DISTINCT = 100
+
 NOWHERE = Location("<dbopt advise>", 0, 0)
 
 
@@ -70,7 +74,13 @@ def candidates(use: TableUse, info: TableInfo, *, trigram: bool) -> tuple[IndexS
     ranges = list(dict.fromkeys(p.column for p in preds if p.kind == Kind.RANGE))
     ranges = [c for c in ranges if c not in eq_cols]
     ranges.sort(key=lambda c: -info.distinct(c))
-    constants = [p for p in preds if p.constant is not None]
+    # A constant on a column of few values (a status, a flag, IS NULL) makes a partial index;
+    # one on a column of many (customer_id = 17) is an example value of a lookup: a key.
+    constants = [
+        p
+        for p in preds
+        if p.constant is not None and info.distinct(p.column) <= PARTIAL_MAX_DISTINCT
+    ]
     pinned = {p.column for p in constants if p.single}
     where = " AND ".join(dict.fromkeys(str(p.constant) for p in constants)) or None
 

@@ -308,7 +308,7 @@ class _Reader:
             self._add(column, Predicate(name, Kind.RANGE))
         elif kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op in ("~~", "~~*"):
             pattern = _string_const(other)
-            if pattern is None or pattern.startswith(("%", "_")):
+            if pattern is None or (pattern.startswith(("%", "_")) and _trigrams(pattern)):
                 self._add(column, Predicate(name, Kind.INFIX))
             if kind == "AEXPR_LIKE" and (pattern is None or not pattern.startswith(("%", "_"))):
                 # A prefix (or a parameter that may be one): a B-tree range.
@@ -335,7 +335,7 @@ class _Reader:
             self._add(found, Predicate(text, Kind.RANGE, expr=True))
         elif kind in ("AEXPR_LIKE", "AEXPR_ILIKE"):
             pattern = _string_const(other)
-            if pattern is None or pattern.startswith(("%", "_")):
+            if pattern is None or (pattern.startswith(("%", "_")) and _trigrams(pattern)):
                 self._add(found, Predicate(text, Kind.INFIX, expr=True))
             if kind == "AEXPR_LIKE" and (pattern is None or not pattern.startswith(("%", "_"))):
                 self._add(found, Predicate(text, Kind.RANGE, expr=True, pattern=True))
@@ -435,6 +435,12 @@ def _nested_selects(node: Any) -> Iterator[Mapping[str, Any]]:
 
 def _mentions_column(node: Any, scope: _Scope, reader: _Reader) -> bool:
     return any(reader.resolve(ref, scope) for ref in _column_refs(node))
+
+
+def _trigrams(pattern: str) -> bool:
+    """The LIKE pattern has a run of 3 characters without wildcards: pg_trgm can use it (with
+    fewer, a trigram index scans itself whole)."""
+    return any(len(run) >= 3 for run in re.split(r"[%_]", pattern))
 
 
 def _string_const(node: Any) -> str | None:

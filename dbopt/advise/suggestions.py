@@ -56,19 +56,33 @@ class WriteLoad:
     reset: bool
 
     @property
-    def entries_per_hour(self) -> float:
-        """Index entries a new index adds per hour: one per insert and per non-HOT update."""
-        hours = max(self.age_s / 3600, 1 / 60)
-        return (self.inserts + self.updates - self.hot_updates) / hours
+    def entries(self) -> int:
+        """Index entries a new index would have added since then: one per insert and per
+        non-HOT update (a partial index fewer)."""
+        return self.inserts + self.updates - self.hot_updates
+
+    @property
+    def entries_per_hour(self) -> float | None:
+        """:attr:`entries` per hour; None when the statistics cover less than an hour (too
+        short a window to give a rate)."""
+        if self.age_s < 3600:
+            return None
+        return self.entries / (self.age_s / 3600)
 
     def text(self) -> str:
         """The write overhead in words."""
         origin = "the last statistics reset" if self.reset else "the server started"
+        rate = self.entries_per_hour
+        load = (
+            f"about {rate:,.0f} index entries per hour to maintain"
+            if rate is not None
+            else f"{self.entries:,} index entries to maintain in that time (too short a window "
+            "for an hourly rate)"
+        )
         return (
             f"{self.table} took {self.inserts:,} inserts, {self.updates:,} updates "
             f"({self.hot_updates:,} HOT) and {self.deletes:,} deletes since {origin} "
-            f"({self.since:%Y-%m-%d %H:%M}, {_age(self.age_s)}): about "
-            f"{self.entries_per_hour:,.0f} index entries per hour to maintain"
+            f"({self.since:%Y-%m-%d %H:%M}, {_age(self.age_s)} ago): {load}"
         )
 
 
@@ -159,9 +173,21 @@ def _writes(conn: psycopg.Connection[Any]) -> dict[QualifiedName, WriteLoad]:
     return out
 
 
+def _expression_words(expr: str) -> str:
+    """The words of an expression worth a name: ``to_tsvector(CAST('english' AS regconfig),
+    COALESCE(body, ''))`` -> ``to_tsvector_body`` (no literals, keywords or cast types)."""
+    from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS
+
+    text = re.sub(r"'(?:[^']|'')*'", " ", expr.lower())
+    text = re.sub(r"\bas\s+\w+|::\s*\w+", " ", text)
+    words = re.findall(r"[a-z_][a-z0-9_]*", text)
+    kept = [w for w in words if w not in RESERVED_KEYWORDS and w not in COL_NAME_KEYWORDS]
+    return "_".join(kept) or "expr"
+
+
 def index_name(spec: IndexSpec, taken: set[str]) -> str:
     """``idx_<table>_<key columns>[_<value>][_<method>]``, within 63 bytes, not in ``taken``."""
-    parts = [spec.table.name, *(c.name or c.expr or "expr" for c in spec.columns)]
+    parts = [spec.table.name, *(c.name or _expression_words(c.expr or "") for c in spec.columns)]
     base = "idx_" + "_".join(_WORD.sub("_", p.lower()).strip("_") or "x" for p in parts)
     suffix = ""
     if spec.where is not None:

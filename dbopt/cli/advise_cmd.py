@@ -68,6 +68,7 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
                     "hot_updates": s.writes.hot_updates,
                     "deletes": s.writes.deletes,
                     "since": s.writes.since.isoformat(),
+                    "entries": s.writes.entries,
                     "entries_per_hour": s.writes.entries_per_hour,
                 },
             }
