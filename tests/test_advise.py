@@ -11,6 +11,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,31 @@ def test_names_follow_the_convention_and_never_collide() -> None:
     assert index_name(spec, taken) == "idx_appointments_barber_id_appointment_date_completed_2"
     long = IndexSpec("", APPT, tuple(IndexColumn(name="c" * 30) for _ in range(3)), spec.location)
     assert len(index_name(long, set()).encode()) <= 63
+    wide = QualifiedName("public", "réservations_" + "é" * 40)
+    named = index_name(replace(long, table=wide), {"x"})
+    assert len(named.encode()) <= 63 and named.startswith("idx_r")
+    # An expression is named by its words: no literals, keywords or cast types.
+    fts = IndexColumn(expr="to_tsvector(CAST('english' AS regconfig), COALESCE(body, ''))")
+    gin = IndexSpec("", QualifiedName("public", "reviews"), (fts,), spec.location, method="gin")
+    assert index_name(gin, set()) == "idx_reviews_to_tsvector_body_gin"
+
+
+def test_odd_identifiers_and_reasons_stay_valid_yaml_and_valid_specs(tmp_path: Path) -> None:
+    table = QualifiedName("Sales Data", "Orders: 2024")
+    suggestion, budget = _suggestion(table)
+    spec = replace(
+        suggestion.spec,
+        where="\"group\" = 'vip'",
+        reason="dbopt advise: the query at q.sql:1: cost 9 -> 1 # not a comment; 'quoted' \"too\"",
+    )
+    text = merged_text(None, table, [replace(suggestion, spec=spec)], [budget])
+    data = YAML(typ="safe").load(text)
+    assert data["table"] == '"Sales Data"."Orders: 2024"' or data["table"] == str(table)
+    assert data["indexes"][0]["where"] == spec.where and data["indexes"][0]["reason"] == spec.reason
+    (tmp_path / "indexes").mkdir()
+    (tmp_path / "indexes" / "orders.yaml").write_text(text)
+    loaded = load_specs([(tmp_path / "indexes", True)])
+    assert loaded.indexes[0].table == table and loaded.indexes[0].where == spec.where
 
 
 # --- the YAML merge (no database) ------------------------------------------------------------

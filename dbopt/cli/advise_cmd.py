@@ -207,9 +207,12 @@ def advise(
     file of queries (--queries) or the specs' budgeted queries (--from-specs). Candidates
     come from each query's predicates, joins, ORDER BY and columns; HypoPG estimates them
     all at once and the smallest set that cuts a query's estimated cost by at least 50 % is
-    kept. Queries are only planned (EXPLAIN, read-only), never run, and no index is
-    created. Without --write the YAML is printed; --write merges it into indexes/*.yaml,
-    keeping comments and layout, with a budget for each newly served query.
+    kept (GIN/GiST, which HypoPG cannot simulate, are suggested for queries nothing else
+    improves, marked so). Queries are only planned (EXPLAIN, read-only), never run, and no
+    index is created. No spec file is needed. Without --write the YAML is printed; --write
+    merges it into the tables' spec files (new ones in indexes/), keeping comments and
+    layout, with a budget for each newly served query. pg_stat_statements missing or not
+    preloaded, HypoPG missing, or a bad --queries file (file:line): exit 2.
 
     \b
     Examples:
