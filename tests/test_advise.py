@@ -482,6 +482,10 @@ def test_statements_with_parameters_get_budgets_and_write_merges_keeping_the_fil
                 ("shipped", 10),
             ).fetchall()
             app.execute("SELECT id FROM orders WHERE customer_id = %s", (17,)).fetchall()
+            # A leading comment (an ORM's tag) hides no statement; its table has no file yet.
+            app.execute(
+                "/* app:reviews */ SELECT id FROM reviews WHERE body = %s", ("review 7",)
+            ).fetchall()
     db = ("--dsn", dsn, "--specs", str(specs_dir))
     result = cli("advise", *db, "--min-calls", "3", "--write")
     assert result.exit_code == 0, result.output
@@ -502,6 +506,8 @@ def test_statements_with_parameters_get_budgets_and_write_merges_keeping_the_fil
     assert "status = %(p1)s" in budget["sql"] and "LIMIT %(p2)s" in budget["sql"]
     assert budget["budget_ms"] >= 5 and budget["max_cost"] > 0
     assert budget["expect"]["uses_index"][0] in {i["name"] for i in data["indexes"]}
+    created = YAML(typ="safe").load((specs_dir / "reviews.yaml").read_text())
+    assert created["table"] == "public.reviews" and created["indexes"][0]["columns"] == ["body"]
     assert cli("validate", *db).exit_code == 0
     # The suggestion keeps its gain under verify (the index built, the budget met).
     assert cli("apply", *db).exit_code == 0
