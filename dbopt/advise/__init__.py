@@ -98,11 +98,35 @@ class Advice:
         return sum(1 for q in self.workload.queries if q.parameters)
 
 
-def _tables(conn: psycopg.Connection[Any]) -> dict[QualifiedName, TableInfo]:
+def _relation_names(queries: Sequence[WorkloadQuery]) -> list[str]:
+    """Every relation name the queries mention (FROM, JOIN, subqueries): the tables whose
+    columns and statistics advise reads, so a catalog of thousands costs nothing more."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            rv = node.get("RangeVar")
+            if isinstance(rv, dict) and rv.get("relname"):
+                names.add(str(rv["relname"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for q in queries:
+        try:
+            walk(q.tree())
+        except SqlTextError:
+            continue
+    return sorted(names)
+
+
+def _tables(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[QualifiedName, TableInfo]:
     columns: dict[QualifiedName, dict[str, ColumnInfo]] = {}
     rows: dict[QualifiedName, float] = {}
     for schema, name, reltuples, column, type_class, n_distinct in conn.execute(
-        catalog_sql("advise_columns")
+        catalog_sql("advise_columns"), {"names": list(names)}
     ):
         table = QualifiedName(schema, name)
         rows[table] = float(reltuples or 0)
@@ -189,7 +213,7 @@ def advise(
     calls = CallGraph.read(conn)
     workload = _workload(conn, specs, options, calls)
     version = require_hypopg(conn, create=options.create_extension)
-    tables = _tables(conn)
+    tables = _tables(conn, _relation_names(workload.queries))
     trigram = _installed(conn, "pg_trgm")
     budgeted = budgeted_fingerprints(specs) if options.source != Source.SPECS else {}
     skipped: list[Skipped] = list(workload.skipped)
