@@ -432,6 +432,7 @@ def test_a_query_file_gets_gin_for_full_text_and_trigrams_and_a_partial_btree(
     # A constant predicate on a column named by a keyword: a partial index, quoted.
     orders = by_table[("public.orders", "btree")]
     assert orders["where"] == "\"group\" = 'vip'", orders
+    assert orders["name"] == "idx_orders_customer_id_vip"
     assert orders["simulated"] and orders["size_bytes"] > 0
     assert orders["serves"][0]["cost_after"] <= orders["serves"][0]["cost_before"] / 2
     # Write overhead: the table's inserts since its statistics began.

@@ -191,7 +191,7 @@ def index_name(spec: IndexSpec, taken: set[str]) -> str:
     base = "idx_" + "_".join(_WORD.sub("_", p.lower()).strip("_") or "x" for p in parts)
     suffix = ""
     if spec.where is not None:
-        value = re.fullmatch(r"\w+ = '(\w+)'", spec.where)
+        value = re.fullmatch(r"(?:\w+|\"[^\"]+\") = '(\w+)'", spec.where)
         suffix += f"_{value.group(1).lower()}" if value else "_partial"
     if spec.method != "btree":
         opclass = spec.columns[0].opclass or ""
