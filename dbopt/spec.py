@@ -527,18 +527,21 @@ class _Loaded:
         self.broken |= reader.broken
 
 
-def load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
+def load_specs(dirs: Sequence[tuple[Path, bool]], *, allow_empty: bool = False) -> SpecSet:
     """Load and validate every spec file in ``dirs`` (each with: must it exist?).
 
     Raises SpecError listing every problem found in every file, in file order: a file that
-    cannot be read, or an item that breaks the schema, hides nothing else.
+    cannot be read, or an item that breaks the schema, hides nothing else. No spec file at
+    all is an error too, unless ``allow_empty`` (`dbopt advise` starts from none).
     """
     with paused_gc():
-        return _load_specs(dirs)
+        return _load_specs(dirs, allow_empty)
 
 
-def _load_specs(dirs: Sequence[tuple[Path, bool]]) -> SpecSet:
+def _load_specs(dirs: Sequence[tuple[Path, bool]], allow_empty: bool = False) -> SpecSet:
     files, problems = _spec_files(dirs)
+    if not files and not problems and allow_empty:
+        return SpecSet()
     if not files and not problems:
         where = ", ".join(str(d) for d, _ in dirs) or "(none)"
         raise SpecError(

@@ -7,27 +7,29 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from helpers import cli, has_extension, server_major, skip_without_extension
+import pytest
+from conftest import Owner, with_user
+from harness.servers import Server
+from helpers import cli, has_extension, poll, server_major, skip_without_extension
 from pglast import parser
+from psycopg import sql
 from ruamel.yaml import YAML
 
-from dbopt.advise.candidates import (
-    ColumnInfo,
-    Kind,
-    TableInfo,
-    TypeClass,
-    candidates,
-    table_uses,
-)
+from dbopt.advise.candidates import candidates
+from dbopt.advise.querytree import ColumnInfo, Kind, TableInfo, TypeClass, table_uses
 from dbopt.advise.specwrite import merged_text
 from dbopt.advise.suggestions import NewBudget, Suggestion, index_name
 from dbopt.advise.workload import Source, WorkloadQuery, estimate
+from dbopt.ddl import create_index
 from dbopt.model import IndexColumn, IndexSpec, Location, QualifiedName
 from dbopt.spec import load_specs
 from dbopt.verify.params import bind, register
@@ -165,6 +167,31 @@ def test_names_follow_the_convention_and_never_collide() -> None:
     assert index_name(spec, taken) == "idx_appointments_barber_id_appointment_date_completed_2"
     long = IndexSpec("", APPT, tuple(IndexColumn(name="c" * 30) for _ in range(3)), spec.location)
     assert len(index_name(long, set()).encode()) <= 63
+    wide = QualifiedName("public", "réservations_" + "é" * 40)
+    named = index_name(replace(long, table=wide), {"x"})
+    assert len(named.encode()) <= 63 and named.startswith("idx_r")
+    # An expression is named by its words: no literals, keywords or cast types.
+    fts = IndexColumn(expr="to_tsvector(CAST('english' AS regconfig), COALESCE(body, ''))")
+    gin = IndexSpec("", QualifiedName("public", "reviews"), (fts,), spec.location, method="gin")
+    assert index_name(gin, set()) == "idx_reviews_to_tsvector_body_gin"
+
+
+def test_odd_identifiers_and_reasons_stay_valid_yaml_and_valid_specs(tmp_path: Path) -> None:
+    table = QualifiedName("Sales Data", "Orders: 2024")
+    suggestion, budget = _suggestion(table)
+    spec = replace(
+        suggestion.spec,
+        where="\"group\" = 'vip'",
+        reason="dbopt advise: the query at q.sql:1: cost 9 -> 1 # not a comment; 'quoted' \"too\"",
+    )
+    text = merged_text(None, table, [replace(suggestion, spec=spec)], [budget])
+    data = YAML(typ="safe").load(text)
+    assert data["table"] == '"Sales Data"."Orders: 2024"' or data["table"] == str(table)
+    assert data["indexes"][0]["where"] == spec.where and data["indexes"][0]["reason"] == spec.reason
+    (tmp_path / "indexes").mkdir()
+    (tmp_path / "indexes" / "orders.yaml").write_text(text)
+    loaded = load_specs([(tmp_path / "indexes", True)])
+    assert loaded.indexes[0].table == table and loaded.indexes[0].where == spec.where
 
 
 # --- the YAML merge (no database) ------------------------------------------------------------
@@ -223,7 +250,7 @@ def test_a_table_without_a_file_gets_a_new_one() -> None:
 
 
 def test_missing_pg_stat_statements_is_a_clear_error(db_dsn: str, write: Any) -> None:
-    write(**{"indexes/t.yaml": "table: t\nindexes: []\n"})
+    # No spec file anywhere (the project's first day): no specs, not an error.
     result = cli("advise", "--dsn", db_dsn)
     assert result.exit_code == 2, result.output
     assert "pg_stat_statements is not installed in database" in result.output
@@ -245,6 +272,28 @@ def test_a_query_file_with_a_syntax_error_points_at_its_line(
     )
 
 
+def test_queries_that_can_change_the_database_are_refused_with_their_line(
+    conn: psycopg.Connection[Any], db_dsn: str, write: Any
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    conn.execute("CREATE TABLE audit (at timestamptz)")
+    conn.execute(
+        "CREATE FUNCTION touch(int) RETURNS boolean LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO audit VALUES (now()); RETURN true; END$$"
+    )
+    write(**{"q.sql": "SELECT id FROM t WHERE id = 1;\n\nSELECT id FROM t WHERE touch(id);\n"})
+    result = cli("advise", "--dsn", db_dsn, "--queries", "q.sql")
+    assert result.exit_code == 2, result.output
+    assert "q.sql:3:1: query 2:" in result.output and "touch" in result.output
+    assert conn.execute("SELECT count(*) FROM audit").fetchone() == (0,)
+
+
+def test_a_password_in_the_dsn_is_never_printed(closed_port: int, write: Any) -> None:
+    result = cli("advise", "--dsn", f"postgresql://app:S3cretPw@127.0.0.1:{closed_port}/app")
+    assert result.exit_code == 3, result.output
+    assert "S3cretPw" not in result.output
+
+
 def test_parameters_are_planned_generically_without_running(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
     conn.execute("INSERT INTO t SELECT g, g::text FROM generate_series(1, 1000) g")
@@ -258,6 +307,273 @@ def test_parameters_are_planned_generically_without_running(conn: psycopg.Connec
     # What the server cannot plan comes back as its message (the query is then skipped).
     bad = estimate(conn, WorkloadQuery("b", "SELECT $1 + $2 FROM t", Source.STATEMENTS), 5_000)
     assert isinstance(bad, str) and "operator is not unique" in bad
+
+
+# --- one small database for the HypoPG runs (module fixture) ---------------------------------
+
+SMALL = """
+CREATE TABLE orders (
+    id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
+    created_at timestamptz NOT NULL, total numeric(10, 2), "group" text NOT NULL
+);
+INSERT INTO orders
+SELECT g, g % 2000, CASE WHEN g % 50 = 0 THEN 'pending' WHEN g % 3 = 0 THEN 'shipped'
+                         ELSE 'paid' END,
+       timestamptz '2024-01-01' + g * interval '1 minute', g % 500,
+       CASE WHEN g % 40 = 0 THEN 'vip' ELSE 'standard' END
+  FROM generate_series(1, 30000) g;
+CREATE TABLE reviews (id int PRIMARY KEY, body text);
+INSERT INTO reviews
+SELECT g, 'review ' || g || ' ' || md5(g::text) FROM generate_series(1, 20000) g;
+CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL);
+INSERT INTO customers SELECT g, 'user' || g || '@' || md5(g::text) || '.example'
+  FROM generate_series(1, 20000) g;
+CREATE INDEX customers_lower_email ON customers (lower(email));
+"""
+
+#: orders.yaml as people write it: comments, flow and block lists, a spec'd index not built.
+ORDERS_SPEC = """\
+# Orders: written by hand. Keep this comment.
+table: public.orders
+indexes:
+  # by customer (not built yet)
+  - name: orders_by_customer
+    columns: [customer_id]
+    reason: a customer's orders
+queries:
+  - name: pending_orders
+    sql: |
+      SELECT id, total FROM orders
+      WHERE status = 'pending' AND created_at >= %(since)s
+      ORDER BY created_at
+    params: {since: "2024-01-10"}
+    max_cost: 100000
+    expect:
+      no_seq_scan_on:
+        - public.orders   # block style, with a comment
+"""
+
+QUERIES = """\
+-- the admin console
+SELECT id FROM reviews
+ WHERE to_tsvector('english', coalesce(body, '')) @@ plainto_tsquery('english', 'review 4242')
+ LIMIT 20;
+SELECT id FROM customers WHERE email ILIKE '%user1234@%';
+SELECT id FROM customers WHERE lower(email) = 'user7@x.example';
+SELECT id, total FROM orders WHERE "group" = 'vip' AND customer_id = 17 /* advise-marker */;
+"""
+
+
+@pytest.fixture(scope="module")
+def small(
+    pg_server: Server, template_db: str, owner_role: Owner, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(superuser DSN, owner DSN) of a small database with HypoPG, pg_trgm and
+    pg_stat_statements, its tables analysed; skips without HypoPG."""
+    name = f"t_advise_{secrets.token_hex(3)}"
+    admin = pg_server.create_database(name, template=template_db, owner=owner_role.name)
+    dsn = (
+        admin if owner_role.name is None else with_user(admin, owner_role.name, owner_role.password)
+    )
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if not has_extension(conn, "hypopg"):
+                skip_without_extension(conn, "hypopg", f"postgresql-{server_major(conn)}-hypopg")
+            for extension in ("hypopg", "pg_trgm", "pg_stat_statements"):
+                conn.execute(sql.SQL("CREATE EXTENSION {}").format(sql.Identifier(extension)))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SMALL)
+            conn.execute("VACUUM ANALYZE")
+            # The write counters advise reports, once the server has them.
+            poll(
+                lambda: (
+                    conn.execute(
+                        "SELECT n_tup_ins >= 30000 FROM pg_stat_user_tables "
+                        "WHERE relname = 'orders'"
+                    ).fetchone()
+                    == (True,)
+                ),
+                "the inserts into orders counted",
+            )
+        yield admin, dsn
+    finally:
+        pg_server.drop_database(name)
+
+
+def _json(result: Any) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def test_a_query_file_gets_gin_for_full_text_and_trigrams_and_a_partial_btree(
+    small: tuple[str, str], tmp_path: Path
+) -> None:
+    _admin, dsn = small
+    (tmp_path / "console.sql").write_text(QUERIES)
+    # No spec folder at all: a DBA's first week. Treated as no specs (a note says so).
+    missing = tmp_path / "indexes"
+    result = cli(
+        "advise", "--dsn", dsn, "--specs", str(missing), "--queries",
+        str(tmp_path / "console.sql"), "--format", "json",
+    )  # fmt: skip
+    doc = _json(result)
+    assert "no spec files" in result.stderr
+    assert doc["source"] == "file" and doc["queries"] == 4 and doc["threshold"] == 0.5
+    by_table = {(s["table"], s["method"]): s for s in doc["suggestions"]}
+    # Full text: GIN on exactly the query's expression (HypoPG cannot simulate GIN).
+    fts = by_table[("public.reviews", "gin")]
+    assert fts["columns"] == ["to_tsvector('english', COALESCE(body, ''))"]
+    assert fts["simulated"] is False and fts["size_bytes"] is None
+    assert fts["serves"][0]["cost_after"] is None and fts["serves"][0]["cost_before"] > 0
+    assert "HypoPG cannot simulate it" in fts["reason"]
+    trgm = by_table[("public.customers", "gin")]
+    assert trgm["columns"] == ["email"] and "console_2" in str(trgm["serves"])
+    # A constant predicate on a column named by a keyword: a partial index, quoted.
+    orders = by_table[("public.orders", "btree")]
+    assert orders["where"] == "\"group\" = 'vip'", orders
+    assert orders["name"] == "idx_orders_customer_id_vip"
+    assert orders["simulated"] and orders["size_bytes"] > 0
+    assert orders["serves"][0]["cost_after"] <= orders["serves"][0]["cost_before"] / 2
+    # Write overhead: the table's inserts since its statistics began.
+    # (The server started minutes ago: too short a window for an hourly rate.)
+    assert orders["writes"]["inserts"] >= 30000 and orders["writes"]["entries"] >= 30000
+    assert orders["writes"]["entries_per_hour"] is None
+    assert "30,000 index entries to maintain in that time" in orders["reason"]
+    # lower(email) exists as customers_lower_email: never suggested again.
+    assert {"table": "public.customers", "columns": "lower(email)",
+            "exists_as": "customers_lower_email"} in doc["equivalent"]  # fmt: skip
+    # Budgets: from the file's literal queries (no timing: max_cost only), named after it.
+    budgets = {b["name"]: b for b in doc["budgets"]}
+    assert budgets["console_1"]["max_cost"] == math.floor(fts["serves"][0]["cost_before"] / 2)
+    assert budgets["console_1"]["budget_ms"] is None
+    assert budgets["console_1"]["uses_index"] == fts["name"]
+    # The GIN index on the suggested expression is the one the query can use.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        spec = IndexSpec(
+            "advise_fts_probe", QualifiedName("public", "reviews"),
+            (IndexColumn(expr=fts["columns"][0]),), Location("t", 1, 1), method="gin",
+        )  # fmt: skip
+        conn.execute(create_index(spec, concurrently=False))
+        try:
+            plan = conn.execute("EXPLAIN " + QUERIES.split(";")[0]).fetchall()
+            assert "advise_fts_probe" in str(plan), plan
+        finally:
+            conn.execute("DROP INDEX advise_fts_probe")
+        # advise only planned: the marked query never ran (pg_stat_statements saw no run).
+        ran = conn.execute(
+            "SELECT count(*) FROM pg_stat_statements WHERE query LIKE 'SELECT%advise-marker%'"
+        ).fetchone()
+        assert ran == (0,)
+
+
+def test_statements_with_parameters_get_budgets_and_write_merges_keeping_the_file(
+    small: tuple[str, str], tmp_path: Path
+) -> None:
+    _admin, dsn = small
+    specs_dir = tmp_path / "indexes"
+    specs_dir.mkdir()
+    (specs_dir / "orders.yaml").write_text(ORDERS_SPEC)
+    # The application's statements, with server-side parameters ($1, $2 in the view).
+    with psycopg.connect(dsn, autocommit=True) as app:
+        for _ in range(3):
+            app.execute(
+                "SELECT id, created_at FROM orders WHERE status = %s "
+                "ORDER BY created_at DESC LIMIT %s",
+                ("shipped", 10),
+            ).fetchall()
+            app.execute("SELECT id FROM orders WHERE customer_id = %s", (17,)).fetchall()
+            # A leading comment (an ORM's tag) hides no statement; its table has no file yet.
+            app.execute(
+                "/* app:reviews */ SELECT id FROM reviews WHERE body = %s", ("review 7",)
+            ).fetchall()
+    db = ("--dsn", dsn, "--specs", str(specs_dir))
+    result = cli("advise", *db, "--min-calls", "3", "--write")
+    assert result.exit_code == 0, result.output
+    assert "planned generically with" in result.output
+    # The spec'd (customer_id) index is equivalent to a candidate: not suggested again.
+    assert "(customer_id) on public.orders is equivalent to orders_by_customer (spec'd)" in (
+        result.output
+    )
+    merged = (specs_dir / "orders.yaml").read_text()
+    ops = difflib.SequenceMatcher(None, ORDERS_SPEC.splitlines(), merged.splitlines())
+    assert {op for op, *_ in ops.get_opcodes()} == {"equal", "insert"}, merged
+    data = YAML(typ="safe").load(merged)
+    new = [q for q in data["queries"] if q["name"] != "pending_orders"]
+    assert len(new) == 1, merged
+    budget = new[0]
+    # $1 = the most common status (pg_stats), $2 = LIMIT 20; the SQL with psycopg placeholders.
+    assert budget["params"] == {"p1": "paid", "p2": "20"}
+    assert "status = %(p1)s" in budget["sql"] and "LIMIT %(p2)s" in budget["sql"]
+    assert budget["budget_ms"] >= 5 and budget["max_cost"] > 0
+    assert budget["expect"]["uses_index"][0] in {i["name"] for i in data["indexes"]}
+    created = YAML(typ="safe").load((specs_dir / "reviews.yaml").read_text())
+    assert created["table"] == "public.reviews" and created["indexes"][0]["columns"] == ["body"]
+    assert cli("validate", *db).exit_code == 0
+    # The suggestion keeps its gain under verify (the index built, the budget met).
+    assert cli("apply", *db).exit_code == 0
+    try:
+        verified = cli("verify", *db, "--format", "json")
+        [checked] = [
+            q for q in json.loads(verified.stdout)["queries"] if q["name"] == budget["name"]
+        ]
+        # The deterministic checks (max_cost, uses_index) pass; latency on shared CI cores is
+        # the machine's, not advise's.
+        failed = [f for f in checked["findings"] if f["status"] == "fail" and f["kind"] != "budget"]
+        assert not failed, checked
+    finally:
+        assert cli("rollback", *db, "--last", "--yes").exit_code == 0
+
+
+def test_from_specs_plans_the_budgets_with_their_values(
+    small: tuple[str, str], tmp_path: Path
+) -> None:
+    _admin, dsn = small
+    specs_dir = tmp_path / "indexes"
+    specs_dir.mkdir()
+    (specs_dir / "orders.yaml").write_text(ORDERS_SPEC)
+    doc = _json(cli("advise", "--dsn", dsn, "--specs", str(specs_dir), "--from-specs",
+                    "--format", "json"))  # fmt: skip
+    assert doc["source"] == "specs" and doc["queries"] == 1 and doc["generic_queries"] == 0
+    [suggestion] = [s for s in doc["suggestions"] if s["table"] == "public.orders"]
+    assert suggestion["serves"][0]["query"] == "pending_orders"
+    assert suggestion["where"] == "status = 'pending'"  # the budget's constant: partial
+    assert doc["budgets"] == []  # already budgeted
+
+
+def test_no_hypothetical_index_or_prepared_statement_outlives_advise(
+    small: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbopt.advise import AdviseOptions, advise
+    from dbopt.advise import evaluation as evaluation_module
+    from dbopt.config import Settings
+    from dbopt.db import connect
+    from dbopt.model import SpecSet
+
+    _admin, dsn = small
+    (tmp_path / "q.sql").write_text("SELECT id FROM orders WHERE customer_id = $1 AND total > 3;")
+    options = AdviseOptions(Source.FILE, tmp_path / "q.sql")
+    settings = Settings()
+    with connect(dsn, settings=settings) as conn:
+        advice = advise(conn, SpecSet(), settings, options)
+        assert advice.suggestions and advice.generic_count == 1
+        left = conn.execute("SELECT count(*) FROM hypopg()").fetchone()
+        assert left == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+        # An error in the middle of the evaluation drops what it created too.
+        calls = {"n": 0}
+        real = evaluation_module.estimate
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("boom")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(evaluation_module, "estimate", failing)
+        with pytest.raises(RuntimeError, match="boom"):
+            advise(conn, SpecSet(), settings, options)
+        assert conn.execute("SELECT count(*) FROM hypopg()").fetchone() == (0,)
 
 
 # --- end to end: advise --write, apply, verify -----------------------------------------------

@@ -1,13 +1,13 @@
 """`dbopt advise`: index suggestions for a workload, as spec YAML with the numbers behind them.
 
-The use case, :func:`advise`: read the workload (:mod:`.workload`), derive candidate indexes
-from each query's parse tree (:mod:`.candidates`), drop those that exist or are spec'd with an
-equivalent definition (the planner's notion: the server's own ``pg_get_indexdef`` of each,
-normalised as ``dbopt plan`` does), choose among the rest with HypoPG (:mod:`.evaluation`),
-then name them by the spec conventions, give each a ``reason`` from its queries and numbers,
-and a budget for each query it serves that the specs do not budget yet
-(:mod:`.suggestions`); :mod:`.specwrite` renders or merges the YAML. Nothing is executed but
-EXPLAIN, and no real index is created.
+The use case, :func:`advise`: read the workload (:mod:`.workload`), read what each query asks
+of its tables from its parse tree (:mod:`.querytree`), derive candidate indexes
+(:mod:`.candidates`), drop those that exist or are spec'd with an equivalent definition (the
+planner's notion: the server's own ``pg_get_indexdef`` of each, normalised as ``dbopt plan``
+does), choose among the rest with HypoPG (:mod:`.evaluation`), then name them by the spec
+conventions, give each a ``reason`` from its queries and numbers, and a budget for each query
+it serves that the specs do not budget yet (:mod:`.suggestions`); :mod:`.specwrite` renders or
+merges the YAML. Nothing is executed but EXPLAIN, and no real index is created.
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ from typing import Any
 
 import psycopg
 
-from dbopt.advise.candidates import (
-    ColumnInfo,
-    TableInfo,
-    TableUse,
-    TypeClass,
-    candidates,
-    table_uses,
-)
+from dbopt.advise.candidates import candidates
 from dbopt.advise.evaluation import THRESHOLD, Evaluation, evaluate
+from dbopt.advise.querytree import ColumnInfo, TableInfo, TableUse, TypeClass, table_uses
 from dbopt.advise.suggestions import NewBudget, Suggestion, WriteLoad, suggestions
 from dbopt.advise.workload import (
     Skipped,
@@ -95,6 +89,8 @@ class Advice:
     skipped: tuple[Skipped, ...] = ()
     #: Queries already budgeted in the specs (workload name -> budget name).
     budgeted: Mapping[str, str] | None = None
+    #: Served queries that get no new budget, and why (a parameter without a value).
+    unbudgeted: tuple[tuple[str, str], ...] = ()
 
     @property
     def generic_count(self) -> int:
@@ -102,11 +98,35 @@ class Advice:
         return sum(1 for q in self.workload.queries if q.parameters)
 
 
-def _tables(conn: psycopg.Connection[Any]) -> dict[QualifiedName, TableInfo]:
+def _relation_names(queries: Sequence[WorkloadQuery]) -> list[str]:
+    """Every relation name the queries mention (FROM, JOIN, subqueries): the tables whose
+    columns and statistics advise reads, so a catalog of thousands costs nothing more."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            rv = node.get("RangeVar")
+            if isinstance(rv, dict) and rv.get("relname"):
+                names.add(str(rv["relname"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for q in queries:
+        try:
+            walk(q.tree())
+        except SqlTextError:
+            continue
+    return sorted(names)
+
+
+def _tables(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[QualifiedName, TableInfo]:
     columns: dict[QualifiedName, dict[str, ColumnInfo]] = {}
     rows: dict[QualifiedName, float] = {}
     for schema, name, reltuples, column, type_class, n_distinct in conn.execute(
-        catalog_sql("advise_columns")
+        catalog_sql("advise_columns"), {"names": list(names)}
     ):
         table = QualifiedName(schema, name)
         rows[table] = float(reltuples or 0)
@@ -144,15 +164,20 @@ def _equivalents(
     pool: Sequence[IndexSpec],
     specs: SpecSet,
     settings: Settings,
-) -> tuple[list[IndexSpec], list[tuple[IndexSpec, str]]]:
+) -> tuple[list[IndexSpec], list[tuple[IndexSpec, str]], list[IndexSpec]]:
     """``pool`` without candidates equivalent to an existing or spec'd index (or to an
-    earlier candidate), compared as the planner compares: canonical pg_get_indexdef text."""
+    earlier candidate), compared as the planner compares: canonical pg_get_indexdef text;
+    what was left out (with the index it is equivalent to); the spec'd indexes on those
+    tables that are not built yet."""
     tables = {c.table for c in pool}
-    catalog = inspect(conn, tables | specs.relations())
+    # Only the workload's tables are deparsed (the reads that lock): never a spec'd table the
+    # workload does not touch, whose DDL left open elsewhere would make advise wait.
+    catalog = inspect(conn, tables)
     known: dict[str, str] = {}
     for index in catalog.indexes.values():
         if index.table in tables and index.is_valid:
             known.setdefault(f"{index.table}|{canonical(index.definition)}", str(index.name.name))
+    built = set(known)
     spec_indexes = [
         s for s in specs.all_indexes if s.table in tables and s.table in catalog.relations
     ]
@@ -162,6 +187,11 @@ def _equivalents(
         text = normalized.get(spec.qualified_name)
         if text is not None:
             known.setdefault(f"{spec.table}|{text}", f"{spec.name} (spec'd)")
+    pending = [
+        spec
+        for spec in spec_indexes
+        if f"{spec.table}|{normalized.get(spec.qualified_name, '')}" not in built
+    ]
     kept: list[IndexSpec] = []
     left: list[tuple[IndexSpec, str]] = []
     for original, named in zip(pool, temp, strict=True):
@@ -172,7 +202,7 @@ def _equivalents(
             continue
         known[key] = named.name
         kept.append(original)
-    return kept, left
+    return kept, left, pending
 
 
 def advise(
@@ -183,11 +213,12 @@ def advise(
     calls = CallGraph.read(conn)
     workload = _workload(conn, specs, options, calls)
     version = require_hypopg(conn, create=options.create_extension)
-    tables = _tables(conn)
+    tables = _tables(conn, _relation_names(workload.queries))
     trigram = _installed(conn, "pg_trgm")
     budgeted = budgeted_fingerprints(specs) if options.source != Source.SPECS else {}
     skipped: list[Skipped] = list(workload.skipped)
     uses_of: dict[str, tuple[TableUse, ...]] = {}
+    found_of: dict[str, list[IndexSpec]] = {}
     pool: list[IndexSpec] = []
     queries: list[WorkloadQuery] = []
     by_name = {b.name: b for b in specs.queries}
@@ -208,13 +239,21 @@ def advise(
             skipped.append(Skipped(q.name, "no predicate, join or ORDER BY an index can serve"))
             continue
         uses_of[q.name] = uses
+        found_of[q.name] = found
         queries.append(q)
         pool.extend(c for c in found if c not in pool)
-    kept, equivalent = _equivalents(conn, pool, specs, settings) if pool else ([], [])
+    kept, equivalent, pending = _equivalents(conn, pool, specs, settings) if pool else ([], [], [])
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
-    evaluation = evaluate(conn, queries, kept, tables_of)
+    position = {spec: i for i, spec in enumerate(kept)}
+    origin = {
+        name: [position[c] for c in found if c in position] for name, found in found_of.items()
+    }
+    rows = {name: info.rows for name, info in tables.items()}
+    evaluation = evaluate(
+        conn, queries, kept, tables_of, origin=origin, rows=rows, baseline=pending
+    )
     already = {q.name: q.budget.name for q in queries if q.budget is not None}
-    found_suggestions, budgets = suggestions(conn, evaluation, specs, uses_of, already)
+    found_suggestions, budgets, unbudgeted = suggestions(conn, evaluation, specs, uses_of, already)
     return Advice(
         workload=replace(workload, queries=tuple(queries)),
         suggestions=found_suggestions,
@@ -226,4 +265,5 @@ def advise(
         equivalent=tuple(equivalent),
         skipped=tuple(skipped) + evaluation.failed,
         budgeted=already,
+        unbudgeted=unbudgeted,
     )

@@ -10,6 +10,13 @@ the smaller index) joins the suggestions, until no candidate serves another quer
 A last pass drops a suggestion whose queries stay under the threshold (and within 10 % of
 their cost) without it: the smallest set that keeps every gain.
 
+HypoPG simulates B-tree, BRIN and hash indexes only: a GIN or GiST candidate (full-text
+``@@``, trigram ``LIKE '%x%'``, containment, overlap) cannot be planned with. Such a
+candidate is the only index that can serve its operator, so it is suggested *unsimulated* for
+a query the simulated suggestions leave unimproved, when its table holds at least
+:data:`MIN_ROWS_UNSIMULATED` rows: its cost after is unknown until it is built (its budget
+asks for the threshold: at most half the estimated cost without it).
+
 HypoPG's indexes live in this backend's memory only; exactly those this module created are
 dropped before it returns (the session's others stay).
 """
@@ -41,6 +48,9 @@ THRESHOLD = 0.5
 NEAR_BEST = 1.5
 #: Pruning keeps a query's cost within this factor of what the full suggestion set gives.
 PRUNE_SLACK = 1.1
+#: An unsimulated (GIN, GiST) suggestion needs a table of at least this many estimated rows:
+#: below it a sequential scan reads a few pages at most.
+MIN_ROWS_UNSIMULATED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +72,15 @@ class QueryCost:
 
 @dataclass(frozen=True, slots=True)
 class Chosen:
-    """A suggested index, its HypoPG size estimate, and the queries whose plans use it."""
+    """A suggested index, its HypoPG size estimate, and the queries whose plans use it (or,
+    unsimulated, the queries it is the only index method for)."""
 
     spec: IndexSpec
-    size_bytes: int
+    #: HypoPG's estimate (None: unsimulated, HypoPG cannot create this method).
+    size_bytes: int | None
     serves: tuple[str, ...]
+    #: Planned with HypoPG (False: GIN/GiST, which HypoPG does not simulate).
+    simulated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,132 +170,182 @@ def _used(plan: PlanNode | str, names: Mapping[str, int]) -> set[int]:
     return {names[u.index.name] for u in index_uses(plan) if u.index.name in names}
 
 
+def _unsimulated(
+    costs: Sequence[QueryCost],
+    candidates: Sequence[IndexSpec],
+    refused: Sequence[IndexSpec],
+    origin: Mapping[str, Sequence[int]],
+    rows: Mapping[QualifiedName, float],
+) -> tuple[Chosen, ...]:
+    """GIN/GiST candidates HypoPG refused, for the queries still unimproved that gave rise to
+    them (one per indexed column or expression: the first the query's predicates named)."""
+    serving: dict[IndexSpec, list[str]] = {}
+    for cost in costs:
+        if cost.improved:
+            continue
+        keys: set[tuple[QualifiedName, tuple[str | None, ...]]] = set()
+        for i in origin.get(cost.query.name, ()):
+            spec = candidates[i]
+            key = (spec.table, tuple(c.name or c.expr for c in spec.columns))
+            if spec not in refused or key in keys:
+                continue
+            if rows.get(spec.table, 0.0) < MIN_ROWS_UNSIMULATED:
+                continue
+            keys.add(key)
+            serving.setdefault(spec, []).append(cost.query.name)
+    return tuple(
+        Chosen(spec, None, tuple(names), simulated=False) for spec, names in serving.items()
+    )
+
+
 def evaluate(
     conn: psycopg.Connection[Any],
     queries: Sequence[WorkloadQuery],
     candidates: Sequence[IndexSpec],
     tables_of: Mapping[str, frozenset[QualifiedName]],
     *,
+    origin: Mapping[str, Sequence[int]] | None = None,
+    rows: Mapping[QualifiedName, float] | None = None,
+    baseline: Sequence[IndexSpec] = (),
     timeout_ms: int = 10_000,
 ) -> Evaluation:
     """Choose the suggestions among ``candidates`` for ``queries`` (see the module's doc).
 
     ``tables_of``: the tables each query (by name) reads, so a candidate is tried only on
-    the queries it can serve.
+    the queries it can serve. ``origin``: the candidates (positions) each query gave rise
+    to, and ``rows`` each table's estimated rows: for the unsimulated suggestions.
+    ``baseline``: spec'd indexes not built yet, hypothetical throughout (costs "before"
+    include them), so nothing is suggested for what the specs already cover.
     """
-    planner = _Planner(conn, timeout_ms)
-    failed: list[Skipped] = []
-    before: dict[str, float] = {}
-    for q in queries:
-        plan = planner.plan(q)
-        if isinstance(plan, PlanNode):
-            before[q.name] = plan.cost
-        else:
-            failed.append(Skipped(q.name, f"could not be planned: {plan}"))
-    planned = [q for q in queries if q.name in before]
-    total_ms = sum(q.total_ms or 0.0 for q in planned)
-    weight = {
-        q.name: (q.total_ms or 0.0) / total_ms if total_ms else 1.0 / max(1, len(planned))
-        for q in planned
-    }
-    refused: list[tuple[IndexSpec, str]] = []
-    with _hypothetical(conn) as hypo:
-        names: dict[str, int] = {}
-        sizes: dict[int, int] = {}
-        oids: dict[int, int] = {}
-        for i, spec in enumerate(candidates):
-            made = hypo.create(spec)
-            if isinstance(made, str):
-                refused.append((spec, made))
-                continue
-            names[made[1]] = i
-            oids[i] = made[0]
-            sizes[i] = hypo.size(made[0])
-        best: dict[str, float] = {}
-        pool: set[int] = set()
-        for q in planned:
+    # The spec'd indexes not built yet are part of today: what they serve needs nothing new.
+    with _hypothetical(conn) as pending:
+        for spec in baseline:
+            pending.create(spec)
+        planner = _Planner(conn, timeout_ms)
+        failed: list[Skipped] = []
+        before: dict[str, float] = {}
+        for q in queries:
             plan = planner.plan(q)
-            best[q.name] = plan.cost if isinstance(plan, PlanNode) else before[q.name]
-            if best[q.name] <= (1 - THRESHOLD) * before[q.name]:
-                pool |= _used(plan, names)
+            if isinstance(plan, PlanNode):
+                before[q.name] = plan.cost
+            else:
+                failed.append(Skipped(q.name, f"could not be planned: {plan}"))
+        planned = [q for q in queries if q.name in before]
+        total_ms = sum(q.total_ms or 0.0 for q in planned)
+        weight = {
+            q.name: (q.total_ms or 0.0) / total_ms if total_ms else 1.0 / max(1, len(planned))
+            for q in planned
+        }
+        refused: list[tuple[IndexSpec, str]] = []
+        with _hypothetical(conn) as hypo:
+            names: dict[str, int] = {}
+            sizes: dict[int, int] = {}
+            oids: dict[int, int] = {}
+            for i, spec in enumerate(candidates):
+                made = hypo.create(spec)
+                if isinstance(made, str):
+                    refused.append((spec, made))
+                    continue
+                names[made[1]] = i
+                oids[i] = made[0]
+                sizes[i] = hypo.size(made[0])
+            best: dict[str, float] = {}
+            pool: set[int] = set()
+            for q in planned:
+                plan = planner.plan(q)
+                best[q.name] = plan.cost if isinstance(plan, PlanNode) else before[q.name]
+                if best[q.name] <= (1 - THRESHOLD) * before[q.name]:
+                    pool |= _used(plan, names)
 
-        def serves(n: str, c: float) -> bool:
-            return c <= (1 - THRESHOLD) * before[n] and c <= NEAR_BEST * best[n]
+            def serves(n: str, c: float) -> bool:
+                return c <= (1 - THRESHOLD) * before[n] and c <= NEAR_BEST * best[n]
 
-        for oid in oids.values():
-            hypo.drop(oid)
-        improvable = [q for q in planned if best[q.name] <= (1 - THRESHOLD) * before[q.name]]
-        chosen: list[int] = []
-        live: dict[int, int] = {}
-        current = dict(before)
-        served: set[str] = set()
+            for oid in oids.values():
+                hypo.drop(oid)
+            improvable = [q for q in planned if best[q.name] <= (1 - THRESHOLD) * before[q.name]]
+            chosen: list[int] = []
+            live: dict[int, int] = {}
+            current = dict(before)
+            served: set[str] = set()
 
-        def relevant(i: int, among: Sequence[WorkloadQuery]) -> list[WorkloadQuery]:
-            return [q for q in among if candidates[i].table in tables_of.get(q.name, ())]
+            def relevant(i: int, among: Sequence[WorkloadQuery]) -> list[WorkloadQuery]:
+                return [q for q in among if candidates[i].table in tables_of.get(q.name, ())]
 
-        while True:
-            unserved = [q for q in improvable if q.name not in served]
-            if not unserved:
-                break
-            pick: tuple[tuple[int, float, int], int, dict[str, float]] | None = None
-            for i in sorted(pool - set(chosen)):
-                trial_queries = relevant(i, unserved)
-                if not trial_queries:
+            while True:
+                unserved = [q for q in improvable if q.name not in served]
+                if not unserved:
+                    break
+                pick: tuple[tuple[int, float, int], int, dict[str, float]] | None = None
+                for i in sorted(pool - set(chosen)):
+                    trial_queries = relevant(i, unserved)
+                    if not trial_queries:
+                        continue
+                    made = hypo.create(candidates[i])
+                    if isinstance(made, str):
+                        continue
+                    costs = {q.name: planner.cost(q, current[q.name]) for q in trial_queries}
+                    hypo.drop(made[0])
+                    newly = sum(1 for n, c in costs.items() if serves(n, c))
+                    gain = sum(weight[n] * (current[n] - c) / before[n] for n, c in costs.items())
+                    # Gains within 1 % of the cost before are a tie (the planner is not that exact):
+                    # then the smaller index wins (a partial one on a selective constant).
+                    key = (newly, round(gain, 2), -sizes.get(i, 0))
+                    if pick is None or key > pick[0]:
+                        pick = (key, i, costs)
+                if pick is None or pick[0][0] == 0:
+                    break
+                _key, i, costs = pick
+                made = hypo.create(candidates[i])
+                if isinstance(made, str):  # pragma: no cover - it was created a moment ago
+                    break
+                chosen.append(i)
+                live[i] = made[0]
+                for n, c in costs.items():
+                    current[n] = min(current[n], c)
+                    if serves(n, c):
+                        served.add(n)
+            # Prune: a suggestion whose queries keep their gain without it goes.
+            for i in list(reversed(chosen)) if len(chosen) > 1 else []:
+                hypo.drop(live.pop(i))
+                check = relevant(i, [q for q in improvable if q.name in served])
+                costs = {q.name: planner.cost(q, before[q.name]) for q in check}
+                keeps = all(
+                    serves(n, c) and c <= PRUNE_SLACK * current[n] for n, c in costs.items()
+                )
+                if keeps:
+                    chosen.remove(i)
                     continue
                 made = hypo.create(candidates[i])
-                if isinstance(made, str):
+                if isinstance(made, str):  # pragma: no cover
+                    chosen.remove(i)
                     continue
-                costs = {q.name: planner.cost(q, current[q.name]) for q in trial_queries}
-                hypo.drop(made[0])
-                newly = sum(1 for n, c in costs.items() if serves(n, c))
-                gain = sum(weight[n] * (current[n] - c) / before[n] for n, c in costs.items())
-                key = (newly, round(gain, 6), -sizes.get(i, 0))
-                if pick is None or key > pick[0]:
-                    pick = (key, i, costs)
-            if pick is None or pick[0][0] == 0:
-                break
-            _key, i, costs = pick
-            made = hypo.create(candidates[i])
-            if isinstance(made, str):  # pragma: no cover - it was created a moment ago
-                break
-            chosen.append(i)
-            live[i] = made[0]
-            for n, c in costs.items():
-                current[n] = min(current[n], c)
-                if serves(n, c):
-                    served.add(n)
-        # Prune: a suggestion whose queries keep their gain without it goes.
-        for i in list(reversed(chosen)) if len(chosen) > 1 else []:
-            hypo.drop(live.pop(i))
-            check = relevant(i, [q for q in improvable if q.name in served])
-            costs = {q.name: planner.cost(q, before[q.name]) for q in check}
-            keeps = all(serves(n, c) and c <= PRUNE_SLACK * current[n] for n, c in costs.items())
-            if keeps:
-                chosen.remove(i)
-                continue
-            made = hypo.create(candidates[i])
-            if isinstance(made, str):  # pragma: no cover
-                chosen.remove(i)
-                continue
-            live[i] = made[0]
-        final_names = {hypo.live[oid]: i for i, oid in live.items()}
-        position = {i: n for n, i in enumerate(chosen)}
-        costs_out: list[QueryCost] = []
-        serving: dict[int, list[str]] = {i: [] for i in chosen}
-        for q in planned:
-            plan = planner.plan(q)
-            after = plan.cost if isinstance(plan, PlanNode) else before[q.name]
-            used = sorted(_used(plan, final_names))
-            cost = QueryCost(
-                q, before[q.name], best[q.name], after, tuple(position[i] for i in used)
+                live[i] = made[0]
+            final_names = {hypo.live[oid]: i for i, oid in live.items()}
+            position = {i: n for n, i in enumerate(chosen)}
+            costs_out: list[QueryCost] = []
+            serving: dict[int, list[str]] = {i: [] for i in chosen}
+            for q in planned:
+                plan = planner.plan(q)
+                after = plan.cost if isinstance(plan, PlanNode) else before[q.name]
+                used = sorted(_used(plan, final_names))
+                cost = QueryCost(
+                    q, before[q.name], best[q.name], after, tuple(position[i] for i in used)
+                )
+                if cost.improved:
+                    for i in used:
+                        serving[i].append(q.name)
+                costs_out.append(cost)
+            chosen_out = tuple(
+                Chosen(candidates[i], sizes.get(i, 0), tuple(serving[i])) for i in chosen
             )
-            if cost.improved:
-                for i in used:
-                    serving[i].append(q.name)
-            costs_out.append(cost)
-        chosen_out = tuple(
-            Chosen(candidates[i], sizes.get(i, 0), tuple(serving[i])) for i in chosen
-        )
+    unsimulated = {i for i, (spec, _why) in enumerate(refused) if spec.method != "btree"}
+    chosen_out += _unsimulated(
+        costs_out,
+        candidates,
+        [refused[i][0] for i in sorted(unsimulated)],
+        origin or {},
+        rows or {},
+    )
     return Evaluation(
         costs=tuple(costs_out),
         chosen=chosen_out,

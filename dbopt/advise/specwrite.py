@@ -147,14 +147,20 @@ def render(
 
 
 def write(
-    index_dir: Path, suggestions: Sequence[Suggestion], budgets: Sequence[NewBudget]
+    index_dir: Path,
+    spec_dirs: Sequence[Path],
+    suggestions: Sequence[Suggestion],
+    budgets: Sequence[NewBudget],
 ) -> list[WrittenFile]:
-    """Merge into the spec files of ``index_dir`` (each file whole or not at all)."""
+    """Merge into the spec file of each table, found in any of ``spec_dirs`` (a view's file
+    included: its ``indexes`` and ``queries``), else a new file in ``index_dir`` (created when
+    missing); each file whole or not at all."""
     existing: dict[QualifiedName, Path] = {}
-    for path in sorted(index_dir.glob("*.yaml")) if index_dir.is_dir() else []:
-        declared = declares(path)
-        if declared is not None:
-            existing.setdefault(declared, path)
+    for folder in dict.fromkeys([index_dir, *spec_dirs]):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            declared = declares(path)
+            if declared is not None:
+                existing.setdefault(declared, path)
     grouped = by_table(suggestions, budgets)
     names = file_names(grouped)
     written: list[WrittenFile] = []

@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 
-from dbopt.advise.candidates import TableUse
-from dbopt.advise.evaluation import Evaluation, QueryCost
+from dbopt.advise.evaluation import THRESHOLD, Evaluation, QueryCost
+from dbopt.advise.querytree import TableUse
 from dbopt.advise.workload import Source, WorkloadQuery
 from dbopt.catalog import catalog_sql, inspect
 from dbopt.ddl import derived_name
@@ -56,19 +56,33 @@ class WriteLoad:
     reset: bool
 
     @property
-    def entries_per_hour(self) -> float:
-        """Index entries a new index adds per hour: one per insert and per non-HOT update."""
-        hours = max(self.age_s / 3600, 1 / 60)
-        return (self.inserts + self.updates - self.hot_updates) / hours
+    def entries(self) -> int:
+        """Index entries a new index would have added since then: one per insert and per
+        non-HOT update (a partial index fewer)."""
+        return self.inserts + self.updates - self.hot_updates
+
+    @property
+    def entries_per_hour(self) -> float | None:
+        """:attr:`entries` per hour; None when the statistics cover less than an hour (too
+        short a window to give a rate)."""
+        if self.age_s < 3600:
+            return None
+        return self.entries / (self.age_s / 3600)
 
     def text(self) -> str:
         """The write overhead in words."""
         origin = "the last statistics reset" if self.reset else "the server started"
+        rate = self.entries_per_hour
+        load = (
+            f"about {rate:,.0f} index entries per hour to maintain"
+            if rate is not None
+            else f"{self.entries:,} index entries to maintain in that time (too short a window "
+            "for an hourly rate)"
+        )
         return (
             f"{self.table} took {self.inserts:,} inserts, {self.updates:,} updates "
             f"({self.hot_updates:,} HOT) and {self.deletes:,} deletes since {origin} "
-            f"({self.since:%Y-%m-%d %H:%M}, {_age(self.age_s)}): about "
-            f"{self.entries_per_hour:,.0f} index entries per hour to maintain"
+            f"({self.since:%Y-%m-%d %H:%M}, {_age(self.age_s)} ago): {load}"
         )
 
 
@@ -78,14 +92,26 @@ class Served:
 
     query: WorkloadQuery
     before: float
-    after: float
+    #: None: unknown until the index is built (HypoPG does not simulate its method).
+    after: float | None
     #: The spec budget that already covers it, if any.
     budgeted_as: str | None = None
 
     @property
-    def change(self) -> float:
-        """Relative cost change (-0.99: 99 % cheaper)."""
+    def change(self) -> float | None:
+        """Relative cost change (-0.99: 99 % cheaper); None when the cost after is unknown."""
+        if self.after is None:
+            return None
         return self.after / self.before - 1 if self.before else 0.0
+
+    def costs_text(self) -> str:
+        """``cost 1,200 -> 8 (-99%)``, or what is known of an unsimulated suggestion."""
+        if self.after is None or self.change is None:
+            return (
+                f"estimated cost {self.before:,.0f} -> unknown until built (HypoPG does not "
+                "simulate this index method)"
+            )
+        return f"estimated cost {self.before:,.0f} -> {self.after:,.0f} ({self.change:+.0%})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +119,15 @@ class Suggestion:
     """An index to add: its spec (named, with its reason), size and what it serves."""
 
     spec: IndexSpec
-    size_bytes: int
+    #: HypoPG's estimate; None when HypoPG does not simulate the method (GIN, GiST).
+    size_bytes: int | None
     serves: tuple[Served, ...]
     writes: WriteLoad | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """HypoPG planned the workload with it (its costs after are the planner's)."""
+        return self.size_bytes is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +152,10 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes"
 
 
-def size_text(size: int) -> str:
+def size_text(size: int | None) -> str:
     """Bytes in the unit people read (kB, MB, GB)."""
+    if size is None:
+        return "size unknown"
     value = float(size)
     for unit in ("bytes", "kB", "MB", "GB"):
         if value < 1024 or unit == "GB":
@@ -139,13 +173,25 @@ def _writes(conn: psycopg.Connection[Any]) -> dict[QualifiedName, WriteLoad]:
     return out
 
 
+def _expression_words(expr: str) -> str:
+    """The words of an expression worth a name: ``to_tsvector(CAST('english' AS regconfig),
+    COALESCE(body, ''))`` -> ``to_tsvector_body`` (no literals, keywords or cast types)."""
+    from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS
+
+    text = re.sub(r"'(?:[^']|'')*'", " ", expr.lower())
+    text = re.sub(r"\bas\s+\w+|::\s*\w+", " ", text)
+    words = re.findall(r"[a-z_][a-z0-9_]*", text)
+    kept = [w for w in words if w not in RESERVED_KEYWORDS and w not in COL_NAME_KEYWORDS]
+    return "_".join(kept) or "expr"
+
+
 def index_name(spec: IndexSpec, taken: set[str]) -> str:
     """``idx_<table>_<key columns>[_<value>][_<method>]``, within 63 bytes, not in ``taken``."""
-    parts = [spec.table.name, *(c.name or c.expr or "expr" for c in spec.columns)]
+    parts = [spec.table.name, *(c.name or _expression_words(c.expr or "") for c in spec.columns)]
     base = "idx_" + "_".join(_WORD.sub("_", p.lower()).strip("_") or "x" for p in parts)
     suffix = ""
     if spec.where is not None:
-        value = re.fullmatch(r"\w+ = '(\w+)'", spec.where)
+        value = re.fullmatch(r"(?:\w+|\"[^\"]+\") = '(\w+)'", spec.where)
         suffix += f"_{value.group(1).lower()}" if value else "_partial"
     if spec.method != "btree":
         opclass = spec.columns[0].opclass or ""
@@ -167,14 +213,22 @@ def _served_text(s: Served) -> str:
         head = f"the query at {q.where}"
     else:
         head = f"budgeted query {q.name}"
-    return f"{head}: estimated cost {s.before:,.0f} -> {s.after:,.0f} ({s.change:+.0%})"
+    return f"{head}: {s.costs_text()}"
 
 
-def _reason(spec: IndexSpec, served: Sequence[Served], size: int, writes: WriteLoad | None) -> str:
+def _reason(
+    spec: IndexSpec, served: Sequence[Served], size: int | None, writes: WriteLoad | None
+) -> str:
     text = "dbopt advise: " + "; ".join(_served_text(s) for s in served[:3])
     if len(served) > 3:
         text += f"; and {len(served) - 3} more"
-    text += f"; about {size_text(size)} (HypoPG estimate)"
+    if size is None:
+        text += (
+            f"; {spec.method.upper()} is the only index method for its operator, and HypoPG "
+            "cannot simulate it: size and gain are measured once built (dbopt verify)"
+        )
+    else:
+        text += f"; about {size_text(size)} (HypoPG estimate)"
     if writes is not None:
         text += f"; {writes.text()}"
     return text
@@ -252,12 +306,15 @@ def _values(
 def _budget(
     q: WorkloadQuery,
     cost: QueryCost,
+    after: float | None,
     uses: Sequence[TableUse],
-    index: str,
-    table: QualifiedName,
+    spec: IndexSpec,
     values: Mapping[tuple[QualifiedName, str], tuple[str | None, str | None]],
+    name: str,
 ) -> NewBudget | str:
-    """The budget for ``q``, or why it gets none."""
+    """The budget for ``q`` (named ``name``), or why it gets none. ``after``: its estimated
+    cost with ``spec`` (None: unsimulated)."""
+    index, table, method = spec.name, spec.table, spec.method.upper()
     params: dict[str, str] = {}
     mapping = _params(q.tree()) if q.parameters else {}
     for n in range(1, q.parameters + 1):
@@ -271,14 +328,25 @@ def _budget(
             return f"no value to measure parameter ${n} with: write its budget by hand"
         params[f"p{n}"] = value
     text = re.sub(r"\$(\d+)", r"%(p\1)s", q.text.replace("%", "%%"))
-    max_cost = math.ceil(cost.after * COST_HEADROOM)
-    why = (
-        f"max_cost: the estimated cost with {index} ({cost.after:,.0f}) x {COST_HEADROOM}, "
-        f"below the {cost.before:,.0f} without it, so verify fails if the gain is lost"
-    )
+    if after is None:
+        # Unsimulated (GIN, GiST): the budget asks for the threshold every suggestion meets.
+        ratio = 1 - THRESHOLD
+        max_cost = math.floor(cost.before * ratio)
+        why = (
+            f"max_cost: {ratio:.0%} of the estimated cost without {index} "
+            f"({cost.before:,.0f}), the threshold of every suggestion: HypoPG cannot simulate "
+            f"{method}, so verify tells whether the built index reaches it"
+        )
+    else:
+        ratio = after / cost.before if cost.before else 1.0
+        max_cost = math.ceil(after * COST_HEADROOM)
+        why = (
+            f"max_cost: the estimated cost with {index} ({after:,.0f}) x {COST_HEADROOM}, "
+            f"below the {cost.before:,.0f} without it, so verify fails if the gain is lost"
+        )
     budget_ms = None
     if q.mean_ms is not None and cost.before:
-        scaled = q.mean_ms * cost.after / cost.before * TIME_HEADROOM
+        scaled = q.mean_ms * ratio * TIME_HEADROOM
         budget_ms = float(max(MIN_BUDGET_MS, math.ceil(scaled)))
         why += (
             f"; budget_ms: the measured mean ({q.mean_ms:.2f} ms) x the estimated cost ratio "
@@ -286,7 +354,17 @@ def _budget(
         )
     if params:
         why += "; params: the most common value of each compared column (pg_stats)"
-    return NewBudget(table, q.name, text, params, max_cost, budget_ms, index, why)
+    return NewBudget(table, name, text, params, max_cost, budget_ms, index, why)
+
+
+def _budget_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... when a spec budget or a new one has it."""
+    found, number = name, 2
+    while found in taken:
+        found = f"{name}_{number}"
+        number += 1
+    taken.add(found)
+    return found
 
 
 def suggestions(
@@ -295,8 +373,12 @@ def suggestions(
     specs: SpecSet,
     uses_of: Mapping[str, tuple[TableUse, ...]],
     budgeted: Mapping[str, str],
-) -> tuple[tuple[Suggestion, ...], tuple[NewBudget, ...]]:
-    """Name the chosen indexes, give each its reason, and budget the queries they serve."""
+) -> tuple[tuple[Suggestion, ...], tuple[NewBudget, ...], tuple[tuple[str, str], ...]]:
+    """Name the chosen indexes, give each its reason, and budget the queries they serve.
+
+    Returns the suggestions, the new budgets, and (query, why) for each served query that
+    gets no budget (a parameter with no value to measure it with).
+    """
     chosen = [c for c in evaluation.chosen if c.serves]
     catalog = inspect(conn, {c.spec.table for c in chosen})
     taken = {n.name for n in catalog.names} | {i.name for i in specs.all_indexes}
@@ -305,11 +387,18 @@ def suggestions(
     values = _values(conn, sorted({c.spec.table for c in chosen}))
     out: list[Suggestion] = []
     budgets: list[NewBudget] = []
-    budgeted_names = {b.name for b in specs.queries}
+    unbudgeted: list[tuple[str, str]] = []
+    budget_names = {b.name for b in specs.queries}
+    done: set[str] = set()
     for item in chosen:
         name = index_name(item.spec, taken)
         served = tuple(
-            Served(costs[n].query, costs[n].before, costs[n].after, budgeted.get(n))
+            Served(
+                costs[n].query,
+                costs[n].before,
+                costs[n].after if item.simulated else None,
+                budgeted.get(n),
+            )
             for n in item.serves
         )
         load = writes.get(item.spec.table)
@@ -319,11 +408,20 @@ def suggestions(
         out.append(Suggestion(spec, item.size_bytes, served, load))
         for s in served:
             q = s.query
-            if s.budgeted_as is not None or q.name in budgeted_names:
+            if s.budgeted_as is not None or q.name in done:
                 continue
-            if any(b.name == q.name for b in budgets):
-                continue
-            made = _budget(q, costs[q.name], uses_of.get(q.name, ()), name, item.spec.table, values)
+            done.add(q.name)
+            made = _budget(
+                q,
+                costs[q.name],
+                s.after,
+                uses_of.get(q.name, ()),
+                spec,
+                values,
+                _budget_name(q.name, budget_names),
+            )
             if isinstance(made, NewBudget):
                 budgets.append(made)
-    return tuple(out), tuple(budgets)
+            else:
+                unbudgeted.append((q.name, made))
+    return tuple(out), tuple(budgets), tuple(unbudgeted)

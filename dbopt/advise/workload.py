@@ -268,7 +268,9 @@ def from_file(path: Path, calls: CallGraph, display: str | None = None) -> Workl
         ) from None
     problems: list[Problem] = []
     queries: list[WorkloadQuery] = []
-    stem = re.sub(r"\W", "_", path.stem) or "query"
+    # A budget name (the schema's pattern): ASCII letters, digits and _, not a digit first.
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
+    stem = stem if re.match(r"[A-Za-z_]", stem) else f"q_{stem}"
     for number, stmt in enumerate(stmts, start=1):
         start = int(stmt.get("stmt_location", 0))
         length = stmt.get("stmt_len") or len(text) - start

@@ -12,15 +12,26 @@ from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 
 if TYPE_CHECKING:
     from dbopt.advise import Advice
+    from dbopt.model import IndexSpec
 
 
 def _index_dir(dirs: list[tuple[Path, bool]]) -> Path:
-    return next((d for d, _required in dirs if d.name == "indexes"), Path("indexes"))
+    """Where new index files go: the spec folder named ``indexes``, else the first that is
+    not ``views``, else ``./indexes``."""
+    named = [d for d, _required in dirs if d.name == "indexes"]
+    others = [d for d, _required in dirs if d.name != "views"]
+    return (named or others or [Path("indexes")])[0]
+
+
+def _columns_text(spec: IndexSpec) -> str:
+    return ", ".join(c.name or c.expr or "" for c in spec.columns)
 
 
 def _as_dict(advice: Advice) -> dict[str, Any]:
     from dbopt.advise import THRESHOLD
+    from dbopt.advise.specwrite import render
 
+    served_by = {x.query.name for s in advice.suggestions for x in s.serves}
     return {
         "source": str(advice.workload.source),
         "queries": len(advice.workload.queries),
@@ -34,9 +45,10 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
                 "table": str(s.spec.table),
                 "name": s.spec.name,
                 "method": s.spec.method,
-                "columns": [c.name for c in s.spec.columns],
+                "columns": [c.name or c.expr for c in s.spec.columns],
                 "include": list(s.spec.include),
                 "where": s.spec.where,
+                "simulated": s.simulated,
                 "size_bytes": s.size_bytes,
                 "reason": s.spec.reason,
                 "serves": [
@@ -48,7 +60,17 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
                     }
                     for x in s.serves
                 ],
-                "writes_per_hour": s.writes.entries_per_hour if s.writes else None,
+                "writes": None
+                if s.writes is None
+                else {
+                    "inserts": s.writes.inserts,
+                    "updates": s.writes.updates,
+                    "hot_updates": s.writes.hot_updates,
+                    "deletes": s.writes.deletes,
+                    "since": s.writes.since.isoformat(),
+                    "entries": s.writes.entries,
+                    "entries_per_hour": s.writes.entries_per_hour,
+                },
             }
             for s in advice.suggestions
         ],
@@ -56,18 +78,26 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
             {
                 "table": str(b.table),
                 "name": b.name,
+                "sql": b.sql,
+                "params": dict(b.params),
                 "max_cost": b.max_cost,
                 "budget_ms": b.budget_ms,
+                "uses_index": b.uses_index,
             }
             for b in advice.budgets
         ],
+        "unbudgeted": [{"query": n, "reason": why} for n, why in advice.unbudgeted],
         "not_improved": [
             {"query": c.query.name, "cost_before": c.before, "best_cost": c.best}
             for c in advice.evaluation.costs
-            if not c.improved
+            if not c.improved and c.query.name not in served_by
         ],
-        "equivalent": [{"candidate": str(c.columns), "exists_as": n} for c, n in advice.equivalent],
+        "equivalent": [
+            {"table": str(c.table), "columns": _columns_text(c), "exists_as": n}
+            for c, n in advice.equivalent
+        ],
         "skipped": [{"query": s.name, "reason": s.reason} for s in advice.skipped],
+        "yaml": {str(t): text for t, text in render(advice.suggestions, advice.budgets).items()},
     }
 
 
@@ -75,6 +105,7 @@ def _render(advice: Advice) -> None:
     from dbopt.advise import THRESHOLD
     from dbopt.advise.specwrite import render
     from dbopt.advise.suggestions import size_text
+    from dbopt.specfiles import file_names
 
     ev = advice.evaluation
     click.echo(
@@ -91,25 +122,29 @@ def _render(advice: Advice) -> None:
         f"plans; a query counts as improved when its estimated cost falls by at least "
         f"{THRESHOLD:.0%} (Dexter's threshold); greedy selection, then pruning"
     )
+    served_by = {x.query.name for s in advice.suggestions for x in s.serves}
     for s in advice.suggestions:
-        click.echo(f"\n{s.spec.table}: {s.spec.name} ({size_text(s.size_bytes)})")
+        unsimulated = "" if s.simulated else f", {s.spec.method.upper()}: not simulated by HypoPG"
+        click.echo(f"\n{s.spec.table}: {s.spec.name} ({size_text(s.size_bytes)}{unsimulated})")
         for x in s.serves:
             budget = f" [budget {x.budgeted_as}]" if x.budgeted_as else ""
-            costs = f"cost {x.before:,.0f} -> {x.after:,.0f} ({x.change:+.0%})"
-            click.echo(f"  {x.query.name}: {costs}{budget}")
+            click.echo(f"  {x.query.name}: {x.costs_text()}{budget}")
         if s.writes is not None:
             click.echo(f"  writes: {s.writes.text()}")
     if not advice.suggestions:
         click.echo("\nno index would improve any query by the threshold")
+    for name, why in advice.unbudgeted:
+        click.echo(f"no budget for {name}: {why}")
     for c in ev.costs:
-        if not c.improved:
+        if not c.improved and c.query.name not in served_by:
             click.echo(
                 f"not improved: {c.query.name} (cost {c.before:,.0f}; best with every "
                 f"candidate {c.best:,.0f})"
             )
     for spec, name in advice.equivalent:
-        cols = ", ".join(c.name or c.expr or "" for c in spec.columns)
-        click.echo(f"already there: ({cols}) on {spec.table} is equivalent to {name}")
+        click.echo(
+            f"already there: ({_columns_text(spec)}) on {spec.table} is equivalent to {name}"
+        )
     counted: dict[str, int] = {}
     for skipped in advice.skipped:
         if skipped.reason.startswith(("not a read-only SELECT", "no predicate")):
@@ -119,8 +154,10 @@ def _render(advice: Advice) -> None:
         click.echo(f"skipped {skipped.name}: {skipped.reason}")
     for reason, count in counted.items():
         click.echo(f"skipped {count} statement(s): {reason}")
-    for table, text in render(advice.suggestions, advice.budgets).items():
-        click.echo(f"\n# --- for indexes/{table.name}.yaml ---")
+    rendered = render(advice.suggestions, advice.budgets)
+    names = file_names(rendered)
+    for table, text in rendered.items():
+        click.echo(f"\n# --- for indexes/{names[table]} ---")
         click.echo(text, nl=False)
 
 
@@ -170,9 +207,12 @@ def advise(
     file of queries (--queries) or the specs' budgeted queries (--from-specs). Candidates
     come from each query's predicates, joins, ORDER BY and columns; HypoPG estimates them
     all at once and the smallest set that cuts a query's estimated cost by at least 50 % is
-    kept. Queries are only planned (EXPLAIN, read-only), never run, and no index is
-    created. Without --write the YAML is printed; --write merges it into indexes/*.yaml,
-    keeping comments and layout, with a budget for each newly served query.
+    kept (GIN/GiST, which HypoPG cannot simulate, are suggested for queries nothing else
+    improves, marked so). Queries are only planned (EXPLAIN, read-only), never run, and no
+    index is created. No spec file is needed. Without --write the YAML is printed; --write
+    merges it into the tables' spec files (new ones in indexes/), keeping comments and
+    layout, with a budget for each newly served query. pg_stat_statements missing or not
+    preloaded, HypoPG missing, or a bad --queries file (file:line): exit 2.
 
     \b
     Examples:
@@ -191,8 +231,12 @@ def advise(
         raise click.UsageError("give --queries or --from-specs, not both")
     source = Source.FILE if queries_file else Source.SPECS if from_specs else Source.STATEMENTS
     config = opts.load_config()
-    dirs = opts.spec_dirs(config)
-    specs = load_specs(dirs)
+    # A DBA's first week starts with no specs: a missing or empty folder is no specs here.
+    dirs = [(d, False) for d, _required in opts.spec_dirs(config)]
+    specs = load_specs(dirs, allow_empty=True)
+    if not specs.files:
+        where = ", ".join(str(d) for d, _ in dirs)
+        click.echo(f"note: no spec files in {where}: advising as if nothing is spec'd", err=True)
     target = opts.target(config, "dbopt advise")
     options = AdviseOptions(source, queries_file, min_calls, top, create_extension)
     with connect(target.dsn, settings=target.settings) as conn:
@@ -202,7 +246,10 @@ def advise(
     else:
         _render(advice)
     if write:
-        for done in write_specs(_index_dir(dirs), advice.suggestions, advice.budgets):
+        index_dir = _index_dir(dirs)
+        for done in write_specs(
+            index_dir, [d for d, _ in dirs], advice.suggestions, advice.budgets
+        ):
             what = "created" if done.created else "updated"
             click.echo(
                 f"{what} {done.path}: +{len(done.indexes)} index(es), +{len(done.queries)} "

@@ -1,6 +1,6 @@
--- dbopt advise: the columns of the given tables, each with its type family and the planner's
--- distinct-value estimate, and each table's estimated rows and write counters (for the write
--- overhead an index adds). pg_stats shows only columns the role may read.
+-- dbopt advise: the columns of the tables the workload names, each with its type family and
+-- the planner's distinct-value estimate, and each table's estimated rows. pg_stats shows only
+-- columns the role may read. (%% is a percent sign: the query takes parameters.)
 SELECT n.nspname AS schema, c.relname AS name, c.reltuples::float8 AS rows,
        a.attname AS column,
        CASE WHEN t.typcategory = 'A' THEN 'array'
@@ -18,6 +18,7 @@ SELECT n.nspname AS schema, c.relname AS name, c.reltuples::float8 AS rows,
          ON st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = a.attname
         AND NOT st.inherited
  WHERE c.relkind IN ('r', 'p', 'm')
+   AND c.relname = ANY(%(names)s)  -- the relations the workload names (any schema)
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND n.nspname NOT LIKE 'pg\_%'
+   AND n.nspname NOT LIKE 'pg\_%%'
  ORDER BY n.nspname, c.relname, a.attnum

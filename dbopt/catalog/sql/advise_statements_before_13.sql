@@ -4,7 +4,8 @@ SELECT s.queryid, s.query, s.calls, s.total_time AS total_ms, s.mean_time AS mea
   FROM {} AS s
  WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
    AND s.calls >= %(min_calls)s
-   -- Queries only (what --top counts): no EXPLAIN, DDL, writes or SET of any tool.
-   AND s.query ~* '^[[:space:](]*(select|with|values|table)[[:>:]]'
+   -- Queries only (what --top counts): no EXPLAIN, DDL, writes or SET of any tool; after
+   -- any leading comments (an ORM's /* controller */, -- tags) and parentheses.
+   AND s.query ~* '^([[:space:](]|/[*]([^*]|[*]+[^*/])*[*]+/|--[^\n]*\n)*(select|with|values|table)[[:>:]]'
  ORDER BY s.total_time DESC, s.queryid
  LIMIT %(top)s
