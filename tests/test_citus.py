@@ -1,8 +1,9 @@
 """dbopt on a real Citus cluster: a coordinator and two workers on loopback (tests/citus.py).
 
-One cluster for the module; each test makes its own tables (and drops them). dbopt connects
-to the coordinator as its superuser: Citus creates shards as the table's owner on every node,
-and a role of our own would have to exist on every node first.
+One cluster for the module; each test makes its own tables (and drops them). As on managed
+Citus, there is no superuser: the tables belong to ``dbopt_owner`` (created on the coordinator,
+propagated by Citus to the workers) and every dbopt command runs as it; only what needs a
+superuser (the extension, the nodes, breaking a placement on purpose) runs as one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from citus import CitusUnavailable, Cluster, citus_cluster, drop_tables, skip_without_citus
+from citus import OWNER, CitusUnavailable, Cluster, citus_cluster, drop_tables, skip_without_citus
 from helpers import cli, environments, project
 
 from dbopt.sandbox import Server
@@ -38,7 +39,8 @@ def cluster(pg_server: Server) -> Iterator[Cluster]:
 @pytest.fixture
 def shop(cluster: Cluster) -> Iterator[Cluster]:
     """orders, hash-distributed on tenant_id (4 shards on 2 workers), plans, a reference
-    table, and notes, a plain table of the coordinator's own; all dropped afterwards."""
+    table, and notes, a plain table of the coordinator's own, all made by ``OWNER`` (not a
+    superuser); all dropped afterwards."""
     cluster.run(
         "CREATE TABLE orders (tenant_id int NOT NULL, id int NOT NULL, code int NOT NULL, "
         "status text NOT NULL, PRIMARY KEY (tenant_id, id))"
@@ -134,6 +136,17 @@ def _shard_sizes(cluster: Cluster, index: str) -> int:
 def test_apply_status_verify_rollback_on_distributed_reference_and_local_tables(
     shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # dbopt runs as a role that is no superuser, on every node (Citus propagated it), and
+    # owns the tables and their shards.
+    me = "SELECT rolname::text, rolsuper FROM pg_roles WHERE rolname = current_user"
+    assert shop.run(me) == [(OWNER, False)]
+    assert shop.on_workers(
+        "SELECT r.rolsuper, pg_get_userbyid(d.datdba)::text FROM pg_roles r, pg_database d "
+        f"WHERE r.rolname = '{OWNER}' AND d.datname = current_database()"
+    ) == [[(False, OWNER)], [(False, OWNER)]]
+    assert shop.on_workers(
+        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE tablename ~ '^orders_[0-9]+$'"
+    ) == [[(OWNER,)], [(OWNER,)]]
     _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS, plans=PLANS, notes=NOTES)
     planned = cli("plan", "--env", "test")
     assert planned.exit_code == 0, planned.output
@@ -299,7 +312,7 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     # A build that failed on a shard: Citus leaves the coordinator's index INVALID too
     # (PostprocessIndexStmt marks it so before the shards are built). dbopt's own index is
     # repaired as Citus's hint says: DROP INDEX CONCURRENTLY (on every shard), build again.
-    shop.run(invalidate.replace(f"orders_tc_{shard}", "orders_tc"))
+    shop.run(invalidate.replace(f"orders_tc_{shard}", "orders_tc"), admin=True)
     status = cli("status", "--env", "test", "--format", "json")
     assert json.loads(_json(status.output))["managed"][0]["state"] == "invalid"
     applied = cli("apply", "--env", "test")
