@@ -341,6 +341,33 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     assert shop.run("SELECT 'orders_tc'::regclass::oid")[0][0] != before
     assert [a["action"] for a in _plan_json()] == ["skip"]
 
+    # A REINDEX that fails on a shard (rows came in while its copy was not maintained) fails
+    # naming the shard. The coordinator's part had already swapped in a new index (a new
+    # OID): it stays dbopt's. PostgreSQL leaves the shard's half-built <index>_ccnew behind.
+    shop.on_workers(
+        _invalidate(f"orders_tc_{shard}").replace("= false", "= false, indisready = false")
+    )
+    tenant = shop.run(
+        "SELECT t FROM generate_series(0, 39) t "
+        "WHERE get_shard_id_for_distribution_column('orders', t) = %s LIMIT 1",
+        (shard,),
+    )[0][0]
+    shop.run(
+        "INSERT INTO orders VALUES (%s, 900001, -1, 'new'), (%s, 900002, -1, 'new')",
+        (tenant, tenant),
+    )
+    failed = cli("apply", "--env", "test")
+    assert failed.exit_code == 1, failed.output
+    said = " ".join(failed.output.split())
+    assert f'could not create unique index "orders_tc_{shard}_ccnew"' in said, said
+    assert f"(on the shards: INVALID on shard {shard} on 127.0.0.1:" in said, said
+    assert _state(exit_code=1)["created_by"] == "dbopt"
+    shop.run("DELETE FROM orders WHERE id = 900002")
+    shop.on_workers(f"DROP INDEX IF EXISTS orders_tc_{shard}_ccnew")
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    assert _placements(shop, "orders_tc") == [(f"orders_tc_{s}", True) for s in _shards(shop)]
+
     # A shard that lost its copy cannot be reindexed (Citus's task for it fails): dropped
     # concurrently on every shard (IF EXISTS) and built again.
     shop.on_workers(
