@@ -12,7 +12,11 @@ EXISTS, then building again (commands/utility_hook.c).
 
 Whether Citus is there is a catalog fact (the extension in pg_extension, the table in
 pg_dist_partition), never guessed from an error text. Each shard's index is read where it
-lives, through Citus's ``run_command_on_placements``: its validity, size and scans.
+lives, through Citus's ``run_command_on_placements``: its validity, size and scans. The
+planner repairs an index of dbopt's that is valid on the coordinator but INVALID on some
+placement with REINDEX INDEX CONCURRENTLY (which Citus sends to every placement:
+PreprocessReindexStmt/CreateReindexTaskList, commands/index.c), and one missing on some
+placement by dropping and building it again (a missing shard index cannot be reindexed).
 """
 
 from __future__ import annotations

@@ -127,6 +127,11 @@ def drop_index(name: QualifiedName, *, concurrently: bool = True) -> sql.Compose
     )
 
 
+def reindex_concurrently(name: QualifiedName) -> sql.Composed:
+    """REINDEX INDEX CONCURRENTLY (on a Citus coordinator: on every shard placement too)."""
+    return sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(name.ident())
+
+
 def rename_index(name: QualifiedName, new_name: str) -> sql.Composed:
     """ALTER INDEX ... RENAME TO (within the same schema)."""
     return sql.SQL("ALTER INDEX {} RENAME TO {}").format(name.ident(), sql.Identifier(new_name))

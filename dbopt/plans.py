@@ -12,8 +12,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from dbopt import citus
 from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.catalog.properties import Properties, read_properties
+from dbopt.citus import ShardedIndex
 from dbopt.config import Settings
 from dbopt.deparse import (
     ViewCheck,
@@ -25,7 +27,7 @@ from dbopt.deparse import (
 from dbopt.errors import PrivilegeError
 from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
-from dbopt.model import QualifiedName, SpecSet
+from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.planner import ActionKind, NewViewOwner, Plan, own_new_views, plan
 from dbopt.privileges import temp_problem
 from dbopt.replicas import in_recovery
@@ -52,10 +54,13 @@ def build_plan(
     prune: bool = False,
     cascade: bool = False,
     catalog: Catalog | None = None,
+    placements: Mapping[QualifiedName, ShardedIndex] | None = None,
 ) -> Plan:
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
-    (one query per kind) and the plan made again with them."""
+    (one query per kind) and the plan made again with them. On a Citus coordinator the
+    specs' existing indexes are read on every shard placement too (unless ``placements``
+    gives them: status reads them for more tables anyway)."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
         return _build_plan(
             conn,
@@ -66,6 +71,7 @@ def build_plan(
             prune=prune,
             cascade=cascade,
             catalog=catalog,
+            placements=placements,
         )
 
 
@@ -79,6 +85,7 @@ def _build_plan(
     prune: bool,
     cascade: bool,
     catalog: Catalog | None,
+    placements: Mapping[QualifiedName, ShardedIndex] | None,
 ) -> Plan:
     owned = history.owned(conn)
     if catalog is None:
@@ -126,6 +133,9 @@ def _build_plan(
         )
     normalized = {**fast, **normalized_slow}
     queries = catalog.queries + round_trips + checked.round_trips + 2
+    if placements is None:
+        placements = _placements(conn, catalog, existing + view_indexes)
+        queries += 1 if placements else 0
 
     def diff(properties: Properties | None) -> Plan:
         return plan(
@@ -141,6 +151,7 @@ def _build_plan(
             prune=prune,
             cascade=cascade,
             catalog_queries=queries,
+            placements=placements,
         )
 
     owner = new_view_owner(conn, history, [v.name.schema for v in specs.views])
@@ -150,6 +161,21 @@ def _build_plan(
         return first
     result = own_new_views(diff(read_properties(conn, indexes, views)), owner)
     return replace(_uncompared(result, unchecked), catalog_queries=queries + 1)
+
+
+def _placements(
+    conn: psycopg.Connection[Any], catalog: Catalog, existing: Sequence[IndexSpec]
+) -> Mapping[QualifiedName, ShardedIndex]:
+    """On a Citus coordinator, the existing specs' indexes on every shard placement of their
+    Citus tables (one query; none without Citus or without such an index)."""
+    if not catalog.citus:
+        return {}
+    tables = {
+        relation.oid
+        for spec in existing
+        if (relation := catalog.relations.get(spec.table)) is not None and relation.sharded
+    }
+    return citus.shard_indexes(conn, tables) if tables else {}
 
 
 def _uncompared(result: Plan, names: set[QualifiedName]) -> Plan:

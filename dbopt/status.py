@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 
 from dbopt import citus
-from dbopt.catalog import Catalog, inspect
+from dbopt.catalog import Catalog, CatalogIndex, inspect
 from dbopt.citus import ShardedIndex
 from dbopt.config import Settings
 from dbopt.history import History, RunRecord
 from dbopt.model import QualifiedName, RunOutcome, SpecSet
-from dbopt.planner import ActionKind, ownership
+from dbopt.planner import Action, ActionKind, ownership
 from dbopt.plans import build_plan, relevant
 
 
@@ -126,8 +126,8 @@ def index_status(
     """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
     owned = history.owned(conn)
     catalog = inspect(conn, relevant(specs, owned), sizes=True)
-    result = build_plan(conn, specs, settings, history, catalog=catalog)
     shards = _shards(conn, catalog)
+    result = build_plan(conn, specs, settings, history, catalog=catalog, placements=shards)
     owners = ownership(owned, catalog)
     states = {
         ActionKind.SKIP: "ok",
@@ -147,9 +147,7 @@ def index_status(
             table=str(action.table),
             state="building"
             if index is not None and index.building
-            else states[action.kind]
-            if action.compared
-            else "present (not compared)",
+            else _state(action, index, states),
             valid=None if index is None else index.is_valid,
             size_bytes=None if index is None else index.size_bytes,
             scans=None if index is None else index.scans,
@@ -182,6 +180,17 @@ def index_status(
         runs[0] if runs else None,
         _view_states(specs, catalog, view_actions, history.last_refreshes(conn), states),
     )
+
+
+def _state(action: Action, index: CatalogIndex | None, states: dict[ActionKind, str]) -> str:
+    """The state of a managed index as its planned action says; a repair of one valid on the
+    Citus coordinator is of its shards, which ``_over_shards`` names ("ok, but INVALID on
+    shard ...")."""
+    if not action.compared:
+        return "present (not compared)"
+    if action.kind == ActionKind.REPAIR and index is not None and index.is_valid:
+        return states[ActionKind.SKIP]
+    return states[action.kind]
 
 
 def _shards(conn: psycopg.Connection[Any], catalog: Catalog) -> dict[QualifiedName, ShardedIndex]:

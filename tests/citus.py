@@ -8,6 +8,15 @@ own address (``citus_set_coordinator_host``) and given the workers (``citus_add_
 ../shared/vendor/citus/README.md shows. Four shards per distributed table (``citus.shard_count``)
 keep DDL quick while every worker still holds two.
 
+Managed Citus (Azure Cosmos DB for PostgreSQL...) gives no superuser, so neither do the tests:
+only what needs one (the extension, the nodes, the role itself) runs as the superuser. Then
+``dbopt_owner`` (LOGIN, nothing else) is created on the coordinator, which Citus 11+ sends to
+every worker (``citus.enable_create_role_propagation``), and owns the test database on every
+node (``ALTER DATABASE ... OWNER`` on the coordinator, which Citus propagates too: a worker
+refuses it, "operation is not allowed on this node"). It creates the tables, so Citus creates
+their shards as it. The nodes trust loopback
+(``initdb -A trust``): the coordinator reaches the workers as that role without a password.
+
 Citus 13.2 is built for the machine's PostgreSQL 15 only (``make sysdeps`` runs
 ../shared/vendor/citus/build.sh); on a server without it the tests skip with the one reason the
 test matrix allows (tests/helpers.py `skip_without_extension`).
@@ -25,11 +34,13 @@ from typing import Any
 import psycopg
 from helpers import has_extension, skip_without_extension
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbopt.sandbox import Server, probe_local, start_server
 
 DATABASE = "dbopt_citus"
+#: The role dbopt runs as on the cluster: no SUPERUSER, CREATEDB, CREATEROLE or BYPASSRLS.
+OWNER = "dbopt_owner"
 #: How to get Citus where it is missing (the skip reason names it).
 PACKAGE = "make sysdeps builds it into PostgreSQL 15 from ../shared/vendor/citus"
 SETTINGS = {
@@ -53,7 +64,12 @@ class Cluster:
 
     @property
     def dsn(self) -> str:
-        """The test database on the coordinator, as the superuser (what dbopt connects to)."""
+        """The test database on the coordinator as ``OWNER`` (what dbopt connects to)."""
+        return make_conninfo(self.admin_dsn, user=OWNER)
+
+    @property
+    def admin_dsn(self) -> str:
+        """The test database on the coordinator, as the superuser."""
         return self.coordinator.dsn_for(DATABASE)
 
     def worker_dsns(self) -> list[str]:
@@ -64,14 +80,17 @@ class Cluster:
         """The workers' ports, in order."""
         return [_port(w) for w in self.workers]
 
-    def run(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-        """Run one statement on the coordinator (autocommit); its rows, if any."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+    def run(
+        self, statement: str, params: Any = None, *, admin: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on the coordinator (autocommit) as ``OWNER`` (``admin``: as the
+        superuser); its rows, if any."""
+        with psycopg.connect(self.admin_dsn if admin else self.dsn, autocommit=True) as conn:
             cur = conn.execute(statement, params)  # type: ignore[call-overload]
             return cur.fetchall() if cur.description else []
 
     def on_workers(self, statement: str) -> list[list[tuple[Any, ...]]]:
-        """Run one statement on every worker; the rows of each."""
+        """Run one statement on every worker, as the superuser; the rows of each."""
         out = []
         for dsn in self.worker_dsns():
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -121,12 +140,25 @@ def citus_cluster(pg_server: Server, workers: int = 2) -> Iterator[Cluster]:
                 started.append(future.result())
             list(pool.map(_prepare, started))
         cluster = Cluster(started[0], tuple(started[1:]))
-        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+        with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
             conn.execute(
                 "SELECT citus_set_coordinator_host('127.0.0.1', %s)", (_port(cluster.coordinator),)
             )
             for port in cluster.ports():
                 conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (port,))
+            # Both propagated to the workers (checked by the tests), as on a managed cluster;
+            # the owner of the database owns its public schema there (pg_database_owner, 15+).
+            conn.execute(
+                sql.SQL(
+                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                    "NOBYPASSRLS"
+                ).format(sql.Identifier(OWNER))
+            )
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(conn.info.dbname), sql.Identifier(OWNER)
+                )
+            )
         yield cluster
     finally:
         for server in started:
@@ -137,7 +169,7 @@ def citus_cluster(pg_server: Server, workers: int = 2) -> Iterator[Cluster]:
 def drop_tables(cluster: Cluster, *names: str) -> None:
     """Drop test tables and materialized views (and what depends on them) on the coordinator:
     Citus drops the shards on the workers too."""
-    with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+    with psycopg.connect(cluster.dsn, autocommit=True) as conn:  # as their owner
         for name in names:
             kind = conn.execute(
                 "SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (name,)

@@ -1,8 +1,9 @@
 """dbopt on a real Citus cluster: a coordinator and two workers on loopback (tests/citus.py).
 
-One cluster for the module; each test makes its own tables (and drops them). dbopt connects
-to the coordinator as its superuser: Citus creates shards as the table's owner on every node,
-and a role of our own would have to exist on every node first.
+One cluster for the module; each test makes its own tables (and drops them). As on managed
+Citus, there is no superuser: the tables belong to ``dbopt_owner`` (created on the coordinator,
+propagated by Citus to the workers) and every dbopt command runs as it; only what needs a
+superuser (the extension, the nodes, breaking a placement on purpose) runs as one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from citus import CitusUnavailable, Cluster, citus_cluster, drop_tables, skip_without_citus
+from citus import OWNER, CitusUnavailable, Cluster, citus_cluster, drop_tables, skip_without_citus
 from helpers import cli, environments, project
 
 from dbopt.sandbox import Server
@@ -38,7 +39,8 @@ def cluster(pg_server: Server) -> Iterator[Cluster]:
 @pytest.fixture
 def shop(cluster: Cluster) -> Iterator[Cluster]:
     """orders, hash-distributed on tenant_id (4 shards on 2 workers), plans, a reference
-    table, and notes, a plain table of the coordinator's own; all dropped afterwards."""
+    table, and notes, a plain table of the coordinator's own, all made by ``OWNER`` (not a
+    superuser); all dropped afterwards."""
     cluster.run(
         "CREATE TABLE orders (tenant_id int NOT NULL, id int NOT NULL, code int NOT NULL, "
         "status text NOT NULL, PRIMARY KEY (tenant_id, id))"
@@ -134,6 +136,17 @@ def _shard_sizes(cluster: Cluster, index: str) -> int:
 def test_apply_status_verify_rollback_on_distributed_reference_and_local_tables(
     shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # dbopt runs as a role that is no superuser, on every node (Citus propagated it), and
+    # owns the tables and their shards.
+    me = "SELECT rolname::text, rolsuper FROM pg_roles WHERE rolname = current_user"
+    assert shop.run(me) == [(OWNER, False)]
+    assert shop.on_workers(
+        "SELECT r.rolsuper, pg_get_userbyid(d.datdba)::text FROM pg_roles r, pg_database d "
+        f"WHERE r.rolname = '{OWNER}' AND d.datname = current_database()"
+    ) == [[(False, OWNER)], [(False, OWNER)]]
+    assert shop.on_workers(
+        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE tablename ~ '^orders_[0-9]+$'"
+    ) == [[(OWNER,)], [(OWNER,)]]
     _project(tmp_path, monkeypatch, shop.dsn, orders=ORDERS, plans=PLANS, notes=NOTES)
     planned = cli("plan", "--env", "test")
     assert planned.exit_code == 0, planned.output
@@ -271,6 +284,27 @@ def test_a_unique_index_that_fails_on_one_shard_leaves_nothing_invalid(
     assert [v for _, v in _placements(shop, "orders_tenant_code")] == [True] * 4
 
 
+def _plan_json(*args: str) -> list[dict[str, Any]]:
+    """The actions of ``dbopt plan --format json`` (it must succeed)."""
+    planned = cli("plan", "--env", "test", "--format", "json", *args)
+    assert planned.exit_code == 0, planned.output
+    actions: list[dict[str, Any]] = json.loads(_json(planned.output))["actions"]
+    return actions
+
+
+def _state(*, exit_code: int = 0) -> dict[str, Any]:
+    """The first managed index of ``dbopt status --exit-code`` (with that exit code)."""
+    status = cli("status", "--env", "test", "--format", "json", "--exit-code")
+    assert status.exit_code == exit_code, status.output
+    row: dict[str, Any] = json.loads(_json(status.output))["managed"][0]
+    return row
+
+
+def _invalidate(shard_index: str) -> str:
+    """The statement that marks an index INVALID (as a failed REINDEX leaves it): superuser."""
+    return f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass('{shard_index}')"
+
+
 @pytest.mark.slow
 def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     shop: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -285,27 +319,96 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     # One shard's copy goes INVALID (as a failed REINDEX there leaves it): the coordinator's
     # index still looks fine, status reads the placements and says which one is not.
     shard = _shards(shop)[1]
-    invalidate = (
-        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
-        f"to_regclass('orders_tc_{shard}')"
-    )
-    shop.on_workers(invalidate)
-    status = cli("status", "--env", "test", "--format", "json", "--exit-code")
-    assert status.exit_code == 1, status.output
-    row = json.loads(_json(status.output))["managed"][0]
+    shop.on_workers(_invalidate(f"orders_tc_{shard}"))
+    row = _state(exit_code=1)
     assert row["state"].startswith(f"ok, but INVALID on shard {shard} on 127.0.0.1:"), row
     assert row["valid"] is False
+
+    # plan names the shard and repairs it as Citus does: REINDEX INDEX CONCURRENTLY on the
+    # coordinator, which Citus runs on every placement; apply leaves every placement valid.
+    (repair,) = _plan_json()
+    assert repair["action"] == "repair", repair
+    assert f"INVALID on shard {shard} on 127.0.0.1:" in repair["reason"], repair
+    assert repair["sql"] == ['REINDEX INDEX CONCURRENTLY "public"."orders_tc";'], repair
+    before = shop.run("SELECT 'orders_tc'::regclass::oid")[0][0]
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    assert _placements(shop, "orders_tc") == [(f"orders_tc_{s}", True) for s in _shards(shop)]
+    assert _invalid_anywhere(shop) == []
+    row = _state()
+    assert (row["state"], row["valid"], row["created_by"]) == ("ok", True, "dbopt"), row
+    # REINDEX CONCURRENTLY swapped in a new index (a new OID): still dbopt's, nothing to do.
+    assert shop.run("SELECT 'orders_tc'::regclass::oid")[0][0] != before
+    assert [a["action"] for a in _plan_json()] == ["skip"]
+
+    # A REINDEX that fails on a shard (rows came in while its copy was not maintained) fails
+    # naming the shard. The coordinator's part had already swapped in a new index (a new
+    # OID): it stays dbopt's. PostgreSQL leaves the shard's half-built <index>_ccnew behind.
+    shop.on_workers(
+        _invalidate(f"orders_tc_{shard}").replace("= false", "= false, indisready = false")
+    )
+    tenant = shop.run(
+        "SELECT t FROM generate_series(0, 39) t "
+        "WHERE get_shard_id_for_distribution_column('orders', t) = %s LIMIT 1",
+        (shard,),
+    )[0][0]
+    shop.run(
+        "INSERT INTO orders VALUES (%s, 900001, -1, 'new'), (%s, 900002, -1, 'new')",
+        (tenant, tenant),
+    )
+    failed = cli("apply", "--env", "test")
+    assert failed.exit_code == 1, failed.output
+    said = " ".join(failed.output.split())
+    assert f'could not create unique index "orders_tc_{shard}_ccnew"' in said, said
+    assert f"(on the shards: INVALID on shard {shard} on 127.0.0.1:" in said, said
+    assert _state(exit_code=1)["created_by"] == "dbopt"
+    shop.run("DELETE FROM orders WHERE id = 900002")
+    shop.on_workers(f"DROP INDEX IF EXISTS orders_tc_{shard}_ccnew")
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    assert _placements(shop, "orders_tc") == [(f"orders_tc_{s}", True) for s in _shards(shop)]
+
+    # A shard that lost its copy cannot be reindexed (Citus's task for it fails): dropped
+    # concurrently on every shard (IF EXISTS) and built again.
+    shop.on_workers(
+        f"SET citus.enable_manual_changes_to_shards = on; DROP INDEX IF EXISTS orders_tc_{shard}"
+    )
+    (repair,) = _plan_json()
+    assert f"missing on shard {shard} on 127.0.0.1:" in repair["reason"], repair
+    assert [s.split()[:2] for s in repair["sql"]] == [["DROP", "INDEX"], ["CREATE", "UNIQUE"]]
+    applied = cli("apply", "--env", "test")
+    assert applied.exit_code == 0, applied.output
+    assert _placements(shop, "orders_tc") == [(f"orders_tc_{s}", True) for s in _shards(shop)]
+    assert _state()["created_by"] == "dbopt"
+    assert [a["action"] for a in _plan_json()] == ["skip"]
 
     # A build that failed on a shard: Citus leaves the coordinator's index INVALID too
     # (PostprocessIndexStmt marks it so before the shards are built). dbopt's own index is
     # repaired as Citus's hint says: DROP INDEX CONCURRENTLY (on every shard), build again.
-    shop.run(invalidate.replace(f"orders_tc_{shard}", "orders_tc"))
-    status = cli("status", "--env", "test", "--format", "json")
-    assert json.loads(_json(status.output))["managed"][0]["state"] == "invalid"
+    shop.run(_invalidate("orders_tc"), admin=True)
+    assert _state(exit_code=1)["state"] == "invalid"
     applied = cli("apply", "--env", "test")
     assert applied.exit_code == 0, applied.output
     assert _invalid_anywhere(shop) == []
     assert [v for _, v in _placements(shop, "orders_tc")] == [True] * 4
+
+    # An index dbopt did not make is never rebuilt, on the shards either: refused, with the
+    # statement that repairs it.
+    shop.run("CREATE INDEX CONCURRENTLY orders_hand ON orders (status)")
+    shop.on_workers(_invalidate(f"orders_hand_{shard}"))
+    hand = spec.replace(
+        "{name: orders_tc, columns: [tenant_id, code], unique: true}",
+        "{name: orders_hand, columns: [status]}",
+    )
+    _project(tmp_path, monkeypatch, shop.dsn, orders=hand)
+    refused = cli("apply", "--env", "test")
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert f"INVALID on shard {shard} on 127.0.0.1:" in said, said
+    assert 'REINDEX INDEX CONCURRENTLY "public"."orders_hand"' in said, said
+    assert [v for _, v in _placements(shop, "orders_hand")].count(False) == 1
+    shop.run('REINDEX INDEX CONCURRENTLY "public"."orders_hand"')
+    assert _invalid_anywhere(shop) == []
 
     # Another session's failed build is never dbopt's to drop: refused, with the statement
     # that repairs it; on Citus that statement clears every shard too.

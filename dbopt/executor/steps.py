@@ -24,6 +24,7 @@ from dbopt.catalog import catalog_sql
 from dbopt.citus import ShardedIndex
 from dbopt.config import Replica, Settings
 from dbopt.db import connect, server_message, unbounded
+from dbopt.deparse import canonical
 from dbopt.executor.results import Built, Cost, StepFailed, _Made
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
@@ -292,6 +293,7 @@ class StepRunner:
         cost = Cost() if cost is None else cost
         attempt = 0
         first = time.monotonic()
+        expect = step.expect
         while True:
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
@@ -300,9 +302,13 @@ class StepRunner:
             watches: list[Watch] = []
             try:
                 if step.mode != StepMode.SWAP:
-                    for identity in step.expect:
+                    for identity in expect:
                         self.check(identity, built)
-                self._execute(conn, step, built, cost, watches)
+                try:
+                    self._execute(conn, step, built, cost, watches)
+                finally:
+                    if step.mode == StepMode.REINDEX:
+                        expect = self._reindexed(expect)
             except KeyboardInterrupt:
                 # psycopg cancelled the statement on the server; the action cleans up.
                 self._cancelled.set()
@@ -335,7 +341,8 @@ class StepRunner:
             except psycopg.Error as exc:
                 self._after_failed_build(step, built, watches)
                 self._finish_broken_drop(step)
-                shards = self._shards(step) if step.mode == StepMode.BUILD else None
+                rebuilt = step.mode in (StepMode.BUILD, StepMode.REINDEX)
+                shards = self._shards(step) if rebuilt else None
                 where = (
                     f" (on the shards: {shards.describe_bad()})" if shards and shards.bad else ""
                 )
@@ -344,7 +351,7 @@ class StepRunner:
                 made = self._oid_of(step.index)
                 if made is not None:
                     built[step.index] = made.oid
-            if step.mode == StepMode.BUILD:
+            if step.mode in (StepMode.BUILD, StepMode.REINDEX):
                 made = self._oid_of(step.index)
                 if made is None or made.valid is not True:
                     raise StepFailed(f"{step.index}: the build finished but the index is not valid")
@@ -355,6 +362,35 @@ class StepRunner:
                         f"placement: {shards.describe_bad() or 'no placement has it'}"
                     )
             return
+
+    def _reindexed(self, expect: tuple[Identity, ...]) -> tuple[Identity, ...]:
+        """After a REINDEX INDEX CONCURRENTLY (done, or failed part-way): the index under the
+        name has a new OID once the coordinator's part was swapped in (PostgreSQL builds a new
+        index and swaps it with the old). When it is the same index (table and definition),
+        its OID is recorded as dbopt's at once (a failure on a shard must not cost dbopt its
+        own index) and is what a retry's guard expects."""
+        return tuple(self._reindexed_one(identity) for identity in expect)
+
+    def _reindexed_one(self, identity: Identity) -> Identity:
+        try:
+            live: guard.LiveObject | None = self._control(
+                lambda c: guard.lookup(c, identity.name)[0]
+            )
+        except psycopg.Error:
+            return identity
+        if (
+            live is None
+            or live.oid == identity.oid
+            or live.table != identity.table
+            or canonical(live.index_definition or "").strip() != (identity.definition or "").strip()
+        ):
+            return identity
+        change_id = self._changes.get(threading.get_ident())
+        if change_id is not None:
+            oid, definition = live.oid, live.index_definition
+            with contextlib.suppress(psycopg.Error):
+                self._control(lambda c: self.history.record_object(c, change_id, oid, definition))
+        return dataclasses.replace(identity, oid=live.oid)
 
     def _shards(self, step: Step) -> ShardedIndex | None:
         """On a Citus coordinator, the step's index on every shard placement of its table
@@ -539,7 +575,7 @@ class StepRunner:
         finally:
             finished = self._watcher.unwatch(pid) or watch
             watches.append(finished)
-            cost.add(finished, build=step.mode == StepMode.BUILD)
+            cost.add(finished, build=step.mode in (StepMode.BUILD, StepMode.REINDEX))
             self._gate.release(exclusive)
             if not conn.closed and not conn.broken:
                 with contextlib.suppress(psycopg.Error):

@@ -32,6 +32,9 @@ class StepMode(StrEnum):
     """How the executor runs a step (in a transaction or not, what it checks after)."""
 
     BUILD = "build"  # CREATE INDEX [CONCURRENTLY]: check validity after, clean up on failure
+    #: REINDEX INDEX CONCURRENTLY of an index that exists: check validity (and every Citus
+    #: placement) after; on failure nothing is dropped (the index was there before).
+    REINDEX = "reindex"
     DROP = "drop"  # DROP INDEX CONCURRENTLY: outside a transaction
     SWAP = "swap"  # renames: one short transaction under lock_timeout
     DDL = "ddl"  # short catalog-only DDL (ON ONLY, ATTACH PARTITION) under lock_timeout
@@ -65,7 +68,7 @@ class Step:
         or drop (SHARE UPDATE EXCLUSIVE, then waits for transactions), ANALYZE, a CREATE
         MATERIALIZED VIEW reading its sources. Those waits are bounded by build_wait_timeout;
         every other statement (renames, ATTACH, DROP of a view...) by lock_timeout."""
-        if self.mode == StepMode.BUILD:
+        if self.mode in (StepMode.BUILD, StepMode.REINDEX):
             return True
         first = self.statements[0].as_string() if self.statements else ""
         return first.startswith(("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW"))

@@ -8,6 +8,7 @@ from dataclasses import replace
 from dbopt import citus
 from dbopt.catalog import Catalog
 from dbopt.catalog.properties import Properties
+from dbopt.citus import ShardedIndex
 from dbopt.errors import OptionNeeded, Problem, SpecError
 from dbopt.history import OwnedObject
 from dbopt.model import IndexSpec, QualifiedName, ViewSpec
@@ -140,13 +141,16 @@ def plan(
     prune: bool = False,
     cascade: bool = False,
     catalog_queries: int = 0,
+    placements: Mapping[QualifiedName, ShardedIndex] | None = None,
 ) -> Plan:
     """Diff specs against the catalog.
 
     ``specs`` are table indexes; ``views`` materialized views with their indexes. ``owned``
     is what dbopt's history says it made (only those objects may be dropped). ``properties``
     are those of the objects a replace or drop touches; without them the plan lists in
-    ``wants_properties`` which to read, and the caller plans again with them.
+    ``wants_properties`` which to read, and the caller plans again with them. On a Citus
+    coordinator ``placements`` are the specs' existing indexes on every shard placement
+    (dbopt.citus.shard_indexes): one INVALID or missing on some of them is repaired.
     """
     actions: list[Action] = []
     problems: list[Problem] = []
@@ -183,7 +187,9 @@ def plan(
         if refused:
             problems.extend(refused)
             continue
-        action = _index_action(spec, relation, catalog, normalized, owners, properties, problems)
+        action = _index_action(
+            spec, relation, catalog, normalized, owners, properties, problems, placements
+        )
         if action is None:
             continue
         if spec in view_index_specs:

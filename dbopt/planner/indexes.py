@@ -1,5 +1,6 @@
-"""The actions on indexes: create, repair, replace (carrying over what the old one carries),
-drop. Also what rollback derives its undo actions from."""
+"""The actions on indexes: create, repair (an INVALID index, or on Citus an index INVALID or
+missing on some shard placements), replace (carrying over what the old one carries), drop.
+Also what rollback derives its undo actions from."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from psycopg import sql
 from dbopt import ddl
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.catalog.properties import Properties
+from dbopt.citus import ShardedIndex, ShardIndex
 from dbopt.deparse import canonical
 from dbopt.errors import Problem
 from dbopt.guard import Identity
@@ -326,6 +328,7 @@ def _index_action(
     owners: Ownership,
     properties: Properties | None,
     problems: list[Problem],
+    placements: Mapping[QualifiedName, ShardedIndex] | None = None,
 ) -> Action | None:
     name = spec.qualified_name
     existing = catalog.indexes.get(name)
@@ -357,6 +360,10 @@ def _index_action(
         return None
     if not (existing.is_valid and existing.is_ready):
         return _repair_action(spec, existing, relation, catalog, owners, current, desired)
+    sharded = (placements or {}).get(name) if relation.sharded else None
+    if (desired is None or desired == current) and sharded is not None and _broken(sharded):
+        # A drifted one is replaced instead: its build goes to every shard anyway.
+        return _shard_repair_action(spec, existing, relation, catalog, owners, sharded, desired)
     if desired is None or desired == current:
         return Action(
             kind=ActionKind.SKIP,
@@ -423,6 +430,83 @@ def _repair_action(
         current=current,
         desired=desired,
         # The INVALID index a dbopt build left is dbopt's own once rebuilt.
+        existed_before=not mine,
+        replaced_oid=existing.oid,
+        previous_definition=existing.definition,
+    )
+
+
+def _broken(sharded: ShardedIndex) -> tuple[ShardIndex, ...]:
+    """The placements where the index is INVALID or missing (an unreadable one proves
+    nothing: it is not repaired blind)."""
+    return tuple(p for p in sharded.bad if p.error is None)
+
+
+def _shard_repair_action(
+    spec: IndexSpec,
+    existing: CatalogIndex,
+    relation: Relation,
+    catalog: Catalog,
+    owners: Ownership,
+    sharded: ShardedIndex,
+    desired: str | None,
+) -> Action:
+    """Repair an index valid on the Citus coordinator but INVALID or missing on some shard
+    placements (a failed REINDEX on one worker, a shard index dropped there).
+
+    INVALID only: ``REINDEX INDEX CONCURRENTLY`` on the coordinator, which Citus sends to every
+    placement of every shard as ``REINDEX INDEX CONCURRENTLY <index>_<shardid>``
+    (PreprocessReindexStmt, CreateReindexTaskList in commands/index.c). A missing one cannot
+    be reindexed (the shard's task fails: relation "<index>_<shardid>" does not exist), so
+    then the index is dropped concurrently (IF EXISTS on every shard) and built again, as
+    Citus's hint for a partly failed concurrent index command says. Guarded like every
+    rebuild: the coordinator's index must still be the one dbopt planned from, valid.
+    """
+    name = spec.qualified_name
+    broken = _broken(sharded)
+    where = "; ".join(f"{p.state} on {p.where}" for p in broken)
+    missing = any(p.valid is None for p in broken)
+    identity = index_identity(existing, invalid=False, origin=owners.origin(existing.oid))
+    forward: tuple[Step, ...]
+    if missing:
+        reason = (
+            f"valid on the Citus coordinator but {where}: REINDEX cannot rebuild a shard's "
+            "missing index, so drop it on every shard and build it again"
+        )
+        forward = _drop_steps(identity, spec.table, relation) + _build_steps(
+            spec, spec.name, catalog, relation
+        )
+        by_hand = [
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name.ident()).as_string(),
+            ddl.create_index(spec).as_string(),
+        ]
+    else:
+        reason = (
+            f"valid on the Citus coordinator but {where}: REINDEX INDEX CONCURRENTLY "
+            "(Citus runs it on every shard placement)"
+        )
+        statement = ddl.reindex_concurrently(name)
+        forward = (Step(StepMode.REINDEX, (statement,), spec.table, name, expect=(identity,)),)
+        by_hand = [statement.as_string()]
+    refusal = None
+    mine = owners.owns(existing.oid)
+    if not mine:
+        refusal = (
+            f"index {name} is {where} and dbopt did not make it: dbopt never rebuilds what it "
+            f"did not make; check it and repair it by hand ({'; '.join(by_hand)}), then "
+            "apply again"
+        )
+    return Action(
+        kind=ActionKind.REPAIR,
+        name=name,
+        table=spec.table,
+        reason=reason,
+        forward=forward,
+        rollback=(),
+        refusal=refusal,
+        spec=spec,
+        current=canonical(existing.definition),
+        desired=desired,
         existed_before=not mine,
         replaced_oid=existing.oid,
         previous_definition=existing.definition,
