@@ -233,6 +233,11 @@ def _undo(change: ChangeRecord, context: _Context) -> Action:
     if change.action in ("create", "restore", "repair"):
         if change.action == "repair" and change.existed_before:
             raise _Skip("it existed before dbopt (dbopt only rebuilt it): a repair has no way back")
+        if change.action == "repair" and change.previous_state.get("valid"):
+            raise _Skip(
+                "it was valid before this run, which only rebuilt it (on its shards): a repair "
+                "has no way back"
+            )
         return _undo_create(change, context, reason)
     if change.action == "replace":
         return _undo_replace(change, context, reason)

@@ -340,6 +340,10 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     # REINDEX CONCURRENTLY swapped in a new index (a new OID): still dbopt's, nothing to do.
     assert shop.run("SELECT 'orders_tc'::regclass::oid")[0][0] != before
     assert [a["action"] for a in _plan_json()] == ["skip"]
+    # Rolling that run back leaves the index: it worked before the run, which only rebuilt it.
+    undo = cli("rollback", "--env", "test", "--last", "--yes")
+    assert "a repair has no way back" in undo.output, undo.output
+    assert _placements(shop, "orders_tc") == [(f"orders_tc_{s}", True) for s in _shards(shop)]
 
     # A REINDEX that fails on a shard (rows came in while its copy was not maintained) fails
     # naming the shard. The coordinator's part had already swapped in a new index (a new

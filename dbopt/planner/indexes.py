@@ -508,6 +508,9 @@ def _shard_repair_action(
         current=canonical(existing.definition),
         desired=desired,
         existed_before=not mine,
+        # It worked on the coordinator before this run: a rollback has nothing to undo (it
+        # must not drop an index the run only rebuilt on some shards).
+        previous_state={"valid": True},
         replaced_oid=existing.oid,
         previous_definition=existing.definition,
     )
