@@ -78,6 +78,12 @@ class Finding:
     location: Location | None = None
     #: Sort weight within a severity (bytes at stake, writes...): larger first.
     weight: float = 0.0
+    #: The index's OID when the finding is about one (one finding per index, no bloat
+    #: advice for an index another finding drops).
+    oid: int | None = None
+    #: Where a file-based UI should point when there is no ``location``: the spec file of
+    #: the finding's table, if it has one (SARIF's physical location).
+    anchor: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)
