@@ -15,7 +15,7 @@ reported at most as info saying why it stays (dbopt.doctor.keep).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dbopt.doctor.facts import IndexFacts
 from dbopt.doctor.findings import Check, Finding, Severity
@@ -103,7 +103,7 @@ def find_unused(
         if total > 0 and not rare:
             continue
         since = built.get(i.oid)
-        window, words = _window(stats_age_s, since, now or since or datetime.now())
+        window, words = _window(stats_age_s, since, now or datetime.now(UTC))
         young = window is not None and window < YOUNG_STATS.total_seconds()
         spec = managed.get(i.ident)
         severity = Severity.WARNING
