@@ -1,7 +1,9 @@
 """`dbopt report --html`: one self-contained HTML page from the JSON that verify and doctor
 print. Inline CSS and inline SVG only (no script, no external asset), so it opens from a CI
 artifact offline. Every string from the JSON goes through html.escape; numbers are formatted
-here. Pure: JSON-ready data in, text out."""
+here. Pure: JSON-ready data in, text out. :func:`shape_problem` checks a document has the
+shape the page reads (a versioned file can still be hand-edited or truncated), so a bad one
+is an input error naming the field, not a traceback."""
 
 from __future__ import annotations
 
@@ -129,7 +131,7 @@ def _verify_section(verify: Mapping[str, Any], baseline: Mapping[str, float | No
                 (_e(change), "num"),
                 (_e(_limit(q.get("buffers"), q.get("max_buffers"))), "num"),
                 (_e(_limit(q.get("rows_examined"), q.get("max_rows_examined"))), "num"),
-                (_e(", ".join(str(i) for i in q.get("indexes", []))), ""),
+                (_e(", ".join(str(i) for i in q.get("indexes") or [])), ""),
                 (_e(q.get("location", "")), "muted"),
             ]
         )
@@ -218,6 +220,112 @@ def _doctor_section(doctor: Mapping[str, Any]) -> str:
         + "<h2>Materialized views: freshness</h2>"
         + _table(["view", "data", "schedule", "last refresh", "overdue"], view_rows, "views")
     )
+
+
+_NUMBER = "a number"
+_TEXT = "text"
+_FLAG = "true or false"
+_ANY = "a value"
+
+#: The fields the page reads, per item of each list: (key, what it must be, whether it may
+#: be missing, whether it may be null). The page reads a field that may not be missing with
+#: item[key].
+_VERIFY_QUERY = (
+    ("name", _ANY, False, False),
+    ("status", _TEXT, True, True),
+    ("p95_ms", _NUMBER, True, True),
+    ("budget_ms", _NUMBER, True, True),
+    ("indexes", "a list", True, True),
+)
+_DOCTOR_LISTS: dict[str, tuple[tuple[str, str, bool, bool], ...]] = {
+    "findings": tuple(
+        (k, _TEXT, False, False) for k in ("severity", "check", "object", "message", "why", "fix")
+    ),
+    "indexes": (
+        ("index", _TEXT, False, False),
+        ("table", _TEXT, False, False),
+        ("method", _TEXT, False, False),
+        ("size_bytes", _NUMBER, False, True),
+        ("scans", _ANY, False, True),
+        ("valid", _FLAG, False, False),
+        ("managed", _FLAG, False, False),
+        ("origin", _ANY, False, True),
+    ),
+    "views": (
+        ("view", _TEXT, False, False),
+        ("populated", _FLAG, False, True),
+        ("schedule", _TEXT, False, True),
+        ("last_refresh", _TEXT, False, True),
+        ("overdue", _FLAG, False, False),
+    ),
+    "notes": (),
+}
+
+
+def _is(value: Any, what: str) -> bool:
+    if what == _NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if what == _TEXT:
+        return isinstance(value, str)
+    if what == _FLAG:
+        return isinstance(value, bool)
+    if what == "a list":
+        return isinstance(value, list)
+    return True
+
+
+def _item_problem(
+    item: Any, where: str, fields: Sequence[tuple[str, str, bool, bool]]
+) -> str | None:
+    if not fields:
+        return None
+    if not isinstance(item, Mapping):
+        return f"{where}: expected an object, got {json_type(item)}"
+    for key, what, optional, nullable in fields:
+        if key not in item:
+            if optional:
+                continue
+            return f"{where}: '{key}' is missing"
+        value = item[key]
+        if value is None and nullable:
+            continue
+        if value is None or not _is(value, what):
+            return f"{where}.{key}: {value!r} is not {what}"
+    return None
+
+
+def json_type(value: Any) -> str:
+    """What JSON calls ``value``'s type."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else "a number"
+
+
+def shape_problem(doc: Mapping[str, Any], kind: str) -> str | None:
+    """What is wrong with the shape of verify's (``kind`` "verify") or doctor's ("doctor")
+    JSON for this page, as "field: problem"; None when the page can be built from it."""
+    lists = {"queries": _VERIFY_QUERY} if kind == "verify" else _DOCTOR_LISTS
+    for key, fields in lists.items():
+        items = doc.get(key, [])
+        if not isinstance(items, list):
+            return f"{key}: expected a list, got {json_type(items)}"
+        for n, item in enumerate(items):
+            problem = _item_problem(item, f"{key}[{n}]", fields)
+            if problem:
+                return problem
+    summary = doc.get("summary", {})
+    if not isinstance(summary, Mapping):
+        return f"summary: expected an object, got {json_type(summary)}"
+    age = doc.get("stats_age_s")
+    if kind == "doctor" and age is not None and not _is(age, _NUMBER):
+        return f"stats_age_s: {age!r} is not a number"
+    return None
 
 
 def build_html(

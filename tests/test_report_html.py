@@ -265,3 +265,29 @@ def test_report_command_reads_the_files_and_refuses_foreign_json(tmp_path: Path)
     assert "not dbopt doctor's JSON" in wrong.output
     nothing = cli("report", "--html", str(out))
     assert nothing.exit_code == 2 and "nothing to report" in nothing.output
+
+
+def test_report_refuses_malformed_json_naming_the_file_and_field(tmp_path: Path) -> None:
+    """Versioned but hand-edited or truncated JSON is an input error (exit 2) that names the
+    file and the field, never a traceback."""
+    out = tmp_path / "r.html"
+    no_check = json.loads(json.dumps(DOCTOR))
+    del no_check["findings"][0]["check"]
+    slow = json.loads(json.dumps(VERIFY))
+    slow["queries"][0]["p95_ms"] = "fast"
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("--doctor-json", no_check, "findings[0]: 'check' is missing"),
+        ("--verify-json", slow, "queries[0].p95_ms: 'fast' is not a number"),
+        ("--doctor-json", {**DOCTOR, "findings": {"a": 1}}, "findings: expected a list"),
+        ("--doctor-json", {**DOCTOR, "stats_age_s": "old"}, "stats_age_s: 'old' is not a number"),
+        ("--doctor-json", {**DOCTOR, "views": [{"view": "v"}]}, "views[0]: 'populated' is"),
+        ("--doctor-json", {**DOCTOR, "indexes": [1]}, "indexes[0]: expected an object"),
+        ("--verify-json", {**VERIFY, "queries": [{"p95_ms": 1}]}, "queries[0]: 'name' is"),
+    ]
+    for option, doc, problem in cases:
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(doc))
+        done = cli("report", "--html", str(out), option, str(path))
+        assert done.exit_code == 2, (problem, done.output)
+        assert f"{path}: malformed" in done.output and problem in done.output, done.output
+        assert "Traceback" not in done.output

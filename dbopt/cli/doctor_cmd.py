@@ -158,6 +158,9 @@ def doctor(
     if sarif_path is not None:
         from dbopt.sarif import sarif
 
-        sarif_path.write_text(json.dumps(sarif(report), indent=2) + "\n", encoding="utf-8")
+        # A finding with no spec file of its own points at dbopt.yaml, else the first spec.
+        fallback = config.path or (specs.files[0] if specs.files else "dbopt.yaml")
+        log = sarif(report, fallback=fallback)
+        sarif_path.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
     if report.fails(None if fail_on is None else Severity(fail_on)):
         sys.exit(EXIT_CHECK_FAILED)

@@ -17,14 +17,20 @@ from dbopt.errors import InputError
 _FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
 
-def _read_json(path: Path, key: str, version: int, what: str) -> dict[str, Any]:
-    """A JSON document dbopt wrote (``key`` holding its format ``version``), or InputError."""
+def _read_json(path: Path, key: str, version: int, what: str, kind: str) -> dict[str, Any]:
+    """A JSON document dbopt wrote (``key`` holding its format ``version``) with the shape the
+    page reads (htmlreport.shape_problem), or InputError naming the file and the field."""
+    from dbopt.htmlreport import shape_problem
+
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not {what}: {exc}") from None
     if not isinstance(data, dict) or data.get(key) != version:
         raise InputError(f"{path}: not {what} (version {version}); write it with {what}")
+    problem = shape_problem(data, kind)
+    if problem is not None:
+        raise InputError(f"{path}: malformed {what}: {problem}; write it again with {what}")
     return data
 
 
@@ -83,14 +89,18 @@ def report(
     verify = (
         None
         if verify_json is None
-        else _read_json(verify_json, "dbopt_verify", REPORT_VERSION, "dbopt verify's JSON")
+        else _read_json(
+            verify_json, "dbopt_verify", REPORT_VERSION, "dbopt verify's JSON", "verify"
+        )
     )
     before: dict[str, float | None] = {}
     if baseline is not None:
         before = {name: e.p95_ms for name, e in load_baseline(baseline).entries.items()}
     doctor: dict[str, Any] | None = None
     if doctor_json is not None:
-        doctor = _read_json(doctor_json, "dbopt_doctor", DOCTOR_JSON_VERSION, "dbopt doctor's JSON")
+        doctor = _read_json(
+            doctor_json, "dbopt_doctor", DOCTOR_JSON_VERSION, "dbopt doctor's JSON", "doctor"
+        )
     elif opts.env is not None or opts.dsn is not None:
         from dbopt.doctor import diagnose, report_dict
         from dbopt.history import History

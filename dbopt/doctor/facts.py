@@ -1,7 +1,9 @@
 """What doctor reads from the database: indexes, foreign keys, btree widths, the statistics'
 age. One query each (catalog/sql/doctor_*.sql), from plain catalog columns and statistics
 views, so nothing here takes a lock on a relation; the rows become frozen dataclasses the
-pure checks work on."""
+pure checks work on. Names stay (schema, name) pairs (QualifiedName) from the catalog to the
+printed fix: a dot is a legal character in either part, so "schema.name" is only for display
+and is never split again."""
 
 from __future__ import annotations
 
@@ -10,20 +12,26 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from dbopt.catalog import catalog_sql
+from dbopt.model import QualifiedName
 
 
 @dataclass(frozen=True, slots=True)
 class IndexFacts:
-    """One index, its definition as parts (what redundancy compares) and its statistics."""
+    """One index, its definition as parts (what redundancy compares) and its statistics.
+
+    For a partitioned index (relkind ``I``) ``size_bytes``, ``scans``, ``last_scan`` and
+    ``table_writes`` are summed over its partitions' indexes (``leaves``) and their tables.
+    """
 
     oid: int
     schema: str
     name: str
     table_oid: int
-    table: str  # schema.name
+    table_name: QualifiedName
     method: str
     relkind: str  # i, or I for a partitioned index
     nkey: int  # key columns; the rest of ``attnums`` are INCLUDE columns
@@ -46,11 +54,36 @@ class IndexFacts:
     constraint_name: str | None
     backs_foreign_key: bool
     building: bool
+    #: The table's replica identity (REPLICA IDENTITY USING INDEX) and its CLUSTER index.
+    is_replident: bool = False
+    is_clustered: bool = False
+    #: INVALID, not seen being built, while another role's index build runs in this
+    #: database whose progress this role cannot read (it may be that build).
+    unseen_build: bool = False
+    #: A partitioned index's leaf partition indexes (their scans are its scans).
+    leaves: tuple[int, ...] = ()
+    #: A partitioned index's partitions that have no index attached to it (why it is INVALID).
+    unattached: tuple[QualifiedName, ...] = ()
+
+    @property
+    def ident(self) -> QualifiedName:
+        """The index as (schema, name)."""
+        return QualifiedName(self.schema, self.name)
 
     @property
     def qualified(self) -> str:
-        """``schema.name``."""
+        """``schema.name``, for display only."""
         return f"{self.schema}.{self.name}"
+
+    @property
+    def table(self) -> str:
+        """The table's ``schema.name``, for display only."""
+        return str(self.table_name)
+
+    @property
+    def partitioned(self) -> bool:
+        """A partitioned table's index (relkind ``I``): no CONCURRENTLY for it."""
+        return self.relkind == "I"
 
     @property
     def keys(self) -> tuple[int, ...]:
@@ -74,13 +107,34 @@ class ForeignKeyFacts:
 
     name: str
     table_oid: int
-    table: str
+    table_name: QualifiedName
     attnums: tuple[int, ...]
     columns: tuple[str, ...]
-    referenced: str
+    referenced_name: QualifiedName
     ref_writes: int  # updates + deletes on the referenced table since the stats reset
     table_bytes: int
     table_rows: int
+
+    @property
+    def table(self) -> str:
+        """The referencing table's ``schema.name``, for display only."""
+        return str(self.table_name)
+
+    @property
+    def referenced(self) -> str:
+        """The referenced table's ``schema.name``, for display only."""
+        return str(self.referenced_name)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnWidth:
+    """One column of a btree index entry: the statistics' average width and null fraction,
+    and its type's length and alignment (what padding it needs in the entry)."""
+
+    avg_width: float
+    null_frac: float
+    typlen: int  # -1: varlena, -2: cstring
+    typalign: str  # c, s, i, d
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +146,7 @@ class BtreeWidth:
     tuples: float
     fillfactor: int
     block_size: int
-    data_width: float | None
+    columns: tuple[ColumnWidth, ...]  # empty when a column has no statistics
     has_nulls: bool
     unknown_columns: int
 
@@ -113,6 +167,10 @@ def _rows(conn: psycopg.Connection[Any], name: str, history_schema: str) -> list
         return cur.fetchall()
 
 
+def _names(schemas: list[str] | None, names: list[str] | None) -> tuple[QualifiedName, ...]:
+    return tuple(QualifiedName(s, n) for s, n in zip(schemas or [], names or [], strict=True))
+
+
 def read_indexes(conn: psycopg.Connection[Any], history_schema: str) -> list[IndexFacts]:
     """Every index of the user's schemas (doctor_indexes.sql)."""
     return [
@@ -121,7 +179,7 @@ def read_indexes(conn: psycopg.Connection[Any], history_schema: str) -> list[Ind
             schema=r["schema"],
             name=r["name"],
             table_oid=int(r["table_oid"]),
-            table=f"{r['table_schema']}.{r['table_name']}",
+            table_name=QualifiedName(r["table_schema"], r["table_name"]),
             method=r["method"],
             relkind=r["relkind"],
             nkey=int(r["nkey"]),
@@ -144,6 +202,11 @@ def read_indexes(conn: psycopg.Connection[Any], history_schema: str) -> list[Ind
             constraint_name=r["constraint_name"],
             backs_foreign_key=r["backs_foreign_key"],
             building=bool(r["building"]),
+            is_replident=bool(r["is_replident"]),
+            is_clustered=bool(r["is_clustered"]),
+            unseen_build=bool(r["unseen_build"]),
+            leaves=tuple(int(x) for x in r["leaves"] or ()),
+            unattached=_names(r["unattached_schemas"], r["unattached_names"]),
         )
         for r in _rows(conn, "doctor_indexes", history_schema)
     ]
@@ -155,10 +218,10 @@ def read_foreign_keys(conn: psycopg.Connection[Any], history_schema: str) -> lis
         ForeignKeyFacts(
             name=r["name"],
             table_oid=int(r["table_oid"]),
-            table=f"{r['schema']}.{r['table_name']}",
+            table_name=QualifiedName(r["schema"], r["table_name"]),
             attnums=tuple(r["attnums"]),
             columns=tuple(r["columns"]),
-            referenced=f"{r['ref_schema']}.{r['ref_table']}",
+            referenced_name=QualifiedName(r["ref_schema"], r["ref_table"]),
             ref_writes=int(r["ref_writes"]),
             table_bytes=int(r["table_bytes"]),
             table_rows=int(r["table_rows"]),
@@ -176,7 +239,14 @@ def read_btree_widths(conn: psycopg.Connection[Any], history_schema: str) -> lis
             tuples=float(r["tuples"]),
             fillfactor=int(r["fillfactor"]),
             block_size=int(r["block_size"]),
-            data_width=None if r["data_width"] is None else float(r["data_width"]),
+            columns=()
+            if r["unknown_columns"]
+            else tuple(
+                ColumnWidth(float(w), float(f), int(n), str(a))
+                for w, f, n, a in zip(
+                    r["avg_widths"], r["null_fracs"], r["typlens"], r["typaligns"], strict=True
+                )
+            ),
             has_nulls=bool(r["has_nulls"]),
             unknown_columns=int(r["unknown_columns"]),
         )
@@ -191,3 +261,22 @@ def read_stats_window(conn: psycopg.Connection[Any]) -> StatsWindow:
         r = cur.fetchone()
     assert r is not None
     return StatsWindow(r["stats_reset"], r["now"], r["database"], r["server_version"])
+
+
+def read_node_scans(conn: psycopg.Connection[Any], oids: list[int]) -> dict[int, int]:
+    """Index scans per OID on the node ``conn`` reaches (a standby has the primary's OIDs)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(catalog_sql("doctor_node_scans"), {"oids": oids})
+        return {int(r["oid"]): int(r["scans"]) for r in cur.fetchall()}
+
+
+def read_built_at(
+    conn: psycopg.Connection[Any], history_schema: str, change_ids: list[int]
+) -> dict[int, datetime]:
+    """When each of dbopt's changes (by id) finished: the build time of what it made."""
+    if not change_ids:
+        return {}
+    query = catalog_sql("doctor_built_at").format(schema=sql.Identifier(history_schema))
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, {"ids": change_ids})
+        return {int(r["id"]): r["built_at"] for r in cur.fetchall()}

@@ -49,11 +49,13 @@ class Check(StrEnum):
 
 #: One sentence per check: what it means (SARIF's rule descriptions, the docs' table).
 CHECK_HELP: dict[Check, str] = {
-    Check.UNUSED: "An index no scan used since the statistics were reset: every write pays for it.",
+    Check.UNUSED: "An index no scan used in its window (since the statistics were reset or it "
+    "was built, whichever is later): every write pays for it.",
     Check.DUPLICATE: "Two indexes with the same definition: one of them is pure write cost.",
     Check.REDUNDANT: "An index whose lookups a wider index with the same leading columns serves.",
     Check.UNMANAGED_DUPLICATE: "An index in no spec that duplicates or is covered by a spec'd one.",
-    Check.INVALID: "An INVALID index (a failed concurrent build): never used, still maintained.",
+    Check.INVALID: "An INVALID index (a failed concurrent build, or a partitioned index missing "
+    "a partition's index): never used, still maintained.",
     Check.BLOAT: "A btree index much larger than its entries need: a rebuild gives space back.",
     Check.FK_UNINDEXED: "A foreign key whose referencing columns no index leads with.",
     Check.SPEC_UNUSED: "A spec'd index no budgeted query expects (expect: uses_index).",
@@ -78,6 +80,12 @@ class Finding:
     location: Location | None = None
     #: Sort weight within a severity (bytes at stake, writes...): larger first.
     weight: float = 0.0
+    #: The index's OID when the finding is about one (one finding per index, no bloat
+    #: advice for an index another finding drops).
+    oid: int | None = None
+    #: Where a file-based UI should point when there is no ``location``: the spec file of
+    #: the finding's table, if it has one (SARIF's physical location).
+    anchor: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from dbopt.doctor.facts import ForeignKeyFacts, IndexFacts
 from dbopt.doctor.findings import Check, Finding, Severity
-from dbopt.doctor.fixes import create_concurrently, spec_entry
-from dbopt.model import Location
+from dbopt.doctor.fixes import create_concurrently, index_name, spec_entry
+from dbopt.model import Location, QualifiedName
 
 #: A referencing table with fewer rows than this is read quickly: info, not a warning.
 FK_WARN_ROWS = 10_000
@@ -35,13 +35,15 @@ def serves(index: IndexFacts, fk: ForeignKeyFacts) -> bool:
 def find_unindexed(
     keys: Iterable[ForeignKeyFacts],
     indexes: Iterable[IndexFacts],
-    spec_files: Mapping[str, Location],
+    spec_files: Mapping[QualifiedName, Location],
 ) -> list[Finding]:
     """A finding per foreign key no index serves; ``spec_files`` maps a table to where its
     spec file starts (the fix names the file to add the index to)."""
     by_table: dict[int, list[IndexFacts]] = {}
+    taken: dict[str, set[str]] = {}  # index names per schema, and those suggested
     for i in indexes:
         by_table.setdefault(i.table_oid, []).append(i)
+        taken.setdefault(i.schema, set()).add(i.name)
     out = []
     for fk in keys:
         candidates = by_table.get(fk.table_oid, [])
@@ -52,10 +54,11 @@ def find_unindexed(
             for i in candidates
             if i.pred is not None and serves(replace(i, pred=None), fk)
         ]
-        table_name = fk.table.split(".", 1)[1]
-        name = f"{table_name}_{'_'.join(fk.columns)}_idx"[:63]
+        names = taken.setdefault(fk.table_name.schema, set())
+        name = index_name(f"{fk.table_name.name}_{'_'.join(fk.columns)}_idx", names)
+        names.add(name)
         entry = spec_entry(name, fk.columns, f"foreign key {fk.name} to {fk.referenced}")
-        where = spec_files.get(fk.table)
+        where = spec_files.get(fk.table_name)
         target = where.file if where else f"the spec file of {fk.table}"
         out.append(
             Finding(
@@ -79,7 +82,7 @@ def find_unindexed(
                     )
                 ),
                 fix=f"add to {target}: {entry}, then `dbopt apply` "
-                f"(it runs {create_concurrently(fk.table, fk.columns)})",
+                f"(it runs {create_concurrently(fk.table_name, fk.columns, name)})",
                 numbers=(
                     ("referenced_writes", fk.ref_writes),
                     ("table_rows", fk.table_rows),

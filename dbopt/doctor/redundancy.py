@@ -7,7 +7,9 @@ are a left prefix of another valid btree index's keys on the same table, with th
 expressions and the same predicate, whose INCLUDE columns the wider one holds too, and
 which enforces nothing (a unique index is not redundant with a wider non-unique one: it
 enforces uniqueness on fewer columns). An index that backs a constraint or a foreign key's
-reference is never the one to drop.
+reference is never the one to drop; nor is a replica identity, a CLUSTER index or the last
+index serving a foreign key (dbopt.doctor.keep). A partitioned table's indexes (relkind I) are
+compared among themselves; dropping one cannot be CONCURRENTLY.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 
 from dbopt.doctor.facts import IndexFacts
 from dbopt.doctor.findings import Check, Finding, Severity
-from dbopt.doctor.fixes import drop_concurrently, remove_from_spec
-from dbopt.model import Location
+from dbopt.doctor.fixes import cluster_on, drop_fix, remove_from_spec
+from dbopt.doctor.keep import Drops
+from dbopt.model import Location, QualifiedName
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +65,16 @@ def covered_by(a: IndexFacts, b: IndexFacts) -> bool:
     return set(a.include) <= set(b.attnums)
 
 
-def _rank(i: IndexFacts, managed: Mapping[str, Managed]) -> tuple[bool, bool, bool, bool, int]:
-    """Which of two identical indexes to keep: the one backing a constraint, then the spec'd
-    one, then a valid one, then the one that has served scans, then the older (smaller OID)."""
+def _rank(
+    i: IndexFacts, managed: Mapping[QualifiedName, Managed]
+) -> tuple[bool, bool, bool, bool, int]:
+    """Which of two identical indexes to keep: the one backing a constraint, then the table's
+    replica identity or CLUSTER index, then the spec'd one, then the one that has served
+    scans, then the older (smaller OID)."""
     return (
         i.constraint_name is not None or i.backs_foreign_key,
-        i.qualified in managed,
-        i.is_valid,
+        i.is_replident or i.is_clustered,
+        i.ident in managed,
         i.scans > 0,
         -i.oid,
     )
@@ -78,43 +84,62 @@ def _droppable(i: IndexFacts) -> bool:
     return i.constraint_name is None and not i.backs_foreign_key and not i.building
 
 
-def find_redundant(indexes: Iterable[IndexFacts], managed: Mapping[str, Managed]) -> list[Finding]:
+def find_redundant(
+    indexes: Iterable[IndexFacts],
+    managed: Mapping[QualifiedName, Managed],
+    drops: Drops | None = None,
+) -> list[Finding]:
     """One finding per index that should go because another serves it (identical first, then
-    a wider one); the one to keep is named with the reason."""
+    a wider one); the one to keep is named with the reason. Valid indexes only (an INVALID
+    one is the invalid check's, which says when it duplicates a valid one); a partitioned
+    table's indexes among themselves. ``drops`` counts what is proposed for dropping and
+    refuses an index that must stay (see :mod:`dbopt.doctor.keep`): that one is reported as
+    info, saying why."""
+    indexes = list(indexes)
+    drops = drops if drops is not None else Drops(indexes, ())
     by_table: dict[int, list[IndexFacts]] = {}
     for i in indexes:
-        if i.relkind == "i" and not i.is_partition:
+        if i.relkind in ("i", "I") and not i.is_partition and i.is_valid:
             by_table.setdefault(i.table_oid, []).append(i)
     out: list[Finding] = []
     for group in by_table.values():
         for a in group:
             if not _droppable(a):
                 continue
-            twins = [b for b in group if b.oid != a.oid and identical(a, b)]
-            better = [b for b in twins if _rank(b, managed) > _rank(a, managed)]
+            standing = [b for b in group if b.oid != a.oid and b.oid not in drops.gone]
+            better = [
+                b for b in standing if identical(a, b) and _rank(b, managed) > _rank(a, managed)
+            ]
             if better:
                 keep = max(better, key=lambda b: _rank(b, managed))
-                out.append(_finding(a, keep, managed, duplicate=True))
+                out.append(_finding(a, keep, managed, drops, duplicate=True))
                 continue
-            if not a.is_valid:
-                continue  # the invalid check reports it
-            wider = [b for b in group if covered_by(a, b)]
+            wider = [b for b in standing if covered_by(a, b)]
             if wider:
-                keep = min(wider, key=lambda b: (b.qualified not in managed, b.size_bytes, b.oid))
-                out.append(_finding(a, keep, managed, duplicate=False))
+                keep = min(wider, key=lambda b: (b.ident not in managed, b.size_bytes, b.oid))
+                out.append(_finding(a, keep, managed, drops, duplicate=False))
     return out
 
 
 def _finding(
-    drop: IndexFacts, keep: IndexFacts, managed: Mapping[str, Managed], *, duplicate: bool
+    drop: IndexFacts,
+    keep: IndexFacts,
+    managed: Mapping[QualifiedName, Managed],
+    drops: Drops,
+    *,
+    duplicate: bool,
 ) -> Finding:
-    spec = managed.get(drop.qualified)
-    keep_spec = keep.qualified in managed
+    spec = managed.get(drop.ident)
+    keep_spec = keep.ident in managed
     if duplicate:
         what = f"{drop.qualified} has the same definition as {keep.qualified}"
         why_keep = (
             "it backs a constraint"
             if keep.constraint_name or keep.backs_foreign_key
+            else "it is the replica identity"
+            if keep.is_replident
+            else "it is the CLUSTER index"
+            if keep.is_clustered
             else "it is in the specs"
             if keep_spec
             else "it is the older one"
@@ -134,9 +159,34 @@ def _finding(
         else Check.REDUNDANT
     )
     severity = Severity.WARNING
-    fix = drop_concurrently(drop.qualified)
+    numbers: tuple[tuple[str, int | float | str | None], ...] = (
+        ("size_bytes", drop.size_bytes),
+        ("scans", drop.scans),
+        ("keep", keep.qualified),
+    )
+    refusal = drops.refusal(drop)
+    if refusal is not None:
+        reason, fix = refusal
+        if drop.is_clustered:
+            fix = f"keep it, or first {cluster_on(drop.table_name, keep.ident)} and then drop it"
+        return Finding(
+            check=check,
+            severity=Severity.INFO,
+            object=drop.qualified,
+            table=drop.table,
+            message=f"{what}, but it stays: {reason}",
+            why="doctor never proposes dropping a replica identity, a CLUSTER index or the "
+            "last index serving a foreign key",
+            fix=fix,
+            numbers=numbers,
+            location=spec.location if spec else None,
+            weight=float(drop.size_bytes),
+            oid=drop.oid,
+        )
+    drops.drop(drop)
+    fix = drop_fix(drop.ident, partitioned=drop.partitioned)
     if spec is not None:
-        fix = remove_from_spec(drop.qualified, spec.location)
+        fix = remove_from_spec(drop.ident, spec.location)
         if not duplicate and spec.reason:
             # The validator asked for a reason to keep a left prefix, and the spec gives one.
             severity = Severity.INFO
@@ -157,11 +207,8 @@ def _finding(
         message=what,
         why=why,
         fix=fix,
-        numbers=(
-            ("size_bytes", drop.size_bytes),
-            ("scans", drop.scans),
-            ("keep", keep.qualified),
-        ),
+        numbers=numbers,
         location=spec.location if spec else None,
         weight=float(drop.size_bytes),
+        oid=drop.oid,
     )

@@ -5,6 +5,8 @@ statement_timeout), works as a non-superuser (pg_stat_* views are readable by ev
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -15,19 +17,21 @@ from dbopt.doctor import bloat as bl
 from dbopt.doctor.facts import (
     IndexFacts,
     read_btree_widths,
+    read_built_at,
     read_foreign_keys,
     read_indexes,
+    read_node_scans,
     read_stats_window,
 )
-from dbopt.doctor.findings import DoctorReport, IndexRow, ranked
+from dbopt.doctor.findings import DoctorReport, Finding, IndexRow, ranked
 from dbopt.doctor.foreignkeys import find_unindexed
+from dbopt.doctor.keep import Drops
 from dbopt.doctor.redundancy import Managed, find_redundant
 from dbopt.doctor.specs import find_stale_views, find_unbudgeted, view_rows
 from dbopt.doctor.usage import YOUNG_STATS, find_invalid, find_unused
 from dbopt.errors import ConfigError, ConnectError
-from dbopt.history import History
+from dbopt.history import History, OwnedObject
 from dbopt.model import Location, QualifiedName, SpecSet
-from dbopt.replicas import index_scans
 
 #: Doctor's own bounds: a catalog read waits at most this long for a lock ...
 DOCTOR_LOCK_TIMEOUT_MS = 1_000
@@ -44,14 +48,46 @@ class DoctorOptions:
     bloat_min_ratio: float = bl.BLOAT_MIN_RATIO
 
 
-def _managed(specs: SpecSet) -> dict[str, Managed]:
-    return {str(s.qualified_name): Managed(s.location, s.reason) for s in specs.all_indexes}
+def _managed(specs: SpecSet) -> dict[QualifiedName, Managed]:
+    return {s.qualified_name: Managed(s.location, s.reason) for s in specs.all_indexes}
 
 
-def _spec_files(specs: SpecSet) -> dict[str, Location]:
-    out: dict[str, Location] = {}
+def _spec_files(specs: SpecSet) -> dict[QualifiedName, Location]:
+    out: dict[QualifiedName, Location] = {}
     for s in specs.indexes:
-        out.setdefault(str(s.table), Location(s.location.file, 1, 1))
+        out.setdefault(s.table, Location(s.location.file, 1, 1))
+    for v in specs.views:
+        out.setdefault(v.name, Location(v.location.file, 1, 1))
+    return out
+
+
+def _built_at(
+    conn: psycopg.Connection[Any], history: History, owned: list[OwnedObject]
+) -> dict[int, datetime]:
+    """When dbopt built each index it owns (by OID); not for one it adopted or swapped out,
+    whose build time its history does not know."""
+    made = {
+        o.change_id: o.oid for o in owned if o.oid is not None and not (o.adopted or o.replaced)
+    }
+    if not made:
+        return {}
+    try:
+        ended = read_built_at(conn, history.schema, list(made))
+    except psycopg.errors.InsufficientPrivilege:
+        return {}
+    return {made[change]: when for change, when in ended.items()}
+
+
+def _anchored(
+    findings: list[Finding], by_oid: dict[int, IndexFacts], files: dict[QualifiedName, Location]
+) -> list[Finding]:
+    """Each index finding without a spec location, pointed at its table's spec file."""
+    out = []
+    for f in findings:
+        index = by_oid.get(f.oid) if f.oid is not None else None
+        if f.location is None and index is not None and index.table_name in files:
+            f = replace(f, anchor=files[index.table_name])
+        out.append(f)
     return out
 
 
@@ -63,7 +99,9 @@ def _node_scans(
     totals = {i.oid: i.scans for i in indexes}
     if not target.replicas:
         return totals, (), ()
-    by_name = {i.qualified: i.oid for i in indexes}
+    # A partitioned index's scans are its leaves'; a standby has the primary's OIDs.
+    counted = {i.oid: i.leaves or (i.oid,) for i in indexes}
+    oids = sorted({oid for leaves in counted.values() for oid in leaves})
     nodes, unreachable = [primary_name], []
     for replica in target.replicas:
         try:
@@ -75,13 +113,13 @@ def _node_scans(
                 read_only=True,
                 lock_timeout_ms=DOCTOR_LOCK_TIMEOUT_MS,
             ) as node:
-                found = index_scans(node, list(by_name))
+                found = read_node_scans(node, oids)
         except (ConnectError, ConfigError, psycopg.Error) as exc:
             unreachable.append(f"{replica.name}: {str(exc).splitlines()[0]}")
             continue
         nodes.append(replica.name)
-        for name, count in found.items():
-            totals[by_name[name]] += count
+        for oid, leaves in counted.items():
+            totals[oid] += sum(found.get(leaf, 0) for leaf in leaves)
     return totals, tuple(nodes), tuple(unreachable)
 
 
@@ -108,7 +146,9 @@ def diagnose(
         indexes = read_indexes(conn, history.schema)
         keys = read_foreign_keys(conn, history.schema)
         widths = read_btree_widths(conn, history.schema)
-        owned = {o.oid: o.run_id for o in history.owned(conn) if o.oid is not None}
+        owned_objects = history.owned(conn)
+        owned = {o.oid: o.run_id for o in owned_objects if o.oid is not None}
+        built = _built_at(conn, history, owned_objects)
         refreshes = history.last_refreshes(conn)
         populated = {
             QualifiedName(r[0], r[1]): bool(r[2])
@@ -122,19 +162,22 @@ def diagnose(
                 notes.append(problem)
             else:
                 source = "pgstattuple"
-                # Only what could be worth a rebuild is read in full.
-                measured = [
-                    bl.exact(conn, schema, w)
-                    for w in widths
-                    if w.pages * w.block_size >= options.bloat_min_bytes
-                ]
+                measured, fell_back = bl.measure(
+                    conn,
+                    schema,
+                    widths,
+                    options.bloat_min_bytes,
+                    {i.oid: i.ident for i in indexes},
+                )
+                notes += fell_back
     stats_age = (
         None if window.stats_reset is None else (window.now - window.stats_reset).total_seconds()
     )
     if window.stats_reset is None:
         notes.append(
             "the statistics were never reset here: scans count since they began (a crash "
-            "or pg_stat_reset() starts them again), which doctor cannot date"
+            "or pg_stat_reset() starts them again), which doctor cannot date, so unused-index "
+            "findings are info at most"
         )
     elif stats_age is not None and stats_age < YOUNG_STATS.total_seconds():
         notes.append(
@@ -144,15 +187,19 @@ def diagnose(
     scans, nodes, unreachable = _node_scans(target, indexes, "primary")
     notes += [f"scans unknown on {u}" for u in unreachable]
     managed = _managed(specs)
+    drops = Drops(indexes, keys)
     findings = find_invalid(indexes, managed, owned)
-    findings += find_redundant(indexes, managed)
+    findings += find_redundant(indexes, managed, drops)
     findings += find_unused(
         indexes,
         managed,
         stats_age_s=stats_age,
         scans=scans,
         partial_nodes=bool(unreachable),
-        skip=frozenset(f.object for f in findings),
+        skip=frozenset(f.oid for f in findings if f.oid is not None),
+        built=built,
+        now=window.now,
+        drops=drops,
     )
     by_oid = {i.oid: i for i in indexes}
     findings += bl.find_bloat(
@@ -161,11 +208,14 @@ def diagnose(
         managed,
         min_bytes=options.bloat_min_bytes,
         min_ratio=options.bloat_min_ratio,
+        skip=frozenset(drops.gone),
     )
-    findings += find_unindexed(keys, indexes, _spec_files(specs))
+    files = _spec_files(specs)
+    findings += find_unindexed(keys, indexes, files)
     findings += find_unbudgeted(specs)
     views = view_rows(specs, populated, refreshes, window.now)
     findings += find_stale_views(specs, views)
+    findings = _anchored(findings, by_oid, files)
     origins = {i.oid: "dbopt" for i in indexes if i.oid in owned}
     return DoctorReport(
         findings=ranked(findings),
@@ -185,7 +235,7 @@ def diagnose(
                 size_bytes=i.size_bytes,
                 scans=scans.get(i.oid, i.scans),
                 valid=i.is_valid,
-                managed=i.qualified in managed,
+                managed=i.ident in managed,
                 origin=origins.get(i.oid)
                 or (f"constraint {i.constraint_name}" if i.constraint_name else "-"),
             )

@@ -8,9 +8,41 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from dbopt.doctor.findings import Check, Finding, Severity, ViewRow
+from dbopt.doctor.fixes import yaml_flow
 from dbopt.history import RefreshRecord
-from dbopt.model import QualifiedName, SpecSet
+from dbopt.model import QualifiedName, QueryBudget, SpecSet
 from dbopt.status import overdue
+
+
+def _budget_schema(specs: SpecSet, budget: QueryBudget) -> str | None:
+    """The schema of the relation a budget is written for: its spec file's table or view
+    (the budget's ``relation`` text is "schema.name", which a dot in a name makes ambiguous)."""
+    by_file = {s.location.file: s.table for s in specs.indexes}
+    by_file.update({v.location.file: v.name for v in specs.views})
+    relation = by_file.get(budget.location.file)
+    if relation is None:
+        known = {str(s.table): s.table for s in specs.indexes}
+        known.update({str(v.name): v.name for v in specs.views})
+        relation = known.get(budget.relation)
+    return None if relation is None else relation.schema
+
+
+def expected_indexes(specs: SpecSet) -> set[QualifiedName]:
+    """The spec'd indexes some budget's ``expect: uses_index`` names. A name there is an
+    index name as written (no schema, and a dot is part of it): the spec'd index of that name
+    in the schema of the budget's relation, else (as verify reads it) every spec'd index of
+    that name."""
+    by_name: dict[str, list[QualifiedName]] = {}
+    for index in specs.all_indexes:
+        by_name.setdefault(index.name, []).append(index.qualified_name)
+    out: set[QualifiedName] = set()
+    for budget in specs.queries:
+        schema = _budget_schema(specs, budget)
+        for name in budget.expect.uses_index:
+            candidates = by_name.get(name, [])
+            here = [q for q in candidates if q.schema == schema]
+            out.update(here or candidates)
+    return out
 
 
 def find_unbudgeted(specs: SpecSet) -> list[Finding]:
@@ -19,10 +51,10 @@ def find_unbudgeted(specs: SpecSet) -> list[Finding]:
     they enforce uniqueness whether or not a budget reads them."""
     if not specs.queries:
         return []
-    expected = {name.split(".")[-1] for q in specs.queries for name in q.expect.uses_index}
+    expected = expected_indexes(specs)
     out = []
     for index in specs.all_indexes:
-        if index.unique or index.name in expected:
+        if index.unique or index.qualified_name in expected:
             continue
         out.append(
             Finding(
@@ -33,8 +65,9 @@ def find_unbudgeted(specs: SpecSet) -> list[Finding]:
                 message=f"{index.qualified_name}: no budgeted query expects it",
                 why="verify cannot tell when a plan stops using it; a budget that names it "
                 "(expect: uses_index) keeps it honest, or the unused check will tell",
-                fix=f"add a query to {index.location.file} with expect: {{uses_index: "
-                f"[{index.name}]}}, or drop the index if no query needs it",
+                fix=f"add a query to {index.location.file} with expect: "
+                + yaml_flow({"uses_index": [index.name]})
+                + ", or drop the index if no query needs it",
                 location=index.location,
             )
         )

@@ -1,23 +1,41 @@
 """Unused and INVALID indexes.
 
-Unused: no scan since the statistics were reset (on the primary and every listed standby),
-or scans under 1 per :data:`RARE_WRITES_PER_SCAN` writes of the table. Indexes that enforce
-something (a constraint, uniqueness, a foreign key's reference) are never reported: they work
-without being scanned. Young statistics say little, so findings then are only ``info``.
+Unused: no scan in the window the statistics saw, or scans under 1 per
+:data:`RARE_WRITES_PER_SCAN` writes of the table. The window is the shorter of the
+statistics' age (since ``pg_stat_database.stats_reset``) and the index's own age (known for
+indexes dbopt built, from its history): an index built yesterday has had one day to be used,
+whatever the statistics' age. Statistics never reset have no known age: findings are then at
+most ``info``, as they are when the window is young. Summed over the primary and every listed
+standby; a partitioned index's scans are its partitions'. Indexes that enforce something (a
+constraint, uniqueness, a foreign key's reference) are never reported: they work without being
+scanned; a replica identity, a CLUSTER index or the last index serving a foreign key is
+reported at most as info saying why it stays (dbopt.doctor.keep).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from dbopt.doctor.facts import IndexFacts
 from dbopt.doctor.findings import Check, Finding, Severity
-from dbopt.doctor.fixes import drop_concurrently, reindex_concurrently, remove_from_spec
-from dbopt.doctor.redundancy import Managed
+from dbopt.doctor.fixes import (
+    PARTITIONED_DROP_WARNING,
+    attach_partition,
+    create_concurrently,
+    drop_concurrently,
+    drop_fix,
+    drop_plain,
+    index_name,
+    reindex_concurrently,
+    remove_from_spec,
+)
+from dbopt.doctor.keep import Drops
+from dbopt.doctor.redundancy import Managed, identical
+from dbopt.model import QualifiedName
 
-#: Statistics younger than this cannot call an index unused (a weekly report, a month-end
-#: job): findings are downgraded to info and say how young they are.
+#: A window younger than this cannot call an index unused (a weekly report, a month-end
+#: job): findings are downgraded to info and say how young it is.
 YOUNG_STATS = timedelta(days=7)
 
 #: An unused index smaller than this costs little: info, not a warning.
@@ -29,34 +47,51 @@ RARE_WRITES_PER_SCAN = 100
 RARE_MIN_WRITES = 10_000
 
 
-def _age_words(age_s: float | None) -> str:
-    if age_s is None:
-        return "since the statistics began (never reset: their age is unknown)"
-    days = age_s / 86400
-    return f"in the {days:.1f} days since the statistics were reset"
+def _window(
+    stats_age_s: float | None, built: datetime | None, now: datetime
+) -> tuple[float | None, str]:
+    """The seconds scans were counted over for one index (None: unknown), and in words."""
+    index_age = None if built is None else max(0.0, (now - built).total_seconds())
+    if stats_age_s is None:
+        if index_age is not None:
+            return None, (
+                f"since it was built {index_age / 86400:.1f} days ago, as far as the statistics "
+                "go (never reset: their start is unknown)"
+            )
+        return None, "since the statistics began (never reset: their age is unknown)"
+    if index_age is not None and index_age < stats_age_s:
+        return index_age, f"in the {index_age / 86400:.1f} days since it was built"
+    return stats_age_s, f"in the {stats_age_s / 86400:.1f} days since the statistics were reset"
 
 
 def find_unused(
     indexes: Iterable[IndexFacts],
-    managed: Mapping[str, Managed],
+    managed: Mapping[QualifiedName, Managed],
     *,
     stats_age_s: float | None,
     scans: Mapping[int, int],
     partial_nodes: bool,
-    skip: frozenset[str] = frozenset(),
+    skip: frozenset[int] = frozenset(),
+    built: Mapping[int, datetime] | None = None,
+    now: datetime | None = None,
+    drops: Drops | None = None,
 ) -> list[Finding]:
     """Indexes nothing scans; ``scans`` is the total per index OID over every node read,
-    ``partial_nodes`` that a listed standby could not be read (its scans are unknown)."""
-    young = stats_age_s is not None and stats_age_s < YOUNG_STATS.total_seconds()
+    ``partial_nodes`` that a listed standby could not be read (its scans are unknown),
+    ``skip`` the OIDs another finding already names, ``built`` when dbopt built an index
+    (per OID), ``drops`` what is already proposed for dropping (see dbopt.doctor.keep)."""
+    indexes = list(indexes)
+    drops = drops if drops is not None else Drops(indexes, ())
+    built = built or {}
     out: list[Finding] = []
     for i in indexes:
         if (
             i.enforces
             or not i.is_valid
             or i.building
-            or i.relkind != "i"
+            or i.relkind not in ("i", "I")
             or i.is_partition
-            or i.qualified in skip
+            or i.oid in skip
         ):
             continue
         total = scans.get(i.oid, i.scans)
@@ -67,20 +102,24 @@ def find_unused(
         )
         if total > 0 and not rare:
             continue
-        spec = managed.get(i.qualified)
+        since = built.get(i.oid)
+        window, words = _window(stats_age_s, since, now or datetime.now(UTC))
+        young = window is not None and window < YOUNG_STATS.total_seconds()
+        spec = managed.get(i.ident)
         severity = Severity.WARNING
-        if young or partial_nodes or rare or i.size_bytes < UNUSED_WARN_BYTES:
+        if window is None or young or partial_nodes or rare or i.size_bytes < UNUSED_WARN_BYTES:
             severity = Severity.INFO
         if total == 0:
-            message = f"{i.qualified}: no scan {_age_words(stats_age_s)}"
+            message = f"{i.qualified}: no scan {words}"
         else:
             message = (
-                f"{i.qualified}: {total} scans against {i.table_writes} writes of "
-                f"{i.table} {_age_words(stats_age_s)}"
+                f"{i.qualified}: {total} scans against {i.table_writes} writes of {i.table} {words}"
             )
         caveats = []
-        if young:
-            caveats.append(f"the statistics are younger than {YOUNG_STATS.days} days")
+        if window is None:
+            caveats.append("how long scans were counted is unknown, so this is only info")
+        elif young:
+            caveats.append(f"that is less than {YOUNG_STATS.days} days")
         if partial_nodes:
             caveats.append("a listed standby could not be read, so its scans are unknown")
         why = (
@@ -92,6 +131,18 @@ def find_unused(
             why += " (" + "; ".join(caveats) + ")"
         if spec is not None and spec.reason:
             why += f"; its spec says why it exists: {spec.reason}"
+        refusal = drops.refusal(i)
+        if refusal is not None:
+            severity = Severity.INFO
+            why = f"it stays: {refusal[0]}"
+            fix = refusal[1]
+        else:
+            drops.drop(i)
+            fix = (
+                remove_from_spec(i.ident, spec.location)
+                if spec is not None
+                else drop_fix(i.ident, partitioned=i.partitioned)
+            )
         out.append(
             Finding(
                 check=Check.UNUSED,
@@ -100,36 +151,75 @@ def find_unused(
                 table=i.table,
                 message=message,
                 why=why,
-                fix=remove_from_spec(i.qualified, spec.location)
-                if spec is not None
-                else drop_concurrently(i.qualified),
+                fix=fix,
                 numbers=(
                     ("scans", total),
                     ("table_writes", i.table_writes),
                     ("size_bytes", i.size_bytes),
                     ("stats_age_s", None if stats_age_s is None else round(stats_age_s)),
+                    ("window_s", None if window is None else round(window)),
                     ("last_scan", None if i.last_scan is None else i.last_scan.isoformat()),
                 ),
                 location=spec.location if spec else None,
                 weight=float(i.size_bytes),
+                oid=i.oid,
             )
         )
     return out
 
 
+def _partitioned_fix(i: IndexFacts) -> str:
+    """How to make an INVALID partitioned index valid, or drop it: neither REINDEX nor
+    DROP ... CONCURRENTLY works on one."""
+    plain = i.exprs is None and i.pred is None and not any(i.options) and i.nkey == len(i.attnums)
+    steps = []
+    for partition in i.unattached:
+        if plain:
+            child = QualifiedName(
+                partition.schema, index_name(f"{partition.name}_{'_'.join(i.columns)}_idx")
+            )
+            steps.append(
+                f"{create_concurrently(partition, i.columns, child.name)} "
+                f"{attach_partition(i.ident, child)}"
+            )
+        else:
+            steps.append(
+                f"build an index of its definition on {partition}, then "
+                f"{attach_partition(i.ident, None)}"
+            )
+    if steps:
+        attach = (
+            "give each partition without one an index of the same definition (same operator "
+            "classes and collations) and attach it: " + " ".join(steps)
+        )
+    else:
+        attach = (
+            "make the INVALID indexes of its sub-partitioned partitions valid first (each "
+            "is reported too)"
+        )
+    return (
+        f"{attach}{' ' if attach.endswith(';') else '. '}It turns valid when every "
+        "partition's index is attached (REINDEX cannot fix it). Or drop it: "
+        f"{drop_plain(i.ident)} ({PARTITIONED_DROP_WARNING})"
+    )
+
+
 def find_invalid(
     indexes: Iterable[IndexFacts],
-    managed: Mapping[str, Managed],
+    managed: Mapping[QualifiedName, Managed],
     owned: Mapping[int, int],
 ) -> list[Finding]:
-    """INVALID indexes (a failed concurrent build) not being built right now; ``owned`` maps
-    the OIDs dbopt made to the run that made them."""
+    """INVALID indexes (a failed concurrent build, or a partitioned index a partition's index
+    is missing from) not being built right now; ``owned`` maps the OIDs dbopt made to the
+    run that made them. One that duplicates a valid index says so (it is only to drop)."""
+    indexes = list(indexes)
     out = []
     for i in indexes:
         if i.is_valid or i.building:
             continue
         run = owned.get(i.oid)
-        spec = managed.get(i.qualified)
+        spec = managed.get(i.ident)
+        twin = next((b for b in indexes if b.is_valid and b.oid != i.oid and identical(i, b)), None)
         if run is not None:
             whose = f"dbopt's own (run {run})"
             fix = (
@@ -137,25 +227,59 @@ def find_invalid(
                 if spec is not None
                 else f"`dbopt rollback --run {run}` or `dbopt apply --prune` drops it"
             )
+        elif twin is not None:
+            whose = "not made by dbopt"
+            fix = f"drop it: a duplicate of {twin.qualified}: " + drop_fix(
+                i.ident, partitioned=i.partitioned
+            )
+        elif i.partitioned:
+            whose = "a partitioned index not made by dbopt"
+            fix = _partitioned_fix(i)
         else:
             whose = "not made by dbopt"
             fix = (
-                f"rebuild it: {reindex_concurrently(i.qualified)} "
-                f"or drop it: {drop_concurrently(i.qualified)}"
+                f"rebuild it: {reindex_concurrently(i.ident)} "
+                f"or drop it: {drop_concurrently(i.ident)}"
+            )
+        severity = Severity.ERROR
+        why = (
+            "no query can use it, yet every write to the table maintains it; a failed CREATE "
+            "INDEX CONCURRENTLY leaves one behind"
+        )
+        if i.partitioned:
+            why = (
+                "no query plans with it and new partitions get no index from it; it stays "
+                "INVALID while a partition has no index attached to it (CREATE INDEX ON ONLY "
+                "makes one so)"
+            )
+        message = f"{i.qualified} is INVALID ({whose})"
+        if twin is not None:
+            message += f", and a duplicate of the valid {twin.qualified}"
+        if i.unseen_build and not i.partitioned:
+            severity = Severity.WARNING
+            message += "; it may be a build in progress by another role"
+            why += (
+                "; another role is building an index in this database right now, and this "
+                "role cannot see which (GRANT pg_read_all_stats to it to tell): run doctor "
+                "again when that build ends"
             )
         out.append(
             Finding(
                 check=Check.INVALID,
-                severity=Severity.ERROR,
+                severity=severity,
                 object=i.qualified,
                 table=i.table,
-                message=f"{i.qualified} is INVALID ({whose})",
-                why="no query can use it, yet every write to the table maintains it; a "
-                "failed CREATE INDEX CONCURRENTLY leaves one behind",
+                message=message,
+                why=why,
                 fix=fix,
-                numbers=(("size_bytes", i.size_bytes), ("dbopt_run", run)),
+                numbers=(
+                    ("size_bytes", i.size_bytes),
+                    ("dbopt_run", run),
+                    ("duplicate_of", None if twin is None else twin.qualified),
+                ),
                 location=spec.location if spec else None,
                 weight=float(i.size_bytes),
+                oid=i.oid,
             )
         )
     return out

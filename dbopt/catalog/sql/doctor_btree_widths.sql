@@ -1,6 +1,8 @@
 -- doctor: what a btree index's entries need, from the planner's statistics (pg_stats: the
 -- average width and null fraction of each indexed column, of the index itself for an
--- expression), to estimate its size without bloat. Only valid, non-empty btree indexes of
+-- expression), to estimate its size without bloat; with each entry column's length and
+-- alignment (the index's own pg_attribute), in key order, so the estimate can place each
+-- column at its aligned offset as the server does. Only valid, non-empty btree indexes of
 -- the user's schemas; unknown_columns > 0 when a column has no statistics (no estimate).
 WITH idx AS (
   SELECT c.oid, c.relpages, c.reltuples, i.indrelid,
@@ -17,9 +19,10 @@ WITH idx AS (
      AND n.nspname !~ '^pg_(toast|temp_)'
      AND n.nspname <> %(history_schema)s
 ), cols AS (
-  SELECT idx.oid, s.avg_width, s.null_frac
+  SELECT idx.oid, k.pos, s.avg_width, s.null_frac, ia.attlen, ia.attalign
     FROM idx
    CROSS JOIN LATERAL unnest(idx.attnums) WITH ORDINALITY k(attnum, pos)
+    JOIN pg_attribute ia ON ia.attrelid = idx.oid AND ia.attnum = k.pos
     LEFT JOIN pg_attribute a
            ON a.attrelid = CASE WHEN k.attnum = 0 THEN idx.oid ELSE idx.indrelid END
           AND a.attnum = CASE WHEN k.attnum = 0 THEN k.pos::int ELSE k.attnum END
@@ -28,14 +31,17 @@ WITH idx AS (
     LEFT JOIN pg_stats s ON s.schemaname = rn.nspname AND s.tablename = rc.relname
                         AND s.attname = a.attname AND NOT s.inherited
 )
-SELECT idx.oid::bigint                                    AS oid,
-       idx.relpages::bigint                               AS pages,
-       idx.reltuples::float8                              AS tuples,
-       idx.fillfactor                                     AS fillfactor,
-       current_setting('block_size')::int                 AS block_size,
-       sum((1 - coalesce(cols.null_frac, 0)) * cols.avg_width)::float8 AS data_width,
-       bool_or(coalesce(cols.null_frac, 0) > 0)           AS has_nulls,
-       count(*) FILTER (WHERE cols.avg_width IS NULL)::int AS unknown_columns
+SELECT idx.oid::bigint                                         AS oid,
+       idx.relpages::bigint                                    AS pages,
+       idx.reltuples::float8                                   AS tuples,
+       idx.fillfactor                                          AS fillfactor,
+       current_setting('block_size')::int                      AS block_size,
+       array_agg(coalesce(cols.avg_width, 0)::float8 ORDER BY cols.pos) AS avg_widths,
+       array_agg(coalesce(cols.null_frac, 0)::float8 ORDER BY cols.pos) AS null_fracs,
+       array_agg(cols.attlen::int ORDER BY cols.pos)           AS typlens,
+       array_agg(cols.attalign::text ORDER BY cols.pos)        AS typaligns,
+       bool_or(coalesce(cols.null_frac, 0) > 0)                AS has_nulls,
+       count(*) FILTER (WHERE cols.avg_width IS NULL)::int     AS unknown_columns
   FROM idx
   JOIN cols ON cols.oid = idx.oid
  GROUP BY idx.oid, idx.relpages, idx.reltuples, idx.fillfactor
