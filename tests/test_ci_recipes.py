@@ -28,6 +28,9 @@ from helpers import LIBPQ_VARIABLES, TARGET_VARIABLES, write_files
 from dbopt.cli import main
 from dbopt.sandbox import Server
 
+# The recipes' command lines: nothing of the server's major (harness.matrix runs them on one major).
+pytestmark = pytest.mark.one_major
+
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "docs" / "ci"
 

@@ -30,6 +30,9 @@ from helpers import cli, invalid_indexes, read_until, start_dbopt, wait_for, wri
 
 from dbopt.sandbox import Probe, Server
 
+# A fleet's orchestration, signals and output: nothing of the server's major (harness.matrix).
+pytestmark = pytest.mark.one_major
+
 COUNT = 20
 TEMPLATE = "fleet_template"
 SECRET = "fleet-Secret-pw-42"

@@ -10,7 +10,9 @@ Each run's output goes to a log file; a failed run's log is printed whole (and t
 kept). A skip is a
 failure here unless the test needs an extension that build lacks (`ALLOWED_SKIP`), or a
 feature of a later major than the run's (`NEEDS_MAJOR`, allowed only below that major: on the
-major that has it the test must run): on every major, everything else runs. The last line
+major that has it the test must run): on every major, everything else runs, except the tests
+marked ``one_major`` (a fleet's orchestration, signals, output: nothing of the server's major
+in them), which run on the first major only. The last line
 names every major and the outcome, e.g.::
 
     test matrix: PostgreSQL 15.14, 12.22, 13.23, 14.22, 16.13, 17.10, 18.4: all passed
@@ -232,7 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     for major in majors:
         name = f"PostgreSQL {versions[major]}"
-        pytest_args = ["-m", "db", "--pg-major", str(major), *extra]
+        # Tests marked one_major (nothing in them depends on the server's major) run on the
+        # first major only: deselected elsewhere, never skipped.
+        marks = "db" if major == majors[0] else "db and not one_major"
+        pytest_args = ["-m", marks, "--pg-major", str(major), *extra]
         runs.append(Run(name, pytest_args, logs / f"pg{major}.log", logs / f"pg{major}.xml", major))
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
