@@ -372,13 +372,12 @@ def refresh_work(
     from dbopt.model import RefreshOutcome
 
     def work(member: Member, context: Context) -> Done:
+        from dbopt.refresh import Interruption
+
+        interruption = Interruption()
+        context.on_cancel(interruption.interrupt)
         results, _sql = usecases.refresh(
-            member.target,
-            specs,
-            history,
-            options,
-            on_connect=lambda conn: context.on_cancel(conn.cancel_safe),
-            stop=lambda: context.stopping,
+            member.target, specs, history, options, interruption=interruption
         )
         failed = [f"{r.view}: {r.message}" for r in results if r.outcome == RefreshOutcome.FAILED]
         skipped = [str(r.view) for r in results if r.outcome == RefreshOutcome.SKIPPED]

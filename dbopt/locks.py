@@ -63,14 +63,14 @@ def wait_lock(
     timeout_ms: int | None,
     stop: Callable[[], bool] | None = None,
 ) -> bool:
-    """Wait for ``lock``: for ``timeout_ms`` at most (None: as long as it takes), whatever
-    the session's lock_timeout; True when taken.
+    """Wait for ``lock``: for ``timeout_ms`` at most (None or 0: as long as it takes),
+    whatever the session's lock_timeout; True when taken.
 
     The wait is made of slices of at most a second, so that ``stop`` (Ctrl-C in a fleet,
     whose threads never see the KeyboardInterrupt) ends it within a second: KeyboardInterrupt.
     """
     previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
-    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None  # 0: no limit
     try:
         while True:
             if stop is not None and stop():

@@ -8,15 +8,18 @@ so that overlapping cron runs skip instead of queueing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -387,6 +390,43 @@ def pg_cron_sql(items: Sequence[RefreshItem], database: str, history_schema: str
     return "\n".join(lines) + "\n"
 
 
+class Interruption:
+    """Ctrl-C for a refresh running in a fleet's thread (which never sees KeyboardInterrupt).
+
+    It cancels the statement on the connection only while one that may be cancelled runs (a
+    REFRESH, the catalog read before), never the bookkeeping around it (the row count, the
+    history row, the advisory lock): a view that did refresh is never recorded as failed, and
+    every view that ran has its record. A cancel that lands as such a statement ends finds the
+    session idle, and the server ignores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self.requested = False
+
+    @contextmanager
+    def cancellable(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """The block's statements may be cancelled (KeyboardInterrupt at once if requested)."""
+        with self._lock:
+            if self.requested:
+                raise KeyboardInterrupt
+            self._conn = conn
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._conn = None
+
+    def interrupt(self) -> None:
+        """Ctrl-C: cancel what runs in a cancellable block now; start nothing more."""
+        with self._lock:
+            self.requested = True
+            if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.cancel_safe()
+
+
 class RefreshWatch(Protocol):
     """Who hears of a refresh run view by view (the CLI's JSON log)."""
 
@@ -404,19 +444,18 @@ def run_refresh(
     history: History,
     environment: str | None,
     watch: RefreshWatch | None = None,
-    stop: Callable[[], bool] | None = None,
+    interruption: Interruption | None = None,
 ) -> list[RefreshResult]:
     """Refresh each view in order on an autocommit connection; record every outcome.
 
     ``watch`` hears of each view as it starts and as it ends (live logs of a long run).
-    ``stop`` says Ctrl-C was pressed (in a fleet, whose threads never see it; the caller
-    cancels the running statement): the view being refreshed is recorded as cancelled, the
-    rest are not started, and KeyboardInterrupt ends the run."""
+    ``interruption``: Ctrl-C in a fleet cancels the REFRESH running (the view is recorded as
+    cancelled), starts no other view, and KeyboardInterrupt ends the run."""
     history.ensure(conn)
     results: list[RefreshResult] = []
     failed: set[QualifiedName] = set()
     for item in items:
-        if stop is not None and stop():
+        if interruption is not None and interruption.requested:
             raise KeyboardInterrupt
         name = item.view.name
         mode = "concurrent" if item.concurrently else "blocking"
@@ -435,9 +474,7 @@ def run_refresh(
                 message=f"skipped: {upstream[0]} failed to refresh",
             )
         else:
-            result = _refresh_one(conn, item, mode)
-            if stop is not None and stop() and result.outcome == RefreshOutcome.FAILED:
-                result = replace(result, message="cancelled (Ctrl-C)")
+            result = _refresh_one(conn, item, mode, interruption)
         if result.outcome == RefreshOutcome.FAILED:
             failed.add(name)
         history.record_refresh(conn, environment, result)
@@ -447,7 +484,12 @@ def run_refresh(
     return results
 
 
-def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) -> RefreshResult:
+def _refresh_one(
+    conn: psycopg.Connection[Any],
+    item: RefreshItem,
+    mode: str,
+    interruption: Interruption | None = None,
+) -> RefreshResult:
     name = item.view.name
     lock = locks.AdvisoryLock.refresh(name)
     if not locks.try_lock(conn, lock):
@@ -459,16 +501,25 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
         )
     started = time.monotonic()
     try:
-        conn.execute(item.statement)
-        counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name.ident())).fetchone()
-        rows = int(counted[0]) if counted else None
+        with interruption.cancellable(conn) if interruption else contextlib.nullcontext():
+            conn.execute(item.statement)
+        rows = _rows(conn, name)
     except psycopg.Error as exc:
         # Say which timeout stopped it, when one did (a cron log is read at 2 a.m.).
+        cancelled = isinstance(exc, pgerrors.QueryCanceled)
+        if cancelled and interruption is not None and interruption.requested:
+            return RefreshResult(
+                name,
+                RefreshOutcome.FAILED,
+                mode,
+                time.monotonic() - started,
+                message="cancelled (Ctrl-C)",
+            )
         prefix = (
             "lock_timeout: "
             if isinstance(exc, pgerrors.LockNotAvailable)
             else "statement_timeout: "
-            if isinstance(exc, pgerrors.QueryCanceled)
+            if cancelled
             else ""
         )
         return RefreshResult(
@@ -483,3 +534,13 @@ def _refresh_one(conn: psycopg.Connection[Any], item: RefreshItem, mode: str) ->
     return RefreshResult(
         name, RefreshOutcome.OK, mode, time.monotonic() - started, rows=rows, message=item.note
     )
+
+
+def _rows(conn: psycopg.Connection[Any], name: QualifiedName) -> int | None:
+    """How many rows the refreshed view holds (None when counting fails: the refresh itself
+    succeeded and is recorded as such)."""
+    try:
+        counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name.ident())).fetchone()
+    except psycopg.Error:
+        return None
+    return int(counted[0]) if counted else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from dbopt.executor import Executor, RunResult
     from dbopt.importer import ImportOptions, ImportOutcome
     from dbopt.model import QueryBudget
-    from dbopt.refresh import RefreshResult, RefreshWatch
+    from dbopt.refresh import Interruption, RefreshResult, RefreshWatch
     from dbopt.rollback import RollbackPlan, Selection, Skipped
     from dbopt.status import StatusReport
     from dbopt.verify import VerifyReport
@@ -445,12 +446,11 @@ def refresh(
     options: RefreshOptions,
     created: Callable[[str], None] | None = None,
     watch: RefreshWatch | None = None,
-    on_connect: Callable[[psycopg.Connection[Any]], None] | None = None,
-    stop: Callable[[], bool] | None = None,
+    interruption: Interruption | None = None,
 ) -> tuple[list[RefreshResult], str]:
     """Refresh the chosen views in dependency order (or, with ``plan_only``, return the SQL);
-    ``watch`` hears of each view as it starts and ends. A fleet's target is given its
-    connection (``on_connect``: what to cancel on Ctrl-C) and ``stop`` (Ctrl-C was pressed)."""
+    ``watch`` hears of each view as it starts and ends; ``interruption`` is how a fleet's
+    Ctrl-C reaches the target (it cancels the catalog read or the REFRESH running)."""
     from dbopt import refresh as vw
 
     if options.stale_only and options.older_than is not None:
@@ -460,12 +460,10 @@ def refresh(
         with connect(
             target.dsn, application_name="dbopt-refresh", settings=target.settings
         ) as conn:
-            if on_connect is not None:
-                on_connect(conn)
-            return _refresh(conn, target, chosen, history, options, created, watch, stop)
+            return _refresh(conn, target, chosen, history, options, created, watch, interruption)
     except psycopg.errors.QueryCanceled:
-        if stop is not None and stop():
-            raise KeyboardInterrupt from None  # Ctrl-C cancelled what it was reading
+        if interruption is not None and interruption.requested:
+            raise KeyboardInterrupt from None  # Ctrl-C cancelled the catalog read
         raise
 
 
@@ -477,13 +475,14 @@ def _refresh(
     options: RefreshOptions,
     created: Callable[[str], None] | None,
     watch: RefreshWatch | None,
-    stop: Callable[[], bool] | None,
+    interruption: Interruption | None,
 ) -> tuple[list[RefreshResult], str]:
     """The refresh of the ``chosen`` views on an open connection (see :func:`refresh`)."""
     from dbopt import refresh as vw
 
     require_primary(conn, "refresh-views")
-    catalog = inspect(conn, [v.name for v in chosen])
+    with interruption.cancellable(conn) if interruption else nullcontext():
+        catalog = inspect(conn, [v.name for v in chosen])
     items = vw.plan_refresh(chosen, catalog, concurrently_only=options.concurrently_only)
     if options.stale_only or options.older_than is not None:
         last = {k: v.started_at for k, v in history.last_refreshes(conn).items()}
@@ -502,7 +501,10 @@ def _refresh(
             "refresh refused: the current role does not own " + ", ".join(missing)
         )
     history.ensure(conn, created=created)
-    return vw.run_refresh(conn, items, target.settings, history, target.env, watch, stop), ""
+    return (
+        vw.run_refresh(conn, items, target.settings, history, target.env, watch, interruption),
+        "",
+    )
 
 
 def verify(
@@ -620,7 +622,6 @@ __all__ = [
     "Part",
     "Quiet",
     "RefreshOptions",
-    "Selection",
     "apply",
     "import_specs",
     "plan",

@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 from dbopt.advise.candidates import candidates
 from dbopt.advise.querytree import ColumnInfo, Kind, TableInfo, TypeClass, table_uses
 from dbopt.advise.specwrite import merged_text
+from dbopt.advise.specwrite import write as write_specs
 from dbopt.advise.suggestions import NewBudget, Suggestion, index_name
 from dbopt.advise.workload import Source, WorkloadQuery, estimate
 from dbopt.ddl import create_index
@@ -244,6 +245,22 @@ def test_a_table_without_a_file_gets_a_new_one() -> None:
     text = merged_text(None, table, [suggestion], [])
     assert text.splitlines()[1] == "table: billing.invoices"
     assert YAML(typ="safe").load(text)["indexes"][0]["include"] == ["id"]
+
+
+def test_a_table_whose_file_ends_in_yml_is_merged_into_it(tmp_path: Path) -> None:
+    """The loader reads *.yml too: writing a new orders.yaml beside orders.yml would give the
+    table two files and break every later command."""
+    table = QualifiedName("public", "orders")
+    suggestion, budget = _suggestion(table)
+    folder = tmp_path / "indexes"
+    folder.mkdir()
+    (folder / "orders.yml").write_text("# ours\ntable: orders\nindexes: []\n")
+    written = write_specs(folder, [folder], [suggestion], [budget])
+    assert [w.path.name for w in written] == ["orders.yml"]
+    assert sorted(p.name for p in folder.iterdir()) == ["orders.yml"]
+    specs = load_specs([(folder, True)])
+    assert [i.name for i in specs.indexes] == [suggestion.spec.name]
+    assert (folder / "orders.yml").read_text().startswith("# ours\n")
 
 
 # --- against a database ----------------------------------------------------------------------

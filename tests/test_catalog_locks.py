@@ -16,8 +16,9 @@ import helpers
 import psycopg
 import pytest
 from helpers import cli
+from psycopg.rows import dict_row
 
-from dbopt.catalog import inspect
+from dbopt.catalog import catalog_sql, inspect
 from dbopt.model import QualifiedName
 
 #: The session's lock_timeout in these tests: a wait would raise within it.
@@ -372,3 +373,25 @@ def test_plain_definitions_are_written_as_the_server_prints_them(
     for name, definition in server.items():
         schema, _, index = name.partition(".")
         assert catalog.indexes[QualifiedName(schema, index)].definition == definition, name
+    # ...and the fast path is taken where it should be (else this test would prove nothing).
+    rows = (
+        admin_conn.cursor(row_factory=dict_row)
+        .execute(catalog_sql("indexes"), {"everything": True, "relevant": [], "sizes": False})
+        .fetchall()
+    )
+    written = {r["name"] for r in rows if r["written_from_catalog"]}
+    assert {"plain_one", "Plain Two", "select", "on_c_collation", "hashed", "parted_1_k_idx"} <= (
+        written
+    ), written
+    assert not written & {
+        "on_domain",
+        "other_collation",
+        "other_opclass",
+        "descending",
+        "uniq",
+        "partial",
+        "expr",
+        "with_options",
+        "parted_k",
+        "opclass_options",
+    }, written

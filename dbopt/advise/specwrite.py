@@ -19,6 +19,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarStri
 
 from dbopt.advise.suggestions import NewBudget, Suggestion
 from dbopt.model import QualifiedName
+from dbopt.spec import SPEC_SUFFIXES
 from dbopt.specfiles import declares, file_names, index_entry, write_atomically
 
 
@@ -157,7 +158,9 @@ def write(
     missing); each file whole or not at all."""
     existing: dict[QualifiedName, Path] = {}
     for folder in dict.fromkeys([index_dir, *spec_dirs]):
-        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        # Every suffix the loader reads: a table's orders.yml is its file, not a new one.
+        files = folder.iterdir() if folder.is_dir() else iter(())
+        for path in sorted(p for p in files if p.suffix in SPEC_SUFFIXES and p.is_file()):
             declared = declares(path)
             if declared is not None:
                 existing.setdefault(declared, path)

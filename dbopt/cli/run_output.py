@@ -161,7 +161,7 @@ WAIT = click.option(
 WAIT_TIMEOUT = click.option(
     "--wait-timeout",
     metavar="DURATION",
-    help="With --wait: give up (exit 3) after this long (e.g. 10min). Default: no limit.",
+    help="With --wait: give up (exit 3) after this long (e.g. 10min; 0: no limit, the default).",
 )
 WAIT_FOR_BLOCKERS = click.option(
     "--wait-for-blockers",

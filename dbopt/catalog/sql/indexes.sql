@@ -54,6 +54,7 @@ SELECT c.oid::bigint                                AS oid,
                 || ' (' || plain.key_columns || ')'
                 || COALESCE(' INCLUDE (' || plain.included || ')', ''),
                 pg_get_indexdef(c.oid))            AS definition,
+       plain.indexrelid IS NOT NULL                AS written_from_catalog,
        pg_get_expr(i.indpred, i.indrelid)          AS predicate,
        i.indisunique                               AS is_unique,
        i.indexprs IS NOT NULL                      AS has_expressions,
