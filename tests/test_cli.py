@@ -672,3 +672,22 @@ def test_qualified_name_errors_are_usage_errors(given: str, message: str) -> Non
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert f"Error: Invalid value for '--index': {message}" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_every_public_name_of_every_module_resolves() -> None:
+    """``__all__`` names only what a module has at run time (lazy imports must not leave a
+    name behind there)."""
+    import importlib
+    import pkgutil
+
+    import dbopt
+
+    missing = []
+    for info in pkgutil.walk_packages(dbopt.__path__, "dbopt."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        missing += [
+            f"{info.name}.{n}" for n in getattr(module, "__all__", ()) if not hasattr(module, n)
+        ]
+    assert missing == []
