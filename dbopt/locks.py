@@ -66,8 +66,9 @@ def wait_lock(
     """Wait for ``lock``: for ``timeout_ms`` at most (None or 0: as long as it takes),
     whatever the session's lock_timeout; True when taken.
 
-    The wait is made of slices of at most a second, so that ``stop`` (Ctrl-C in a fleet,
-    whose threads never see the KeyboardInterrupt) ends it within a second: KeyboardInterrupt.
+    With ``stop`` (Ctrl-C in a fleet, whose threads never see the KeyboardInterrupt) the wait
+    is made of slices of at most a second, so that ``stop`` ends it within a second
+    (KeyboardInterrupt); without, it is one wait (Ctrl-C interrupts it in the main thread).
     """
     previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
     deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None  # 0: no limit
@@ -75,11 +76,12 @@ def wait_lock(
         while True:
             if stop is not None and stop():
                 raise KeyboardInterrupt
-            left_ms = _WAIT_SLICE_MS
+            left_ms = _WAIT_SLICE_MS if stop is not None else 0  # 0: no lock_timeout
             if deadline is not None:
-                left_ms = min(left_ms, int((deadline - time.monotonic()) * 1000))
-                if left_ms <= 0:
+                remaining = int((deadline - time.monotonic()) * 1000)
+                if remaining <= 0:
                     return False
+                left_ms = min(left_ms, remaining) if left_ms else remaining
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (str(left_ms),))
             try:
                 conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (lock.space, lock.name))

@@ -287,7 +287,9 @@ def apply(
             runner.control,
             wait=options.locking.wait,
             wait_timeout_ms=options.locking.wait_timeout_ms,
-            stop=runner.cancelled,
+            # A caller running this in a thread (a fleet: on_start) never sees Ctrl-C as a
+            # KeyboardInterrupt; it reaches the wait through the executor's cancel flag.
+            stop=runner.cancelled if on_start is not None else None,
         )
         if not options.dry_run:  # every grant a run needs, not only the reading ones
             history.require_grants(runner.control, "write")
@@ -392,7 +394,7 @@ def rollback(
                 runner.control,
                 wait=locking.wait,
                 wait_timeout_ms=locking.wait_timeout_ms,
-                stop=runner.cancelled,
+                stop=runner.cancelled if on_start is not None else None,
             )
         derived: RollbackPlan = rollback_plan(runner.control, history, selection)
         catalog = derived.catalog

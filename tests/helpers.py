@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -115,7 +116,11 @@ def cli(*args: str, input: str | None = None, command: click.Command = main) -> 
 
 def start_dbopt(cwd: Path, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
     """``python -m dbopt ARGS`` in its own process (signals, kills, prompts): stdout and
-    stderr together, unbuffered, as text."""
+    stderr together, unbuffered, as text.
+
+    SIGINT is reset to its default in the child: a test suite started in the background of a
+    non-interactive shell (`./.ci/run &`) inherits SIGINT ignored, and Python then ignores
+    Ctrl-C too, which the tests that press it would take for dbopt's fault."""
     return subprocess.Popen(
         [sys.executable, "-m", "dbopt", *args],
         cwd=cwd,
@@ -124,7 +129,12 @@ def start_dbopt(cwd: Path, *args: str, stdin: bool = False) -> subprocess.Popen[
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60) -> str:
