@@ -17,6 +17,8 @@ planner repairs an index of dbopt's that is valid on the coordinator but INVALID
 placement with REINDEX INDEX CONCURRENTLY (which Citus sends to every placement:
 PreprocessReindexStmt/CreateReindexTaskList, commands/index.c), and one missing on some
 placement by dropping and building it again (a missing shard index cannot be reindexed).
+What a REINDEX stopped part-way leaves on the shards (``<index>_<shardid>_ccnew``, INVALID) is
+read there the same way and dropped on the node holding it (:func:`drop_on_node`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
 from psycopg.rows import dict_row
 
+from dbopt import ddl
 from dbopt.catalog import Relation, catalog_sql
 from dbopt.errors import Problem
 from dbopt.model import IndexSpec, QualifiedName
@@ -143,6 +148,113 @@ def placement_check(
         return None
     found = shard_indexes(conn, [oid]).get(index)
     return found if found is not None else ShardedIndex(index, ())
+
+
+# --- what a REINDEX stopped part-way left on the shards ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """An INVALID ``<index>_ccnew`` (or ``_ccold``) a REINDEX INDEX CONCURRENTLY stopped
+    part-way left, on the coordinator or, as ``<index>_<shardid>_ccnew``, on a node holding
+    a shard placement."""
+
+    name: QualifiedName  # as the node holding it names it
+    oid: int  # its OID there
+    host: str | None = None  # the node holding the placement; None: the coordinator
+    port: int | None = None
+    shard_id: int | None = None
+    building: bool = False  # a session builds an index of its table right now
+
+    @property
+    def key(self) -> tuple[str | None, int | None, int]:
+        """Node and OID: what tells it apart from one there before (OIDs are per node)."""
+        return (self.host, self.port, self.oid)
+
+    @property
+    def where(self) -> str:
+        """``on the coordinator`` or ``on shard 102009 on 127.0.0.1:5433``."""
+        if self.host is None:
+            return "on the coordinator"
+        return f"on shard {self.shard_id} on {self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLeftovers:
+    """What :func:`shard_leftovers` read on the placements of one table."""
+
+    leftovers: tuple[Leftover, ...] = ()
+    #: Placements that could not be read: ``shard 102009 on host:port: why``.
+    unreadable: tuple[str, ...] = ()
+    #: Placements where a session builds an index right now (a cancelled REINDEX still
+    #: stopping, or another session's build): ``shard 102009 on host:port``.
+    busy: tuple[str, ...] = ()
+
+
+def shard_leftovers(
+    conn: psycopg.Connection[Any], table: QualifiedName, index: QualifiedName
+) -> ShardLeftovers:
+    """The INVALID leftovers of a REINDEX INDEX CONCURRENTLY of ``index`` on every shard
+    placement of the Citus ``table`` (its copies' ``<index>_<shardid>_ccnew[N]`` and
+    ``_ccold[N]``), read on the nodes holding them; and the placements that could not be read
+    or where an index is being built right now."""
+    leftovers: list[Leftover] = []
+    unreadable: list[str] = []
+    busy: list[str] = []
+    params = {"table": table.ident().as_string(), "index": index.ident().as_string()}
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(catalog_sql("citus_reindex_leftovers"), params)
+        rows = cur.fetchall()
+    for row in rows:
+        where = f"shard {row['shard_id']} on {row['host']}:{row['port']}"
+        if row["error"] is not None:
+            unreadable.append(f"{where}: {row['error'].strip().splitlines()[0]}")
+            continue
+        if row["busy"] and where not in busy:
+            busy.append(where)
+        if row["oid"] is None or row["shard_index"] is None:
+            continue
+        if not ddl.reindex_leftover_of(row["name"], row["shard_index"]):
+            continue
+        leftovers.append(
+            Leftover(
+                name=QualifiedName(table.schema, row["name"]),
+                oid=int(row["oid"]),
+                host=row["host"],
+                port=int(row["port"]),
+                shard_id=int(row["shard_id"]),
+                building=bool(row["busy"]),
+            )
+        )
+    return ShardLeftovers(tuple(leftovers), tuple(unreadable), tuple(busy))
+
+
+def drop_on_node(conn: psycopg.Connection[Any], leftover: Leftover, timeout_ms: int) -> str | None:
+    """``DROP INDEX CONCURRENTLY IF EXISTS`` of a shard's leftover on the node holding it, from
+    the coordinator (``master_run_on_worker``: its own connection, outside any transaction
+    block), waiting at most ``timeout_ms`` (then cancelled there too). None when it was done,
+    else why not (the node's error, or the wait that ran out)."""
+    if leftover.host is None or leftover.port is None:
+        raise ValueError(f"{leftover.name} is not on a shard placement")
+    command = ddl.drop_index(leftover.name).as_string()
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("SELECT set_config('statement_timeout', {}, true)").format(
+                    sql.Literal(str(max(1, timeout_ms)))
+                )
+            )
+            row = conn.execute(
+                catalog_sql("citus_node_command"),
+                {"host": leftover.host, "port": leftover.port, "command": command},
+            ).fetchone()
+    except pgerrors.QueryCanceled:
+        return f"not done within {timeout_ms} ms (a transaction on that node still uses the shard)"
+    if row is None:
+        return "the node did not answer"
+    if not row[0]:
+        return str(row[1] or "failed").strip().splitlines()[0]
+    return None
 
 
 # --- what Citus refuses, refused before anything runs ----------------------------------------

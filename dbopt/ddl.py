@@ -7,6 +7,7 @@ and predicates enter through :mod:`dbopt.sqltext`, which re-parses them first.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 
 from psycopg import sql
@@ -130,6 +131,24 @@ def drop_index(name: QualifiedName, *, concurrently: bool = True) -> sql.Compose
 def reindex_concurrently(name: QualifiedName) -> sql.Composed:
     """REINDEX INDEX CONCURRENTLY (on a Citus coordinator: on every shard placement too)."""
     return sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(name.ident())
+
+
+#: The names PostgreSQL gives what REINDEX INDEX CONCURRENTLY makes on the way: the new copy
+#: ``<index>_ccnew`` and, once swapped, the old one ``<index>_ccold`` (a number after it when
+#: the name is taken).
+_REINDEX_LEFTOVER = re.compile(r"_cc(?:new|old)[0-9]*$")
+
+
+def reindex_leftover_of(name: str, index: str) -> bool:
+    """Whether ``name`` is what a REINDEX INDEX CONCURRENTLY of ``index`` names its new or old
+    copy: ``<index>_ccnew``, ``<index>_ccnew1``, ``<index>_ccold``... with ``<index>`` clipped
+    so that the whole fits in 63 bytes (ChooseRelationName, makeObjectName in PostgreSQL)."""
+    found = _REINDEX_LEFTOVER.search(name)
+    if found is None:
+        return False
+    room = MAX_IDENTIFIER_BYTES - len(found.group(0).encode())
+    clipped = index.encode()[:room].decode(errors="ignore")
+    return name[: found.start()] == clipped
 
 
 def rename_index(name: QualifiedName, new_name: str) -> sql.Composed:

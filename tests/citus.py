@@ -91,14 +91,22 @@ class Cluster:
 
     def on_workers(self, statement: str) -> list[list[tuple[Any, ...]]]:
         """Run one statement on every worker, as the superuser; the rows of each."""
-        out = []
-        for dsn in self.worker_dsns():
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                # A worker hides shards from ordinary sessions' pg_class; show them here.
-                conn.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
-                cur = conn.execute(statement)  # type: ignore[call-overload]
-                out.append(cur.fetchall() if cur.description else [])
-        return out
+        return [self.on_worker(dsn, statement) for dsn in self.worker_dsns()]
+
+    def on_worker(self, dsn: str, statement: str) -> list[tuple[Any, ...]]:
+        """Run one statement on the worker ``dsn`` (autocommit), as the superuser; its rows."""
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # A worker hides shards from ordinary sessions' pg_class; show them here.
+            conn.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
+            cur = conn.execute(statement)  # type: ignore[call-overload]
+            return cur.fetchall() if cur.description else []
+
+    def worker_of(self, shard_id: int) -> str:
+        """The DSN of the worker holding the (one) placement of shard ``shard_id``."""
+        ((port,),) = self.run(
+            "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = %s", (shard_id,)
+        )
+        return dict(zip(self.ports(), self.worker_dsns(), strict=True))[int(port)]
 
 
 def _port(server: Server) -> int:

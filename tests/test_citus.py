@@ -9,8 +9,10 @@ superuser (the extension, the nodes, breaking a placement on purpose) runs as on
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from citus import OWNER, CitusUnavailable, Cluster, citus_cluster, drop_tables, skip_without_citus
 from helpers import cli, environments, project
 
+from dbopt.ddl import reindex_leftover_of
 from dbopt.sandbox import Server
 from dbopt.verify.plan import index_uses, parse_plan
 
@@ -91,11 +94,18 @@ NOTES = """\
     """
 
 
-def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dsn: str, **specs: str) -> Path:
-    """A project with exactly these spec files (earlier ones removed) and a `test` env."""
+def _project(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dsn: str,
+    settings: dict[str, Any] | None = None,
+    **specs: str,
+) -> Path:
+    """A project with exactly these spec files (earlier ones removed) and a `test` env (with
+    ``settings`` over the module's)."""
     shutil.rmtree(tmp_path / "indexes", ignore_errors=True)
     files = {f"indexes/{name}.yaml": text for name, text in specs.items()}
-    files["dbopt.yaml"] = environments(test={"dsn": dsn, **SETTINGS})
+    files["dbopt.yaml"] = environments(test={"dsn": dsn, **SETTINGS, **(settings or {})})
     return project(tmp_path, monkeypatch, files)
 
 
@@ -300,6 +310,30 @@ def _state(*, exit_code: int = 0) -> dict[str, Any]:
     return row
 
 
+def _hold(dsn: str, statement: str, *, seconds: float = 60.0) -> Callable[[], None]:
+    """Run ``statement`` in a transaction kept open (by a thread) for ``seconds`` or until the
+    returned function is called, which waits for it to end; returns once it has run."""
+    ran = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(dsn) as conn:  # a transaction, committed at the end
+            conn.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
+            conn.execute(statement)  # type: ignore[arg-type]
+            ran.set()
+            release.wait(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert ran.wait(10)
+
+    def end() -> None:
+        release.set()
+        thread.join()
+
+    return end
+
+
 def _invalidate(shard_index: str) -> str:
     """The statement that marks an index INVALID (as a failed REINDEX leaves it): superuser."""
     return f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass('{shard_index}')"
@@ -347,7 +381,8 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
 
     # A REINDEX that fails on a shard (rows came in while its copy was not maintained) fails
     # naming the shard. The coordinator's part had already swapped in a new index (a new
-    # OID): it stays dbopt's. PostgreSQL leaves the shard's half-built <index>_ccnew behind.
+    # OID): it stays dbopt's. PostgreSQL leaves the shard's half-built <index>_ccnew behind
+    # (and so may the tasks Citus cancelled on other shards): dbopt drops them on their nodes.
     shop.on_workers(
         _invalidate(f"orders_tc_{shard}").replace("= false", "= false, indisready = false")
     )
@@ -365,12 +400,50 @@ def test_an_invalid_index_on_the_shards_is_reported_and_repaired(
     said = " ".join(failed.output.split())
     assert f'could not create unique index "orders_tc_{shard}_ccnew"' in said, said
     assert f"(on the shards: INVALID on shard {shard} on 127.0.0.1:" in said, said
+    dropped = rf"the INVALID index public\.orders_tc_{shard}_ccnew on shard {shard} on [0-9.:]+ "
+    assert re.search(dropped + "was dropped", said), said
+    assert "could NOT be dropped" not in said, said
+    # Nothing INVALID is left but the shard's own copy the REINDEX could not repair.
+    assert [x.split(": ")[1] for x in _invalid_anywhere(shop)] == [f"orders_tc_{shard}"]
     assert _state(exit_code=1)["created_by"] == "dbopt"
+
+    # A leftover that cannot be dropped within cleanup_wait (a transaction on its worker still
+    # reads the shard) is named, with the statement that drops it and where; the run fails.
+    worker = shop.worker_of(shard)
+    reader = _hold(worker, f"SELECT count(*) FROM orders_{shard}")
+    _project(tmp_path, monkeypatch, shop.dsn, orders=spec, settings={"cleanup_wait": "1s"})
+    failed = cli("apply", "--env", "test")
+    reader()
+    assert failed.exit_code == 1, failed.output
+    said = " ".join(failed.output.split())
+    assert re.search(dropped + "could NOT be dropped: not done within", said), said
+    by_hand = re.search(
+        r'drop it by hand on ([0-9.]+):([0-9]+): (DROP INDEX [^"]+"[^"]+"\."[^"]+")', said
+    )
+    assert by_hand is not None, said
+    assert f":{by_hand[2]}/" in worker, (by_hand[0], worker)
+    assert by_hand[3] == f'DROP INDEX CONCURRENTLY IF EXISTS "public"."orders_tc_{shard}_ccnew"'
+    assert re.search(r"Run [0-9]+ \(apply\): failed", said), said
+    shop.on_worker(worker, by_hand[3])
+    assert [x.split(": ")[1] for x in _invalid_anywhere(shop)] == [f"orders_tc_{shard}"]
+    _project(tmp_path, monkeypatch, shop.dsn, orders=spec)
     shop.run("DELETE FROM orders WHERE id = 900002")
-    shop.on_workers(f"DROP INDEX IF EXISTS orders_tc_{shard}_ccnew")
     applied = cli("apply", "--env", "test")
     assert applied.exit_code == 0, applied.output
     assert _placements(shop, "orders_tc") == [(f"orders_tc_{s}", True) for s in _shards(shop)]
+    assert _invalid_anywhere(shop) == []
+
+    # A REINDEX whose coordinator part waited build_wait_timeout (a writer's transaction on
+    # the coordinator) leaves its <index>_ccnew there: dbopt drops it (guarded, once that
+    # transaction has ended) before trying again, and the retry leaves nothing INVALID.
+    shop.on_workers(_invalidate(f"orders_tc_{shard}"))
+    writer = _hold(shop.dsn, "LOCK TABLE orders IN ROW EXCLUSIVE MODE", seconds=2.0)
+    applied = cli("apply", "--env", "test", "--build-wait-timeout", "1s")
+    writer()
+    assert applied.exit_code == 0, applied.output
+    said = " ".join(applied.output.split())
+    assert "dropped the INVALID index public.orders_tc_ccnew the stopped REINDEX left" in said
+    assert _invalid_anywhere(shop) == []
 
     # A shard that lost its copy cannot be reindexed (Citus's task for it fails): dropped
     # concurrently on every shard (IF EXISTS) and built again.
@@ -594,3 +667,21 @@ def test_task_plans_are_children_of_the_distributed_scan() -> None:
         "Seq Scan on app.orders in shard 102009 on 10.0.0.1:5434",
     ]
     assert [str(u.index) for u in index_uses(plan)] == ["app.orders_code"]
+
+
+def test_reindex_leftovers_are_told_by_the_names_postgresql_gives_them() -> None:
+    """ChooseRelationName's names for a REINDEX CONCURRENTLY's copies (unit): the index's name
+    clipped to 63 bytes with the suffix (at a character's edge), a number when taken. The long
+    multibyte case is what PostgreSQL 15 named them (tried)."""
+    assert reindex_leftover_of("orders_tc_ccnew", "orders_tc")
+    assert reindex_leftover_of("orders_tc_102009_ccnew12", "orders_tc_102009")
+    assert reindex_leftover_of("orders_tc_102009_ccold", "orders_tc_102009")
+    assert not reindex_leftover_of("orders_tc_102009_ccnew", "orders_tc")
+    assert not reindex_leftover_of("orders_tcx_ccnew", "orders_tc")
+    assert not reindex_leftover_of("orders_tc_ccnewer", "orders_tc")
+    assert not reindex_leftover_of("orders_tc", "orders_tc")
+    long = "ä" * 25 + "x" * 13  # 63 bytes
+    assert reindex_leftover_of("ä" * 25 + "x" * 7 + "_ccnew", long)
+    assert reindex_leftover_of("ä" * 25 + "x" * 6 + "_ccnew1", long)
+    assert not reindex_leftover_of("ä" * 25 + "x" * 6 + "_ccnew", long)
+    assert reindex_leftover_of("ä" * 28 + "_ccnew", "ä" * 31)  # no half a character

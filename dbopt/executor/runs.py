@@ -212,7 +212,7 @@ class Executor(StepRunner):
                 action,
                 ChangeOutcome.ABORTED,
                 time.monotonic() - started,
-                error="Ctrl-C" + cleaned,
+                error="Ctrl-C" + self.take_note() + cleaned,
                 cost=cost,
             )
         finally:
