@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from dbopt import yamlcache
 from dbopt.errors import Problem
 from dbopt.yamlsyntax import syntax_problem
 
@@ -291,4 +292,11 @@ def load_file(
                 "save it as UTF-8",
             )
         ]
-    return load_text(text, name)
+    cached = yamlcache.get(raw, MAX_NODES)
+    if cached is not None:
+        data, positions, key_positions = cached
+        return Document(name, data, positions, key_positions), []
+    doc, problems = load_text(text, name)
+    if doc is not None and not problems:
+        yamlcache.put(raw, MAX_NODES, (doc.data, doc.positions, doc.key_positions))
+    return doc, problems

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,7 +102,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Find (and with ``--pg-major``, fetch) the server binaries before the header names them."""
+    """Find (and with ``--pg-major``, fetch) the server binaries before the header names them.
+
+    dbopt's parse cache (dbopt.yamlcache) goes to a directory of this session, for every
+    process the tests start too: the suite neither reads nor fills the user's own."""
+    if not os.environ.get("DBOPT_CACHE_DIR"):
+        os.environ["DBOPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="dbopt-test-cache-")
     major: int | None = config.getoption("pg_major")
     if major is None:
         config.stash[PROBES_KEY] = PROBES

@@ -453,3 +453,59 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert messages(problems) == [
         "missing.yaml:1:1: cannot read the file: No such file or directory"
     ]
+
+
+# --- the parse cache (dbopt.yamlcache) -------------------------------------------------------
+
+
+def test_a_file_is_parsed_once_per_content_and_read_back_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DBOPT_CACHE_DIR", str(cache))
+    monkeypatch.delenv("DBOPT_NO_CACHE", raising=False)
+    spec = tmp_path / "t.yaml"
+    spec.write_text("table: t\nindexes:\n  - {name: t_a, columns: [a], unique: yes}\n")
+    first, problems = load_file(spec)
+    assert problems == [] and first is not None
+    (entry,) = list((cache / "yaml-1").iterdir())
+    second, problems = load_file(spec, display="other/t.yaml")
+    assert problems == [] and second is not None
+    assert (second.data, second.positions, second.key_positions) == (
+        first.data,
+        first.positions,
+        first.key_positions,
+    )
+    assert second.file == "other/t.yaml"  # the caller's name, not the cached one's
+    # A damaged entry is parsed again, never trusted.
+    entry.write_bytes(b"\x00garbage")
+    third, problems = load_file(spec)
+    assert problems == [] and third is not None and third.data == first.data
+    # Changed bytes are a new entry.
+    spec.write_text("table: t\nindexes: []\n")
+    fourth, _ = load_file(spec)
+    assert fourth is not None and fourth.data == {"table": "t", "indexes": []}
+    assert len(list((cache / "yaml-1").iterdir())) == 2
+
+
+def test_the_cache_is_not_used_where_others_could_write_or_when_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "t.yaml"
+    spec.write_text("table: t\n")
+    shared = tmp_path / "shared"
+    (shared / "yaml-1").mkdir(parents=True)
+    (shared / "yaml-1").chmod(0o777)
+    monkeypatch.setenv("DBOPT_CACHE_DIR", str(shared))
+    monkeypatch.delenv("DBOPT_NO_CACHE", raising=False)
+    assert load_file(spec)[0] is not None
+    assert list((shared / "yaml-1").iterdir()) == []  # another user could have written it
+    monkeypatch.setenv("DBOPT_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("DBOPT_NO_CACHE", "1")
+    assert load_file(spec)[0] is not None
+    assert not (tmp_path / "mine").exists()
+    # A file whose values are not plain (a date) is parsed every time, never kept.
+    monkeypatch.delenv("DBOPT_NO_CACHE")
+    spec.write_text("table: t\nsince: 2024-01-31\n")
+    assert load_file(spec)[0] is not None
+    assert list((tmp_path / "mine" / "yaml-1").iterdir()) == []

@@ -1,0 +1,127 @@
+"""What a spec file parsed to, kept by the hash of its bytes: the YAML is read once per content.
+
+Parsing YAML is most of what loading ten thousand specs costs (PyYAML builds an object for
+every event and node, even with libyaml), and spec files rarely change between two commands.
+So a file that parsed without a problem is kept — its plain values and the position of each —
+under the SHA-256 of its bytes (and of everything that could change the result: dbopt's,
+PyYAML's and Python's versions); the next load of the same bytes reads that instead. Every
+check after parsing (the schema, the specs' semantics, the cross-file checks) runs each time.
+
+It is a cache the user owns: ``$DBOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dbopt``, else
+``~/.cache/dbopt``, in a directory only the current user may write (a directory anyone else
+could write to is not used, as ssh refuses such a key file); entries are written atomically and
+checked on reading (only plain values, as the parser makes them). ``DBOPT_NO_CACHE=1`` turns it
+off; any trouble (read-only home, a full disk, a damaged entry) just means parsing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbopt import __version__
+
+#: Bump when what is kept changes shape.
+_FORMAT = "yaml-1"
+_PLAIN = (str, int, float, bool, type(None))
+
+Entry = tuple[
+    Any, dict[tuple[str | int, ...], tuple[int, int]], dict[tuple[str | int, ...], tuple[int, int]]
+]
+
+
+def _directory() -> Path | None:
+    """The cache directory, created if missing; None when off or not safely ours."""
+    if os.environ.get("DBOPT_NO_CACHE"):
+        return None
+    base = os.environ.get("DBOPT_CACHE_DIR")
+    if base:
+        root = Path(base)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".cache") / "dbopt"
+    folder = root / _FORMAT
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+    except (OSError, RuntimeError):
+        return None
+    uid = os.getuid() if hasattr(os, "getuid") else info.st_uid
+    if info.st_uid != uid or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None  # someone else could write what dbopt would read as a spec
+    return folder
+
+
+def _key(raw: bytes, max_nodes: int) -> str:
+    digest = hashlib.sha256()
+    for part in (_FORMAT, __version__, yaml.__version__, sys.version, str(max_nodes)):
+        digest.update(part.encode() + b"\0")
+    digest.update(raw)
+    return digest.hexdigest()
+
+
+def get(raw: bytes, max_nodes: int) -> Entry | None:
+    """What ``raw`` parsed to last time, if kept."""
+    folder = _directory()
+    if folder is None:
+        return None
+    try:
+        blob = (folder / _key(raw, max_nodes)).read_bytes()
+        entry = marshal.loads(blob)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if not (isinstance(entry, tuple) and len(entry) == 3) or not _plain(entry[0]):
+        return None
+    data, positions, key_positions = entry
+    if not (_positions(positions) and _positions(key_positions)):
+        return None
+    return data, positions, key_positions
+
+
+def put(raw: bytes, max_nodes: int, entry: Entry) -> None:
+    """Keep what ``raw`` parsed to (nothing when its values are not plain, e.g. a date)."""
+    folder = _directory()
+    if folder is None or not _plain(entry[0]):
+        return
+    try:
+        blob = marshal.dumps(entry)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(blob)
+            os.replace(tmp, folder / _key(raw, max_nodes))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except (OSError, ValueError):
+        return
+
+
+def _plain(value: Any) -> bool:
+    """Only what the YAML parser makes of a spec: mappings of str, lists, plain scalars."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(k) is str for k in item):
+                return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind not in _PLAIN:
+            return False
+    return True
+
+
+def _positions(table: Any) -> bool:
+    """A table of positions (only read to word messages: its shape is enough to check)."""
+    return type(table) is dict
