@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, namedtuple_row
 
 from dbopt.model import QualifiedName
 
@@ -275,30 +275,33 @@ def inspect(
                 citus_method=held.get("method"),
                 distribution_column=held.get("distribution_column"),
             )
-        cur.execute(catalog_sql("indexes"), scope)
+        # Named tuples, not dicts: ten thousand rows are read here.
+        with conn.cursor(row_factory=namedtuple_row) as named:
+            named.execute(catalog_sql("indexes"), scope)
+            index_rows: list[Any] = named.fetchall()
         queries += 1
-        for row in cur.fetchall():
-            if row["definition"] is None:
+        for index_row in index_rows:
+            if index_row.definition is None:
                 continue  # dropped since the scan began: pg_get_indexdef found no index
-            name = QualifiedName(row["schema"], row["name"])
+            name = QualifiedName(index_row.schema, index_row.name)
             indexes[name] = CatalogIndex(
                 name=name,
-                table=QualifiedName(row["schema"], row["table_name"]),
-                method=row["method"],
-                definition=row["definition"],
-                predicate=row["predicate"],
-                is_unique=row["is_unique"],
-                has_expressions=row["has_expressions"],
-                is_primary=row["is_primary"],
-                is_valid=row["is_valid"],
-                is_ready=row["is_ready"],
-                relkind=row["relkind"],
-                constraint_name=row["constraint_name"],
-                constraint_type=row["constraint_type"],
-                size_bytes=row["size_bytes"],
-                scans=row["scans"],
-                oid=int(row["oid"]),
-                building=bool(row["building"]),
+                table=QualifiedName(index_row.schema, index_row.table_name),
+                method=index_row.method,
+                definition=index_row.definition,
+                predicate=index_row.predicate,
+                is_unique=index_row.is_unique,
+                has_expressions=index_row.has_expressions,
+                is_primary=index_row.is_primary,
+                is_valid=index_row.is_valid,
+                is_ready=index_row.is_ready,
+                relkind=index_row.relkind,
+                constraint_name=index_row.constraint_name,
+                constraint_type=index_row.constraint_type,
+                size_bytes=index_row.size_bytes,
+                scans=index_row.scans,
+                oid=int(index_row.oid),
+                building=bool(index_row.building),
             )
         dependents: dict[QualifiedName, list[QualifiedName]] = {}
         cur.execute(catalog_sql("view_dependents"))
