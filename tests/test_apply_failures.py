@@ -221,7 +221,9 @@ def test_statement_timeout_stops_a_build_and_says_so(
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
 
 
+# The run lock is an advisory lock on every major: one is enough (harness.matrix).
 @pytest.mark.slow
+@pytest.mark.one_major
 def test_wait_queues_behind_another_run_instead_of_exiting_3(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
