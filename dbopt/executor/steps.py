@@ -601,12 +601,27 @@ class StepRunner:
             except psycopg.Error:
                 return said, False
             return said, now is None or now.oid != leftover.oid
-        # It waits for the transactions using the shard, until the clean-up's time is spent.
-        bound = max(1000, int((deadline - time.monotonic()) * 1000))
+        # Right before the drop, the node is read again: still that OID (this REINDEX's copy,
+        # not one made since under the same name), still INVALID, nobody building there.
+        why: str | None
         try:
-            why = citus.drop_on_node(self._worker(), leftover, bound)
+            now = self._control(lambda c: citus.shard_leftovers(c, step.table, step.index))
         except psycopg.Error as exc:
-            why = server_message(exc)
+            now, why = None, server_message(exc)
+        if now is not None:
+            same = [x for x in now.leftovers if x.key == leftover.key and x.name == leftover.name]
+            if not same:
+                why = "it is no longer the INVALID copy the stopped REINDEX left there"
+            elif same[0].building:
+                why = "a session is building an index on that shard right now"
+            else:
+                # It waits for the transactions using the shard, until the clean-up's time is
+                # spent.
+                bound = max(1000, int((deadline - time.monotonic()) * 1000))
+                try:
+                    why = citus.drop_on_node(self._worker(), leftover, bound)
+                except psycopg.Error as exc:
+                    why = server_message(exc)
         if why is None:
             self.reporter.event(
                 f"dropped the INVALID index {leftover.name} the stopped REINDEX left "
