@@ -87,9 +87,9 @@ def get(raw: bytes, max_nodes: int) -> Entry | None:
 
 
 def put(raw: bytes, max_nodes: int, entry: Entry) -> None:
-    """Keep what ``raw`` parsed to (nothing when its values are not plain, e.g. a date)."""
+    """Keep what ``raw`` parsed to (nothing when marshal cannot write a value, e.g. a date)."""
     folder = _directory()
-    if folder is None or not _plain(entry[0]):
+    if folder is None:
         return
     try:
         blob = marshal.dumps(entry)
