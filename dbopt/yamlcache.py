@@ -12,17 +12,26 @@ It is a cache the user owns: ``$DBOPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dbopt`
 could write to is not used, as ssh refuses such a key file); entries are written atomically and
 checked on reading (only plain values, as the parser makes them). ``DBOPT_NO_CACHE=1`` turns it
 off; any trouble (read-only home, a full disk, a damaged entry) just means parsing again.
+
+The same directory keeps the compiled code of the spec schemas' fast validators
+(:func:`compiled`): fastjsonschema writes a schema out as Python source, and compiling that
+source is most of what the first check of a run costs. Its bytecode is kept under the SHA-256
+of the source, as Python keeps a module's in ``__pycache__`` -- and trusted as Python trusts
+that: only in a directory no other user may write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import os
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import yaml
@@ -31,6 +40,7 @@ from dbopt import __version__
 
 #: Bump when what is kept changes shape.
 _FORMAT = "yaml-1"
+_CODE_FORMAT = "code-1"
 _PLAIN = (str, int, float, bool, type(None))
 
 Entry = tuple[
@@ -38,8 +48,8 @@ Entry = tuple[
 ]
 
 
-def _directory() -> Path | None:
-    """The cache directory, created if missing; None when off or not safely ours."""
+def _directory(kind: str = _FORMAT) -> Path | None:
+    """The cache directory for ``kind``, created if missing; None when off or not safely ours."""
     if os.environ.get("DBOPT_NO_CACHE"):
         return None
     base = os.environ.get("DBOPT_CACHE_DIR")
@@ -48,7 +58,7 @@ def _directory() -> Path | None:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
         root = (Path(xdg) if xdg else Path.home() / ".cache") / "dbopt"
-    folder = root / _FORMAT
+    folder = root / kind
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = folder.stat()
@@ -92,17 +102,44 @@ def put(raw: bytes, max_nodes: int, entry: Entry) -> None:
     if folder is None:
         return
     try:
-        blob = marshal.dumps(entry)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(blob)
-            os.replace(tmp, folder / _key(raw, max_nodes))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        _write(folder / _key(raw, max_nodes), marshal.dumps(entry))
     except (OSError, ValueError):
         return
+
+
+def compiled(source: Callable[[], str], *versions: str) -> CodeType:
+    """The code object of ``source()``, compiled once and kept: the text is made and
+    compiled only when no entry exists for it. ``versions`` name everything the text depends
+    on (the generator's version and input); the key is their hash with Python's version."""
+    digest = hashlib.sha256()
+    for part in (_CODE_FORMAT, sys.version, *versions):
+        digest.update(part.encode() + b"\0")
+    folder = _directory(_CODE_FORMAT)
+    entry = None if folder is None else folder / digest.hexdigest()
+    if entry is not None:
+        try:
+            code = marshal.loads(entry.read_bytes())
+        except (OSError, EOFError, ValueError, TypeError):
+            code = None
+        if isinstance(code, CodeType):
+            return code
+    code = compile(source(), "<dbopt schema check>", "exec")
+    if entry is not None:
+        with contextlib.suppress(OSError, ValueError):
+            _write(entry, marshal.dumps(code))
+    return code
+
+
+def _write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` atomically (a reader sees all of it or nothing)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _plain(value: Any) -> bool:

@@ -509,3 +509,38 @@ def test_the_cache_is_not_used_where_others_could_write_or_when_off(
     spec.write_text("table: t\nsince: 2024-01-31\n")
     assert load_file(spec)[0] is not None
     assert list((tmp_path / "mine" / "yaml-1").iterdir()) == []
+
+
+def test_the_schema_checks_are_compiled_once_and_a_damaged_entry_compiled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbopt import docvalidate
+    from dbopt.schema import INDEX_FILE
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DBOPT_CACHE_DIR", str(cache))
+    monkeypatch.delenv("DBOPT_NO_CACHE", raising=False)
+    good = {"table": "t", "indexes": [{"name": "t_a", "columns": ["a"]}]}
+    bad = {"table": "t", "indexes": [{"name": "t_a", "columns": "a"}]}
+    check = docvalidate._fast_check(INDEX_FILE)
+    (entry,) = list((cache / "code-1").iterdir())
+    kept = entry.read_bytes()
+    # Read back: the same verdicts as the freshly compiled check.
+    again = docvalidate._fast_check(INDEX_FILE)
+    assert list((cache / "code-1").iterdir()) == [entry] and entry.read_bytes() == kept
+    for validate in (check, again):
+        validate(good)
+        with pytest.raises(Exception, match="must be array"):
+            validate(bad)
+    # A damaged entry is compiled again (and replaced), never run.
+    entry.write_bytes(b"\x00garbage")
+    repaired = docvalidate._fast_check(INDEX_FILE)
+    repaired(good)
+    assert entry.read_bytes() == kept
+    # Where another user could write, nothing is read or kept.
+    shared = tmp_path / "shared"
+    (shared / "code-1").mkdir(parents=True)
+    (shared / "code-1").chmod(0o777)
+    monkeypatch.setenv("DBOPT_CACHE_DIR", str(shared))
+    docvalidate._fast_check(INDEX_FILE)(good)
+    assert list((shared / "code-1").iterdir()) == []
