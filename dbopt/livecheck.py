@@ -44,8 +44,6 @@ from dbopt.model import (
 from dbopt.readonly import CallGraph
 from dbopt.spec import dependency_order, view_order
 from dbopt.sqltext import SqlTextError, expression_sql, query_sql, render_query
-from dbopt.verify.measurement import explain
-from dbopt.verify.select import budget_problems
 from dbopt.words import suggest
 
 CHECK_TIMEOUT_MS = 5_000
@@ -256,12 +254,18 @@ def _may_run(query: QueryBudget, calls: CallGraph) -> bool:
 
 
 def check_against_database(
-    specs: SpecSet, conn: psycopg.Connection[Any], *, budgets: bool = True
+    specs: SpecSet,
+    conn: psycopg.Connection[Any],
+    *,
+    budgets: bool = True,
+    catalog: Catalog | None = None,
 ) -> Catalog:
     """Raise SpecError when a table, column, index or query in the specs does not fit the DB,
     listing every problem at its file:line. ``budgets=False`` leaves the budgeted queries out
-    (what apply builds does not depend on them; verify checks them)."""
-    catalog = inspect(conn, specs.relations())
+    (what apply builds does not depend on them; verify checks them). ``catalog``: an
+    inspection of at least ``specs.relations()`` the caller has already made (apply's)."""
+    if catalog is None:
+        catalog = inspect(conn, specs.relations())
     problems: list[Problem] = []
     reported: set[QualifiedName] = set()
     for index in specs.indexes:
@@ -316,6 +320,10 @@ def check_builds(
 def _check_budgets(
     conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
 ) -> None:
+    # verify's modules only here: apply checks no budgets and never loads them.
+    from dbopt.verify.measurement import explain
+    from dbopt.verify.select import budget_problems
+
     calls = CallGraph.read(conn)
     problems.extend(budget_problems(specs.queries, specs, catalog, calls))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}

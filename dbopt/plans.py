@@ -55,12 +55,14 @@ def build_plan(
     cascade: bool = False,
     catalog: Catalog | None = None,
     placements: Mapping[QualifiedName, ShardedIndex] | None = None,
+    owned: Sequence[OwnedObject] | None = None,
 ) -> Plan:
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
     (one query per kind) and the plan made again with them. On a Citus coordinator the
     specs' existing indexes are read on every shard placement too (unless ``placements``
-    gives them: status reads them for more tables anyway)."""
+    gives them: status reads them for more tables anyway). ``owned``: what history.owned()
+    returned, when the caller has just read it (it inspected the catalog with it)."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
         return _build_plan(
             conn,
@@ -72,6 +74,7 @@ def build_plan(
             cascade=cascade,
             catalog=catalog,
             placements=placements,
+            owned=owned,
         )
 
 
@@ -86,8 +89,10 @@ def _build_plan(
     cascade: bool,
     catalog: Catalog | None,
     placements: Mapping[QualifiedName, ShardedIndex] | None,
+    owned: Sequence[OwnedObject] | None,
 ) -> Plan:
-    owned = history.owned(conn)
+    if owned is None:
+        owned = history.owned(conn)
     if catalog is None:
         catalog = inspect(conn, relevant(specs, owned))
     # Only specs whose index exists need comparing; the rest are creates.

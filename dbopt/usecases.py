@@ -295,10 +295,13 @@ def apply(
             history.require_grants(runner.control, "write")
         # validate --dsn's checks of every spec, before anything is built: a misspelt column
         # refuses the run with every problem at its file:line, not after the first builds.
-        checked = check_against_database(specs, runner.control, budgets=False)
-        check_builds(specs, runner.control, checked, target.settings.lock_timeout_ms)
+        # One inspection serves the checks and the plan: what the specs name (budgets'
+        # tables too) and what dbopt made.
+        owned = history.owned(runner.control)
+        catalog = inspect(runner.control, relevant(specs, owned) | specs.relations())
+        check_against_database(specs, runner.control, budgets=False, catalog=catalog)
+        check_builds(specs, runner.control, catalog, target.settings.lock_timeout_ms)
         specs = with_read_views(specs, runner.control)  # B reads A: A is created first
-        catalog = inspect(runner.control, relevant(specs, history.owned(runner.control)))
         result = build_plan(
             runner.control,
             specs,
@@ -308,6 +311,7 @@ def apply(
             prune=options.prune,
             cascade=options.cascade,
             catalog=catalog,
+            owned=owned,
         )
         result = replace(options.part.of(result, specs), where=where(runner.control))
         if options.dry_run:

@@ -195,13 +195,16 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """One snapshot for every query of an inspection, so they agree with one another.
 
     A read-only REPEATABLE READ transaction when the connection is idle; inside a
-    transaction of the caller's, that transaction.
+    transaction of the caller's, that transaction. In its own transaction the sorts and
+    hashes of the catalog queries get memory enough not to spill to disk (ten thousand
+    indexes sort ~5 MB, over the default work_mem of 4 MB: ~20 ms of a plan).
     """
     if conn.info.transaction_status != TransactionStatus.IDLE:
         yield
         return
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL work_mem = '32MB'")
         yield
 
 
