@@ -55,7 +55,10 @@ demo: venv sysdeps
 
 # Numbers, not adjectives: the BookedBarber workload at scale 1 (about 15 minutes), written to
 # BENCHMARKS.md. Not part of `make test`: timings are measured here, never asserted in tests.
+# dbopt's modules are byte-compiled first, as pip compiles an installed package: a checkout
+# run with PYTHONDONTWRITEBYTECODE set would otherwise compile every module on every run.
 bench: venv sysdeps
+	$(BIN)/python -m compileall -q dbopt tools
 	$(BIN)/python -m tools.bench
 
 clean:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from dbopt.cli import main
+from dbopt.cli import run
 
-main()
+run()

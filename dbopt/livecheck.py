@@ -52,21 +52,46 @@ CHECK_TIMEOUT_MS = 5_000
 def _describe(conn: psycopg.Connection[Any], query: sql.Composed) -> list[str] | psycopg.Error:
     """The result columns of one statement, parsed and analysed but neither planned nor run.
 
-    Uses the unnamed prepared statement, which the next statement replaces: the session keeps
-    nothing. Returns the server's error instead when the statement does not fit the database.
+    Returns the server's error instead when the statement does not fit the database.
     """
+    return _describe_all(conn, [query])[0]
+
+
+def _describe_all(
+    conn: psycopg.Connection[Any], queries: Sequence[sql.Composed]
+) -> list[list[str] | psycopg.Error]:
+    """:func:`_describe` of each query, in one read-only transaction (and one more after
+    each query that fails: its error aborts the transaction), not one each: twenty
+    expressions and predicates are checked in ~25 round trips instead of a hundred.
+
+    Each uses the unnamed prepared statement, which the next statement replaces: the session
+    keeps nothing."""
+    results: list[list[str] | psycopg.Error] = []
+    while len(results) < len(queries):
+        try:
+            with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS):
+                for query in queries[len(results) :]:
+                    results.append(_prepared_columns(conn, query))
+                    if isinstance(results[-1], psycopg.Error):
+                        break  # the transaction is aborted: the rest in a new one
+        except psycopg.Error as exc:
+            # The transaction itself failed (a lost connection): the query it was at fails.
+            if len(results) < len(queries):
+                results.append(exc)
+    return results
+
+
+def _prepared_columns(
+    conn: psycopg.Connection[Any], query: sql.Composed
+) -> list[str] | psycopg.Error:
     text = query.as_bytes(conn)
     encoding = conn.info.encoding
-    try:
-        with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS):
-            result = conn.pgconn.prepare(b"", text)
-            if result.status == pq.ExecStatus.COMMAND_OK:
-                result = conn.pgconn.describe_prepared(b"")
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                raise error_from_result(result, encoding)
-            return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
-    except psycopg.Error as exc:
-        return exc
+    result = conn.pgconn.prepare(b"", text)
+    if result.status == pq.ExecStatus.COMMAND_OK:
+        result = conn.pgconn.describe_prepared(b"")
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        return error_from_result(result, encoding)
+    return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
 
 
 class _SpecViews:
@@ -218,7 +243,14 @@ def _check_index(
     columns: tuple[str, ...],
     problems: list[Problem],
 ) -> None:
-    for need in needs_newer_server(index, conn.info.server_version):
+    _check_columns(conn.info.server_version, index, columns, problems)
+    _check_expressions(conn, [index], problems)
+
+
+def _check_columns(
+    server_version: int, index: IndexSpec, columns: tuple[str, ...], problems: list[Problem]
+) -> None:
+    for need in needs_newer_server(index, server_version):
         problems.append(index.location.problem(f"index {index.name}: {need}"))
     for col in [c.name for c in index.columns if c.name] + list(index.include):
         if col not in columns:
@@ -228,14 +260,27 @@ def _check_index(
                     + suggest(col, columns),
                 )
             )
-    exprs = [c.expr for c in index.columns if c.expr]
-    for text, what in [*((e, "expression") for e in exprs), (index.where, "predicate")]:
-        if text is None:
-            continue
-        result = _describe(
-            conn,
+
+
+def _check_expressions(
+    conn: psycopg.Connection[Any], indexes: Sequence[IndexSpec], problems: list[Problem]
+) -> None:
+    """Each index's expressions and predicate, parsed and analysed against its table."""
+    checks = [
+        (
+            index,
+            what,
             sql.SQL("SELECT {} FROM {}").format(expression_sql(text), index.table.ident()),
         )
+        for index in indexes
+        for text, what in [
+            *((c.expr, "expression") for c in index.columns if c.expr),
+            (index.where, "predicate"),
+        ]
+        if text is not None
+    ]
+    results = _describe_all(conn, [query for _, _, query in checks])
+    for (index, what, _), result in zip(checks, results, strict=True):
         if isinstance(result, psycopg.Error):
             problems.append(
                 index.location.problem(
@@ -268,6 +313,7 @@ def check_against_database(
         catalog = inspect(conn, specs.relations())
     problems: list[Problem] = []
     reported: set[QualifiedName] = set()
+    on_tables: list[IndexSpec] = []
     for index in specs.indexes:
         relation = catalog.relations.get(index.table)
         if relation is None or relation.relkind in ("m", "v"):
@@ -275,7 +321,9 @@ def check_against_database(
                 problems.append(_missing_table(index.table, index.location, catalog))
                 reported.add(index.table)
             continue
-        _check_index(conn, index, relation.columns, problems)
+        _check_columns(conn.info.server_version, index, relation.columns, problems)
+        on_tables.append(index)
+    _check_expressions(conn, on_tables, problems)
     # An index file may hold only budgets: its table must exist all the same.
     view_names = {str(v.name) for v in specs.views}
     for query in specs.index_queries:

@@ -199,9 +199,16 @@ def test_predicate_and_expression_with_a_missing_column(write: Write, db_dsn: st
                     where: deleted_ad IS NULL
                   - name: users_email_lower
                     columns: [{expr: "lower(emai)"}]
+                  - name: users_fine
+                    columns: [{expr: "lower(email)"}]
+                    where: deleted_at IS NULL
+                  - name: users_bad_again
+                    columns: [{expr: "upper(nope)"}]
             """
         }
     )
+    # All checks run in one read-only transaction, and a new one after each failure (its
+    # error aborts the transaction): the valid ones after a failure are not reported.
     result = validate(db_dsn)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
@@ -211,7 +218,9 @@ def test_predicate_and_expression_with_a_missing_column(write: Write, db_dsn: st
         "indexes/users.yaml:6:5: index users_email_lower: the expression fails on public.users: "
         'column "emai" does not exist (hint: Perhaps you meant to reference the column '
         '"users.email".)',
-        "error: 2 problems against the database; nothing was changed",
+        "indexes/users.yaml:11:5: index users_bad_again: the expression fails on public.users: "
+        'column "nope" does not exist',
+        "error: 3 problems against the database; nothing was changed",
     ]
 
 

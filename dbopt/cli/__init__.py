@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
+import threading
 
 import click
 
@@ -169,4 +173,34 @@ def main() -> None:
     """
 
 
-__all__ = ["main"]
+def run() -> None:
+    """The ``dbopt`` console script (and ``python -m dbopt``): :func:`main`, then a quick exit.
+
+    At exit the interpreter frees every object and module one by one: ~50 ms on each run, more
+    after a plan of 10,000 specs, time the operating system spends anyway when the process
+    ends. So once the command is done -- its output flushed, the exit handlers run -- the
+    process ends with os._exit. Only when nothing else is left: another thread still running
+    (never the case after a command) gets the interpreter's own exit, which waits for it."""
+    try:
+        main.main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    if threading.active_count() > 1:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        click.echo(code, err=True)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (dbopt plan | head): nothing to add
+            code = code or 1
+    os._exit(code)
+
+
+__all__ = ["main", "run"]

@@ -161,7 +161,11 @@ class Executor(StepRunner):
         else:
             result = self._run_steps(action, change_id, built, started)
         if change_id is not None:
-            if result.result == ChangeOutcome.OK and action.kind != ActionKind.DROP:
+            if (
+                result.result == ChangeOutcome.OK
+                and action.kind != ActionKind.DROP
+                and not self._recorded_last(action, built)
+            ):
                 self._record_made(change_id, action.name)
             self._control(
                 lambda c: self.history.finish_change(c, change_id, result.result, result.error)
@@ -178,6 +182,19 @@ class Executor(StepRunner):
             action.kind.value, action.name, str(result.result), result.seconds, result.error
         )
         return result
+
+    @staticmethod
+    def _recorded_last(action: Action, built: dict[QualifiedName, int]) -> bool:
+        """True when the action's last step made its object and _run_steps recorded it
+        then: no statement ran after, so what it recorded is what the action leaves."""
+        last = action.forward[-1] if action.forward else None
+        return (
+            last is not None
+            and last.makes
+            and last.index == action.name
+            and len(built) == 1
+            and action.name in built
+        )
 
     def _run_steps(
         self,

@@ -383,12 +383,14 @@ class StepRunner:
                 )
                 cleaned += self._clean_reindex(step, before)[0]
                 raise StepFailed(f"{step.index}: {server_message(exc)}{where}{cleaned}") from None
-            if step.makes:
-                made = self._oid_of(step.index)
-                if made is not None:
-                    built[step.index] = made.oid
+            made = (
+                self._oid_of(step.index)
+                if step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX)
+                else None
+            )
+            if step.makes and made is not None:
+                built[step.index] = made.oid
             if step.mode in (StepMode.BUILD, StepMode.REINDEX):
-                made = self._oid_of(step.index)
                 if made is None or made.valid is not True:
                     raise StepFailed(f"{step.index}: the build finished but the index is not valid")
                 shards = self._shards(step)
