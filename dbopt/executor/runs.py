@@ -70,14 +70,20 @@ class Executor(StepRunner):
         change_id: int = self._control(lambda c: self.history.start_change(c, run_id, values))
         return change_id
 
-    def _record_made(self, change_id: int | None, name: QualifiedName) -> None:
-        """Record the OID and definition of the object a change leaves under ``name``."""
+    def _record_made(
+        self, change_id: int | None, name: QualifiedName, oid: int | None = None
+    ) -> None:
+        """Record the OID and definition of the object a change leaves under ``name``
+        (``oid``: what the step that made it read under that name right after it)."""
         if change_id is None:
             return
-        made = self._oid_of(name)
-        if made is not None:
-            definition = self._definition(made.oid)
-            self._control(lambda c: self.history.record_object(c, change_id, made.oid, definition))
+        if oid is None:
+            made = self._oid_of(name)
+            oid = None if made is None else made.oid
+        if oid is not None:
+            definition = self._definition(oid)
+            found = oid
+            self._control(lambda c: self.history.record_object(c, change_id, found, definition))
 
     def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
         """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it
@@ -210,7 +216,7 @@ class Executor(StepRunner):
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
                     # known as dbopt's from now on, even if dbopt stops before the end.
-                    self._record_made(change_id, step.index)
+                    self._record_made(change_id, step.index, built.get(step.index))
         except (StepFailed, NotOursError) as exc:
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
