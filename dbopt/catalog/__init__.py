@@ -313,14 +313,16 @@ def inspect(
             dependents.setdefault(QualifiedName(row["schema"], row["name"]), []).append(
                 QualifiedName(row["dependent_schema"], row["dependent_name"])
             )
-        cur.execute(catalog_sql("names"))
+        # Plain tuples: every relation and type of the database (ten thousand and more).
+        with conn.cursor() as rows_of:
+            rows_of.execute(catalog_sql("names"))
+            for schema, relname, kind, is_type in rows_of.fetchall():
+                name = QualifiedName(schema, relname)
+                if is_type:
+                    type_names[name] = TYPTYPE_NAMES.get(kind, "type")
+                else:
+                    names[name] = RELKIND_NAMES.get(kind, "relation")
         queries += 1
-        for row in cur.fetchall():
-            name = QualifiedName(row["schema"], row["name"])
-            if row["is_type"]:
-                type_names[name] = TYPTYPE_NAMES.get(row["kind"], "type")
-            else:
-                names[name] = RELKIND_NAMES.get(row["kind"], "relation")
     return Catalog(
         server_version=conn.info.server_version,
         relations=relations,
