@@ -61,22 +61,26 @@ def _describe_all(
     conn: psycopg.Connection[Any], queries: Sequence[sql.Composed]
 ) -> list[list[str] | psycopg.Error]:
     """:func:`_describe` of each query, in one read-only transaction (and one more after
-    each query that fails: its error aborts the transaction), not one each: twenty
-    expressions and predicates are checked in ~25 round trips instead of a hundred.
+    each query that fails: its error aborts the transaction), not one each.
 
-    Each uses the unnamed prepared statement, which the next statement replaces: the session
-    keeps nothing."""
+    The queries should all read one table: the transaction keeps the ACCESS SHARE lock each
+    Parse takes until it ends, and a lock kept on one table while waiting for another's would
+    queue DDL on the first (and the application behind that DDL). Each uses the unnamed
+    prepared statement, which the next statement replaces: the session keeps nothing."""
     results: list[list[str] | psycopg.Error] = []
     while len(results) < len(queries):
+        at = len(results)
         try:
             with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS):
-                for query in queries[len(results) :]:
+                for query in queries[at:]:
                     results.append(_prepared_columns(conn, query))
                     if isinstance(results[-1], psycopg.Error):
                         break  # the transaction is aborted: the rest in a new one
         except psycopg.Error as exc:
-            # The transaction itself failed (a lost connection): the query it was at fails.
-            if len(results) < len(queries):
+            # The transaction itself failed (a lost connection) before this one answered
+            # anything: the query it was at fails. (After an answer, e.g. at the rollback,
+            # the next transaction tells.)
+            if len(results) == at:
                 results.append(exc)
     return results
 
@@ -279,15 +283,20 @@ def _check_expressions(
         ]
         if text is not None
     ]
-    results = _describe_all(conn, [query for _, _, query in checks])
-    for (index, what, _), result in zip(checks, results, strict=True):
-        if isinstance(result, psycopg.Error):
-            problems.append(
-                index.location.problem(
-                    f"index {index.name}: the {what} fails on {index.table}: "
-                    f"{server_message(result)}",
+    # One transaction a table (see _describe_all: never a lock kept while waiting for another).
+    by_table: dict[QualifiedName, list[tuple[IndexSpec, str, sql.Composed]]] = {}
+    for check in checks:
+        by_table.setdefault(check[0].table, []).append(check)
+    for group in by_table.values():
+        results = _describe_all(conn, [query for _, _, query in group])
+        for (index, what, _), result in zip(group, results, strict=True):
+            if isinstance(result, psycopg.Error):
+                problems.append(
+                    index.location.problem(
+                        f"index {index.name}: the {what} fails on {index.table}: "
+                        f"{server_message(result)}",
+                    )
                 )
-            )
 
 
 def _may_run(query: QueryBudget, calls: CallGraph) -> bool:

@@ -117,9 +117,10 @@ def compiled(source: Callable[[], str], *versions: str) -> CodeType:
     folder = _directory(_CODE_FORMAT)
     entry = None if folder is None else folder / digest.hexdigest()
     if entry is not None:
+        blob = _read_trusted(entry)
         try:
-            code = marshal.loads(entry.read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
+            code = None if blob is None else marshal.loads(blob)
+        except (EOFError, ValueError, TypeError):
             code = None
         if isinstance(code, CodeType):
             return code
@@ -128,6 +129,46 @@ def compiled(source: Callable[[], str], *versions: str) -> CodeType:
         with contextlib.suppress(OSError, ValueError):
             _write(entry, marshal.dumps(code))
     return code
+
+
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+def _read_trusted(entry: Path) -> bytes | None:
+    """The bytes of a code entry, only when no other user could have written them (code
+    is run, not just read): every directory above its folder belongs to this user or root and
+    no one else may write it unless it is sticky (as /tmp is); the folder and the entry belong
+    to this user, are not writable by others, and are opened without following links, the
+    checks made on what was opened. None otherwise (it is compiled again)."""
+    if not hasattr(os, "O_NOFOLLOW") or not hasattr(os, "getuid"):
+        return None  # no way to check ownership here: never run kept code
+    uid = os.getuid()
+    try:
+        folder = Path(os.path.realpath(entry.parent))
+        for parent in folder.parents:
+            info = os.stat(parent)
+            if info.st_uid not in (uid, 0):
+                return None
+            if info.st_mode & _OTHERS_WRITE and not info.st_mode & stat.S_ISVTX:
+                return None
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            if not _mine(os.fstat(dir_fd), uid):
+                return None
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        with os.fdopen(fd, "rb") as kept:
+            info = os.fstat(kept.fileno())
+            if not (stat.S_ISREG(info.st_mode) and _mine(info, uid)):
+                return None
+            return kept.read()
+    except OSError:
+        return None
+
+
+def _mine(info: os.stat_result, uid: int) -> bool:
+    return info.st_uid == uid and not info.st_mode & _OTHERS_WRITE
 
 
 def _write(path: Path, blob: bytes) -> None:

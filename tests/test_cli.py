@@ -378,6 +378,18 @@ def test_the_console_script_exits_quickly_with_its_output_and_exit_handlers(
     assert listed.stderr.rstrip().endswith("exit handler ran")
     unknown = dbopt("no-such-command")
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
+    # Started with stdout or stderr closed (as some cron wrappers do): the command's own
+    # exit code, no traceback.
+    for closed, args, expected in ((1, ["schema"], 0), (2, ["validate", "--specs", "nope"], 2)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "dbopt", *args],
+            stdout=subprocess.DEVNULL if closed == 2 else None,
+            stderr=subprocess.PIPE if closed == 1 else None,
+            cwd=tmp_path,
+            preexec_fn=lambda fd=closed: os.close(fd),
+            check=False,
+        )
+        assert proc.returncode == expected, (closed, proc.stderr)
 
 
 def test_no_command_is_a_stub() -> None:

@@ -7,6 +7,8 @@ conftest.py, which also marks these tests ``db``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -222,6 +224,57 @@ def test_predicate_and_expression_with_a_missing_column(write: Write, db_dsn: st
         'column "nope" does not exist',
         "error: 3 problems against the database; nothing was changed",
     ]
+
+
+def test_expression_checks_keep_no_lock_while_waiting_for_another_table(
+    write: Write, db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Checking an expression takes ACCESS SHARE on its table: the checks of one table share
+    a transaction, never those of two, so a wait for a locked table holds no lock on the
+    tables checked before it (DDL queued on those would queue the application behind it)."""
+    # No index on events: inspecting the catalog reads nothing that locks it, so the wait
+    # below is the expression check's.
+    conn.execute("CREATE TABLE events (id bigint, kind text)")
+    write(
+        **{
+            "indexes/orders.yaml": """\
+                table: orders
+                indexes:
+                  - {name: orders_cents, columns: [{expr: "(total * 100)"}]}
+            """,
+            "indexes/users.yaml": """\
+                table: events
+                indexes:
+                  - {name: events_kind_lower, columns: [{expr: "lower(kind)"}]}
+            """,
+        }
+    )
+    with psycopg.connect(db_dsn) as blocker:
+        blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbopt", "validate", "--dsn", db_dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = poll(
+                lambda: conn.execute(
+                    "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE l.relation = 'events'::regclass AND NOT l.granted "
+                    "AND a.query LIKE 'SELECT lower(kind)%%'"
+                ).fetchone(),
+                "validate's expression check waiting for the lock on events",
+            )
+            held = conn.execute(
+                "SELECT mode FROM pg_locks WHERE pid = %s AND relation = 'orders'::regclass",
+                waiting,
+            ).fetchall()
+            assert held == []
+        finally:
+            blocker.rollback()
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
 
 
 def test_uses_index_must_name_an_existing_index(write: Write, db_dsn: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import fastjsonschema
 import pytest
 import yaml
 
@@ -525,8 +527,14 @@ def test_the_schema_checks_are_compiled_once_and_a_damaged_entry_compiled_again(
     check = docvalidate._fast_check(INDEX_FILE)
     (entry,) = list((cache / "code-1").iterdir())
     kept = entry.read_bytes()
-    # Read back: the same verdicts as the freshly compiled check.
-    again = docvalidate._fast_check(INDEX_FILE)
+
+    # Read back, not generated again: the same verdicts as the freshly compiled check.
+    def no_source(*_args: Any, **_kwargs: Any) -> str:
+        raise AssertionError("generated again: the kept code was not used")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fastjsonschema, "compile_to_code", no_source)
+        again = docvalidate._fast_check(INDEX_FILE)
     assert list((cache / "code-1").iterdir()) == [entry] and entry.read_bytes() == kept
     for validate in (check, again):
         validate(good)
@@ -537,6 +545,34 @@ def test_the_schema_checks_are_compiled_once_and_a_damaged_entry_compiled_again(
     repaired = docvalidate._fast_check(INDEX_FILE)
     repaired(good)
     assert entry.read_bytes() == kept
+    # Kept code another user could have written is never run: an entry others may write,
+    # an entry that is a link (here to a good copy), a folder under a directory others may
+    # write. Each is compiled again.
+    generated: list[int] = []
+    real = fastjsonschema.compile_to_code
+
+    def counted(*args: Any, **kwargs: Any) -> str:
+        generated.append(1)
+        return str(real(*args, **kwargs))
+
+    copy = tmp_path / "copy"
+    copy.write_bytes(kept)
+    with monkeypatch.context() as patched:
+        patched.setattr(fastjsonschema, "compile_to_code", counted)
+        entry.chmod(0o666)
+        docvalidate._fast_check(INDEX_FILE)(good)
+        assert len(generated) == 1 and entry.stat().st_mode & 0o077 == 0
+        entry.unlink()
+        entry.symlink_to(copy)
+        docvalidate._fast_check(INDEX_FILE)(good)
+        assert len(generated) == 2 and not entry.is_symlink()
+        open_parent = tmp_path / "open"
+        open_parent.mkdir(mode=0o777)
+        open_parent.chmod(0o777)
+        patched.setenv("DBOPT_CACHE_DIR", str(open_parent / "cache"))
+        docvalidate._fast_check(INDEX_FILE)(good)
+        docvalidate._fast_check(INDEX_FILE)(good)
+        assert len(generated) == 4
     # Where another user could write, nothing is read or kept.
     shared = tmp_path / "shared"
     (shared / "code-1").mkdir(parents=True)

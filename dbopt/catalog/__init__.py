@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row, namedtuple_row
+from psycopg.rows import dict_row, namedtuple_row, tuple_row
 
 from dbopt.model import QualifiedName
 
@@ -204,7 +204,7 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
         return
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute("SET LOCAL work_mem = '32MB'")
+        conn.execute(catalog_sql("inspect_work_mem"))
         yield
 
 
@@ -314,7 +314,7 @@ def inspect(
                 QualifiedName(row["dependent_schema"], row["dependent_name"])
             )
         # Plain tuples: every relation and type of the database (ten thousand and more).
-        with conn.cursor() as rows_of:
+        with conn.cursor(row_factory=tuple_row) as rows_of:
             rows_of.execute(catalog_sql("names"))
             for schema, relname, kind, is_type in rows_of.fetchall():
                 name = QualifiedName(schema, relname)

@@ -180,14 +180,15 @@ def run() -> None:
     after a plan of 10,000 specs, time the operating system spends anyway when the process
     ends. So once the command is done -- its output flushed, the exit handlers run -- the
     process ends with os._exit. Only when nothing else is left: another thread still running
-    (never the case after a command) gets the interpreter's own exit, which waits for it."""
+    (never the case after a command), or a profiler or tracer that writes its data at exit,
+    gets the interpreter's own exit."""
     try:
         main.main()
     except SystemExit as exc:
         code = exc.code
     else:
         code = 0
-    if threading.active_count() > 1:
+    if threading.active_count() > 1 or sys.getprofile() or sys.gettrace():
         sys.exit(code)
     if code is None:
         code = 0
@@ -196,10 +197,14 @@ def run() -> None:
         code = 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed (some cron wrappers do)
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (dbopt plan | head): nothing to add
-            code = code or 1
+        except (OSError, ValueError):
+            # Output that could not be written (dbopt plan | head): the interpreter's own
+            # exit says so with 120.
+            code = code or 120
     os._exit(code)
 
 
