@@ -460,12 +460,18 @@ def test_unreadable_file(tmp_path: Path) -> None:
 # --- the parse cache (dbopt.yamlcache) -------------------------------------------------------
 
 
-def test_a_file_is_parsed_once_per_content_and_read_back_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("DBOPT_CACHE_DIR", str(cache))
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache directory of this test's own, with the cache on."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("DBOPT_CACHE_DIR", str(folder))
     monkeypatch.delenv("DBOPT_NO_CACHE", raising=False)
+    return folder
+
+
+def test_a_file_is_parsed_once_per_content_and_read_back_the_same(
+    tmp_path: Path, cache: Path
+) -> None:
     spec = tmp_path / "t.yaml"
     spec.write_text("table: t\nindexes:\n  - {name: t_a, columns: [a], unique: yes}\n")
     first, problems = load_file(spec)
@@ -514,14 +520,11 @@ def test_the_cache_is_not_used_where_others_could_write_or_when_off(
 
 
 def test_the_schema_checks_are_compiled_once_and_a_damaged_entry_compiled_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dbopt import docvalidate
     from dbopt.schema import INDEX_FILE
 
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("DBOPT_CACHE_DIR", str(cache))
-    monkeypatch.delenv("DBOPT_NO_CACHE", raising=False)
     good = {"table": "t", "indexes": [{"name": "t_a", "columns": ["a"]}]}
     bad = {"table": "t", "indexes": [{"name": "t_a", "columns": "a"}]}
     check = docvalidate._fast_check(INDEX_FILE)
