@@ -20,12 +20,10 @@ from datetime import UTC, datetime, timedelta
 from dbopt.doctor.facts import IndexFacts
 from dbopt.doctor.findings import Check, Finding, Severity
 from dbopt.doctor.fixes import (
-    PARTITIONED_DROP_WARNING,
     attach_partition,
     create_concurrently,
     drop_concurrently,
     drop_fix,
-    drop_plain,
     index_name,
     reindex_concurrently,
     remove_from_spec,
@@ -200,7 +198,7 @@ def _partitioned_fix(i: IndexFacts) -> str:
     return (
         f"{attach}{' ' if attach.endswith(';') else '. '}It turns valid when every "
         "partition's index is attached (REINDEX cannot fix it). Or drop it: "
-        f"{drop_plain(i.ident)} ({PARTITIONED_DROP_WARNING})"
+        f"{drop_fix(i.ident, partitioned=True)}"
     )
 
 

@@ -86,26 +86,8 @@ SELECT c.oid::bigint                                               AS oid,
                       OR (p.command = 'REINDEX CONCURRENTLY'
                           AND c.relname LIKE '%%\_ccnew%%'))))     AS building,
        NOT i.indisvalid AND (SELECT unseen.any FROM unseen)        AS unseen_build,
-       CASE WHEN c.relkind = 'I' AND NOT i.indisvalid THEN
-         array(SELECT pn.nspname::text
-                 FROM pg_inherits ph
-                 JOIN pg_class pc ON pc.oid = ph.inhrelid
-                 JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-                WHERE ph.inhparent = i.indrelid
-                  AND NOT EXISTS (SELECT 1 FROM pg_inherits ih
-                                    JOIN pg_index ci ON ci.indexrelid = ih.inhrelid
-                                   WHERE ih.inhparent = c.oid AND ci.indrelid = pc.oid)
-                ORDER BY pn.nspname, pc.relname) END               AS unattached_schemas,
-       CASE WHEN c.relkind = 'I' AND NOT i.indisvalid THEN
-         array(SELECT pc.relname::text
-                 FROM pg_inherits ph
-                 JOIN pg_class pc ON pc.oid = ph.inhrelid
-                 JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-                WHERE ph.inhparent = i.indrelid
-                  AND NOT EXISTS (SELECT 1 FROM pg_inherits ih
-                                    JOIN pg_index ci ON ci.indexrelid = ih.inhrelid
-                                   WHERE ih.inhparent = c.oid AND ci.indrelid = pc.oid)
-                ORDER BY pn.nspname, pc.relname) END               AS unattached_names
+       ua.schemas                                                   AS unattached_schemas,
+       ua.names                                                     AS unattached_names
   FROM pg_index i
   JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -117,6 +99,20 @@ SELECT c.oid::bigint                                               AS oid,
   LEFT JOIN pg_stat_user_tables ts ON ts.relid = t.oid
   LEFT JOIN pg_constraint con ON con.conindid = c.oid AND con.conrelid = i.indrelid
                               AND con.contype IN ('p', 'u', 'x')
+  -- An INVALID partitioned index: the partitions of its table with no index attached to it
+  -- (schemas and names, in the same order). NULLs for every other index.
+  LEFT JOIN LATERAL (
+       SELECT array_agg(pn.nspname::text ORDER BY pn.nspname, pc.relname) AS schemas,
+              array_agg(pc.relname::text ORDER BY pn.nspname, pc.relname) AS names
+         FROM pg_inherits ph
+         JOIN pg_class pc ON pc.oid = ph.inhrelid
+         JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+        WHERE c.relkind = 'I' AND NOT i.indisvalid
+          AND ph.inhparent = i.indrelid
+          AND NOT EXISTS (SELECT 1 FROM pg_inherits ih
+                            JOIN pg_index ci ON ci.indexrelid = ih.inhrelid
+                           WHERE ih.inhparent = c.oid AND ci.indrelid = pc.oid)
+  ) ua ON true
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname !~ '^pg_(toast|temp_)'
    AND n.nspname <> %(history_schema)s
