@@ -484,13 +484,19 @@ def test_a_query_file_gets_gin_for_full_text_and_trigrams_and_a_partial_btree(
         assert ran == (0,)
 
 
+def _orders_specs(tmp_path: Path) -> Path:
+    """indexes/orders.yaml (ORDERS_SPEC) under ``tmp_path``; the directory."""
+    specs_dir = tmp_path / "indexes"
+    specs_dir.mkdir()
+    (specs_dir / "orders.yaml").write_text(ORDERS_SPEC)
+    return specs_dir
+
+
 def test_statements_with_parameters_get_budgets_and_write_merges_keeping_the_file(
     small: tuple[str, str], tmp_path: Path
 ) -> None:
     _admin, dsn = small
-    specs_dir = tmp_path / "indexes"
-    specs_dir.mkdir()
-    (specs_dir / "orders.yaml").write_text(ORDERS_SPEC)
+    specs_dir = _orders_specs(tmp_path)
     # The application's statements, with server-side parameters ($1, $2 in the view).
     with psycopg.connect(dsn, autocommit=True) as app:
         for _ in range(3):
@@ -546,9 +552,7 @@ def test_from_specs_plans_the_budgets_with_their_values(
     small: tuple[str, str], tmp_path: Path
 ) -> None:
     _admin, dsn = small
-    specs_dir = tmp_path / "indexes"
-    specs_dir.mkdir()
-    (specs_dir / "orders.yaml").write_text(ORDERS_SPEC)
+    specs_dir = _orders_specs(tmp_path)
     doc = _json(cli("advise", "--dsn", dsn, "--specs", str(specs_dir), "--from-specs",
                     "--format", "json"))  # fmt: skip
     assert doc["source"] == "specs" and doc["queries"] == 1 and doc["generic_queries"] == 0
