@@ -104,6 +104,10 @@ def parse(schedule: str) -> str:
         problem = _check(field, part)
         if problem:
             raise InputError(f"'{schedule}' {problem}")
+    if parts[2].startswith("*"):
+        # Day-of-month '*' or '*/n' holds the 1st: every month has one, on every weekday
+        # over the years, so the schedule fires (and croniter need not be loaded to say so).
+        return text
     try:
         previous_tick(text, datetime(2000, 1, 1, tzinfo=UTC))
     except ValueError:

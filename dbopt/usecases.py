@@ -319,6 +319,7 @@ def apply(
             return Outcome(result, sql=session_sql(settings) + render.plan_sql(result))
         if not result.runnable:
             return Outcome(result)
+        runner.open_worker()  # beside the checks, the prompt and the run's first history rows
         preflight(
             runner,
             result,

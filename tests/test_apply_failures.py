@@ -19,6 +19,7 @@ from helpers import (
     environments,
     gone,
     invalid_indexes,
+    read_until,
     start_dbopt,
     wait_for,
     waiting_build,
@@ -277,6 +278,24 @@ def test_a_prompt_without_an_answer_is_not_a_confirmation(
     result = cli("apply", "--env", "guarded", input="")
     assert result.exit_code == 2, result.output
     assert "not confirmed" in result.output
+    assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
+
+
+def test_the_build_session_opens_beside_the_prompt_and_a_no_builds_nothing(
+    project: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """The build session is opened while the checks run and the prompt waits (its start-up
+    is off the first build's path); declined, nothing is built and the run exits 2."""
+    proc = start_dbopt(project, "apply", "--env", "guarded", stdin=True)
+    try:
+        read_until(proc, "Type the environment name (guarded)")
+        wait_for(conn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-apply'")
+        out, _ = proc.communicate("staging\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    assert "not confirmed; nothing was run" in out
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
 
 

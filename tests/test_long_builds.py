@@ -258,3 +258,56 @@ def test_a_held_swap_is_retried_without_building_again(
     assert row["result"] == "ok" and row["builds"] == 1
     definition = conn.execute("SELECT pg_get_indexdef('idx_items_order'::regclass)").fetchone()
     assert definition is not None and "(order_id)" in definition[0]
+
+
+def test_a_table_taken_right_after_its_build_leaves_only_the_definition_unread(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """A session takes the table the moment the build ends: reading the new index's
+    definition waits lock_timeout and gives up (one wait, not one per fact), the index is
+    still recorded as dbopt's by its OID, its size is still read (it needs only the index's
+    own lock), and the run succeeds while the table is still held."""
+    snapshot = _old_snapshot(db_dsn)
+    locker = psycopg.connect(db_dsn)
+    box: list[Result] = []
+    thread = threading.Thread(
+        target=lambda: box.append(
+            cli("apply", "--env", "test", "--wait-for-blockers", "--format", "json")
+        )
+    )
+    thread.start()
+    try:
+        wait_for(conn, _WAITING_LAST_PHASE)
+        lock = threading.Thread(
+            target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
+        )
+        lock.start()
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
+            "AND wait_event_type = 'Lock'",
+        )
+        snapshot.rollback()
+        lock.join(30)
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
+            "AND wait_event_type = 'Lock'",
+        )
+        thread.join(60)  # the table is still held
+    finally:
+        locker.rollback()
+        snapshot.close()
+        locker.close()
+    thread.join(60)
+    result = box[0]
+    assert result.exit_code == 0, result.output
+    (row,) = run_rows(result.output)
+    assert row["result"] == "ok" and row["builds"] == 1
+    assert isinstance(row["size_bytes"], int) and row["size_bytes"] > 0
+    recorded = conn.execute(
+        "SELECT object_oid, built_definition FROM dbopt.changes "
+        "WHERE object_name = 'idx_items_order' AND result = 'ok'"
+    ).fetchall()
+    oid = conn.execute("SELECT 'idx_items_order'::regclass::oid::bigint").fetchone()
+    assert oid is not None and recorded == [(oid[0], None)]

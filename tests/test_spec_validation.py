@@ -596,6 +596,22 @@ def test_invalid_cron_schedules_name_the_field_and_its_range(
     assert problems() == [f"views/v.yaml:3:21: refresh.schedule: '{schedule}' {why}"]
 
 
+@pytest.mark.parametrize(
+    "schedule", ["0 0 * 2 1", "0 0 */30 2 0", "0 0 */31 2 6", "30 4 */7 4,6 sat", "0 0 * 2 *"]
+)
+def test_a_day_of_month_starting_with_a_star_fires_as_croniter_reckons_it(
+    schedule: str,
+) -> None:
+    """parse accepts these without asking croniter (their days hold the 1st of a month):
+    croniter finds a day they fire on."""
+    from datetime import UTC, datetime
+
+    from dbopt import cron
+
+    assert cron.parse(schedule) == schedule
+    assert cron.previous_tick(schedule, datetime(2030, 1, 1, tzinfo=UTC)).year >= 2020
+
+
 def test_unknown_cron_shorthand(write: Write) -> None:
     write(**{"views/v.yaml": view("v", 'refresh: {schedule: "@reboot"}')})
     assert problems() == [

@@ -52,11 +52,15 @@ class RunResult:
 
 @dataclass(frozen=True, slots=True)
 class _Made:
-    """A relation as it is now: OID, relkind, validity (an index's)."""
+    """A relation as it is now: OID, relkind, validity (an index's); read right after the
+    step that made it (``full``), also its definition and size (None: a lock stopped them)."""
 
     oid: int
     relkind: str
     valid: bool | None
+    full: bool = False
+    definition: str | None = None
+    size: int | None = None
 
 
 class Built(dict[QualifiedName, int]):

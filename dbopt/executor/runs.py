@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg.types.json import Jsonb
 
-from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed
+from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed, _Made
 from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
 from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
@@ -71,18 +71,17 @@ class Executor(StepRunner):
         return change_id
 
     def _record_made(
-        self, change_id: int | None, name: QualifiedName, oid: int | None = None
+        self, change_id: int | None, name: QualifiedName, made: _Made | None = None
     ) -> None:
         """Record the OID and definition of the object a change leaves under ``name``
-        (``oid``: what the step that made it read under that name right after it)."""
+        (``made``: what the step that made it read under that name right after it)."""
         if change_id is None:
             return
-        if oid is None:
+        if made is None:
             made = self._oid_of(name)
-            oid = None if made is None else made.oid
-        if oid is not None:
-            definition = self._definition(oid)
-            found = oid
+        if made is not None:
+            found = made.oid
+            definition = made.definition if made.full else self._definition(found)
             self._control(lambda c: self.history.record_object(c, change_id, found, definition))
 
     def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
@@ -165,16 +164,22 @@ class Executor(StepRunner):
             )
             self.reporter.finished(action.name)
         else:
-            result = self._run_steps(action, change_id, built, started)
+            result, final = self._run_steps(action, change_id, built, started)
         if change_id is not None:
-            if (
-                result.result == ChangeOutcome.OK
-                and action.kind != ActionKind.DROP
-                and not self._recorded_last(action, built)
-            ):
-                self._record_made(change_id, action.name)
+            # What the change leaves under its name is recorded with its result, in one
+            # statement: read right after its last step when that step made it (nothing ran
+            # since), else now.
+            record: tuple[int, str | None] | None = None
+            if result.result == ChangeOutcome.OK and action.kind != ActionKind.DROP:
+                made = final if self._recorded_last(action, built) else None
+                made = made or self._oid_of(action.name)
+                if made is not None:
+                    definition = made.definition if made.full else self._definition(made.oid)
+                    record = (made.oid, definition)
             self._control(
-                lambda c: self.history.finish_change(c, change_id, result.result, result.error)
+                lambda c: self.history.finish_change(
+                    c, change_id, result.result, result.error, made=record
+                )
             )
             if result.result == ChangeOutcome.OK and run_id is not None:
                 for index in action.also_creates:
@@ -191,8 +196,9 @@ class Executor(StepRunner):
 
     @staticmethod
     def _recorded_last(action: Action, built: dict[QualifiedName, int]) -> bool:
-        """True when the action's last step made its object and _run_steps recorded it
-        then: no statement ran after, so what it recorded is what the action leaves."""
+        """True when the action's last step made its object (and only it): no statement ran
+        after, so what that step read right after is what the action leaves; recorded with
+        the change's result, not before it."""
         last = action.forward[-1] if action.forward else None
         return (
             last is not None
@@ -208,42 +214,57 @@ class Executor(StepRunner):
         change_id: int | None,
         built: dict[QualifiedName, int],
         started: float,
-    ) -> ChangeResult:
+    ) -> tuple[ChangeResult, _Made | None]:
+        """The action's result, and its object as its last step left it when that step made
+        it (recorded with the result)."""
         cost = Cost()
+        final: _Made | None = None
         try:
             for step in action.forward:
-                self.run_step(step, built, cost)
-                if change_id is not None and step.makes and len(built) == 1:
+                made = self.run_step(step, built, cost)
+                final = made if step.makes and step.index == action.name else None
+                last = step is action.forward[-1] and final is not None
+                if change_id is not None and step.makes and len(built) == 1 and not last:
                     # What the action makes first is its object (a replace's build aside):
-                    # known as dbopt's from now on, even if dbopt stops before the end.
-                    self._record_made(change_id, step.index, built.get(step.index))
+                    # known as dbopt's from now on, even if dbopt stops before the end. (Made
+                    # by the last step: recorded with the result, the next statement.)
+                    self._record_made(change_id, step.index, made)
         except (StepFailed, NotOursError) as exc:
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
-            return ChangeResult(
+            failed = ChangeResult(
                 action,
                 ChangeOutcome.FAILED,
                 time.monotonic() - started,
                 error=str(exc) + cleaned,
                 cost=cost,
             )
+            return failed, None
         except KeyboardInterrupt:
             self._cancelled.set()
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
-            return ChangeResult(
+            failed = ChangeResult(
                 action,
                 ChangeOutcome.ABORTED,
                 time.monotonic() - started,
                 error="Ctrl-C" + self.take_note() + cleaned,
                 cost=cost,
             )
+            return failed, None
         finally:
             self.reporter.finished(action.name)
-        size = None if action.kind == ActionKind.DROP else self._index_size(action.name)
-        return ChangeResult(
+        size = (
+            None
+            if action.kind == ActionKind.DROP
+            else final.size
+            if final is not None and final.full
+            else self._index_size(action.name)
+        )
+        done = ChangeResult(
             action, ChangeOutcome.OK, time.monotonic() - started, size_bytes=size, cost=cost
         )
+        return done, final
 
     def run_plan(
         self,

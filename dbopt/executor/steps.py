@@ -12,6 +12,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any, Self
 
 import psycopg
@@ -32,6 +33,25 @@ from dbopt.model import QualifiedName
 from dbopt.planner import Step, StepMode
 from dbopt.progress import Blocker, BuildGate, Reporter, Watch, Watcher
 from dbopt.replicas import LagGate, Standbys
+
+
+def _opening(open_: Callable[[], psycopg.Connection[Any]]) -> Future[psycopg.Connection[Any]]:
+    """``open_()`` in a thread of its own: its connection (or its error) when it is done."""
+    future: Future[psycopg.Connection[Any]] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(open_())
+        except BaseException as exc:  # handed over to whoever takes the connection
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="dbopt-connect", daemon=True).start()
+    return future
+
+
+def _close_unused(future: Future[psycopg.Connection[Any]]) -> None:
+    if future.exception() is None:
+        future.result().close()
 
 
 def _set(conn: psycopg.Connection[Any], name: str, value: str | int) -> None:
@@ -72,6 +92,11 @@ class StepRunner:
         self.control = connect(dsn, application_name="dbopt-control", settings=unbounded(settings))
         self._control_lock = threading.Lock()
         self._workers: dict[int, psycopg.Connection[Any]] = {}
+        #: Each worker session's lock_timeout as last set (ms), by thread.
+        self._lock_timeouts: dict[int, int] = {}
+        #: A worker connection opened ahead (open_worker), for the first thread that needs one.
+        self._spare: Future[psycopg.Connection[Any]] | None = None
+        self._spare_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
@@ -128,9 +153,23 @@ class StepRunner:
             with contextlib.suppress(Exception):
                 conn.cancel_safe()
 
+    def open_worker(self) -> None:
+        """Start opening the first worker's connection now, while the checks before the first
+        build run (closed unused, once open, if no step runs)."""
+        with self._spare_lock:
+            if self._spare is None and not self._workers:
+                self._spare = _opening(self._connect_worker)
+
+    def _connect_worker(self) -> psycopg.Connection[Any]:
+        return connect(self.dsn, application_name="dbopt-apply", settings=self.settings)
+
     def close(self) -> None:
         """Close every connection, releasing the run lock first: a closed session's backend
         may hold its locks a moment longer, and the next run must not find it taken."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.add_done_callback(_close_unused)
         self._watcher.stop()
         self.standbys.close()
         for conn in list(self._workers.values()):
@@ -142,12 +181,29 @@ class StepRunner:
 
     # --- steps -------------------------------------------------------------------------
 
-    def _worker(self) -> psycopg.Connection[Any]:
+    def _worker(self, lock_timeout_ms: int | None = None) -> psycopg.Connection[Any]:
+        """This thread's connection, its session's lock_timeout ``lock_timeout_ms`` (by default
+        the environment's; a concurrent build's or drop's is build_wait_timeout). Set only when
+        it changes: a run of builds sets it once, the next other statement sets it back."""
         ident = threading.get_ident()
+        want = self.settings.lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
         conn = self._workers.get(ident)
         if conn is None or conn.closed or conn.broken:
-            conn = connect(self.dsn, application_name="dbopt-apply", settings=self.settings)
+            with self._spare_lock:
+                spare, self._spare = self._spare, None
+            try:
+                conn = spare.result() if spare is not None else self._connect_worker()
+            except KeyboardInterrupt:
+                if spare is not None:  # still opening: closed once it is open
+                    spare.add_done_callback(_close_unused)
+                raise
             self._workers[ident] = conn
+            self._lock_timeouts[ident] = self.settings.lock_timeout_ms
+        if self._lock_timeouts.get(ident) != want:
+            # Unknown until the server has it (an error or Ctrl-C here sets it again next time).
+            self._lock_timeouts.pop(ident, None)
+            _set(conn, "lock_timeout", want)
+            self._lock_timeouts[ident] = want
         return conn
 
     def _oid_of(self, name: QualifiedName) -> _Made | None:
@@ -162,6 +218,38 @@ class StepRunner:
 
         row = self._control(query)
         return None if row is None else _Made(int(row["oid"]), row["relkind"], row["valid"])
+
+    def _made(self, name: QualifiedName) -> _Made | None:
+        """:meth:`_oid_of` with the definition and size, read right after the step that made
+        ``name`` (one query; what a lock stops stays None: not worth a wait)."""
+
+        def query(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    catalog_sql("relation_built"), {"schema": name.schema, "name": name.name}
+                )
+                return cur.fetchone()
+
+        try:
+            row = self._control(query)
+        except pgerrors.LockNotAvailable:
+            # The definition's lock (on the table) was not granted; the size needs only the
+            # index's own: read as before the two were one query.
+            made = self._oid_of(name)
+            if made is None:
+                return None
+            return dataclasses.replace(made, full=True, size=self._index_size(name))
+        if row is None:
+            return None
+        size = row["size_bytes"]
+        return _Made(
+            int(row["oid"]),
+            row["relkind"],
+            row["valid"],
+            full=True,
+            definition=row["definition"],
+            size=None if size is None else int(size),
+        )
 
     def _definition(self, oid: int) -> str | None:
         """The server's definition of an index or view (None when a lock stops it)."""
@@ -295,7 +383,7 @@ class StepRunner:
         step: Step,
         built: dict[QualifiedName, int] | None = None,
         cost: Cost | None = None,
-    ) -> None:
+    ) -> _Made | None:
         """Run one step, waiting the way the step allows; raise StepFailed when it cannot.
 
         A statement that can block the application (a swap, ATTACH, a plain DROP) waits at
@@ -304,7 +392,9 @@ class StepRunner:
         build_wait_timeout allows (by default, as long as it takes); a build that timed out
         after it had built is never thrown away while what it waited for still runs.
         ``built`` maps what the running action built to its OID; the step's identities are
-        checked against the live catalog right before each attempt (NotOursError).
+        checked against the live catalog right before each attempt (NotOursError). Returns
+        what is under the step's index name right after it, when the step made it or built
+        (read in full, definition and size, when it made it), else None.
         """
         built = {} if built is None else built
         cost = Cost() if cost is None else cost
@@ -317,7 +407,7 @@ class StepRunner:
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
             started = time.time()
-            conn = self._worker()
+            conn = self._worker(self.settings.build_wait_timeout_ms if step.gentle else None)
             watches: list[Watch] = []
             before = self._reindex_before(step)
             try:
@@ -384,8 +474,10 @@ class StepRunner:
                 cleaned += self._clean_reindex(step, before)[0]
                 raise StepFailed(f"{step.index}: {server_message(exc)}{where}{cleaned}") from None
             made = (
-                self._oid_of(step.index)
-                if step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX)
+                self._made(step.index)
+                if step.makes
+                else self._oid_of(step.index)
+                if step.mode in (StepMode.BUILD, StepMode.REINDEX)
                 else None
             )
             if step.makes and made is not None:
@@ -399,7 +491,7 @@ class StepRunner:
                         f"{step.index}: valid on the Citus coordinator but not on every shard "
                         f"placement: {shards.describe_bad() or 'no placement has it'}"
                     )
-            return
+            return made
 
     def _reindexed(self, expect: tuple[Identity, ...]) -> tuple[Identity, ...]:
         """After a REINDEX INDEX CONCURRENTLY (done, or failed part-way): the index under the
@@ -793,11 +885,11 @@ class StepRunner:
                 conn.execute(statement)
             return
         # Its waits never block the application: bounded by build_wait_timeout, not by
-        # lock_timeout; and never beside a build it would wait for, or that would wait for it.
+        # lock_timeout (run_step gave it a session waiting that long); and never beside a
+        # build it would wait for, or that would wait for it.
         exclusive = step.mode == StepMode.DDL or not (step.safe and self._safe_builds_overlap)
         exclusive = exclusive and step.mode != StepMode.DROP
         self._gate.acquire(exclusive)
-        _set(conn, "lock_timeout", self.settings.build_wait_timeout_ms)
         free_before = step.mode == StepMode.BUILD and self._oid_of(step.index) is None
         pid = conn.info.backend_pid
         watch = self._watcher.watch(
@@ -812,9 +904,6 @@ class StepRunner:
             watches.append(finished)
             cost.add(finished, build=step.mode in (StepMode.BUILD, StepMode.REINDEX))
             self._gate.release(exclusive)
-            if not conn.closed and not conn.broken:
-                with contextlib.suppress(psycopg.Error):
-                    _set(conn, "lock_timeout", self.settings.lock_timeout_ms)
 
     def _oid_recorder(self, built: dict[QualifiedName, int]) -> Callable[[int], None] | None:
         """For the first build of the running action: record its OID as soon as it is seen."""
