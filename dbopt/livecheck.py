@@ -22,7 +22,7 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq, sql
@@ -41,10 +41,12 @@ from dbopt.model import (
     ViewSpec,
     parse_qualified,
 )
-from dbopt.readonly import CallGraph
 from dbopt.spec import dependency_order, view_order
 from dbopt.sqltext import SqlTextError, expression_sql, query_sql, render_query
 from dbopt.words import suggest
+
+if TYPE_CHECKING:
+    from dbopt.readonly import CallGraph
 
 CHECK_TIMEOUT_MS = 5_000
 
@@ -377,7 +379,9 @@ def check_builds(
 def _check_budgets(
     conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
 ) -> None:
-    # verify's modules only here: apply checks no budgets and never loads them.
+    # verify's modules (and the catalog's call graph) only here: apply checks no budgets and
+    # never loads them.
+    from dbopt.readonly import CallGraph
     from dbopt.verify.measurement import explain
     from dbopt.verify.select import budget_problems
 

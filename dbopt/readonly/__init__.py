@@ -57,7 +57,8 @@ One module per concern:
 
 from __future__ import annotations
 
-from dbopt.readonly.callgraph import CallGraph, Kind, Node
+from typing import TYPE_CHECKING, Any
+
 from dbopt.readonly.lists import (
     DENIED,
     DENIED_PREFIXES,
@@ -75,6 +76,20 @@ from dbopt.readonly.references import (
     references,
     static_refusals,
 )
+
+if TYPE_CHECKING:
+    from dbopt.readonly.callgraph import CallGraph, Kind, Node
+
+
+def __getattr__(name: str) -> Any:
+    """The catalog-reading half (CallGraph and its types) is loaded when first named:
+    checking a spec's queries without a database never needs it."""
+    if name in ("CallGraph", "Kind", "Node"):
+        from dbopt.readonly import callgraph
+
+        return getattr(callgraph, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DENIED",
