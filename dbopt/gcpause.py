@@ -10,8 +10,15 @@ that is not a cycle, and a long run (apply waiting on builds for hours) keeps th
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_lock = threading.Lock()
+#: The collector is paused by :func:`paused_until_run` and no run has started yet.
+_until_run = False
+#: :func:`run_starts` froze the set-up's objects (unfrozen when the command's block ends).
+_frozen = False
 
 
 @contextmanager
@@ -25,3 +32,40 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@contextmanager
+def paused_until_run() -> Iterator[None]:
+    """No automatic collection while a command that builds gets ready (its imports, specs,
+    catalog and plan: long-lived graphs, nothing to collect) until its run starts
+    (:func:`run_starts`); resumed at the end of the block if no run started."""
+    global _until_run, _frozen
+    if not gc.isenabled():
+        yield
+        return
+    with _lock:
+        gc.disable()
+        _until_run = True
+    try:
+        yield
+    finally:
+        with _lock:
+            if _until_run:
+                _until_run = False
+                gc.enable()
+            if _frozen:  # collectable again (a process running many commands: the tests)
+                _frozen = False
+                gc.unfreeze()
+
+
+def run_starts() -> None:
+    """A run starts building (it may wait on builds for hours): the collector resumes. What
+    the set-up made is frozen first (it lives to the end of the command), so collections
+    during the run only look at what the run itself makes."""
+    global _until_run, _frozen
+    with _lock:
+        if _until_run:
+            _until_run = False
+            _frozen = True
+            gc.freeze()
+            gc.enable()

@@ -744,3 +744,22 @@ def test_every_public_name_of_every_module_resolves() -> None:
             f"{info.name}.{n}" for n in getattr(module, "__all__", ()) if not hasattr(module, n)
         ]
     assert missing == []
+
+
+def test_a_building_command_pauses_the_collector_only_until_its_run_starts() -> None:
+    """apply and rollback get ready without cyclic collections (long-lived graphs); the run
+    resumes it (what the set-up made frozen), and the command's end undoes both."""
+    import gc
+
+    from dbopt.gcpause import paused_until_run, run_starts
+
+    frozen = gc.get_freeze_count()
+    with paused_until_run():
+        assert not gc.isenabled()
+        run_starts()
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+        run_starts()  # a second run (a fleet's next target) changes nothing
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    with paused_until_run():  # no run: nothing to build
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

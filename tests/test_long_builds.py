@@ -9,6 +9,7 @@ are observed in pg_stat_activity and pg_stat_progress_create_index, never slept 
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from pathlib import Path
@@ -77,6 +78,7 @@ def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finish
 ) -> None:
     holder = _old_snapshot(db_dsn)
     pid = holder.info.backend_pid
+    frozen = gc.get_freeze_count()
     box: list[Result] = []
     thread = threading.Thread(
         target=lambda: box.append(
@@ -86,6 +88,8 @@ def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finish
     thread.start()
     try:
         wait_for(conn, _WAITING_LAST_PHASE)
+        # The collector was paused while the run got ready, not while it waits on builds.
+        assert gc.isenabled()
         # Long enough for the watcher to report the wait (it reports waits after 1 s).
         wait_for(
             conn,
@@ -98,6 +102,7 @@ def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finish
         holder.rollback()
         holder.close()
     thread.join(60)
+    assert gc.isenabled() and gc.get_freeze_count() == frozen  # as it was before the command
     result = box[0]
     assert result.exit_code == 0, result.output
     assert "idx_items_order: waiting for old snapshots for" in result.output

@@ -579,8 +579,9 @@ def _phases_text(phases: dict[str, float]) -> list[str]:
         tabulate(rows, headers=["phase", "s"], tablefmt="github"),
         "",
         f"dbopt's fixed cost is {fixed:.2f} s a run (start-up, checks, end). Each action's "
-        "time holds, besides its statement, about ten short queries of dbopt's: the identity "
-        "checks before and after the statement, its history rows, the size it reports.",
+        "time holds, besides its statement, four short queries of dbopt's: its history row, "
+        "whether its name is free right before the build, the new object's state, definition "
+        "and size right after it, and its result recorded with the object.",
     ]
 
 

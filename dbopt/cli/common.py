@@ -317,6 +317,8 @@ def report_error(err: DboptError, verbose: int = 0) -> None:
 
 #: Commands that only read and end in seconds (see DboptGroup.invoke).
 BOUNDED_COMMANDS = frozenset({"plan", "status", "validate", "schema", "history", "doctor"})
+#: Commands whose set-up is bounded but whose run may wait on builds for hours.
+BUILDING_COMMANDS = frozenset({"apply", "rollback"})
 
 
 class DboptGroup(click.Group):
@@ -325,16 +327,21 @@ class DboptGroup(click.Group):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        name, command, rest = super().resolve_command(ctx, args)
-        if name in BOUNDED_COMMANDS:
+        first = args[0] if args else None
+        if first in BOUNDED_COMMANDS:
             from dbopt.gcpause import paused_gc
 
             # Short commands that only read build big graphs they keep to the end (10,000
             # specs, their catalog rows and plan actions): no cyclic collection until the
-            # context closes. Those that may run for hours (apply, rollback, refresh-views,
-            # verify...) keep the collector.
+            # context closes, from the command's import on. Those that may run for hours
+            # (refresh-views, verify...) keep the collector.
             ctx.with_resource(paused_gc())
-        return name, command, rest
+        elif first in BUILDING_COMMANDS:
+            from dbopt.gcpause import paused_until_run
+
+            # The same for a command that builds, until its run starts (run_starts).
+            ctx.with_resource(paused_until_run())
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg.types.json import Jsonb
 
+from dbopt import gcpause
 from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed, _Made
 from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
@@ -278,6 +279,7 @@ class Executor(StepRunner):
         rollback_text: str = "",
     ) -> RunResult:
         """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice."""
+        gcpause.run_starts()
         self._control(lambda c: self.history.ensure(c, created=self.reporter.event))
         orphans = self._control(lambda c: self.history.close_orphans(c))
         if orphans:
