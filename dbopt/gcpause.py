@@ -38,7 +38,10 @@ def paused_gc() -> Iterator[None]:
 def paused_until_run() -> Iterator[None]:
     """No automatic collection while a command that builds gets ready (its imports, specs,
     catalog and plan: long-lived graphs, nothing to collect) until its run starts
-    (:func:`run_starts`); resumed at the end of the block if no run started."""
+    (:func:`run_starts`); resumed at the end of the block if no run started. (A wait for
+    another run's lock, `apply --wait`, allocates next to nothing: it waits paused too.) The
+    end of the block unfreezes what run_starts froze (gc.unfreeze is all or nothing: dbopt
+    freezes nothing else)."""
     global _until_run, _frozen
     if not gc.isenabled():
         yield

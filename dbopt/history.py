@@ -489,24 +489,16 @@ class History:
         return int(row[0])
 
     def finish_change(
-        self,
-        conn: psycopg.Connection[Any],
-        change_id: int,
-        result: str,
-        error: str | None = None,
-        *,
-        made: tuple[int, str | None] | None = None,
+        self, conn: psycopg.Connection[Any], change_id: int, result: str, error: str | None = None
     ) -> None:
-        """Close a change with its result and duration; ``made``: the OID and definition of
-        what it leaves, recorded in the same statement (as :meth:`record_object`)."""
-        record = sql.SQL("object_oid = %s, built_definition = %s, " if made else "")
+        """Close a change with its result and duration."""
         conn.execute(
             sql.SQL(
-                "UPDATE {}.changes SET {}result = %s, error = %s, duration_ms = "
+                "UPDATE {}.changes SET result = %s, error = %s, duration_ms = "
                 "round((extract(epoch FROM clock_timestamp() - started_at) * 1000)::numeric, 1) "
                 "WHERE id = %s"
-            ).format(sql.Identifier(self.schema), record),
-            (*(made or ()), result, error, change_id),
+            ).format(sql.Identifier(self.schema)),
+            (result, error, change_id),
         )
 
     def record_object(

@@ -1,6 +1,6 @@
 """Watching concurrent builds and drops: progress, phases, who they wait for, and for how long.
 
-One thread and one connection poll, twice a second, every running ``CREATE INDEX
+One thread and one connection poll, four times a second, every running ``CREATE INDEX
 CONCURRENTLY`` and ``DROP INDEX CONCURRENTLY`` of a run: the phase from
 ``pg_stat_progress_create_index`` (a drop has no progress view: its lock waits show in
 ``pg_stat_activity``), and, while it waits, the sessions it waits for (``pg_blocking_pids``)
@@ -24,7 +24,9 @@ from dbopt.config import Settings
 from dbopt.db import connect, unbounded
 from dbopt.model import QualifiedName
 
-#: How often the watcher samples (seconds).
+#: How often the watcher samples (seconds). Its first sample of a build is the proof that an
+#: INVALID index a failed build leaves is dbopt's (recorded, repaired later): a build failing
+#: sooner than this is only cleaned up, never taken as dbopt's.
 INTERVAL = 0.25
 #: A wait is reported once it has lasted this long (every build passes its wait phases).
 REPORT_WAITS_AFTER = 1.0

@@ -289,7 +289,11 @@ def test_the_build_session_opens_beside_the_prompt_and_a_no_builds_nothing(
     proc = start_dbopt(project, "apply", "--env", "guarded", stdin=True)
     try:
         read_until(proc, "Type the environment name (guarded)")
-        wait_for(conn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-apply'")
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-apply' "
+            "AND datname = current_database()",
+        )
         out, _ = proc.communicate("staging\n", timeout=60)
     finally:
         if proc.poll() is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,7 @@ def test_a_table_taken_right_after_its_build_leaves_only_the_definition_unread(
             "AND wait_event_type = 'Lock'",
         )
         thread.join(60)  # the table is still held
+        assert not thread.is_alive(), "the run waited for the table instead of going on"
     finally:
         locker.rollback()
         snapshot.close()
@@ -316,3 +318,50 @@ def test_a_table_taken_right_after_its_build_leaves_only_the_definition_unread(
     ).fetchall()
     oid = conn.execute("SELECT 'idx_items_order'::regclass::oid::bigint").fetchone()
     assert oid is not None and recorded == [(oid[0], None)]
+
+
+def test_ctrl_c_while_reading_what_a_build_made_still_cleans_it_up(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """The build is done; reading its definition waits for a table someone took the moment
+    it ended; Ctrl-C there: the index is still the run's (dropped once the table is free),
+    not left behind unknown."""
+    snapshot = _old_snapshot(db_dsn)
+    locker = psycopg.connect(db_dsn)
+    proc = start_dbopt(shop, "apply", "--env", "test", "--wait-for-blockers", "--format", "plain")
+    try:
+        wait_for(conn, _WAITING_LAST_PHASE)
+        lock = threading.Thread(
+            target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
+        )
+        lock.start()
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
+            "AND wait_event_type = 'Lock'",
+        )
+        snapshot.rollback()
+        lock.join(30)
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
+            "AND wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        proc.send_signal(signal.SIGINT)
+        # Its clean-up now waits for the table too (the guard reads the definition).
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
+            "AND wait_event_type = 'Lock' AND datname = current_database() "
+            "AND query NOT LIKE '%What a step that made a relation left%'",
+        )
+        locker.rollback()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        snapshot.close()
+        locker.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "dropped the index it built public.idx_items_order" in out, out
+    assert conn.execute("SELECT to_regclass('idx_items_order')").fetchone() == (None,)

@@ -180,7 +180,8 @@ def run() -> None:
     after a plan of 10,000 specs, time the operating system spends anyway when the process
     ends. So once the command is done -- its output flushed, the exit handlers run -- the
     process ends with os._exit. Only when nothing else is left: another thread still running
-    (never the case after a command), or a profiler or tracer that writes its data at exit,
+    (rare after a command: a build connection opened ahead still connecting when the run
+    ended before its first build), or a profiler or tracer that writes its data at exit,
     gets the interpreter's own exit."""
     try:
         main.main()

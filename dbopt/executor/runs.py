@@ -165,22 +165,16 @@ class Executor(StepRunner):
             )
             self.reporter.finished(action.name)
         else:
-            result, final = self._run_steps(action, change_id, built, started)
+            result = self._run_steps(action, change_id, built, started)
         if change_id is not None:
-            # What the change leaves under its name is recorded with its result, in one
-            # statement: read right after its last step when that step made it (nothing ran
-            # since), else now.
-            record: tuple[int, str | None] | None = None
-            if result.result == ChangeOutcome.OK and action.kind != ActionKind.DROP:
-                made = final if self._recorded_last(action, built) else None
-                made = made or self._oid_of(action.name)
-                if made is not None:
-                    definition = made.definition if made.full else self._definition(made.oid)
-                    record = (made.oid, definition)
+            if (
+                result.result == ChangeOutcome.OK
+                and action.kind != ActionKind.DROP
+                and not self._recorded_last(action, built)
+            ):
+                self._record_made(change_id, action.name)
             self._control(
-                lambda c: self.history.finish_change(
-                    c, change_id, result.result, result.error, made=record
-                )
+                lambda c: self.history.finish_change(c, change_id, result.result, result.error)
             )
             if result.result == ChangeOutcome.OK and run_id is not None:
                 for index in action.also_creates:
@@ -197,9 +191,8 @@ class Executor(StepRunner):
 
     @staticmethod
     def _recorded_last(action: Action, built: dict[QualifiedName, int]) -> bool:
-        """True when the action's last step made its object (and only it): no statement ran
-        after, so what that step read right after is what the action leaves; recorded with
-        the change's result, not before it."""
+        """True when the action's last step made its object and _run_steps recorded it
+        then: no statement ran after, so what it recorded is what the action leaves."""
         last = action.forward[-1] if action.forward else None
         return (
             last is not None
@@ -215,44 +208,43 @@ class Executor(StepRunner):
         change_id: int | None,
         built: dict[QualifiedName, int],
         started: float,
-    ) -> tuple[ChangeResult, _Made | None]:
-        """The action's result, and its object as its last step left it when that step made
-        it (recorded with the result)."""
+    ) -> ChangeResult:
         cost = Cost()
+        #: The action's object as its last step left it, when that step made it.
         final: _Made | None = None
         try:
             for step in action.forward:
-                made = self.run_step(step, built, cost)
-                final = made if step.makes and step.index == action.name else None
-                last = step is action.forward[-1] and final is not None
-                if change_id is not None and step.makes and len(built) == 1 and not last:
+                last = step is action.forward[-1] and step.index == action.name
+                # Read in full (definition, size) only where it is used: the first object the
+                # action makes (recorded now) and its own object made by its last step (its
+                # size); every other read stays lock-free.
+                made = self.run_step(step, built, cost, describe=not built or last)
+                final = made if step.makes and last else None
+                if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
-                    # known as dbopt's from now on, even if dbopt stops before the end. (Made
-                    # by the last step: recorded with the result, the next statement.)
+                    # known as dbopt's from now on, even if dbopt stops before the end.
                     self._record_made(change_id, step.index, made)
         except (StepFailed, NotOursError) as exc:
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
-            failed = ChangeResult(
+            return ChangeResult(
                 action,
                 ChangeOutcome.FAILED,
                 time.monotonic() - started,
                 error=str(exc) + cleaned,
                 cost=cost,
             )
-            return failed, None
         except KeyboardInterrupt:
             self._cancelled.set()
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
-            failed = ChangeResult(
+            return ChangeResult(
                 action,
                 ChangeOutcome.ABORTED,
                 time.monotonic() - started,
                 error="Ctrl-C" + self.take_note() + cleaned,
                 cost=cost,
             )
-            return failed, None
         finally:
             self.reporter.finished(action.name)
         size = (
@@ -262,10 +254,9 @@ class Executor(StepRunner):
             if final is not None and final.full
             else self._index_size(action.name)
         )
-        done = ChangeResult(
+        return ChangeResult(
             action, ChangeOutcome.OK, time.monotonic() - started, size_bytes=size, cost=cost
         )
-        return done, final
 
     def run_plan(
         self,

@@ -189,6 +189,7 @@ class StepRunner:
         want = self.settings.lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
         conn = self._workers.get(ident)
         if conn is None or conn.closed or conn.broken:
+            self._lock_timeouts.pop(ident, None)  # a new session: pinned to lock_timeout
             with self._spare_lock:
                 spare, self._spare = self._spare, None
             try:
@@ -218,6 +219,19 @@ class StepRunner:
 
         row = self._control(query)
         return None if row is None else _Made(int(row["oid"]), row["relkind"], row["valid"])
+
+    def _made_now(self, step: Step, built: dict[QualifiedName, int]) -> _Made | None:
+        """:meth:`_made` of what ``step`` made; that read may wait for a lock, and Ctrl-C
+        there must not make the run forget what the step made: its OID is read without a
+        lock and kept in ``built`` (recorded and cleaned up as the action's) first."""
+        try:
+            return self._made(step.index)
+        except KeyboardInterrupt:
+            with contextlib.suppress(psycopg.Error):
+                now = self._oid_of(step.index)
+                if now is not None:
+                    built[step.index] = now.oid
+            raise
 
     def _made(self, name: QualifiedName) -> _Made | None:
         """:meth:`_oid_of` with the definition and size, read right after the step that made
@@ -383,6 +397,8 @@ class StepRunner:
         step: Step,
         built: dict[QualifiedName, int] | None = None,
         cost: Cost | None = None,
+        *,
+        describe: bool = False,
     ) -> _Made | None:
         """Run one step, waiting the way the step allows; raise StepFailed when it cannot.
 
@@ -394,7 +410,8 @@ class StepRunner:
         ``built`` maps what the running action built to its OID; the step's identities are
         checked against the live catalog right before each attempt (NotOursError). Returns
         what is under the step's index name right after it, when the step made it or built
-        (read in full, definition and size, when it made it), else None.
+        (with its definition and size when it made it and ``describe``: a read that may wait
+        for locks, so only where they are used), else None.
         """
         built = {} if built is None else built
         cost = Cost() if cost is None else cost
@@ -407,13 +424,15 @@ class StepRunner:
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
             started = time.time()
-            conn = self._worker(self.settings.build_wait_timeout_ms if step.gentle else None)
             watches: list[Watch] = []
             before = self._reindex_before(step)
             try:
                 if step.mode != StepMode.SWAP:
                     for identity in expect:
                         self.check(identity, built)
+                # Inside: setting the session's lock_timeout is a statement too (cancelled by
+                # Ctrl-C, or failing on a lost connection), handled as the step's own.
+                conn = self._worker(self.settings.build_wait_timeout_ms if step.gentle else None)
                 try:
                     self._execute(conn, step, built, cost, watches)
                 finally:
@@ -474,10 +493,10 @@ class StepRunner:
                 cleaned += self._clean_reindex(step, before)[0]
                 raise StepFailed(f"{step.index}: {server_message(exc)}{where}{cleaned}") from None
             made = (
-                self._made(step.index)
-                if step.makes
+                self._made_now(step, built)
+                if step.makes and describe
                 else self._oid_of(step.index)
-                if step.mode in (StepMode.BUILD, StepMode.REINDEX)
+                if step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX)
                 else None
             )
             if step.makes and made is not None:

@@ -57,7 +57,7 @@ One module per concern:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbopt.readonly.lists import (
     DENIED,
@@ -81,13 +81,14 @@ if TYPE_CHECKING:
     from dbopt.readonly.callgraph import CallGraph, Kind, Node
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type:
     """The catalog-reading half (CallGraph and its types) is loaded when first named:
     checking a spec's queries without a database never needs it."""
     if name in ("CallGraph", "Kind", "Node"):
         from dbopt.readonly import callgraph
 
-        return getattr(callgraph, name)
+        found: type = getattr(callgraph, name)
+        return found
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -2,7 +2,8 @@
 -- the OID of the index it builds, and, while it waits for a lock, the sessions it waits for,
 -- with their age and query. pg_blocking_pids needs the lock manager to itself for a moment:
 -- it is called once per watched session, and only while that session waits for a lock (it
--- finds no one otherwise), never once per row of pg_stat_activity.
+-- finds no one otherwise), never once per row of pg_stat_activity. (It lists a session once
+-- per parallel worker of it that holds the lock: each is shown once.)
 SELECT a.pid,
        p.phase,
        coalesce(p.blocks_done, 0), coalesce(p.blocks_total, 0),
@@ -21,7 +22,7 @@ SELECT a.pid,
                    'user', b.usename,
                    'query', left(regexp_replace(b.query, '\s+', ' ', 'g'), 160))
                  ORDER BY b.pid) AS blockers
-           FROM unnest(pg_blocking_pids(a.pid)) AS blocking(pid)
+           FROM (SELECT DISTINCT unnest(pg_blocking_pids(a.pid)) AS pid) AS blocking
            JOIN pg_stat_activity b ON b.pid = blocking.pid
           WHERE a.wait_event_type = 'Lock') w ON true
  WHERE a.pid = ANY (%(pids)s::int[])
