@@ -74,6 +74,36 @@ _WAITING_LAST_PHASE = (
 )
 
 
+#: dbopt's control session waits for a lock (in this test's database).
+_CONTROL_WAITS = (
+    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
+    "AND wait_event_type = 'Lock' AND datname = current_database()"
+)
+
+
+def _take_the_table_as_the_build_ends(
+    conn: psycopg.Connection[Any],
+    snapshot: psycopg.Connection[Any],
+    locker: psycopg.Connection[Any],
+) -> None:
+    """While dbopt's build waits for ``snapshot``, ``locker`` asks for order_items in ACCESS
+    EXCLUSIVE mode (queued behind the build); ``snapshot`` ends: the lock is granted the
+    moment the build ends, before dbopt's next statement on the table. ``locker`` holds it
+    until the caller rolls it back."""
+    wait_for(conn, _WAITING_LAST_PHASE)
+    lock = threading.Thread(
+        target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
+    )
+    lock.start()
+    wait_for(
+        conn,
+        "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
+        "AND wait_event_type = 'Lock'",
+    )
+    snapshot.rollback()
+    lock.join(30)
+
+
 def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finishes_once(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -226,20 +256,9 @@ def test_a_held_swap_is_retried_without_building_again(
     )
     thread.start()
     try:
-        # The build aside waits for the old snapshot; a strong lock request queues behind it
-        # and is granted the moment the build ends, before dbopt asks for the swap's.
-        wait_for(conn, _WAITING_LAST_PHASE)
-        lock = threading.Thread(
-            target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
-        )
-        lock.start()
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
-            "AND wait_event_type = 'Lock'",
-        )
-        snapshot.rollback()
-        lock.join(30)
+        # The build aside waits for the old snapshot; the table is taken the moment it ends,
+        # before dbopt asks for the swap's lock.
+        _take_the_table_as_the_build_ends(conn, snapshot, locker)
         # The swap's transaction waits (its check needs the table); once a second attempt is
         # seen waiting, the table is released.
         first = wait_for(
@@ -283,23 +302,8 @@ def test_a_table_taken_right_after_its_build_leaves_only_the_definition_unread(
     )
     thread.start()
     try:
-        wait_for(conn, _WAITING_LAST_PHASE)
-        lock = threading.Thread(
-            target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
-        )
-        lock.start()
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
-            "AND wait_event_type = 'Lock'",
-        )
-        snapshot.rollback()
-        lock.join(30)
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
-            "AND wait_event_type = 'Lock'",
-        )
+        _take_the_table_as_the_build_ends(conn, snapshot, locker)
+        wait_for(conn, _CONTROL_WAITS)
         thread.join(60)  # the table is still held
         assert not thread.is_alive(), "the run waited for the table instead of going on"
     finally:
@@ -330,30 +334,13 @@ def test_ctrl_c_while_reading_what_a_build_made_still_cleans_it_up(
     locker = psycopg.connect(db_dsn)
     proc = start_dbopt(shop, "apply", "--env", "test", "--wait-for-blockers", "--format", "plain")
     try:
-        wait_for(conn, _WAITING_LAST_PHASE)
-        lock = threading.Thread(
-            target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
-        )
-        lock.start()
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
-            "AND wait_event_type = 'Lock'",
-        )
-        snapshot.rollback()
-        lock.join(30)
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
-            "AND wait_event_type = 'Lock' AND datname = current_database()",
-        )
+        _take_the_table_as_the_build_ends(conn, snapshot, locker)
+        wait_for(conn, _CONTROL_WAITS)
         proc.send_signal(signal.SIGINT)
         # Its clean-up now waits for the table too (the guard reads the definition).
         wait_for(
             conn,
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'dbopt-control' "
-            "AND wait_event_type = 'Lock' AND datname = current_database() "
-            "AND query NOT LIKE '%What a step that made a relation left%'",
+            _CONTROL_WAITS + " AND query NOT LIKE '%What a step that made a relation left%'",
         )
         locker.rollback()
         out, _ = proc.communicate(timeout=120)

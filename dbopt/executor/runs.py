@@ -210,7 +210,7 @@ class Executor(StepRunner):
         started: float,
     ) -> ChangeResult:
         cost = Cost()
-        #: The action's object as its last step left it, when that step made it.
+        #: The action's object as its last step left it (read in full), when that step made it.
         final: _Made | None = None
         try:
             for step in action.forward:
@@ -247,13 +247,9 @@ class Executor(StepRunner):
             )
         finally:
             self.reporter.finished(action.name)
-        size = (
-            None
-            if action.kind == ActionKind.DROP
-            else final.size
-            if final is not None and final.full
-            else self._index_size(action.name)
-        )
+        size = None
+        if action.kind != ActionKind.DROP:
+            size = final.size if final is not None else self._index_size(action.name)
         return ChangeResult(
             action, ChangeOutcome.OK, time.monotonic() - started, size_bytes=size, cost=cost
         )

@@ -220,22 +220,13 @@ class StepRunner:
         row = self._control(query)
         return None if row is None else _Made(int(row["oid"]), row["relkind"], row["valid"])
 
-    def _made_now(self, step: Step, built: dict[QualifiedName, int]) -> _Made | None:
-        """:meth:`_made` of what ``step`` made; that read may wait for a lock, and Ctrl-C
-        there must not make the run forget what the step made: its OID is read without a
-        lock and kept in ``built`` (recorded and cleaned up as the action's) first."""
-        try:
-            return self._made(step.index)
-        except KeyboardInterrupt:
-            with contextlib.suppress(psycopg.Error):
-                now = self._oid_of(step.index)
-                if now is not None:
-                    built[step.index] = now.oid
-            raise
-
-    def _made(self, name: QualifiedName) -> _Made | None:
-        """:meth:`_oid_of` with the definition and size, read right after the step that made
-        ``name`` (one query; what a lock stops stays None: not worth a wait)."""
+    def _made(self, step: Step, built: dict[QualifiedName, int]) -> _Made | None:
+        """:meth:`_oid_of` of what ``step`` made, with its definition and size, read in one
+        query right after the step (what a lock stops stays None: not worth a wait). That
+        read may wait for a lock, and Ctrl-C there must not make the run forget what the
+        step made: its OID is then read without a lock and kept in ``built`` (recorded and
+        cleaned up as the action's) first."""
+        name = step.index
 
         def query(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
             with conn.cursor(row_factory=dict_row) as cur:
@@ -247,12 +238,18 @@ class StepRunner:
         try:
             row = self._control(query)
         except pgerrors.LockNotAvailable:
-            # The definition's lock (on the table) was not granted; the size needs only the
-            # index's own: read as before the two were one query.
+            # The table's lock (the definition) or the index's (the size) was not granted:
+            # the state again without a lock, the size by itself (only the index's lock).
             made = self._oid_of(name)
             if made is None:
                 return None
             return dataclasses.replace(made, full=True, size=self._index_size(name))
+        except KeyboardInterrupt:
+            with contextlib.suppress(psycopg.Error):
+                now = self._oid_of(name)
+                if now is not None:
+                    built[name] = now.oid
+            raise
         if row is None:
             return None
         size = row["size_bytes"]
@@ -492,13 +489,11 @@ class StepRunner:
                 )
                 cleaned += self._clean_reindex(step, before)[0]
                 raise StepFailed(f"{step.index}: {server_message(exc)}{where}{cleaned}") from None
-            made = (
-                self._made_now(step, built)
-                if step.makes and describe
-                else self._oid_of(step.index)
-                if step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX)
-                else None
-            )
+            made: _Made | None = None
+            if step.makes and describe:
+                made = self._made(step, built)
+            elif step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX):
+                made = self._oid_of(step.index)
             if step.makes and made is not None:
                 built[step.index] = made.oid
             if step.mode in (StepMode.BUILD, StepMode.REINDEX):
