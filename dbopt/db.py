@@ -331,13 +331,15 @@ def read_only_transaction(
     ``search_path`` (schema names, quoted here) a search path, both for this transaction
     only. ``conn`` should be idle (dbopt.db.connect gives autocommit connections).
     """
+    settings: list[sql.Composable] = [sql.SQL("SET TRANSACTION READ ONLY")]
+    if timeout_ms is not None:
+        settings.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms)))
+    if search_path is not None:
+        schemas = sql.SQL(", ").join(sql.Identifier(s) for s in search_path)
+        settings.append(sql.SQL("SET LOCAL search_path = {}").format(schemas))
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
-        cur.execute("SET TRANSACTION READ ONLY")
-        if timeout_ms is not None:
-            cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms)))
-        if search_path is not None:
-            schemas = sql.SQL(", ").join(sql.Identifier(s) for s in search_path)
-            cur.execute(sql.SQL("SET LOCAL search_path = {}").format(schemas))
+        # No parameters: the simple protocol, every SET in one round trip (READ ONLY first).
+        cur.execute(sql.SQL("; ").join(settings))
         yield cur
 
 

@@ -241,6 +241,12 @@ def _qualified(text: str) -> QualifiedName:
     return QualifiedName(schema, name)
 
 
+#: A change's duration so far, by the server's clock (what finishing a change records).
+_DURATION_MS = sql.SQL(
+    "round((extract(epoch FROM clock_timestamp() - started_at) * 1000)::numeric, 1)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """Where the history lives (schema name from dbopt.yaml, default ``dbopt``)."""
@@ -494,22 +500,37 @@ class History:
         """Close a change with its result and duration."""
         conn.execute(
             sql.SQL(
-                "UPDATE {}.changes SET result = %s, error = %s, duration_ms = "
-                "round((extract(epoch FROM clock_timestamp() - started_at) * 1000)::numeric, 1) "
-                "WHERE id = %s"
-            ).format(sql.Identifier(self.schema)),
+                "UPDATE {}.changes SET result = %s, error = %s, duration_ms = {} WHERE id = %s"
+            ).format(sql.Identifier(self.schema), _DURATION_MS),
             (result, error, change_id),
         )
 
     def record_object(
-        self, conn: psycopg.Connection[Any], change_id: int, oid: int, definition: str | None
+        self,
+        conn: psycopg.Connection[Any],
+        change_id: int,
+        oid: int,
+        definition: str | None,
+        *,
+        finished: str | None = None,
     ) -> None:
-        """The OID (and the server's definition) of what a change made, as soon as it exists."""
+        """The OID (and the server's definition) of what a change made, as soon as it exists;
+        with ``finished``, the change's result too (as :meth:`finish_change`, no error), in the
+        same statement: for a change whose last statement made the object it records."""
+        if finished is None:
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.changes SET object_oid = %s, built_definition = %s WHERE id = %s"
+                ).format(sql.Identifier(self.schema)),
+                (oid, definition, change_id),
+            )
+            return
         conn.execute(
             sql.SQL(
-                "UPDATE {}.changes SET object_oid = %s, built_definition = %s WHERE id = %s"
-            ).format(sql.Identifier(self.schema)),
-            (oid, definition, change_id),
+                "UPDATE {}.changes SET object_oid = %s, built_definition = %s, result = %s, "
+                "error = NULL, duration_ms = {} WHERE id = %s"
+            ).format(sql.Identifier(self.schema), _DURATION_MS),
+            (oid, definition, finished, change_id),
         )
 
     def record_adoption(

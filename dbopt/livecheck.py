@@ -112,6 +112,8 @@ class _SpecViews:
     def __init__(self, views: Sequence[ViewSpec], search_path: Sequence[str]) -> None:
         self.names = {v.name for v in views}
         self.search_path = [s for s in search_path if not s.startswith("pg_")]
+        #: What each query reads (:func:`_read_views`), parsed once per query.
+        self.reads: dict[str, frozenset[QualifiedName]] = {}
 
     def resolve(self, schema: str | None, name: str, ctes: set[str]) -> QualifiedName | None:
         if schema is not None:
@@ -128,18 +130,28 @@ class _SpecViews:
 
 def _read_views(query: str, views: _SpecViews) -> set[QualifiedName]:
     """The spec views a view query reads (empty when pglast cannot parse it: reported later)."""
-    found: set[QualifiedName] = set()
+    known = views.reads.get(query)
+    if known is None:
+        found: set[QualifiedName] = set()
 
-    def note(name: QualifiedName) -> None:
-        found.add(name)
+        def note(name: QualifiedName) -> None:
+            found.add(name)
 
-    _rewrite(query, views, note)
-    return found
+        _rewrite(query, views, note, render=False)
+        known = views.reads[query] = frozenset(found)
+    return set(known)
 
 
-def _rewrite(query: str, views: _SpecViews, body_of: Callable[[QualifiedName], Any]) -> str:
+def _rewrite(
+    query: str,
+    views: _SpecViews,
+    body_of: Callable[[QualifiedName], Any],
+    *,
+    render: bool = True,
+) -> str:
     """``query`` with every spec view it reads replaced by ``body_of(name)`` (a pglast
-    SelectStmt, or None to keep the name), as a subquery under the name or alias it had."""
+    SelectStmt, or None to keep the name), as a subquery under the name or alias it had.
+    Without ``render`` only ``body_of`` is called (``query`` is returned as it is)."""
     from pglast import ast, parser
     from pglast.stream import RawStream
     from pglast.visitors import Visitor
@@ -165,7 +177,7 @@ def _rewrite(query: str, views: _SpecViews, body_of: Callable[[QualifiedName], A
 
     Ctes()(stmt)
     Inline()(stmt)
-    return str(RawStream()(stmt))
+    return str(RawStream()(stmt)) if render else query
 
 
 def _resolver(conn: psycopg.Connection[Any], views: Sequence[ViewSpec]) -> _SpecViews:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,14 +78,19 @@ def _parse(text: str, offset: int) -> list[Any]:
     return stmts
 
 
-def _walk(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield key
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item)
+def _keys(node: Any) -> set[str]:
+    """Every key of a pglast JSON tree (its node and field names), at any depth: one loop
+    over an explicit stack (nested generators would pass each key up through every level)."""
+    keys: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys.update(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return keys
 
 
 def _near(text: str, position: int | None) -> str:
@@ -125,9 +129,9 @@ def render_expression(text: str) -> str:
     target = targets[0]["ResTarget"]
     if target.get("name"):
         raise SqlTextError("must be a single expression, without an alias")
-    if "A_Star" in set(_walk(target.get("val", {}).get("ColumnRef", {}))):
+    if "A_Star" in _keys(target.get("val", {}).get("ColumnRef", {})):
         raise SqlTextError("must be an expression, not '*' (all columns)")
-    if "SubLink" in set(_walk(target)):
+    if "SubLink" in _keys(target):
         raise SqlTextError("must not contain a subquery (PostgreSQL refuses them in indexes)")
     stmt: Any = parser.parse_sql(prefix + text)[0].stmt  # a SelectStmt, checked above
     return str(RawStream()(stmt.targetList[0].val))
@@ -210,7 +214,7 @@ def _check_query(text: str, with_placeholders: bool) -> tuple[CheckedQuery, dict
         # Name the statement by its verb; WITH ... UPDATE is named by the node, not 'WITH'.
         verb = _WRITING_NODES.get(kind) or body.split(None, 1)[0].upper()
         raise SqlTextError("must be a read-only SELECT, not " + verb)
-    found = set(_walk(stmt))
+    found = _keys(stmt)
     for node, what in _WRITING_NODES.items():
         if node in found:
             raise SqlTextError(f"must be read-only: it contains {what}")

@@ -23,6 +23,7 @@ that: only in a directory no other user may write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import marshal
 import os
@@ -30,11 +31,10 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from types import CodeType
 from typing import Any
-
-import yaml
 
 from dbopt import __version__
 
@@ -70,9 +70,21 @@ def _directory(kind: str = _FORMAT) -> Path | None:
     return folder
 
 
+@functools.cache
+def _pyyaml_version() -> str:
+    """PyYAML's version, read from its installed metadata: a file whose parse is kept is read
+    without loading PyYAML at all."""
+    try:
+        return metadata.version("PyYAML")
+    except metadata.PackageNotFoundError:  # pragma: no cover - installed without metadata
+        import yaml
+
+        return str(yaml.__version__)
+
+
 def _key(raw: bytes, max_nodes: int) -> str:
     digest = hashlib.sha256()
-    for part in (_FORMAT, __version__, yaml.__version__, sys.version, str(max_nodes)):
+    for part in (_FORMAT, __version__, _pyyaml_version(), sys.version, str(max_nodes)):
         digest.update(part.encode() + b"\0")
     digest.update(raw)
     return digest.hexdigest()

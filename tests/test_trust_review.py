@@ -407,6 +407,34 @@ def test_history_without_oids_still_checks_the_definition(
     assert oid(conn, "idx_orders_status") is not None
 
 
+def test_history_without_oids_owns_what_it_created_and_has_not_dropped(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """OID-less history (dbopt 0.1 kept names only): an object dbopt created is its own by
+    name; one whose last row is a drop is not; nor are the drops of objects recorded by OID
+    (what most rows of a long history are) anything's owner."""
+    from dbopt.history import History
+
+    assert cli("apply", "--env", "test").exit_code == 0
+    assert cli("rollback", "--env", "test", "--last", "--yes").exit_code == 0
+    assert cli("apply", "--env", "test").exit_code == 0
+    by_oid = {str(o.name) for o in History().owned(conn) if o.oid is not None}
+    assert by_oid == {"public.idx_orders_customer", "public.idx_orders_status"}
+    # The latest run's rows lose their OIDs, as 0.1 wrote them; one of its objects then has
+    # a later drop (by name) after it.
+    conn.execute(
+        "UPDATE dbopt.changes SET object_oid = NULL, built_definition = NULL "
+        "WHERE run_id = (SELECT max(id) FROM dbopt.runs)"
+    )
+    conn.execute(
+        "INSERT INTO dbopt.changes (run_id, action, object_kind, object_schema, object_name, "
+        "table_name, existed_before, result) SELECT max(id), 'drop', 'index', 'public', "
+        "'idx_orders_status', 'public.orders', true, 'ok' FROM dbopt.runs"
+    )
+    owned = History().owned(conn)
+    assert [(str(o.name), o.oid) for o in owned] == [("public.idx_orders_customer", None)]
+
+
 MV_PLUS = """
 name: mv_customers
 query: SELECT customer_id, count(*) AS n, sum(total) AS total FROM orders GROUP BY customer_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -494,6 +496,31 @@ def test_a_file_is_parsed_once_per_content_and_read_back_the_same(
     fourth, _ = load_file(spec)
     assert fourth is not None and fourth.data == {"table": "t", "indexes": []}
     assert len(list((cache / "yaml-1").iterdir())) == 2
+
+
+def test_a_kept_parse_is_read_without_loading_pyyaml(tmp_path: Path, cache: Path) -> None:
+    """A second process reading the same bytes takes the kept parse: PyYAML is not even
+    loaded (most of what a small command's start-up would spend on YAML); a file whose parse
+    is not kept is parsed, with PyYAML."""
+    spec = tmp_path / "t.yaml"
+    spec.write_text("table: t\nindexes:\n  - {name: t_a, columns: [a]}\n")
+    other = tmp_path / "u.yaml"
+    other.write_text("table: u\nindexes: []\n")
+    script = (
+        "import sys; from pathlib import Path; from dbopt.yamlload import load_file; "
+        "doc, problems = load_file(Path(sys.argv[1])); assert doc is not None and not problems; "
+        "print(doc.data['table'], 'yaml' in sys.modules)"
+    )
+
+    def load(path: Path) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+        )
+        return run.stdout.strip()
+
+    assert load(spec) == "t True"  # parsed, and kept
+    assert load(spec) == "t False"  # read back: no PyYAML
+    assert load(other) == "u True"
 
 
 def test_the_cache_is_not_used_where_others_could_write_or_when_off(

@@ -36,6 +36,7 @@ from dbopt.readonly.references import static_refusals
 from dbopt.sqltext import SqlTextError, check_query, query_tree
 from dbopt.verify.measurement import estimated_plan, raise_if_lost
 from dbopt.verify.plan import PlanNode, parse_plan
+from dbopt.yamlload import line_column
 
 #: The statement name of the pre-16 generic planning (deallocated right after).
 _PREPARED = "dbopt_advise_generic"
@@ -239,11 +240,6 @@ def from_statements(
     return Workload(Source.STATEMENTS, tuple(queries), tuple(skipped), hidden)
 
 
-def _line_column(text: str, offset: int) -> tuple[int, int]:
-    before = text[:offset]
-    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
-
-
 def from_file(path: Path, calls: CallGraph, display: str | None = None) -> Workload:
     """The queries of a file (statements separated by semicolons).
 
@@ -261,7 +257,7 @@ def from_file(path: Path, calls: CallGraph, display: str | None = None) -> Workl
         stmts = json.loads(parser.parse_sql_json(text)).get("stmts", [])
     except parser.ParseError as exc:
         pos = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-        line, column = _line_column(text, max(0, pos - 1))
+        line, column = line_column(text, max(0, pos - 1))
         raise InputError(
             f"{shown}: a query has a syntax error",
             [Problem(shown, line, column, f"syntax error: {exc.args[0]}")],
@@ -276,7 +272,7 @@ def from_file(path: Path, calls: CallGraph, display: str | None = None) -> Workl
         length = stmt.get("stmt_len") or len(text) - start
         body = text[start : start + int(length)]
         offset = start + len(body) - len(body.lstrip())
-        line, column = _line_column(text, offset)
+        line, column = line_column(text, offset)
         try:
             checked = _checked(body)
         except SqlTextError as exc:

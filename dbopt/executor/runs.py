@@ -72,18 +72,30 @@ class Executor(StepRunner):
         return change_id
 
     def _record_made(
-        self, change_id: int | None, name: QualifiedName, made: _Made | None = None
-    ) -> None:
+        self,
+        change_id: int | None,
+        name: QualifiedName,
+        made: _Made | None = None,
+        *,
+        finished: bool = False,
+    ) -> bool:
         """Record the OID and definition of the object a change leaves under ``name``
-        (``made``: what the step that made it read under that name right after it)."""
+        (``made``: what the step that made it read under that name right after it); with
+        ``finished`` (its last statement made it) the change's result ok in the same
+        statement. True when that result is recorded."""
         if change_id is None:
-            return
+            return False
         if made is None:
             made = self._oid_of(name)
-        if made is not None:
-            found = made.oid
-            definition = made.definition if made.full else self._definition(found)
-            self._control(lambda c: self.history.record_object(c, change_id, found, definition))
+        if made is None:
+            return False
+        found = made.oid
+        definition = made.definition if made.full else self._definition(found)
+        result = ChangeOutcome.OK if finished else None
+        self._control(
+            lambda c: self.history.record_object(c, change_id, found, definition, finished=result)
+        )
+        return finished
 
     def _record_first(self, change_id: int | None, built: dict[QualifiedName, int]) -> None:
         """A failed build's INVALID index is dbopt's: recorded before the clean-up tries it
@@ -114,8 +126,8 @@ class Executor(StepRunner):
                 },
             )
         )
-        self._record_made(change, index)
-        self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
+        if not self._record_made(change, index, finished=True):
+            self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
 
     def preflight(self, action: Action) -> None:
         """Check, before its first statement, every identity the action can check now."""
@@ -149,6 +161,7 @@ class Executor(StepRunner):
             self._changes[threading.get_ident()] = change_id
         started = time.monotonic()
         built = Built()
+        finished = False  # the change's result recorded with its object
         self.reporter.action_started(action.kind.value, action.name)
         try:
             self._preflight_patiently(action)
@@ -165,7 +178,7 @@ class Executor(StepRunner):
             )
             self.reporter.finished(action.name)
         else:
-            result = self._run_steps(action, change_id, built, started)
+            result, finished = self._run_steps(action, change_id, built, started)
         if change_id is not None:
             if (
                 result.result == ChangeOutcome.OK
@@ -173,9 +186,10 @@ class Executor(StepRunner):
                 and not self._recorded_last(action, built)
             ):
                 self._record_made(change_id, action.name)
-            self._control(
-                lambda c: self.history.finish_change(c, change_id, result.result, result.error)
-            )
+            if not finished:
+                self._control(
+                    lambda c: self.history.finish_change(c, change_id, result.result, result.error)
+                )
             if result.result == ChangeOutcome.OK and run_id is not None:
                 for index in action.also_creates:
                     self._record_built_with(
@@ -208,10 +222,13 @@ class Executor(StepRunner):
         change_id: int | None,
         built: dict[QualifiedName, int],
         started: float,
-    ) -> ChangeResult:
+    ) -> tuple[ChangeResult, bool]:
+        """The action's steps: its result, and whether that result is recorded already (with
+        the object its last step made)."""
         cost = Cost()
         #: The action's object as its last step left it (read in full), when that step made it.
         final: _Made | None = None
+        finished = False
         try:
             for step in action.forward:
                 last = step is action.forward[-1] and step.index == action.name
@@ -222,37 +239,47 @@ class Executor(StepRunner):
                 final = made if step.makes and last else None
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
-                    # known as dbopt's from now on, even if dbopt stops before the end.
-                    self._record_made(change_id, step.index, made)
+                    # known as dbopt's from now on, even if dbopt stops before the end. Made
+                    # by its last statement, the change is done: its result in the same row
+                    # update (a Ctrl-C after it still undoes it and records that).
+                    finished = self._record_made(
+                        change_id,
+                        step.index,
+                        made,
+                        finished=last and action.kind != ActionKind.DROP,
+                    )
         except (StepFailed, NotOursError) as exc:
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
-            return ChangeResult(
+            failed = ChangeResult(
                 action,
                 ChangeOutcome.FAILED,
                 time.monotonic() - started,
                 error=str(exc) + cleaned,
                 cost=cost,
             )
+            return failed, False
         except KeyboardInterrupt:
             self._cancelled.set()
             self._record_first(change_id, built)
             cleaned = self._undo_built(built)
-            return ChangeResult(
+            aborted = ChangeResult(
                 action,
                 ChangeOutcome.ABORTED,
                 time.monotonic() - started,
                 error="Ctrl-C" + self.take_note() + cleaned,
                 cost=cost,
             )
+            return aborted, False
         finally:
             self.reporter.finished(action.name)
         size = None
         if action.kind != ActionKind.DROP:
             size = final.size if final is not None else self._index_size(action.name)
-        return ChangeResult(
+        done = ChangeResult(
             action, ChangeOutcome.OK, time.monotonic() - started, size_bytes=size, cost=cost
         )
+        return done, finished
 
     def run_plan(
         self,

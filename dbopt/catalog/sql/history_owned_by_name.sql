@@ -10,6 +10,13 @@ SELECT s.id, s.run_id, s.object_kind, s.object_schema, s.object_name, s.table_na
                                   ORDER BY id DESC) AS rn
           FROM {schema}.changes
          WHERE result = 'ok' {where}
+           -- Only objects with a row that is not a drop (as last_action must be below), found
+           -- first: the drops of objects recorded by OID (the rows of a long history that
+           -- have none) are never sorted and windowed.
+           AND (object_kind, object_schema, object_name) IN (
+                 SELECT object_kind, object_schema, object_name
+                   FROM {schema}.changes
+                  WHERE result = 'ok' AND action <> 'drop' {where})
         WINDOW w AS (PARTITION BY object_kind, object_schema, object_name ORDER BY id
                      ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) s
   JOIN pg_namespace tn ON tn.nspname = split_part(s.table_name, '.', 1)
