@@ -338,8 +338,9 @@ def read_only_transaction(
         schemas = sql.SQL(", ").join(sql.Identifier(s) for s in search_path)
         settings.append(sql.SQL("SET LOCAL search_path = {}").format(schemas))
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
-        # No parameters: the simple protocol, every SET in one round trip (READ ONLY first).
-        cur.execute(sql.SQL("; ").join(settings))
+        # No parameters, never prepared: the simple protocol, every SET in one round trip
+        # (READ ONLY first).
+        cur.execute(sql.SQL("; ").join(settings), prepare=False)
         yield cur
 
 

@@ -512,12 +512,12 @@ class History:
         oid: int,
         definition: str | None,
         *,
-        finished: str | None = None,
+        result: str | None = None,
     ) -> None:
         """The OID (and the server's definition) of what a change made, as soon as it exists;
-        with ``finished``, the change's result too (as :meth:`finish_change`, no error), in the
+        with ``result``, the change's result too (as :meth:`finish_change`, no error), in the
         same statement: for a change whose last statement made the object it records."""
-        if finished is None:
+        if result is None:
             conn.execute(
                 sql.SQL(
                     "UPDATE {}.changes SET object_oid = %s, built_definition = %s WHERE id = %s"
@@ -530,7 +530,7 @@ class History:
                 "UPDATE {}.changes SET object_oid = %s, built_definition = %s, result = %s, "
                 "error = NULL, duration_ms = {} WHERE id = %s"
             ).format(sql.Identifier(self.schema), _DURATION_MS),
-            (oid, definition, finished, change_id),
+            (oid, definition, result, change_id),
         )
 
     def record_adoption(

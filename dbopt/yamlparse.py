@@ -1,6 +1,7 @@
 """The YAML parsing behind :mod:`dbopt.yamlload`: PyYAML composes, dbopt constructs.
 
-Only here is PyYAML loaded: a spec file whose parse dbopt's cache kept is read without it.
+Spec and config loading loads PyYAML only here: a file whose parse dbopt's cache kept is
+read without it.
 """
 
 from __future__ import annotations

@@ -431,6 +431,13 @@ def test_history_without_oids_owns_what_it_created_and_has_not_dropped(
         "table_name, existed_before, result) SELECT max(id), 'drop', 'index', 'public', "
         "'idx_orders_status', 'public.orders', true, 'ok' FROM dbopt.runs"
     )
+    # An object recorded by OID, long gone: its drop row (no OID, as drops have) owns nothing.
+    conn.execute(
+        "INSERT INTO dbopt.changes (run_id, action, object_kind, object_schema, object_name, "
+        "table_name, existed_before, result, object_oid) SELECT max(id), a, 'index', "
+        "'public', 'idx_orders_gone', 'public.orders', a = 'drop', 'ok', o "
+        "FROM dbopt.runs, (VALUES ('create', 4000000000), ('drop', NULL)) v(a, o) GROUP BY a, o"
+    )
     owned = History().owned(conn)
     assert [(str(o.name), o.oid) for o in owned] == [("public.idx_orders_customer", None)]
 

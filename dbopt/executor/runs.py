@@ -93,7 +93,7 @@ class Executor(StepRunner):
         definition = made.definition if made.full else self._definition(found)
         result = ChangeOutcome.OK if finished else None
         self._control(
-            lambda c: self.history.record_object(c, change_id, found, definition, finished=result)
+            lambda c: self.history.record_object(c, change_id, found, definition, result=result)
         )
         return finished
 
@@ -185,7 +185,7 @@ class Executor(StepRunner):
                 and action.kind != ActionKind.DROP
                 and not self._recorded_last(action, built)
             ):
-                self._record_made(change_id, action.name)
+                finished = self._record_made(change_id, action.name, finished=True)
             if not finished:
                 self._control(
                     lambda c: self.history.finish_change(c, change_id, result.result, result.error)
@@ -240,8 +240,9 @@ class Executor(StepRunner):
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
                     # known as dbopt's from now on, even if dbopt stops before the end. Made
-                    # by its last statement, the change is done: its result in the same row
-                    # update (a Ctrl-C after it still undoes it and records that).
+                    # by its last statement, the change is done: its result ok in the same
+                    # row update (a Ctrl-C during that update is caught below: undone, and
+                    # recorded aborted; once it returned, the change is done and says so).
                     finished = self._record_made(
                         change_id,
                         step.index,
