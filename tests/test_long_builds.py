@@ -330,6 +330,14 @@ def test_ctrl_c_while_reading_what_a_build_made_still_cleans_it_up(
     """The build is done; reading its definition waits for a table someone took the moment
     it ended; Ctrl-C there: the index is still the run's (dropped once the table is free),
     not left behind unknown."""
+    # A lock_timeout long enough for the Ctrl-C to land while that read waits: with this
+    # module's 1 s, a loaded machine (CI runs two servers at once) could see the read give
+    # up first (then the size alone, and the run goes on), and the Ctrl-C come too late.
+    (shop / "dbopt.yaml").write_text(
+        environments(
+            test={"dsn": db_dsn, "lock_timeout": "60s", "retries": 3, "retry_backoff": "10ms"}
+        )
+    )
     snapshot = _old_snapshot(db_dsn)
     locker = psycopg.connect(db_dsn)
     proc = start_dbopt(shop, "apply", "--env", "test", "--wait-for-blockers", "--format", "plain")
