@@ -200,10 +200,14 @@ def test_jobs_2_builds_expression_and_partial_indexes_without_waiting_for_itself
     last phase would wait for the expression build's transaction (PostgreSQL lets builds
     ignore only builds without expressions or predicate), so dbopt never runs them side by
     side — no wait reported, nothing built twice."""
+    # No autovacuum on either table: an autoanalyze of the new 2M rows holds a snapshot that
+    # every concurrent build's last phase waits for (a wait that is not dbopt's, and that a
+    # loaded CI machine stretched past a second once).
     conn.execute(
-        "CREATE TABLE events AS SELECT g AS id, md5(g::text) AS payload, g % 1000 AS kind "
-        "FROM generate_series(1, 2000000) g"
+        "CREATE TABLE events WITH (autovacuum_enabled = off) AS SELECT g AS id, "
+        "md5(g::text) AS payload, g % 1000 AS kind FROM generate_series(1, 2000000) g"
     )
+    conn.execute("ALTER TABLE order_items SET (autovacuum_enabled = off)")
     write_specs(
         shop,
         {
