@@ -239,7 +239,11 @@ class Watcher:
         own = set(self.own())
         for pid, phase, b_done, b_total, t_done, t_total, oid, wait_type, raw in rows:
             watch = watches.get(pid)
-            if watch is None:
+            with self._lock:
+                current = self._watches.get(pid)
+            if watch is None or current is not watch:
+                # Its statement ended while the query ran: what the row shows is the next
+                # statement of that session (another build, its OID), never this watch's.
                 continue
             if oid and watch.oid is None:
                 watch.oid = int(oid)

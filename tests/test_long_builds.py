@@ -104,6 +104,66 @@ def _take_the_table_as_the_build_ends(
     lock.join(30)
 
 
+class _Quiet:
+    """A reporter that keeps nothing (the watcher's findings are read from its watches)."""
+
+    def event(self, message: str) -> None:
+        pass
+
+    def progress(self, index: Any, phase: str, done: int, total: int) -> None:
+        pass
+
+    def waiting(self, index: Any, phase: str, seconds: float, blockers: Any) -> None:
+        pass
+
+
+def test_a_statement_that_ended_while_the_watcher_read_gets_nothing_of_the_next_one(
+    shop: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """The watcher reads every watched session in one query; a statement that ended while
+    that query ran (its session already running the next build) must not take that build's
+    OID: for a build the OID is the proof of what it made (recorded as the change's object,
+    dropped if it fails). A real build stands for the next statement."""
+    from dbopt.config import Settings
+    from dbopt.model import QualifiedName
+    from dbopt.progress import Watch, Watcher
+
+    snapshot = _old_snapshot(db_dsn)
+    builder = psycopg.connect(db_dsn, autocommit=True)
+    pid = builder.info.backend_pid
+    build = threading.Thread(
+        target=lambda: builder.execute(
+            "CREATE INDEX CONCURRENTLY idx_items_order ON order_items (order_id)"
+        )
+    )
+    build.start()
+    watcher = Watcher(db_dsn, Settings(), _Quiet(), lambda: [])
+    heard: list[int] = []
+    try:
+        (oid,) = wait_for(
+            conn,
+            "SELECT index_relid::bigint FROM pg_stat_progress_create_index "
+            "WHERE pid = %s AND phase = 'waiting for old snapshots'",
+            (pid,),
+        )
+        with psycopg.connect(db_dsn, autocommit=True) as reader:
+            # What the watcher had taken to watch before its query: an earlier statement of
+            # that session, over (no longer watched) by the time the rows are read.
+            ended = Watch(QualifiedName("public", "idx_items_earlier"), on_oid=heard.append)
+            watcher._sample(reader, {pid: ended})
+            assert (ended.oid, heard, ended.phase) == (None, [], "starting")
+            # The statement being watched gets it.
+            live = watcher.watch(pid, QualifiedName("public", "idx_items_order"), heard.append)
+            watcher._sample(reader, {pid: live})
+            assert live.oid == oid and heard and set(heard) == {oid}
+            assert live.phase == "waiting for old snapshots"
+    finally:
+        watcher.stop()
+        snapshot.close()
+        build.join(30)
+        builder.close()
+
+
 def test_an_unrelated_long_transaction_holds_the_last_phase_and_the_build_finishes_once(
     shop: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
