@@ -533,6 +533,16 @@ class History:
             (oid, definition, result, change_id),
         )
 
+    def record_oid(self, conn: psycopg.Connection[Any], change_id: int, oid: int) -> None:
+        """The OID of the index a change's build makes, as the server shows it mid-build (the
+        watcher's): that alone, never overwriting the definition recorded after the build."""
+        conn.execute(
+            sql.SQL("UPDATE {}.changes SET object_oid = %s WHERE id = %s").format(
+                sql.Identifier(self.schema)
+            ),
+            (oid, change_id),
+        )
+
     def record_adoption(
         self,
         conn: psycopg.Connection[Any],

@@ -201,11 +201,11 @@ class Watcher:
                 self._thread.start()
         return watch
 
-    def unwatch(self, pid: int) -> Watch | None:
-        """That statement is over: its accounting."""
+    def unwatch(self, pid: int, watch: Watch) -> Watch:
+        """That statement is over: its accounting, closed (no sample reaches it after)."""
         with self._lock:
-            watch = self._watches.pop(pid, None)
-        if watch is not None:
+            if self._watches.get(pid) is watch:  # never another statement's watch
+                del self._watches[pid]
             watch.close(time.monotonic())
         return watch
 
@@ -237,39 +237,46 @@ class Watcher:
         rows = conn.execute(catalog_sql("build_progress"), {"pids": list(watches)}).fetchall()
         now = time.monotonic()
         own = set(self.own())
-        for pid, phase, b_done, b_total, t_done, t_total, oid, wait_type, raw in rows:
+        for pid, phase, b_done, b_total, t_done, t_total, oid, wait_type, state, raw in rows:
             watch = watches.get(pid)
-            with self._lock:
-                current = self._watches.get(pid)
-            if watch is None or current is not watch:
-                # Its statement ended while the query ran: what the row shows is the next
-                # statement of that session (another build, its OID), never this watch's.
-                continue
-            if oid and watch.oid is None:
-                watch.oid = int(oid)
-                if watch.on_oid is not None:
-                    tell, watch.on_oid = watch.on_oid, None
-                    tell(int(oid))
+            if watch is None or (phase is None and state != "active"):
+                continue  # the session runs no statement: nothing of the watched one to see
             blockers = [
                 Blocker(b["pid"], b["age_s"] or 0, b["state"], b["user"], b["query"] or "")
                 for b in (json.loads(raw) if isinstance(raw, str) else raw)
             ]
             if phase is None:  # a drop: no progress view, only its lock waits
                 phase = "waiting for locks" if wait_type == "Lock" else "dropping"
-            watch.sample(phase, now)
-            watch.blockers = blockers
-            for blocker in blockers:
-                if blocker.pid not in own:
-                    watch.waited_for[blocker.pid] = blocker
-                elif blocker.pid not in watch.waited_for_own:
-                    watch.waited_for_own.add(blocker.pid)
-                    self.reporter.event(
-                        f"{watch.index}: {phase}: waits for dbopt's own session (pid "
-                        f"{blocker.pid}): {blocker.query}"
-                    )
+            tell = None
+            new_own: list[Blocker] = []
+            # Under the lock that unwatch takes: a watch still registered had its statement
+            # running throughout the query (the row is its own); one that ended meanwhile may
+            # see its session's next statement here (another build, its OID): not applied.
+            with self._lock:
+                if self._watches.get(pid) is not watch:
+                    continue
+                if oid and watch.oid is None:
+                    watch.oid = int(oid)
+                    tell, watch.on_oid = watch.on_oid, None
+                watch.sample(phase, now)
+                watch.blockers = blockers
+                for blocker in blockers:
+                    if blocker.pid not in own:
+                        watch.waited_for[blocker.pid] = blocker
+                    elif blocker.pid not in watch.waited_for_own:
+                        watch.waited_for_own.add(blocker.pid)
+                        new_own.append(blocker)
+                since = watch.phase_since
+            if tell is not None:
+                tell(int(oid))
+            for blocker in new_own:
+                self.reporter.event(
+                    f"{watch.index}: {phase}: waits for dbopt's own session (pid "
+                    f"{blocker.pid}): {blocker.query}"
+                )
             if is_waiting(phase):
-                if now - watch.phase_since >= REPORT_WAITS_AFTER:
-                    self.reporter.waiting(watch.index, phase, now - watch.phase_since, blockers)
+                if now - since >= REPORT_WAITS_AFTER:
+                    self.reporter.waiting(watch.index, phase, now - since, blockers)
             elif b_total or t_total:
                 done, total = (b_done, b_total) if b_total else (t_done, t_total)
                 self.reporter.progress(watch.index, phase, int(done), int(total))

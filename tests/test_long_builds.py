@@ -37,12 +37,13 @@ def shop(
     conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """order_items (200,000 rows) and customers; a `test` environment (this file's shop, not
-    the orders of tests/shop.py)."""
+    the orders of tests/shop.py). No autovacuum on order_items: its lock would hold a build
+    up to a second (until the deadlock check cancels it), a wait these tests do not mean."""
     conn.execute(
         "CREATE TABLE customers (id int PRIMARY KEY, name text);"
         "INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 1000) g;"
         "CREATE TABLE order_items (id int PRIMARY KEY, order_id int, sku text, qty int,"
-        " price numeric);"
+        " price numeric) WITH (autovacuum_enabled = off);"
         "INSERT INTO order_items SELECT g, g / 3, 'sku-' || (g % 500), 1 + g % 7, g % 100"
         " FROM generate_series(1, 200000) g"
     )
@@ -152,11 +153,19 @@ def test_a_statement_that_ended_while_the_watcher_read_gets_nothing_of_the_next_
             ended = Watch(QualifiedName("public", "idx_items_earlier"), on_oid=heard.append)
             watcher._sample(reader, {pid: ended})
             assert (ended.oid, heard, ended.phase) == (None, [], "starting")
-            # The statement being watched gets it.
+            # The statement being watched gets it; the ended one still nothing, though its
+            # session is watched again (the next statement's watch under the same pid).
             live = watcher.watch(pid, QualifiedName("public", "idx_items_order"), heard.append)
+            watcher._sample(reader, {pid: ended})
+            assert (ended.oid, heard, ended.phase) == (None, [], "starting")
             watcher._sample(reader, {pid: live})
             assert live.oid == oid and heard and set(heard) == {oid}
             assert live.phase == "waiting for old snapshots"
+            # Closed, it takes no sample any more.
+            closed = watcher.unwatch(pid, live)
+            seconds = dict(closed.seconds)
+            watcher._sample(reader, {pid: closed})
+            assert closed.seconds == seconds
     finally:
         watcher.stop()
         snapshot.close()
@@ -260,14 +269,13 @@ def test_jobs_2_builds_expression_and_partial_indexes_without_waiting_for_itself
     last phase would wait for the expression build's transaction (PostgreSQL lets builds
     ignore only builds without expressions or predicate), so dbopt never runs them side by
     side — no wait reported, nothing built twice."""
-    # No autovacuum on either table: an autoanalyze of the new 2M rows holds a snapshot that
-    # every concurrent build's last phase waits for (a wait that is not dbopt's, and that a
-    # loaded CI machine stretched past a second once).
+    # No autovacuum on either table: an autovacuum or autoanalyze of the new rows holds the
+    # table's SHARE UPDATE EXCLUSIVE lock, which a concurrent build waits for until the
+    # deadlock check cancels the autovacuum (deadlock_timeout, 1 s): a wait not of dbopt's.
     conn.execute(
         "CREATE TABLE events WITH (autovacuum_enabled = off) AS SELECT g AS id, "
         "md5(g::text) AS payload, g % 1000 AS kind FROM generate_series(1, 2000000) g"
     )
-    conn.execute("ALTER TABLE order_items SET (autovacuum_enabled = off)")
     write_specs(
         shop,
         {

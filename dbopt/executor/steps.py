@@ -914,7 +914,7 @@ class StepRunner:
             for statement in step.statements:
                 conn.execute(statement)
         finally:
-            finished = self._watcher.unwatch(pid) or watch
+            finished = self._watcher.unwatch(pid, watch)
             watches.append(finished)
             cost.add(finished, build=step.mode in (StepMode.BUILD, StepMode.REINDEX))
             self._gate.release(exclusive)
@@ -926,8 +926,9 @@ class StepRunner:
             return None
 
         def record(oid: int) -> None:
+            # The OID only: this may land after the step's own record (definition and all).
             with contextlib.suppress(psycopg.Error):
-                self._control(lambda c: self.history.record_object(c, change_id, oid, None))
+                self._control(lambda c: self.history.record_oid(c, change_id, oid))
 
         return record
 
