@@ -418,10 +418,14 @@ def test_ctrl_c_while_reading_what_a_build_made_still_cleans_it_up(
         wait_for(conn, _CONTROL_WAITS)
         proc.send_signal(signal.SIGINT)
         # Its clean-up now waits for the table too (the guard reads the definition).
-        wait_for(
-            conn,
-            _CONTROL_WAITS + " AND query NOT LIKE '%What a step that made a relation left%'",
-        )
+        try:
+            wait_for(
+                conn,
+                _CONTROL_WAITS + " AND query NOT LIKE '%What a step that made a relation left%'",
+            )
+        except AssertionError as exc:
+            proc.kill()
+            raise AssertionError(f"{exc}\ndbopt said:\n{proc.communicate(timeout=30)[0]}") from None
         locker.rollback()
         out, _ = proc.communicate(timeout=120)
     finally:
