@@ -471,8 +471,7 @@ def report(results: Results) -> str:
         "",
         f"Target: dbopt apply within 1.03 × psql. Measured: {results.apply_ratio():.3f} "
         f"with --jobs 1 (the median of {results.apply_repeat} rounds' ratios, each round "
-        f"running both side by side; medians {j1 - psql:+.2f} s). "
-        + ("Target met." if results.apply_ratio() <= 1.03 else "Target missed."),
+        f"running both side by side; medians {j1 - psql:+.2f} s). " + _apply_verdict(results, psql),
         "",
         *_outside_builds_text(results, psql),
         "",
@@ -632,6 +631,31 @@ def _phases_text(phases: dict[str, float]) -> list[str]:
     ]
 
 
+def _split_ratio(results: Results, psql: float) -> float | None:
+    """psql's median run plus dbopt's extra time outside the builds, over psql's median run
+    (None: pg_stat_statements did not split the runs)."""
+    own, theirs = results.outside_builds("j1"), results.outside_builds("psql")
+    if own is None or theirs is None or not all(results.builds.get(k) for k in ("psql", "j1")):
+        return None
+    if not all(statistics.median(results.builds[k]) for k in ("psql", "j1")):
+        return None
+    return (psql + own - theirs) / psql
+
+
+def _apply_verdict(results: Results, psql: float) -> str:
+    """Met only when the split agrees: the builds' spread from run to run is larger than the
+    3 % at stake, so a wall ratio alone can meet it by luck."""
+    wall, split = results.apply_ratio(), _split_ratio(results, psql)
+    if wall > 1.03:
+        return "Target missed."
+    if split is None or split <= 1.03:
+        return "Target met."
+    return (
+        f"Not counted as met: split by the server's clock below, dbopt's own time makes it "
+        f"{split:.3f} (this run's builds happened to favour dbopt)."
+    )
+
+
 def _outside_builds_text(results: Results, psql: float) -> list[str]:
     """The same runs with the builds' own time taken out (pg_stat_statements): what dbopt
     adds around the statements, without the run-to-run spread of the builds themselves."""
@@ -641,7 +665,8 @@ def _outside_builds_text(results: Results, psql: float) -> list[str]:
     built = {k: statistics.median(v) for k, v in results.builds.items()}
     if not built["psql"] or not built["j1"]:  # track_utility off: no build was counted
         return ["(pg_stat_statements counted no build statement: the runs are not split.)"]
-    ratio = (psql + own - theirs) / psql
+    ratio = _split_ratio(results, psql)
+    assert ratio is not None  # the same conditions as above
     return [
         "The same runs split by the server's own clock (pg_stat_statements, reset before each "
         "run: the execution time of the CREATE INDEX CONCURRENTLY and CREATE MATERIALIZED VIEW "
