@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,8 +19,10 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import Row
 
 from dbopt.config import Settings
 from dbopt.dsn import SECRET_KEYWORDS, describe_target, scrub, secrets_of
@@ -233,7 +237,7 @@ def connect(
     secrets = [*secrets_of(conninfo), *_env_secrets()]
     pins = session_pins(settings, read_only=read_only, lock_timeout_ms=lock_timeout_ms)
     try:
-        conn = psycopg.connect(
+        conn = Connection.connect(
             conninfo,
             autocommit=autocommit,
             application_name=application_name,
@@ -266,6 +270,78 @@ def connect(
         conn.close()
         raise error
     return conn
+
+
+_RV = TypeVar("_RV")
+
+#: How long a connection Ctrl-C left busy gets to end its statement before it is closed.
+SETTLE_TIMEOUT_S = 5.0
+
+
+class Connection(psycopg.Connection[Row]):
+    """A psycopg connection that Ctrl-C never leaves busy (what :func:`connect` opens).
+
+    psycopg cancels the statement a KeyboardInterrupt stops, and reads what it answers; but
+    when the interrupt lands while psycopg is handling a result rather than waiting for one,
+    the statement's results stay unread and every later statement on the connection fails
+    with "another command is already in progress": the clean-up after Ctrl-C (dropping what
+    the run built, recording the run as aborted) could then not run. Here the statement is
+    then cancelled and its results read (:func:`settle`) before the interrupt goes on.
+    """
+
+    def wait(self, gen: PQGen[_RV], *args: Any, **kwargs: Any) -> _RV:
+        try:
+            return super().wait(gen, *args, **kwargs)
+        except KeyboardInterrupt:
+            settle(self)
+            raise
+
+
+def settle(conn: psycopg.Connection[Any], timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+    """Make ``conn`` ready for its next statement after an interrupt: a statement still in
+    progress is cancelled and its results read and dropped, for up to ``timeout_s``
+    seconds; a connection that does not settle in time (or fails meanwhile) is closed.
+    Return whether the connection is usable."""
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+        return not conn.broken
+    deadline = time.monotonic() + timeout_s
+    try:
+        conn.cancel_safe(timeout=timeout_s)
+        _drain(pgconn, deadline)
+    except (psycopg.Error, OSError, _Unsettled):
+        conn.close()
+        return False
+    return True
+
+
+class _Unsettled(Exception):
+    """The statement in progress did not end in time, or is one not read this way (COPY)."""
+
+
+def _drain(pgconn: pq.abc.PGconn, deadline: float) -> None:
+    """Send what is left of the statement in progress on ``pgconn`` (non-blocking, as
+    psycopg keeps it), then read its results and drop them, until ``deadline``."""
+    with selectors.DefaultSelector() as selector:
+        while True:
+            unsent = pgconn.flush() == 1
+            pgconn.consume_input()
+            if not unsent and not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    return
+                if result.status in (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT):
+                    raise _Unsettled
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Unsettled
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent else 0)
+            selector.register(pgconn.socket, events)
+            selector.select(remaining)
+            selector.unregister(pgconn.socket)
 
 
 def _version_text(conn: psycopg.Connection[Any]) -> str:

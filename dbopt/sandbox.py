@@ -93,7 +93,9 @@ def _with_dbname(dsn: str, dbname: str) -> str:
 
 def _connect(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
     """Open an autocommit connection; DDL such as CREATE DATABASE refuses transactions."""
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
+    from dbopt.db import Connection  # Ctrl-C never leaves it busy: the clean-up can run
+
+    return Connection.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
 
 
 def _version_label(conn: psycopg.Connection[tuple[object, ...]]) -> str:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from psycopg import sql
 
 from dbopt.cli import main
 
@@ -334,6 +336,30 @@ def waiting_build(
 ) -> int:
     """The pid of the session whose statement (LIKE ``like``) waits for a lock."""
     return int(wait_for(conn, WAITING_BUILD, (like,), timeout=timeout)[0])
+
+
+def take_table_as_build_ends(
+    watcher: psycopg.Connection[Any],
+    snapshot: psycopg.Connection[Any],
+    locker: psycopg.Connection[Any],
+    table: str,
+) -> None:
+    """While a concurrent build on ``table`` waits for ``snapshot`` (an open transaction's
+    old snapshot), ``locker`` asks for the table in ACCESS EXCLUSIVE mode (queued behind
+    the build); ``snapshot`` ends: the lock is granted the moment the build ends, before
+    dbopt's next statement on the table. ``locker`` holds it until the caller rolls it back.
+    ``watcher``: an autocommit connection that sees the lock queued."""
+    statement = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
+    text = statement.as_string(locker)  # before another thread uses the connection
+    lock = threading.Thread(target=lambda: locker.execute(statement))
+    lock.start()
+    wait_for(
+        watcher,
+        "SELECT 1 FROM pg_stat_activity WHERE query = %s AND wait_event_type = 'Lock'",
+        (text,),
+    )
+    snapshot.rollback()
+    lock.join(30)
 
 
 def gone(conn: psycopg.Connection[Any], pid: int, timeout: float = 30) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import psycopg
 import pytest
+from psycopg.waiting import Wait
 
-from dbopt.db import connect, format_db_error, server_version
+from dbopt.db import connect, format_db_error, server_version, settle
 from dbopt.errors import ConfigError, ConnectError
 
 PASSWORD = "Tr0ub4dor-and-3"
@@ -172,6 +177,59 @@ def test_connect_success(db_dsn: str) -> None:
         assert num is not None
         assert server_version(conn) == int(num[0])
         assert server_version(conn) >= 120000
+
+
+def _interrupted_inside_psycopg(pgconn: psycopg.pq.abc.PGconn) -> Iterator[Wait]:
+    """What psycopg runs for a statement, with Ctrl-C landing while it handles an answer
+    (not while it waits for one): the statement is sent, then KeyboardInterrupt is raised
+    inside the generator psycopg drives, which is then over."""
+    pgconn.send_query(b"SELECT pg_sleep(60)")
+    while pgconn.flush():
+        yield Wait.RW
+    yield Wait.R  # psycopg's wait wakes it after its interval, the sleep still running
+    raise KeyboardInterrupt
+
+
+def _state_of(db_dsn: str, pid: int) -> Any:
+    with psycopg.connect(db_dsn) as other:
+        row = other.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+    return None if row is None else row[0]
+
+
+@pytest.mark.db
+def test_ctrl_c_inside_psycopg_s_answer_handling_leaves_the_connection_usable(
+    db_dsn: str,
+) -> None:
+    """psycopg cancels the statement a KeyboardInterrupt stops, but when the interrupt lands
+    while it handles an answer, the answer stays unread and every later statement fails
+    with "another command is already in progress" (Ctrl-C's clean-up could then not run).
+    dbopt's connections read it: the statement is over and the next one runs."""
+    with connect(db_dsn) as conn:
+        pid = conn.info.backend_pid
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            conn.wait(_interrupted_inside_psycopg(conn.pgconn))
+        assert time.monotonic() - started < 30  # cancelled, not slept through
+        assert _state_of(db_dsn, pid) == "idle"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.db
+def test_settle_cancels_a_statement_left_running_and_closes_what_it_cannot_read(
+    db_dsn: str,
+) -> None:
+    with connect(db_dsn) as conn:
+        assert settle(conn)  # idle: nothing to do
+        conn.pgconn.send_query(b"SELECT pg_sleep(60)")  # running, its answer unread
+        started = time.monotonic()
+        assert settle(conn)
+        assert time.monotonic() - started < 30
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        # A COPY is not read this way: closed, never reused half-read.
+        conn.pgconn.send_query(b"COPY (SELECT 1) TO STDOUT")
+        assert not settle(conn)
+        assert conn.closed
+        assert not settle(conn)
 
 
 @pytest.mark.db

@@ -19,7 +19,16 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import Result
-from helpers import cli, environments, project, read_until, start_dbopt, wait_for, write_specs
+from helpers import (
+    cli,
+    environments,
+    project,
+    read_until,
+    start_dbopt,
+    take_table_as_build_ends,
+    wait_for,
+    write_specs,
+)
 
 #: Every test here waits on real builds and lock waits of a second or more.
 pytestmark = pytest.mark.slow
@@ -92,17 +101,7 @@ def _take_the_table_as_the_build_ends(
     moment the build ends, before dbopt's next statement on the table. ``locker`` holds it
     until the caller rolls it back."""
     wait_for(conn, _WAITING_LAST_PHASE)
-    lock = threading.Thread(
-        target=lambda: locker.execute("LOCK TABLE order_items IN ACCESS EXCLUSIVE MODE")
-    )
-    lock.start()
-    wait_for(
-        conn,
-        "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE order_items%' "
-        "AND wait_event_type = 'Lock'",
-    )
-    snapshot.rollback()
-    lock.join(30)
+    take_table_as_build_ends(conn, snapshot, locker, "order_items")
 
 
 class _Quiet:

@@ -23,6 +23,7 @@ from helpers import (
     indexdef,
     invalid_indexes,
     oid,
+    take_table_as_build_ends,
     temporary_names,
     wait_for,
     waiting_build,
@@ -509,17 +510,8 @@ def test_a_swap_that_cannot_happen_leaves_nothing_half_done(
             "WHERE p.phase = 'waiting for old snapshots' "
             "AND a.query LIKE '%%idx_orders_customer_dbopt_new%%'",
         )
-        lock = threading.Thread(
-            target=lambda: locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        )
-        lock.start()
-        wait_for(
-            watcher,
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE orders%' "
-            "AND wait_event_type = 'Lock'",
-        )
-        snapshot.rollback()  # the build finishes; the queued lock is granted first
-        lock.join(30)
+        # The build finishes; the queued lock is granted first.
+        take_table_as_build_ends(watcher, snapshot, locker, "orders")
         # The swap gives up; the clean-up of the build aside then waits for the same lock
         # (its identity check reads the definition, which needs the table).
         wait_for(

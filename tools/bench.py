@@ -631,14 +631,26 @@ def _phases_text(phases: dict[str, float]) -> list[str]:
     ]
 
 
-def _split_ratio(results: Results, psql: float) -> float | None:
-    """psql's median run plus dbopt's extra time outside the builds, over psql's median run
-    (None: pg_stat_statements did not split the runs)."""
+def _split(results: Results) -> tuple[float, float, float, float] | str:
+    """The apply runs split by the server's clock, medians in seconds: the builds through
+    psql and through dbopt, the rest of a run through psql and through dbopt; or why the
+    runs are not split."""
     own, theirs = results.outside_builds("j1"), results.outside_builds("psql")
     if own is None or theirs is None or not all(results.builds.get(k) for k in ("psql", "j1")):
+        return "(pg_stat_statements was not readable: the runs are not split further.)"
+    built = {k: statistics.median(results.builds[k]) for k in ("psql", "j1")}
+    if not built["psql"] or not built["j1"]:  # track_utility off: no build was counted
+        return "(pg_stat_statements counted no build statement: the runs are not split.)"
+    return built["psql"], built["j1"], theirs, own
+
+
+def _split_ratio(results: Results, psql: float) -> float | None:
+    """psql's median run plus dbopt's extra time outside the builds, over psql's median run
+    (None: the runs are not split)."""
+    split = _split(results)
+    if isinstance(split, str):
         return None
-    if not all(statistics.median(results.builds[k]) for k in ("psql", "j1")):
-        return None
+    _, _, theirs, own = split
     return (psql + own - theirs) / psql
 
 
@@ -659,19 +671,15 @@ def _apply_verdict(results: Results, psql: float) -> str:
 def _outside_builds_text(results: Results, psql: float) -> list[str]:
     """The same runs with the builds' own time taken out (pg_stat_statements): what dbopt
     adds around the statements, without the run-to-run spread of the builds themselves."""
-    own, theirs = results.outside_builds("j1"), results.outside_builds("psql")
-    if own is None or theirs is None or not all(results.builds.get(k) for k in ("psql", "j1")):
-        return ["(pg_stat_statements was not readable: the runs are not split further.)"]
-    built = {k: statistics.median(v) for k, v in results.builds.items()}
-    if not built["psql"] or not built["j1"]:  # track_utility off: no build was counted
-        return ["(pg_stat_statements counted no build statement: the runs are not split.)"]
-    ratio = _split_ratio(results, psql)
-    assert ratio is not None  # the same conditions as above
+    split, ratio = _split(results), _split_ratio(results, psql)
+    if isinstance(split, str) or ratio is None:
+        return [str(split)]
+    built_psql, built_dbopt, theirs, own = split
     return [
         "The same runs split by the server's own clock (pg_stat_statements, reset before each "
         "run: the execution time of the CREATE INDEX CONCURRENTLY and CREATE MATERIALIZED VIEW "
-        f"statements): the builds took a median {built['psql']:.2f} s through psql and "
-        f"{built['j1']:.2f} s through dbopt; the rest of a run (start-up, checks, history, the "
+        f"statements): the builds took a median {built_psql:.2f} s through psql and "
+        f"{built_dbopt:.2f} s through dbopt; the rest of a run (start-up, checks, history, the "
         f"time between statements) {theirs:.2f} s for psql and {own:.2f} s for dbopt. Added "
         f"to psql's median run, dbopt's extra {own - theirs:.2f} s outside the builds is a "
         f"ratio of {ratio:.3f}. That is a lower bound of dbopt's cost: whatever dbopt makes a "
