@@ -292,7 +292,7 @@ class Connection(psycopg.Connection[Row]):
     def wait(self, gen: PQGen[_RV], *args: Any, **kwargs: Any) -> _RV:
         try:
             return super().wait(gen, *args, **kwargs)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             settle(self)
             raise
 
@@ -301,7 +301,8 @@ def settle(conn: psycopg.Connection[Any], timeout_s: float = SETTLE_TIMEOUT_S) -
     """Make ``conn`` ready for its next statement after an interrupt: a statement still in
     progress is cancelled and its results read and dropped, for up to ``timeout_s``
     seconds; a connection that does not settle in time (or fails meanwhile) is closed.
-    Return whether the connection is usable."""
+    Return whether the connection is usable. Interrupted again meanwhile (a second Ctrl-C),
+    the connection is closed and the new interrupt goes on."""
     if conn.closed:
         return False
     pgconn = conn.pgconn
@@ -309,16 +310,21 @@ def settle(conn: psycopg.Connection[Any], timeout_s: float = SETTLE_TIMEOUT_S) -
         return not conn.broken
     deadline = time.monotonic() + timeout_s
     try:
+        if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            raise _Unsettled  # its answers are not read one statement at a time
         conn.cancel_safe(timeout=timeout_s)
         _drain(pgconn, deadline)
-    except (psycopg.Error, OSError, _Unsettled):
+    except BaseException as exc:
         conn.close()
-        return False
+        if isinstance(exc, (psycopg.Error, OSError, _Unsettled)):
+            return False
+        raise
     return True
 
 
 class _Unsettled(Exception):
-    """The statement in progress did not end in time, or is one not read this way (COPY)."""
+    """The statement in progress did not end in time, or is not read this way (a COPY, a
+    pipeline)."""
 
 
 def _drain(pgconn: pq.abc.PGconn, deadline: float) -> None:

@@ -351,7 +351,15 @@ def take_table_as_build_ends(
     ``watcher``: an autocommit connection that sees the lock queued."""
     statement = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
     text = statement.as_string(locker)  # before another thread uses the connection
-    lock = threading.Thread(target=lambda: locker.execute(statement))
+    failed: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            locker.execute(statement)
+        except BaseException as exc:  # shown by the caller's thread
+            failed.append(exc)
+
+    lock = threading.Thread(target=take)
     lock.start()
     wait_for(
         watcher,
@@ -360,6 +368,8 @@ def take_table_as_build_ends(
     )
     snapshot.rollback()
     lock.join(30)
+    assert not lock.is_alive(), "the table's lock was never granted"
+    assert not failed, f"taking the table failed: {failed}"
 
 
 def gone(conn: psycopg.Connection[Any], pid: int, timeout: float = 30) -> None:

@@ -648,8 +648,11 @@ def _split_ratio(results: Results, psql: float) -> float | None:
     """psql's median run plus dbopt's extra time outside the builds, over psql's median run
     (None: the runs are not split)."""
     split = _split(results)
-    if isinstance(split, str):
-        return None
+    return None if isinstance(split, str) else _ratio(split, psql)
+
+
+def _ratio(split: tuple[float, float, float, float], psql: float) -> float:
+    """:func:`_split_ratio` of a split."""
     _, _, theirs, own = split
     return (psql + own - theirs) / psql
 
@@ -671,10 +674,11 @@ def _apply_verdict(results: Results, psql: float) -> str:
 def _outside_builds_text(results: Results, psql: float) -> list[str]:
     """The same runs with the builds' own time taken out (pg_stat_statements): what dbopt
     adds around the statements, without the run-to-run spread of the builds themselves."""
-    split, ratio = _split(results), _split_ratio(results, psql)
-    if isinstance(split, str) or ratio is None:
-        return [str(split)]
+    split = _split(results)
+    if isinstance(split, str):
+        return [split]
     built_psql, built_dbopt, theirs, own = split
+    ratio = _ratio(split, psql)
     return [
         "The same runs split by the server's own clock (pg_stat_statements, reset before each "
         "run: the execution time of the CREATE INDEX CONCURRENTLY and CREATE MATERIALIZED VIEW "
