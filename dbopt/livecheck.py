@@ -44,6 +44,7 @@ from dbopt.model import (
 from dbopt.spec import dependency_order, view_order
 from dbopt.sqltext import SqlTextError, expression_sql, query_sql, render_query
 from dbopt.words import suggest
+from dbopt.yamlcache import kept
 
 if TYPE_CHECKING:
     from dbopt.readonly import CallGraph
@@ -132,26 +133,61 @@ def _read_views(query: str, views: _SpecViews) -> set[QualifiedName]:
     """The spec views a view query reads (empty when pglast cannot parse it: reported later)."""
     known = views.reads.get(query)
     if known is None:
-        found: set[QualifiedName] = set()
-
-        def note(name: QualifiedName) -> None:
-            found.add(name)
-
-        _rewrite(query, views, note, render=False)
-        known = views.reads[query] = frozenset(found)
+        relations, ctes = _names_in(query)
+        within = set(ctes)
+        found = (views.resolve(schema, name, within) for schema, name in relations)
+        known = views.reads[query] = frozenset(name for name in found if name is not None)
     return set(known)
 
 
-def _rewrite(
-    query: str,
-    views: _SpecViews,
-    body_of: Callable[[QualifiedName], Any],
-    *,
-    render: bool = True,
-) -> str:
+@kept("view_names", "pglast")
+def _names_in(query: str) -> tuple[tuple[tuple[str | None, str], ...], tuple[str, ...]]:
+    """The relations a view query names, as (schema or None, name), and the names of its
+    common table expressions (none of either when pglast cannot parse it)."""
+    from pglast import parser
+    from pglast.visitors import Visitor
+
+    try:
+        stmt: Any = parser.parse_sql(render_query(query))[0].stmt
+    except (SqlTextError, parser.ParseError):  # the query check reports it
+        return (), ()
+    relations: list[tuple[str | None, str]] = []
+    ctes: list[str] = []
+
+    class Names(Visitor):
+        def visit_CommonTableExpr(self, ancestors: Any, node: Any) -> None:
+            ctes.append(node.ctename)
+
+        def visit_RangeVar(self, ancestors: Any, node: Any) -> None:
+            relations.append((node.schemaname, node.relname))
+
+    Names()(stmt)
+    return tuple(relations), tuple(ctes)
+
+
+@kept("view_rendered", "pglast")
+def _rendered(query: str) -> str:
+    """:func:`_rewrite` of ``query`` when it reads no view to put in its place."""
+    from pglast import parser
+    from pglast.stream import RawStream
+
+    try:
+        stmt: Any = parser.parse_sql(render_query(query))[0].stmt
+    except (SqlTextError, parser.ParseError):  # the query check reports it
+        return query
+    return str(RawStream()(stmt))
+
+
+def _parsed(text: str) -> Any:
+    """The pglast tree of one statement the parser accepted before."""
+    from pglast import parser
+
+    return parser.parse_sql(text)[0].stmt
+
+
+def _rewrite(query: str, views: _SpecViews, body_of: Callable[[QualifiedName], Any]) -> str:
     """``query`` with every spec view it reads replaced by ``body_of(name)`` (a pglast
-    SelectStmt, or None to keep the name), as a subquery under the name or alias it had.
-    Without ``render`` only ``body_of`` is called (``query`` is returned as it is)."""
+    SelectStmt, or None to keep the name), as a subquery under the name or alias it had."""
     from pglast import ast, parser
     from pglast.stream import RawStream
     from pglast.visitors import Visitor
@@ -177,7 +213,7 @@ def _rewrite(
 
     Ctes()(stmt)
     Inline()(stmt)
-    return str(RawStream()(stmt)) if render else query
+    return str(RawStream()(stmt))
 
 
 def _resolver(conn: psycopg.Connection[Any], views: Sequence[ViewSpec]) -> _SpecViews:
@@ -217,8 +253,6 @@ def _check_views(
     conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
 ) -> None:
     """Each view's query (with the spec views it reads in their place) and its indexes."""
-    from pglast import parser
-
     resolver = _resolver(conn, specs.views)
     checked: dict[QualifiedName, str] = {}  # the query each checked view stands for
     failed: set[QualifiedName] = set()
@@ -227,11 +261,14 @@ def _check_views(
         if reads & failed:
             failed.add(view.name)  # what it reads fails (reported there): cannot be checked
             continue
-        text = _rewrite(
-            view.query,
-            resolver,
-            lambda name: parser.parse_sql(checked[name])[0].stmt if name in checked else None,
-        )
+        if reads & checked.keys():
+            text = _rewrite(
+                view.query,
+                resolver,
+                lambda name: _parsed(checked[name]) if name in checked else None,
+            )
+        else:  # nothing to put in place: the same text every time, kept
+            text = _rendered(view.query)
         existing = catalog.relations.get(view.name)
         result = _describe(
             conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check").format(query_sql(text))

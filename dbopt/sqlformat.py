@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dbopt.yamlcache import kept
+
 #: Lists shorter than this stay on one line (a wrapped list aligns under its first item).
 MARGIN = 160
 
 
+@kept("pretty", "pglast")
 def pretty(statement: str) -> str:
-    """One statement (without its ';'), laid out for reading; the same tree as ``statement``."""
+    """One statement (without its ';'), laid out for reading; the same tree as ``statement``
+    (kept across commands: dbopt.yamlcache.kept)."""
     from pglast import prettify
 
     text = statement.strip().rstrip(";").strip()

@@ -16,6 +16,8 @@ from typing import Any
 
 from psycopg import sql
 
+from dbopt.yamlcache import kept
+
 #: Statement and clause nodes that make a query write or lock (pglast JSON node names).
 _WRITING_NODES = {
     "InsertStmt": "INSERT",
@@ -100,12 +102,14 @@ def _near(text: str, position: int | None) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+@kept("render_expression", "pglast")
 def render_expression(text: str) -> str:
     """Parse one SQL value expression and return the parser's rendering of it.
 
     Raises SqlTextError unless ``text`` is exactly one expression: no second statement, no
     FROM/ORDER BY/... smuggled after it, no alias. Remembered per text (a pure function of
-    it): a fleet renders the same spec expressions for every target.
+    it): a fleet renders the same spec expressions for every target, and the next command
+    finds it kept (dbopt.yamlcache.kept).
     """
     from pglast import parser
     from pglast.stream import RawStream
@@ -181,7 +185,15 @@ def check_query(text: str, *, with_placeholders: bool) -> CheckedQuery:
     With ``with_placeholders`` the text uses psycopg's ``%(name)s`` parameters (and ``%%`` for
     a literal percent), exactly as it will be sent with bound values.
     """
-    return _check_query(text, with_placeholders)[0]
+    checked, placeholders = _checked(text, with_placeholders)
+    return CheckedQuery(text=checked, placeholders=placeholders)
+
+
+@kept("check_query", "pglast")
+def _checked(text: str, with_placeholders: bool) -> tuple[str, tuple[str, ...]]:
+    """:func:`check_query` as plain values (kept across commands: dbopt.yamlcache.kept)."""
+    checked = _check_query(text, with_placeholders)[0]
+    return checked.text, checked.placeholders
 
 
 def query_tree(text: str, *, with_placeholders: bool) -> dict[str, Any]:
@@ -225,6 +237,7 @@ def _check_query(text: str, with_placeholders: bool) -> tuple[CheckedQuery, dict
 
 
 @functools.lru_cache(maxsize=1024)
+@kept("render_query", "pglast")
 def render_query(text: str) -> str:
     """The parser's rendering of a read-only query without placeholders (for view bodies);
     remembered per text, as :func:`render_expression`."""

@@ -13,6 +13,13 @@ could write to is not used, as ssh refuses such a key file); entries are written
 checked on reading (only plain values, as the parser makes them). ``DBOPT_NO_CACHE=1`` turns it
 off; any trouble (read-only home, a full disk, a damaged entry) just means parsing again.
 
+The same directory keeps the results of pure functions of SQL text (:func:`kept`): pglast
+(PostgreSQL's parser) costs a command about 35 ms to load and 20 ms to use on BookedBarber's
+specs, rendering their expressions and view queries and laying out their SQL, the same text
+every time. Each such function's results are kept in one file, read on its first call and
+written back at exit when the command added to it, trusted as compiled code is (below): what
+they return enters the SQL dbopt runs.
+
 The same directory keeps the compiled code of the spec schemas' fast validators
 (:func:`compiled`): fastjsonschema writes a schema out as Python source, and compiling that
 source is most of what the first check of a run costs. Its bytecode is kept under the SHA-256
@@ -22,6 +29,7 @@ that: only in a directory no other user may write.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -30,17 +38,21 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from types import CodeType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from dbopt import __version__
 
 #: Bump when what is kept changes shape.
 _FORMAT = "yaml-1"
 _CODE_FORMAT = "code-1"
+_KEPT_FORMAT = "kept-1"
+#: Results kept per function at most: beyond, its file starts afresh.
+KEPT_MAX = 20_000
 _PLAIN = (str, int, float, bool, type(None))
 
 Entry = tuple[
@@ -143,6 +155,114 @@ def compiled(source: Callable[[], str], *versions: str) -> CodeType:
     return code
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@functools.cache
+def _package_version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # pragma: no cover - installed without metadata
+        return "?"
+
+
+@functools.cache
+def _source_fingerprint() -> str:
+    """dbopt's own source files, by path, size and modification time: a development checkout
+    changes without a new version, and a kept result must then be computed again."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with contextlib.suppress(OSError):
+                info = os.stat(os.path.join(folder, name))
+                digest.update(f"{folder}/{name}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+class _Kept:
+    """One function's kept results: read on its first call, written back at exit."""
+
+    def __init__(self, name: str, package: str) -> None:
+        self._name, self._package = name, package
+        self._lock = threading.Lock()
+        self._values: dict[Any, Any] | None = None
+        self._file: Path | None = None
+        self._added = False
+
+    def values(self) -> dict[Any, Any]:
+        with self._lock:
+            if self._values is None:
+                self._values = self._read()
+            return self._values
+
+    def _read(self) -> dict[Any, Any]:
+        folder = _directory(_KEPT_FORMAT)
+        if folder is None:
+            return {}
+        digest = hashlib.sha256()
+        parts = (_KEPT_FORMAT, __version__, _source_fingerprint(), sys.version, self._package)
+        for part in (*parts, _package_version(self._package)):
+            digest.update(part.encode() + b"\0")
+        self._file = folder / f"{self._name}-{digest.hexdigest()}"
+        atexit.register(self.save)
+        blob = _read_trusted(self._file)
+        try:
+            values = None if blob is None else marshal.loads(blob)
+        except (EOFError, ValueError, TypeError):
+            values = None
+        if isinstance(values, dict) and len(values) <= KEPT_MAX and _scalars(list(values.items())):
+            return values
+        return {}
+
+    def add(self, key: Any, value: Any) -> None:
+        with self._lock:
+            values = self._values if self._values is not None else {}
+            if len(values) >= KEPT_MAX:
+                values.clear()
+            values[key] = value
+            self._values, self._added = values, True
+
+    def save(self) -> None:
+        """Write the results back when this process added any (atomically: a command
+        reading it meanwhile sees the old file or the new one)."""
+        with self._lock:
+            if not self._added or self._file is None or self._values is None:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                _write(self._file, marshal.dumps(self._values))
+            self._added = False
+
+
+def kept(name: str, package: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Keep the results of a pure function of plain values (strings, mostly) across
+    commands, under ``name`` and the installed version of ``package`` (the library that
+    computes them), dbopt's version and source files, and Python's version. Results must be
+    plain values (str, int, float, bool, None, tuples and lists of them); a call that raises
+    is not kept (it runs again, and raises again, next time)."""
+
+    def wrap(function: Callable[_P, _R]) -> Callable[_P, _R]:
+        store = _Kept(name, package)
+
+        @functools.wraps(function)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            key = args if not kwargs else (args, tuple(sorted(kwargs.items())))
+            values = store.values()
+            if key in values:
+                found: _R = values[key]
+                return found
+            result = function(*args, **kwargs)
+            store.add(key, result)
+            return result
+
+        call.kept = store  # type: ignore[attr-defined]
+        return call
+
+    return wrap
+
+
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
@@ -206,6 +326,19 @@ def _plain(value: Any) -> bool:
                 return False
             stack.extend(item.values())
         elif kind is list:
+            stack.extend(item)
+        elif kind not in _PLAIN:
+            return False
+    return True
+
+
+def _scalars(value: Any) -> bool:
+    """Only plain scalars, in tuples and lists: kept results and their arguments."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is tuple or kind is list:
             stack.extend(item)
         elif kind not in _PLAIN:
             return False

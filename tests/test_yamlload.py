@@ -523,6 +523,45 @@ def test_a_kept_parse_is_read_without_loading_pyyaml(tmp_path: Path, cache: Path
     assert load(other) == "u True"
 
 
+_RENDER = (
+    "import sys; from dbopt.sqltext import SqlTextError, check_query, render_expression; "
+    "print(render_expression(sys.argv[1]), "
+    "check_query('SELECT 1 FROM t WHERE a = %(a)s', with_placeholders=True).placeholders, "
+    "'pglast' in sys.modules)"
+)
+
+
+def _render(expression: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _RENDER, expression], capture_output=True, text=True, check=False
+    )
+
+
+def test_kept_renderings_spare_the_next_command_pglast(cache: Path) -> None:
+    """What pglast made of a spec's SQL text is kept: the next command gets the same text
+    without loading pglast (about 35 ms to load); a text pglast refuses is never kept (it is
+    refused again, with its reason); a damaged file is not trusted."""
+    first = _render("LOWER( email )")
+    assert first.stdout.strip() == "lower(email) ('a',) True", first.stderr
+    again = _render("LOWER( email )")
+    assert again.stdout.strip() == "lower(email) ('a',) False", again.stderr
+    refused = _render("lower(email) FROM users")
+    assert refused.returncode == 1 and "SqlTextError" in refused.stderr
+    assert "must be a single expression" in refused.stderr
+    kept = sorted((cache / "kept-1").iterdir())
+    assert {p.name.split("-")[0] for p in kept} == {"render_expression", "check_query"}
+    for entry in kept:
+        entry.write_bytes(b"\x00garbage")
+    damaged = _render("LOWER( email )")
+    assert damaged.stdout.strip() == "lower(email) ('a',) True", damaged.stderr
+
+
+def test_kept_renderings_are_not_read_where_another_user_could_write(cache: Path) -> None:
+    assert _render("upper(a)").stdout.strip() == "upper(a) ('a',) True"
+    (cache / "kept-1").chmod(0o777)  # anyone could have written what it holds
+    assert _render("upper(a)").stdout.strip() == "upper(a) ('a',) True"
+
+
 def test_the_cache_is_not_used_where_others_could_write_or_when_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from dbopt.readonly.lists import IMPLICIT_OPERATORS, denied
 from dbopt.sqltext import query_tree
+from dbopt.yamlcache import kept
 
 
 class ReferenceKind(StrEnum):
@@ -93,10 +94,19 @@ def references(text: str, *, with_placeholders: bool) -> tuple[Reference, ...]:
     The query must pass :func:`dbopt.sqltext.check_query` (SqlTextError otherwise); the
     operators every query may use implicitly (:data:`IMPLICIT_OPERATORS`) are included.
     """
+    return tuple(
+        Reference(ReferenceKind(kind), name, schema)
+        for kind, name, schema in _named(text, with_placeholders)
+    )
+
+
+@kept("query_references", "pglast")
+def _named(text: str, with_placeholders: bool) -> tuple[tuple[str, str, str | None], ...]:
+    """:func:`references` as plain values (kept across commands: dbopt.yamlcache.kept)."""
     tree = query_tree(text, with_placeholders=with_placeholders)
     found = [r for r in _walk(tree) if r is not None]
     found += [Reference(ReferenceKind.OPERATOR, name) for name in IMPLICIT_OPERATORS]
-    return tuple(dict.fromkeys(found))
+    return tuple((str(r.kind), r.name, r.schema) for r in dict.fromkeys(found))
 
 
 @dataclass(frozen=True, slots=True)
