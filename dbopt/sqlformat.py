@@ -16,17 +16,21 @@ from dbopt.yamlcache import kept
 MARGIN = 160
 
 
-@kept("pretty", "pglast")
 def pretty(statement: str) -> str:
     """One statement (without its ';'), laid out for reading; the same tree as ``statement``
-    (kept across commands: dbopt.yamlcache.kept)."""
-    from pglast import prettify
-
+    (its layout kept across commands: dbopt.yamlcache.kept). Any doubt: exactly what runs."""
     text = statement.strip().rstrip(";").strip()
     try:
-        return prettify(text, safety_belt=True, compact_lists_margin=MARGIN, comma_at_eoln=True)
-    except Exception:  # any doubt: print exactly what runs
+        return _laid_out(text)
+    except Exception:  # any doubt (never kept: it is tried again next time)
         return text
+
+
+@kept("pretty", "pglast")
+def _laid_out(text: str) -> str:
+    from pglast import prettify
+
+    return str(prettify(text, safety_belt=True, compact_lists_margin=MARGIN, comma_at_eoln=True))
 
 
 def script(statements: Iterable[str], *, transaction: bool = False) -> str:

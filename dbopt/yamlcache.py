@@ -189,14 +189,18 @@ class _Kept:
         self._name, self._package = name, package
         self._lock = threading.Lock()
         self._values: dict[Any, Any] | None = None
+        #: The keys this process asked for: what stays when the file is full.
+        self._used: set[Any] = set()
         self._file: Path | None = None
         self._added = False
 
-    def values(self) -> dict[Any, Any]:
+    def get(self, key: Any) -> Any:
+        """The kept result for ``key``, or :data:`MISSING`."""
         with self._lock:
             if self._values is None:
                 self._values = self._read()
-            return self._values
+            self._used.add(key)
+            return self._values.get(key, MISSING)
 
     def _read(self) -> dict[Any, Any]:
         folder = _directory(_KEPT_FORMAT)
@@ -213,35 +217,49 @@ class _Kept:
             values = None if blob is None else marshal.loads(blob)
         except (EOFError, ValueError, TypeError):
             values = None
-        if isinstance(values, dict) and len(values) <= KEPT_MAX and _scalars(list(values.items())):
+        if isinstance(values, dict) and len(values) <= KEPT_MAX and _kept_shape(values):
             return values
         return {}
 
     def add(self, key: Any, value: Any) -> None:
+        """Keep ``value`` for ``key``. A full store keeps only what this process used (a
+        new dict: a thread reading the old one meanwhile still finds what it held)."""
         with self._lock:
             values = self._values if self._values is not None else {}
             if len(values) >= KEPT_MAX:
-                values.clear()
+                values = {k: values[k] for k in self._used if k in values}
+                if len(values) >= KEPT_MAX:  # this one command asked for more than that
+                    values = {}
             values[key] = value
+            self._used.add(key)
             self._values, self._added = values, True
 
     def save(self) -> None:
         """Write the results back when this process added any (atomically: a command
-        reading it meanwhile sees the old file or the new one)."""
+        reading it meanwhile sees the old file or the new one), and remove this function's
+        files of other versions (of dbopt, its sources, the library or Python)."""
         with self._lock:
             if not self._added or self._file is None or self._values is None:
                 return
             with contextlib.suppress(OSError, ValueError):
                 _write(self._file, marshal.dumps(self._values))
+                for other in self._file.parent.glob(f"{self._name}-*"):
+                    if other.name != self._file.name:
+                        other.unlink(missing_ok=True)
             self._added = False
+
+
+#: What :meth:`_Kept.get` returns when nothing is kept for a key.
+MISSING: Any = object()
 
 
 def kept(name: str, package: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Keep the results of a pure function of plain values (strings, mostly) across
     commands, under ``name`` and the installed version of ``package`` (the library that
-    computes them), dbopt's version and source files, and Python's version. Results must be
-    plain values (str, int, float, bool, None, tuples and lists of them); a call that raises
-    is not kept (it runs again, and raises again, next time)."""
+    computes them), dbopt's version and source files, and Python's version. Arguments and
+    results must be plain values (str, int, float, bool, None, and tuples of them: never
+    lists, which every caller would share); a call that raises is not kept (it runs again,
+    and raises again, next time)."""
 
     def wrap(function: Callable[_P, _R]) -> Callable[_P, _R]:
         store = _Kept(name, package)
@@ -249,10 +267,10 @@ def kept(name: str, package: str) -> Callable[[Callable[_P, _R]], Callable[_P, _
         @functools.wraps(function)
         def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             key = args if not kwargs else (args, tuple(sorted(kwargs.items())))
-            values = store.values()
-            if key in values:
-                found: _R = values[key]
-                return found
+            found = store.get(key)
+            if found is not MISSING:
+                result: _R = found
+                return result
             result = function(*args, **kwargs)
             store.add(key, result)
             return result
@@ -332,13 +350,13 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def _scalars(value: Any) -> bool:
-    """Only plain scalars, in tuples and lists: kept results and their arguments."""
-    stack = [value]
+def _kept_shape(values: dict[Any, Any]) -> bool:
+    """Only plain scalars, in tuples: kept results and their arguments."""
+    stack: list[Any] = [*values.keys(), *values.values()]
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is tuple or kind is list:
+        if kind is tuple:
             stack.extend(item)
         elif kind not in _PLAIN:
             return False

@@ -12,6 +12,7 @@ import fastjsonschema
 import pytest
 import yaml
 
+from dbopt import yamlcache
 from dbopt.errors import Problem
 from dbopt.yamlload import MAX_FILE_BYTES, load_file, load_text
 from dbopt.yamlsyntax import syntax_problem
@@ -545,9 +546,10 @@ def test_kept_renderings_spare_the_next_command_pglast(cache: Path) -> None:
     assert first.stdout.strip() == "lower(email) ('a',) True", first.stderr
     again = _render("LOWER( email )")
     assert again.stdout.strip() == "lower(email) ('a',) False", again.stderr
-    refused = _render("lower(email) FROM users")
-    assert refused.returncode == 1 and "SqlTextError" in refused.stderr
-    assert "must be a single expression" in refused.stderr
+    for _ in range(2):  # refused, and refused again: a refusal is never kept
+        refused = _render("lower(email) FROM users")
+        assert refused.returncode == 1 and "SqlTextError" in refused.stderr
+        assert "must be a single expression" in refused.stderr
     kept = sorted((cache / "kept-1").iterdir())
     assert {p.name.split("-")[0] for p in kept} == {"render_expression", "check_query"}
     for entry in kept:
@@ -558,8 +560,52 @@ def test_kept_renderings_spare_the_next_command_pglast(cache: Path) -> None:
 
 def test_kept_renderings_are_not_read_where_another_user_could_write(cache: Path) -> None:
     assert _render("upper(a)").stdout.strip() == "upper(a) ('a',) True"
-    (cache / "kept-1").chmod(0o777)  # anyone could have written what it holds
+    assert _render("upper(a)").stdout.strip() == "upper(a) ('a',) False"
+    for entry in (cache / "kept-1").iterdir():
+        entry.chmod(0o666)  # anyone could have written what it holds: not read
     assert _render("upper(a)").stdout.strip() == "upper(a) ('a',) True"
+    (cache / "kept-1").chmod(0o777)  # nor anything in a folder anyone may write to
+    assert _render("upper(a)").stdout.strip() == "upper(a) ('a',) True"
+
+
+def test_a_full_store_keeps_what_the_command_used_and_old_versions_go(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(yamlcache, "KEPT_MAX", 2)
+    calls: list[str] = []
+
+    def upper(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    first = yamlcache.kept("test_upper", "pglast")(upper)
+    assert [first("a"), first("b"), first("a")] == ["A", "B", "A"]
+    assert calls == ["a", "b"]
+    assert first("c") == "C"  # full: what this command used (a, b) is still two: afresh
+    assert first("c") == "C" and calls == ["a", "b", "c"]
+    assert first("a") == "A" and calls == ["a", "b", "c", "a"]
+    stale = cache / "kept-1" / "test_upper-0123"  # another version's file
+    stale.write_bytes(b"")
+    first.kept.save()  # type: ignore[attr-defined]
+    assert not stale.exists()
+    calls.clear()
+    second = yamlcache.kept("test_upper", "pglast")(upper)  # the next command
+    assert [second("c"), second("a")] == ["C", "A"] and calls == []
+    assert second("b") == "B" and calls == ["b"]
+
+
+def test_view_names_are_read_without_their_ctes_resolved() -> None:
+    from dbopt.livecheck import _names_in
+
+    relations, ctes = _names_in(
+        "WITH v AS (SELECT 1 AS a) SELECT * FROM v, s.w JOIN x USING (a) WHERE a IN "
+        "(SELECT a FROM y)"
+    )
+    assert sorted(relations, key=str) == sorted(
+        [(None, "v"), ("s", "w"), (None, "x"), (None, "y")], key=str
+    )
+    assert ctes == ("v",)
+    assert _names_in("SELECT FROM WHERE") == ((), ())  # the query check reports it
 
 
 def test_the_cache_is_not_used_where_others_could_write_or_when_off(
