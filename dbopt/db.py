@@ -312,8 +312,7 @@ def settle(conn: psycopg.Connection[Any], timeout_s: float = SETTLE_TIMEOUT_S) -
     try:
         if pgconn.pipeline_status != pq.PipelineStatus.OFF:
             raise _Unsettled  # its answers are not read one statement at a time
-        conn.cancel_safe(timeout=timeout_s)
-        _drain(pgconn, deadline)
+        _drain(conn, deadline)
     except BaseException as exc:
         conn.close()
         if isinstance(exc, (psycopg.Error, OSError, _Unsettled)):
@@ -327,9 +326,17 @@ class _Unsettled(Exception):
     pipeline)."""
 
 
-def _drain(pgconn: pq.abc.PGconn, deadline: float) -> None:
-    """Send what is left of the statement in progress on ``pgconn`` (non-blocking, as
-    psycopg keeps it), then read its results and drop them, until ``deadline``."""
+#: While the statement settle waits for still runs, its cancel request is sent again this
+#: often: a request that reached the server before the statement did was ignored.
+CANCEL_EVERY_S = 0.5
+
+
+def _drain(conn: psycopg.Connection[Any], deadline: float) -> None:
+    """Send what is left of the statement in progress on ``conn`` (non-blocking, as psycopg
+    keeps it), cancel it (again every :data:`CANCEL_EVERY_S` while it runs), and read its
+    results and drop them, until ``deadline``."""
+    pgconn = conn.pgconn
+    cancel_at = time.monotonic()  # at once, once all of it is sent
     with selectors.DefaultSelector() as selector:
         while True:
             unsent = pgconn.flush() == 1
@@ -341,12 +348,18 @@ def _drain(pgconn: pq.abc.PGconn, deadline: float) -> None:
                 if result.status in (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT):
                     raise _Unsettled
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 raise _Unsettled
+            if not unsent and now >= cancel_at:
+                # Only the statement being drained can be running: nothing else was sent.
+                conn.cancel_safe(timeout=deadline - now)
+                cancel_at = time.monotonic() + CANCEL_EVERY_S
+                continue
+            wake = deadline if unsent else min(deadline, cancel_at)
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent else 0)
             selector.register(pgconn.socket, events)
-            selector.select(remaining)
+            selector.select(max(0.0, wake - now))
             selector.unregister(pgconn.socket)
 
 

@@ -225,6 +225,16 @@ def test_settle_cancels_a_statement_left_running_and_closes_what_it_cannot_read(
         assert settle(conn)
         assert time.monotonic() - started < 30
         assert conn.execute("SELECT 2").fetchone() == (2,)
+        # A cancel request that is lost (here: caught once by the statement itself, as one
+        # that reaches the server before the statement does is ignored) is sent again.
+        conn.pgconn.send_query(
+            b"DO $$ BEGIN BEGIN PERFORM pg_sleep(60); EXCEPTION WHEN query_canceled THEN "
+            b"NULL; END; PERFORM pg_sleep(60); END $$"
+        )
+        started = time.monotonic()
+        assert settle(conn)
+        assert time.monotonic() - started < 4  # within its 5 s, not at its end
+        assert conn.execute("SELECT 3").fetchone() == (3,)
         # A COPY is not read this way: closed, never reused half-read.
         conn.pgconn.send_query(b"COPY (SELECT 1) TO STDOUT")
         assert not settle(conn)
