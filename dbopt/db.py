@@ -336,7 +336,10 @@ def _drain(conn: psycopg.Connection[Any], deadline: float) -> None:
     keeps it), cancel it (again every :data:`CANCEL_EVERY_S` while it runs), and read its
     results and drop them, until ``deadline``."""
     pgconn = conn.pgconn
-    cancel_at = time.monotonic()  # at once, once all of it is sent
+    # At once once all of it is sent; if the server stops reading it (its first part waits
+    # for a lock), after CANCEL_EVERY_S anyway.
+    cancel_at = time.monotonic()
+    unsent_since: float | None = None
     with selectors.DefaultSelector() as selector:
         while True:
             unsent = pgconn.flush() == 1
@@ -351,12 +354,14 @@ def _drain(conn: psycopg.Connection[Any], deadline: float) -> None:
             now = time.monotonic()
             if now >= deadline:
                 raise _Unsettled
-            if not unsent and now >= cancel_at:
+            unsent_since = (unsent_since or now) if unsent else None
+            stuck = unsent_since is not None and now - unsent_since >= CANCEL_EVERY_S
+            if now >= cancel_at and (not unsent or stuck):
                 # Only the statement being drained can be running: nothing else was sent.
                 conn.cancel_safe(timeout=deadline - now)
                 cancel_at = time.monotonic() + CANCEL_EVERY_S
                 continue
-            wake = deadline if unsent else min(deadline, cancel_at)
+            wake = min(deadline, cancel_at if not unsent else now + CANCEL_EVERY_S)
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent else 0)
             selector.register(pgconn.socket, events)
             selector.select(max(0.0, wake - now))
