@@ -354,7 +354,10 @@ def _drain(conn: psycopg.Connection[Any], deadline: float) -> None:
             now = time.monotonic()
             if now >= deadline:
                 raise _Unsettled
-            unsent_since = (unsent_since or now) if unsent else None
+            if not unsent:
+                unsent_since = None
+            elif unsent_since is None:
+                unsent_since = now
             stuck = unsent_since is not None and now - unsent_since >= CANCEL_EVERY_S
             if now >= cancel_at and (not unsent or stuck):
                 # Only the statement being drained can be running: nothing else was sent.

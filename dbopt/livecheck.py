@@ -144,12 +144,10 @@ def _read_views(query: str, views: _SpecViews) -> set[QualifiedName]:
 def _names_in(query: str) -> tuple[tuple[tuple[str | None, str], ...], tuple[str, ...]]:
     """The relations a view query names, as (schema or None, name), and the names of its
     common table expressions (none of either when pglast cannot parse it)."""
-    from pglast import parser
     from pglast.visitors import Visitor
 
-    try:
-        stmt: Any = parser.parse_sql(render_query(query))[0].stmt
-    except (SqlTextError, parser.ParseError):  # the query check reports it
+    stmt = _tree(query)
+    if stmt is None:
         return (), ()
     relations: list[tuple[str | None, str]] = []
     ctes: list[str] = []
@@ -168,14 +166,21 @@ def _names_in(query: str) -> tuple[tuple[tuple[str | None, str], ...], tuple[str
 @kept("view_rendered", "pglast")
 def _rendered(query: str) -> str:
     """:func:`_rewrite` of ``query`` when it reads no view to put in its place."""
-    from pglast import parser
     from pglast.stream import RawStream
 
+    stmt = _tree(query)
+    return query if stmt is None else str(RawStream()(stmt))
+
+
+def _tree(query: str) -> Any:
+    """The pglast tree of a view query as the parser renders it (None when it cannot be
+    parsed: the query check reports it)."""
+    from pglast import parser
+
     try:
-        stmt: Any = parser.parse_sql(render_query(query))[0].stmt
-    except (SqlTextError, parser.ParseError):  # the query check reports it
-        return query
-    return str(RawStream()(stmt))
+        return parser.parse_sql(render_query(query))[0].stmt
+    except (SqlTextError, parser.ParseError):
+        return None
 
 
 def _parsed(text: str) -> Any:
@@ -188,13 +193,12 @@ def _parsed(text: str) -> Any:
 def _rewrite(query: str, views: _SpecViews, body_of: Callable[[QualifiedName], Any]) -> str:
     """``query`` with every spec view it reads replaced by ``body_of(name)`` (a pglast
     SelectStmt, or None to keep the name), as a subquery under the name or alias it had."""
-    from pglast import ast, parser
+    from pglast import ast
     from pglast.stream import RawStream
     from pglast.visitors import Visitor
 
-    try:
-        stmt: Any = parser.parse_sql(render_query(query))[0].stmt
-    except (SqlTextError, parser.ParseError):  # the query check reports it
+    stmt = _tree(query)
+    if stmt is None:
         return query
     ctes: set[str] = set()
 

@@ -51,7 +51,7 @@ from dbopt import __version__
 _FORMAT = "yaml-1"
 _CODE_FORMAT = "code-1"
 _KEPT_FORMAT = "kept-1"
-#: Results kept per function at most: beyond, its file starts afresh.
+#: Results kept per function at most: beyond, only those the command asked for stay.
 KEPT_MAX = 20_000
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -83,20 +83,26 @@ def _directory(kind: str = _FORMAT) -> Path | None:
 
 
 @functools.cache
-def _pyyaml_version() -> str:
-    """PyYAML's version, read from its installed metadata: a file whose parse is kept is read
-    without loading PyYAML at all."""
+def _package_version(package: str, module: str) -> str:
+    """An installed library's version, read from its metadata: what is kept of its work is
+    read without loading the library (``module``, imported only when it has no metadata)."""
     try:
-        return metadata.version("PyYAML")
+        return metadata.version(package)
     except metadata.PackageNotFoundError:  # pragma: no cover - installed without metadata
-        import yaml
+        import importlib
 
-        return str(yaml.__version__)
+        return str(getattr(importlib.import_module(module), "__version__", "?"))
 
 
 def _key(raw: bytes, max_nodes: int) -> str:
     digest = hashlib.sha256()
-    for part in (_FORMAT, __version__, _pyyaml_version(), sys.version, str(max_nodes)):
+    for part in (
+        _FORMAT,
+        __version__,
+        _package_version("PyYAML", "yaml"),
+        sys.version,
+        str(max_nodes),
+    ):
         digest.update(part.encode() + b"\0")
     digest.update(raw)
     return digest.hexdigest()
@@ -160,14 +166,6 @@ _R = TypeVar("_R")
 
 
 @functools.cache
-def _package_version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:  # pragma: no cover - installed without metadata
-        return "?"
-
-
-@functools.cache
 def _source_fingerprint() -> str:
     """dbopt's own source files, by path, size and modification time: a development checkout
     changes without a new version, and a kept result must then be computed again."""
@@ -208,7 +206,7 @@ class _Kept:
             return {}
         digest = hashlib.sha256()
         parts = (_KEPT_FORMAT, __version__, _source_fingerprint(), sys.version, self._package)
-        for part in (*parts, _package_version(self._package)):
+        for part in (*parts, _package_version(self._package, self._package)):
             digest.update(part.encode() + b"\0")
         self._file = folder / f"{self._name}-{digest.hexdigest()}"
         atexit.register(self.save)
@@ -217,7 +215,11 @@ class _Kept:
             values = None if blob is None else marshal.loads(blob)
         except (EOFError, ValueError, TypeError):
             values = None
-        if isinstance(values, dict) and len(values) <= KEPT_MAX and _kept_shape(values):
+        if (
+            isinstance(values, dict)
+            and len(values) <= KEPT_MAX
+            and _plain((*values, *values.values()), tuple)
+        ):
             return values
         return {}
 
@@ -333,30 +335,19 @@ def _write(path: Path, blob: bytes) -> None:
         raise
 
 
-def _plain(value: Any) -> bool:
-    """Only what the YAML parser makes of a spec: mappings of str, lists, plain scalars."""
+def _plain(value: Any, sequence: type = list) -> bool:
+    """Only plain scalars in ``sequence``s and in mappings of str: what the YAML parser makes
+    of a spec (lists); with ``sequence=tuple`` and no mapping, what kept functions take and
+    return."""
     stack = [value]
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is dict:
+        if kind is dict and sequence is list:
             if not all(type(k) is str for k in item):
                 return False
             stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind not in _PLAIN:
-            return False
-    return True
-
-
-def _kept_shape(values: dict[Any, Any]) -> bool:
-    """Only plain scalars, in tuples: kept results and their arguments."""
-    stack: list[Any] = [*values.keys(), *values.values()]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is tuple:
+        elif kind is sequence:
             stack.extend(item)
         elif kind not in _PLAIN:
             return False

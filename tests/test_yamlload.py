@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import marshal
+import os
 import subprocess
 import sys
 import time
@@ -9,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+import psycopg
 import pytest
 import yaml
+from helpers import write_file
+from shop import MV
 
 from dbopt import yamlcache
 from dbopt.errors import Problem
@@ -592,6 +597,61 @@ def test_a_full_store_keeps_what_the_command_used_and_old_versions_go(
     second = yamlcache.kept("test_upper", "pglast")(upper)  # the next command
     assert [second("c"), second("a")] == ["C", "A"] and calls == []
     assert second("b") == "B" and calls == ["b"]
+
+
+def test_a_kept_file_holding_anything_but_plain_values_is_not_used(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def upper(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    first = yamlcache.kept("test_shape", "pglast")(upper)
+    assert first("a") == "A"
+    first.kept.save()  # type: ignore[attr-defined]
+    (entry,) = (cache / "kept-1").glob("test_shape-*")
+    for planted in ({("a",): ["A"]}, {("a",): {"x": "A"}}, {"a": "A"}, {("a",): b"A"}):
+        entry.write_bytes(marshal.dumps(planted))
+        again = yamlcache.kept("test_shape", "pglast")(upper)
+        calls.clear()
+        assert again("a") == "A" and calls == ["a"], planted  # computed, not read
+    entry.write_bytes(marshal.dumps({("a",): "planted"}))
+    trusted = yamlcache.kept("test_shape", "pglast")(upper)
+    calls.clear()
+    assert trusted("a") == "planted" and calls == []  # the same file, plain: read
+
+
+def test_a_second_apply_loads_no_pglast(shop: Path, conn: psycopg.Connection[Any]) -> None:
+    """What pglast made of the specs (the expression of a partial index, a view's query and
+    the names it reads, the SQL laid out for rollback) is kept: the next apply, with the same
+    specs, does not load pglast at all."""
+    write_file(shop, "views/mv_customers.yaml", MV)
+    env = {**os.environ, "DBOPT_CACHE_DIR": str(shop / "cache")}
+    env.pop("DBOPT_NO_CACHE", None)
+    script = (
+        "import sys; from dbopt.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print('exit', code, 'pglast' in sys.modules)"
+    )
+
+    def dbopt(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=shop,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return run.stdout.strip().splitlines()[-1]
+
+    assert dbopt("apply", "--env", "test", "--yes") == "exit 0 True"
+    assert dbopt("rollback", "--env", "test", "--last", "--yes").startswith("exit 0")
+    assert conn.execute("SELECT to_regclass('idx_orders_status')").fetchone() == (None,)
+    assert dbopt("apply", "--env", "test", "--yes") == "exit 0 False"
+    assert conn.execute("SELECT to_regclass('idx_orders_status')").fetchone() != (None,)
 
 
 def test_view_names_are_read_without_their_ctes_resolved() -> None:

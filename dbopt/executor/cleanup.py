@@ -176,11 +176,15 @@ class Cleanup(ABC):
         """What the last step of this thread stopped by Ctrl-C cleaned up ('' if nothing)."""
         return self._notes.pop(threading.get_ident(), "")
 
-    def _citus_table(self, table: QualifiedName) -> bool:
-        """Whether Citus holds ``table`` (its indexes then have copies on the shards)."""
+    def _citus_installed(self) -> bool:
+        """Whether the citus extension is installed (asked once, when first needed)."""
         if self._citus is None:
             self._citus = bool(self._control(citus.installed))
-        if not self._citus:
+        return self._citus
+
+    def _citus_table(self, table: QualifiedName) -> bool:
+        """Whether Citus holds ``table`` (its indexes then have copies on the shards)."""
+        if not self._citus_installed():
             return False
         return self._control(lambda c: citus.citus_table(c, table)) is not None
 

@@ -443,9 +443,7 @@ class StepRunner(Cleanup):
     def _shards(self, step: Step) -> ShardedIndex | None:
         """On a Citus coordinator, the step's index on every shard placement of its table
         (None: not a Citus table, no Citus, or the shards could not be read)."""
-        if self._citus is None:
-            self._citus = bool(self._control(citus.installed))
-        if not self._citus:
+        if not self._citus_installed():
             return None
         try:
             found: ShardedIndex | None = self._control(
