@@ -151,20 +151,26 @@ def normalize_specs(
     conn: psycopg.Connection[Any],
     specs: Iterable[IndexSpec],
     lock_timeout_ms: int,
+    *,
+    read: bool = True,
 ) -> tuple[Mapping[QualifiedName, str], int]:
-    """Canonical definitions of ``specs`` as the server renders them; and round trips used."""
+    """Canonical definitions of ``specs`` as the server renders them; and round trips used.
+    Without ``read``, the server only builds them (raising SpecError for what it refuses) and
+    nothing is read back (the mapping is empty)."""
     specs = list(specs)
     result: dict[QualifiedName, str] = {}
     round_trips = 0
     for start in range(0, len(specs), BATCH):
-        batch, trips = _normalize_batch(conn, specs[start : start + BATCH], lock_timeout_ms)
+        batch, trips = _normalize_batch(
+            conn, specs[start : start + BATCH], lock_timeout_ms, read=read
+        )
         result.update(batch)
         round_trips += trips
     return result, round_trips
 
 
 def _normalize_batch(
-    conn: psycopg.Connection[Any], specs: list[IndexSpec], lock_timeout_ms: int
+    conn: psycopg.Connection[Any], specs: list[IndexSpec], lock_timeout_ms: int, *, read: bool
 ) -> tuple[dict[QualifiedName, str], int]:
     if not specs:
         return {}, 0
@@ -203,6 +209,8 @@ def _normalize_batch(
         except psycopg.Error:
             # One spec broke the batch: find which, one by one, to say where.
             _raise_located(conn, statements, list(tables), names)
+        if not read:
+            return {}, round_trips
         cur.execute(catalog_sql("deparsed_indexes"))
         round_trips += 1
         rows = cur.fetchall()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import socket
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -247,15 +248,36 @@ _DURATION_MS = sql.SQL(
 )
 
 
+#: The facts of each history, by the connections that remember them (History.remember).
+_REMEMBERED: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, HistoryFacts]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """Where the history lives (schema name from dbopt.yaml, default ``dbopt``)."""
 
     schema: str = "dbopt"
 
+    def remember(self, conn: psycopg.Connection[Any]) -> None:
+        """Read the facts once on ``conn`` from now on (a run's control session, its run lock
+        held): a run asks for them at each of its checks, and only its own install changes
+        them (which reads them again)."""
+        _REMEMBERED.setdefault(conn, {})
+
     def facts(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
         """What is there of the history and what the current role may do with it (catalog
         only: no grant needed), with the layout version when the role may read it."""
+        remembered = _REMEMBERED.get(conn)
+        if remembered is not None and self.schema in remembered:
+            return remembered[self.schema]
+        found = self._read_facts(conn)
+        if remembered is not None:
+            remembered[self.schema] = found
+        return found
+
+    def _read_facts(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(catalog_sql("history_facts"), {"schema": self.schema})
             rows = cur.fetchall()
@@ -348,6 +370,7 @@ class History:
 
     def install(self, conn: psycopg.Connection[Any], facts: HistoryFacts) -> None:
         """Create the history, or bring it up to this dbopt's layout (stamping the version)."""
+        _REMEMBERED.get(conn, {}).pop(self.schema, None)
         ident = sql.Identifier(self.schema)
         with conn.transaction():
             if not facts.object(None).present:

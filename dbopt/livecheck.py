@@ -409,24 +409,29 @@ def check_against_database(
     return catalog
 
 
-def check_builds(
-    specs: SpecSet, conn: psycopg.Connection[Any], catalog: Catalog, lock_timeout_ms: int
-) -> None:
-    """Let the server refuse, before anything is built, what CREATE INDEX itself would refuse
-    of an index that is not there yet (a function that is not IMMUTABLE, a type without an
-    operator class for the method, a storage parameter out of range): each new index is built
-    on an empty temporary copy of its table in a rolled-back transaction (as plan normalises
-    the existing ones), and SpecError lists every refusal at its file:line. Needs a session
-    that may write temporary tables (apply's)."""
-    from dbopt.deparse import normalize_specs
-
-    new = [
+def new_builds(specs: SpecSet, catalog: Catalog) -> list[IndexSpec]:
+    """The spec indexes apply would build: not there yet, on a table (or partitioned table)
+    that is (:func:`check_builds` checks them)."""
+    return [
         s
         for s in specs.indexes
         if s.qualified_name not in catalog.indexes
         and getattr(catalog.relations.get(s.table), "relkind", None) in ("r", "p")
     ]
-    normalize_specs(conn, new, lock_timeout_ms)
+
+
+def check_builds(
+    new: Sequence[IndexSpec], conn: psycopg.Connection[Any], lock_timeout_ms: int
+) -> None:
+    """Let the server refuse, before anything is built, what CREATE INDEX itself would refuse
+    of the ``new`` indexes (:func:`new_builds`: a function that is not IMMUTABLE, a type
+    without an operator class for the method, a storage parameter out of range): each is
+    built on an empty temporary copy of its table in a rolled-back transaction (as plan
+    normalises the existing ones), and SpecError lists every refusal at its file:line. Needs
+    a session that may write temporary tables (apply's)."""
+    from dbopt.deparse import normalize_specs
+
+    normalize_specs(conn, new, lock_timeout_ms, read=False)
 
 
 def _check_budgets(

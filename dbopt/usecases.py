@@ -268,7 +268,7 @@ def apply(
     ``on_start`` is given the executor as soon as it is connected: a caller running this in
     a thread (a fleet) keeps it to cancel the builds when Ctrl-C reaches the main thread."""
     from dbopt.executor import Executor
-    from dbopt.livecheck import check_against_database, check_builds, with_read_views
+    from dbopt.livecheck import check_against_database, check_builds, new_builds, with_read_views
 
     settings = target.settings
     with Executor(
@@ -291,6 +291,7 @@ def apply(
             # KeyboardInterrupt; it reaches the wait through the executor's cancel flag.
             stop=runner.cancelled if on_start is not None else None,
         )
+        history.remember(runner.control)
         if not options.dry_run:  # every grant a run needs, not only the reading ones
             history.require_grants(runner.control, "write")
         # validate --dsn's checks of every spec, before anything is built: a misspelt column
@@ -300,7 +301,7 @@ def apply(
         owned = history.owned(runner.control)
         catalog = inspect(runner.control, relevant(specs, owned) | specs.relations())
         check_against_database(specs, runner.control, budgets=False, catalog=catalog)
-        check_builds(specs, runner.control, catalog, target.settings.lock_timeout_ms)
+        check_builds(new_builds(specs, catalog), runner.control, settings.lock_timeout_ms)
         specs = with_read_views(specs, runner.control)  # B reads A: A is created first
         result = build_plan(
             runner.control,
@@ -401,6 +402,7 @@ def rollback(
                 wait_timeout_ms=locking.wait_timeout_ms,
                 stop=runner.cancelled if on_start is not None else None,
             )
+            history.remember(runner.control)
         derived: RollbackPlan = rollback_plan(runner.control, history, selection)
         catalog = derived.catalog
         assert catalog is not None  # rollback_plan always inspects

@@ -14,7 +14,7 @@ from dbopt import usecases
 from dbopt.config import Settings, Target
 from dbopt.errors import UnsafeActionError
 from dbopt.executor import SilentReporter, take_run_lock
-from dbopt.history import History
+from dbopt.history import HISTORY_VERSION, History
 from dbopt.planner import ActionKind
 from dbopt.plans import build_plan
 from dbopt.spec import load_specs
@@ -464,3 +464,40 @@ def test_failed_partition_build_leaves_no_invalid_parent(
     assert result.outcome == "failed"
     assert "could not create unique index" in (result.changes[0].error or "")
     assert {n for n in index_defs(conn) if "uq_events" in n} == set()
+
+
+def test_a_run_reads_the_history_facts_once(
+    appointments: psycopg.Connection[Any],
+    db_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The history's facts (what is there, what the role may do) are read once per run: the
+    grant check, the ownership read, the pre-flight and the run's own set-up share them."""
+    specs = write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
+    assert apply_specs(db_dsn, specs).outcome == "succeeded"  # the history exists from here
+    reads: list[str] = []
+    read_facts = History._read_facts
+
+    def counted(self: History, conn: psycopg.Connection[Any]) -> Any:
+        reads.append(self.schema)
+        return read_facts(self, conn)
+
+    monkeypatch.setattr(History, "_read_facts", counted)
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    assert apply_specs(db_dsn, specs).outcome == "succeeded"
+    assert reads == ["dbopt"]
+
+
+def test_remembered_history_facts_are_read_again_once_installed(
+    conn: psycopg.Connection[Any],
+) -> None:
+    history = History(schema="dbopt_remembered")
+    history.remember(conn)
+    before = history.facts(conn)
+    assert not before.exists
+    history.install(conn, before)
+    after = history.facts(conn)
+    assert after.exists and after.version == HISTORY_VERSION
+    assert history.facts(conn) is after  # remembered again
+    assert History(schema="dbopt_remembered").facts(conn) is after  # by schema, per session

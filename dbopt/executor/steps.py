@@ -167,7 +167,13 @@ class StepRunner(Cleanup):
 
     def close(self) -> None:
         """Close every connection, releasing the run lock first: a closed session's backend
-        may hold its locks a moment longer, and the next run must not find it taken."""
+        may hold its locks a moment longer, and the next run must not find it taken. (Before
+        the other sessions end, too: the server's work ending them would delay the release,
+        and nothing runs on them any more -- a statement still running on a worker runs on
+        after its connection closes either way.)"""
+        if not self.control.closed and not self.control.broken:
+            with contextlib.suppress(psycopg.Error):
+                self.control.execute("SELECT pg_advisory_unlock_all()")
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
@@ -176,9 +182,6 @@ class StepRunner(Cleanup):
         self.standbys.close()
         for conn in list(self._workers.values()):
             conn.close()
-        if not self.control.closed and not self.control.broken:
-            with contextlib.suppress(psycopg.Error):
-                self.control.execute("SELECT pg_advisory_unlock_all()")
         self.control.close()
 
     # --- steps -------------------------------------------------------------------------
