@@ -261,16 +261,19 @@ class History:
     schema: str = "dbopt"
 
     def remember(self, conn: psycopg.Connection[Any]) -> None:
-        """Read the facts once on ``conn`` from now on (a run's control session, its run lock
-        held): a run asks for them at each of its checks, and only its own install changes
-        them (which reads them again)."""
+        """Read the facts once on ``conn`` for the checks that follow (a run's control
+        session, its run lock held): its grant check, ownership read and pre-flight share
+        one read. :meth:`ensure` reads them again (the last check before a run records
+        itself, after a prompt that may wait: a GRANT, or another dbopt creating or upgrading
+        the history meanwhile, is seen), as does anything after :meth:`install`."""
         _REMEMBERED.setdefault(conn, {})
 
-    def facts(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
+    def facts(self, conn: psycopg.Connection[Any], *, fresh: bool = False) -> HistoryFacts:
         """What is there of the history and what the current role may do with it (catalog
-        only: no grant needed), with the layout version when the role may read it."""
+        only: no grant needed), with the layout version when the role may read it; read
+        again with ``fresh`` even where remembered."""
         remembered = _REMEMBERED.get(conn)
-        if remembered is not None and self.schema in remembered:
+        if remembered is not None and self.schema in remembered and not fresh:
             return remembered[self.schema]
         found = self._read_facts(conn)
         if remembered is not None:
@@ -341,10 +344,10 @@ class History:
         if facts.exists and facts.missing(mode):
             raise PrivilegeError(facts.access_problem(mode))
 
-    def writable(self, conn: psycopg.Connection[Any]) -> HistoryFacts:
+    def writable(self, conn: psycopg.Connection[Any], *, fresh: bool = False) -> HistoryFacts:
         """The facts, once sure a run can record itself: the role may write the history, or
         may create (or upgrade) it; PrivilegeError naming the grant or `dbopt init`."""
-        facts = self.facts(conn)
+        facts = self.facts(conn, fresh=fresh)
         if facts.exists and facts.missing("write"):
             raise PrivilegeError(facts.access_problem("write"))
         if facts.exists and facts.version == HISTORY_VERSION:
@@ -361,7 +364,7 @@ class History:
         (then the run needs only USAGE and SELECT/INSERT/UPDATE on it); created or upgraded
         when the role may do so (``created`` is told what happened); else PrivilegeError
         naming what to run (``dbopt init``) or grant."""
-        facts = self.writable(conn)
+        facts = self.writable(conn, fresh=True)
         if facts.exists and facts.version == HISTORY_VERSION:
             return
         self.install(conn, facts)

@@ -472,8 +472,9 @@ def test_a_run_reads_the_history_facts_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The history's facts (what is there, what the role may do) are read once per run: the
-    grant check, the ownership read, the pre-flight and the run's own set-up share them."""
+    """The history's facts (what is there, what the role may do) are read twice per run:
+    once for the grant check, the ownership read and the pre-flight, and again by the run's
+    own set-up (after the prompt, right before the run records itself)."""
     specs = write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
     assert apply_specs(db_dsn, specs).outcome == "succeeded"  # the history exists from here
     reads: list[str] = []
@@ -486,7 +487,7 @@ def test_a_run_reads_the_history_facts_once(
     monkeypatch.setattr(History, "_read_facts", counted)
     specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     assert apply_specs(db_dsn, specs).outcome == "succeeded"
-    assert reads == ["dbopt"]
+    assert reads == ["dbopt", "dbopt"]
 
 
 def test_remembered_history_facts_are_read_again_once_installed(
@@ -500,4 +501,6 @@ def test_remembered_history_facts_are_read_again_once_installed(
     after = history.facts(conn)
     assert after.exists and after.version == HISTORY_VERSION
     assert history.facts(conn) is after  # remembered again
-    assert History(schema="dbopt_remembered").facts(conn) is after  # by schema, per session
+    fresh = history.facts(conn, fresh=True)
+    assert fresh == after and fresh is not after and history.facts(conn) is fresh
+    assert History(schema="dbopt_remembered").facts(conn) is fresh  # by schema, per session

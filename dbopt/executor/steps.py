@@ -166,22 +166,22 @@ class StepRunner(Cleanup):
         return connect(self.dsn, application_name="dbopt-apply", settings=self.settings)
 
     def close(self) -> None:
-        """Close every connection, releasing the run lock first: a closed session's backend
-        may hold its locks a moment longer, and the next run must not find it taken. (Before
-        the other sessions end, too: the server's work ending them would delay the release,
-        and nothing runs on them any more -- a statement still running on a worker runs on
-        after its connection closes either way.)"""
-        if not self.control.closed and not self.control.broken:
-            with contextlib.suppress(psycopg.Error):
-                self.control.execute("SELECT pg_advisory_unlock_all()")
+        """Close every connection, releasing the run lock before the control session's: a
+        closed session's backend may hold its locks a moment longer, and the next run must not
+        find it taken. The workers' sessions close first (no step of this run uses them after
+        the release); the watcher's and the standbys' (which change nothing) after it, so
+        the next run does not wait for the watcher's thread to end."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.add_done_callback(_close_unused)
-        self._watcher.stop()
-        self.standbys.close()
         for conn in list(self._workers.values()):
             conn.close()
+        if not self.control.closed and not self.control.broken:
+            with contextlib.suppress(psycopg.Error):
+                self.control.execute("SELECT pg_advisory_unlock_all()")
+        self._watcher.stop()
+        self.standbys.close()
         self.control.close()
 
     # --- steps -------------------------------------------------------------------------
