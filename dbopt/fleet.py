@@ -436,9 +436,10 @@ class _Run:
             self.halted = f"{result.name} {done.outcome}"
 
     def _interrupt(self, running: dict[str, _Running]) -> None:
-        """Cancel each running target once per Ctrl-C: cancelling again would also cancel
-        the clean-up a cancelled build runs (its DROP INDEX CONCURRENTLY), and leave the
-        INVALID index behind."""
+        """Interrupt each running target once per Ctrl-C: the first cancels what it runs (a
+        cancelled build then cleans up: its DROP INDEX CONCURRENTLY); the next ones stop
+        those clean-ups too (what they leave, the report says, and the next apply repairs or
+        prunes it)."""
         first = not self.interrupted
         if self.interrupt is not None:
             self.interrupt.clear()

@@ -211,7 +211,7 @@ def apply_work(
             own,
             reporter=reporter_for(member.name),
             hooks=_Hooks(context, expected),
-            on_start=lambda runner: context.on_cancel(runner.cancel),
+            on_start=lambda runner: context.on_cancel(runner.interrupt),
         )
         if options.dry_run:
             return Done("dry run", changes=len(outcome.plan.runnable), value=outcome)
@@ -267,7 +267,7 @@ def rollback_work(
                 wait_for_blockers=wait_for_blockers,
                 plan_only=plan_only,
                 yes=True,
-                on_start=lambda runner: context.on_cancel(runner.cancel),
+                on_start=lambda runner: context.on_cancel(runner.interrupt),
             )
         except NothingToRollBack as exc:
             return Done("nothing to undo", changes=0, detail=str(exc).splitlines()[0])

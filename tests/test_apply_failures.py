@@ -330,3 +330,42 @@ def test_ctrl_c_during_a_rollback_drop_leaves_no_invalid_index(
     assert proc.returncode == 130, out
     assert invalid_indexes(conn) == [], out
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,), out
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_again_and_again_stops_the_clean_up_and_records_it(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str, jobs: str
+) -> None:
+    """More Ctrl-C while a worker cleans up after the first (its DROP INDEX CONCURRENTLY
+    waits for the blocker) cancel that drop too, but never leave the worker running
+    unattended while the run ends and closes its connections: its change is recorded, the
+    report lists it, and the INVALID index it could not drop is reported, then repaired by
+    the next apply."""
+    with psycopg.connect(db_dsn) as blocker:
+        blocker.execute("INSERT INTO appointments VALUES (-1, 1, 'open transaction')")
+        proc = _start_apply(project, "--jobs", jobs)
+        waiting_build(conn, BUILD)
+        # The watcher saw the build's index: the history knows it is dbopt's.
+        wait_for(
+            conn,
+            "SELECT 1 FROM dbopt.changes WHERE object_name = 'idx_appt_barber' "
+            "AND object_oid IS NOT NULL",
+        )
+        proc.send_signal(signal.SIGINT)
+        waiting_build(conn, "DROP INDEX CONCURRENTLY%")
+        for _ in range(3):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    row = conn.execute(
+        "SELECT result FROM dbopt.changes WHERE object_name = 'idx_appt_barber' "
+        "ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert row == ("aborted",), out
+    assert "could NOT be dropped (Ctrl-C again): the next apply repairs or prunes it" in out, out
+    assert invalid_indexes(conn) == ["idx_appt_barber"]
+    result = cli("apply", "--env", "test")
+    assert result.exit_code == 0, result.output
+    assert invalid_indexes(conn) == []

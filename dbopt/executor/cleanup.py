@@ -42,6 +42,27 @@ class Cleanup(ABC):
     _citus: bool | None
     #: What a step stopped by Ctrl-C cleaned up, per worker thread (for the report).
     _notes: dict[int, str]
+    #: Ctrl-C came again while workers cleaned up: clean-ups stop waiting and trying (what
+    #: they leave, the report says; the next apply repairs or prunes it).
+    _hurry: threading.Event
+
+    def _give_up(self, deadline: float) -> bool:
+        """Whether a clean-up stops trying: cleanup_wait is spent, or Ctrl-C came again."""
+        return time.monotonic() >= deadline or self._hurry.is_set()
+
+    def _cleaning_up(self, clean: Callable[[], str]) -> str:
+        """``clean()``, Ctrl-C's clean-up, in the thread Ctrl-C reached (--jobs 1: the main
+        thread); what it did, for the report. Ctrl-C again during it hurries it: run again,
+        it stops at once and says what it left (the change is still recorded, as aborted)."""
+        while True:
+            try:
+                return clean()
+            except KeyboardInterrupt:
+                self.hurry()
+
+    @abstractmethod
+    def hurry(self) -> None:
+        """Ctrl-C again: clean-ups stop waiting and trying; what runs now is cancelled."""
 
     @abstractmethod
     def _control(self, fn: Callable[[psycopg.Connection[Any]], Any]) -> Any:
@@ -110,14 +131,14 @@ class Cleanup(ABC):
         )
         deadline = time.monotonic() + self.settings.cleanup_wait_ms / 1000.0
         attempt = 0
-        while True:
+        while not self._hurry.is_set():
             started = time.time()
             try:
                 live = self._control(lambda c: guard.check(c, identity, self.own_pids()))
             except pgerrors.LockNotAvailable:
                 # The check reads the definition, which waits for the same lock the DROP
                 # would: wait for it the same way.
-                if time.monotonic() >= deadline:
+                if self._give_up(deadline):
                     break
                 self.sleep(min(5.0, self._backoff(attempt)))
                 attempt += 1
@@ -125,7 +146,7 @@ class Cleanup(ABC):
             except NotOursError as exc:
                 if exc.gone:
                     return ""
-                if time.monotonic() >= deadline or "is building" not in str(exc):
+                if self._give_up(deadline) or "is building" not in str(exc):
                     return f"; {what} {identity.name} was left alone: {exc}"
                 self.sleep(min(5.0, self._backoff(attempt)))
                 attempt += 1
@@ -140,7 +161,7 @@ class Cleanup(ABC):
                 self.reporter.event(f"dropped {what} {identity.name}{left}")
                 return f"; {what} {identity.name} was dropped"
             except pgerrors.LockNotAvailable:
-                if time.monotonic() >= deadline:
+                if self._give_up(deadline):
                     break
                 if attempt == 0:
                     named = "; ".join(str(b) for b in self.blockers(identity.name, started))
@@ -153,13 +174,15 @@ class Cleanup(ABC):
             except psycopg.OperationalError:
                 # A lost connection (or a statement_timeout): back off, then try again
                 # on a fresh connection, until cleanup_wait runs out.
-                if time.monotonic() >= deadline:
+                if self._give_up(deadline):
                     break
                 self.sleep(min(5.0, self._backoff(attempt)))
                 attempt += 1
             except psycopg.Error as exc:
                 hint = "" if by_hand is None else f"; {later}"
                 return f"; {what} {identity.name} could NOT be dropped: {server_message(exc)}{hint}"
+        if self._hurry.is_set():
+            return f"; {what} {identity.name} could NOT be dropped (Ctrl-C again): {later}"
         return (
             f"; {what} {identity.name} could NOT be dropped within "
             f"{self.settings.cleanup_wait_ms} ms: {later}"
@@ -286,7 +309,7 @@ class Cleanup(ABC):
             # stopping (it makes its copy first); another session's build is not waited for.
             if not waiting and (not shards.busy or now >= min(deadline, busy_until)):
                 break
-            if now >= deadline:
+            if now >= deadline or self._hurry.is_set():
                 for leftover in waiting:
                     out += self._left_alone(
                         leftover,
@@ -337,6 +360,8 @@ class Cleanup(ABC):
                 why = "it is no longer the INVALID copy the stopped REINDEX left there"
             elif same[0].building:
                 why = "a session is building an index on that shard right now"
+            elif self._hurry.is_set():
+                why = "Ctrl-C again stopped the clean-up"
             else:
                 # It waits for the transactions using the shard, until the clean-up's time is
                 # spent.
@@ -365,6 +390,19 @@ class Cleanup(ABC):
             f"; the INVALID index {leftover.name} {leftover.where} was left alone ({why}); "
             f"{advice} on {node}: {statement}"
         )
+
+    def _after_interrupted(
+        self,
+        step: Step,
+        built: dict[QualifiedName, int],
+        watches: list[Watch],
+        before: frozenset[tuple[str | None, int | None, int]] | None,
+    ) -> str:
+        """Ctrl-C stopped ``step``: what it left is this run's to clean up (the action drops
+        what it built); what was done, for the report."""
+        self._after_failed_build(step, built, watches)
+        self._finish_broken_drop(step)
+        return self._clean_reindex(step, before)[0]
 
     def _after_failed_build(
         self, step: Step, built: dict[QualifiedName, int], watches: list[Watch]

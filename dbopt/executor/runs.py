@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import psycopg
@@ -262,8 +262,12 @@ class Executor(StepRunner):
             return failed, False
         except KeyboardInterrupt:
             self._cancelled.set()
-            self._record_first(change_id, built)
-            cleaned = self._undo_built(built)
+
+            def clean() -> str:
+                self._record_first(change_id, built)
+                return self._undo_built(built)
+
+            cleaned = self._cleaning_up(clean)
             aborted = ChangeResult(
                 action,
                 ChangeOutcome.ABORTED,
@@ -281,6 +285,20 @@ class Executor(StepRunner):
             action, ChangeOutcome.OK, time.monotonic() - started, size_bytes=size, cost=cost
         )
         return done, finished
+
+    def _stop_workers(self, futures: Sequence[Future[list[ChangeResult]]]) -> None:
+        """Ctrl-C with workers running: cancel their statements and wait for them to end
+        (they clean up what their steps left). Ctrl-C again stops their clean-ups (what those
+        leave, the report says, and the next apply repairs or prunes it), and the wait goes
+        on: the run's connections close only once no worker uses them."""
+        stop = self.cancel
+        while True:
+            try:
+                stop()
+                wait(futures)
+                return
+            except KeyboardInterrupt:
+                stop = self.hurry
 
     def run_plan(
         self,
@@ -357,9 +375,11 @@ class Executor(StepRunner):
                             for future in futures:
                                 results.extend(future.result())
                         except KeyboardInterrupt:
-                            # Cancel the running builds on the server now: leaving the pool
-                            # waits for the workers, which then stop at once and clean up.
-                            self.cancel()
+                            # Cancel the running builds on the server now: the workers then
+                            # stop at once and clean up. They are waited for here, however
+                            # often Ctrl-C comes again: the run's connections are closed
+                            # only once no worker uses them.
+                            self._stop_workers(futures)
                             for future in futures:
                                 if not future.cancelled() and future.exception() is None:
                                     results.extend(future.result())

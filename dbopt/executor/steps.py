@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -100,6 +101,7 @@ class StepRunner(Cleanup):
         self._spare: Future[psycopg.Connection[Any]] | None = None
         self._spare_lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._hurry = threading.Event()
         self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
         # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
@@ -147,6 +149,19 @@ class StepRunner(Cleanup):
     def cancelled(self) -> bool:
         """Whether Ctrl-C reached this run (a wait for the run lock then stops)."""
         return self._cancelled.is_set()
+
+    def interrupt(self) -> None:
+        """Ctrl-C reaching the run through its caller (a fleet: Ctrl-C never reaches the
+        run's own thread): the first cancels what runs, each next one hurries."""
+        if self._cancelled.is_set():
+            self.hurry()
+        else:
+            self.cancel()
+
+    def hurry(self) -> None:
+        """Ctrl-C again: clean-ups stop waiting and trying, and what runs now is cancelled."""
+        self._hurry.set()
+        self.cancel()
 
     def cancel(self) -> None:
         """Ctrl-C: cancel every running statement on the server."""
@@ -345,9 +360,8 @@ class StepRunner(Cleanup):
             except KeyboardInterrupt:
                 # psycopg cancelled the statement on the server; the action cleans up.
                 self._cancelled.set()
-                self._after_failed_build(step, built, watches)
-                self._finish_broken_drop(step)
-                self._note(cleaned + self._clean_reindex(step, before)[0])
+                clean = functools.partial(self._after_interrupted, step, built, watches, before)
+                self._note(cleaned + self._cleaning_up(clean))
                 raise
             except NotOursError:
                 raise
