@@ -369,3 +369,44 @@ def test_ctrl_c_again_and_again_stops_the_clean_up_and_records_it(
     result = cli("apply", "--env", "test")
     assert result.exit_code == 0, result.output
     assert invalid_indexes(conn) == []
+
+
+def test_ctrl_c_again_during_a_stopped_rollback_drop_says_what_to_drop(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """The first Ctrl-C stops a rollback's DROP INDEX CONCURRENTLY after it made the index
+    INVALID, and dbopt finishes that drop; Ctrl-C again stops the finishing drop too. The
+    report then names the INVALID index and the statement that drops it (rolling back
+    again does it too), and the change is recorded aborted."""
+    assert cli("apply", "--env", "test").exit_code == 0
+    with psycopg.connect(db_dsn) as reader:
+        reader.execute("SELECT count(*) FROM appointments")  # holds ACCESS SHARE
+        proc = start_dbopt(project, "rollback", "--env", "test", "--last", "--yes")
+        wait_for(
+            conn,
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'idx_appt_barber' AND NOT i.indisvalid",
+        )
+        (since,) = conn.execute("SELECT clock_timestamp()").fetchone()
+        proc.send_signal(signal.SIGINT)
+        wait_for(  # the finishing drop, waiting for the reader in its turn
+            conn,
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND wait_event_type = "
+            "'Lock' AND query LIKE 'DROP INDEX CONCURRENTLY%%' AND query_start > %s",
+            (since,),
+        )
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    assert (
+        "the index its stopped drop had made INVALID public.idx_appt_barber could NOT be "
+        'dropped (Ctrl-C again): drop it by hand (DROP INDEX CONCURRENTLY IF EXISTS "public".'
+        '"idx_appt_barber")'
+    ) in " ".join(out.split()), out
+    assert invalid_indexes(conn) == ["idx_appt_barber"]
+    row = conn.execute(
+        "SELECT result FROM dbopt.changes WHERE object_name = 'idx_appt_barber' "
+        "ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert row == ("aborted",), out

@@ -88,13 +88,15 @@ class Cleanup(ABC):
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt`` + 1."""
 
-    def _finish_broken_drop(self, step: Step) -> None:
+    def _finish_broken_drop(self, step: Step) -> str:
         """A DROP INDEX CONCURRENTLY stopped part-way (Ctrl-C, a timeout, an error) may have
         marked the index INVALID already: the index is then of no use to any query, and
         dropping it was what was asked, so finish the drop (guarded as every drop is). An
-        index still valid was not touched: it stays, and the action reports its failure."""
+        index still valid was not touched: it stays, and the action reports its failure.
+        Returns what was done, for the report."""
+        out = ""
         if step.mode != StepMode.DROP:
-            return
+            return out
         for identity in step.expect:
             if identity.object_type != "index" or identity.oid is None:
                 continue
@@ -105,7 +107,12 @@ class Cleanup(ABC):
             if now is None or now.oid != identity.oid or now.valid is not False:
                 continue
             broken = dataclasses.replace(identity, invalid=True)
-            self._drop_own(broken, "the index its stopped drop had made INVALID")
+            # Left, it is still to drop (not to build again): said with the statement.
+            statement = ddl.drop_index(identity.name).as_string()
+            out += self._drop_own(
+                broken, "the index its stopped drop had made INVALID", by_hand=f"({statement})"
+            )
+        return out
 
     def _drop_own(
         self,
@@ -401,8 +408,8 @@ class Cleanup(ABC):
         """Ctrl-C stopped ``step``: what it left is this run's to clean up (the action drops
         what it built); what was done, for the report."""
         self._after_failed_build(step, built, watches)
-        self._finish_broken_drop(step)
-        return self._clean_reindex(step, before)[0]
+        out = self._finish_broken_drop(step)
+        return out + self._clean_reindex(step, before)[0]
 
     def _after_failed_build(
         self, step: Step, built: dict[QualifiedName, int], watches: list[Watch]
@@ -426,6 +433,6 @@ class Cleanup(ABC):
             return
         made = self._oid_of(step.index)
         if made is not None and made.valid is False:
-            built[step.index] = made.oid
-            if isinstance(built, Built):
+            if isinstance(built, Built):  # first: a Ctrl-C between the two never makes it sure
                 built.unsure.add(step.index)
+            built[step.index] = made.oid

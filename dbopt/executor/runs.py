@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg.types.json import Jsonb
 
-from dbopt import gcpause
+from dbopt import ddl, gcpause
 from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed, _Made
 from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
@@ -32,6 +32,9 @@ class Executor(StepRunner):
         then indexes, newest first.
         """
         out = ""
+        # An INVALID index only presumed this build's (the server never showed it building
+        # it) is not in the history: the next apply would not touch it, so it is said how to.
+        unsure = built.unsure if isinstance(built, Built) else set()
         made = [(name, oid, self._oid_of(name)) for name, oid in reversed(list(built.items()))]
         # Views first (their indexes go with them), then partitioned indexes (their attached
         # partitions' indexes go with them), then the rest.
@@ -48,7 +51,8 @@ class Executor(StepRunner):
                 invalid = now.valid is False
                 identity = Identity("index", name, oid=oid, invalid=True if invalid else None)
                 what = "the INVALID index" if invalid else "the index it built"
-            out += self._drop_own(identity, what)
+            by_hand = f"({ddl.drop_index(name).as_string()})" if name in unsure else None
+            out += self._drop_own(identity, what, by_hand=by_hand)
         return out
 
     def _record_start(self, run_id: int, action: Action) -> int:
@@ -261,7 +265,7 @@ class Executor(StepRunner):
             )
             return failed, False
         except KeyboardInterrupt:
-            self._cancelled.set()
+            self._ctrl_c()
 
             def clean() -> str:
                 self._record_first(change_id, built)
@@ -291,13 +295,14 @@ class Executor(StepRunner):
         (they clean up what their steps left). Ctrl-C again stops their clean-ups (what those
         leave, the report says, and the next apply repairs or prunes it), and the wait goes
         on: the run's connections close only once no worker uses them."""
+        self._ctrl_c()  # Ctrl-C again hurries them from now on
         stop = self.cancel
         while True:
             try:
                 stop()
                 wait(futures)
                 return
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # before the handler was set (or where it cannot be)
                 stop = self.hurry
 
     def run_plan(
@@ -311,7 +316,32 @@ class Executor(StepRunner):
         plans_dir: Path | None = None,
         rollback_text: str = "",
     ) -> RunResult:
-        """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice."""
+        """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice.
+        After a Ctrl-C, one more only hurries the clean-up until the run is recorded."""
+        try:
+            return self._run_plan(
+                plan,
+                command=command,
+                environment=environment,
+                jobs=jobs,
+                undoes_run=undoes_run,
+                plans_dir=plans_dir,
+                rollback_text=rollback_text,
+            )
+        finally:
+            self._restore_sigint()
+
+    def _run_plan(
+        self,
+        plan: Plan,
+        *,
+        command: str,
+        environment: str | None,
+        jobs: int,
+        undoes_run: int | None,
+        plans_dir: Path | None,
+        rollback_text: str,
+    ) -> RunResult:
         gcpause.run_starts()
         self._control(lambda c: self.history.ensure(c, created=self.reporter.event))
         orphans = self._control(lambda c: self.history.close_orphans(c))
@@ -390,6 +420,7 @@ class Executor(StepRunner):
                     results.extend(run_group(group))
             except KeyboardInterrupt:
                 interrupted = True
+                self._ctrl_c()
                 self.cancel()
             if any(r.result == ChangeOutcome.ABORTED for r in results) or self._cancelled.is_set():
                 interrupted = True

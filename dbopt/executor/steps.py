@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +103,8 @@ class StepRunner(Cleanup):
         self._spare_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._hurry = threading.Event()
+        #: SIGINT's handler before Ctrl-C's clean-up took it over (_ctrl_c), to put back.
+        self._sigint: list[Any] = []
         self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
         # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
@@ -149,6 +152,22 @@ class StepRunner(Cleanup):
     def cancelled(self) -> bool:
         """Whether Ctrl-C reached this run (a wait for the run lock then stops)."""
         return self._cancelled.is_set()
+
+    def _ctrl_c(self) -> None:
+        """Ctrl-C reached this thread: the run stops (cancelled). In the main thread, Ctrl-C
+        again from now on hurries the clean-ups (:meth:`hurry`) instead of interrupting
+        them, or the history's writes, half-way; run_plan puts the handler back."""
+        self._cancelled.set()
+        if self._sigint or threading.current_thread() is not threading.main_thread():
+            return
+        with contextlib.suppress(ValueError):  # not settable here: Ctrl-C interrupts as ever
+            self._sigint.append(signal.signal(signal.SIGINT, lambda _n, _f: self.hurry()))
+
+    def _restore_sigint(self) -> None:
+        """SIGINT's handler as it was before :meth:`_ctrl_c` took it over."""
+        if self._sigint:
+            previous = self._sigint.pop()
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
     def interrupt(self) -> None:
         """Ctrl-C reaching the run through its caller (a fleet: Ctrl-C never reaches the
@@ -359,7 +378,7 @@ class StepRunner(Cleanup):
                         expect = self._reindexed(expect)
             except KeyboardInterrupt:
                 # psycopg cancelled the statement on the server; the action cleans up.
-                self._cancelled.set()
+                self._ctrl_c()
                 clean = functools.partial(self._after_interrupted, step, built, watches, before)
                 self._note(cleaned + self._cleaning_up(clean))
                 raise
@@ -391,7 +410,7 @@ class StepRunner(Cleanup):
                 continue
             except pgerrors.QueryCanceled as exc:
                 self._after_failed_build(step, built, watches)
-                self._finish_broken_drop(step)
+                cleaned += self._finish_broken_drop(step)
                 cleaned += self._clean_reindex(step, before)[0]
                 if self._cancelled.is_set():
                     self._note(cleaned)
@@ -402,7 +421,7 @@ class StepRunner(Cleanup):
                 ) from None
             except psycopg.Error as exc:
                 self._after_failed_build(step, built, watches)
-                self._finish_broken_drop(step)
+                cleaned += self._finish_broken_drop(step)
                 rebuilt = step.mode in (StepMode.BUILD, StepMode.REINDEX)
                 shards = self._shards(step) if rebuilt else None
                 where = (
@@ -502,7 +521,14 @@ class StepRunner(Cleanup):
             f"lock_timeout on {step.table} (attempt {attempt}{of}), retrying in {delay:g}s; "
             f"blocked by: {named}"
         )
-        self.sleep(delay)
+        self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before trying again; Ctrl-C (cancel) cuts the wait short."""
+        if self.sleep is time.sleep:
+            self._cancelled.wait(seconds)
+        else:
+            self.sleep(seconds)
 
     def _after_build_wait(
         self,
@@ -548,11 +574,18 @@ class StepRunner(Cleanup):
                 f"{watch.worked_s:.1f} s of work is lost)"
             )
         if step.mode == StepMode.BUILD and step.index in built:
-            # The INVALID index of this attempt goes before the next attempt.
-            oid = built.pop(step.index)
-            self._drop_own(
+            # The INVALID index of this attempt goes before the next attempt; still there, it
+            # stays the action's to clean up (and to report), and no attempt starts beside it.
+            oid = built[step.index]
+            said = self._drop_own(
                 Identity("index", step.index, oid=oid, invalid=True), "the INVALID index"
             )
+            now = self._oid_of(step.index)
+            if now is not None and now.oid == oid:
+                if self._cancelled.is_set():
+                    raise KeyboardInterrupt
+                raise StepFailed(f"{step.index}: not built again{said}")
+            built.pop(step.index)
 
     def _wait_until_gone(self, pids: list[int], bound_ms: int) -> bool:
         """Wait until the transactions those sessions had open now have ended."""
@@ -600,6 +633,9 @@ class StepRunner(Cleanup):
         exclusive = step.mode == StepMode.DDL or not (step.safe and self._safe_builds_overlap)
         exclusive = exclusive and step.mode != StepMode.DROP
         self._gate.acquire(exclusive)
+        if self._cancelled.is_set():  # Ctrl-C while it waited its turn: nothing starts
+            self._gate.release(exclusive)
+            raise KeyboardInterrupt
         free_before = step.mode == StepMode.BUILD and self._oid_of(step.index) is None
         pid = conn.info.backend_pid
         watch = self._watcher.watch(
