@@ -25,7 +25,7 @@ from dbopt.catalog import catalog_sql
 from dbopt.citus import Leftover, ShardLeftovers
 from dbopt.config import Settings
 from dbopt.db import server_message
-from dbopt.executor.results import Built, _Made
+from dbopt.executor.results import Built, _Made, prove
 from dbopt.guard import Identity, NotOursError
 from dbopt.model import QualifiedName
 from dbopt.planner import Step, StepMode
@@ -49,6 +49,13 @@ class Cleanup(ABC):
     def _give_up(self, deadline: float) -> bool:
         """Whether a clean-up stops trying: cleanup_wait is spent, or Ctrl-C came again."""
         return time.monotonic() >= deadline or self._hurry.is_set()
+
+    def _rest(self, seconds: float) -> None:
+        """A clean-up's wait before it tries again; Ctrl-C again (hurry) cuts it short."""
+        if self.sleep is time.sleep:
+            self._hurry.wait(seconds)
+        else:
+            self.sleep(seconds)
 
     def _cleaning_up(self, clean: Callable[[], str]) -> str:
         """``clean()``, Ctrl-C's clean-up, in the thread Ctrl-C reached (--jobs 1: the main
@@ -147,7 +154,7 @@ class Cleanup(ABC):
                 # would: wait for it the same way.
                 if self._give_up(deadline):
                     break
-                self.sleep(min(5.0, self._backoff(attempt)))
+                self._rest(min(5.0, self._backoff(attempt)))
                 attempt += 1
                 continue
             except NotOursError as exc:
@@ -155,7 +162,7 @@ class Cleanup(ABC):
                     return ""
                 if self._give_up(deadline) or "is building" not in str(exc):
                     return f"; {what} {identity.name} was left alone: {exc}"
-                self.sleep(min(5.0, self._backoff(attempt)))
+                self._rest(min(5.0, self._backoff(attempt)))
                 attempt += 1
                 continue
             if identity.object_type == "view":
@@ -176,14 +183,14 @@ class Cleanup(ABC):
                         f"waiting to drop {what} {identity.name}; blocked by: "
                         f"{named or 'no blocker still visible'}"
                     )
-                self.sleep(min(5.0, self._backoff(attempt)))
+                self._rest(min(5.0, self._backoff(attempt)))
                 attempt += 1
             except psycopg.OperationalError:
                 # A lost connection (or a statement_timeout): back off, then try again
                 # on a fresh connection, until cleanup_wait runs out.
                 if self._give_up(deadline):
                     break
-                self.sleep(min(5.0, self._backoff(attempt)))
+                self._rest(min(5.0, self._backoff(attempt)))
                 attempt += 1
             except psycopg.Error as exc:
                 hint = "" if by_hand is None else f"; {later}"
@@ -325,7 +332,7 @@ class Cleanup(ABC):
                     )
                 left = left or bool(waiting)
                 break
-            self.sleep(min(2.0, self._backoff(attempt)))
+            self._rest(min(2.0, self._backoff(attempt)))
             attempt += 1
         for where in shards.unreadable:
             out += (
@@ -427,7 +434,7 @@ class Cleanup(ABC):
             return
         watch = watches[-1] if watches else None
         if watch is not None and watch.oid is not None:
-            built[step.index] = watch.oid
+            prove(built, step.index, watch.oid)
             return
         if watch is None or not watch.free_before:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dbopt import ddl
 from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
 from dbopt.planner import Action
 from dbopt.progress import Watch
@@ -71,6 +72,31 @@ class Built(dict[QualifiedName, int]):
     def __init__(self) -> None:
         super().__init__()
         self.unsure: set[QualifiedName] = set()
+        #: Left after a failed drop already reported (the action does not drop them again).
+        self.reported: set[QualifiedName] = set()
+
+
+def prove(built: dict[QualifiedName, int], name: QualifiedName, oid: int) -> None:
+    """``name`` is the action's, OID ``oid``: shown by the server (no longer only presumed)."""
+    built[name] = oid
+    if isinstance(built, Built):
+        built.unsure.discard(name)
+
+
+def forget(built: dict[QualifiedName, int], name: QualifiedName) -> None:
+    """``name`` is gone: nothing of it is the action's any more."""
+    built.pop(name, None)
+    if isinstance(built, Built):
+        built.unsure.discard(name)
+        built.reported.discard(name)
+
+
+def by_hand_if_unsure(built: dict[QualifiedName, int], name: QualifiedName) -> str | None:
+    """How to drop ``name`` by hand, when it is only presumed the action's: the history does
+    not know it, so the next apply would not drop it (see Cleanup._drop_own's by_hand)."""
+    if isinstance(built, Built) and name in built.unsure:
+        return f"({ddl.drop_index(name).as_string()})"
+    return None
 
 
 class StepFailed(Exception):

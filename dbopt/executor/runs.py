@@ -13,8 +13,16 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg.types.json import Jsonb
 
-from dbopt import ddl, gcpause
-from dbopt.executor.results import Built, ChangeResult, Cost, RunResult, StepFailed, _Made
+from dbopt import gcpause
+from dbopt.executor.results import (
+    Built,
+    ChangeResult,
+    Cost,
+    RunResult,
+    StepFailed,
+    _Made,
+    by_hand_if_unsure,
+)
 from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
 from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
@@ -32,10 +40,13 @@ class Executor(StepRunner):
         then indexes, newest first.
         """
         out = ""
-        # An INVALID index only presumed this build's (the server never showed it building
-        # it) is not in the history: the next apply would not touch it, so it is said how to.
-        unsure = built.unsure if isinstance(built, Built) else set()
-        made = [(name, oid, self._oid_of(name)) for name, oid in reversed(list(built.items()))]
+        # Left by a failed drop already reported (between two build attempts): not again.
+        reported = built.reported if isinstance(built, Built) else set()
+        made = [
+            (name, oid, self._oid_of(name))
+            for name, oid in reversed(list(built.items()))
+            if name not in reported
+        ]
         # Views first (their indexes go with them), then partitioned indexes (their attached
         # partitions' indexes go with them), then the rest.
         rank = {"m": 0, "I": 1}
@@ -51,8 +62,8 @@ class Executor(StepRunner):
                 invalid = now.valid is False
                 identity = Identity("index", name, oid=oid, invalid=True if invalid else None)
                 what = "the INVALID index" if invalid else "the index it built"
-            by_hand = f"({ddl.drop_index(name).as_string()})" if name in unsure else None
-            out += self._drop_own(identity, what, by_hand=by_hand)
+            # Only presumed this build's, it is not in the history: said how to drop it.
+            out += self._drop_own(identity, what, by_hand=by_hand_if_unsure(built, name))
         return out
 
     def _record_start(self, run_id: int, action: Action) -> int:
@@ -171,6 +182,7 @@ class Executor(StepRunner):
             self._preflight_patiently(action)
         except KeyboardInterrupt:
             # Ctrl-C before its first statement: nothing of it was made.
+            self._ctrl_c()
             result = ChangeResult(action, ChangeOutcome.ABORTED, 0.0, error="Ctrl-C")
             self.reporter.finished(action.name)
         except NotOursError as exc:

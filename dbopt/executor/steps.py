@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import queue
 import signal
 import threading
 import time
@@ -30,7 +31,7 @@ from dbopt.config import Replica, Settings
 from dbopt.db import connect, server_message, unbounded
 from dbopt.deparse import canonical
 from dbopt.executor.cleanup import Cleanup
-from dbopt.executor.results import Cost, StepFailed, _Made
+from dbopt.executor.results import Built, Cost, StepFailed, _Made, by_hand_if_unsure, forget, prove
 from dbopt.guard import Identity, NotOursError
 from dbopt.history import History
 from dbopt.model import QualifiedName
@@ -103,8 +104,9 @@ class StepRunner(Cleanup):
         self._spare_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._hurry = threading.Event()
-        #: SIGINT's handler before Ctrl-C's clean-up took it over (_ctrl_c), to put back.
-        self._sigint: list[Any] = []
+        #: SIGINT's handler before Ctrl-C's clean-up took it over (_ctrl_c), to put back,
+        #: and the queue its hurrying thread reads.
+        self._sigint: list[tuple[Any, queue.SimpleQueue[bool]]] = []
         self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
         # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
@@ -156,18 +158,35 @@ class StepRunner(Cleanup):
     def _ctrl_c(self) -> None:
         """Ctrl-C reached this thread: the run stops (cancelled). In the main thread, Ctrl-C
         again from now on hurries the clean-ups (:meth:`hurry`) instead of interrupting
-        them, or the history's writes, half-way; run_plan puts the handler back."""
+        them, or the history's writes, half-way; run_plan puts the handler back.
+
+        The handler only queues the request (SimpleQueue.put is safe in a signal handler);
+        a thread of its own hurries: hurry() takes locks (an Event's) that the interrupted
+        main thread may hold."""
         self._cancelled.set()
         if self._sigint or threading.current_thread() is not threading.main_thread():
             return
-        with contextlib.suppress(ValueError):  # not settable here: Ctrl-C interrupts as ever
-            self._sigint.append(signal.signal(signal.SIGINT, lambda _n, _f: self.hurry()))
+        requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
+
+        def hurry_on_request() -> None:
+            while requests.get():
+                self.hurry()
+
+        try:
+            previous = signal.signal(signal.SIGINT, lambda _n, _f: requests.put(True))
+        except ValueError:  # not settable here: Ctrl-C interrupts as ever
+            return
+        threading.Thread(target=hurry_on_request, name="dbopt-ctrl-c", daemon=True).start()
+        self._sigint.append((previous, requests))
 
     def _restore_sigint(self) -> None:
         """SIGINT's handler as it was before :meth:`_ctrl_c` took it over."""
         if self._sigint:
-            previous = self._sigint.pop()
-            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+            previous, requests = self._sigint.pop()
+            signal.signal(
+                signal.SIGINT, signal.default_int_handler if previous is None else previous
+            )
+            requests.put(False)  # its thread ends
 
     def interrupt(self) -> None:
         """Ctrl-C reaching the run through its caller (a fleet: Ctrl-C never reaches the
@@ -205,6 +224,7 @@ class StepRunner(Cleanup):
         find it taken. The workers' sessions close first (no step of this run uses them after
         the release); the watcher's and the standbys' (which change nothing) after it, so
         the next run does not wait for the watcher's thread to end."""
+        self._restore_sigint()  # run_plan did (a step run on its own may not have)
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
@@ -435,7 +455,7 @@ class StepRunner(Cleanup):
             elif step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX):
                 made = self._oid_of(step.index)
             if step.makes and made is not None:
-                built[step.index] = made.oid
+                prove(built, step.index, made.oid)
             if step.mode in (StepMode.BUILD, StepMode.REINDEX):
                 if made is None or made.valid is not True:
                     raise StepFailed(f"{step.index}: the build finished but the index is not valid")
@@ -574,18 +594,23 @@ class StepRunner(Cleanup):
                 f"{watch.worked_s:.1f} s of work is lost)"
             )
         if step.mode == StepMode.BUILD and step.index in built:
+            if self._cancelled.is_set():
+                raise KeyboardInterrupt  # the action cleans it up
             # The INVALID index of this attempt goes before the next attempt; still there, it
-            # stays the action's to clean up (and to report), and no attempt starts beside it.
+            # stays the action's (reported here, not dropped again), and no attempt starts
+            # beside it.
             oid = built[step.index]
             said = self._drop_own(
-                Identity("index", step.index, oid=oid, invalid=True), "the INVALID index"
+                Identity("index", step.index, oid=oid, invalid=True),
+                "the INVALID index",
+                by_hand=by_hand_if_unsure(built, step.index),
             )
             now = self._oid_of(step.index)
             if now is not None and now.oid == oid:
-                if self._cancelled.is_set():
-                    raise KeyboardInterrupt
+                if isinstance(built, Built):
+                    built.reported.add(step.index)
                 raise StepFailed(f"{step.index}: not built again{said}")
-            built.pop(step.index)
+            forget(built, step.index)
 
     def _wait_until_gone(self, pids: list[int], bound_ms: int) -> bool:
         """Wait until the transactions those sessions had open now have ended."""
@@ -633,14 +658,16 @@ class StepRunner(Cleanup):
         exclusive = step.mode == StepMode.DDL or not (step.safe and self._safe_builds_overlap)
         exclusive = exclusive and step.mode != StepMode.DROP
         self._gate.acquire(exclusive)
-        if self._cancelled.is_set():  # Ctrl-C while it waited its turn: nothing starts
+        try:
+            if self._cancelled.is_set():  # Ctrl-C while it waited its turn: nothing starts
+                raise KeyboardInterrupt
+            free_before = step.mode == StepMode.BUILD and self._oid_of(step.index) is None
+            pid = conn.info.backend_pid
+            recorder = self._oid_recorder(built) if step.mode == StepMode.BUILD else None
+            watch = self._watcher.watch(pid, step.index, recorder)
+        except BaseException:
             self._gate.release(exclusive)
-            raise KeyboardInterrupt
-        free_before = step.mode == StepMode.BUILD and self._oid_of(step.index) is None
-        pid = conn.info.backend_pid
-        watch = self._watcher.watch(
-            pid, step.index, self._oid_recorder(built) if step.mode == StepMode.BUILD else None
-        )
+            raise
         watch.free_before = free_before
         try:
             for statement in step.statements:
