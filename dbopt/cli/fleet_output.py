@@ -5,7 +5,6 @@ fleet, the report (a row per target) and its exit code."""
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from dbopt import ctrlc
 from dbopt.cli.report import LineReporter
 
 if TYPE_CHECKING:
@@ -92,17 +92,16 @@ def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
         + (f", {how.canary} canar{'ies' if how.canary > 1 else 'y'} first" if how.canary else "")
     )
     stop = threading.Event()
-    main = threading.current_thread() is threading.main_thread()
-    previous: Any = None
-    if main:
+    restore: Callable[[], None] | None = None
+    if threading.current_thread() is threading.main_thread():
         # Ctrl-C sets an event the runner polls, instead of raising wherever the main thread
         # happens to be: every running target is then cancelled and cleaned up.
-        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+        restore = ctrlc.relay(stop.set, "dbopt-fleet-ctrl-c")
     try:
         return fl.run(fleet, work, how, _event, interrupt=stop)
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+        if restore is not None:
+            restore()
 
 
 def confirm(question: str, env: str) -> None:

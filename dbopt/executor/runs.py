@@ -266,8 +266,17 @@ class Executor(StepRunner):
                         finished=last and action.kind != ActionKind.DROP,
                     )
         except (StepFailed, NotOursError) as exc:
-            self._record_first(change_id, built)
-            cleaned = self._undo_built(built)
+
+            def clean() -> str:
+                self._record_first(change_id, built)
+                return self._undo_built(built)
+
+            try:
+                cleaned = clean()
+            except KeyboardInterrupt:  # Ctrl-C during this clean-up: it hurries
+                self._ctrl_c()
+                self.hurry()
+                cleaned = self._cleaning_up(clean)
             failed = ChangeResult(
                 action,
                 ChangeOutcome.FAILED,
@@ -329,31 +338,7 @@ class Executor(StepRunner):
         rollback_text: str = "",
     ) -> RunResult:
         """Run every runnable action; tables in parallel with ``jobs`` > 1, never one twice.
-        After a Ctrl-C, one more only hurries the clean-up until the run is recorded."""
-        try:
-            return self._run_plan(
-                plan,
-                command=command,
-                environment=environment,
-                jobs=jobs,
-                undoes_run=undoes_run,
-                plans_dir=plans_dir,
-                rollback_text=rollback_text,
-            )
-        finally:
-            self._restore_sigint()
-
-    def _run_plan(
-        self,
-        plan: Plan,
-        *,
-        command: str,
-        environment: str | None,
-        jobs: int,
-        undoes_run: int | None,
-        plans_dir: Path | None,
-        rollback_text: str,
-    ) -> RunResult:
+        After a Ctrl-C, one more only hurries the clean-up (until close())."""
         gcpause.run_starts()
         self._control(lambda c: self.history.ensure(c, created=self.reporter.event))
         orphans = self._control(lambda c: self.history.close_orphans(c))

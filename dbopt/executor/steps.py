@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +22,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from dbopt import citus, guard, locks
+from dbopt import citus, ctrlc, guard, locks
 from dbopt.catalog import catalog_sql
 from dbopt.citus import ShardedIndex
 from dbopt.config import Replica, Settings
@@ -104,9 +102,8 @@ class StepRunner(Cleanup):
         self._spare_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._hurry = threading.Event()
-        #: SIGINT's handler before Ctrl-C's clean-up took it over (_ctrl_c), to put back,
-        #: and the queue its hurrying thread reads.
-        self._sigint: list[tuple[Any, queue.SimpleQueue[bool]]] = []
+        #: What puts SIGINT's handler back, once Ctrl-C's clean-up took it over (_ctrl_c).
+        self._sigint: Callable[[], None] | None = None
         self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
         # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
@@ -157,36 +154,20 @@ class StepRunner(Cleanup):
 
     def _ctrl_c(self) -> None:
         """Ctrl-C reached this thread: the run stops (cancelled). In the main thread, Ctrl-C
-        again from now on hurries the clean-ups (:meth:`hurry`) instead of interrupting
-        them, or the history's writes, half-way; run_plan puts the handler back.
-
-        The handler only queues the request (SimpleQueue.put is safe in a signal handler);
-        a thread of its own hurries: hurry() takes locks (an Event's) that the interrupted
-        main thread may hold."""
+        again from now on hurries the clean-ups (:meth:`hurry`, through
+        :func:`dbopt.ctrlc.relay`) instead of interrupting them, or the history's writes,
+        half-way; close() puts the handler back, once the run is recorded."""
         self._cancelled.set()
-        if self._sigint or threading.current_thread() is not threading.main_thread():
+        if self._sigint is not None or threading.current_thread() is not threading.main_thread():
             return
-        requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
-
-        def hurry_on_request() -> None:
-            while requests.get():
-                self.hurry()
-
-        try:
-            previous = signal.signal(signal.SIGINT, lambda _n, _f: requests.put(True))
-        except ValueError:  # not settable here: Ctrl-C interrupts as ever
-            return
-        threading.Thread(target=hurry_on_request, name="dbopt-ctrl-c", daemon=True).start()
-        self._sigint.append((previous, requests))
+        with contextlib.suppress(ValueError):  # not settable here: Ctrl-C interrupts as ever
+            self._sigint = ctrlc.relay(self.hurry, "dbopt-ctrl-c")
 
     def _restore_sigint(self) -> None:
         """SIGINT's handler as it was before :meth:`_ctrl_c` took it over."""
-        if self._sigint:
-            previous, requests = self._sigint.pop()
-            signal.signal(
-                signal.SIGINT, signal.default_int_handler if previous is None else previous
-            )
-            requests.put(False)  # its thread ends
+        restore, self._sigint = self._sigint, None
+        if restore is not None:
+            restore()
 
     def interrupt(self) -> None:
         """Ctrl-C reaching the run through its caller (a fleet: Ctrl-C never reaches the
@@ -223,8 +204,8 @@ class StepRunner(Cleanup):
         closed session's backend may hold its locks a moment longer, and the next run must not
         find it taken. The workers' sessions close first (no step of this run uses them after
         the release); the watcher's and the standbys' (which change nothing) after it, so
-        the next run does not wait for the watcher's thread to end."""
-        self._restore_sigint()  # run_plan did (a step run on its own may not have)
+        the next run does not wait for the watcher's thread to end. SIGINT's handler comes
+        back last: until then, Ctrl-C again only hurries (the run's report is not lost)."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
@@ -237,6 +218,7 @@ class StepRunner(Cleanup):
         self._watcher.stop()
         self.standbys.close()
         self.control.close()
+        self._restore_sigint()
 
     # --- steps -------------------------------------------------------------------------
 
@@ -665,18 +647,20 @@ class StepRunner(Cleanup):
             pid = conn.info.backend_pid
             recorder = self._oid_recorder(built) if step.mode == StepMode.BUILD else None
             watch = self._watcher.watch(pid, step.index, recorder)
+            watch.free_before = free_before
         except BaseException:
             self._gate.release(exclusive)
             raise
-        watch.free_before = free_before
         try:
             for statement in step.statements:
                 conn.execute(statement)
         finally:
-            finished = self._watcher.unwatch(pid, watch)
-            watches.append(finished)
-            cost.add(finished, build=step.mode in (StepMode.BUILD, StepMode.REINDEX))
-            self._gate.release(exclusive)
+            try:
+                finished = self._watcher.unwatch(pid, watch)
+                watches.append(finished)
+                cost.add(finished, build=step.mode in (StepMode.BUILD, StepMode.REINDEX))
+            finally:
+                self._gate.release(exclusive)
 
     def _oid_recorder(self, built: dict[QualifiedName, int]) -> Callable[[int], None] | None:
         """For the first build of the running action: record its OID as soon as it is seen."""
