@@ -141,6 +141,29 @@ def render_expression(text: str) -> str:
     return str(RawStream()(stmt.targetList[0].val))
 
 
+@functools.lru_cache(maxsize=4096)
+@kept("expression_columns", "pglast")
+def expression_columns(text: str) -> tuple[str, ...]:
+    """The column names a SQL value expression (or predicate) names, as the PostgreSQL parser
+    reads them (the last part of each column reference), sorted. SqlTextError if it does not
+    parse. Kept as render_expression is."""
+    prefix = "SELECT "
+    names: set[str] = set()
+    stack: list[Any] = list(_parse(prefix + text, len(prefix)))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("ColumnRef")
+            if isinstance(ref, dict):
+                fields = [f.get("String", {}).get("sval") for f in ref.get("fields", [])]
+                if fields and fields[-1]:
+                    names.add(str(fields[-1]))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return tuple(sorted(names))
+
+
 def _psycopg_to_dollar(text: str) -> tuple[str, tuple[str, ...]]:
     """Replace psycopg's %(name)s placeholders by $n so the PostgreSQL parser accepts them."""
     names: list[str] = []

@@ -303,6 +303,25 @@ def test_the_build_session_opens_beside_the_prompt_and_a_no_builds_nothing(
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
 
 
+def _rollback_drop_made_invalid(
+    project: Path, conn: psycopg.Connection[Any]
+) -> subprocess.Popen[str]:
+    """`rollback --last` started, its DROP INDEX CONCURRENTLY waiting for a reader of the
+    table (the caller's open transaction) after it marked idx_appt_barber INVALID."""
+    proc = start_dbopt(project, "rollback", "--env", "test", "--last", "--yes")
+    wait_for(
+        conn,
+        "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+        "AND query LIKE 'DROP INDEX CONCURRENTLY%%' AND wait_event_type = 'Lock'",
+    )
+    wait_for(
+        conn,
+        "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = 'idx_appt_barber' AND NOT i.indisvalid",
+    )
+    return proc
+
+
 def test_ctrl_c_during_a_rollback_drop_leaves_no_invalid_index(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
@@ -312,17 +331,7 @@ def test_ctrl_c_during_a_rollback_drop_leaves_no_invalid_index(
     assert cli("apply", "--env", "test").exit_code == 0
     with psycopg.connect(db_dsn) as reader:
         reader.execute("SELECT count(*) FROM appointments")  # holds ACCESS SHARE
-        proc = start_dbopt(project, "rollback", "--env", "test", "--last", "--yes")
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
-            "AND query LIKE 'DROP INDEX CONCURRENTLY%%' AND wait_event_type = 'Lock'",
-        )
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname = 'idx_appt_barber' AND NOT i.indisvalid",
-        )
+        proc = _rollback_drop_made_invalid(project, conn)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         reader.rollback()  # the finishing drop waits for it too
@@ -376,17 +385,12 @@ def test_ctrl_c_again_during_a_stopped_rollback_drop_says_what_to_drop(
 ) -> None:
     """The first Ctrl-C stops a rollback's DROP INDEX CONCURRENTLY after it made the index
     INVALID, and dbopt finishes that drop; Ctrl-C again stops the finishing drop too. The
-    report then names the INVALID index and the statement that drops it (rolling back
-    again does it too), and the change is recorded aborted."""
+    report then names the INVALID index and the statement that drops it, and the change is
+    recorded aborted."""
     assert cli("apply", "--env", "test").exit_code == 0
     with psycopg.connect(db_dsn) as reader:
         reader.execute("SELECT count(*) FROM appointments")  # holds ACCESS SHARE
-        proc = start_dbopt(project, "rollback", "--env", "test", "--last", "--yes")
-        wait_for(
-            conn,
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname = 'idx_appt_barber' AND NOT i.indisvalid",
-        )
+        proc = _rollback_drop_made_invalid(project, conn)
         (since,) = conn.execute("SELECT clock_timestamp()").fetchone()
         proc.send_signal(signal.SIGINT)
         wait_for(  # the finishing drop, waiting for the reader in its turn

@@ -9,6 +9,7 @@ from dbopt.sqltext import (
     SqlTextError,
     budget_query_sql,
     check_query,
+    expression_columns,
     expression_sql,
     query_tree,
     render_expression,
@@ -230,3 +231,12 @@ def test_query_tree_is_the_checked_statement() -> None:
     assert set(tree) == {"SelectStmt"}
     with pytest.raises(SqlTextError, match="not DELETE"):
         query_tree("DELETE FROM t", with_placeholders=False)
+
+
+def test_expression_columns_are_the_column_references_the_parser_reads() -> None:
+    assert expression_columns("lower(t.email) || name") == ("email", "name")
+    assert expression_columns("status IN ('a', 'b') AND created_at > now() - interval '1 day'") == (
+        "created_at",
+        "status",
+    )
+    assert expression_columns("'literal'") == ()

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from dbopt import ctrlc
 from dbopt.cli.report import LineReporter
 
 if TYPE_CHECKING:
@@ -94,6 +93,8 @@ def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
     stop = threading.Event()
     restore: Callable[[], None] | None = None
     if threading.current_thread() is threading.main_thread():
+        from dbopt import ctrlc  # fleets only
+
         # Ctrl-C sets an event the runner polls, instead of raising wherever the main thread
         # happens to be: every running target is then cancelled and cleaned up.
         restore = ctrlc.relay(stop.set, "dbopt-fleet-ctrl-c")

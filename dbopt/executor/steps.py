@@ -22,7 +22,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from dbopt import citus, ctrlc, guard, locks
+from dbopt import citus, guard, locks
 from dbopt.catalog import catalog_sql
 from dbopt.citus import ShardedIndex
 from dbopt.config import Replica, Settings
@@ -160,6 +160,8 @@ class StepRunner(Cleanup):
         self._cancelled.set()
         if self._sigint is not None or threading.current_thread() is not threading.main_thread():
             return
+        from dbopt import ctrlc  # only once interrupted
+
         with contextlib.suppress(ValueError):  # not settable here: Ctrl-C interrupts as ever
             self._sigint = ctrlc.relay(self.hurry, "dbopt-ctrl-c")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from psycopg import sql
 
@@ -173,26 +172,12 @@ def _dependents(name: QualifiedName, catalog: Catalog) -> tuple[list[Relation], 
 def _columns_of(spec: IndexSpec) -> set[str]:
     """The column names an index uses: keys, INCLUDE, and those its expressions and WHERE
     name (as the PostgreSQL parser reads them)."""
-    import json
-
-    from pglast import parser
+    from dbopt.sqltext import expression_columns
 
     names = {c.name for c in spec.columns if c.name} | set(spec.include)
     texts = [c.expr for c in spec.columns if c.expr] + ([spec.where] if spec.where else [])
     for text in texts:
-        tree = json.loads(parser.parse_sql_json(f"SELECT {text}"))
-        stack: list[Any] = [tree]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                ref = node.get("ColumnRef")
-                if isinstance(ref, dict):
-                    fields = [f.get("String", {}).get("sval") for f in ref.get("fields", [])]
-                    if fields and fields[-1]:
-                        names.add(str(fields[-1]))
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
+        names.update(expression_columns(text))
     return names
 
 
