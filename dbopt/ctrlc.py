@@ -14,6 +14,11 @@ import signal
 import threading
 from collections.abc import Callable
 
+#: Whether a relay has ended in this process: Ctrl-C was taken over and given back. dbopt's own
+#: process (:func:`dbopt.cli.run`) ignores Ctrl-C from then on: what is left is the report of
+#: a run that is recorded already, and the exit.
+given_back = False
+
 
 def relay(action: Callable[[], None], name: str) -> Callable[[], None]:
     """From now on, Ctrl-C calls ``action`` in a thread of its own (named ``name``) instead
@@ -33,6 +38,8 @@ def relay(action: Callable[[], None], name: str) -> Callable[[], None]:
         raise
 
     def restore() -> None:
+        global given_back
+        given_back = True
         # None: the handler was not Python's; Python's own is what raises KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
         requests.put(False)

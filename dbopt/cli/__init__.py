@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import signal
 import sys
 import threading
+from types import FrameType
 
 import click
 
@@ -179,23 +181,30 @@ def run() -> None:
     At exit the interpreter frees every object and module one by one: ~50 ms on each run, more
     after a plan of 10,000 specs, time the operating system spends anyway when the process
     ends. So once the command is done -- its output flushed, the exit handlers run -- the
-    process ends with os._exit. Only when nothing else is left: another thread still running
-    (rare after a command: a build connection opened ahead still connecting when the run
+    process ends with os._exit. Only when nothing else is left: another (non-daemon) thread still
+    running (rare after a command: a build connection opened ahead still connecting when the run
     ended before its first build), or a profiler or tracer that writes its data at exit,
     gets the interpreter's own exit."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # (Not where SIGINT came ignored: a background job stays deaf to Ctrl-C, as Python is.)
+        signal.signal(signal.SIGINT, _ctrl_c)
     try:
         main.main()
     except SystemExit as exc:
         code = exc.code
     else:
         code = 0
-    if threading.active_count() > 1 or sys.getprofile() or sys.gettrace():
+    # Daemon threads (the Ctrl-C relay's, ending) would not hold the interpreter's exit either.
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if any(not t.daemon for t in others) or sys.getprofile() or sys.gettrace():
         sys.exit(code)
     if code is None:
         code = 0
     elif not isinstance(code, int):
         click.echo(code, err=True)
         code = 1
+    # The command is over: a Ctrl-C now would only turn its exit into a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed (some cron wrappers do)
@@ -207,6 +216,17 @@ def run() -> None:
             # exit says so with 120.
             code = code or 120
     os._exit(code)
+
+
+def _ctrl_c(_signum: int, _frame: FrameType | None) -> None:
+    """Ctrl-C in dbopt's own process: KeyboardInterrupt, as Python's own handler raises, until
+    a run has taken Ctrl-C over and given it back (:func:`dbopt.ctrlc.relay`). The run is
+    recorded then; only its report and the exit are left, and a Ctrl-C pressed again must not
+    cut them short (a traceback, exit code 1 or a death by SIGINT instead of the run's 130)."""
+    relayed = sys.modules.get("dbopt.ctrlc")  # never imported here: this is a signal handler
+    if relayed is not None and relayed.given_back:
+        return
+    raise KeyboardInterrupt
 
 
 __all__ = ["main", "run"]
