@@ -110,7 +110,9 @@ class RefreshRecord:
 
 
 #: The history's layout: 1 = dbopt 0.1 (names only), 2 = objects' OIDs and facts, 3 = a
-#: version stamp (``schema_version``) and runs that stop before their end ('stopped').
+#: version stamp (``schema_version``) and runs that stop before their end ('stopped'). (The
+#: read indexes, ``history_indexes.sql``, change no layout: every dbopt reads and writes a
+#: history with or without them.)
 HISTORY_VERSION = 3
 
 #: Privileges in the words of a GRANT statement, per kind of object.
@@ -385,6 +387,20 @@ class History:
                     dbopt_version=sql.Literal(__version__),
                 )
             )
+            conn.execute(catalog_sql("history_indexes").format(schema=ident))
+
+    def missing_indexes(self, conn: psycopg.Connection[Any]) -> list[str]:
+        """The read indexes (``history_indexes.sql``) a history made before them lacks: it
+        works without them, but what a run reads of it grows with its length."""
+        cur = conn.execute(
+            catalog_sql("history_indexes_missing").format(schema_name=sql.Literal(self.schema))
+        )
+        return [str(r[0]) for r in cur.fetchall()]
+
+    def add_indexes(self, conn: psycopg.Connection[Any]) -> None:
+        """Add the read indexes to a history of the current layout (its owner only)."""
+        with conn.transaction():
+            conn.execute(catalog_sql("history_indexes").format(schema=sql.Identifier(self.schema)))
 
     def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
         """A query of ``catalog/sql/<name>.sql`` on this history's schema."""

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import errors as pgerrors
 from psycopg import sql
 
 from dbopt.catalog import catalog_sql, inspect
 from dbopt.config import Target
-from dbopt.db import connect
+from dbopt.db import connect, server_message
 from dbopt.errors import PrivilegeError
 from dbopt.grants import GrantFacts, Roles, grant_sql, sorted_names
 from dbopt.history import HISTORY_VERSION, History
@@ -37,8 +38,25 @@ def init(target: Target, specs: SpecSet, history: History, roles: Roles) -> Init
         require_primary(conn, "init")
         take_run_lock(conn, wait=False)
         facts = history.facts(conn)
+        notes: list[str] = []
         if facts.exists and facts.version == HISTORY_VERSION:
             done = f"dbopt's history in schema {history.schema} is current (layout {facts.version})"
+            missing = ", ".join(history.missing_indexes(conn))
+            if missing:
+                try:
+                    history.add_indexes(conn)
+                    done += f"; added its read indexes ({missing})"
+                except (
+                    pgerrors.InsufficientPrivilege,
+                    pgerrors.LockNotAvailable,
+                    pgerrors.QueryCanceled,
+                ) as exc:
+                    notes.append(
+                        f"the history lacks its read indexes ({missing}): what a run reads of "
+                        f"it grows with its length until `dbopt init` adds them, as a role that "
+                        f"owns its tables and may create in schema {history.schema} "
+                        f"({server_message(exc)})"
+                    )
         else:
             problem = facts.setup_problem()
             if problem:
@@ -48,7 +66,7 @@ def init(target: Target, specs: SpecSet, history: History, roles: Roles) -> Init
         after = history.facts(conn)
         grant_facts = _grant_facts(conn, target, specs, history, roles)
         keeper = after.object("changes").owner or after.role
-        notes = _credibility_notes(conn, keeper, grant_facts)
+        notes += _credibility_notes(conn, keeper, grant_facts)
     return InitOutcome(done, grant_sql(grant_facts, roles), tuple(notes))
 
 

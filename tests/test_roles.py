@@ -16,6 +16,8 @@ from conftest import with_user
 from helpers import cli, oid, project
 from psycopg import sql
 
+from dbopt.history import HISTORY_VERSION
+
 ORDERS = """
 table: public.orders
 indexes:
@@ -116,7 +118,7 @@ def test_after_init_each_role_needs_only_its_grants(
     deployer, reader = roles("deployer"), roles("reader")
     done = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
     assert done.exit_code == 0, done.output
-    assert "created dbopt's history in schema dbopt (layout 3)" in done.stderr
+    assert f"created dbopt's history in schema dbopt (layout {HISTORY_VERSION})" in done.stderr
     assert f'GRANT "{owner_role.name}" TO "{deployer}";' in done.stdout
     assert f'GRANT SELECT ON "public"."orders" TO "{reader}";' in done.stdout
     _run_grants(admin_dsn, done.stdout)
@@ -153,7 +155,7 @@ def test_after_init_each_role_needs_only_its_grants(
 
     again = cli("init", "--dsn", db_dsn)
     assert again.exit_code == 0, again.output
-    assert "is current (layout 3)" in again.stderr
+    assert f"is current (layout {HISTORY_VERSION})" in again.stderr
 
 
 def test_a_role_without_history_grants_is_told_which_in_one_line(
@@ -246,20 +248,61 @@ def test_an_older_history_is_upgraded_by_init_as_its_owner(
     assert plan.exit_code == 0, plan.output  # an older layout still reads
     result = cli("apply", *_as(db_dsn, deployer))
     assert result.exit_code == 2, result.output
-    assert "has layout 2; this dbopt records layout 3" in result.output
+    assert f"has layout 2; this dbopt records layout {HISTORY_VERSION}" in result.output
     assert f"run `dbopt init` once as {owner_role.name}" in result.output
     upgraded = cli("init", "--dsn", db_dsn)
     assert upgraded.exit_code == 0, upgraded.output
-    assert "upgraded dbopt's history in schema dbopt from layout 2 to 3" in upgraded.stderr
+    assert (
+        f"upgraded dbopt's history in schema dbopt from layout 2 to {HISTORY_VERSION}"
+        in upgraded.stderr
+    )
     _run_grants(admin_dsn, done.stdout)  # the new stamp table's grant
     final = cli("apply", *_as(db_dsn, deployer))
     assert final.exit_code == 0, final.output
 
 
+def test_a_history_made_before_its_read_indexes_works_and_init_adds_them(
+    split: str, db_dsn: str, admin_dsn: str, roles: Roles
+) -> None:
+    """The read indexes keep what a run reads of a long history short; a history made before
+    them is of the same layout: runs use it as it is (no DDL), the owner's init adds them and
+    another role's init says who may."""
+    deployer, reader = roles("deployer"), roles("reader")
+    done = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
+    assert done.exit_code == 0, done.output
+    _run_grants(admin_dsn, done.stdout)
+    read_indexes = {"changes_replaced", "changes_running", "runs_running"}
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        assert read_indexes <= _history_indexes(admin)
+        for index in sorted(read_indexes):  # as an earlier dbopt made it
+            admin.execute(sql.SQL("DROP INDEX dbopt.{}").format(sql.Identifier(index)))
+    applied = cli("apply", *_as(db_dsn, deployer))
+    assert applied.exit_code == 0, applied.output
+    told = cli("init", *_as(db_dsn, deployer), "--apply-role", deployer, "--read-role", reader)
+    assert told.exit_code == 0, told.output
+    assert "lacks its read indexes (changes_replaced, changes_running, runs_running)" in (
+        told.output
+    )
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        assert not read_indexes & _history_indexes(admin)
+    added = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
+    assert added.exit_code == 0, added.output
+    assert "added its read indexes (changes_replaced, changes_running, runs_running)" in (
+        added.stderr
+    )
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        assert read_indexes <= _history_indexes(admin)
+
+
+def _history_indexes(conn: psycopg.Connection[Any]) -> set[str]:
+    rows = conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'dbopt'").fetchall()
+    return {r[0] for r in rows}
+
+
 def test_a_first_apply_by_a_role_that_may_creates_the_history(shop: Path, db_dsn: str) -> None:
     result = cli("apply", "--dsn", db_dsn)
     assert result.exit_code == 0, result.output
-    assert "created dbopt's history in schema dbopt (layout 3)" in result.output
+    assert f"created dbopt's history in schema dbopt (layout {HISTORY_VERSION})" in result.output
     second = cli("apply", "--dsn", db_dsn)
     assert "created dbopt's history" not in second.output
 
@@ -437,8 +480,11 @@ def test_verify_names_every_relation_a_budget_reads(
 def test_a_history_from_a_newer_dbopt_is_refused(shop: Path, db_dsn: str, admin_dsn: str) -> None:
     assert cli("init", "--dsn", db_dsn).exit_code == 0
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute("INSERT INTO dbopt.schema_version (version, dbopt_version) VALUES (4, '9')")
+        admin.execute(
+            "INSERT INTO dbopt.schema_version (version, dbopt_version) VALUES (%s, '9')",
+            (HISTORY_VERSION + 1,),
+        )
     for command in (["plan"], ["status"], ["apply"]):
         result = cli(*command, "--dsn", db_dsn)
         assert result.exit_code == 2, result.output
-        assert "has layout 4, written by a newer dbopt" in result.output
+        assert f"has layout {HISTORY_VERSION + 1}, written by a newer dbopt" in result.output

@@ -31,6 +31,7 @@ from dbopt import __version__
 from dbopt.sandbox import Server, start_server
 from tools.bench_advise import advise_section
 from tools.bench_fleet import FleetResults, fleet_section, measure_fleet
+from tools.bench_history import HistoryResults, history_section, measure_history
 from tools.demo import ROOT, load_bookedbarber
 
 SPECS = ["--specs", str(ROOT / "indexes"), "--specs", str(ROOT / "views")]
@@ -72,6 +73,7 @@ class Results:
     #: Where one more --jobs 1 run spent its time (from its --log-format json events).
     apply_phases: dict[str, float] = field(default_factory=dict)
     fleet: FleetResults | None = None
+    history: HistoryResults | None = None
     advise: str = ""
 
     def apply_ratio(self) -> float:
@@ -592,6 +594,8 @@ def report(results: Results) -> str:
         out += fleet_section(results.fleet)
     if results.advise:
         out += ["## 8. `dbopt advise` against the hand-written specs", "", results.advise, ""]
+    if results.history is not None:
+        out += history_section(results.history)
     return "\n".join(out)
 
 
@@ -702,10 +706,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--apply-repeat", type=int, default=7)
     parser.add_argument("--fleet-sizes", default="20,50,100,200")
+    parser.add_argument("--history-sizes", default="0,20000,100000")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument(
         "--only",
-        choices=["apply", "planning", "fleet", "advise"],
+        choices=["apply", "planning", "fleet", "advise", "history"],
         help="Run one part and print its figures (to check a change); writes no report.",
     )
     args = parser.parse_args()
@@ -717,6 +722,10 @@ def main() -> None:
         if args.only == "planning":
             measure_planning(server, results, work, [int(x) for x in args.sizes.split(",")])
             print({k: (v[0], v[1]) for k, v in results.planning.items()}, results.planning_cold)
+            return
+        history_sizes = [int(x) for x in args.history_sizes.split(",")]
+        if args.only == "history":
+            print("\n".join(history_section(measure_history(server, work, history_sizes))))
             return
         if args.only == "fleet":
             fleet = measure_fleet(server, work, [int(x) for x in args.fleet_sizes.split(",")], 1)
@@ -760,6 +769,8 @@ def main() -> None:
         results.fleet = measure_fleet(
             server, work, [int(x) for x in args.fleet_sizes.split(",")], args.repeat
         )
+        _say("history")
+        results.history = measure_history(server, work, history_sizes)
         _count_builds(results)
         args.output.write_text(report(results))
         _say(f"wrote {args.output}")

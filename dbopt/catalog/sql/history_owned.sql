@@ -1,14 +1,20 @@
 -- Objects dbopt made, by OID: a build that succeeded (or that the server showed dbopt
 -- building, and that failed leaving an INVALID index), not dropped or replaced by a later
 -- change of dbopt's; and objects a replace swapped out (dbopt's to drop only while they carry
--- its temporary name). Credible facts only, and only objects that exist.
-WITH made AS (
+-- its temporary name). Credible facts only, and only objects that exist: the history is read
+-- only for the indexes and materialized views there are now (by its OID indexes), so the
+-- read does not grow with the history's length.
+WITH live AS (
+  SELECT o.oid::bigint AS oid
+    FROM pg_class o
+   WHERE o.relkind IN ('i', 'I', 'm')
+), made AS (
   SELECT DISTINCT ON (m.object_oid)
          m.id, m.run_id, m.object_kind, m.object_schema, m.object_name, m.table_name,
          m.object_oid AS oid, m.built_definition AS definition, false AS replaced,
          m.action = 'adopt' AS adopted
     FROM {schema}.changes m
-   WHERE m.object_oid IS NOT NULL
+   WHERE m.object_oid IN (SELECT oid FROM live)
      AND (m.result = 'ok' OR m.action IN ('create', 'repair', 'replace', 'restore'))
      AND NOT EXISTS (SELECT 1 FROM {schema}.changes d
                       WHERE d.replaced_oid = m.object_oid AND d.id > m.id AND d.result = 'ok'
@@ -20,7 +26,7 @@ WITH made AS (
          r.replaced_oid AS oid, r.previous_definition AS definition, true AS replaced,
          false AS adopted
     FROM {schema}.changes r
-   WHERE r.replaced_oid IS NOT NULL AND r.action IN ('replace', 'restore')
+   WHERE r.replaced_oid IN (SELECT oid FROM live) AND r.action IN ('replace', 'restore')
    ORDER BY r.replaced_oid, r.id DESC
 )
 SELECT f.*
