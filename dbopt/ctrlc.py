@@ -13,17 +13,19 @@ import queue
 import signal
 import threading
 from collections.abc import Callable
+from types import FrameType
 
-#: Whether a relay has ended in this process: Ctrl-C was taken over and given back. dbopt's own
-#: process (:func:`dbopt.cli.run`) ignores Ctrl-C from then on: what is left is the report of
-#: a run that is recorded already, and the exit.
-given_back = False
+#: Whether Ctrl-C stopped a run (or a fleet) of this process and a relay has given Ctrl-C back
+#: since. dbopt's own process (:func:`dbopt.cli.run`) ignores Ctrl-C from then on: what is left
+#: is the report of a run that is recorded already, and the exit.
+interrupted = False
 
 
-def relay(action: Callable[[], None], name: str) -> Callable[[], None]:
+def relay(action: Callable[[], None], name: str) -> Callable[[bool], None]:
     """From now on, Ctrl-C calls ``action`` in a thread of its own (named ``name``) instead
     of raising KeyboardInterrupt wherever the main thread is. Returns what puts SIGINT's
-    previous handler back and ends that thread. Main thread only: ValueError elsewhere."""
+    previous handler back and ends that thread, told whether Ctrl-C stopped what the relay was
+    for (then :data:`interrupted` is set). Main thread only: ValueError elsewhere."""
     requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
 
     def carry_out() -> None:
@@ -31,15 +33,19 @@ def relay(action: Callable[[], None], name: str) -> Callable[[], None]:
             action()
 
     threading.Thread(target=carry_out, name=name, daemon=True).start()
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        requests.put(True)
+
     try:
-        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: requests.put(True))
+        previous = signal.signal(signal.SIGINT, on_sigint)
     except ValueError:
         requests.put(False)
         raise
 
-    def restore() -> None:
-        global given_back
-        given_back = True
+    def restore(stopped: bool) -> None:
+        global interrupted
+        interrupted = interrupted or stopped
         # None: the handler was not Python's; Python's own is what raises KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
         requests.put(False)

@@ -341,6 +341,39 @@ def test_ctrl_c_during_a_rollback_drop_leaves_no_invalid_index(
     assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,), out
 
 
+def test_a_drop_that_timed_out_after_marking_the_index_invalid_says_so(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """DROP INDEX CONCURRENTLY marks the index INVALID, then waits for the table's lockers:
+    stopped there by build_wait_timeout, it leaves an index no query uses. dbopt tries to
+    finish the drop, and the report says what is left and how to drop it."""
+    assert cli("apply", "--env", "test").exit_code == 0
+    (project / "dbopt.yaml").write_text(
+        environments(
+            test={"dsn": db_dsn, "lock_timeout": "30s", "retries": 0},
+            short={
+                "dsn": db_dsn,
+                "build_wait_timeout": "300ms",
+                "cleanup_wait": "300ms",
+                "retries": 0,
+            },
+        )
+    )
+    with psycopg.connect(db_dsn) as reader:
+        reader.execute("SELECT count(*) FROM appointments")  # holds ACCESS SHARE
+        result = cli("rollback", "--env", "short", "--last", "--yes")
+    assert result.exit_code == 1, result.output
+    assert invalid_indexes(conn) == ["idx_appt_barber"]
+    assert (
+        "the index its stopped drop had made INVALID public.idx_appt_barber could NOT be "
+        'dropped within 300 ms: drop it by hand (DROP INDEX CONCURRENTLY IF EXISTS "public".'
+        '"idx_appt_barber")'
+    ) in " ".join(result.output.split()), result.output
+    again = cli("rollback", "--env", "test", "--last", "--yes")  # the reader is gone
+    assert again.exit_code == 0, again.output
+    assert conn.execute("SELECT to_regclass('idx_appt_barber')").fetchone() == (None,)
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_again_and_again_stops_the_clean_up_and_records_it(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str, jobs: str

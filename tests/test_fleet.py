@@ -323,6 +323,28 @@ def test_one_confirmation_for_the_whole_fleet(project: Path, fleet_dbs: FleetDbs
 
 
 @pytest.mark.slow
+def test_ctrl_c_at_the_fleets_confirmation_stops_before_anything_runs(
+    project: Path, fleet_dbs: FleetDbs
+) -> None:
+    """The fleet's planning took Ctrl-C over and gave it back; Ctrl-C at the prompt after it
+    still stops the command (it is not taken for a stopped run's extra Ctrl-C)."""
+    targets = [{"name": f"t{i}", "dsn": d} for i, d in enumerate(fleet_dbs.dsns[:2], 1)]
+    (project / "dbopt.yaml").write_text(_config(targets, confirm=True))
+    proc = start_dbopt(project, "apply", "--env", "fleet", "--format", "plain", stdin=True)
+    read_until(proc, "Type the environment name")
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)  # stdin stays open: only Ctrl-C ends the prompt
+    finally:
+        proc.kill()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2, out
+    assert "not confirmed" in out, out
+    assert "Traceback" not in out, out
+    assert not any(_has_index(d) for d in fleet_dbs.dsns[:2])
+
+
+@pytest.mark.slow
 def test_verify_junit_has_one_suite_per_target(
     project: Path, fleet_dbs: FleetDbs, closed_port: int
 ) -> None:

@@ -220,11 +220,12 @@ def run() -> None:
 
 def _ctrl_c(_signum: int, _frame: FrameType | None) -> None:
     """Ctrl-C in dbopt's own process: KeyboardInterrupt, as Python's own handler raises, until
-    a run has taken Ctrl-C over and given it back (:func:`dbopt.ctrlc.relay`). The run is
-    recorded then; only its report and the exit are left, and a Ctrl-C pressed again must not
-    cut them short (a traceback, exit code 1 or a death by SIGINT instead of the run's 130)."""
+    Ctrl-C has stopped a run (or a fleet) that took Ctrl-C over and gave it back
+    (:data:`dbopt.ctrlc.interrupted`). The run is recorded then; only its report and the exit
+    are left, and a Ctrl-C pressed again must not cut them short (a traceback, exit code 1 or
+    a death by SIGINT instead of the run's 130)."""
     relayed = sys.modules.get("dbopt.ctrlc")  # never imported here: this is a signal handler
-    if relayed is not None and relayed.given_back:
+    if relayed is not None and relayed.interrupted:
         return
     raise KeyboardInterrupt
 

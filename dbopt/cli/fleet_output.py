@@ -4,6 +4,7 @@ fleet, the report (a row per target) and its exit code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -91,18 +92,24 @@ def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
         + (f", {how.canary} canar{'ies' if how.canary > 1 else 'y'} first" if how.canary else "")
     )
     stop = threading.Event()
-    restore: Callable[[], None] | None = None
+    restore: Callable[[bool], None] | None = None
     if threading.current_thread() is threading.main_thread():
         from dbopt import ctrlc  # fleets only
 
         # Ctrl-C sets an event the runner polls, instead of raising wherever the main thread
         # happens to be: every running target is then cancelled and cleaned up.
         restore = ctrlc.relay(stop.set, "dbopt-fleet-ctrl-c")
+    report: FleetReport | None = None
     try:
-        return fl.run(fleet, work, how, _event, interrupt=stop)
+        report = fl.run(fleet, work, how, _event, interrupt=stop)
+        if stop.is_set() and not report.interrupted:
+            # Ctrl-C as the last target finished: the command stops here all the same (no
+            # prompt, no apply after a planning fleet).
+            report = dataclasses.replace(report, interrupted=True)
+        return report
     finally:
         if restore is not None:
-            restore()
+            restore(report is not None and report.interrupted)
 
 
 def confirm(question: str, env: str) -> None:

@@ -140,7 +140,7 @@ def plan(
         headers, rows = render.plan_rows(result, unchanged=show_all)
         title = f"Plan for {result.where}"
         if rows:
-            render.print_rows(headers, rows, opts.fmt, sys.stdout, title=title)
+            render.print_rows(headers, rows, opts.fmt, sys.stdout, title=title, exact=True)
         else:
             click.echo(f"{title}: nothing to change")
         for action in result.changes:

@@ -103,7 +103,7 @@ class StepRunner(Cleanup):
         self._cancelled = threading.Event()
         self._hurry = threading.Event()
         #: What puts SIGINT's handler back, once Ctrl-C's clean-up took it over (_ctrl_c).
-        self._sigint: Callable[[], None] | None = None
+        self._sigint: Callable[[bool], None] | None = None
         self._watcher = Watcher(dsn, settings, reporter, self.own_pids)
         self._gate = BuildGate()
         # PostgreSQL 14+ lets concurrent builds ignore builds without expressions or WHERE.
@@ -169,7 +169,7 @@ class StepRunner(Cleanup):
         """SIGINT's handler as it was before :meth:`_ctrl_c` took it over."""
         restore, self._sigint = self._sigint, None
         if restore is not None:
-            restore()
+            restore(True)  # taken over because Ctrl-C stopped the run
 
     def interrupt(self) -> None:
         """Ctrl-C reaching the run through its caller (a fleet: Ctrl-C never reaches the
@@ -410,7 +410,9 @@ class StepRunner(Cleanup):
                     else:
                         self._after_lock_wait(step, blockers, attempt, first)
                 except StepFailed as exc:
-                    raise StepFailed(f"{exc}{cleaned}") from None
+                    # A DROP INDEX CONCURRENTLY that timed out waiting for the table's lockers
+                    # had marked the index INVALID first: finished, or said what is left.
+                    raise StepFailed(f"{exc}{cleaned}{self._finish_broken_drop(step)}") from None
                 continue
             except pgerrors.QueryCanceled as exc:
                 self._after_failed_build(step, built, watches)
