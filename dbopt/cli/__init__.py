@@ -181,10 +181,10 @@ def run() -> None:
     At exit the interpreter frees every object and module one by one: ~50 ms on each run, more
     after a plan of 10,000 specs, time the operating system spends anyway when the process
     ends. So once the command is done -- its output flushed, the exit handlers run -- the
-    process ends with os._exit. Only when nothing else is left: another (non-daemon) thread still
-    running (rare after a command: a build connection opened ahead still connecting when the run
-    ended before its first build), or a profiler or tracer that writes its data at exit,
-    gets the interpreter's own exit."""
+    process ends with os._exit. Only when something is left does the interpreter's own exit
+    run: a non-daemon thread still running (dbopt's own threads are daemons, which neither exit
+    waits for: a build connection opened ahead and still connecting is cut either way), or a
+    profiler or tracer that writes its data at exit."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         # (Not where SIGINT came ignored: a background job stays deaf to Ctrl-C, as Python is.)
         signal.signal(signal.SIGINT, _ctrl_c)
