@@ -10,9 +10,11 @@ targets from a registry query; and that no password is ever printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -332,9 +334,15 @@ def test_ctrl_c_at_the_fleets_confirmation_stops_before_anything_runs(
     (project / "dbopt.yaml").write_text(_config(targets, confirm=True))
     proc = start_dbopt(project, "apply", "--env", "fleet", "--format", "plain", stdin=True)
     read_until(proc, "Type the environment name")
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=30)  # stdin stays open: only Ctrl-C ends the prompt
+        # stdin stays open: only Ctrl-C ends the prompt. Pressed again while nothing happens:
+        # one that lands after the prompt is written but before the read begins waits in
+        # Python until the read returns (CPython's input() checks signals only then).
+        for _ in range(10):
+            proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+                break
     finally:
         proc.kill()
         out, _ = proc.communicate(timeout=30)
