@@ -391,11 +391,9 @@ def test_fast_path_text_matches_the_servers_normalisation(
         assert simple_canonical(spec) == server[spec.qualified_name], spec.name
 
 
-def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
-    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
-) -> None:
-    """dbopt is killed mid-build: the OID of its build was recorded the moment the server
-    showed it, so the INVALID index the orphaned build leaves is known as dbopt's."""
+def _crashed_build(appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path) -> str:
+    """dbopt killed mid-build, its orphaned build cancelled: the name of the INVALID index it
+    left (its OID recorded in the history the moment the server showed it)."""
     write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
     (tmp_path / "dbopt.yaml").write_text(f'environments:\n  test:\n    dsn: "{db_dsn}"\n')
     with psycopg.connect(db_dsn) as holder:
@@ -421,9 +419,39 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
         holder.rollback()
     name = appointments.execute("SELECT %s::bigint::oid::regclass::text", (recorded,)).fetchone()
     assert name is not None and index_defs(appointments)[name[0]][1] is False  # INVALID
+    return str(name[0])
+
+
+def test_a_repair_whose_drop_timed_out_leaves_the_invalid_index_as_it_was(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    """The INVALID index a repair drops was INVALID before: its DROP INDEX CONCURRENTLY,
+    stopped by build_wait_timeout, did not make it so. The action fails and says why; the
+    drop is not taken for a broken one and retried for cleanup_wait."""
+    name = _crashed_build(appointments, db_dsn, tmp_path)
+    bounded = Settings(
+        lock_timeout_ms=300, retries=0, build_wait_timeout_ms=300, cleanup_wait_ms=1000
+    )
+    with psycopg.connect(db_dsn) as reader:
+        reader.execute("SELECT count(*) FROM appointments")  # holds ACCESS SHARE
+        result = apply_specs(db_dsn, tmp_path / "indexes", bounded)
+    (repair,) = [c for c in result.changes if c.action.kind == ActionKind.REPAIR]
+    assert repair.action.name.name == name
+    error = repair.error or ""
+    assert "waited build_wait_timeout (300 ms)" in error, error
+    assert "its stopped drop had made INVALID" not in error, error
+    assert index_defs(appointments)[name][1] is False  # still there, INVALID, for the next run
+
+
+def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    """dbopt is killed mid-build: the OID of its build was recorded the moment the server
+    showed it, so the INVALID index the orphaned build leaves is known as dbopt's."""
+    name = _crashed_build(appointments, db_dsn, tmp_path)
     plan = plan_for(appointments, tmp_path / "indexes")
     (repair,) = [a for a in plan.actions if a.kind == ActionKind.REPAIR]
-    assert (repair.name.name, repair.existed_before, repair.refusal) == (name[0], False, None)
+    assert (repair.name.name, repair.existed_before, repair.refusal) == (name, False, None)
     assert apply_specs(db_dsn, tmp_path / "indexes").outcome == "succeeded"
     outcomes = appointments.execute("SELECT outcome FROM dbopt.runs ORDER BY id").fetchall()
     assert outcomes == [("aborted",), ("succeeded",)]
@@ -432,14 +460,14 @@ def test_what_a_crash_left_is_repaired_and_stays_dbopts_own(
         tmp_path,
         {
             "appointments.yaml": WITHOUT_DAY
-            if name[0] == "idx_appt_day"
+            if name == "idx_appt_day"
             else APPOINTMENTS.replace("idx_appt_barber_status", "idx_other")
         },
     )
     drops = [
         a for a in plan_for(appointments, tmp_path / "indexes").changes if a.kind == ActionKind.DROP
     ]
-    assert [(d.name.name, d.needs) for d in drops] == [(name[0], "prune")]
+    assert [(d.name.name, d.needs) for d in drops] == [(name, "prune")]
 
 
 def test_failed_partition_build_leaves_no_invalid_parent(

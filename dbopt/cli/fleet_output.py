@@ -80,8 +80,13 @@ def policy(
     )
 
 
-def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
-    """Run the work with progress lines on stderr (``doing``: what the first line says)."""
+def run(
+    fleet: Fleet, work: Work, how: Policy, doing: str = "", *, late_ctrl_c_stops: bool = False
+) -> FleetReport:
+    """Run the work with progress lines on stderr (``doing``: what the first line says).
+    ``late_ctrl_c_stops``: a Ctrl-C that came as the last target finished counts as an
+    interruption too (the planning before a confirmation: no prompt after it); otherwise the
+    work that finished is reported as it went."""
     from dbopt import fleet as fl
 
     selected = len(fleet.members)
@@ -99,17 +104,14 @@ def run(fleet: Fleet, work: Work, how: Policy, doing: str = "") -> FleetReport:
         # Ctrl-C sets an event the runner polls, instead of raising wherever the main thread
         # happens to be: every running target is then cancelled and cleaned up.
         restore = ctrlc.relay(stop.set, "dbopt-fleet-ctrl-c")
-    report: FleetReport | None = None
     try:
         report = fl.run(fleet, work, how, _event, interrupt=stop)
-        if stop.is_set() and not report.interrupted:
-            # Ctrl-C as the last target finished: the command stops here all the same (no
-            # prompt, no apply after a planning fleet).
+        if late_ctrl_c_stops and stop.is_set() and not report.interrupted:
             report = dataclasses.replace(report, interrupted=True)
         return report
     finally:
         if restore is not None:
-            restore(report is not None and report.interrupted)
+            restore(stop.is_set())
 
 
 def confirm(question: str, env: str) -> None:
@@ -256,7 +258,9 @@ def apply_fleet(
             part=options.part,
         )
         ahead = fl.Policy(how.parallel, continue_on_error=True, wait_on_interrupt=False)
-        plans = run(fleet, planning, ahead, "planning (for the confirmation)")
+        plans = run(
+            fleet, planning, ahead, "planning (for the confirmation)", late_ctrl_c_stops=True
+        )
         if plans.interrupted:
             finish(plans)
         found = [(r.name, r.value if isinstance(r.value, Plan) else None) for r in plans.results]

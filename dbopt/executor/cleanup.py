@@ -102,10 +102,13 @@ class Cleanup(ABC):
         index still valid was not touched: it stays, and the action reports its failure.
         Returns what was done, for the report."""
         out = ""
-        if step.mode != StepMode.DROP:
+        # Only DROP INDEX CONCURRENTLY marks an index INVALID part-way (a plain DROP INDEX is
+        # one transaction); one INVALID before the drop was not made so by it: left as it is
+        # (the action reports its failure), never dropped again and again under lock_timeout.
+        if step.mode != StepMode.DROP or not step.gentle:
             return out
         for identity in step.expect:
-            if identity.object_type != "index" or identity.oid is None:
+            if identity.object_type != "index" or identity.oid is None or identity.invalid:
                 continue
             try:
                 now = self._oid_of(identity.name)
@@ -120,6 +123,20 @@ class Cleanup(ABC):
                 broken, "the index its stopped drop had made INVALID", by_hand=f"({statement})"
             )
         return out
+
+    def _finishing_drop(self, step: Step) -> str:
+        """:meth:`_finish_broken_drop` after a step failed: Ctrl-C during it stops the run and
+        hurries nothing the first time (the drop that was asked for is finished, as after a
+        Ctrl-C that stopped the step itself); Ctrl-C again leaves it and says so."""
+        try:
+            return self._finish_broken_drop(step)
+        except KeyboardInterrupt:
+            self._ctrl_c()
+            return self._cleaning_up(lambda: self._finish_broken_drop(step))
+
+    @abstractmethod
+    def _ctrl_c(self) -> None:
+        """Ctrl-C reached this thread: the run stops (cancelled)."""
 
     def _drop_own(
         self,

@@ -412,11 +412,11 @@ class StepRunner(Cleanup):
                 except StepFailed as exc:
                     # A DROP INDEX CONCURRENTLY that timed out waiting for the table's lockers
                     # had marked the index INVALID first: finished, or said what is left.
-                    raise StepFailed(f"{exc}{cleaned}{self._finish_broken_drop(step)}") from None
+                    raise StepFailed(f"{exc}{cleaned}{self._finishing_drop(step)}") from None
                 continue
             except pgerrors.QueryCanceled as exc:
                 self._after_failed_build(step, built, watches)
-                cleaned += self._finish_broken_drop(step)
+                cleaned += self._finishing_drop(step)
                 cleaned += self._clean_reindex(step, before)[0]
                 if self._cancelled.is_set():
                     self._note(cleaned)
@@ -427,7 +427,7 @@ class StepRunner(Cleanup):
                 ) from None
             except psycopg.Error as exc:
                 self._after_failed_build(step, built, watches)
-                cleaned += self._finish_broken_drop(step)
+                cleaned += self._finishing_drop(step)
                 rebuilt = step.mode in (StepMode.BUILD, StepMode.REINDEX)
                 shards = self._shards(step) if rebuilt else None
                 where = (
