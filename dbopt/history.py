@@ -115,6 +115,9 @@ class RefreshRecord:
 #: history with or without them.)
 HISTORY_VERSION = 3
 
+#: The history's read indexes (created by ``history_indexes.sql``).
+READ_INDEXES = ("changes_replaced", "changes_running", "runs_running")
+
 #: Privileges in the words of a GRANT statement, per kind of object.
 _ON = {"schema": "SCHEMA", "table": "TABLE", "sequence": "SEQUENCE"}
 
@@ -387,20 +390,25 @@ class History:
                     dbopt_version=sql.Literal(__version__),
                 )
             )
-            conn.execute(catalog_sql("history_indexes").format(schema=ident))
+            conn.execute(self._read_indexes())
 
     def missing_indexes(self, conn: psycopg.Connection[Any]) -> list[str]:
         """The read indexes (``history_indexes.sql``) a history made before them lacks: it
         works without them, but what a run reads of it grows with its length."""
         cur = conn.execute(
-            catalog_sql("history_indexes_missing").format(schema_name=sql.Literal(self.schema))
+            catalog_sql("history_indexes_missing").format(
+                schema_name=sql.Literal(self.schema), names=sql.Literal(list(READ_INDEXES))
+            )
         )
         return [str(r[0]) for r in cur.fetchall()]
 
     def add_indexes(self, conn: psycopg.Connection[Any]) -> None:
         """Add the read indexes to a history of the current layout (its owner only)."""
         with conn.transaction():
-            conn.execute(catalog_sql("history_indexes").format(schema=sql.Identifier(self.schema)))
+            conn.execute(self._read_indexes())
+
+    def _read_indexes(self) -> sql.Composed:
+        return catalog_sql("history_indexes").format(schema=sql.Identifier(self.schema))
 
     def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
         """A query of ``catalog/sql/<name>.sql`` on this history's schema."""

@@ -25,12 +25,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from dbopt.history import History
+from dbopt.history import READ_INDEXES, History
 from dbopt.sandbox import Server
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The history's read indexes (dropped to show what they save, then added again).
-_READ_INDEXES = ("changes_replaced", "changes_running", "runs_running")
 #: N rows of objects made and dropped long ago: a create with the object's OID, then its drop
 #: naming that OID as the one it removed (OIDs no relation has now).
 _FILL = sql.SQL("""
@@ -118,7 +116,7 @@ def measure_history(server: Server, work: Path, sizes: list[int]) -> HistoryResu
     )
     results = HistoryResults()
     history = History("dbopt")
-    read_indexes = [sql.Identifier("dbopt", name) for name in _READ_INDEXES]
+    read_indexes = [sql.Identifier("dbopt", name) for name in READ_INDEXES]
     rows = 0
     for size in sorted(sizes):
         with psycopg.connect(dsn, autocommit=True) as conn:

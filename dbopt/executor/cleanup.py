@@ -128,11 +128,18 @@ class Cleanup(ABC):
         """:meth:`_finish_broken_drop` after a step failed: Ctrl-C during it stops the run and
         hurries nothing the first time (the drop that was asked for is finished, as after a
         Ctrl-C that stopped the step itself); Ctrl-C again leaves it and says so."""
+        return self._clean_up_through_ctrl_c(lambda: self._finish_broken_drop(step))
+
+    def _clean_up_through_ctrl_c(self, clean: Callable[[], str], *, hurry: bool = False) -> str:
+        """``clean()``, a clean-up after a failure; Ctrl-C during it stops the run and the
+        clean-up goes on (:meth:`_cleaning_up`), hurried at once with ``hurry``."""
         try:
-            return self._finish_broken_drop(step)
+            return clean()
         except KeyboardInterrupt:
             self._ctrl_c()
-            return self._cleaning_up(lambda: self._finish_broken_drop(step))
+            if hurry:
+                self.hurry()
+            return self._cleaning_up(clean)
 
     @abstractmethod
     def _ctrl_c(self) -> None:

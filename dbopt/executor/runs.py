@@ -271,12 +271,7 @@ class Executor(StepRunner):
                 self._record_first(change_id, built)
                 return self._undo_built(built)
 
-            try:
-                cleaned = clean()
-            except KeyboardInterrupt:  # Ctrl-C during this clean-up: it hurries
-                self._ctrl_c()
-                self.hurry()
-                cleaned = self._cleaning_up(clean)
+            cleaned = self._clean_up_through_ctrl_c(clean, hurry=True)
             failed = ChangeResult(
                 action,
                 ChangeOutcome.FAILED,

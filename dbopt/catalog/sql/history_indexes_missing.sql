@@ -1,6 +1,6 @@
--- Which of the history's read indexes (history_indexes.sql) schema {schema_name} lacks.
+-- Which of the history's read indexes (the names given: history.READ_INDEXES, made by
+-- history_indexes.sql) schema {schema_name} lacks, in that order.
 SELECT i.name
-  FROM unnest(ARRAY['changes_replaced', 'changes_running', 'runs_running']) WITH ORDINALITY
-       AS i(name, n)
+  FROM unnest({names}::text[]) WITH ORDINALITY AS i(name, n)
  WHERE to_regclass(format('%I.%I', {schema_name}, i.name)) IS NULL
  ORDER BY i.n
