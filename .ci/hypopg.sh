@@ -15,10 +15,12 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "hypopg: HypoPG 1.4 not installed here; the fragility tests that need it will skip" >&2
   exit 0
 fi
-if [ ! -x "$pg_config" ] || ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+# pg_config comes with the server; the headers (postgres.h) only with the server-dev package.
+if [ ! -x "$pg_config" ] || [ ! -f "$("$pg_config" --includedir-server 2>/dev/null)/postgres.h" ] ||
+  ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "postgresql-server-dev-$major" gcc make >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq "postgresql-server-dev-$major" gcc make >/dev/null
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
