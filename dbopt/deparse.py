@@ -153,16 +153,22 @@ def normalize_specs(
     lock_timeout_ms: int,
     *,
     read: bool = True,
+    statement_timeout_ms: int | None = None,
 ) -> tuple[Mapping[QualifiedName, str], int]:
     """Canonical definitions of ``specs`` as the server renders them; and round trips used.
     Without ``read``, the server only builds them (raising SpecError for what it refuses) and
-    nothing is read back (the mapping is empty)."""
+    nothing is read back (the mapping is empty). ``statement_timeout_ms``: the bound of its
+    statements, when not the session's."""
     specs = list(specs)
     result: dict[QualifiedName, str] = {}
     round_trips = 0
     for start in range(0, len(specs), BATCH):
         batch, trips = _normalize_batch(
-            conn, specs[start : start + BATCH], lock_timeout_ms, read=read
+            conn,
+            specs[start : start + BATCH],
+            lock_timeout_ms,
+            read=read,
+            statement_timeout_ms=statement_timeout_ms,
         )
         result.update(batch)
         round_trips += trips
@@ -170,7 +176,12 @@ def normalize_specs(
 
 
 def _normalize_batch(
-    conn: psycopg.Connection[Any], specs: list[IndexSpec], lock_timeout_ms: int, *, read: bool
+    conn: psycopg.Connection[Any],
+    specs: list[IndexSpec],
+    lock_timeout_ms: int,
+    *,
+    read: bool,
+    statement_timeout_ms: int | None,
 ) -> tuple[dict[QualifiedName, str], int]:
     if not specs:
         return {}, 0
@@ -198,7 +209,15 @@ def _normalize_batch(
         )
     round_trips = 0
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
-        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
+        settings = [sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms))]
+        if statement_timeout_ms is not None:
+            settings.append(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(statement_timeout_ms)
+                )
+            )
+        # Never prepared (two statements in one: the simple protocol).
+        cur.execute(sql.SQL("; ").join(settings), prepare=False)
         round_trips += 1
         try:
             with conn.transaction():

@@ -421,17 +421,24 @@ def new_builds(specs: SpecSet, catalog: Catalog) -> list[IndexSpec]:
 
 
 def check_builds(
-    new: Sequence[IndexSpec], conn: psycopg.Connection[Any], lock_timeout_ms: int
+    new: Sequence[IndexSpec],
+    conn: psycopg.Connection[Any],
+    lock_timeout_ms: int,
+    *,
+    statement_timeout_ms: int | None = None,
 ) -> None:
     """Let the server refuse, before anything is built, what CREATE INDEX itself would refuse
     of the ``new`` indexes (:func:`new_builds`: a function that is not IMMUTABLE, a type
     without an operator class for the method, a storage parameter out of range): each is
     built on an empty temporary copy of its table in a rolled-back transaction (as plan
     normalises the existing ones), and SpecError lists every refusal at its file:line. Needs
-    a session that may write temporary tables (apply's)."""
+    a session that may write temporary tables (apply's). ``statement_timeout_ms``: the bound
+    of its statements, when not the session's."""
     from dbopt.deparse import normalize_specs
 
-    normalize_specs(conn, new, lock_timeout_ms, read=False)
+    normalize_specs(
+        conn, new, lock_timeout_ms, read=False, statement_timeout_ms=statement_timeout_ms
+    )
 
 
 def _check_budgets(

@@ -8,6 +8,7 @@ databases — gets every check. The person at the terminal is reached through :c
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from dbopt import render
+from dbopt.beside import check_beside
 from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.config import Settings, Target
 from dbopt.db import connect, session_sql, unbounded
@@ -31,7 +33,7 @@ from dbopt.errors import (
     PrivilegeError,
     UnsafeActionError,
 )
-from dbopt.history import History
+from dbopt.history import History, OwnedObject
 from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet, ViewSpec
 from dbopt.planner import ActionKind, Plan
@@ -157,6 +159,15 @@ def _refuse_refused(plan: Plan, command: str) -> None:
             f"{command} refused before anything ran:\n  "
             + "\n  ".join(a.refusal or "" for a in plan.refused)
         )
+
+
+def _builds_something(specs: SpecSet, owned: Sequence[OwnedObject]) -> bool:
+    """A guess, before inspection, that the run will build: a spec names an object dbopt has
+    not made (its first build's connection is then worth opening already; a wrong guess
+    costs a connection opened for nothing, or opened later)."""
+    made = {o.name for o in owned}
+    names = [*(s.qualified_name for s in specs.indexes), *(v.name for v in specs.views)]
+    return any(name not in made for name in names)
 
 
 def _owned_relation(catalog: Catalog, name: QualifiedName) -> bool:
@@ -299,22 +310,33 @@ def apply(
         # One inspection serves the checks and the plan: what the specs name (budgets'
         # tables too) and what dbopt made.
         owned = history.owned(runner.control)
+        if not options.dry_run and _builds_something(specs, owned):
+            runner.open_worker()  # for the check beside (below), then the first build
         catalog = inspect(runner.control, relevant(specs, owned) | specs.relations())
-        check_against_database(specs, runner.control, budgets=False, catalog=catalog)
-        check_builds(new_builds(specs, catalog), runner.control, settings.lock_timeout_ms)
-        specs = with_read_views(specs, runner.control)  # B reads A: A is created first
-        result = build_plan(
-            runner.control,
-            specs,
-            settings,
-            history,
-            replace_drifted=options.replace_drifted,
-            prune=options.prune,
-            cascade=options.cascade,
-            catalog=catalog,
-            owned=owned,
+        new = new_builds(specs, catalog)
+        # The server's refusals of the new builds (check_builds: an empty temporary copy of
+        # each table, built on) take tens of milliseconds of its time: on the first build's
+        # connection, beside the other checks and the plan, and first as ever (dbopt.beside).
+        check = functools.partial(
+            check_builds, new, lock_timeout_ms=settings.lock_timeout_ms, statement_timeout_ms=0
         )
-        result = replace(options.part.of(result, specs), where=where(runner.control))
+        lend = runner.lend_worker if new and not options.dry_run else None
+        with check_beside(check, runner.control, lend) as beside:
+            check_against_database(specs, runner.control, budgets=False, catalog=catalog)
+            beside.reached()
+            specs = with_read_views(specs, runner.control)  # B reads A: A is created first
+            result = build_plan(
+                runner.control,
+                specs,
+                settings,
+                history,
+                replace_drifted=options.replace_drifted,
+                prune=options.prune,
+                cascade=options.cascade,
+                catalog=catalog,
+                owned=owned,
+            )
+            result = replace(options.part.of(result, specs), where=where(runner.control))
         if options.dry_run:
             _refuse_refused(result, "apply")
             return Outcome(result, sql=session_sql(settings) + render.plan_sql(result))

@@ -13,13 +13,14 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Self
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from dbopt import citus, guard, locks
@@ -100,6 +101,8 @@ class StepRunner(Cleanup):
         #: A worker connection opened ahead (open_worker), for the first thread that needs one.
         self._spare: Future[psycopg.Connection[Any]] | None = None
         self._spare_lock = threading.Lock()
+        #: close() ran: a connection lent (lend_worker) and given back now is closed.
+        self._closed = False
         self._cancelled = threading.Event()
         self._hurry = threading.Event()
         #: What puts SIGINT's handler back, once Ctrl-C's clean-up took it over (_ctrl_c).
@@ -198,6 +201,27 @@ class StepRunner(Cleanup):
             if self._spare is None and not self._workers:
                 self._spare = _opening(self._connect_worker)
 
+    @contextlib.contextmanager
+    def lend_worker(self) -> Iterator[psycopg.Connection[Any]]:
+        """The first build's connection (opened now, unless :meth:`open_worker` began to),
+        lent to a check that runs beside the control connection's work before the first
+        build (:mod:`dbopt.beside`); kept for that build afterwards, or closed when it is not
+        idle or the runner closed meanwhile."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        conn = spare.result() if spare is not None else self._connect_worker()
+        try:
+            yield conn
+        finally:
+            idle = not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
+            with self._spare_lock:
+                kept = idle and not self._closed and self._spare is None and not self._workers
+                if kept:
+                    self._spare = Future()
+                    self._spare.set_result(conn)
+            if not kept:
+                conn.close()
+
     def _connect_worker(self) -> psycopg.Connection[Any]:
         return connect(self.dsn, application_name="dbopt-apply", settings=self.settings)
 
@@ -210,6 +234,7 @@ class StepRunner(Cleanup):
         back last: until then, Ctrl-C again only hurries (the run's report is not lost)."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
+            self._closed = True
         if spare is not None:
             spare.add_done_callback(_close_unused)
         for conn in list(self._workers.values()):

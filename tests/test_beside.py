@@ -1,0 +1,161 @@
+"""A check run beside the control connection's work (dbopt.beside): apply's check of its new
+builds runs on the first build's connection while the other checks and the plan run, and the
+run must come out exactly as if it had run first."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbopt.beside import check_beside
+from dbopt.config import Settings
+from dbopt.db import connect
+from dbopt.executor import Executor, SilentReporter
+from dbopt.history import History
+
+
+def _sleeping(seconds: float, then: str | None = None) -> Any:
+    """A check that keeps the server busy, then fails with ``then`` (a raised SQL error)."""
+
+    def check(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_sleep(%s)", (seconds,))
+        if then is not None:
+            conn.execute(then)
+
+    return check
+
+
+def _lender(dsn: str, opened: list[psycopg.Connection[Any]]) -> Any:
+    def lend() -> Any:
+        conn = connect(dsn, application_name="dbopt-test-beside")
+        opened.append(conn)
+        return conn  # a psycopg connection is its own context manager (closed at the end)
+
+    return lend
+
+
+def test_the_check_s_error_comes_first_once_the_block_passed_where_it_used_to_run(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    opened: list[psycopg.Connection[Any]] = []
+    with (
+        pytest.raises(psycopg.errors.UndefinedTable),
+        check_beside(
+            _sleeping(0.3, "SELECT * FROM no_such_table"), conn, _lender(db_dsn, opened)
+        ) as beside,
+    ):
+        beside.reached()
+        raise ValueError("the plan's error, which came after the check in the old order")
+    assert opened and opened[0].closed
+
+
+def test_an_error_before_the_check_s_place_comes_first(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    opened: list[psycopg.Connection[Any]] = []
+    with (
+        pytest.raises(ValueError, match="the other checks"),
+        check_beside(_sleeping(0.3, "SELECT * FROM no_such_table"), conn, _lender(db_dsn, opened)),
+    ):
+        raise ValueError("the other checks' error, which came first in the old order")
+    # The block did not end before the check did: its connection is closed already.
+    assert opened and opened[0].closed
+
+
+def test_the_block_waits_for_a_passing_check_and_a_failing_one_fails_it(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    started = time.monotonic()
+    with check_beside(_sleeping(0.5), conn, _lender(db_dsn, [])) as beside:
+        beside.reached()
+    assert time.monotonic() - started >= 0.5
+    with (
+        pytest.raises(psycopg.errors.UndefinedTable),
+        check_beside(_sleeping(0, "SELECT * FROM no_such_table"), conn, _lender(db_dsn, [])),
+    ):
+        pass
+
+
+def test_without_a_second_connection_the_check_runs_in_the_block_where_it_used_to(
+    conn: psycopg.Connection[Any],
+) -> None:
+    ran: list[int] = []
+
+    def check(c: psycopg.Connection[Any]) -> None:
+        ran.append(c.info.backend_pid)
+
+    with check_beside(check, conn, None) as beside:
+        assert ran == []
+        beside.reached()
+        assert ran == [conn.info.backend_pid]
+
+
+def test_ctrl_c_in_the_block_cancels_the_check_s_statement_and_is_raised(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    opened: list[psycopg.Connection[Any]] = []
+    started = time.monotonic()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        check_beside(_sleeping(60), conn, _lender(db_dsn, opened)) as beside,
+    ):
+        beside.reached()
+        # Until the check's statement runs on the server, then Ctrl-C.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'dbopt-test-beside' AND state = 'active' AND query LIKE '%pg_sleep%'"
+            ).fetchone()
+            if row and row[0]:
+                break
+            time.sleep(0.02)
+        raise KeyboardInterrupt
+    # Cancelled, not waited for: well before the 60 s sleep would have ended.
+    assert time.monotonic() - started < 20
+    assert opened and opened[0].closed
+
+
+def test_the_lent_connection_is_the_first_build_s_and_nothing_else_is_opened(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    settings = Settings(lock_timeout_ms=300)
+    with Executor(db_dsn, settings, History(), SilentReporter()) as runner:
+        runner.open_worker()
+        with runner.lend_worker() as lent:
+            pid = lent.info.backend_pid
+            assert lent.execute("SELECT current_setting('application_name')").fetchone() == (
+                "dbopt-apply",
+            )
+        # Given back idle: the first build's thread gets it, not a new session.
+        assert runner._worker().info.backend_pid == pid
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbopt-apply'"
+        ).fetchone()
+        assert row == (1,)
+
+
+def test_a_connection_given_back_after_the_runner_closed_is_closed(db_dsn: str) -> None:
+    settings = Settings(lock_timeout_ms=300)
+    runner = Executor(db_dsn, settings, History(), SilentReporter())
+    lent: list[psycopg.Connection[Any]] = []
+    inside = threading.Event()
+    go_on = threading.Event()
+
+    def borrow() -> None:
+        with runner.lend_worker() as c:
+            lent.append(c)
+            inside.set()
+            go_on.wait(10)
+
+    thread = threading.Thread(target=borrow)
+    thread.start()
+    assert inside.wait(10)
+    runner.close()
+    go_on.set()
+    thread.join(10)
+    assert lent and lent[0].closed
