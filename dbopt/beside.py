@@ -9,15 +9,18 @@ starts no sooner and no differently than if it had run first:
 - its error comes first, as it would have: a spec error, a lock it could not take, a
   connection that could not be opened all stop the run before anything is built;
 - except an error of what came before it in the old order (the block up to :meth:`Beside.
-  reached`: the other checks of the specs), which still comes first;
-- the block never ends before the check does: Ctrl-C cancels the check's statement and waits
-  for it (Ctrl-C again stops waiting).
+  reached`: the other checks of the specs), which still comes first (the check is then
+  cancelled: its outcome no longer matters);
+- the block never ends before the check does (a cancelled one: within SETTLE_TIMEOUT_S, or
+  it is left to end by itself): Ctrl-C cancels the check's statements and waits for it
+  (Ctrl-C again stops waiting).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -25,7 +28,12 @@ from typing import Any
 
 import psycopg
 
+from dbopt.db import SETTLE_TIMEOUT_S
+
 Check = Callable[[psycopg.Connection[Any]], None]
+
+#: How often a cancelled check's statement is cancelled again while it is waited for.
+_POLL_S = 0.1
 
 
 class Beside:
@@ -56,6 +64,8 @@ class _Running:
         self.lock = threading.Lock()
 
     def cancel(self) -> None:
+        """Stop the check: its statement now is cancelled, and it starts none if it has not
+        started yet."""
         with self.lock:
             self.stopped = True
             conn = self.conn
@@ -63,15 +73,32 @@ class _Running:
             with contextlib.suppress(Exception):
                 conn.cancel_safe()
 
-    def error(self) -> BaseException | None:
-        """Wait for the check; its exception, if any. Ctrl-C cancels its statement, waits on
-        for it (Ctrl-C again stops waiting) and is raised."""
-        try:
-            return self.done.exception()
-        except KeyboardInterrupt:
-            self.cancel()
-            self.done.exception()
-            raise
+    def outcome(self, *, cancel: bool = False) -> BaseException | None:
+        """Wait for the check to end; its exception, if any. With ``cancel``, its statements
+        are cancelled until it ends (again and again: a cancel landing between two of them
+        is lost), for up to SETTLE_TIMEOUT_S; then it is left to end by itself. Ctrl-C while
+        waiting cancels it so and is raised once it ended; Ctrl-C while a cancelled check
+        is waited for stops waiting."""
+        interrupted = False
+        deadline: float | None = None
+        while True:
+            if cancel:
+                self.cancel()
+                deadline = deadline or time.monotonic() + SETTLE_TIMEOUT_S
+            try:
+                error = self.done.exception(timeout=_POLL_S if cancel else None)
+            except TimeoutError:
+                if deadline is not None and time.monotonic() < deadline:
+                    continue
+                error = None  # not over: left to end by itself (its connection is closed then)
+            except KeyboardInterrupt:
+                if cancel:
+                    raise
+                cancel = interrupted = True
+                continue
+            if interrupted:
+                raise KeyboardInterrupt
+            return error
 
 
 @contextlib.contextmanager
@@ -106,18 +133,23 @@ def check_beside(
         else:
             running.done.set_result(None)
 
-    threading.Thread(target=run, name="dbopt-check", daemon=True).start()
+    thread = threading.Thread(target=run, name="dbopt-check", daemon=True)
+    try:
+        thread.start()
+    except BaseException:  # Ctrl-C while it started: it stops at once, or is cancelled
+        running.cancel()
+        raise
     try:
         yield beside
     except KeyboardInterrupt:
-        running.cancel()
-        running.error()
+        running.outcome(cancel=True)
         raise
     except BaseException:
-        error = running.error()
+        # Before the check's place, the block's error comes first: the check is stopped.
+        error = running.outcome(cancel=not beside.passed)
         if error is not None and beside.passed:
             raise error from None
         raise
-    error = running.error()
+    error = running.outcome()
     if error is not None:
         raise error

@@ -4,18 +4,23 @@ run must come out exactly as if it had run first."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from helpers import write_specs
 
 from dbopt.beside import check_beside
 from dbopt.config import Settings
-from dbopt.db import connect
+from dbopt.db import SETTLE_TIMEOUT_S, connect
 from dbopt.executor import Executor, SilentReporter
 from dbopt.history import History
+from dbopt.livecheck import check_builds
+from dbopt.spec import load_specs
 
 
 def _sleeping(seconds: float, then: str | None = None) -> Any:
@@ -104,16 +109,7 @@ def test_ctrl_c_in_the_block_cancels_the_check_s_statement_and_is_raised(
         check_beside(_sleeping(60), conn, _lender(db_dsn, opened)) as beside,
     ):
         beside.reached()
-        # Until the check's statement runs on the server, then Ctrl-C.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                "'dbopt-test-beside' AND state = 'active' AND query LIKE '%pg_sleep%'"
-            ).fetchone()
-            if row and row[0]:
-                break
-            time.sleep(0.02)
+        _until_sleeping(conn)  # then Ctrl-C
         raise KeyboardInterrupt
     # Cancelled, not waited for: well before the 60 s sleep would have ended.
     assert time.monotonic() - started < 20
@@ -134,7 +130,8 @@ def test_the_lent_connection_is_the_first_build_s_and_nothing_else_is_opened(
         # Given back idle: the first build's thread gets it, not a new session.
         assert runner._worker().info.backend_pid == pid
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbopt-apply'"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbopt-apply' "
+            "AND datname = current_database()"
         ).fetchone()
         assert row == (1,)
 
@@ -159,3 +156,109 @@ def test_a_connection_given_back_after_the_runner_closed_is_closed(db_dsn: str) 
     go_on.set()
     thread.join(10)
     assert lent and lent[0].closed
+
+
+def test_an_error_before_the_check_s_place_cancels_the_check(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The check's outcome no longer matters: its statement is cancelled, not waited for."""
+    started = time.monotonic()
+    with (
+        pytest.raises(ValueError, match="misspelt"),
+        check_beside(_sleeping(60), conn, _lender(db_dsn, [])),
+    ):
+        _until_sleeping(conn)
+        raise ValueError("a misspelt column")
+    assert time.monotonic() - started < 20
+
+
+def test_a_check_that_ignores_its_cancel_is_left_to_end_by_itself_after_a_while(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    ended = threading.Event()
+    running = threading.Event()
+
+    def stubborn(_conn: psycopg.Connection[Any]) -> None:
+        running.set()
+        ended.wait(30)  # no statement to cancel
+
+    started = time.monotonic()
+    try:
+        with (
+            pytest.raises(ValueError, match="misspelt"),
+            check_beside(stubborn, conn, _lender(db_dsn, [])),
+        ):
+            assert running.wait(10)
+            raise ValueError("a misspelt column")
+        assert SETTLE_TIMEOUT_S <= time.monotonic() - started < SETTLE_TIMEOUT_S + 10
+    finally:
+        ended.set()
+
+
+def test_ctrl_c_again_while_a_cancelled_check_is_waited_for_stops_waiting(
+    db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    ended = threading.Event()
+    running = threading.Event()
+
+    def stubborn(_conn: psycopg.Connection[Any]) -> None:
+        running.set()
+        ended.wait(30)  # no statement to cancel
+
+    # Ctrl-C again, half a second into the wait for the cancelled check (a real SIGINT).
+    again = threading.Timer(
+        0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), check_beside(stubborn, conn, _lender(db_dsn, [])):
+            assert running.wait(10)
+            again.start()
+            raise KeyboardInterrupt  # the first Ctrl-C, in the block
+        # Well before the 5 s a cancelled check is otherwise waited for.
+        assert time.monotonic() - started < SETTLE_TIMEOUT_S - 1
+    finally:
+        again.cancel()
+        ended.set()
+
+
+def test_the_check_runs_unbounded_by_the_build_session_s_statement_timeout(
+    tmp_path: Path, db_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The lent connection is a build session (statement_timeout: the environment's bound);
+    the check was run, and runs, unbounded as on the control connection: a lock it waits for
+    stops it after lock_timeout (LockNotAvailable), never after statement_timeout."""
+    conn.execute("CREATE TABLE wide (a int, b int)")
+    spec = "table: public.wide\nindexes:\n  - {name: idx_wide_a, columns: [a]}\n"
+    specs = load_specs([(write_specs(tmp_path, {"wide.yaml": spec}), True)])
+    with (
+        psycopg.connect(db_dsn) as holder,
+        connect(db_dsn, settings=Settings(statement_timeout_ms=50)) as bounded,
+    ):
+        holder.execute("LOCK TABLE wide IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            check_builds(specs.indexes, bounded, 1000)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            check_builds(specs.indexes, bounded, 1000, statement_timeout_ms=0)
+
+
+def test_a_lent_connection_given_back_in_a_transaction_is_closed_not_kept(db_dsn: str) -> None:
+    with Executor(db_dsn, Settings(lock_timeout_ms=300), History(), SilentReporter()) as runner:
+        with runner.lend_worker() as lent:
+            lent.execute("BEGIN")
+            pid = lent.info.backend_pid
+        assert lent.closed
+        assert runner._worker().info.backend_pid != pid
+
+
+def _until_sleeping(conn: psycopg.Connection[Any]) -> None:
+    """Until the check's pg_sleep runs on the server."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+            "'dbopt-test-beside' AND state = 'active' AND query LIKE '%pg_sleep%'"
+        ).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.02)
