@@ -28,12 +28,9 @@ from typing import Any
 
 import psycopg
 
-from dbopt.db import SETTLE_TIMEOUT_S
+from dbopt.db import CANCEL_EVERY_S, SETTLE_TIMEOUT_S
 
 Check = Callable[[psycopg.Connection[Any]], None]
-
-#: How often a cancelled check's statement is cancelled again while it is waited for.
-_POLL_S = 0.1
 
 
 class Beside:
@@ -63,30 +60,30 @@ class _Running:
         self.stopped = False
         self.lock = threading.Lock()
 
-    def cancel(self) -> None:
-        """Stop the check: its statement now is cancelled, and it starts none if it has not
-        started yet."""
-        with self.lock:
+    def cancel(self, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Stop the check: its statement now is cancelled (waiting up to ``timeout_s`` for
+        the server to take the cancel), and it starts none if it has not started yet."""
+        with self.lock:  # the check's thread does not give the connection back meanwhile
             self.stopped = True
-            conn = self.conn
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.cancel_safe()
+            if self.conn is not None:
+                with contextlib.suppress(Exception):
+                    self.conn.cancel_safe(timeout=max(0.1, timeout_s))
 
     def outcome(self, *, cancel: bool = False) -> BaseException | None:
         """Wait for the check to end; its exception, if any. With ``cancel``, its statements
-        are cancelled until it ends (again and again: a cancel landing between two of them
-        is lost), for up to SETTLE_TIMEOUT_S; then it is left to end by itself. Ctrl-C while
-        waiting cancels it so and is raised once it ended; Ctrl-C while a cancelled check
-        is waited for stops waiting."""
+        are cancelled until it ends (again every CANCEL_EVERY_S: a cancel landing between two
+        of them is lost), for up to SETTLE_TIMEOUT_S; then it is left to end by itself.
+        Ctrl-C while waiting cancels it so and is raised once it ended; Ctrl-C while a
+        cancelled check is waited for stops waiting."""
         interrupted = False
         deadline: float | None = None
         while True:
             if cancel:
-                self.cancel()
-                deadline = deadline or time.monotonic() + SETTLE_TIMEOUT_S
+                if deadline is None:
+                    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+                self.cancel(deadline - time.monotonic())
             try:
-                error = self.done.exception(timeout=_POLL_S if cancel else None)
+                error = self.done.exception(timeout=CANCEL_EVERY_S if cancel else None)
             except TimeoutError:
                 if deadline is not None and time.monotonic() < deadline:
                     continue
@@ -118,6 +115,8 @@ def check_beside(
 
     def run() -> None:
         try:
+            if running.stopped:  # Ctrl-C as it started: no connection taken
+                raise KeyboardInterrupt
             with lend() as conn:
                 with running.lock:
                     if running.stopped:
