@@ -583,6 +583,22 @@ class History:
             (oid, definition, result, change_id),
         )
 
+    def record_built(
+        self, conn: psycopg.Connection[Any], change_id: int, name: QualifiedName, *, finish: bool
+    ) -> dict[str, Any] | None:
+        """What a step left under ``name``, read right after it (as ``relation_built``: OID,
+        relkind, validity, definition, size) and recorded as the change's object in the same
+        statement, as :meth:`record_object` would (with ``finish``: its result ok too, unless
+        it is an INVALID index). None when nothing is under the name: nothing recorded."""
+        query = self._query(
+            "history_record_built", built=catalog_sql("relation_built"), duration_ms=_DURATION_MS
+        )
+        params = {"schema": name.schema, "name": name.name, "change": change_id, "finish": finish}
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            row: dict[str, Any] | None = cur.fetchone()
+        return row
+
     def record_oid(self, conn: psycopg.Connection[Any], change_id: int, oid: int) -> None:
         """The OID of the index a change's build makes, as the server shows it mid-build (the
         watcher's): that alone, never overwriting the definition recorded after the build."""

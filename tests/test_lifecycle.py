@@ -97,6 +97,28 @@ def test_plan_apply_replan_is_empty(
     assert {a.kind for a in replan.actions} == {ActionKind.SKIP}
 
 
+def test_each_build_is_recorded_with_what_the_read_right_after_it_saw(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    """The read after each build records the change's object, definition and result in the
+    same statement: every change row of the run says ok, with the live index's OID, the
+    server's definition and a duration, and no error."""
+    specs = write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    run = apply_specs(db_dsn, specs)
+    assert run.outcome == "succeeded"
+    rows = appointments.execute(
+        "SELECT h.object_name, h.result, h.error, h.duration_ms IS NOT NULL, "
+        "       h.object_oid = c.oid, h.built_definition = pg_get_indexdef(c.oid) "
+        "  FROM dbopt.changes h JOIN pg_class c ON c.relname = h.object_name "
+        " WHERE h.run_id = %s ORDER BY h.object_name",
+        (run.run_id,),
+    ).fetchall()
+    assert rows == [
+        ("idx_appt_barber_status", "ok", None, True, True, True),
+        ("idx_appt_day", "ok", None, True, True, True),
+    ]
+
+
 def test_equivalent_predicate_written_differently_is_skipped(
     appointments: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

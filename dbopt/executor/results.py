@@ -54,7 +54,8 @@ class RunResult:
 @dataclass(frozen=True, slots=True)
 class _Made:
     """A relation as it is now: OID, relkind, validity (an index's); read right after the
-    step that made it (``full``), also its definition and size (None: a lock stopped them)."""
+    step that made it (``full``), also its definition and size (None: a lock stopped them);
+    ``recorded``: that read also recorded it as its change's object (History.record_built)."""
 
     oid: int
     relkind: str
@@ -62,6 +63,7 @@ class _Made:
     full: bool = False
     definition: str | None = None
     size: int | None = None
+    recorded: bool = False
 
 
 class Built(dict[QualifiedName, int]):

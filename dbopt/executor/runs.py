@@ -248,10 +248,20 @@ class Executor(StepRunner):
         try:
             for step in action.forward:
                 last = step is action.forward[-1] and step.index == action.name
+                finish = last and action.kind != ActionKind.DROP
+                # What the action makes first is its object (below): the read right after
+                # its step records it too, in the same statement.
+                first = change_id is not None and step.makes and not built
                 # Read in full (definition, size) only where it is used: the first object the
                 # action makes (recorded now) and its own object made by its last step (its
                 # size); every other read stays lock-free.
-                made = self.run_step(step, built, cost, describe=not built or last)
+                made = self.run_step(
+                    step,
+                    built,
+                    cost,
+                    describe=not built or last,
+                    record=(change_id, finish) if first and change_id is not None else None,
+                )
                 final = made if step.makes and last else None
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
@@ -259,12 +269,10 @@ class Executor(StepRunner):
                     # by its last statement, the change is done: its result ok in the same
                     # row update (a Ctrl-C during that update is caught below: undone, and
                     # recorded aborted; once it returned, the change is done and says so).
-                    finished = self._record_made(
-                        change_id,
-                        step.index,
-                        made,
-                        finished=last and action.kind != ActionKind.DROP,
-                    )
+                    if made is not None and made.recorded:
+                        finished = finish and made.valid is not False
+                    else:
+                        finished = self._record_made(change_id, step.index, made, finished=finish)
         except (StepFailed, NotOursError) as exc:
 
             def clean() -> str:

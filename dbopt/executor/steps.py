@@ -38,6 +38,9 @@ from dbopt.planner import Step, StepMode
 from dbopt.progress import Blocker, BuildGate, Reporter, Watch, Watcher
 from dbopt.replicas import LagGate, Standbys
 
+#: A change's history row (id) and whether the step finishes it (its last statement).
+Record = tuple[int, bool]
+
 
 def _opening(open_: Callable[[], psycopg.Connection[Any]]) -> Future[psycopg.Connection[Any]]:
     """``open_()`` in a thread of its own: its connection (or its error) when it is done."""
@@ -288,15 +291,23 @@ class StepRunner(Cleanup):
         row = self._control(query)
         return None if row is None else _Made(int(row["oid"]), row["relkind"], row["valid"])
 
-    def _made(self, step: Step, built: dict[QualifiedName, int]) -> _Made | None:
+    def _made(
+        self, step: Step, built: dict[QualifiedName, int], record: Record | None = None
+    ) -> _Made | None:
         """:meth:`_oid_of` of what ``step`` made, with its definition and size, read in one
         query right after the step (what a lock stops stays None: not worth a wait). That
         read may wait for a lock, and Ctrl-C there must not make the run forget what the
         step made: its OID is then read without a lock and kept in ``built`` (recorded and
-        cleaned up as the action's) first."""
+        cleaned up as the action's) first. With ``record`` (change, finish), the same
+        statement records it as the change's object (``recorded``); not on Citus, where the
+        shards are checked before a change is done."""
         name = step.index
+        if record is not None and self._citus_installed():
+            record = None
 
         def query(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            if record is not None:
+                return self.history.record_built(conn, record[0], name, finish=record[1])
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
                     catalog_sql("relation_built"), {"schema": name.schema, "name": name.name}
@@ -328,6 +339,7 @@ class StepRunner(Cleanup):
             full=True,
             definition=row["definition"],
             size=None if size is None else int(size),
+            recorded=record is not None,
         )
 
     def _definition(self, oid: int) -> str | None:
@@ -366,6 +378,7 @@ class StepRunner(Cleanup):
         cost: Cost | None = None,
         *,
         describe: bool = False,
+        record: Record | None = None,
     ) -> _Made | None:
         """Run one step, waiting the way the step allows; raise StepFailed when it cannot.
 
@@ -378,7 +391,8 @@ class StepRunner(Cleanup):
         checked against the live catalog right before each attempt (NotOursError). Returns
         what is under the step's index name right after it, when the step made it or built
         (with its definition and size when it made it and ``describe``: a read that may wait
-        for locks, so only where they are used), else None.
+        for locks, so only where they are used), else None. ``record`` (change, finish): that
+        read also records what the step made as the change's object (``_Made.recorded``).
         """
         built = {} if built is None else built
         cost = Cost() if cost is None else cost
@@ -462,7 +476,7 @@ class StepRunner(Cleanup):
                 raise StepFailed(f"{step.index}: {server_message(exc)}{where}{cleaned}") from None
             made: _Made | None = None
             if step.makes and describe:
-                made = self._made(step, built)
+                made = self._made(step, built, record)
             elif step.makes or step.mode in (StepMode.BUILD, StepMode.REINDEX):
                 made = self._oid_of(step.index)
             if step.makes and made is not None:
