@@ -110,6 +110,7 @@ def test_each_build_is_recorded_with_what_the_read_right_after_it_saw(
         "SELECT h.object_name, h.result, h.error, h.duration_ms IS NOT NULL, "
         "       h.object_oid = c.oid, h.built_definition = pg_get_indexdef(c.oid) "
         "  FROM dbopt.changes h JOIN pg_class c ON c.relname = h.object_name "
+        "  JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = h.object_schema "
         " WHERE h.run_id = %s ORDER BY h.object_name",
         (run.run_id,),
     ).fetchall()

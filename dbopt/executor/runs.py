@@ -250,18 +250,16 @@ class Executor(StepRunner):
                 last = step is action.forward[-1] and step.index == action.name
                 finish = last and action.kind != ActionKind.DROP
                 # What the action makes first is its object (below): the read right after
-                # its step records it too, in the same statement.
-                first = change_id is not None and step.makes and not built
+                # its step records it too, in the same statement; not on Citus, where the
+                # shards are checked first (asked now, before the step: never between a
+                # build and the read that keeps what it made).
+                record = None
+                if change_id is not None and step.makes and not built:
+                    record = None if self._citus_installed() else (change_id, finish)
                 # Read in full (definition, size) only where it is used: the first object the
                 # action makes (recorded now) and its own object made by its last step (its
                 # size); every other read stays lock-free.
-                made = self.run_step(
-                    step,
-                    built,
-                    cost,
-                    describe=not built or last,
-                    record=(change_id, finish) if first and change_id is not None else None,
-                )
+                made = self.run_step(step, built, cost, describe=not built or last, record=record)
                 final = made if step.makes and last else None
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):

@@ -299,11 +299,9 @@ class StepRunner(Cleanup):
         read may wait for a lock, and Ctrl-C there must not make the run forget what the
         step made: its OID is then read without a lock and kept in ``built`` (recorded and
         cleaned up as the action's) first. With ``record`` (change, finish), the same
-        statement records it as the change's object (``recorded``); not on Citus, where the
-        shards are checked before a change is done."""
+        statement records it as the change's object (``recorded``; the caller gives none on
+        Citus, where the shards are checked before a change is done)."""
         name = step.index
-        if record is not None and self._citus_installed():
-            record = None
 
         def query(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
             if record is not None:
@@ -339,7 +337,7 @@ class StepRunner(Cleanup):
             full=True,
             definition=row["definition"],
             size=None if size is None else int(size),
-            recorded=record is not None,
+            recorded=bool(row.get("recorded")),
         )
 
     def _definition(self, oid: int) -> str | None:
