@@ -629,9 +629,10 @@ def _phases_text(phases: dict[str, float]) -> list[str]:
         tabulate(rows, headers=["phase", "s"], tablefmt="github"),
         "",
         f"dbopt's fixed cost is {fixed:.2f} s a run (start-up, checks, end). Each action's "
-        "time holds, besides its statement, four short queries of dbopt's: its history row, "
-        "whether its name is free right before the build, the new object's state, definition "
-        "and size right after it, and its result recorded with the object.",
+        "time holds, besides its statement, three short queries of dbopt's: its history row, "
+        "whether its name is free right before the build, and the new object's state, "
+        "definition and size read right after it and recorded with its result in the same "
+        "statement (Citus: two, the shards checked between them).",
     ]
 
 
