@@ -590,8 +590,10 @@ class History:
         relkind, validity, definition, size) and recorded as the change's object in the same
         statement, as :meth:`record_object` would (with ``finish``: its result ok too, unless
         it is an INVALID index). None when nothing is under the name: nothing recorded."""
-        query = self._query(
-            "history_record_built", built=catalog_sql("relation_built"), duration_ms=_DURATION_MS
+        query = catalog_sql("history_record_built").format(
+            schema=sql.Identifier(self.schema),
+            built=catalog_sql("relation_built"),
+            duration_ms=_DURATION_MS,
         )
         params = {"schema": name.schema, "name": name.name, "change": change_id, "finish": finish}
         with conn.cursor(row_factory=dict_row) as cur:

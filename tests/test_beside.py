@@ -202,37 +202,25 @@ def test_a_cancel_landing_before_the_check_s_statement_is_sent_again(
 def test_a_check_that_ignores_its_cancel_is_left_to_end_by_itself_after_a_while(
     db_dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    ended = threading.Event()
-    running = threading.Event()
-
-    def stubborn(_conn: psycopg.Connection[Any]) -> None:
-        running.set()
-        ended.wait(30)  # no statement to cancel
-
+    stubborn = _Stubborn()
     started = time.monotonic()
     try:
         with (
             pytest.raises(ValueError, match="misspelt"),
             check_beside(stubborn, conn, _lender(db_dsn, [])),
         ):
-            assert running.wait(10)
+            assert stubborn.running.wait(10)
             raise ValueError("a misspelt column")
         assert SETTLE_TIMEOUT_S <= time.monotonic() - started < SETTLE_TIMEOUT_S + 10
     finally:
-        ended.set()
+        stubborn.ended.set()
 
 
 @pytest.mark.one_major
 def test_ctrl_c_again_while_a_cancelled_check_is_waited_for_stops_waiting(
     db_dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    ended = threading.Event()
-    running = threading.Event()
-
-    def stubborn(_conn: psycopg.Connection[Any]) -> None:
-        running.set()
-        ended.wait(30)  # no statement to cancel
-
+    stubborn = _Stubborn()
     # Ctrl-C again, half a second into the wait for the cancelled check (a real SIGINT,
     # raised as KeyboardInterrupt even where the suite runs with SIGINT ignored).
     again = threading.Timer(
@@ -242,7 +230,7 @@ def test_ctrl_c_again_while_a_cancelled_check_is_waited_for_stops_waiting(
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt), check_beside(stubborn, conn, _lender(db_dsn, [])):
-            assert running.wait(10)
+            assert stubborn.running.wait(10)
             again.start()
             raise KeyboardInterrupt  # the first Ctrl-C, in the block
         # Well before the 5 s a cancelled check is otherwise waited for.
@@ -251,7 +239,7 @@ def test_ctrl_c_again_while_a_cancelled_check_is_waited_for_stops_waiting(
         again.cancel()
         again.join()
         signal.signal(signal.SIGINT, handler)
-        ended.set()
+        stubborn.ended.set()
 
 
 @pytest.mark.slow
@@ -282,6 +270,18 @@ def test_a_lent_connection_given_back_in_a_transaction_is_closed_not_kept(db_dsn
             pid = lent.info.backend_pid
         assert lent.closed
         assert runner._worker().info.backend_pid != pid
+
+
+class _Stubborn:
+    """A check with no statement to cancel: it runs (``running``) until ``ended``."""
+
+    def __init__(self) -> None:
+        self.running = threading.Event()
+        self.ended = threading.Event()
+
+    def __call__(self, _conn: psycopg.Connection[Any]) -> None:
+        self.running.set()
+        self.ended.wait(30)
 
 
 def _until_sleeping(conn: psycopg.Connection[Any]) -> None:

@@ -307,6 +307,23 @@ def test_a_first_apply_by_a_role_that_may_creates_the_history(shop: Path, db_dsn
     assert "created dbopt's history" not in second.output
 
 
+def test_a_role_that_may_not_open_the_build_session_is_stopped_before_the_plan(
+    shop: Path, roles: Roles, owner_role: Any, admin_dsn: str, db_dsn: str, conn: Any
+) -> None:
+    """apply opens the session that will build (and checks the new builds on it) before it
+    shows the plan: a server that will not give dbopt that second session stops the run
+    there, exit 3, with nothing built and no run recorded (README)."""
+    deployer = roles("deployer", owner_role.name)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 1").format(sql.Identifier(deployer)))
+    result = cli("apply", "--dsn", with_user(db_dsn, deployer), "--yes", "--format", "plain")
+    assert result.exit_code == 3, result.output
+    assert "too many connections" in result.output
+    assert "Plan for" not in result.output
+    assert oid(conn, "idx_orders_customer") is None
+    assert oid(conn, "dbopt.runs") is None  # nothing recorded: the history not even made
+
+
 def test_grants_never_make_the_applier_a_superuser(
     conn: psycopg.Connection[Any],
     admin_dsn: str,
