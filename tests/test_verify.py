@@ -217,6 +217,31 @@ def test_judge_against_a_baseline() -> None:
     assert judge(tiny, b, baseline=base).status == Status.PASS
 
 
+def test_one_slow_run_is_not_a_regression_but_a_slow_query_is() -> None:
+    """Seen in CI on a loaded machine: four runs as fast as the baseline and one delayed 4 ms
+    put p95 far over the regression line; the line lies inside the noise band, so it is
+    unstable (exit 0 with a warning, re-measured by --retries), not a failure."""
+    b = budget(budget_ms=1000.0)
+    shape = ("Aggregate", "Seq Scan on public.appointments")
+    base = Baseline("base.json", {"q": BaselineEntry(0.027, shape, query_fingerprint(b))})
+
+    def verdict(times: tuple[float, ...]) -> Any:
+        return judge(seq_measurement(times), b, baseline=base, threshold=0.2)
+
+    hiccup = verdict((0.027, 0.028, 0.027, 4.1, 0.027))
+    assert hiccup.status == Status.UNSTABLE
+    assert hiccup.retryable
+    assert hiccup.p95_band is not None and hiccup.p95_band[0] < 1.027 < hiccup.p95_band[1]
+    assert hiccup.summary.startswith("p95 +")
+    assert "the regression line 1.027 ms is within the measured noise" in hiccup.summary
+    # Every run slower: the band is above the line.
+    slower = verdict((4.0, 4.1, 4.2, 4.0, 4.1))
+    assert slower.status == Status.FAIL
+    assert slower.summary.startswith("p95 regressed +")
+    assert "(0.027 -> 4.180 ms; threshold 20%, floor 1 ms)" in slower.summary
+    assert verdict((0.027, 0.028, 0.027, 0.029, 0.027)).status == Status.PASS
+
+
 def test_select_budgets() -> None:
     a = budget(name="schedule", relation="public.appointments")
     r = budget(name="reviews_top", relation="public.reviews")

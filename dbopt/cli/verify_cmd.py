@@ -105,7 +105,8 @@ from dbopt.verify import (
 @click.option(
     "--strict",
     is_flag=True,
-    help="Exit 1 on an unstable verdict too (a p95 within the measured noise of its budget); "
+    help="Exit 1 on an unstable verdict too (a p95 within the measured noise of its budget "
+    "or of the baseline's regression line); "
     "by default unstable exits 0 with a warning.",
 )
 @click.option(
@@ -161,7 +162,8 @@ def verify(
     Times are the server's execution time from EXPLAIN ANALYZE: no network, no client;
     p50/p95 interpolate between ranks (Python's statistics.quantiles, inclusive method).
     Against --baseline, a p95 more than --threshold percent (and --regression-floor ms)
-    slower fails; a plan whose shape changed warns. Warnings exit 0.
+    slower fails, or is unstable when that line is within its noise band; a plan whose
+    shape changed warns. Warnings exit 0.
 
     A plan that meets expect: uses_index is also planned (plain EXPLAIN, read-only, rolled
     back) without each expected index, hidden with HypoPG 1.4+ when the database has it: when

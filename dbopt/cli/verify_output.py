@@ -224,7 +224,7 @@ def finish(
         names = ", ".join(r.budget.name for r in unstable)
         shaky = (
             f"{len(unstable)} of {len(report.results)} budgeted queries are unstable (p95 "
-            f"within the measured noise of budget_ms): {names}"
+            f"within the measured noise of budget_ms or of the baseline's regression line): {names}"
         )
         if not strict:
             hint = (

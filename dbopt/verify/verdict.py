@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from dbopt.model import IndexSpec, QualifiedName, QueryBudget, SpecSet
-from dbopt.verify.budgets import budget_findings, time_findings
+from dbopt.verify.budgets import band_text, budget_findings, time_findings
 
 # Re-exported: judging's vocabulary has always been importable from here.
 from dbopt.verify.findings import Finding as Finding
@@ -403,6 +403,44 @@ def _shape_change(before: Sequence[str], after: Sequence[str]) -> str:
     return "; ".join(parts) or "same nodes, in another order"
 
 
+def regression_line(before_ms: float, threshold: float, floor_ms: float) -> float:
+    """The p95 above which a query regressed against a baseline p95 of ``before_ms``: more
+    than ``threshold`` slower, and by at least ``floor_ms``."""
+    return max(before_ms * (1 + threshold), before_ms + floor_ms)
+
+
+def _regression(
+    p95: float | None,
+    before: float | None,
+    threshold: float,
+    floor_ms: float,
+    band: tuple[float, float] | None,
+) -> Finding | None:
+    """p95 against the baseline's, judged like budget_ms (see :mod:`~dbopt.verify.budgets`):
+    the regression line inside the p95's noise ``band`` is unstable (one slow run in five
+    must not fail a gate by itself), a p95 over it with the band above it fails."""
+    if p95 is None or before is None:
+        return None
+    line = regression_line(before, threshold, floor_ms)
+    growth = (p95 - before) / before if before > 0 else math.inf
+    numbers = f"{before:.3f} -> {p95:.3f} ms; threshold {threshold:.0%}, floor {floor_ms:g} ms"
+    if band is not None and band[0] <= line <= band[1]:
+        return Finding(
+            Status.UNSTABLE,
+            FindingKind.REGRESSION,
+            f"p95 {growth:+.0%} against the baseline ({numbers}), but the regression line "
+            f"{line:.3f} ms is within the measured noise ({band_text(band)}): this machine "
+            "cannot tell a regression from noise now",
+        )
+    if p95 > line:
+        return Finding(
+            Status.FAIL,
+            FindingKind.REGRESSION,
+            f"p95 regressed {growth:+.0%} against the baseline ({numbers})",
+        )
+    return None
+
+
 def _baseline_findings(
     m: Measurement,
     budget: QueryBudget,
@@ -410,6 +448,7 @@ def _baseline_findings(
     baseline: Baseline,
     threshold: float,
     floor_ms: float,
+    band: tuple[float, float] | None,
 ) -> list[Finding]:
     if entry is None:
         return [Finding(Status.PASS, FindingKind.NOTE, f"not in the baseline {baseline.path}")]
@@ -420,18 +459,9 @@ def _baseline_findings(
             )
         ]
     findings: list[Finding] = []
-    p95 = m.p95_ms
-    if p95 is not None and entry.p95_ms is not None:
-        growth = (p95 - entry.p95_ms) / entry.p95_ms if entry.p95_ms > 0 else math.inf
-        if growth > threshold and p95 - entry.p95_ms >= floor_ms:
-            findings.append(
-                Finding(
-                    Status.FAIL,
-                    FindingKind.REGRESSION,
-                    f"p95 regressed {growth:+.0%} against the baseline "
-                    f"({entry.p95_ms:.3f} -> {p95:.3f} ms; threshold {threshold:.0%})",
-                )
-            )
+    regressed = _regression(m.p95_ms, entry.p95_ms, threshold, floor_ms, band)
+    if regressed is not None:
+        findings.append(regressed)
     if entry.shape and m.shape and tuple(entry.shape) != m.shape:
         findings.append(
             Finding(
@@ -474,7 +504,9 @@ def judge(
         )
     if baseline is not None and m.outcome == Outcome.OK:
         entry = baseline.entries.get(budget.name)
-        findings += _baseline_findings(m, budget, entry, baseline, threshold, regression_floor_ms)
+        findings += _baseline_findings(
+            m, budget, entry, baseline, threshold, regression_floor_ms, band
+        )
     status = max((f.status for f in findings), key=lambda s: s.rank, default=Status.PASS)
     culprit: tuple[PlanNode, str] | None = None
     if m.plan is not None:
