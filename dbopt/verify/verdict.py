@@ -403,7 +403,7 @@ def _shape_change(before: Sequence[str], after: Sequence[str]) -> str:
     return "; ".join(parts) or "same nodes, in another order"
 
 
-def regression_line(before_ms: float, threshold: float, floor_ms: float) -> float:
+def _regression_line(before_ms: float, threshold: float, floor_ms: float) -> float:
     """The p95 above which a query regressed against a baseline p95 of ``before_ms``: more
     than ``threshold`` slower, and by at least ``floor_ms``."""
     return max(before_ms * (1 + threshold), before_ms + floor_ms)
@@ -421,7 +421,7 @@ def _regression(
     must not fail a gate by itself), a p95 over it with the band above it fails."""
     if p95 is None or before is None:
         return None
-    line = regression_line(before, threshold, floor_ms)
+    line = _regression_line(before, threshold, floor_ms)
     growth = (p95 - before) / before if before > 0 else math.inf
     numbers = f"{before:.3f} -> {p95:.3f} ms; threshold {threshold:.0%}, floor {floor_ms:g} ms"
     if band is not None and band[0] <= line <= band[1]:
