@@ -22,6 +22,7 @@ from psycopg import sql
 
 import dbopt.verify.hypothetical as hypothetical_mod
 import dbopt.verify.measurement as measurement_mod
+import dbopt.verify.run as run_mod
 from dbopt.cli import verify_output
 from dbopt.cli.common import DboptGroup, Options
 from dbopt.cli.verify_cmd import verify
@@ -48,6 +49,7 @@ from dbopt.verify import (
     FindingKind,
     HypotheticalReport,
     Measurement,
+    Noise,
     Outcome,
     QueryResult,
     Role,
@@ -233,13 +235,22 @@ def test_one_slow_run_is_not_a_regression_but_a_slow_query_is() -> None:
     assert hiccup.retryable
     assert hiccup.p95_band is not None and hiccup.p95_band[0] < 1.027 < hiccup.p95_band[1]
     assert hiccup.summary.startswith("p95 +")
-    assert "the regression line 1.027 ms is within the measured noise" in hiccup.summary
+    assert "is over the regression line 1.027 ms, but the line is within the measured noise" in (
+        hiccup.summary
+    )
     # Every run slower: the band is above the line.
     slower = verdict((4.0, 4.1, 4.2, 4.0, 4.1))
     assert slower.status == Status.FAIL
     assert slower.summary.startswith("p95 regressed +")
     assert "(0.027 -> 4.180 ms; threshold 20%, floor 1 ms)" in slower.summary
     assert verdict((0.027, 0.028, 0.027, 0.029, 0.027)).status == Status.PASS
+    # A machine delaying work by 2 ms: a p95 a little over the baseline's cannot be told from
+    # one over the line; one as fast as the baseline shows no sign of a regression at all.
+    under = judge(seq_measurement((0.03,) * 5), b, baseline=base, threshold=0.2, spread_ms=2.0)
+    assert under.status == Status.UNSTABLE
+    assert "is under the regression line 1.027 ms" in under.summary
+    same = judge(seq_measurement((0.027,) * 5), b, baseline=base, threshold=0.2, spread_ms=2.0)
+    assert same.status == Status.PASS
 
 
 def test_select_budgets() -> None:
@@ -701,8 +712,18 @@ def test_statement_timeout_stops_a_slow_query(
     assert "stopped by statement_timeout after 300 ms" in result.output
 
 
+def quiet_or_noisy(monkeypatch: pytest.MonkeyPatch, spread_ms: float) -> None:
+    """This run's machine as measured by verify's probe: delaying work by ``spread_ms`` one
+    run in twenty (a 10 µs probe: its relative jitter caps nothing)."""
+    noise = Noise(runs=30, p50_ms=0.01, p95_ms=0.01 + spread_ms, max_ms=0.01 + spread_ms)
+    monkeypatch.setattr(run_mod, "measure_noise", lambda conn, settings: noise)
+
+
 def test_baseline_detects_an_injected_regression(
-    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+    appointments: psycopg.Connection[Any],
+    db_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     appointments.execute("CREATE INDEX idx_appt_barber ON appointments (barber_id)")
     appointments.execute("ANALYZE appointments")
@@ -733,8 +754,23 @@ def test_baseline_detects_an_injected_regression(
 
     result = run(*args, "--baseline", str(saved))
     assert result.exit_code == 0, result.output  # unchanged: no regression
+    assert "fail (regression)" not in result.output
 
     appointments.execute("DROP INDEX idx_appt_barber")  # the injected regression
+    # A machine delaying work by 100 ms: the regression line is within every p95's noise.
+    quiet_or_noisy(monkeypatch, 100.0)
+    noisy = run(*args, "--baseline", str(saved), "--regression-floor", "0.5")
+    assert noisy.exit_code == 0, noisy.output
+    assert "unstable (regression)" in noisy.output
+    assert "but the line is within the measured noise" in noisy.output
+    # (The other query, in its budget and the baseline, may be within 100 ms of noise too.)
+    warning = noisy.stderr.partition("or of the baseline's regression line): ")[2]
+    assert "barber_schedule" in warning.partition(";")[0], noisy.stderr
+    strict = run(*args, "--baseline", str(saved), "--regression-floor", "0.5", "--strict")
+    assert strict.exit_code == 1, strict.output
+    assert "(--strict)" in strict.stderr
+    # A quiet machine: the sequential scan's runs are all above the line.
+    quiet_or_noisy(monkeypatch, 0.0)
     result = run(*args, "--baseline", str(saved), "--regression-floor", "0.5")
     assert result.exit_code == 1, result.output
     out = result.output

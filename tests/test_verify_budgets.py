@@ -352,6 +352,10 @@ def test_deterministic_budgets_fail_exactly_when_the_data_grows_past_them(
     assert report["noise"] is None  # no budget_ms anywhere: no time to judge
     kinds = {f["kind"]: f["status"] for f in scan["findings"]}
     assert kinds == {"max_rows_examined": "pass", "max_buffers": "pass", "max_cost": "pass"}
+    # Against a baseline, time is judged (the p95's growth): within the machine's noise.
+    verify_json(db_dsn, "--save", "base.json")
+    _, against = verify_json(db_dsn, "--baseline", "base.json")
+    assert against["noise"] is not None and against["noise"]["runs"] == 30
 
     grow(conn, 1000, 1)  # one row more than the budget allows
     result, report = verify_json(db_dsn)

@@ -68,7 +68,8 @@ from dbopt.verify import (
     default=DEFAULT_REGRESSION * 100,
     show_default=True,
     metavar="PCT",
-    help="p95 growth against --baseline that fails a query, in percent.",
+    help="p95 growth against --baseline that fails a query, in percent (unstable when "
+    "within the p95's noise band).",
 )
 @click.option(
     "--regression-floor",

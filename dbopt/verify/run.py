@@ -108,8 +108,8 @@ def run_verify(
 ) -> VerifyReport:
     """Measure and judge the selected budgets on ``conn`` (autocommit), in spec order.
 
-    First the machine's jitter (:func:`~dbopt.verify.noise.measure_noise`, when a budget has
-    a budget_ms to judge time against); then each budget. Up to ``retries`` times, the
+    First the machine's jitter (:func:`~dbopt.verify.noise.measure_noise`, when time is
+    judged: a budget_ms, or a ``baseline``'s p95); then each budget. Up to ``retries`` times, the
     queries whose verdict could change by measuring again (:attr:`Verdict.retryable`: a time
     verdict unstable or failed, nothing else failing) are measured again, their runs pooled
     with the earlier ones (more runs narrow the noise band; see
@@ -127,7 +127,8 @@ def run_verify(
     catalog = inspect(conn, specs.relations())
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
     noise = None
-    if any(b.budget_ms is not None for b in chosen):
+    # Time is judged against budget_ms, or against a baseline's p95: both within the noise.
+    if baseline is not None or any(b.budget_ms is not None for b in chosen):
         if progress is not None:
             progress(noise_budget())
         noise = measure_noise(conn, settings)

@@ -419,18 +419,21 @@ def _regression(
     """p95 against the baseline's, judged like budget_ms (see :mod:`~dbopt.verify.budgets`):
     the regression line inside the p95's noise ``band`` is unstable (one slow run in five
     must not fail a gate by itself), a p95 over it with the band above it fails."""
-    if p95 is None or before is None:
+    # As fast as the baseline or faster (to the microsecond EXPLAIN reports: interpolating
+    # equal runs may add a float's last digit): no sign of a regression, noisy or not.
+    if p95 is None or before is None or round(p95, 3) <= round(before, 3):
         return None
     line = _regression_line(before, threshold, floor_ms)
     growth = (p95 - before) / before if before > 0 else math.inf
     numbers = f"{before:.3f} -> {p95:.3f} ms; threshold {threshold:.0%}, floor {floor_ms:g} ms"
     if band is not None and band[0] <= line <= band[1]:
+        side = "over" if p95 > line else "under"
         return Finding(
             Status.UNSTABLE,
             FindingKind.REGRESSION,
-            f"p95 {growth:+.0%} against the baseline ({numbers}), but the regression line "
-            f"{line:.3f} ms is within the measured noise ({band_text(band)}): this machine "
-            "cannot tell a regression from noise now",
+            f"p95 {growth:+.0%} against the baseline ({numbers}) is {side} the regression "
+            f"line {line:.3f} ms, but the line is within the measured noise "
+            f"({band_text(band)}): this machine cannot tell a regression from noise now",
         )
     if p95 > line:
         return Finding(
