@@ -763,3 +763,31 @@ def test_a_building_command_pauses_the_collector_only_until_its_run_starts() -> 
     with paused_until_run():  # no run: nothing to build
         assert not gc.isenabled()
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("verify", "--save", "{bad}/base.json"),
+        ("verify", "--junit", "{bad}/v.xml"),
+        ("apply", "--plans-dir", "{file}/plans"),
+        ("rollback", "--last", "-o", "{bad}/undo.sql"),
+        ("doctor", "--sarif", "{bad}/d.sarif"),
+        ("doctor", "-o", "{bad}/d.txt"),
+        ("init", "-o", "{bad}/grants.sql"),
+        ("stats", "dump", "-o", "{bad}/stats.json"),
+        ("report", "--html", "{bad}/r.html"),
+    ],
+)
+def test_a_file_that_cannot_be_written_stops_the_command_before_it_runs(
+    write: Write, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Seen: verify ran every query, then a traceback and exit 1 (as a missed budget) for a
+    --save path in a folder that did not exist, the report lost. Now exit 2 before anything
+    runs: the DSN names a closed port, so reaching it would exit 3."""
+    (tmp_path / "plain.txt").write_text("")
+    filled = [a.format(bad=tmp_path / "missing", file=tmp_path / "plain.txt") for a in args]
+    result = cli(*filled, "--dsn", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.exit_code == 2, result.output
+    assert "no such directory" in result.output or "not a directory" in result.output
+    assert "could not connect" not in result.output

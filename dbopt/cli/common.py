@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,6 +198,48 @@ def common_options(fn: F) -> F:
         return fn(opts, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+class OutputFile(click.Path):
+    """A file dbopt writes: its folder must exist and be writable when the command starts,
+    so a report that cannot be written stops the command before anything runs (exit 2), not
+    after a long run whose result would be lost."""
+
+    def __init__(self, *, allow_dash: bool = False) -> None:
+        super().__init__(path_type=Path, dir_okay=False, allow_dash=allow_dash)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        if self.allow_dash and str(value) == "-":
+            return converted
+        path = Path(os.fsdecode(converted))
+        folder = path.parent
+        if not folder.is_dir():
+            self.fail(f"{folder}: no such directory", param, ctx)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            self.fail(f"{folder}: not writable", param, ctx)
+        if path.exists() and not os.access(path, os.W_OK):
+            self.fail(f"{path}: not writable", param, ctx)
+        return converted
+
+
+class OutputDir(click.Path):
+    """A folder dbopt writes files into, created when missing: it, or the nearest folder
+    above it that exists, must be writable when the command starts (see OutputFile)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        existing = Path(os.fsdecode(converted))
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            self.fail(f"{existing}: not a directory", param, ctx)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(f"{existing}: not writable", param, ctx)
+        return converted
 
 
 def parse_qualified_name(text: str, default_schema: str = "public") -> QualifiedName:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, Options, OutputFile, common_options
 from dbopt.cli.run_output import human_age, human_size
 from dbopt.errors import EXIT_CHECK_FAILED
 
@@ -88,13 +88,13 @@ def render(report: DoctorReport, fmt: str, out: TextIO) -> None:
 @click.option(
     "--sarif",
     "sarif_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="Also write the findings as SARIF 2.1.0 to this file (code-scanning UIs).",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="Write the report (in --format) to this file instead of stdout.",
 )
 @click.option(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, Options, OutputFile, common_options
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -28,7 +28,7 @@ from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="Write the GRANT statements to this file instead of printing them.",
 )
 def init(opts: Options, apply_role: str, read_role: str, output: Path | None) -> None:

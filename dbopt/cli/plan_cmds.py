@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, OutputDir, common_options
 from dbopt.cli.completion import complete_index
 from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.jsonlog import JsonHooks, JsonReporter, current_log, log_format_option
@@ -183,7 +183,7 @@ def plan(
 @PART_TABLE
 @click.option(
     "--plans-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=OutputDir(),
     help="Also write each run's rollback SQL to DIR/run-<id>-rollback.sql (a fleet: "
     "DIR/<target>/run-<id>-rollback.sql).",
 )

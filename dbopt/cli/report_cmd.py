@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, Options, OutputFile, common_options
 from dbopt.errors import InputError
 
 _FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
@@ -40,7 +40,7 @@ def _read_json(path: Path, key: str, version: int, what: str, kind: str) -> dict
     "--html",
     "html_path",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="Write the page to this file.",
 )
 @click.option(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, QUALIFIED_NAME, Options, OutputFile, common_options
 from dbopt.cli.completion import complete_index
 from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.run_output import (
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="With --plan: write the SQL to this file.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (confirm: true envs).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, Options, OutputFile, common_options
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -32,7 +32,7 @@ def stats() -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    type=OutputFile(allow_dash=True),
     default=Path("-"),
     show_default="standard output",
     help="Where to write the JSON file.",

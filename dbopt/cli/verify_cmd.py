@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
+from dbopt.cli.common import EXIT_CODES_HELP, Options, OutputFile, common_options
 from dbopt.cli.fleet_output import fleet_options
 from dbopt.cli.verify_output import finish, finish_hypothetical
 from dbopt.errors import ConfigError, InputError
@@ -58,7 +58,7 @@ from dbopt.verify import (
 )
 @click.option(
     "--save",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="Write this run's report (JSON) to FILE, to serve as a later --baseline.",
 )
 @click.option(
@@ -112,7 +112,7 @@ from dbopt.verify import (
 )
 @click.option(
     "--junit",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=OutputFile(),
     help="Also write JUnit XML to FILE: one test case per query, for CI test reports.",
 )
 @click.option(
