@@ -11,6 +11,7 @@ waiting, so the report can say what a build cost and why it took long.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,15 +33,40 @@ INTERVAL = 0.25
 REPORT_WAITS_AFTER = 1.0
 
 
+#: A secret in SQL text: ``PASSWORD '...'`` (CREATE/ALTER ROLE, a user mapping's OPTIONS) or
+#: a conninfo's ``password=...`` (dblink, CREATE SUBSCRIPTION), its value quoted (maybe cut off
+#: by the 160 characters dbopt reads of a query; quoted again inside a literal), dollar-quoted
+#: or bare; and a URI's ``user:password@``.
+_SQL_SECRET = re.compile(
+    r"""(?P<key>\bpassword\b\s*(?:=\s*)?)
+        (?: ''[^']*(?:''|$)
+          | [Ee]?'(?:[^'\\]|''|\\.)*(?:'|$)
+          | \$(?P<tag>\w*)\$.*?(?:\$(?P=tag)\$|$)
+          | [^\s',)]+ )
+      | (?P<uri>://[^\s:/@']*:)[^\s@']*@""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+
+
+def mask_sql_secrets(text: str) -> str:
+    """``text`` (another session's query, as pg_stat_activity shows it) without the secrets
+    it may spell out: what dbopt prints or records of a query never holds a password."""
+    return _SQL_SECRET.sub(lambda m: f"{m['uri']}***@" if m["uri"] else f"{m['key']}***", text)
+
+
 @dataclass(frozen=True, slots=True)
 class Blocker:
-    """A session that holds up a lock or a concurrent build."""
+    """A session that holds up a lock or a concurrent build; its query as
+    :func:`mask_sql_secrets` leaves it."""
 
     pid: int
     age_s: int
     state: str | None
     user: str | None
     query: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query", mask_sql_secrets(self.query))
 
     def __str__(self) -> str:
         return f"pid {self.pid} ({self.user}, {self.state}, {self.age_s}s): {self.query}"

@@ -24,6 +24,7 @@ from helpers import (
     wait_for,
     waiting_build,
 )
+from psycopg import sql
 
 SPECS = """
 table: public.appointments
@@ -117,6 +118,13 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         # A transaction holding a snapshot: concurrent builds wait for it to end.
         blocker.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         blocker.execute("SELECT count(*) FROM appointments")
+        # Its last statement spells out a password (rolled back with the transaction): what
+        # dbopt shows of another session's query never does (seen: printed verbatim).
+        me = blocker.execute("SELECT current_user").fetchone()
+        assert me is not None
+        blocker.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD 'S3cr3t-of-theirs'").format(sql.Identifier(me[0]))
+        )
         pid = blocker.info.backend_pid
         # Older than lock_timeout: what the up-front check refuses.
         wait_for(
@@ -130,6 +138,7 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
         assert "would make concurrent builds and drops wait" in refused.output
         assert f"pid {pid}" in refused.output
         assert "idle in transaction" in refused.output
+        assert "PASSWORD ***" in refused.output and "S3cr3t" not in refused.output
 
         # With --wait-for-blockers the build starts and waits for the blocker (its wait does
         # not block the application): the blocker ends once the build is seen waiting.
@@ -155,6 +164,7 @@ def test_idle_in_transaction_blocker_refused_unless_wait_for_blockers(
     # no lock_timeout, no INVALID index dropped, no second build.
     assert forced.exit_code == 0, forced.output
     assert f"waiting for: pid {pid}" in forced.output
+    assert "S3cr3t" not in forced.output
     assert "waiting for old snapshots" in forced.output
     assert "lock_timeout" not in forced.output
     assert "INVALID" not in forced.output

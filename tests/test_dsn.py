@@ -6,6 +6,7 @@ import pytest
 
 from dbopt.dsn import describe_target, expand_env, mask_dsn, scrub, secrets_of
 from dbopt.errors import ConfigError
+from dbopt.progress import Blocker, mask_sql_secrets
 
 
 @pytest.fixture(autouse=True)
@@ -483,3 +484,37 @@ def test_portable_dsn_refuses_what_libpq_cannot_read() -> None:
     with pytest.raises(ConfigError) as caught:
         portable_dsn("host=x password='Hunter2", {})
     assert "Hunter2" not in str(caught.value)
+
+
+def test_another_sessions_query_is_shown_without_its_secrets() -> None:
+    """What dbopt prints and records of a blocking session's query (pg_stat_activity, cut at
+    160 characters) spells out no password, in any of the forms SQL carries one."""
+    shown = {
+        "BEGIN; ALTER ROLE app PASSWORD 'S3cr3t!'; SELECT pg_sleep(4)": (
+            "BEGIN; ALTER ROLE app PASSWORD ***; SELECT pg_sleep(4)"
+        ),
+        "alter user x with encrypted password 'it''s' valid until 'infinity'": (
+            "alter user x with encrypted password *** valid until 'infinity'"
+        ),
+        "CREATE USER MAPPING FOR a SERVER s OPTIONS (user 'u', password 'pw')": (
+            "CREATE USER MAPPING FOR a SERVER s OPTIONS (user 'u', password ***)"
+        ),
+        "SELECT dblink_connect('host=h password=pw dbname=d')": (
+            "SELECT dblink_connect('host=h password=*** dbname=d')"
+        ),
+        "SELECT dblink_connect('host=h password=''p w'' dbname=d')": (
+            "SELECT dblink_connect('host=h password=*** dbname=d')"
+        ),
+        "CREATE SUBSCRIPTION s CONNECTION 'postgresql://rep:pw@h/db' PUBLICATION p": (
+            "CREATE SUBSCRIPTION s CONNECTION 'postgresql://rep:***@h/db' PUBLICATION p"
+        ),
+        "ALTER ROLE a PASSWORD $x$pw$x$ LOGIN": "ALTER ROLE a PASSWORD *** LOGIN",
+        "ALTER ROLE a PASSWORD 'cut off by the 160 charac": "ALTER ROLE a PASSWORD ***",
+        "SELECT password_hash FROM users WHERE id = 1": (
+            "SELECT password_hash FROM users WHERE id = 1"
+        ),
+    }
+    for query, expected in shown.items():
+        assert mask_sql_secrets(query) == expected, query
+    blocker = Blocker(7, 3, "idle in transaction", "app", "ALTER ROLE app PASSWORD 'x'")
+    assert str(blocker) == "pid 7 (app, idle in transaction, 3s): ALTER ROLE app PASSWORD ***"
