@@ -185,15 +185,30 @@ def derive(
 
     ``calls`` checks a view query read back from the history (nothing it can reach may have
     a side effect); without it such a view is not rebuilt.
+
+    A view the run created may be dropped before a view it reads is (its reader gone, the
+    drop goes through): only when that view's own undo is a drop that will run. One that is
+    left alone (made again by someone else, its undo refused) still reads the other, whose
+    drop is then refused before anything runs -- never found out half-way.
     """
-    context = _Context(
-        catalog,
-        ownership(owned, catalog),
-        later,
-        properties,
-        {c.name for c in records if c.object_type == "view" and c.action == "create"},
-        calls,
-    )
+    dropped = {c.name for c in records if c.object_type == "view" and c.action == "create"}
+    while True:
+        context = _Context(catalog, ownership(owned, catalog), later, properties, dropped, calls)
+        actions, skipped = _derive(records, context)
+        dropping = {
+            a.name
+            for a in actions
+            if a.object_type == "view" and a.kind == ActionKind.DROP and a.refusal is None
+        }
+        if dropped <= dropping:
+            return actions, skipped
+        dropped &= dropping  # fewer readers go first: derive again (shrinks, so it ends)
+
+
+def _derive(
+    records: Sequence[ChangeRecord], context: _Context
+) -> tuple[list[Action], list[Skipped]]:
+    later = context.later
     actions: list[Action] = []
     skipped: list[Skipped] = []
     for change in sorted(records, key=lambda c: -c.id):

@@ -116,6 +116,28 @@ def test_create_in_dependency_order_skip_and_rollback(
     assert relations(conn) == {}
 
 
+def test_rollback_refuses_before_anything_runs_when_a_reader_it_leaves_alone_reads_a_view(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in an exploratory review: mv_top_days, made again by hand after the run (so not
+    dbopt's to drop), still reads mv_revenue. Rollback counted it among the views it drops
+    first, dropped the indexes, then failed on DROP MATERIALIZED VIEW mv_revenue half-way."""
+    applied = cli("apply", "--dsn", db_dsn)
+    assert applied.exit_code == 0, applied.output
+    conn.execute("DROP MATERIALIZED VIEW mv_top_days")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_top_days AS SELECT day, revenue FROM mv_revenue "
+        "WHERE revenue > 1000"
+    )
+    before = relations(conn)
+    planned = cli("rollback", "--dsn", db_dsn, "--last", "--plan")
+    assert "mv_top_days depends on it" in planned.output, planned.output
+    rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert rolled.exit_code == 2, rolled.output
+    assert "materialized view public.mv_revenue cannot be dropped" in rolled.output
+    assert relations(conn) == before  # nothing ran: mv_revenue and its index are there
+
+
 def test_replace_keeps_readers_reading_and_rollback_restores(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
