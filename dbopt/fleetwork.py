@@ -7,6 +7,7 @@ Each builder takes what the command line parsed and returns a :data:`dbopt.fleet
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,8 +47,13 @@ def _listed(items: Sequence[str], most: int = 3) -> str:
 
 
 def _file_name(name: str) -> str:
-    """A target's name as one path component (host/db has a slash)."""
-    return "".join(c if c.isalnum() or c in "-_.@:" else "_" for c in name)
+    """A target's name as one path component inside --plans-dir, one per target: kept as it
+    is when it is one already; otherwise its other characters become ``_`` and a hash of the
+    whole name tells apart names that would meet (``eu/1`` and ``eu_1``, ``..``)."""
+    safe = "".join(c if c.isalnum() or c in "-_.@:" else "_" for c in name)
+    if safe == name and safe.strip(".") and not safe.startswith("."):
+        return safe
+    return f"{safe.strip('.') or 'target'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def counts(plan: Plan) -> str:

@@ -30,6 +30,7 @@ from conftest import Owner, with_user
 from harness.servers import running_server
 from helpers import cli, invalid_indexes, read_until, start_dbopt, wait_for, write_files
 
+from dbopt.fleetwork import _file_name
 from dbopt.sandbox import Probe, Server
 
 # A fleet's orchestration, signals and output: nothing of the server's major (harness.matrix).
@@ -719,3 +720,16 @@ def test_a_target_whose_plan_changed_after_the_confirmation_runs_nothing(
     assert rows["t2"]["outcome"] == "refused", rows
     assert "plan changed since the fleet's plan was confirmed" in rows["t2"]["detail"]
     assert _has_index(fleet_dbs.dsns[0]) and _has_index(fleet_dbs.dsns[2])
+
+
+def test_each_target_has_its_own_plans_folder_inside_plans_dir() -> None:
+    """Seen in an exploratory review: targets eu/1 and eu_1 wrote one run-1-rollback.sql for
+    two databases, and a target named .. wrote outside --plans-dir."""
+    names = ["eu_1", "eu/1", "..", ".", ".hidden", "tenant.a", "db.example.com:5432/app"]
+    folders = [_file_name(n) for n in names]
+    assert len(set(folders)) == len(names), folders
+    assert folders[0] == "eu_1" and folders[5] == "tenant.a"  # already one: kept as it is
+    root = Path("/plans")
+    for folder in folders:
+        assert "/" not in folder and folder.strip(".") and not folder.startswith(".")
+        assert (root / folder).resolve().parent == root
