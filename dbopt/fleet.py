@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbopt.config import (
     Config,
@@ -106,6 +106,35 @@ class Fleet:
 # --- targets -------------------------------------------------------------------------------
 
 
+def _database(dsn: str) -> tuple[str, ...]:
+    """What tells databases apart in a target's DSN as written: its service, or host, port
+    and database (libpq's defaults for those left out). Two spellings of one host
+    (localhost and 127.0.0.1) are not seen as one: that needs a connection."""
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    if "service" in params:
+        return ("service", params["service"], params.get("dbname", ""))
+    user = params.get("user", os.environ.get("PGUSER", ""))
+    return (
+        params.get("host", os.environ.get("PGHOST", "")),
+        params.get("port", os.environ.get("PGPORT", "5432")),
+        params.get("dbname", os.environ.get("PGDATABASE", user)),
+    )
+
+
+def _same_database(dsns: Sequence[str]) -> list[tuple[int, int]]:
+    """Pairs (first, later) of positions in ``dsns`` naming one database: a fleet would take
+    its run lock twice and stop itself ("another dbopt run holds this database's lock")."""
+    seen: dict[tuple[str, ...], int] = {}
+    pairs = []
+    for i, dsn in enumerate(dsns):
+        key = _database(dsn)
+        if key in seen:
+            pairs.append((seen[key], i))
+        else:
+            seen[key] = i
+    return pairs
+
+
 def _named(
     env: str, found: list[tuple[str, str, bool, Location]], config_path: str | None
 ) -> list[tuple[str, str]]:
@@ -126,6 +155,17 @@ def _named(
     if twice:
         raise ConfigError(
             f"{config_path}: environment '{env}' names a target twice; nothing was run", twice
+        )
+    same = [
+        found[later][3].problem(
+            f"environment '{env}': target '{out[later][0]}' is the database of target "
+            f"'{out[first][0]}'; list each database once"
+        )
+        for first, later in _same_database([dsn for _n, dsn in out])
+    ]
+    if same:
+        raise ConfigError(
+            f"{config_path}: environment '{env}' lists a database twice; nothing was run", same
         )
     return out
 
@@ -207,6 +247,13 @@ def _from_query(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise bad(f"it returned these names more than once: {', '.join(twice)}")
+    same = _same_database([d for _n, d, _g, _a in found])
+    if same:
+        first, later = same[0]
+        raise bad(
+            f"rows {first + 1} and {later + 1} ({found[first][0]}, {found[later][0]}) name "
+            "the same database; return each database once"
+        )
     return [(n, d) for n, d, _g, _a in found]
 
 

@@ -733,3 +733,31 @@ def test_each_target_has_its_own_plans_folder_inside_plans_dir() -> None:
     for folder in folders:
         assert "/" not in folder and folder.strip(".") and not folder.startswith(".")
         assert (root / folder).resolve().parent == root
+
+
+def test_a_database_listed_twice_is_refused_at_its_line(tmp_path: Path) -> None:
+    """Seen in an exploratory review: two targets on one database (a registry returning it
+    under two names) made the fleet take that database's run lock twice and stop itself,
+    exit 3, "another dbopt run holds this database's lock" -- the other run being its own."""
+    from dbopt.config import load_config
+    from dbopt.errors import ConfigError
+    from dbopt.fleet import resolve
+
+    (tmp_path / "dbopt.yaml").write_text(
+        "environments:\n"
+        "  dup:\n"
+        "    targets:\n"
+        "      - {name: a, dsn: 'postgresql://u@h/db'}\n"
+        "      - {name: other, dsn: 'postgresql://u@h/elsewhere'}\n"
+        "      - {name: b, dsn: 'host=h port=5432 dbname=db user=v'}\n"
+        "  apart:\n"
+        "    targets: ['postgresql://u@h/db', 'postgresql://u@h:5433/db', 'service=db']\n"
+    )
+    config = load_config(tmp_path / "dbopt.yaml")
+    with pytest.raises(ConfigError) as err:
+        resolve(config, "dup", {})
+    assert [str(p) for p in err.value.problems] == [
+        f"{tmp_path / 'dbopt.yaml'}:6:9: environment 'dup': target 'b' is the database of "
+        "target 'a'; list each database once"
+    ]
+    assert len(resolve(config, "apart", {}).members) == 3
