@@ -436,6 +436,8 @@ class _Run:
     stopping: threading.Event = field(default_factory=threading.Event)
     results: dict[str, TargetResult] = field(default_factory=dict)
     halted: str | None = None
+    #: A target was not started because of ``halted`` (not only after it: all had started).
+    held_back: bool = False
     interrupted: bool = False
     #: Set by the caller's SIGINT handler: Ctrl-C without an exception in the main thread.
     interrupt: threading.Event | None = None
@@ -499,6 +501,7 @@ class _Run:
 
     def _not_started(self, member: Member, canary: bool) -> None:
         why = "interrupted" if self.interrupted else f"stopped after {self.halted}"
+        self.held_back = self.held_back or not self.interrupted
         self.results[member.name] = TargetResult(
             member.name, "not started", EXIT_OK, None, detail=why, canary=canary
         )
@@ -582,7 +585,8 @@ def run(
         or TargetResult(m.name, "not started", EXIT_OK, None, detail="interrupted")
         for m in fleet.members
     )
-    return FleetReport(fleet.env, ordered, state.interrupted, state.halted)
+    stopped = state.halted if state.held_back else None
+    return FleetReport(fleet.env, ordered, state.interrupted, stopped)
 
 
 __all__ = [

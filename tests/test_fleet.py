@@ -662,6 +662,13 @@ def test_the_runner_keeps_to_parallel_and_stops_after_a_failure() -> None:
     canary = run(fleet, work, Policy(4, canary=2))
     assert [r.outcome for r in canary.results][:3] == ["ok", "failed", "not started"]
     assert [r.canary for r in canary.results][:3] == [True, True, False]
+    assert canary.stopped == "m2 failed"
+
+    # Every target started before m2 failed: nothing was held back, so nothing "stopped"
+    # (seen in an exploratory review: "no new target started after ..." with none left).
+    all_at_once = run(_fake_fleet(3), work, Policy(3))
+    assert [r.outcome for r in all_at_once.results] == ["ok", "failed", "locked"]
+    assert all_at_once.stopped is None
 
 
 def test_the_runner_cancels_running_targets_when_interrupted() -> None:
