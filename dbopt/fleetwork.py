@@ -235,16 +235,18 @@ def apply_work(
             fail_on_fragile=canary_check.fail_on_fragile,
         )
         failing = tuple(r.budget.name for r in report.failed)
+        applied = f"{done.detail}; " if done.detail else ""  # nothing to say of an unchanged one
         if not failing:
             met = _n(len(report.results), "budget")
-            return replace(done, detail=f"{done.detail}; {met} met")
+            return replace(done, detail=f"{applied}{met} met")
         return replace(
             done,
             outcome="budgets failed",
             code=EXIT_CHECK_FAILED,
             failing=failing,
             failed=True,
-            detail=f"{done.detail}; {len(failing)} of {_n(len(report.results), 'budget')} failed",
+            detail=f"{applied}{len(failing)} of {_n(len(report.results), 'budget')} failed: "
+            + ", ".join(failing),
         )
 
     return work

@@ -299,6 +299,7 @@ def test_a_canary_that_misses_its_budgets_stops_the_rest(
     assert rows["t1"]["outcome"] == "budgets failed"
     assert rows["t1"]["canary"] is True
     assert rows["t1"]["failing_budgets"] == ["orders_of_customer"]
+    assert rows["t1"]["detail"].endswith("failed: orders_of_customer")
     assert [rows[f"t{i}"]["outcome"] for i in range(2, 6)] == ["not started"] * 4
     assert not any(_has_index(d) for d in fleet_dbs.dsns[1:5])
 
@@ -309,6 +310,10 @@ def test_a_canary_that_misses_its_budgets_stops_the_rest(
     rows = _rows(result)
     assert [rows[n]["canary"] for n in ("t1", "t2", "t3")] == [True, True, False]
     assert {r["outcome"] for r in rows.values()} == {"applied"}
+    # Nothing left to change: the canary's detail is its budgets alone (seen in an exploratory
+    # review: "; 1 budget met", a separator with nothing before it).
+    again = _rows(dbopt("apply", "--env", "fleet", "--canary", "1", "--format", "json"))
+    assert again["t1"]["detail"].endswith("met") and not again["t1"]["detail"].startswith(";")
 
 
 @pytest.mark.slow
