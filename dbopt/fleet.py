@@ -445,7 +445,12 @@ class _Run:
     def count(self) -> str:
         done = len(self.results)
         failed = sum(1 for r in self.results.values() if r.failed)
-        return f"{done}/{len(self.fleet.members)} done, {failed} failed"
+        # A finding (a missed budget, what status flags) is not a failure: the fleet goes on.
+        found = sum(
+            1 for r in self.results.values() if not r.failed and r.code == EXIT_CHECK_FAILED
+        )
+        findings = f", {found} with findings" if found else ""
+        return f"{done}/{len(self.fleet.members)} done{findings}, {failed} failed"
 
     def _prepare(self, member: Member, canary: bool, finished: queue.Queue[Any]) -> _Running:
         """A target's thread, not started yet (it is tracked before it runs)."""

@@ -35,6 +35,8 @@ class Case:
     failure_type: str = "failure"
     details: str = ""
     output: str = ""
+    #: Why the case did not run (written as ``<skipped>``).
+    skipped: str | None = None
 
 
 def _clean(text: str) -> str:
@@ -56,7 +58,7 @@ def _counts(cases: Sequence[Case]) -> dict[str, str]:
         "tests": str(len(cases)),
         "failures": str(failures),
         "errors": str(errors),
-        "skipped": "0",
+        "skipped": str(sum(1 for c in cases if c.skipped is not None)),
         "time": f"{sum(c.seconds for c in cases):.3f}",
     }
 
@@ -102,6 +104,8 @@ def _suite(root: ET.Element, suite: Suite) -> None:
                 {"message": _clean(case.failure), "type": case.failure_type},
             )
             failure.text = _clean(case.details)
+        if case.skipped is not None:
+            ET.SubElement(el, "skipped", {"message": _clean(case.skipped)})
         if case.output:
             ET.SubElement(el, "system-out").text = _clean(case.output)
 
@@ -143,8 +147,8 @@ def write_junit_suites(path: Path, name: str, suites: Sequence[Suite]) -> None:
 
 def fleet_suites(report: FleetReport, *, strict: bool = False) -> list[Suite]:
     """One suite per target of a fleet's verify: its queries' cases, or one errored case
-    saying why the target could not be verified (unreachable, refused...), or none when it
-    was not started."""
+    saying why the target could not be verified (unreachable, refused...), or one skipped
+    case when it was not started (a CI report shows it skipped, not green and empty)."""
     suites = []
     for row in report.results:
         if isinstance(row.value, VerifyReport):
@@ -153,7 +157,13 @@ def fleet_suites(report: FleetReport, *, strict: bool = False) -> list[Suite]:
                 for c in verify_cases(row.value, strict=strict)
             ]
         elif row.outcome == "not started":
-            cases = []
+            cases = [
+                Case(
+                    name=row.outcome,
+                    classname=f"{row.name}.dbopt.verify",
+                    skipped=row.detail or row.outcome,
+                )
+            ]
         else:
             cases = [
                 Case(

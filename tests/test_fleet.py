@@ -370,12 +370,26 @@ def test_verify_junit_has_one_suite_per_target(
     )
     assert result.exit_code == 3, result.output  # unreachable beats failed budgets
     assert "FAIL t1: orders_of_customer" in result.stdout  # no index yet: a seq scan
+    # Missed budgets are findings, not failures (seen: "t1: fail ...; 1/4 done, 0 failed").
+    assert "4/4 done, 3 with findings, 1 failed" in result.stderr, result.stderr
     root = ET.parse(project / "v.xml").getroot()
     suites = {s.get("name"): s for s in root.iter("testsuite")}
     assert sorted(suites) == ["down", "t1", "t2", "t3"]
     assert suites["t2"].get("failures") == "1"
     assert suites["down"].get("errors") == "1"
     assert root.get("tests") == "4"
+
+    # One at a time, the unreachable one first: the fleet stops after it, and the others are
+    # skipped cases, not empty green suites (seen in an exploratory review).
+    (project / "dbopt.yaml").write_text(_config([targets[3], *targets[:3]]))
+    stopped = dbopt("verify", "--env", "fleet", "--parallel", "1", "--junit", "v.xml")
+    assert stopped.exit_code == 3, stopped.output
+    root = ET.parse(project / "v.xml").getroot()
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert [suites[n].get("skipped") for n in ("down", "t1", "t2", "t3")] == ["0", "1", "1", "1"]
+    skipped = suites["t2"].find("testcase/skipped")
+    assert skipped is not None and skipped.get("message") == "stopped after down unreachable"
+    assert root.get("skipped") == "3"
 
 
 @pytest.mark.slow
