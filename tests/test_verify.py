@@ -209,6 +209,9 @@ def test_judge_against_a_baseline() -> None:
     assert slower.status == Status.FAIL
     assert "p95 regressed +269% against the baseline (2.000 -> 7.380 ms" in slower.summary
     assert verdict(7.2, fp="other").findings[0].kind == "note"  # not like with like
+    absent = judge(seq_measurement(), b, baseline=Baseline("base.json", {}), threshold=0.2)
+    assert absent.status == Status.WARN  # its time goes unchecked: said, not passed silently
+    assert absent.summary.startswith("not in the baseline base.json: its p95 is not compared")
     changed = verdict(7.2, shape=("Index Scan using idx on public.appointments",))
     assert changed.status == Status.WARN
     assert "+ Seq Scan on public.appointments" in changed.summary
@@ -769,6 +772,19 @@ def test_baseline_detects_an_injected_regression(
     strict = run(*args, "--baseline", str(saved), "--regression-floor", "0.5", "--strict")
     assert strict.exit_code == 1, strict.output
     assert "(--strict)" in strict.stderr
+    # A baseline of other specs (every query renamed) would check nothing: refused before
+    # anything runs (seen in an exploratory review: 2 pass, exit 0, the gate silently off).
+    other = json.loads(saved.read_text())
+    for item in other["queries"]:
+        item["name"] = "renamed_" + item["name"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    disjoint = run(*args, "--baseline", str(tmp_path / "other.json"))
+    assert disjoint.exit_code == 2, disjoint.output
+    assert "none of the 2 queries verified is in it" in disjoint.stderr
+    other["queries"][0]["p95_ms"] = -1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    negative = run(*args, "--baseline", str(tmp_path / "other.json"))
+    assert negative.exit_code == 2 and "a query entry is malformed" in negative.stderr
     # A quiet machine: the sequential scan's runs are all above the line.
     quiet_or_noisy(monkeypatch, 0.0)
     result = run(*args, "--baseline", str(saved), "--regression-floor", "0.5")

@@ -92,8 +92,6 @@ from dbopt.verify.plan import (
 )
 from dbopt.verify.report import (
     REPORT_VERSION,
-    BaselineError,
-    BaselineProblem,
     hypothetical_dict,
     load_baseline,
     report_dict,
@@ -115,6 +113,8 @@ from dbopt.verify.verdict import (
     DEFAULT_REGRESSION_FLOOR_MS,
     Baseline,
     BaselineEntry,
+    BaselineError,
+    BaselineProblem,
     Finding,
     FindingKind,
     IndexesUsed,

@@ -4,43 +4,30 @@ a saved one back as a :class:`Baseline`."""
 from __future__ import annotations
 
 import json
-from enum import StrEnum
+import math
 from pathlib import Path
 from typing import Any
 
-from dbopt.errors import ConfigError
 from dbopt.verify.hypothetical import HypotheticalReport
 from dbopt.verify.measurement import TIMING_NOTE
 from dbopt.verify.noise import NOISE_SQL, Noise
 from dbopt.verify.run import QueryResult, VerifyReport
 from dbopt.verify.text import explanation, plan_text
-from dbopt.verify.verdict import Baseline, BaselineEntry, Finding, Status, query_fingerprint
+from dbopt.verify.verdict import (
+    Baseline,
+    BaselineEntry,
+    BaselineError,
+    BaselineProblem,
+    Finding,
+    Status,
+    query_fingerprint,
+)
 
 #: Format version of the JSON report (what is saved and read back as a baseline).
 REPORT_VERSION = 1
 
 #: A JSON object, as json.dumps takes it.
 JsonObject = dict[str, Any]
-
-
-class BaselineProblem(StrEnum):
-    """Why a file cannot serve as a baseline."""
-
-    MISSING = "missing"
-    UNREADABLE = "unreadable"
-    NOT_A_REPORT = "not_a_report"
-    MALFORMED = "malformed"
-
-
-class BaselineError(ConfigError):
-    """A baseline file is missing or is not a report verify saved."""
-
-    def __init__(self, path: Path, problem: BaselineProblem, detail: str) -> None:
-        super().__init__(f"baseline {path}: {detail}")
-        self.path = path
-        self.problem = problem
-        #: What is wrong with the file, in words.
-        self.detail = detail
 
 
 def _round(value: float | None) -> float | None:
@@ -151,6 +138,8 @@ def load_baseline(path: Path) -> Baseline:
     for item in data.get("queries", []):
         try:
             p95 = item.get("p95_ms")
+            if p95 is not None and not 0 <= float(p95) < math.inf:
+                raise ValueError(f"p95_ms {p95!r}")  # a time: never negative, never inf
             entries[str(item["name"])] = BaselineEntry(
                 p95_ms=None if p95 is None else float(p95),
                 shape=tuple(str(s) for s in item.get("plan_shape", [])),

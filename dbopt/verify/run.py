@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,6 +22,8 @@ from dbopt.verify.verdict import (
     DEFAULT_REGRESSION,
     DEFAULT_REGRESSION_FLOOR_MS,
     Baseline,
+    BaselineError,
+    BaselineProblem,
     Status,
     Verdict,
     judge,
@@ -124,6 +127,13 @@ def run_verify(
     then), ConnectError when the connection is lost.
     """
     chosen = select_budgets(specs, queries, tables)
+    if baseline is not None and not any(b.name in baseline.entries for b in chosen):
+        raise BaselineError(
+            Path(baseline.path),
+            BaselineProblem.DISJOINT,
+            f"none of the {len(chosen)} queries verified is in it (a baseline of other specs "
+            "checks nothing); nothing was run",
+        )
     catalog = inspect(conn, specs.relations())
     check_budgets(chosen, specs, catalog, CallGraph.read(conn))
     noise = None

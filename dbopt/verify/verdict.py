@@ -10,8 +10,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbopt.errors import ConfigError
 from dbopt.model import IndexSpec, QualifiedName, QueryBudget, SpecSet
 from dbopt.verify.budgets import band_text, budget_findings, time_findings
 
@@ -160,6 +162,28 @@ def index_candidates(
     }
     schema = budget.relation.partition(".")[0]
     return tuple(sorted(found, key=lambda q: (q.schema != schema, q.schema)))
+
+
+class BaselineProblem(StrEnum):
+    """Why a file cannot serve as a baseline."""
+
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+    NOT_A_REPORT = "not_a_report"
+    MALFORMED = "malformed"
+    #: None of the queries verified is in it: a baseline of other specs would check nothing.
+    DISJOINT = "disjoint"
+
+
+class BaselineError(ConfigError):
+    """A baseline file is missing or is not a report verify saved."""
+
+    def __init__(self, path: Path, problem: BaselineProblem, detail: str) -> None:
+        super().__init__(f"baseline {path}: {detail}")
+        self.path = path
+        self.problem = problem
+        #: What is wrong with the file, in words.
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +478,15 @@ def _baseline_findings(
     band: tuple[float, float] | None,
 ) -> list[Finding]:
     if entry is None:
-        return [Finding(Status.PASS, FindingKind.NOTE, f"not in the baseline {baseline.path}")]
+        # Warned, not passed in silence: its time goes unchecked (a new query: save anew).
+        return [
+            Finding(
+                Status.WARN,
+                FindingKind.NOTE,
+                f"not in the baseline {baseline.path}: its p95 is not compared (a query added "
+                "since: save a new baseline with --save)",
+            )
+        ]
     if entry.sql_sha256 and entry.sql_sha256 != query_fingerprint(budget):
         return [
             Finding(
