@@ -191,12 +191,13 @@ def apply_work(
     options: usecases.ApplyOptions,
     reporter_for: ReporterFor,
     canary_check: CanaryCheck | None = None,
-    confirmed: Mapping[str, tuple[str, ...] | None] | None = None,
+    confirmed: Mapping[str, tuple[str, ...] | Done] | None = None,
 ) -> Work:
     """``dbopt apply`` on a target (confirmed for the whole fleet beforehand: ``confirmed``
-    maps each target to the :func:`fingerprint` of the plan confirmed, None where it could
-    not be planned; a target runs only that plan); on a canary, the budgets are verified
-    after the apply and a miss fails the canary."""
+    maps each target to the :func:`fingerprint` of the plan confirmed, or to how its planning
+    ended where it could not be planned -- unreachable, locked, refused: its outcome and exit
+    code, nothing run; a target runs only the plan confirmed); on a canary, the budgets are
+    verified after the apply and a miss fails the canary."""
     options = replace(options, yes=True)
 
     def work(member: Member, context: Context) -> Done:
@@ -205,11 +206,12 @@ def apply_work(
             own = replace(options, plans_dir=options.plans_dir / _file_name(member.name))
         expected = None
         if confirmed is not None:
-            expected = confirmed.get(member.name)
-            if expected is None:
-                raise UnsafeActionError(
-                    "it could not be planned for the confirmation; nothing was run here"
-                )
+            found = confirmed.get(member.name)
+            if found is None:
+                raise UnsafeActionError("it was not planned for the confirmation; nothing was run")
+            if isinstance(found, Done):
+                return found
+            expected = found
         outcome = usecases.apply(
             member.target,
             specs,

@@ -266,7 +266,18 @@ def apply_fleet(
         found = [(r.name, r.value if isinstance(r.value, Plan) else None) for r in plans.results]
         if any(p is not None and p.runnable for _n, p in found):
             confirm(fleet_summary(found, fleet.env, "apply"), fleet.env)
-        confirmed = {n: None if p is None else fingerprint(p) for n, p in found}
+        # Where planning failed, the apply ends as it did (unreachable: exit 3), not refused.
+        confirmed = {
+            r.name: fingerprint(r.value)
+            if isinstance(r.value, Plan)
+            else fl.Done(
+                r.outcome,
+                r.code,
+                detail=f"{r.detail} (planning for the confirmation; nothing was run here)",
+                failed=True,
+            )
+            for r in plans.results
+        }
     else:
         confirmed = None
     work = apply_work(
