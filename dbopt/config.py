@@ -393,14 +393,26 @@ def _fleet_problems(doc: Document) -> list[Problem]:
                     first[name] = i
         query = raw.get("targets_query")
         if isinstance(query, dict) and isinstance(query.get("sql"), str) and query["sql"].strip():
+            from dbopt.readonly.references import static_refusals
             from dbopt.sqltext import SqlTextError, check_query
 
             try:
                 check_query(query["sql"], with_placeholders=False)
+                # Functions refused by name (pg_cancel_backend, set_config...): at load; what
+                # else it reaches is asked of the control database's catalog before it runs.
+                refused = static_refusals(query["sql"], with_placeholders=False)
             except SqlTextError as exc:
                 problems.append(
                     doc.problem((*here, "targets_query", "sql"), f"targets_query.sql: {exc}")
                 )
+            else:
+                problems += [
+                    doc.problem(
+                        (*here, "targets_query", "sql"),
+                        f"targets_query.sql: {r.message}: the registry's query must change nothing",
+                    )
+                    for r in refused
+                ]
     return problems
 
 

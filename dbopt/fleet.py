@@ -51,6 +51,7 @@ from dbopt.errors import (
     DboptError,
     LockBusyError,
 )
+from dbopt.readonly import CallGraph
 from dbopt.words import suggest
 
 
@@ -209,6 +210,11 @@ def _from_query(
     with connect(
         control, application_name="dbopt-fleet", settings=unbounded(env.settings), read_only=True
     ) as conn:
+        # As a budget's query: nothing it can reach on this server may change anything (a
+        # function of the registry's own that writes, a volatile one it calls...).
+        refused = CallGraph.read(conn).refusals(query.sql, with_placeholders=False)
+        if refused:
+            raise bad(f"{refused[0].message}: the registry's query must change nothing")
         try:
             with read_only_transaction(conn) as cur:
                 cur.execute(sql.SQL(text))  # one SELECT, checked

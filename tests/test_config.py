@@ -164,6 +164,13 @@ def test_unknown_keys_bad_values_and_bad_durations_are_located(write_config: Wri
             "environments:\n  staging: {dsn: a}\n  staging: {dsn: b}\n",
             "dbopt.yaml:3:3: duplicate key 'staging' (first given at line 2); remove one of them",
         ),
+        (
+            # A registry's query that would interrupt another session: refused at load.
+            "environments:\n  t:\n    targets_query:\n      dsn: a\n"
+            "      sql: SELECT name, db FROM tenants WHERE pg_cancel_backend(1)\n",
+            "dbopt.yaml:5:12: targets_query.sql: pg_cancel_backend() interrupts or ends another "
+            "session: the registry's query must change nothing",
+        ),
     ],
 )
 def test_shape_errors(write_config: WriteConfig, text: str, problem: str) -> None:

@@ -433,6 +433,14 @@ def test_targets_from_a_registry_query(
                 "wide": {
                     "targets_query": {"dsn": registry, "sql": "SELECT name, db, 1 FROM tenants"},
                 },
+                # A function of the registry's own that writes (seen in an exploratory review:
+                # a query calling pg_cancel_backend or set_config was run).
+                "writes": {
+                    "targets_query": {
+                        "dsn": registry,
+                        "sql": "SELECT name, db FROM tenants WHERE touch_registry()",
+                    },
+                },
                 # One column holds database names: a DSN there (with its password) is refused,
                 # never used as the target's name.
                 "one": {
@@ -453,6 +461,17 @@ def test_targets_from_a_registry_query(
         wide = dbopt("plan", "--env", "wide")
         assert wide.exit_code == 2, wide.output
         assert "dbopt.yaml:12:12: targets_query: it returned 3 columns" in wide.stderr
+        with psycopg.connect(registry, autocommit=True) as conn:
+            conn.execute("CREATE TABLE registry_log (at timestamptz)")
+            conn.execute(
+                "CREATE FUNCTION touch_registry() RETURNS bool LANGUAGE sql AS "
+                "'INSERT INTO registry_log VALUES (now()) RETURNING true'"
+            )
+        writes = dbopt("plan", "--env", "writes")
+        assert writes.exit_code == 2, writes.output
+        assert "the registry's query must change nothing" in writes.stderr
+        with psycopg.connect(registry) as conn:
+            assert conn.execute("SELECT count(*) FROM registry_log").fetchone() == (0,)
         one = dbopt("plan", "--env", "one")
         assert one.exit_code == 2, one.output
         assert "row 1 is not a database name" in one.stderr
@@ -460,6 +479,8 @@ def test_targets_from_a_registry_query(
     finally:
         with psycopg.connect(registry, autocommit=True) as conn:
             conn.execute("DROP TABLE tenants")
+            conn.execute("DROP FUNCTION IF EXISTS touch_registry()")
+            conn.execute("DROP TABLE IF EXISTS registry_log")
 
 
 @pytest.mark.slow
