@@ -555,3 +555,39 @@ def test_remembered_history_facts_are_read_again_once_installed(
     fresh = history.facts(conn, fresh=True)
     assert fresh == after and fresh is not after and history.facts(conn) is fresh
     assert History(schema="dbopt_remembered").facts(conn) is fresh  # by schema, per session
+
+
+@pytest.mark.parametrize(("result", "selection"), [("aborted", "--index"), ("failed", "--last")])
+def test_a_replace_stopped_after_its_swap_is_rolled_back_as_the_replace_it_was(
+    appointments: psycopg.Connection[Any],
+    db_dsn: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+    result: str,
+    selection: str,
+) -> None:
+    """Seen in an exploratory review: Ctrl-C while a replace dropped the index it had swapped
+    out left the new index in place (dbopt's: status said so) but the change recorded
+    'aborted'; rollback then called it 'dropped and made again by someone else' and could
+    never undo the replace. The history row here is what such a run writes; a failed drop of
+    the old index (lock_timeout) writes 'failed' the same way."""
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    monkeypatch.chdir(tmp_path)
+    assert cli("apply", "--dsn", db_dsn, "--format", "plain").exit_code == 0
+    before = index_defs(appointments)["idx_appt_barber_status"][0]
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS.replace("'pending'", "'no_show'")})
+    replaced = cli("apply", "--dsn", db_dsn, "--format", "plain", "--replace-drifted")
+    assert replaced.exit_code == 0, replaced.output
+    after = index_defs(appointments)["idx_appt_barber_status"][0]
+    assert after != before
+    appointments.execute(
+        "UPDATE dbopt.changes SET result = %s, error = 'Ctrl-C' "
+        "WHERE action = 'replace' AND object_name = 'idx_appt_barber_status'",
+        (result,),
+    )
+    target = ["--index", "idx_appt_barber_status"] if selection == "--index" else ["--last"]
+    rolled = cli("rollback", "--dsn", db_dsn, *target, "--yes", "--format", "plain")
+    assert rolled.exit_code == 0, rolled.output
+    assert "made again by someone else" not in rolled.output
+    assert index_defs(appointments)["idx_appt_barber_status"][0] == before
+    assert not [n for n in index_defs(appointments) if "dbopt" in n]
