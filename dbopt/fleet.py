@@ -486,7 +486,7 @@ class _Run:
             done.value,
         )
         self.results[result.name] = result
-        detail = done.detail.splitlines()[0] if done.detail else ""
+        detail = " ".join(line.strip() for line in done.detail.splitlines() if line.strip())
         self.events(
             f"{result.name}: {done.outcome}"
             + (f" ({detail})" if detail else "")

@@ -825,3 +825,20 @@ def test_a_database_listed_twice_is_refused_at_its_line(tmp_path: Path) -> None:
         "target 'a'; list each database once"
     ]
     assert len(resolve(config, "apart", {}).members) == 3
+
+
+def test_the_report_keeps_every_line_of_a_detail(capsys: pytest.CaptureFixture[str]) -> None:
+    """Seen in an exploratory review: the table, plain and markdown reports cut a refusal
+    at its first line, "...would make concurrent builds and drops wait:", the pids after it
+    only in the JSON."""
+    from dbopt.cli.fleet_output import print_report
+    from dbopt.fleet import FleetReport, TargetResult
+
+    detail = (
+        "apply refused: these transactions are older than lock_timeout and would make "
+        "concurrent builds and drops wait:\n  pid 4242 (app, idle in transaction, 9s): SELECT 1"
+    )
+    row = TargetResult("t1", "refused", 2, 0.1, detail=detail, failed=True)
+    for fmt in ("plain", "markdown"):
+        print_report(FleetReport("f", (row,), False, None), fmt, "apply")
+        assert "would make concurrent builds and drops wait: pid 4242" in capsys.readouterr().out

@@ -143,7 +143,8 @@ def print_report(report: FleetReport, fmt: str, command: str) -> None:
                 "" if r.changes is None else r.changes,
                 _seconds(r.seconds),
                 ", ".join(r.failing),
-                r.detail.splitlines()[0] if r.detail else "",
+                # Whole: a detail's first line may end at "...would wait:" (the pids follow).
+                " ".join(line.strip() for line in r.detail.splitlines() if line.strip()),
             ]
             for r in report.results
         ],
