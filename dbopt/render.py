@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from dbopt.planner import Plan
 
 FORMATS = ("table", "plain", "json", "markdown")
@@ -41,6 +44,21 @@ def rows_text(
     return f"{title}\n{body}" if title else body
 
 
+#: The width of a table written to a file or a pipe (a CI log): wide enough that rich never
+#: folds a number or a name over two lines, as it does at the 80 columns it assumes there.
+PIPE_WIDTH = 1000
+
+
+def console(out: TextIO) -> Console:
+    """A rich console for ``out``: its terminal's width, or :data:`PIPE_WIDTH` when it is not
+    a terminal and COLUMNS does not say otherwise."""
+    from rich.console import Console
+
+    if os.environ.get("COLUMNS") or (hasattr(out, "isatty") and out.isatty()):
+        return Console(file=out)
+    return Console(file=out, width=PIPE_WIDTH)
+
+
 def print_rows(
     headers: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -58,7 +76,6 @@ def print_rows(
             + ("\n\n" if fmt == "markdown" else "\n")
         )
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -67,7 +84,7 @@ def print_rows(
         table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(c) for c in row))
-    Console(file=out).print(table)
+    console(out).print(table)
 
 
 def _cell(value: Any) -> str:

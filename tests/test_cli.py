@@ -791,3 +791,23 @@ def test_a_file_that_cannot_be_written_stops_the_command_before_it_runs(
     assert result.exit_code == 2, result.output
     assert "no such directory" in result.output or "not a directory" in result.output
     assert "could not connect" not in result.output
+
+
+def test_a_table_written_to_a_pipe_is_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in an exploratory review: `--format table` into a CI log folded at 80 columns,
+    numbers split over two lines ("19." / "212")."""
+    import io
+
+    from dbopt import render
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    name = "barber_schedule_for_the_next_fourteen_days_by_location_and_service"
+    out = io.StringIO()
+    rows = [[name, "confirmed, pending, completed", "19.212", "20.118", "pass"]]
+    render.print_rows(["query", "statuses", "p50 ms", "p95 ms", "verdict"], rows, "table", out)
+    text = out.getvalue()
+    assert name in text and "19.212" in text and "20.118" in text, text
+    monkeypatch.setenv("COLUMNS", "60")  # asked for: as wide as that
+    narrow = io.StringIO()
+    render.print_rows(["query", "statuses", "p50 ms", "p95 ms", "verdict"], rows, "table", narrow)
+    assert name not in narrow.getvalue()

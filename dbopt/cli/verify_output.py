@@ -149,12 +149,11 @@ def _indented(text: str) -> str:
 
 
 def print_rich(report: VerifyReport, out: TextIO, verbose: int) -> None:
-    from rich.console import Console
     from rich.text import Text
 
     from dbopt import render
 
-    console = Console(file=out)
+    console = render.console(out)
     console.print(Text(TIMING_NOTE[0].upper() + TIMING_NOTE[1:], style="dim"))
     noise = _noise_line(report)
     if noise:
