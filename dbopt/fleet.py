@@ -107,28 +107,31 @@ class Fleet:
 # --- targets -------------------------------------------------------------------------------
 
 
-def _database(dsn: str) -> tuple[str, ...]:
-    """What tells databases apart in a target's DSN as written: its service, or host, port
-    and database (libpq's defaults for those left out). Two spellings of one host
-    (localhost and 127.0.0.1) are not seen as one: that needs a connection."""
+def _database(dsn: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """What tells databases apart in a target's DSN as written: its service, or host (and
+    hostaddr), port and database (libpq's defaults, from ``environ``, for those left out),
+    and which server of a host list it asks for. Two spellings of one host (localhost and
+    127.0.0.1) are not seen as one: that needs a connection."""
     params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
     if "service" in params:
         return ("service", params["service"], params.get("dbname", ""))
-    user = params.get("user", os.environ.get("PGUSER", ""))
+    user = params.get("user", environ.get("PGUSER", ""))
     return (
-        params.get("host", os.environ.get("PGHOST", "")),
-        params.get("port", os.environ.get("PGPORT", "5432")),
-        params.get("dbname", os.environ.get("PGDATABASE", user)),
+        params.get("host", environ.get("PGHOST", "")),
+        params.get("hostaddr", environ.get("PGHOSTADDR", "")),
+        params.get("port", environ.get("PGPORT", "5432")),
+        params.get("dbname", environ.get("PGDATABASE", user)),
+        params.get("target_session_attrs", environ.get("PGTARGETSESSIONATTRS", "")),
     )
 
 
-def _same_database(dsns: Sequence[str]) -> list[tuple[int, int]]:
+def _same_database(dsns: Sequence[str], environ: Mapping[str, str]) -> list[tuple[int, int]]:
     """Pairs (first, later) of positions in ``dsns`` naming one database: a fleet would take
     its run lock twice and stop itself ("another dbopt run holds this database's lock")."""
     seen: dict[tuple[str, ...], int] = {}
     pairs = []
     for i, dsn in enumerate(dsns):
-        key = _database(dsn)
+        key = _database(dsn, environ)
         if key in seen:
             pairs.append((seen[key], i))
         else:
@@ -137,7 +140,10 @@ def _same_database(dsns: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def _named(
-    env: str, found: list[tuple[str, str, bool, Location]], config_path: str | None
+    env: str,
+    found: list[tuple[str, str, bool, Location]],
+    config_path: str | None,
+    environ: Mapping[str, str],
 ) -> list[tuple[str, str]]:
     """(name, dsn) per target: derived names that clash get their port; a name still used
     twice is a ConfigError at each place it comes from."""
@@ -162,7 +168,7 @@ def _named(
             f"environment '{env}': target '{out[later][0]}' is the database of target "
             f"'{out[first][0]}'; list each database once"
         )
-        for first, later in _same_database([dsn for _n, dsn in out])
+        for first, later in _same_database([dsn for _n, dsn in out], environ)
     ]
     if same:
         raise ConfigError(
@@ -185,7 +191,7 @@ def _from_entries(
             ) from None
         name = entry.name or service or target_name(dsn)
         found.append((name, dsn, bool(entry.name), entry.at))
-    return _named(env, found, path)
+    return _named(env, found, path, environ)
 
 
 def _from_query(
@@ -210,12 +216,12 @@ def _from_query(
     with connect(
         control, application_name="dbopt-fleet", settings=unbounded(env.settings), read_only=True
     ) as conn:
-        # As a budget's query: nothing it can reach on this server may change anything (a
-        # function of the registry's own that writes, a volatile one it calls...).
-        refused = CallGraph.read(conn).refusals(query.sql, with_placeholders=False)
-        if refused:
-            raise bad(f"{refused[0].message}: the registry's query must change nothing")
         try:
+            # As a budget's query: nothing it can reach on this server may change anything
+            # (a function of the registry's own that writes, or takes a lock...).
+            refused = CallGraph.read(conn).refusals(query.sql, with_placeholders=False)
+            if refused:
+                raise bad(f"{refused[0].message}: the registry's query must change nothing")
             with read_only_transaction(conn) as cur:
                 cur.execute(sql.SQL(text))  # one SELECT, checked
                 width = len(cur.description or ())
@@ -253,7 +259,7 @@ def _from_query(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise bad(f"it returned these names more than once: {', '.join(twice)}")
-    same = _same_database([d for _n, d, _g, _a in found])
+    same = _same_database([d for _n, d, _g, _a in found], environ)
     if same:
         first, later = same[0]
         raise bad(

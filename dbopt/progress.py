@@ -33,17 +33,20 @@ INTERVAL = 0.25
 REPORT_WAITS_AFTER = 1.0
 
 
-#: A secret in SQL text: ``PASSWORD '...'`` (CREATE/ALTER ROLE, a user mapping's OPTIONS) or
-#: a conninfo's ``password=...`` (dblink, CREATE SUBSCRIPTION), its value quoted (maybe cut off
-#: by the 160 characters dbopt reads of a query; quoted again inside a literal), dollar-quoted
-#: or bare; and a URI's ``user:password@``.
+#: A secret in SQL text: ``PASSWORD '...'`` (CREATE/ALTER ROLE, a user mapping's OPTIONS, a
+#: comment between them or not), a conninfo's ``password=...`` (dblink, CREATE SUBSCRIPTION), a
+#: named argument's ``password := / => ...`` and a JSON ``"password": ...``: the value quoted
+#: (maybe cut off by the 160 characters dbopt reads of a query; quoted again inside a
+#: literal; E'', U&'' or "..."), dollar-quoted or bare; and a URI's ``user:password@`` (its
+#: ``@`` maybe cut off).
 _SQL_SECRET = re.compile(
-    r"""(?P<key>\bpassword\b\s*(?:=\s*)?)
+    r"""(?P<key>\bpassword\b"?\s*(?:/\*.*?\*/\s*)*(?:=>|:=|=|:)?\s*)
         (?: ''[^']*(?:''|$)
-          | [Ee]?'(?:[^'\\]|''|\\.)*(?:'|$)
+          | (?:[Ee]|[Uu]&)?'(?:[^'\\]|''|\\.)*(?:'|$)
+          | "(?:[^"\\]|\\.)*(?:"|$)
           | \$(?P<tag>\w*)\$.*?(?:\$(?P=tag)\$|$)
-          | [^\s',)]+ )
-      | (?P<uri>://[^\s:/@']*:)[^\s@']*@""",
+          | [^\s',)"]+ )
+      | (?P<uri>://[^\s:/@']*:)[^\s@'/]*(?:@|$)""",
     re.IGNORECASE | re.VERBOSE | re.DOTALL,
 )
 

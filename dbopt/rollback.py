@@ -100,7 +100,7 @@ def current_oid(
         if successor is None:
             return oid
         undo = next(
-            (c for c in ordered if c.undoes_change == successor.id and c.result == "ok"), None
+            (c for c in ordered if c.undoes_change == successor.id and _done(c, landed)), None
         )
         if undo is None:
             return None
@@ -112,22 +112,34 @@ def _done(change: ChangeRecord, landed: Collection[int]) -> bool:
     return change.result == "ok" or change.id in landed
 
 
-def landed_changes(conn: psycopg.Connection[Any], owned: Sequence[OwnedObject]) -> frozenset[int]:
+def landed_changes(
+    conn: psycopg.Connection[Any], history: History, owned: Sequence[OwnedObject]
+) -> frozenset[int]:
     """The changes that did not end ok but whose object is in place: what they made is
-    there, under the name they gave it. A replace stopped (Ctrl-C) or failed in its last
-    step, the drop of the index it swapped out, had swapped the new one in: it is dbopt's
-    (the history's owned objects say so too) and its undo is the undo of a replace, not
-    "nothing was made" -- nor "made again by someone else" for the change before it."""
+    there, usable, under the name they gave it. A replace (or a rollback's restore) stopped
+    by Ctrl-C, or failed, in its last step -- the drop of what it swapped out -- had swapped
+    the new object in: it is dbopt's (the history's owned objects say so too) and its undo is
+    the undo of a replace, not "nothing was made" -- nor "made again by someone else" for the
+    change before it. Only a swap lands: a create or a repair that failed left, at most, an
+    INVALID index under the name, which is not done."""
     made = {o.oid: o for o in owned if o.oid is not None and not o.replaced and not o.adopted}
     if not made:
         return frozenset()
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(catalog_sql("names_by_oid"), {"oids": sorted(made)})
         rows = cur.fetchall()
-    return frozenset(
-        made[r["oid"]].change_id
+    in_place = {
+        made[r["oid"]].change_id: made[r["oid"]].name
         for r in rows
-        if made[r["oid"]].name == QualifiedName(r["schema"], r["name"])
+        if r["usable"] and made[r["oid"]].name == QualifiedName(r["schema"], r["name"])
+    }
+    if not in_place:
+        return frozenset()
+    changes = history.changes(conn, names=sorted(set(in_place.values())))
+    return frozenset(
+        c.id
+        for c in changes
+        if c.id in in_place and c.result != "ok" and c.action in ("replace", "restore")
     )
 
 
@@ -236,7 +248,10 @@ def derive(
         dropping = {
             a.name
             for a in actions
-            if a.object_type == "view" and a.kind == ActionKind.DROP and a.refusal is None
+            if a.object_type == "view"
+            and a.kind == ActionKind.DROP
+            and a.refusal is None
+            and a.enabled
         }
         if dropped <= dropping:
             return actions, skipped
@@ -481,7 +496,7 @@ def rollback_plan(
             f"no dbopt history in schema {history.schema}: nothing was applied here yet"
         )
     owned = history.owned(conn)
-    landed = landed_changes(conn, owned)
+    landed = landed_changes(conn, history, owned)
     records, undoes = _select(conn, history, selection, landed)
     later = _later(conn, history, records)
     touched = {c.table if c.object_type == "index" else c.name for c in records}

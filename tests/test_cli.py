@@ -801,6 +801,11 @@ def test_a_table_written_to_a_pipe_is_not_folded(monkeypatch: pytest.MonkeyPatch
     from dbopt import render
 
     monkeypatch.delenv("COLUMNS", raising=False)
+
+    def no_terminal(*_args: object) -> os.terminal_size:
+        raise OSError("not a terminal")  # rich asks the process's terminal even for a file
+
+    monkeypatch.setattr(os, "get_terminal_size", no_terminal)
     name = "barber_schedule_for_the_next_fourteen_days_by_location_and_service"
     out = io.StringIO()
     rows = [[name, "confirmed, pending, completed", "19.212", "20.118", "pass"]]

@@ -513,6 +513,14 @@ def test_another_sessions_query_is_shown_without_its_secrets() -> None:
         "SELECT password_hash FROM users WHERE id = 1": (
             "SELECT password_hash FROM users WHERE id = 1"
         ),
+        # Found in review: named arguments, JSON, a comment, U&'', a URI cut before its @.
+        "SELECT f(password := 'pw')": "SELECT f(password := ***)",
+        "SELECT f(password => 'pw')": "SELECT f(password => ***)",
+        """SELECT '{"password": "pw"}'::json""": """SELECT '{"password": ***}'::json""",
+        "ALTER ROLE a PASSWORD /* new */ 'pw'": "ALTER ROLE a PASSWORD /* new */ ***",
+        "ALTER ROLE a PASSWORD U&'pw'": "ALTER ROLE a PASSWORD ***",
+        "SELECT 'postgresql://rep:Sup3rS3cr": "SELECT 'postgresql://rep:***@",
+        "SELECT 'http://example.com:8080/x'": "SELECT 'http://example.com:8080/x'",
     }
     for query, expected in shown.items():
         assert mask_sql_secrets(query) == expected, query

@@ -441,6 +441,13 @@ def test_targets_from_a_registry_query(
                         "sql": "SELECT name, db FROM tenants WHERE touch_registry()",
                     },
                 },
+                # ...or takes a session's advisory lock, which a read-only transaction allows.
+                "locks": {
+                    "targets_query": {
+                        "dsn": registry,
+                        "sql": "SELECT name, db FROM tenants WHERE lock_registry()",
+                    },
+                },
                 # One column holds database names: a DSN there (with its password) is refused,
                 # never used as the target's name.
                 "one": {
@@ -467,6 +474,14 @@ def test_targets_from_a_registry_query(
                 "CREATE FUNCTION touch_registry() RETURNS bool LANGUAGE sql AS "
                 "'INSERT INTO registry_log VALUES (now()) RETURNING true'"
             )
+        with psycopg.connect(registry, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION lock_registry() RETURNS bool LANGUAGE sql AS "
+                "'SELECT pg_try_advisory_lock(4242)'"
+            )
+        locks = dbopt("plan", "--env", "locks")
+        assert locks.exit_code == 2, locks.output
+        assert "lock_registry() is VOLATILE" in locks.stderr, locks.stderr
         writes = dbopt("plan", "--env", "writes")
         assert writes.exit_code == 2, writes.output
         assert "the registry's query must change nothing" in writes.stderr
@@ -480,6 +495,7 @@ def test_targets_from_a_registry_query(
         with psycopg.connect(registry, autocommit=True) as conn:
             conn.execute("DROP TABLE tenants")
             conn.execute("DROP FUNCTION IF EXISTS touch_registry()")
+            conn.execute("DROP FUNCTION IF EXISTS lock_registry()")
             conn.execute("DROP TABLE IF EXISTS registry_log")
 
 

@@ -591,3 +591,18 @@ def test_a_replace_stopped_after_its_swap_is_rolled_back_as_the_replace_it_was(
     assert "made again by someone else" not in rolled.output
     assert index_defs(appointments)["idx_appt_barber_status"][0] == before
     assert not [n for n in index_defs(appointments) if "dbopt" in n]
+
+
+def test_a_failed_create_is_not_taken_for_a_landed_change(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Only a swap lands an object under its name: a create recorded failed (its build left
+    something under the name) is not undone as if it had ended ok."""
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
+    monkeypatch.chdir(tmp_path)
+    assert cli("apply", "--dsn", db_dsn, "--format", "plain").exit_code == 0
+    appointments.execute("UPDATE dbopt.changes SET result = 'failed' WHERE action = 'create'")
+    rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes", "--format", "plain")
+    assert rolled.exit_code == 2, rolled.output
+    assert "no apply run left to roll back" in rolled.output
+    assert "idx_appt_barber_status" in index_defs(appointments)

@@ -213,13 +213,15 @@ class OutputFile(click.Path):
         if self.allow_dash and str(value) == "-":
             return converted
         path = Path(os.fsdecode(converted))
+        if path.exists():  # written in place (/dev/stdout, a file to overwrite)
+            if not os.access(path, os.W_OK):
+                self.fail(f"{path}: not writable", param, ctx)
+            return converted
         folder = path.parent
         if not folder.is_dir():
             self.fail(f"{folder}: no such directory", param, ctx)
         if not os.access(folder, os.W_OK | os.X_OK):
             self.fail(f"{folder}: not writable", param, ctx)
-        if path.exists() and not os.access(path, os.W_OK):
-            self.fail(f"{path}: not writable", param, ctx)
         return converted
 
 

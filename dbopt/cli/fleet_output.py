@@ -274,7 +274,7 @@ def apply_fleet(
             else fl.Done(
                 r.outcome,
                 r.code,
-                detail=f"{r.detail} (planning for the confirmation; nothing was run here)",
+                detail=f"{r.detail} (planning for the confirmation; nothing was run here)".strip(),
                 failed=True,
             )
             for r in plans.results
