@@ -648,6 +648,11 @@ def test_fleet_config_errors_exit_2_at_their_line(project: Path, fleet_dbs: Flee
     assert not_fleet.exit_code == 2 and "'one' names one database" in not_fleet.stderr
     canary = dbopt("apply", "--env", "one", "--canary", "1")
     assert canary.exit_code == 2 and "--canary goes with a fleet environment" in canary.stderr
+    # As --canary is (seen in an exploratory review: both were silently ignored).
+    for flags in (["--parallel", "2"], ["--continue-on-error"]):
+        alone = dbopt("verify", "--env", "one", *flags)
+        assert alone.exit_code == 2, alone.output
+        assert f"{flags[0]} goes with a fleet environment" in alone.stderr
 
 
 # --- without a database --------------------------------------------------------------------

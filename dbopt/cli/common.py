@@ -112,6 +112,7 @@ class Options:
                 )
             target = chosen.members[0].target
         else:
+            _refuse_fleet_flags()
             target = resolve_target(config, self.env, self.dsn)
         parts = target.environment_parts() if target.env is not None else []
         if parts:
@@ -125,6 +126,23 @@ class Options:
         if self.verbose:
             click.echo(f"target: {target.describe()}", err=True)
         return target
+
+
+def _refuse_fleet_flags() -> None:
+    """--parallel and --continue-on-error on one database: refused (as --canary is), not
+    silently ignored."""
+    ctx = click.get_current_context(silent=True)
+    params = ctx.params if ctx is not None else {}
+    given = [
+        flag
+        for flag, key in (("--parallel", "parallel"), ("--continue-on-error", "continue_on_error"))
+        if params.get(key)
+    ]
+    if given:
+        raise InputError(
+            f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with a fleet "
+            "environment (targets: in dbopt.yaml); this one names one database"
+        )
 
 
 def common_options(fn: F) -> F:
