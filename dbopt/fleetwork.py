@@ -24,6 +24,7 @@ from dbopt.errors import (
 )
 from dbopt.fleet import Context, Done, Member, Work
 from dbopt.model import ChangeOutcome, RunOutcome
+from dbopt.render import flag
 
 if TYPE_CHECKING:
     from dbopt.history import History
@@ -159,7 +160,7 @@ class CanaryCheck:
 def _run_done(outcome: usecases.Outcome, command: str) -> Done:
     """A run's outcome as print_outcome and blocked_exit judge it for one database."""
     run = outcome.run
-    blocked = [f"{a.kind.value} {a.name} needs --{a.needs}" for a in outcome.plan.blocked]
+    blocked = [f"{a.kind.value} {a.name} needs {flag(a.needs or '')}" for a in outcome.plan.blocked]
     if run is None:
         code = EXIT_CHECK_FAILED if blocked else EXIT_OK
         return Done("unchanged", code, 0, detail="; ".join(blocked), value=outcome)

@@ -106,8 +106,9 @@ def when(moment: datetime) -> str:
 
 
 def flag(option: str) -> str:
-    """The command-line flag of a library option ("replace_drifted" -> --replace-drifted)."""
-    return "--" + option.replace("_", "-")
+    """The command-line flags of library options ("replace_drifted" -> --replace-drifted;
+    "replace_drifted cascade" -> --replace-drifted --cascade)."""
+    return " ".join("--" + o.replace("_", "-") for o in option.split())
 
 
 def plan_rows(plan: Plan, *, unchanged: bool = False) -> tuple[list[str], list[list[str]]]:

@@ -816,3 +816,10 @@ def test_a_table_written_to_a_pipe_is_not_folded(monkeypatch: pytest.MonkeyPatch
     narrow = io.StringIO()
     render.print_rows(["query", "statuses", "p50 ms", "p95 ms", "verdict"], rows, "table", narrow)
     assert name not in narrow.getvalue()
+
+
+def test_options_are_named_as_their_flags() -> None:
+    from dbopt.render import flag
+
+    assert flag("replace_drifted") == "--replace-drifted"
+    assert flag("replace_drifted cascade") == "--replace-drifted --cascade"

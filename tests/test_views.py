@@ -180,6 +180,11 @@ def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     (project / "views" / "mv_revenue.yaml").write_text(
         REVENUE.replace("sum(amount)", "sum(amount) + 0")
     )
+    # Both flags named at once (seen in an exploratory review: plan said --replace-drifted,
+    # then apply with it asked for --cascade).
+    drift = cli("apply", "--dsn", db_dsn)
+    assert drift.exit_code == 1, drift.output
+    assert "replace public.mv_revenue needs --replace-drifted --cascade" in drift.output
     refused = cli("apply", "--dsn", db_dsn, "--replace-drifted")
     assert refused.exit_code == 2, refused.output
     assert "public.report" in refused.output and "--cascade" in refused.output

@@ -237,7 +237,10 @@ def plan(
         )
     for i, action in enumerate(actions):
         if action.kind == ActionKind.REPLACE and not replace_drifted:
-            actions[i] = _disabled(action, "replace_drifted")
+            # A view others read needs the cascade too: said at once, not after the first flag.
+            readers = action.object_type == "view" and bool(catalog.dependents.get(action.name))
+            needs = "replace_drifted cascade" if readers and not cascade else "replace_drifted"
+            actions[i] = _disabled(action, needs)
         elif action.kind == ActionKind.REPLACE and action.object_type == "view":
             _check_cascade(action.name, catalog, cascade)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), _ORDER[a.kind], a.name.name))
