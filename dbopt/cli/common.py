@@ -235,11 +235,7 @@ class OutputFile(click.Path):
             if not os.access(path, os.W_OK):
                 self.fail(f"{path}: not writable", param, ctx)
             return converted
-        folder = path.parent
-        if not folder.is_dir():
-            self.fail(f"{folder}: no such directory", param, ctx)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            self.fail(f"{folder}: not writable", param, ctx)
+        _writable_folder(self, path.parent, "no such directory", param, ctx)
         return converted
 
 
@@ -255,11 +251,22 @@ class OutputDir(click.Path):
         existing = Path(os.fsdecode(converted))
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir():
-            self.fail(f"{existing}: not a directory", param, ctx)
-        if not os.access(existing, os.W_OK | os.X_OK):
-            self.fail(f"{existing}: not writable", param, ctx)
+        _writable_folder(self, existing, "not a directory", param, ctx)
         return converted
+
+
+def _writable_folder(
+    kind: click.Path,
+    folder: Path,
+    missing: str,
+    param: click.Parameter | None,
+    ctx: click.Context | None,
+) -> None:
+    """Fail ``kind``'s conversion unless ``folder`` is a folder this user may write into."""
+    if not folder.is_dir():
+        kind.fail(f"{folder}: {missing}", param, ctx)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        kind.fail(f"{folder}: not writable", param, ctx)
 
 
 def parse_qualified_name(text: str, default_schema: str = "public") -> QualifiedName:

@@ -12,7 +12,7 @@ import click
 
 from dbopt.cli.common import EXIT_CODES_HELP, Options, OutputFile, common_options
 from dbopt.cli.fleet_output import fleet_options
-from dbopt.cli.verify_output import finish, finish_hypothetical
+from dbopt.cli.verify_output import UNSTABLE_WHY, finish, finish_hypothetical
 from dbopt.errors import ConfigError, InputError
 from dbopt.model import QueryBudget
 
@@ -344,8 +344,7 @@ def _verify_fleet(
         # As for one database: said on stderr, not only as a target's outcome.
         click.echo(
             f"warning: {len(unstable)} budgeted quer{'y is' if len(unstable) == 1 else 'ies are'} "
-            f"unstable (p95 within the measured noise of budget_ms or of the baseline's "
-            f"regression line): {', '.join(unstable)}; exit 0 without --strict",
+            f"unstable ({UNSTABLE_WHY}): {', '.join(unstable)}; exit 0 without --strict",
             err=True,
         )
     fo.finish(report)

@@ -194,6 +194,10 @@ def _write_explained(out: TextIO, head: str, text: str, *, markdown: bool) -> No
         out.write(f"\n{head}\n{_indented(text)}\n")
 
 
+#: Why a verdict is unstable, in the warning of one database's verify and of a fleet's.
+UNSTABLE_WHY = "p95 within the measured noise of budget_ms or of the baseline's regression line"
+
+
 def finish(
     report: VerifyReport,
     opts: Options,
@@ -222,8 +226,8 @@ def finish(
     if unstable:
         names = ", ".join(r.budget.name for r in unstable)
         shaky = (
-            f"{len(unstable)} of {len(report.results)} budgeted queries are unstable (p95 "
-            f"within the measured noise of budget_ms or of the baseline's regression line): {names}"
+            f"{len(unstable)} of {len(report.results)} budgeted queries are unstable "
+            f"({UNSTABLE_WHY}): {names}"
         )
         if not strict:
             hint = (
