@@ -222,6 +222,68 @@ def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     admin_conn.execute("DROP ROLE dbopt_analyst")
 
 
+def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in an exploratory review: the view's swap committed, then its reader's swap timed
+    out (a session holding the reader), leaving the reader on the old view and _dbopt_old
+    objects behind. Every swap of a cascade is now one transaction: all or nothing."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    before = view_def(conn, "mv_revenue")
+    oids = dict(
+        conn.execute(
+            "SELECT relname, oid::int FROM pg_class WHERE relname IN ('mv_revenue', 'mv_top_days')"
+        ).fetchall()
+    )
+    (project / "dbopt.yaml").write_text(
+        helpers.environments(
+            test={"dsn": db_dsn, "lock_timeout": "200ms", "retries": 1, "retry_backoff": "10ms"}
+        )
+    )
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    with psycopg.connect(db_dsn) as holder:
+        # A transaction that read the reader holds it until it ends: no rename of it can commit.
+        holder.execute("SELECT count(*) FROM mv_top_days").fetchone()
+        applied = cli("apply", "--env", "test", "--replace-drifted", "--cascade")
+        holder.rollback()
+    assert applied.exit_code == 1, applied.output
+    assert "blocked by: pid" in applied.output and "FROM mv_top_days" in applied.output
+    # Nothing changed: the same two views (same OIDs), the reader on the view it read.
+    assert view_def(conn, "mv_revenue") == before
+    assert relations(conn) == {
+        "mv_revenue": "m",
+        "mv_revenue_day": "i",
+        "mv_top_days": "m",
+        "mv_top_days_day": "i",
+    }
+    now = dict(
+        conn.execute(
+            "SELECT relname, oid::int FROM pg_class WHERE relname IN ('mv_revenue', 'mv_top_days')"
+        ).fetchall()
+    )
+    assert now == oids
+    reads = conn.execute(
+        "SELECT DISTINCT d.refobjid::regclass::text FROM pg_depend d JOIN pg_rewrite r "
+        "ON r.oid = d.objid WHERE r.ev_class = 'mv_top_days'::regclass "
+        "AND d.refobjid <> 'mv_top_days'::regclass"
+    ).fetchall()
+    assert reads == [("mv_revenue",)]
+    status = cli("status", "--env", "test", "--format", "json")
+    assert "_dbopt_" not in status.output
+    # Once the reader is free, the same command goes through.
+    again = cli("apply", "--env", "test", "--replace-drifted", "--cascade")
+    assert again.exit_code == 0, again.output
+    assert "+ 0" in view_def(conn, "mv_revenue")
+    assert set(relations(conn)) == {
+        "mv_revenue",
+        "mv_revenue_day",
+        "mv_top_days",
+        "mv_top_days_day",
+    }
+
+
 def test_prune_drops_only_views_dbopt_created(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

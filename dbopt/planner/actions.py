@@ -66,12 +66,15 @@ class Step:
     def gentle(self) -> bool:
         """Its lock waits never block the application's reads and writes: a concurrent build
         or drop (SHARE UPDATE EXCLUSIVE, then waits for transactions), ANALYZE, a CREATE
-        MATERIALIZED VIEW reading its sources. Those waits are bounded by build_wait_timeout;
+        MATERIALIZED VIEW reading its sources, a REFRESH of a view built aside (nobody else
+        reads it yet). Those waits are bounded by build_wait_timeout;
         every other statement (renames, ATTACH, DROP of a view...) by lock_timeout."""
         if self.mode in (StepMode.BUILD, StepMode.REINDEX):
             return True
         first = self.statements[0].as_string() if self.statements else ""
-        return first.startswith(("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW"))
+        return first.startswith(
+            ("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW", "REFRESH")
+        )
 
     def text(self) -> str:
         """The step's SQL, one statement per line, each ending with ';'."""

@@ -300,6 +300,26 @@ def replace_view_action(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Aside:
+    """One materialized view rebuilt aside: what clears its temporary names, what builds the
+    new one under its temporary name, its part of the one swap transaction, and the drop of
+    the old one after it."""
+
+    leftovers: tuple[Step, ...]
+    build: tuple[Step, ...]
+    renames: tuple[sql.Composed, ...]
+    #: Plain views that read it: re-bound (CREATE OR REPLACE VIEW) in the swap transaction.
+    readers: tuple[Relation, ...]
+    expect: tuple[Identity, ...]
+    then: tuple[sql.Composed, ...]
+    drop_old: Step
+
+
+#: What builds the new view under its temporary name: (temporary name, its properties) -> steps.
+_Make = Callable[[QualifiedName, ViewProperties | None], Sequence[Step]]
+
+
 def _rebuild_view(
     existing: Relation,
     body: sql.Composable,
@@ -312,23 +332,140 @@ def _rebuild_view(
     refusals: list[str],
     owners: Ownership,
 ) -> tuple[Step, ...]:
-    """Build ``existing`` aside from ``body`` with ``indexes``, swap it in, re-bind or
-    rebuild its readers, drop the old one."""
+    """Build ``existing`` aside from ``body`` with ``indexes`` and each materialized view that
+    reads it aside too (bound to the new one), then swap all of them in one transaction:
+    either every view of the cascade is the new one, or none is (a reader that cannot be
+    swapped, held by a session, leaves everything as it was). Plain views that read them are
+    re-bound in that transaction; the old views are dropped after it, readers first."""
+
+    def make(new: QualifiedName, props: ViewProperties | None) -> Sequence[Step]:
+        options, tablespace = props.build_options() if props is not None else ((), None)
+        create = ddl.create_matview(
+            new,
+            body,
+            with_data=props.populated if props is not None else True,
+            options=options,
+            tablespace=tablespace,
+        )
+        return (Step(StepMode.VIEW, (create,), new, new, makes=True),)
+
+    main = _aside(
+        existing, indexes, plain, catalog, properties, new_columns, refusals, owners, make
+    )
+    readers = []
+    for reader in materialized:
+        refusals += _not_member(reader, "rebuild")
+        sub_plain, _deeper = _dependents(reader.name, catalog)
+        bound = _bound_to_new(existing, reader)
+        kept = _kept_indexes(reader, (), catalog, refusals)
+        readers.append(
+            _aside(reader, kept, sub_plain, catalog, properties, None, refusals, owners, bound)
+        )
+    every = (main, *readers)
+    # Plain views re-bound once every name is in place (one that reads a view and its reader
+    # must see both new ones); each once.
+    plain_readers = {r.name: r for one in every for r in one.readers}.values()
+    rebinds = tuple(
+        ddl.create_or_replace_view(v.name, _view_body(v), v.options) for v in plain_readers
+    )
+    swap = Step(
+        StepMode.SWAP,
+        (*(r for one in every for r in one.renames), *rebinds),
+        existing.name,
+        existing.name,
+        expect=tuple(i for one in every for i in one.expect),
+        then=tuple(t for one in every for t in one.then),
+    )
+    return (
+        # A reader's leftover reads the view's leftover: it goes first.
+        *(s for one in readers for s in one.leftovers),
+        *main.leftovers,
+        *main.build,
+        *(s for one in readers for s in one.build),
+        swap,
+        *(one.drop_old for one in readers),
+        main.drop_old,
+    )
+
+
+def _not_member(reader: Relation, verb: str) -> list[str]:
+    """Why a view that reads the one replaced cannot be re-bound or rebuilt (``verb``)."""
+    if reader.owned:
+        return []
+    return [
+        f"{reader.name} reads it and belongs to {reader.owner}, which this role is not a "
+        f"member of: dbopt could not {verb} it"
+    ]
+
+
+def _temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
+    """The names a view is built aside under and swapped out to."""
+    return (
+        QualifiedName(name.schema, ddl.derived_name(name.name, NEW_SUFFIX)),
+        QualifiedName(name.schema, ddl.derived_name(name.name, OLD_SUFFIX)),
+    )
+
+
+def _bound_to_new(view: Relation, reader: Relation) -> _Make:
+    """How a materialized view that reads ``view`` is made aside reading ``view``'s new copy
+    (still under its temporary name): created empty in a short transaction that gives the new
+    copy the name for a moment (so the reader's own query binds to it) and gives it back,
+    then filled from it. The swap transaction can then put both in place at once."""
+    name = view.name
+    new_view, old_view = _temporary_names(name)
+    body = sql.SQL(_view_body(reader))
+
+    def make(new: QualifiedName, props: ViewProperties | None) -> Sequence[Step]:
+        options, tablespace = props.build_options() if props is not None else ((), None)
+        bind = Step(
+            StepMode.SWAP,
+            (
+                ddl.rename_matview(name, old_view.name),
+                ddl.rename_matview(new_view, name.name),
+                ddl.create_matview(
+                    new, body, with_data=False, options=options, tablespace=tablespace
+                ),
+                ddl.rename_matview(name, new_view.name),
+                ddl.rename_matview(old_view, name.name),
+            ),
+            name,
+            new,
+            expect=(
+                Identity("view", name, oid=view.oid),
+                Identity("view", new_view, built_as=new_view),
+            ),
+            makes=True,
+        )
+        if props is not None and not props.populated:
+            return (bind,)
+        fill = Step(StepMode.VIEW, (ddl.refresh_matview(new, concurrently=False),), new, new)
+        return (bind, fill)
+
+    return make
+
+
+def _aside(
+    existing: Relation,
+    indexes: Sequence[IndexSpec],
+    plain: Sequence[Relation],
+    catalog: Catalog,
+    properties: Properties | None,
+    new_columns: Collection[str] | None,
+    refusals: list[str],
+    owners: Ownership,
+    make: _Make,
+) -> _Aside:
+    """``existing`` rebuilt aside by ``make`` with ``indexes``: see :class:`_Aside`."""
     name = existing.name
     schema = name.schema
-    new = QualifiedName(schema, ddl.derived_name(name.name, NEW_SUFFIX))
-    old = QualifiedName(schema, ddl.derived_name(name.name, OLD_SUFFIX))
+    new, old = _temporary_names(name)
     props: ViewProperties | None = None
     if properties is not None:
         props = properties.views.get(existing.oid)
     if props is not None:
         refusals += props.refusals(new_columns)
-    for reader in (*plain, *materialized):
-        if not reader.owned:
-            refusals.append(
-                f"{reader.name} reads it and belongs to {reader.owner}, which this role is not "
-                "a member of: dbopt could not re-bind or rebuild it"
-            )
+    for reader in plain:
+        refusals += _not_member(reader, "re-bind")
     if new_columns is not None:
         for spec in indexes:
             missing = sorted(_columns_of(spec) - set(new_columns))
@@ -372,104 +509,65 @@ def _rebuild_view(
         taken = name_taken(catalog, QualifiedName(schema, temp_index))
         if taken:
             refusals.append(f"the name {schema}.{temp_index} it needs is taken by {a(taken)}")
-    options, tablespace = props.build_options() if props is not None else ((), None)
-    swap = Step(
-        StepMode.SWAP,
-        (
-            ddl.rename_matview(name, old.name),
-            ddl.rename_matview(new, name.name),
-            *(
-                ddl.rename_index(i.name, ddl.derived_name(i.name.name, OLD_SUFFIX))
-                for i in old_indexes
-            ),
-            *(
-                ddl.rename_index(
-                    QualifiedName(schema, ddl.derived_name(i.name, NEW_SUFFIX)), i.name
-                )
-                for i in indexes
-            ),
-            # Readers re-bound in the same transaction: none ever sees the old data twice.
-            *(ddl.create_or_replace_view(v.name, _view_body(v), v.options) for v in plain),
+    renames = (
+        ddl.rename_matview(name, old.name),
+        ddl.rename_matview(new, name.name),
+        *(ddl.rename_index(i.name, ddl.derived_name(i.name.name, OLD_SUFFIX)) for i in old_indexes),
+        *(
+            ddl.rename_index(QualifiedName(schema, ddl.derived_name(i.name, NEW_SUFFIX)), i.name)
+            for i in indexes
         ),
-        name,
-        name,
-        expect=(
-            Identity("view", old, oid=existing.oid),
-            Identity("view", name, built_as=new),
-            # Every index renamed is exactly the one planned: the old view's (by OID, now on
-            # the view renamed aside) and the ones built on the new view.
-            *(
-                Identity(
-                    "index",
-                    QualifiedName(schema, ddl.derived_name(i.name.name, OLD_SUFFIX)),
-                    oid=i.oid,
-                    table=old,
-                    upfront=False,
-                )
-                for i in old_indexes
-            ),
-            *(
-                Identity(
-                    "index",
-                    QualifiedName(schema, i.name),
-                    table=name,
-                    built_as=QualifiedName(schema, ddl.derived_name(i.name, NEW_SUFFIX)),
-                )
-                for i in indexes
-            ),
-        ),
-        then=(*(props.carry(name) if props is not None else ()), *index_carry),
     )
-    steps: list[Step] = [
-        *leftovers,
-        Step(
-            StepMode.VIEW,
-            (
-                ddl.create_matview(
-                    new,
-                    body,
-                    with_data=props.populated if props is not None else True,
-                    options=options,
-                    tablespace=tablespace,
-                ),
-            ),
-            new,
-            new,
-            makes=True,
+    expect = (
+        Identity("view", old, oid=existing.oid),
+        Identity("view", name, built_as=new),
+        # Every index renamed is exactly the one planned: the old view's (by OID, now on the
+        # view renamed aside) and the ones built on the new view.
+        *(
+            Identity(
+                "index",
+                QualifiedName(schema, ddl.derived_name(i.name.name, OLD_SUFFIX)),
+                oid=i.oid,
+                table=old,
+                upfront=False,
+            )
+            for i in old_indexes
         ),
+        *(
+            Identity(
+                "index",
+                QualifiedName(schema, i.name),
+                table=name,
+                built_as=QualifiedName(schema, ddl.derived_name(i.name, NEW_SUFFIX)),
+            )
+            for i in indexes
+        ),
+    )
+    build = (
+        *make(new, props),
         *_view_index_steps(indexes, new, lambda n: ddl.derived_name(n, NEW_SUFFIX)),
         *(
             Step(StepMode.DDL, (statement,), new, new)
             for statement in (props.carry_before_swap(new) if props is not None else ())
         ),
-        swap,
-    ]
-    for reader in materialized:
-        sub_plain, _deeper = _dependents(reader.name, catalog)
-        steps.extend(
-            _rebuild_view(
-                reader,
-                sql.SQL(_view_body(reader)),
-                _kept_indexes(reader, (), catalog, refusals),
-                sub_plain,
-                [],
-                catalog,
-                properties,
-                None,
-                refusals,
-                owners,
-            )
-        )
-    steps.append(
-        Step(
-            StepMode.VIEW,
-            (ddl.drop_matview(old),),
-            old,
-            old,
-            expect=(Identity("view", old, oid=existing.oid, upfront=False),),
-        )
     )
-    return tuple(steps)
+    drop_old = Step(
+        StepMode.VIEW,
+        (ddl.drop_matview(old),),
+        old,
+        old,
+        expect=(Identity("view", old, oid=existing.oid, upfront=False),),
+    )
+    return _Aside(
+        leftovers=tuple(leftovers),
+        build=build,
+        renames=renames,
+        # Readers re-bound in the swap's transaction: none ever sees the old data twice.
+        readers=tuple(plain),
+        expect=expect,
+        then=(*(props.carry(name) if props is not None else ()), *index_carry),
+        drop_old=drop_old,
+    )
 
 
 @dataclass(frozen=True, slots=True)
