@@ -148,8 +148,18 @@ def expression_columns(text: str) -> tuple[str, ...]:
     reads them (the last part of each column reference), sorted. SqlTextError if it does not
     parse. Kept as render_expression is."""
     prefix = "SELECT "
+    return _column_refs(_parse(prefix + text, len(prefix)))
+
+
+def query_columns(text: str, *, with_placeholders: bool) -> tuple[str, ...]:
+    """The column names a read-only query names anywhere (the last part of each column
+    reference), sorted; SqlTextError as :func:`check_query`."""
+    return _column_refs(query_tree(text, with_placeholders=with_placeholders))
+
+
+def _column_refs(tree: Any) -> tuple[str, ...]:
     names: set[str] = set()
-    stack: list[Any] = list(_parse(prefix + text, len(prefix)))
+    stack: list[Any] = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):

@@ -1046,6 +1046,29 @@ def test_the_explanation_says_why_with_the_plan_and_the_meant_index() -> None:
     }
 
 
+def test_without_uses_index_only_indexes_leading_with_a_query_column_are_meant() -> None:
+    """Seen in an exploratory review: a failing query without uses_index listed every spec
+    index of its table as 'meant to serve' it, those that could never serve it too."""
+    b = budget(
+        sql="SELECT count(*) FROM appointments WHERE barber_id = 7 AND lower(status) = 'x'",
+        budget_ms=5.0,
+    )
+
+    def spec(name: str, column: IndexColumn) -> IndexSpec:
+        return IndexSpec(name=name, table=APPTS, columns=(column,), location=SPEC_AT)
+
+    specs = (
+        spec("idx_appt_barber", IndexColumn(name="barber_id")),
+        spec("idx_appt_client", IndexColumn(name="client_id")),  # cannot serve it
+        spec("idx_appt_status", IndexColumn(expr="lower(status)")),
+        spec("idx_appt_made", IndexColumn(expr="date_trunc('day', created_at)")),
+    )
+    m = seq_measurement()
+    v = judge(m, b, specs=SpecSet(indexes=specs, index_queries=(b,)))
+    assert v.status == Status.FAIL
+    assert [mi.spec.name for mi in v.meant] == ["idx_appt_barber", "idx_appt_status"]
+
+
 @pytest.mark.parametrize("fmt", ["plain", "markdown"])
 def test_plain_and_markdown_print_the_explanation(fmt: str) -> None:
     report = failing()

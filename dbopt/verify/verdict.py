@@ -337,15 +337,21 @@ def _meant_indexes(
     culprit: PlanNode | None,
     used: IndexesUsed,
 ) -> tuple[MeantIndex, ...]:
-    """The spec indexes meant to serve a query: its uses_index, else those on the hurt table;
-    each with its definition and, when the plan scans it, the node that does."""
+    """The spec indexes meant to serve a query: its uses_index, else those on the hurt table
+    that lead with a column the query names (one that leads with another column cannot serve
+    it); each with its definition and, when the plan scans it, the node that does."""
     if specs is None:
         return ()
     by_name = {i.name: i for i in specs.all_indexes}
     chosen = [by_name[n] for n in budget.expect.uses_index if n in by_name]
     if not chosen and culprit is not None and culprit.relation is not None:
         tables = _parents(culprit.relation, catalog)
-        chosen = [i for i in specs.all_indexes if i.table in tables]
+        named = _query_columns(budget)
+        chosen = [
+            i
+            for i in specs.all_indexes
+            if i.table in tables and (named is None or _leading_columns(i) & named)
+        ]
     meant = []
     for spec in chosen:
         state = _index_state((spec.qualified_name,), catalog) or IndexState.PRESENT
@@ -360,6 +366,31 @@ def _meant_indexes(
             )
         )
     return tuple(meant)
+
+
+def _query_columns(budget: QueryBudget) -> frozenset[str] | None:
+    """The columns a budget's query names (None: it could not be read, so all count)."""
+    from dbopt.sqltext import SqlTextError, query_columns
+
+    try:
+        return frozenset(query_columns(budget.sql, with_placeholders=budget.uses_placeholders))
+    except SqlTextError:
+        return None
+
+
+def _leading_columns(spec: IndexSpec) -> frozenset[str]:
+    """The columns an index's first key names (its column, or those of its expression)."""
+    from dbopt.sqltext import SqlTextError, expression_columns
+
+    if not spec.columns:
+        return frozenset()
+    first = spec.columns[0]
+    if first.name:
+        return frozenset((first.name,))
+    try:
+        return frozenset(expression_columns(first.expr or ""))
+    except SqlTextError:
+        return frozenset()
 
 
 _UNUSED_BECAUSE = {
