@@ -154,11 +154,14 @@ def normalize_specs(
     *,
     read: bool = True,
     statement_timeout_ms: int | None = None,
+    writable: bool = False,
 ) -> tuple[Mapping[QualifiedName, str], int]:
     """Canonical definitions of ``specs`` as the server renders them; and round trips used.
     Without ``read``, the server only builds them (raising SpecError for what it refuses) and
     nothing is read back (the mapping is empty). ``statement_timeout_ms``: the bound of its
-    statements, when not the session's."""
+    statements, when not the session's. ``writable``: its transactions are made read-write
+    (in a session whose transactions are read-only by default: validate's); they are rolled
+    back all the same."""
     specs = list(specs)
     result: dict[QualifiedName, str] = {}
     round_trips = 0
@@ -169,6 +172,7 @@ def normalize_specs(
             lock_timeout_ms,
             read=read,
             statement_timeout_ms=statement_timeout_ms,
+            writable=writable,
         )
         result.update(batch)
         round_trips += trips
@@ -182,6 +186,7 @@ def _normalize_batch(
     *,
     read: bool,
     statement_timeout_ms: int | None,
+    writable: bool = False,
 ) -> tuple[dict[QualifiedName, str], int]:
     if not specs:
         return {}, 0
@@ -209,7 +214,11 @@ def _normalize_batch(
         )
     round_trips = 0
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
-        settings = [sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms))]
+        settings: list[sql.Composable] = [
+            sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms))
+        ]
+        if writable:  # first: before any query of the transaction
+            settings.insert(0, sql.SQL("SET TRANSACTION READ WRITE"))
         if statement_timeout_ms is not None:
             settings.append(
                 sql.SQL("SET LOCAL statement_timeout = {}").format(

@@ -441,6 +441,30 @@ def check_builds(
     )
 
 
+def check_builds_read_only(
+    specs: SpecSet, catalog: Catalog, conn: psycopg.Connection[Any], lock_timeout_ms: int
+) -> str | None:
+    """:func:`check_builds` of the indexes apply would build, in a session whose transactions
+    are read-only by default (validate's): in a read-write transaction of its own, rolled
+    back. Returns why they were not checked (a standby, or a role that may not create
+    temporary tables), None when they were; SpecError as check_builds."""
+    from dbopt.deparse import normalize_specs
+    from dbopt.privileges import temp_problem
+    from dbopt.replicas import in_recovery
+
+    new = new_builds(specs, catalog)
+    if not new:
+        return None
+    count = f"{len(new)} new index{'es' if len(new) != 1 else ''}"
+    if in_recovery(conn):
+        return f"{count} not built on trial: a standby has no temporary tables (apply checks them)"
+    problem = temp_problem(conn)
+    if problem:
+        return f"{count} not built on trial: {problem} (apply checks them)"
+    normalize_specs(conn, new, lock_timeout_ms, read=False, writable=True)
+    return None
+
+
 def _check_budgets(
     conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
 ) -> None:

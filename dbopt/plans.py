@@ -27,6 +27,7 @@ from dbopt.deparse import (
 from dbopt.errors import PrivilegeError
 from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
+from dbopt.livecheck import new_builds
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.planner import ActionKind, NewViewOwner, Plan, own_new_views, plan
 from dbopt.privileges import temp_problem
@@ -56,13 +57,17 @@ def build_plan(
     catalog: Catalog | None = None,
     placements: Mapping[QualifiedName, ShardedIndex] | None = None,
     owned: Sequence[OwnedObject] | None = None,
+    check_new: bool = False,
 ) -> Plan:
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
     (one query per kind) and the plan made again with them. On a Citus coordinator the
     specs' existing indexes are read on every shard placement too (unless ``placements``
     gives them: status reads them for more tables anyway). ``owned``: what history.owned()
-    returned, when the caller has just read it (it inspected the catalog with it)."""
+    returned, when the caller has just read it (it inspected the catalog with it).
+    ``check_new``: the indexes it would build are built too, on the same empty temporary
+    copies (SpecError for what the server refuses, as apply's check would: plan says so
+    rather than a plan apply would refuse; apply checks beside the plan instead)."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
         return _build_plan(
             conn,
@@ -75,6 +80,7 @@ def build_plan(
             catalog=catalog,
             placements=placements,
             owned=owned,
+            check_new=check_new,
         )
 
 
@@ -90,6 +96,7 @@ def _build_plan(
     catalog: Catalog | None,
     placements: Mapping[QualifiedName, ShardedIndex] | None,
     owned: Sequence[OwnedObject] | None,
+    check_new: bool,
 ) -> Plan:
     if owned is None:
         owned = history.owned(conn)
@@ -125,11 +132,14 @@ def _build_plan(
         unchecked = {s.qualified_name for s in slow}
         unchecked |= {v.name for v in specs.views if v.name in catalog.relations}
     else:
-        if slow or specs.views:
+        new = new_builds(specs, catalog) if check_new else []
+        if slow or specs.views or new:
             problem = temp_problem(conn)
             if problem:
                 raise PrivilegeError(problem)
-        normalized_slow, round_trips = normalize_specs(conn, slow, settings.lock_timeout_ms)
+        normalized_slow, round_trips = normalize_specs(
+            conn, [*slow, *new], settings.lock_timeout_ms
+        )
         checked = normalize_views(
             conn,
             specs.views,

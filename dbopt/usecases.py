@@ -258,6 +258,7 @@ def plan(
             replace_drifted=replace_drifted,
             prune=prune,
             cascade=cascade,
+            check_new=True,
         )
         return replace(part.of(result, specs), where=where(conn))
 

@@ -179,3 +179,11 @@ def test_what_only_create_index_refuses_is_reported_before_the_first_build(
     assert "fillfactor" in lines[2]
     assert catalog_snapshot(conn) == before
     assert history_rows(conn) == 0
+    # plan and validate --env say so too (seen in an exploratory review: both passed specs
+    # apply refused); validate's session stays read-only but for that rolled-back check.
+    for command in ("plan", "validate"):
+        said = cli(command, "--env", "test")
+        assert said.exit_code == 2, said.output
+        assert said.stderr.splitlines()[:3] == lines[:3], said.stderr
+    assert catalog_snapshot(conn) == before
+    assert history_rows(conn) == 0

@@ -106,6 +106,7 @@ def test_validate_ok_json(write: Write) -> None:
         "indexes": 4,
         "views": 1,
         "queries": 2,
+        "notes": [],
     }
 
 

@@ -25,7 +25,10 @@ def validate(opts: Options) -> None:
     it also checks that every table, column and referenced index exists, and refuses budget
     queries that can reach anything that changes something in that database (as verify does).
     It changes nothing: view queries and expressions are only parsed and analysed by the
-    server, and a budget query is planned (EXPLAIN, no ANALYZE) only once it passed that check.
+    server, a budget query is planned (EXPLAIN, no ANALYZE) only once it passed that check, and
+    the indexes apply would build are built on empty temporary copies of their tables in a
+    transaction rolled back (what the server refuses -- a fillfactor out of range, a type
+    without an operator class -- is refused here, as apply would).
 
     \b
     Examples:
@@ -36,16 +39,20 @@ def validate(opts: Options) -> None:
     from dbopt.errors import InputError
     from dbopt.spec import load_specs
 
+    notes: list[str] = []
     try:
         config = opts.load_config()
         specs = load_specs(opts.spec_dirs(config))
         if opts.env or opts.dsn:
             from dbopt.db import connect
-            from dbopt.livecheck import check_against_database
+            from dbopt.livecheck import check_against_database, check_builds_read_only
 
             target = opts.target(config)
             with connect(target.dsn, settings=target.settings, read_only=True) as conn:
-                check_against_database(specs, conn)
+                catalog = check_against_database(specs, conn)
+                lock_timeout_ms = target.settings.lock_timeout_ms
+                note = check_builds_read_only(specs, catalog, conn, lock_timeout_ms)
+                notes += [note] if note else []
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.
         if opts.fmt == "json":
@@ -57,10 +64,13 @@ def validate(opts: Options) -> None:
         "indexes": len(specs.all_indexes),
         "views": len(specs.views),
         "queries": len(specs.queries),
+        "notes": notes,
     }
     if opts.fmt == "json":
         click.echo(json.dumps(summary))
     else:
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
         click.echo(
             f"ok: {summary['files']} files, {summary['indexes']} indexes, "
             f"{summary['views']} materialized views, {summary['queries']} budgeted queries"
