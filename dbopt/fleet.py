@@ -125,6 +125,13 @@ def _database(dsn: str, environ: Mapping[str, str]) -> tuple[str, ...]:
     )
 
 
+def server_of(member: Member, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """What tells a target's server apart in its DSN as written (as :func:`_database`, less
+    the database): targets with the same one share the machine's CPU, memory and disks."""
+    key = _database(member.target.dsn or "", os.environ if environ is None else environ)
+    return key[:2] if key[0] == "service" else key[:3]
+
+
 def _same_database(dsns: Sequence[str], environ: Mapping[str, str]) -> list[tuple[int, int]]:
     """Pairs (first, later) of positions in ``dsns`` naming one database: a fleet would take
     its run lock twice and stop itself ("another dbopt run holds this database's lock")."""
@@ -374,6 +381,9 @@ class Policy:
     #: Wait for the running targets after Ctrl-C (their builds are cancelled and cleaned up);
     #: read-only work is abandoned instead (its sessions end with the process).
     wait_on_interrupt: bool = True
+    #: Never two targets of one server at a time (verify: timings taken beside another
+    #: target's would measure the two of them).
+    one_per_server: bool = False
 
 
 class Context:
@@ -523,6 +533,13 @@ class _Run:
             member.name, "not started", EXIT_OK, None, detail=why, canary=canary
         )
 
+    def _next(self, waiting: Sequence[Member], running: Mapping[str, _Running]) -> Member | None:
+        """The first waiting target that may start now."""
+        if not self.policy.one_per_server:
+            return waiting[0]
+        busy = {server_of(r.member) for r in running.values()}
+        return next((m for m in waiting if server_of(m) not in busy), None)
+
     def phase(self, members: Sequence[Member], canary: bool) -> None:
         """Work on ``members``, up to ``parallel`` at a time, until done or stopped.
 
@@ -541,10 +558,12 @@ class _Run:
                     and self.halted is None
                     and not self.interrupted
                 ):
-                    member = waiting[0]
+                    member = self._next(waiting, running)
+                    if member is None:
+                        break  # every one waiting shares a server with a running one
                     prepared = self._prepare(member, canary, finished)
                     running[member.name] = prepared
-                    waiting.pop(0)
+                    waiting.remove(member)
                     self.events(f"{member.name}: started" + (" (canary)" if canary else ""))
                     prepared.thread.start()
                 if self.interrupted:
@@ -617,5 +636,6 @@ __all__ = [
     "Work",
     "resolve",
     "run",
+    "server_of",
     "worst",
 ]

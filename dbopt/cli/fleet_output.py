@@ -30,7 +30,7 @@ _PARALLEL = click.option(
     type=click.IntRange(1, 64),
     metavar="N",
     help="With a fleet environment: targets worked on at a time (default: the environment's "
-    "parallel:, else 4).",
+    "parallel:, else 4; verify: never two of one server).",
 )
 _CONTINUE = click.option(
     "--continue-on-error",
@@ -68,6 +68,7 @@ def policy(
     *,
     canary: int = 0,
     wait_on_interrupt: bool = False,
+    one_per_server: bool = False,
 ) -> Policy:
     """The fleet's policy from the flags (and the environment's parallel:)."""
     from dbopt.fleet import Policy
@@ -77,6 +78,7 @@ def policy(
         continue_on_error=continue_on_error,
         canary=canary,
         wait_on_interrupt=wait_on_interrupt,
+        one_per_server=one_per_server,
     )
 
 
@@ -90,10 +92,17 @@ def run(
     from dbopt import fleet as fl
 
     selected = len(fleet.members)
+    at_once = min(how.parallel, selected)
+    shared = ""
+    if how.one_per_server:
+        servers = len({fl.server_of(m) for m in fleet.members})
+        if servers < selected:
+            at_once = min(at_once, servers)
+            shared = f" (one per server: {servers} server{'s' if servers != 1 else ''})"
     _event(
         f"{fleet.env}: {doing + ' ' if doing else ''}{selected} target"
         f"{'s' if selected != 1 else ''}, "
-        f"{min(how.parallel, selected) if selected else 0} at a time"
+        f"{at_once} at a time{shared}"
         + (f", {how.canary} canar{'ies' if how.canary > 1 else 'y'} first" if how.canary else "")
     )
     stop = threading.Event()
