@@ -18,9 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from dbopt.catalog import Catalog, CatalogIndex, Relation, catalog_sql, inspect
+from dbopt.catalog import Catalog, CatalogIndex, Relation, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.errors import InputError
 from dbopt.history import ChangeRecord, History, OwnedObject
@@ -80,78 +79,36 @@ class RollbackPlan:
     catalog: Catalog | None = None  # what the plan was checked against
 
 
-def current_oid(
-    change: ChangeRecord, later: Sequence[ChangeRecord], landed: Collection[int] = ()
-) -> int | None:
+def current_oid(change: ChangeRecord, later: Sequence[ChangeRecord]) -> int | None:
     """The OID of what ``change`` made, followed through later changes of dbopt's.
 
     A later replace, repair or drop of it ends it (None), unless that change was itself
     rolled back: then the object is what the rollback made (a restore hands it back). A later
-    change counts when it ended ok, or when it ``landed`` (see :func:`landed_changes`).
+    change counts when it is done: ended ok, or landed (ChangeRecord.landed).
     """
     oid = change.object_oid
     after = change.id
     ordered = sorted(later, key=lambda c: c.id)
     while oid is not None:
         successor = next(
-            (c for c in ordered if c.replaced_oid == oid and _done(c, landed) and c.id > after),
-            None,
+            (c for c in ordered if c.replaced_oid == oid and c.done and c.id > after), None
         )
         if successor is None:
             return oid
-        undo = next(
-            (c for c in ordered if c.undoes_change == successor.id and _done(c, landed)), None
-        )
+        undo = next((c for c in ordered if c.undoes_change == successor.id and c.done), None)
         if undo is None:
             return None
         oid, after = undo.object_oid, undo.id
     return None
 
 
-def _done(change: ChangeRecord, landed: Collection[int]) -> bool:
-    return change.result == "ok" or change.id in landed
-
-
-def landed_changes(
-    conn: psycopg.Connection[Any], history: History, owned: Sequence[OwnedObject]
-) -> frozenset[int]:
-    """The changes that did not end ok but whose object is in place: what they made is
-    there, usable, under the name they gave it. A replace (or a rollback's restore) stopped
-    by Ctrl-C, or failed, in its last step -- the drop of what it swapped out -- had swapped
-    the new object in: it is dbopt's (the history's owned objects say so too) and its undo is
-    the undo of a replace, not "nothing was made" -- nor "made again by someone else" for the
-    change before it. Only a swap lands: a create or a repair that failed left, at most, an
-    INVALID index under the name, which is not done."""
-    made = {o.oid: o for o in owned if o.oid is not None and not o.replaced and not o.adopted}
-    if not made:
-        return frozenset()
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(catalog_sql("names_by_oid"), {"oids": sorted(made)})
-        rows = cur.fetchall()
-    in_place = {
-        made[r["oid"]].change_id: made[r["oid"]].name
-        for r in rows
-        if r["usable"] and made[r["oid"]].name == QualifiedName(r["schema"], r["name"])
-    }
-    if not in_place:
-        return frozenset()
-    changes = history.changes(conn, names=sorted(set(in_place.values())))
-    return frozenset(
-        c.id
-        for c in changes
-        if c.id in in_place and c.result != "ok" and c.action in ("replace", "restore")
-    )
-
-
-def _live(
-    change: ChangeRecord, later: Sequence[ChangeRecord], landed: Collection[int] = ()
-) -> bool:
+def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
     """Not undone by a rollback, and what it made still there (possibly after a restore)."""
-    if change.undone_by is not None or not _done(change, landed):
+    if change.undone_by is not None or not change.done:
         return False
     if change.object_oid is None:
         return True
-    return current_oid(change, later, landed) is not None
+    return current_oid(change, later) is not None
 
 
 def _later(
@@ -165,7 +122,6 @@ def _select(
     conn: psycopg.Connection[Any],
     history: History,
     selection: Selection,
-    landed: Collection[int] = (),
 ) -> tuple[list[ChangeRecord], int | None]:
     """The changes to undo, newest first, and the run they belong to (None for names)."""
     if selection.names:
@@ -175,7 +131,7 @@ def _select(
             mine = [c for c in later if c.name == name and c.run_command == "apply"]
             if not mine:
                 raise InputError(f"dbopt never changed {name}: nothing to roll back")
-            live = [c for c in mine if _live(c, later, landed)]
+            live = [c for c in mine if _live(c, later)]
             chosen.append(live[0] if live else mine[0])
         return sorted(chosen, key=lambda c: -c.id), None
     if selection.run_id is not None:
@@ -191,12 +147,12 @@ def _select(
         records = history.changes(conn, run_id=run.id)
         later = _later(conn, history, records)
         undone = [c.undone_by_run for c in records if c.undone_by_run is not None]
-        if records and undone and not any(_live(c, later, landed) for c in records):
+        if records and undone and not any(_live(c, later) for c in records):
             raise InputError(f"run {run.id} was already rolled back by run {max(undone)}")
         return records, run.id
     for run in history.apply_runs(conn):
         records = history.changes(conn, run_id=run.id)
-        if any(_live(c, _later(conn, history, records), landed) for c in records):
+        if any(_live(c, _later(conn, history, records)) for c in records):
             return records, run.id
     raise InputError("no apply run left to roll back: every change was undone or superseded")
 
@@ -215,8 +171,6 @@ class _Context:
     properties: Properties | None
     dropped_views: Collection[QualifiedName]
     calls: CallGraph | None
-    #: Changes that did not end ok but whose object is in place (:func:`landed_changes`).
-    landed: Collection[int] = ()
 
 
 def derive(
@@ -226,13 +180,12 @@ def derive(
     owned: Sequence[OwnedObject],
     properties: Properties | None = None,
     calls: CallGraph | None = None,
-    landed: Collection[int] = (),
 ) -> tuple[list[Action], list[Skipped]]:
     """The undo action of each change (newest first), or why there is none. Pure.
 
     ``calls`` checks a view query read back from the history (nothing it can reach may have
-    a side effect); without it such a view is not rebuilt. ``landed``: changes that did not
-    end ok but whose object is in place (:func:`landed_changes`), undone as if they had.
+    a side effect); without it such a view is not rebuilt. A change that landed
+    (ChangeRecord.landed) is undone as if it had ended ok.
 
     A view the run created may be dropped before a view it reads is (its reader gone, the
     drop goes through): only when that view's own undo is a drop that will run. One that is
@@ -241,9 +194,7 @@ def derive(
     """
     dropped = {c.name for c in records if c.object_type == "view" and c.action == "create"}
     while True:
-        context = _Context(
-            catalog, ownership(owned, catalog), later, properties, dropped, calls, landed
-        )
+        context = _Context(catalog, ownership(owned, catalog), later, properties, dropped, calls)
         actions, skipped = _derive(records, context)
         dropping = {
             a.name
@@ -268,10 +219,10 @@ def _derive(
         if change.undone_by is not None:
             skipped.append(Skipped(change.name, f"already undone (change {change.undone_by})"))
             continue
-        if not _done(change, context.landed):
+        if not change.done:
             skipped.append(Skipped(change.name, f"its change {change.result}: nothing was made"))
             continue
-        if not _live(change, later, context.landed):
+        if not _live(change, later):
             skipped.append(
                 Skipped(change.name, "a later change of dbopt replaced what this one made")
             )
@@ -336,7 +287,7 @@ def _made(change: ChangeRecord, context: _Context) -> CatalogIndex | Relation:
             )
         if found.table != change.table:
             raise _Skip(f"index {name} is on {found.table} now, not on {change.table}: not dbopt's")
-    expected = current_oid(change, context.later, context.landed)
+    expected = current_oid(change, context.later)
     if expected is not None and found.oid != expected:
         raise _Skip(
             f"{name} is not the {change.object_type} dbopt made: its OID is {found.oid}, "
@@ -431,7 +382,7 @@ def _view_spec(change: ChangeRecord, calls: CallGraph | None) -> ViewSpec:
 def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Action:
     found = _made(change, context)
     catalog = context.catalog
-    expected = current_oid(change, context.later, context.landed)
+    expected = current_oid(change, context.later)
     if isinstance(found, Relation):
         view = _view_spec(change, context.calls)
         action = replace_view_action(
@@ -496,19 +447,18 @@ def rollback_plan(
             f"no dbopt history in schema {history.schema}: nothing was applied here yet"
         )
     owned = history.owned(conn)
-    landed = landed_changes(conn, history, owned)
-    records, undoes = _select(conn, history, selection, landed)
+    records, undoes = _select(conn, history, selection)
     later = _later(conn, history, records)
     touched = {c.table if c.object_type == "index" else c.name for c in records}
     catalog = inspect(conn, touched)
     calls = None
     if any(c.object_type == "view" and c.action in ("replace", "drop") for c in records):
         calls = CallGraph.read(conn)
-    actions, skipped = derive(records, later, catalog, owned, calls=calls, landed=landed)
+    actions, skipped = derive(records, later, catalog, owned, calls=calls)
     indexes, views = wanted_properties(actions, catalog)
     if indexes or views:
         properties = read_properties(conn, indexes, views)
-        actions, skipped = derive(records, later, catalog, owned, properties, calls, landed)
+        actions, skipped = derive(records, later, catalog, owned, properties, calls)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), a.name.name))
     view_schemas = [a.name.schema for a in actions if a.object_type == "view"]
     result = own_new_views(Plan(tuple(actions)), new_view_owner(conn, history, view_schemas))

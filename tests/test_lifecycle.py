@@ -606,3 +606,38 @@ def test_a_failed_create_is_not_taken_for_a_landed_change(
     assert rolled.exit_code == 2, rolled.output
     assert "no apply run left to roll back" in rolled.output
     assert "idx_appt_barber_status" in index_defs(appointments)
+
+
+def test_what_a_landed_replace_swapped_out_is_owned_once_as_swapped_out(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The history's own SQL follows the landed rule as rollback does (one rule, in
+    history_landed.sql): a replace stopped after its swap, whose final drop did not happen,
+    left the old index under its temporary name. It is dbopt's as what the replace swapped
+    out, not also as what the first apply made (seen in a review: listed twice). The rows
+    here are what such a run writes; the old index is made again under its temporary name."""
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
+    monkeypatch.chdir(tmp_path)
+    assert cli("apply", "--dsn", db_dsn, "--format", "plain").exit_code == 0
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY.replace("'pending'", "'done'")})
+    replaced = cli("apply", "--dsn", db_dsn, "--format", "plain", "--replace-drifted")
+    assert replaced.exit_code == 0, replaced.output
+    appointments.execute(
+        "CREATE INDEX idx_appt_barber_status_dbopt_old ON appointments (barber_id, status) "
+        "WHERE status IN ('confirmed', 'pending')"
+    )
+    row = appointments.execute(
+        "SELECT 'idx_appt_barber_status_dbopt_old'::regclass::oid::bigint"
+    ).fetchone()
+    assert row is not None
+    old = int(row[0])
+    appointments.execute("UPDATE dbopt.changes SET object_oid = %s WHERE action = 'create'", (old,))
+    appointments.execute(
+        "UPDATE dbopt.changes SET result = 'aborted', replaced_oid = %s WHERE action = 'replace'",
+        (old,),
+    )
+    owned = [o for o in History().owned(appointments) if o.oid == old]
+    assert [(o.name.name, o.replaced) for o in owned] == [("idx_appt_barber_status", True)]
+    # The same rule as rollback's: the replace is undone as the replace it was.
+    change = next(c for c in History().changes(appointments) if c.action == "replace")
+    assert change.landed and change.done

@@ -215,10 +215,16 @@ class History:
         return catalog_sql("history_indexes").format(schema=sql.Identifier(self.schema))
 
     def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
-        """A query of ``catalog/sql/<name>.sql`` on this history's schema."""
+        """A query of ``catalog/sql/<name>.sql`` on this history's schema; ``{landed_x}`` in
+        it is history_landed.sql's rule for the change aliased ``x``."""
         credible = catalog_sql("history_credible").format(schema_name=sql.Literal(self.schema))
+        rule = catalog_sql("history_landed")
+        landed = {
+            f"landed_{alias}": rule.format(change=sql.Identifier(alias), credible=credible)
+            for alias in ("c", "d", "u")
+        }
         return catalog_sql(name).format(
-            schema=sql.Identifier(self.schema), credible=credible, **parts
+            schema=sql.Identifier(self.schema), credible=credible, **landed, **parts
         )
 
     def owned(self, conn: psycopg.Connection[Any]) -> list[OwnedObject]:
@@ -466,9 +472,8 @@ class History:
                 )
             )
             params.extend(part for n in names for part in (n.schema, n.name))
-        schema = sql.Identifier(self.schema)
-        query = catalog_sql("history_changes").format(
-            schema=schema, where=sql.SQL(" AND ").join(where) if where else sql.SQL("true")
+        query = self._query(
+            "history_changes", where=sql.SQL(" AND ").join(where) if where else sql.SQL("true")
         )
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, params)
@@ -496,6 +501,7 @@ class History:
                 started_at=r["started_at"],
                 duration_ms=None if r["duration_ms"] is None else float(r["duration_ms"]),
                 error=r["error"],
+                landed=bool(r["landed"]),
             )
             for r in rows
         ]

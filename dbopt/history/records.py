@@ -55,6 +55,14 @@ class ChangeRecord:
     started_at: datetime | None = None
     duration_ms: float | None = None
     error: str | None = None
+    #: Did not end ok, but its swap landed: what it made is in place, usable, under the name
+    #: it gave it (history_landed.sql); done, for rollback, as if it had ended ok.
+    landed: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Ended ok, or landed."""
+        return self.result == "ok" or self.landed
 
 
 @dataclass(frozen=True, slots=True)

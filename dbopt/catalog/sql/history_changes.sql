@@ -1,13 +1,14 @@
--- Recorded changes with what undid them (the change of a later, successful rollback). What
+-- Recorded changes with what undid them (the change of a later rollback that succeeded or
+-- landed: history_landed.sql), and whether each landed itself. What
 -- undid what is read in one pass over the history and joined, not looked up once per change
 -- (undoes_change has no index: per change, that was a scan of the whole history each).
 WITH undone AS (
   SELECT DISTINCT ON (u.undoes_change) u.undoes_change, u.id, u.run_id
     FROM {schema}.changes u
-   WHERE u.undoes_change IS NOT NULL AND u.result = 'ok'
+   WHERE u.undoes_change IS NOT NULL AND (u.result = 'ok' OR {landed_u})
    ORDER BY u.undoes_change, u.id DESC
 )
-SELECT c.*, r.command, u.id AS undone_by, u.run_id AS undone_by_run
+SELECT c.*, r.command, u.id AS undone_by, u.run_id AS undone_by_run, {landed_c} AS landed
   FROM {schema}.changes c
   JOIN {schema}.runs r ON r.id = c.run_id
   LEFT JOIN undone u ON u.undoes_change = c.id

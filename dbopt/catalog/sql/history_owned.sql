@@ -1,6 +1,6 @@
 -- Objects dbopt made, by OID: a build that succeeded (or that the server showed dbopt
 -- building, and that failed leaving an INVALID index), not dropped or replaced by a later
--- change of dbopt's; and objects a replace swapped out (dbopt's to drop only while they carry
+-- change of dbopt's (that ended ok, or landed: history_landed.sql); and objects a replace swapped out (dbopt's to drop only while they carry
 -- its temporary name). Credible facts only, and only objects that exist: the history is read
 -- only for the indexes and materialized views there are now (by its OID indexes), so the
 -- read does not grow with the history's length.
@@ -17,7 +17,8 @@ WITH live AS (
    WHERE m.object_oid IN (SELECT oid FROM live)
      AND (m.result = 'ok' OR m.action IN ('create', 'repair', 'replace', 'restore'))
      AND NOT EXISTS (SELECT 1 FROM {schema}.changes d
-                      WHERE d.replaced_oid = m.object_oid AND d.id > m.id AND d.result = 'ok'
+                      WHERE d.replaced_oid = m.object_oid AND d.id > m.id
+                        AND (d.result = 'ok' OR {landed_d})
                         AND d.action IN ('drop', 'replace', 'restore', 'repair'))
    ORDER BY m.object_oid, m.id DESC
 ), swapped_out AS (
