@@ -229,11 +229,17 @@ def connect(
     # (whose text and pgconn hold unscrubbed values) must not ride along as __context__.
     problem: str | None = None
     try:
-        conninfo_to_dict(conninfo)
+        ports = str(conninfo_to_dict(conninfo).get("port") or "")
     except psycopg.Error as exc:
         problem = f"invalid {source}: {_syntax_problem(exc)}"
     if problem is not None:
         raise ConfigError(problem)
+    if any(p and not p.strip().isdigit() for p in ports.split(",")):
+        # Not shown: in a URI it may be a password whose '@' was left out (user:secret/db).
+        raise ConfigError(
+            f"invalid {source}: a port is not a number (not shown: it may be a password "
+            "written without the '@' after it); a port is digits, e.g. host:5432"
+        )
     secrets = [*secrets_of(conninfo), *_env_secrets()]
     pins = session_pins(settings, read_only=read_only, lock_timeout_ms=lock_timeout_ms)
     try:

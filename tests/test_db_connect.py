@@ -70,8 +70,11 @@ def test_pgpassword_from_environment(monkeypatch: pytest.MonkeyPatch, closed_por
 
 
 def test_password_libpq_misreads_is_scrubbed_from_its_reason() -> None:
-    # An unencoded '/' makes libpq read "pa" as the port and quote it back in its error.
-    message = str(_connect_error("postgresql://alice:pa55/w0rd@127.0.0.1/shop"))
+    # An unencoded '/' makes libpq read "pa55" as the port (and its errors quote it back):
+    # refused before connecting, and not shown.
+    with pytest.raises(ConfigError) as info:
+        connect("postgresql://alice:pa55/w0rd@127.0.0.1/shop")
+    message = str(info.value)
     assert "pa55" not in message
     assert "w0rd" not in message
 
@@ -133,6 +136,27 @@ def test_malformed_dsn_is_a_config_error_without_password(dsn: str) -> None:
     assert info.value.exit_code == 2
     assert message.startswith("invalid connection string: ")
     assert "Hunter" not in message
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:Hunter2@127.0.0.1:abc/db",
+        "postgresql://admin:Hunter2/db",  # the '@' left out: libpq reads a port of Hunter2
+        "host=127.0.0.1 port=abc password=Hunter2",
+        "host=a,b port=5432,x",
+    ],
+)
+def test_a_port_that_is_not_a_number_is_a_config_error_that_says_so(dsn: str) -> None:
+    """Seen in an exploratory review: the port was hidden as *** (it may be a password) and
+    the error was a resolver's 'Servname not supported'. Now exit 2 before connecting, saying
+    what is wrong, still without showing it."""
+    with pytest.raises(ConfigError) as info:
+        connect(dsn)
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert message.startswith("invalid connection string: a port is not a number")
+    assert "Hunter" not in message and "abc" not in message
 
 
 def test_malformed_database_url_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
