@@ -58,6 +58,7 @@ def build_plan(
     placements: Mapping[QualifiedName, ShardedIndex] | None = None,
     owned: Sequence[OwnedObject] | None = None,
     check_new: bool = False,
+    lenient: bool = False,
 ) -> Plan:
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
@@ -67,7 +68,9 @@ def build_plan(
     returned, when the caller has just read it (it inspected the catalog with it).
     ``check_new``: the indexes it would build are built too, on the same empty temporary
     copies (SpecError for what the server refuses, as apply's check would: plan says so
-    rather than a plan apply would refuse; apply checks beside the plan instead)."""
+    rather than a plan apply would refuse; apply checks beside the plan instead).
+    ``lenient``: specs that cannot be applied are left out and listed in ``conflicts``
+    (status) instead of refused."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
         return _build_plan(
             conn,
@@ -81,6 +84,7 @@ def build_plan(
             placements=placements,
             owned=owned,
             check_new=check_new,
+            lenient=lenient,
         )
 
 
@@ -97,6 +101,7 @@ def _build_plan(
     placements: Mapping[QualifiedName, ShardedIndex] | None,
     owned: Sequence[OwnedObject] | None,
     check_new: bool,
+    lenient: bool,
 ) -> Plan:
     if owned is None:
         owned = history.owned(conn)
@@ -167,6 +172,7 @@ def _build_plan(
             cascade=cascade,
             catalog_queries=queries,
             placements=placements,
+            lenient=lenient,
         )
 
     owner = new_view_owner(conn, history, [v.name.schema for v in specs.views])

@@ -63,13 +63,17 @@ class StatusReport:
     #: Nodes that could not be read, and why.
     unreachable: tuple[str, ...] = ()
     standby: bool = False  # the target itself is a standby
+    #: Specs that cannot be applied to this database, as ``file:line:column: message``.
+    conflicts: tuple[str, ...] = ()
 
     def attention(self) -> tuple[str, ...]:
         """What a monitoring check should page about, one line each: a managed index or view
         that is missing, INVALID, drifted or left the specs; any INVALID index on a managed
-        table; a view that is overdue or holds no data; a last run that did not finish ok."""
+        table; a view that is overdue or holds no data; a last run that did not finish ok; a
+        spec that cannot be applied to this database."""
         fine = ("ok", "present (not compared)", "building")
-        out = [f"index {r.name}: {r.state}" for r in self.managed if r.state not in fine]
+        out = [f"spec {c}" for c in self.conflicts]
+        out += [f"index {r.name}: {r.state}" for r in self.managed if r.state not in fine]
         out += [
             f"index {r.name}: INVALID (not dbopt's)"
             for r in self.unmanaged
@@ -127,7 +131,10 @@ def index_status(
     owned = history.owned(conn)
     catalog = inspect(conn, relevant(specs, owned), sizes=True)
     shards = _shards(conn, catalog)
-    result = build_plan(conn, specs, settings, history, catalog=catalog, placements=shards)
+    # What cannot be applied (a name taken, a table missing) is reported, not refused.
+    result = build_plan(
+        conn, specs, settings, history, catalog=catalog, placements=shards, lenient=True
+    )
     owners = ownership(owned, catalog)
     states = {
         ActionKind.SKIP: "ok",
@@ -179,6 +186,7 @@ def index_status(
         tuple(unmanaged),
         runs[0] if runs else None,
         _view_states(specs, catalog, view_actions, history.last_refreshes(conn), states),
+        conflicts=result.conflicts,
     )
 
 

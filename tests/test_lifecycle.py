@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -641,3 +642,29 @@ def test_what_a_landed_replace_swapped_out_is_owned_once_as_swapped_out(
     # The same rule as rollback's: the replace is undone as the replace it was.
     change = next(c for c in History().changes(appointments) if c.action == "replace")
     assert change.landed and change.done
+
+
+def test_status_reports_a_spec_it_cannot_apply_as_attention(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Seen in an exploratory review: status exited 2 (with nothing shown) when a spec
+    index's name was taken by an index of another table. It is the state of the database:
+    everything else is shown, the spec is an attention line at its file:line (exit 1 with
+    --exit-code); plan and apply still refuse it."""
+    appointments.execute("CREATE TABLE other (x int)")
+    appointments.execute("CREATE INDEX idx_appt_day ON other (x)")
+    write_specs(tmp_path, {"appointments.yaml": APPOINTMENTS})
+    monkeypatch.chdir(tmp_path)
+    shown = cli("status", "--dsn", db_dsn, "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert [r["index"] for r in report["managed"]] == ["public.idx_appt_barber_status"]
+    (line,) = [a for a in report["attention"] if a.startswith("spec ")]
+    assert line.startswith("spec indexes/appointments.yaml:")
+    assert line.endswith(
+        "index idx_appt_day: the name public.idx_appt_day is taken by an index: rename one of "
+        "them"
+    ), line
+    assert cli("status", "--dsn", db_dsn, "--exit-code").exit_code == 1
+    planned = cli("plan", "--dsn", db_dsn)
+    assert planned.exit_code == 2, planned.output

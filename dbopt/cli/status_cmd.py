@@ -59,7 +59,8 @@ def status(opts: Options, exit_code: bool, parallel: int | None, continue_on_err
 
     With --exit-code it exits 1 when something needs attention: a managed index or view
     missing, INVALID, drifted or out of the specs, an INVALID index on a managed table, a view
-    overdue or without data, a last run that failed or stopped. The reasons are printed (and
+    overdue or without data, a last run that failed or stopped, a spec that cannot be applied
+    to this database (a name taken, a table missing). The reasons are printed (and
     listed under "attention" in JSON). The JSON layout is documented in the README.
     """
     import dataclasses

@@ -148,6 +148,10 @@ class Plan:
     #: OIDs of indexes and views whose properties a replace or drop must check; the planner
     #: is called again with them read (one query each) before anything runs.
     wants_properties: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+    #: Specs that cannot be applied to this database (a name taken, a table missing...), as
+    #: ``file:line:column: message``: only in a plan made with ``lenient`` (status), which
+    #: leaves them out; any other plan refuses them (SpecError).
+    conflicts: tuple[str, ...] = ()
 
     @property
     def changes(self) -> tuple[Action, ...]:

@@ -142,6 +142,7 @@ def plan(
     cascade: bool = False,
     catalog_queries: int = 0,
     placements: Mapping[QualifiedName, ShardedIndex] | None = None,
+    lenient: bool = False,
 ) -> Plan:
     """Diff specs against the catalog.
 
@@ -151,6 +152,8 @@ def plan(
     ``wants_properties`` which to read, and the caller plans again with them. On a Citus
     coordinator ``placements`` are the specs' existing indexes on every shard placement
     (dbopt.citus.shard_indexes): one INVALID or missing on some of them is repaired.
+    Specs that cannot be applied raise SpecError; ``lenient`` leaves them out instead and
+    lists them in ``conflicts`` (status reports them).
     """
     actions: list[Action] = []
     problems: list[Problem] = []
@@ -195,7 +198,7 @@ def plan(
         if spec in view_index_specs:
             action = replace(action, phase=2)
         actions.append(action)
-    if problems:
+    if problems and not lenient:
         raise SpecError("the specs cannot be applied to this database", problems)
     dropped_views = {a.name for a in view_actions if a.kind == ActionKind.DROP}
     for index in sorted(catalog.indexes.values(), key=lambda i: i.name):
@@ -248,6 +251,7 @@ def plan(
         tuple(actions),
         catalog_queries=catalog_queries,
         notes=tuple(notes),
+        conflicts=tuple(str(p) for p in problems),
         wants_properties=wanted_properties(actions, catalog)
         if properties is None
         else (
