@@ -103,8 +103,13 @@ def current_oid(change: ChangeRecord, later: Sequence[ChangeRecord]) -> int | No
 
 
 def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
-    """Not undone by a rollback, and what it made still there (possibly after a restore)."""
-    if change.undone_by is not None or not change.done:
+    """Not undone by a rollback, and what it made still there (possibly after a restore):
+    an INVALID index a stopped create left behind counts (it is what the run left)."""
+    if change.undone_by is not None:
+        return False
+    if change.left_invalid:
+        return current_oid(change, later) is not None
+    if not change.done:
         return False
     if change.object_oid is None:
         return True
@@ -219,7 +224,7 @@ def _derive(
         if change.undone_by is not None:
             skipped.append(Skipped(change.name, f"already undone (change {change.undone_by})"))
             continue
-        if not change.done:
+        if not change.done and not change.left_invalid:
             skipped.append(Skipped(change.name, f"its change {change.result}: nothing was made"))
             continue
         if not _live(change, later):
@@ -249,6 +254,8 @@ def _derive(
 
 def _undo(change: ChangeRecord, context: _Context) -> Action:
     reason = f"undo {change.action} of run {change.run_id}"
+    if change.left_invalid:
+        reason += f" (the INVALID index its {change.result} build left)"
     if change.action in ("create", "restore", "repair"):
         if change.action == "repair" and change.existed_before:
             raise _Skip("it existed before dbopt (dbopt only rebuilt it): a repair has no way back")

@@ -215,12 +215,15 @@ class History:
         return catalog_sql("history_indexes").format(schema=sql.Identifier(self.schema))
 
     def _query(self, name: str, **parts: sql.Composable) -> sql.Composed:
-        """A query of ``catalog/sql/<name>.sql`` on this history's schema; ``{landed_x}`` in
-        it is history_landed.sql's rule for the change aliased ``x``."""
+        """A query of ``catalog/sql/<name>.sql`` on this history's schema; ``{landed_x}`` and
+        ``{left_invalid_x}`` in it are history_landed.sql's and history_left_invalid.sql's
+        rules for the change aliased ``x``."""
         credible = catalog_sql("history_credible").format(schema_name=sql.Literal(self.schema))
-        rule = catalog_sql("history_landed")
         landed = {
-            f"landed_{alias}": rule.format(change=sql.Identifier(alias), credible=credible)
+            f"{rule}_{alias}": catalog_sql(f"history_{rule}").format(
+                change=sql.Identifier(alias), credible=credible
+            )
+            for rule in ("landed", "left_invalid")
             for alias in ("c", "d", "u")
         }
         return catalog_sql(name).format(
@@ -502,6 +505,7 @@ class History:
                 duration_ms=None if r["duration_ms"] is None else float(r["duration_ms"]),
                 error=r["error"],
                 landed=bool(r["landed"]),
+                left_invalid=bool(r["left_invalid"]),
             )
             for r in rows
         ]

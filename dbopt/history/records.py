@@ -58,6 +58,9 @@ class ChangeRecord:
     #: Did not end ok, but its swap landed: what it made is in place, usable, under the name
     #: it gave it (history_landed.sql); done, for rollback, as if it had ended ok.
     landed: bool = False
+    #: A create that did not end ok but left its index INVALID under its name (its build, or
+    #: the clean-up after it, was stopped: history_left_invalid.sql); rollback drops it.
+    left_invalid: bool = False
 
     @property
     def done(self) -> bool:
