@@ -1,26 +1,15 @@
-"""Connection strings (DSNs): mask, label and scrub them so no password ever reaches output.
-
-Two DSN syntaxes exist, both parsed by libpq: URIs (``postgresql://user:pw@host/db?k=v``)
-and key=value strings (``host=h password='se cret'``). libpq decides what a DSN means, so
-parsing goes through ``psycopg.conninfo``; the text-level work here only finds *where* a
-secret sits, so that the rest of the DSN can be shown as the user wrote it.
-
-When in doubt, hide more: a DSN libpq rejects is rendered as ``<unparseable DSN>`` rather
-than echoed, and a URI password holding an unencoded ``@`` or ``/`` (which libpq misreads
-into the host or dbname) is still hidden whole.
-"""
+"""Masking DSNs: where a secret sits in a URI or a key=value string, so the rest of it can be
+shown as written; scrubbing secrets out of any text (see :mod:`dbopt.dsn`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from dbopt.errors import ConfigError
+from psycopg.conninfo import conninfo_to_dict
 
 MASK = "***"
 UNPARSEABLE = "<unparseable DSN>"
@@ -54,7 +43,7 @@ def _libpq_secret_keywords() -> frozenset[str]:
 SECRET_KEYWORDS: frozenset[str] = _SECRET_KEYWORDS_STATIC | _libpq_secret_keywords()
 
 
-class _Unparseable(Exception):
+class Unparseable(Exception):
     """The DSN text does not follow the libpq syntax."""
 
 
@@ -116,7 +105,7 @@ def _parse_pairs(dsn: str) -> list[_Pair]:
         while i < n and dsn[i] in _SPACE:
             i += 1
         if i >= n or dsn[i] != "=" or not key:
-            raise _Unparseable
+            raise Unparseable
         i += 1
         while i < n and dsn[i] in _SPACE:
             i += 1
@@ -126,7 +115,7 @@ def _parse_pairs(dsn: str) -> list[_Pair]:
             i += 1
             while True:
                 if i >= n:
-                    raise _Unparseable  # unterminated quoted string
+                    raise Unparseable  # unterminated quoted string
                 c = dsn[i]
                 if c == "\\":
                     i += 1
@@ -176,7 +165,7 @@ def _mask_pairs(dsn: str) -> _Masked:
             if dsn[pair.start : pair.end].startswith("'"):
                 secrets.append(dsn[pair.start + 1 : pair.end - 1])
         elif pair.key == "dbname" and _looks_like_conninfo(pair.value):
-            inner = _mask(pair.value)
+            inner = masked(pair.value)
             if inner.secrets:
                 replacement = _quote_value(inner.text)
                 secrets += inner.secrets
@@ -270,7 +259,7 @@ def _mask_query(query: str) -> tuple[str, list[str]]:
             out.append(f"{raw_key}={MASK}")
             continue
         if eq and key == "dbname" and _looks_like_conninfo(unquote(raw_value)):
-            inner = _mask(unquote(raw_value))
+            inner = masked(unquote(raw_value))
             if inner.secrets:
                 secrets += inner.secrets
                 out.append(f"{raw_key}={quote(inner.text, safe='')}")
@@ -303,7 +292,7 @@ def _mask_uri(dsn: str, prefix: str) -> _Masked:
     return _Masked(f"{prefix}{userinfo}{hostlist}{path}{qmark}{query}", tuple(secrets))
 
 
-def _unparseable_rendering(dsn: str) -> str:
+def unparseable_rendering(dsn: str) -> str:
     """A safe label for a DSN libpq rejects: the scheme and host of a URI, if clear."""
     prefix = _uri_prefix(dsn, loose=True)
     if prefix is None:
@@ -318,18 +307,18 @@ def _unparseable_rendering(dsn: str) -> str:
     return f"<unparseable DSN: {prefix}>"
 
 
-def _libpq_params(dsn: str) -> dict[str, str]:
-    """The DSN's parameters as libpq reads them; raise _Unparseable when libpq rejects it."""
+def libpq_params(dsn: str) -> dict[str, str]:
+    """The DSN's parameters as libpq reads them; raise Unparseable when libpq rejects it."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error:
-        raise _Unparseable from None
+        raise Unparseable from None
     return {k: str(v) for k, v in params.items()}
 
 
-def _mask(dsn: str) -> _Masked:
-    """Mask a DSN; raise _Unparseable when libpq (or our own splitter) rejects it."""
-    params = _libpq_params(dsn)
+def masked(dsn: str) -> _Masked:
+    """Mask a DSN; raise Unparseable when libpq (or our own splitter) rejects it."""
+    params = libpq_params(dsn)
     prefix = _uri_prefix(dsn)
     masked = _mask_uri(dsn, prefix) if prefix is not None else _mask_pairs(dsn)
     # libpq's decoded values too: it is what the server (and its error messages) may see.
@@ -388,9 +377,9 @@ def mask_dsn(dsn: str) -> str:
     a URI when they are unambiguous), never as the original text.
     """
     try:
-        return _mask(dsn).text
-    except _Unparseable:
-        return _unparseable_rendering(dsn)
+        return masked(dsn).text
+    except Unparseable:
+        return unparseable_rendering(dsn)
     except Exception:  # never let a bug here print the DSN in a traceback
         return UNPARSEABLE
 
@@ -398,8 +387,8 @@ def mask_dsn(dsn: str) -> str:
 def secrets_of(dsn: str) -> list[str]:
     """Return the secrets of a DSN (raw and decoded forms) for scrubbing other text."""
     try:
-        return _unique(_mask(dsn).secrets)
-    except Exception:  # _Unparseable, or a bug: either way, find what can be found
+        return _unique(masked(dsn).secrets)
+    except Exception:  # Unparseable, or a bug: either way, find what can be found
         return _unique(_lenient_secrets(dsn))
 
 
@@ -433,241 +422,3 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         last = end
     out.append(text[last:])
     return "".join(out)
-
-
-def _libpq_defaults() -> dict[str, str]:
-    """libpq's defaults for missing parameters: PGHOST, PGUSER..., then compiled-in ones."""
-    try:
-        defaults = psycopg.pq.Conninfo.get_defaults()
-    except psycopg.Error:
-        return {}
-    return {o.keyword.decode(): o.val.decode() for o in defaults if o.val is not None}
-
-
-def _render_hosts(host: str, port: str) -> str:
-    """Render libpq's comma-separated hosts and ports as ``host:port,host:port``."""
-    hosts = host.split(",")
-    ports = port.split(",")
-    if len(ports) == 1:
-        # libpq applies a single port to every host.
-        ports = ports * len(hosts)
-    rendered: list[str] = []
-    for idx, name in enumerate(hosts):
-        shown = name or "[local]"
-        if ":" in shown:
-            shown = f"[{shown}]"
-        port_of = ports[idx] if idx < len(ports) else ""
-        rendered.append(f"{shown}:{port_of or '5432'}")
-    return ",".join(rendered)
-
-
-def describe_target(dsn: str) -> str:
-    """Return a short label for the DSN's target, like ``user@host:port/dbname``; no password.
-
-    Missing parts come from the libpq environment (PGHOST, PGUSER, ...) as libpq would take
-    them; a host-less target is a Unix socket, shown as ``[local]``. A service DSN is shown
-    as ``service=name``.
-    """
-    try:
-        # Read the *masked* DSN: where libpq misreads a malformed URI, pieces of a password
-        # would otherwise end up in the host or dbname of the label.
-        params = _libpq_params(_mask(dsn).text)
-    except _Unparseable:
-        return _unparseable_rendering(dsn)
-    except Exception:  # a label must never fail, nor show the DSN in a traceback
-        return UNPARSEABLE
-    defaults = _libpq_defaults()
-
-    def get(key: str) -> str:
-        return params.get(key) or defaults.get(key) or ""
-
-    service = params.get("service") or ("" if params.get("host") else get("service"))
-    if service:
-        return f"service={service}"
-    user = get("user")
-    where = _render_hosts(get("host") or get("hostaddr"), get("port"))
-    # libpq's default database is the user name.
-    dbname = get("dbname") or user
-    return f"{user}@{where}/{dbname}" if user else f"{where}/{dbname}"
-
-
-def target_name(dsn: str, *, port: bool = False) -> str:
-    """What a fleet calls a target written without a name: ``host/dbname`` (``host:port/dbname``
-    with ``port``), or the service's name; read from the masked DSN, never from a password.
-
-    A Unix-socket (or absent) host is ``local``; parts the DSN leaves out come from libpq's
-    defaults, as for :func:`describe_target`.
-    """
-    try:
-        params = _libpq_params(_mask(dsn).text)
-    except Exception:
-        return UNPARSEABLE
-    defaults = _libpq_defaults()
-
-    def get(key: str) -> str:
-        return params.get(key) or defaults.get(key) or ""
-
-    service = params.get("service") or ("" if params.get("host") else get("service"))
-    if service:
-        return service
-    host = (get("host") or get("hostaddr")).split(",")[0]
-    host = "local" if not host or host.startswith("/") else host
-    if port:
-        host = f"{host}:{get('port').split(',')[0] or '5432'}"
-    return f"{host}/{get('dbname') or get('user')}"
-
-
-#: The parts of a DSN that decide which server, database and role it means (and the
-#: startup options, which could set a role): the ones worth naming when the environment
-#: supplies them.
-IDENTITY_KEYWORDS = ("host", "hostaddr", "port", "dbname", "user", "service", "options")
-
-
-def _libpq_envvars() -> dict[str, str]:
-    """Each libpq keyword and the environment variable libpq reads for it (PGHOST...)."""
-    try:
-        defaults = psycopg.pq.Conninfo.get_defaults()
-    except psycopg.Error:
-        return {}
-    return {o.keyword.decode(): o.envvar.decode() for o in defaults if o.envvar}
-
-
-@dataclass(frozen=True, slots=True)
-class EnvironmentPart:
-    """A part of a target that libpq takes from an environment variable, not from the DSN."""
-
-    keyword: str
-    variable: str
-    value: str  # "" for a secret: never shown
-
-    def __str__(self) -> str:
-        return f"{self.keyword} from {self.variable}" + (f" ({self.value})" if self.value else "")
-
-
-def environment_parts(
-    dsn: str, environ: Mapping[str, str], keywords: Iterable[str] = IDENTITY_KEYWORDS
-) -> list[EnvironmentPart]:
-    """The ``keywords`` libpq will take from ``environ`` because ``dsn`` leaves them out.
-
-    That is libpq's documented behaviour (a DSN without host uses PGHOST), and the reason
-    ``--env production`` with a host-less DSN may reach the database PGHOST names. A DSN that
-    names a service gets its parts from the service file first: nothing is reported then.
-    An unparseable DSN reports nothing (connecting says what is wrong with it).
-    """
-    try:
-        params = _libpq_params(dsn)
-    except Exception:
-        return []
-    if params.get("service"):
-        return []
-    envvars = _libpq_envvars()
-    parts = []
-    for keyword in keywords:
-        variable = envvars.get(keyword)
-        if variable and not params.get(keyword) and environ.get(variable):
-            shown = "" if keyword in SECRET_KEYWORDS else environ[variable]
-            parts.append(EnvironmentPart(keyword, variable, shown))
-    return parts
-
-
-@dataclass(frozen=True, slots=True)
-class PortableDsn:
-    """A DSN that means the same target under another environment (cron), without password."""
-
-    dsn: str
-    password_removed: bool  # the DSN (or PGPASSWORD) held a password that was left out
-
-
-def portable_dsn(dsn: str, environ: Mapping[str, str]) -> PortableDsn:
-    """``dsn`` with what libpq would take from ``environ`` written in, and every secret out.
-
-    For text that runs elsewhere, as a crontab line does: cron sets no PGHOST, so a part the
-    environment supplied here is spelled out; a password is never written (a pass file, a
-    service file or the environment of the job must supply it). The result is a key=value
-    string. Raise ConfigError when libpq cannot parse ``dsn`` (never quoting it).
-    """
-    try:
-        params = _libpq_params(dsn)
-    except Exception:
-        raise ConfigError(f"cannot read the connection string {mask_dsn(dsn)}") from None
-    removed = any(params.get(k) for k in SECRET_KEYWORDS)
-    kept = {k: v for k, v in params.items() if k not in SECRET_KEYWORDS and v}
-    envvars = _libpq_envvars()
-    for keyword, variable in envvars.items():
-        if keyword in SECRET_KEYWORDS:
-            removed = removed or bool(environ.get(variable))
-            continue
-        if keyword not in kept and environ.get(variable) and not kept.get("service"):
-            kept[keyword] = environ[variable]
-    return PortableDsn(make_conninfo("", **kept), removed)
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _expand(
-    value: str, pos: int, environ: Mapping[str, str], *, nested: bool, live: bool
-) -> tuple[str, int]:
-    """Expand from ``pos`` up to the end (or a closing brace when ``nested``).
-
-    ``live`` is false inside a default that will not be used: missing variables there are
-    not errors, as in the shell.
-    """
-    out: list[str] = []
-    n = len(value)
-    while pos < n:
-        c = value[pos]
-        if nested and c == "}":
-            return "".join(out), pos
-        if c != "$":
-            out.append(c)
-            pos += 1
-            continue
-        nxt = value[pos + 1 : pos + 2]
-        if nxt == "$":
-            out.append("$")
-            pos += 2
-            continue
-        if nxt != "{":
-            out.append("$")  # a lone '$' is literal; only ${...} expands
-            pos += 1
-            continue
-        match = _NAME.match(value, pos + 2)
-        if match is None:
-            raise ConfigError(
-                f"invalid ${{...}} reference at character {pos + 1}: expected a variable name "
-                "(letters, digits, _); write $$ for a literal $"
-            )
-        name = match.group()
-        pos = match.end()
-        found = environ.get(name)
-        if value.startswith(":-", pos):
-            default, pos = _expand(value, pos + 2, environ, nested=True, live=live and not found)
-            expanded = found if found else default
-        elif value.startswith("}", pos):
-            if found is None and live:
-                raise ConfigError(
-                    f"environment variable {name} is not set "
-                    f"(write ${{{name}:-default}} to give a default)"
-                )
-            expanded = found or ""
-        else:
-            raise ConfigError(
-                f"invalid reference to {name} at character {pos + 1}: "
-                f"expected '}}' or ':-default}}'"
-            )
-        out.append(expanded)
-        pos += 1  # past the closing brace, where both branches above stop
-    if nested:
-        raise ConfigError("unterminated ${...:-default}: missing '}'")
-    return "".join(out), pos
-
-
-def expand_env(value: str, environ: Mapping[str, str]) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is a literal ``$``.
-
-    A default is used when the variable is unset or empty, and may itself hold references.
-    A lone ``$`` not followed by ``{`` or ``$`` is kept as is. Raise ConfigError naming a
-    missing variable (never a value: the expansion may be a password).
-    """
-    return _expand(value, 0, environ, nested=False, live=True)[0]
