@@ -240,6 +240,17 @@ def drop_matview(name: QualifiedName) -> sql.Composed:
     return sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(name.ident())
 
 
+#: What every lock wait of a swap may take once it holds its first lock (the view's): it never
+#: holds the view while it waits for a reader (the application's queries on the view would
+#: queue behind it, and one holding the reader would be killed as a deadlock's victim).
+HELD_WAIT_MS = 10
+
+
+def hurry_held_waits() -> sql.Composed:
+    """SET LOCAL lock_timeout to :data:`HELD_WAIT_MS` (the rest of a swap's transaction)."""
+    return sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{HELD_WAIT_MS}ms"))
+
+
 def rename_matview(name: QualifiedName, new_name: str) -> sql.Composed:
     """ALTER MATERIALIZED VIEW ... RENAME TO (within the same schema)."""
     return sql.SQL("ALTER MATERIALIZED VIEW {} RENAME TO {}").format(

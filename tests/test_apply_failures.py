@@ -391,8 +391,8 @@ def test_ctrl_c_again_and_again_stops_the_clean_up_and_records_it(
     waits for the blocker) cancel that drop too, but never leave the worker running
     unattended while the run ends and closes its connections: its change is recorded, the
     report lists it, and the INVALID index it could not drop is reported, then dropped by
-    rollback --last or repaired by the next apply. Ctrl-C pressed on through the report and the exit changes none of it
-    (exit code 130, no traceback)."""
+    rollback --last or repaired by the next apply. Ctrl-C pressed on through the report and
+    the exit changes none of it (exit code 130, no traceback)."""
     with psycopg.connect(db_dsn) as blocker:
         blocker.execute("INSERT INTO appointments VALUES (-1, 1, 'open transaction')")
         proc = _start_apply(project, "--jobs", jobs)

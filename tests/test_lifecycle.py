@@ -662,8 +662,7 @@ def test_status_reports_a_spec_it_cannot_apply_as_attention(
     (line,) = [a for a in report["attention"] if a.startswith("spec ")]
     assert line.startswith("spec indexes/appointments.yaml:")
     assert line.endswith(
-        "index idx_appt_day: the name public.idx_appt_day is taken by an index: rename one of "
-        "them"
+        "index idx_appt_day: the name public.idx_appt_day is taken by an index: rename one of them"
     ), line
     assert cli("status", "--dsn", db_dsn, "--exit-code").exit_code == 1
     planned = cli("plan", "--dsn", db_dsn)

@@ -14,7 +14,7 @@ from typing import Any
 import helpers
 import psycopg
 import pytest
-from helpers import cli, view_def
+from helpers import catalog_snapshot, cli, view_def
 
 REVENUE = """
 name: mv_revenue
@@ -282,6 +282,85 @@ def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(
         "mv_top_days",
         "mv_top_days_day",
     }
+
+
+def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: the one swap transaction held mv_revenue while it waited, up to
+    lock_timeout each, for every reader in turn: the application's reads of mv_revenue
+    queued behind it that long, and one holding a reader could be killed as a deadlock's
+    victim. Once it holds the view, every other lock must come within 10 ms or the attempt
+    ends (and is retried): a reader of mv_revenue never waits for a held mv_top_days."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "dbopt.yaml").write_text(
+        helpers.environments(
+            test={"dsn": db_dsn, "lock_timeout": "1s", "retries": 1, "retry_backoff": "10ms"}
+        )
+    )
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    planned = cli("plan", "--env", "test", "--replace-drifted", "--cascade", "--sql")
+    assert planned.exit_code == 0, planned.output
+    assert "RENAME TO mv_revenue_dbopt_old;\nSET LOCAL lock_timeout TO '10ms';" in planned.output
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("SELECT count(*) FROM mv_top_days").fetchone()
+        # Each read of mv_revenue gives up after 400 ms: a swap holding it for its 1 s
+        # lock_timeout (waiting for mv_top_days) would fail one.
+        with Reader(db_dsn, "SELECT count(*) FROM mv_revenue", lock_timeout="400ms") as reader:
+            applied = cli("apply", "--env", "test", "--replace-drifted", "--cascade")
+        holder.rollback()
+    assert applied.exit_code == 1, applied.output
+    assert reader.errors == [] and reader.reads > 0
+    assert "+ 0" not in view_def(conn, "mv_revenue")
+
+
+def test_a_reader_that_reads_the_view_through_a_view_too_is_refused(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: a materialized view reading mv_revenue directly and through a plain
+    view was filled, aside, with the new data from the one and the old from the other (the
+    plain view is re-bound only at the swap). Refused before anything runs."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE VIEW v_rev AS SELECT day, revenue FROM mv_revenue")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_cmp AS SELECT r.day, r.revenue, v.revenue AS v_rev "
+        "FROM mv_revenue r JOIN v_rev v USING (day)"
+    )
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) * 2")
+    )
+    before = catalog_snapshot(conn)
+    refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "public.mv_cmp reads it directly and through the view public.v_rev too, which is "
+        "re-bound only when the views are swapped"
+    ) in " ".join(refused.output.split()), refused.output
+    assert catalog_snapshot(conn) == before
+    conn.execute("DROP MATERIALIZED VIEW mv_cmp")
+    conn.execute("DROP VIEW v_rev")
+
+
+def test_a_populated_reader_of_a_view_without_data_is_refused(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: mv_revenue emptied (WITH NO DATA) and mv_top_days, which reads it,
+    holding data: the cascade built everything aside, then failed filling mv_top_days.
+    Refused before anything runs."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("REFRESH MATERIALIZED VIEW mv_revenue WITH NO DATA")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    before = catalog_snapshot(conn)
+    refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "public.mv_top_days holds data but reads it, which holds none (WITH NO DATA)"
+    ) in " ".join(refused.output.split()), refused.output
+    assert catalog_snapshot(conn) == before
 
 
 def test_prune_drops_only_views_dbopt_created(

@@ -336,7 +336,11 @@ def _rebuild_view(
     reads it aside too (bound to the new one), then swap all of them in one transaction:
     either every view of the cascade is the new one, or none is (a reader that cannot be
     swapped, held by a session, leaves everything as it was). Plain views that read them are
-    re-bound in that transaction; the old views are dropped after it, readers first."""
+    re-bound in that transaction; the old views are dropped after it, readers first.
+
+    The swap (and each reader's binding) waits lock_timeout for the view's own lock only;
+    every other lock it then needs must come within ddl.HELD_WAIT_MS, or the attempt ends
+    and is retried: it never holds the view while it waits for a reader."""
 
     def make(new: QualifiedName, props: ViewProperties | None) -> Sequence[Step]:
         options, tablespace = props.build_options() if props is not None else ((), None)
@@ -353,8 +357,23 @@ def _rebuild_view(
         existing, indexes, plain, catalog, properties, new_columns, refusals, owners, make
     )
     readers = []
+    through = _plain_readers_of(existing.name, catalog)
+    view_props = properties.views.get(existing.oid) if properties is not None else None
     for reader in materialized:
         refusals += _not_member(reader, "rebuild")
+        refusals += [
+            f"{reader.name} reads it directly and through the view {view} too, which is "
+            "re-bound only when the views are swapped: rebuilt aside, it would hold the new "
+            f"data and the old at once; have {reader.name} read it one way"
+            for view in through
+            if reader.name in catalog.dependents.get(view, ())
+        ][:1]
+        reader_props = properties.views.get(reader.oid) if properties is not None else None
+        if view_props and not view_props.populated and reader_props and reader_props.populated:
+            refusals.append(
+                f"{reader.name} holds data but reads it, which holds none (WITH NO DATA): "
+                f"rebuilt, {reader.name} could not be filled; refresh {existing.name} first"
+            )
         sub_plain, _deeper = _dependents(reader.name, catalog)
         bound = _bound_to_new(existing, reader)
         kept = _kept_indexes(reader, (), catalog, refusals)
@@ -368,9 +387,10 @@ def _rebuild_view(
     rebinds = tuple(
         ddl.create_or_replace_view(v.name, _view_body(v), v.options) for v in plain_readers
     )
+    renames = [r for one in every for r in one.renames]
     swap = Step(
         StepMode.SWAP,
-        (*(r for one in every for r in one.renames), *rebinds),
+        (renames[0], ddl.hurry_held_waits(), *renames[1:], *rebinds),
         existing.name,
         existing.name,
         expect=tuple(i for one in every for i in one.expect),
@@ -386,6 +406,18 @@ def _rebuild_view(
         *(one.drop_old for one in readers),
         main.drop_old,
     )
+
+
+def _plain_readers_of(name: QualifiedName, catalog: Catalog) -> list[QualifiedName]:
+    """The plain views that read ``name``, directly or through other plain views."""
+    found: list[QualifiedName] = []
+    todo = [name]
+    while todo:
+        for dep in catalog.dependents.get(todo.pop(), ()):
+            if catalog.names.get(dep) == "view" and dep not in found:
+                found.append(dep)
+                todo.append(dep)
+    return found
 
 
 def _not_member(reader: Relation, verb: str) -> list[str]:
@@ -421,6 +453,7 @@ def _bound_to_new(view: Relation, reader: Relation) -> _Make:
             StepMode.SWAP,
             (
                 ddl.rename_matview(name, old_view.name),
+                ddl.hurry_held_waits(),
                 ddl.rename_matview(new_view, name.name),
                 ddl.create_matview(
                     new, body, with_data=False, options=options, tablespace=tablespace

@@ -1,5 +1,6 @@
--- Views and materialized views built on each materialized view (through their rewrite rules):
--- replacing or dropping a materialized view must not break them.
+-- Views and materialized views built on each materialized view and each view (through their
+-- rewrite rules): replacing or dropping a materialized view must not break them, and one that
+-- reads it through a view is found through that view.
 SELECT DISTINCT src_ns.nspname AS schema,
        src.relname             AS name,
        dep_ns.nspname          AS dependent_schema,
@@ -13,6 +14,6 @@ SELECT DISTINCT src_ns.nspname AS schema,
   JOIN pg_namespace src_ns ON src_ns.oid = src.relnamespace
  WHERE d.classid = 'pg_rewrite'::regclass
    AND d.refclassid = 'pg_class'::regclass
-   AND src.relkind = 'm'
+   AND src.relkind IN ('m', 'v')
    AND dep.oid <> src.oid
  ORDER BY 1, 2, 3, 4
