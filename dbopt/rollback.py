@@ -83,7 +83,8 @@ def current_oid(change: ChangeRecord, later: Sequence[ChangeRecord]) -> int | No
     """The OID of what ``change`` made, followed through later changes of dbopt's.
 
     A later replace, repair or drop of it ends it (None), unless that change was itself
-    rolled back: then the object is what the rollback made (a restore hands it back). A later
+    rolled back: then the object is what the rollback made (a restore hands it back); a
+    rebuild (a cascade rebuilt it with a view it reads) carries it on as what it made. A later
     change counts when it is done: ended ok, or landed (ChangeRecord.landed).
     """
     oid = change.object_oid
@@ -95,6 +96,9 @@ def current_oid(change: ChangeRecord, later: Sequence[ChangeRecord]) -> int | No
         )
         if successor is None:
             return oid
+        if successor.action == "rebuild":  # rebuilt with a view it reads: carried on
+            oid, after = successor.object_oid, successor.id
+            continue
         undo = next((c for c in ordered if c.undoes_change == successor.id and c.done), None)
         if undo is None:
             return None
@@ -104,8 +108,9 @@ def current_oid(change: ChangeRecord, later: Sequence[ChangeRecord]) -> int | No
 
 def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
     """Not undone by a rollback, and what it made still there (possibly after a restore):
-    an INVALID index a stopped create left behind counts (it is what the run left)."""
-    if change.undone_by is not None:
+    an INVALID index a stopped create left behind counts (it is what the run left). A
+    rebuild never counts by itself: it is undone with the change of the view it went with."""
+    if change.undone_by is not None or change.action == "rebuild":
         return False
     if change.left_invalid:
         return current_oid(change, later) is not None
@@ -227,11 +232,6 @@ def _derive(
         if not change.done and not change.left_invalid:
             skipped.append(Skipped(change.name, f"its change {change.result}: nothing was made"))
             continue
-        if not _live(change, later):
-            skipped.append(
-                Skipped(change.name, "a later change of dbopt replaced what this one made")
-            )
-            continue
         if change.object_type == "index" and change.table in context.dropped_views:
             continue  # dropped with its view
         if change.action == "rebuild":
@@ -240,9 +240,14 @@ def _derive(
             skipped.append(
                 Skipped(
                     change.name,
-                    f"rebuilt with its view {change.table} by run {change.run_id}: roll back "
-                    "the view's change",
+                    f"rebuilt with the view {change.table} by run {change.run_id}: roll back "
+                    "that view's change",
                 )
+            )
+            continue
+        if not _live(change, later):
+            skipped.append(
+                Skipped(change.name, "a later change of dbopt replaced what this one made")
             )
             continue
         try:

@@ -363,6 +363,30 @@ def test_a_populated_reader_of_a_view_without_data_is_refused(
     assert catalog_snapshot(conn) == before
 
 
+def test_a_cascade_keeps_the_readers_it_rebuilds_dbopts_own(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: after a cascade, mv_top_days (dbopt's, rebuilt with a new OID) and
+    its index were 'pre-existing' to status, and a rollback of the run that made them left
+    them as 'made again by someone else'. The rebuild is recorded: they stay dbopt's."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    cascade = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert cascade.exit_code == 0, cascade.output
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").stdout)
+    origins = {r["index"]: r["created_by"] for r in status["managed"]}
+    assert origins == {"public.mv_revenue_day": "dbopt", "public.mv_top_days_day": "dbopt"}
+    first = cli("rollback", "--dsn", db_dsn, "--last", "--yes")  # the cascade
+    assert first.exit_code == 0, first.output
+    assert "+ 0" not in view_def(conn, "mv_revenue")
+    second = cli("rollback", "--dsn", db_dsn, "--last", "--yes")  # the first apply
+    assert second.exit_code == 0, second.output
+    assert "made again by someone else" not in second.output, second.output
+    assert relations(conn) == {}
+
+
 def test_prune_drops_only_views_dbopt_created(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

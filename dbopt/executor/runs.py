@@ -123,10 +123,19 @@ class Executor(StepRunner):
         self._control(lambda c: self.history.record_object(c, change_id, built[name], None))
 
     def _record_built_with(
-        self, run_id: int, index: QualifiedName, view: QualifiedName, action: str
+        self,
+        run_id: int,
+        index: QualifiedName,
+        view: QualifiedName,
+        action: str,
+        *,
+        kind: str = "index",
+        replaced_oid: int | None = None,
     ) -> None:
-        """An index built with its view (and dropped with it): dbopt made it. With a new view
-        it is a create; with a replaced view a rebuild, undone with the view's change."""
+        """An index built with its view (and dropped with it), or a view rebuilt with the one
+        it reads (``kind`` view, recorded with that one): dbopt made it. With a new view it
+        is a create; with a replaced view a rebuild, undone with the view's change;
+        ``replaced_oid``: what it replaces (dbopt's too)."""
         change = self._control(
             lambda c: self.history.start_change(
                 c,
@@ -135,14 +144,23 @@ class Executor(StepRunner):
                     "object_schema": index.schema,
                     "object_name": index.name,
                     "table_name": str(view),
-                    "object_kind": "index",
+                    "object_kind": kind,
                     "action": action,
                     "existed_before": False,
+                    "replaced_oid": replaced_oid,
                 },
             )
         )
         if not self._record_made(change, index, finished=True):
             self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
+
+    def _swapped_in(self, action: Action, built: dict[QualifiedName, int]) -> bool:
+        """A replace (or restore) that did not end ok but whose swap happened: what it built
+        is under the action's name, usable (history_landed.sql's rule, seen from here)."""
+        if action.kind not in (ActionKind.REPLACE, ActionKind.RESTORE) or not built:
+            return False
+        now = self._oid_of(action.name)
+        return now is not None and now.oid in built.values() and now.valid is not False
 
     def preflight(self, action: Action) -> None:
         """Check, before its first statement, every identity the action can check now."""
@@ -206,13 +224,21 @@ class Executor(StepRunner):
                 self._control(
                     lambda c: self.history.finish_change(c, change_id, result.result, result.error)
                 )
-            if result.result == ChangeOutcome.OK and run_id is not None:
+            # What it made besides is dbopt's once it is in place: the action done, or its
+            # swap landed (it failed or was stopped after it, dropping what it swapped out).
+            if run_id is not None and (
+                result.result == ChangeOutcome.OK or self._swapped_in(action, built)
+            ):
                 for index in action.also_creates:
                     self._record_built_with(
                         run_id,
                         index,
                         action.name,
                         "create" if action.kind == ActionKind.CREATE else "rebuild",
+                    )
+                for kind, name, table, oid in action.also_rebuilds:
+                    self._record_built_with(
+                        run_id, name, table, "rebuild", kind=kind, replaced_oid=oid
                     )
         self.reporter.action_ended(
             action.kind.value, action.name, str(result.result), result.seconds, result.error

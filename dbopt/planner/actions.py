@@ -109,6 +109,10 @@ class Action:
     phase_order: int = 0
     #: Indexes built as part of this action (a view's indexes), recorded with it.
     also_creates: tuple[QualifiedName, ...] = ()
+    #: dbopt's own objects a view's replace rebuilds besides (the materialized views that read
+    #: it, their indexes): (kind, name, the view or table it is recorded with, the OID it
+    #: replaces), recorded as rebuilt with the action, so they stay dbopt's.
+    also_rebuilds: tuple[tuple[str, QualifiedName, QualifiedName, int], ...] = ()
     #: The object this action replaces, repairs or drops, and its definition as the server
     #: printed it (recorded, so a rollback can rebuild it).
     replaced_oid: int | None = None

@@ -297,7 +297,25 @@ def replace_view_action(
         undoes_change=undoes_change,
         # The spec's indexes are rebuilt with the view: dbopt's own from now on.
         also_creates=tuple(i.qualified_name for i in view.indexes),
+        also_rebuilds=_rebuilt_readers(name, materialized, catalog, owners),
     )
+
+
+def _rebuilt_readers(
+    name: QualifiedName, readers: Sequence[Relation], catalog: Catalog, owners: Ownership
+) -> tuple[tuple[str, QualifiedName, QualifiedName, int], ...]:
+    """What of dbopt's own a cascade rebuilds with ``name``: each materialized reader dbopt
+    made (recorded with ``name``), and each of their indexes dbopt made (with the reader)."""
+    out: list[tuple[str, QualifiedName, QualifiedName, int]] = []
+    for reader in readers:
+        if owners.owns(reader.oid):
+            out.append(("view", reader.name, name, reader.oid))
+        out += [
+            ("index", i.name, reader.name, i.oid)
+            for i in catalog.indexes_on(reader.name)
+            if owners.owns(i.oid)
+        ]
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

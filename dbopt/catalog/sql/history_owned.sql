@@ -1,9 +1,10 @@
 -- Objects dbopt made, by OID: a build that succeeded (or that the server showed dbopt
 -- building, and that failed leaving an INVALID index), not dropped or replaced by a later
--- change of dbopt's (that ended ok, or landed: history_landed.sql); and objects a replace swapped out (dbopt's to drop only while they carry
--- its temporary name). Credible facts only, and only objects that exist: the history is read
--- only for the indexes and materialized views there are now (by its OID indexes), so the
--- read does not grow with the history's length.
+-- change of dbopt's (that ended ok, or landed: history_landed.sql); and objects a replace
+-- swapped out, or a cascade rebuilt (what read the view it replaced): dbopt's to drop only
+-- while they carry its temporary name. Credible facts only, and only objects that exist:
+-- the history is read only for the indexes and materialized views there are now (by its OID
+-- indexes), so the read does not grow with the history's length.
 WITH live AS (
   SELECT o.oid::bigint AS oid
     FROM pg_class o
@@ -19,7 +20,7 @@ WITH live AS (
      AND NOT EXISTS (SELECT 1 FROM {schema}.changes d
                       WHERE d.replaced_oid = m.object_oid AND d.id > m.id
                         AND (d.result = 'ok' OR {landed_d})
-                        AND d.action IN ('drop', 'replace', 'restore', 'repair'))
+                        AND d.action IN ('drop', 'replace', 'restore', 'repair', 'rebuild'))
    ORDER BY m.object_oid, m.id DESC
 ), swapped_out AS (
   SELECT DISTINCT ON (r.replaced_oid)
@@ -27,7 +28,8 @@ WITH live AS (
          r.replaced_oid AS oid, r.previous_definition AS definition, true AS replaced,
          false AS adopted
     FROM {schema}.changes r
-   WHERE r.replaced_oid IN (SELECT oid FROM live) AND r.action IN ('replace', 'restore')
+   WHERE r.replaced_oid IN (SELECT oid FROM live)
+     AND r.action IN ('replace', 'restore', 'rebuild')
    ORDER BY r.replaced_oid, r.id DESC
 )
 SELECT f.*
