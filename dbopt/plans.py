@@ -29,7 +29,14 @@ from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
 from dbopt.livecheck import new_builds
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
-from dbopt.planner import ActionKind, NewViewOwner, Plan, own_new_views, plan
+from dbopt.planner import (
+    ActionKind,
+    NewViewOwner,
+    Plan,
+    own_new_views,
+    plan,
+    temporary_names,
+)
 from dbopt.privileges import temp_problem
 from dbopt.replicas import in_recovery
 
@@ -37,12 +44,20 @@ from dbopt.replicas import in_recovery
 def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
     """What a plan touches, so the only relations inspection sizes and deparses (and so may
     wait for): the specs' tables and views, and what dbopt made (it may drop it)."""
-    return {s.table for s in specs.indexes} | {v.name for v in specs.views} | owned_relations(owned)
+    views = {n for v in specs.views for n in (v.name, *temporary_names(v.name))}
+    return {s.table for s in specs.indexes} | views | owned_relations(owned)
 
 
 def owned_relations(owned: Iterable[OwnedObject]) -> set[QualifiedName]:
-    """The relations what dbopt made lives on (an index: its table)."""
-    return {fact.table if fact.object_type == "index" else fact.name for fact in owned}
+    """The relations what dbopt made lives on (an index: its table), and the names an
+    interrupted replace of a view of dbopt's may have left (their indexes are checked)."""
+    out: set[QualifiedName] = set()
+    for fact in owned:
+        if fact.object_type == "index":
+            out.add(fact.table)
+        else:
+            out.update((fact.name, *temporary_names(fact.name)))
+    return out
 
 
 def build_plan(

@@ -39,6 +39,7 @@ from dbopt.planner import (
     ownership,
     replace_index_action,
     replace_view_action,
+    temporary_names,
     wanted_properties,
 )
 from dbopt.plans import new_view_owner
@@ -462,6 +463,8 @@ def rollback_plan(
     records, undoes = _select(conn, history, selection)
     later = _later(conn, history, records)
     touched = {c.table if c.object_type == "index" else c.name for c in records}
+    # What an interrupted replace of a view may have left (its indexes' names are checked).
+    touched |= {t for c in records if c.object_type == "view" for t in temporary_names(c.name)}
     catalog = inspect(conn, touched)
     calls = None
     if any(c.object_type == "view" and c.action in ("replace", "drop") for c in records):

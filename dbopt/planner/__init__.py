@@ -20,6 +20,7 @@ from dbopt.planner.actions import (
     Plan,
     Step,
     StepMode,
+    temporary_names,
 )
 from dbopt.planner.diff import plan, wanted_properties
 from dbopt.planner.indexes import create_index_action, drop_index_action, replace_index_action
@@ -59,6 +60,7 @@ __all__ = [
     "plan",
     "replace_index_action",
     "replace_view_action",
+    "temporary_names",
     "view_identity",
     "wanted_properties",
 ]

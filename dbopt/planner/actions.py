@@ -10,11 +10,21 @@ from typing import Any
 
 from psycopg import sql
 
+from dbopt.ddl import derived_name
 from dbopt.guard import Identity
 from dbopt.model import IndexSpec, QualifiedName
 
 NEW_SUFFIX = "_dbopt_new"
 OLD_SUFFIX = "_dbopt_old"
+
+
+def temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
+    """The names a view is built aside under and swapped out to (what an interrupted replace
+    may have left)."""
+    return (
+        QualifiedName(name.schema, derived_name(name.name, NEW_SUFFIX)),
+        QualifiedName(name.schema, derived_name(name.name, OLD_SUFFIX)),
+    )
 
 
 class ActionKind(StrEnum):

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from dbopt import citus
-from dbopt.catalog import Catalog
+from dbopt.catalog import Catalog, Relation
 from dbopt.catalog.properties import Properties
 from dbopt.citus import ShardedIndex
 from dbopt.errors import OptionNeeded, Problem, SpecError
@@ -20,6 +20,7 @@ from dbopt.planner.actions import (
     Action,
     ActionKind,
     Plan,
+    StepMode,
 )
 from dbopt.planner.indexes import _index_action, drop_index_action
 from dbopt.planner.ownership import Ownership, name_taken, ownership
@@ -32,6 +33,8 @@ from dbopt.planner.views import (
 from dbopt.spec import view_order
 from dbopt.words import a, they
 
+_LEFT_BEHIND = "left under dbopt's temporary name by an interrupted replace"
+
 
 def _plan_views(
     views: Sequence[ViewSpec],
@@ -42,6 +45,7 @@ def _plan_views(
     properties: Properties | None,
     prune: bool,
     problems: list[Problem],
+    replace_drifted: bool = False,
 ) -> tuple[list[Action], list[IndexSpec]]:
     """Actions for materialized views, and the index specs of views that stay as they are."""
     actions: list[Action] = []
@@ -100,28 +104,64 @@ def _plan_views(
             )
         )
     wanted = {v.name for v in views}
-    for offset, relation in enumerate(
-        sorted(
-            (r for r in catalog.relations.values() if r.relkind == "m" and owners.owns(r.oid)),
-            key=lambda r: r.name,
-            reverse=True,
-        )
-    ):
-        if relation.name in wanted:
-            continue
+    # What an interrupted replace left under a temporary name, that a replace that will run
+    # drops first anyway (its own leftovers and its readers').
+    cleared = {
+        step.index
+        for action in actions
+        if replace_drifted or action.kind != ActionKind.REPLACE
+        for step in action.forward
+        if step.mode == StepMode.VIEW and step.index.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+    }
+    gone = [
+        r
+        for r in catalog.relations.values()
+        if r.relkind == "m"
+        and owners.owns(r.oid)
+        and r.name not in wanted
+        and r.name not in cleared
+    ]
+    dropped: set[QualifiedName] = set()
+    for offset, relation in enumerate(_readers_first(gone, catalog)):
         actions.append(
             drop_view_action(
                 relation,
                 catalog,
-                reason=_gone_reason(owners.origin(relation.oid)),
+                reason=_LEFT_BEHIND
+                if relation.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+                else _gone_reason(owners.origin(relation.oid)),
                 origin=owners.origin(relation.oid),
                 properties=properties,
                 enabled=prune,
                 needs=None if prune else "prune",
                 phase_order=10_000 + offset,
+                also_dropped=frozenset(dropped),
             )
         )
+        dropped.add(relation.name)
     return actions, index_specs
+
+
+def _readers_first(views: Sequence[Relation], catalog: Catalog) -> list[Relation]:
+    """``views`` ordered so that each comes after those of them that read it (by name, newest
+    name first, where none does): what an interrupted cascade left (a reader's leftover
+    reading the view's) is dropped reader first."""
+    left = sorted(views, key=lambda r: r.name, reverse=True)
+    names = {r.name for r in left}
+    out: list[Relation] = []
+    while left:
+        done = {r.name for r in out}
+        ready = next(
+            (
+                r
+                for r in left
+                if all(d in done or d not in names for d in catalog.dependents.get(r.name, ()))
+            ),
+            left[0],  # a cycle cannot be: views read what exists before them
+        )
+        out.append(ready)
+        left.remove(ready)
+    return out
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -167,6 +207,7 @@ def plan(
         properties,
         prune,
         problems,
+        replace_drifted,
     )
     actions.extend(view_actions)
     wanted = {s.qualified_name for s in specs} | {
@@ -205,7 +246,7 @@ def plan(
         if not owners.owns(index.oid) or index.name in wanted or index.table in dropped_views:
             continue
         reason = (
-            "left under dbopt's temporary name by an interrupted replace"
+            _LEFT_BEHIND
             if index.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
             else _gone_reason(owners.origin(index.oid))
         )

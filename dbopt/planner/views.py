@@ -25,6 +25,7 @@ from dbopt.planner.actions import (
     Plan,
     Step,
     StepMode,
+    temporary_names,
 )
 from dbopt.planner.indexes import _display_rebuild, _safe
 from dbopt.planner.ownership import Ownership, name_taken, view_identity
@@ -448,21 +449,13 @@ def _not_member(reader: Relation, verb: str) -> list[str]:
     ]
 
 
-def _temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
-    """The names a view is built aside under and swapped out to."""
-    return (
-        QualifiedName(name.schema, ddl.derived_name(name.name, NEW_SUFFIX)),
-        QualifiedName(name.schema, ddl.derived_name(name.name, OLD_SUFFIX)),
-    )
-
-
 def _bound_to_new(view: Relation, reader: Relation) -> _Make:
     """How a materialized view that reads ``view`` is made aside reading ``view``'s new copy
     (still under its temporary name): created empty in a short transaction that gives the new
     copy the name for a moment (so the reader's own query binds to it) and gives it back,
     then filled from it. The swap transaction can then put both in place at once."""
     name = view.name
-    new_view, old_view = _temporary_names(name)
+    new_view, old_view = temporary_names(name)
     body = sql.SQL(_view_body(reader))
 
     def make(new: QualifiedName, props: ViewProperties | None) -> Sequence[Step]:
@@ -509,7 +502,7 @@ def _aside(
     """``existing`` rebuilt aside by ``make`` with ``indexes``: see :class:`_Aside`."""
     name = existing.name
     schema = name.schema
-    new, old = _temporary_names(name)
+    new, old = temporary_names(name)
     props: ViewProperties | None = None
     if properties is not None:
         props = properties.views.get(existing.oid)
@@ -526,6 +519,7 @@ def _aside(
                     "no column for"
                 )
     leftovers: list[Step] = []
+    cleared: set[QualifiedName] = set()  # leftovers dropped first (their indexes with them)
     for temp in (new, old):
         taken = name_taken(catalog, temp)
         leftover = catalog.relations.get(temp)
@@ -535,6 +529,7 @@ def _aside(
             leftovers.append(
                 Step(StepMode.VIEW, (ddl.drop_matview(temp),), temp, temp, expect=(identity,))
             )
+            cleared.add(temp)
         elif taken:
             refusals.append(
                 f"the name {temp} it needs is taken by {a(taken)} that dbopt has no record of "
@@ -558,7 +553,8 @@ def _aside(
         ddl.derived_name(i.name, s) for i in indexes for s in (NEW_SUFFIX, OLD_SUFFIX)
     ]:
         taken = name_taken(catalog, QualifiedName(schema, temp_index))
-        if taken:
+        on = catalog.indexes.get(QualifiedName(schema, temp_index))
+        if taken and not (on is not None and on.table in cleared):
             refusals.append(f"the name {schema}.{temp_index} it needs is taken by {a(taken)}")
     renames = (
         ddl.rename_matview(name, old.name),
