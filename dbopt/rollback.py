@@ -22,9 +22,9 @@ import psycopg
 from dbopt.catalog import Catalog, CatalogIndex, Relation, inspect
 from dbopt.catalog.properties import Properties, read_properties
 from dbopt.errors import InputError
-from dbopt.history import ChangeRecord, History, OwnedObject
+from dbopt.history import ChangeRecord, History, OwnedObject, RunRecord
 from dbopt.indexdef import DefinitionError, index_spec_from_definition
-from dbopt.model import IndexSpec, Location, QualifiedName, ViewSpec
+from dbopt.model import IndexSpec, Location, QualifiedName, RunOutcome, ViewSpec
 from dbopt.planner import (
     Action,
     ActionKind,
@@ -161,10 +161,25 @@ def _select(
         if records and undone and not any(_live(c, later) for c in records):
             raise InputError(f"run {run.id} was already rolled back by run {max(undone)}")
         return records, run.id
+    failed: RunRecord | None = None  # the newest apply, when it failed leaving nothing
     for run in history.apply_runs(conn):
         records = history.changes(conn, run_id=run.id)
         if any(_live(c, _later(conn, history, records)) for c in records):
+            if failed is not None:
+                # Never reached past a failed run unasked: after "apply failed", --last meant
+                # that apply, not the good one before it.
+                raise InputError(
+                    f"the last apply (run {failed.id}) {failed.outcome} and left nothing to "
+                    f"undo; the newest apply with something left is run {run.id}: to undo it, "
+                    f"name it (dbopt rollback --run {run.id})"
+                )
             return records, run.id
+        if (
+            failed is None
+            and run.outcome != RunOutcome.SUCCEEDED
+            and not any(c.undone_by is not None for c in records)
+        ):
+            failed = run
     raise InputError("no apply run left to roll back: every change was undone or superseded")
 
 

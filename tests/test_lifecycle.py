@@ -667,3 +667,33 @@ def test_status_reports_a_spec_it_cannot_apply_as_attention(
     assert cli("status", "--dsn", db_dsn, "--exit-code").exit_code == 1
     planned = cli("plan", "--dsn", db_dsn)
     assert planned.exit_code == 2, planned.output
+
+
+def test_rollback_last_never_reaches_past_a_failed_apply(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Seen in a review: after an apply that failed and changed nothing, rollback --last
+    undid the good apply before it (with --yes, at once). It says so and names that run."""
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
+    monkeypatch.chdir(tmp_path)
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    # A unique index over duplicate statuses: its build fails, dbopt cleans it up.
+    write_specs(
+        tmp_path,
+        {
+            "appointments.yaml": WITHOUT_DAY
+            + "  - {name: idx_appt_status_unique, columns: [status], unique: true}\n"
+        },
+    )
+    failed = cli("apply", "--dsn", db_dsn)
+    assert failed.exit_code == 1, failed.output
+    refused = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "the last apply (run 2) failed and left nothing to undo; the newest apply with "
+        "something left is run 1: to undo it, name it (dbopt rollback --run 1)"
+    ) in " ".join(refused.output.split())
+    assert "idx_appt_barber_status" in index_defs(appointments)
+    named = cli("rollback", "--dsn", db_dsn, "--run", "1", "--yes")
+    assert named.exit_code == 0, named.output
+    assert "idx_appt_barber_status" not in index_defs(appointments)
