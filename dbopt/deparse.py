@@ -155,13 +155,18 @@ def normalize_specs(
     read: bool = True,
     statement_timeout_ms: int | None = None,
     writable: bool = False,
+    partition_keys: Mapping[QualifiedName, str] | None = None,
+    privileges_noted: bool = False,
 ) -> tuple[Mapping[QualifiedName, str], int]:
     """Canonical definitions of ``specs`` as the server renders them; and round trips used.
     Without ``read``, the server only builds them (raising SpecError for what it refuses) and
     nothing is read back (the mapping is empty). ``statement_timeout_ms``: the bound of its
     statements, when not the session's. ``writable``: its transactions are made read-write
     (in a session whose transactions are read-only by default: validate's); they are rolled
-    back all the same."""
+    back all the same. ``partition_keys``: the key of each partitioned table (its copy is
+    partitioned the same way, so what only a partitioned table refuses is refused).
+    ``privileges_noted``: a build refused for this role's want of a privilege is not the
+    spec's fault: NotTried lists those (when nothing else was refused)."""
     specs = list(specs)
     result: dict[QualifiedName, str] = {}
     round_trips = 0
@@ -173,6 +178,8 @@ def normalize_specs(
             read=read,
             statement_timeout_ms=statement_timeout_ms,
             writable=writable,
+            partition_keys=partition_keys or {},
+            privileges_noted=privileges_noted,
         )
         result.update(batch)
         round_trips += trips
@@ -187,6 +194,8 @@ def _normalize_batch(
     read: bool,
     statement_timeout_ms: int | None,
     writable: bool = False,
+    partition_keys: Mapping[QualifiedName, str],
+    privileges_noted: bool = False,
 ) -> tuple[dict[QualifiedName, str], int]:
     if not specs:
         return {}, 0
@@ -197,9 +206,12 @@ def _normalize_batch(
         if spec.table not in tables:
             temp = f"dbopt_tmp_{len(tables)}"
             tables[spec.table] = temp
+            key = partition_keys.get(spec.table)
+            # The key as the server printed it (pg_get_partkeydef), never user input.
+            partitioned = sql.SQL(" PARTITION BY {}").format(sql.SQL(key)) if key else sql.SQL("")
             statements.append(
-                sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
-                    sql.Identifier(temp), spec.table.ident()
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {}){} ON COMMIT DROP").format(
+                    sql.Identifier(temp), spec.table.ident(), partitioned
                 )
             )
         temp_index = f"dbopt_norm_{i:06d}"
@@ -236,7 +248,7 @@ def _normalize_batch(
             raise
         except psycopg.Error:
             # One spec broke the batch: find which, one by one, to say where.
-            _raise_located(conn, statements, list(tables), names)
+            _raise_located(conn, statements, list(tables), names, privileges_noted)
         if not read:
             return {}, round_trips
         cur.execute(catalog_sql("deparsed_indexes"))
@@ -251,8 +263,10 @@ def _raise_located(
     statements: list[sql.Composed],
     tables: list[QualifiedName],
     names: Mapping[str, IndexSpec],
+    privileges_noted: bool = False,
 ) -> None:
     problems: list[Problem] = []
+    lacking: list[str] = []
     by_position = list(names.values())
     spec_index = 0
     with conn.cursor() as cur:
@@ -268,6 +282,10 @@ def _raise_located(
                 spec = by_position[spec_index]
                 loc = spec.location
                 message = server_message(exc)
+                if privileges_noted and isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                    lacking.append(f"index {spec.name} ({loc.file}:{loc.line}): {message}")
+                    spec_index += 1
+                    continue
                 problems.append(
                     loc.problem(
                         f"index {spec.name}: PostgreSQL refuses it on {spec.table}: {message}",
@@ -275,9 +293,20 @@ def _raise_located(
                 )
             if not is_table:
                 spec_index += 1
+    if not problems and lacking:
+        raise NotTried(lacking)
     raise SpecError(
         f"{len(problems)} index spec(s) PostgreSQL would refuse; nothing was changed", problems
     )
+
+
+class NotTried(Exception):
+    """Builds the server refused for the current role's want of a privilege (a schema's
+    USAGE, a function's EXECUTE), not for the spec: one line each."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
 
 
 @dataclass(frozen=True, slots=True)

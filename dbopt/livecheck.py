@@ -20,7 +20,7 @@ anything. ``dbopt apply`` runs these same checks before its first statement.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -420,49 +420,92 @@ def new_builds(specs: SpecSet, catalog: Catalog) -> list[IndexSpec]:
     ]
 
 
+def partition_keys(catalog: Catalog) -> dict[QualifiedName, str]:
+    """Each partitioned table's key (its trial copy is partitioned the same way)."""
+    return {n: r.partition_key for n, r in catalog.relations.items() if r.partition_key}
+
+
 def check_builds(
     new: Sequence[IndexSpec],
     conn: psycopg.Connection[Any],
     lock_timeout_ms: int,
     *,
     statement_timeout_ms: int | None = None,
+    keys: Mapping[QualifiedName, str] | None = None,
 ) -> None:
     """Let the server refuse, before anything is built, what CREATE INDEX itself would refuse
     of the ``new`` indexes (:func:`new_builds`: a function that is not IMMUTABLE, a type
-    without an operator class for the method, a storage parameter out of range): each is
-    built on an empty temporary copy of its table in a rolled-back transaction (as plan
-    normalises the existing ones), and SpecError lists every refusal at its file:line. Needs
-    a session that may write temporary tables (apply's). ``statement_timeout_ms``: the bound
-    of its statements, when not the session's."""
+    without an operator class for the method, a storage parameter out of range, a unique
+    index without a partitioned table's key): each is built on an empty temporary copy of
+    its table (partitioned by ``keys``, :func:`partition_keys`) in a rolled-back
+    transaction (as plan normalises the existing ones), and SpecError lists every refusal at
+    its file:line. Needs a session that may write temporary tables (apply's).
+    ``statement_timeout_ms``: the bound of its statements, when not the session's."""
     from dbopt.deparse import normalize_specs
 
     normalize_specs(
-        conn, new, lock_timeout_ms, read=False, statement_timeout_ms=statement_timeout_ms
+        conn,
+        new,
+        lock_timeout_ms,
+        read=False,
+        statement_timeout_ms=statement_timeout_ms,
+        partition_keys=keys,
     )
 
 
-def check_builds_read_only(
-    specs: SpecSet, catalog: Catalog, conn: psycopg.Connection[Any], lock_timeout_ms: int
-) -> str | None:
-    """:func:`check_builds` of the indexes apply would build, in a session whose transactions
-    are read-only by default (validate's): in a read-write transaction of its own, rolled
-    back. Returns why they were not checked (a standby, or a role that may not create
-    temporary tables), None when they were; SpecError as check_builds."""
-    from dbopt.deparse import normalize_specs
-    from dbopt.privileges import temp_problem
+def trial_builds(
+    new: Sequence[IndexSpec],
+    catalog: Catalog,
+    conn: psycopg.Connection[Any],
+    lock_timeout_ms: int,
+    *,
+    writable: bool = False,
+) -> list[str]:
+    """:func:`check_builds` as plan and validate --dsn run it, for any role: SpecError for
+    what the server refuses of a spec; what this session cannot try is said in notes,
+    never refused -- on a standby (no temporary tables), without TEMPORARY, without SELECT
+    on a table (its copy is made LIKE it), or where a build needs a privilege this role
+    lacks (apply, as the owner, checks those). ``writable``: in a session whose transactions
+    are read-only by default (validate's), the trial's own transaction is read-write (it
+    assigns a transaction id and writes a little WAL; everything is rolled back)."""
+    from dbopt.deparse import NotTried, normalize_specs
+    from dbopt.privileges import temp_problem, unreadable_tables
     from dbopt.replicas import in_recovery
 
-    new = new_builds(specs, catalog)
     if not new:
-        return None
-    count = f"{len(new)} new index{'es' if len(new) != 1 else ''}"
+        return []
+
+    def many(count: int) -> str:
+        return f"{count} new index{'es' if count != 1 else ''} not built on trial"
+
     if in_recovery(conn):
-        return f"{count} not built on trial: a standby has no temporary tables (apply checks them)"
+        return [f"{many(len(new))}: a standby has no temporary tables (apply checks them)"]
     problem = temp_problem(conn)
     if problem:
-        return f"{count} not built on trial: {problem} (apply checks them)"
-    normalize_specs(conn, new, lock_timeout_ms, read=False, writable=True)
-    return None
+        return [f"{many(len(new))}: {problem} (apply checks them)"]
+    notes = []
+    unreadable = set(unreadable_tables(conn, sorted({s.table for s in new})))
+    if unreadable:
+        skipped = [s for s in new if s.table in unreadable]
+        tables = ", ".join(str(t) for t in sorted(unreadable))
+        notes.append(
+            f"{many(len(skipped))}: this role may not read {tables} (a trial copies the "
+            "table's columns; apply, as its owner, checks them)"
+        )
+    tried = [s for s in new if s.table not in unreadable]
+    try:
+        normalize_specs(
+            conn,
+            tried,
+            lock_timeout_ms,
+            read=False,
+            writable=writable,
+            partition_keys=partition_keys(catalog),
+            privileges_noted=True,
+        )
+    except NotTried as exc:
+        notes += [f"not built on trial, for want of a privilege: {line}" for line in exc.lines]
+    return notes
 
 
 def _check_budgets(

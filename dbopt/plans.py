@@ -27,7 +27,7 @@ from dbopt.deparse import (
 from dbopt.errors import PrivilegeError
 from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
-from dbopt.livecheck import new_builds
+from dbopt.livecheck import new_builds, trial_builds
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.planner import (
     ActionKind,
@@ -81,9 +81,10 @@ def build_plan(
     specs' existing indexes are read on every shard placement too (unless ``placements``
     gives them: status reads them for more tables anyway). ``owned``: what history.owned()
     returned, when the caller has just read it (it inspected the catalog with it).
-    ``check_new``: the indexes it would build are built too, on the same empty temporary
-    copies (SpecError for what the server refuses, as apply's check would: plan says so
-    rather than a plan apply would refuse; apply checks beside the plan instead).
+    ``check_new``: the indexes it would build are built on trial too, on empty temporary
+    copies of their tables (livecheck.trial_builds: SpecError for what the server refuses,
+    as apply's check would; what this session cannot try is in the plan's notes); apply
+    checks beside the plan instead.
     ``lenient``: specs that cannot be applied are left out and listed in ``conflicts``
     (status) instead of refused."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
@@ -152,14 +153,11 @@ def _build_plan(
         unchecked = {s.qualified_name for s in slow}
         unchecked |= {v.name for v in specs.views if v.name in catalog.relations}
     else:
-        new = new_builds(specs, catalog) if check_new else []
-        if slow or specs.views or new:
+        if slow or specs.views:
             problem = temp_problem(conn)
             if problem:
                 raise PrivilegeError(problem)
-        normalized_slow, round_trips = normalize_specs(
-            conn, [*slow, *new], settings.lock_timeout_ms
-        )
+        normalized_slow, round_trips = normalize_specs(conn, slow, settings.lock_timeout_ms)
         checked = normalize_views(
             conn,
             specs.views,
@@ -167,6 +165,12 @@ def _build_plan(
             settings.lock_timeout_ms,
         )
     normalized = {**fast, **normalized_slow}
+    # What apply would refuse of its new builds, refused now; what cannot be tried, said.
+    trial = (
+        trial_builds(new_builds(specs, catalog), catalog, conn, settings.lock_timeout_ms)
+        if check_new
+        else []
+    )
     queries = catalog.queries + round_trips + checked.round_trips + 2
     if placements is None:
         placements = _placements(conn, catalog, existing + view_indexes)
@@ -193,10 +197,10 @@ def _build_plan(
     owner = new_view_owner(conn, history, [v.name.schema for v in specs.views])
     first = _uncompared(own_new_views(diff(None), owner), unchecked)
     indexes, views = first.wants_properties
-    if not indexes and not views:
-        return first
-    result = own_new_views(diff(read_properties(conn, indexes, views)), owner)
-    return replace(_uncompared(result, unchecked), catalog_queries=queries + 1)
+    if indexes or views:
+        result = own_new_views(diff(read_properties(conn, indexes, views)), owner)
+        first = replace(_uncompared(result, unchecked), catalog_queries=queries + 1)
+    return replace(first, notes=(*first.notes, *trial)) if trial else first
 
 
 def _placements(

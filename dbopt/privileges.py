@@ -145,6 +145,19 @@ def unreadable_problem(
     )
 
 
+def unreadable_tables(
+    conn: psycopg.Connection[Any], tables: Sequence[QualifiedName]
+) -> list[QualifiedName]:
+    """The ``tables`` the current role may not SELECT from."""
+    if not tables:
+        return []
+    rows = conn.execute(
+        catalog_sql("tables_not_readable"),
+        {"schemas": [t.schema for t in tables], "names": [t.name for t in tables]},
+    ).fetchall()
+    return [QualifiedName(r[0], r[1]) for r in rows]
+
+
 def temp_problem(conn: psycopg.Connection[Any]) -> str | None:
     """One line when the role may not create temporary tables (dbopt normalises index and
     view definitions on temporary copies, in a rolled-back transaction)."""

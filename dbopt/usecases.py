@@ -280,7 +280,13 @@ def apply(
     ``on_start`` is given the executor as soon as it is connected: a caller running this in
     a thread (a fleet) keeps it to cancel the builds when Ctrl-C reaches the main thread."""
     from dbopt.executor import Executor
-    from dbopt.livecheck import check_against_database, check_builds, new_builds, with_read_views
+    from dbopt.livecheck import (
+        check_against_database,
+        check_builds,
+        new_builds,
+        partition_keys,
+        with_read_views,
+    )
 
     settings = target.settings
     with Executor(
@@ -319,7 +325,11 @@ def apply(
         # each table, built on) take tens of milliseconds of its time: on the first build's
         # connection, beside the other checks and the plan, and first as ever (dbopt.beside).
         check = functools.partial(
-            check_builds, new, lock_timeout_ms=settings.lock_timeout_ms, statement_timeout_ms=0
+            check_builds,
+            new,
+            lock_timeout_ms=settings.lock_timeout_ms,
+            statement_timeout_ms=0,
+            keys=partition_keys(catalog),
         )
         lend = runner.lend_worker if new and not options.dry_run else None
         with check_beside(check, runner.control, lend) as beside:

@@ -187,3 +187,41 @@ def test_what_only_create_index_refuses_is_reported_before_the_first_build(
         assert said.stderr.splitlines()[:3] == lines[:3], said.stderr
     assert catalog_snapshot(conn) == before
     assert history_rows(conn) == 0
+
+
+def test_a_unique_index_without_the_partition_key_is_refused_before_any_build(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """Seen in a review: the trial copy of a partitioned table was a plain table, so a
+    unique index without the partition key passed plan and validate, and apply built the
+    other index before failing on it. The copy is partitioned as the table is."""
+    conn.execute(
+        "CREATE TABLE events (id int NOT NULL, kind text, created_at date NOT NULL) "
+        "PARTITION BY RANGE (created_at)"
+    )
+    conn.execute(
+        "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO "
+        "('2027-01-01')"
+    )
+    write_files(
+        shop,
+        {
+            "indexes/events.yaml": (
+                "table: public.events\n"
+                "indexes:\n"
+                "  - {name: idx_events_kind, columns: [kind]}\n"
+                "  - {name: uq_events_id, columns: [id], unique: true}\n"
+            )
+        },
+    )
+    before = catalog_snapshot(conn)
+    for command in ("validate", "plan", "apply"):
+        said = cli(command, "--env", "test")
+        assert said.exit_code == 2, said.output
+        # (The server's words vary by major: "insufficient columns in UNIQUE constraint
+        # definition" before 15.)
+        assert said.stderr.startswith(
+            "indexes/events.yaml:4:5: index uq_events_id: PostgreSQL refuses it on public.events: "
+        ), said.stderr
+        assert "UNIQUE constraint" in said.stderr or "unique constraint" in said.stderr
+    assert catalog_snapshot(conn) == before

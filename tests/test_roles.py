@@ -511,3 +511,49 @@ def test_a_history_from_a_newer_dbopt_is_refused(shop: Path, db_dsn: str, admin_
         result = cli(*command, "--dsn", db_dsn)
         assert result.exit_code == 2, result.output
         assert f"has layout {HISTORY_VERSION + 1}, written by a newer dbopt" in result.output
+
+
+def test_plan_and_validate_note_what_the_read_role_cannot_try(
+    shop: Path, db_dsn: str, admin_dsn: str, roles: Roles
+) -> None:
+    """Seen in a review: once plan and validate --dsn built new indexes on trial, `dbopt
+    init`'s read role (TEMPORARY, the history; no SELECT on the tables) got 'permission
+    denied for table orders' (exit 1), and a build needing USAGE on another schema was
+    blamed on the spec (exit 2). What the role cannot try is a note; the plan is printed."""
+    # Index specs only, no budget: init grants the read role no SELECT on the table.
+    (shop / "views" / "totals.yaml").unlink()
+    only_indexes = ORDERS.split("queries:")[0]
+    (shop / "indexes" / "orders.yaml").write_text(only_indexes)
+    deployer, reader = roles("deployer"), roles("reader")
+    done = cli("init", "--dsn", db_dsn, "--apply-role", deployer, "--read-role", reader)
+    _run_grants(admin_dsn, done.stdout)
+    for command in ("plan", "validate"):
+        said = cli(command, *_as(db_dsn, reader))
+        assert said.exit_code == 0, said.output
+        assert "1 new index not built on trial: this role may not read public.orders" in (
+            " ".join(said.output.split())
+        ), said.output
+    # With SELECT, a build that needs USAGE on a schema the role lacks (its operator class's)
+    # is a note too.
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA locked")
+        admin.execute(
+            "CREATE OPERATOR CLASS locked.int4_plain FOR TYPE int4 USING btree AS "
+            "OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+            "FUNCTION 1 btint4cmp(int4, int4)"
+        )
+        admin.execute(sql.SQL("GRANT SELECT ON orders TO {}").format(sql.Identifier(reader)))
+    (shop / "indexes" / "orders.yaml").write_text(
+        only_indexes + "  - {name: idx_orders_plain, columns: [{name: customer_id, opclass: "
+        "locked.int4_plain}]}\n"
+    )
+    try:
+        for command in ("plan", "validate"):
+            said = cli(command, *_as(db_dsn, reader))
+            assert said.exit_code == 0, said.output
+            flat = " ".join(said.output.split())
+            assert "not built on trial, for want of a privilege: index idx_orders_plain" in flat
+            assert "permission denied for schema locked" in flat
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute("DROP SCHEMA locked CASCADE")

@@ -69,6 +69,8 @@ class Relation:
     citus_method: str | None = None
     #: The distribution column of a distributed table.
     distribution_column: str | None = None
+    #: A partitioned table's key as the server prints it (``RANGE (created_at)``).
+    partition_key: str | None = None
 
     @property
     def is_partitioned(self) -> bool:
@@ -277,6 +279,7 @@ def inspect(
                 citus=held.get("kind"),
                 citus_method=held.get("method"),
                 distribution_column=held.get("distribution_column"),
+                partition_key=row["partition_key"],
             )
         # Named tuples, not dicts: ten thousand rows are read here.
         with conn.cursor(row_factory=namedtuple_row) as named:

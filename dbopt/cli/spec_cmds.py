@@ -27,8 +27,10 @@ def validate(opts: Options) -> None:
     It changes nothing: view queries and expressions are only parsed and analysed by the
     server, a budget query is planned (EXPLAIN, no ANALYZE) only once it passed that check, and
     the indexes apply would build are built on empty temporary copies of their tables in a
-    transaction rolled back (what the server refuses -- a fillfactor out of range, a type
-    without an operator class -- is refused here, as apply would).
+    read-write transaction rolled back (what the server refuses -- a fillfactor out of range,
+    a type without an operator class -- is refused here, as apply would; nothing persists,
+    but it takes a transaction id). What it cannot try (a standby, a role without TEMPORARY
+    or SELECT) is said in a note.
 
     \b
     Examples:
@@ -45,14 +47,14 @@ def validate(opts: Options) -> None:
         specs = load_specs(opts.spec_dirs(config))
         if opts.env or opts.dsn:
             from dbopt.db import connect
-            from dbopt.livecheck import check_against_database, check_builds_read_only
+            from dbopt.livecheck import check_against_database, new_builds, trial_builds
 
             target = opts.target(config)
             with connect(target.dsn, settings=target.settings, read_only=True) as conn:
                 catalog = check_against_database(specs, conn)
+                new = new_builds(specs, catalog)
                 lock_timeout_ms = target.settings.lock_timeout_ms
-                note = check_builds_read_only(specs, catalog, conn, lock_timeout_ms)
-                notes += [note] if note else []
+                notes += trial_builds(new, catalog, conn, lock_timeout_ms, writable=True)
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.
         if opts.fmt == "json":

@@ -20,6 +20,7 @@ SELECT c.oid::bigint                                AS oid,
        c.reltuples::bigint                         AS estimated_rows,
        COALESCE(c.reloptions, '{}')                AS options,
        CASE WHEN c.relkind = 'm' THEN c.relispopulated END AS populated,
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
        CASE WHEN c.relkind IN ('m', 'v')
              AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
             THEN pg_get_viewdef(c.oid) END        AS view_definition,
