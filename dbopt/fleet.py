@@ -125,11 +125,23 @@ def _database(dsn: str, environ: Mapping[str, str]) -> tuple[str, ...]:
     )
 
 
+#: Hosts that are this machine, however written: a socket directory, loopback, nothing.
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
 def server_of(member: Member, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """What tells a target's server apart in its DSN as written (as :func:`_database`, less
-    the database): targets with the same one share the machine's CPU, memory and disks."""
+    the database): targets with the same one share the machine's CPU, memory and disks. This
+    machine's hosts are one ("local"); a host list is a set; a service is its name (its
+    file is not read: verify's ServerTurns tell servers apart once connected)."""
     key = _database(member.target.dsn or "", os.environ if environ is None else environ)
-    return key[:2] if key[0] == "service" else key[:3]
+    if key[0] == "service":
+        return key[:2]
+    host, hostaddr, port = key[:3]
+    hosts = sorted(
+        {"local" if h in _LOCAL_HOSTS or h.startswith("/") else h for h in host.split(",")}
+    )
+    return (",".join(hosts), hostaddr, port)
 
 
 def _same_database(dsns: Sequence[str], environ: Mapping[str, str]) -> list[tuple[int, int]]:
@@ -463,6 +475,8 @@ class _Run:
     interrupted: bool = False
     #: Set by the caller's SIGINT handler: Ctrl-C without an exception in the main thread.
     interrupt: threading.Event | None = None
+    #: Each target's server (server_of), once read.
+    servers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def count(self) -> str:
         done = len(self.results)
@@ -537,8 +551,15 @@ class _Run:
         """The first waiting target that may start now."""
         if not self.policy.one_per_server:
             return waiting[0]
-        busy = {server_of(r.member) for r in running.values()}
-        return next((m for m in waiting if server_of(m) not in busy), None)
+        busy = {self._server(r.member) for r in running.values()}
+        return next((m for m in waiting if self._server(m) not in busy), None)
+
+    def _server(self, member: Member) -> tuple[str, ...]:
+        """:func:`server_of`, read once per target (the runner asks on every start)."""
+        key = self.servers.get(member.name)
+        if key is None:
+            key = self.servers[member.name] = server_of(member)
+        return key
 
     def phase(self, members: Sequence[Member], canary: bool) -> None:
         """Work on ``members``, up to ``parallel`` at a time, until done or stopped.

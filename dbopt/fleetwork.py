@@ -7,13 +7,18 @@ Each builder takes what the command line parsed and returns a :data:`dbopt.fleet
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import psycopg
 
 from dbopt import usecases
+from dbopt.catalog import catalog_sql
 from dbopt.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -36,6 +41,35 @@ if TYPE_CHECKING:
 
 #: How the command line makes a reporter for a target (its lines prefixed with the name).
 ReporterFor = Callable[[str], "Reporter"]
+
+
+class ServerTurns:
+    """One target of a server measured at a time, whatever the DSNs call it: timings taken
+    beside another target of the same server would measure both. The server is told by what
+    it says of itself once connected (its port and its postmaster's start time), so
+    localhost, 127.0.0.1, a socket directory and a service naming one server are one; the
+    runner's own one-per-server scheduling (fleet.server_of, from the DSNs' text) only saves
+    threads the wait."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._turns: dict[tuple[str, str], threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def turn(self, conn: psycopg.Connection[Any], context: Context) -> Iterator[None]:
+        """Held while measuring on ``conn``'s server; waits for the target before it (Ctrl-C
+        ends the wait: KeyboardInterrupt)."""
+        row = conn.execute(catalog_sql("server_identity")).fetchone()
+        key = (str(row[0]), str(row[1])) if row else ("", "")
+        with self._guard:
+            lock = self._turns.setdefault(key, threading.Lock())
+        while not lock.acquire(timeout=0.2):
+            if context.stopping:
+                raise KeyboardInterrupt
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def _n(count: int, word: str) -> str:
@@ -198,8 +232,10 @@ def apply_work(
     maps each target to the :func:`fingerprint` of the plan confirmed, or to how its planning
     ended where it could not be planned -- unreachable, locked, refused: its outcome and exit
     code, nothing run; a target runs only the plan confirmed); on a canary, the budgets are
-    verified after the apply and a miss fails the canary."""
+    verified after the apply (one canary of a server at a time: ServerTurns) and a miss
+    fails the canary."""
     options = replace(options, yes=True)
+    turns = ServerTurns()
 
     def work(member: Member, context: Context) -> Done:
         own = options
@@ -236,6 +272,7 @@ def apply_work(
             tables=canary_check.tables,
             plan_margin=canary_check.plan_margin,
             fail_on_fragile=canary_check.fail_on_fragile,
+            alone=lambda conn: turns.turn(conn, context),
         )
         failing = tuple(r.budget.name for r in report.failed)
         applied = f"{done.detail}; " if done.detail else ""  # nothing to say of an unchanged one
@@ -330,7 +367,8 @@ def verify_work(
     strict: bool = False,
 ) -> Work:
     """``dbopt verify`` on a target: missed budgets are a finding (exit 1), unstable ones too
-    with ``strict``."""
+    with ``strict``. Never two targets of one server measured at once (ServerTurns)."""
+    turns = ServerTurns()
 
     def work(member: Member, context: Context) -> Done:
         report: VerifyReport = usecases.verify(
@@ -342,6 +380,7 @@ def verify_work(
             fail_on_fragile=fail_on_fragile,
             progress=None if progress is None else (lambda b: progress(member.name, b)),
             retries=retries,
+            alone=lambda conn: turns.turn(conn, context),
         )
         failing = tuple(r.budget.name for r in report.failed)
         if strict:

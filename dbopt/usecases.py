@@ -12,7 +12,7 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -562,10 +562,12 @@ def verify(
     plan_margin: float | None = None,
     fail_on_fragile: bool = False,
     retries: int = 0,
+    alone: Callable[[psycopg.Connection[Any]], AbstractContextManager[object]] | None = None,
 ) -> VerifyReport:
     """Measure and judge the budgets on a read-only session, after checking that the role can
     read every relation they read (PrivilegeError otherwise); see
-    :func:`dbopt.verify.run_verify`. ``None`` means verify's default."""
+    :func:`dbopt.verify.run_verify`. ``None`` means verify's default. ``alone``: held while
+    measuring (a fleet's turn on the target's server: fleetwork.ServerTurns)."""
     from dbopt import verify as vf
     from dbopt.privileges import budget_relations
 
@@ -574,22 +576,23 @@ def verify(
         problem = unreadable_problem(conn, reads, "the budgeted queries read")
         if problem:
             raise PrivilegeError(problem)
-        return vf.run_verify(
-            conn,
-            specs,
-            target.settings,
-            queries=queries,
-            tables=tables,
-            baseline=baseline,
-            threshold=vf.DEFAULT_REGRESSION if threshold is None else threshold,
-            regression_floor_ms=vf.DEFAULT_REGRESSION_FLOOR_MS
-            if regression_floor_ms is None
-            else regression_floor_ms,
-            progress=progress,
-            plan_margin=vf.DEFAULT_PLAN_MARGIN if plan_margin is None else plan_margin,
-            fail_on_fragile=fail_on_fragile,
-            retries=retries,
-        )
+        with alone(conn) if alone is not None else nullcontext():
+            return vf.run_verify(
+                conn,
+                specs,
+                target.settings,
+                queries=queries,
+                tables=tables,
+                baseline=baseline,
+                threshold=vf.DEFAULT_REGRESSION if threshold is None else threshold,
+                regression_floor_ms=vf.DEFAULT_REGRESSION_FLOOR_MS
+                if regression_floor_ms is None
+                else regression_floor_ms,
+                progress=progress,
+                plan_margin=vf.DEFAULT_PLAN_MARGIN if plan_margin is None else plan_margin,
+                fail_on_fragile=fail_on_fragile,
+                retries=retries,
+            )
 
 
 def status(target: Target, specs: SpecSet, history: History) -> StatusReport:

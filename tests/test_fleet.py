@@ -791,6 +791,58 @@ def test_verify_never_measures_two_targets_of_one_server_at_a_time() -> None:
     assert peaks["server"] >= 2 and peaks["all"] == 4
 
 
+def test_server_turns_know_one_server_however_its_dsns_name_it(fleet_dbs: FleetDbs) -> None:
+    """Seen in a review: targets of one server written as 127.0.0.1, localhost, a socket
+    directory or a service were measured at once (the DSNs' text differed). The turn is
+    taken by what the server says of itself once connected: two spellings of one server
+    wait for each other; another server does not."""
+    import threading
+
+    from dbopt.fleet import Context
+    from dbopt.fleetwork import ServerTurns
+
+    one = fleet_dbs.dsns[0]
+    spelt_otherwise = fleet_dbs.dsns[1].replace("@127.0.0.1:", "@localhost:")
+    assert "@localhost:" in spelt_otherwise
+    turns = ServerTurns()
+    context = Context(False, threading.Event())
+    entered: list[str] = []
+
+    def measure(dsn: str, name: str) -> None:
+        with psycopg.connect(dsn) as conn, turns.turn(conn, context):
+            entered.append(name)
+
+    with psycopg.connect(one) as conn, turns.turn(conn, context):
+        other = threading.Thread(target=measure, args=(fleet_dbs.other, "other server"))
+        same = threading.Thread(target=measure, args=(spelt_otherwise, "same server"))
+        other.start()
+        same.start()
+        other.join(10)
+        assert entered == ["other server"]  # it never waits for this server's turn
+        same.join(0.5)
+        assert same.is_alive() and entered == ["other server"]  # it waits
+    same.join(10)
+    assert entered == ["other server", "same server"]
+
+
+def test_server_of_reads_one_machine_and_host_lists_as_one() -> None:
+    from dbopt.config import Settings, Target
+    from dbopt.fleet import Member, server_of
+
+    def key(dsn: str) -> tuple[str, ...]:
+        return server_of(Member("x", Target("f", dsn, Settings())), {})
+
+    local = {
+        key("host=localhost port=5433 dbname=a"),
+        key("postgresql://u@127.0.0.1:5433/b"),
+        key("host=/var/run/postgresql port=5433 dbname=c"),
+        key("host=::1 port=5433"),
+    }
+    assert len(local) == 1
+    assert key("host=a,b port=5432") == key("host=b,a port=5432")
+    assert key("host=a port=5432") != key("host=a port=5433")
+
+
 def test_the_runner_cancels_running_targets_when_interrupted() -> None:
     import threading
 

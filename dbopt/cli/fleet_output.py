@@ -96,8 +96,8 @@ def run(
     shared = ""
     if how.one_per_server:
         servers = len({fl.server_of(m) for m in fleet.members})
-        if servers < selected:
-            at_once = min(at_once, servers)
+        if servers < at_once:
+            at_once = servers
             shared = f" (one per server: {servers} server{'s' if servers != 1 else ''})"
     _event(
         f"{fleet.env}: {doing + ' ' if doing else ''}{selected} target"
