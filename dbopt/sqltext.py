@@ -12,11 +12,14 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from dbopt.yamlcache import kept
+
+if TYPE_CHECKING:
+    from dbopt.model import QualifiedName
 
 #: Statement and clause nodes that make a query write or lock (pglast JSON node names).
 _WRITING_NODES = {
@@ -151,10 +154,49 @@ def expression_columns(text: str) -> tuple[str, ...]:
     return _column_refs(_parse(prefix + text, len(prefix)))
 
 
-def query_columns(text: str, *, with_placeholders: bool) -> tuple[str, ...]:
-    """The column names a read-only query names anywhere (the last part of each column
-    reference), sorted; SqlTextError as :func:`check_query`."""
-    return _column_refs(query_tree(text, with_placeholders=with_placeholders))
+def table_columns(
+    text: str, table: QualifiedName, *, with_placeholders: bool
+) -> frozenset[str] | None:
+    """The columns of ``table`` a read-only query names: those qualified by the table's name
+    or one of its aliases, and every unqualified one (it may be the table's). None when that
+    cannot be told from the text: the table is not in a FROM list by name (read through a
+    view or a function), or a join matches columns without naming them (USING, NATURAL).
+    SqlTextError as :func:`check_query`."""
+    tree = query_tree(text, with_placeholders=with_placeholders)
+    aliases: set[str] = set()
+    qualified: dict[str, set[str]] = {}
+    unqualified: set[str] = set()
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        join = node.get("JoinExpr")
+        if isinstance(join, dict) and (join.get("usingClause") or join.get("isNatural")):
+            return None
+        if "RangeFunction" in node:
+            return None
+        rel = node.get("RangeVar")
+        if (
+            isinstance(rel, dict)
+            and rel.get("relname") == table.name
+            and rel.get("schemaname") in (None, table.schema)
+        ):
+            aliases.add(rel.get("alias", {}).get("aliasname") or table.name)
+        ref = node.get("ColumnRef")
+        if isinstance(ref, dict):
+            fields = [f.get("String", {}).get("sval") for f in ref.get("fields", [])]
+            if len(fields) == 1 and fields[0]:
+                unqualified.add(str(fields[0]))
+            elif len(fields) >= 2 and fields[-1] and fields[-2]:
+                qualified.setdefault(str(fields[-2]), set()).add(str(fields[-1]))
+        stack.extend(node.values())
+    if not aliases:
+        return None
+    return frozenset(unqualified.union(*(qualified.get(a, set()) for a in aliases)))
 
 
 def _column_refs(tree: Any) -> tuple[str, ...]:

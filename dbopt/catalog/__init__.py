@@ -155,7 +155,7 @@ class Catalog:
     server_version: int
     relations: Mapping[QualifiedName, Relation] = field(default_factory=dict)
     indexes: Mapping[QualifiedName, CatalogIndex] = field(default_factory=dict)
-    #: For each materialized view, the views and materialized views built on it.
+    #: For each materialized view and view, the views and materialized views built on it.
     dependents: Mapping[QualifiedName, tuple[QualifiedName, ...]] = field(default_factory=dict)
     queries: int = 0  # how many catalog queries built it (constant by design)
     #: Every relation name outside the system schemas (indexes, sequences, foreign tables,

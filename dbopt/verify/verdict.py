@@ -338,20 +338,25 @@ def _meant_indexes(
     used: IndexesUsed,
 ) -> tuple[MeantIndex, ...]:
     """The spec indexes meant to serve a query: its uses_index, else those on the hurt table
-    that lead with a column the query names (one that leads with another column cannot serve
-    it); each with its definition and, when the plan scans it, the node that does."""
+    that lead with a column the query names of that table (before PostgreSQL 18, one that
+    leads with another column cannot serve it; from 18 any key may, by skip scan); each with
+    its definition and, when the plan scans it, the node that does."""
     if specs is None:
         return ()
     by_name = {i.name: i for i in specs.all_indexes}
     chosen = [by_name[n] for n in budget.expect.uses_index if n in by_name]
     if not chosen and culprit is not None and culprit.relation is not None:
         tables = _parents(culprit.relation, catalog)
-        named = _query_columns(budget)
-        chosen = [
-            i
-            for i in specs.all_indexes
-            if i.table in tables and (named is None or _leading_columns(i) & named)
-        ]
+        # PostgreSQL 18 skips through a leading column the query does not name (skip scan).
+        any_key = catalog is not None and catalog.server_version >= 180000
+        chosen = []
+        for spec in specs.all_indexes:
+            if spec.table not in tables:
+                continue
+            named = _query_columns(budget, spec.table)
+            keys = _key_columns(spec, every=any_key)
+            if named is None or keys & named:
+                chosen.append(spec)
     meant = []
     for spec in chosen:
         state = _index_state((spec.qualified_name,), catalog) or IndexState.PRESENT
@@ -368,29 +373,32 @@ def _meant_indexes(
     return tuple(meant)
 
 
-def _query_columns(budget: QueryBudget) -> frozenset[str] | None:
-    """The columns a budget's query names (None: it could not be read, so all count)."""
-    from dbopt.sqltext import SqlTextError, query_columns
+def _query_columns(budget: QueryBudget, table: QualifiedName) -> frozenset[str] | None:
+    """The columns of ``table`` a budget's query names (None: that cannot be told from its
+    text -- a view, a function, USING -- so every index of the table counts)."""
+    from dbopt.sqltext import SqlTextError, table_columns
 
     try:
-        return frozenset(query_columns(budget.sql, with_placeholders=budget.uses_placeholders))
+        return table_columns(budget.sql, table, with_placeholders=budget.uses_placeholders)
     except SqlTextError:
         return None
 
 
-def _leading_columns(spec: IndexSpec) -> frozenset[str]:
-    """The columns an index's first key names (its column, or those of its expression)."""
+def _key_columns(spec: IndexSpec, *, every: bool) -> frozenset[str]:
+    """The columns an index's first key names (its column, or those of its expression); with
+    ``every``, those of all its keys."""
     from dbopt.sqltext import SqlTextError, expression_columns
 
-    if not spec.columns:
-        return frozenset()
-    first = spec.columns[0]
-    if first.name:
-        return frozenset((first.name,))
-    try:
-        return frozenset(expression_columns(first.expr or ""))
-    except SqlTextError:
-        return frozenset()
+    out: set[str] = set()
+    for column in spec.columns if every else spec.columns[:1]:
+        if column.name:
+            out.add(column.name)
+            continue
+        try:
+            out.update(expression_columns(column.expr or ""))
+        except SqlTextError:
+            continue
+    return frozenset(out)
 
 
 _UNUSED_BECAUSE = {
