@@ -384,6 +384,8 @@ def test_validate_neither_plans_nor_runs_view_queries_and_expressions(
     assert result.exit_code == 0, result.output
     # The server parsed and analysed them (names, columns, types), and planned nothing.
     assert stats_reset(admin_conn) == before
+    # Nor built the index on trial (that folds the predicate's lying_immutable(1)): said.
+    assert "note: index users_lying not built on trial: it calls" in result.stderr
     # What validate no longer does: planning alone would have folded lying_immutable(1).
     admin_conn.execute("EXPLAIN SELECT * FROM (SELECT lying_immutable(1) AS x) s LIMIT 0")
     reset_seen(admin_conn, before)

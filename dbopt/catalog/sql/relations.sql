@@ -2,8 +2,8 @@
 -- columns, size and whether the current role may create indexes on them (owns them).
 --
 -- Only the relevant relations (parameter relevant; all of them with everything) are sized and
--- deparsed: pg_total_relation_size and pg_get_viewdef take an ACCESS SHARE lock (pg_get_viewdef
--- on every relation the view reads too), so they would queue behind DDL on a relation no spec
+-- deparsed: pg_total_relation_size, pg_get_viewdef and pg_get_partkeydef take an ACCESS SHARE
+-- lock (pg_get_viewdef on every relation the view reads too), so they would queue behind DDL on a relation no spec
 -- names; sizes only when asked for (parameter sizes: status). Every other column is a plain
 -- catalog read that takes no lock; CASE evaluates its branch only for the rows it selects. citus says whether the Citus extension is installed
 -- (computed once: then citus_tables.sql says which relations it distributes).
@@ -20,7 +20,8 @@ SELECT c.oid::bigint                                AS oid,
        c.reltuples::bigint                         AS estimated_rows,
        COALESCE(c.reloptions, '{}')                AS options,
        CASE WHEN c.relkind = 'm' THEN c.relispopulated END AS populated,
-       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
+       CASE WHEN c.relkind = 'p' AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
+            THEN pg_get_partkeydef(c.oid) END     AS partition_key,
        CASE WHEN c.relkind IN ('m', 'v')
              AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
             THEN pg_get_viewdef(c.oid) END        AS view_definition,
