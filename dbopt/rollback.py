@@ -26,6 +26,8 @@ from dbopt.history import ChangeRecord, History, OwnedObject, RunRecord
 from dbopt.indexdef import DefinitionError, index_spec_from_definition
 from dbopt.model import IndexSpec, Location, QualifiedName, RunOutcome, ViewSpec
 from dbopt.planner import (
+    NEW_SUFFIX,
+    OLD_SUFFIX,
     Action,
     ActionKind,
     Ownership,
@@ -113,6 +115,8 @@ def _live(change: ChangeRecord, later: Sequence[ChangeRecord]) -> bool:
     rebuild never counts by itself: it is undone with the change of the view it went with."""
     if change.undone_by is not None or change.action == "rebuild":
         return False
+    if change.action == "drop" and change.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX)):
+        return False  # a leftover cleared: nothing to bring back
     if change.left_invalid:
         return current_oid(change, later) is not None
     if not change.done:
@@ -162,7 +166,7 @@ def _select(
             raise InputError(f"run {run.id} was already rolled back by run {max(undone)}")
         return records, run.id
     failed: RunRecord | None = None  # the newest apply, when it failed leaving nothing
-    for run in history.apply_runs(conn):
+    for newest, run in enumerate(history.apply_runs(conn)):
         records = history.changes(conn, run_id=run.id)
         if any(_live(c, _later(conn, history, records)) for c in records):
             if failed is not None:
@@ -175,9 +179,10 @@ def _select(
                 )
             return records, run.id
         if (
-            failed is None
+            newest == 0  # the newest apply only, and only until a rollback came after it
             and run.outcome != RunOutcome.SUCCEEDED
             and not any(c.undone_by is not None for c in records)
+            and not history.rolled_back_since(conn, run.id)
         ):
             failed = run
     raise InputError("no apply run left to roll back: every change was undone or superseded")
@@ -447,6 +452,11 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
 
 def _undo_drop(change: ChangeRecord, context: _Context, reason: str) -> Action:
     catalog = context.catalog
+    if change.name.name.endswith((NEW_SUFFIX, OLD_SUFFIX)):
+        raise _Skip(
+            "it was what an interrupted replace left under dbopt's temporary name: nothing to "
+            "bring back"
+        )
     taken = name_taken(catalog, change.name, by_types=change.object_type == "view")
     if taken:
         raise _Skip(f"the name {change.name} is taken by {a(taken)} now")

@@ -697,3 +697,7 @@ def test_rollback_last_never_reaches_past_a_failed_apply(
     named = cli("rollback", "--dsn", db_dsn, "--run", "1", "--yes")
     assert named.exit_code == 0, named.output
     assert "idx_appt_barber_status" not in index_defs(appointments)
+    # Once a rollback came after it, the failed apply no longer stands in the way.
+    done = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert done.exit_code == 2, done.output
+    assert "no apply run left to roll back" in done.output

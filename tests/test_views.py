@@ -335,12 +335,45 @@ def test_a_reader_that_reads_the_view_through_a_view_too_is_refused(
     refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert refused.exit_code == 2, refused.output
     assert (
-        "public.mv_cmp reads it directly and through the view public.v_rev too, which is "
-        "re-bound only when the views are swapped"
+        "public.mv_cmp reads it and public.v_rev too, which is swapped or re-bound only when "
+        "the views are swapped"
     ) in " ".join(refused.output.split()), refused.output
     assert catalog_snapshot(conn) == before
     conn.execute("DROP MATERIALIZED VIEW mv_cmp")
     conn.execute("DROP VIEW v_rev")
+    # The same through another reader (seen in a second review): mv_mix reads mv_revenue and,
+    # through the plain v_top, mv_top_days, which the cascade rebuilds too.
+    conn.execute("CREATE VIEW v_top AS SELECT day, revenue FROM mv_top_days")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_mix AS SELECT r.day, t.revenue AS top "
+        "FROM mv_revenue r JOIN v_top t ON t.day = r.day"
+    )
+    refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert refused.exit_code == 2, refused.output
+    assert "public.mv_mix reads it and public.v_top too" in " ".join(refused.output.split())
+    conn.execute("DROP MATERIALIZED VIEW mv_mix")
+    conn.execute("DROP VIEW v_top")
+
+
+def test_a_plain_view_over_a_reader_is_re_bound_to_the_rebuilt_reader(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a second review: a plain view over a hand-made reader was not inspected, so
+    its body was empty and every cascade failed at the swap, after all its builds."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE MATERIALIZED VIEW mv_hand AS SELECT day, revenue FROM mv_revenue")
+    conn.execute("CREATE VIEW v_hand AS SELECT day, revenue FROM mv_hand")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) * 2")
+    )
+    applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert applied.exit_code == 0, applied.output
+    doubled = conn.execute(
+        "SELECT count(*) FROM v_hand h JOIN mv_revenue r USING (day) WHERE h.revenue = r.revenue"
+    ).fetchone()
+    assert doubled == (60,)  # v_hand reads the rebuilt mv_hand, filled from the new view
+    conn.execute("DROP VIEW v_hand")
+    conn.execute("DROP MATERIALIZED VIEW mv_hand")
 
 
 def test_a_populated_reader_of_a_view_without_data_is_refused(
@@ -435,6 +468,11 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
         out = cli("apply", "--dsn", db_dsn, "--prune")
         assert out.exit_code == 0, out.output
         assert "+ 0" in view_def(conn, "mv_revenue")
+        # Clearing leftovers is nothing to undo (seen in a second review: rollback --last
+        # would have made them again): --last undoes the landed cascade.
+        out = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+        assert out.exit_code == 0, out.output
+        assert view_def(conn, "mv_revenue") == before
     else:
         (project / "views" / "mv_revenue.yaml").write_text(
             REVENUE.replace("sum(amount)", "sum(amount) + 1")
@@ -448,6 +486,53 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
         "mv_top_days",
         "mv_top_days_day",
     }
+
+
+def test_a_landed_cascade_stays_landed_once_a_later_change_replaced_it(
+    project: Path,
+    conn: psycopg.Connection[Any],
+    admin_conn: psycopg.Connection[Any],
+    db_dsn: str,
+) -> None:
+    """Seen in a second review: a cascade whose swap landed (its drops failed) stopped
+    counting as done once a later cascade replaced what it made: rollback --last then
+    refused it ('failed and left nothing to undo'), and a rollback of the first apply dropped
+    one view and called the other 'made again by someone else'. Three runs, undone one
+    --last at a time, back to nothing."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0  # run 1
+    original = view_def(conn, "mv_revenue")
+    admin_conn.execute(
+        "CREATE FUNCTION no_matview_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'no drops today'; END $$"
+    )
+    admin_conn.execute(
+        "CREATE EVENT TRIGGER no_matview_drop ON ddl_command_start "
+        "WHEN TAG IN ('DROP MATERIALIZED VIEW') EXECUTE FUNCTION no_matview_drop()"
+    )
+    try:
+        (project / "views" / "mv_revenue.yaml").write_text(
+            REVENUE.replace("sum(amount)", "sum(amount) + 0")
+        )
+        landed = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")  # run 2
+    finally:
+        admin_conn.execute("DROP EVENT TRIGGER no_matview_drop")
+        admin_conn.execute("DROP FUNCTION no_matview_drop()")
+    assert landed.exit_code == 1, landed.output
+    second = view_def(conn, "mv_revenue")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 1")
+    )
+    again = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")  # run 3
+    assert again.exit_code == 0, again.output
+    for expected in (second, original):
+        rolled = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+        assert rolled.exit_code == 0, rolled.output
+        assert view_def(conn, "mv_revenue") == expected
+        assert not [n for n in relations(conn) if "_dbopt_" in n]
+    last = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert last.exit_code == 0, last.output
+    assert "made again by someone else" not in last.output
+    assert relations(conn) == {}
 
 
 def test_prune_drops_only_views_dbopt_created(

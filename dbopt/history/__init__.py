@@ -221,7 +221,7 @@ class History:
         credible = catalog_sql("history_credible").format(schema_name=sql.Literal(self.schema))
         landed = {
             f"{rule}_{alias}": catalog_sql(f"history_{rule}").format(
-                change=sql.Identifier(alias), credible=credible
+                change=sql.Identifier(alias), credible=credible, schema=sql.Identifier(self.schema)
             )
             for rule in ("landed", "left_invalid")
             for alias in ("c", "d", "u")
@@ -514,6 +514,11 @@ class History:
         """One run, or None when there is no such run."""
         found = self._runs(conn, sql.SQL("id = %s"), (run_id,), 1)
         return found[0] if found else None
+
+    def rolled_back_since(self, conn: psycopg.Connection[Any], run_id: int) -> bool:
+        """Whether a rollback ran after run ``run_id``."""
+        later = self._runs(conn, sql.SQL("command = 'rollback' AND id > %s"), (run_id,), 1)
+        return bool(later)
 
     def apply_runs(self, conn: psycopg.Connection[Any]) -> list[RunRecord]:
         """Finished apply runs, newest first (what `rollback --last` chooses from)."""

@@ -376,16 +376,20 @@ def _rebuild_view(
         existing, indexes, plain, catalog, properties, new_columns, refusals, owners, make
     )
     readers = []
-    through = _plain_readers_of(existing.name, catalog)
+    # Everything the swap puts in place or re-binds besides the view: a reader rebuilt
+    # aside that reads one of them would be filled from the old one.
+    swapped = [r.name for r in materialized]
+    for name in (existing.name, *swapped):
+        swapped += [v for v in _plain_readers_of(name, catalog) if v not in swapped]
     view_props = properties.views.get(existing.oid) if properties is not None else None
     for reader in materialized:
         refusals += _not_member(reader, "rebuild")
         refusals += [
-            f"{reader.name} reads it directly and through the view {view} too, which is "
-            "re-bound only when the views are swapped: rebuilt aside, it would hold the new "
-            f"data and the old at once; have {reader.name} read it one way"
-            for view in through
-            if reader.name in catalog.dependents.get(view, ())
+            f"{reader.name} reads it and {other} too, which is swapped or re-bound only when "
+            "the views are swapped: rebuilt aside, it would hold the new data and the old at "
+            f"once; have {reader.name} read it one way"
+            for other in swapped
+            if other != reader.name and reader.name in catalog.dependents.get(other, ())
         ][:1]
         reader_props = properties.views.get(reader.oid) if properties is not None else None
         if view_props and not view_props.populated and reader_props and reader_props.populated:

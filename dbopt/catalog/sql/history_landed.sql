@@ -4,7 +4,9 @@
 -- it swapped out), it had swapped the new object in: it is done for what it made and what it
 -- replaced. A create or a repair that failed left, at most, an INVALID index: not done.
 -- Credible only (as every fact of the history: history_credible.sql).
-({change}.result <> 'ok' AND {change}.action IN ('replace', 'restore') AND EXISTS (
+-- Once a later change of dbopt's replaced (or restored, or dropped) what it made, that later
+-- change is the proof: it was planned against the object in place, under its name.
+({change}.result <> 'ok' AND {change}.action IN ('replace', 'restore') AND (EXISTS (
   SELECT FROM pg_catalog.pg_class lc
     JOIN pg_catalog.pg_namespace ln ON ln.oid = lc.relnamespace
     LEFT JOIN pg_catalog.pg_index lx ON lx.indexrelid = lc.oid
@@ -12,4 +14,6 @@
    WHERE lc.oid = {change}.object_oid::oid
      AND ln.nspname = {change}.object_schema AND lc.relname = {change}.object_name
      AND coalesce(lx.indisvalid, lc.relispopulated)
-     AND {credible}))
+     AND {credible})
+ OR EXISTS (SELECT FROM {schema}.changes later
+             WHERE later.replaced_oid = {change}.object_oid AND later.id > {change}.id)))

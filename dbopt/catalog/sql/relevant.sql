@@ -1,7 +1,7 @@
 -- The relations a command touches, as OIDs: the tables and materialized views it names (an
 -- index named stands for its table: dbopt may drop or rebuild it there), the partitions under
 -- them (recursively), and the views and materialized views that read a named materialized
--- view (a replace rebuilds or re-binds them). Plain catalog reads only: finding them takes no
+-- view, directly or through one another (a replace rebuilds or re-binds them). Plain catalog reads only: finding them takes no
 -- lock on any relation.
 WITH RECURSIVE named AS (
     SELECT c.oid, c.relkind
@@ -32,6 +32,16 @@ WITH RECURSIVE named AS (
       JOIN pg_rewrite r ON r.oid = d.objid
      WHERE m.relkind = 'm'
        AND r.ev_class <> m.oid
+    UNION
+    -- and what reads those, in turn (a replace re-binds a plain view over a reader it
+    -- rebuilds, and must know what reads what to refuse what it cannot keep whole)
+    SELECT r.ev_class
+      FROM readers x
+      JOIN pg_depend d ON d.refobjid = x.oid
+                      AND d.refclassid = 'pg_class'::regclass
+                      AND d.classid = 'pg_rewrite'::regclass
+      JOIN pg_rewrite r ON r.oid = d.objid
+     WHERE r.ev_class <> x.oid
 )
 SELECT COALESCE(array_agg(DISTINCT oid ORDER BY oid), '{}') AS oids
   FROM (SELECT oid FROM tree UNION SELECT oid FROM readers) AS touched
