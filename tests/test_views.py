@@ -535,6 +535,24 @@ def test_a_landed_cascade_stays_landed_once_a_later_change_replaced_it(
     assert relations(conn) == {}
 
 
+def test_a_replace_that_drops_a_column_a_reader_reads_is_refused(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a second review: a new query without a column a reader reads failed at the
+    reader's binding, after the view was built. Refused before anything runs (pg_depend says
+    which columns each reader reads)."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_top_days.yaml").unlink()  # still there, dbopt's, reading revenue
+    (project / "views" / "mv_revenue.yaml").write_text(REVENUE.replace("AS revenue", "AS revenue2"))
+    before = catalog_snapshot(conn)
+    refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "public.mv_top_days reads its column revenue, which the new query has none of"
+    ) in " ".join(refused.output.split()), refused.output
+    assert catalog_snapshot(conn) == before
+
+
 def test_prune_drops_only_views_dbopt_created(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

@@ -157,6 +157,10 @@ class Catalog:
     indexes: Mapping[QualifiedName, CatalogIndex] = field(default_factory=dict)
     #: For each materialized view and view, the views and materialized views built on it.
     dependents: Mapping[QualifiedName, tuple[QualifiedName, ...]] = field(default_factory=dict)
+    #: The columns of each (source, dependent) pair of ``dependents`` the dependent reads.
+    read_columns: Mapping[tuple[QualifiedName, QualifiedName], tuple[str, ...]] = field(
+        default_factory=dict
+    )
     queries: int = 0  # how many catalog queries built it (constant by design)
     #: Every relation name outside the system schemas (indexes, sequences, foreign tables,
     #: composite types... included), with its kind in words: a new index or materialized
@@ -310,12 +314,14 @@ def inspect(
                 building=bool(index_row.building),
             )
         dependents: dict[QualifiedName, list[QualifiedName]] = {}
+        read_columns: dict[tuple[QualifiedName, QualifiedName], tuple[str, ...]] = {}
         cur.execute(catalog_sql("view_dependents"))
         queries += 1
         for row in cur.fetchall():
-            dependents.setdefault(QualifiedName(row["schema"], row["name"]), []).append(
-                QualifiedName(row["dependent_schema"], row["dependent_name"])
-            )
+            source = QualifiedName(row["schema"], row["name"])
+            dependent = QualifiedName(row["dependent_schema"], row["dependent_name"])
+            dependents.setdefault(source, []).append(dependent)
+            read_columns[(source, dependent)] = tuple(sorted(row["columns"]))
         # Plain tuples: every relation and type of the database (ten thousand and more).
         with conn.cursor(row_factory=tuple_row) as rows_of:
             rows_of.execute(catalog_sql("names"))
@@ -331,6 +337,7 @@ def inspect(
         relations=relations,
         indexes=indexes,
         dependents={k: tuple(v) for k, v in dependents.items()},
+        read_columns=read_columns,
         queries=queries,
         names=names,
         type_names=type_names,

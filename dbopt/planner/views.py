@@ -363,14 +363,21 @@ def _rebuild_view(
 
     def make(new: QualifiedName, props: ViewProperties | None) -> Sequence[Step]:
         options, tablespace = props.build_options() if props is not None else ((), None)
+        populated = props.populated if props is not None else True
+        # With readers, made empty first: each reader is bound to it before anything is
+        # filled or built, so a reader the new query cannot serve fails in seconds.
         create = ddl.create_matview(
             new,
             body,
-            with_data=props.populated if props is not None else True,
+            with_data=populated and not materialized,
             options=options,
             tablespace=tablespace,
         )
-        return (Step(StepMode.VIEW, (create,), new, new, makes=True),)
+        made = Step(StepMode.VIEW, (create,), new, new, makes=True)
+        if not materialized or not populated:
+            return (made,)
+        fill = Step(StepMode.VIEW, (ddl.refresh_matview(new, concurrently=False),), new, new)
+        return (made, fill)
 
     main = _aside(
         existing, indexes, plain, catalog, properties, new_columns, refusals, owners, make
@@ -423,8 +430,12 @@ def _rebuild_view(
         # A reader's leftover reads the view's leftover: it goes first.
         *(s for one in readers for s in one.leftovers),
         *main.leftovers,
-        *main.build,
-        *(s for one in readers for s in one.build),
+        # The view made (empty when it has readers), each reader bound to it, then every
+        # fill and build: what cannot bind fails before the long part.
+        *main.build[:1],
+        *(one.build[0] for one in readers),
+        *main.build[1:],
+        *(s for one in readers for s in one.build[1:]),
         swap,
         *(one.drop_old for one in readers),
         main.drop_old,
@@ -521,6 +532,14 @@ def _aside(
                 refusals.append(
                     f"its index {spec.name} uses {', '.join(missing)}, which the new query has "
                     "no column for"
+                )
+        for dependent in catalog.dependents.get(name, ()):
+            used = catalog.read_columns.get((name, dependent), ())
+            lost = sorted(set(used) - set(new_columns))
+            if lost:
+                refusals.append(
+                    f"{dependent} reads its column{'s' if len(lost) > 1 else ''} "
+                    f"{', '.join(lost)}, which the new query has none of"
                 )
     leftovers: list[Step] = []
     cleared: set[QualifiedName] = set()  # leftovers dropped first (their indexes with them)
