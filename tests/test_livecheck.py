@@ -584,3 +584,32 @@ def test_budget_params_are_typed_by_the_server_as_verify_types_them(
         'indexes/events.yaml:7:5: query wrong fails: invalid input syntax for type bigint: "seven"',
         "error: 1 problem against the database; nothing was changed",
     ]
+
+
+def test_a_sql_standard_body_is_never_run_by_a_trial_build(
+    write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """Seen in a second review: a function with a SQL-standard body (BEGIN ATOMIC) keeps no
+    text to read, and pg_depend records none of the built-ins it calls: the trial build of
+    an index whose predicate called one reset the statistics. It is taken as unreadable."""
+    if admin_conn.info.server_version < 140000:
+        pytest.skip("BEGIN ATOMIC bodies came with PostgreSQL 14")
+    admin_conn.execute(
+        "CREATE FUNCTION atomic_reset() RETURNS boolean IMMUTABLE LANGUAGE sql "
+        "BEGIN ATOMIC SELECT pg_stat_reset() IS NULL; END"
+    )
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - {name: users_atomic, columns: [id], where: "atomic_reset()"}
+            """
+        }
+    )
+    before = stats_reset(admin_conn)
+    result = validate(admin_dsn)
+    assert result.exit_code == 0, result.output
+    assert stats_reset(admin_conn) == before
+    assert "note: index users_atomic not built on trial: it calls" in result.stderr
+    assert "SQL-standard body (BEGIN ATOMIC)" in result.stderr
