@@ -269,20 +269,34 @@ def _raise_located(
     lacking: list[str] = []
     by_position = list(names.values())
     spec_index = 0
+    copied = iter(tables)  # the table each CREATE TEMP TABLE copies, in order
+    uncopied: dict[QualifiedName, str] = {}  # a table whose copy the role may not make
     with conn.cursor() as cur:
         for statement in statements:
             text = statement.as_string(conn)
             is_table = text.startswith("CREATE TEMP TABLE")
+            table = next(copied) if is_table else None
+            if not is_table and by_position[spec_index].table in uncopied:
+                spec = by_position[spec_index]
+                loc = spec.location
+                why = uncopied[spec.table]
+                lacking.append(f"index {spec.name} ({loc.file}:{loc.line}): {why}")
+                spec_index += 1
+                continue
             try:
                 with conn.transaction():
                     cur.execute(statement)
             except psycopg.Error as exc:
+                denied = isinstance(exc, psycopg.errors.InsufficientPrivilege)
+                if is_table and table is not None and privileges_noted and denied:
+                    uncopied[table] = f"its table cannot be copied: {server_message(exc)}"
+                    continue
                 if is_table:
                     raise
                 spec = by_position[spec_index]
                 loc = spec.location
                 message = server_message(exc)
-                if privileges_noted and isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                if privileges_noted and denied:
                     lacking.append(f"index {spec.name} ({loc.file}:{loc.line}): {message}")
                     spec_index += 1
                     continue

@@ -42,7 +42,13 @@ from dbopt.model import (
     parse_qualified,
 )
 from dbopt.spec import dependency_order, view_order
-from dbopt.sqltext import SqlTextError, expression_sql, query_sql, render_query
+from dbopt.sqltext import (
+    SqlTextError,
+    expression_columns,
+    expression_sql,
+    query_sql,
+    render_query,
+)
 from dbopt.words import suggest
 from dbopt.yamlcache import kept
 
@@ -425,6 +431,39 @@ def partition_keys(catalog: Catalog) -> dict[QualifiedName, str]:
     return {n: r.partition_key for n, r in catalog.relations.items() if r.partition_key}
 
 
+def partition_problems(new: Sequence[IndexSpec], catalog: Catalog) -> list[Problem]:
+    """Unique specs that lack the key of a partitioned table below theirs (a sub-partition:
+    the trial copy of the table has no partitions, so only this says it): CREATE INDEX on
+    the table would build every other partition's index, then fail on that one."""
+    problems = []
+    for spec in new:
+        if not spec.unique:
+            continue
+        keys = {c.name for c in spec.columns if c.name}
+        todo = list(getattr(catalog.relations.get(spec.table), "partitions", ()))
+        while todo:
+            below = catalog.relations.get(todo.pop())
+            if below is None:
+                continue
+            todo.extend(below.partitions)
+            key = below.partition_key
+            inside = key.partition("(")[2].rpartition(")")[0] if key else ""
+            try:
+                needed = set(expression_columns(inside)) if inside else set()
+            except SqlTextError:
+                needed = set()
+            if needed - keys:
+                problems.append(
+                    spec.location.problem(
+                        f"index {spec.name}: PostgreSQL refuses it on {spec.table}: a unique "
+                        f"index must include the key of every partitioned table below it, and "
+                        f"{below.name} is partitioned by {key}"
+                    )
+                )
+                break
+    return problems
+
+
 def check_builds(
     new: Sequence[IndexSpec],
     conn: psycopg.Connection[Any],
@@ -474,6 +513,9 @@ def trial_builds(
 
     if not new:
         return []
+    problems = partition_problems(new, catalog)
+    if problems:
+        raise SpecError("the specs cannot be applied to this database", problems)
 
     def many(count: int) -> str:
         return f"{count} new index{'es' if count != 1 else ''} not built on trial"
@@ -520,6 +562,12 @@ def trial_builds(
         )
     except NotTried as exc:
         notes += [f"not built on trial, for want of a privilege: {line}" for line in exc.lines]
+    except psycopg.errors.LockNotAvailable:
+        # Another session holds one of the tables: apply checks them once it may.
+        notes.append(
+            f"{many(len(tried))}: a table's lock was not granted within lock_timeout "
+            "(apply checks them)"
+        )
     return notes
 
 

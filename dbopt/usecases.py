@@ -31,6 +31,7 @@ from dbopt.errors import (
     InputError,
     NothingToRollBack,
     PrivilegeError,
+    SpecError,
     UnsafeActionError,
 )
 from dbopt.history import History, OwnedObject
@@ -285,6 +286,7 @@ def apply(
         check_builds,
         new_builds,
         partition_keys,
+        partition_problems,
         with_read_views,
     )
 
@@ -321,6 +323,9 @@ def apply(
             runner.open_worker()  # for the check beside (below), then the first build
         catalog = inspect(runner.control, relevant(specs, owned) | specs.relations())
         new = new_builds(specs, catalog)
+        problems = partition_problems(new, catalog)
+        if problems:
+            raise SpecError("the specs cannot be applied to this database", problems)
         # The server's refusals of the new builds (check_builds: an empty temporary copy of
         # each table, built on) take tens of milliseconds of its time: on the first build's
         # connection, beside the other checks and the plan, and first as ever (dbopt.beside).

@@ -225,3 +225,41 @@ def test_a_unique_index_without_the_partition_key_is_refused_before_any_build(
         ), said.stderr
         assert "UNIQUE constraint" in said.stderr or "unique constraint" in said.stderr
     assert catalog_snapshot(conn) == before
+
+
+def test_a_unique_index_without_a_sub_partition_key_is_refused_before_any_build(
+    shop: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """Seen in a second review: the trial copy has no partitions, so a unique index holding
+    the top key but not a sub-partition's passed validate and plan, and apply built the
+    other index on every partition before failing on it."""
+    conn.execute(
+        "CREATE TABLE events (id int NOT NULL, kind text, region text NOT NULL, at date NOT NULL)"
+        " PARTITION BY RANGE (at)"
+    )
+    conn.execute(
+        "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO "
+        "('2027-01-01') PARTITION BY LIST (region)"
+    )
+    conn.execute("CREATE TABLE events_2026_eu PARTITION OF events_2026 FOR VALUES IN ('eu')")
+    write_files(
+        shop,
+        {
+            "indexes/events.yaml": (
+                "table: public.events\n"
+                "indexes:\n"
+                "  - {name: idx_events_kind, columns: [kind]}\n"
+                "  - {name: uq_events_id_at, columns: [id, at], unique: true}\n"
+            )
+        },
+    )
+    before = catalog_snapshot(conn)
+    for command in ("validate", "plan", "apply"):
+        said = cli(command, "--env", "test")
+        assert said.exit_code == 2, said.output
+        assert said.stderr.startswith(
+            "indexes/events.yaml:4:5: index uq_events_id_at: PostgreSQL refuses it on "
+            "public.events: a unique index must include the key of every partitioned table "
+            "below it, and public.events_2026 is partitioned by LIST (region)"
+        ), said.stderr
+    assert catalog_snapshot(conn) == before

@@ -557,3 +557,36 @@ def test_plan_and_validate_note_what_the_read_role_cannot_try(
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute("DROP SCHEMA locked CASCADE")
+
+
+def test_a_table_the_role_cannot_copy_is_a_note_of_the_trial(
+    shop: Path, db_dsn: str, admin_dsn: str, roles: Roles
+) -> None:
+    """Seen in a second review: a role with SELECT on a table in a schema it has no USAGE of
+    got 'permission denied for schema' from plan and validate (exit 1): the trial's copy of
+    the table is what it cannot make. A note; apply, as the owner, checks it."""
+    reader = roles("reader")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA sealed")
+        admin.execute("CREATE TABLE sealed.items (id int, kind text)")
+        admin.execute(sql.SQL("GRANT SELECT ON sealed.items TO {}").format(sql.Identifier(reader)))
+        admin.execute(
+            sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(make_conninfo_dbname(admin_dsn)), sql.Identifier(reader)
+            )
+        )
+    (shop / "views" / "totals.yaml").unlink()
+    (shop / "indexes" / "orders.yaml").unlink()
+    (shop / "indexes" / "items.yaml").write_text(
+        "table: sealed.items\nindexes:\n  - {name: idx_items_kind, columns: [kind]}\n"
+    )
+    try:
+        for command in ("plan", "validate"):
+            said = cli(command, *_as(db_dsn, reader))
+            assert said.exit_code == 0, said.output
+            flat = " ".join(said.output.split())
+            assert "not built on trial, for want of a privilege: index idx_items_kind" in flat
+            assert "its table cannot be copied: permission denied for schema sealed" in flat
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute("DROP SCHEMA sealed CASCADE")
