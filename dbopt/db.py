@@ -192,6 +192,12 @@ def unbounded(settings: Settings) -> Settings:
     return replace(settings, statement_timeout_ms=0)
 
 
+def _port(text: str) -> bool:
+    """A port libpq takes: ASCII digits (a sign allowed), 1 to 65535."""
+    digits = text.strip().removeprefix("+")
+    return digits.isascii() and digits.isdigit() and 0 < int(digits) < 65536
+
+
 def connect(
     dsn: str | None,
     *,
@@ -234,11 +240,11 @@ def connect(
         problem = f"invalid {source}: {_syntax_problem(exc)}"
     if problem is not None:
         raise ConfigError(problem)
-    if any(p and not p.strip().isdigit() for p in ports.split(",")):
+    if any(p.strip() and not _port(p) for p in ports.split(",")):
         # Not shown: in a URI it may be a password whose '@' was left out (user:secret/db).
         raise ConfigError(
-            f"invalid {source}: a port is not a number (not shown: it may be a password "
-            "written without the '@' after it); a port is digits, e.g. host:5432"
+            f"invalid {source}: a port is not a number from 1 to 65535 (not shown: it may be "
+            "a password written without the '@' after it); a port is digits, e.g. host:5432"
         )
     secrets = [*secrets_of(conninfo), *_env_secrets()]
     pins = session_pins(settings, read_only=read_only, lock_timeout_ms=lock_timeout_ms)

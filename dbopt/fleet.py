@@ -396,6 +396,9 @@ class Policy:
     #: Never two targets of one server at a time (verify: timings taken beside another
     #: target's would measure the two of them).
     one_per_server: bool = False
+    #: The same for the canaries only (apply --canary: each verifies its budgets, which a
+    #: build of another canary on the same server would slow down).
+    canaries_one_per_server: bool = False
 
 
 class Context:
@@ -547,9 +550,12 @@ class _Run:
             member.name, "not started", EXIT_OK, None, detail=why, canary=canary
         )
 
-    def _next(self, waiting: Sequence[Member], running: Mapping[str, _Running]) -> Member | None:
+    def _next(
+        self, waiting: Sequence[Member], running: Mapping[str, _Running], canary: bool
+    ) -> Member | None:
         """The first waiting target that may start now."""
-        if not self.policy.one_per_server:
+        alone = self.policy.one_per_server or (canary and self.policy.canaries_one_per_server)
+        if not alone:
             return waiting[0]
         busy = {self._server(r.member) for r in running.values()}
         return next((m for m in waiting if self._server(m) not in busy), None)
@@ -579,7 +585,7 @@ class _Run:
                     and self.halted is None
                     and not self.interrupted
                 ):
-                    member = self._next(waiting, running)
+                    member = self._next(waiting, running, canary)
                     if member is None:
                         break  # every one waiting shares a server with a running one
                     prepared = self._prepare(member, canary, finished)

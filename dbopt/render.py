@@ -187,6 +187,8 @@ def plan_json(plan: Plan) -> str:
             "changes": len(plan.changes),
             "runnable": len(plan.runnable),
             "catalog_queries": plan.catalog_queries,
+            # What the plan could not check or says besides (printed as note: lines too).
+            "notes": list(plan.notes),
             "actions": [
                 {
                     "action": a.kind.value,

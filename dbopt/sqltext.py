@@ -160,10 +160,13 @@ def table_columns(
     """The columns of ``table`` a read-only query names: those qualified by the table's name
     or one of its aliases, and every unqualified one (it may be the table's). None when that
     cannot be told from the text: the table is not in a FROM list by name (read through a
-    view or a function), or a join matches columns without naming them (USING, NATURAL).
+    view or a function), a join matches columns without naming them (USING, NATURAL), or a
+    column is named through a CTE, a subquery or a row value.
     SqlTextError as :func:`check_query`."""
     tree = query_tree(text, with_placeholders=with_placeholders)
     aliases: set[str] = set()
+    others: set[str] = set()  # names other tables go by in the query
+    ctes: set[str] = set()
     qualified: dict[str, set[str]] = {}
     unqualified: set[str] = set()
     stack: list[Any] = [tree]
@@ -177,15 +180,18 @@ def table_columns(
         join = node.get("JoinExpr")
         if isinstance(join, dict) and (join.get("usingClause") or join.get("isNatural")):
             return None
-        if "RangeFunction" in node:
-            return None
+        if "RangeFunction" in node or "A_Indirection" in node:
+            return None  # a function's rows, (row).column: which table's, the text cannot say
+        cte = node.get("CommonTableExpr")
+        if isinstance(cte, dict) and cte.get("ctename"):
+            ctes.add(str(cte["ctename"]))
         rel = node.get("RangeVar")
-        if (
-            isinstance(rel, dict)
-            and rel.get("relname") == table.name
-            and rel.get("schemaname") in (None, table.schema)
-        ):
-            aliases.add(rel.get("alias", {}).get("aliasname") or table.name)
+        if isinstance(rel, dict):
+            name = rel.get("alias", {}).get("aliasname") or rel.get("relname")
+            if rel.get("relname") == table.name and rel.get("schemaname") in (None, table.schema):
+                aliases.add(name or table.name)
+            elif name:
+                others.add(str(name))
         ref = node.get("ColumnRef")
         if isinstance(ref, dict):
             fields = [f.get("String", {}).get("sval") for f in ref.get("fields", [])]
@@ -196,6 +202,8 @@ def table_columns(
         stack.extend(node.values())
     if not aliases:
         return None
+    if set(qualified) - aliases - (others - ctes):
+        return None  # a CTE's or a subquery's column: it may be the table's, under its name
     return frozenset(unqualified.union(*(qualified.get(a, set()) for a in aliases)))
 
 

@@ -145,6 +145,10 @@ def test_malformed_dsn_is_a_config_error_without_password(dsn: str) -> None:
         "postgresql://admin:Hunter2/db",  # the '@' left out: libpq reads a port of Hunter2
         "host=127.0.0.1 port=abc password=Hunter2",
         "host=a,b port=5432,x",
+        # Seen in a second review: digits only but out of range (a password without its
+        # '@' after it), and digits that are not ASCII.
+        "postgresql://app:123456789/db",
+        "postgresql://app:\uff14\uff11\uff14/db",
     ],
 )
 def test_a_port_that_is_not_a_number_is_a_config_error_that_says_so(dsn: str) -> None:
@@ -156,7 +160,7 @@ def test_a_port_that_is_not_a_number_is_a_config_error_that_says_so(dsn: str) ->
     message = str(info.value)
     assert info.value.exit_code == 2
     assert message.startswith("invalid connection string: a port is not a number")
-    assert "Hunter" not in message and "abc" not in message
+    assert "Hunter" not in message and "abc" not in message and "123456789" not in message
 
 
 def test_malformed_database_url_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -789,6 +789,12 @@ def test_verify_never_measures_two_targets_of_one_server_at_a_time() -> None:
     peaks.update(server=0, all=0)
     run(fleet, work, Policy(4))
     assert peaks["server"] >= 2 and peaks["all"] == 4
+    # apply --canary: the canaries (which verify their budgets) one per server; then the rest
+    # as they come (seen in a second review: two canaries of one server at once).
+    peaks.update(server=0, all=0)
+    canaries = Fleet("f", members[:2], 4)  # both on server a
+    run(canaries, work, Policy(4, canary=2, canaries_one_per_server=True))
+    assert peaks["server"] == 1
 
 
 def test_server_turns_know_one_server_however_its_dsns_name_it(fleet_dbs: FleetDbs) -> None:

@@ -5,6 +5,7 @@ verifies and reads status, or is told in one line which grant it lacks."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -533,6 +534,10 @@ def test_plan_and_validate_note_what_the_read_role_cannot_try(
         assert "1 new index not built on trial: this role may not read public.orders" in (
             " ".join(said.output.split())
         ), said.output
+    # A CI job reading the plan's JSON is told too (seen in a second review: it was not).
+    planned = cli("plan", *_as(db_dsn, reader), "--format", "json")
+    notes = json.loads(planned.stdout)["notes"]
+    assert any("not built on trial: this role may not read public.orders" in n for n in notes)
     # With SELECT, a build that needs USAGE on a schema the role lacks (its operator class's)
     # is a note too.
     with psycopg.connect(admin_dsn, autocommit=True) as admin:

@@ -1082,6 +1082,11 @@ def test_without_uses_index_only_indexes_leading_with_a_query_column_are_meant()
     assert meant("SELECT 1 FROM appointments NATURAL JOIN clients") == everything
     assert meant("SELECT * FROM upcoming WHERE client = 5") == everything
     assert meant("SELECT * FROM appointments_of(5)") == everything
+    cte = "WITH r AS (SELECT * FROM appointments) SELECT r.id FROM r WHERE r.client_id = 5"
+    assert meant(cte) == everything
+    sub = "SELECT s.id FROM (SELECT * FROM appointments) s WHERE s.client_id = 5"
+    assert meant(sub) == everything
+    assert meant("SELECT 1 FROM appointments a WHERE (a).client_id = 5") == everything
     # A column of another table (c.status) is not this table's; an unqualified one may be.
     joined = (
         "SELECT 1 FROM appointments a JOIN clients c ON c.id = a.client_id WHERE c.status = 'x'"

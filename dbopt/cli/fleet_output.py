@@ -79,6 +79,7 @@ def policy(
         canary=canary,
         wait_on_interrupt=wait_on_interrupt,
         one_per_server=one_per_server,
+        canaries_one_per_server=canary > 0,
     )
 
 
