@@ -131,11 +131,13 @@ class Executor(StepRunner):
         *,
         kind: str = "index",
         replaced_oid: int | None = None,
+        made: bool = True,
     ) -> None:
         """An index built with its view (and dropped with it), or a view rebuilt with the one
         it reads (``kind`` view, recorded with that one): dbopt made it. With a new view it
         is a create; with a replaced view a rebuild, undone with the view's change;
-        ``replaced_oid``: what it replaces (dbopt's too)."""
+        ``replaced_oid``: what it replaces (swapped out: dbopt's while it carries dbopt's
+        temporary name); without ``made``, its new copy is not recorded as dbopt's."""
         change = self._control(
             lambda c: self.history.start_change(
                 c,
@@ -146,12 +148,13 @@ class Executor(StepRunner):
                     "table_name": str(view),
                     "object_kind": kind,
                     "action": action,
-                    "existed_before": False,
+                    # A reader made by hand existed before dbopt: never dbopt's by its name.
+                    "existed_before": not made,
                     "replaced_oid": replaced_oid,
                 },
             )
         )
-        if not self._record_made(change, index, finished=True):
+        if not made or not self._record_made(change, index, finished=True):
             self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
 
     def _swapped_in(self, action: Action, built: dict[QualifiedName, int]) -> bool:
@@ -236,9 +239,9 @@ class Executor(StepRunner):
                         action.name,
                         "create" if action.kind == ActionKind.CREATE else "rebuild",
                     )
-                for kind, name, table, oid in action.also_rebuilds:
+                for kind, name, table, oid, made in action.also_rebuilds:
                     self._record_built_with(
-                        run_id, name, table, "rebuild", kind=kind, replaced_oid=oid
+                        run_id, name, table, "rebuild", kind=kind, replaced_oid=oid, made=made
                     )
         self.reporter.action_ended(
             action.kind.value, action.name, str(result.result), result.seconds, result.error

@@ -93,6 +93,12 @@ class Step:
         return f"BEGIN;\n{body}\nCOMMIT;" if self.mode == StepMode.SWAP else body
 
 
+#: An object a view's replace rebuilds: (kind, name, the view or table it is recorded with,
+#: the OID it replaces, whether its new copy is dbopt's -- a reader made by hand is recorded
+#: only as swapped out).
+Rebuilt = tuple[str, QualifiedName, QualifiedName, int, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """One change to one index or view, with how to apply it and how it would be undone."""
@@ -119,10 +125,9 @@ class Action:
     phase_order: int = 0
     #: Indexes built as part of this action (a view's indexes), recorded with it.
     also_creates: tuple[QualifiedName, ...] = ()
-    #: dbopt's own objects a view's replace rebuilds besides (the materialized views that read
-    #: it, their indexes): (kind, name, the view or table it is recorded with, the OID it
-    #: replaces), recorded as rebuilt with the action, so they stay dbopt's.
-    also_rebuilds: tuple[tuple[str, QualifiedName, QualifiedName, int], ...] = ()
+    #: What a view's replace rebuilds besides (the materialized views that read it, their
+    #: indexes dbopt made), recorded as rebuilt with the action (see :data:`Rebuilt`).
+    also_rebuilds: tuple[Rebuilt, ...] = ()
     #: The object this action replaces, repairs or drops, and its definition as the server
     #: printed it (recorded, so a rollback can rebuild it).
     replaced_oid: int | None = None

@@ -23,6 +23,7 @@ from dbopt.planner.actions import (
     Action,
     ActionKind,
     Plan,
+    Rebuilt,
     Step,
     StepMode,
     temporary_names,
@@ -304,15 +305,17 @@ def replace_view_action(
 
 def _rebuilt_readers(
     name: QualifiedName, readers: Sequence[Relation], catalog: Catalog, owners: Ownership
-) -> tuple[tuple[str, QualifiedName, QualifiedName, int], ...]:
-    """What of dbopt's own a cascade rebuilds with ``name``: each materialized reader dbopt
-    made (recorded with ``name``), and each of their indexes dbopt made (with the reader)."""
-    out: list[tuple[str, QualifiedName, QualifiedName, int]] = []
+) -> tuple[Rebuilt, ...]:
+    """What a cascade rebuilds with ``name``: each materialized reader (recorded with
+    ``name``) and each of their indexes dbopt made (with the reader). A reader dbopt made
+    stays dbopt's (``made``); one made by hand is recorded only as swapped out, so what an
+    interrupted cascade leaves of it under dbopt's temporary name is dbopt's to clear, while
+    its new copy is not dbopt's."""
+    out: list[Rebuilt] = []
     for reader in readers:
-        if owners.owns(reader.oid):
-            out.append(("view", reader.name, name, reader.oid))
+        out.append(("view", reader.name, name, reader.oid, owners.owns(reader.oid)))
         out += [
-            ("index", i.name, reader.name, i.oid)
+            ("index", i.name, reader.name, i.oid, True)
             for i in catalog.indexes_on(reader.name)
             if owners.owns(i.oid)
         ]
