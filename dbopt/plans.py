@@ -24,7 +24,7 @@ from dbopt.deparse import (
     normalize_views,
     simple_canonical,
 )
-from dbopt.errors import PrivilegeError
+from dbopt.errors import PrivilegeError, SpecError
 from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
 from dbopt.livecheck import new_builds, trial_builds
@@ -144,6 +144,7 @@ def _build_plan(
     slow = [s for s in existing + view_indexes if s.qualified_name not in fast]
     standby = in_recovery(conn)
     unchecked: set[QualifiedName] = set()
+    view_conflicts: list[str] = []
     normalized_slow: Mapping[QualifiedName, str]
     if standby:
         # A standby cannot create the temporary objects normalising needs: what exists is
@@ -158,12 +159,21 @@ def _build_plan(
             if problem:
                 raise PrivilegeError(problem)
         normalized_slow, round_trips = normalize_specs(conn, slow, settings.lock_timeout_ms)
-        checked = normalize_views(
-            conn,
-            specs.views,
-            {n for n, r in catalog.relations.items() if r.relkind == "m"},
-            settings.lock_timeout_ms,
-        )
+        existing_views = {n for n, r in catalog.relations.items() if r.relkind == "m"}
+        while True:
+            try:
+                checked = normalize_views(
+                    conn, specs.views, existing_views, settings.lock_timeout_ms
+                )
+                break
+            except SpecError as exc:
+                # status: a view spec the server refuses is reported, the others planned.
+                files = {p.file for p in exc.problems}
+                kept = tuple(v for v in specs.views if v.location.file not in files)
+                if not lenient or len(kept) == len(specs.views):
+                    raise
+                view_conflicts += [str(p) for p in exc.problems]
+                specs = replace(specs, views=kept)
     normalized = {**fast, **normalized_slow}
     # What apply would refuse of its new builds, refused now; what cannot be tried, said.
     trial = (
@@ -200,6 +210,8 @@ def _build_plan(
     if indexes or views:
         result = own_new_views(diff(read_properties(conn, indexes, views)), owner)
         first = replace(_uncompared(result, unchecked), catalog_queries=queries + 1)
+    if view_conflicts:
+        first = replace(first, conflicts=(*view_conflicts, *first.conflicts))
     return replace(first, notes=(*first.notes, *trial)) if trial else first
 
 

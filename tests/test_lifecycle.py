@@ -701,3 +701,23 @@ def test_rollback_last_never_reaches_past_a_failed_apply(
     done = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
     assert done.exit_code == 2, done.output
     assert "no apply run left to roll back" in done.output
+
+
+def test_status_reports_a_view_spec_it_cannot_apply_as_attention(
+    appointments: psycopg.Connection[Any], db_dsn: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Seen in a second review: a view spec whose query reads a missing table still stopped
+    status with exit 2 (its check runs before the lenient planning). It is an attention line
+    at its file:line; the indexes are shown."""
+    write_specs(tmp_path, {"appointments.yaml": WITHOUT_DAY})
+    write_specs(
+        tmp_path,
+        {"mv_gone.yaml": "name: mv_gone\nquery: SELECT id FROM no_such_table\n"},
+        folder="views",
+    )
+    monkeypatch.chdir(tmp_path)
+    shown = cli("status", "--dsn", db_dsn, "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert [r["index"] for r in report["managed"]] == ["public.idx_appt_barber_status"]
+    assert any(a.startswith("spec views/mv_gone.yaml:") for a in report["attention"])
