@@ -511,6 +511,9 @@ def trial_builds(
     from dbopt.privileges import temp_problem, unreadable_tables
     from dbopt.replicas import in_recovery
 
+    # What needs a newer server is the plan's to say, in its own words ("needs PostgreSQL
+    # 15 or later"), not the trial's (the server's syntax error).
+    new = [s for s in new if not needs_newer_server(s, catalog.server_version)]
     if not new:
         return []
     problems = partition_problems(new, catalog)
