@@ -593,7 +593,7 @@ def test_a_sql_standard_body_is_never_run_by_a_trial_build(
     text to read, and pg_depend records none of the built-ins it calls: the trial build of
     an index whose predicate called one reset the statistics. It is taken as unreadable."""
     if admin_conn.info.server_version < 140000:
-        pytest.skip("BEGIN ATOMIC bodies came with PostgreSQL 14")
+        pytest.skip("needs PostgreSQL 14 or later (BEGIN ATOMIC bodies)")
     admin_conn.execute(
         "CREATE FUNCTION atomic_reset() RETURNS boolean IMMUTABLE LANGUAGE sql "
         "BEGIN ATOMIC SELECT pg_stat_reset() IS NULL; END"
