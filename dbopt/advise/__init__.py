@@ -85,6 +85,9 @@ class Advice:
     server_version: int
     #: Candidates left out because an index with an equivalent definition exists or is spec'd.
     equivalent: tuple[tuple[IndexSpec, str], ...] = ()
+    #: Covering candidates left out because an index with their keys exists or is spec'd
+    #: (with that index): widening it serves as well as a second index with the same keys.
+    widening: tuple[tuple[IndexSpec, str], ...] = ()
     #: Queries read that advise could not use (no table it can index, no plan...).
     skipped: tuple[Skipped, ...] = ()
     #: Queries already budgeted in the specs (workload name -> budget name).
@@ -164,11 +167,14 @@ def _equivalents(
     pool: Sequence[IndexSpec],
     specs: SpecSet,
     settings: Settings,
-) -> tuple[list[IndexSpec], list[tuple[IndexSpec, str]], list[IndexSpec]]:
+) -> tuple[
+    list[IndexSpec], list[tuple[IndexSpec, str]], list[tuple[IndexSpec, str]], list[IndexSpec]
+]:
     """``pool`` without candidates equivalent to an existing or spec'd index (or to an
     earlier candidate), compared as the planner compares: canonical pg_get_indexdef text;
-    what was left out (with the index it is equivalent to); the spec'd indexes on those
-    tables that are not built yet."""
+    what was left out (with the index it is equivalent to); the covering candidates left
+    out because an existing or spec'd index has their keys (with that index); the spec'd
+    indexes on those tables that are not built yet."""
     tables = {c.table for c in pool}
     # Only the workload's tables are deparsed (the reads that lock): never a spec'd table the
     # workload does not touch, whose DDL left open elsewhere would make advise wait.
@@ -181,8 +187,18 @@ def _equivalents(
     spec_indexes = [
         s for s in specs.all_indexes if s.table in tables and s.table in catalog.relations
     ]
-    temp = [replace(c, name=f"dbopt_advise_candidate_{n:05d}") for n, c in enumerate(pool)]
+    # A covering candidate is compared by its keys too (the same candidate without INCLUDE):
+    # an index with those keys exists or is spec'd, so the DBA widens that one, not a second.
+    bare = [replace(c, include=()) for c in pool if c.include]
+    bare = [b for n, b in enumerate(bare) if b not in pool and b not in bare[:n]]
+    temp = [
+        replace(c, name=f"dbopt_advise_candidate_{n:05d}") for n, c in enumerate([*pool, *bare])
+    ]
     normalized, _trips = normalize_specs(conn, [*spec_indexes, *temp], settings.lock_timeout_ms)
+    text_of = {
+        original: normalized.get(named.qualified_name, "")
+        for original, named in zip([*pool, *bare], temp, strict=True)
+    }
     for spec in spec_indexes:
         text = normalized.get(spec.qualified_name)
         if text is not None:
@@ -192,17 +208,23 @@ def _equivalents(
         for spec in spec_indexes
         if f"{spec.table}|{normalized.get(spec.qualified_name, '')}" not in built
     ]
+    theirs = dict(known)
     kept: list[IndexSpec] = []
     left: list[tuple[IndexSpec, str]] = []
+    widening: list[tuple[IndexSpec, str]] = []
     for original, named in zip(pool, temp, strict=True):
-        key = f"{original.table}|{normalized.get(named.qualified_name, '')}"
+        key = f"{original.table}|{text_of[original]}"
         if key in known:
             if not known[key].startswith("dbopt_advise_candidate_"):
                 left.append((original, known[key]))
             continue
+        keys = f"{original.table}|{text_of[replace(original, include=())]}"
+        if original.include and keys in theirs:
+            widening.append((original, theirs[keys]))
+            continue
         known[key] = named.name
         kept.append(original)
-    return kept, left, pending
+    return kept, left, widening, pending
 
 
 def advise(
@@ -242,7 +264,9 @@ def advise(
         found_of[q.name] = found
         queries.append(q)
         pool.extend(c for c in found if c not in pool)
-    kept, equivalent, pending = _equivalents(conn, pool, specs, settings) if pool else ([], [], [])
+    kept, equivalent, widening, pending = (
+        _equivalents(conn, pool, specs, settings) if pool else ([], [], [], [])
+    )
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
     position = {spec: i for i, spec in enumerate(kept)}
     origin = {
@@ -263,6 +287,7 @@ def advise(
         hypopg_version=version,
         server_version=conn.info.server_version,
         equivalent=tuple(equivalent),
+        widening=tuple(widening),
         skipped=tuple(skipped) + evaluation.failed,
         budgeted=already,
         unbudgeted=unbudgeted,

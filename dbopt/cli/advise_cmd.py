@@ -96,6 +96,15 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
             {"table": str(c.table), "columns": _columns_text(c), "exists_as": n}
             for c, n in advice.equivalent
         ],
+        "widening": [
+            {
+                "table": str(c.table),
+                "columns": _columns_text(c),
+                "include": list(c.include),
+                "widens": n,
+            }
+            for c, n in advice.widening
+        ],
         "skipped": [{"query": s.name, "reason": s.reason} for s in advice.skipped],
         "yaml": {str(t): text for t, text in render(advice.suggestions, advice.budgets).items()},
     }
@@ -144,6 +153,12 @@ def _render(advice: Advice) -> None:
     for spec, name in advice.equivalent:
         click.echo(
             f"already there: ({_columns_text(spec)}) on {spec.table} is equivalent to {name}"
+        )
+    for spec, name in advice.widening:
+        click.echo(
+            f"not suggested: ({_columns_text(spec)}) INCLUDE ({', '.join(spec.include)}) on "
+            f"{spec.table} has the keys of {name}: add the INCLUDE columns to that index "
+            "rather than a second one"
         )
     counted: dict[str, int] = {}
     for skipped in advice.skipped:
