@@ -198,6 +198,27 @@ def _port(text: str) -> bool:
     return digits.isascii() and digits.isdigit() and 0 < int(digits) < 65536
 
 
+def conninfo_problem(conninfo: str) -> str | None:
+    """Why libpq cannot read ``conninfo`` (a port that is no number too), in words that show
+    none of its values; None when it reads it."""
+    # The message is built inside `except` but returned outside it: the psycopg exception
+    # (whose text and pgconn hold unscrubbed values) must not ride along as __context__.
+    problem: str | None = None
+    try:
+        ports = str(conninfo_to_dict(conninfo).get("port") or "")
+    except psycopg.Error as exc:
+        problem = _syntax_problem(exc)
+    if problem is not None:
+        return problem
+    if any(p.strip() and not _port(p) for p in ports.split(",")):
+        # Not shown: in a URI it may be a password whose '@' was left out (user:secret/db).
+        return (
+            "a port is not a number from 1 to 65535 (not shown: it may be a password "
+            "written without the '@' after it); a port is digits, e.g. host:5432"
+        )
+    return None
+
+
 def connect(
     dsn: str | None,
     *,
@@ -231,21 +252,9 @@ def connect(
     conninfo = dsn or ""
     if dsn is None and os.environ.get(DATABASE_URL):
         conninfo, source = os.environ[DATABASE_URL], DATABASE_URL
-    # Each message is built inside `except` but raised outside it: the psycopg exception
-    # (whose text and pgconn hold unscrubbed values) must not ride along as __context__.
-    problem: str | None = None
-    try:
-        ports = str(conninfo_to_dict(conninfo).get("port") or "")
-    except psycopg.Error as exc:
-        problem = f"invalid {source}: {_syntax_problem(exc)}"
+    problem = conninfo_problem(conninfo)
     if problem is not None:
-        raise ConfigError(problem)
-    if any(p.strip() and not _port(p) for p in ports.split(",")):
-        # Not shown: in a URI it may be a password whose '@' was left out (user:secret/db).
-        raise ConfigError(
-            f"invalid {source}: a port is not a number from 1 to 65535 (not shown: it may be "
-            "a password written without the '@' after it); a port is digits, e.g. host:5432"
-        )
+        raise ConfigError(f"invalid {source}: {problem}")
     secrets = [*secrets_of(conninfo), *_env_secrets()]
     pins = session_pins(settings, read_only=read_only, lock_timeout_ms=lock_timeout_ms)
     try:

@@ -39,7 +39,14 @@ from dbopt.config import (
     TargetsQuery,
     dsn_or_service,
 )
-from dbopt.db import connect, format_db_error, read_only_transaction, server_message, unbounded
+from dbopt.db import (
+    connect,
+    conninfo_problem,
+    format_db_error,
+    read_only_transaction,
+    server_message,
+    unbounded,
+)
 from dbopt.dsn import expand_env, target_name
 from dbopt.errors import (
     EXIT_CHECK_FAILED,
@@ -208,6 +215,13 @@ def _from_entries(
                 f"{path}: invalid target; nothing was run",
                 [entry.at.problem(f"environment '{env}': {exc}")],
             ) from None
+        problem = conninfo_problem(dsn)
+        if problem is not None:
+            # Bad input, told before any target runs (as a name twice is).
+            raise ConfigError(
+                f"{path}: invalid target; nothing was run",
+                [entry.at.problem(f"environment '{env}': invalid connection string: {problem}")],
+            )
         name = entry.name or service or target_name(dsn)
         found.append((name, dsn, bool(entry.name), entry.at))
     return _named(env, found, path, environ)
@@ -273,6 +287,9 @@ def _from_query(
             name, value = row[0], row[1]
         # A DSN, or a database on the control database's server.
         dsn = value if "=" in value or "://" in value else make_conninfo(control, dbname=value)
+        problem = conninfo_problem(dsn)
+        if problem is not None:
+            raise bad(f"row {number} ({name}): invalid connection string: {problem}")
         found.append((name, dsn, True, query.at))
     names = [n for n, _d, _g, _a in found]
     twice = sorted({n for n in names if names.count(n) > 1})

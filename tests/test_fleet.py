@@ -459,6 +459,16 @@ def test_targets_from_a_registry_query(
                         "FROM tenants",
                     },
                 },
+                # A registry row libpq cannot read (seen in a review: the whole fleet ended
+                # with exit 1, "database error: unterminated quoted string", and no line).
+                "torn": {
+                    "targets_query": {
+                        "dsn": registry,
+                        "sql": "SELECT name, CASE WHEN name = 'tenant-2' THEN "
+                        "'host=''127.0.0.1 password=Secret-pw-42 dbname=' || db ELSE db END "
+                        "FROM tenants ORDER BY name",
+                    },
+                },
             }
         }
         (project / "dbopt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -493,6 +503,13 @@ def test_targets_from_a_registry_query(
         assert one.exit_code == 2, one.output
         assert "row 1 is not a database name" in one.stderr
         assert "Secret-pw-42" not in one.output
+        torn = dbopt("plan", "--env", "torn")
+        assert torn.exit_code == 2, torn.output
+        assert (
+            "targets_query: row 2 (tenant-2): invalid connection string: unterminated quoted "
+            "string in connection info string"
+        ) in torn.stderr, torn.stderr
+        assert "Secret-pw-42" not in torn.output
     finally:
         with psycopg.connect(registry, autocommit=True) as conn:
             conn.execute("DROP TABLE tenants")
@@ -946,6 +963,40 @@ def test_a_database_listed_twice_is_refused_at_its_line(tmp_path: Path) -> None:
         "target 'a'; list each database once"
     ]
     assert len(resolve(config, "apart", {}).members) == 3
+
+
+def test_a_target_libpq_cannot_read_is_refused_at_its_line(tmp_path: Path) -> None:
+    """Seen in a review: a target whose connection string libpq cannot read stopped the whole
+    fleet with exit 1 ("database error: unterminated quoted string"), no line, no row; a
+    port that is no number was refused only when its turn came, after others had run."""
+    from dbopt.config import load_config
+    from dbopt.errors import ConfigError
+    from dbopt.fleet import resolve
+
+    (tmp_path / "dbopt.yaml").write_text(
+        "environments:\n"
+        "  torn:\n"
+        "    targets:\n"
+        "      - {name: a, dsn: 'postgresql://u@h/db'}\n"
+        '      - {name: b, dsn: "host=\'h dbname=db password=Secret-pw-42"}\n'
+        "  port:\n"
+        "    targets: ['postgresql://u@h/db', 'postgresql://u:Secret-pw-42h:5433/db']\n"
+    )
+    config = load_config(tmp_path / "dbopt.yaml")
+    with pytest.raises(ConfigError) as torn:
+        resolve(config, "torn", {})
+    assert [str(p) for p in torn.value.problems] == [
+        f"{tmp_path / 'dbopt.yaml'}:5:9: environment 'torn': invalid connection string: "
+        "unterminated quoted string in connection info string"
+    ]
+    with pytest.raises(ConfigError) as port:
+        resolve(config, "port", {})
+    [problem] = [str(p) for p in port.value.problems]
+    assert problem.startswith(
+        f"{tmp_path / 'dbopt.yaml'}:7:38: environment 'port': invalid connection string: a "
+        "port is not a number"
+    ), problem
+    assert "Secret-pw-42" not in problem + str(port.value) + str(torn.value)
 
 
 def test_the_report_keeps_every_line_of_a_detail(capsys: pytest.CaptureFixture[str]) -> None:
