@@ -81,15 +81,29 @@ def select_views(specs: SpecSet, names: Sequence[QualifiedName | str]) -> list[V
 
 
 def refresh_order(views: Sequence[ViewSpec], catalog: Catalog) -> list[ViewSpec]:
-    """Views ordered so each comes after what it depends on (specs and pg_depend), by name."""
+    """Views ordered so each comes after what it depends on (specs and pg_depend), by name.
+
+    A view reading another through plain views (B reads V, a view over A) reads it as it is
+    at that moment, so it comes after it too; a materialized view in between (not refreshed
+    here) keeps what it holds: the order does not pass through it."""
     chosen = {v.name: v for v in views}
     graph: dict[QualifiedName, set[QualifiedName]] = {name: set() for name in chosen}
     for view in views:
         graph[view.name].update(d for d in view.depends_on if d in chosen)
-    for source, dependents in catalog.dependents.items():
-        for dependent in dependents:
-            if dependent in chosen and source in chosen:
+    for source in chosen:
+        seen: set[QualifiedName] = set()
+        todo = list(catalog.dependents.get(source, ()))
+        while todo:
+            dependent = todo.pop()
+            if dependent in seen or dependent == source:
+                continue
+            seen.add(dependent)
+            if dependent in chosen:
                 graph[dependent].add(source)
+                continue
+            relation = catalog.relations.get(dependent)
+            if relation is not None and relation.relkind == "v":
+                todo.extend(catalog.dependents.get(dependent, ()))
     return [chosen[n] for n in dependency_order(graph)]
 
 

@@ -615,6 +615,35 @@ def test_refresh_views_in_order_quietly_and_recorded(
     }
 
 
+def test_refresh_order_follows_a_view_read_through_a_plain_view(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: a materialized view reading another through a plain view (no
+    depends_on: the spec names the plain view) was refreshed in name order, before the view
+    it reads, so it kept the old data until the next run."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE VIEW v_revenue AS SELECT day, revenue FROM mv_revenue")
+    (project / "views" / "mv_a_top.yaml").write_text(
+        "name: mv_a_top\n"
+        "query: SELECT day, revenue FROM v_revenue WHERE revenue > 100\n"
+        "indexes:\n"
+        "  - {name: mv_a_top_day, columns: [day], unique: true}\n"
+    )
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    plan = cli("refresh-views", "--dsn", db_dsn, "--plan")
+    assert plan.exit_code == 0, plan.output
+    lines = [line for line in plan.output.splitlines() if line.startswith("REFRESH")]
+    assert lines == [
+        'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_revenue";',
+        'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_a_top";',
+        'REFRESH MATERIALIZED VIEW CONCURRENTLY "public"."mv_top_days";',
+    ]
+    conn.execute("INSERT INTO sales VALUES (100000, '2026-01-01', 5000)")
+    assert cli("refresh-views", "--dsn", db_dsn).exit_code == 0
+    row = conn.execute("SELECT revenue FROM mv_a_top WHERE day = '2026-01-01'").fetchone()
+    assert row is not None and row[0] > 5000  # it saw mv_revenue's new data
+
+
 def test_concurrent_refresh_while_a_reader_keeps_reading(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
