@@ -538,21 +538,12 @@ def trial_builds(
             "table's columns; apply, as its owner, checks them)"
         )
     tried = [s for s in new if s.table not in unreadable]
-    coded = [s for s in tried if s.where or any(c.expr for c in s.columns)]
-    if coded:
-        # Building one evaluates what its expressions and predicate call (constants folded):
-        # never what could change something, before apply (which builds it as written).
-        from dbopt.readonly import CallGraph
-
-        calls = CallGraph.read(conn)
-        for spec in coded:
-            refused = calls.refusals(_as_query(spec), with_placeholders=False)
-            if refused:
-                tried.remove(spec)
-                notes.append(
-                    f"index {spec.name} not built on trial: it calls {refused[0].message}, "
-                    "which a trial does not run (apply builds it as written)"
-                )
+    for spec, calls in unsafe_calls(conn, tried).items():
+        tried.remove(spec)
+        notes.append(
+            f"index {spec.name} not built on trial: it calls {calls}, which a trial does not "
+            "run (apply builds it as written)"
+        )
     try:
         normalize_specs(
             conn,
@@ -572,6 +563,26 @@ def trial_builds(
             "(apply checks them)"
         )
     return notes
+
+
+def unsafe_calls(conn: psycopg.Connection[Any], specs: Sequence[IndexSpec]) -> dict[IndexSpec, str]:
+    """The specs among ``specs`` whose expressions or predicate reach something that could
+    change things (verify's call graph), with what they call, in words. Building such an
+    index, even on an empty temporary copy, evaluates what it calls (constants folded: a
+    function that says IMMUTABLE and writes runs): only apply, which builds it as written,
+    may. One query (the call graph), and only when a spec has an expression or predicate."""
+    coded = [s for s in specs if s.where or any(c.expr for c in s.columns)]
+    if not coded:
+        return {}
+    from dbopt.readonly import CallGraph
+
+    calls = CallGraph.read(conn)
+    found: dict[IndexSpec, str] = {}
+    for spec in coded:
+        refused = calls.refusals(_as_query(spec), with_placeholders=False)
+        if refused:
+            found[spec] = refused[0].message
+    return found
 
 
 def _as_query(spec: IndexSpec) -> str:

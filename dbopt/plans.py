@@ -27,7 +27,7 @@ from dbopt.deparse import (
 from dbopt.errors import PrivilegeError, SpecError
 from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
-from dbopt.livecheck import new_builds, trial_builds
+from dbopt.livecheck import new_builds, trial_builds, unsafe_calls
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.planner import (
     ActionKind,
@@ -74,6 +74,7 @@ def build_plan(
     owned: Sequence[OwnedObject] | None = None,
     check_new: bool = False,
     lenient: bool = False,
+    building: bool = False,
 ) -> Plan:
     """Inspect the catalog (unless given), let the server check and normalise the specs, read
     what dbopt owns, and diff; the properties of what a replace or drop touches are read
@@ -86,7 +87,10 @@ def build_plan(
     as apply's check would; what this session cannot try is in the plan's notes); apply
     checks beside the plan instead.
     ``lenient``: specs that cannot be applied are left out and listed in ``conflicts``
-    (status) instead of refused."""
+    (status) instead of refused. ``building``: the caller builds (apply): an existing
+    index whose expression or predicate calls something that could change things is
+    normalised all the same (which evaluates what it calls, as apply's build of it would);
+    otherwise it is present but not compared, and says why."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
         return _build_plan(
             conn,
@@ -101,6 +105,7 @@ def build_plan(
             owned=owned,
             check_new=check_new,
             lenient=lenient,
+            building=building,
         )
 
 
@@ -118,6 +123,7 @@ def _build_plan(
     owned: Sequence[OwnedObject] | None,
     check_new: bool,
     lenient: bool,
+    building: bool,
 ) -> Plan:
     if owned is None:
         owned = history.owned(conn)
@@ -143,7 +149,7 @@ def _build_plan(
             fast[spec.qualified_name] = text
     slow = [s for s in existing + view_indexes if s.qualified_name not in fast]
     standby = in_recovery(conn)
-    unchecked: set[QualifiedName] = set()
+    unchecked: dict[QualifiedName, str] = {}
     view_conflicts: list[str] = []
     normalized_slow: Mapping[QualifiedName, str]
     if standby:
@@ -151,13 +157,21 @@ def _build_plan(
         # reported as not compared, never as drift or as matching.
         normalized_slow, round_trips = {}, 0
         checked = ViewCheck({}, {}, 0)
-        unchecked = {s.qualified_name for s in slow}
-        unchecked |= {v.name for v in specs.views if v.name in catalog.relations}
+        standby_reason = "a standby cannot normalise the spec: plan against the primary for drift"
+        unchecked = {s.qualified_name: standby_reason for s in slow}
+        unchecked |= {v.name: standby_reason for v in specs.views if v.name in catalog.relations}
     else:
         if slow or specs.views:
             problem = temp_problem(conn)
             if problem:
                 raise PrivilegeError(problem)
+        if not building:
+            # Normalising builds it on an empty copy, which runs what it calls (folded).
+            for spec, calls in unsafe_calls(conn, slow).items():
+                unchecked[spec.qualified_name] = (
+                    f"it calls {calls}, which only apply runs: apply compares it"
+                )
+            slow = [s for s in slow if s.qualified_name not in unchecked]
         normalized_slow, round_trips = normalize_specs(conn, slow, settings.lock_timeout_ms)
         existing_views = {n for n, r in catalog.relations.items() if r.relkind == "m"}
         while True:
@@ -230,16 +244,16 @@ def _placements(
     return citus.shard_indexes(conn, tables) if tables else {}
 
 
-def _uncompared(result: Plan, names: set[QualifiedName]) -> Plan:
-    """Skips of ``names`` said to be present but not compared (a standby's plan)."""
+def _uncompared(result: Plan, names: Mapping[QualifiedName, str]) -> Plan:
+    """Skips of ``names`` said to be present but not compared, with why (a standby's plan;
+    an expression plan must not run)."""
     if not names:
         return result
     actions = tuple(
         replace(
             a,
             compared=False,
-            reason="exists; its definition was not compared (a standby cannot normalise the "
-            "spec: plan against the primary for drift)",
+            reason=f"exists; its definition was not compared ({names[a.name]})",
         )
         if a.kind == ActionKind.SKIP and a.name in names
         else a

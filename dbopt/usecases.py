@@ -351,6 +351,7 @@ def apply(
                 cascade=options.cascade,
                 catalog=catalog,
                 owned=owned,
+                building=True,
             )
             result = replace(options.part.of(result, specs), where=where(runner.control))
         if options.dry_run:

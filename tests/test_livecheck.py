@@ -391,6 +391,51 @@ def test_validate_neither_plans_nor_runs_view_queries_and_expressions(
     reset_seen(admin_conn, before)
 
 
+def test_plan_and_status_never_normalise_an_existing_index_that_calls_something_that_changes(
+    write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """Seen in a review: the trial builds were guarded, but an *existing* index's spec with an
+    expression was still built on an empty copy to compare it, folding (running) what its
+    predicate calls: plan and status reset the server's statistics."""
+    # Built while the function was harmless (a build runs it as the table's owner)...
+    admin_conn.execute(
+        "CREATE FUNCTION lying_immutable(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1'"
+    )
+    admin_conn.execute(
+        "CREATE INDEX users_lying ON users (lying_immutable(id::int)) WHERE lying_immutable(1) > 0"
+    )
+    # ...which it is no longer.
+    admin_conn.execute(
+        LYING_FUNCTIONS.replace("CREATE FUNCTION lying", "CREATE OR REPLACE FUNCTION lying")
+    )
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_lying
+                    columns: [{expr: "lying_immutable(id::int)"}]
+                    where: lying_immutable(1) > 0
+            """,
+        }
+    )
+    before = stats_reset(admin_conn)
+    planned = CliRunner().invoke(main, ["plan", "--dsn", admin_dsn, "--format", "json"])
+    assert planned.exit_code == 0, planned.output
+    [action] = json.loads(planned.stdout)["actions"]
+    assert action["action"] == "skip" and action["compared"] is False, action
+    assert "calls public.lying_immutable(integer)" in action["reason"], action
+    assert "only apply runs: apply compares it" in action["reason"], action
+    status = CliRunner().invoke(main, ["status", "--dsn", admin_dsn])
+    assert "present (not compared)" in status.output, status.output
+    assert stats_reset(admin_conn) == before
+    # apply compares it (and finds it as specified): building it would run it all the same.
+    applied = CliRunner().invoke(main, ["apply", "--dsn", admin_dsn, "--yes"])
+    assert applied.exit_code == 0, applied.output
+    assert applied.output == "nothing to apply: the database matches the specs\n"
+    reset_seen(admin_conn, before)
+
+
 def test_budget_query_reaching_something_that_changes_is_refused_and_not_planned(
     write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:

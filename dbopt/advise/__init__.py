@@ -39,6 +39,7 @@ from dbopt.catalog import catalog_sql, inspect
 from dbopt.config import Settings
 from dbopt.deparse import canonical, normalize_specs
 from dbopt.errors import InputError
+from dbopt.livecheck import unsafe_calls
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.readonly import CallGraph
 from dbopt.sqltext import SqlTextError, dollar_text
@@ -187,6 +188,10 @@ def _equivalents(
     spec_indexes = [
         s for s in specs.all_indexes if s.table in tables and s.table in catalog.relations
     ]
+    # Normalising a spec builds it on an empty copy, which runs what it calls (folded):
+    # never what could change something (such a spec is then compared by nothing).
+    unsafe = unsafe_calls(conn, spec_indexes)
+    spec_indexes = [s for s in spec_indexes if s not in unsafe]
     # A covering candidate is compared by its keys too (the same candidate without INCLUDE):
     # an index with those keys exists or is spec'd, so the DBA widens that one, not a second.
     bare = [replace(c, include=()) for c in pool if c.include]
