@@ -28,6 +28,7 @@ from dbopt.catalog import catalog_sql
 from dbopt.citus import ShardedIndex
 from dbopt.config import Replica, Settings
 from dbopt.db import connect, server_message, unbounded
+from dbopt.ddl import HELD_WAIT_MS
 from dbopt.deparse import canonical
 from dbopt.executor.cleanup import Cleanup
 from dbopt.executor.results import Built, Cost, StepFailed, _Made, by_hand_if_unsure, forget, prove
@@ -554,15 +555,24 @@ class StepRunner(Cleanup):
         else:
             attempts = self.settings.retries + 1
             if attempt >= attempts:
-                raise StepFailed(
-                    f"gave up on {step.index} after {attempts} lock waits of "
-                    f"{self.settings.lock_timeout_ms} ms; blocked by: {named}"
+                waits = (
+                    f"{attempts} attempts, each waiting up to {self.settings.lock_timeout_ms} "
+                    f"ms (lock_timeout) for {step.table}, then at most {HELD_WAIT_MS} ms for "
+                    "each other lock it needs while holding it"
+                    if step.hurried
+                    else f"{attempts} lock waits of {self.settings.lock_timeout_ms} ms"
                 )
+                raise StepFailed(f"gave up on {step.index} after {waits}; blocked by: {named}")
             of = f"/{attempts}"
         delay = self._backoff(min(attempt - 1, 5))
+        what = (
+            f"a lock not granted to the swap of {step.table} (lock_timeout for it, "
+            f"{HELD_WAIT_MS} ms for each other lock while holding it)"
+            if step.hurried
+            else f"lock_timeout on {step.table}"
+        )
         self.reporter.event(
-            f"lock_timeout on {step.table} (attempt {attempt}{of}), retrying in {delay:g}s; "
-            f"blocked by: {named}"
+            f"{what} (attempt {attempt}{of}), retrying in {delay:g}s; blocked by: {named}"
         )
         self._pause(delay)
 

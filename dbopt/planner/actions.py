@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
-from dbopt.ddl import derived_name
+from dbopt.ddl import derived_name, hurry_held_waits
 from dbopt.guard import Identity
 from dbopt.model import IndexSpec, QualifiedName
 
@@ -85,6 +85,12 @@ class Step:
         return first.startswith(
             ("DROP INDEX CONCURRENTLY", "ANALYZE", "CREATE MATERIALIZED VIEW", "REFRESH")
         )
+
+    @property
+    def hurried(self) -> bool:
+        """A swap that waits up to lock_timeout for its first lock only, then at most
+        ddl.HELD_WAIT_MS for each other lock it takes while holding that one."""
+        return self.mode == StepMode.SWAP and hurry_held_waits() in self.statements
 
     def text(self) -> str:
         """The step's SQL, one statement per line, each ending with ';'."""
