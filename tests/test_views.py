@@ -8,6 +8,7 @@ import shlex
 import textwrap
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +194,16 @@ def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     planned = cli("plan", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--format", "plain")
     assert "rebuilds what reads it: public.report, public.mv_top_days" in planned.output
 
+    assert cli("refresh-views", "--dsn", db_dsn).exit_code == 0
     applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert applied.exit_code == 0, applied.output
     assert "+ 0" in view_def(conn, "mv_revenue")
+    # The rebuilt reader was filled during the apply: status says so (seen in a review: it
+    # kept the refresh before, and would call a view just filled overdue).
+    [run_start] = conn.execute("SELECT max(started_at) FROM dbopt.runs").fetchone() or [None]
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
+    last = {v["view"]: v["last_refresh"] for v in status["views"]}
+    assert datetime.fromisoformat(last["public.mv_top_days"]) == run_start, last
     # The readers read the new view: the old one is gone, nothing of dbopt's is left over.
     assert conn.execute("SELECT count(*) FROM report").fetchone() == (60,)
     assert {r for r in relations(conn)} == {

@@ -1,5 +1,7 @@
 -- The last time each view's data was computed: its last successful refresh, or the apply that
--- created or replaced it (CREATE MATERIALIZED VIEW ... WITH DATA fills it), whichever is later.
+-- created or replaced it (CREATE MATERIALIZED VIEW ... WITH DATA fills it), or rebuilt it
+-- bound to the view it reads (its copy filled during that run: the run's start is the time
+-- its data is at least as new as), whichever is later.
 SELECT DISTINCT ON (view_schema, view_name)
        view_schema, view_name, started_at, duration_ms, rows, mode
   FROM (SELECT view_schema, view_name, started_at, duration_ms, rows, mode
@@ -9,5 +11,11 @@ SELECT DISTINCT ON (view_schema, view_name)
         SELECT object_schema, object_name, started_at, duration_ms, NULL, action
           FROM {schema}.changes
          WHERE object_kind = 'view' AND result = 'ok'
-           AND action IN ('create', 'replace', 'restore')) AS filled
+           AND action IN ('create', 'replace', 'restore')
+        UNION ALL
+        SELECT c.object_schema, c.object_name, r.started_at, NULL, NULL, c.action
+          FROM {schema}.changes c
+          JOIN {schema}.runs r ON r.id = c.run_id
+         WHERE c.object_kind = 'view' AND c.result = 'ok' AND c.action = 'rebuild'
+           AND NOT c.existed_before) AS filled
  ORDER BY view_schema, view_name, started_at DESC
