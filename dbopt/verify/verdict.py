@@ -249,11 +249,16 @@ def query_fingerprint(budget: QueryBudget) -> str:
 
 
 def _relations_of(table: QualifiedName, catalog: Catalog | None) -> set[QualifiedName]:
-    """A table and, when it is partitioned, its partitions (their scans count as its scans)."""
+    """A table and, when it is partitioned, its partitions at every level (their scans count
+    as its scans)."""
     found = {table}
-    relation = catalog.relations.get(table) if catalog else None
-    if relation is not None:
-        found.update(relation.partitions)
+    todo = [table]
+    while todo and catalog is not None:
+        relation = catalog.relations.get(todo.pop())
+        for partition in relation.partitions if relation is not None else ():
+            if partition not in found:
+                found.add(partition)
+                todo.append(partition)
     return found
 
 
@@ -323,10 +328,15 @@ def _culprit(
 
 
 def _parents(relation: QualifiedName, catalog: Catalog | None) -> set[QualifiedName]:
-    """A relation and the partitioned tables it is a partition of (their specs serve it)."""
+    """A relation and the partitioned tables it is a partition of, at every level (a
+    sub-partition's grandparent's specs serve it too)."""
     found = {relation}
-    if catalog is not None:
-        found |= {r.name for r in catalog.relations.values() if relation in r.partitions}
+    if catalog is None:
+        return found
+    parent_of = {p: r.name for r in catalog.relations.values() for p in r.partitions}
+    while relation in parent_of and parent_of[relation] not in found:
+        relation = parent_of[relation]
+        found.add(relation)
     return found
 
 
