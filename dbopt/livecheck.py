@@ -332,11 +332,7 @@ def _check_expressions(
 ) -> None:
     """Each index's expressions and predicate, parsed and analysed against its table."""
     checks = [
-        (
-            index,
-            what,
-            sql.SQL("SELECT {} FROM {}").format(expression_sql(text), index.table.ident()),
-        )
+        (index, what, expression_sql(text))
         for index in indexes
         for text, what in [
             *((c.expr, "expression") for c in index.columns if c.expr),
@@ -345,11 +341,21 @@ def _check_expressions(
         if text is not None
     ]
     # One transaction a table (see _describe_all: never a lock kept while waiting for another).
-    by_table: dict[QualifiedName, list[tuple[IndexSpec, str, sql.Composed]]] = {}
+    by_table: dict[QualifiedName, list[tuple[IndexSpec, str, sql.Composable]]] = {}
     for check in checks:
         by_table.setdefault(check[0].table, []).append(check)
-    for group in by_table.values():
-        results = _describe_all(conn, [query for _, _, query in group])
+    for table, group in by_table.items():
+        if len(group) > 1:
+            # All of a table's at once (one statement's parse and analysis): what fails there
+            # is then told apart, each by itself (and only what fails alone is a problem).
+            together = sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(e for _, _, e in group), table.ident()
+            )
+            if not isinstance(_describe(conn, together), psycopg.Error):
+                continue
+        results = _describe_all(
+            conn, [sql.SQL("SELECT {} FROM {}").format(e, table.ident()) for _, _, e in group]
+        )
         for (index, what, _), result in zip(group, results, strict=True):
             if isinstance(result, psycopg.Error):
                 problems.append(
