@@ -199,6 +199,7 @@ def test_validate_bad_config_json(write: Write) -> None:
                 "message": "environments.staging: unknown key 'dns'; did you mean 'dsn'?",
             }
         ],
+        "notes": [],
     }
 
 

@@ -535,6 +535,7 @@ def test_problems_as_json(write: Write, db_dsn: str) -> None:
                 "did you mean 'email'?",
             }
         ],
+        "notes": [],
     }
 
 

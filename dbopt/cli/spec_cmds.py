@@ -58,7 +58,7 @@ def validate(opts: Options) -> None:
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.
         if opts.fmt == "json":
-            click.echo(json.dumps(_failure(err)))
+            click.echo(json.dumps(_failure(err, notes)))
         raise
     summary = {
         "ok": True,
@@ -79,8 +79,8 @@ def validate(opts: Options) -> None:
         )
 
 
-def _failure(err: InputError) -> dict[str, object]:
-    """The JSON document of a failed validation."""
+def _failure(err: InputError, notes: list[str]) -> dict[str, object]:
+    """The JSON document of a failed validation (the same keys as a passed one's)."""
     return {
         "ok": False,
         "error": err.args[0] if err.args else str(err),
@@ -88,6 +88,7 @@ def _failure(err: InputError) -> dict[str, object]:
             {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
             for p in err.problems
         ],
+        "notes": notes,
     }
 
 
