@@ -145,10 +145,22 @@ def server_of(member: Member, environ: Mapping[str, str] | None = None) -> tuple
     if key[0] == "service":
         return key[:2]
     host, hostaddr, port = key[:3]
-    hosts = sorted(
-        {"local" if h in _LOCAL_HOSTS or h.startswith("/") else h for h in host.split(",")}
+    hosts = host.split(",")
+    ports = port.split(",")
+    if len(ports) != len(hosts):  # one port for every host (libpq's rule), or a mismatch
+        ports = [port] * len(hosts)
+    # Each host with its port (libpq pairs them in order): the set, in any order written.
+    pairs = sorted(
+        {
+            ("local" if h in _LOCAL_HOSTS or h.startswith("/") else h, p)
+            for h, p in zip(hosts, ports, strict=True)
+        }
     )
-    return (",".join(hosts), hostaddr, port)
+    return (
+        ",".join(h for h, _p in pairs),
+        hostaddr,
+        ",".join(p for _h, p in pairs),
+    )
 
 
 def _same_database(dsns: Sequence[str], environ: Mapping[str, str]) -> list[tuple[int, int]]:

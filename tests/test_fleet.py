@@ -864,6 +864,9 @@ def test_server_of_reads_one_machine_and_host_lists_as_one() -> None:
     assert len(local) == 1
     assert key("host=a,b port=5432") == key("host=b,a port=5432")
     assert key("host=a port=5432") != key("host=a port=5433")
+    # Each host with its own port, in whichever order the list is written.
+    assert key("host=a,b port=5432,5433") == key("host=b,a port=5433,5432")
+    assert key("host=a,b port=5432,5433") != key("host=a,b port=5433,5432")
 
 
 def test_the_runner_cancels_running_targets_when_interrupted() -> None:
