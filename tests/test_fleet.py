@@ -312,6 +312,18 @@ def test_a_canary_that_misses_its_budgets_stops_the_rest(
     rows = _rows(result)
     assert [rows[n]["canary"] for n in ("t1", "t2", "t3")] == [True, True, False]
     assert {r["outcome"] for r in rows.values()} == {"applied"}
+    # The two canaries share a server: one at a time (their budgets are measured there).
+    spans = []
+    for dsn in fleet_dbs.dsns[:2]:
+        with psycopg.connect(dsn) as conn:
+            spans.append(
+                conn.execute(
+                    "SELECT started_at, finished_at FROM dbopt.runs WHERE command = 'apply' "
+                    "ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+            )
+    (first_start, first_end), (second_start, second_end) = spans
+    assert first_end <= second_start or second_end <= first_start, spans
     # Nothing left to change: the canary's detail is its budgets alone (seen in an exploratory
     # review: "; 1 budget met", a separator with nothing before it).
     again = _rows(dbopt("apply", "--env", "fleet", "--canary", "1", "--format", "json"))
