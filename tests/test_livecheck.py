@@ -391,6 +391,41 @@ def test_validate_neither_plans_nor_runs_view_queries_and_expressions(
     reset_seen(admin_conn, before)
 
 
+def test_a_table_held_by_another_session_is_a_note_of_the_trial_not_a_refusal(
+    write: Write, db_dsn: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """plan builds each new index on an empty copy of its table, made LIKE it (which reads
+    the table's definition under its lock): a table another session holds is not waited for
+    past lock_timeout, and is no fault of the spec. (A table without indexes: inspecting
+    one with indexes reads their definitions, which waits for the same lock.)"""
+    with psycopg.connect(db_dsn, autocommit=True) as owner:
+        owner.execute("CREATE TABLE audit_log (id bigint, at timestamptz)")
+    write(
+        **{
+            "dbopt.yaml": f"environments:\n  t:\n    dsn: '{db_dsn}'\n    lock_timeout: 300ms\n",
+            "indexes/audit_log.yaml": """\
+                table: audit_log
+                indexes:
+                  - name: audit_log_at
+                    columns: [at]
+            """,
+        }
+    )
+    admin_conn.execute("BEGIN")
+    admin_conn.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+    try:
+        planned = CliRunner().invoke(main, ["plan", "--env", "t", "--format", "json"])
+    finally:
+        admin_conn.execute("ROLLBACK")
+    assert planned.exit_code == 0, planned.output
+    document = json.loads(planned.stdout)
+    assert [a["action"] for a in document["actions"]] == ["create"]
+    assert document["notes"] == [
+        "1 new index not built on trial: a table's lock was not granted within lock_timeout "
+        "(apply checks them)"
+    ]
+
+
 def test_plan_and_status_never_normalise_an_existing_index_that_calls_something_that_changes(
     write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
