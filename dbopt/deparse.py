@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -330,6 +330,8 @@ class ViewCheck:
     definitions: Mapping[QualifiedName, str]
     columns: Mapping[QualifiedName, tuple[str, ...]]
     round_trips: int
+    #: For each existing view, its columns whose type the new query changes: "old to new".
+    retyped: Mapping[QualifiedName, Mapping[str, str]] = field(default_factory=dict)
 
 
 def normalize_views(
@@ -370,12 +372,27 @@ def normalize_views(
             raise
         except psycopg.Error:
             _locate_view_problems(conn, statements, existing)
-        cur.execute(catalog_sql("deparsed_views"))
+        temps = sorted(names)
+        cur.execute(
+            catalog_sql("deparsed_views"),
+            {
+                "temps": temps,
+                "schemas": [names[t].name.schema for t in temps],
+                "names": [names[t].name.name for t in temps],
+            },
+        )
         rows = cur.fetchall()
     return ViewCheck(
-        {names[name].name: definition for name, definition, _cols in rows},
-        {names[name].name: tuple(cols) for name, _definition, cols in rows},
+        {names[name].name: definition for name, definition, _cols, _types in rows},
+        {names[name].name: tuple(cols) for name, _definition, cols, _types in rows},
         3,
+        {
+            names[name].name: {
+                column: f"{old} to {new}" for column, old, new in (t.split("\t") for t in types)
+            }
+            for name, _definition, _cols, types in rows
+            if types
+        },
     )
 
 

@@ -209,6 +209,7 @@ def _build_plan(
             views=specs.views,
             normalized_views=checked.definitions,
             view_columns=checked.columns,
+            view_retyped=checked.retyped,
             properties=properties,
             replace_drifted=replace_drifted,
             prune=prune,

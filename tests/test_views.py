@@ -292,6 +292,48 @@ def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(
     }
 
 
+def test_a_type_change_a_reading_view_cannot_follow_is_refused_before_anything_runs(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: a plain view reading a column whose type the new query changes
+    cannot be re-bound (CREATE OR REPLACE VIEW keeps its columns' types), so the cascade's
+    swap failed after every build. Now refused up front, naming the view, the column and the
+    types; a type change no view reads goes through."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount) AS revenue", "sum(amount)::numeric AS revenue")
+    )
+    before = catalog_snapshot(conn)
+    # mv_top_days (materialized, rebuilt) reads revenue, and a plain view reads mv_top_days.
+    conn.execute("CREATE VIEW top_report AS SELECT day, revenue FROM mv_top_days")
+    over_reader = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert over_reader.exit_code == 2, over_reader.output
+    said = " ".join(over_reader.output.split())
+    assert (
+        "public.mv_top_days reads its column revenue (bigint to numeric), whose type the new "
+        "query changes, and views read public.mv_top_days (public.top_report)"
+    ) in said, said
+    conn.execute("DROP VIEW top_report")
+    # A plain view reading the column itself.
+    conn.execute("CREATE VIEW report AS SELECT day, revenue FROM mv_revenue")
+    direct = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert direct.exit_code == 2, direct.output
+    said = " ".join(direct.output.split())
+    assert (
+        "the view public.report reads its column revenue (bigint to numeric), whose type the "
+        "new query changes: a view keeps its columns' types"
+    ) in said, said
+    conn.execute("DROP VIEW report")
+    assert catalog_snapshot(conn) == before  # nothing was built or left
+    # No view reads it: the materialized reader is rebuilt with the new type.
+    applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert applied.exit_code == 0, applied.output
+    assert conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'mv_top_days'::regclass AND attname = 'revenue'"
+    ).fetchone() == ("numeric",)
+
+
 def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
