@@ -95,9 +95,10 @@ class Part:
     tables: tuple[QualifiedName, ...] = ()
 
     def of(self, result: Plan, specs: SpecSet) -> Plan:
-        """``result`` cut to this part; InputError for a name no spec defines."""
+        """``result`` cut to this part (its replaces that would rebuild one view twice
+        refused); InputError for a name no spec defines."""
         if not self.objects and not self.tables:
-            return result
+            return result.refusing_shared_rebuilds()
         known = {i.qualified_name for i in specs.all_indexes} | {v.name for v in specs.views}
         known |= {a.name for a in result.actions}
         tables = {s.table for s in specs.indexes} | {v.name for v in specs.views}
@@ -105,7 +106,7 @@ class Part:
         unknown += [f"table {n}" for n in self.tables if n not in tables]
         if unknown:
             raise InputError("no spec defines " + ", ".join(unknown) + ": nothing was run")
-        return result.only(self.objects, self.tables)
+        return result.only(self.objects, self.tables).refusing_shared_rebuilds()
 
 
 def where(conn: psycopg.Connection[Any]) -> str:

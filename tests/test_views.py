@@ -334,6 +334,49 @@ def test_a_type_change_a_reading_view_cannot_follow_is_refused_before_anything_r
     ).fetchone() == ("numeric",)
 
 
+def test_two_replaces_that_would_rebuild_one_reader_are_run_one_at_a_time(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: replacing two views a reader reads both of, in one run, rebuilt the
+    reader with the first and failed the second after its build ("mv_top_days_dbopt_old is
+    not the one dbopt made ... made again by someone else": it was dbopt's own rebuild).
+    Refused before anything runs, saying how: one at a time, which then goes through."""
+    (project / "views" / "mv_count.yaml").write_text(
+        "name: mv_count\n"
+        "query: SELECT day, count(*) AS n FROM sales GROUP BY day\n"
+        "indexes:\n"
+        "  - {name: mv_count_day, columns: [day], unique: true}\n"
+    )
+    (project / "views" / "mv_top_days.yaml").write_text(
+        TOP_DAYS.replace(
+            "query: SELECT day, revenue FROM mv_revenue WHERE revenue > 100",
+            "query: SELECT r.day, r.revenue, c.n FROM mv_revenue r JOIN mv_count c USING (day) "
+            "WHERE r.revenue > 100",
+        ).replace("depends_on: [mv_revenue]", "depends_on: [mv_revenue, mv_count]")
+    )
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    count = (project / "views" / "mv_count.yaml").read_text()
+    (project / "views" / "mv_count.yaml").write_text(count.replace("count(*)", "count(*) + 0"))
+    before = catalog_snapshot(conn)
+    both = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert both.exit_code == 2, both.output
+    said = " ".join(both.output.split())
+    assert (
+        "materialized view public.mv_revenue: the replace of public.mv_count in this run "
+        "rebuilds public.mv_top_days first (it reads both), which this replace would rebuild "
+        "again: run them one at a time (--index public.mv_count, then --index "
+        "public.mv_revenue)"
+    ) in said, said
+    assert catalog_snapshot(conn) == before
+    for view in ("public.mv_count", "public.mv_revenue"):
+        one = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--index", view)
+        assert one.exit_code == 0, one.output
+    assert "+ 0" in view_def(conn, "mv_revenue") and "+ 0" in view_def(conn, "mv_count")
+
+
 def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

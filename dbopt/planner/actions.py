@@ -198,6 +198,39 @@ class Plan:
         """Runnable changes that cannot be made as planned: nothing may start then."""
         return tuple(a for a in self.runnable if a.refusal)
 
+    def refusing_shared_rebuilds(self) -> Plan:
+        """The plan with each view replace refused whose cascade would rebuild (or replace) a
+        materialized view an earlier replace of the same run rebuilds: that one gets a new
+        OID there, and the later replace, having planned the old one, would fail after its
+        builds. What is run together decides it: apply the plan (or its part) first, then
+        this one (``--index``)."""
+        claimed: dict[QualifiedName, QualifiedName] = {}
+        actions = []
+        for action in self.actions:
+            if (
+                action.object_type != "view"
+                or action.kind not in (ActionKind.REPLACE, ActionKind.RESTORE)
+                or not action.enabled
+            ):
+                actions.append(action)
+                continue
+            rebuilds = [name for _kind, name, *_rest in action.also_rebuilds]
+            clash = [n for n in (action.name, *rebuilds) if n in claimed]
+            if clash:
+                other = claimed[clash[0]]
+                said = (
+                    f"materialized view {action.name}: the replace of {other} in this run "
+                    f"rebuilds {clash[0]} first (it reads both), which this replace would "
+                    f"rebuild again: run them one at a time (--index {other}, then --index "
+                    f"{action.name})"
+                )
+                refusal = f"{action.refusal}; {said}" if action.refusal else said
+                action = replace(action, refusal=refusal)
+            for name in rebuilds:
+                claimed.setdefault(name, action.name)
+            actions.append(action)
+        return replace(self, actions=tuple(actions))
+
     def only(
         self, objects: Collection[QualifiedName] = (), tables: Collection[QualifiedName] = ()
     ) -> Plan:
