@@ -87,10 +87,10 @@ def build_plan(
     as apply's check would; what this session cannot try is in the plan's notes); apply
     checks beside the plan instead.
     ``lenient``: specs that cannot be applied are left out and listed in ``conflicts``
-    (status) instead of refused. ``building``: the caller builds (apply): an existing
-    index whose expression or predicate calls something that could change things is
-    normalised all the same (which evaluates what it calls, as apply's build of it would);
-    otherwise it is present but not compared, and says why."""
+    (status) instead of refused. ``building``: the caller changes things (apply, not its
+    dry run): an existing index whose expression or predicate calls something that could
+    change things is normalised all the same (which evaluates what it calls); otherwise it
+    is present but not compared, and says why."""
     with paused_gc():  # ten thousand catalog rows and actions, all kept: nothing to collect
         return _build_plan(
             conn,
@@ -169,7 +169,8 @@ def _build_plan(
             # Normalising builds it on an empty copy, which runs what it calls (folded).
             for spec, calls in unsafe_calls(conn, slow).items():
                 unchecked[spec.qualified_name] = (
-                    f"it calls {calls}, which only apply runs: apply compares it"
+                    f"comparing it would run what it calls: {calls}; apply, which changes "
+                    "things, compares it"
                 )
             slow = [s for s in slow if s.qualified_name not in unchecked]
         normalized_slow, round_trips = normalize_specs(conn, slow, settings.lock_timeout_ms)

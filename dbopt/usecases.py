@@ -352,7 +352,7 @@ def apply(
                 cascade=options.cascade,
                 catalog=catalog,
                 owned=owned,
-                building=True,
+                building=not options.dry_run,
             )
             result = replace(options.part.of(result, specs), where=where(runner.control))
         if options.dry_run:

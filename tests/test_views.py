@@ -230,6 +230,34 @@ def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     admin_conn.execute("DROP ROLE dbopt_analyst")
 
 
+def test_a_rebuilt_reader_made_by_hand_was_filled_during_the_run_too(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a review: a reader the cascade rebuilt kept its last refresh from before when
+    dbopt had not made it (who made a view says nothing of how new its data is)."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_hand AS SELECT day, revenue FROM mv_revenue WHERE revenue > 0"
+    )
+    conn.execute("CREATE UNIQUE INDEX mv_hand_day ON mv_hand (day)")
+    (project / "views" / "mv_hand.yaml").write_text(
+        "name: mv_hand\n"
+        "query: SELECT day, revenue FROM mv_revenue WHERE revenue > 0\n"
+        "indexes:\n"
+        "  - {name: mv_hand_day, columns: [day], unique: true}\n"
+    )
+    assert cli("refresh-views", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert applied.exit_code == 0, applied.output
+    [run_start] = conn.execute("SELECT max(started_at) FROM dbopt.runs").fetchone() or [None]
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
+    last = {v["view"]: v["last_refresh"] for v in status["views"]}
+    assert datetime.fromisoformat(last["public.mv_hand"]) == run_start, last
+
+
 def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

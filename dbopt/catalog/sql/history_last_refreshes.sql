@@ -1,7 +1,7 @@
 -- The last time each view's data was computed: its last successful refresh, or the apply that
 -- created or replaced it (CREATE MATERIALIZED VIEW ... WITH DATA fills it), or rebuilt it
--- bound to the view it reads (its copy filled during that run: the run's start is the time
--- its data is at least as new as), whichever is later.
+-- bound to the view it reads (its copy filled during that run, whoever made the view: the
+-- run's start is the time its data is at least as new as), whichever is later.
 SELECT DISTINCT ON (view_schema, view_name)
        view_schema, view_name, started_at, duration_ms, rows, mode
   FROM (SELECT view_schema, view_name, started_at, duration_ms, rows, mode
@@ -16,6 +16,5 @@ SELECT DISTINCT ON (view_schema, view_name)
         SELECT c.object_schema, c.object_name, r.started_at, NULL, NULL, c.action
           FROM {schema}.changes c
           JOIN {schema}.runs r ON r.id = c.run_id
-         WHERE c.object_kind = 'view' AND c.result = 'ok' AND c.action = 'rebuild'
-           AND NOT c.existed_before) AS filled
+         WHERE c.object_kind = 'view' AND c.result = 'ok' AND c.action = 'rebuild') AS filled
  ORDER BY view_schema, view_name, started_at DESC
