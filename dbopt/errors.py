@@ -38,6 +38,8 @@ class InputError(DboptError):
     def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
         super().__init__(message)
         self.problems: list[Problem] = list(problems or [])
+        #: What the checks that refused could not try, said besides (validate's notes).
+        self.notes: list[str] = []
 
     def __str__(self) -> str:
         head = super().__str__()

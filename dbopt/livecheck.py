@@ -562,6 +562,9 @@ def trial_builds(
         )
     except NotTried as exc:
         notes += [f"not built on trial, for want of a privilege: {line}" for line in exc.lines]
+    except SpecError as exc:
+        exc.notes = [*notes, *exc.notes]  # what was not tried, said with what was refused
+        raise
     except psycopg.errors.LockNotAvailable:
         # Another session holds one of the tables: apply checks them once it may.
         notes.append(

@@ -477,6 +477,40 @@ def test_plan_and_status_never_normalise_an_existing_index_that_calls_something_
     reset_seen(admin_conn, before)
 
 
+def test_a_refused_validation_keeps_its_notes(
+    write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """Seen in a review: what the trial could not try (a note) was lost when another spec
+    was refused: "notes": [] in JSON, nothing on stderr."""
+    admin_conn.execute(LYING_FUNCTIONS)
+    admin_conn.execute("CREATE TABLE places (id int, at point)")
+    write(
+        **{
+            "indexes/users.yaml": """\
+                table: users
+                indexes:
+                  - name: users_lying
+                    columns: [{expr: "lying_immutable(id::int)"}]
+            """,
+            "indexes/places.yaml": """\
+                table: places
+                indexes:
+                  - name: places_at
+                    columns: [at]
+            """,
+        }
+    )
+    note = "index users_lying not built on trial: it calls public.lying_immutable(integer)"
+    result = validate(admin_dsn, "--format", "json")
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and "places_at" in document["problems"][0]["message"]
+    assert [n for n in document["notes"] if n.startswith(note)], document
+    text = validate(admin_dsn)
+    assert text.exit_code == 2
+    assert f"note: {note}" in text.stderr, text.stderr
+
+
 def test_budget_query_reaching_something_that_changes_is_refused_and_not_planned(
     write: Write, admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:

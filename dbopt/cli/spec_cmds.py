@@ -57,8 +57,12 @@ def validate(opts: Options) -> None:
                 notes += trial_builds(new, catalog, conn, lock_timeout_ms, writable=True)
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.
+        notes += err.notes
         if opts.fmt == "json":
             click.echo(json.dumps(_failure(err, notes)))
+        else:
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
         raise
     summary = {
         "ok": True,
