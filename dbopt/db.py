@@ -204,18 +204,23 @@ def conninfo_problem(conninfo: str) -> str | None:
     # The message is built inside `except` but returned outside it: the psycopg exception
     # (whose text and pgconn hold unscrubbed values) must not ride along as __context__.
     problem: str | None = None
+    params: dict[str, Any] = {}
     try:
-        ports = str(conninfo_to_dict(conninfo).get("port") or "")
+        params = conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
         problem = _syntax_problem(exc)
     if problem is not None:
         return problem
-    if any(p.strip() and not _port(p) for p in ports.split(",")):
+    ports = str(params.get("port") or "").split(",")
+    if any(p.strip() and not _port(p) for p in ports):
         # Not shown: in a URI it may be a password whose '@' was left out (user:secret/db).
         return (
             "a port is not a number from 1 to 65535 (not shown: it may be a password "
             "written without the '@' after it); a port is digits, e.g. host:5432"
         )
+    hosts = max(len(str(params.get(k) or "").split(",")) for k in ("host", "hostaddr"))
+    if len(ports) > 1 and len(ports) != hosts:
+        return f"{len(ports)} ports for {hosts} hosts: give one port, or one for each host"
     return None
 
 

@@ -57,6 +57,7 @@ from dbopt.errors import (
     ConnectError,
     DboptError,
     LockBusyError,
+    Problem,
 )
 from dbopt.readonly import CallGraph
 from dbopt.words import suggest
@@ -146,21 +147,21 @@ def server_of(member: Member, environ: Mapping[str, str] | None = None) -> tuple
         return key[:2]
     host, hostaddr, port = key[:3]
     hosts = host.split(",")
+    addrs = hostaddr.split(",")
+    count = max(len(hosts), len(addrs))
+    # libpq pairs the lists in order (one port serves every host).
+    hosts = hosts if len(hosts) == count else [host] * count
+    addrs = addrs if len(addrs) == count else [hostaddr] * count
     ports = port.split(",")
-    if len(ports) != len(hosts):  # one port for every host (libpq's rule), or a mismatch
-        ports = [port] * len(hosts)
-    # Each host with its port (libpq pairs them in order): the set, in any order written.
-    pairs = sorted(
+    ports = ports if len(ports) == count else [port] * count
+    # Each host with its address and port: the set, in any order written.
+    servers = sorted(
         {
-            ("local" if h in _LOCAL_HOSTS or h.startswith("/") else h, p)
-            for h, p in zip(hosts, ports, strict=True)
+            ("local" if h in _LOCAL_HOSTS or h.startswith("/") else h, a, p)
+            for h, a, p in zip(hosts, addrs, ports, strict=True)
         }
     )
-    return (
-        ",".join(h for h, _p in pairs),
-        hostaddr,
-        ",".join(p for _h, p in pairs),
-    )
+    return tuple(",".join(s[i] for s in servers) for i in range(3))
 
 
 def _same_database(dsns: Sequence[str], environ: Mapping[str, str]) -> list[tuple[int, int]]:
@@ -219,23 +220,27 @@ def _from_entries(
     env: str, entries: Sequence[TargetEntry], environ: Mapping[str, str], path: str | None
 ) -> list[tuple[str, str]]:
     found: list[tuple[str, str, bool, Location]] = []
+    problems: list[Problem] = []
     for entry in entries:
         try:
             dsn, service = dsn_or_service(expand_env(entry.dsn, environ))
         except ConfigError as exc:
-            raise ConfigError(
-                f"{path}: invalid target; nothing was run",
-                [entry.at.problem(f"environment '{env}': {exc}")],
-            ) from None
+            problems.append(entry.at.problem(f"environment '{env}': {exc}"))
+            continue
         problem = conninfo_problem(dsn)
         if problem is not None:
-            # Bad input, told before any target runs (as a name twice is).
-            raise ConfigError(
-                f"{path}: invalid target; nothing was run",
-                [entry.at.problem(f"environment '{env}': invalid connection string: {problem}")],
+            # Bad input, told before any target runs (as a name twice is): every one.
+            problems.append(
+                entry.at.problem(f"environment '{env}': invalid connection string: {problem}")
             )
+            continue
         name = entry.name or service or target_name(dsn)
         found.append((name, dsn, bool(entry.name), entry.at))
+    if problems:
+        raise ConfigError(
+            f"{path}: invalid target{'s' if len(problems) > 1 else ''}; nothing was run",
+            problems,
+        )
     return _named(env, found, path, environ)
 
 

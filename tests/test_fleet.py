@@ -879,6 +879,7 @@ def test_server_of_reads_one_machine_and_host_lists_as_one() -> None:
     # Each host with its own port, in whichever order the list is written.
     assert key("host=a,b port=5432,5433") == key("host=b,a port=5433,5432")
     assert key("host=a,b port=5432,5433") != key("host=a,b port=5433,5432")
+    assert key("host=b,a hostaddr=2.0.0.2,1.0.0.1") == key("host=a,b hostaddr=1.0.0.1,2.0.0.2")
 
 
 def test_the_runner_cancels_running_targets_when_interrupted() -> None:
@@ -996,6 +997,10 @@ def test_a_target_libpq_cannot_read_is_refused_at_its_line(tmp_path: Path) -> No
         '      - {name: b, dsn: "host=\'h dbname=db password=Secret-pw-42"}\n'
         "  port:\n"
         "    targets: ['postgresql://u@h/db', 'postgresql://u:Secret-pw-42h:5433/db']\n"
+        "  many:\n"
+        "    targets:\n"
+        "      - 'host=a,b port=1,2,3 dbname=x'\n"
+        '      - "host=\'h dbname=y"\n'
     )
     config = load_config(tmp_path / "dbopt.yaml")
     with pytest.raises(ConfigError) as torn:
@@ -1012,6 +1017,15 @@ def test_a_target_libpq_cannot_read_is_refused_at_its_line(tmp_path: Path) -> No
         "port is not a number"
     ), problem
     assert "Secret-pw-42" not in problem + str(port.value) + str(torn.value)
+    # Every bad target at once; a port list libpq cannot pair with the hosts is one too.
+    with pytest.raises(ConfigError) as many:
+        resolve(config, "many", {})
+    assert [str(p).split(": ", 1)[1] for p in many.value.problems] == [
+        "environment 'many': invalid connection string: 3 ports for 2 hosts: give one port, "
+        "or one for each host",
+        "environment 'many': invalid connection string: unterminated quoted string in "
+        "connection info string",
+    ]
 
 
 def test_the_report_keeps_every_line_of_a_detail(capsys: pytest.CaptureFixture[str]) -> None:
