@@ -345,17 +345,22 @@ def _check_expressions(
     for check in checks:
         by_table.setdefault(check[0].table, []).append(check)
     for table, group in by_table.items():
+        results: list[list[str] | psycopg.Error] | None = None
         if len(group) > 1:
             # All of a table's at once (one statement's parse and analysis): what fails there
             # is then told apart, each by itself (and only what fails alone is a problem).
             together = sql.SQL("SELECT {} FROM {}").format(
                 sql.SQL(", ").join(e for _, _, e in group), table.ident()
             )
-            if not isinstance(_describe(conn, together), psycopg.Error):
+            outcome = _describe(conn, together)
+            if not isinstance(outcome, psycopg.Error):
                 continue
-        results = _describe_all(
-            conn, [sql.SQL("SELECT {} FROM {}").format(e, table.ident()) for _, _, e in group]
-        )
+            if isinstance(outcome, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                results = [outcome] * len(group)  # the table's, not theirs: waited for once
+        if results is None:
+            results = _describe_all(
+                conn, [sql.SQL("SELECT {} FROM {}").format(e, table.ident()) for _, _, e in group]
+            )
         for (index, what, _), result in zip(group, results, strict=True):
             if isinstance(result, psycopg.Error):
                 problems.append(
