@@ -12,6 +12,7 @@ merges the YAML. Nothing is executed but EXPLAIN, and no real index is created.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,9 +87,10 @@ class Advice:
     server_version: int
     #: Candidates left out because an index with an equivalent definition exists or is spec'd.
     equivalent: tuple[tuple[IndexSpec, str], ...] = ()
-    #: Covering candidates left out because an index with their keys exists or is spec'd
-    #: (with that index): widening it serves as well as a second index with the same keys.
-    widening: tuple[tuple[IndexSpec, str], ...] = ()
+    #: Chosen candidates with the keys of an index that exists or is spec'd, and more
+    #: INCLUDE columns (with that index): not suggested as a second index with those keys;
+    #: said as that index widened, with what it would serve.
+    widening: tuple[tuple[Suggestion, str], ...] = ()
     #: Queries read that advise could not use (no table it can index, no plan...).
     skipped: tuple[Skipped, ...] = ()
     #: Queries already budgeted in the specs (workload name -> budget name).
@@ -163,19 +165,43 @@ def _workload(
     return from_statements(conn, calls, min_calls=options.min_calls, top=options.top)
 
 
+_INCLUDE = re.compile(r' INCLUDE \(((?:[^()"]|"[^"]*")*)\)')
+_NAME = re.compile(r'"(?:[^"]|"")*"|[^, ]+')
+
+
+def _keys(text: str) -> tuple[str, frozenset[str]]:
+    """A canonical definition (:func:`canonical`) as what serves lookups -- method, keys,
+    predicate, storage, without UNIQUE and INCLUDE -- and its INCLUDE columns."""
+    match = _INCLUDE.search(text)
+    names = _NAME.findall(match.group(1)) if match else []
+    include = frozenset(n[1:-1].replace('""', '"') if n.startswith('"') else n for n in names)
+    return _INCLUDE.sub("", text, count=1).removeprefix("UNIQUE "), include
+
+
+def _shape(spec: IndexSpec) -> tuple[Any, ...]:
+    """What an index is, whatever its name and reason (a suggestion is a named candidate)."""
+    return (spec.table, spec.method, spec.unique, spec.columns, spec.include, spec.where)
+
+
 def _equivalents(
     conn: psycopg.Connection[Any],
     pool: Sequence[IndexSpec],
     specs: SpecSet,
     settings: Settings,
 ) -> tuple[
-    list[IndexSpec], list[tuple[IndexSpec, str]], list[tuple[IndexSpec, str]], list[IndexSpec]
+    list[IndexSpec],
+    list[tuple[IndexSpec, str]],
+    dict[tuple[Any, ...], str],
+    list[IndexSpec],
 ]:
-    """``pool`` without candidates equivalent to an existing or spec'd index (or to an
-    earlier candidate), compared as the planner compares: canonical pg_get_indexdef text;
-    what was left out (with the index it is equivalent to); the covering candidates left
-    out because an existing or spec'd index has their keys (with that index); the spec'd
-    indexes on those tables that are not built yet."""
+    """``pool`` without candidates an existing or spec'd index already is (or an earlier
+    candidate), compared as the planner compares: canonical pg_get_indexdef text, and an
+    index with the same keys (method, predicate) and every INCLUDE column of the candidate
+    serves as well, UNIQUE or not; what was left out (with the index it is equivalent to);
+    the kept candidates that would *widen* one (its keys, with more INCLUDE columns: a
+    second index with the same keys doubles the writes for what that one would do with the
+    columns added), by :func:`_shape`, with that index; the spec'd indexes on those tables
+    that are not built yet."""
     tables = {c.table for c in pool}
     # Only the workload's tables are deparsed (the reads that lock): never a spec'd table the
     # workload does not touch, whose DDL left open elsewhere would make advise wait.
@@ -192,18 +218,8 @@ def _equivalents(
     # never what could change something (such a spec is then compared by nothing).
     unsafe = unsafe_calls(conn, spec_indexes)
     spec_indexes = [s for s in spec_indexes if s not in unsafe]
-    # A covering candidate is compared by its keys too (the same candidate without INCLUDE):
-    # an index with those keys exists or is spec'd, so the DBA widens that one, not a second.
-    bare = [replace(c, include=()) for c in pool if c.include]
-    bare = [b for n, b in enumerate(bare) if b not in pool and b not in bare[:n]]
-    temp = [
-        replace(c, name=f"dbopt_advise_candidate_{n:05d}") for n, c in enumerate([*pool, *bare])
-    ]
+    temp = [replace(c, name=f"dbopt_advise_candidate_{n:05d}") for n, c in enumerate(pool)]
     normalized, _trips = normalize_specs(conn, [*spec_indexes, *temp], settings.lock_timeout_ms)
-    text_of = {
-        original: normalized.get(named.qualified_name, "")
-        for original, named in zip([*pool, *bare], temp, strict=True)
-    }
     for spec in spec_indexes:
         text = normalized.get(spec.qualified_name)
         if text is not None:
@@ -213,23 +229,32 @@ def _equivalents(
         for spec in spec_indexes
         if f"{spec.table}|{normalized.get(spec.qualified_name, '')}" not in built
     ]
-    theirs = dict(known)
+    # By what serves lookups: the existing and spec'd indexes (not the candidates).
+    theirs: dict[str, tuple[str, frozenset[str]]] = {}
+    for key, name in known.items():
+        table, _sep, text = key.partition("|")
+        keys, include = _keys(text)
+        theirs.setdefault(f"{table}|{keys}", (name, include))
     kept: list[IndexSpec] = []
     left: list[tuple[IndexSpec, str]] = []
-    widening: list[tuple[IndexSpec, str]] = []
+    widens: dict[tuple[Any, ...], str] = {}
     for original, named in zip(pool, temp, strict=True):
-        key = f"{original.table}|{text_of[original]}"
+        text = normalized.get(named.qualified_name, "")
+        key = f"{original.table}|{text}"
         if key in known:
             if not known[key].startswith("dbopt_advise_candidate_"):
                 left.append((original, known[key]))
             continue
-        keys = f"{original.table}|{text_of[replace(original, include=())]}"
-        if original.include and keys in theirs:
-            widening.append((original, theirs[keys]))
-            continue
+        keys, _include = _keys(text)
+        have = theirs.get(f"{original.table}|{keys}") if text else None
+        if have is not None:
+            if set(original.include) <= have[1]:
+                left.append((original, have[0]))  # its keys, and what it carries, are there
+                continue
+            widens[_shape(original)] = have[0]  # evaluated: said as a widening if chosen
         known[key] = named.name
         kept.append(original)
-    return kept, left, widening, pending
+    return kept, left, widens, pending
 
 
 def advise(
@@ -269,8 +294,8 @@ def advise(
         found_of[q.name] = found
         queries.append(q)
         pool.extend(c for c in found if c not in pool)
-    kept, equivalent, widening, pending = (
-        _equivalents(conn, pool, specs, settings) if pool else ([], [], [], [])
+    kept, equivalent, widens, pending = (
+        _equivalents(conn, pool, specs, settings) if pool else ([], [], {}, [])
     )
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
     position = {spec: i for i, spec in enumerate(kept)}
@@ -283,6 +308,14 @@ def advise(
     )
     already = {q.name: q.budget.name for q in queries if q.budget is not None}
     found_suggestions, budgets, unbudgeted = suggestions(conn, evaluation, specs, uses_of, already)
+    # A chosen candidate with the keys of an index there or spec'd: that one, widened.
+    widening = tuple(
+        (s, widens[_shape(s.spec)]) for s in found_suggestions if _shape(s.spec) in widens
+    )
+    if widening:
+        names = {s.spec.name for s, _name in widening}
+        found_suggestions = tuple(s for s in found_suggestions if s.spec.name not in names)
+        budgets = tuple(b for b in budgets if b.uses_index not in names)
     return Advice(
         workload=replace(workload, queries=tuple(queries)),
         suggestions=found_suggestions,
@@ -292,7 +325,7 @@ def advise(
         hypopg_version=version,
         server_version=conn.info.server_version,
         equivalent=tuple(equivalent),
-        widening=tuple(widening),
+        widening=widening,
         skipped=tuple(skipped) + evaluation.failed,
         budgeted=already,
         unbudgeted=unbudgeted,

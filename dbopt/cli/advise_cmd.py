@@ -98,12 +98,16 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
         ],
         "widening": [
             {
-                "table": str(c.table),
-                "columns": _columns_text(c),
-                "include": list(c.include),
+                "table": str(w.spec.table),
+                "columns": _columns_text(w.spec),
+                "include": list(w.spec.include),
                 "widens": n,
+                "serves": [
+                    {"query": x.query.name, "cost_before": x.before, "cost_after": x.after}
+                    for x in w.serves
+                ],
             }
-            for c, n in advice.widening
+            for w, n in advice.widening
         ],
         "skipped": [{"query": s.name, "reason": s.reason} for s in advice.skipped],
         "yaml": {str(t): text for t, text in render(advice.suggestions, advice.budgets).items()},
@@ -154,11 +158,12 @@ def _render(advice: Advice) -> None:
         click.echo(
             f"already there: ({_columns_text(spec)}) on {spec.table} is equivalent to {name}"
         )
-    for spec, name in advice.widening:
+    for w, name in advice.widening:
+        served = "; ".join(f"{x.query.name}: {x.costs_text()}" for x in w.serves)
         click.echo(
-            f"not suggested: ({_columns_text(spec)}) INCLUDE ({', '.join(spec.include)}) on "
-            f"{spec.table} has the keys of {name}: add the INCLUDE columns to that index "
-            "rather than a second one"
+            f"widen {name}: with INCLUDE ({', '.join(w.spec.include)}) it would serve "
+            f"{served} (not suggested as a second index with its keys, "
+            f"({_columns_text(w.spec)}) on {w.spec.table}: add the columns to {name})"
         )
     counted: dict[str, int] = {}
     for skipped in advice.skipped:
