@@ -20,7 +20,7 @@ anything. ``dbopt apply`` runs these same checks before its first statement.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -116,8 +116,13 @@ class _SpecViews:
     of the path is not looked for: such a spec would shadow a table, which is asking for it.
     """
 
-    def __init__(self, views: Sequence[ViewSpec], search_path: Sequence[str]) -> None:
-        self.names = {v.name for v in views}
+    def __init__(
+        self,
+        views: Sequence[ViewSpec],
+        search_path: Sequence[str],
+        names: Collection[QualifiedName] = (),
+    ) -> None:
+        self.names = {v.name for v in views} | set(names)
         self.search_path = [s for s in search_path if not s.startswith("pg_")]
         #: What each query reads (:func:`_read_views`), parsed once per query.
         self.reads: dict[str, frozenset[QualifiedName]] = {}
@@ -229,6 +234,86 @@ def _rewrite(query: str, views: _SpecViews, body_of: Callable[[QualifiedName], A
 def _resolver(conn: psycopg.Connection[Any], views: Sequence[ViewSpec]) -> _SpecViews:
     row = conn.execute(catalog_sql("readonly_search_path")).fetchone()
     return _SpecViews(views, list(row[0]) if row else [])
+
+
+def rebinding_problems(
+    conn: psycopg.Connection[Any],
+    views: Sequence[ViewSpec],
+    changed: Collection[QualifiedName],
+    catalog: Catalog,
+    lock_timeout_ms: int,
+) -> dict[QualifiedName, list[str]]:
+    """For each view of ``changed`` (existing spec views whose new query changes a column's
+    type or collation), why the views reading it could not be re-bound at its replace: a
+    view keeps its columns' types and collations (CREATE OR REPLACE VIEW cannot change
+    them). Each plain reader -- of the view, or of a materialized view the replace rebuilds
+    from it -- is made again as a temporary view, the new query standing in for what it
+    reads, and its columns compared with its own; in one transaction, rolled back (what
+    cannot be made so is left to the other checks, and to the swap)."""
+    by_name = {v.name: v for v in views}
+    search_path = _resolver(conn, ()).search_path
+    found: dict[QualifiedName, list[str]] = {}
+    made = 0
+
+    def stand_in(text: str, name: QualifiedName, body: str) -> str:
+        resolver = _SpecViews((), search_path, (name,))
+        return _rewrite(text, resolver, lambda _n: _parsed(render_query(body)))
+
+    def differences(reader: QualifiedName, text: str) -> list[str]:
+        nonlocal made
+        temp = f"dbopt_rebind_{made:06d}"
+        made += 1
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("CREATE TEMP VIEW {} AS {}").format(
+                        sql.Identifier(temp), query_sql(text)
+                    )
+                )
+                rows = conn.execute(
+                    catalog_sql("view_rebinding"),
+                    {"view": catalog.relations[reader].oid, "temp": f"pg_temp.{temp}"},
+                ).fetchall()
+        except (psycopg.Error, SqlTextError):
+            return []
+        return [
+            f"{column} ({old} to {new})" if old != new else f"{column} (its collation)"
+            for column, old, new, _collation in rows
+        ]
+
+    def said(view: QualifiedName, reader: QualifiedName, changes: list[str], via: str) -> str:
+        return (
+            f"the view {reader}{via} would change its column{'s' if len(changes) > 1 else ''} "
+            f"{', '.join(changes)}: a view keeps its columns' types and collations; drop "
+            f"{reader} and create it again after the replace, or keep them (a cast or COLLATE "
+            f"in the new query of {view})"
+        )
+
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
+        for view in sorted(changed):
+            spec = by_name.get(view)
+            if spec is None:
+                continue
+            for reader in catalog.dependents.get(view, ()):
+                relation = catalog.relations.get(reader)
+                if relation is None or not relation.view_definition:
+                    continue
+                text = stand_in(relation.view_definition, view, spec.query)
+                if relation.relkind == "v":
+                    changes = differences(reader, text)
+                    if changes:
+                        found.setdefault(view, []).append(said(view, reader, changes, ""))
+                    continue
+                for plain in catalog.dependents.get(reader, ()):
+                    over = catalog.relations.get(plain)
+                    if over is None or over.relkind != "v" or not over.view_definition:
+                        continue
+                    changes = differences(plain, stand_in(over.view_definition, reader, text))
+                    if changes:
+                        via = f" (it reads {reader}, rebuilt from {view})"
+                        found.setdefault(view, []).append(said(view, plain, changes, via))
+    return found
 
 
 def with_read_views(specs: SpecSet, conn: psycopg.Connection[Any]) -> SpecSet:

@@ -27,7 +27,7 @@ from dbopt.deparse import (
 from dbopt.errors import PrivilegeError, SpecError
 from dbopt.gcpause import paused_gc
 from dbopt.history import History, OwnedObject
-from dbopt.livecheck import new_builds, trial_builds, unsafe_calls
+from dbopt.livecheck import new_builds, rebinding_problems, trial_builds, unsafe_calls
 from dbopt.model import IndexSpec, QualifiedName, SpecSet
 from dbopt.planner import (
     ActionKind,
@@ -190,6 +190,12 @@ def _build_plan(
                 view_conflicts += [str(p) for p in exc.problems]
                 specs = replace(specs, views=kept)
     normalized = {**fast, **normalized_slow}
+    # A replace whose new query changes a column's type: the views that read it, tried.
+    rebinding = (
+        rebinding_problems(conn, specs.views, checked.retyped, catalog, settings.lock_timeout_ms)
+        if checked.retyped
+        else {}
+    )
     # What apply would refuse of its new builds, refused now; what cannot be tried, said.
     trial = (
         trial_builds(new_builds(specs, catalog), catalog, conn, settings.lock_timeout_ms)
@@ -210,7 +216,7 @@ def _build_plan(
             views=specs.views,
             normalized_views=checked.definitions,
             view_columns=checked.columns,
-            view_retyped=checked.retyped,
+            view_rebinding=rebinding,
             properties=properties,
             replace_drifted=replace_drifted,
             prune=prune,

@@ -323,10 +323,12 @@ def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(
 def test_a_type_change_a_reading_view_cannot_follow_is_refused_before_anything_runs(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
-    """Seen in a review: a plain view reading a column whose type the new query changes
-    cannot be re-bound (CREATE OR REPLACE VIEW keeps its columns' types), so the cascade's
-    swap failed after every build. Now refused up front, naming the view, the column and the
-    types; a type change no view reads goes through."""
+    """Seen in a review: a plain view whose column would change type (or collation) with the
+    new query cannot be re-bound (CREATE OR REPLACE VIEW keeps its columns' types and
+    collations), so the cascade's swap failed after every build. Now each reading view is
+    made again on trial over the new query and compared: refused up front only when one of
+    its columns would change (a second review: a view using the column in WHERE only, or a
+    reader casting it back, had been refused too)."""
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     (project / "views" / "mv_revenue.yaml").write_text(
         REVENUE.replace("sum(amount) AS revenue", "sum(amount)::numeric AS revenue")
@@ -338,28 +340,52 @@ def test_a_type_change_a_reading_view_cannot_follow_is_refused_before_anything_r
     assert over_reader.exit_code == 2, over_reader.output
     said = " ".join(over_reader.output.split())
     assert (
-        "public.mv_top_days reads its column revenue (bigint to numeric), whose type the new "
-        "query changes, and views read public.mv_top_days (public.top_report)"
+        "the view public.top_report (it reads public.mv_top_days, rebuilt from "
+        "public.mv_revenue) would change its column revenue (bigint to numeric): a view keeps "
+        "its columns' types and collations"
     ) in said, said
     conn.execute("DROP VIEW top_report")
-    # A plain view reading the column itself.
+    # A plain view reading the column itself; and one changing collation.
     conn.execute("CREATE VIEW report AS SELECT day, revenue FROM mv_revenue")
     direct = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert direct.exit_code == 2, direct.output
     said = " ".join(direct.output.split())
-    assert (
-        "the view public.report reads its column revenue (bigint to numeric), whose type the "
-        "new query changes: a view keeps its columns' types"
-    ) in said, said
+    assert ("the view public.report would change its column revenue (bigint to numeric)") in said, (
+        said
+    )
     conn.execute("DROP VIEW report")
     assert catalog_snapshot(conn) == before  # nothing was built or left
-    # No view reads it: the materialized reader is rebuilt with the new type.
+    # What can follow goes through: a view using the column in WHERE only, and a plain view
+    # over a materialized reader that does so.
+    conn.execute("CREATE VIEW days_with_revenue AS SELECT day FROM mv_revenue WHERE revenue > 0")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_days AS SELECT day FROM mv_revenue WHERE revenue > 100"
+    )
+    conn.execute("CREATE VIEW days_report AS SELECT day FROM mv_days")
     applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert applied.exit_code == 0, applied.output
     assert conn.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = 'mv_top_days'::regclass AND attname = 'revenue'"
+        "WHERE attrelid = 'mv_revenue'::regclass AND attname = 'revenue'"
     ).fetchone() == ("numeric",)
+    # A collation change a reading view cannot follow either.
+    conn.execute("CREATE VIEW day_names AS SELECT day::text AS label FROM mv_revenue")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("SELECT day,", "SELECT day, 'x'::text COLLATE \"C\" AS tag,").replace(
+            "sum(amount) AS revenue", "sum(amount)::numeric AS revenue"
+        )
+    )
+    assert cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade").exit_code == 0
+    conn.execute("CREATE VIEW tags AS SELECT day, tag FROM mv_revenue")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("SELECT day,", "SELECT day, 'x'::text AS tag,").replace(
+            "sum(amount) AS revenue", "sum(amount)::numeric AS revenue"
+        )
+    )
+    collated = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert collated.exit_code == 2, collated.output
+    said = " ".join(collated.output.split())
+    assert "the view public.tags would change its column tag (its collation)" in said, said
 
 
 def test_two_replaces_that_would_rebuild_one_reader_are_run_one_at_a_time(

@@ -46,7 +46,7 @@ def _plan_views(
     prune: bool,
     problems: list[Problem],
     replace_drifted: bool = False,
-    retyped: Mapping[QualifiedName, Mapping[str, str]] | None = None,
+    rebinding: Mapping[QualifiedName, Sequence[str]] | None = None,
 ) -> tuple[list[Action], list[IndexSpec]]:
     """Actions for materialized views, and the index specs of views that stay as they are."""
     actions: list[Action] = []
@@ -102,7 +102,7 @@ def _plan_views(
                 position,
                 desired=desired,
                 new_columns=new_columns,
-                retyped=(retyped or {}).get(view.name),
+                rebinding=(rebinding or {}).get(view.name, ()),
             )
         )
     wanted = {v.name for v in views}
@@ -178,7 +178,7 @@ def plan(
     views: Sequence[ViewSpec] = (),
     normalized_views: Mapping[QualifiedName, str] | None = None,
     view_columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
-    view_retyped: Mapping[QualifiedName, Mapping[str, str]] | None = None,
+    view_rebinding: Mapping[QualifiedName, Sequence[str]] | None = None,
     properties: Properties | None = None,
     replace_drifted: bool = False,
     prune: bool = False,
@@ -211,7 +211,7 @@ def plan(
         prune,
         problems,
         replace_drifted,
-        view_retyped,
+        view_rebinding,
     )
     actions.extend(view_actions)
     wanted = {s.qualified_name for s in specs} | {

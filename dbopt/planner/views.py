@@ -224,7 +224,7 @@ def replace_view_action(
     reason: str = "the query drifted from the spec",
     desired: str | None = None,
     new_columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
-    retyped: Mapping[str, str] | None = None,
+    rebinding: Sequence[str] = (),
     expect_oid: int | None = None,
     undoes_change: int | None = None,
 ) -> Action:
@@ -243,7 +243,8 @@ def replace_view_action(
             f"was {expect_oid})"
         )
     plain, materialized = _dependents(name, catalog)
-    refusals += _retyped_problems(name, retyped or {}, catalog)
+    # Views reading it that could not follow its new column types (livecheck's tries).
+    refusals += rebinding
     for reader in materialized:
         _sub_plain, deeper = _dependents(reader.name, catalog)
         if deeper:
@@ -342,42 +343,6 @@ class _Aside:
 
 #: What builds the new view under its temporary name: (temporary name, its properties) -> steps.
 _Make = Callable[[QualifiedName, ViewProperties | None], Sequence[Step]]
-
-
-def _retyped_problems(
-    name: QualifiedName, retyped: Mapping[str, str], catalog: Catalog
-) -> list[str]:
-    """Why the views reading ``name`` could not follow its columns' new types: a view keeps
-    each column's type (CREATE OR REPLACE VIEW cannot change one), so a view reading a column
-    whose type changes cannot be re-bound at the swap, nor (it may carry the column on) a
-    view over a materialized view rebuilt from it. Said now: the swap would fail after every
-    build."""
-    if not retyped:
-        return []
-    out = []
-    for dependent in catalog.dependents.get(name, ()):
-        read = [c for c in catalog.read_columns.get((name, dependent), ()) if c in retyped]
-        if not read:
-            continue
-        changes = ", ".join(f"{c} ({retyped[c]})" for c in read)
-        if catalog.names.get(dependent) == "view":
-            out.append(
-                f"the view {dependent} reads its column{'s' if len(read) > 1 else ''} "
-                f"{changes}, whose type the new query changes: a view keeps its columns' "
-                f"types; drop {dependent} and create it again after the replace, or keep the "
-                "type (a cast in the new query)"
-            )
-            continue
-        over = [str(v) for v in _plain_readers_of(dependent, catalog)]
-        if over:
-            out.append(
-                f"{dependent} reads its column{'s' if len(read) > 1 else ''} {changes}, "
-                f"whose type the new query changes, and views read {dependent} "
-                f"({', '.join(over)}), whose columns could change type with it: a view keeps "
-                "its columns' types; drop them and create them again after the replace, or "
-                "keep the type (a cast in the new query)"
-            )
-    return out
 
 
 def _rebuild_view(

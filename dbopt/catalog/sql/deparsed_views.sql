@@ -1,9 +1,10 @@
 -- The server's deparse of the spec views created as temporary views (dbopt_vnorm_NNNNNN, in a
 -- transaction rolled back after), with their columns; and, for each, the columns whose type
--- differs from the column of that name of the materialized view it stands for (parameters
--- temps, schemas, names: which temporary view stands for which): "name<TAB>old<TAB>new". A
--- view reading such a column cannot be re-bound to the new one (CREATE OR REPLACE VIEW keeps
--- its columns' types). Plain catalog reads: no lock.
+-- or collation differs from the column of that name of the materialized view it stands for
+-- (parameters temps, schemas, names: which temporary view stands for which):
+-- "name<TAB>old<TAB>new". A view reading such a column may not be re-bound to the new one
+-- (CREATE OR REPLACE VIEW keeps its columns' types and collations): livecheck's
+-- rebinding_problems tries those views. Plain catalog reads: no lock.
 WITH stands_for AS (
   SELECT s.temp, mc.oid
     FROM unnest(%(temps)s::text[], %(schemas)s::text[], %(names)s::text[])
@@ -23,7 +24,8 @@ SELECT c.relname,
                JOIN pg_attribute o ON o.attrelid = f.oid AND o.attname = a.attname
                                   AND o.attnum > 0 AND NOT o.attisdropped
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                AND (o.atttypid, o.atttypmod) IS DISTINCT FROM (a.atttypid, a.atttypmod)
+                AND ((o.atttypid, o.atttypmod) IS DISTINCT FROM (a.atttypid, a.atttypmod)
+                     OR o.attcollation <> a.attcollation)
               ORDER BY a.attnum)
   FROM pg_class c
  WHERE c.relnamespace = pg_my_temp_schema() AND c.relkind = 'v'
