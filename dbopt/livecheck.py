@@ -30,7 +30,7 @@ from psycopg.errors import error_from_result
 
 from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.db import read_only_transaction, server_message
-from dbopt.ddl import needs_newer_server
+from dbopt.ddl import HELD_WAIT_MS, needs_newer_server
 from dbopt.errors import Problem, SpecError
 from dbopt.model import (
     IndexSpec,
@@ -239,28 +239,36 @@ def _resolver(conn: psycopg.Connection[Any], views: Sequence[ViewSpec]) -> _Spec
 def rebinding_problems(
     conn: psycopg.Connection[Any],
     views: Sequence[ViewSpec],
-    changed: Collection[QualifiedName],
+    changed: Mapping[QualifiedName, Collection[str]],
     catalog: Catalog,
-    lock_timeout_ms: int,
 ) -> dict[QualifiedName, list[str]]:
-    """For each view of ``changed`` (existing spec views whose new query changes a column's
-    type or collation), why the views reading it could not be re-bound at its replace: a
-    view keeps its columns' types and collations (CREATE OR REPLACE VIEW cannot change
-    them). Each plain reader -- of the view, or of a materialized view the replace rebuilds
-    from it -- is made again as a temporary view, the new query standing in for what it
-    reads, and its columns compared with its own; in one transaction, rolled back (what
-    cannot be made so is left to the other checks, and to the swap)."""
+    """For each view of ``changed`` (existing spec views, with the columns whose type or
+    collation their new query changes), why the views reading it could not be re-bound at
+    its replace: a view keeps its columns' types and collations (CREATE OR REPLACE VIEW
+    cannot change them). Each plain view reading such a column -- of the view, or of a
+    materialized view the replace rebuilds from it -- is made again as a temporary view,
+    the new query standing in for what it reads, and its columns compared with its own; in
+    one transaction, rolled back, taking each lock at once or not at all (a reader's other
+    tables may be any). One that cannot be tried so is a problem too: the swap would tell
+    only after every build."""
     by_name = {v.name: v for v in views}
     search_path = _resolver(conn, ()).search_path
     found: dict[QualifiedName, list[str]] = {}
     made = 0
 
-    def stand_in(text: str, name: QualifiedName, body: str) -> str:
+    def stand_in(text: str | None, name: QualifiedName, body: str | None) -> str | None:
+        """``text`` with ``body`` in place of ``name``; None when either cannot be read."""
+        if text is None or body is None or _tree(text) is None or _tree(body) is None:
+            return None
         resolver = _SpecViews((), search_path, (name,))
         return _rewrite(text, resolver, lambda _n: _parsed(render_query(body)))
 
-    def differences(reader: QualifiedName, text: str) -> list[str]:
+    def differences(reader: QualifiedName, text: str | None) -> list[str] | str:
+        """What would change of ``reader``'s columns, made again from ``text``; or why it
+        could not be tried (a replace that cannot tell does not start)."""
         nonlocal made
+        if text is None:
+            return "its definition could not be rewritten over the new query"
         temp = f"dbopt_rebind_{made:06d}"
         made += 1
         try:
@@ -274,14 +282,29 @@ def rebinding_problems(
                     catalog_sql("view_rebinding"),
                     {"view": catalog.relations[reader].oid, "temp": f"pg_temp.{temp}"},
                 ).fetchall()
-        except (psycopg.Error, SqlTextError):
-            return []
+        except psycopg.errors.LockNotAvailable:
+            return (
+                "a lock on what it reads was not granted at once (another session holds "
+                "one of them: try again once it is done)"
+            )
+        except (psycopg.Error, SqlTextError) as exc:
+            reason = server_message(exc) if isinstance(exc, psycopg.Error) else str(exc)
+            return f"it could not be made over the new query ({reason})"
         return [
-            f"{column} ({old} to {new})" if old != new else f"{column} (its collation)"
-            for column, old, new, _collation in rows
+            f"{column} ({old} to {new}{', and its collation' if collation else ''})"
+            if old != new
+            else f"{column} (its collation)"
+            for column, old, new, collation in rows
         ]
 
-    def said(view: QualifiedName, reader: QualifiedName, changes: list[str], via: str) -> str:
+    def said(view: QualifiedName, reader: QualifiedName, changes: list[str] | str, via: str) -> str:
+        if isinstance(changes, str):
+            return (
+                f"the view {reader}{via} reads a column whose type or collation the new query "
+                f"changes, and dbopt could not try it over the new query: {changes}; drop "
+                f"{reader} and create it again after the replace, or keep them (a cast or "
+                f"COLLATE in the new query of {view})"
+            )
         return (
             f"the view {reader}{via} would change its column{'s' if len(changes) > 1 else ''} "
             f"{', '.join(changes)}: a view keeps its columns' types and collations; drop "
@@ -290,15 +313,18 @@ def rebinding_problems(
         )
 
     with conn.transaction(force_rollback=True):
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout_ms)))
+        # What the readers read besides may be any table: taken at once, or not tried (a
+        # wait there would be one for a table outside the specs).
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(HELD_WAIT_MS)))
         for view in sorted(changed):
             spec = by_name.get(view)
             if spec is None:
                 continue
             for reader in catalog.dependents.get(view, ()):
                 relation = catalog.relations.get(reader)
-                if relation is None or not relation.view_definition:
-                    continue
+                read = catalog.read_columns.get((view, reader), ())
+                if relation is None or not set(read) & set(changed[view]):
+                    continue  # it reads none of the columns that change: nothing to follow
                 text = stand_in(relation.view_definition, view, spec.query)
                 if relation.relkind == "v":
                     changes = differences(reader, text)
@@ -307,7 +333,7 @@ def rebinding_problems(
                     continue
                 for plain in catalog.dependents.get(reader, ()):
                     over = catalog.relations.get(plain)
-                    if over is None or over.relkind != "v" or not over.view_definition:
+                    if over is None or over.relkind != "v":
                         continue
                     changes = differences(plain, stand_in(over.view_definition, reader, text))
                     if changes:

@@ -192,9 +192,7 @@ def _build_plan(
     normalized = {**fast, **normalized_slow}
     # A replace whose new query changes a column's type: the views that read it, tried.
     rebinding = (
-        rebinding_problems(conn, specs.views, checked.retyped, catalog, settings.lock_timeout_ms)
-        if checked.retyped
-        else {}
+        rebinding_problems(conn, specs.views, checked.retyped, catalog) if checked.retyped else {}
     )
     # What apply would refuse of its new builds, refused now; what cannot be tried, said.
     trial = (
