@@ -446,7 +446,8 @@ def rollback(
         derived: RollbackPlan = rollback_plan(runner.control, history, selection)
         catalog = derived.catalog
         assert catalog is not None  # rollback_plan always inspects
-        result = replace(derived.plan, where=where(runner.control))
+        # Restores that would rebuild one view twice: one at a time, as apply's replaces.
+        result = replace(derived.plan.refusing_shared_rebuilds(), where=where(runner.control))
         if not result.runnable:
             reasons = "\n  ".join(f"{s.name}: {s.reason}" for s in derived.skipped)
             raise NothingToRollBack("nothing to roll back" + (f":\n  {reasons}" if reasons else ""))

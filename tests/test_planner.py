@@ -1001,3 +1001,39 @@ def test_canonical_lists_storage_parameters_by_name(definition: str, expected: s
     from dbopt.deparse import canonical
 
     assert canonical(definition) == expected
+
+
+def test_replaces_that_put_in_place_what_a_later_replace_rebuilds_are_refused() -> None:
+    """Seen in a second review: a view replaced first (its new query reads another table)
+    that a later replace's cascade would rebuild from the old one failed that replace after
+    its builds; and one that two replaces both rebuild. The later one is refused, naming
+    which comes first."""
+    a_rep, revenue, count, top = (
+        QualifiedName("public", n) for n in ("a_rep", "mv_revenue", "mv_count", "mv_top")
+    )
+
+    def replace_of(name: QualifiedName, *rebuilds: QualifiedName) -> Action:
+        return Action(
+            kind=ActionKind.REPLACE,
+            name=name,
+            table=name,
+            reason="the query drifted from the spec",
+            object_type="view",
+            also_rebuilds=tuple(("view", r, name, 1, True) for r in rebuilds),
+        )
+
+    first = Plan((replace_of(a_rep), replace_of(revenue, a_rep))).refusing_shared_rebuilds()
+    assert [a.refusal for a in first.actions] == [
+        None,
+        "materialized view public.mv_revenue: this run's replace of public.a_rep puts a new "
+        "public.a_rep in place first, which this replace would rebuild again from the one there "
+        "now: run them one at a time (--index public.a_rep, then --index public.mv_revenue)",
+    ]
+    both = Plan((replace_of(count, top), replace_of(revenue, top), replace_of(top)))
+    refused = [a.refusal or "" for a in both.refusing_shared_rebuilds().actions]
+    assert refused[0] == ""
+    assert "replace of public.mv_count puts a new public.mv_top in place first" in refused[1]
+    assert "which this replace would replace again" in refused[2]
+    # Not run (it needs a flag): nothing to clash with.
+    off = replace(replace_of(count, top), enabled=False)
+    assert Plan((off, replace_of(revenue, top))).refusing_shared_rebuilds().refused == ()

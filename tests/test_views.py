@@ -433,9 +433,9 @@ def test_two_replaces_that_would_rebuild_one_reader_are_run_one_at_a_time(
     assert both.exit_code == 2, both.output
     said = " ".join(both.output.split())
     assert (
-        "materialized view public.mv_revenue: the replace of public.mv_count in this run "
-        "rebuilds public.mv_top_days first (it reads both), which this replace would rebuild "
-        "again: run them one at a time (--index public.mv_count, then --index "
+        "materialized view public.mv_revenue: this run's replace of public.mv_count puts a "
+        "new public.mv_top_days in place first, which this replace would rebuild again from "
+        "the one there now: run them one at a time (--index public.mv_count, then --index "
         "public.mv_revenue)"
     ) in said, said
     assert catalog_snapshot(conn) == before
@@ -443,6 +443,43 @@ def test_two_replaces_that_would_rebuild_one_reader_are_run_one_at_a_time(
         one = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--index", view)
         assert one.exit_code == 0, one.output
     assert "+ 0" in view_def(conn, "mv_revenue") and "+ 0" in view_def(conn, "mv_count")
+
+
+def test_a_rollback_whose_restores_would_rebuild_one_reader_twice_is_refused(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a second review: rollback --last of a run that replaced two views, once a
+    view reading both had appeared, restored the first (rebuilding the reader) and failed
+    the second after its builds ("made again by someone else"). Refused up front, saying
+    how: one at a time (rollback --index), which goes through."""
+    (project / "views" / "mv_count.yaml").write_text(
+        "name: mv_count\n"
+        "query: SELECT day, count(*) AS n FROM sales GROUP BY day\n"
+        "indexes:\n"
+        "  - {name: mv_count_day, columns: [day], unique: true}\n"
+    )
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    count = (project / "views" / "mv_count.yaml").read_text()
+    (project / "views" / "mv_count.yaml").write_text(count.replace("count(*)", "count(*) + 0"))
+    replaced = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert replaced.exit_code == 0, replaced.output
+    conn.execute(
+        "CREATE MATERIALIZED VIEW mv_both AS SELECT r.day, r.revenue, c.n "
+        "FROM mv_revenue r JOIN mv_count c USING (day)"
+    )
+    before = catalog_snapshot(conn)
+    refused = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "puts a new public.mv_both in place first" in said, said
+    assert catalog_snapshot(conn) == before
+    for view in ("public.mv_count", "public.mv_revenue"):
+        one = cli("rollback", "--dsn", db_dsn, "--index", view, "--yes")
+        assert one.exit_code == 0, one.output
+    assert "+ 0" not in view_def(conn, "mv_revenue") and "+ 0" not in view_def(conn, "mv_count")
 
 
 def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(

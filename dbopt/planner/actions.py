@@ -200,10 +200,10 @@ class Plan:
 
     def refusing_shared_rebuilds(self) -> Plan:
         """The plan with each view replace refused whose cascade would rebuild (or replace) a
-        materialized view an earlier replace of the same run rebuilds: that one gets a new
-        OID there, and the later replace, having planned the old one, would fail after its
-        builds. What is run together decides it: apply the plan (or its part) first, then
-        this one (``--index``)."""
+        materialized view an earlier replace of the same run puts in place (the view it
+        replaces, or one it rebuilds): that one gets a new OID there, and the later replace,
+        having planned the old one, would fail after its builds. What is run together
+        decides it: apply the plan (or its part) first, then this one (``--index``)."""
         claimed: dict[QualifiedName, QualifiedName] = {}
         actions = []
         for action in self.actions:
@@ -219,14 +219,16 @@ class Plan:
             if clash:
                 other = claimed[clash[0]]
                 said = (
-                    f"materialized view {action.name}: the replace of {other} in this run "
-                    f"rebuilds {clash[0]} first (it reads both), which this replace would "
-                    f"rebuild again: run them one at a time (--index {other}, then --index "
+                    f"materialized view {action.name}: this run's replace of {other} puts a "
+                    f"new {clash[0]} in place first, which this replace would "
+                    f"{'replace' if clash[0] == action.name else 'rebuild'} again from the "
+                    f"one there now: run them one at a time (--index {other}, then --index "
                     f"{action.name})"
                 )
                 refusal = f"{action.refusal}; {said}" if action.refusal else said
                 action = replace(action, refusal=refusal)
-            for name in rebuilds:
+            # What it puts in place has a new OID: the view itself, and what it rebuilds.
+            for name in (action.name, *rebuilds):
                 claimed.setdefault(name, action.name)
             actions.append(action)
         return replace(self, actions=tuple(actions))
