@@ -218,9 +218,14 @@ def conninfo_problem(conninfo: str) -> str | None:
             "a port is not a number from 1 to 65535 (not shown: it may be a password "
             "written without the '@' after it); a port is digits, e.g. host:5432"
         )
-    hosts = max(len(str(params.get(k) or "").split(",")) for k in ("host", "hostaddr"))
-    if len(ports) > 1 and len(ports) != hosts:
-        return f"{len(ports)} ports for {hosts} hosts: give one port, or one for each host"
+    # Hosts it names itself (PGHOST or a service may give them otherwise: libpq's to check).
+    named = [str(params[k]).split(",") for k in ("host", "hostaddr") if params.get(k)]
+    hosts = max((len(h) for h in named), default=0)
+    if hosts and len(ports) > 1 and len(ports) != hosts:
+        return (
+            f"{len(ports)} ports for {hosts} host{'s' if hosts > 1 else ''}: give one port, "
+            "or one for each host"
+        )
     return None
 
 

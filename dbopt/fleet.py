@@ -288,6 +288,7 @@ def _from_query(
     if not rows:
         raise bad("it returned no rows: no database to work on")
     found: list[tuple[str, str, bool, Location]] = []
+    torn: list[str] = []
     for number, row in enumerate(rows, 1):
         if any(not isinstance(v, str) or not v.strip() for v in row):
             raise bad(f"row {number} holds a NULL, an empty or a non-text value")
@@ -306,8 +307,11 @@ def _from_query(
         dsn = value if "=" in value or "://" in value else make_conninfo(control, dbname=value)
         problem = conninfo_problem(dsn)
         if problem is not None:
-            raise bad(f"row {number} ({name}): invalid connection string: {problem}")
+            torn.append(f"row {number} ({name}): invalid connection string: {problem}")
+            continue
         found.append((name, dsn, True, query.at))
+    if torn:
+        raise bad("; ".join(torn))  # every one: a registry is mended in one go
     names = [n for n, _d, _g, _a in found]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -1017,6 +1017,14 @@ def test_a_target_libpq_cannot_read_is_refused_at_its_line(tmp_path: Path) -> No
         "port is not a number"
     ), problem
     assert "Secret-pw-42" not in problem + str(port.value) + str(torn.value)
+    # Hosts from PGHOST or a service are libpq's to pair (seen in a second review: a port
+    # list with PGHOST naming the hosts was refused).
+    from dbopt.db import conninfo_problem
+
+    assert conninfo_problem("port=5432,5433 dbname=x") is None
+    assert conninfo_problem("host=a port=5432,5433") == (
+        "2 ports for 1 host: give one port, or one for each host"
+    )
     # Every bad target at once; a port list libpq cannot pair with the hosts is one too.
     with pytest.raises(ConfigError) as many:
         resolve(config, "many", {})
