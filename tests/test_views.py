@@ -256,6 +256,19 @@ def test_a_rebuilt_reader_made_by_hand_was_filled_during_the_run_too(
     status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
     last = {v["view"]: v["last_refresh"] for v in status["views"]}
     assert datetime.fromisoformat(last["public.mv_hand"]) == run_start, last
+    # One that holds no data is rebuilt without: filled by nothing (seen in a second review:
+    # "populated no" beside "last refresh 0s ago").
+    conn.execute("REFRESH MATERIALIZED VIEW mv_hand WITH NO DATA")
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 1")
+    )
+    again = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert again.exit_code == 0, again.output
+    [second] = conn.execute("SELECT max(started_at) FROM dbopt.runs").fetchone() or [None]
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").output)
+    [hand] = [v for v in status["views"] if v["view"] == "public.mv_hand"]
+    assert hand["populated"] is False and hand["last_refresh"] is not None, hand
+    assert datetime.fromisoformat(hand["last_refresh"]) < second, hand
 
 
 def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(

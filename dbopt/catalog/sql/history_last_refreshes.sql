@@ -16,5 +16,10 @@ SELECT DISTINCT ON (view_schema, view_name)
         SELECT c.object_schema, c.object_name, r.started_at, NULL, NULL, c.action
           FROM {schema}.changes c
           JOIN {schema}.runs r ON r.id = c.run_id
-         WHERE c.object_kind = 'view' AND c.result = 'ok' AND c.action = 'rebuild') AS filled
+         WHERE c.object_kind = 'view' AND c.result = 'ok' AND c.action = 'rebuild'
+           -- A reader without data is rebuilt without data: filled by nothing then.
+           AND EXISTS (SELECT FROM pg_class v
+                         JOIN pg_namespace vn ON vn.oid = v.relnamespace
+                        WHERE vn.nspname = c.object_schema AND v.relname = c.object_name
+                          AND v.relkind = 'm' AND v.relispopulated)) AS filled
  ORDER BY view_schema, view_name, started_at DESC
