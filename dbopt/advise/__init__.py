@@ -175,7 +175,8 @@ def _keys(text: str) -> tuple[str, frozenset[str]]:
     match = _INCLUDE.search(text)
     names = _NAME.findall(match.group(1)) if match else []
     include = frozenset(n[1:-1].replace('""', '"') if n.startswith('"') else n for n in names)
-    return _INCLUDE.sub("", text, count=1).removeprefix("UNIQUE "), include
+    keys = _INCLUDE.sub("", text, count=1).removeprefix("UNIQUE ")
+    return keys.replace(" NULLS NOT DISTINCT", "", 1), include
 
 
 def _shape(spec: IndexSpec) -> tuple[Any, ...]:
@@ -207,9 +208,12 @@ def _equivalents(
     # workload does not touch, whose DDL left open elsewhere would make advise wait.
     catalog = inspect(conn, tables)
     known: dict[str, str] = {}
+    constraints: set[str] = set()  # a constraint's index is not widened (its constraint is)
     for index in catalog.indexes.values():
         if index.table in tables and index.is_valid:
             known.setdefault(f"{index.table}|{canonical(index.definition)}", str(index.name.name))
+            if index.backs_constraint:
+                constraints.add(str(index.name.name))
     built = set(known)
     spec_indexes = [
         s for s in specs.all_indexes if s.table in tables and s.table in catalog.relations
@@ -230,11 +234,11 @@ def _equivalents(
         if f"{spec.table}|{normalized.get(spec.qualified_name, '')}" not in built
     ]
     # By what serves lookups: the existing and spec'd indexes (not the candidates).
-    theirs: dict[str, tuple[str, frozenset[str]]] = {}
+    theirs: dict[str, list[tuple[str, frozenset[str]]]] = {}
     for key, name in known.items():
         table, _sep, text = key.partition("|")
         keys, include = _keys(text)
-        theirs.setdefault(f"{table}|{keys}", (name, include))
+        theirs.setdefault(f"{table}|{keys}", []).append((name, include))
     kept: list[IndexSpec] = []
     left: list[tuple[IndexSpec, str]] = []
     widens: dict[tuple[Any, ...], str] = {}
@@ -246,12 +250,15 @@ def _equivalents(
                 left.append((original, known[key]))
             continue
         keys, _include = _keys(text)
-        have = theirs.get(f"{original.table}|{keys}") if text else None
-        if have is not None:
-            if set(original.include) <= have[1]:
-                left.append((original, have[0]))  # its keys, and what it carries, are there
-                continue
-            widens[_shape(original)] = have[0]  # evaluated: said as a widening if chosen
+        same_keys = theirs.get(f"{original.table}|{keys}", []) if text else []
+        covering = [name for name, include in same_keys if set(original.include) <= include]
+        if covering:
+            # Its keys, and every column it carries, are there: "covered by" that one.
+            left.append((original, f"{covering[0]}, which has its keys and INCLUDE columns"))
+            continue
+        widenable = [name for name, _include in same_keys if name not in constraints]
+        if widenable:
+            widens[_shape(original)] = widenable[0]  # evaluated: said as widening if chosen
         known[key] = named.name
         kept.append(original)
     return kept, left, widens, pending

@@ -93,7 +93,12 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
             if not c.improved and c.query.name not in served_by
         ],
         "equivalent": [
-            {"table": str(c.table), "columns": _columns_text(c), "exists_as": n}
+            {
+                "table": str(c.table),
+                "columns": _columns_text(c),
+                "include": list(c.include),
+                "exists_as": n,
+            }
             for c, n in advice.equivalent
         ],
         "widening": [
@@ -144,7 +149,7 @@ def _render(advice: Advice) -> None:
             click.echo(f"  {x.query.name}: {x.costs_text()}{budget}")
         if s.writes is not None:
             click.echo(f"  writes: {s.writes.text()}")
-    if not advice.suggestions:
+    if not advice.suggestions and not advice.widening:
         click.echo("\nno index would improve any query by the threshold")
     for name, why in advice.unbudgeted:
         click.echo(f"no budget for {name}: {why}")
@@ -155,8 +160,10 @@ def _render(advice: Advice) -> None:
                 f"candidate {c.best:,.0f})"
             )
     for spec, name in advice.equivalent:
+        carries = f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
         click.echo(
-            f"already there: ({_columns_text(spec)}) on {spec.table} is equivalent to {name}"
+            f"already there: ({_columns_text(spec)}){carries} on {spec.table} is equivalent "
+            f"to {name}"
         )
     for w, name in advice.widening:
         served = "; ".join(f"{x.query.name}: {x.costs_text()}" for x in w.serves)
