@@ -128,8 +128,10 @@ DENIED_PREFIXES: tuple[tuple[str, str], ...] = (
 
 #: VOLATILE built-ins that change nothing: volatile because their result changes from call to
 #: call, not because they write. pg_sleep ties up only verify's own backend, for at most the
-#: statement_timeout every run has. Only built-ins (OID below FIRST_USER_OID) qualify: a
-#: user-defined ``random()`` is judged like any user-defined function.
+#: statement_timeout every run has. timezone(text, timetz) is VOLATILE before PostgreSQL 13
+#: (it reads the current date): a query's AT TIME ZONE names every overload of timezone.
+#: Only built-ins (OID below FIRST_USER_OID) qualify: a user-defined ``random()`` is judged
+#: like any user-defined function.
 HARMLESS_VOLATILE: frozenset[str] = frozenset(
     _words(
         "random random_normal clock_timestamp timeofday gen_random_uuid uuidv4 uuidv7 "
@@ -139,7 +141,7 @@ HARMLESS_VOLATILE: frozenset[str] = frozenset(
         "pg_is_in_recovery pg_current_wal_lsn pg_current_wal_insert_lsn "
         "pg_current_wal_flush_lsn pg_last_wal_receive_lsn pg_last_wal_replay_lsn "
         "pg_last_xact_replay_timestamp pg_blocking_pids pg_lock_status txid_status "
-        "pg_xact_status pg_jit_available"
+        "pg_xact_status pg_jit_available timezone"
     )
 )
 
