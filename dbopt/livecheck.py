@@ -325,6 +325,8 @@ def rebinding_problems(
                 read = catalog.read_columns.get((view, reader), ())
                 if relation is None or not set(read) & set(changed[view]):
                     continue  # it reads none of the columns that change: nothing to follow
+                if not relation.view_definition:
+                    continue  # not read (a lock not granted at once): the plan refuses it
                 text = stand_in(relation.view_definition, view, spec.query)
                 if relation.relkind == "v":
                     changes = differences(reader, text)
@@ -333,8 +335,8 @@ def rebinding_problems(
                     continue
                 for plain in catalog.dependents.get(reader, ()):
                     over = catalog.relations.get(plain)
-                    if over is None or over.relkind != "v":
-                        continue
+                    if over is None or over.relkind != "v" or not over.view_definition:
+                        continue  # (unread: the plan refuses it)
                     changes = differences(plain, stand_in(over.view_definition, reader, text))
                     if changes:
                         via = f" (it reads {reader}, rebuilt from {view})"

@@ -421,10 +421,10 @@ def test_allow_listed_names_are_volatile_built_ins_here(conn: psycopg.Connection
     assert {"random", "clock_timestamp", "pg_sleep"} <= present
     # A built-in from 13 on (pgcrypto's before).
     assert ("gen_random_uuid" in present) == (conn.info.server_version >= 130000)
-    # timezone: only its timetz overload, and only before 13 (STABLE since), is VOLATILE; a
+    # timezone: only its timetz overload, and only before 15 (STABLE since), is VOLATILE; a
     # query's AT TIME ZONE names every overload (seen on 12: plan left such indexes
     # uncompared).
-    assert ("timezone" in present) == (conn.info.server_version < 130000)
+    assert ("timezone" in present) == (conn.info.server_version < 150000)
     others = conn.execute(
         "SELECT DISTINCT proname FROM pg_proc WHERE proname = ANY(%s) AND provolatile <> 'v' "
         "AND proname <> 'timezone'",

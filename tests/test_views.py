@@ -495,6 +495,40 @@ def test_a_rollback_whose_restores_would_rebuild_one_reader_twice_is_refused(
     assert "+ 0" not in view_def(conn, "mv_revenue") and "+ 0" not in view_def(conn, "mv_count")
 
 
+def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a second review: reading the definition of a view over a spec view locks
+    every table that view reads, which may be any: DDL left open on such a table made plan
+    wait lock_timeout and give up (exit 3). Now read only if granted at once; a replace that
+    needs it says so and refuses; once the table is free, it goes through."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE TABLE other (day date)")
+    conn.execute(
+        "CREATE VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r JOIN other USING (day)"
+    )
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+        planned = cli("plan", "--dsn", db_dsn, "--format", "json")
+        status = cli("status", "--dsn", db_dsn, "--format", "json")
+        refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+        holder.rollback()
+    assert planned.exit_code == 0, planned.output
+    assert status.exit_code in (0, 1), status.output
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert (
+        "the definition of public.rep (it reads it) could not be read: a lock on what it reads "
+        "was not granted at once"
+    ) in said, said
+    applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert applied.exit_code == 0, applied.output
+    assert "+ 0" in view_def(conn, "mv_revenue")
+
+
 def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

@@ -214,6 +214,42 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
         yield
 
 
+#: How long inspect waits for the locks a reader's definition takes (what it reads may be any
+#: table: in effect, not at all).
+READER_LOCK_WAIT_MS = 10
+
+
+def _reader_definitions(conn: psycopg.Connection[Any], oids: list[int]) -> dict[int, str | None]:
+    """The definitions of views no command named that read a named materialized view
+    (view_definitions.sql), each read only if its locks are granted at once: None for one
+    whose are not (another session's DDL on what it reads). All at once first; one by one
+    only when that waits."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('lock_timeout')")
+        previous = cur.fetchone()
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{READER_LOCK_WAIT_MS}ms",))
+        found: dict[int, str | None] = {}
+        try:
+            try:
+                with conn.transaction():
+                    cur.execute(catalog_sql("view_definitions"), {"oids": oids})
+                    found = {int(oid): text for oid, text in cur.fetchall()}
+            except psycopg.errors.LockNotAvailable:
+                for oid in oids:
+                    try:
+                        with conn.transaction():
+                            cur.execute(catalog_sql("view_definitions"), {"oids": [oid]})
+                            found.update({int(o): text for o, text in cur.fetchall()})
+                    except psycopg.errors.LockNotAvailable:
+                        found[oid] = None
+        finally:
+            cur.execute(
+                "SELECT set_config('lock_timeout', %s, true)",
+                (previous[0] if previous else "0",),
+            )
+    return found
+
+
 def inspect(
     conn: psycopg.Connection[Any],
     relevant: Collection[QualifiedName] | None = None,
@@ -243,6 +279,7 @@ def inspect(
     wanted = None if relevant is None else sorted(set(relevant))
     with _snapshot(conn), conn.cursor(row_factory=dict_row) as cur:
         oids: list[int] = []
+        readers: list[int] = []
         if wanted is not None:
             cur.execute(
                 catalog_sql("relevant"),
@@ -251,10 +288,20 @@ def inspect(
             queries += 1
             found = cur.fetchone()
             oids = list(found["oids"]) if found else []
+            readers = list(found["readers"]) if found else []
         scope = {"everything": wanted is None, "relevant": oids, "sizes": sizes}
-        cur.execute(catalog_sql("relations"), scope)
+        cur.execute(catalog_sql("relations"), {**scope, "readers": readers})
         queries += 1
         rows = cur.fetchall()
+        if readers:
+            read = _reader_definitions(conn, readers)
+            queries += 1
+            rows = [
+                {**row, "view_definition": read.get(int(row["oid"]))}
+                if int(row["oid"]) in readers
+                else row
+                for row in rows
+            ]
         citus = any(row["citus"] for row in rows[:1])
         sharded: dict[int, dict[str, Any]] = {}
         if citus:

@@ -128,7 +128,7 @@ DENIED_PREFIXES: tuple[tuple[str, str], ...] = (
 
 #: VOLATILE built-ins that change nothing: volatile because their result changes from call to
 #: call, not because they write. pg_sleep ties up only verify's own backend, for at most the
-#: statement_timeout every run has. timezone(text, timetz) is VOLATILE before PostgreSQL 13
+#: statement_timeout every run has. timezone(text, timetz) is VOLATILE before PostgreSQL 15
 #: (it reads the current date): a query's AT TIME ZONE names every overload of timezone.
 #: Only built-ins (OID below FIRST_USER_OID) qualify: a user-defined ``random()`` is judged
 #: like any user-defined function.

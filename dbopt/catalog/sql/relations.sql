@@ -4,7 +4,9 @@
 -- Only the relevant relations (parameter relevant; all of them with everything) are sized and
 -- deparsed: pg_total_relation_size, pg_get_viewdef and pg_get_partkeydef take an ACCESS SHARE
 -- lock (pg_get_viewdef on every relation the view reads too), so they would queue behind DDL on a relation no spec
--- names; sizes only when asked for (parameter sizes: status). Every other column is a plain
+-- names; sizes only when asked for (parameter sizes: status). The readers of a spec view no
+-- command named (parameter readers) are deparsed apart, waiting for no lock (they may read
+-- any table): view_definitions.sql. Every other column is a plain
 -- catalog read that takes no lock; CASE evaluates its branch only for the rows it selects. citus says whether the Citus extension is installed
 -- (computed once: then citus_tables.sql says which relations it distributes).
 SELECT c.oid::bigint                                AS oid,
@@ -24,6 +26,7 @@ SELECT c.oid::bigint                                AS oid,
             THEN pg_get_partkeydef(c.oid) END     AS partition_key,
        CASE WHEN c.relkind IN ('m', 'v')
              AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
+             AND NOT c.oid = ANY (%(readers)s::oid[])
             THEN pg_get_viewdef(c.oid) END        AS view_definition,
        COALESCE((SELECT array_agg(a.attname::text ORDER BY a.attnum)
                    FROM pg_attribute a

@@ -1,8 +1,8 @@
 -- The relations a command touches, as OIDs: the tables and materialized views it names (an
 -- index named stands for its table: dbopt may drop or rebuild it there), the partitions under
 -- them (recursively), and the views and materialized views that read a named materialized
--- view, directly or through one another (a replace rebuilds or re-binds them). Plain catalog reads only: finding them takes no
--- lock on any relation.
+-- view, directly or through one another (a replace rebuilds or re-binds them), and those
+-- readers apart. Plain catalog reads only: finding them takes no lock on any relation.
 WITH RECURSIVE named AS (
     SELECT c.oid, c.relkind
       FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS s(schema, name)
@@ -43,5 +43,8 @@ WITH RECURSIVE named AS (
       JOIN pg_rewrite r ON r.oid = d.objid
      WHERE r.ev_class <> x.oid
 )
-SELECT COALESCE(array_agg(DISTINCT oid ORDER BY oid), '{}') AS oids
+SELECT COALESCE(array_agg(DISTINCT oid ORDER BY oid), '{}') AS oids,
+       -- the readers no command named: their definitions are read apart (see inspect)
+       COALESCE((SELECT array_agg(DISTINCT r.oid ORDER BY r.oid)
+                   FROM readers r WHERE r.oid NOT IN (SELECT oid FROM tree)), '{}') AS readers
   FROM (SELECT oid FROM tree UNION SELECT oid FROM readers) AS touched
