@@ -218,8 +218,18 @@ def conninfo_problem(conninfo: str) -> str | None:
             "a port is not a number from 1 to 65535 (not shown: it may be a password "
             "written without the '@' after it); a port is digits, e.g. host:5432"
         )
-    # Hosts it names itself (PGHOST or a service may give them otherwise: libpq's to check).
+    # The hosts: its own, else the environment's (PGHOST), else libpq's one default; a
+    # service's file may give them too (then libpq's to check).
     named = [str(params[k]).split(",") for k in ("host", "hostaddr") if params.get(k)]
+    if len(named) == 2 and len(named[0]) != len(named[1]):
+        hosts, addrs = len(named[0]), len(named[1])
+        return (
+            f"{hosts} host{'s' if hosts > 1 else ''} for {addrs} host address"
+            f"{'es' if addrs > 1 else ''} (hostaddr): give one address for each host"
+        )
+    if not named and not params.get("service") and not os.environ.get("PGSERVICE"):
+        from_env = os.environ.get("PGHOST") or os.environ.get("PGHOSTADDR") or ""
+        named = [from_env.split(",")]
     hosts = max((len(h) for h in named), default=0)
     if hosts and len(ports) > 1 and len(ports) != hosts:
         return (

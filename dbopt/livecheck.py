@@ -333,6 +333,14 @@ def rebinding_problems(
                     if changes:
                         found.setdefault(view, []).append(said(view, reader, changes, ""))
                     continue
+                # Rebuilt over the new query, it must still be a query (its own columns
+                # may change: it is made anew).
+                made_again = differences(reader, text)
+                if isinstance(made_again, str):
+                    found.setdefault(view, []).append(
+                        said(view, reader, made_again, f" (rebuilt from {view})")
+                    )
+                    continue
                 for plain in catalog.dependents.get(reader, ()):
                     over = catalog.relations.get(plain)
                     if over is None or over.relkind != "v" or not over.view_definition:

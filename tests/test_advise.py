@@ -458,8 +458,9 @@ def test_a_query_file_gets_gin_for_full_text_and_trigrams_and_a_partial_btree(
     assert orders["writes"]["entries_per_hour"] is None
     assert "30,000 index entries to maintain in that time" in orders["reason"]
     # lower(email) exists as customers_lower_email: never suggested again.
-    assert {"table": "public.customers", "columns": "lower(email)", "include": [],
-            "exists_as": "customers_lower_email"} in doc["equivalent"]  # fmt: skip
+    lower_email = {"table": "public.customers", "columns": "lower(email)", "include": [],
+                   "exists_as": "customers_lower_email", "covered": False}  # fmt: skip
+    assert lower_email in doc["equivalent"]
     # Budgets: from the file's literal queries (no timing: max_cost only), named after it.
     budgets = {b["name"]: b for b in doc["budgets"]}
     assert budgets["console_1"]["max_cost"] == math.floor(fts["serves"][0]["cost_before"] / 2)
@@ -610,11 +611,25 @@ def test_a_covering_candidate_with_the_keys_of_an_index_there_is_said_as_widenin
         covered = json.loads(cli("advise", *db, "--format", "json").stdout)
         assert covered["suggestions"] == [] and covered["widening"] == [], covered
         assert {
-            (e["columns"], tuple(e["include"]), e["exists_as"]) for e in covered["equivalent"]
+            (e["columns"], tuple(e["include"]), e["exists_as"], e["covered"])
+            for e in covered["equivalent"]
         } == {
-            ("customer_id", (), "wide_customer"),
-            ("customer_id", ("id",), "wide_covering, which has its keys and INCLUDE columns"),
+            ("customer_id", (), "wide_customer", False),
+            ("customer_id", ("id",), "wide_covering", True),
         }, covered
+        said = cli("advise", *db).output
+        assert (
+            "already there: (customer_id) INCLUDE (id) on public.wide: wide_covering has its "
+            "keys and carries its INCLUDE columns"
+        ) in said, said
+        # Storage parameters serve no lookup: an index with a fillfactor has the same keys
+        # (seen in a third review: a second index was suggested beside it).
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP INDEX wide_covering")
+            conn.execute("ALTER INDEX wide_customer SET (fillfactor = 90)")
+        stored = json.loads(cli("advise", *db, "--format", "json").stdout)
+        assert stored["suggestions"] == [], stored
+        assert [w["widens"] for w in stored["widening"]] == ["wide_customer"], stored
         # A primary key is not widened (its constraint would be): a covering index beside
         # it is a suggestion of its own (seen in a second review: "widen wide_pkey").
         with psycopg.connect(dsn, autocommit=True) as conn:

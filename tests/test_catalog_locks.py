@@ -209,6 +209,28 @@ def test_ddl_on_a_relevant_relation_is_still_waited_for(
     inspect(catalog_db, RELEVANT)
 
 
+def test_a_readers_locks_do_not_outlive_its_read_in_a_callers_transaction(
+    catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]
+) -> None:
+    """Seen in a third review: reading a reader's definition inside a caller's transaction
+    left the locks it took (on every table the reader reads, which may be any) held until
+    that transaction ended."""
+    catalog_db.execute(
+        "CREATE VIEW v_days_audit AS SELECT d.day FROM mv_days d JOIN audit a ON a.id = d.n"
+    )
+    with catalog_db.transaction():
+        catalog = inspect(catalog_db, RELEVANT)
+        assert catalog.relations[q("v_days_audit")].view_definition
+        held = catalog_db.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND relation = 'audit'::regclass"
+        ).fetchone()
+    assert held == (0,)
+    # DDL on that table left open: the reader is left unread, nothing waits.
+    holder.execute("ALTER TABLE audit ADD COLUMN y int")
+    assert inspect(catalog_db, RELEVANT).relations[q("v_days_audit")].view_definition is None
+
+
 @pytest.mark.slow
 def test_without_relevant_everything_is_inspected_and_may_wait(
     catalog_db: psycopg.Connection[Any], holder: psycopg.Connection[Any]

@@ -981,7 +981,9 @@ def test_a_database_listed_twice_is_refused_at_its_line(tmp_path: Path) -> None:
     assert len(resolve(config, "apart", {}).members) == 3
 
 
-def test_a_target_libpq_cannot_read_is_refused_at_its_line(tmp_path: Path) -> None:
+def test_a_target_libpq_cannot_read_is_refused_at_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Seen in a review: a target whose connection string libpq cannot read stopped the whole
     fleet with exit 1 ("database error: unterminated quoted string"), no line, no row; a
     port that is no number was refused only when its turn came, after others had run."""
@@ -1021,9 +1023,16 @@ def test_a_target_libpq_cannot_read_is_refused_at_its_line(tmp_path: Path) -> No
     # list with PGHOST naming the hosts was refused).
     from dbopt.db import conninfo_problem
 
+    monkeypatch.setenv("PGHOST", "a,b")
     assert conninfo_problem("port=5432,5433 dbname=x") is None
-    assert conninfo_problem("host=a port=5432,5433") == (
+    monkeypatch.delenv("PGHOST")
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    # ...else libpq's one default host (seen in a third review: exit 3 when connecting).
+    assert conninfo_problem("port=5432,5433 dbname=x") == (
         "2 ports for 1 host: give one port, or one for each host"
+    )
+    assert conninfo_problem("host=a hostaddr=1.0.0.1,2.0.0.2") == (
+        "1 host for 2 host addresses (hostaddr): give one address for each host"
     )
     # Every bad target at once; a port list libpq cannot pair with the hosts is one too.
     with pytest.raises(ConfigError) as many:

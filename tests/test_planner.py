@@ -1037,3 +1037,36 @@ def test_replaces_that_put_in_place_what_a_later_replace_rebuilds_are_refused() 
     # Not run (it needs a flag): nothing to clash with.
     off = replace(replace_of(count, top), enabled=False)
     assert Plan((off, replace_of(revenue, top))).refusing_shared_rebuilds().refused == ()
+
+
+def test_a_replace_that_would_rebuild_what_the_run_drops_is_refused() -> None:
+    """Seen in a third review: a rollback dropping mv2 (made by the run) and restoring mv1,
+    whose cascade rebuilds mv2, dropped it and then failed the restore after its builds; an
+    apply --prune dropping a reader a replace rebuilds said the reader was 'made again by
+    someone else' (it was dbopt's own cascade)."""
+    mv1, mv2 = QualifiedName("public", "mv1"), QualifiedName("public", "mv2")
+    restore = Action(
+        kind=ActionKind.RESTORE,
+        name=mv1,
+        table=mv1,
+        reason="undo",
+        object_type="view",
+        also_rebuilds=(("view", mv2, mv1, 1, True),),
+    )
+    drop = Action(kind=ActionKind.DROP, name=mv2, table=mv2, reason="undo", object_type="view")
+    plan = Plan((drop, restore)).refusing_shared_rebuilds()
+    assert [a.refusal for a in plan.actions] == [
+        None,
+        "materialized view public.mv1: this run drops public.mv2, and this replace would "
+        "rebuild public.mv2: run them one at a time (--index public.mv2, then --index "
+        "public.mv1)",
+    ]
+    # An index of the reader dropped: the same.
+    index = QualifiedName("public", "mv2_x")
+    dropped_index = Action(kind=ActionKind.DROP, name=index, table=mv2, reason="pruned")
+    refused = Plan((restore, dropped_index)).refusing_shared_rebuilds().refused
+    assert [a.name for a in refused] == [mv1]
+    assert "this run drops public.mv2_x (of public.mv2)" in (refused[0].refusal or "")
+    # A drop that does not run (it needs --prune) is no clash.
+    idle = replace(drop, enabled=False)
+    assert Plan((idle, restore)).refusing_shared_rebuilds().refused == ()

@@ -85,8 +85,9 @@ class Advice:
     generic: str
     hypopg_version: str
     server_version: int
-    #: Candidates left out because an index with an equivalent definition exists or is spec'd.
-    equivalent: tuple[tuple[IndexSpec, str], ...] = ()
+    #: Candidates left out because an index with an equivalent definition exists or is spec'd
+    #: (with it), or one with their keys that carries their INCLUDE columns (True: covered).
+    equivalent: tuple[tuple[IndexSpec, str, bool], ...] = ()
     #: Chosen candidates with the keys of an index that exists or is spec'd, and more
     #: INCLUDE columns (with that index): not suggested as a second index with those keys;
     #: said as that index widened, with what it would serve.
@@ -167,6 +168,7 @@ def _workload(
 
 _INCLUDE = re.compile(r' INCLUDE \(((?:[^()"]|"[^"]*")*)\)')
 _NAME = re.compile(r'"(?:[^"]|"")*"|[^, ]+')
+_STORAGE = re.compile(r" WITH \((?:[^()']|'(?:[^']|'')*')*\)")
 
 
 def _keys(text: str) -> tuple[str, frozenset[str]]:
@@ -176,6 +178,7 @@ def _keys(text: str) -> tuple[str, frozenset[str]]:
     names = _NAME.findall(match.group(1)) if match else []
     include = frozenset(n[1:-1].replace('""', '"') if n.startswith('"') else n for n in names)
     keys = _INCLUDE.sub("", text, count=1).removeprefix("UNIQUE ")
+    keys = _STORAGE.sub("", keys, count=1)  # fillfactor and the like serve no lookup
     return keys.replace(" NULLS NOT DISTINCT", "", 1), include
 
 
@@ -191,7 +194,7 @@ def _equivalents(
     settings: Settings,
 ) -> tuple[
     list[IndexSpec],
-    list[tuple[IndexSpec, str]],
+    list[tuple[IndexSpec, str, bool]],
     dict[tuple[Any, ...], str],
     list[IndexSpec],
 ]:
@@ -240,21 +243,21 @@ def _equivalents(
         keys, include = _keys(text)
         theirs.setdefault(f"{table}|{keys}", []).append((name, include))
     kept: list[IndexSpec] = []
-    left: list[tuple[IndexSpec, str]] = []
+    left: list[tuple[IndexSpec, str, bool]] = []
     widens: dict[tuple[Any, ...], str] = {}
     for original, named in zip(pool, temp, strict=True):
         text = normalized.get(named.qualified_name, "")
         key = f"{original.table}|{text}"
         if key in known:
             if not known[key].startswith("dbopt_advise_candidate_"):
-                left.append((original, known[key]))
+                left.append((original, known[key], False))
             continue
         keys, _include = _keys(text)
         same_keys = theirs.get(f"{original.table}|{keys}", []) if text else []
         covering = [name for name, include in same_keys if set(original.include) <= include]
         if covering:
             # Its keys, and every column it carries, are there: "covered by" that one.
-            left.append((original, f"{covering[0]}, which has its keys and INCLUDE columns"))
+            left.append((original, covering[0], True))
             continue
         widenable = [name for name, _include in same_keys if name not in constraints]
         if widenable:

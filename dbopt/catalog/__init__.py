@@ -217,37 +217,44 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
 #: How long inspect waits for the locks a reader's definition takes (what it reads may be any
 #: table: in effect, not at all).
 READER_LOCK_WAIT_MS = 10
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 
 
-def _reader_definitions(conn: psycopg.Connection[Any], oids: list[int]) -> dict[int, str | None]:
-    """The definitions of views no command named that read a named materialized view
-    (view_definitions.sql), each read only if its locks are granted at once: None for one
-    whose are not (another session's DDL on what it reads). All at once first; one by one
-    only when that waits."""
+def _readers(
+    conn: psycopg.Connection[Any], oids: list[int]
+) -> tuple[dict[int, str | None], list[Any]]:
+    """The definitions and indexes of views no command named that read a named materialized
+    view (view_definitions.sql, indexes.sql), read only if the locks they take are granted
+    at once: pg_get_viewdef locks all such a view reads (which may be any table), and
+    pg_get_indexdef the view itself (a REFRESH of it holds it). All at once first, one view
+    at a time only when that waits; a view whose locks did not come has None and no
+    indexes (a replace that would rebuild or re-bind it refuses). Each read is rolled back
+    to its savepoint: no lock it took outlives it, in a caller's transaction too."""
+    found: dict[int, str | None] = {}
+    index_rows: list[Any] = []
+
+    def read(cur: psycopg.Cursor[Any], some: list[int]) -> None:
+        with conn.transaction(force_rollback=True):
+            cur.execute(SET_LOCK_TIMEOUT, (f"{READER_LOCK_WAIT_MS}ms",))
+            cur.execute(catalog_sql("view_definitions"), {"oids": some})
+            definitions = {int(oid): text for oid, text in cur.fetchall()}
+            with conn.cursor(row_factory=namedtuple_row) as named:
+                scope = {"everything": False, "relevant": some, "sizes": False}
+                named.execute(catalog_sql("indexes"), scope)
+                rows = named.fetchall()
+        found.update(definitions)
+        index_rows.extend(rows)
+
     with conn.cursor() as cur:
-        cur.execute("SELECT current_setting('lock_timeout')")
-        previous = cur.fetchone()
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{READER_LOCK_WAIT_MS}ms",))
-        found: dict[int, str | None] = {}
         try:
-            try:
-                with conn.transaction():
-                    cur.execute(catalog_sql("view_definitions"), {"oids": oids})
-                    found = {int(oid): text for oid, text in cur.fetchall()}
-            except psycopg.errors.LockNotAvailable:
-                for oid in oids:
-                    try:
-                        with conn.transaction():
-                            cur.execute(catalog_sql("view_definitions"), {"oids": [oid]})
-                            found.update({int(o): text for o, text in cur.fetchall()})
-                    except psycopg.errors.LockNotAvailable:
-                        found[oid] = None
-        finally:
-            cur.execute(
-                "SELECT set_config('lock_timeout', %s, true)",
-                (previous[0] if previous else "0",),
-            )
-    return found
+            read(cur, oids)
+        except psycopg.errors.LockNotAvailable:
+            for oid in oids:
+                try:
+                    read(cur, [oid])
+                except psycopg.errors.LockNotAvailable:
+                    found[oid] = None
+    return found, index_rows
 
 
 def inspect(
@@ -293,9 +300,10 @@ def inspect(
         cur.execute(catalog_sql("relations"), {**scope, "readers": readers})
         queries += 1
         rows = cur.fetchall()
+        reader_indexes: list[Any] = []
         if readers:
-            read = _reader_definitions(conn, readers)
-            queries += 1
+            read, reader_indexes = _readers(conn, readers)
+            queries += 2
             rows = [
                 {**row, "view_definition": read.get(int(row["oid"]))}
                 if int(row["oid"]) in readers
@@ -332,10 +340,12 @@ def inspect(
                 distribution_column=held.get("distribution_column"),
                 partition_key=row["partition_key"],
             )
-        # Named tuples, not dicts: ten thousand rows are read here.
+        # Named tuples, not dicts: ten thousand rows are read here. The readers' are read
+        # apart (above): not waited for.
         with conn.cursor(row_factory=namedtuple_row) as named:
-            named.execute(catalog_sql("indexes"), scope)
-            index_rows: list[Any] = named.fetchall()
+            others = [oid for oid in oids if oid not in readers]
+            named.execute(catalog_sql("indexes"), {**scope, "relevant": others})
+            index_rows: list[Any] = [*named.fetchall(), *reader_indexes]
         queries += 1
         for index_row in index_rows:
             if index_row.definition is None:

@@ -98,8 +98,9 @@ def _as_dict(advice: Advice) -> dict[str, Any]:
                 "columns": _columns_text(c),
                 "include": list(c.include),
                 "exists_as": n,
+                "covered": covered,
             }
-            for c, n in advice.equivalent
+            for c, n, covered in advice.equivalent
         ],
         "widening": [
             {
@@ -159,11 +160,16 @@ def _render(advice: Advice) -> None:
                 f"not improved: {c.query.name} (cost {c.before:,.0f}; best with every "
                 f"candidate {c.best:,.0f})"
             )
-    for spec, name in advice.equivalent:
+    for spec, name, covered in advice.equivalent:
         carries = f" INCLUDE ({', '.join(spec.include)})" if spec.include else ""
+        how = (
+            f"{name} has its keys" + (" and carries its INCLUDE columns" if spec.include else "")
+            if covered
+            else f"is equivalent to {name}"
+        )
         click.echo(
-            f"already there: ({_columns_text(spec)}){carries} on {spec.table} is equivalent "
-            f"to {name}"
+            f"already there: ({_columns_text(spec)}){carries} on {spec.table}"
+            + (f": {how}" if covered else f" {how}")
         )
     for w, name in advice.widening:
         served = "; ".join(f"{x.query.name}: {x.costs_text()}" for x in w.serves)

@@ -205,6 +205,13 @@ class Plan:
         having planned the old one, would fail after its builds. What is run together
         decides it: apply the plan (or its part) first, then this one (``--index``)."""
         claimed: dict[QualifiedName, QualifiedName] = {}
+        # What the run drops (a view, or an index of one): a replace must not rebuild it.
+        dropped: dict[QualifiedName, QualifiedName] = {}
+        for action in self.actions:
+            if action.kind == ActionKind.DROP and action.enabled:
+                dropped.setdefault(
+                    action.name if action.object_type == "view" else action.table, action.name
+                )
         actions = []
         for action in self.actions:
             if (
@@ -216,6 +223,8 @@ class Plan:
                 continue
             rebuilds = [name for _kind, name, *_rest in action.also_rebuilds]
             clash = [n for n in (action.name, *rebuilds) if n in claimed]
+            gone = [n for n in rebuilds if n in dropped]
+            said = None
             if clash:
                 other = claimed[clash[0]]
                 said = (
@@ -225,6 +234,15 @@ class Plan:
                     f"one there now: run them one at a time (--index {other}, then --index "
                     f"{action.name})"
                 )
+            elif gone:
+                what = dropped[gone[0]]
+                said = (
+                    f"materialized view {action.name}: this run drops {what}"
+                    + (f" (of {gone[0]})" if what != gone[0] else "")
+                    + f", and this replace would rebuild {gone[0]}: run them one at a time "
+                    f"(--index {what}, then --index {action.name})"
+                )
+            if said is not None:
                 refusal = f"{action.refusal}; {said}" if action.refusal else said
                 action = replace(action, refusal=refusal)
             # What it puts in place has a new OID: the view itself, and what it rebuilds.

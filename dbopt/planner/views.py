@@ -247,12 +247,13 @@ def replace_view_action(
     refusals += rebinding
     # A reader's definition is read only if the locks it takes (on whatever it reads) are
     # granted at once: one that was not cannot be re-bound or rebuilt now.
-    over = [p for m in materialized for p in _dependents(m.name, catalog)[0]]
+    reading = {r: name for r in (*plain, *materialized)}
+    reading |= {p: m.name for m in materialized for p in _dependents(m.name, catalog)[0]}
     refusals += [
-        f"the definition of {reader.name} (it reads it) could not be read: a lock on what it "
-        "reads was not granted at once (another session holds one of them): try again once "
-        "it is done"
-        for reader in dict.fromkeys([*plain, *materialized, *over])
+        f"the definition of {reader.name} (it reads {source}) could not be read: a lock on "
+        "what it reads was not granted at once (another session holds one of them): try "
+        "again once it is done"
+        for reader, source in reading.items()
         if reader.inspected and not reader.view_definition
     ]
     for reader in materialized:

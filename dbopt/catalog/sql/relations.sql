@@ -18,6 +18,7 @@ SELECT c.oid::bigint                                AS oid,
        pg_has_role(c.relowner, 'USAGE')            AS owned,
        (%(everything)s OR c.oid = ANY (%(relevant)s::oid[])) AS inspected,
        CASE WHEN %(sizes)s AND (%(everything)s OR c.oid = ANY (%(relevant)s::oid[]))
+             AND NOT c.oid = ANY (%(readers)s::oid[])
             THEN pg_total_relation_size(c.oid) END AS total_bytes,
        c.reltuples::bigint                         AS estimated_rows,
        COALESCE(c.reloptions, '{}')                AS options,
