@@ -218,22 +218,28 @@ def conninfo_problem(conninfo: str) -> str | None:
             "a port is not a number from 1 to 65535 (not shown: it may be a password "
             "written without the '@' after it); a port is digits, e.g. host:5432"
         )
-    # The hosts: its own, else the environment's (PGHOST), else libpq's one default; a
-    # service's file may give them too (then libpq's to check).
-    named = [str(params[k]).split(",") for k in ("host", "hostaddr") if params.get(k)]
-    if len(named) == 2 and len(named[0]) != len(named[1]):
-        hosts, addrs = len(named[0]), len(named[1])
+    # Each list is the DSN's, else the environment's (PGHOST, PGHOSTADDR, PGPORT), as libpq
+    # takes them; a service's file may give them too (then only the DSN's own are checked).
+    service = bool(params.get("service") or os.environ.get("PGSERVICE"))
+
+    def listed(key: str, variable: str) -> list[str]:
+        value = params.get(key)
+        if value is None and not service:
+            value = os.environ.get(variable)
+        return str(value).split(",") if value else []
+
+    hosts, addrs = listed("host", "PGHOST"), listed("hostaddr", "PGHOSTADDR")
+    ports = listed("port", "PGPORT")
+    if hosts and addrs and len(hosts) != len(addrs):
         return (
-            f"{hosts} host{'s' if hosts > 1 else ''} for {addrs} host address"
-            f"{'es' if addrs > 1 else ''} (hostaddr): give one address for each host"
+            f"{len(hosts)} host{'s' if len(hosts) > 1 else ''} for {len(addrs)} host "
+            f"address{'es' if len(addrs) > 1 else ''} (hostaddr): give one address for each "
+            "host"
         )
-    if not named and not params.get("service") and not os.environ.get("PGSERVICE"):
-        from_env = os.environ.get("PGHOST") or os.environ.get("PGHOSTADDR") or ""
-        named = [from_env.split(",")]
-    hosts = max((len(h) for h in named), default=0)
-    if hosts and len(ports) > 1 and len(ports) != hosts:
+    count = max(len(hosts), len(addrs), 0 if service else 1)  # else libpq's one default
+    if count and len(ports) > 1 and len(ports) != count:
         return (
-            f"{len(ports)} ports for {hosts} host{'s' if hosts > 1 else ''}: give one port, "
+            f"{len(ports)} ports for {count} host{'s' if count > 1 else ''}: give one port, "
             "or one for each host"
         )
     return None

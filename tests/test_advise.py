@@ -775,3 +775,18 @@ def test_advise_write_apply_verify_meets_the_budgets(
         i.reason and "estimated cost" in i.reason for i in written.indexes
     )
     shutil.rmtree(specs_dir)
+
+
+def test_keys_compare_what_serves_lookups_and_leave_the_predicate_alone() -> None:
+    """Seen in a fourth review: the storage parameters' pattern rewrote a predicate's string
+    (two unrelated partial indexes then had the same keys)."""
+    from dbopt.advise import _keys
+
+    assert _keys(
+        "UNIQUE USING btree (a) INCLUDE (b, \"C d\") WITH (fillfactor='90') WHERE (c = ' WITH (x)')"
+    ) == ("USING btree (a) WHERE (c = ' WITH (x)')", frozenset({"b", "C d"}))
+    assert _keys("USING btree (a) WHERE (c = ' INCLUDE (x)')") == (
+        "USING btree (a) WHERE (c = ' INCLUDE (x)')",
+        frozenset(),
+    )
+    assert _keys("UNIQUE USING btree (a) NULLS NOT DISTINCT") == ("USING btree (a)", frozenset())

@@ -1023,10 +1023,23 @@ def test_a_target_libpq_cannot_read_is_refused_at_its_line(
     # list with PGHOST naming the hosts was refused).
     from dbopt.db import conninfo_problem
 
+    for variable in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("PGHOST", "a,b")
     assert conninfo_problem("port=5432,5433 dbname=x") is None
+    # The environment's lists count as libpq counts them (seen in a fourth review).
+    assert conninfo_problem("host=a,b hostaddr=1.0.0.1") is not None
+    monkeypatch.setenv("PGHOSTADDR", "1.0.0.1")
+    assert conninfo_problem("host=a,b dbname=x") == (
+        "2 hosts for 1 host address (hostaddr): give one address for each host"
+    )
+    monkeypatch.delenv("PGHOSTADDR")
+    monkeypatch.setenv("PGPORT", "1,2,3")
+    assert conninfo_problem("dbname=x") == (
+        "3 ports for 2 hosts: give one port, or one for each host"
+    )
+    monkeypatch.delenv("PGPORT")
     monkeypatch.delenv("PGHOST")
-    monkeypatch.delenv("PGSERVICE", raising=False)
     # ...else libpq's one default host (seen in a third review: exit 3 when connecting).
     assert conninfo_problem("port=5432,5433 dbname=x") == (
         "2 ports for 1 host: give one port, or one for each host"

@@ -557,6 +557,41 @@ def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
     assert status.exit_code in (0, 1), status.output
 
 
+def test_an_index_dbopt_made_on_a_replaced_view_stays_dbopts_and_is_not_pruned_beside_it(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a fourth review: a replace keeps every other index of the view, one dbopt made
+    that left the specs too; rebuilt, it was no longer dbopt's (plan said nothing to change,
+    prune would never drop it), and pruned in the same run, the drop failed after the
+    replace ('made again by someone else')."""
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace(
+            "unique: true}\n", "unique: true}\n  - {name: mv_revenue_rev, columns: [revenue]}\n"
+        )
+    )
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", "sum(amount) + 0")
+    )
+    both = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--prune")
+    assert both.exit_code == 2, both.output
+    said = " ".join(both.output.split())
+    assert (
+        "this run drops public.mv_revenue_rev, and this replace would rebuild public.mv_revenue_rev"
+    ) in said, said
+    replaced = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert replaced.exit_code == 1, replaced.output  # the drop waits for --prune
+    assert "Run 2 (apply): succeeded" in replaced.output
+    assert "+ 0" in view_def(conn, "mv_revenue")
+    # Rebuilt with the view, still dbopt's: prune drops it.
+    planned = json.loads(cli("plan", "--dsn", db_dsn, "--prune", "--format", "json").output)
+    assert [a["object"] for a in planned["actions"] if a["action"] == "drop"] == [
+        "public.mv_revenue_rev"
+    ], planned
+    assert cli("apply", "--dsn", db_dsn, "--prune").exit_code == 0
+    assert "mv_revenue_rev" not in relations(conn)
+
+
 def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

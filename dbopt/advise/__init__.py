@@ -173,13 +173,16 @@ _STORAGE = re.compile(r" WITH \((?:[^()']|'(?:[^']|'')*')*\)")
 
 def _keys(text: str) -> tuple[str, frozenset[str]]:
     """A canonical definition (:func:`canonical`) as what serves lookups -- method, keys,
-    predicate, storage, without UNIQUE and INCLUDE -- and its INCLUDE columns."""
-    match = _INCLUDE.search(text)
+    predicate, without UNIQUE, NULLS NOT DISTINCT, INCLUDE and storage parameters -- and its
+    INCLUDE columns. Only the part before the predicate is rewritten (a predicate's string
+    may say anything)."""
+    head, where, predicate = text.partition(" WHERE ")
+    match = _INCLUDE.search(head)
     names = _NAME.findall(match.group(1)) if match else []
     include = frozenset(n[1:-1].replace('""', '"') if n.startswith('"') else n for n in names)
-    keys = _INCLUDE.sub("", text, count=1).removeprefix("UNIQUE ")
-    keys = _STORAGE.sub("", keys, count=1)  # fillfactor and the like serve no lookup
-    return keys.replace(" NULLS NOT DISTINCT", "", 1), include
+    head = _STORAGE.sub("", _INCLUDE.sub("", head, count=1), count=1)
+    head = head.removeprefix("UNIQUE ").replace(" NULLS NOT DISTINCT", "", 1)
+    return head + where + predicate, include
 
 
 def _shape(spec: IndexSpec) -> tuple[Any, ...]:

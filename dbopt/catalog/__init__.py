@@ -264,7 +264,9 @@ def inspect(
     sizes: bool = False,
 ) -> Catalog:
     """Read the catalog in a constant number of queries (four, five with ``relevant``; one
-    more where the citus extension is installed: which tables Citus distributes).
+    more where the citus extension is installed: which tables Citus distributes; two more
+    where views no command named read a named materialized view: their definitions and
+    indexes, read apart -- one view at a time only when another session holds what one reads).
 
     ``relevant``: the tables and materialized views the command touches (what its specs name,
     and what dbopt manages: the names history.managed() returns may be given as they are, an

@@ -207,11 +207,13 @@ class Plan:
         claimed: dict[QualifiedName, QualifiedName] = {}
         # What the run drops (a view, or an index of one): a replace must not rebuild it.
         dropped: dict[QualifiedName, QualifiedName] = {}
+        #: The views (and tables) whose indexes the run drops, with one of those indexes.
+        dropped_indexes: dict[QualifiedName, QualifiedName] = {}
         for action in self.actions:
             if action.kind == ActionKind.DROP and action.enabled:
-                dropped.setdefault(
-                    action.name if action.object_type == "view" else action.table, action.name
-                )
+                dropped.setdefault(action.name, action.name)
+                if action.object_type != "view":
+                    dropped_indexes.setdefault(action.table, action.name)
         actions = []
         for action in self.actions:
             if (
@@ -223,7 +225,10 @@ class Plan:
                 continue
             rebuilds = [name for _kind, name, *_rest in action.also_rebuilds]
             clash = [n for n in (action.name, *rebuilds) if n in claimed]
-            gone = [n for n in rebuilds if n in dropped]
+            # What it rebuilds, or an index of those or of the view itself, dropped.
+            gone = [n for n in (*rebuilds, action.name) if n in dropped and n != action.name]
+            gone += [n for n in rebuilds if n in dropped_indexes]
+            gone += [action.name] if action.name in dropped_indexes else []
             said = None
             if clash:
                 other = claimed[clash[0]]
@@ -235,7 +240,7 @@ class Plan:
                     f"{action.name})"
                 )
             elif gone:
-                what = dropped[gone[0]]
+                what = dropped.get(gone[0]) or dropped_indexes[gone[0]]
                 said = (
                     f"materialized view {action.name}: this run drops {what}"
                     + (f" (of {gone[0]})" if what != gone[0] else "")

@@ -248,7 +248,9 @@ def replace_view_action(
     # A reader's definition is read only if the locks it takes (on whatever it reads) are
     # granted at once: one that was not cannot be re-bound or rebuilt now.
     reading = {r: name for r in (*plain, *materialized)}
-    reading |= {p: m.name for m in materialized for p in _dependents(m.name, catalog)[0]}
+    for m in materialized:
+        for over in _dependents(m.name, catalog)[0]:
+            reading.setdefault(over, m.name)
     refusals += [
         f"the definition of {reader.name} (it reads {source}) could not be read: a lock on "
         "what it reads was not granted at once (another session holds one of them): try "
@@ -313,7 +315,17 @@ def replace_view_action(
         undoes_change=undoes_change,
         # The spec's indexes are rebuilt with the view: dbopt's own from now on.
         also_creates=tuple(i.qualified_name for i in view.indexes),
-        also_rebuilds=_rebuilt_readers(name, materialized, catalog, owners),
+        # Every other index dbopt made on it is kept (rebuilt with it): still dbopt's.
+        also_rebuilds=(
+            *(
+                ("index", i.name, name, i.oid, True)
+                for i in catalog.indexes_on(name)
+                if kind != ActionKind.RESTORE
+                and owners.owns(i.oid)
+                and i.name not in {s.qualified_name for s in view.indexes}
+            ),
+            *_rebuilt_readers(name, materialized, catalog, owners),
+        ),
     )
 
 
