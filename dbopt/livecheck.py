@@ -30,7 +30,7 @@ from psycopg.errors import error_from_result
 
 from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.db import read_only_transaction, server_message
-from dbopt.ddl import HELD_WAIT_MS, needs_newer_server
+from dbopt.ddl import hurry_held_waits, needs_newer_server
 from dbopt.errors import Problem, SpecError
 from dbopt.model import (
     IndexSpec,
@@ -315,7 +315,7 @@ def rebinding_problems(
     with conn.transaction(force_rollback=True):
         # What the readers read besides may be any table: taken at once, or not tried (a
         # wait there would be one for a table outside the specs).
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(HELD_WAIT_MS)))
+        conn.execute(hurry_held_waits())
         for view in sorted(changed):
             spec = by_name.get(view)
             if spec is None:
@@ -631,6 +631,7 @@ def trial_builds(
     lock_timeout_ms: int,
     *,
     writable: bool = False,
+    calls: Callable[[], CallGraph] | None = None,
 ) -> list[str]:
     """:func:`check_builds` as plan and validate --dsn run it, for any role: SpecError for
     what the server refuses of a spec; what this session cannot try is said in notes,
@@ -670,10 +671,10 @@ def trial_builds(
             "table's columns; apply, as its owner, checks them)"
         )
     tried = [s for s in new if s.table not in unreadable]
-    for spec, calls in unsafe_calls(conn, tried).items():
+    for spec, reached in unsafe_calls(conn, tried, calls).items():
         tried.remove(spec)
         notes.append(
-            f"index {spec.name} not built on trial: it calls {calls}, which a trial does not "
+            f"index {spec.name} not built on trial: it calls {reached}, which a trial does not "
             "run (apply builds it as written)"
         )
     try:
@@ -700,21 +701,29 @@ def trial_builds(
     return notes
 
 
-def unsafe_calls(conn: psycopg.Connection[Any], specs: Sequence[IndexSpec]) -> dict[IndexSpec, str]:
+def unsafe_calls(
+    conn: psycopg.Connection[Any],
+    specs: Sequence[IndexSpec],
+    calls: Callable[[], CallGraph] | None = None,
+) -> dict[IndexSpec, str]:
     """The specs among ``specs`` whose expressions or predicate reach something that could
     change things (verify's call graph), with what they call, in words. Building such an
     index, even on an empty temporary copy, evaluates what it calls (constants folded: a
     function that says IMMUTABLE and writes runs): only apply, which builds it as written,
-    may. One query (the call graph), and only when a spec has an expression or predicate."""
+    may. One query (the call graph), and only when a spec has an expression or predicate;
+    ``calls`` gives the graph a caller has read (or reads it once for several checks)."""
     coded = [s for s in specs if s.where or any(c.expr for c in s.columns)]
     if not coded:
         return {}
-    from dbopt.readonly import CallGraph
+    if calls is None:
+        from dbopt.readonly import CallGraph
 
-    calls = CallGraph.read(conn)
+        graph = CallGraph.read(conn)
+    else:
+        graph = calls()
     found: dict[IndexSpec, str] = {}
     for spec in coded:
-        refused = calls.refusals(_as_query(spec), with_placeholders=False)
+        refused = graph.refusals(_as_query(spec), with_placeholders=False)
         if refused:
             found[spec] = refused[0].message
     return found

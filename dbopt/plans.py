@@ -4,9 +4,10 @@ or drop touches."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -39,6 +40,9 @@ from dbopt.planner import (
 )
 from dbopt.privileges import temp_problem
 from dbopt.replicas import in_recovery
+
+if TYPE_CHECKING:
+    from dbopt.readonly import CallGraph
 
 
 def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
@@ -150,6 +154,14 @@ def _build_plan(
     slow = [s for s in existing + view_indexes if s.qualified_name not in fast]
     standby = in_recovery(conn)
     unchecked: dict[QualifiedName, str] = {}
+
+    @functools.cache
+    def calls() -> CallGraph:
+        """The call graph, read once if anything below needs it (existing specs, trials)."""
+        from dbopt.readonly import CallGraph
+
+        return CallGraph.read(conn)
+
     view_conflicts: list[str] = []
     normalized_slow: Mapping[QualifiedName, str]
     if standby:
@@ -167,9 +179,9 @@ def _build_plan(
                 raise PrivilegeError(problem)
         if not building:
             # Normalising builds it on an empty copy, which runs what it calls (folded).
-            for spec, calls in unsafe_calls(conn, slow).items():
+            for spec, reached in unsafe_calls(conn, slow, calls).items():
                 unchecked[spec.qualified_name] = (
-                    f"comparing it would run what it calls: {calls}; apply, which changes "
+                    f"comparing it would run what it calls: {reached}; apply, which changes "
                     "things, compares it"
                 )
             slow = [s for s in slow if s.qualified_name not in unchecked]
@@ -196,7 +208,9 @@ def _build_plan(
     )
     # What apply would refuse of its new builds, refused now; what cannot be tried, said.
     trial = (
-        trial_builds(new_builds(specs, catalog), catalog, conn, settings.lock_timeout_ms)
+        trial_builds(
+            new_builds(specs, catalog), catalog, conn, settings.lock_timeout_ms, calls=calls
+        )
         if check_new
         else []
     )

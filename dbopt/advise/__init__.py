@@ -195,6 +195,7 @@ def _equivalents(
     pool: Sequence[IndexSpec],
     specs: SpecSet,
     settings: Settings,
+    calls: CallGraph,
 ) -> tuple[
     list[IndexSpec],
     list[tuple[IndexSpec, str, bool]],
@@ -226,7 +227,7 @@ def _equivalents(
     ]
     # Normalising a spec builds it on an empty copy, which runs what it calls (folded):
     # never what could change something (such a spec is then compared by nothing).
-    unsafe = unsafe_calls(conn, spec_indexes)
+    unsafe = unsafe_calls(conn, spec_indexes, lambda: calls)
     spec_indexes = [s for s in spec_indexes if s not in unsafe]
     temp = [replace(c, name=f"dbopt_advise_candidate_{n:05d}") for n, c in enumerate(pool)]
     normalized, _trips = normalize_specs(conn, [*spec_indexes, *temp], settings.lock_timeout_ms)
@@ -308,7 +309,7 @@ def advise(
         queries.append(q)
         pool.extend(c for c in found if c not in pool)
     kept, equivalent, widens, pending = (
-        _equivalents(conn, pool, specs, settings) if pool else ([], [], {}, [])
+        _equivalents(conn, pool, specs, settings, calls) if pool else ([], [], {}, [])
     )
     tables_of = {name: frozenset(u.table for u in uses) for name, uses in uses_of.items()}
     position = {spec: i for i, spec in enumerate(kept)}

@@ -27,6 +27,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, namedtuple_row, tuple_row
 
+from dbopt.ddl import hurry_held_waits
 from dbopt.model import QualifiedName
 
 
@@ -214,28 +215,25 @@ def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
         yield
 
 
-#: How long inspect waits for the locks a reader's definition takes (what it reads may be any
-#: table: in effect, not at all).
-READER_LOCK_WAIT_MS = 10
-SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
-
-
 def _readers(
     conn: psycopg.Connection[Any], oids: list[int]
 ) -> tuple[dict[int, str | None], list[Any]]:
     """The definitions and indexes of views no command named that read a named materialized
     view (view_definitions.sql, indexes.sql), read only if the locks they take are granted
     at once: pg_get_viewdef locks all such a view reads (which may be any table), and
-    pg_get_indexdef the view itself (a REFRESH of it holds it). All at once first, one view
-    at a time only when that waits; a view whose locks did not come has None and no
-    indexes (a replace that would rebuild or re-bind it refuses). Each read is rolled back
-    to its savepoint: no lock it took outlives it, in a caller's transaction too."""
+    pg_get_indexdef the view itself (a REFRESH of it holds it), so within ddl.HELD_WAIT_MS.
+    All at once first, one view at a time only when that waits; a view whose locks did not
+    come has None and no indexes (a replace that would rebuild or re-bind it refuses). Each
+    read is rolled back to its savepoint: no lock it took outlives it, in a caller's
+    transaction too."""
     found: dict[int, str | None] = {}
     index_rows: list[Any] = []
 
     def read(cur: psycopg.Cursor[Any], some: list[int]) -> None:
         with conn.transaction(force_rollback=True):
-            cur.execute(SET_LOCK_TIMEOUT, (f"{READER_LOCK_WAIT_MS}ms",))
+            # What it reads may be any table: its locks come at once or not at all (the
+            # setting ends with the savepoint, rolled back).
+            cur.execute(hurry_held_waits())
             cur.execute(catalog_sql("view_definitions"), {"oids": some})
             definitions = {int(oid): text for oid, text in cur.fetchall()}
             with conn.cursor(row_factory=namedtuple_row) as named:
