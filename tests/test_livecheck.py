@@ -338,6 +338,16 @@ GRANT EXECUTE ON FUNCTION looks_harmless(), lying_immutable(int) TO PUBLIC;
 """
 
 
+#: An index spec whose expression and predicate call lying_immutable (LYING_FUNCTIONS).
+LYING_INDEX = """\
+    table: users
+    indexes:
+      - name: users_lying
+        columns: [{expr: "lying_immutable(id::int)"}]
+        where: lying_immutable(1) > 0
+"""
+
+
 def stats_reset(conn: psycopg.Connection[Any]) -> Any:
     if conn.info.server_version < 150000:
         # The statistics collector creates a new database's entry (stamping stats_reset) a
@@ -370,13 +380,7 @@ def test_validate_neither_plans_nor_runs_view_queries_and_expressions(
                 name: mv_lying
                 query: SELECT lying_immutable(1) AS x, id FROM users
             """,
-            "indexes/users.yaml": """\
-                table: users
-                indexes:
-                  - name: users_lying
-                    columns: [{expr: "lying_immutable(id::int)"}]
-                    where: lying_immutable(1) > 0
-            """,
+            "indexes/users.yaml": LYING_INDEX,
         }
     )
     before = stats_reset(admin_conn)
@@ -445,13 +449,7 @@ def test_plan_and_status_never_normalise_an_existing_index_that_calls_something_
     )
     write(
         **{
-            "indexes/users.yaml": """\
-                table: users
-                indexes:
-                  - name: users_lying
-                    columns: [{expr: "lying_immutable(id::int)"}]
-                    where: lying_immutable(1) > 0
-            """,
+            "indexes/users.yaml": LYING_INDEX,
         }
     )
     before = stats_reset(admin_conn)

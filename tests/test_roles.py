@@ -553,12 +553,12 @@ def test_plan_and_validate_note_what_the_read_role_cannot_try(
         "locked.int4_plain}]}\n"
     )
     try:
-        for command in ("plan", "validate"):
-            said = cli(command, *_as(db_dsn, reader))
-            assert said.exit_code == 0, said.output
-            flat = " ".join(said.output.split())
-            assert "not built on trial, for want of a privilege: index idx_orders_plain" in flat
-            assert "permission denied for schema locked" in flat
+        _plan_and_validate_say(
+            db_dsn,
+            reader,
+            "not built on trial, for want of a privilege: index idx_orders_plain",
+            "permission denied for schema locked",
+        )
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute("DROP SCHEMA locked CASCADE")
@@ -586,12 +586,22 @@ def test_a_table_the_role_cannot_copy_is_a_note_of_the_trial(
         "table: sealed.items\nindexes:\n  - {name: idx_items_kind, columns: [kind]}\n"
     )
     try:
-        for command in ("plan", "validate"):
-            said = cli(command, *_as(db_dsn, reader))
-            assert said.exit_code == 0, said.output
-            flat = " ".join(said.output.split())
-            assert "not built on trial, for want of a privilege: index idx_items_kind" in flat
-            assert "its table cannot be copied: permission denied for schema sealed" in flat
+        _plan_and_validate_say(
+            db_dsn,
+            reader,
+            "not built on trial, for want of a privilege: index idx_items_kind",
+            "its table cannot be copied: permission denied for schema sealed",
+        )
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute("DROP SCHEMA sealed CASCADE")
+
+
+def _plan_and_validate_say(db_dsn: str, role: str, *phrases: str) -> None:
+    """plan and validate, as ``role``, both pass (exit 0) and say each of ``phrases``."""
+    for command in ("plan", "validate"):
+        said = cli(command, *_as(db_dsn, role))
+        assert said.exit_code == 0, said.output
+        flat = " ".join(said.output.split())
+        for phrase in phrases:
+            assert phrase in flat, flat

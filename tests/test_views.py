@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,40 @@ indexes:
 refresh:
   schedule: "30 2 * * *"
 """
+
+
+COUNT = """
+name: mv_count
+query: SELECT day, count(*) AS n FROM sales GROUP BY day
+indexes:
+  - {name: mv_count_day, columns: [day], unique: true}
+"""
+
+
+def drift_revenue(project: Path, change: str = "+ 0") -> None:
+    """mv_revenue's spec with its query changed (``sum(amount) + 0``): a replace to run."""
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount)", f"sum(amount) {change}")
+    )
+
+
+@contextlib.contextmanager
+def no_view_drops(admin_conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """DROP MATERIALIZED VIEW fails while it lasts (an event trigger): a cascade's drops of
+    the old views fail after its swap landed."""
+    admin_conn.execute(
+        "CREATE FUNCTION no_matview_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'no drops today'; END $$"
+    )
+    admin_conn.execute(
+        "CREATE EVENT TRIGGER no_matview_drop ON ddl_command_start "
+        "WHEN TAG IN ('DROP MATERIALIZED VIEW') EXECUTE FUNCTION no_matview_drop()"
+    )
+    try:
+        yield
+    finally:
+        admin_conn.execute("DROP EVENT TRIGGER no_matview_drop")
+        admin_conn.execute("DROP FUNCTION no_matview_drop()")
 
 
 @pytest.fixture
@@ -178,9 +214,7 @@ def test_replace_with_dependents_needs_cascade_which_rebuilds_them(
     admin_conn.execute("DROP ROLE IF EXISTS dbopt_analyst")
     admin_conn.execute("CREATE ROLE dbopt_analyst")
     conn.execute("GRANT SELECT ON report TO dbopt_analyst")
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     # Both flags named at once (seen in an exploratory review: plan said --replace-drifted,
     # then apply with it asked for --cascade).
     drift = cli("apply", "--dsn", db_dsn)
@@ -247,9 +281,7 @@ def test_a_rebuilt_reader_made_by_hand_was_filled_during_the_run_too(
         "  - {name: mv_hand_day, columns: [day], unique: true}\n"
     )
     assert cli("refresh-views", "--dsn", db_dsn).exit_code == 0
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert applied.exit_code == 0, applied.output
     [run_start] = conn.execute("SELECT max(started_at) FROM dbopt.runs").fetchone() or [None]
@@ -259,9 +291,7 @@ def test_a_rebuilt_reader_made_by_hand_was_filled_during_the_run_too(
     # One that holds no data is rebuilt without: filled by nothing (seen in a second review:
     # "populated no" beside "last refresh 0s ago").
     conn.execute("REFRESH MATERIALIZED VIEW mv_hand WITH NO DATA")
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 1")
-    )
+    drift_revenue(project, "+ 1")
     again = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert again.exit_code == 0, again.output
     [second] = conn.execute("SELECT max(started_at) FROM dbopt.runs").fetchone() or [None]
@@ -289,9 +319,7 @@ def test_a_cascade_whose_reader_cannot_be_swapped_changes_nothing(
             test={"dsn": db_dsn, "lock_timeout": "200ms", "retries": 1, "retry_backoff": "10ms"}
         )
     )
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     with psycopg.connect(db_dsn) as holder:
         # A transaction that read the reader holds it until it ends: no rename of it can commit.
         holder.execute("SELECT count(*) FROM mv_top_days").fetchone()
@@ -439,12 +467,7 @@ def test_two_replaces_that_would_rebuild_one_reader_are_run_one_at_a_time(
     reader with the first and failed the second after its build ("mv_top_days_dbopt_old is
     not the one dbopt made ... made again by someone else": it was dbopt's own rebuild).
     Refused before anything runs, saying how: one at a time, which then goes through."""
-    (project / "views" / "mv_count.yaml").write_text(
-        "name: mv_count\n"
-        "query: SELECT day, count(*) AS n FROM sales GROUP BY day\n"
-        "indexes:\n"
-        "  - {name: mv_count_day, columns: [day], unique: true}\n"
-    )
+    (project / "views" / "mv_count.yaml").write_text(COUNT)
     (project / "views" / "mv_top_days.yaml").write_text(
         TOP_DAYS.replace(
             "query: SELECT day, revenue FROM mv_revenue WHERE revenue > 100",
@@ -453,9 +476,7 @@ def test_two_replaces_that_would_rebuild_one_reader_are_run_one_at_a_time(
         ).replace("depends_on: [mv_revenue]", "depends_on: [mv_revenue, mv_count]")
     )
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     count = (project / "views" / "mv_count.yaml").read_text()
     (project / "views" / "mv_count.yaml").write_text(count.replace("count(*)", "count(*) + 0"))
     before = catalog_snapshot(conn)
@@ -482,16 +503,9 @@ def test_a_rollback_whose_restores_would_rebuild_one_reader_twice_is_refused(
     view reading both had appeared, restored the first (rebuilding the reader) and failed
     the second after its builds ("made again by someone else"). Refused up front, saying
     how: one at a time (rollback --index), which goes through."""
-    (project / "views" / "mv_count.yaml").write_text(
-        "name: mv_count\n"
-        "query: SELECT day, count(*) AS n FROM sales GROUP BY day\n"
-        "indexes:\n"
-        "  - {name: mv_count_day, columns: [day], unique: true}\n"
-    )
+    (project / "views" / "mv_count.yaml").write_text(COUNT)
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     count = (project / "views" / "mv_count.yaml").read_text()
     (project / "views" / "mv_count.yaml").write_text(count.replace("count(*)", "count(*) + 0"))
     replaced = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
@@ -524,9 +538,7 @@ def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
     conn.execute(
         "CREATE VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r JOIN other USING (day)"
     )
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     with psycopg.connect(db_dsn) as holder:
         holder.execute("LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
         planned = cli("plan", "--dsn", db_dsn, "--format", "json")
@@ -570,9 +582,7 @@ def test_an_index_dbopt_made_on_a_replaced_view_stays_dbopts_and_is_not_pruned_b
         )
     )
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     both = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--prune")
     assert both.exit_code == 2, both.output
     said = " ".join(both.output.split())
@@ -606,9 +616,7 @@ def test_a_swap_never_holds_the_view_while_it_waits_for_a_reader(
             test={"dsn": db_dsn, "lock_timeout": "1s", "retries": 1, "retry_backoff": "10ms"}
         )
     )
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     planned = cli("plan", "--env", "test", "--replace-drifted", "--cascade", "--sql")
     assert planned.exit_code == 0, planned.output
     assert "RENAME TO mv_revenue_dbopt_old;\nSET LOCAL lock_timeout TO '10ms';" in planned.output
@@ -700,9 +708,7 @@ def test_a_populated_reader_of_a_view_without_data_is_refused(
     Refused before anything runs."""
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     conn.execute("REFRESH MATERIALIZED VIEW mv_revenue WITH NO DATA")
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     before = catalog_snapshot(conn)
     refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert refused.exit_code == 2, refused.output
@@ -719,9 +725,7 @@ def test_a_cascade_keeps_the_readers_it_rebuilds_dbopts_own(
     its index were 'pre-existing' to status, and a rollback of the run that made them left
     them as 'made again by someone else'. The rebuild is recorded: they stay dbopt's."""
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 0")
-    )
+    drift_revenue(project)
     cascade = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert cascade.exit_code == 0, cascade.output
     status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").stdout)
@@ -754,22 +758,9 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
     # A reader made by hand too: what is left of it is cleared as well (a second review: it
     # was no one's, and blocked every way out).
     conn.execute("CREATE MATERIALIZED VIEW mv_hand AS SELECT day FROM mv_revenue")
-    admin_conn.execute(
-        "CREATE FUNCTION no_matview_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'no drops today'; END $$"
-    )
-    admin_conn.execute(
-        "CREATE EVENT TRIGGER no_matview_drop ON ddl_command_start "
-        "WHEN TAG IN ('DROP MATERIALIZED VIEW') EXECUTE FUNCTION no_matview_drop()"
-    )
-    try:
-        (project / "views" / "mv_revenue.yaml").write_text(
-            REVENUE.replace("sum(amount)", "sum(amount) + 0")
-        )
+    with no_view_drops(admin_conn):
+        drift_revenue(project)
         failed = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
-    finally:
-        admin_conn.execute("DROP EVENT TRIGGER no_matview_drop")
-        admin_conn.execute("DROP FUNCTION no_matview_drop()")
     assert failed.exit_code == 1, failed.output
     assert "+ 0" in view_def(conn, "mv_revenue")  # swapped in
     left = {n for n in relations(conn) if "_dbopt_" in n}
@@ -794,9 +785,7 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
         assert out.exit_code == 0, out.output
         assert view_def(conn, "mv_revenue") == before
     else:
-        (project / "views" / "mv_revenue.yaml").write_text(
-            REVENUE.replace("sum(amount)", "sum(amount) + 1")
-        )
+        drift_revenue(project, "+ 1")
         out = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
         assert out.exit_code == 0, out.output
         assert "+ 1" in view_def(conn, "mv_revenue")
@@ -823,27 +812,12 @@ def test_a_landed_cascade_stays_landed_once_a_later_change_replaced_it(
     --last at a time, back to nothing."""
     assert cli("apply", "--dsn", db_dsn).exit_code == 0  # run 1
     original = view_def(conn, "mv_revenue")
-    admin_conn.execute(
-        "CREATE FUNCTION no_matview_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'no drops today'; END $$"
-    )
-    admin_conn.execute(
-        "CREATE EVENT TRIGGER no_matview_drop ON ddl_command_start "
-        "WHEN TAG IN ('DROP MATERIALIZED VIEW') EXECUTE FUNCTION no_matview_drop()"
-    )
-    try:
-        (project / "views" / "mv_revenue.yaml").write_text(
-            REVENUE.replace("sum(amount)", "sum(amount) + 0")
-        )
+    with no_view_drops(admin_conn):
+        drift_revenue(project)
         landed = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")  # run 2
-    finally:
-        admin_conn.execute("DROP EVENT TRIGGER no_matview_drop")
-        admin_conn.execute("DROP FUNCTION no_matview_drop()")
     assert landed.exit_code == 1, landed.output
     second = view_def(conn, "mv_revenue")
-    (project / "views" / "mv_revenue.yaml").write_text(
-        REVENUE.replace("sum(amount)", "sum(amount) + 1")
-    )
+    drift_revenue(project, "+ 1")
     again = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")  # run 3
     assert again.exit_code == 0, again.output
     for expected in (second, original):
