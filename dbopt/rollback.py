@@ -487,7 +487,13 @@ def rollback_plan(
     owned = history.owned(conn)
     records, undoes = _select(conn, history, selection)
     later = _later(conn, history, records)
-    touched = {c.table if c.object_type == "index" else c.name for c in records}
+    # What a cascade rebuilt (a view reading a replaced one, its indexes) is not named: the
+    # inspection finds it as a reader of the view it rebuilt with, and reads it only if the
+    # locks it takes come at once (it may read any table; a restore that would rebuild it
+    # refuses while they do not).
+    touched = {
+        c.table if c.object_type == "index" else c.name for c in records if c.action != "rebuild"
+    }
     # What an interrupted replace of a view may have left (its indexes' names are checked).
     touched |= {t for c in records if c.object_type == "view" for t in temporary_names(c.name)}
     catalog = inspect(conn, touched)

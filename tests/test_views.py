@@ -569,6 +569,40 @@ def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
     assert status.exit_code in (0, 1), status.output
 
 
+def test_rolling_back_a_cascade_never_waits_for_a_table_a_rebuilt_reader_reads(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a fourth review: the history of a cascade names the materialized reader it
+    rebuilt, and rollback read that reader's definition under lock_timeout: DDL left open on
+    a table it reads made rollback wait and exit 3. Now read only if granted at once: the
+    restore, which would rebuild it, refuses until the table is free."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE TABLE other (day date)")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r "
+        "JOIN other USING (day)"
+    )
+    drift_revenue(project)
+    applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert applied.exit_code == 0, applied.output
+    assert "+ 0" in view_def(conn, "mv_revenue")
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+        held = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+        holder.rollback()
+    assert held.exit_code == 2, held.output
+    said = " ".join(held.output.split())
+    assert (
+        "the definition of public.rep (it reads public.mv_revenue) could not be read: a lock "
+        "on what it reads was not granted at once"
+    ) in said, said
+    assert "+ 0" in view_def(conn, "mv_revenue")
+    undone = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
+    assert undone.exit_code == 0, undone.output
+    assert "+ 0" not in view_def(conn, "mv_revenue")
+    assert "rep" in relations(conn)
+
+
 def test_an_index_dbopt_made_on_a_replaced_view_stays_dbopts_and_is_not_pruned_beside_it(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:
