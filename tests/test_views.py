@@ -765,6 +765,12 @@ def test_a_cascade_keeps_the_readers_it_rebuilds_dbopts_own(
     status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").stdout)
     origins = {r["index"]: r["created_by"] for r in status["managed"]}
     assert origins == {"public.mv_revenue_day": "dbopt", "public.mv_top_days_day": "dbopt"}
+    # Each index alone is what run 1 made, followed through the rebuild (seen in a fourth
+    # review: the replaced view's own index was "made again by someone else").
+    for index in ("mv_revenue_day", "mv_top_days_day"):
+        alone = cli("rollback", "--dsn", db_dsn, "--index", index, "--plan")
+        assert alone.exit_code == 0, alone.output
+        assert f"DROP INDEX CONCURRENTLY IF EXISTS public.{index};" in alone.output
     first = cli("rollback", "--dsn", db_dsn, "--last", "--yes")  # the cascade
     assert first.exit_code == 0, first.output
     assert "+ 0" not in view_def(conn, "mv_revenue")

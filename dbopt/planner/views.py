@@ -285,6 +285,7 @@ def replace_view_action(
         refusals,
         owners,
     )
+    old = {i.name: i.oid for i in catalog.indexes_on(name)}
     rebuilt = [str(r.name) for r in plain + materialized]
     if rebuilt:
         reason += "; rebuilds what reads it: " + ", ".join(rebuilt)
@@ -313,10 +314,17 @@ def replace_view_action(
             ]
         },
         undoes_change=undoes_change,
-        # The spec's indexes are rebuilt with the view: dbopt's own from now on.
-        also_creates=tuple(i.qualified_name for i in view.indexes),
+        # The spec's indexes are rebuilt with the view: dbopt's own from now on; one the old
+        # view had under its name is recorded as what it replaces (what dbopt made there is
+        # followed to it, as an index rebuilt with a reader is).
+        also_creates=tuple(i.qualified_name for i in view.indexes if i.qualified_name not in old),
         # Every other index dbopt made on it is kept (rebuilt with it): still dbopt's.
         also_rebuilds=(
+            *(
+                ("index", i.qualified_name, name, old[i.qualified_name], True)
+                for i in view.indexes
+                if i.qualified_name in old
+            ),
             *(
                 ("index", i.name, name, i.oid, True)
                 for i in catalog.indexes_on(name)
