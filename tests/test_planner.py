@@ -1053,7 +1053,14 @@ def test_a_replace_that_would_rebuild_what_the_run_drops_is_refused() -> None:
         object_type="view",
         also_rebuilds=(("view", mv2, mv1, 1, True),),
     )
-    drop = Action(kind=ActionKind.DROP, name=mv2, table=mv2, reason="undo", object_type="view")
+    drop = Action(
+        kind=ActionKind.DROP,
+        name=mv2,
+        table=mv2,
+        reason="undo",
+        object_type="view",
+        undoes_change=7,
+    )
     plan = Plan((drop, restore)).refusing_shared_rebuilds()
     assert [a.refusal for a in plan.actions] == [
         None,
@@ -1067,6 +1074,8 @@ def test_a_replace_that_would_rebuild_what_the_run_drops_is_refused() -> None:
     refused = Plan((restore, dropped_index)).refusing_shared_rebuilds().refused
     assert [a.name for a in refused] == [mv1]
     assert "this run drops public.mv2_x (of public.mv2)" in (refused[0].refusal or "")
+    # An apply's drop is a prune: run alone, it needs --prune still (the hint says so).
+    assert "(--index public.mv2_x --prune, then --index public.mv1)" in (refused[0].refusal or "")
     # A drop that does not run (it needs --prune) is no clash.
     idle = replace(drop, enabled=False)
     assert Plan((idle, restore)).refusing_shared_rebuilds().refused == ()

@@ -209,9 +209,14 @@ class Plan:
         dropped: dict[QualifiedName, QualifiedName] = {}
         #: The views (and tables) whose indexes the run drops, with one of those indexes.
         dropped_indexes: dict[QualifiedName, QualifiedName] = {}
+        #: An apply's drops are prunes: run alone, they still need --prune (a rollback's
+        #: drops undo creates: nothing more to say).
+        pruned = set()
         for action in self.actions:
             if action.kind == ActionKind.DROP and action.enabled:
                 dropped.setdefault(action.name, action.name)
+                if action.undoes_change is None:
+                    pruned.add(action.name)
                 if action.object_type != "view":
                     dropped_indexes.setdefault(action.table, action.name)
         actions = []
@@ -245,7 +250,8 @@ class Plan:
                     f"materialized view {action.name}: this run drops {what}"
                     + (f" (of {gone[0]})" if what != gone[0] else "")
                     + f", and this replace would rebuild {gone[0]}: run them one at a time "
-                    f"(--index {what}, then --index {action.name})"
+                    f"(--index {what}{' --prune' if what in pruned else ''}, then --index "
+                    f"{action.name})"
                 )
             if said is not None:
                 refusal = f"{action.refusal}; {said}" if action.refusal else said
