@@ -603,6 +603,48 @@ def test_rolling_back_a_cascade_never_waits_for_a_table_a_rebuilt_reader_reads(
     assert "rep" in relations(conn)
 
 
+def test_a_cascade_killed_after_a_reader_was_made_aside_leaves_it_dbopts_to_clear(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """A reader's copy made aside is recorded the moment it exists, as the view's own copy
+    is: dbopt killed while filling it (kill -9: no clean-up), the next replace drops it as
+    dbopt's leftover. Before, only the end of the action recorded it: the next replace
+    refused ("taken ... that dbopt has no record of making: drop it by hand")."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE TABLE knob (delay float)")
+    conn.execute("INSERT INTO knob VALUES (0)")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r "
+        "CROSS JOIN LATERAL (SELECT pg_sleep((SELECT delay FROM knob))) AS slow"
+    )
+    conn.execute("UPDATE knob SET delay = 30")  # the reader's fill, from now on
+    drift_revenue(project)
+    proc = helpers.start_dbopt(
+        project, "apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--yes"
+    )
+    try:
+        helpers.poll(
+            lambda: conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'REFRESH%rep_dbopt_new%'"
+            ).fetchone(),
+            "the reader's copy being filled",
+        )
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE 'REFRESH%rep_dbopt_new%'"
+    )
+    conn.execute("UPDATE knob SET delay = 0")
+    assert relations(conn).get("rep_dbopt_new") == "m"
+    again = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert again.exit_code == 0, again.output
+    assert "+ 0" in view_def(conn, "mv_revenue")
+    assert "rep_dbopt_new" not in relations(conn)
+    assert "mv_revenue_dbopt_new" not in relations(conn)
+
+
 def test_an_index_dbopt_made_on_a_replaced_view_stays_dbopts_and_is_not_pruned_beside_it(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

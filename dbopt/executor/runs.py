@@ -26,7 +26,7 @@ from dbopt.executor.results import (
 from dbopt.executor.steps import StepRunner
 from dbopt.guard import Identity, NotOursError
 from dbopt.model import ChangeOutcome, QualifiedName, RunOutcome
-from dbopt.planner import Action, ActionKind, Plan, StepMode
+from dbopt.planner import Action, ActionKind, Plan, StepMode, temporary_names
 from dbopt.replicas import ReplicaLagStop
 
 
@@ -157,6 +157,24 @@ class Executor(StepRunner):
         if not made or not self._record_made(change, index, finished=True):
             self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
 
+    def _record_aside(
+        self, run_id: int, view: QualifiedName, copy: QualifiedName, made: _Made
+    ) -> None:
+        """The copy of a view's reader a cascade made aside, under its temporary name: one
+        change row, done (what it made is known) in the statement that records it."""
+        values = {
+            "object_schema": copy.schema,
+            "object_name": copy.name,
+            "table_name": str(view),
+            "object_kind": "view",
+            "action": "rebuild",
+            "existed_before": False,
+            "object_oid": made.oid,
+            "built_definition": made.definition if made.full else None,
+            "result": ChangeOutcome.OK,
+        }
+        self._control(lambda c: self.history.start_change(c, run_id, values))
+
     def _swapped_in(self, action: Action, built: dict[QualifiedName, int]) -> bool:
         """A replace (or restore) that did not end ok but whose swap happened: what it built
         is under the action's name, usable (history_landed.sql's rule, seen from here)."""
@@ -215,7 +233,7 @@ class Executor(StepRunner):
             )
             self.reporter.finished(action.name)
         else:
-            result, finished = self._run_steps(action, change_id, built, started)
+            result, finished = self._run_steps(action, run_id, change_id, built, started)
         if change_id is not None:
             if (
                 result.result == ChangeOutcome.OK
@@ -264,6 +282,7 @@ class Executor(StepRunner):
     def _run_steps(
         self,
         action: Action,
+        run_id: int | None,
         change_id: int | None,
         built: dict[QualifiedName, int],
         started: float,
@@ -271,6 +290,12 @@ class Executor(StepRunner):
         """The action's steps: its result, and whether that result is recorded already (with
         the object its last step made)."""
         cost = Cost()
+        #: The copies a cascade makes aside of the views that read the one it replaces.
+        aside = {
+            temporary_names(name)[0]: name
+            for kind, name, *_ in action.also_rebuilds
+            if kind == "view"
+        }
         #: The action's object as its last step left it (read in full), when that step made it.
         final: _Made | None = None
         finished = False
@@ -300,6 +325,12 @@ class Executor(StepRunner):
                         finished = finish and made.valid is not False
                     else:
                         finished = self._record_made(change_id, step.index, made, finished=finish)
+                elif run_id is not None and made is not None and step.makes and step.index in aside:
+                    # A reader's copy, made aside: recorded the moment it exists, as the
+                    # view's own copy is (dbopt stopped before the swap, the next replace
+                    # clears it as dbopt's leftover; its name is what makes it dbopt's: once
+                    # swapped in, the reader is what the action records at its end).
+                    self._record_aside(run_id, action.name, step.index, made)
         except (StepFailed, NotOursError) as exc:
 
             def clean() -> str:
