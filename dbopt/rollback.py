@@ -412,6 +412,22 @@ def _view_spec(change: ChangeRecord, calls: CallGraph | None) -> ViewSpec:
     )
 
 
+def _added_with(change: ChangeRecord, later: Sequence[ChangeRecord]) -> set[int]:
+    """The indexes a view's replace added (built with it, none of the old view's), as they
+    are now: the restore leaves them out. Every other index dbopt made on the view (a later
+    run's, one the replace carried over) is kept."""
+    return {
+        oid
+        for c in later
+        if c.run_id == change.run_id
+        and c.object_type == "index"
+        and c.table == change.name
+        and c.action in ("create", "rebuild")
+        and c.replaced_oid is None
+        and (oid := current_oid(c, later)) is not None
+    }
+
+
 def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Action:
     found = _made(change, context)
     catalog = context.catalog
@@ -430,6 +446,7 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
             reason=reason,
             expect_oid=expected,
             undoes_change=change.id,
+            added=_added_with(change, context.later),
         )
         return replace(action, enabled=True)
     spec = _index_spec(change, change.previous_definition, change.name.name)
@@ -487,6 +504,14 @@ def rollback_plan(
     owned = history.owned(conn)
     records, undoes = _select(conn, history, selection)
     later = _later(conn, history, records)
+    # A view's replace undone alone (--index): the indexes its run made with it are what the
+    # restore leaves out; their changes are read too.
+    replaced = {c.run_id for c in records if c.object_type == "view" and c.action == "replace"}
+    with_them = [
+        c for run in sorted(replaced) for c in history.changes(conn, run_id=run) if c not in records
+    ]
+    if with_them:
+        later = _later(conn, history, [*records, *with_them])
     # What a cascade rebuilt (a view reading a replaced one, its indexes) is not named: the
     # inspection finds it as a reader of the view it rebuilt with, and reads it only if the
     # locks it takes come at once (it may read any table; a restore that would rebuild it

@@ -188,17 +188,17 @@ def _kept_indexes(
     wanted: Sequence[IndexSpec],
     catalog: Catalog,
     refusals: list[str],
-    drop_owned: Ownership | None = None,
+    dropped: Collection[int] = (),
 ) -> list[IndexSpec]:
-    """``wanted`` plus every other index the view has now (hand-made ones are kept too);
-    with ``drop_owned``, not the other indexes dbopt made (a rollback restores the view as it
-    was, without the indexes the replace added)."""
+    """``wanted`` plus every other index the view has now (hand-made ones are kept too),
+    but ``dropped`` (a rollback restores the view as it was, without the indexes the replace
+    it undoes added; one dbopt made later is kept)."""
     names = {i.name for i in wanted}
     kept = list(wanted)
     for index in catalog.indexes_on(relation.name):
         if index.name.name in names:
             continue
-        if drop_owned is not None and drop_owned.owns(index.oid):
+        if index.oid in dropped:
             continue
         try:
             kept.append(
@@ -227,6 +227,7 @@ def replace_view_action(
     rebinding: Sequence[str] = (),
     expect_oid: int | None = None,
     undoes_change: int | None = None,
+    added: Collection[int] = (),
 ) -> Action:
     """Build the new view aside, swap names in one short transaction, drop the old one.
 
@@ -234,6 +235,7 @@ def replace_view_action(
     read it are re-bound inside the swap (CREATE OR REPLACE VIEW keeps their grants and
     dependents); materialized views that read it are rebuilt the same way after the swap.
     What the old view carries (owner, grants, comments, storage...) is carried over.
+    ``added`` (a restore): the OIDs of the indexes the replace it undoes added, left out.
     """
     refusals: list[str] = []
     name = view.name
@@ -275,7 +277,7 @@ def replace_view_action(
             view.indexes,
             catalog,
             refusals,
-            owners if kind == ActionKind.RESTORE else None,
+            added,
         ),
         plain,
         materialized,
@@ -328,8 +330,8 @@ def replace_view_action(
             *(
                 ("index", i.name, name, i.oid, True)
                 for i in catalog.indexes_on(name)
-                if kind != ActionKind.RESTORE
-                and owners.owns(i.oid)
+                if owners.owns(i.oid)
+                and i.oid not in added
                 and i.name not in {s.qualified_name for s in view.indexes}
             ),
             *_rebuilt_readers(name, materialized, catalog, owners),
