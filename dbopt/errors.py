@@ -91,6 +91,13 @@ class LockBusyError(DboptError):
     exit_code = EXIT_CONNECT
 
 
+class LockWaitError(DboptError):
+    """A lock another session holds was not granted within lock_timeout before anything ran
+    (as a busy run lock: try again)."""
+
+    exit_code = EXIT_CONNECT
+
+
 class CheckFailedError(DboptError):
     """A check failed: budget missed, drift found, a build failed."""
 

@@ -31,7 +31,7 @@ from psycopg.errors import error_from_result
 from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.db import read_only_transaction, server_message
 from dbopt.ddl import hurry_held_waits, needs_newer_server
-from dbopt.errors import Problem, SpecError
+from dbopt.errors import LockWaitError, Problem, SpecError
 from dbopt.model import (
     IndexSpec,
     Location,
@@ -91,7 +91,20 @@ def _describe_all(
             # the next transaction tells.)
             if len(results) == at:
                 results.append(exc)
+        if results and _held(results[-1]):
+            # Their table is held by another session: waited for once, not once each.
+            results += [results[-1]] * (len(queries) - len(results))
     return results
+
+
+def _held(result: object) -> bool:
+    """The check waited for a lock another session holds (lock_timeout), or was stopped
+    (statement_timeout): the spec was not checked, which is no fault of the spec."""
+    return isinstance(result, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled)
+
+
+#: What could not be checked (the held table's lock), and the server's error for it.
+Unchecked = list[tuple[str, psycopg.Error]]
 
 
 def _prepared_columns(
@@ -381,7 +394,11 @@ def _view_order(views: Sequence[ViewSpec], specs: _SpecViews) -> list[ViewSpec]:
 
 
 def _check_views(
-    conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
+    conn: psycopg.Connection[Any],
+    specs: SpecSet,
+    catalog: Catalog,
+    problems: list[Problem],
+    unchecked: Unchecked,
 ) -> None:
     """Each view's query (with the spec views it reads in their place) and its indexes."""
     resolver = _resolver(conn, specs.views)
@@ -404,6 +421,10 @@ def _check_views(
         result = _describe(
             conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check").format(query_sql(text))
         )
+        if isinstance(result, psycopg.Error) and _held(result):
+            unchecked.append((f"the query of {view.name} (and what reads it)", result))
+            failed.add(view.name)
+            continue
         if isinstance(result, psycopg.Error):
             problems.append(
                 view.location.problem(f"the query of {view.name} fails: {server_message(result)}")
@@ -415,7 +436,7 @@ def _check_views(
             columns = tuple(result)
         if columns is not None:
             for index in view.indexes:
-                _check_index(conn, index, columns, problems)
+                _check_index(conn, index, columns, problems, unchecked)
 
 
 def _missing_table(table: QualifiedName, loc: Location, catalog: Catalog) -> Problem:
@@ -428,9 +449,10 @@ def _check_index(
     index: IndexSpec,
     columns: tuple[str, ...],
     problems: list[Problem],
+    unchecked: Unchecked,
 ) -> None:
     _check_columns(conn.info.server_version, index, columns, problems)
-    _check_expressions(conn, [index], problems)
+    _check_expressions(conn, [index], problems, unchecked)
 
 
 def _check_columns(
@@ -449,9 +471,13 @@ def _check_columns(
 
 
 def _check_expressions(
-    conn: psycopg.Connection[Any], indexes: Sequence[IndexSpec], problems: list[Problem]
+    conn: psycopg.Connection[Any],
+    indexes: Sequence[IndexSpec],
+    problems: list[Problem],
+    unchecked: Unchecked,
 ) -> None:
-    """Each index's expressions and predicate, parsed and analysed against its table."""
+    """Each index's expressions and predicate, parsed and analysed against its table (one
+    held by another session is waited for once, and is ``unchecked``, not a problem)."""
     checks = [
         (index, what, expression_sql(text))
         for index in indexes
@@ -476,12 +502,17 @@ def _check_expressions(
             outcome = _describe(conn, together)
             if not isinstance(outcome, psycopg.Error):
                 continue
-            if isinstance(outcome, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            if _held(outcome):
                 results = [outcome] * len(group)  # the table's, not theirs: waited for once
         if results is None:
             results = _describe_all(
                 conn, [sql.SQL("SELECT {} FROM {}").format(e, table.ident()) for _, _, e in group]
             )
+        held = [r for r in results if isinstance(r, psycopg.Error) and _held(r)]
+        if held:
+            names = ", ".join(sorted({i.name for i, _, _ in group}))
+            unchecked.append((f"the expressions and predicates of {names} on {table}", held[0]))
+            continue
         for (index, what, _), result in zip(group, results, strict=True):
             if isinstance(result, psycopg.Error):
                 problems.append(
@@ -506,13 +537,19 @@ def check_against_database(
     *,
     budgets: bool = True,
     catalog: Catalog | None = None,
+    notes: list[str] | None = None,
 ) -> Catalog:
     """Raise SpecError when a table, column, index or query in the specs does not fit the DB,
     listing every problem at its file:line. ``budgets=False`` leaves the budgeted queries out
     (what apply builds does not depend on them; verify checks them). ``catalog``: an
-    inspection of at least ``specs.relations()`` the caller has already made (apply's)."""
+    inspection of at least ``specs.relations()`` the caller has already made (apply's).
+
+    A check whose table another session holds past lock_timeout (or that statement_timeout
+    stopped) is no problem of the spec: said in ``notes`` (validate's), or, without them,
+    its server error raised (apply: it could not take the lock it needs, exit 3)."""
     if catalog is None:
         catalog = inspect(conn, specs.relations())
+    unchecked: Unchecked = []
     problems: list[Problem] = []
     reported: set[QualifiedName] = set()
     on_tables: list[IndexSpec] = []
@@ -525,7 +562,7 @@ def check_against_database(
             continue
         _check_columns(conn.info.server_version, index, relation.columns, problems)
         on_tables.append(index)
-    _check_expressions(conn, on_tables, problems)
+    _check_expressions(conn, on_tables, problems, unchecked)
     # An index file may hold only budgets: its table must exist all the same.
     view_names = {str(v.name) for v in specs.views}
     for query in specs.index_queries:
@@ -534,16 +571,31 @@ def check_against_database(
             continue
         problems.append(_missing_table(table, query.location, catalog))
         reported.add(table)
-    _check_views(conn, specs, catalog, problems)
+    _check_views(conn, specs, catalog, problems, unchecked)
     if budgets:
-        _check_budgets(conn, specs, catalog, problems)
+        _check_budgets(conn, specs, catalog, problems, unchecked)
+    said = [
+        f"{what} not checked: {server_message(exc)} (another session holds what it reads; "
+        "try again once it is done)"
+        for what, exc in unchecked
+    ]
     if problems:
         problems.sort(key=lambda p: (p.file, p.line, p.column))
         count = len(problems)
-        raise SpecError(
+        refused = SpecError(
             f"{count} problem{'s' if count != 1 else ''} against the database; nothing was changed",
             problems,
         )
+        refused.notes = said
+        raise refused
+    if unchecked and notes is None:
+        raise LockWaitError(
+            f"gave up waiting for a lock ({server_message(unchecked[0][1])}): "
+            + "; ".join(what for what, _ in unchecked)
+            + " could not be checked (another session holds what they read); nothing was run"
+        )
+    if notes is not None:
+        notes += said
     return catalog
 
 
@@ -741,7 +793,11 @@ def _as_query(spec: IndexSpec) -> str:
 
 
 def _check_budgets(
-    conn: psycopg.Connection[Any], specs: SpecSet, catalog: Catalog, problems: list[Problem]
+    conn: psycopg.Connection[Any],
+    specs: SpecSet,
+    catalog: Catalog,
+    problems: list[Problem],
+    unchecked: Unchecked,
 ) -> None:
     # verify's modules (and the catalog's call graph) only here: apply checks no budgets and
     # never loads them.
@@ -761,6 +817,9 @@ def _check_budgets(
             # with server-side binding send them (dbopt.verify.params).
             explain(conn, query, CHECK_TIMEOUT_MS, analyze=False)
         except psycopg.Error as exc:
+            if _held(exc):
+                unchecked.append((f"query {query.name}", exc))
+                continue
             problems.append(
                 query.location.problem(f"query {query.name} fails: {server_message(exc)}")
             )

@@ -51,7 +51,7 @@ def validate(opts: Options) -> None:
 
             target = opts.target(config)
             with connect(target.dsn, settings=target.settings, read_only=True) as conn:
-                catalog = check_against_database(specs, conn)
+                catalog = check_against_database(specs, conn, notes=notes)
                 new = new_builds(specs, catalog)
                 lock_timeout_ms = target.settings.lock_timeout_ms
                 notes += trial_builds(new, catalog, conn, lock_timeout_ms, writable=True)
