@@ -538,6 +538,7 @@ def check_against_database(
     budgets: bool = True,
     catalog: Catalog | None = None,
     notes: list[str] | None = None,
+    calls: Callable[[], CallGraph] | None = None,
 ) -> Catalog:
     """Raise SpecError when a table, column, index or query in the specs does not fit the DB,
     listing every problem at its file:line. ``budgets=False`` leaves the budgeted queries out
@@ -546,7 +547,8 @@ def check_against_database(
 
     A check whose table another session holds past lock_timeout (or that statement_timeout
     stopped) is no problem of the spec: said in ``notes`` (validate's), or, without them,
-    its server error raised (apply: it could not take the lock it needs, exit 3)."""
+    its server error raised (apply: it could not take the lock it needs, exit 3). ``calls``
+    gives the call graph the budgets' checks need (read once for several checks)."""
     if catalog is None:
         catalog = inspect(conn, specs.relations())
     unchecked: Unchecked = []
@@ -573,7 +575,7 @@ def check_against_database(
         reported.add(table)
     _check_views(conn, specs, catalog, problems, unchecked)
     if budgets:
-        _check_budgets(conn, specs, catalog, problems, unchecked)
+        _check_budgets(conn, specs, catalog, problems, unchecked, calls)
     said = [
         f"{what} not checked: {server_message(exc)} (another session holds what it reads; "
         "try again once it is done)"
@@ -798,6 +800,7 @@ def _check_budgets(
     catalog: Catalog,
     problems: list[Problem],
     unchecked: Unchecked,
+    graph: Callable[[], CallGraph] | None,
 ) -> None:
     # verify's modules (and the catalog's call graph) only here: apply checks no budgets and
     # never loads them.
@@ -805,7 +808,7 @@ def _check_budgets(
     from dbopt.verify.measurement import explain
     from dbopt.verify.select import budget_problems
 
-    calls = CallGraph.read(conn)
+    calls = CallGraph.read(conn) if graph is None else graph()
     problems.extend(budget_problems(specs.queries, specs, catalog, calls))
     missing_views = {str(v.name) for v in specs.views if v.name not in catalog.relations}
     for query in specs.queries:

@@ -46,15 +46,22 @@ def validate(opts: Options) -> None:
         config = opts.load_config()
         specs = load_specs(opts.spec_dirs(config))
         if opts.env or opts.dsn:
+            import functools
+
             from dbopt.db import connect
             from dbopt.livecheck import check_against_database, new_builds, trial_builds
+            from dbopt.readonly import CallGraph
 
             target = opts.target(config)
             with connect(target.dsn, settings=target.settings, read_only=True) as conn:
-                catalog = check_against_database(specs, conn, notes=notes)
+                # The call graph, read once for the budgets' checks and the trial builds.
+                calls = functools.cache(functools.partial(CallGraph.read, conn))
+                catalog = check_against_database(specs, conn, notes=notes, calls=calls)
                 new = new_builds(specs, catalog)
                 lock_timeout_ms = target.settings.lock_timeout_ms
-                notes += trial_builds(new, catalog, conn, lock_timeout_ms, writable=True)
+                notes += trial_builds(
+                    new, catalog, conn, lock_timeout_ms, writable=True, calls=calls
+                )
     except InputError as err:
         # Bad specs or config: machines get the problems on stdout, people on stderr.
         notes += err.notes
