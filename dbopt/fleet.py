@@ -57,6 +57,7 @@ from dbopt.errors import (
     ConnectError,
     DboptError,
     LockBusyError,
+    LockWaitError,
     Problem,
 )
 from dbopt.readonly import CallGraph
@@ -477,7 +478,7 @@ def _failure(exc: BaseException) -> Done:
     """A target whose work raised: the same exit codes as the command line's."""
     if isinstance(exc, KeyboardInterrupt):
         return Done("interrupted", EXIT_INTERRUPTED, detail="Ctrl-C", failed=True)
-    if isinstance(exc, LockBusyError):
+    if isinstance(exc, LockBusyError | LockWaitError):
         return Done("locked", exc.exit_code, detail=str(exc), failed=True)
     if isinstance(exc, ConnectError):
         return Done("unreachable", exc.exit_code, detail=str(exc), failed=True)

@@ -739,6 +739,7 @@ def _fake_fleet(count: int, parallel: int = 2) -> Any:
 def test_the_runner_keeps_to_parallel_and_stops_after_a_failure() -> None:
     import threading
 
+    from dbopt.errors import LockWaitError
     from dbopt.fleet import Context, Done, Member, Policy, run
 
     lock = threading.Lock()
@@ -778,6 +779,13 @@ def test_the_runner_keeps_to_parallel_and_stops_after_a_failure() -> None:
     all_at_once = run(_fake_fleet(3), work, Policy(3))
     assert [r.outcome for r in all_at_once.results] == ["ok", "failed", "locked"]
     assert all_at_once.stopped is None
+
+    # A check that gave up on a held table before anything ran is a lock too, not a refusal.
+    def held(member: Member, context: Context) -> Done:
+        raise LockWaitError("gave up waiting for a lock")
+
+    waited = run(_fake_fleet(1), held, Policy(1))
+    assert [r.outcome for r in waited.results] == ["locked"] and waited.exit_code == 3
 
 
 def test_verify_never_measures_two_targets_of_one_server_at_a_time() -> None:
