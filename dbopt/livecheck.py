@@ -97,6 +97,16 @@ def _describe_all(
     return results
 
 
+def query_columns(conn: psycopg.Connection[Any], text: str) -> tuple[str, ...] | None:
+    """The result columns of a materialized view's query, parsed and analysed (never run),
+    or None when the server refuses it (the query is what a restore would build from: checked
+    as a restore checks it before)."""
+    result = _describe(
+        conn, sql.SQL("SELECT * FROM ({}) AS dbopt_view_check").format(query_sql(text))
+    )
+    return None if isinstance(result, psycopg.Error) else tuple(result)
+
+
 def _held(result: object) -> bool:
     """The check waited for a lock another session holds (lock_timeout), or was stopped
     (statement_timeout): the spec was not checked, which is no fault of the spec."""

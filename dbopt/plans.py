@@ -34,6 +34,7 @@ from dbopt.planner import (
     ActionKind,
     NewViewOwner,
     Plan,
+    is_temporary,
     own_new_views,
     plan,
     temporary_names,
@@ -48,20 +49,33 @@ if TYPE_CHECKING:
 def relevant(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
     """What a plan touches, so the only relations inspection sizes and deparses (and so may
     wait for): the specs' tables and views, and what dbopt made (it may drop it)."""
-    views = {n for v in specs.views for n in (v.name, *temporary_names(v.name))}
+    views = {v.name for v in specs.views}
     return {s.table for s in specs.indexes} | views | owned_relations(owned)
 
 
 def owned_relations(owned: Iterable[OwnedObject]) -> set[QualifiedName]:
-    """The relations what dbopt made lives on (an index: its table), and the names an
-    interrupted replace of a view of dbopt's may have left (their indexes are checked)."""
+    """The relations what dbopt made lives on (an index: its table; never a temporary name:
+    :func:`leftover_names`)."""
     out: set[QualifiedName] = set()
     for fact in owned:
-        if fact.object_type == "index":
-            out.add(fact.table)
-        else:
-            out.update((fact.name, *temporary_names(fact.name)))
+        name = fact.table if fact.object_type == "index" else fact.name
+        if not is_temporary(name):
+            out.add(name)
     return out
+
+
+def leftover_names(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[QualifiedName]:
+    """The names an interrupted replace of the specs' views or of dbopt's may have left
+    (their indexes are checked): inspected apart (Catalog inspect's ``apart``), as a copy of
+    a reader may read any table."""
+    views = {v.name for v in specs.views}
+    for fact in owned:
+        if fact.object_type == "view":
+            views.add(fact.name)
+        elif is_temporary(fact.table):
+            views.add(fact.table)  # an index on what a replace left
+    out = {t for v in views if not is_temporary(v) for t in temporary_names(v)}
+    return out | {v for v in views if is_temporary(v)}
 
 
 def build_plan(
@@ -132,7 +146,7 @@ def _build_plan(
     if owned is None:
         owned = history.owned(conn)
     if catalog is None:
-        catalog = inspect(conn, relevant(specs, owned))
+        catalog = inspect(conn, relevant(specs, owned), apart=leftover_names(specs, owned))
     # Only specs whose index exists need comparing; the rest are creates.
     existing = [
         s

@@ -13,7 +13,7 @@ undone is listed with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from dbopt.planner import (
     create_view_action,
     drop_index_action,
     drop_view_action,
+    is_temporary,
     name_taken,
     own_new_views,
     ownership,
@@ -202,6 +203,8 @@ class _Context:
     properties: Properties | None
     dropped_views: Collection[QualifiedName]
     calls: CallGraph | None
+    #: The columns of each previous query a restore would build from (what it can keep).
+    columns: Mapping[QualifiedName, tuple[str, ...]]
 
 
 def derive(
@@ -211,6 +214,7 @@ def derive(
     owned: Sequence[OwnedObject],
     properties: Properties | None = None,
     calls: CallGraph | None = None,
+    columns: Mapping[QualifiedName, tuple[str, ...]] | None = None,
 ) -> tuple[list[Action], list[Skipped]]:
     """The undo action of each change (newest first), or why there is none. Pure.
 
@@ -225,7 +229,9 @@ def derive(
     """
     dropped = {c.name for c in records if c.object_type == "view" and c.action == "create"}
     while True:
-        context = _Context(catalog, ownership(owned, catalog), later, properties, dropped, calls)
+        context = _Context(
+            catalog, ownership(owned, catalog), later, properties, dropped, calls, columns or {}
+        )
         actions, skipped = _derive(records, context)
         dropping = {
             a.name
@@ -447,6 +453,7 @@ def _undo_replace(change: ChangeRecord, context: _Context, reason: str) -> Actio
             expect_oid=expected,
             undoes_change=change.id,
             added=_added_with(change, context.later),
+            new_columns=context.columns,
         )
         return replace(action, enabled=True)
     spec = _index_spec(change, change.previous_definition, change.name.name)
@@ -488,6 +495,30 @@ def _undo_drop(change: ChangeRecord, context: _Context, reason: str) -> Action:
     return create_index_action(spec, relation, catalog, reason=reason, undoes_change=change.id)
 
 
+def _restored_columns(
+    conn: psycopg.Connection[Any], records: Sequence[ChangeRecord], calls: CallGraph | None
+) -> dict[QualifiedName, tuple[str, ...]]:
+    """The columns of each previous query a restore would build from, once it passed the
+    checks a restore makes of it (parsed and analysed by the server, never run): an index
+    or a reader that needs a column it lacks refuses the restore before anything runs."""
+    from dbopt.livecheck import query_columns
+
+    found: dict[QualifiedName, tuple[str, ...]] = {}
+    if calls is None:
+        return found
+    for change in records:
+        if change.object_type != "view" or change.action != "replace":
+            continue
+        try:
+            view = _view_spec(change, calls)
+        except _Skip:
+            continue  # refused: said by its undo
+        columns = query_columns(conn, view.query)
+        if columns is not None:
+            found[change.name] = columns
+    return found
+
+
 def rollback_plan(
     conn: psycopg.Connection[Any], history: History, selection: Selection
 ) -> RollbackPlan:
@@ -519,17 +550,24 @@ def rollback_plan(
     touched = {
         c.table if c.object_type == "index" else c.name for c in records if c.action != "rebuild"
     }
-    # What an interrupted replace of a view may have left (its indexes' names are checked).
-    touched |= {t for c in records if c.object_type == "view" for t in temporary_names(c.name)}
-    catalog = inspect(conn, touched)
+    # What an interrupted replace of a view may have left (its indexes' names are checked),
+    # read apart: a reader's copy may read any table.
+    left = {
+        t
+        for c in records
+        if c.object_type == "view"
+        for t in ((c.name,) if is_temporary(c.name) else temporary_names(c.name))
+    }
+    catalog = inspect(conn, touched, apart=left)
     calls = None
     if any(c.object_type == "view" and c.action in ("replace", "drop") for c in records):
         calls = CallGraph.read(conn)
-    actions, skipped = derive(records, later, catalog, owned, calls=calls)
+    columns = _restored_columns(conn, records, calls)
+    actions, skipped = derive(records, later, catalog, owned, calls=calls, columns=columns)
     indexes, views = wanted_properties(actions, catalog)
     if indexes or views:
         properties = read_properties(conn, indexes, views)
-        actions, skipped = derive(records, later, catalog, owned, properties, calls)
+        actions, skipped = derive(records, later, catalog, owned, properties, calls, columns)
     actions.sort(key=lambda a: (a.phase, a.phase_order, str(a.table), a.name.name))
     view_schemas = [a.name.schema for a in actions if a.object_type == "view"]
     result = own_new_views(Plan(tuple(actions)), new_view_owner(conn, history, view_schemas))

@@ -18,7 +18,7 @@ from dbopt.config import Settings
 from dbopt.history import History, RunRecord
 from dbopt.model import QualifiedName, RunOutcome, SpecSet
 from dbopt.planner import Action, ActionKind, ownership
-from dbopt.plans import build_plan, relevant
+from dbopt.plans import build_plan, leftover_names, relevant
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +129,7 @@ def index_status(
 ) -> StatusReport:
     """What `dbopt status` shows, from the same plan apply would run (so drift agrees)."""
     owned = history.owned(conn)
-    catalog = inspect(conn, relevant(specs, owned), sizes=True)
+    catalog = inspect(conn, relevant(specs, owned), sizes=True, apart=leftover_names(specs, owned))
     shards = _shards(conn, catalog)
     # What cannot be applied (a name taken, a table missing) is reported, not refused.
     result = build_plan(

@@ -38,7 +38,7 @@ from dbopt.history import History, OwnedObject
 from dbopt.locks import long_running, take_run_lock
 from dbopt.model import QualifiedName, SpecSet, ViewSpec
 from dbopt.planner import ActionKind, Plan
-from dbopt.plans import build_plan, relevant
+from dbopt.plans import build_plan, leftover_names, relevant
 from dbopt.privileges import create_problem, resolve, unreadable_problem, view_relations
 from dbopt.progress import Reporter
 from dbopt.replicas import in_recovery, index_scans, require_primary
@@ -322,7 +322,11 @@ def apply(
         owned = history.owned(runner.control)
         if not options.dry_run and _builds_something(specs, owned):
             runner.open_worker()  # for the check beside (below), then the first build
-        catalog = inspect(runner.control, relevant(specs, owned) | specs.relations())
+        catalog = inspect(
+            runner.control,
+            relevant(specs, owned) | specs.relations(),
+            apart=leftover_names(specs, owned),
+        )
         new = new_builds(specs, catalog)
         problems = partition_problems(new, catalog)
         if problems:

@@ -609,16 +609,29 @@ def test_a_cascade_killed_after_a_reader_was_made_aside_leaves_it_dbopts_to_clea
     """A reader's copy made aside is recorded the moment it exists, as the view's own copy
     is: dbopt killed while filling it (kill -9: no clean-up), the next replace drops it as
     dbopt's leftover. Before, only the end of the action recorded it: the next replace
-    refused ("taken ... that dbopt has no record of making: drop it by hand")."""
+    refused ("taken ... that dbopt has no record of making: drop it by hand"). Its row says
+    what became of it (seen in a fifth review: "ok" for copies a failed cascade dropped)."""
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
-    conn.execute("CREATE TABLE knob (delay float)")
-    conn.execute("INSERT INTO knob VALUES (0)")
+    conn.execute("CREATE TABLE knob (delay float, d int)")
+    conn.execute("INSERT INTO knob VALUES (0, 0)")
     conn.execute(
-        "CREATE MATERIALIZED VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r "
-        "CROSS JOIN LATERAL (SELECT pg_sleep((SELECT delay FROM knob))) AS slow"
+        "CREATE MATERIALIZED VIEW rep AS SELECT r.day, r.revenue * slow.one AS revenue "
+        "FROM mv_revenue r CROSS JOIN LATERAL (SELECT pg_sleep(delay), 1 / (d + 1) AS one "
+        "FROM knob) AS slow"
     )
-    conn.execute("UPDATE knob SET delay = 30")  # the reader's fill, from now on
+    conn.execute("UPDATE knob SET d = -1")  # the reader's fill fails: division by zero
     drift_revenue(project)
+    failed = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    assert failed.exit_code == 1, failed.output
+    aside = (
+        "SELECT object_name, result FROM dbopt.changes WHERE run_id = %s AND action = 'rebuild' "
+        "ORDER BY id"
+    )
+    assert conn.execute(aside, (2,)).fetchall() == [
+        ("mv_top_days_dbopt_new", "failed"),
+        ("rep_dbopt_new", "failed"),
+    ]
+    conn.execute("UPDATE knob SET delay = 30, d = 0")  # the reader's fill, from now on
     proc = helpers.start_dbopt(
         project, "apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--yes"
     )
@@ -638,11 +651,55 @@ def test_a_cascade_killed_after_a_reader_was_made_aside_leaves_it_dbopts_to_clea
     )
     conn.execute("UPDATE knob SET delay = 0")
     assert relations(conn).get("rep_dbopt_new") == "m"
+    # What the copy reads is held: nothing waits for it (seen in a fifth review: plan, status
+    # and rollback read the leftover under lock_timeout and exited 3); apply refuses it.
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("LOCK TABLE knob IN ACCESS EXCLUSIVE MODE")
+        planned = cli("plan", "--dsn", db_dsn, "--format", "json")
+        status = cli("status", "--dsn", db_dsn, "--format", "json")
+        undo = cli("rollback", "--dsn", db_dsn, "--run", "3", "--plan")
+        refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+        holder.rollback()
+    assert planned.exit_code == 0, planned.output
+    assert status.exit_code in (0, 1), status.output
+    assert undo.exit_code in (0, 2), undo.output
+    assert refused.exit_code == 2, refused.output
+    assert "what an interrupted replace left as public.rep_dbopt_new could not be read" in (
+        " ".join(refused.output.split())
+    )
     again = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert again.exit_code == 0, again.output
     assert "+ 0" in view_def(conn, "mv_revenue")
     assert "rep_dbopt_new" not in relations(conn)
     assert "mv_revenue_dbopt_new" not in relations(conn)
+    assert conn.execute(aside, (3,)).fetchall() == [
+        ("mv_top_days_dbopt_new", "aborted"),
+        ("rep_dbopt_new", "aborted"),
+    ]
+
+
+def test_a_cascade_records_each_reader_once_a_hand_made_one_not_as_dbopts(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a fifth review: the row of a reader's copy made aside kept its OID once the
+    copy was swapped in: a reader made by hand was "already dbopt's" to import --adopt
+    (never adopted), and the run listed a rebuild of rep_dbopt_new beside rep's."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE MATERIALIZED VIEW rep AS SELECT day, revenue FROM mv_revenue")
+    drift_revenue(project)
+    assert cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade").exit_code == 0
+    rows = conn.execute(
+        "SELECT object_name, result, object_oid IS NOT NULL, existed_before FROM dbopt.changes "
+        "WHERE run_id = 2 AND object_kind = 'view' ORDER BY object_name"
+    ).fetchall()
+    assert rows == [
+        ("mv_revenue", "ok", True, True),
+        ("mv_top_days", "ok", True, False),
+        ("rep", "ok", False, True),
+    ]
+    adopted = cli("import", "--dsn", db_dsn, "--table", "public.rep", "--adopt", "--yes")
+    assert adopted.exit_code == 0, adopted.output
+    assert "adopted 1 object(s)" in adopted.output, adopted.output
 
 
 def test_a_restore_leaves_out_only_the_indexes_the_replace_added(
@@ -673,6 +730,30 @@ def test_a_restore_leaves_out_only_the_indexes_the_replace_added(
     # Still dbopt's: the specs want it, plan has nothing to build for it.
     planned = json.loads(cli("plan", "--dsn", db_dsn, "--format", "json").output)
     assert "public.mv_revenue_later" not in {a["object"] for a in planned["actions"]}, planned
+
+
+def test_a_restore_that_could_not_keep_a_later_index_is_refused_before_anything_runs(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a fifth review: a restore keeping an index a later run made on a column the
+    previous query lacks planned fine, then failed after building the view aside. The
+    previous query's columns are known up front: refused before anything runs."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    spec = project / "views" / "mv_revenue.yaml"
+    spec.write_text(REVENUE.replace("AS revenue", "AS revenue, count(*) AS n"))
+    assert cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade").exit_code == 0
+    spec.write_text(
+        spec.read_text().replace(
+            "unique: true}\n", "unique: true}\n  - {name: mv_revenue_n, columns: [n]}\n"
+        )
+    )
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    before = catalog_snapshot(conn)
+    refused = cli("rollback", "--dsn", db_dsn, "--index", "mv_revenue", "--yes")
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "its index mv_revenue_n uses n, which the new query has no column for" in said, said
+    assert catalog_snapshot(conn) == before
 
 
 def test_an_index_dbopt_made_on_a_replaced_view_stays_dbopts_and_is_not_pruned_beside_it(

@@ -260,6 +260,7 @@ def inspect(
     relevant: Collection[QualifiedName] | None = None,
     *,
     sizes: bool = False,
+    apart: Collection[QualifiedName] = (),
 ) -> Catalog:
     """Read the catalog in a constant number of queries (four, five with ``relevant``; one
     more where the citus extension is installed: which tables Citus distributes; two more
@@ -277,6 +278,10 @@ def inspect(
 
     ``sizes``: read the size of every inspected relation and index (status shows them); the
     plan needs none, and on ten thousand indexes sizing them is most of the query's time.
+
+    ``apart`` (with ``relevant``): materialized views read as those readers are, only if the
+    locks they take come at once (what an interrupted replace may have left under dbopt's
+    temporary names: a reader's copy may read any table).
     """
     queries = 0
     relations: dict[QualifiedName, Relation] = {}
@@ -288,9 +293,15 @@ def inspect(
         oids: list[int] = []
         readers: list[int] = []
         if wanted is not None:
+            aside = sorted(set(apart))
             cur.execute(
                 catalog_sql("relevant"),
-                {"schemas": [n.schema for n in wanted], "names": [n.name for n in wanted]},
+                {
+                    "schemas": [n.schema for n in wanted],
+                    "names": [n.name for n in wanted],
+                    "apart_schemas": [n.schema for n in aside],
+                    "apart_names": [n.name for n in aside],
+                },
             )
             queries += 1
             found = cur.fetchone()

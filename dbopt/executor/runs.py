@@ -158,22 +158,54 @@ class Executor(StepRunner):
             self._control(lambda c: self.history.finish_change(c, change, ChangeOutcome.OK))
 
     def _record_aside(
-        self, run_id: int, view: QualifiedName, copy: QualifiedName, made: _Made
-    ) -> None:
-        """The copy of a view's reader a cascade made aside, under its temporary name: one
-        change row, done (what it made is known) in the statement that records it."""
+        self,
+        run_id: int,
+        view: QualifiedName,
+        copy: QualifiedName,
+        made: _Made,
+        replaced: int,
+        mine: bool,
+    ) -> int:
+        """The rebuild of a reader a cascade made aside: its change row, running, under the
+        copy's temporary name and OID (dbopt's while it carries that name: history_owned.sql,
+        ownership), until :meth:`_land_aside` says what became of it. ``replaced``: the
+        reader it stands for; ``mine``: dbopt made that one (see _record_built_with)."""
         values = {
             "object_schema": copy.schema,
             "object_name": copy.name,
             "table_name": str(view),
             "object_kind": "view",
             "action": "rebuild",
-            "existed_before": False,
+            "existed_before": not mine,
+            "replaced_oid": replaced,
             "object_oid": made.oid,
             "built_definition": made.definition if made.full else None,
-            "result": ChangeOutcome.OK,
         }
-        self._control(lambda c: self.history.start_change(c, run_id, values))
+        row: int = self._control(lambda c: self.history.start_change(c, run_id, values))
+        return row
+
+    def _land_aside(
+        self, row: int, reader: QualifiedName, mine: bool, failed: ChangeResult | None
+    ) -> None:
+        """The reader's rebuild is over: swapped in (``failed`` None), its row names the
+        reader, its OID only if dbopt made it (a reader made by hand stays not dbopt's, as
+        _record_built_with records it); else it keeps the copy's name and OID with the
+        action's result (the clean-up dropped the copy, or it is the leftover the next
+        replace clears: dbopt's only under that very name, history_owned.sql)."""
+        if failed is not None:
+            outcome, error = failed.result, failed.error
+            self._control(lambda c: self.history.finish_change(c, row, outcome, error))
+            return
+        now = self._oid_of(reader) if mine else None
+        oid = now.oid if now is not None else None
+        definition = (
+            None if now is None else now.definition if now.full else self._definition(now.oid)
+        )
+        self._control(
+            lambda c: self.history.land_change(
+                c, row, reader, ChangeOutcome.OK, None, oid=oid, definition=definition
+            )
+        )
 
     def _swapped_in(self, action: Action, built: dict[QualifiedName, int]) -> bool:
         """A replace (or restore) that did not end ok but whose swap happened: what it built
@@ -216,6 +248,8 @@ class Executor(StepRunner):
         started = time.monotonic()
         built = Built()
         finished = False  # the change's result recorded with its object
+        #: The change rows of the readers a cascade made aside so far, by reader.
+        aside: dict[QualifiedName, tuple[int, bool]] = {}
         self.reporter.action_started(action.kind.value, action.name)
         try:
             self._preflight_patiently(action)
@@ -233,7 +267,7 @@ class Executor(StepRunner):
             )
             self.reporter.finished(action.name)
         else:
-            result, finished = self._run_steps(action, run_id, change_id, built, started)
+            result, finished = self._run_steps(action, run_id, change_id, built, started, aside)
         if change_id is not None:
             if (
                 result.result == ChangeOutcome.OK
@@ -247,9 +281,10 @@ class Executor(StepRunner):
                 )
             # What it made besides is dbopt's once it is in place: the action done, or its
             # swap landed (it failed or was stopped after it, dropping what it swapped out).
-            if run_id is not None and (
-                result.result == ChangeOutcome.OK or self._swapped_in(action, built)
-            ):
+            swapped = result.result == ChangeOutcome.OK or self._swapped_in(action, built)
+            for reader, (row, mine) in aside.items():
+                self._land_aside(row, reader, mine, result if not swapped else None)
+            if run_id is not None and swapped:
                 for index in action.also_creates:
                     self._record_built_with(
                         run_id,
@@ -258,6 +293,8 @@ class Executor(StepRunner):
                         "create" if action.kind == ActionKind.CREATE else "rebuild",
                     )
                 for kind, name, table, oid, made in action.also_rebuilds:
+                    if kind == "view" and name in aside:
+                        continue  # its row was written when its copy was made (above)
                     self._record_built_with(
                         run_id, name, table, "rebuild", kind=kind, replaced_oid=oid, made=made
                     )
@@ -286,15 +323,17 @@ class Executor(StepRunner):
         change_id: int | None,
         built: dict[QualifiedName, int],
         started: float,
+        aside: dict[QualifiedName, tuple[int, bool]],
     ) -> tuple[ChangeResult, bool]:
         """The action's steps: its result, and whether that result is recorded already (with
-        the object its last step made)."""
+        the object its last step made). ``aside`` gets the change row of each reader a
+        cascade makes aside, written the moment its copy exists."""
         cost = Cost()
-        #: The copies a cascade makes aside of the views that read the one it replaces.
-        aside = {
-            temporary_names(name)[0]: name
-            for kind, name, *_ in action.also_rebuilds
-            if kind == "view"
+        #: The readers a cascade rebuilds, by the name their copy is made under.
+        readers = {
+            temporary_names(rebuilt[1])[0]: rebuilt
+            for rebuilt in action.also_rebuilds
+            if rebuilt[0] == "view"
         }
         #: The action's object as its last step left it (read in full), when that step made it.
         final: _Made | None = None
@@ -325,12 +364,15 @@ class Executor(StepRunner):
                         finished = finish and made.valid is not False
                     else:
                         finished = self._record_made(change_id, step.index, made, finished=finish)
-                elif run_id is not None and made is not None and step.makes and step.index in aside:
-                    # A reader's copy, made aside: recorded the moment it exists, as the
-                    # view's own copy is (dbopt stopped before the swap, the next replace
-                    # clears it as dbopt's leftover; its name is what makes it dbopt's: once
-                    # swapped in, the reader is what the action records at its end).
-                    self._record_aside(run_id, action.name, step.index, made)
+                elif (
+                    run_id is not None and made is not None and step.makes and step.index in readers
+                ):
+                    # A reader's copy, made aside: its change row written the moment it
+                    # exists, as the view's own copy's is (dbopt stopped before the swap,
+                    # the next replace clears it as dbopt's leftover).
+                    _kind, reader, _table, replaced, mine = readers[step.index]
+                    row = self._record_aside(run_id, action.name, step.index, made, replaced, mine)
+                    aside[reader] = (row, mine)
         except (StepFailed, NotOursError) as exc:
 
             def clean() -> str:

@@ -368,6 +368,29 @@ class History:
             (result, error, change_id),
         )
 
+    def land_change(
+        self,
+        conn: psycopg.Connection[Any],
+        change_id: int,
+        name: QualifiedName,
+        result: str,
+        error: str | None,
+        *,
+        oid: int | None = None,
+        definition: str | None = None,
+    ) -> None:
+        """Close a change written under a temporary name (a reader's copy made aside) under
+        the name it stands for, with its result and the OID and definition of what it left
+        there (None: nothing of dbopt's)."""
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.changes SET object_schema = %s, object_name = %s, result = %s, "
+                "error = %s, duration_ms = {}, object_oid = %s, built_definition = %s "
+                "WHERE id = %s"
+            ).format(sql.Identifier(self.schema), _DURATION_MS),
+            (name.schema, name.name, result, error, oid, definition, change_id),
+        )
+
     def record_object(
         self,
         conn: psycopg.Connection[Any],

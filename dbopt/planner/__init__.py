@@ -20,6 +20,7 @@ from dbopt.planner.actions import (
     Plan,
     Step,
     StepMode,
+    is_temporary,
     temporary_names,
 )
 from dbopt.planner.diff import plan, wanted_properties
@@ -54,6 +55,7 @@ __all__ = [
     "drop_index_action",
     "drop_view_action",
     "index_identity",
+    "is_temporary",
     "name_taken",
     "own_new_views",
     "ownership",

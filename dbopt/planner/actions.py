@@ -18,6 +18,11 @@ NEW_SUFFIX = "_dbopt_new"
 OLD_SUFFIX = "_dbopt_old"
 
 
+def is_temporary(name: QualifiedName) -> bool:
+    """The name is one of dbopt's temporary names (a view built aside, or swapped out)."""
+    return name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+
+
 def temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
     """The names a view is built aside under and swapped out to (what an interrupted replace
     may have left)."""

@@ -69,6 +69,19 @@ def create_view_action(
     )
 
 
+#: Why a materialized view inspected apart (catalog.inspect) is not read.
+UNREAD = (
+    "(it may read any table): a lock on what it reads was not granted at once (another "
+    "session holds one of them): try again once it is done"
+)
+
+
+def _unread(relation: Relation) -> bool:
+    """A materialized view inspected apart whose definition (and indexes) could not be read:
+    nothing is known of it but its name, OID and owner."""
+    return relation.relkind == "m" and relation.inspected and relation.view_definition is None
+
+
 def drop_view_action(
     relation: Relation,
     catalog: Catalog,
@@ -86,6 +99,8 @@ def drop_view_action(
     views ``also_dropped`` before it)."""
     name = relation.name
     refusals = []
+    if _unread(relation):
+        refusals.append(f"materialized view {name} could not be read {UNREAD}")
     readers = [d for d in catalog.dependents.get(name, ()) if d not in also_dropped]
     if readers:
         names, verb, pronoun = they(readers)
@@ -585,7 +600,11 @@ def _aside(
     for temp in (new, old):
         taken = name_taken(catalog, temp)
         leftover = catalog.relations.get(temp)
-        if leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid):
+        if leftover is not None and _unread(leftover):
+            refusals.append(
+                f"what an interrupted replace left as {temp} could not be read {UNREAD}"
+            )
+        elif leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid):
             # What an interrupted replace of dbopt's left behind: dbopt's own, start clean.
             identity = view_identity(leftover, owners.origin(leftover.oid))
             leftovers.append(

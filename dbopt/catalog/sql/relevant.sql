@@ -2,12 +2,20 @@
 -- index named stands for its table: dbopt may drop or rebuild it there), the partitions under
 -- them (recursively), and the views and materialized views that read a named materialized
 -- view, directly or through one another (a replace rebuilds or re-binds them), and those
--- readers apart. Plain catalog reads only: finding them takes no lock on any relation.
+-- readers apart, with the materialized views named apart (what an interrupted replace may
+-- have left under dbopt's temporary names: copies that may read any table). Plain catalog
+-- reads only: finding them takes no lock on any relation.
 WITH RECURSIVE named AS (
     SELECT c.oid, c.relkind
       FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS s(schema, name)
       JOIN pg_namespace n ON n.nspname = s.schema
       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.name
+), apart AS (
+    SELECT c.oid
+      FROM unnest(%(apart_schemas)s::text[], %(apart_names)s::text[]) AS s(schema, name)
+      JOIN pg_namespace n ON n.nspname = s.schema
+      JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.name
+     WHERE c.relkind = 'm'
 ), tables AS (
     SELECT oid, relkind FROM named WHERE relkind NOT IN ('i', 'I')
     UNION
@@ -46,5 +54,6 @@ WITH RECURSIVE named AS (
 SELECT COALESCE(array_agg(DISTINCT oid ORDER BY oid), '{}') AS oids,
        -- the readers no command named: their definitions are read apart (see inspect)
        COALESCE((SELECT array_agg(DISTINCT r.oid ORDER BY r.oid)
-                   FROM readers r WHERE r.oid NOT IN (SELECT oid FROM tree)), '{}') AS readers
-  FROM (SELECT oid FROM tree UNION SELECT oid FROM readers) AS touched
+                   FROM (SELECT oid FROM readers UNION SELECT oid FROM apart) r
+                  WHERE r.oid NOT IN (SELECT oid FROM tree)), '{}') AS readers
+  FROM (SELECT oid FROM tree UNION SELECT oid FROM readers UNION SELECT oid FROM apart) AS touched
