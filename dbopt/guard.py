@@ -96,12 +96,21 @@ def lookup(
     name: QualifiedName,
     oid: int | None = None,
     own_pids: Sequence[int] = (),
+    *,
+    deparse: bool = True,
 ) -> tuple[LiveObject | None, LiveObject | None]:
-    """The live object named ``name``, and the one with ``oid`` (either may be None)."""
+    """The live object named ``name``, and the one with ``oid`` (either may be None); a
+    materialized view's definition only with ``deparse`` (reading it locks all it reads)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             catalog_sql("identity"),
-            {"schema": name.schema, "name": name.name, "oid": oid, "own": list(own_pids)},
+            {
+                "schema": name.schema,
+                "name": name.name,
+                "oid": oid,
+                "own": list(own_pids),
+                "deparse": deparse,
+            },
         )
         rows = [_live(r) for r in cur.fetchall()]
     by_name = next((r for r in rows if r.name == name), None)
@@ -114,7 +123,8 @@ def check(
 ) -> LiveObject:
     """The live object when it is exactly ``identity``; NotOursError (saying why) otherwise."""
     what = f"{identity.object_type} {identity.name}"
-    by_name, by_oid = lookup(conn, identity.name, identity.oid, own_pids)
+    deparse = identity.definition is not None
+    by_name, by_oid = lookup(conn, identity.name, identity.oid, own_pids, deparse=deparse)
     if by_name is None:
         moved = f" (the one dbopt made is now called {by_oid.name})" if by_oid else ""
         raise NotOursError(f"there is no {what} any more{moved}", gone=True)

@@ -108,9 +108,10 @@ def query_columns(conn: psycopg.Connection[Any], text: str) -> tuple[str, ...] |
 
 
 def _held(result: object) -> bool:
-    """The check waited for a lock another session holds (lock_timeout), or was stopped
-    (statement_timeout): the spec was not checked, which is no fault of the spec."""
-    return isinstance(result, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled)
+    """The check waited for a lock another session holds (lock_timeout): the spec was not
+    checked, which is no fault of the spec. (statement_timeout is the spec's: a query that
+    cannot even be planned in time.)"""
+    return isinstance(result, psycopg.errors.LockNotAvailable)
 
 
 #: What could not be checked (the held table's lock), and the server's error for it.
@@ -512,7 +513,7 @@ def _check_expressions(
             outcome = _describe(conn, together)
             if not isinstance(outcome, psycopg.Error):
                 continue
-            if _held(outcome):
+            if isinstance(outcome, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
                 results = [outcome] * len(group)  # the table's, not theirs: waited for once
         if results is None:
             results = _describe_all(
@@ -547,7 +548,6 @@ def check_against_database(
     *,
     budgets: bool = True,
     catalog: Catalog | None = None,
-    notes: list[str] | None = None,
     calls: Callable[[], CallGraph] | None = None,
 ) -> Catalog:
     """Raise SpecError when a table, column, index or query in the specs does not fit the DB,
@@ -555,9 +555,9 @@ def check_against_database(
     (what apply builds does not depend on them; verify checks them). ``catalog``: an
     inspection of at least ``specs.relations()`` the caller has already made (apply's).
 
-    A check whose table another session holds past lock_timeout (or that statement_timeout
-    stopped) is no problem of the spec: said in ``notes`` (validate's), or, without them,
-    its server error raised (apply: it could not take the lock it needs, exit 3). ``calls``
+    A check whose table another session holds past lock_timeout is no problem of the spec:
+    LockWaitError (exit 3: try again) names what could not be checked, unless some spec has
+    a problem (SpecError, with those said in its notes). ``calls``
     gives the call graph the budgets' checks need (read once for several checks)."""
     if catalog is None:
         catalog = inspect(conn, specs.relations())
@@ -600,14 +600,13 @@ def check_against_database(
         )
         refused.notes = said
         raise refused
-    if unchecked and notes is None:
+    if unchecked:
         raise LockWaitError(
             f"gave up waiting for a lock ({server_message(unchecked[0][1])}): "
             + "; ".join(what for what, _ in unchecked)
-            + " could not be checked (another session holds what they read); nothing was run"
+            + " could not be checked: another session holds what they read (nothing was changed; "
+            "try again once it is done)"
         )
-    if notes is not None:
-        notes += said
     return catalog
 
 

@@ -34,6 +34,7 @@ from dbopt.planner import (
     ActionKind,
     NewViewOwner,
     Plan,
+    base_name,
     is_temporary,
     own_new_views,
     plan,
@@ -58,6 +59,8 @@ def owned_relations(owned: Iterable[OwnedObject]) -> set[QualifiedName]:
     :func:`leftover_names`)."""
     out: set[QualifiedName] = set()
     for fact in owned:
+        if fact.replaced:
+            continue  # swapped out: under a temporary name (leftover_names), not its own
         name = fact.table if fact.object_type == "index" else fact.name
         if not is_temporary(name):
             out.add(name)
@@ -74,8 +77,8 @@ def leftover_names(specs: SpecSet, owned: Iterable[OwnedObject]) -> set[Qualifie
             views.add(fact.name)
         elif is_temporary(fact.table):
             views.add(fact.table)  # an index on what a replace left
-    out = {t for v in views if not is_temporary(v) for t in temporary_names(v)}
-    return out | {v for v in views if is_temporary(v)}
+    bases = {base_name(v) for v in views}
+    return {t for v in bases for t in temporary_names(v)} | {v for v in views if is_temporary(v)}
 
 
 def build_plan(

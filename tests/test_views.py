@@ -631,6 +631,12 @@ def test_a_cascade_killed_after_a_reader_was_made_aside_leaves_it_dbopts_to_clea
         ("mv_top_days_dbopt_new", "failed"),
         ("rep_dbopt_new", "failed"),
     ]
+    # A rebuild that never happened swapped nothing out (seen in a fifth review: renamed to
+    # a temporary name, the reader made by hand was dbopt's to prune).
+    conn.execute("ALTER MATERIALIZED VIEW rep RENAME TO rep_dbopt_old")
+    planned = json.loads(cli("plan", "--dsn", db_dsn, "--prune", "--format", "json").output)
+    assert "public.rep_dbopt_old" not in {a["object"] for a in planned["actions"]}, planned
+    conn.execute("ALTER MATERIALIZED VIEW rep_dbopt_old RENAME TO rep")
     conn.execute("UPDATE knob SET delay = 30, d = 0")  # the reader's fill, from now on
     proc = helpers.start_dbopt(
         project, "apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--yes"
@@ -949,8 +955,10 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     before = view_def(conn, "mv_revenue")
     # A reader made by hand too: what is left of it is cleared as well (a second review: it
-    # was no one's, and blocked every way out).
-    conn.execute("CREATE MATERIALIZED VIEW mv_hand AS SELECT day FROM mv_revenue")
+    # was no one's, and blocked every way out). It reads a table no spec names.
+    conn.execute("CREATE TABLE knob (k int)")
+    conn.execute("INSERT INTO knob VALUES (1)")
+    conn.execute("CREATE MATERIALIZED VIEW mv_hand AS SELECT day, k FROM mv_revenue, knob")
     with no_view_drops(admin_conn):
         drift_revenue(project)
         failed = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
@@ -964,6 +972,20 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
         "mv_top_days_day_dbopt_old",
         "mv_hand_dbopt_old",
     }
+    if way_out == "prune":
+        # What mv_hand reads is held: nothing waits for it (seen in a fifth review: plan,
+        # status and apply read mv_hand under lock_timeout, named by its swapped-out fact).
+        with psycopg.connect(db_dsn) as holder:
+            holder.execute("LOCK TABLE knob IN ACCESS EXCLUSIVE MODE")
+            held = [
+                cli("plan", "--dsn", db_dsn, "--prune", "--format", "json"),
+                cli("status", "--dsn", db_dsn, "--format", "json"),
+            ]
+            holder.rollback()
+        planned, status = held
+        assert planned.exit_code == 2, planned.output  # refuses what it could not read
+        assert "materialized view public.mv_hand_dbopt_old could not be read" in planned.output
+        assert status.exit_code in (0, 1), status.output
     if way_out == "rollback":
         out = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
         assert out.exit_code == 0, out.output
@@ -1351,3 +1373,73 @@ def test_after_a_view_is_rolled_back_prune_never_drops_a_namesake(
     pruned = cli("apply", "--dsn", db_dsn, "--prune")
     assert pruned.exit_code == 0, pruned.output
     assert "mv_revenue" in relations(conn)
+
+
+def test_a_leftover_is_checked_by_oid_right_before_its_drop_never_deparsed(
+    conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """Seen in a fifth review: the check right before dropping what an interrupted replace
+    left read its definition, which locks all it reads (any table): DDL open on one made the
+    drop wait lock_timeout, six times over. A leftover's identity is its OID and name."""
+    from dbopt import guard
+    from dbopt.model import QualifiedName
+
+    conn.execute("CREATE TABLE knob (k int)")
+    conn.execute("CREATE MATERIALIZED VIEW rep_dbopt_new AS SELECT k FROM knob")
+    name = QualifiedName("public", "rep_dbopt_new")
+    row = conn.execute("SELECT 'rep_dbopt_new'::regclass::oid::bigint").fetchone()
+    assert row is not None
+    with psycopg.connect(db_dsn) as holder, psycopg.connect(db_dsn, autocommit=True) as own:
+        holder.execute("LOCK TABLE knob IN ACCESS EXCLUSIVE MODE")
+        own.execute("SET lock_timeout = '200ms'")
+        assert guard.check(own, guard.Identity("view", name, oid=row[0])).oid == row[0]
+        with pytest.raises(psycopg.errors.LockNotAvailable):  # its query: deparsed, waits
+            guard.check(own, guard.Identity("view", name, oid=row[0], definition=" SELECT k"))
+        holder.rollback()
+
+
+def test_a_cascade_killed_after_its_swap_keeps_what_it_made_dbopts(
+    project: Path,
+    conn: psycopg.Connection[Any],
+    admin_conn: psycopg.Connection[Any],
+    db_dsn: str,
+) -> None:
+    """Seen in a fifth review: dbopt killed after a cascade's swap (dropping the old views),
+    what it had put in place was recorded only at the end of the action: the rebuilt
+    mv_top_days and the indexes were no longer dbopt's. Recorded right after the swap."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    admin_conn.execute(
+        "CREATE FUNCTION slow_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN PERFORM pg_sleep(30); END $$"
+    )
+    admin_conn.execute(
+        "CREATE EVENT TRIGGER slow_drop ON ddl_command_start "
+        "WHEN TAG IN ('DROP MATERIALIZED VIEW') EXECUTE FUNCTION slow_drop()"
+    )
+    drop = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'DROP MATERIALIZED VIEW%%'"
+    try:
+        drift_revenue(project)
+        proc = helpers.start_dbopt(
+            project, "apply", "--dsn", db_dsn, "--replace-drifted", "--cascade", "--yes"
+        )
+        try:
+            helpers.poll(lambda: conn.execute(drop).fetchone(), "an old view's drop")
+        finally:
+            proc.kill()
+            proc.communicate(timeout=10)
+        conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({drop}) AS d")
+    finally:
+        admin_conn.execute("DROP EVENT TRIGGER slow_drop")
+        admin_conn.execute("DROP FUNCTION slow_drop()")
+    assert "+ 0" in view_def(conn, "mv_revenue")  # swapped in
+    status = json.loads(cli("status", "--dsn", db_dsn, "--format", "json").stdout)
+    origins = {r["index"]: r["created_by"] for r in status["managed"]}
+    assert origins == {"public.mv_revenue_day": "dbopt", "public.mv_top_days_day": "dbopt"}
+    # The old views it swapped out are dbopt's to clear; what it made stays.
+    assert cli("apply", "--dsn", db_dsn, "--prune").exit_code == 0
+    assert set(relations(conn)) == {
+        "mv_revenue",
+        "mv_revenue_day",
+        "mv_top_days",
+        "mv_top_days_day",
+    }

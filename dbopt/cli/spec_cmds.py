@@ -56,7 +56,7 @@ def validate(opts: Options) -> None:
             with connect(target.dsn, settings=target.settings, read_only=True) as conn:
                 # The call graph, read once for the budgets' checks and the trial builds.
                 calls = functools.cache(functools.partial(CallGraph.read, conn))
-                catalog = check_against_database(specs, conn, notes=notes, calls=calls)
+                catalog = check_against_database(specs, conn, calls=calls)
                 new = new_builds(specs, catalog)
                 lock_timeout_ms = target.settings.lock_timeout_ms
                 notes += trial_builds(

@@ -184,6 +184,30 @@ class Executor(StepRunner):
         row: int = self._control(lambda c: self.history.start_change(c, run_id, values))
         return row
 
+    def _record_placed(
+        self, run_id: int, action: Action, aside: dict[QualifiedName, tuple[int, bool]]
+    ) -> None:
+        """What the action made besides its object, now in place: the indexes built with
+        it, what its cascade rebuilt (each reader's row, written when its copy was made,
+        landed under the reader's name; taken out of ``aside``)."""
+        landed = set(aside)
+        for reader, (row, mine) in aside.items():
+            self._land_aside(row, reader, mine, None)
+        aside.clear()
+        for index in action.also_creates:
+            self._record_built_with(
+                run_id,
+                index,
+                action.name,
+                "create" if action.kind == ActionKind.CREATE else "rebuild",
+            )
+        for kind, name, table, oid, made in action.also_rebuilds:
+            if kind == "view" and name in landed:
+                continue  # its row was written when its copy was made (above)
+            self._record_built_with(
+                run_id, name, table, "rebuild", kind=kind, replaced_oid=oid, made=made
+            )
+
     def _land_aside(
         self, row: int, reader: QualifiedName, mine: bool, failed: ChangeResult | None
     ) -> None:
@@ -250,6 +274,8 @@ class Executor(StepRunner):
         finished = False  # the change's result recorded with its object
         #: The change rows of the readers a cascade made aside so far, by reader.
         aside: dict[QualifiedName, tuple[int, bool]] = {}
+        #: The action, once what it made besides was recorded in place (right after a swap).
+        placed: list[QualifiedName] = []
         self.reporter.action_started(action.kind.value, action.name)
         try:
             self._preflight_patiently(action)
@@ -267,7 +293,9 @@ class Executor(StepRunner):
             )
             self.reporter.finished(action.name)
         else:
-            result, finished = self._run_steps(action, run_id, change_id, built, started, aside)
+            result, finished = self._run_steps(
+                action, run_id, change_id, built, started, aside, placed
+            )
         if change_id is not None:
             if (
                 result.result == ChangeOutcome.OK
@@ -280,24 +308,13 @@ class Executor(StepRunner):
                     lambda c: self.history.finish_change(c, change_id, result.result, result.error)
                 )
             # What it made besides is dbopt's once it is in place: the action done, or its
-            # swap landed (it failed or was stopped after it, dropping what it swapped out).
+            # swap landed (it failed or was stopped after it, dropping what it swapped out);
+            # recorded right after a swap already (see _run_steps), else now.
             swapped = result.result == ChangeOutcome.OK or self._swapped_in(action, built)
+            if run_id is not None and swapped and not placed:
+                self._record_placed(run_id, action, aside)
             for reader, (row, mine) in aside.items():
-                self._land_aside(row, reader, mine, result if not swapped else None)
-            if run_id is not None and swapped:
-                for index in action.also_creates:
-                    self._record_built_with(
-                        run_id,
-                        index,
-                        action.name,
-                        "create" if action.kind == ActionKind.CREATE else "rebuild",
-                    )
-                for kind, name, table, oid, made in action.also_rebuilds:
-                    if kind == "view" and name in aside:
-                        continue  # its row was written when its copy was made (above)
-                    self._record_built_with(
-                        run_id, name, table, "rebuild", kind=kind, replaced_oid=oid, made=made
-                    )
+                self._land_aside(row, reader, mine, result)
         self.reporter.action_ended(
             action.kind.value, action.name, str(result.result), result.seconds, result.error
         )
@@ -324,6 +341,7 @@ class Executor(StepRunner):
         built: dict[QualifiedName, int],
         started: float,
         aside: dict[QualifiedName, tuple[int, bool]],
+        placed: list[QualifiedName],
     ) -> tuple[ChangeResult, bool]:
         """The action's steps: its result, and whether that result is recorded already (with
         the object its last step made). ``aside`` gets the change row of each reader a
@@ -354,6 +372,12 @@ class Executor(StepRunner):
                 # size); every other read stays lock-free.
                 made = self.run_step(step, built, cost, describe=not built or last, record=record)
                 final = made if step.makes and last else None
+                if run_id is not None and step.mode == StepMode.SWAP and step.index == action.name:
+                    # The swap put the view's new copy, its indexes and every reader's copy in
+                    # place: recorded at once, before the old views are dropped (dbopt stopped
+                    # then still knows what it made there).
+                    self._record_placed(run_id, action, aside)
+                    placed.append(action.name)
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
                     # known as dbopt's from now on, even if dbopt stops before the end. Made

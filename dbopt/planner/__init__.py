@@ -20,6 +20,7 @@ from dbopt.planner.actions import (
     Plan,
     Step,
     StepMode,
+    base_name,
     is_temporary,
     temporary_names,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Plan",
     "Step",
     "StepMode",
+    "base_name",
     "create_index_action",
     "create_view_action",
     "drop_index_action",

@@ -23,6 +23,17 @@ def is_temporary(name: QualifiedName) -> bool:
     return name.name.endswith((NEW_SUFFIX, OLD_SUFFIX))
 
 
+def base_name(name: QualifiedName) -> QualifiedName:
+    """The view a temporary name stands for (``name`` itself when it is none, or when the
+    temporary name was shortened past recognition)."""
+    for suffix in (NEW_SUFFIX, OLD_SUFFIX):
+        if name.name.endswith(suffix):
+            base = QualifiedName(name.schema, name.name[: -len(suffix)])
+            if derived_name(base.name, suffix) == name.name:
+                return base
+    return name
+
+
 def temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
     """The names a view is built aside under and swapped out to (what an interrupted replace
     may have left)."""

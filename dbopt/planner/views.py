@@ -26,6 +26,7 @@ from dbopt.planner.actions import (
     Rebuilt,
     Step,
     StepMode,
+    is_temporary,
     temporary_names,
 )
 from dbopt.planner.indexes import _display_rebuild, _safe
@@ -76,6 +77,14 @@ UNREAD = (
 )
 
 
+def _leftover_identity(relation: Relation, origin: str) -> Identity:
+    """The identity checked right before a materialized view dbopt made is dropped: what an
+    interrupted replace left under a temporary name (it may read any table) by OID and name
+    only, never deparsed there (that would lock all it reads); any other by its query too."""
+    identity = view_identity(relation, origin)
+    return replace(identity, definition=None) if is_temporary(relation.name) else identity
+
+
 def _unread(relation: Relation) -> bool:
     """A materialized view inspected apart whose definition (and indexes) could not be read:
     nothing is known of it but its name, OID and owner."""
@@ -123,7 +132,7 @@ def drop_view_action(
                 (ddl.drop_matview(name),),
                 name,
                 name,
-                expect=(view_identity(relation, origin),),
+                expect=(_leftover_identity(relation, origin),),
             ),
         ),
         rollback=(
@@ -606,7 +615,7 @@ def _aside(
             )
         elif leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid):
             # What an interrupted replace of dbopt's left behind: dbopt's own, start clean.
-            identity = view_identity(leftover, owners.origin(leftover.oid))
+            identity = _leftover_identity(leftover, owners.origin(leftover.oid))
             leftovers.append(
                 Step(StepMode.VIEW, (ddl.drop_matview(temp),), temp, temp, expect=(identity,))
             )

@@ -34,6 +34,8 @@ WITH live AS (
     FROM {schema}.changes r
    WHERE r.replaced_oid IN (SELECT oid FROM live)
      AND r.action IN ('replace', 'restore', 'rebuild')
+     -- a reader's rebuild swapped what it replaces out only once it is in place
+     AND (r.action <> 'rebuild' OR r.result = 'ok')
    ORDER BY r.replaced_oid, r.id DESC
 )
 SELECT f.*

@@ -8,7 +8,9 @@ SELECT c.oid::bigint                                 AS oid,
        tn.nspname                                    AS table_schema,
        t.relname                                     AS table_name,
        CASE WHEN c.relkind IN ('i', 'I') THEN pg_get_indexdef(c.oid) END AS index_definition,
-       CASE WHEN c.relkind = 'm' THEN pg_get_viewdef(c.oid) END          AS view_definition,
+       -- (only when asked: it locks all the view reads)
+       CASE WHEN c.relkind = 'm' AND %(deparse)s THEN pg_get_viewdef(c.oid) END
+                                                     AS view_definition,
        i.indisvalid                                  AS is_valid,
        i.indisready                                  AS is_ready,
        (SELECT min(p.pid)
