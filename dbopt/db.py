@@ -472,6 +472,7 @@ def read_only_transaction(
     *,
     timeout_ms: int | None = None,
     search_path: Sequence[str] | None = None,
+    past_lock_timeout: bool = False,
 ) -> Iterator[psycopg.Cursor[_Row]]:
     """A READ ONLY transaction that is always rolled back, and a cursor in it.
 
@@ -479,10 +480,19 @@ def read_only_transaction(
     checks, the catalog reads behind them): the server refuses a write that got past the
     checks, and nothing survives the rollback. ``timeout_ms`` sets a statement_timeout and
     ``search_path`` (schema names, quoted here) a search path, both for this transaction
-    only. ``conn`` should be idle (dbopt.db.connect gives autocommit connections).
+    only; with ``past_lock_timeout``, that long after the session's lock_timeout (a check that
+    waits for a held table then ends by lock_timeout, which says so, not by its own timeout).
+    ``conn`` should be idle (dbopt.db.connect gives autocommit connections).
     """
     settings: list[sql.Composable] = [sql.SQL("SET TRANSACTION READ ONLY")]
-    if timeout_ms is not None:
+    if timeout_ms is not None and past_lock_timeout:
+        settings.append(
+            sql.SQL(
+                "SELECT set_config('statement_timeout', ({} + extract(epoch FROM "
+                "current_setting('lock_timeout')::interval) * 1000)::bigint::text, true)"
+            ).format(sql.Literal(timeout_ms))
+        )
+    elif timeout_ms is not None:
         settings.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms)))
     if search_path is not None:
         schemas = sql.SQL(", ").join(sql.Identifier(s) for s in search_path)

@@ -80,7 +80,7 @@ def _describe_all(
     while len(results) < len(queries):
         at = len(results)
         try:
-            with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS):
+            with read_only_transaction(conn, timeout_ms=CHECK_TIMEOUT_MS, past_lock_timeout=True):
                 for query in queries[at:]:
                     results.append(_prepared_columns(conn, query))
                     if isinstance(results[-1], psycopg.Error):
@@ -827,7 +827,7 @@ def _check_budgets(
         try:
             # Planned as verify plans it: parameters typed by the server, as applications
             # with server-side binding send them (dbopt.verify.params).
-            explain(conn, query, CHECK_TIMEOUT_MS, analyze=False)
+            explain(conn, query, CHECK_TIMEOUT_MS, analyze=False, past_lock_timeout=True)
         except psycopg.Error as exc:
             if _held(exc):
                 unchecked.append((f"query {query.name}", exc))

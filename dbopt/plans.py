@@ -59,7 +59,7 @@ def owned_relations(owned: Iterable[OwnedObject]) -> set[QualifiedName]:
     :func:`leftover_names`)."""
     out: set[QualifiedName] = set()
     for fact in owned:
-        if fact.replaced:
+        if fact.replaced and fact.object_type == "view":
             continue  # swapped out: under a temporary name (leftover_names), not its own
         name = fact.table if fact.object_type == "index" else fact.name
         if not is_temporary(name):

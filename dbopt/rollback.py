@@ -548,7 +548,9 @@ def rollback_plan(
     # locks it takes come at once (it may read any table; a restore that would rebuild it
     # refuses while they do not).
     touched = {
-        c.table if c.object_type == "index" else c.name for c in records if c.action != "rebuild"
+        c.table if c.object_type == "index" else c.name
+        for c in records
+        if c.action != "rebuild" and not is_temporary(c.name)
     }
     # What an interrupted replace of a view may have left (its indexes' names are checked),
     # read apart: a reader's copy may read any table.

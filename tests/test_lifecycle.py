@@ -642,6 +642,17 @@ def test_what_a_landed_replace_swapped_out_is_owned_once_as_swapped_out(
     # The same rule as rollback's: the replace is undone as the replace it was.
     change = next(c for c in History().changes(appointments) if c.action == "replace")
     assert change.landed and change.done
+    # Its table out of the specs (and the new index gone), what it left is still seen and
+    # pruned.
+    (tmp_path / "indexes" / "appointments.yaml").unlink()
+    appointments.execute("DROP INDEX idx_appt_barber_status")  # as a prune would have
+    appointments.execute("CREATE TABLE other (x int)")
+    write_specs(
+        tmp_path, {"other.yaml": "table: other\nindexes:\n  - {name: other_x, columns: [x]}\n"}
+    )
+    planned = json.loads(cli("plan", "--dsn", db_dsn, "--prune", "--format", "json").stdout)
+    drops = {a["object"] for a in planned["actions"] if a["action"] == "drop"}
+    assert "public.idx_appt_barber_status_dbopt_old" in drops, planned
 
 
 def test_status_reports_a_spec_it_cannot_apply_as_attention(

@@ -10,7 +10,7 @@ import click
 from dbopt.cli.common import EXIT_CODES_HELP, Options, common_options
 
 if TYPE_CHECKING:
-    from dbopt.errors import InputError
+    from dbopt.errors import DboptError
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -38,7 +38,7 @@ def validate(opts: Options) -> None:
       dbopt validate --specs indexes --format json
       dbopt validate --dsn postgresql://app@localhost/app
     """
-    from dbopt.errors import InputError
+    from dbopt.errors import InputError, LockWaitError
     from dbopt.spec import load_specs
 
     notes: list[str] = []
@@ -62,9 +62,10 @@ def validate(opts: Options) -> None:
                 notes += trial_builds(
                     new, catalog, conn, lock_timeout_ms, writable=True, calls=calls
                 )
-    except InputError as err:
-        # Bad specs or config: machines get the problems on stdout, people on stderr.
-        notes += err.notes
+    except (InputError, LockWaitError) as err:
+        # Bad specs or config (or a held table: what could not be checked): machines get the
+        # problems on stdout, people on stderr.
+        notes += err.notes if isinstance(err, InputError) else []
         if opts.fmt == "json":
             click.echo(json.dumps(_failure(err, notes)))
         else:
@@ -90,14 +91,17 @@ def validate(opts: Options) -> None:
         )
 
 
-def _failure(err: InputError, notes: list[str]) -> dict[str, object]:
+def _failure(err: DboptError, notes: list[str]) -> dict[str, object]:
     """The JSON document of a failed validation (the same keys as a passed one's)."""
+    from dbopt.errors import InputError
+
+    problems = err.problems if isinstance(err, InputError) else []
     return {
         "ok": False,
         "error": err.args[0] if err.args else str(err),
         "problems": [
             {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
-            for p in err.problems
+            for p in problems
         ],
         "notes": notes,
     }

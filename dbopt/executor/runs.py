@@ -185,28 +185,31 @@ class Executor(StepRunner):
         return row
 
     def _record_placed(
-        self, run_id: int, action: Action, aside: dict[QualifiedName, tuple[int, bool]]
+        self,
+        run_id: int,
+        action: Action,
+        aside: dict[QualifiedName, tuple[int, bool]],
+        placed: set[QualifiedName],
     ) -> None:
         """What the action made besides its object, now in place: the indexes built with
         it, what its cascade rebuilt (each reader's row, written when its copy was made,
-        landed under the reader's name; taken out of ``aside``)."""
-        landed = set(aside)
-        for reader, (row, mine) in aside.items():
+        landed under the reader's name; taken out of ``aside``). Each once: ``placed`` holds
+        what is recorded already (a Ctrl-C part-way, and the action's end records the rest)."""
+        for reader, (row, mine) in list(aside.items()):
             self._land_aside(row, reader, mine, None)
-        aside.clear()
+            del aside[reader]
+            placed.add(reader)
         for index in action.also_creates:
-            self._record_built_with(
-                run_id,
-                index,
-                action.name,
-                "create" if action.kind == ActionKind.CREATE else "rebuild",
-            )
+            if index not in placed:
+                verb = "create" if action.kind == ActionKind.CREATE else "rebuild"
+                self._record_built_with(run_id, index, action.name, verb)
+                placed.add(index)
         for kind, name, table, oid, made in action.also_rebuilds:
-            if kind == "view" and name in landed:
-                continue  # its row was written when its copy was made (above)
-            self._record_built_with(
-                run_id, name, table, "rebuild", kind=kind, replaced_oid=oid, made=made
-            )
+            if name not in placed:
+                self._record_built_with(
+                    run_id, name, table, "rebuild", kind=kind, replaced_oid=oid, made=made
+                )
+                placed.add(name)
 
     def _land_aside(
         self, row: int, reader: QualifiedName, mine: bool, failed: ChangeResult | None
@@ -274,8 +277,8 @@ class Executor(StepRunner):
         finished = False  # the change's result recorded with its object
         #: The change rows of the readers a cascade made aside so far, by reader.
         aside: dict[QualifiedName, tuple[int, bool]] = {}
-        #: The action, once what it made besides was recorded in place (right after a swap).
-        placed: list[QualifiedName] = []
+        #: What the action made besides its object, once recorded (right after a swap).
+        placed: set[QualifiedName] = set()
         self.reporter.action_started(action.kind.value, action.name)
         try:
             self._preflight_patiently(action)
@@ -311,8 +314,8 @@ class Executor(StepRunner):
             # swap landed (it failed or was stopped after it, dropping what it swapped out);
             # recorded right after a swap already (see _run_steps), else now.
             swapped = result.result == ChangeOutcome.OK or self._swapped_in(action, built)
-            if run_id is not None and swapped and not placed:
-                self._record_placed(run_id, action, aside)
+            if run_id is not None and swapped:
+                self._record_placed(run_id, action, aside, placed)
             for reader, (row, mine) in aside.items():
                 self._land_aside(row, reader, mine, result)
         self.reporter.action_ended(
@@ -341,7 +344,7 @@ class Executor(StepRunner):
         built: dict[QualifiedName, int],
         started: float,
         aside: dict[QualifiedName, tuple[int, bool]],
-        placed: list[QualifiedName],
+        placed: set[QualifiedName],
     ) -> tuple[ChangeResult, bool]:
         """The action's steps: its result, and whether that result is recorded already (with
         the object its last step made). ``aside`` gets the change row of each reader a
@@ -376,8 +379,7 @@ class Executor(StepRunner):
                     # The swap put the view's new copy, its indexes and every reader's copy in
                     # place: recorded at once, before the old views are dropped (dbopt stopped
                     # then still knows what it made there).
-                    self._record_placed(run_id, action, aside)
-                    placed.append(action.name)
+                    self._record_placed(run_id, action, aside, placed)
                 if change_id is not None and step.makes and len(built) == 1:
                     # What the action makes first is its object (a replace's build aside):
                     # known as dbopt's from now on, even if dbopt stops before the end. Made

@@ -190,8 +190,10 @@ def explain(
     *,
     analyze: bool,
     planner: Mapping[str, str] | None = None,
+    past_lock_timeout: bool = False,
 ) -> dict[str, Any]:
-    """Run EXPLAIN (with ANALYZE or without) on one budget, read-only and rolled back.
+    """Run EXPLAIN (with ANALYZE or without) on one budget, read-only and rolled back
+    (``past_lock_timeout``: see dbopt.db.read_only_transaction).
 
     The parameters go out untyped, so the server gives each the type its context infers
     (see :mod:`dbopt.verify.params`). ``planner`` settings (``enable_indexscan: off``...)
@@ -203,7 +205,9 @@ def explain(
     while True:
         params = bind(conn, budget.params, typed) if budget.uses_placeholders else None
         try:
-            with read_only_transaction(conn, timeout_ms=timeout_ms) as cur:
+            with read_only_transaction(
+                conn, timeout_ms=timeout_ms, past_lock_timeout=past_lock_timeout
+            ) as cur:
                 for setting, value in {**EXPLAIN_SETTINGS, **(planner or {})}.items():
                     cur.execute("SELECT set_config(%s, %s, true)", (setting, value))
                 register(cur)
