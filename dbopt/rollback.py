@@ -534,15 +534,16 @@ def rollback_plan(
         )
     owned = history.owned(conn)
     records, undoes = _select(conn, history, selection)
-    later = _later(conn, history, records)
     # A view's replace undone alone (--index): the indexes its run made with it are what the
-    # restore leaves out; their changes are read too.
+    # restore leaves out; their changes are read too (a whole run's records hold them).
     replaced = {c.run_id for c in records if c.object_type == "view" and c.action == "replace"}
     with_them = [
-        c for run in sorted(replaced) for c in history.changes(conn, run_id=run) if c not in records
+        c
+        for run in (sorted(replaced) if selection.names else ())
+        for c in history.changes(conn, run_id=run)
+        if c not in records
     ]
-    if with_them:
-        later = _later(conn, history, [*records, *with_them])
+    later = _later(conn, history, [*records, *with_them])
     # What a cascade rebuilt (a view reading a replaced one, its indexes) is not named: the
     # inspection finds it as a reader of the view it rebuilt with, and reads it only if the
     # locks it takes come at once (it may read any table; a restore that would rebuild it

@@ -6,6 +6,7 @@ shows, with a deadline, and say what they were waiting for when it passes; never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -15,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -261,6 +262,19 @@ def skip_before_major(conn: psycopg.Connection[Any], major: int, feature: str) -
 
 
 # --- waiting on what is observed -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held(dsn: str, table: str) -> Iterator[None]:
+    """Another session holds ``table`` (ACCESS EXCLUSIVE, as open DDL does) while it lasts."""
+    with psycopg.connect(dsn) as holder:
+        holder.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
+        )
+        try:
+            yield
+        finally:
+            holder.rollback()
 
 
 def poll(check: Callable[[], T], what: str, timeout: float = 30, every: float = 0.02) -> T:

@@ -539,12 +539,10 @@ def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
         "CREATE VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r JOIN other USING (day)"
     )
     drift_revenue(project)
-    with psycopg.connect(db_dsn) as holder:
-        holder.execute("LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+    with helpers.held(db_dsn, "other"):
         planned = cli("plan", "--dsn", db_dsn, "--format", "json")
         status = cli("status", "--dsn", db_dsn, "--format", "json")
         refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
-        holder.rollback()
     assert planned.exit_code == 0, planned.output
     assert status.exit_code in (0, 1), status.output
     assert refused.exit_code == 2, refused.output
@@ -586,10 +584,8 @@ def test_rolling_back_a_cascade_never_waits_for_a_table_a_rebuilt_reader_reads(
     applied = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
     assert applied.exit_code == 0, applied.output
     assert "+ 0" in view_def(conn, "mv_revenue")
-    with psycopg.connect(db_dsn) as holder:
-        holder.execute("LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+    with helpers.held(db_dsn, "other"):
         held = cli("rollback", "--dsn", db_dsn, "--last", "--yes")
-        holder.rollback()
     assert held.exit_code == 2, held.output
     said = " ".join(held.output.split())
     assert (
@@ -659,13 +655,11 @@ def test_a_cascade_killed_after_a_reader_was_made_aside_leaves_it_dbopts_to_clea
     assert relations(conn).get("rep_dbopt_new") == "m"
     # What the copy reads is held: nothing waits for it (seen in a fifth review: plan, status
     # and rollback read the leftover under lock_timeout and exited 3); apply refuses it.
-    with psycopg.connect(db_dsn) as holder:
-        holder.execute("LOCK TABLE knob IN ACCESS EXCLUSIVE MODE")
+    with helpers.held(db_dsn, "knob"):
         planned = cli("plan", "--dsn", db_dsn, "--format", "json")
         status = cli("status", "--dsn", db_dsn, "--format", "json")
         undo = cli("rollback", "--dsn", db_dsn, "--run", "3", "--plan")
         refused = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
-        holder.rollback()
     assert planned.exit_code == 0, planned.output
     assert status.exit_code in (0, 1), status.output
     assert undo.exit_code in (0, 2), undo.output
@@ -975,13 +969,11 @@ def test_what_a_cascade_left_after_its_swap_is_cleaned_up(
     if way_out == "prune":
         # What mv_hand reads is held: nothing waits for it (seen in a fifth review: plan,
         # status and apply read mv_hand under lock_timeout, named by its swapped-out fact).
-        with psycopg.connect(db_dsn) as holder:
-            holder.execute("LOCK TABLE knob IN ACCESS EXCLUSIVE MODE")
+        with helpers.held(db_dsn, "knob"):
             held = [
                 cli("plan", "--dsn", db_dsn, "--prune", "--format", "json"),
                 cli("status", "--dsn", db_dsn, "--format", "json"),
             ]
-            holder.rollback()
         planned, status = held
         assert planned.exit_code == 2, planned.output  # refuses what it could not read
         assert "materialized view public.mv_hand_dbopt_old could not be read" in planned.output
@@ -1389,13 +1381,11 @@ def test_a_leftover_is_checked_by_oid_right_before_its_drop_never_deparsed(
     name = QualifiedName("public", "rep_dbopt_new")
     row = conn.execute("SELECT 'rep_dbopt_new'::regclass::oid::bigint").fetchone()
     assert row is not None
-    with psycopg.connect(db_dsn) as holder, psycopg.connect(db_dsn, autocommit=True) as own:
-        holder.execute("LOCK TABLE knob IN ACCESS EXCLUSIVE MODE")
+    with helpers.held(db_dsn, "knob"), psycopg.connect(db_dsn, autocommit=True) as own:
         own.execute("SET lock_timeout = '200ms'")
         assert guard.check(own, guard.Identity("view", name, oid=row[0])).oid == row[0]
         with pytest.raises(psycopg.errors.LockNotAvailable):  # its query: deparsed, waits
             guard.check(own, guard.Identity("view", name, oid=row[0], definition=" SELECT k"))
-        holder.rollback()
 
 
 def test_a_cascade_killed_after_its_swap_keeps_what_it_made_dbopts(
