@@ -409,6 +409,20 @@ def test_built_ins_volatile_denied_and_harmless(conn: psycopg.Connection[Any]) -
     assert refused(conn, harmless) == []
 
 
+def test_a_denied_built_in_that_is_not_volatile_is_read_for_what_calls_it(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The graph leaves out built-ins that are neither VOLATILE nor denied (safe, and nothing
+    they run is read), not a denied one that says STABLE: a function calling it is refused."""
+    conn.execute(
+        "CREATE FUNCTION xid_now() RETURNS bigint STABLE LANGUAGE sql AS 'SELECT txid_current()'"
+    )
+    assert refused(conn, "SELECT xid_now()") == [
+        f"public.xid_now() calls pg_catalog.txid_current(), which assigns a transaction ID{VERIFY}"
+    ]
+    assert refused(conn, "SELECT lower('A'), length('ab')") == []  # left out: safe
+
+
 def test_allow_listed_names_are_volatile_built_ins_here(conn: psycopg.Connection[Any]) -> None:
     # The allow-list only matters for VOLATILE built-ins; a listed name that is not one (on
     # this server's version) would hide a mistake.

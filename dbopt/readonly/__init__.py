@@ -16,7 +16,9 @@ it can reach is known to change nothing:
   qualified or quoted, is looked up in :data:`DENIED` by its name (case-insensitively, whatever
   its schema). That catches the built-ins and extension functions known to change something.
 * **With a database** (:class:`CallGraph`, used by ``dbopt verify`` before the first query
-  runs and by ``validate --dsn``): the catalog is read once, and a function is *unsafe* when
+  runs and by ``validate --dsn``): the catalog is read once (of the built-in functions, only
+  those that are VOLATILE or denied: any other is safe and runs nothing dbopt reads, so it
+  can never be part of a refusal), and a function is *unsafe* when
   it is denied, a VOLATILE built-in not in :data:`HARMLESS_VOLATILE`, any VOLATILE
   user-defined function, a user-defined function in a language whose body dbopt cannot read
   (anything but sql, plpgsql, and C/internal, which only superusers can create and whose

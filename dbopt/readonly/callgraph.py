@@ -24,6 +24,8 @@ from psycopg.rows import class_row, tuple_row
 from dbopt.catalog import catalog_sql
 from dbopt.db import read_only_transaction
 from dbopt.readonly.lists import (
+    DENIED,
+    DENIED_PREFIXES,
     FIRST_USER_OID,
     HARMLESS_VOLATILE,
     IMPLICIT_OPERATORS,
@@ -151,7 +153,16 @@ def _fetch(
     conn: psycopg.Connection[Any], row: type[_R], name: str, *, params: bool = True
 ) -> list[_R]:
     """The rows of ``catalog/sql/<name>.sql`` as ``row`` values."""
-    values = {"first": FIRST_USER_OID, "trusted": sorted(TRUSTED_LANGUAGES)} if params else None
+    values = (
+        {
+            "first": FIRST_USER_OID,
+            "trusted": sorted(TRUSTED_LANGUAGES),
+            "denied": sorted(DENIED),
+            "denied_prefixes": [prefix for prefix, _why in DENIED_PREFIXES],
+        }
+        if params
+        else None
+    )
     with conn.cursor(row_factory=class_row(row)) as cur:
         return cur.execute(catalog_sql(name), values).fetchall()
 
