@@ -22,6 +22,7 @@ from dbopt.catalog import catalog_sql
 from dbopt.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
+    EXIT_CONNECT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     NothingToRollBack,
@@ -157,9 +158,11 @@ def plan_work(
         changes = [f"{a.kind.value} {a.name}" for a in result.changes]
         if result.refused:
             refusals = [a.refusal or "" for a in result.refused]
+            # Only locks not granted at once: "locked" (exit 3, try again), as apply says.
+            locked = result.refused_for_locks
             return Done(
-                "refused",
-                EXIT_BAD_INPUT,
+                "locked" if locked else "refused",
+                EXIT_CONNECT if locked else EXIT_BAD_INPUT,
                 len(changes),
                 detail="apply would refuse: " + "; ".join(refusals),
                 # A finding of a read-only command: it stops no other target.

@@ -28,7 +28,9 @@ from dbopt.db import connect, session_sql, unbounded
 from dbopt.errors import (
     ConfigError,
     ConnectError,
+    DboptError,
     InputError,
+    LockWaitError,
     NothingToRollBack,
     PrivilegeError,
     SpecError,
@@ -155,12 +157,17 @@ def summary(plan: Plan, target: Target) -> str:
     return f"{what or 'nothing'} on {on}"
 
 
+def refusal_error(plan: Plan, said: str) -> DboptError:
+    """The error of a plan with refusals, ``said`` first: LockWaitError (exit 3, as for any
+    lock dbopt cannot take: try again) where each is only a lock not granted at once, else
+    UnsafeActionError (exit 2)."""
+    text = f"{said}:\n  " + "\n  ".join(a.refusal or "" for a in plan.refused)
+    return LockWaitError(text) if plan.refused_for_locks else UnsafeActionError(text)
+
+
 def _refuse_refused(plan: Plan, command: str) -> None:
     if plan.refused:
-        raise UnsafeActionError(
-            f"{command} refused before anything ran:\n  "
-            + "\n  ".join(a.refusal or "" for a in plan.refused)
-        )
+        raise refusal_error(plan, f"{command} refused before anything ran")
 
 
 def _builds_something(specs: SpecSet, owned: Sequence[OwnedObject]) -> bool:

@@ -808,6 +808,22 @@ def test_a_view_others_read_is_never_pruned_and_a_namesake_never_dropped() -> No
     assert plan([], cat(ORDERS, namesake), {}, [made(existing)], prune=True).actions == ()
 
 
+def test_a_refusal_that_is_only_a_lock_not_granted_says_try_again() -> None:
+    """A view read apart whose definition a held lock kept unread: its drop is refused, and
+    the plan says the refusal is only that lock (exit 3, try again); one more reason of
+    another kind (a reader depending on it) makes it a refusal proper (exit 2)."""
+    unread = replace(mv("mv_revenue"), view_definition=None, inspected=True)
+    result = plan([], cat(ORDERS, unread), {}, [made(unread)], prune=True)
+    action = only(result)
+    assert action.refusal is not None and "could not be read" in action.refusal
+    assert action.refusal_locked and result.refused_for_locks
+    reader = rel("v_reader", "v", definition=" SELECT 1;")
+    catalog = cat(ORDERS, unread, reader, dependents={"mv_revenue": ("v_reader",)})
+    result = plan([], catalog, {}, [made(unread)], prune=True)
+    assert only(result).refusal is not None and not result.refused_for_locks
+    assert not plan([], cat(ORDERS), {}, views=[REVENUE]).refused_for_locks  # none refused
+
+
 def test_a_view_name_taken_by_a_type_or_another_relation_is_a_spec_error() -> None:
     with pytest.raises(SpecError) as caught:
         plan([], cat(ORDERS, types={"mv_revenue": "domain"}), {}, views=[REVENUE])

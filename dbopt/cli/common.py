@@ -37,7 +37,8 @@ Exit codes:
   0  success
   1  a check failed (budget missed, drift found where none is allowed, a build failed)
   2  bad input (spec, config, flags) or an unsafe action refused
-  3  could not connect, or could not take dbopt's lock
+  3  could not connect, or a lock was not granted (dbopt's, or one another
+     session holds): try again once it is done
   130 interrupted (Ctrl-C)"""
 
 

@@ -151,12 +151,7 @@ def plan(
         summary = render.plan_counts(result)
         click.echo(f"\n{summary}\n" if opts.fmt == "markdown" else summary)
     if result.refused:
-        from dbopt.errors import UnsafeActionError
-
-        raise UnsafeActionError(
-            "apply would refuse this plan:\n  "
-            + "\n  ".join(a.refusal or "" for a in result.refused)
-        )
+        raise usecases.refusal_error(result, "apply would refuse this plan")
     if exit_code and result.changes:
         from dbopt.errors import CheckFailedError
 

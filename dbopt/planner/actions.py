@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -41,6 +41,18 @@ def temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
         QualifiedName(name.schema, derived_name(name.name, NEW_SUFFIX)),
         QualifiedName(name.schema, derived_name(name.name, OLD_SUFFIX)),
     )
+
+
+class LockRefusal(str):
+    """A refusal that is only a lock not granted at once (another session holds what an
+    object reads, so its definition could not be read): see :func:`locked_only`."""
+
+    __slots__ = ()
+
+
+def locked_only(refusals: Sequence[str]) -> bool:
+    """Refusals there are, and each is a :class:`LockRefusal` (trying again can succeed)."""
+    return bool(refusals) and all(isinstance(r, LockRefusal) for r in refusals)
 
 
 class ActionKind(StrEnum):
@@ -137,6 +149,9 @@ class Action:
     needs: str | None = None  # the option that enables a disabled action ("prune", ...)
     #: Why this change cannot be made as planned (apply refuses before anything runs).
     refusal: str | None = None
+    #: Its refusal is only that a lock was not granted at once (another session holds what
+    #: an object reads, so its definition could not be read): trying again can succeed.
+    refusal_locked: bool = False
     current: str | None = None  # canonical definition in the database
     desired: str | None = None  # canonical definition of the spec
     existed_before: bool = False
@@ -214,6 +229,13 @@ class Plan:
         """Runnable changes that cannot be made as planned: nothing may start then."""
         return tuple(a for a in self.runnable if a.refusal)
 
+    @property
+    def refused_for_locks(self) -> bool:
+        """Every refusal is only a lock not granted at once: the same plan may go through
+        once the other session is done (exit 3, as for any lock dbopt cannot take)."""
+        refused = self.refused
+        return bool(refused) and all(a.refusal_locked for a in refused)
+
     def refusing_shared_rebuilds(self) -> Plan:
         """The plan with each view replace refused whose cascade would rebuild (or replace) a
         materialized view an earlier replace of the same run puts in place (the view it
@@ -271,7 +293,7 @@ class Plan:
                 )
             if said is not None:
                 refusal = f"{action.refusal}; {said}" if action.refusal else said
-                action = replace(action, refusal=refusal)
+                action = replace(action, refusal=refusal, refusal_locked=False)
             # What it puts in place has a new OID: the view itself, and what it rebuilds.
             for name in (action.name, *rebuilds):
                 claimed.setdefault(name, action.name)

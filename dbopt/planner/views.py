@@ -22,11 +22,13 @@ from dbopt.planner.actions import (
     OLD_SUFFIX,
     Action,
     ActionKind,
+    LockRefusal,
     Plan,
     Rebuilt,
     Step,
     StepMode,
     is_temporary,
+    locked_only,
     temporary_names,
 )
 from dbopt.planner.indexes import _display_rebuild, _safe
@@ -107,9 +109,9 @@ def drop_view_action(
     """Drop a materialized view dbopt made; refused when anything depends on it (other than
     views ``also_dropped`` before it)."""
     name = relation.name
-    refusals = []
+    refusals: list[str] = []
     if _unread(relation):
-        refusals.append(f"materialized view {name} could not be read {UNREAD}")
+        refusals.append(LockRefusal(f"materialized view {name} could not be read {UNREAD}"))
     readers = [d for d in catalog.dependents.get(name, ()) if d not in also_dropped]
     if readers:
         names, verb, pronoun = they(readers)
@@ -149,6 +151,7 @@ def drop_view_action(
         refusal=(f"materialized view {name} cannot be dropped: " + "; ".join(refusals))
         if refusals
         else None,
+        refusal_locked=locked_only(refusals),
         current=relation.view_definition,
         object_type="view",
         phase=1,
@@ -278,9 +281,11 @@ def replace_view_action(
         for over in _dependents(m.name, catalog)[0]:
             reading.setdefault(over, m.name)
     refusals += [
-        f"the definition of {reader.name} (it reads {source}) could not be read: a lock on "
-        "what it reads was not granted at once (another session holds one of them): try "
-        "again once it is done"
+        LockRefusal(
+            f"the definition of {reader.name} (it reads {source}) could not be read: a lock "
+            "on what it reads was not granted at once (another session holds one of them): "
+            "try again once it is done"
+        )
         for reader, source in reading.items()
         if reader.inspected and not reader.view_definition
     ]
@@ -326,6 +331,7 @@ def replace_view_action(
         forward=forward,
         rollback=(),
         refusal="; ".join(f"materialized view {name}: {r}" for r in refusals) or None,
+        refusal_locked=locked_only(refusals),
         current=existing.view_definition,
         desired=desired,
         existed_before=True,
@@ -611,7 +617,9 @@ def _aside(
         leftover = catalog.relations.get(temp)
         if leftover is not None and _unread(leftover):
             refusals.append(
-                f"what an interrupted replace left as {temp} could not be read {UNREAD}"
+                LockRefusal(
+                    f"what an interrupted replace left as {temp} could not be read {UNREAD}"
+                )
             )
         elif leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid):
             # What an interrupted replace of dbopt's left behind: dbopt's own, start clean.
@@ -727,7 +735,7 @@ def own_new_views(plan: Plan, owner: NewViewOwner) -> Plan:
         if action.object_type != "view" or action.kind != ActionKind.CREATE:
             actions.append(action)
         elif owner.refusal is not None:
-            actions.append(replace(action, refusal=owner.refusal))
+            actions.append(replace(action, refusal=owner.refusal, refusal_locked=False))
         else:
             assert owner.role is not None
             first, *rest = action.forward
