@@ -20,8 +20,17 @@ from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
 from dbopt.errors import OptionNeeded, SpecError
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
-from dbopt.model import IndexColumn, IndexSpec, Location, QualifiedName, ViewSpec, parse_qualified
+from dbopt.model import (
+    IndexColumn,
+    IndexSpec,
+    Location,
+    QualifiedName,
+    SpecSet,
+    ViewSpec,
+    parse_qualified,
+)
 from dbopt.planner import Action, ActionKind, Plan, Step, StepMode, plan
+from dbopt.plans import leftover_names, owned_relations
 
 # --- a catalog by hand -----------------------------------------------------------------------
 
@@ -515,6 +524,26 @@ def test_a_swapped_out_index_is_dbopts_only_under_its_temporary_name() -> None:
     assert action.reason == "left under dbopt's temporary name by an interrupted replace"
     renamed = replace(old, name=qn("idx_orders_kept"))  # renamed by hand: theirs now
     assert plan([], cat(ORDERS, indexes=[renamed]), {}, [fact], prune=True).actions == ()
+
+
+def test_what_a_plan_inspects_holds_a_swapped_out_index_table_but_no_temporary_name() -> None:
+    """Inspection sizes and deparses only what the specs name and what dbopt made: a swapped-out
+    index (under its temporary name until its drop) still names its table, whichever specs
+    there are (seen in a seventh review: its table out of the specs, its leftover was never
+    inspected, so never pruned); a swapped-out view and anything under a temporary name are
+    read apart instead (leftover_names), never named."""
+    old_index = OwnedObject(
+        "index", qn("idx_appt_dbopt_old"), qn("appointments"), 7, None, 1, 1, replaced=True
+    )
+    old_view = OwnedObject(
+        "view", qn("mv_revenue_dbopt_old"), qn("mv_revenue_dbopt_old"), 8, None, 1, 1, replaced=True
+    )
+    on_leftover = OwnedObject("index", qn("mv_i"), qn("mv_revenue_dbopt_new"), 9, None, 1, 1)
+    assert owned_relations([old_index, old_view, on_leftover]) == {qn("appointments")}
+    assert leftover_names(SpecSet(), [old_view, on_leftover]) >= {
+        qn("mv_revenue_dbopt_old"),
+        qn("mv_revenue_dbopt_new"),
+    }
 
 
 def test_a_temporary_name_dbopt_has_no_record_of_is_noted_and_left() -> None:
