@@ -24,6 +24,14 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
+class LockRefusal(str):
+    """Why a change is refused, when that is only a lock not granted at once (another session
+    holds what an object reads, so it could not be read or tried): trying again can succeed.
+    A plan refused for such reasons alone exits 3, as for any lock dbopt cannot take."""
+
+    __slots__ = ()
+
+
 class DboptError(Exception):
     """Base of every error dbopt expects; carries the process exit code."""
 

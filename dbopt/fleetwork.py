@@ -143,7 +143,7 @@ def plan_work(
     exit_code: bool = False,
 ) -> Work:
     """``dbopt plan`` on a target: changes found are a finding (exit 1 with ``exit_code``),
-    a plan apply would refuse is exit 2."""
+    a plan apply would refuse is exit 2 (3 when only locks not granted at once refuse it)."""
 
     def work(member: Member, context: Context) -> Done:
         result = usecases.plan(

@@ -31,7 +31,7 @@ from psycopg.errors import error_from_result
 from dbopt.catalog import Catalog, catalog_sql, inspect
 from dbopt.db import read_only_transaction, server_message
 from dbopt.ddl import hurry_held_waits, needs_newer_server
-from dbopt.errors import LockWaitError, Problem, SpecError
+from dbopt.errors import LockRefusal, LockWaitError, Problem, SpecError
 from dbopt.model import (
     IndexSpec,
     Location,
@@ -307,9 +307,9 @@ def rebinding_problems(
                     {"view": catalog.relations[reader].oid, "temp": f"pg_temp.{temp}"},
                 ).fetchall()
         except psycopg.errors.LockNotAvailable:
-            return (
+            return LockRefusal(
                 "a lock on what it reads was not granted at once (another session holds "
-                "one of them: try again once it is done)"
+                "one of them): try again once it is done"
             )
         except (psycopg.Error, SqlTextError) as exc:
             reason = server_message(exc) if isinstance(exc, psycopg.Error) else str(exc)
@@ -322,6 +322,11 @@ def rebinding_problems(
         ]
 
     def said(view: QualifiedName, reader: QualifiedName, changes: list[str] | str, via: str) -> str:
+        if isinstance(changes, LockRefusal):  # only a lock: the plan exits 3 (try again)
+            return LockRefusal(
+                f"the view {reader}{via} reads a column whose type or collation the new query "
+                f"changes, and dbopt could not try it over the new query: {changes}"
+            )
         if isinstance(changes, str):
             return (
                 f"the view {reader}{via} reads a column whose type or collation the new query "

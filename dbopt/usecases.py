@@ -199,8 +199,10 @@ def preflight(
     replace cannot carry over, what a drop would break), ownership of every table and view
     the run touches, that the run can record itself in the history, that standbys' lag can be
     read when it must be waited for, and transactions that would make concurrent builds and
-    drops wait."""
-    _refuse_refused(plan, command)
+    drops wait. A plan refused only for locks not granted at once says so (exit 3: try again)
+    once nothing else is wrong that trying again would not mend (exit 2)."""
+    if not plan.refused_for_locks:
+        _refuse_refused(plan, command)
     missing = sorted({str(a.table) for a in plan.runnable if not _owned_relation(catalog, a.table)})
     if missing:
         raise UnsafeActionError(
@@ -225,6 +227,7 @@ def preflight(
         raise PrivilegeError(problem)
     runner.history.writable(runner.control)
     runner.lag_gate.check_visible()
+    _refuse_refused(plan, command)  # only locks not granted at once are left
     drops_only = all(a.kind == ActionKind.DROP for a in plan.runnable)
     busy = long_running(
         runner.control,

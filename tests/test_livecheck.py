@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from helpers import poll
+from helpers import held, poll
 
 from dbopt.cli import main
 
@@ -344,6 +344,47 @@ def test_a_held_table_is_waited_for_once_and_is_no_problem_of_the_spec(
     assert conn.execute(
         "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'"
     ).fetchone() == (0,)
+
+
+@pytest.mark.parametrize("held_by", ["view", "budget"])
+def test_a_view_query_or_a_budget_over_a_held_table_is_a_lock_not_a_spec_problem(
+    write: Write, db_dsn: str, conn: psycopg.Connection[Any], held_by: str
+) -> None:
+    """README: a held table's expressions, a view's query, a budget could not be checked:
+    validate gives up with exit 3 as for any lock, never calling the spec bad (exit 2)."""
+    conn.execute("CREATE TABLE events (id bigint, kind text)")
+    conn.execute("CREATE TABLE kinds (kind text PRIMARY KEY)")
+    specs = {
+        "view": {
+            "views/mv_kinds.yaml": """\
+                name: mv_kinds
+                query: SELECT kind, count(*) AS n FROM events GROUP BY kind
+            """
+        },
+        "budget": {
+            "indexes/kinds.yaml": """\
+                table: kinds
+                indexes:
+                  - {name: kinds_kind_lower, columns: [{expr: "lower(kind)"}]}
+                queries:
+                  - name: kinds_of_events
+                    sql: SELECT count(*) FROM kinds JOIN events USING (kind)
+                    budget_ms: 50
+            """
+        },
+    }[held_by]
+    write(
+        **{
+            "dbopt.yaml": f"environments:\n  t:\n    dsn: '{db_dsn}'\n    lock_timeout: 300ms\n",
+            **specs,
+        }
+    )
+    with held(db_dsn, "events"):
+        validated = CliRunner().invoke(main, ["validate", "--env", "t"])
+    said = " ".join(validated.output.split())
+    assert validated.exit_code == 3, said
+    assert "gave up waiting for a lock" in said and "could not be checked" in said, said
+    assert CliRunner().invoke(main, ["validate", "--env", "t"]).exit_code == 0  # once free
 
 
 def test_uses_index_must_name_an_existing_index(write: Write, db_dsn: str) -> None:

@@ -30,7 +30,7 @@ from dbopt.model import (
     parse_qualified,
 )
 from dbopt.planner import Action, ActionKind, Plan, Step, StepMode, plan
-from dbopt.plans import leftover_names, owned_relations
+from dbopt.plans import leftover_names, owned_relations, relevant
 
 # --- a catalog by hand -----------------------------------------------------------------------
 
@@ -535,14 +535,20 @@ def test_what_a_plan_inspects_holds_a_swapped_out_index_table_but_no_temporary_n
     old_index = OwnedObject(
         "index", qn("idx_appt_dbopt_old"), qn("appointments"), 7, None, 1, 1, replaced=True
     )
-    old_view = OwnedObject(
-        "view", qn("mv_revenue_dbopt_old"), qn("mv_revenue_dbopt_old"), 8, None, 1, 1, replaced=True
-    )
+    # A swapped-out view's fact carries the view's own name (history_owned.sql).
+    old_view = OwnedObject("view", qn("mv_sales"), qn("mv_sales"), 8, None, 1, 1, replaced=True)
     on_leftover = OwnedObject("index", qn("mv_i"), qn("mv_revenue_dbopt_new"), 9, None, 1, 1)
     assert owned_relations([old_index, old_view, on_leftover]) == {qn("appointments")}
-    assert leftover_names(SpecSet(), [old_view, on_leftover]) >= {
-        qn("mv_revenue_dbopt_old"),
-        qn("mv_revenue_dbopt_new"),
+    for specs in (SpecSet(), SpecSet(views=(REVENUE,))):
+        assert owned_relations([old_index, old_view, on_leftover]) <= relevant(
+            specs, [old_index, old_view, on_leftover]
+        )
+        assert qn("mv_sales") not in relevant(specs, [old_index, old_view])
+    revenue = {qn("mv_revenue_dbopt_new"), qn("mv_revenue_dbopt_old")}
+    assert leftover_names(SpecSet(), [on_leftover]) == revenue
+    assert leftover_names(SpecSet(), [old_view]) == {
+        qn("mv_sales_dbopt_new"),
+        qn("mv_sales_dbopt_old"),
     }
 
 
@@ -851,6 +857,35 @@ def test_a_refusal_that_is_only_a_lock_not_granted_says_try_again() -> None:
     result = plan([], catalog, {}, [made(unread)], prune=True)
     assert only(result).refusal is not None and not result.refused_for_locks
     assert not plan([], cat(ORDERS), {}, views=[REVENUE]).refused_for_locks  # none refused
+
+
+def test_an_unread_leftover_is_a_lock_refusal_only_when_it_is_dbopts() -> None:
+    """What an interrupted replace of dbopt's left under a temporary name, unread: try again
+    (exit 3). One dbopt has no record of making is refused as taken whatever is held (seen in
+    a review: it said "try again" and exit 3, and the next try refused with exit 2)."""
+    existing = mv("mv_revenue", REVENUE_DEF.replace("sum(", "max("))
+    left = replace(mv("mv_revenue_dbopt_new"), view_definition=None, inspected=True)
+    normalized = {existing.name: REVENUE_DEF}
+
+    def replaced(owned: list[OwnedObject]) -> Plan:
+        return plan(
+            [],
+            cat(ORDERS, existing, left),
+            {},
+            owned,
+            views=[REVENUE],
+            normalized_views=normalized,
+            replace_drifted=True,
+        )
+
+    ours = replaced([made(left)])
+    assert "mv_revenue_dbopt_new could not be read" in (only(ours).refusal or "")
+    assert ours.refused_for_locks
+    theirs = replaced([])
+    assert "is taken by a materialized view that dbopt has no record of making" in (
+        only(theirs).refusal or ""
+    )
+    assert theirs.refused and not theirs.refused_for_locks
 
 
 def test_a_view_name_taken_by_a_type_or_another_relation_is_a_spec_error() -> None:

@@ -568,6 +568,43 @@ def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
     assert status.exit_code in (0, 1), status.output
 
 
+def test_a_reader_held_between_inspection_and_its_trial_is_a_lock_refusal(
+    project: Path, conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """A reading view read at inspection, then tried over the new query while another session
+    holds a table it reads: the lock is not waited for, and the refusal is a lock's (exit 3,
+    try again), not a fault of the spec (seen in a review: it said "try again" with exit 2)."""
+    from dbopt.catalog import inspect
+    from dbopt.errors import LockRefusal
+    from dbopt.livecheck import rebinding_problems
+    from dbopt.model import parse_qualified
+    from dbopt.spec import load_specs
+
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE TABLE other (day date)")
+    conn.execute(
+        "CREATE VIEW report AS SELECT r.day, r.revenue FROM mv_revenue r JOIN other USING (day)"
+    )
+    (project / "views" / "mv_revenue.yaml").write_text(
+        REVENUE.replace("sum(amount) AS revenue", "sum(amount)::numeric AS revenue")
+    )
+    views = load_specs([(project / "views", True)]).views
+    name, report = parse_qualified("mv_revenue"), parse_qualified("report")
+    catalog = inspect(conn, {name, parse_qualified("sales")})
+    assert catalog.relations[report].view_definition  # read: nothing was held then
+    with helpers.held(db_dsn, "other"):
+        found = rebinding_problems(conn, views, {name: ["revenue"]}, catalog)
+    (said,) = found[name]
+    assert isinstance(said, LockRefusal), said
+    assert "could not try it over the new query: a lock on what it reads" in said, said
+    assert rebinding_problems(conn, views, {name: ["revenue"]}, catalog)[name] == [
+        "the view public.report would change its column revenue (bigint to numeric): a view "
+        "keeps its columns' types and collations; drop public.report and create it again "
+        "after the replace, or keep them (a cast or COLLATE in the new query of "
+        "public.mv_revenue)"
+    ]
+
+
 def test_rolling_back_a_cascade_never_waits_for_a_table_a_rebuilt_reader_reads(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

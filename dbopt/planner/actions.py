@@ -11,6 +11,7 @@ from typing import Any
 from psycopg import sql
 
 from dbopt.ddl import derived_name, hurry_held_waits
+from dbopt.errors import LockRefusal
 from dbopt.guard import Identity
 from dbopt.model import IndexSpec, QualifiedName
 
@@ -41,13 +42,6 @@ def temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
         QualifiedName(name.schema, derived_name(name.name, NEW_SUFFIX)),
         QualifiedName(name.schema, derived_name(name.name, OLD_SUFFIX)),
     )
-
-
-class LockRefusal(str):
-    """A refusal that is only a lock not granted at once (another session holds what an
-    object reads, so its definition could not be read): see :func:`locked_only`."""
-
-    __slots__ = ()
 
 
 def locked_only(refusals: Sequence[str]) -> bool:

@@ -11,6 +11,7 @@ from psycopg import sql
 from dbopt import ddl
 from dbopt.catalog import Catalog, Relation
 from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
+from dbopt.errors import LockRefusal
 from dbopt.guard import Identity
 from dbopt.indexdef import (
     DefinitionError,
@@ -22,7 +23,6 @@ from dbopt.planner.actions import (
     OLD_SUFFIX,
     Action,
     ActionKind,
-    LockRefusal,
     Plan,
     Rebuilt,
     Step,
@@ -615,15 +615,23 @@ def _aside(
     for temp in (new, old):
         taken = name_taken(catalog, temp)
         leftover = catalog.relations.get(temp)
-        if leftover is not None and _unread(leftover):
+        # dbopt's by OID (a plain catalog column): what an interrupted replace of its left.
+        mine = (
+            leftover
+            if leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid)
+            else None
+        )
+        if mine is not None and _unread(mine):
+            # dbopt's (by OID): only its definition is unread; someone else's is refused
+            # below whatever is held (trying again would not help).
             refusals.append(
                 LockRefusal(
                     f"what an interrupted replace left as {temp} could not be read {UNREAD}"
                 )
             )
-        elif leftover is not None and leftover.relkind == "m" and owners.owns(leftover.oid):
+        elif mine is not None:
             # What an interrupted replace of dbopt's left behind: dbopt's own, start clean.
-            identity = _leftover_identity(leftover, owners.origin(leftover.oid))
+            identity = _leftover_identity(mine, owners.origin(mine.oid))
             leftovers.append(
                 Step(StepMode.VIEW, (ddl.drop_matview(temp),), temp, temp, expect=(identity,))
             )
