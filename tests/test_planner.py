@@ -17,7 +17,7 @@ import pytest
 
 from dbopt.catalog import Catalog, CatalogIndex, Relation
 from dbopt.catalog.properties import IndexProperties, Properties, ViewProperties
-from dbopt.errors import OptionNeeded, SpecError
+from dbopt.errors import LockRefusal, OptionNeeded, SpecError
 from dbopt.guard import Identity
 from dbopt.history import OwnedObject
 from dbopt.model import (
@@ -859,6 +859,31 @@ def test_a_refusal_that_is_only_a_lock_not_granted_says_try_again() -> None:
     assert not plan([], cat(ORDERS), {}, views=[REVENUE]).refused_for_locks  # none refused
 
 
+def test_a_reader_that_could_not_be_tried_for_a_lock_is_a_lock_refusal() -> None:
+    """livecheck's rebinding answers reach the plan as they are: a LockRefusal alone refuses
+    it for a lock (exit 3), with any other answer beside it not (exit 2)."""
+    existing = mv("mv_revenue", REVENUE_DEF.replace("sum(", "max("))
+    reader = rel("v_reader", "v", definition=" SELECT 1;")
+    catalog = cat(ORDERS, existing, reader, dependents={"mv_revenue": ("v_reader",)})
+    lock = LockRefusal("the view public.v_reader ... could not try it: a lock ...: try again")
+
+    def replaced(*answers: str) -> Plan:
+        return plan(
+            [],
+            catalog,
+            {},
+            views=[REVENUE],
+            normalized_views={existing.name: REVENUE_DEF},
+            replace_drifted=True,
+            cascade=True,
+            view_rebinding={existing.name: list(answers)},
+        )
+
+    assert replaced(lock).refused_for_locks
+    assert not replaced(lock, "the view public.v_reader would change its column").refused_for_locks
+    assert not replaced().refused
+
+
 def test_an_unread_leftover_is_a_lock_refusal_only_when_it_is_dbopts() -> None:
     """What an interrupted replace of dbopt's left under a temporary name, unread: try again
     (exit 3). One dbopt has no record of making is refused as taken whatever is held (seen in
@@ -881,6 +906,18 @@ def test_an_unread_leftover_is_a_lock_refusal_only_when_it_is_dbopts() -> None:
     ours = replaced([made(left)])
     assert "mv_revenue_dbopt_new could not be read" in (only(ours).refusal or "")
     assert ours.refused_for_locks
+    # Its indexes were not read either: one under a temporary index name is likely its own
+    # (seen in a review: "taken by an index", exit 2, where trying again went through).
+    with_index = plan(
+        [],
+        cat(ORDERS, existing, left, names={"mv_revenue_customer_dbopt_new": "index"}),
+        {},
+        [made(left)],
+        views=[REVENUE],
+        normalized_views=normalized,
+        replace_drifted=True,
+    )
+    assert with_index.refused_for_locks, only(with_index).refusal
     theirs = replaced([])
     assert "is taken by a materialized view that dbopt has no record of making" in (
         only(theirs).refusal or ""

@@ -568,6 +568,33 @@ def test_a_reader_over_a_table_another_session_holds_never_makes_a_command_wait(
     assert status.exit_code in (0, 1), status.output
 
 
+def test_a_lock_only_refusal_comes_after_what_trying_again_would_not_mend(
+    project: Path, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], db_dsn: str
+) -> None:
+    """apply refused only for a lock says "try again" (exit 3) only once its other checks
+    pass: with a table in the run this role does not own, it is that (exit 2) first (seen in
+    a review: exit 3, then exit 2 on the retry)."""
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    conn.execute("CREATE TABLE other (day date)")
+    conn.execute(
+        "CREATE VIEW rep AS SELECT r.day, r.revenue FROM mv_revenue r JOIN other USING (day)"
+    )
+    drift_revenue(project)
+    admin_conn.execute("CREATE TABLE not_mine (id int)")  # the superuser's
+    admin_conn.execute("GRANT SELECT ON not_mine TO PUBLIC")
+    spec = project / "indexes" / "not_mine.yaml"
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text("table: not_mine\nindexes:\n  - {name: not_mine_id, columns: [id]}\n")
+    with helpers.held(db_dsn, "other"):
+        not_owned = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+        spec.unlink()
+        locked = cli("apply", "--dsn", db_dsn, "--replace-drifted", "--cascade")
+    said = " ".join(not_owned.output.split())
+    assert not_owned.exit_code == 2 and "does not own public.not_mine" in said, said
+    said = " ".join(locked.output.split())
+    assert locked.exit_code == 3 and "could not be read: a lock" in said, said
+
+
 def test_a_reader_held_between_inspection_and_its_trial_is_a_lock_refusal(
     project: Path, conn: psycopg.Connection[Any], db_dsn: str
 ) -> None:

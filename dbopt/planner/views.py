@@ -612,6 +612,7 @@ def _aside(
                 )
     leftovers: list[Step] = []
     cleared: set[QualifiedName] = set()  # leftovers dropped first (their indexes with them)
+    unread: set[QualifiedName] = set()  # dbopt's leftovers not read (nor their indexes)
     for temp in (new, old):
         taken = name_taken(catalog, temp)
         leftover = catalog.relations.get(temp)
@@ -624,6 +625,7 @@ def _aside(
         if mine is not None and _unread(mine):
             # dbopt's (by OID): only its definition is unread; someone else's is refused
             # below whatever is held (trying again would not help).
+            unread.add(temp)
             refusals.append(
                 LockRefusal(
                     f"what an interrupted replace left as {temp} could not be read {UNREAD}"
@@ -660,6 +662,8 @@ def _aside(
     ]:
         taken = name_taken(catalog, QualifiedName(schema, temp_index))
         on = catalog.indexes.get(QualifiedName(schema, temp_index))
+        if on is None and taken == "index" and unread:
+            continue  # an index whose table was not read: likely that leftover's (try again)
         if taken and not (on is not None and on.table in cleared):
             refusals.append(f"the name {schema}.{temp_index} it needs is taken by {a(taken)}")
     renames = (
