@@ -851,7 +851,7 @@ def test_a_refusal_that_is_only_a_lock_not_granted_says_try_again() -> None:
     result = plan([], cat(ORDERS, unread), {}, [made(unread)], prune=True)
     action = only(result)
     assert action.refusal is not None and "could not be read" in action.refusal
-    assert action.refusal_locked and result.refused_for_locks
+    assert isinstance(action.refusal, LockRefusal) and result.refused_for_locks
     reader = rel("v_reader", "v", definition=" SELECT 1;")
     catalog = cat(ORDERS, unread, reader, dependents={"mv_revenue": ("v_reader",)})
     result = plan([], catalog, {}, [made(unread)], prune=True)

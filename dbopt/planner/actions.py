@@ -44,9 +44,12 @@ def temporary_names(name: QualifiedName) -> tuple[QualifiedName, QualifiedName]:
     )
 
 
-def locked_only(refusals: Sequence[str]) -> bool:
-    """Refusals there are, and each is a :class:`LockRefusal` (trying again can succeed)."""
-    return bool(refusals) and all(isinstance(r, LockRefusal) for r in refusals)
+def refusal_of(text: str, reasons: Sequence[str]) -> str:
+    """``text`` (``reasons`` said together) as an action's refusal: a :class:`LockRefusal`
+    when each reason is one (trying again can succeed), else plain text. Joined with any
+    other refusal later, it is plain text again: a lock is then not all that refuses it."""
+    locked = bool(reasons) and all(isinstance(r, LockRefusal) for r in reasons)
+    return LockRefusal(text) if locked else text
 
 
 class ActionKind(StrEnum):
@@ -141,11 +144,9 @@ class Action:
     rollback: tuple[Step, ...] = ()
     enabled: bool = True
     needs: str | None = None  # the option that enables a disabled action ("prune", ...)
-    #: Why this change cannot be made as planned (apply refuses before anything runs).
+    #: Why this change cannot be made as planned (apply refuses before anything runs); a
+    #: :class:`LockRefusal` when that is only a lock not granted at once (:func:`refusal_of`).
     refusal: str | None = None
-    #: Its refusal is only that a lock was not granted at once (another session holds what
-    #: an object reads, so its definition could not be read): trying again can succeed.
-    refusal_locked: bool = False
     current: str | None = None  # canonical definition in the database
     desired: str | None = None  # canonical definition of the spec
     existed_before: bool = False
@@ -228,7 +229,7 @@ class Plan:
         """Every refusal is only a lock not granted at once: the same plan may go through
         once the other session is done (exit 3, as for any lock dbopt cannot take)."""
         refused = self.refused
-        return bool(refused) and all(a.refusal_locked for a in refused)
+        return bool(refused) and all(isinstance(a.refusal, LockRefusal) for a in refused)
 
     def refusing_shared_rebuilds(self) -> Plan:
         """The plan with each view replace refused whose cascade would rebuild (or replace) a
@@ -287,7 +288,7 @@ class Plan:
                 )
             if said is not None:
                 refusal = f"{action.refusal}; {said}" if action.refusal else said
-                action = replace(action, refusal=refusal, refusal_locked=False)
+                action = replace(action, refusal=refusal)
             # What it puts in place has a new OID: the view itself, and what it rebuilds.
             for name in (action.name, *rebuilds):
                 claimed.setdefault(name, action.name)

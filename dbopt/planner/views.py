@@ -28,7 +28,7 @@ from dbopt.planner.actions import (
     Step,
     StepMode,
     is_temporary,
-    locked_only,
+    refusal_of,
     temporary_names,
 )
 from dbopt.planner.indexes import _display_rebuild, _safe
@@ -148,10 +148,11 @@ def drop_view_action(
         ),
         enabled=enabled,
         needs=needs,
-        refusal=(f"materialized view {name} cannot be dropped: " + "; ".join(refusals))
+        refusal=refusal_of(
+            f"materialized view {name} cannot be dropped: " + "; ".join(refusals), refusals
+        )
         if refusals
         else None,
-        refusal_locked=locked_only(refusals),
         current=relation.view_definition,
         object_type="view",
         phase=1,
@@ -330,8 +331,8 @@ def replace_view_action(
         reason=reason,
         forward=forward,
         rollback=(),
-        refusal="; ".join(f"materialized view {name}: {r}" for r in refusals) or None,
-        refusal_locked=locked_only(refusals),
+        refusal=refusal_of("; ".join(f"materialized view {name}: {r}" for r in refusals), refusals)
+        or None,
         current=existing.view_definition,
         desired=desired,
         existed_before=True,
@@ -747,7 +748,7 @@ def own_new_views(plan: Plan, owner: NewViewOwner) -> Plan:
         if action.object_type != "view" or action.kind != ActionKind.CREATE:
             actions.append(action)
         elif owner.refusal is not None:
-            actions.append(replace(action, refusal=owner.refusal, refusal_locked=False))
+            actions.append(replace(action, refusal=owner.refusal))
         else:
             assert owner.role is not None
             first, *rest = action.forward
